@@ -1,0 +1,140 @@
+//! Ed25519 keypairs and signatures.
+
+use std::fmt;
+
+use ed25519_dalek::{Signer, SigningKey};
+use zeroize::Zeroizing;
+
+use crate::did::Did;
+
+/// A node's secret signing key. Its public half is the node's [`Did`].
+///
+/// The secret is zeroed when the value is dropped and never printed by `Debug`.
+#[derive(Clone)]
+pub struct Keypair(SigningKey);
+
+impl Keypair {
+    /// A fresh keypair from the operating system's random number generator.
+    pub fn generate() -> Keypair {
+        Keypair(SigningKey::generate(&mut rand::rngs::OsRng))
+    }
+
+    /// The keypair derived from a 32-byte secret seed (RFC 8032 private key).
+    pub fn from_seed(seed: &[u8; 32]) -> Keypair {
+        Keypair(SigningKey::from_bytes(seed))
+    }
+
+    /// The 32-byte secret seed. Handle with care; it is zeroed when dropped.
+    pub fn seed(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.0.to_bytes())
+    }
+
+    /// The public identity of this keypair.
+    pub fn did(&self) -> Did {
+        Did::from_verifying_key(self.0.verifying_key())
+    }
+
+    /// Signs `message`.
+    pub fn sign(&self, message: &[u8]) -> Signature {
+        Signature(self.0.sign(message).to_bytes())
+    }
+}
+
+impl fmt::Debug for Keypair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keypair")
+            .field("did", &self.did())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An Ed25519 signature (64 bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signature([u8; 64]);
+
+impl Signature {
+    /// The signature held in `bytes`.
+    pub fn from_bytes(bytes: [u8; 64]) -> Signature {
+        Signature(bytes)
+    }
+
+    /// The signature held in `bytes`, which must be exactly 64 bytes long.
+    pub fn from_slice(bytes: &[u8]) -> Result<Signature, SignatureError> {
+        bytes
+            .try_into()
+            .map(Signature)
+            .map_err(|_| SignatureError::InvalidLength(bytes.len()))
+    }
+
+    /// The 64 bytes of the signature.
+    pub fn as_bytes(&self) -> &[u8; 64] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature(")?;
+        for byte in &self.0[..8] {
+            write!(f, "{byte:02x}")?;
+        }
+        write!(f, "…)")
+    }
+}
+
+/// Why bytes are not a signature.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignatureError {
+    /// Ed25519 signatures are 64 bytes.
+    #[error("a signature is 64 bytes, found {0}")]
+    InvalidLength(usize),
+}
+
+/// Why a signature does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The signature was not made by this key over this message.
+    #[error("signature does not match the signer's public key and the message")]
+    BadSignature,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_and_verify() {
+        let keypair = Keypair::generate();
+        let signature = keypair.sign(b"remember the milk");
+        assert_eq!(keypair.did().verify(b"remember the milk", &signature), Ok(()));
+        assert_eq!(
+            keypair.did().verify(b"remember the eggs", &signature),
+            Err(VerifyError::BadSignature)
+        );
+        let other = Keypair::generate();
+        assert_eq!(
+            other.did().verify(b"remember the milk", &signature),
+            Err(VerifyError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn debug_does_not_print_the_secret() {
+        let keypair = Keypair::from_seed(&[7u8; 32]);
+        let printed = format!("{keypair:?}");
+        assert!(printed.contains("did:key:z6Mk"));
+        assert!(!printed.contains("0707"));
+        assert!(!printed.contains("[7, 7"));
+    }
+
+    #[test]
+    fn signature_length_is_checked() {
+        assert_eq!(
+            Signature::from_slice(&[0; 63]),
+            Err(SignatureError::InvalidLength(63))
+        );
+        assert!(Signature::from_slice(&[0; 64]).is_ok());
+    }
+}
