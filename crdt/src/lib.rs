@@ -1,1 +1,35 @@
-//! placeholder
+//! The Mnemon memory store.
+//!
+//! Each memory is one automerge document ([`MemoryDoc`]); memories live in collections;
+//! every change carries its author's Ed25519 signature ([`SignedChange`]); everything is
+//! persisted in one redb file by [`Store`], which async code reaches through
+//! [`StoreHandle`]. Components learn about changes from the change feed
+//! ([`ChangeEvent`]).
+//!
+//! This crate knows nothing of networks or HTTP.
+
+mod error;
+mod feed;
+mod handle;
+mod id;
+mod memory;
+mod signed;
+mod store;
+
+pub use error::{ApplyError, OpenStoreError, StoreError};
+pub use feed::{ChangeEvent, ChangeKind, Origin};
+pub use handle::{QUEUE_DEPTH, StoreClosed, StoreHandle};
+pub use id::{CollectionId, MemoryId, ParseIdError, Timestamp};
+pub use memory::{
+    DEFAULT_IMPORTANCE, DEFAULT_KIND, MAX_CONTENT_BYTES, MAX_LINKS, MAX_TAG_CHARS, MAX_TAGS,
+    MAX_TITLE_BYTES, Memory, MemoryDoc, MemoryEdit, NewMemory, Source, Task, ValidationError,
+    actor_id, derive_title, normalize_tag,
+};
+pub use signed::{ChangeError, MAX_CHANGE_BYTES, SignedChange, VerifiedChange};
+pub use store::{
+    ApplyOutcome, Collection, FEED_CAPACITY, ListFilter, MAX_APPLY_BATCH, SCHEMA_VERSION, Store,
+    TABLE_NAMES, VacuumReport,
+};
+
+/// Re-exported so users of [`MemoryDoc::automerge`] and the sync layer name the same crate.
+pub use automerge;

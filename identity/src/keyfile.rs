@@ -392,7 +392,9 @@ pub enum KeyFileError {
     #[error("a key file already exists at {0}; it is never overwritten")]
     AlreadyExists(PathBuf),
     /// The file can be read by other users.
-    #[error("key file {path} has mode {mode:04o}; it must be readable by its owner only (chmod 600)")]
+    #[error(
+        "key file {path} has mode {mode:04o}; it must be readable by its owner only (chmod 600)"
+    )]
     InsecurePermissions {
         /// The key file.
         path: PathBuf,
@@ -448,7 +450,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(file.path()).expect("meta").permissions().mode();
+            let mode = fs::metadata(file.path())
+                .expect("meta")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         assert_eq!(file.read_did().expect("did"), keypair.did());
@@ -470,10 +475,14 @@ mod tests {
     fn sealed_round_trip_and_wrong_passphrase() {
         let (_dir, file) = temp();
         let keypair = Keypair::generate();
-        file.create(&keypair, Some(b"correct horse"), FAST).expect("create");
+        file.create(&keypair, Some(b"correct horse"), FAST)
+            .expect("create");
         assert!(file.is_sealed().expect("kind"));
         assert_eq!(file.read_did().expect("did"), keypair.did());
-        assert!(matches!(file.unlock(None), Err(KeyFileError::PassphraseRequired)));
+        assert!(matches!(
+            file.unlock(None),
+            Err(KeyFileError::PassphraseRequired)
+        ));
         assert!(matches!(
             file.unlock(Some(b"battery staple")),
             Err(KeyFileError::WrongPassphrase)
@@ -491,7 +500,8 @@ mod tests {
         for sealed in [false, true] {
             let (_dir, file) = temp();
             let passphrase: Option<&[u8]> = sealed.then_some(b"pw");
-            file.create(&Keypair::generate(), passphrase, FAST).expect("create");
+            file.create(&Keypair::generate(), passphrase, FAST)
+                .expect("create");
             let good = fs::read(file.path()).expect("read");
             for i in 0..good.len() {
                 let mut bad = good.clone();
@@ -507,7 +517,10 @@ mod tests {
                 );
             }
             fs::write(file.path(), &good[..good.len() - 1]).expect("write");
-            assert!(matches!(file.unlock(passphrase), Err(KeyFileError::Corrupt(_))));
+            assert!(matches!(
+                file.unlock(passphrase),
+                Err(KeyFileError::Corrupt(_))
+            ));
         }
     }
 
@@ -516,7 +529,8 @@ mod tests {
     fn refuses_a_key_file_others_can_read() {
         use std::os::unix::fs::PermissionsExt;
         let (_dir, file) = temp();
-        file.create(&Keypair::generate(), None, FAST).expect("create");
+        file.create(&Keypair::generate(), None, FAST)
+            .expect("create");
         fs::set_permissions(file.path(), fs::Permissions::from_mode(0o644)).expect("chmod");
         assert!(matches!(
             file.unlock(None),

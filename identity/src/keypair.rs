@@ -108,7 +108,10 @@ mod tests {
     fn sign_and_verify() {
         let keypair = Keypair::generate();
         let signature = keypair.sign(b"remember the milk");
-        assert_eq!(keypair.did().verify(b"remember the milk", &signature), Ok(()));
+        assert_eq!(
+            keypair.did().verify(b"remember the milk", &signature),
+            Ok(())
+        );
         assert_eq!(
             keypair.did().verify(b"remember the eggs", &signature),
             Err(VerifyError::BadSignature)

@@ -1,0 +1,201 @@
+//! Identifiers of memories and collections, and timestamps.
+//!
+//! Ids are ULIDs: 48 bits of creation time in milliseconds and 80 random bits, written as
+//! 26 Crockford base32 characters. They sort by creation time, which keeps redb's B-trees
+//! append-mostly.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::RngCore;
+use ulid::Ulid;
+
+macro_rules! ulid_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(u128);
+
+        impl $name {
+            /// A fresh id for something created at `now`.
+            pub fn new(now: Timestamp) -> $name {
+                let mut random = [0u8; 16];
+                rand::thread_rng().fill_bytes(&mut random);
+                let ms = u64::try_from(now.as_millis()).unwrap_or(0);
+                $name(Ulid::from_parts(ms, u128::from_le_bytes(random)).0)
+            }
+
+            /// The id as a 128-bit integer (its on-disk key).
+            pub fn to_u128(self) -> u128 {
+                self.0
+            }
+
+            /// The id held in a 128-bit integer.
+            pub fn from_u128(value: u128) -> $name {
+                $name(value)
+            }
+
+            /// The 16 bytes of the id, big-endian.
+            pub fn to_bytes(self) -> [u8; 16] {
+                self.0.to_be_bytes()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&Ulid(self.0), f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), Ulid(self.0))
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseIdError;
+
+            fn from_str(s: &str) -> Result<$name, ParseIdError> {
+                if s.len() != ulid::ULID_LEN {
+                    return Err(ParseIdError {
+                        what: $what,
+                        input: truncate_for_message(s),
+                        reason: "expected 26 characters",
+                    });
+                }
+                Ulid::from_string(s).map(|u| $name(u.0)).map_err(|_| ParseIdError {
+                    what: $what,
+                    input: truncate_for_message(s),
+                    reason: "expected Crockford base32 (0-9, A-Z without I, L, O, U)",
+                })
+            }
+        }
+    };
+}
+
+ulid_id!(
+    /// The id of a memory.
+    MemoryId,
+    "memory id"
+);
+ulid_id!(
+    /// The id of a collection.
+    CollectionId,
+    "collection id"
+);
+
+fn truncate_for_message(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+/// Why a string is not an id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{input:?} is not a valid {what}: {reason}")]
+pub struct ParseIdError {
+    what: &'static str,
+    input: String,
+    reason: &'static str,
+}
+
+/// A point in time: milliseconds since the Unix epoch, UTC.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Timestamp {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        Timestamp(millis)
+    }
+
+    /// The time `millis` milliseconds after the Unix epoch.
+    pub const fn from_millis(millis: i64) -> Timestamp {
+        Timestamp(millis)
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub const fn as_millis(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Timestamp {
+    /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-21T21:05:28.123Z`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.rem_euclid(1000);
+        let secs = self.0.div_euclid(1000);
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        let (year, month, day) = civil_from_days(days);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
+    }
+}
+
+/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_sort_by_time() {
+        let early = MemoryId::new(Timestamp::from_millis(1_000));
+        let late = MemoryId::new(Timestamp::from_millis(2_000));
+        assert!(early < late);
+        let text = early.to_string();
+        assert_eq!(text.len(), 26);
+        assert_eq!(text.parse::<MemoryId>(), Ok(early));
+    }
+
+    #[test]
+    fn bad_ids_name_the_problem() {
+        let err = "short".parse::<MemoryId>().unwrap_err().to_string();
+        assert!(err.contains("memory id") && err.contains("26"), "{err}");
+        let err = "0123456789ABCDEFGHJKMNPQR!"
+            .parse::<CollectionId>()
+            .unwrap_err();
+        assert!(err.to_string().contains("collection id"), "{err}");
+    }
+
+    #[test]
+    fn timestamps_print_as_rfc3339() {
+        assert_eq!(
+            Timestamp::from_millis(0).to_string(),
+            "1970-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            Timestamp::from_millis(1_795_813_528_123).to_string(),
+            "2026-11-27T21:05:28.123Z"
+        );
+        assert_eq!(
+            Timestamp::from_millis(951_782_400_000).to_string(),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            Timestamp::from_millis(-1).to_string(),
+            "1969-12-31T23:59:59.999Z"
+        );
+    }
+}

@@ -1,0 +1,761 @@
+//! The memory model: one automerge document per memory.
+//!
+//! Document layout (the root map):
+//!
+//! | key          | automerge type          | meaning                                        |
+//! |--------------|-------------------------|------------------------------------------------|
+//! | `title`      | str                     | short title                                    |
+//! | `content`    | text                    | the body (Markdown); concurrent edits merge    |
+//! | `tags`       | map: tag → `true`       | a set: adding wins over a concurrent removal    |
+//! | `kind`       | str                     | `note`, `task`, `fact`, `conversation`, …      |
+//! | `importance` | f64 in 0..=1            |                                                |
+//! | `source`     | map {`kind`, `uri`}     | optional: where the memory came from           |
+//! | `created_at` | timestamp               | set once by the author                         |
+//! | `updated_at` | timestamp               | set by every edit                              |
+//! | `author`     | str (`did:key`)         | who created the memory                         |
+//! | `links`      | map: memory id → relation | links to other memories                      |
+//! | `task`       | map {`status`, `priority`, `due`} | optional, for kind `task`            |
+//!
+//! Every change's actor id is the 32-byte public key of the node that made it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, AutoCommit, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, Value};
+use mnemon_identity::Did;
+
+use crate::id::{CollectionId, MemoryId, Timestamp};
+
+/// Largest content accepted, in bytes.
+pub const MAX_CONTENT_BYTES: usize = 8 * 1024 * 1024;
+/// Largest title accepted, in bytes.
+pub const MAX_TITLE_BYTES: usize = 1024;
+/// Most tags on one memory.
+pub const MAX_TAGS: usize = 64;
+/// Longest tag, in characters.
+pub const MAX_TAG_CHARS: usize = 64;
+/// Most links from one memory.
+pub const MAX_LINKS: usize = 1024;
+/// The kind of a memory when none is given.
+pub const DEFAULT_KIND: &str = "note";
+/// The importance of a memory when none is given.
+pub const DEFAULT_IMPORTANCE: f64 = 0.5;
+
+/// Where a memory came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// What kind of source: `cli`, `import`, `web`, `mcp`, …
+    pub kind: String,
+    /// A URI or path naming the source, if any.
+    pub uri: Option<String>,
+}
+
+/// Task fields of a memory of kind `task`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Task {
+    /// `open` or `done` (other values are kept as they are).
+    pub status: String,
+    /// Higher is more urgent.
+    pub priority: i64,
+    /// When it is due.
+    pub due: Option<Timestamp>,
+}
+
+/// A memory as read from its document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Memory {
+    /// Its id.
+    pub id: MemoryId,
+    /// The collection that holds it.
+    pub collection: CollectionId,
+    /// Its title.
+    pub title: String,
+    /// Its body.
+    pub content: String,
+    /// Its tags.
+    pub tags: BTreeSet<String>,
+    /// Its kind.
+    pub kind: String,
+    /// Its importance, 0..=1.
+    pub importance: f64,
+    /// Where it came from.
+    pub source: Option<Source>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it was last changed.
+    pub updated_at: Timestamp,
+    /// The `did:key` of its author, as written in the document.
+    pub author: String,
+    /// Links to other memories, with the relation's name.
+    pub links: BTreeMap<MemoryId, String>,
+    /// Task fields, for tasks.
+    pub task: Option<Task>,
+}
+
+/// A memory to be created.
+#[derive(Debug, Clone, Default)]
+pub struct NewMemory {
+    /// The title; derived from the first line of the content when `None`.
+    pub title: Option<String>,
+    /// The body; must not be empty.
+    pub content: String,
+    /// Tags (a leading `#` is dropped).
+    pub tags: Vec<String>,
+    /// The kind; `note` when `None`.
+    pub kind: Option<String>,
+    /// The importance; 0.5 when `None`.
+    pub importance: Option<f64>,
+    /// Where it came from.
+    pub source: Option<Source>,
+    /// The collection; the node's default collection when `None`.
+    pub collection: Option<CollectionId>,
+    /// Links to other memories, with relation names.
+    pub links: Vec<(MemoryId, String)>,
+    /// Task fields.
+    pub task: Option<Task>,
+}
+
+/// Changes to a memory. Fields left `None` or empty are not touched.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryEdit {
+    /// A new title.
+    pub title: Option<String>,
+    /// A new body; stored as a text diff so concurrent edits of other parts merge.
+    pub content: Option<String>,
+    /// Tags to add.
+    pub add_tags: Vec<String>,
+    /// Tags to remove.
+    pub remove_tags: Vec<String>,
+    /// A new kind.
+    pub kind: Option<String>,
+    /// A new importance.
+    pub importance: Option<f64>,
+    /// Links to add or re-label.
+    pub add_links: Vec<(MemoryId, String)>,
+    /// Links to remove.
+    pub remove_links: Vec<MemoryId>,
+    /// New task fields.
+    pub task: Option<Task>,
+}
+
+impl MemoryEdit {
+    /// Whether the edit changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.title.is_none()
+            && self.content.is_none()
+            && self.add_tags.is_empty()
+            && self.remove_tags.is_empty()
+            && self.kind.is_none()
+            && self.importance.is_none()
+            && self.add_links.is_empty()
+            && self.remove_links.is_empty()
+            && self.task.is_none()
+    }
+}
+
+/// Why input for a memory was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValidationError {
+    /// The content is empty or only whitespace.
+    #[error("the memory's text is empty")]
+    EmptyContent,
+    /// The content is too large.
+    #[error("the memory's text is {len} bytes; the limit is {max}")]
+    ContentTooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The title is too long.
+    #[error("the title is {len} bytes; the limit is {max}")]
+    TitleTooLong {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A tag is malformed.
+    #[error("invalid tag {tag:?}: {reason}")]
+    InvalidTag {
+        /// The tag as given.
+        tag: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Too many tags.
+    #[error("too many tags: {0}; the limit is {MAX_TAGS}")]
+    TooManyTags(usize),
+    /// Too many links.
+    #[error("too many links: {0}; the limit is {MAX_LINKS}")]
+    TooManyLinks(usize),
+    /// The kind is malformed.
+    #[error(
+        "invalid kind {0:?}: use 1 to 32 lowercase letters, digits, '-' or '_', starting with a letter"
+    )]
+    InvalidKind(String),
+    /// The importance is out of range.
+    #[error("invalid importance {0}: it must be a number from 0 to 1")]
+    InvalidImportance(f64),
+    /// A link's relation name is malformed.
+    #[error("invalid link relation {0:?}: use 1 to 64 characters without control characters")]
+    InvalidRelation(String),
+}
+
+/// Normalises and checks a tag: trims it, drops one leading `#`.
+pub fn normalize_tag(tag: &str) -> Result<String, ValidationError> {
+    let trimmed = tag.trim();
+    let trimmed = trimmed.strip_prefix('#').unwrap_or(trimmed);
+    let invalid = |reason| ValidationError::InvalidTag {
+        tag: tag.chars().take(80).collect(),
+        reason,
+    };
+    if trimmed.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if trimmed.chars().count() > MAX_TAG_CHARS {
+        return Err(invalid("it is longer than 64 characters"));
+    }
+    if trimmed
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == ',')
+    {
+        return Err(invalid(
+            "it contains whitespace, a comma or a control character",
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn check_kind(kind: &str) -> Result<(), ValidationError> {
+    let mut chars = kind.chars();
+    let ok = kind.len() <= 32
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::InvalidKind(
+            kind.chars().take(40).collect(),
+        ))
+    }
+}
+
+fn check_importance(importance: f64) -> Result<(), ValidationError> {
+    if importance.is_finite() && (0.0..=1.0).contains(&importance) {
+        Ok(())
+    } else {
+        Err(ValidationError::InvalidImportance(importance))
+    }
+}
+
+fn check_content(content: &str) -> Result<(), ValidationError> {
+    if content.trim().is_empty() {
+        return Err(ValidationError::EmptyContent);
+    }
+    if content.len() > MAX_CONTENT_BYTES {
+        return Err(ValidationError::ContentTooLarge {
+            len: content.len(),
+            max: MAX_CONTENT_BYTES,
+        });
+    }
+    Ok(())
+}
+
+fn check_title(title: &str) -> Result<(), ValidationError> {
+    if title.len() > MAX_TITLE_BYTES {
+        return Err(ValidationError::TitleTooLong {
+            len: title.len(),
+            max: MAX_TITLE_BYTES,
+        });
+    }
+    Ok(())
+}
+
+fn check_relation(relation: &str) -> Result<(), ValidationError> {
+    let count = relation.chars().count();
+    if count == 0 || count > 64 || relation.chars().any(char::is_control) {
+        return Err(ValidationError::InvalidRelation(
+            relation.chars().take(80).collect(),
+        ));
+    }
+    Ok(())
+}
+
+fn normalize_tags(tags: &[String]) -> Result<BTreeSet<String>, ValidationError> {
+    let tags = tags
+        .iter()
+        .map(|t| normalize_tag(t))
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    if tags.len() > MAX_TAGS {
+        return Err(ValidationError::TooManyTags(tags.len()));
+    }
+    Ok(tags)
+}
+
+/// A title derived from content: its first non-empty line without Markdown heading marks,
+/// cut at 80 characters.
+pub fn derive_title(content: &str) -> String {
+    let line = content
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let line = line.trim_start_matches('#').trim();
+    let mut title: String = line.chars().take(80).collect();
+    if line.chars().count() > 80 {
+        title.push('…');
+    }
+    title
+}
+
+/// A checked [`NewMemory`], ready to become a document.
+#[derive(Debug, Clone)]
+pub(crate) struct ValidNew {
+    title: String,
+    content: String,
+    tags: BTreeSet<String>,
+    kind: String,
+    importance: f64,
+    source: Option<Source>,
+    links: Vec<(MemoryId, String)>,
+    task: Option<Task>,
+}
+
+impl NewMemory {
+    pub(crate) fn validate(&self) -> Result<ValidNew, ValidationError> {
+        check_content(&self.content)?;
+        let title = match &self.title {
+            Some(title) => title.trim().to_owned(),
+            None => derive_title(&self.content),
+        };
+        check_title(&title)?;
+        let kind = self.kind.clone().unwrap_or_else(|| DEFAULT_KIND.to_owned());
+        check_kind(&kind)?;
+        let importance = self.importance.unwrap_or(DEFAULT_IMPORTANCE);
+        check_importance(importance)?;
+        if self.links.len() > MAX_LINKS {
+            return Err(ValidationError::TooManyLinks(self.links.len()));
+        }
+        for (_, relation) in &self.links {
+            check_relation(relation)?;
+        }
+        Ok(ValidNew {
+            title,
+            content: self.content.clone(),
+            tags: normalize_tags(&self.tags)?,
+            kind,
+            importance,
+            source: self.source.clone(),
+            links: self.links.clone(),
+            task: self.task.clone(),
+        })
+    }
+}
+
+impl MemoryEdit {
+    pub(crate) fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(content) = &self.content {
+            check_content(content)?;
+        }
+        if let Some(title) = &self.title {
+            check_title(title)?;
+        }
+        if let Some(kind) = &self.kind {
+            check_kind(kind)?;
+        }
+        if let Some(importance) = self.importance {
+            check_importance(importance)?;
+        }
+        normalize_tags(&self.add_tags)?;
+        for tag in &self.remove_tags {
+            normalize_tag(tag)?;
+        }
+        for (_, relation) in &self.add_links {
+            check_relation(relation)?;
+        }
+        Ok(())
+    }
+}
+
+/// The automerge actor id of a node: its 32-byte public key.
+pub fn actor_id(did: &Did) -> ActorId {
+    ActorId::from(did.public_key().as_slice())
+}
+
+/// One memory's automerge document.
+#[derive(Debug)]
+pub struct MemoryDoc {
+    doc: AutoCommit,
+}
+
+impl MemoryDoc {
+    /// Creates the document of a new memory authored by `author` at `now`.
+    ///
+    /// Returns the document and the hash of its one change.
+    pub(crate) fn create(author: &Did, new: &ValidNew, now: Timestamp) -> (MemoryDoc, ChangeHash) {
+        let mut doc = AutoCommit::new().with_actor(actor_id(author));
+        // Building a fresh document from validated input cannot fail; the `expect`s name
+        // automerge invariants, not input.
+        let result: Result<(), automerge::AutomergeError> = (|| {
+            let root = automerge::ROOT;
+            doc.put(&root, "title", new.title.as_str())?;
+            let content = doc.put_object(&root, "content", ObjType::Text)?;
+            doc.splice_text(&content, 0, 0, &new.content)?;
+            let tags = doc.put_object(&root, "tags", ObjType::Map)?;
+            for tag in &new.tags {
+                doc.put(&tags, tag.as_str(), true)?;
+            }
+            doc.put(&root, "kind", new.kind.as_str())?;
+            doc.put(&root, "importance", new.importance)?;
+            if let Some(source) = &new.source {
+                put_source(&mut doc, source)?;
+            }
+            doc.put(&root, "created_at", ScalarValue::Timestamp(now.as_millis()))?;
+            doc.put(&root, "updated_at", ScalarValue::Timestamp(now.as_millis()))?;
+            doc.put(&root, "author", author.to_string())?;
+            let links = doc.put_object(&root, "links", ObjType::Map)?;
+            for (target, relation) in &new.links {
+                doc.put(&links, target.to_string(), relation.as_str())?;
+            }
+            if let Some(task) = &new.task {
+                put_task(&mut doc, task)?;
+            }
+            Ok(())
+        })();
+        #[allow(clippy::expect_used)]
+        result.expect("writing to a fresh automerge document");
+        #[allow(clippy::expect_used)]
+        let hash = doc
+            .commit_with(CommitOptions::default().with_time(now.as_millis()))
+            .expect("a new memory document has one change");
+        (MemoryDoc { doc }, hash)
+    }
+
+    /// Loads a saved document and sets `actor` for later local edits.
+    pub fn load(bytes: &[u8], actor: &Did) -> Result<MemoryDoc, automerge::AutomergeError> {
+        let doc = AutoCommit::load(bytes)?.with_actor(actor_id(actor));
+        Ok(MemoryDoc { doc })
+    }
+
+    /// An empty document, to receive a memory's changes from elsewhere.
+    pub fn empty(actor: &Did) -> MemoryDoc {
+        MemoryDoc {
+            doc: AutoCommit::new().with_actor(actor_id(actor)),
+        }
+    }
+
+    /// Applies a validated edit at `now`. Returns the new change's hash, or `None` if the
+    /// edit changed nothing.
+    pub(crate) fn edit(
+        &mut self,
+        edit: &MemoryEdit,
+        now: Timestamp,
+    ) -> Result<Option<ChangeHash>, automerge::AutomergeError> {
+        let doc = &mut self.doc;
+        let root = automerge::ROOT;
+        if let Some(title) = &edit.title {
+            doc.put(&root, "title", title.trim())?;
+        }
+        if let Some(content) = &edit.content {
+            let text = ensure_object(doc, &root, "content", ObjType::Text)?;
+            doc.update_text(&text, content)?;
+        }
+        if !edit.add_tags.is_empty() || !edit.remove_tags.is_empty() {
+            let tags = ensure_object(doc, &root, "tags", ObjType::Map)?;
+            for tag in &edit.remove_tags {
+                if let Ok(tag) = normalize_tag(tag) {
+                    if doc.get(&tags, tag.as_str())?.is_some() {
+                        doc.delete(&tags, tag.as_str())?;
+                    }
+                }
+            }
+            for tag in &edit.add_tags {
+                if let Ok(tag) = normalize_tag(tag) {
+                    doc.put(&tags, tag.as_str(), true)?;
+                }
+            }
+        }
+        if let Some(kind) = &edit.kind {
+            doc.put(&root, "kind", kind.as_str())?;
+        }
+        if let Some(importance) = edit.importance {
+            doc.put(&root, "importance", importance)?;
+        }
+        if !edit.add_links.is_empty() || !edit.remove_links.is_empty() {
+            let links = ensure_object(doc, &root, "links", ObjType::Map)?;
+            for target in &edit.remove_links {
+                let key = target.to_string();
+                if doc.get(&links, key.as_str())?.is_some() {
+                    doc.delete(&links, key.as_str())?;
+                }
+            }
+            for (target, relation) in &edit.add_links {
+                doc.put(&links, target.to_string(), relation.as_str())?;
+            }
+        }
+        if let Some(task) = &edit.task {
+            put_task(doc, task)?;
+        }
+        if doc.pending_ops() == 0 {
+            doc.rollback();
+            return Ok(None);
+        }
+        doc.put(&root, "updated_at", ScalarValue::Timestamp(now.as_millis()))?;
+        Ok(doc.commit_with(CommitOptions::default().with_time(now.as_millis())))
+    }
+
+    /// Reads the memory's fields. Tolerates missing or mistyped fields (a peer may have
+    /// written them), using defaults, so reading never fails.
+    pub fn read(&self, id: MemoryId, collection: CollectionId) -> Memory {
+        let doc = &self.doc;
+        let root = automerge::ROOT;
+        let tags = object(doc, &root, "tags")
+            .map(|tags| doc.keys(&tags).collect())
+            .unwrap_or_default();
+        let links = object(doc, &root, "links")
+            .map(|links| {
+                doc.map_range(&links, ..)
+                    .filter_map(|item| {
+                        let target = item.key.parse::<MemoryId>().ok()?;
+                        let relation = item.value.into_value().into_string().ok()?;
+                        Some((target, relation))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let source = object(doc, &root, "source").map(|source| Source {
+            kind: string(doc, &source, "kind").unwrap_or_default(),
+            uri: string(doc, &source, "uri"),
+        });
+        let task = object(doc, &root, "task").map(|task| Task {
+            status: string(doc, &task, "status").unwrap_or_default(),
+            priority: scalar(doc, &task, "priority")
+                .and_then(|v| v.as_i64())
+                .unwrap_or(0),
+            due: timestamp(doc, &task, "due"),
+        });
+        Memory {
+            id,
+            collection,
+            title: string(doc, &root, "title").unwrap_or_default(),
+            content: object(doc, &root, "content")
+                .and_then(|text| doc.text(&text).ok())
+                .unwrap_or_default(),
+            tags,
+            kind: string(doc, &root, "kind").unwrap_or_else(|| DEFAULT_KIND.to_owned()),
+            importance: scalar(doc, &root, "importance")
+                .and_then(|v| v.as_f64())
+                .filter(|v| v.is_finite())
+                .map_or(DEFAULT_IMPORTANCE, |v| v.clamp(0.0, 1.0)),
+            source,
+            created_at: timestamp(doc, &root, "created_at").unwrap_or_default(),
+            updated_at: timestamp(doc, &root, "updated_at").unwrap_or_default(),
+            author: string(doc, &root, "author").unwrap_or_default(),
+            links,
+            task,
+        }
+    }
+
+    /// Serialises the whole document, history included.
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// The current heads, sorted.
+    pub fn heads(&mut self) -> Vec<ChangeHash> {
+        let mut heads = self.doc.get_heads();
+        heads.sort();
+        heads
+    }
+
+    /// The underlying automerge document, for sync.
+    pub fn automerge(&mut self) -> &mut AutoCommit {
+        &mut self.doc
+    }
+}
+
+fn put_source(doc: &mut AutoCommit, source: &Source) -> Result<(), automerge::AutomergeError> {
+    let obj = doc.put_object(automerge::ROOT, "source", ObjType::Map)?;
+    doc.put(&obj, "kind", source.kind.as_str())?;
+    if let Some(uri) = &source.uri {
+        doc.put(&obj, "uri", uri.as_str())?;
+    }
+    Ok(())
+}
+
+fn put_task(doc: &mut AutoCommit, task: &Task) -> Result<(), automerge::AutomergeError> {
+    let obj = ensure_object(doc, &automerge::ROOT, "task", ObjType::Map)?;
+    doc.put(&obj, "status", task.status.as_str())?;
+    doc.put(&obj, "priority", task.priority)?;
+    match task.due {
+        Some(due) => doc.put(&obj, "due", ScalarValue::Timestamp(due.as_millis()))?,
+        None => {
+            if doc.get(&obj, "due")?.is_some() {
+                doc.delete(&obj, "due")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The object at `key`, created with type `ty` if missing or of another type.
+fn ensure_object(
+    doc: &mut AutoCommit,
+    parent: &ObjId,
+    key: &str,
+    ty: ObjType,
+) -> Result<ObjId, automerge::AutomergeError> {
+    match doc.get(parent, key)? {
+        Some((Value::Object(found), id)) if found == ty => Ok(id),
+        _ => doc.put_object(parent, key, ty),
+    }
+}
+
+fn object(doc: &AutoCommit, parent: &ObjId, key: &str) -> Option<ObjId> {
+    match doc.get(parent, key).ok().flatten() {
+        Some((Value::Object(_), id)) => Some(id),
+        _ => None,
+    }
+}
+
+fn scalar(doc: &AutoCommit, parent: &ObjId, key: &str) -> Option<ScalarValue> {
+    match doc.get(parent, key).ok().flatten() {
+        Some((Value::Scalar(value), _)) => Some(value.into_owned()),
+        _ => None,
+    }
+}
+
+fn string(doc: &AutoCommit, parent: &ObjId, key: &str) -> Option<String> {
+    scalar(doc, parent, key).and_then(|v| v.into_string().ok())
+}
+
+fn timestamp(doc: &AutoCommit, parent: &ObjId, key: &str) -> Option<Timestamp> {
+    match scalar(doc, parent, key)? {
+        ScalarValue::Timestamp(ms) | ScalarValue::Int(ms) => Some(Timestamp::from_millis(ms)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mnemon_identity::Keypair;
+
+    use super::*;
+
+    fn new(content: &str) -> NewMemory {
+        NewMemory {
+            content: content.into(),
+            ..NewMemory::default()
+        }
+    }
+
+    #[test]
+    fn create_and_read_back() {
+        let me = Keypair::generate().did();
+        let input = NewMemory {
+            title: Some("Milk".into()),
+            content: "Buy *oat* milk".into(),
+            tags: vec!["#shopping".into(), "home".into()],
+            kind: Some("task".into()),
+            importance: Some(0.9),
+            ..NewMemory::default()
+        };
+        let valid = input.validate().expect("valid");
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let (mut doc, _) = MemoryDoc::create(&me, &valid, now);
+        let id = MemoryId::new(now);
+        let collection = CollectionId::new(now);
+        let memory = doc.read(id, collection);
+        assert_eq!(memory.title, "Milk");
+        assert_eq!(memory.content, "Buy *oat* milk");
+        assert_eq!(
+            memory.tags.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["home", "shopping"]
+        );
+        assert_eq!(memory.kind, "task");
+        assert_eq!(memory.importance, 0.9);
+        assert_eq!(memory.created_at, now);
+        assert_eq!(memory.author, me.to_string());
+        // Saved and loaded, it reads the same.
+        let loaded = MemoryDoc::load(&doc.save(), &me).expect("load");
+        assert_eq!(loaded.read(id, collection), memory);
+    }
+
+    #[test]
+    fn edits_change_only_what_they_name() {
+        let me = Keypair::generate().did();
+        let valid = new("first line\nsecond").validate().expect("valid");
+        let (mut doc, _) = MemoryDoc::create(&me, &valid, Timestamp::from_millis(1));
+        let id = MemoryId::new(Timestamp::from_millis(1));
+        let c = CollectionId::new(Timestamp::from_millis(1));
+        assert_eq!(doc.read(id, c).title, "first line");
+        let edit = MemoryEdit {
+            content: Some("first line\nsecond, edited".into()),
+            add_tags: vec!["x".into()],
+            ..MemoryEdit::default()
+        };
+        assert!(
+            doc.edit(&edit, Timestamp::from_millis(5))
+                .expect("edit")
+                .is_some()
+        );
+        let memory = doc.read(id, c);
+        assert_eq!(memory.content, "first line\nsecond, edited");
+        assert_eq!(memory.title, "first line");
+        assert_eq!(memory.updated_at, Timestamp::from_millis(5));
+        assert!(memory.tags.contains("x"));
+        // Setting what is already there makes no change.
+        let same = MemoryEdit {
+            content: Some("first line\nsecond, edited".into()),
+            ..MemoryEdit::default()
+        };
+        assert_eq!(
+            doc.edit(&same, Timestamp::from_millis(9)).expect("edit"),
+            None
+        );
+        assert_eq!(doc.read(id, c).updated_at, Timestamp::from_millis(5));
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        assert_eq!(
+            new("  \n").validate().unwrap_err(),
+            ValidationError::EmptyContent
+        );
+        let bad_kind = NewMemory {
+            kind: Some("Note!".into()),
+            ..new("x")
+        };
+        assert!(matches!(
+            bad_kind.validate(),
+            Err(ValidationError::InvalidKind(_))
+        ));
+        let bad_importance = NewMemory {
+            importance: Some(f64::NAN),
+            ..new("x")
+        };
+        assert!(matches!(
+            bad_importance.validate(),
+            Err(ValidationError::InvalidImportance(_))
+        ));
+        let bad_tag = NewMemory {
+            tags: vec!["two words".into()],
+            ..new("x")
+        };
+        assert!(matches!(
+            bad_tag.validate(),
+            Err(ValidationError::InvalidTag { .. })
+        ));
+        assert!(normalize_tag("#").is_err());
+        assert_eq!(normalize_tag(" #rust ").as_deref(), Ok("rust"));
+    }
+
+    #[test]
+    fn derived_titles() {
+        assert_eq!(derive_title("\n\n# Heading\nbody"), "Heading");
+        let long = "a".repeat(100);
+        assert_eq!(derive_title(&long).chars().count(), 81);
+    }
+}

@@ -1,0 +1,105 @@
+//! Signed changes: every automerge change travels and rests with its author's signature.
+//!
+//! The author of a change is its automerge actor id, which is the author's 32-byte Ed25519
+//! public key. The signature covers `"mnemon-change-1\0" || change hash`; the change hash is
+//! automerge's SHA-256 over the change's bytes, so the signature covers every byte of the
+//! change and, through its dependencies, its history.
+
+use automerge::{Change, ChangeHash};
+use mnemon_identity::{Did, Keypair, Signature};
+
+const CHANGE_DOMAIN: &[u8] = b"mnemon-change-1\0";
+
+/// The bytes an author signs for the change with `hash`.
+fn change_message(hash: &ChangeHash) -> [u8; 48] {
+    let mut message = [0u8; 48];
+    message[..16].copy_from_slice(CHANGE_DOMAIN);
+    message[16..].copy_from_slice(&hash.0);
+    message
+}
+
+/// Signs the change with `hash`.
+pub(crate) fn sign_change(keypair: &Keypair, hash: &ChangeHash) -> Signature {
+    keypair.sign(&change_message(hash))
+}
+
+/// An automerge change in its binary form with its author's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedChange {
+    /// The change chunk, as automerge encodes it.
+    pub bytes: Vec<u8>,
+    /// The author's signature over the change hash.
+    pub signature: Signature,
+}
+
+/// A change whose bytes parsed and whose signature matched its author.
+#[derive(Debug)]
+pub struct VerifiedChange {
+    pub(crate) change: Change,
+    pub(crate) author: Did,
+    pub(crate) signature: Signature,
+}
+
+impl VerifiedChange {
+    /// The author.
+    pub fn author(&self) -> Did {
+        self.author
+    }
+
+    /// The change hash.
+    pub fn hash(&self) -> ChangeHash {
+        self.change.hash()
+    }
+}
+
+/// Why a change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChangeError {
+    /// The bytes are not a valid automerge change (truncated, corrupted, bad checksum).
+    #[error("malformed change: {0}")]
+    Malformed(String),
+    /// The change's actor is not an Ed25519 public key, so nobody can have signed it.
+    #[error("change actor {0} is not an Ed25519 public key")]
+    InvalidActor(String),
+    /// The signature does not match the author and the change.
+    #[error("change {hash} has a signature that does not match its author {author}")]
+    BadSignature {
+        /// The change hash.
+        hash: String,
+        /// The `did:key` of the claimed author.
+        author: String,
+    },
+    /// The change is larger than accepted.
+    #[error("change is {0} bytes; the limit is {MAX_CHANGE_BYTES}")]
+    TooLarge(usize),
+}
+
+/// Largest change accepted from a peer.
+pub const MAX_CHANGE_BYTES: usize = 16 * 1024 * 1024;
+
+impl SignedChange {
+    /// Parses the change and checks its signature against its author.
+    pub fn verify(&self) -> Result<VerifiedChange, ChangeError> {
+        if self.bytes.len() > MAX_CHANGE_BYTES {
+            return Err(ChangeError::TooLarge(self.bytes.len()));
+        }
+        let change = Change::from_bytes(self.bytes.clone())
+            .map_err(|e| ChangeError::Malformed(e.to_string()))?;
+        let actor = change.actor_id();
+        let author = Did::from_public_key_slice(actor.to_bytes())
+            .map_err(|_| ChangeError::InvalidActor(actor.to_hex_string()))?;
+        let hash = change.hash();
+        author
+            .verify(&change_message(&hash), &self.signature)
+            .map_err(|_| ChangeError::BadSignature {
+                hash: hash.to_string(),
+                author: author.to_string(),
+            })?;
+        Ok(VerifiedChange {
+            change,
+            author,
+            signature: self.signature,
+        })
+    }
+}

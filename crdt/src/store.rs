@@ -1,0 +1,889 @@
+//! The store: memory documents, collections, signatures and tombstones in one redb file.
+//!
+//! Every write is one redb transaction committed with `Durability::Immediate`: when a
+//! method returns `Ok`, the change is on disk. [`Store`] is synchronous; async code uses
+//! [`crate::StoreHandle`], which runs a `Store` on its own thread.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use automerge::ChangeHash;
+use mnemon_identity::{Did, Keypair, Signature};
+use redb::{
+    Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    StorageBackend, TableDefinition, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::error::{ApplyError, OpenStoreError, StoreError};
+use crate::feed::{ChangeEvent, ChangeKind, Origin};
+use crate::id::{CollectionId, MemoryId, Timestamp};
+use crate::memory::{Memory, MemoryDoc, MemoryEdit, NewMemory, normalize_tag};
+use crate::signed::{SignedChange, sign_change};
+
+/// Current schema version, stored under `schema` in `meta-1`.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Most changes accepted in one [`Store::apply_changes`] call.
+pub const MAX_APPLY_BATCH: usize = 10_000;
+/// Events buffered for each change-feed subscriber before it lags.
+pub const FEED_CAPACITY: usize = 1024;
+
+/// Key: a setting's name. Value: its bytes.
+/// `schema` → u32 little-endian; `did` → the node's 32-byte public key;
+/// `default_collection` → the default collection's id, u128 big-endian.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
+/// Key: collection id. Value: postcard [`CollectionRecord`].
+const COLLECTIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("collections-1");
+/// Key: (collection id, memory id). Value: none.
+/// The collection's manifest: the live memories it holds.
+const MEMBERS: TableDefinition<(u128, u128), ()> = TableDefinition::new("members-1");
+/// Key: memory id. Value: the memory's automerge document, saved whole (history included).
+const DOCS: TableDefinition<u128, &[u8]> = TableDefinition::new("memories-1");
+/// Key: memory id. Value: postcard [`MemoryMeta`], derived from the document on every write.
+const MEMORY_META: TableDefinition<u128, &[u8]> = TableDefinition::new("memory_meta-1");
+/// Key: (memory id, change hash). Value: the author's Ed25519 signature over the change hash.
+const SIGNATURES: TableDefinition<(u128, [u8; 32]), [u8; 64]> =
+    TableDefinition::new("signatures-1");
+/// Key: memory id. Value: postcard [`Tombstone`]. Deleted memories, kept forever.
+const TOMBSTONES: TableDefinition<u128, &[u8]> = TableDefinition::new("tombstones-1");
+
+/// The names of every table, so tests can check that vacuum copies them all.
+pub const TABLE_NAMES: &[&str] = &[
+    "meta-1",
+    "collections-1",
+    "members-1",
+    "memories-1",
+    "memory_meta-1",
+    "signatures-1",
+    "tombstones-1",
+];
+
+const TOMBSTONE_DOMAIN: &[u8] = b"mnemon-tombstone-1\0";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CollectionRecord {
+    name: String,
+    owner: [u8; 32],
+    created_at: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct MemoryMeta {
+    collection: u128,
+    created_at: i64,
+    updated_at: i64,
+    kind: String,
+    tags: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Tombstone {
+    collection: u128,
+    deleted_at: i64,
+    author: [u8; 32],
+    signature: Vec<u8>,
+}
+
+/// A collection: a named set of memories with an owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collection {
+    /// Its id.
+    pub id: CollectionId,
+    /// Its name.
+    pub name: String,
+    /// The DID of its owner.
+    pub owner: Did,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// Whether it is this node's private default collection.
+    pub is_default: bool,
+    /// How many live memories it holds.
+    pub memories: u64,
+}
+
+/// Which memories [`Store::list`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this collection.
+    pub collection: Option<CollectionId>,
+    /// Only memories with this tag.
+    pub tag: Option<String>,
+    /// Only memories of this kind.
+    pub kind: Option<String>,
+    /// Skip this many (after sorting, newest change first).
+    pub offset: usize,
+    /// Return at most this many.
+    pub limit: Option<usize>,
+}
+
+/// What [`Store::apply_changes`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// How many of the changes were new here.
+    pub new_changes: usize,
+    /// The document's heads afterwards.
+    pub heads: Vec<ChangeHash>,
+}
+
+/// What [`Store::vacuum`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VacuumReport {
+    /// File size before.
+    pub bytes_before: u64,
+    /// File size after.
+    pub bytes_after: u64,
+}
+
+/// The memory store of one node.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+    path: Option<PathBuf>,
+    keypair: Keypair,
+    did: Did,
+    default_collection: CollectionId,
+    feed: broadcast::Sender<ChangeEvent>,
+}
+
+fn builder() -> Builder {
+    let mut builder = Builder::new();
+    // A damaged file then fails to open with an error instead of being trusted.
+    builder.set_check_integrity_on_open(true);
+    builder.set_cache_size(64 * 1024 * 1024);
+    builder
+}
+
+impl Store {
+    /// Opens (or creates) the store in the redb file at `path` for the node `keypair`.
+    pub fn open(path: impl AsRef<Path>, keypair: Keypair) -> Result<Store, OpenStoreError> {
+        let path = path.as_ref().to_owned();
+        // A vacuum that was cut short leaves its unfinished copy behind; the original is intact.
+        let _ = std::fs::remove_file(vacuum_path(&path));
+        let db = builder().create(&path).map_err(|e| open_error(&path, e))?;
+        Store::init(db, Some(path), keypair)
+    }
+
+    /// Opens (or creates) a store on a custom redb storage backend (used by crash tests).
+    pub fn open_with_backend(
+        backend: impl StorageBackend,
+        keypair: Keypair,
+    ) -> Result<Store, OpenStoreError> {
+        let db = builder()
+            .create_with_backend(backend)
+            .map_err(|e| open_error(Path::new("<backend>"), e))?;
+        Store::init(db, None, keypair)
+    }
+
+    fn init(
+        db: Database,
+        path: Option<PathBuf>,
+        keypair: Keypair,
+    ) -> Result<Store, OpenStoreError> {
+        let shown = path.clone().unwrap_or_else(|| PathBuf::from("<backend>"));
+        let err = |e: &dyn std::fmt::Display| OpenStoreError::Storage {
+            path: shown.clone(),
+            reason: e.to_string(),
+        };
+        let did = keypair.did();
+        let txn = db.begin_write().map_err(|e| err(&e))?;
+        let default_collection = {
+            let mut meta = txn.open_table(META).map_err(|e| err(&e))?;
+            if let Some(schema) = meta.get("schema").map_err(|e| err(&e))? {
+                let schema = u32_from(schema.value()).ok_or_else(|| OpenStoreError::Corrupt {
+                    path: shown.clone(),
+                    reason: "schema version is unreadable".into(),
+                })?;
+                if schema > SCHEMA_VERSION {
+                    return Err(OpenStoreError::UnsupportedSchema(schema));
+                }
+            }
+            let stored_did = meta
+                .get("did")
+                .map_err(|e| err(&e))?
+                .map(|v| v.value().to_vec());
+            match stored_did {
+                Some(bytes) => {
+                    if bytes.as_slice() != did.public_key() {
+                        let store = Did::from_public_key_slice(&bytes)
+                            .map(|d| d.to_string())
+                            .unwrap_or_else(|_| "an unreadable identity".into());
+                        return Err(OpenStoreError::IdentityMismatch {
+                            store,
+                            key: did.to_string(),
+                        });
+                    }
+                    let raw = meta
+                        .get("default_collection")
+                        .map_err(|e| err(&e))?
+                        .and_then(|v| <[u8; 16]>::try_from(v.value()).ok())
+                        .ok_or_else(|| OpenStoreError::Corrupt {
+                            path: shown.clone(),
+                            reason: "the default collection is not recorded".into(),
+                        })?;
+                    CollectionId::from_u128(u128::from_be_bytes(raw))
+                }
+                None => {
+                    let now = Timestamp::now();
+                    let id = CollectionId::new(now);
+                    meta.insert("schema", SCHEMA_VERSION.to_le_bytes().as_slice())
+                        .map_err(|e| err(&e))?;
+                    meta.insert("did", did.public_key().as_slice())
+                        .map_err(|e| err(&e))?;
+                    meta.insert("default_collection", id.to_u128().to_be_bytes().as_slice())
+                        .map_err(|e| err(&e))?;
+                    let record = CollectionRecord {
+                        name: "default".into(),
+                        owner: *did.public_key(),
+                        created_at: now.as_millis(),
+                    };
+                    let bytes = postcard::to_allocvec(&record).map_err(|e| err(&e))?;
+                    txn.open_table(COLLECTIONS)
+                        .map_err(|e| err(&e))?
+                        .insert(id.to_u128(), bytes.as_slice())
+                        .map_err(|e| err(&e))?;
+                    id
+                }
+            }
+        };
+        // Make sure every table exists, so readers never meet a missing table.
+        txn.open_table(COLLECTIONS).map_err(|e| err(&e))?;
+        txn.open_table(MEMBERS).map_err(|e| err(&e))?;
+        txn.open_table(DOCS).map_err(|e| err(&e))?;
+        txn.open_table(MEMORY_META).map_err(|e| err(&e))?;
+        txn.open_table(SIGNATURES).map_err(|e| err(&e))?;
+        txn.open_table(TOMBSTONES).map_err(|e| err(&e))?;
+        txn.commit().map_err(|e| err(&e))?;
+        let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        Ok(Store {
+            db,
+            path,
+            keypair,
+            did,
+            default_collection,
+            feed,
+        })
+    }
+
+    /// The node's identity.
+    pub fn did(&self) -> Did {
+        self.did
+    }
+
+    /// The node's private default collection.
+    pub fn default_collection(&self) -> CollectionId {
+        self.default_collection
+    }
+
+    /// Subscribes to the change feed: one event per memory created, updated or deleted,
+    /// sent after the change is durable. A subscriber that falls more than
+    /// [`FEED_CAPACITY`] events behind receives `Lagged` and should re-read the store.
+    pub fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {
+        self.feed.subscribe()
+    }
+
+    /// A sender for the change feed, so a handle can hand out subscriptions.
+    pub(crate) fn feed(&self) -> broadcast::Sender<ChangeEvent> {
+        self.feed.clone()
+    }
+
+    fn publish(
+        &self,
+        memory: MemoryId,
+        collection: CollectionId,
+        kind: ChangeKind,
+        origin: Origin,
+    ) {
+        // No subscribers is not an error.
+        let _ = self.feed.send(ChangeEvent {
+            memory,
+            collection,
+            kind,
+            origin,
+        });
+    }
+
+    // ----- collections -------------------------------------------------------------------
+
+    /// Creates a collection owned by this node.
+    pub fn create_collection(&mut self, name: &str) -> Result<Collection, StoreError> {
+        let name = name.trim();
+        if name.is_empty()
+            || name.chars().count() > 64
+            || name.chars().any(char::is_control)
+            || name.parse::<CollectionId>().is_ok()
+        {
+            return Err(StoreError::InvalidCollectionName(
+                name.chars().take(80).collect(),
+            ));
+        }
+        if self.collections()?.iter().any(|c| c.name == name) {
+            return Err(StoreError::DuplicateCollectionName(name.to_owned()));
+        }
+        let now = Timestamp::now();
+        let id = CollectionId::new(now);
+        let record = CollectionRecord {
+            name: name.to_owned(),
+            owner: *self.did.public_key(),
+            created_at: now.as_millis(),
+        };
+        let txn = self.db.begin_write()?;
+        txn.open_table(COLLECTIONS)?
+            .insert(id.to_u128(), postcard::to_allocvec(&record)?.as_slice())?;
+        txn.commit()?;
+        Ok(Collection {
+            id,
+            name: record.name,
+            owner: self.did,
+            created_at: now,
+            is_default: false,
+            memories: 0,
+        })
+    }
+
+    /// Every collection, oldest first.
+    pub fn collections(&self) -> Result<Vec<Collection>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(COLLECTIONS)?;
+        let members = txn.open_table(MEMBERS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            let record: CollectionRecord = postcard::from_bytes(value.value())?;
+            let id = CollectionId::from_u128(key.value());
+            let memories = members
+                .range((id.to_u128(), 0)..=(id.to_u128(), u128::MAX))?
+                .count() as u64;
+            out.push(Collection {
+                id,
+                name: record.name,
+                owner: Did::from_public_key(&record.owner)
+                    .map_err(|e| StoreError::Storage(format!("collection owner: {e}")))?,
+                created_at: Timestamp::from_millis(record.created_at),
+                is_default: id == self.default_collection,
+                memories,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Finds a collection by id or by unique name.
+    pub fn resolve_collection(&self, id_or_name: &str) -> Result<CollectionId, StoreError> {
+        let collections = self.collections()?;
+        if let Ok(id) = id_or_name.parse::<CollectionId>() {
+            if collections.iter().any(|c| c.id == id) {
+                return Ok(id);
+            }
+        }
+        let named: Vec<_> = collections
+            .iter()
+            .filter(|c| c.name == id_or_name.trim())
+            .collect();
+        match named.as_slice() {
+            [] => Err(StoreError::UnknownCollection(
+                id_or_name.chars().take(80).collect(),
+            )),
+            [one] => Ok(one.id),
+            many => Err(StoreError::AmbiguousCollection {
+                name: id_or_name.to_owned(),
+                ids: many
+                    .iter()
+                    .map(|c| c.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    fn check_collection(&self, txn: &WriteTransaction, id: CollectionId) -> Result<(), StoreError> {
+        if txn.open_table(COLLECTIONS)?.get(id.to_u128())?.is_none() {
+            return Err(StoreError::UnknownCollection(id.to_string()));
+        }
+        Ok(())
+    }
+
+    // ----- memories ----------------------------------------------------------------------
+
+    /// Stores a new memory, durably, and returns it.
+    pub fn add(&mut self, new: NewMemory) -> Result<Memory, StoreError> {
+        let mut added = self.add_batch(vec![new])?;
+        added
+            .pop()
+            .ok_or(StoreError::Storage("batch of one returned nothing".into()))
+    }
+
+    /// Stores several new memories in one durable transaction: all or none.
+    pub fn add_batch(&mut self, batch: Vec<NewMemory>) -> Result<Vec<Memory>, StoreError> {
+        let valid = batch
+            .iter()
+            .map(NewMemory::validate)
+            .collect::<Result<Vec<_>, _>>()?;
+        let now = Timestamp::now();
+        let txn = self.db.begin_write()?;
+        let mut added = Vec::with_capacity(batch.len());
+        {
+            let mut docs = txn.open_table(DOCS)?;
+            let mut metas = txn.open_table(MEMORY_META)?;
+            let mut members = txn.open_table(MEMBERS)?;
+            let mut signatures = txn.open_table(SIGNATURES)?;
+            for (new, valid) in batch.iter().zip(&valid) {
+                let collection = new.collection.unwrap_or(self.default_collection);
+                if new.collection.is_some() {
+                    self.check_collection(&txn, collection)?;
+                }
+                let id = MemoryId::new(now);
+                let (mut doc, hash) = MemoryDoc::create(&self.did, valid, now);
+                let signature = sign_change(&self.keypair, &hash);
+                let memory = doc.read(id, collection);
+                docs.insert(id.to_u128(), doc.save().as_slice())?;
+                metas.insert(id.to_u128(), meta_bytes(&memory)?.as_slice())?;
+                members.insert((collection.to_u128(), id.to_u128()), ())?;
+                signatures.insert((id.to_u128(), hash.0), signature.as_bytes())?;
+                added.push(memory);
+            }
+        }
+        txn.commit()?;
+        for memory in &added {
+            self.publish(
+                memory.id,
+                memory.collection,
+                ChangeKind::Created,
+                Origin::Local,
+            );
+        }
+        Ok(added)
+    }
+
+    /// Reads a memory.
+    pub fn get(&self, id: MemoryId) -> Result<Memory, StoreError> {
+        let txn = self.db.begin_read()?;
+        let docs = txn.open_table(DOCS)?;
+        let metas = txn.open_table(MEMORY_META)?;
+        match (docs.get(id.to_u128())?, metas.get(id.to_u128())?) {
+            (Some(doc), Some(meta)) => {
+                let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
+                let doc = MemoryDoc::load(doc.value(), &self.did)?;
+                Ok(doc.read(id, CollectionId::from_u128(meta.collection)))
+            }
+            _ => {
+                if txn.open_table(TOMBSTONES)?.get(id.to_u128())?.is_some() {
+                    Err(StoreError::Deleted(id))
+                } else {
+                    Err(StoreError::NotFound(id))
+                }
+            }
+        }
+    }
+
+    /// Lists memories, most recently changed first.
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<Memory>, StoreError> {
+        let tag = filter.tag.as_deref().map(normalize_tag).transpose()?;
+        let txn = self.db.begin_read()?;
+        let metas = txn.open_table(MEMORY_META)?;
+        let mut matches: Vec<(i64, u128, u128)> = Vec::new();
+        for entry in metas.iter()? {
+            let (key, value) = entry?;
+            let meta: MemoryMeta = postcard::from_bytes(value.value())?;
+            if filter
+                .collection
+                .is_some_and(|c| c.to_u128() != meta.collection)
+            {
+                continue;
+            }
+            if tag.as_ref().is_some_and(|t| !meta.tags.contains(t)) {
+                continue;
+            }
+            if filter.kind.as_ref().is_some_and(|k| *k != meta.kind) {
+                continue;
+            }
+            matches.push((meta.updated_at, key.value(), meta.collection));
+        }
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        let docs = txn.open_table(DOCS)?;
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        for (_, id, collection) in matches.into_iter().skip(filter.offset).take(limit) {
+            if let Some(bytes) = docs.get(id)? {
+                let doc = MemoryDoc::load(bytes.value(), &self.did)?;
+                out.push(doc.read(MemoryId::from_u128(id), CollectionId::from_u128(collection)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many live memories the store holds.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(MEMORY_META)?.len()?)
+    }
+
+    /// Edits a memory, durably, and returns it as it is afterwards.
+    pub fn edit(&mut self, id: MemoryId, edit: &MemoryEdit) -> Result<Memory, StoreError> {
+        edit.validate()?;
+        let txn = self.db.begin_write()?;
+        let memory;
+        let changed;
+        {
+            let mut docs = txn.open_table(DOCS)?;
+            let mut metas = txn.open_table(MEMORY_META)?;
+            let (mut doc, collection) = {
+                let Some(meta) = metas.get(id.to_u128())? else {
+                    drop(docs);
+                    drop(metas);
+                    let deleted = txn.open_table(TOMBSTONES)?.get(id.to_u128())?.is_some();
+                    return Err(if deleted {
+                        StoreError::Deleted(id)
+                    } else {
+                        StoreError::NotFound(id)
+                    });
+                };
+                let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
+                let bytes = docs
+                    .get(id.to_u128())?
+                    .ok_or_else(|| StoreError::Storage(format!("document of {id} is missing")))?;
+                (
+                    MemoryDoc::load(bytes.value(), &self.did)?,
+                    CollectionId::from_u128(meta.collection),
+                )
+            };
+            let hash = doc.edit(edit, Timestamp::now())?;
+            memory = doc.read(id, collection);
+            changed = hash.is_some();
+            if let Some(hash) = hash {
+                let signature = sign_change(&self.keypair, &hash);
+                docs.insert(id.to_u128(), doc.save().as_slice())?;
+                metas.insert(id.to_u128(), meta_bytes(&memory)?.as_slice())?;
+                txn.open_table(SIGNATURES)?
+                    .insert((id.to_u128(), hash.0), signature.as_bytes())?;
+            }
+        }
+        if changed {
+            txn.commit()?;
+            self.publish(id, memory.collection, ChangeKind::Updated, Origin::Local);
+        } else {
+            txn.abort()?;
+        }
+        Ok(memory)
+    }
+
+    /// Deletes memories for good: tombstones them in their collections and removes their
+    /// documents, histories and signatures in one durable transaction, then rewrites the
+    /// database file (see [`Store::vacuum`]) so no freed page keeps their bytes.
+    ///
+    /// Fails without deleting anything if one of the ids is unknown.
+    pub fn remove(&mut self, ids: &[MemoryId]) -> Result<(), StoreError> {
+        let now = Timestamp::now();
+        let txn = self.db.begin_write()?;
+        let mut removed = Vec::new();
+        {
+            let mut docs = txn.open_table(DOCS)?;
+            let mut metas = txn.open_table(MEMORY_META)?;
+            let mut members = txn.open_table(MEMBERS)?;
+            let mut signatures = txn.open_table(SIGNATURES)?;
+            let mut tombstones = txn.open_table(TOMBSTONES)?;
+            for &id in ids {
+                let Some(meta) = metas.remove(id.to_u128())? else {
+                    return Err(if tombstones.get(id.to_u128())?.is_some() {
+                        StoreError::Deleted(id)
+                    } else {
+                        StoreError::NotFound(id)
+                    });
+                };
+                let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
+                docs.remove(id.to_u128())?;
+                members.remove((meta.collection, id.to_u128()))?;
+                signatures.retain_in(
+                    (id.to_u128(), [0u8; 32])..=(id.to_u128(), [0xff; 32]),
+                    |_, _| false,
+                )?;
+                let collection = CollectionId::from_u128(meta.collection);
+                let signature = self.keypair.sign(&tombstone_message(collection, id, now));
+                let tombstone = Tombstone {
+                    collection: meta.collection,
+                    deleted_at: now.as_millis(),
+                    author: *self.did.public_key(),
+                    signature: signature.as_bytes().to_vec(),
+                };
+                tombstones.insert(id.to_u128(), postcard::to_allocvec(&tombstone)?.as_slice())?;
+                removed.push((id, collection));
+            }
+        }
+        txn.commit()?;
+        for (id, collection) in removed {
+            self.publish(id, collection, ChangeKind::Deleted, Origin::Local);
+        }
+        if self.path.is_some() {
+            self.vacuum()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the database into a fresh file and atomically replaces the old one.
+    ///
+    /// redb is copy-on-write and does not zero freed pages, so bytes of deleted memories
+    /// survive in the file until those pages are reused. Copying every live entry into a
+    /// new file, fsyncing it and renaming it over the old one leaves no such bytes in any
+    /// file. A crash before the rename leaves the old file untouched (the partial copy is
+    /// removed on the next open); after it, the new one is complete.
+    pub fn vacuum(&mut self) -> Result<VacuumReport, StoreError> {
+        let Some(path) = self.path.clone() else {
+            return Err(StoreError::Unsupported("vacuum needs a store in a file"));
+        };
+        let bytes_before = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let tmp = vacuum_path(&path);
+        let _ = std::fs::remove_file(&tmp);
+        let copy = Builder::new()
+            .create(&tmp)
+            .map_err(|e| StoreError::Storage(format!("creating {}: {e}", tmp.display())))?;
+        {
+            let read = self.db.begin_read()?;
+            let write = copy.begin_write()?;
+            copy_table(&read, &write, META)?;
+            copy_table(&read, &write, COLLECTIONS)?;
+            copy_table(&read, &write, MEMBERS)?;
+            copy_table(&read, &write, DOCS)?;
+            copy_table(&read, &write, MEMORY_META)?;
+            copy_table(&read, &write, SIGNATURES)?;
+            copy_table(&read, &write, TOMBSTONES)?;
+            write.commit()?;
+        }
+        drop(copy);
+        let io =
+            |e: std::io::Error| StoreError::Storage(format!("vacuum of {}: {e}", path.display()));
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        self.db = builder()
+            .create(&path)
+            .map_err(|e| StoreError::Storage(format!("reopening after vacuum: {e}")))?;
+        let bytes_after = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        Ok(VacuumReport {
+            bytes_before,
+            bytes_after,
+        })
+    }
+
+    // ----- changes from elsewhere --------------------------------------------------------
+
+    /// Every change of a memory with its signature, in causal order.
+    pub fn signed_changes(&self, id: MemoryId) -> Result<Vec<SignedChange>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let bytes = txn
+            .open_table(DOCS)?
+            .get(id.to_u128())?
+            .ok_or(StoreError::NotFound(id))?
+            .value()
+            .to_vec();
+        let mut doc = MemoryDoc::load(&bytes, &self.did)?;
+        let signatures = txn.open_table(SIGNATURES)?;
+        let mut out = Vec::new();
+        for mut change in doc.automerge().get_changes(&[]) {
+            let signature = signatures
+                .get((id.to_u128(), change.hash().0))?
+                .ok_or_else(|| {
+                    StoreError::Storage(format!(
+                        "change {} of {id} has no signature",
+                        change.hash()
+                    ))
+                })?
+                .value();
+            out.push(SignedChange {
+                bytes: change.bytes().into_owned(),
+                signature: Signature::from_bytes(signature),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Applies signed changes of memory `id` in `collection` received from elsewhere.
+    ///
+    /// Every change is parsed and its signature checked against its author before anything
+    /// is written; if one fails, or a change's dependencies are missing, nothing is stored.
+    /// Checking the author's role in the collection is the job of the ACL log.
+    pub fn apply_changes(
+        &mut self,
+        collection: CollectionId,
+        id: MemoryId,
+        changes: &[SignedChange],
+    ) -> Result<ApplyOutcome, ApplyError> {
+        if changes.len() > MAX_APPLY_BATCH {
+            return Err(ApplyError::TooMany(changes.len()));
+        }
+        let verified = changes
+            .iter()
+            .enumerate()
+            .map(|(index, c)| {
+                c.verify()
+                    .map_err(|source| ApplyError::Change { index, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let txn = self.db.begin_write()?;
+        if txn
+            .open_table(COLLECTIONS)?
+            .get(collection.to_u128())?
+            .is_none()
+        {
+            return Err(ApplyError::UnknownCollection(collection.to_string()));
+        }
+        if txn.open_table(TOMBSTONES)?.get(id.to_u128())?.is_some() {
+            return Err(ApplyError::Deleted(id));
+        }
+        let outcome;
+        let created;
+        {
+            let mut docs = txn.open_table(DOCS)?;
+            let mut metas = txn.open_table(MEMORY_META)?;
+            let existing = match metas.get(id.to_u128())? {
+                Some(meta) => {
+                    let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
+                    if meta.collection != collection.to_u128() {
+                        return Err(ApplyError::WrongCollection(id));
+                    }
+                    let bytes = docs.get(id.to_u128())?.map(|b| b.value().to_vec());
+                    bytes
+                }
+                None => None,
+            };
+            created = existing.is_none();
+            let mut doc = match &existing {
+                Some(bytes) => MemoryDoc::load(bytes, &self.did)?,
+                None => MemoryDoc::empty(&self.did),
+            };
+            let before = doc.heads();
+            let am = doc.automerge();
+            let new_changes = verified
+                .iter()
+                .filter(|v| am.get_change_by_hash(&v.hash()).is_none())
+                .count();
+            am.apply_changes(verified.iter().map(|v| v.change.clone()))?;
+            let missing = am.get_missing_deps(&[]).len();
+            if missing > 0 {
+                return Err(ApplyError::MissingDependencies(missing));
+            }
+            let heads = doc.heads();
+            if heads != before {
+                let memory = doc.read(id, collection);
+                docs.insert(id.to_u128(), doc.save().as_slice())?;
+                metas.insert(
+                    id.to_u128(),
+                    meta_bytes(&memory)
+                        .map_err(|e| ApplyError::Storage(e.to_string()))?
+                        .as_slice(),
+                )?;
+                txn.open_table(MEMBERS)?
+                    .insert((collection.to_u128(), id.to_u128()), ())?;
+                let mut signatures = txn.open_table(SIGNATURES)?;
+                for v in &verified {
+                    signatures.insert((id.to_u128(), v.hash().0), v.signature.as_bytes())?;
+                }
+            }
+            outcome = ApplyOutcome { new_changes, heads };
+        }
+        txn.commit()?;
+        if outcome.new_changes > 0 {
+            let kind = if created {
+                ChangeKind::Created
+            } else {
+                ChangeKind::Updated
+            };
+            self.publish(id, collection, kind, Origin::Remote);
+        }
+        Ok(outcome)
+    }
+
+    /// Verifies the signature of every stored change against its author; returns how many
+    /// changes were checked. Used by `mnemon check` and tests.
+    pub fn verify_all(&self) -> Result<usize, StoreError> {
+        let ids: Vec<MemoryId> = {
+            let txn = self.db.begin_read()?;
+            let metas = txn.open_table(MEMORY_META)?;
+            metas
+                .iter()?
+                .map(|e| e.map(|(k, _)| MemoryId::from_u128(k.value())))
+                .collect::<Result<_, _>>()?
+        };
+        let mut checked = 0;
+        for id in ids {
+            for change in self.signed_changes(id)? {
+                change
+                    .verify()
+                    .map_err(|e| StoreError::Storage(format!("memory {id}: {e}")))?;
+                checked += 1;
+            }
+        }
+        Ok(checked)
+    }
+
+    /// Per-table entry counts, for status output and tests.
+    pub fn table_sizes(&self) -> Result<BTreeMap<&'static str, u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut out = BTreeMap::new();
+        out.insert("collections-1", txn.open_table(COLLECTIONS)?.len()?);
+        out.insert("members-1", txn.open_table(MEMBERS)?.len()?);
+        out.insert("memories-1", txn.open_table(DOCS)?.len()?);
+        out.insert("memory_meta-1", txn.open_table(MEMORY_META)?.len()?);
+        out.insert("signatures-1", txn.open_table(SIGNATURES)?.len()?);
+        out.insert("tombstones-1", txn.open_table(TOMBSTONES)?.len()?);
+        Ok(out)
+    }
+}
+
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    read: &redb::ReadTransaction,
+    write: &WriteTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<(), StoreError> {
+    let source = read.open_table(def)?;
+    let mut target = write.open_table(def)?;
+    for entry in source.iter()? {
+        let (key, value) = entry?;
+        target.insert(key.value(), value.value())?;
+    }
+    Ok(())
+}
+
+fn tombstone_message(collection: CollectionId, id: MemoryId, at: Timestamp) -> Vec<u8> {
+    let mut message = Vec::with_capacity(TOMBSTONE_DOMAIN.len() + 40);
+    message.extend_from_slice(TOMBSTONE_DOMAIN);
+    message.extend_from_slice(&collection.to_bytes());
+    message.extend_from_slice(&id.to_bytes());
+    message.extend_from_slice(&at.as_millis().to_be_bytes());
+    message
+}
+
+fn meta_bytes(memory: &Memory) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_allocvec(&MemoryMeta {
+        collection: memory.collection.to_u128(),
+        created_at: memory.created_at.as_millis(),
+        updated_at: memory.updated_at.as_millis(),
+        kind: memory.kind.clone(),
+        tags: memory.tags.iter().cloned().collect(),
+    })
+}
+
+fn u32_from(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.try_into().ok()?))
+}
+
+fn vacuum_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".vacuum");
+    path.with_file_name(name)
+}
+
+fn open_error(path: &Path, e: DatabaseError) -> OpenStoreError {
+    match e {
+        DatabaseError::DatabaseAlreadyOpen => OpenStoreError::Locked(path.to_owned()),
+        DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => OpenStoreError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        },
+        other => OpenStoreError::Storage {
+            path: path.to_owned(),
+            reason: other.to_string(),
+        },
+    }
+}
