@@ -86,10 +86,17 @@ impl SignedChange {
         }
         let change = Change::from_bytes(self.bytes.clone())
             .map_err(|e| ChangeError::Malformed(e.to_string()))?;
+        // automerge's parser does not check the chunk's checksum field (bytes 4..8, the
+        // first four bytes of the change hash); a flipped checksum is corruption too.
+        let hash = change.hash();
+        if self.bytes.get(4..8) != Some(&hash.0[..4]) {
+            return Err(ChangeError::Malformed(
+                "checksum does not match the change".into(),
+            ));
+        }
         let actor = change.actor_id();
         let author = Did::from_public_key_slice(actor.to_bytes())
             .map_err(|_| ChangeError::InvalidActor(actor.to_hex_string()))?;
-        let hash = change.hash();
         author
             .verify(&change_message(&hash), &self.signature)
             .map_err(|_| ChangeError::BadSignature {

@@ -160,6 +160,10 @@ impl Store {
         let path = path.as_ref().to_owned();
         // A vacuum that was cut short leaves its unfinished copy behind; the original is intact.
         let _ = std::fs::remove_file(vacuum_path(&path));
+        create_private_file(&path).map_err(|e| OpenStoreError::Storage {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         let db = builder().create(&path).map_err(|e| open_error(&path, e))?;
         Store::init(db, Some(path), keypair)
     }
@@ -632,6 +636,8 @@ impl Store {
         let bytes_before = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let tmp = vacuum_path(&path);
         let _ = std::fs::remove_file(&tmp);
+        create_private_file(&tmp)
+            .map_err(|e| StoreError::Storage(format!("creating {}: {e}", tmp.display())))?;
         let copy = Builder::new()
             .create(&tmp)
             .map_err(|e| StoreError::Storage(format!("creating {}: {e}", tmp.display())))?;
@@ -868,6 +874,22 @@ fn u32_from(bytes: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(bytes.try_into().ok()?))
 }
 
+/// Creates an empty file readable by its owner only, unless the file exists.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 fn vacuum_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".vacuum");
@@ -887,3 +909,6 @@ fn open_error(path: &Path, e: DatabaseError) -> OpenStoreError {
         },
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,10 @@
-//! placeholder
+//! The Mnemon node: the composition root and the `mnemon` command-line interface.
+//!
+//! [`cli::run`] parses the command line and runs a command; [`DataDir`] is the node's data
+//! folder (key file and database).
+
+pub mod cli;
+mod data_dir;
+mod output;
+
+pub use data_dir::{DB_FILE, DataDir, KEY_FILE, PassphraseSource};

@@ -1,1 +1,13 @@
-fn main() {}
+//! The `mnemon` binary: runs the CLI and turns errors into a message and an exit code.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match mnemon_node::cli::run() {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("mnemon: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! Store tests on real redb files in temporary folders.
+
+use automerge::transaction::Transactable;
+use automerge::{ActorId, AutoCommit};
+use mnemon_identity::{Keypair, Signature};
+
+use super::*;
+use crate::error::ApplyError;
+use crate::signed::ChangeError;
+
+fn open(dir: &tempfile::TempDir, name: &str, keypair: &Keypair) -> Store {
+    Store::open(dir.path().join(name), keypair.clone()).expect("open store")
+}
+
+fn note(content: &str) -> NewMemory {
+    NewMemory {
+        content: content.into(),
+        ..NewMemory::default()
+    }
+}
+
+#[test]
+fn add_get_edit_list_remove() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let me = Keypair::generate();
+    let mut store = open(&dir, "a.redb", &me);
+    let mut feed = store.subscribe();
+    let work = store.create_collection("work").expect("collection");
+    let a = store
+        .add(NewMemory {
+            tags: vec!["x".into()],
+            ..note("alpha")
+        })
+        .expect("add");
+    let b = store
+        .add(NewMemory {
+            collection: Some(work.id),
+            ..note("beta")
+        })
+        .expect("add");
+    assert_eq!(feed.try_recv().expect("event").memory, a.id);
+    assert_eq!(feed.try_recv().expect("event").kind, ChangeKind::Created);
+
+    assert_eq!(store.get(a.id).expect("get").content, "alpha");
+    assert_eq!(store.get(b.id).expect("get").collection, work.id);
+    assert_eq!(store.count().expect("count"), 2);
+
+    let only_work = store
+        .list(&ListFilter {
+            collection: Some(work.id),
+            ..ListFilter::default()
+        })
+        .expect("list");
+    assert_eq!(only_work.iter().map(|m| m.id).collect::<Vec<_>>(), [b.id]);
+    let tagged = store
+        .list(&ListFilter {
+            tag: Some("#x".into()),
+            ..ListFilter::default()
+        })
+        .expect("list");
+    assert_eq!(tagged.iter().map(|m| m.id).collect::<Vec<_>>(), [a.id]);
+
+    let edited = store
+        .edit(
+            a.id,
+            &MemoryEdit {
+                content: Some("alpha two".into()),
+                ..MemoryEdit::default()
+            },
+        )
+        .expect("edit");
+    assert_eq!(edited.content, "alpha two");
+    assert_eq!(feed.try_recv().expect("event").kind, ChangeKind::Updated);
+    // Newest change first.
+    let all = store.list(&ListFilter::default()).expect("list");
+    assert_eq!(all[0].id, a.id);
+
+    store.remove(&[a.id]).expect("remove");
+    assert!(matches!(store.get(a.id), Err(StoreError::Deleted(_))));
+    assert!(matches!(store.remove(&[a.id]), Err(StoreError::Deleted(_))));
+    assert_eq!(feed.try_recv().expect("event").kind, ChangeKind::Deleted);
+    let sizes = store.table_sizes().expect("sizes");
+    assert_eq!(sizes["memories-1"], 1);
+    assert_eq!(sizes["signatures-1"], 1);
+    assert_eq!(sizes["tombstones-1"], 1);
+
+    // Everything survives a reopen.
+    drop(store);
+    let store = open(&dir, "a.redb", &me);
+    assert_eq!(store.get(b.id).expect("get").content, "beta");
+    assert_eq!(store.resolve_collection("work").expect("by name"), work.id);
+    assert_eq!(
+        store
+            .resolve_collection(&work.id.to_string())
+            .expect("by id"),
+        work.id
+    );
+    assert!(matches!(
+        store.resolve_collection("nope"),
+        Err(StoreError::UnknownCollection(_))
+    ));
+    assert_eq!(store.verify_all().expect("verify"), 1);
+}
+
+#[test]
+fn failed_batch_stores_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open(&dir, "a.redb", &Keypair::generate());
+    let err = store
+        .add_batch(vec![note("fine"), note("   ")])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    let unknown = CollectionId::new(Timestamp::now());
+    let err = store
+        .add(NewMemory {
+            collection: Some(unknown),
+            ..note("x")
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UnknownCollection(_)), "{err}");
+    assert_eq!(store.count().expect("count"), 0);
+}
+
+#[test]
+fn another_identity_cannot_open_the_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(open(&dir, "a.redb", &Keypair::generate()));
+    let err = Store::open(dir.path().join("a.redb"), Keypair::generate()).unwrap_err();
+    assert!(
+        matches!(err, OpenStoreError::IdentityMismatch { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_second_open_is_refused_while_the_first_holds_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let me = Keypair::generate();
+    let _first = open(&dir, "a.redb", &me);
+    let err = Store::open(dir.path().join("a.redb"), me).unwrap_err();
+    assert!(matches!(err, OpenStoreError::Locked(_)), "{err}");
+}
+
+#[test]
+fn garbage_file_is_reported_not_panicked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("a.redb");
+    std::fs::write(&path, vec![0x5a; 64 * 1024]).expect("write");
+    let err = Store::open(&path, Keypair::generate()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OpenStoreError::Corrupt { .. } | OpenStoreError::Storage { .. }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn vacuum_copies_every_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open(&dir, "a.redb", &Keypair::generate());
+    store.add(note("keep me")).expect("add");
+    let before = store.table_sizes().expect("sizes");
+    store.vacuum().expect("vacuum");
+    let txn = store.db.begin_read().expect("read");
+    let mut names: Vec<String> = txn
+        .list_tables()
+        .expect("tables")
+        .map(|t| redb::TableHandle::name(&t).to_owned())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = TABLE_NAMES.iter().map(|s| (*s).to_owned()).collect();
+    expected.sort();
+    assert_eq!(
+        names, expected,
+        "vacuum must copy every table; update TABLE_NAMES"
+    );
+    drop(txn);
+    assert_eq!(store.table_sizes().expect("sizes"), before);
+}
+
+#[test]
+fn canary_is_gone_from_every_file_after_remove() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open(&dir, "a.redb", &Keypair::generate());
+    let canary = "canary-7f3a9c1e";
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(store.add(note(&format!("filler {i}"))).expect("add").id);
+    }
+    let secret = store
+        .add(NewMemory {
+            title: Some(format!("title {canary}")),
+            ..note(&format!("my secret is {canary}"))
+        })
+        .expect("add");
+    store
+        .edit(
+            secret.id,
+            &MemoryEdit {
+                content: Some(format!("my secret is still {canary}!")),
+                ..MemoryEdit::default()
+            },
+        )
+        .expect("edit");
+    let count = || count_in_dir(dir.path(), canary.as_bytes());
+    assert!(count() > 0, "the canary must be on disk before removal");
+    store.remove(&[secret.id]).expect("remove");
+    assert_eq!(count(), 0);
+    assert_eq!(store.count().expect("count"), 20);
+    drop(store);
+    assert_eq!(count(), 0);
+}
+
+pub(crate) fn count_in_dir(dir: &std::path::Path, needle: &[u8]) -> usize {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).expect("read");
+            total += bytes.windows(needle.len()).filter(|w| *w == needle).count();
+        }
+    }
+    total
+}
+
+/// A memory made on node A, with its signed changes, and a fresh store B to apply them to.
+struct TwoNodes {
+    _dir: tempfile::TempDir,
+    a: Store,
+    b: Store,
+    memory: Memory,
+    changes: Vec<SignedChange>,
+}
+
+fn two_nodes() -> TwoNodes {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = open(&dir, "a.redb", &Keypair::generate());
+    let b = open(&dir, "b.redb", &Keypair::generate());
+    let memory = a.add(note("shared thought")).expect("add");
+    let memory = a
+        .edit(
+            memory.id,
+            &MemoryEdit {
+                add_tags: vec!["t".into()],
+                ..MemoryEdit::default()
+            },
+        )
+        .expect("edit");
+    let changes = a.signed_changes(memory.id).expect("changes");
+    assert_eq!(changes.len(), 2);
+    TwoNodes {
+        _dir: dir,
+        a,
+        b,
+        memory,
+        changes,
+    }
+}
+
+fn assert_untouched(store: &Store, id: MemoryId) {
+    assert!(matches!(store.get(id), Err(StoreError::NotFound(_))));
+    let sizes = store.table_sizes().expect("sizes");
+    assert_eq!(sizes["memories-1"], 0);
+    assert_eq!(sizes["signatures-1"], 0);
+    assert_eq!(sizes["members-1"], 0);
+}
+
+#[test]
+fn verified_changes_apply_and_read_the_same() {
+    let TwoNodes {
+        _dir,
+        a,
+        mut b,
+        memory,
+        changes,
+    } = two_nodes();
+    let mut feed = b.subscribe();
+    let collection = b.default_collection();
+    let outcome = b
+        .apply_changes(collection, memory.id, &changes)
+        .expect("apply");
+    assert_eq!(outcome.new_changes, 2);
+    let copy = b.get(memory.id).expect("get");
+    assert_eq!(copy.content, memory.content);
+    assert_eq!(copy.tags, memory.tags);
+    assert_eq!(copy.author, a.did().to_string());
+    let event = feed.try_recv().expect("event");
+    assert_eq!(
+        (event.kind, event.origin),
+        (ChangeKind::Created, Origin::Remote)
+    );
+    // Applying again changes nothing and is not an error.
+    let again = b
+        .apply_changes(collection, memory.id, &changes)
+        .expect("apply");
+    assert_eq!(again.new_changes, 0);
+    // B relays exactly what A signed.
+    assert_eq!(b.signed_changes(memory.id).expect("changes"), changes);
+    assert_eq!(b.verify_all().expect("verify"), 2);
+}
+
+#[test]
+fn forged_signature_is_refused() {
+    let TwoNodes {
+        _dir,
+        mut b,
+        memory,
+        mut changes,
+        ..
+    } = two_nodes();
+    // Someone else signs A's change: the signature does not match the change's author.
+    let forger = Keypair::generate();
+    let hash = Change::from_bytes(changes[1].bytes.clone())
+        .expect("parse")
+        .hash();
+    changes[1].signature = sign_change(&forger, &hash);
+    let collection = b.default_collection();
+    let err = b
+        .apply_changes(collection, memory.id, &changes)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ApplyError::Change {
+                index: 1,
+                source: ChangeError::BadSignature { .. }
+            }
+        ),
+        "{err}"
+    );
+    assert_untouched(&b, memory.id);
+    // A zeroed signature too.
+    changes[1].signature = Signature::from_bytes([0; 64]);
+    assert!(b.apply_changes(collection, memory.id, &changes).is_err());
+    assert_untouched(&b, memory.id);
+}
+
+#[test]
+fn change_by_an_actor_that_is_no_key_is_refused() {
+    let TwoNodes {
+        _dir,
+        mut b,
+        memory,
+        ..
+    } = two_nodes();
+    let mut doc = AutoCommit::new().with_actor(ActorId::from(&[7u8; 16][..]));
+    doc.put(automerge::ROOT, "title", "sneaky").expect("put");
+    let hash = doc.commit().expect("change");
+    let mut change = doc.get_change_by_hash(&hash).expect("change");
+    let signed = SignedChange {
+        bytes: change.bytes().into_owned(),
+        signature: sign_change(&Keypair::generate(), &hash),
+    };
+    let collection = b.default_collection();
+    let err = b
+        .apply_changes(collection, memory.id, &[signed])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ApplyError::Change {
+                source: ChangeError::InvalidActor(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_untouched(&b, memory.id);
+}
+
+#[test]
+fn truncated_or_corrupted_changes_are_refused() {
+    let TwoNodes {
+        _dir,
+        mut b,
+        memory,
+        changes,
+        ..
+    } = two_nodes();
+    let collection = b.default_collection();
+    let good = &changes[0];
+    for cut in [0, 1, good.bytes.len() / 2, good.bytes.len() - 1] {
+        let truncated = SignedChange {
+            bytes: good.bytes[..cut].to_vec(),
+            signature: good.signature,
+        };
+        let err = b
+            .apply_changes(collection, memory.id, &[truncated])
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ApplyError::Change {
+                    source: ChangeError::Malformed(_),
+                    ..
+                }
+            ),
+            "cut at {cut}: {err}"
+        );
+    }
+    for i in 0..good.bytes.len() {
+        let mut bytes = good.bytes.clone();
+        bytes[i] ^= 0x01;
+        let corrupted = SignedChange {
+            bytes,
+            signature: good.signature,
+        };
+        let err = b.apply_changes(collection, memory.id, &[corrupted]);
+        assert!(err.is_err(), "flipping byte {i} must be refused");
+    }
+    assert_untouched(&b, memory.id);
+}
+
+#[test]
+fn a_change_without_its_dependencies_is_refused() {
+    let TwoNodes {
+        _dir,
+        mut b,
+        memory,
+        changes,
+        ..
+    } = two_nodes();
+    let collection = b.default_collection();
+    let err = b
+        .apply_changes(collection, memory.id, &changes[1..])
+        .unwrap_err();
+    assert!(matches!(err, ApplyError::MissingDependencies(1)), "{err}");
+    assert_untouched(&b, memory.id);
+}
+
+#[test]
+fn changes_for_a_deleted_memory_are_refused() {
+    let TwoNodes {
+        _dir,
+        mut b,
+        memory,
+        changes,
+        ..
+    } = two_nodes();
+    let collection = b.default_collection();
+    b.apply_changes(collection, memory.id, &changes[..1])
+        .expect("apply");
+    b.remove(&[memory.id]).expect("remove");
+    let err = b
+        .apply_changes(collection, memory.id, &changes)
+        .unwrap_err();
+    assert!(matches!(err, ApplyError::Deleted(_)), "{err}");
+}
+
+use automerge::Change;

@@ -1,0 +1,187 @@
+//! The data folder: where a node keeps its key file and its database.
+//!
+//! ```text
+//! DATA/identity.key   the node's Ed25519 key, mode 0600, optionally passphrase-sealed
+//! DATA/mnemon.redb    the store (see mnemon_crdt::Store)
+//! ```
+
+use std::fs;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use mnemon_crdt::Store;
+use mnemon_identity::{Did, KeyFile, KeyFileError, Keypair, SealParams};
+use zeroize::Zeroizing;
+
+/// A passphrase, zeroed when dropped.
+type Secret = Zeroizing<String>;
+
+/// File name of the key file inside the data folder.
+pub const KEY_FILE: &str = "identity.key";
+/// File name of the database inside the data folder.
+pub const DB_FILE: &str = "mnemon.redb";
+
+/// Where a passphrase for a sealed key file comes from.
+#[derive(Debug, Clone, Default)]
+pub struct PassphraseSource {
+    /// The value of `MNEMON_PASSPHRASE`, if set.
+    pub env: Option<String>,
+    /// A file whose first line is the passphrase.
+    pub file: Option<PathBuf>,
+}
+
+impl PassphraseSource {
+    /// The passphrase, from the file, the environment or (on a terminal) a prompt.
+    fn get(&self, prompt: &str, confirm: bool) -> Result<Option<Secret>> {
+        if let Some(path) = &self.file {
+            let text = fs::read_to_string(path)
+                .with_context(|| format!("reading passphrase file {}", path.display()))?;
+            let line = text.lines().next().unwrap_or("").to_owned();
+            if line.is_empty() {
+                bail!("passphrase file {} is empty", path.display());
+            }
+            return Ok(Some(Zeroizing::new(line)));
+        }
+        if let Some(env) = &self.env {
+            if env.is_empty() {
+                bail!("MNEMON_PASSPHRASE is set but empty");
+            }
+            return Ok(Some(Zeroizing::new(env.clone())));
+        }
+        if std::io::stdin().is_terminal() {
+            let first = rpassword::prompt_password(prompt).context("reading passphrase")?;
+            if confirm {
+                let second = rpassword::prompt_password("Repeat passphrase: ")
+                    .context("reading passphrase")?;
+                if first != second {
+                    bail!("the passphrases do not match");
+                }
+            }
+            if first.is_empty() {
+                bail!("the passphrase is empty");
+            }
+            return Ok(Some(Zeroizing::new(first)));
+        }
+        Ok(None)
+    }
+}
+
+/// A node's data folder.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// The data folder at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> DataDir {
+        DataDir { root: root.into() }
+    }
+
+    /// The platform's data folder for Mnemon (e.g. `~/.local/share/mnemon` on Linux).
+    pub fn platform_default() -> Result<DataDir> {
+        let dirs = directories::ProjectDirs::from("", "", "mnemon")
+            .context("cannot find a home directory for the data folder; pass --data-dir")?;
+        Ok(DataDir::new(dirs.data_dir()))
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The key file.
+    pub fn key_file(&self) -> KeyFile {
+        KeyFile::new(self.root.join(KEY_FILE))
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.root.join(DB_FILE)
+    }
+
+    /// Creates the folder (mode 0700), the identity and the database. Returns the DID and
+    /// whether a new identity was made; an existing identity is never replaced.
+    pub fn init(&self, seal: bool, passphrase: &PassphraseSource) -> Result<(Did, bool)> {
+        create_private_dir(&self.root)?;
+        let key_file = self.key_file();
+        if key_file.exists() {
+            let did = key_file.read_did().map_err(key_error)?;
+            return Ok((did, false));
+        }
+        let secret = if seal {
+            Some(
+                passphrase
+                    .get("New passphrase for the key file: ", true)?
+                    .context("--passphrase needs a passphrase: set MNEMON_PASSPHRASE, pass --passphrase-file, or run on a terminal")?,
+            )
+        } else {
+            None
+        };
+        let keypair = Keypair::generate();
+        key_file
+            .create(
+                &keypair,
+                secret.as_ref().map(|s| s.as_bytes()),
+                SealParams::default(),
+            )
+            .map_err(key_error)?;
+        let store = Store::open(self.db_path(), keypair.clone())
+            .with_context(|| format!("creating the database in {}", self.root.display()))?;
+        drop(store);
+        Ok((keypair.did(), true))
+    }
+
+    /// The DID, without unlocking the key.
+    pub fn did(&self) -> Result<Did> {
+        self.require_init()?;
+        self.key_file().read_did().map_err(key_error)
+    }
+
+    /// Unlocks the key and opens the store.
+    pub fn open_store(&self, passphrase: &PassphraseSource) -> Result<Store> {
+        self.require_init()?;
+        let key_file = self.key_file();
+        let secret = if key_file.is_sealed().map_err(key_error)? {
+            Some(
+                passphrase
+                    .get("Passphrase for the key file: ", false)?
+                    .context("the key file is sealed: set MNEMON_PASSPHRASE, pass --passphrase-file, or run on a terminal")?,
+            )
+        } else {
+            None
+        };
+        let keypair = key_file
+            .unlock(secret.as_ref().map(|s| s.as_bytes()))
+            .map_err(key_error)?;
+        Ok(Store::open(self.db_path(), keypair)?)
+    }
+
+    fn require_init(&self) -> Result<()> {
+        if !self.key_file().exists() {
+            bail!(
+                "data folder {} is not initialised: run `mnemon init` first",
+                self.root.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn key_error(e: KeyFileError) -> anyhow::Error {
+    anyhow::Error::new(e)
+}
+
+fn create_private_dir(path: &Path) -> Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(path)
+        .with_context(|| format!("creating data folder {}", path.display()))
+}
