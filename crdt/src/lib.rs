@@ -8,6 +8,8 @@
 //!
 //! This crate knows nothing of networks or HTTP.
 
+#[cfg(test)]
+mod convergence_tests;
 mod error;
 mod feed;
 mod handle;

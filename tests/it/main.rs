@@ -1,1 +1,4 @@
-fn main() {}
+//! Mnemon's integration tests: one binary, one module per area.
+
+mod cli;
+mod crash;

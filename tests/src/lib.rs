@@ -1,1 +1,152 @@
-//! placeholder
+//! Helpers for Mnemon's integration tests: running the real `mnemon` binary on temporary
+//! data folders.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The `mnemon` binary of this build: `$MNEMON_BIN`, else `target/<profile>/mnemon` beside
+/// the test executable. Build it first (`cargo build`), as the README's test command does.
+pub fn mnemon_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("MNEMON_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/it-<hash> → target/<profile>/mnemon
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let bin = profile_dir.join(format!("mnemon{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} does not exist: run `cargo build` before the tests (see README)",
+        bin.display()
+    );
+    bin
+}
+
+/// A temporary home with a data folder, and a way to run `mnemon` on it.
+#[derive(Debug)]
+pub struct TestCli {
+    dir: tempfile::TempDir,
+}
+
+/// What a run of the binary gave.
+#[derive(Debug)]
+pub struct Run {
+    /// Whether it exited with status 0.
+    pub success: bool,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    fn from_output(output: Output) -> Run {
+        Run {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts success and returns standard output, trimmed.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert!(self.success, "expected success, stderr: {}", self.stderr);
+        self.stdout.trim()
+    }
+
+    /// Asserts failure with a message on stderr that contains `needle`.
+    #[track_caller]
+    pub fn fails_with(&self, needle: &str) {
+        assert!(!self.success, "expected failure, stdout: {}", self.stdout);
+        assert!(
+            self.stderr.contains(needle),
+            "stderr should mention {needle:?}: {}",
+            self.stderr
+        );
+    }
+
+    /// Standard output parsed as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.ok()).expect("stdout is JSON")
+    }
+}
+
+impl Default for TestCli {
+    fn default() -> Self {
+        TestCli::new()
+    }
+}
+
+impl TestCli {
+    /// A fresh temporary folder; the data folder is `<tmp>/data` (not yet created).
+    pub fn new() -> TestCli {
+        TestCli {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// The data folder.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A command for the binary with a clean environment pointing at the data folder.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(mnemon_bin());
+        cmd.env_clear()
+            .env("HOME", self.dir.path())
+            .env("MNEMON_DATA_DIR", self.data_dir())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `mnemon ARGS…`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, &[], None)
+    }
+
+    /// Runs `mnemon ARGS…` with extra environment variables and optional standard input.
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Run {
+        let mut cmd = self.command();
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        if stdin.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = cmd.spawn().expect("spawn mnemon");
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin");
+            pipe.write_all(input).expect("write stdin");
+        }
+        Run::from_output(child.wait_with_output().expect("wait"))
+    }
+
+    /// Runs `mnemon init` and returns the DID.
+    pub fn init(&self) -> String {
+        self.run(&["init"]).ok().to_owned()
+    }
+}
+
+/// How often `needle` occurs in the bytes of every file under `dir`, recursively.
+pub fn count_in_files(dir: &Path, needle: &[u8]) -> usize {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            total += count_in_files(&path, needle);
+        } else {
+            let bytes = std::fs::read(&path).expect("read");
+            total += bytes.windows(needle.len()).filter(|w| *w == needle).count();
+        }
+    }
+    total
+}

@@ -1,0 +1,387 @@
+//! The real `mnemon` binary on temporary data folders.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
+
+use mnemon_tests::{TestCli, count_in_files};
+
+#[test]
+fn uninitialised_folder_is_reported() {
+    let cli = TestCli::new();
+    for args in [
+        &["list"][..],
+        &["id"],
+        &["add", "x"],
+        &["get", "01M7ZZPXKC9A8FC6AQB3BWBE1N"],
+    ] {
+        cli.run(args).fails_with("not initialised");
+    }
+}
+
+#[test]
+fn init_twice_keeps_the_identity() {
+    let cli = TestCli::new();
+    let did = cli.init();
+    assert!(did.starts_with("did:key:z6Mk"), "{did}");
+    let again = cli.run(&["init"]);
+    assert_eq!(again.ok(), did);
+    assert!(
+        again.stderr.contains("already initialised"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(cli.run(&["id"]).ok(), did);
+    assert_eq!(cli.run(&["id", "--json"]).json()["did"], did.as_str());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for (file, mode) in [("identity.key", 0o600), ("mnemon.redb", 0o600)] {
+            let meta = std::fs::metadata(cli.data_dir().join(file)).expect("meta");
+            assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
+        }
+        let meta = std::fs::metadata(cli.data_dir()).expect("meta");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700, "data folder");
+    }
+}
+
+#[test]
+fn data_dir_flag_wins_over_the_environment() {
+    let cli = TestCli::new();
+    let other = tempfile::tempdir().expect("tempdir");
+    let flag_dir = other.path().join("elsewhere");
+    let flag_dir = flag_dir.to_str().expect("utf-8");
+    cli.run(&["--data-dir", flag_dir, "init"]).ok();
+    assert!(other.path().join("elsewhere/identity.key").exists());
+    assert!(!cli.data_dir().exists());
+}
+
+#[test]
+fn add_get_list_edit_rm() {
+    let cli = TestCli::new();
+    let did = cli.init();
+    let id = cli
+        .run(&[
+            "add",
+            "--title",
+            "Milk",
+            "--tag",
+            "shopping",
+            "-t",
+            "#home",
+            "--kind",
+            "task",
+            "--importance",
+            "0.8",
+            "Buy oat milk",
+        ])
+        .ok()
+        .to_owned();
+    let memory = cli.run(&["get", &id, "--json"]).json();
+    assert_eq!(memory["id"], id.as_str());
+    assert_eq!(memory["title"], "Milk");
+    assert_eq!(memory["content"], "Buy oat milk");
+    assert_eq!(memory["tags"], serde_json::json!(["home", "shopping"]));
+    assert_eq!(memory["kind"], "task");
+    assert_eq!(memory["importance"], 0.8);
+    assert_eq!(memory["author"], did.as_str());
+    assert!(memory["created_at"].as_str().expect("time").ends_with('Z'));
+
+    let human = cli.run(&["get", &id]).ok().to_owned();
+    assert!(
+        human.starts_with("Milk") && human.contains("Buy oat milk"),
+        "{human}"
+    );
+
+    let from_stdin = cli.run_with(&["add", "--json", "-"], &[], Some(b"from standard input\n"));
+    let second = from_stdin.json()["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        cli.run(&["get", &second, "--json"]).json()["content"],
+        "from standard input\n"
+    );
+
+    let list = cli.run(&["list", "--json"]).json();
+    let list = list.as_array().expect("array");
+    assert_eq!(list.len(), 2);
+    for field in [
+        "id",
+        "title",
+        "content",
+        "tags",
+        "kind",
+        "importance",
+        "created_at",
+        "updated_at",
+        "author",
+        "collection",
+    ] {
+        assert!(list[0].get(field).is_some(), "list item lacks {field}");
+    }
+    let tagged = cli.run(&["list", "--tag", "shopping", "--json"]).json();
+    assert_eq!(tagged.as_array().expect("array").len(), 1);
+    let limited = cli.run(&["list", "--limit", "1", "--json"]).json();
+    assert_eq!(limited.as_array().expect("array").len(), 1);
+
+    cli.run(&[
+        "edit",
+        &id,
+        "--content",
+        "Buy soy milk",
+        "--add-tag",
+        "urgent",
+        "--rm-tag",
+        "home",
+    ])
+    .ok();
+    let edited = cli.run(&["get", &id, "--json"]).json();
+    assert_eq!(edited["content"], "Buy soy milk");
+    assert_eq!(edited["tags"], serde_json::json!(["shopping", "urgent"]));
+    assert_eq!(edited["title"], "Milk");
+    assert_ne!(edited["updated_at"], memory["updated_at"]);
+    cli.run_with(&["edit", &id, "--content", "-"], &[], Some(b"piped edit"))
+        .ok();
+    assert_eq!(
+        cli.run(&["get", &id, "--json"]).json()["content"],
+        "piped edit"
+    );
+
+    assert_eq!(cli.run(&["rm", &id]).ok(), format!("deleted {id}"));
+    cli.run(&["get", &id]).fails_with("was deleted");
+    cli.run(&["rm", &id]).fails_with("was deleted");
+    assert_eq!(
+        cli.run(&["list", "--json"])
+            .json()
+            .as_array()
+            .expect("array")
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn collections_by_name_and_id() {
+    let cli = TestCli::new();
+    cli.init();
+    let work = cli.run(&["collection", "new", "work"]).ok().to_owned();
+    cli.run(&["collection", "new", "work"])
+        .fails_with("exists already");
+    let by_name = cli
+        .run(&["add", "--collection", "work", "standup"])
+        .ok()
+        .to_owned();
+    let by_id = cli.run(&["add", "-c", &work, "retro"]).ok().to_owned();
+    cli.run(&["add", "private thought"]).ok();
+    let in_work = cli.run(&["list", "-c", "work", "--json"]).json();
+    let mut ids: Vec<&str> = in_work
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|m| m["id"].as_str().expect("id"))
+        .collect();
+    ids.sort();
+    let mut expected = vec![by_name.as_str(), by_id.as_str()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    for m in in_work.as_array().expect("array") {
+        assert_eq!(m["collection"], work.as_str());
+    }
+    let collections = cli.run(&["collection", "list", "--json"]).json();
+    let collections = collections.as_array().expect("array");
+    assert_eq!(collections.len(), 2);
+    let default = collections
+        .iter()
+        .find(|c| c["default"] == true)
+        .expect("default");
+    assert_eq!(default["memories"], 1);
+    cli.run(&["add", "--collection", "nope", "x"])
+        .fails_with("no collection named");
+    cli.run(&["list", "--collection", "nope"])
+        .fails_with("no collection named");
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_message() {
+    let cli = TestCli::new();
+    cli.init();
+    cli.run(&["add", ""]).fails_with("text is empty");
+    cli.run_with(&["add", "-"], &[], Some(b"  \n"))
+        .fails_with("text is empty");
+    cli.run(&["add", "--importance", "2", "x"])
+        .fails_with("invalid importance");
+    cli.run(&["add", "--kind", "Not A Kind", "x"])
+        .fails_with("invalid kind");
+    cli.run(&["add", "--tag", "two words", "x"])
+        .fails_with("invalid tag");
+    cli.run(&["get", "01M7ZZPXKC9A8FC6AQB3BWBE1N"])
+        .fails_with("no memory with id");
+    cli.run(&["get", "not-an-id"])
+        .fails_with("not a valid memory id");
+    cli.run(&["rm", "01M7ZZPXKC9A8FC6AQB3BWBE1N"])
+        .fails_with("no memory with id");
+    let id = cli.run(&["add", "fine"]).ok().to_owned();
+    cli.run(&["edit", &id]).fails_with("nothing to change");
+    cli.run(&["edit", &id, "--content", " "])
+        .fails_with("text is empty");
+    // Nothing was lost along the way.
+    assert_eq!(cli.run(&["get", &id, "--json"]).json()["content"], "fine");
+}
+
+#[test]
+fn sealed_key_needs_the_right_passphrase() {
+    let cli = TestCli::new();
+    let good = [("MNEMON_PASSPHRASE", "correct horse battery staple")];
+    let did = cli
+        .run_with(&["init", "--passphrase"], &good, None)
+        .ok()
+        .to_owned();
+    // The DID is readable without the passphrase.
+    assert_eq!(cli.run(&["id"]).ok(), did);
+    let id = cli
+        .run_with(&["add", "sealed memory"], &good, None)
+        .ok()
+        .to_owned();
+    cli.run_with(&["get", &id], &[("MNEMON_PASSPHRASE", "wrong")], None)
+        .fails_with("wrong passphrase");
+    cli.run(&["get", &id]).fails_with("sealed");
+    let file = cli.data_dir().join("pass.txt");
+    std::fs::write(&file, "correct horse battery staple\n").expect("write");
+    let file = file.to_str().expect("utf-8");
+    let run = cli.run(&["--passphrase-file", file, "get", &id, "--json"]);
+    assert_eq!(run.json()["content"], "sealed memory");
+    // The key file does not hold the passphrase in the clear.
+    let key = std::fs::read(cli.data_dir().join("identity.key")).expect("read");
+    assert!(!key.windows(13).any(|w| w == b"correct horse"));
+}
+
+#[test]
+fn corrupt_files_are_reported() {
+    let cli = TestCli::new();
+    cli.init();
+    let id = cli.run(&["add", "precious"]).ok().to_owned();
+
+    let key = cli.data_dir().join("identity.key");
+    let good_key = std::fs::read(&key).expect("read");
+    let mut bad = good_key.clone();
+    bad[50] ^= 0xff;
+    std::fs::write(&key, &bad).expect("write");
+    cli.run(&["get", &id]).fails_with("key file is corrupt");
+    std::fs::write(&key, &good_key).expect("write");
+
+    let db = cli.data_dir().join("mnemon.redb");
+    let good_db = std::fs::read(&db).expect("read");
+    std::fs::write(&db, vec![0x42; good_db.len()]).expect("write");
+    let run = cli.run(&["get", &id]);
+    assert!(!run.success);
+    assert!(
+        run.stderr.contains("database") && run.stderr.contains("mnemon.redb"),
+        "the message names the database: {}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    std::fs::write(&db, &good_db).expect("write");
+    assert_eq!(
+        cli.run(&["get", &id, "--json"]).json()["content"],
+        "precious"
+    );
+}
+
+#[test]
+fn removed_memory_leaves_no_trace_in_any_file() {
+    let cli = TestCli::new();
+    cli.init();
+    let canary = "canary-c4f1d2e9b7";
+    for i in 0..30 {
+        cli.run(&["add", &format!("ordinary memory number {i}")])
+            .ok();
+    }
+    let id = cli
+        .run(&[
+            "add",
+            "--title",
+            &format!("about {canary}"),
+            &format!("the secret is {canary}"),
+        ])
+        .ok()
+        .to_owned();
+    cli.run(&[
+        "edit",
+        &id,
+        "--content",
+        &format!("the secret is still {canary}"),
+        "--add-tag",
+        canary,
+    ])
+    .ok();
+    assert!(
+        count_in_files(&cli.data_dir(), canary.as_bytes()) > 0,
+        "the canary must be on disk before rm, or this test proves nothing"
+    );
+    cli.run(&["rm", &id]).ok();
+    assert_eq!(count_in_files(&cli.data_dir(), canary.as_bytes()), 0);
+    assert_eq!(
+        cli.run(&["list", "--json"])
+            .json()
+            .as_array()
+            .expect("array")
+            .len(),
+        30
+    );
+}
+
+#[test]
+fn kill_9_during_a_stream_of_adds_loses_no_acknowledged_memory() {
+    let cli = TestCli::new();
+    cli.init();
+    let mut acknowledged: Vec<(String, String)> = Vec::new();
+    for round in 0..3u32 {
+        let mut child = cli
+            .command()
+            .args(["add", "--lines", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let feeder = std::thread::spawn(move || {
+            for i in 0..100_000u32 {
+                if writeln!(stdin, "round {round} line {i}").is_err() {
+                    break; // the process was killed
+                }
+            }
+        });
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let stop_after = 15 + 10 * round as usize;
+        let mut lines = stdout.lines();
+        let mut seen = 0;
+        while let Some(Ok(id)) = lines.next() {
+            acknowledged.push((id, format!("round {round} line {seen}")));
+            seen += 1;
+            if seen == stop_after {
+                child.kill().expect("kill -9"); // SIGKILL on Unix
+                break;
+            }
+        }
+        child.wait().expect("wait");
+        let _ = feeder.join();
+        assert_eq!(seen, stop_after, "the stream of adds ended early");
+    }
+    let list = cli.run(&["list", "--json"]).json();
+    let stored: std::collections::HashMap<&str, &str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().expect("id"),
+                m["content"].as_str().expect("content"),
+            )
+        })
+        .collect();
+    for (id, content) in &acknowledged {
+        assert_eq!(
+            stored.get(id.as_str()),
+            Some(&content.as_str()),
+            "acknowledged {id} lost"
+        );
+    }
+}
