@@ -1,1 +1,133 @@
-fn main() {}
+//! Store write benchmark: durable single adds and batched adds beside redb's raw durable
+//! insert rate, measured in the same run on the same disk. Prints one JSON object.
+//!
+//! Run: `cargo bench -p mnemon-crdt --bench store` (set `MNEMON_BENCH_DIR` to choose the disk;
+//! default: a temporary folder under `target/`; `MNEMON_BENCH_N` for the memory count).
+//!
+//! Data: memories with a 60-byte title, a ~150-byte body, two tags, the default kind; raw
+//! redb rows are 24-byte keys and 150-byte values, one `Durability::Immediate` commit each.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mnemon_crdt::{MemoryDoc, NewMemory, Store, Timestamp};
+use mnemon_identity::Keypair;
+use redb::{Database, TableDefinition};
+
+const RAW: TableDefinition<&[u8], &[u8]> = TableDefinition::new("raw");
+
+fn bench_dir() -> PathBuf {
+    let base = std::env::var_os("MNEMON_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tmp"));
+    std::fs::create_dir_all(&base).expect("bench dir");
+    base
+}
+
+fn memory(i: usize) -> NewMemory {
+    NewMemory {
+        title: Some(format!(
+            "Memory number {i:08} with a title of about sixty bytes."
+        )),
+        content: format!(
+            "Memory {i:08}: the quick brown fox jumps over the lazy dog while the store \
+             keeps every word durable on disk, signed, and ready to sync. {i}"
+        ),
+        tags: vec!["bench".into(), format!("t{}", i % 10)],
+        ..NewMemory::default()
+    }
+}
+
+fn per_sec(n: usize, elapsed: Duration) -> f64 {
+    n as f64 / elapsed.as_secs_f64()
+}
+
+fn main() {
+    let n: usize = std::env::var("MNEMON_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+
+    // 1. redb's raw durable single-insert rate.
+    let raw_n = n.min(5_000);
+    let raw = Database::create(dir.path().join("raw.redb")).expect("raw db");
+    let value = [0xabu8; 150];
+    let start = Instant::now();
+    for i in 0..raw_n {
+        let mut key = [0u8; 24];
+        key[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        let txn = raw.begin_write().expect("txn");
+        txn.open_table(RAW)
+            .expect("table")
+            .insert(key.as_slice(), value.as_slice())
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    let raw_elapsed = start.elapsed();
+    drop(raw);
+
+    // 2. The add path's CPU work without storage: build + save the document, sign.
+    let keypair = Keypair::generate();
+    let did = keypair.did();
+    let cpu_n = 2_000;
+    let start = Instant::now();
+    let mut saved_bytes = 0;
+    for i in 0..cpu_n {
+        let (mut doc, _hash) = MemoryDoc::create(&did, &memory(i), Timestamp::now()).expect("doc");
+        saved_bytes += doc.save().len();
+    }
+    let doc_elapsed = start.elapsed();
+    let start = Instant::now();
+    for i in 0..cpu_n {
+        std::hint::black_box(keypair.sign(&(i as u64).to_le_bytes()));
+    }
+    let sign_elapsed = start.elapsed();
+
+    // 3. Durable single adds through the store, up to n memories.
+    let mut store = Store::open(dir.path().join("single.redb"), keypair.clone()).expect("store");
+    let start = Instant::now();
+    for i in 0..n {
+        store.add(memory(i)).expect("add");
+    }
+    let single_elapsed = start.elapsed();
+    let single_file = std::fs::metadata(dir.path().join("single.redb"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    drop(store);
+
+    // 4. Batched adds (100 per transaction) up to n memories.
+    let batch_size = 100;
+    let mut store = Store::open(dir.path().join("batch.redb"), keypair).expect("store");
+    let start = Instant::now();
+    let mut i = 0;
+    while i < n {
+        let batch: Vec<NewMemory> = (i..(i + batch_size).min(n)).map(memory).collect();
+        i += batch.len();
+        store.add_batch(batch).expect("batch");
+    }
+    let batch_elapsed = start.elapsed();
+    assert_eq!(store.count().expect("count"), n as u64);
+
+    let raw_rate = per_sec(raw_n, raw_elapsed);
+    let single_rate = per_sec(n, single_elapsed);
+    let batch_rate = per_sec(n, batch_elapsed);
+    let report = serde_json::json!({
+        "data": format!("{n} memories (60-byte title, ~150-byte body, 2 tags); raw redb: {raw_n} rows of 24-byte key + 150-byte value"),
+        "disk": dir.path().display().to_string(),
+        "raw_redb_durable_inserts_per_sec": raw_rate.round(),
+        "raw_redb_commit_ms": 1000.0 / raw_rate,
+        "single_adds_per_sec": single_rate.round(),
+        "single_add_ms": 1000.0 / single_rate,
+        "batched_adds_per_sec": batch_rate.round(),
+        "batch_size": batch_size,
+        "ratio_single_to_raw": single_rate / raw_rate,
+        "ratio_batched_to_single": batch_rate / single_rate,
+        "cpu_doc_build_and_save_us": doc_elapsed.as_secs_f64() * 1e6 / cpu_n as f64,
+        "cpu_sign_us": sign_elapsed.as_secs_f64() * 1e6 / cpu_n as f64,
+        "saved_doc_bytes_avg": saved_bytes / cpu_n,
+        "single_file_bytes": single_file,
+        "goals": {"single_vs_raw": ">= 0.5", "batched_vs_single": ">= 5"},
+    });
+    println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+}

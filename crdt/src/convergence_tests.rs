@@ -209,7 +209,7 @@ fn run(n: usize, steps: &[Step]) -> Result<(), TestCaseError> {
     }
     .validate()
     .expect("valid");
-    let (mut first, _) = MemoryDoc::create(&keys[0], &start, Timestamp::from_millis(1));
+    let (mut first, _) = MemoryDoc::create_valid(&keys[0], &start, Timestamp::from_millis(1));
     let saved = first.save();
     let mut replicas: Vec<Replica> = keys
         .iter()

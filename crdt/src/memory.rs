@@ -391,10 +391,22 @@ pub struct MemoryDoc {
 }
 
 impl MemoryDoc {
-    /// Creates the document of a new memory authored by `author` at `now`.
-    ///
-    /// Returns the document and the hash of its one change.
-    pub(crate) fn create(author: &Did, new: &ValidNew, now: Timestamp) -> (MemoryDoc, ChangeHash) {
+    /// Checks `new` and creates the document of a new memory authored by `author` at
+    /// `now`. Returns the document and the hash of its one change (to be signed).
+    pub fn create(
+        author: &Did,
+        new: &NewMemory,
+        now: Timestamp,
+    ) -> Result<(MemoryDoc, ChangeHash), ValidationError> {
+        Ok(MemoryDoc::create_valid(author, &new.validate()?, now))
+    }
+
+    /// Creates the document of a new memory from validated input.
+    pub(crate) fn create_valid(
+        author: &Did,
+        new: &ValidNew,
+        now: Timestamp,
+    ) -> (MemoryDoc, ChangeHash) {
         let mut doc = AutoCommit::new().with_actor(actor_id(author));
         // Building a fresh document from validated input cannot fail; the `expect`s name
         // automerge invariants, not input.
@@ -664,7 +676,7 @@ mod tests {
         };
         let valid = input.validate().expect("valid");
         let now = Timestamp::from_millis(1_700_000_000_000);
-        let (mut doc, _) = MemoryDoc::create(&me, &valid, now);
+        let (mut doc, _) = MemoryDoc::create_valid(&me, &valid, now);
         let id = MemoryId::new(now);
         let collection = CollectionId::new(now);
         let memory = doc.read(id, collection);
@@ -687,7 +699,7 @@ mod tests {
     fn edits_change_only_what_they_name() {
         let me = Keypair::generate().did();
         let valid = new("first line\nsecond").validate().expect("valid");
-        let (mut doc, _) = MemoryDoc::create(&me, &valid, Timestamp::from_millis(1));
+        let (mut doc, _) = MemoryDoc::create_valid(&me, &valid, Timestamp::from_millis(1));
         let id = MemoryId::new(Timestamp::from_millis(1));
         let c = CollectionId::new(Timestamp::from_millis(1));
         assert_eq!(doc.read(id, c).title, "first line");

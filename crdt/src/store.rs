@@ -19,7 +19,7 @@ use tokio::sync::broadcast;
 use crate::error::{ApplyError, OpenStoreError, StoreError};
 use crate::feed::{ChangeEvent, ChangeKind, Origin};
 use crate::id::{CollectionId, MemoryId, Timestamp};
-use crate::memory::{Memory, MemoryDoc, MemoryEdit, NewMemory, normalize_tag};
+use crate::memory::{Memory, MemoryDoc, MemoryEdit, NewMemory, ValidNew, normalize_tag};
 use crate::signed::{SignedChange, sign_change};
 
 /// Current schema version, stored under `schema` in `meta-1`.
@@ -399,13 +399,6 @@ impl Store {
         }
     }
 
-    fn check_collection(&self, txn: &WriteTransaction, id: CollectionId) -> Result<(), StoreError> {
-        if txn.open_table(COLLECTIONS)?.get(id.to_u128())?.is_none() {
-            return Err(StoreError::UnknownCollection(id.to_string()));
-        }
-        Ok(())
-    }
-
     // ----- memories ----------------------------------------------------------------------
 
     /// Stores a new memory, durably, and returns it.
@@ -423,26 +416,40 @@ impl Store {
             .map(NewMemory::validate)
             .collect::<Result<Vec<_>, _>>()?;
         let now = Timestamp::now();
+        let collections: Vec<CollectionId> = batch
+            .iter()
+            .map(|new| new.collection.unwrap_or(self.default_collection))
+            .collect();
+        // Building and signing documents is CPU work independent per memory: spread it over
+        // the cores, then write everything in one transaction.
+        let built = build_parallel(&self.keypair, &valid, &collections, now);
         let txn = self.db.begin_write()?;
         let mut added = Vec::with_capacity(batch.len());
         {
+            let known = txn.open_table(COLLECTIONS)?;
+            let mut checked = std::collections::HashSet::new();
+            for collection in &collections {
+                if checked.insert(*collection) && known.get(collection.to_u128())?.is_none() {
+                    return Err(StoreError::UnknownCollection(collection.to_string()));
+                }
+            }
+            drop(known);
             let mut docs = txn.open_table(DOCS)?;
             let mut metas = txn.open_table(MEMORY_META)?;
             let mut members = txn.open_table(MEMBERS)?;
             let mut signatures = txn.open_table(SIGNATURES)?;
-            for (new, valid) in batch.iter().zip(&valid) {
-                let collection = new.collection.unwrap_or(self.default_collection);
-                if new.collection.is_some() {
-                    self.check_collection(&txn, collection)?;
-                }
-                let id = MemoryId::new(now);
-                let (mut doc, hash) = MemoryDoc::create(&self.did, valid, now);
-                let signature = sign_change(&self.keypair, &hash);
-                let memory = doc.read(id, collection);
-                docs.insert(id.to_u128(), doc.save().as_slice())?;
-                metas.insert(id.to_u128(), meta_bytes(&memory)?.as_slice())?;
-                members.insert((collection.to_u128(), id.to_u128()), ())?;
-                signatures.insert((id.to_u128(), hash.0), signature.as_bytes())?;
+            for built in built {
+                let Built {
+                    memory,
+                    saved,
+                    hash,
+                    signature,
+                } = built;
+                let id = memory.id.to_u128();
+                docs.insert(id, saved.as_slice())?;
+                metas.insert(id, meta_bytes(&memory)?.as_slice())?;
+                members.insert((memory.collection.to_u128(), id), ())?;
+                signatures.insert((id, hash.0), signature.as_bytes())?;
                 added.push(memory);
             }
         }
@@ -835,6 +842,71 @@ impl Store {
         out.insert("tombstones-1", txn.open_table(TOMBSTONES)?.len()?);
         Ok(out)
     }
+}
+
+/// A new memory's document, built and signed, ready to be written.
+struct Built {
+    memory: Memory,
+    saved: Vec<u8>,
+    hash: ChangeHash,
+    signature: Signature,
+}
+
+fn build_one(
+    keypair: &Keypair,
+    valid: &ValidNew,
+    collection: CollectionId,
+    now: Timestamp,
+) -> Built {
+    let did = keypair.did();
+    let id = MemoryId::new(now);
+    let (mut doc, hash) = MemoryDoc::create_valid(&did, valid, now);
+    Built {
+        memory: doc.read(id, collection),
+        saved: doc.save(),
+        hash,
+        signature: sign_change(keypair, &hash),
+    }
+}
+
+/// Builds documents on up to as many threads as there are cores (for batches of 16 or more).
+fn build_parallel(
+    keypair: &Keypair,
+    valid: &[ValidNew],
+    collections: &[CollectionId],
+    now: Timestamp,
+) -> Vec<Built> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if valid.len() < 16 || threads < 2 {
+        return valid
+            .iter()
+            .zip(collections)
+            .map(|(v, c)| build_one(keypair, v, *c, now))
+            .collect();
+    }
+    let chunk = valid.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = valid
+            .chunks(chunk)
+            .zip(collections.chunks(chunk))
+            .map(|(valid, collections)| {
+                scope.spawn(move || {
+                    valid
+                        .iter()
+                        .zip(collections)
+                        .map(|(v, c)| build_one(keypair, v, *c, now))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| match w.join() {
+                Ok(built) => built,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
 }
 
 fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
