@@ -1,1 +1,1 @@
-//! Shared helpers for the examples.
+//! Runnable examples of Mnemon's crates; see the `examples` in this folder's Cargo.toml.

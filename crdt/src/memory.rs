@@ -436,9 +436,7 @@ impl MemoryDoc {
             }
             Ok(())
         })();
-        #[allow(clippy::expect_used)]
         result.expect("writing to a fresh automerge document");
-        #[allow(clippy::expect_used)]
         let hash = doc
             .commit_with(CommitOptions::default().with_time(now.as_millis()))
             .expect("a new memory document has one change");

@@ -755,8 +755,7 @@ impl Store {
                     if meta.collection != collection.to_u128() {
                         return Err(ApplyError::WrongCollection(id));
                     }
-                    let bytes = docs.get(id.to_u128())?.map(|b| b.value().to_vec());
-                    bytes
+                    docs.get(id.to_u128())?.map(|b| b.value().to_vec())
                 }
                 None => None,
             };
