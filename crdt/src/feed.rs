@@ -5,6 +5,8 @@ use crate::id::{CollectionId, MemoryId};
 /// One memory was created, updated or deleted. Sent after the change is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChangeEvent {
+    /// Position in the store's change log (`changelog-1`), increasing by one per change.
+    pub seq: u64,
     /// The memory.
     pub memory: MemoryId,
     /// Its collection.

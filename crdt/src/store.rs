@@ -47,6 +47,9 @@ const SIGNATURES: TableDefinition<(u128, [u8; 32]), [u8; 64]> =
     TableDefinition::new("signatures-1");
 /// Key: memory id. Value: postcard [`Tombstone`]. Deleted memories, kept forever.
 const TOMBSTONES: TableDefinition<u128, &[u8]> = TableDefinition::new("tombstones-1");
+/// Key: change sequence number, from 1, one per memory created, updated or deleted.
+/// Value: postcard [`LogRecord`]. Ids only, never content, so forgetting stays complete.
+const CHANGELOG: TableDefinition<u64, &[u8]> = TableDefinition::new("changelog-1");
 
 /// The names of every table, so tests can check that vacuum copies them all.
 pub const TABLE_NAMES: &[&str] = &[
@@ -57,6 +60,7 @@ pub const TABLE_NAMES: &[&str] = &[
     "memory_meta-1",
     "signatures-1",
     "tombstones-1",
+    "changelog-1",
 ];
 
 const TOMBSTONE_DOMAIN: &[u8] = b"mnemon-tombstone-1\0";
@@ -75,6 +79,66 @@ struct MemoryMeta {
     updated_at: i64,
     kind: String,
     tags: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LogRecord {
+    memory: u128,
+    collection: u128,
+    /// 0 created, 1 updated, 2 deleted.
+    kind: u8,
+    /// 0 local, 1 remote.
+    origin: u8,
+}
+
+impl LogRecord {
+    fn event(&self, seq: u64) -> ChangeEvent {
+        ChangeEvent {
+            seq,
+            memory: MemoryId::from_u128(self.memory),
+            collection: CollectionId::from_u128(self.collection),
+            kind: match self.kind {
+                0 => ChangeKind::Created,
+                1 => ChangeKind::Updated,
+                _ => ChangeKind::Deleted,
+            },
+            origin: if self.origin == 0 {
+                Origin::Local
+            } else {
+                Origin::Remote
+            },
+        }
+    }
+}
+
+/// Appends changes to the change log inside `txn`; returns the events to publish once the
+/// transaction has committed.
+fn append_log(
+    txn: &WriteTransaction,
+    changes: impl IntoIterator<Item = (MemoryId, CollectionId, ChangeKind, Origin)>,
+) -> Result<Vec<ChangeEvent>, StoreError> {
+    let mut log = txn.open_table(CHANGELOG)?;
+    let mut next = log.last()?.map_or(1, |(k, _)| k.value() + 1);
+    let mut events = Vec::new();
+    for (memory, collection, kind, origin) in changes {
+        let record = LogRecord {
+            memory: memory.to_u128(),
+            collection: collection.to_u128(),
+            kind: match kind {
+                ChangeKind::Created => 0,
+                ChangeKind::Updated => 1,
+                ChangeKind::Deleted => 2,
+            },
+            origin: match origin {
+                Origin::Local => 0,
+                Origin::Remote => 1,
+            },
+        };
+        log.insert(next, postcard::to_allocvec(&record)?.as_slice())?;
+        events.push(record.event(next));
+        next += 1;
+    }
+    Ok(events)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -257,6 +321,7 @@ impl Store {
         txn.open_table(MEMORY_META).map_err(|e| err(&e))?;
         txn.open_table(SIGNATURES).map_err(|e| err(&e))?;
         txn.open_table(TOMBSTONES).map_err(|e| err(&e))?;
+        txn.open_table(CHANGELOG).map_err(|e| err(&e))?;
         txn.commit().map_err(|e| err(&e))?;
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
         Ok(Store {
@@ -291,20 +356,33 @@ impl Store {
         self.feed.clone()
     }
 
-    fn publish(
-        &self,
-        memory: MemoryId,
-        collection: CollectionId,
-        kind: ChangeKind,
-        origin: Origin,
-    ) {
-        // No subscribers is not an error.
-        let _ = self.feed.send(ChangeEvent {
-            memory,
-            collection,
-            kind,
-            origin,
-        });
+    fn publish(&self, events: Vec<ChangeEvent>) {
+        for event in events {
+            // No subscribers is not an error.
+            let _ = self.feed.send(event);
+        }
+    }
+
+    /// Changes recorded after `seq` (exclusive), oldest first, at most `limit`. Components
+    /// that keep derived data (the search indexes) remember the last `seq` they applied and
+    /// catch up from here after a restart.
+    pub fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let log = txn.open_table(CHANGELOG)?;
+        let mut out = Vec::new();
+        for entry in log.range(seq.saturating_add(1)..)?.take(limit) {
+            let (key, value) = entry?;
+            let record: LogRecord = postcard::from_bytes(value.value())?;
+            out.push(record.event(key.value()));
+        }
+        Ok(out)
+    }
+
+    /// The sequence number of the latest change (0 if none).
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let log = txn.open_table(CHANGELOG)?;
+        Ok(log.last()?.map_or(0, |(k, _)| k.value()))
     }
 
     // ----- collections -------------------------------------------------------------------
@@ -453,15 +531,14 @@ impl Store {
                 added.push(memory);
             }
         }
+        let events = append_log(
+            &txn,
+            added
+                .iter()
+                .map(|m| (m.id, m.collection, ChangeKind::Created, Origin::Local)),
+        )?;
         txn.commit()?;
-        for memory in &added {
-            self.publish(
-                memory.id,
-                memory.collection,
-                ChangeKind::Created,
-                Origin::Local,
-            );
-        }
+        self.publish(events);
         Ok(added)
     }
 
@@ -569,8 +646,12 @@ impl Store {
             }
         }
         if changed {
+            let events = append_log(
+                &txn,
+                [(id, memory.collection, ChangeKind::Updated, Origin::Local)],
+            )?;
             txn.commit()?;
-            self.publish(id, memory.collection, ChangeKind::Updated, Origin::Local);
+            self.publish(events);
         } else {
             txn.abort()?;
         }
@@ -619,10 +700,14 @@ impl Store {
                 removed.push((id, collection));
             }
         }
+        let events = append_log(
+            &txn,
+            removed
+                .into_iter()
+                .map(|(id, c)| (id, c, ChangeKind::Deleted, Origin::Local)),
+        )?;
         txn.commit()?;
-        for (id, collection) in removed {
-            self.publish(id, collection, ChangeKind::Deleted, Origin::Local);
-        }
+        self.publish(events);
         if self.path.is_some() {
             self.vacuum()?;
         }
@@ -658,6 +743,7 @@ impl Store {
             copy_table(&read, &write, MEMORY_META)?;
             copy_table(&read, &write, SIGNATURES)?;
             copy_table(&read, &write, TOMBSTONES)?;
+            copy_table(&read, &write, CHANGELOG)?;
             write.commit()?;
         }
         drop(copy);
@@ -794,15 +880,19 @@ impl Store {
             }
             outcome = ApplyOutcome { new_changes, heads };
         }
-        txn.commit()?;
-        if outcome.new_changes > 0 {
+        let events = if outcome.new_changes > 0 {
             let kind = if created {
                 ChangeKind::Created
             } else {
                 ChangeKind::Updated
             };
-            self.publish(id, collection, kind, Origin::Remote);
-        }
+            append_log(&txn, [(id, collection, kind, Origin::Remote)])
+                .map_err(|e| ApplyError::Storage(e.to_string()))?
+        } else {
+            Vec::new()
+        };
+        txn.commit()?;
+        self.publish(events);
         Ok(outcome)
     }
 
@@ -839,6 +929,7 @@ impl Store {
         out.insert("memory_meta-1", txn.open_table(MEMORY_META)?.len()?);
         out.insert("signatures-1", txn.open_table(SIGNATURES)?.len()?);
         out.insert("tombstones-1", txn.open_table(TOMBSTONES)?.len()?);
+        out.insert("changelog-1", txn.open_table(CHANGELOG)?.len()?);
         Ok(out)
     }
 }

@@ -147,14 +147,7 @@ fn add_get_list_edit_rm() {
     assert_eq!(cli.run(&["rm", &id]).ok(), format!("deleted {id}"));
     cli.run(&["get", &id]).fails_with("was deleted");
     cli.run(&["rm", &id]).fails_with("was deleted");
-    assert_eq!(
-        cli.run(&["list", "--json"])
-            .json()
-            .as_array()
-            .expect("array")
-            .len(),
-        1
-    );
+    assert_eq!(cli.count(), 1);
 }
 
 #[test]
@@ -317,14 +310,7 @@ fn removed_memory_leaves_no_trace_in_any_file() {
     );
     cli.run(&["rm", &id]).ok();
     assert_eq!(count_in_files(&cli.data_dir(), canary.as_bytes()), 0);
-    assert_eq!(
-        cli.run(&["list", "--json"])
-            .json()
-            .as_array()
-            .expect("array")
-            .len(),
-        30
-    );
+    assert_eq!(cli.count(), 30);
 }
 
 #[test]

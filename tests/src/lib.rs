@@ -130,6 +130,16 @@ impl TestCli {
         Run::from_output(child.wait_with_output().expect("wait"))
     }
 
+    /// How many memories `mnemon list --json` shows.
+    #[track_caller]
+    pub fn count(&self) -> usize {
+        self.run(&["list", "--json"])
+            .json()
+            .as_array()
+            .expect("list --json prints an array")
+            .len()
+    }
+
     /// Runs `mnemon init` and returns the DID.
     pub fn init(&self) -> String {
         self.run(&["init"]).ok().to_owned()

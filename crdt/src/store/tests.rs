@@ -78,7 +78,23 @@ fn add_get_edit_list_remove() {
     store.remove(&[a.id]).expect("remove");
     assert!(matches!(store.get(a.id), Err(StoreError::Deleted(_))));
     assert!(matches!(store.remove(&[a.id]), Err(StoreError::Deleted(_))));
-    assert_eq!(feed.try_recv().expect("event").kind, ChangeKind::Deleted);
+    let deleted = feed.try_recv().expect("event");
+    assert_eq!(deleted.kind, ChangeKind::Deleted);
+    // The change log holds the same events, in order, with increasing sequence numbers.
+    let log = store.changes_since(0, 100).expect("log");
+    let kinds: Vec<_> = log.iter().map(|e| (e.seq, e.memory, e.kind)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, a.id, ChangeKind::Created),
+            (2, b.id, ChangeKind::Created),
+            (3, a.id, ChangeKind::Updated),
+            (4, a.id, ChangeKind::Deleted),
+        ]
+    );
+    assert_eq!(log[3], deleted);
+    assert_eq!(store.last_seq().expect("seq"), 4);
+    assert_eq!(store.changes_since(2, 1).expect("log")[0].seq, 3);
     let sizes = store.table_sizes().expect("sizes");
     assert_eq!(sizes["memories-1"], 1);
     assert_eq!(sizes["signatures-1"], 1);
