@@ -118,9 +118,9 @@ fn append_log(
     changes: impl IntoIterator<Item = (MemoryId, CollectionId, ChangeKind, Origin)>,
 ) -> Result<Vec<ChangeEvent>, StoreError> {
     let mut log = txn.open_table(CHANGELOG)?;
-    let mut next = log.last()?.map_or(1, |(k, _)| k.value() + 1);
+    let first = log.last()?.map_or(1, |(k, _)| k.value() + 1);
     let mut events = Vec::new();
-    for (memory, collection, kind, origin) in changes {
+    for (seq, (memory, collection, kind, origin)) in (first..).zip(changes) {
         let record = LogRecord {
             memory: memory.to_u128(),
             collection: collection.to_u128(),
@@ -134,9 +134,8 @@ fn append_log(
                 Origin::Remote => 1,
             },
         };
-        log.insert(next, postcard::to_allocvec(&record)?.as_slice())?;
-        events.push(record.event(next));
-        next += 1;
+        log.insert(seq, postcard::to_allocvec(&record)?.as_slice())?;
+        events.push(record.event(seq));
     }
     Ok(events)
 }
