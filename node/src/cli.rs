@@ -3,13 +3,18 @@
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use mnemon_crdt::{CollectionId, ListFilter, MemoryEdit, MemoryId, NewMemory, Source, Store};
+use mnemon_crdt::{
+    CollectionId, ListFilter, MemoryEdit, MemoryId, NewMemory, Source, Store, normalize_tag,
+};
 
 use crate::data_dir::{DataDir, PassphraseSource};
 use crate::output;
+use crate::search::embed::{Embedder, HashEmbedder};
+use crate::search::{Filter, Mode, Query, SearchIndex};
 
 /// Mnemon: a personal memory node.
 #[derive(Debug, Parser)]
@@ -82,8 +87,52 @@ pub enum Command {
     /// Manage collections.
     #[command(subcommand)]
     Collection(CollectionCommand),
-    /// Rewrite the database file, dropping every freed page.
+    /// Rewrite the database file, dropping every freed page, and purge the search indexes.
     Compact,
+    /// Search memories by meaning and by words.
+    Search(SearchArgs),
+    /// Show the store and the search indexes: how many memories are indexed and pending.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild the search indexes from the store.
+    Reindex,
+}
+
+/// Arguments of `mnemon search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// What to look for.
+    pub query: String,
+    /// How many results (1 to 1000).
+    #[arg(long, short, default_value_t = 10)]
+    pub k: usize,
+    /// How to rank.
+    #[arg(long, value_enum, default_value_t = Mode::Hybrid)]
+    pub mode: Mode,
+    /// Only this collection (id or unique name).
+    #[arg(long, short)]
+    pub collection: Option<String>,
+    /// Only memories with this tag.
+    #[arg(long, short)]
+    pub tag: Option<String>,
+    /// Only memories of this kind.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only memories created on or after this date (YYYY-MM-DD, UTC).
+    #[arg(long, value_parser = parse_date)]
+    pub since: Option<i64>,
+    /// Only memories created before this date (YYYY-MM-DD, UTC).
+    #[arg(long, value_parser = parse_date)]
+    pub until: Option<i64>,
+    /// Only memories at least this important (0 to 1).
+    #[arg(long)]
+    pub min_importance: Option<f64>,
+    /// Print JSON: an array of {id, title, score, snippet, chunk}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `mnemon add`.
@@ -250,6 +299,8 @@ pub fn run() -> Result<ExitCode> {
                 .collect::<Result<Vec<_>>>()?;
             let mut store = data_dir.open_store(&passphrase)?;
             store.remove(&ids)?;
+            // Apply the deletion to the search indexes now, so their files forget too.
+            open_index(&data_dir, &store)?;
             for id in ids {
                 writeln!(out, "deleted {id}")?;
             }
@@ -276,6 +327,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Compact => {
             let mut store = data_dir.open_store(&passphrase)?;
             let report = store.vacuum()?;
+            let mut index = open_index(&data_dir, &store)?;
+            index.rebuild(&store)?;
             writeln!(
                 out,
                 "compacted {}: {} → {} bytes",
@@ -284,9 +337,115 @@ pub fn run() -> Result<ExitCode> {
                 report.bytes_after
             )?;
         }
+        Command::Search(args) => {
+            let store = data_dir.open_store(&passphrase)?;
+            let index = open_index(&data_dir, &store)?;
+            let filter = Filter {
+                collection: args
+                    .collection
+                    .as_deref()
+                    .map(|c| SearchIndex::collection_filter(&store, c))
+                    .transpose()?,
+                tag: args.tag.as_deref().map(normalize_tag).transpose()?,
+                kind: args.kind.clone(),
+                since: args.since,
+                until: args.until,
+                min_importance: args.min_importance,
+            };
+            let hits = index.search(
+                &store,
+                &Query {
+                    text: args.query.clone(),
+                    k: args.k,
+                    mode: args.mode,
+                    filter,
+                },
+            )?;
+            if args.json {
+                let items: Vec<_> = hits.iter().map(output::hit_json).collect();
+                writeln!(out, "{}", serde_json::Value::Array(items))?;
+            } else {
+                output::print_hits(&mut out, &hits)?;
+            }
+        }
+        Command::Status { json } => {
+            let store = data_dir.open_store(&passphrase)?;
+            let index = open_index(&data_dir, &store)?;
+            let status = index.status(&store)?;
+            if json {
+                let value = serde_json::json!({
+                    "did": store.did().to_string(),
+                    "data_dir": data_dir.root().display().to_string(),
+                    "memories": status.memories,
+                    "collections": store.collections()?.len(),
+                    "index": { "models": [ {
+                        "model": status.model,
+                        "indexed": status.indexed,
+                        "pending": status.pending,
+                        "vectors_stored": status.vectors_stored,
+                        "segments": status.segments,
+                    } ], "keyword_indexed": status.keyword_indexed },
+                });
+                writeln!(out, "{value}")?;
+            } else {
+                writeln!(out, "node:      {}", store.did())?;
+                writeln!(out, "data:      {}", data_dir.root().display())?;
+                writeln!(out, "memories:  {}", status.memories)?;
+                writeln!(
+                    out,
+                    "index:     {}: {} indexed, {} pending; keyword: {} indexed",
+                    status.model, status.indexed, status.pending, status.keyword_indexed
+                )?;
+            }
+        }
+        Command::Reindex => {
+            let store = data_dir.open_store(&passphrase)?;
+            let mut index = open_index(&data_dir, &store)?;
+            let count = index.rebuild(&store)?;
+            writeln!(out, "reindexed {count} memories")?;
+        }
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the search indexes with the built-in embedder, caught up with the store.
+fn open_index(data_dir: &DataDir, store: &Store) -> Result<SearchIndex> {
+    let embedder: Arc<dyn Embedder> = Arc::new(HashEmbedder::default());
+    SearchIndex::open(&data_dir.index_dir(), embedder, store).with_context(|| {
+        format!(
+            "opening the search index in {}",
+            data_dir.index_dir().display()
+        )
+    })
+}
+
+/// Parses `YYYY-MM-DD` (UTC midnight) into milliseconds since the epoch.
+fn parse_date(text: &str) -> std::result::Result<i64, String> {
+    let bad = || format!("{text:?} is not a date: use YYYY-MM-DD");
+    let mut parts = text.trim().split('-');
+    let (Some(y), Some(m), Some(d), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let (y, m, d): (i64, i64, i64) = (
+        y.parse().map_err(|_| bad())?,
+        m.parse().map_err(|_| bad())?,
+        d.parse().map_err(|_| bad())?,
+    );
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(1970..=9999).contains(&y) {
+        return Err(bad());
+    }
+    // Days from civil (Howard Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(days * 86_400_000)
 }
 
 fn init_tracing() {

@@ -3,6 +3,7 @@
 //! ```text
 //! DATA/identity.key   the node's Ed25519 key, mode 0600, optionally passphrase-sealed
 //! DATA/mnemon.redb    the store (see mnemon_crdt::Store)
+//! DATA/index/         search indexes, derived from the store (see crate::search)
 //! ```
 
 use std::fs;
@@ -99,6 +100,11 @@ impl DataDir {
     /// The database file.
     pub fn db_path(&self) -> PathBuf {
         self.root.join(DB_FILE)
+    }
+
+    /// The folder of the search indexes (derived data).
+    pub fn index_dir(&self) -> PathBuf {
+        self.root.join("index")
     }
 
     /// Creates the folder (mode 0700), the identity and the database. Returns the DID and

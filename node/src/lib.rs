@@ -6,5 +6,6 @@
 pub mod cli;
 mod data_dir;
 mod output;
+pub mod search;
 
 pub use data_dir::{DB_FILE, DataDir, KEY_FILE, PassphraseSource};

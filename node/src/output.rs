@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use mnemon_crdt::{Collection, CollectionId, Memory, Store, StoreError};
+
+use crate::search::Hit;
 use serde_json::{Value, json};
 
 /// Collection names by id, to show names beside ids.
@@ -107,6 +109,28 @@ pub(crate) fn print_collections(
             c.memories,
             if c.is_default { "  (default)" } else { "" }
         )?;
+    }
+    Ok(())
+}
+
+/// A search hit as JSON.
+pub(crate) fn hit_json(hit: &Hit) -> Value {
+    json!({
+        "id": hit.id.to_string(),
+        "title": hit.title,
+        "score": hit.score,
+        "snippet": hit.snippet,
+        "chunk": hit.chunk,
+    })
+}
+
+pub(crate) fn print_hits(out: &mut impl Write, hits: &[Hit]) -> std::io::Result<()> {
+    if hits.is_empty() {
+        writeln!(out, "no memories found")?;
+    }
+    for hit in hits {
+        writeln!(out, "{}  {:.4}  {}", hit.id, hit.score, hit.title)?;
+        writeln!(out, "    {}", hit.snippet)?;
     }
     Ok(())
 }

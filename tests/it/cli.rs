@@ -281,7 +281,8 @@ fn corrupt_files_are_reported() {
 fn removed_memory_leaves_no_trace_in_any_file() {
     let cli = TestCli::new();
     cli.init();
-    let canary = "canary-c4f1d2e9b7";
+    // One word, so the keyword index stores it as a single term.
+    let canary = "canaryc4f1d2e9b7";
     for i in 0..30 {
         cli.run(&["add", &format!("ordinary memory number {i}")])
             .ok();
@@ -304,10 +305,14 @@ fn removed_memory_leaves_no_trace_in_any_file() {
         canary,
     ])
     .ok();
+    // Searching builds the indexes, which then hold the canary too.
+    let hits = cli.run(&["search", canary, "--json"]).json();
+    assert_eq!(hits[0]["id"], id.as_str());
     assert!(
-        count_in_files(&cli.data_dir(), canary.as_bytes()) > 0,
-        "the canary must be on disk before rm, or this test proves nothing"
+        count_in_files(&cli.data_dir().join("index"), canary.as_bytes()) > 0,
+        "the canary must be in the index before rm, or this test proves nothing"
     );
+    assert!(count_in_files(&cli.data_dir(), canary.as_bytes()) > 0);
     cli.run(&["rm", &id]).ok();
     assert_eq!(count_in_files(&cli.data_dir(), canary.as_bytes()), 0);
     assert_eq!(cli.count(), 30);

@@ -160,3 +160,81 @@ pub fn count_in_files(dir: &Path, needle: &[u8]) -> usize {
     }
     total
 }
+
+/// One Debian package description.
+#[derive(Debug, Clone)]
+pub struct Description {
+    /// The package name.
+    pub package: String,
+    /// The one-line summary.
+    pub summary: String,
+    /// The long description, with ` .` lines turned into blank lines.
+    pub long: String,
+}
+
+/// Debian's English package descriptions (about 60k distinct), deduplicated, in file order.
+///
+/// Read from `$MNEMON_DEBIAN_CORPUS`, else `target/debian-descriptions.txt`, which
+/// `tests/run` makes from apt's translation lists
+/// (`apt-get -o Acquire::Languages=en update`, then `apt-helper cat-file`).
+pub fn debian_corpus() -> &'static [Description] {
+    static CORPUS: std::sync::OnceLock<Vec<Description>> = std::sync::OnceLock::new();
+    CORPUS.get_or_init(|| {
+        let path = std::env::var_os("MNEMON_DEBIAN_CORPUS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debian-descriptions.txt")
+            });
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "the Debian description corpus is missing at {} ({e}); run the tests with `tests/run`, which prepares it",
+                path.display()
+            )
+        });
+        parse_translations(&text)
+    })
+}
+
+fn parse_translations(text: &str) -> Vec<Description> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for record in text.split("\n\n") {
+        let mut package = None;
+        let mut summary = None;
+        let mut long = String::new();
+        let mut in_description = false;
+        for line in record.lines() {
+            if let Some(rest) = line.strip_prefix("Package: ") {
+                package = Some(rest.trim().to_owned());
+                in_description = false;
+            } else if let Some(rest) = line.strip_prefix("Description-en: ") {
+                summary = Some(rest.trim().to_owned());
+                in_description = true;
+            } else if in_description && line.starts_with(' ') {
+                let body = &line[1..];
+                if body == "." {
+                    long.push('\n');
+                } else {
+                    long.push_str(body.trim_start());
+                    long.push('\n');
+                }
+            } else {
+                in_description = false;
+            }
+        }
+        if let (Some(package), Some(summary)) = (package, summary) {
+            let long = long.trim().to_owned();
+            // Descriptions that differ only in version numbers (kernel headers and the like)
+            // count as one.
+            let key: String = long.chars().filter(|c| !c.is_ascii_digit()).collect();
+            if long.len() >= 80 && seen.insert(key) {
+                out.push(Description {
+                    package,
+                    summary,
+                    long,
+                });
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,290 @@
+//! The keyword index: BM25 over title, content and tags, with tantivy.
+
+use std::path::Path;
+
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::schema::{
+    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TantivyDocument,
+    TextFieldIndexing, TextOptions, Value,
+};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Term, doc};
+
+use super::{Filter, SearchError};
+
+/// Memory the index writer may use before it flushes a segment.
+const WRITER_HEAP: usize = 50 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    id: Field,
+    title: Field,
+    content: Field,
+    tags_text: Field,
+    tag: Field,
+    kind: Field,
+    collection: Field,
+    created: Field,
+    importance: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut builder = Schema::builder();
+    let text = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer("en_stem")
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
+    let fields = Fields {
+        id: builder.add_text_field("id", STRING | STORED),
+        title: builder.add_text_field("title", text.clone()),
+        content: builder.add_text_field("content", text.clone()),
+        tags_text: builder.add_text_field("tags_text", text),
+        tag: builder.add_text_field("tag", STRING),
+        kind: builder.add_text_field("kind", STRING),
+        collection: builder.add_text_field("collection", STRING),
+        created: builder.add_i64_field("created", INDEXED | FAST),
+        importance: builder.add_f64_field("importance", INDEXED | FAST),
+    };
+    (builder.build(), fields)
+}
+
+/// What the keyword index stores of a memory.
+#[derive(Debug)]
+pub(super) struct KeywordDoc<'a> {
+    pub(super) id: u128,
+    pub(super) title: &'a str,
+    pub(super) content: &'a str,
+    pub(super) tags: Vec<&'a str>,
+    pub(super) kind: &'a str,
+    pub(super) collection: u128,
+    pub(super) created: i64,
+    pub(super) importance: f64,
+}
+
+/// The tantivy index in one folder.
+pub(super) struct KeywordIndex {
+    index: Index,
+    reader: IndexReader,
+    writer: IndexWriter,
+    fields: Fields,
+}
+
+impl std::fmt::Debug for KeywordIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeywordIndex").finish_non_exhaustive()
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> SearchError {
+    SearchError::Index(e.to_string())
+}
+
+impl KeywordIndex {
+    /// Opens the index in `dir`, creating it (or recreating it, if it is unreadable or of
+    /// another schema) when needed. Returns the index and whether it was created empty.
+    pub(super) fn open(dir: &Path) -> Result<(KeywordIndex, bool), SearchError> {
+        let (schema, fields) = schema();
+        let existing = Index::open_in_dir(dir)
+            .ok()
+            .filter(|index| index.schema() == schema);
+        let (index, created) = match existing {
+            Some(index) => (index, false),
+            None => {
+                if dir.exists() {
+                    std::fs::remove_dir_all(dir).map_err(err)?;
+                }
+                std::fs::create_dir_all(dir).map_err(err)?;
+                (Index::create_in_dir(dir, schema).map_err(err)?, true)
+            }
+        };
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(err)?;
+        let writer = index.writer_with_num_threads(1, WRITER_HEAP).map_err(err)?;
+        Ok((
+            KeywordIndex {
+                index,
+                reader,
+                writer,
+                fields,
+            },
+            created,
+        ))
+    }
+
+    /// The change-log position recorded with the last commit (0 if none).
+    pub(super) fn committed_seq(&self) -> u64 {
+        self.index
+            .load_metas()
+            .ok()
+            .and_then(|m| m.payload)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Adds or replaces a memory.
+    pub(super) fn upsert(&mut self, memory: &KeywordDoc<'_>) -> Result<(), SearchError> {
+        self.remove(memory.id);
+        let f = self.fields;
+        let mut document = doc!(
+            f.id => id_text(memory.id),
+            f.title => memory.title,
+            f.content => memory.content,
+            f.tags_text => memory.tags.join(" "),
+            f.kind => memory.kind,
+            f.collection => id_text(memory.collection),
+            f.created => memory.created,
+            f.importance => memory.importance,
+        );
+        for tag in &memory.tags {
+            document.add_text(f.tag, tag);
+        }
+        self.writer.add_document(document).map_err(err)?;
+        Ok(())
+    }
+
+    /// Removes a memory.
+    pub(super) fn remove(&mut self, id: u128) {
+        self.writer
+            .delete_term(Term::from_field_text(self.fields.id, &id_text(id)));
+    }
+
+    /// Removes everything.
+    pub(super) fn clear(&mut self) -> Result<(), SearchError> {
+        self.writer.delete_all_documents().map_err(err)?;
+        Ok(())
+    }
+
+    /// Commits pending changes with the change-log position `seq`. With `purge`, segments are
+    /// merged and old files deleted, so the text of deleted memories leaves the disk.
+    pub(super) fn commit(&mut self, seq: u64, purge: bool) -> Result<(), SearchError> {
+        let mut prepared = self.writer.prepare_commit().map_err(err)?;
+        prepared.set_payload(&seq.to_string());
+        prepared.commit().map_err(err)?;
+        if purge {
+            let segments = self.index.searchable_segment_ids().map_err(err)?;
+            if !segments.is_empty() {
+                self.writer.merge(&segments).wait().map_err(err)?;
+            }
+            self.writer.garbage_collect_files().wait().map_err(err)?;
+        }
+        self.reader.reload().map_err(err)?;
+        Ok(())
+    }
+
+    /// Memories matching `text` and `filter`, best first, with their BM25 scores: first
+    /// those with every word, then those with some of them.
+    pub(super) fn search(
+        &self,
+        text: &str,
+        k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<(u128, f32)>, SearchError> {
+        let mut hits = self.search_with(text, k, filter, true)?;
+        if hits.len() < k {
+            let some = self.search_with(text, k, filter, false)?;
+            // Hits with every word stay ahead: lift their scores above the best partial hit.
+            let lift = some.first().map_or(0.0, |(_, s)| *s);
+            for hit in &mut hits {
+                hit.1 += lift;
+            }
+            for hit in some {
+                if hits.len() >= k {
+                    break;
+                }
+                if !hits.iter().any(|(id, _)| *id == hit.0) {
+                    hits.push(hit);
+                }
+            }
+        }
+        Ok(hits)
+    }
+
+    fn search_with(
+        &self,
+        text: &str,
+        k: usize,
+        filter: &Filter,
+        all_words: bool,
+    ) -> Result<Vec<(u128, f32)>, SearchError> {
+        let f = self.fields;
+        let mut parser = QueryParser::for_index(&self.index, vec![f.title, f.content, f.tags_text]);
+        parser.set_field_boost(f.title, 2.0);
+        parser.set_field_boost(f.tags_text, 1.5);
+        if all_words {
+            parser.set_conjunction_by_default();
+        }
+        // Lenient: user input with stray quotes or operators still searches its words.
+        let (text_query, _errors) = parser.parse_query_lenient(text);
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, text_query)];
+        let exact = |field: Field, value: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, value),
+                IndexRecordOption::Basic,
+            ))
+        };
+        if let Some(collection) = filter.collection {
+            clauses.push((Occur::Must, exact(f.collection, &id_text(collection))));
+        }
+        if let Some(tag) = &filter.tag {
+            clauses.push((Occur::Must, exact(f.tag, tag)));
+        }
+        if let Some(kind) = &filter.kind {
+            clauses.push((Occur::Must, exact(f.kind, kind)));
+        }
+        if filter.since.is_some() || filter.until.is_some() {
+            let bound = |v: Option<i64>, inclusive: bool| match v {
+                Some(v) if inclusive => {
+                    std::ops::Bound::Included(Term::from_field_i64(f.created, v))
+                }
+                Some(v) => std::ops::Bound::Excluded(Term::from_field_i64(f.created, v)),
+                None => std::ops::Bound::Unbounded,
+            };
+            clauses.push((
+                Occur::Must,
+                Box::new(RangeQuery::new(
+                    bound(filter.since, true),
+                    bound(filter.until, false),
+                )),
+            ));
+        }
+        if let Some(min) = filter.min_importance {
+            clauses.push((
+                Occur::Must,
+                Box::new(RangeQuery::new(
+                    std::ops::Bound::Included(Term::from_field_f64(f.importance, min)),
+                    std::ops::Bound::Unbounded,
+                )),
+            ));
+        }
+        let query = BooleanQuery::new(clauses);
+        let searcher = self.reader.searcher();
+        let top = searcher
+            .search(&query, &TopDocs::with_limit(k).order_by_score())
+            .map_err(err)?;
+        let mut out = Vec::with_capacity(top.len());
+        for (score, address) in top {
+            let document: TantivyDocument = searcher.doc(address).map_err(err)?;
+            if let Some(id) = document
+                .get_first(f.id)
+                .and_then(|v| v.as_str())
+                .and_then(|s| u128::from_str_radix(s, 16).ok())
+            {
+                out.push((id, score));
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many memories are indexed.
+    pub(super) fn len(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+}
+
+fn id_text(id: u128) -> String {
+    format!("{id:032x}")
+}
