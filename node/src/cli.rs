@@ -11,9 +11,10 @@ use mnemon_crdt::{
     CollectionId, ListFilter, MemoryEdit, MemoryId, NewMemory, Source, Store, normalize_tag,
 };
 
+use crate::config::Config;
 use crate::data_dir::{DataDir, PassphraseSource};
 use crate::output;
-use crate::search::embed::{Embedder, HashEmbedder};
+use crate::search::embed::Embedder;
 use crate::search::{Filter, Mode, Query, SearchIndex};
 
 /// Mnemon: a personal memory node.
@@ -409,9 +410,9 @@ pub fn run() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Opens the search indexes with the built-in embedder, caught up with the store.
+/// Opens the search indexes with the configured embedder, caught up with the store.
 fn open_index(data_dir: &DataDir, store: &Store) -> Result<SearchIndex> {
-    let embedder: Arc<dyn Embedder> = Arc::new(HashEmbedder::default());
+    let embedder: Arc<dyn Embedder> = Config::load(data_dir.root())?.embedder()?;
     SearchIndex::open(&data_dir.index_dir(), embedder, store).with_context(|| {
         format!(
             "opening the search index in {}",

@@ -4,6 +4,7 @@
 //! folder (key file and database).
 
 pub mod cli;
+pub mod config;
 mod data_dir;
 mod output;
 pub mod search;

@@ -8,6 +8,7 @@
 
 pub mod embed;
 mod keyword;
+pub mod openai;
 pub mod vector;
 
 use std::collections::{HashMap, HashSet};

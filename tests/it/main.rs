@@ -2,5 +2,6 @@
 
 mod cli;
 mod crash;
+mod embed;
 mod search;
 mod tidy;

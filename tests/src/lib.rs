@@ -238,3 +238,190 @@ fn parse_translations(text: &str) -> Vec<Description> {
     }
     out
 }
+
+/// A small local server that speaks the OpenAI embeddings protocol
+/// (`POST /v1/embeddings`, bearer auth, `{"model", "input"}` in, `{"data": [{"index",
+/// "embedding"}]}` out), standing in for Ollama or OpenAI, which cannot run here.
+///
+/// Its "model" hashes words into 16 dimensions, so texts sharing words are close.
+#[derive(Debug)]
+pub struct EmbeddingServer {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The model name the test server serves.
+pub const TEST_EMBED_MODEL: &str = "test-embed";
+
+impl EmbeddingServer {
+    /// Starts the server on 127.0.0.1 with a random port, requiring `key` if given.
+    pub fn start(key: Option<&str>) -> EmbeddingServer {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let key = key.map(str::to_owned);
+        let thread = {
+            let stop = stop.clone();
+            let requests = requests.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    requests.fetch_add(1, Ordering::SeqCst);
+                    let _ = serve_one(stream, key.as_deref());
+                }
+            })
+        };
+        EmbeddingServer {
+            addr,
+            stop,
+            requests,
+            thread: Some(thread),
+        }
+    }
+
+    /// The API base, e.g. `http://127.0.0.1:PORT/v1`.
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Requests served so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stops the server; its port refuses connections afterwards.
+    pub fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for EmbeddingServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The test model: words hashed into 16 signed dimensions.
+pub fn test_embedding(text: &str) -> Vec<f32> {
+    let mut v = vec![0f32; 16];
+    for word in text
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in word.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        v[(h % 16) as usize] += if h >> 63 == 0 { 1.0 } else { -1.0 };
+    }
+    v
+}
+
+fn serve_one(mut stream: std::net::TcpStream, key: Option<&str>) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Read};
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut content_length = 0usize;
+    let mut authorization = None;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            match name.trim().to_ascii_lowercase().as_str() {
+                "content-length" => content_length = value.trim().parse().unwrap_or(0),
+                "authorization" => authorization = Some(value.trim().to_owned()),
+                _ => {}
+            }
+        }
+    }
+    let mut body = vec![0u8; content_length];
+    reader.read_exact(&mut body)?;
+    let (status, response) = respond(&request_line, authorization.as_deref(), &body, key);
+    let text = response.to_string();
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
+    )?;
+    stream.flush()
+}
+
+fn respond(
+    request_line: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+    key: Option<&str>,
+) -> (&'static str, serde_json::Value) {
+    let error = |message: &str, kind: &str| serde_json::json!({"error": {"message": message, "type": kind}});
+    if !request_line.starts_with("POST /v1/embeddings ") {
+        return (
+            "404 Not Found",
+            error("unknown path", "invalid_request_error"),
+        );
+    }
+    if let Some(key) = key {
+        if authorization != Some(&format!("Bearer {key}")) {
+            return (
+                "401 Unauthorized",
+                error("Incorrect API key provided", "invalid_request_error"),
+            );
+        }
+    }
+    let Ok(request) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return (
+            "400 Bad Request",
+            error("body is not JSON", "invalid_request_error"),
+        );
+    };
+    if request["model"] != TEST_EMBED_MODEL {
+        return (
+            "404 Not Found",
+            error("model not found", "invalid_request_error"),
+        );
+    }
+    let inputs: Vec<String> = match &request["input"] {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().unwrap_or_default().to_owned())
+            .collect(),
+        _ => {
+            return (
+                "400 Bad Request",
+                error(
+                    "input must be a string or an array",
+                    "invalid_request_error",
+                ),
+            );
+        }
+    };
+    let data: Vec<serde_json::Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| serde_json::json!({"object": "embedding", "index": index, "embedding": test_embedding(text)}))
+        .collect();
+    (
+        "200 OK",
+        serde_json::json!({"object": "list", "data": data, "model": TEST_EMBED_MODEL,
+            "usage": {"prompt_tokens": 0, "total_tokens": 0}}),
+    )
+}

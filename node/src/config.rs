@@ -1,0 +1,84 @@
+//! The node's configuration: `DATA/config.toml`, optional. Every setting has a default.
+//!
+//! ```toml
+//! [embedder]
+//! kind = "openai"                      # or "builtin" (the default)
+//! url = "http://127.0.0.1:11434/v1"    # an OpenAI-compatible API base
+//! model = "nomic-embed-text"
+//! api_key_env = "OPENAI_API_KEY"       # read the key from this variable (or: api_key = "…")
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::search::embed::{Embedder, HashEmbedder};
+use crate::search::openai::OpenAiEmbedder;
+
+/// `config.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Which embedder search uses.
+    #[serde(default)]
+    pub embedder: EmbedderConfig,
+}
+
+/// The `[embedder]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedderConfig {
+    /// `builtin` or `openai`.
+    pub kind: Option<String>,
+    /// API base of an OpenAI-compatible endpoint.
+    pub url: Option<String>,
+    /// Model name.
+    pub model: Option<String>,
+    /// The API key itself (prefer `api_key_env`).
+    pub api_key: Option<String>,
+    /// The environment variable holding the API key.
+    pub api_key_env: Option<String>,
+}
+
+impl Config {
+    /// Reads `config.toml` from the data folder; defaults when it does not exist.
+    pub fn load(data_dir: &Path) -> Result<Config> {
+        let path = data_dir.join("config.toml");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid configuration", path.display()))
+    }
+
+    /// The embedder the configuration names.
+    pub fn embedder(&self) -> Result<Arc<dyn Embedder>> {
+        let e = &self.embedder;
+        match e.kind.as_deref().unwrap_or("builtin") {
+            "builtin" => Ok(Arc::new(HashEmbedder::default())),
+            "openai" => {
+                let url = e
+                    .url
+                    .as_deref()
+                    .context("[embedder] kind = \"openai\" needs url")?;
+                let model = e
+                    .model
+                    .as_deref()
+                    .context("[embedder] kind = \"openai\" needs model")?;
+                let key = match (&e.api_key, &e.api_key_env) {
+                    (Some(key), _) => Some(key.clone()),
+                    (None, Some(var)) => Some(std::env::var(var).with_context(|| {
+                        format!("[embedder] api_key_env names {var}, which is not set")
+                    })?),
+                    (None, None) => None,
+                };
+                Ok(Arc::new(OpenAiEmbedder::connect(url, model, key)?))
+            }
+            other => bail!("unknown [embedder] kind {other:?}: use \"builtin\" or \"openai\""),
+        }
+    }
+}
