@@ -300,8 +300,14 @@ pub fn run() -> Result<ExitCode> {
                 .collect::<Result<Vec<_>>>()?;
             let mut store = data_dir.open_store(&passphrase)?;
             store.remove(&ids)?;
-            // Apply the deletion to the search indexes now, so their files forget too.
-            open_index(&data_dir, &store)?;
+            // Apply the deletion to the search indexes now, so their files forget too. The
+            // memories are gone from the store either way; if the index cannot be opened
+            // (say, the embedding endpoint is down), it purges them on its next catch-up.
+            if let Err(e) = open_index(&data_dir, &store) {
+                eprintln!(
+                    "mnemon: warning: deleted, but the search index will forget later: {e:#}"
+                );
+            }
             for id in ids {
                 writeln!(out, "deleted {id}")?;
             }

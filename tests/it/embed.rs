@@ -94,6 +94,14 @@ fn the_node_searches_with_a_configured_endpoint() {
     server.stop();
     cli.run_with(&["search", "pelicans"], &env, None)
         .fails_with("unreachable");
-    // Nothing was lost.
+    // Nothing was lost, and deleting still works while the endpoint is down.
     assert_eq!(cli.count(), 2);
+    let run = cli.run_with(&["rm", &id], &env, None);
+    assert!(run.success, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("index will forget later"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(cli.count(), 1);
 }
