@@ -250,9 +250,11 @@ impl SearchIndex {
         self.vectors = VectorIndex::new(self.embedder.model_id(), self.embedder.dimension());
         self.meta.clear();
         let memories = store.list(&mnemon_crdt::ListFilter::default())?;
+        self.vectors.set_auto_seal(false);
         for batch in memories.chunks(256) {
             self.index_memories(batch)?;
         }
+        self.vectors.set_auto_seal(true);
         self.vectors.seal();
         self.seq = seq;
         self.persist(true)?;

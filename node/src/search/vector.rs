@@ -92,6 +92,13 @@ pub struct VectorIndex {
     recent: Vec<(VectorKey, Vector)>,
     live: HashMap<u128, u32>,
     ef_search: usize,
+    /// While false (during a bulk load), `upsert` does not seal; the caller seals once.
+    #[serde(skip, default = "yes")]
+    auto_seal: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl std::fmt::Debug for VectorIndex {
@@ -116,6 +123,16 @@ impl VectorIndex {
             recent: Vec::new(),
             live: HashMap::new(),
             ef_search: 128,
+            auto_seal: true,
+        }
+    }
+
+    /// Starts (`false`) or ends (`true`) a bulk load: without automatic sealing, a rebuild
+    /// builds one HNSW segment once instead of sealing and merging as it goes.
+    pub fn set_auto_seal(&mut self, on: bool) {
+        self.auto_seal = on;
+        if on && self.recent.len() >= SEAL_AT {
+            self.seal();
         }
     }
 
@@ -153,7 +170,7 @@ impl VectorIndex {
             };
             self.recent.push((key, Vector(values)));
         }
-        if self.recent.len() >= SEAL_AT {
+        if self.auto_seal && self.recent.len() >= SEAL_AT {
             self.seal();
         }
     }
