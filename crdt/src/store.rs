@@ -148,6 +148,11 @@ struct Tombstone {
     signature: Vec<u8>,
 }
 
+struct NamedCollection {
+    id: CollectionId,
+    name: String,
+}
+
 /// A collection: a named set of memories with an owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Collection {
@@ -398,7 +403,7 @@ impl Store {
                 name.chars().take(80).collect(),
             ));
         }
-        if self.collections()?.iter().any(|c| c.name == name) {
+        if self.collection_names()?.iter().any(|(_, n)| n == name) {
             return Err(StoreError::DuplicateCollectionName(name.to_owned()));
         }
         let now = Timestamp::now();
@@ -448,9 +453,26 @@ impl Store {
         Ok(out)
     }
 
+    /// Every collection's id and name, without counting members (cheap).
+    pub fn collection_names(&self) -> Result<Vec<(CollectionId, String)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(COLLECTIONS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            let record: CollectionRecord = postcard::from_bytes(value.value())?;
+            out.push((CollectionId::from_u128(key.value()), record.name));
+        }
+        Ok(out)
+    }
+
     /// Finds a collection by id or by unique name.
     pub fn resolve_collection(&self, id_or_name: &str) -> Result<CollectionId, StoreError> {
-        let collections = self.collections()?;
+        let collections: Vec<NamedCollection> = self
+            .collection_names()?
+            .into_iter()
+            .map(|(id, name)| NamedCollection { id, name })
+            .collect();
         if let Ok(id) = id_or_name.parse::<CollectionId>() {
             if collections.iter().any(|c| c.id == id) {
                 return Ok(id);

@@ -10,11 +10,7 @@ use serde_json::{Value, json};
 
 /// Collection names by id, to show names beside ids.
 pub(crate) fn collection_names(store: &Store) -> Result<HashMap<CollectionId, String>, StoreError> {
-    Ok(store
-        .collections()?
-        .into_iter()
-        .map(|c| (c.id, c.name))
-        .collect())
+    Ok(store.collection_names()?.into_iter().collect())
 }
 
 /// A memory as JSON. The field set is part of the CLI's contract.
