@@ -4,7 +4,9 @@
 //! Run: `cargo bench -p mnemon-node --bench search` (after `tests/run` made
 //! `target/debian-descriptions.txt`; `MNEMON_BENCH_N` sets the memory count, default 20,000).
 //! Data: distinct Debian long descriptions (title "package: summary"), the built-in
-//! 512-dimension hash embedder.
+//! 512-dimension hash embedder. `MNEMON_BENCH_MODEL=DIR` (an installed `DATA/models/<id>`
+//! folder) adds the sentence model's texts per second, on 1,000 descriptions cut to one
+//! chunk (1,000 characters) as the index embeds them.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use std::time::Instant;
 use mnemon_crdt::{NewMemory, Store};
 use mnemon_identity::Keypair;
 use mnemon_node::search::embed::{Embedder, HashEmbedder};
+use mnemon_node::search::minilm::BertEmbedder;
 use mnemon_node::search::vector::dot;
 use mnemon_node::search::{Filter, Mode, Query, SearchIndex};
 
@@ -164,7 +167,31 @@ fn main() {
             "p99_ms": percentile(&ms, 0.99),
         }));
     }
+    // 3. The sentence-embedding model, if one is named: texts per second on every core.
+    let model = std::env::var_os("MNEMON_BENCH_MODEL").map(|dir| {
+        let model = BertEmbedder::load(std::path::Path::new(&dir)).expect("load model");
+        let texts: Vec<String> = corpus[..1000.min(n)]
+            .iter()
+            .map(|(t, l)| format!("{t}\n\n{}", l.chars().take(1000).collect::<String>()))
+            .collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let tokens: usize = refs
+            .iter()
+            .map(|t| model.tokens(t).expect("tokens").len())
+            .sum();
+        let start = Instant::now();
+        std::hint::black_box(model.embed(&refs).expect("embed"));
+        let secs = start.elapsed().as_secs_f64();
+        serde_json::json!({
+            "model": model.model_id(),
+            "texts": refs.len(),
+            "mean_tokens": tokens as f64 / refs.len() as f64,
+            "texts_per_sec": refs.len() as f64 / secs,
+            "threads": std::thread::available_parallelism().map_or(1, usize::from),
+        })
+    });
     let report = serde_json::json!({
+        "sentence_model": model,
         "data": format!("{n} distinct Debian package descriptions, built-in hash embedder ({dim} dimensions)"),
         "embed_texts_per_sec": n as f64 / embed_secs,
         "exact_scan_vectors_per_sec": (n * rounds) as f64 / scan_secs,

@@ -1,22 +1,24 @@
 //! The `mnemon` command line.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use mnemon_crdt::{
-    CollectionId, ListFilter, MemoryEdit, MemoryId, NewMemory, Source, Store, normalize_tag,
-};
+use mnemon_crdt::{MemoryId, Store, normalize_tag};
+use mnemon_web::Backend;
+use mnemon_web::api::{CreateMemory, HitView, ListQuery, PatchMemory, SearchQuery};
 
 use crate::config::Config;
 use crate::data_dir::{DataDir, PassphraseSource};
 use crate::output;
+use crate::remote::Remote;
 use crate::search::embed::Embedder;
-use crate::search::{Filter, Mode, Query, SearchIndex};
+use crate::search::{Mode, SearchIndex};
+use crate::service::{MAX_PAGE, Service};
 
 /// Mnemon: a personal memory node.
 #[derive(Debug, Parser)]
@@ -104,6 +106,39 @@ pub enum Command {
     /// Manage the embedding model.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Run the node as a service: the HTTP API (and, while it runs, the CLI talks to it).
+    Serve {
+        /// Address to listen on. A non-loopback address needs --allow-non-loopback.
+        #[arg(long, default_value = crate::serve::DEFAULT_HTTP)]
+        http: std::net::SocketAddr,
+        /// Listen on a non-loopback address (the API still requires the token).
+        #[arg(long)]
+        allow_non_loopback: bool,
+        /// Another Host name to answer to, as name:port (repeatable), e.g. behind a proxy.
+        #[arg(long = "allow-host")]
+        allow_hosts: Vec<String>,
+        /// Largest request body in bytes.
+        #[arg(long, default_value_t = mnemon_web::DEFAULT_BODY_LIMIT)]
+        body_limit: usize,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Print the API's bearer token.
+    Token {
+        /// Make a new token; the old one stops working when the service restarts.
+        #[arg(long)]
+        rotate: bool,
+    },
+}
+
+/// How `mnemon serve` writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `mnemon model …`
@@ -243,7 +278,10 @@ pub enum CollectionCommand {
 /// Parses the command line and runs the command.
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
-    init_tracing();
+    match &cli.command {
+        Command::Serve { log_format, .. } => init_tracing(*log_format == LogFormat::Json, "info"),
+        _ => init_tracing(false, "warn"),
+    }
     let data_dir = match &cli.data_dir {
         Some(dir) => DataDir::new(dir),
         None => DataDir::platform_default()?,
@@ -275,17 +313,17 @@ pub fn run() -> Result<ExitCode> {
             }
         }
         Command::Add(args) => {
-            let mut store = data_dir.open_store(&passphrase)?;
-            add(&mut store, args, &mut out)?;
+            let node = Node::open(&data_dir, &passphrase)?;
+            add(node.api(), args, &mut out)?;
+            node.finish()?;
         }
         Command::Get { id, json } => {
-            let store = data_dir.open_store(&passphrase)?;
-            let memory = store.get(parse_memory_id(&id)?)?;
-            let names = output::collection_names(&store)?;
+            let node = Node::open(&data_dir, &passphrase)?;
+            let memory = node.api().get(&id)?;
             if json {
-                writeln!(out, "{}", output::memory_json(&memory, &names))?;
+                writeln!(out, "{}", output::json(&memory))?;
             } else {
-                output::print_memory(&mut out, &memory, &names)?;
+                output::print_memory(&mut out, &memory)?;
             }
         }
         Command::List {
@@ -295,71 +333,66 @@ pub fn run() -> Result<ExitCode> {
             limit,
             json,
         } => {
-            let store = data_dir.open_store(&passphrase)?;
-            let filter = ListFilter {
-                collection: collection
-                    .map(|c| store.resolve_collection(&c))
-                    .transpose()?,
-                tag,
-                kind,
-                offset: 0,
-                limit,
-            };
-            let memories = store.list(&filter)?;
-            let names = output::collection_names(&store)?;
+            let node = Node::open(&data_dir, &passphrase)?;
+            let tag = tag.as_deref().map(normalize_tag).transpose()?;
+            let mut memories = Vec::new();
+            let mut offset = 0;
+            // Page through everything (or up to --limit).
+            loop {
+                let want = limit.map_or(MAX_PAGE, |l| (l - memories.len()).min(MAX_PAGE));
+                if want == 0 {
+                    break;
+                }
+                let page = node.api().list(&ListQuery {
+                    collection: collection.clone(),
+                    tag: tag.clone(),
+                    kind: kind.clone(),
+                    offset: Some(offset),
+                    limit: Some(want),
+                })?;
+                memories.extend(page.items);
+                match page.next_offset {
+                    Some(next) => offset = next,
+                    None => break,
+                }
+            }
             if json {
-                let items: Vec<_> = memories
-                    .iter()
-                    .map(|m| output::memory_json(m, &names))
-                    .collect();
-                writeln!(out, "{}", serde_json::Value::Array(items))?;
+                writeln!(out, "{}", output::json(&memories))?;
             } else {
                 output::print_list(&mut out, &memories)?;
             }
         }
         Command::Edit(args) => {
-            let mut store = data_dir.open_store(&passphrase)?;
-            edit(&mut store, args, &mut out)?;
+            let node = Node::open(&data_dir, &passphrase)?;
+            edit(node.api(), args, &mut out)?;
+            node.finish()?;
         }
         Command::Rm { ids } => {
-            let ids = ids
-                .iter()
-                .map(|id| parse_memory_id(id))
-                .collect::<Result<Vec<_>>>()?;
-            let mut store = data_dir.open_store(&passphrase)?;
-            store.remove(&ids)?;
-            // Apply the deletion to the search indexes now, so their files forget too. The
-            // memories are gone from the store either way; if the index cannot be opened
-            // (say, the embedding endpoint is down), it purges them on its next catch-up.
-            let forgotten = configured_embedder(&data_dir).and_then(|embedder| {
-                let mut index = SearchIndex::open_lagging(&data_dir.index_dir(), embedder, &store)?;
-                index.forget_now(&ids)?;
-                Ok(())
-            });
-            if let Err(e) = forgotten {
-                eprintln!(
-                    "mnemon: warning: deleted, but the search index will forget later: {e:#}"
-                );
+            for id in &ids {
+                parse_memory_id(id)?;
             }
+            let node = Node::open(&data_dir, &passphrase)?;
+            // Each deletion reaches the store and the index files before it is reported.
             for id in ids {
+                node.api().delete(&id)?;
                 writeln!(out, "deleted {id}")?;
             }
+            node.finish()?;
         }
         Command::Collection(CollectionCommand::New { name, json }) => {
-            let mut store = data_dir.open_store(&passphrase)?;
-            let collection = store.create_collection(&name)?;
+            let node = Node::open(&data_dir, &passphrase)?;
+            let collection = node.api().create_collection(&name)?;
             if json {
-                writeln!(out, "{}", output::collection_json(&collection))?;
+                writeln!(out, "{}", output::json(&collection))?;
             } else {
                 writeln!(out, "{}", collection.id)?;
             }
         }
         Command::Collection(CollectionCommand::List { json }) => {
-            let store = data_dir.open_store(&passphrase)?;
-            let collections = store.collections()?;
+            let node = Node::open(&data_dir, &passphrase)?;
+            let collections = node.api().collections()?;
             if json {
-                let items: Vec<_> = collections.iter().map(output::collection_json).collect();
-                writeln!(out, "{}", serde_json::Value::Array(items))?;
+                writeln!(out, "{}", output::json(&collections))?;
             } else {
                 output::print_collections(&mut out, &collections)?;
             }
@@ -379,84 +412,63 @@ pub fn run() -> Result<ExitCode> {
             )?;
         }
         Command::Search(args) => {
-            let store = data_dir.open_store(&passphrase)?;
-            let index = open_index(&data_dir, &store, Some(VECTOR_BUDGET))?;
-            let status = index.status(&store)?;
-            if status.pending > 0 && args.mode != Mode::Keyword {
-                eprintln!(
-                    "note: {} memories are not embedded yet with {}; `mnemon reindex` finishes the job",
-                    status.pending, status.model
-                );
+            let node = Node::open(&data_dir, &passphrase)?;
+            node.catch_up_vectors(VECTOR_BUDGET)?;
+            if args.mode != Mode::Keyword {
+                let status = node.api().status()?;
+                let pending = status["index"]["models"][0]["pending"]
+                    .as_u64()
+                    .unwrap_or(0);
+                if pending > 0 {
+                    eprintln!(
+                        "note: {pending} memories are not embedded yet; `mnemon reindex` finishes the job"
+                    );
+                }
             }
-            let filter = Filter {
-                collection: args
-                    .collection
-                    .as_deref()
-                    .map(|c| SearchIndex::collection_filter(&store, c))
-                    .transpose()?,
-                tag: args.tag.as_deref().map(normalize_tag).transpose()?,
+            let hits = node.api().search(&SearchQuery {
+                q: args.query.clone(),
+                k: Some(args.k),
+                mode: Some(format!("{:?}", args.mode).to_lowercase()),
+                collection: args.collection.clone(),
+                tag: args.tag.clone(),
                 kind: args.kind.clone(),
                 since: args.since,
                 until: args.until,
                 min_importance: args.min_importance,
-            };
-            let hits = index.search(
-                &store,
-                &Query {
-                    text: args.query.clone(),
-                    k: args.k,
-                    mode: args.mode,
-                    filter,
-                },
-            )?;
-            if args.json {
-                let items: Vec<_> = hits.iter().map(output::hit_json).collect();
-                writeln!(out, "{}", serde_json::Value::Array(items))?;
-            } else {
-                output::print_hits(&mut out, &hits)?;
-            }
+            })?;
+            print_hits(&mut out, &hits, args.json)?;
+            node.finish()?;
         }
         Command::Status { json } => {
-            let store = data_dir.open_store(&passphrase)?;
-            // Status reports where the indexes are; it does not move the vectors on.
-            let index = open_index(&data_dir, &store, Some(Duration::ZERO))?;
-            let status = index.status(&store)?;
+            let node = Node::open(&data_dir, &passphrase)?;
+            let mut status = node.api().status()?;
+            status["data_dir"] = data_dir.root().display().to_string().into();
+            status["service"] = node.url().map_or(serde_json::Value::Null, Into::into);
             if json {
-                let value = serde_json::json!({
-                    "did": store.did().to_string(),
-                    "data_dir": data_dir.root().display().to_string(),
-                    "memories": status.memories,
-                    "collections": store.collections()?.len(),
-                    "index": {
-                        "models": [ {
-                            "model": status.model,
-                            "indexed": status.indexed,
-                            "pending": status.pending,
-                            "pending_changes": status.pending_changes,
-                            "vectors_stored": status.vectors_stored,
-                            "segments": status.segments,
-                        } ],
-                        "keyword_indexed": status.keyword_indexed,
-                        "keyword_pending": status.keyword_pending,
-                    },
-                });
-                writeln!(out, "{value}")?;
+                writeln!(out, "{status}")?;
             } else {
-                writeln!(out, "node:      {}", store.did())?;
+                let model = &status["index"]["models"][0];
+                writeln!(out, "node:      {}", status["did"].as_str().unwrap_or(""))?;
                 writeln!(out, "data:      {}", data_dir.root().display())?;
-                writeln!(out, "memories:  {}", status.memories)?;
+                if let Some(url) = node.url() {
+                    writeln!(out, "service:   {url}")?;
+                }
+                writeln!(out, "memories:  {}", status["memories"])?;
                 writeln!(
                     out,
                     "vectors:   {}: {} indexed, {} pending",
-                    status.model, status.indexed, status.pending
+                    model["model"].as_str().unwrap_or(""),
+                    model["indexed"],
+                    model["pending"]
                 )?;
                 writeln!(
                     out,
                     "keywords:  {} indexed, {} pending",
-                    status.keyword_indexed, status.keyword_pending
+                    status["index"]["keyword_indexed"], status["index"]["keyword_pending"]
                 )?;
             }
         }
+
         Command::Reindex => {
             let store = data_dir.open_store(&passphrase)?;
             let embedder = configured_embedder(&data_dir)?;
@@ -511,6 +523,41 @@ pub fn run() -> Result<ExitCode> {
                 )?;
             }
         }
+        Command::Serve {
+            http,
+            allow_non_loopback,
+            allow_hosts,
+            body_limit,
+            log_format,
+        } => {
+            let _ = log_format;
+            if let Some(running) = crate::serve::running(data_dir.root()) {
+                bail!(
+                    "mnemon serve is already running on this data folder at {} (pid {})",
+                    running.url,
+                    running.pid
+                );
+            }
+            let store = data_dir.open_store(&passphrase)?;
+            let embedder = configured_embedder(&data_dir)?;
+            let service = Service::open(store, &data_dir.index_dir(), embedder, "api")?;
+            drop(out);
+            crate::serve::serve(
+                data_dir.root(),
+                service,
+                crate::serve::ServeOptions {
+                    http,
+                    allow_non_loopback,
+                    extra_hosts: allow_hosts,
+                    body_limit,
+                },
+            )?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Token { rotate } => {
+            data_dir.did()?;
+            writeln!(out, "{}", crate::serve::token(data_dir.root(), rotate)?)?;
+        }
         Command::Model(ModelCommand::Show { json }) => {
             let embedder = configured_embedder(&data_dir)?;
             let installed = crate::model::active(data_dir.root())?;
@@ -543,20 +590,6 @@ fn configured_embedder(data_dir: &DataDir) -> Result<Arc<dyn Embedder>> {
     Config::load(data_dir.root())?.embedder(data_dir.root())
 }
 
-/// Opens the search indexes with the configured embedder: the keyword index caught up,
-/// the vector index caught up or, given a budget, moved on for at most that long.
-fn open_index(data_dir: &DataDir, store: &Store, budget: Option<Duration>) -> Result<SearchIndex> {
-    let embedder = configured_embedder(data_dir)?;
-    let dir = data_dir.index_dir();
-    let context = || format!("opening the search index in {}", dir.display());
-    let mut index = SearchIndex::open_lagging(&dir, embedder, store).with_context(context)?;
-    let deadline = budget.map(|b| Instant::now() + b);
-    index
-        .catch_up_vectors(store, deadline, &mut |_| {})
-        .with_context(context)?;
-    Ok(index)
-}
-
 /// Brings the vector index up to date, with a progress bar on a terminal.
 fn embed_with_progress(index: &mut SearchIndex, store: &Store) -> Result<()> {
     let bar = indicatif::ProgressBar::new(0);
@@ -570,6 +603,7 @@ fn embed_with_progress(index: &mut SearchIndex, store: &Store) -> Result<()> {
         bar.set_length(p.last.saturating_sub(p.start));
         bar.set_position(p.done.saturating_sub(p.start));
     })?;
+    index.save()?;
     bar.finish_and_clear();
     Ok(())
 }
@@ -602,13 +636,19 @@ fn parse_date(text: &str) -> std::result::Result<i64, String> {
     Ok(days * 86_400_000)
 }
 
-fn init_tracing() {
+/// Logs go to standard error, filtered by `MNEMON_LOG` (default: `level`).
+fn init_tracing(json: bool, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MNEMON_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 fn parse_memory_id(id: &str) -> Result<MemoryId> {
@@ -625,28 +665,19 @@ fn read_stdin() -> Result<String> {
     Ok(text)
 }
 
-fn add(store: &mut Store, args: AddArgs, out: &mut impl Write) -> Result<()> {
-    let collection: Option<CollectionId> = args
-        .collection
-        .as_deref()
-        .map(|c| store.resolve_collection(c))
-        .transpose()?;
-    let template = NewMemory {
+fn add(api: &dyn Backend, args: AddArgs, out: &mut impl Write) -> Result<()> {
+    let template = CreateMemory {
         title: args.title.clone(),
         content: String::new(),
         tags: args.tags.clone(),
+        collection: args.collection.clone(),
         kind: args.kind.clone(),
         importance: args.importance,
-        source: Some(Source {
-            kind: "cli".into(),
-            uri: None,
-        }),
-        collection,
-        ..NewMemory::default()
+        links: Vec::new(),
     };
-    let print = |out: &mut dyn Write, id: MemoryId| -> Result<()> {
+    let print = |out: &mut dyn Write, id: &str| -> Result<()> {
         if args.json {
-            writeln!(out, "{}", serde_json::json!({ "id": id.to_string() }))?;
+            writeln!(out, "{}", serde_json::json!({ "id": id }))?;
         } else {
             writeln!(out, "{id}")?;
         }
@@ -664,11 +695,11 @@ fn add(store: &mut Store, args: AddArgs, out: &mut impl Write) -> Result<()> {
             if line.trim().is_empty() {
                 continue;
             }
-            let memory = store.add(NewMemory {
+            let memory = api.create(CreateMemory {
                 content: line,
                 ..template.clone()
             })?;
-            print(out, memory.id)?;
+            print(out, &memory.id)?;
         }
         return Ok(());
     }
@@ -677,39 +708,105 @@ fn add(store: &mut Store, args: AddArgs, out: &mut impl Write) -> Result<()> {
     } else {
         args.text.clone()
     };
-    let memory = store.add(NewMemory {
+    let memory = api.create(CreateMemory {
         content,
         ..template
     })?;
-    print(out, memory.id)
+    print(out, &memory.id)
 }
 
-fn edit(store: &mut Store, args: EditArgs, out: &mut impl Write) -> Result<()> {
-    let id = parse_memory_id(&args.id)?;
+fn edit(api: &dyn Backend, args: EditArgs, out: &mut impl Write) -> Result<()> {
+    parse_memory_id(&args.id)?;
     let content = match args.content.as_deref() {
         Some("-") => Some(read_stdin()?),
         other => other.map(str::to_owned),
     };
-    let edit = MemoryEdit {
+    let patch = PatchMemory {
         title: args.title,
         content,
         add_tags: args.add_tag,
         remove_tags: args.rm_tag,
         kind: args.kind,
         importance: args.importance,
-        ..MemoryEdit::default()
+        ..PatchMemory::default()
     };
-    if edit.is_empty() {
+    if patch.title.is_none()
+        && patch.content.is_none()
+        && patch.add_tags.is_empty()
+        && patch.remove_tags.is_empty()
+        && patch.kind.is_none()
+        && patch.importance.is_none()
+    {
         bail!(
             "nothing to change: give --title, --content, --add-tag, --rm-tag, --kind or --importance"
         );
     }
-    let memory = store.edit(id, &edit)?;
+    let memory = api.update(&args.id, patch)?;
     if args.json {
-        let names = output::collection_names(store)?;
-        writeln!(out, "{}", output::memory_json(&memory, &names))?;
+        writeln!(out, "{}", output::json(&memory))?;
     } else {
         writeln!(out, "updated {}", memory.id)?;
     }
     Ok(())
+}
+
+fn print_hits(out: &mut impl Write, hits: &[HitView], json: bool) -> Result<()> {
+    if json {
+        writeln!(out, "{}", output::json(&hits))?;
+    } else {
+        output::print_hits(out, hits)?;
+    }
+    Ok(())
+}
+
+/// Where the memory commands go: a running `mnemon serve` on this data folder, or the
+/// data folder itself, opened in this process.
+enum Node {
+    Local(Service),
+    Remote(Remote, String),
+}
+
+impl Node {
+    fn open(data_dir: &DataDir, passphrase: &PassphraseSource) -> Result<Node> {
+        if let Some(running) = crate::serve::running(data_dir.root()) {
+            let token = crate::serve::token(data_dir.root(), false)?;
+            return Ok(Node::Remote(Remote::new(&running.url, token), running.url));
+        }
+        let store = data_dir.open_store(passphrase)?;
+        let embedder = configured_embedder(data_dir)?;
+        let dir = data_dir.index_dir();
+        let service = Service::open(store, &dir, embedder, "cli")
+            .with_context(|| format!("opening the search index in {}", dir.display()))?;
+        Ok(Node::Local(service))
+    }
+
+    fn api(&self) -> &dyn Backend {
+        match self {
+            Node::Local(service) => service,
+            Node::Remote(remote, _) => remote,
+        }
+    }
+
+    fn url(&self) -> Option<&str> {
+        match self {
+            Node::Local(_) => None,
+            Node::Remote(_, url) => Some(url),
+        }
+    }
+
+    /// Gives the vector index up to `budget` to catch up (a service does this itself).
+    fn catch_up_vectors(&self, budget: Duration) -> Result<()> {
+        if let Node::Local(service) = self {
+            service.background_step(budget)?;
+        }
+        Ok(())
+    }
+
+    /// Saves the in-process indexes.
+    fn finish(self) -> Result<()> {
+        if let Node::Local(service) = self {
+            service.flush()?;
+        }
+        Ok(())
+    }
 }

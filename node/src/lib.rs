@@ -8,6 +8,9 @@ pub mod config;
 mod data_dir;
 pub mod model;
 mod output;
+pub mod remote;
 pub mod search;
+pub mod serve;
+pub mod service;
 
 pub use data_dir::{DB_FILE, DataDir, KEY_FILE, PassphraseSource};

@@ -1,62 +1,23 @@
-//! How the CLI prints memories and collections, for people and as JSON.
+//! How the CLI prints memories, collections and hits, for people and as JSON. Local and
+//! remote commands print the same API views, so `--json` gives the API's own shapes.
 
-use std::collections::HashMap;
 use std::io::Write;
 
-use mnemon_crdt::{Collection, CollectionId, Memory, Store, StoreError};
+use mnemon_web::api::{CollectionView, HitView, MemoryView};
+use serde_json::Value;
 
-use crate::search::Hit;
-use serde_json::{Value, json};
-
-/// Collection names by id, to show names beside ids.
-pub(crate) fn collection_names(store: &Store) -> Result<HashMap<CollectionId, String>, StoreError> {
-    Ok(store.collection_names()?.into_iter().collect())
+/// Any view as JSON.
+pub(crate) fn json(value: &impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
-/// A memory as JSON. The field set is part of the CLI's contract.
-pub(crate) fn memory_json(memory: &Memory, names: &HashMap<CollectionId, String>) -> Value {
-    json!({
-        "id": memory.id.to_string(),
-        "title": memory.title,
-        "content": memory.content,
-        "tags": memory.tags,
-        "kind": memory.kind,
-        "importance": memory.importance,
-        "created_at": memory.created_at.to_string(),
-        "updated_at": memory.updated_at.to_string(),
-        "author": memory.author,
-        "collection": memory.collection.to_string(),
-        "collection_name": names.get(&memory.collection),
-        "source": memory.source.as_ref().map(|s| json!({ "kind": s.kind, "uri": s.uri })),
-        "links": memory.links.iter().map(|(target, relation)| json!({
-            "target": target.to_string(),
-            "relation": relation,
-        })).collect::<Vec<_>>(),
-    })
-}
-
-/// A collection as JSON.
-pub(crate) fn collection_json(collection: &Collection) -> Value {
-    json!({
-        "id": collection.id.to_string(),
-        "name": collection.name,
-        "owner": collection.owner.to_string(),
-        "created_at": collection.created_at.to_string(),
-        "default": collection.is_default,
-        "memories": collection.memories,
-    })
-}
-
-pub(crate) fn print_memory(
-    out: &mut impl Write,
-    memory: &Memory,
-    names: &HashMap<CollectionId, String>,
-) -> std::io::Result<()> {
+pub(crate) fn print_memory(out: &mut impl Write, memory: &MemoryView) -> std::io::Result<()> {
     writeln!(out, "{}", memory.title)?;
     writeln!(out, "id:         {}", memory.id)?;
-    let collection = names
-        .get(&memory.collection)
-        .map_or_else(|| memory.collection.to_string(), Clone::clone);
+    let collection = memory
+        .collection_name
+        .as_ref()
+        .unwrap_or(&memory.collection);
     writeln!(out, "collection: {collection}")?;
     writeln!(out, "kind:       {}", memory.kind)?;
     if !memory.tags.is_empty() {
@@ -67,16 +28,16 @@ pub(crate) fn print_memory(
     writeln!(out, "created:    {}", memory.created_at)?;
     writeln!(out, "updated:    {}", memory.updated_at)?;
     writeln!(out, "author:     {}", memory.author)?;
-    for (target, relation) in &memory.links {
-        writeln!(out, "link:       {relation} → {target}")?;
+    for link in &memory.links {
+        writeln!(out, "link:       {} → {}", link.relation, link.target)?;
     }
     writeln!(out)?;
     writeln!(out, "{}", memory.content)
 }
 
-pub(crate) fn print_list(out: &mut impl Write, memories: &[Memory]) -> std::io::Result<()> {
+pub(crate) fn print_list(out: &mut impl Write, memories: &[MemoryView]) -> std::io::Result<()> {
     for memory in memories {
-        let date = memory.updated_at.to_string();
+        let date = &memory.updated_at;
         let tags: Vec<String> = memory.tags.iter().map(|t| format!("#{t}")).collect();
         let title: String = memory.title.chars().take(60).collect();
         writeln!(
@@ -94,7 +55,7 @@ pub(crate) fn print_list(out: &mut impl Write, memories: &[Memory]) -> std::io::
 
 pub(crate) fn print_collections(
     out: &mut impl Write,
-    collections: &[Collection],
+    collections: &[CollectionView],
 ) -> std::io::Result<()> {
     for c in collections {
         writeln!(
@@ -103,24 +64,13 @@ pub(crate) fn print_collections(
             c.id,
             c.name,
             c.memories,
-            if c.is_default { "  (default)" } else { "" }
+            if c.default { "  (default)" } else { "" }
         )?;
     }
     Ok(())
 }
 
-/// A search hit as JSON.
-pub(crate) fn hit_json(hit: &Hit) -> Value {
-    json!({
-        "id": hit.id.to_string(),
-        "title": hit.title,
-        "score": hit.score,
-        "snippet": hit.snippet,
-        "chunk": hit.chunk,
-    })
-}
-
-pub(crate) fn print_hits(out: &mut impl Write, hits: &[Hit]) -> std::io::Result<()> {
+pub(crate) fn print_hits(out: &mut impl Write, hits: &[HitView]) -> std::io::Result<()> {
     if hits.is_empty() {
         writeln!(out, "no memories found")?;
     }

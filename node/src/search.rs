@@ -206,6 +206,7 @@ pub struct SearchIndex {
     keyword_seq: u64,
     vector_seq: u64,
     last_vector_save: Instant,
+    vectors_dirty: bool,
 }
 
 /// How far a catch-up of the vector index got: change-log positions.
@@ -258,6 +259,7 @@ impl SearchIndex {
     ) -> Result<SearchIndex, SearchError> {
         let mut index = SearchIndex::open_lagging(dir, embedder, store)?;
         index.catch_up(store)?;
+        index.save()?;
         Ok(index)
     }
 
@@ -288,6 +290,7 @@ impl SearchIndex {
             keyword_seq: 0,
             vector_seq: 0,
             last_vector_save: Instant::now(),
+            vectors_dirty: false,
         };
         let keyword_seq = index.keyword.committed_seq();
         let keyword_ok = !fresh_keyword && keyword_seq <= last;
@@ -337,12 +340,22 @@ impl SearchIndex {
 
     /// Applies the store's changes since the indexes' positions to both. Returns how many.
     pub fn catch_up(&mut self, store: &Store) -> Result<usize, SearchError> {
+        self.catch_up_within(store, None)
+    }
+
+    /// Brings the keyword index fully up to date, and the vector index until
+    /// `vector_deadline` (if given). Returns how many changes were applied.
+    pub fn catch_up_within(
+        &mut self,
+        store: &Store,
+        vector_deadline: Option<Instant>,
+    ) -> Result<usize, SearchError> {
         let mut applied = 0;
         if self.keyword_seq == self.vector_seq {
-            applied += self.apply(store, Part::Both, None, &mut |_| {})?;
+            applied += self.apply(store, Part::Both, vector_deadline, &mut |_| {})?;
         }
         applied += self.apply(store, Part::Keyword, None, &mut |_| {})?;
-        applied += self.apply(store, Part::Vectors, None, &mut |_| {})?;
+        applied += self.apply(store, Part::Vectors, vector_deadline, &mut |_| {})?;
         Ok(applied)
     }
 
@@ -438,7 +451,10 @@ impl SearchIndex {
             });
         }
         if part.vectors() && applied > 0 {
-            self.save_vectors(purge_vectors)?;
+            self.vectors_dirty = true;
+            if purge_vectors || self.last_vector_save.elapsed() >= SAVE_EVERY {
+                self.save_vectors(purge_vectors)?;
+            }
         }
         Ok(applied)
     }
@@ -532,7 +548,20 @@ impl SearchIndex {
         self.meta = state.meta;
         self.vectors = state.vectors;
         self.last_vector_save = Instant::now();
+        if result.is_ok() {
+            self.vectors_dirty = false;
+        }
         result
+    }
+
+    /// Writes the vector index to disk if it changed since it was last written. Vectors
+    /// are saved every few seconds while they change and whenever a memory is deleted;
+    /// call this before the index is dropped, or the next open re-embeds what changed.
+    pub fn save(&mut self) -> Result<(), SearchError> {
+        if self.vectors_dirty {
+            self.save_vectors(false)?;
+        }
+        Ok(())
     }
 
     /// Searches. The caller has validated nothing; this checks the query.

@@ -1,6 +1,19 @@
-//! Mnemon's interfaces for people and agents: the HTTP API, the web UI, server-sent
-//! events and the MCP server. They arrive with the service issue; until then the node's
-//! only interface is its command line.
+//! Mnemon's interfaces for people and agents: the HTTP API under `/api/v1`, server-sent
+//! events, health and metrics.
 //!
-//! This crate defines the trait the node implements and never knows how storage or
-//! networking work.
+//! The crate defines [`Backend`], the trait the node implements, and never knows how
+//! storage or networking work. [`router`] builds the axum router over a backend with
+//! every protection in place: the `Host` allow-list (DNS rebinding), bearer-token
+//! authentication with a brake on failed attempts, CSRF protection for cross-origin
+//! changes, a body limit, security headers, a request id on every response, and
+//! per-route latency metrics.
+
+pub mod api;
+mod backend;
+mod metrics;
+mod router;
+mod security;
+
+pub use backend::{ApiError, Backend, Gauge};
+pub use router::{DEFAULT_BODY_LIMIT, ServerConfig, router};
+pub use security::{FAILURE_DELAY, MAX_FAILURES};

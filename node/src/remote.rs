@@ -1,0 +1,208 @@
+//! The API of a running `mnemon serve`, as a [`Backend`]: what the CLI uses when a service
+//! holds the data folder.
+
+use std::time::Duration;
+
+use mnemon_web::api::{
+    CollectionView, CreateCollection, CreateMemory, Created, EventView, HitView, ListQuery,
+    MemoryView, Page, PatchMemory, SearchQuery,
+};
+use mnemon_web::{ApiError, Backend, Gauge};
+use serde::de::DeserializeOwned;
+use tokio::sync::broadcast;
+
+/// A client of a node's HTTP API.
+pub struct Remote {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for Remote {
+    // Never print the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+fn encode(value: &str) -> String {
+    let mut out = String::new();
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn query_string(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+impl Remote {
+    /// A client of the API at `base` (e.g. `http://127.0.0.1:7777`) with `token`.
+    pub fn new(base: &str, token: String) -> Remote {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(120)))
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        Remote {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            agent,
+        }
+    }
+
+    fn answer<T: DeserializeOwned>(
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, ApiError> {
+        let mut response =
+            result.map_err(|e| ApiError::unavailable(format!("the running mnemon serve: {e}")))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| ApiError::unavailable(format!("reading the service's answer: {e}")))?;
+        if status >= 400 {
+            let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let message = value["error"]["message"]
+                .as_str()
+                .map_or_else(|| format!("HTTP {status}"), str::to_owned);
+            return Err(ApiError::new(status, "remote", message));
+        }
+        let body = if body.is_empty() { "null" } else { &body };
+        serde_json::from_str(body)
+            .map_err(|e| ApiError::internal(format!("the service answered unexpectedly: {e}")))
+    }
+
+    fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        Self::answer(
+            self.agent
+                .get(&format!("{}/api/v1{path}", self.base))
+                .header("Authorization", &format!("Bearer {}", self.token))
+                .call(),
+        )
+    }
+
+    fn send_json<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, ApiError> {
+        let url = format!("{}/api/v1{path}", self.base);
+        let auth = format!("Bearer {}", self.token);
+        let request = match method {
+            "POST" => self.agent.post(&url),
+            "PATCH" => self.agent.patch(&url),
+            _ => self.agent.put(&url),
+        };
+        Self::answer(request.header("Authorization", &auth).send_json(body))
+    }
+}
+
+impl Backend for Remote {
+    fn create(&self, new: CreateMemory) -> Result<MemoryView, ApiError> {
+        let created: Created = self.send_json("POST", "/memories", &new)?;
+        self.get(&created.id)
+    }
+
+    fn get(&self, id: &str) -> Result<MemoryView, ApiError> {
+        self.get_json(&format!("/memories/{}", encode(id)))
+    }
+
+    fn backlinks(&self, id: &str) -> Result<Vec<MemoryView>, ApiError> {
+        self.get_json(&format!("/memories/{}/backlinks", encode(id)))
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<Page<MemoryView>, ApiError> {
+        self.get_json(&format!(
+            "/memories{}",
+            query_string(&[
+                ("collection", query.collection.clone()),
+                ("tag", query.tag.clone()),
+                ("kind", query.kind.clone()),
+                ("offset", query.offset.map(|o| o.to_string())),
+                ("limit", query.limit.map(|l| l.to_string())),
+            ])
+        ))
+    }
+
+    fn update(&self, id: &str, patch: PatchMemory) -> Result<MemoryView, ApiError> {
+        self.send_json("PATCH", &format!("/memories/{}", encode(id)), &patch)
+    }
+
+    fn delete(&self, id: &str) -> Result<(), ApiError> {
+        let _: serde_json::Value = Self::answer(
+            self.agent
+                .delete(&format!("{}/api/v1/memories/{}", self.base, encode(id)))
+                .header("Authorization", &format!("Bearer {}", self.token))
+                .call(),
+        )?;
+        Ok(())
+    }
+
+    fn search(&self, query: &SearchQuery) -> Result<Vec<HitView>, ApiError> {
+        self.get_json(&format!(
+            "/search{}",
+            query_string(&[
+                ("q", Some(query.q.clone())),
+                ("k", query.k.map(|k| k.to_string())),
+                ("mode", query.mode.clone()),
+                ("collection", query.collection.clone()),
+                ("tag", query.tag.clone()),
+                ("kind", query.kind.clone()),
+                ("since", query.since.map(|m| m.to_string())),
+                ("until", query.until.map(|m| m.to_string())),
+                (
+                    "min_importance",
+                    query.min_importance.map(|m| m.to_string())
+                ),
+            ])
+        ))
+    }
+
+    fn collections(&self) -> Result<Vec<CollectionView>, ApiError> {
+        self.get_json("/collections")
+    }
+
+    fn create_collection(&self, name: &str) -> Result<CollectionView, ApiError> {
+        self.send_json(
+            "POST",
+            "/collections",
+            &CreateCollection {
+                name: name.to_owned(),
+            },
+        )
+    }
+
+    fn status(&self) -> Result<serde_json::Value, ApiError> {
+        self.get_json("/status")
+    }
+
+    fn events(&self) -> broadcast::Receiver<EventView> {
+        // The CLI never subscribes through a remote; an empty, closed feed.
+        broadcast::channel(1).1
+    }
+
+    fn ready(&self) -> bool {
+        true
+    }
+
+    fn gauges(&self) -> Vec<Gauge> {
+        Vec::new()
+    }
+}

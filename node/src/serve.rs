@@ -1,0 +1,217 @@
+//! `mnemon serve`: the node as a long-lived HTTP service.
+//!
+//! ```text
+//! DATA/api-token    the bearer token (mode 0600), made at init or on first serve
+//! DATA/serve.json   {"url", "pid"} while a service runs: the CLI talks to it
+//! ```
+//!
+//! Shutdown (SIGINT, SIGTERM) stops accepting connections, lets requests in flight
+//! finish, saves the indexes and removes `serve.json`. Every write was durable before it
+//! was acknowledged, so nothing acknowledged is lost however the process ends.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use mnemon_web::{Backend, ServerConfig};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::service::Service;
+
+/// The token file inside the data folder.
+pub const TOKEN_FILE: &str = "api-token";
+/// The running-service file inside the data folder.
+pub const SERVE_FILE: &str = "serve.json";
+/// The default HTTP address.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7777";
+
+/// What `serve.json` says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Running {
+    /// The API's base address, e.g. `http://127.0.0.1:7777`.
+    pub url: String,
+    /// The service's process id.
+    pub pid: u32,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `text` to `path` with mode 0600, replacing it atomically.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The API token, made (and saved with mode 0600) if there is none, or anew if `rotate`.
+pub fn token(data: &Path, rotate: bool) -> Result<String> {
+    let path = data.join(TOKEN_FILE);
+    if !rotate {
+        match std::fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+    let token = format!("mnm_{}", random_hex(32));
+    write_private(&path, &format!("{token}\n"))?;
+    Ok(token)
+}
+
+/// The service running on this data folder, if `serve.json` names one that answers.
+pub fn running(data: &Path) -> Option<Running> {
+    let text = std::fs::read_to_string(data.join(SERVE_FILE)).ok()?;
+    let running: Running = serde_json::from_str(&text).ok()?;
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .new_agent();
+    agent
+        .get(&format!("{}/health/live", running.url))
+        .call()
+        .ok()
+        .filter(|r| r.status() == 200)
+        .map(|_| running)
+}
+
+/// Options of `mnemon serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where to listen.
+    pub http: SocketAddr,
+    /// Accept a non-loopback address.
+    pub allow_non_loopback: bool,
+    /// More `Host` names to answer to.
+    pub extra_hosts: Vec<String>,
+    /// Largest request body.
+    pub body_limit: usize,
+}
+
+/// Runs the service until SIGINT or SIGTERM.
+pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()> {
+    if !options.http.ip().is_loopback() && !options.allow_non_loopback {
+        bail!(
+            "refusing to listen on {}, which is not a loopback address: anyone who can reach \
+             it could try the token. Pass --allow-non-loopback to do it anyway (the API always \
+             requires the token), or keep the default {DEFAULT_HTTP}",
+            options.http
+        );
+    }
+    let token = token(data, false)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("mnemon-http")
+        .build()
+        .context("starting the async runtime")?;
+    let service = Arc::new(service);
+    let serve_file: PathBuf = data.join(SERVE_FILE);
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(options.http)
+            .await
+            .with_context(|| format!("listening on {}", options.http))?;
+        let bound = listener.local_addr()?;
+        let config = ServerConfig {
+            bind: bound,
+            token,
+            csrf: random_hex(16),
+            extra_hosts: options.extra_hosts.clone(),
+            body_limit: options.body_limit,
+        };
+        service.forward_events();
+        let app = mnemon_web::router(service.clone() as Arc<dyn Backend>, &config);
+        let url = format!("http://{bound}");
+        write_private(
+            &serve_file,
+            &serde_json::to_string(&Running {
+                url: url.clone(),
+                pid: std::process::id(),
+            })?,
+        )?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let background = spawn_background(service.clone(), stop.clone());
+        println!("mnemon: serving {url} (token: `mnemon token`)");
+        let _ = std::io::stdout().flush();
+        tracing::info!(%url, "serving");
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        let _ = background.join();
+        served.context("serving HTTP")
+    });
+    let _ = std::fs::remove_file(&serve_file);
+    service.flush().context("saving the search indexes")?;
+    println!("mnemon: stopped");
+    result
+}
+
+/// Background work: the vector index catches up in short slices, so searches and writes
+/// are never held up for long.
+fn spawn_background(service: Arc<Service>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("mnemon-background".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let busy = match service.background_step(Duration::from_millis(250)) {
+                    Ok(more) => more,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "background indexing failed");
+                        false
+                    }
+                };
+                if !busy {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        })
+        .unwrap_or_else(|e| panic!("cannot start the background thread: {e}"))
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutting down");
+}

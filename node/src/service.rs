@@ -1,0 +1,491 @@
+//! The node as a [`Backend`]: the store and the search indexes behind the API that
+//! `mnemon serve` exposes and the CLI uses in-process.
+//!
+//! Locks: the store is behind a reader-writer lock (redb lets readers run beside a
+//! writer, but `Store`'s write methods take `&mut`), the search index behind another.
+//! The store lock is always taken before the index lock. A write returns once it is
+//! durable and applied to both indexes, so it is searchable as soon as it is
+//! acknowledged; only a vector backfill after a model change runs behind, in the
+//! background, and `status` reports what is pending.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use mnemon_crdt::{
+    ChangeKind, CollectionId, ListFilter, MemoryEdit, MemoryId, NewMemory, Source, Store,
+    StoreError,
+};
+use mnemon_web::api::{
+    CollectionView, CreateMemory, EventView, HitView, ListQuery, MemoryView, Page, PatchMemory,
+    SearchQuery,
+};
+use mnemon_web::{ApiError, Backend, Gauge};
+use tokio::sync::broadcast;
+
+use crate::search::embed::Embedder;
+use crate::search::{Filter, Mode, Query, SearchError, SearchIndex};
+
+/// Longest page of a list.
+pub const MAX_PAGE: usize = 1000;
+/// Page size when none is asked for.
+pub const DEFAULT_PAGE: usize = 50;
+/// How long a write may spend embedding what it wrote (a lagging vector index is left
+/// to the background work).
+const WRITE_VECTOR_BUDGET: Duration = Duration::from_secs(2);
+
+/// A node's store and indexes, shared by request handlers.
+#[derive(Debug)]
+pub struct Service {
+    store: RwLock<Store>,
+    index: RwLock<SearchIndex>,
+    events: broadcast::Sender<EventView>,
+    ready: AtomicBool,
+    source: &'static str,
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound(_) | StoreError::Deleted(_) => ApiError::not_found(e.to_string()),
+        StoreError::UnknownCollection(_) => ApiError::new(404, "unknown_collection", e.to_string()),
+        StoreError::AmbiguousCollection { .. } | StoreError::DuplicateCollectionName(_) => {
+            ApiError::conflict(e.to_string())
+        }
+        StoreError::InvalidCollectionName(_) | StoreError::Invalid(_) => {
+            ApiError::invalid(e.to_string())
+        }
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+fn search_error(e: SearchError) -> ApiError {
+    match e {
+        SearchError::Store(e) => store_error(e),
+        SearchError::EmptyQuery
+        | SearchError::QueryTooLong(_)
+        | SearchError::BadK(_)
+        | SearchError::BadTimeRange
+        | SearchError::BadImportance(_) => ApiError::invalid(e.to_string()),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+fn parse_id(id: &str) -> Result<MemoryId, ApiError> {
+    id.trim()
+        .parse::<MemoryId>()
+        .map_err(|e| ApiError::bad_request(format!("{id:?} is not a memory id: {e}")))
+}
+
+fn kind_name(kind: ChangeKind) -> &'static str {
+    match kind {
+        ChangeKind::Created => "created",
+        ChangeKind::Updated => "updated",
+        ChangeKind::Deleted => "deleted",
+    }
+}
+
+impl Service {
+    /// A service over `store`, with search indexes in `index_dir` for `embedder`. The
+    /// keyword index is brought up to date now; vectors the embedder has not made yet are
+    /// made by [`Service::run_background`]. `source` tags memories created through it
+    /// (`api`, `cli`).
+    pub fn open(
+        store: Store,
+        index_dir: &std::path::Path,
+        embedder: Arc<dyn Embedder>,
+        source: &'static str,
+    ) -> Result<Service, SearchError> {
+        let index = SearchIndex::open_lagging(index_dir, embedder, &store)?;
+        let (events, _) = broadcast::channel(1024);
+        Ok(Service {
+            store: RwLock::new(store),
+            index: RwLock::new(index),
+            events,
+            ready: AtomicBool::new(true),
+            source,
+        })
+    }
+
+    fn store(&self) -> RwLockReadGuard<'_, Store> {
+        self.store
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn store_mut(&self) -> RwLockWriteGuard<'_, Store> {
+        self.store
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn index_mut(&self) -> RwLockWriteGuard<'_, SearchIndex> {
+        self.index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The store's change feed, forwarded to API subscribers. Call once, inside a tokio
+    /// runtime.
+    pub fn forward_events(self: &Arc<Self>) {
+        let mut feed = self.store().subscribe();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            loop {
+                match feed.recv().await {
+                    Ok(event) => {
+                        let _ = events.send(EventView {
+                            seq: event.seq,
+                            id: event.memory.to_string(),
+                            collection: event.collection.to_string(),
+                            kind: kind_name(event.kind).to_owned(),
+                        });
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+    }
+
+    /// Applies the store's latest changes to the keyword index, and to the vector index
+    /// unless it is busy re-embedding (then the background work gets there), so what was
+    /// just written is searchable.
+    fn index_now(&self) -> Result<(), ApiError> {
+        let store = self.store();
+        let mut index = self.index_mut();
+        index
+            .catch_up_within(&store, Some(Instant::now() + WRITE_VECTOR_BUDGET))
+            .map_err(search_error)?;
+        Ok(())
+    }
+
+    /// One step of background work: moves the vector index on for at most `slice`.
+    /// Returns whether work remains.
+    pub fn background_step(&self, slice: Duration) -> Result<bool, SearchError> {
+        let store = self.store();
+        let mut index = self.index_mut();
+        index.catch_up_vectors(&store, Some(Instant::now() + slice), &mut |_| {})?;
+        Ok(index.status(&store)?.pending_changes > 0)
+    }
+
+    /// Saves what the indexes hold (before the process ends).
+    pub fn flush(&self) -> Result<(), SearchError> {
+        self.index_mut().save()
+    }
+
+    fn names(&self, store: &Store) -> Result<HashMap<CollectionId, String>, ApiError> {
+        Ok(store
+            .collection_names()
+            .map_err(store_error)?
+            .into_iter()
+            .collect())
+    }
+
+    fn view(&self, store: &Store, id: MemoryId) -> Result<MemoryView, ApiError> {
+        let memory = store.get(id).map_err(store_error)?;
+        Ok(MemoryView::new(&memory, &self.names(store)?))
+    }
+
+    fn links(links: &[mnemon_web::api::LinkView]) -> Result<Vec<(MemoryId, String)>, ApiError> {
+        links
+            .iter()
+            .map(|l| Ok((parse_id(&l.target)?, l.relation.clone())))
+            .collect()
+    }
+}
+
+impl Backend for Service {
+    fn create(&self, new: CreateMemory) -> Result<MemoryView, ApiError> {
+        let links = Self::links(&new.links)?;
+        let view = {
+            let mut store = self.store_mut();
+            let collection = new
+                .collection
+                .as_deref()
+                .map(|c| store.resolve_collection(c))
+                .transpose()
+                .map_err(store_error)?;
+            let memory = store
+                .add(NewMemory {
+                    title: new.title,
+                    content: new.content,
+                    tags: new.tags,
+                    kind: new.kind,
+                    importance: new.importance,
+                    source: Some(Source {
+                        kind: self.source.into(),
+                        uri: None,
+                    }),
+                    collection,
+                    links,
+                    task: None,
+                })
+                .map_err(store_error)?;
+            MemoryView::new(&memory, &self.names(&store)?)
+        };
+        self.index_now()?;
+        Ok(view)
+    }
+
+    fn get(&self, id: &str) -> Result<MemoryView, ApiError> {
+        let id = parse_id(id)?;
+        self.view(&self.store(), id)
+    }
+
+    fn backlinks(&self, id: &str) -> Result<Vec<MemoryView>, ApiError> {
+        let id = parse_id(id)?;
+        let store = self.store();
+        store.get(id).map_err(store_error)?;
+        let names = self.names(&store)?;
+        let all = store.list(&ListFilter::default()).map_err(store_error)?;
+        Ok(all
+            .iter()
+            .filter(|m| m.links.contains_key(&id))
+            .map(|m| MemoryView::new(m, &names))
+            .collect())
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<Page<MemoryView>, ApiError> {
+        let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(ApiError::invalid(format!(
+                "limit must be from 1 to {MAX_PAGE}, not {limit}"
+            )));
+        }
+        let offset = query.offset.unwrap_or(0);
+        let store = self.store();
+        let filter = ListFilter {
+            collection: query
+                .collection
+                .as_deref()
+                .map(|c| store.resolve_collection(c))
+                .transpose()
+                .map_err(store_error)?,
+            tag: query.tag.clone(),
+            kind: query.kind.clone(),
+            offset: 0,
+            limit: None,
+        };
+        let all = store.list(&filter).map_err(store_error)?;
+        let names = self.names(&store)?;
+        let total = all.len();
+        let items: Vec<MemoryView> = all
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|m| MemoryView::new(m, &names))
+            .collect();
+        let next = offset + items.len();
+        Ok(Page {
+            items,
+            total,
+            next_offset: (next < total).then_some(next),
+        })
+    }
+
+    fn update(&self, id: &str, patch: PatchMemory) -> Result<MemoryView, ApiError> {
+        let id = parse_id(id)?;
+        let edit = MemoryEdit {
+            title: patch.title,
+            content: patch.content,
+            add_tags: patch.add_tags,
+            remove_tags: patch.remove_tags,
+            kind: patch.kind,
+            importance: patch.importance,
+            add_links: Self::links(&patch.add_links)?,
+            remove_links: patch
+                .remove_links
+                .iter()
+                .map(|l| parse_id(l))
+                .collect::<Result<_, _>>()?,
+            task: None,
+        };
+        if edit.is_empty() {
+            return Err(ApiError::bad_request("the patch changes nothing"));
+        }
+        let view = {
+            let mut store = self.store_mut();
+            let memory = store.edit(id, &edit).map_err(store_error)?;
+            MemoryView::new(&memory, &self.names(&store)?)
+        };
+        self.index_now()?;
+        Ok(view)
+    }
+
+    fn delete(&self, id: &str) -> Result<(), ApiError> {
+        let id = parse_id(id)?;
+        let mut store = self.store_mut();
+        store.remove(&[id]).map_err(store_error)?;
+        // Forget it in the index files now, whatever position they are at.
+        let mut index = self.index_mut();
+        index.forget_now(&[id]).map_err(search_error)?;
+        index
+            .catch_up_within(&store, Some(Instant::now() + WRITE_VECTOR_BUDGET))
+            .map_err(search_error)?;
+        Ok(())
+    }
+
+    fn search(&self, query: &SearchQuery) -> Result<Vec<HitView>, ApiError> {
+        let mode = match query.mode.as_deref().unwrap_or("hybrid") {
+            "hybrid" => Mode::Hybrid,
+            "semantic" => Mode::Semantic,
+            "keyword" => Mode::Keyword,
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "mode must be hybrid, semantic or keyword, not {other:?}"
+                )));
+            }
+        };
+        let store = self.store();
+        let filter = Filter {
+            collection: query
+                .collection
+                .as_deref()
+                .map(|c| SearchIndex::collection_filter(&store, c))
+                .transpose()
+                .map_err(search_error)?,
+            tag: query
+                .tag
+                .as_deref()
+                .map(mnemon_crdt::normalize_tag)
+                .transpose()
+                .map_err(|e| ApiError::invalid(e.to_string()))?,
+            kind: query.kind.clone(),
+            since: query.since,
+            until: query.until,
+            min_importance: query.min_importance,
+        };
+        let index = self
+            .index
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let hits = index
+            .search(
+                &store,
+                &Query {
+                    text: query.q.clone(),
+                    k: query.k.unwrap_or(10),
+                    mode,
+                    filter,
+                },
+            )
+            .map_err(search_error)?;
+        Ok(hits
+            .into_iter()
+            .map(|h| HitView {
+                id: h.id.to_string(),
+                title: h.title,
+                score: h.score,
+                snippet: h.snippet,
+                chunk: h.chunk,
+            })
+            .collect())
+    }
+
+    fn collections(&self) -> Result<Vec<CollectionView>, ApiError> {
+        let store = self.store();
+        Ok(store
+            .collections()
+            .map_err(store_error)?
+            .iter()
+            .map(CollectionView::from)
+            .collect())
+    }
+
+    fn create_collection(&self, name: &str) -> Result<CollectionView, ApiError> {
+        let mut store = self.store_mut();
+        let collection = store.create_collection(name).map_err(store_error)?;
+        Ok(CollectionView::from(&collection))
+    }
+
+    fn status(&self) -> Result<serde_json::Value, ApiError> {
+        let store = self.store();
+        let index = self
+            .index
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let status = index.status(&store).map_err(search_error)?;
+        Ok(serde_json::json!({
+            "did": store.did().to_string(),
+            "memories": status.memories,
+            "collections": store.collections().map_err(store_error)?.len(),
+            "index": {
+                "models": [ {
+                    "model": status.model,
+                    "indexed": status.indexed,
+                    "pending": status.pending,
+                    "pending_changes": status.pending_changes,
+                    "vectors_stored": status.vectors_stored,
+                    "segments": status.segments,
+                } ],
+                "keyword_indexed": status.keyword_indexed,
+                "keyword_pending": status.keyword_pending,
+            },
+        }))
+    }
+
+    fn events(&self) -> broadcast::Receiver<EventView> {
+        self.events.subscribe()
+    }
+
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    fn gauges(&self) -> Vec<Gauge> {
+        let store = self.store();
+        let index = self
+            .index
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut gauges = Vec::new();
+        if let Ok(count) = store.count() {
+            gauges.push(Gauge {
+                name: "mnemon_memories",
+                help: "Memories in the store.",
+                values: vec![(vec![], count as f64)],
+            });
+        }
+        if let Ok(status) = index.status(&store) {
+            gauges.push(Gauge {
+                name: "mnemon_index_memories",
+                help: "Memories in each search index.",
+                values: vec![
+                    (
+                        vec![
+                            ("index", "vector".to_owned()),
+                            ("model", status.model.clone()),
+                        ],
+                        status.indexed as f64,
+                    ),
+                    (
+                        vec![("index", "keyword".to_owned()), ("model", String::new())],
+                        status.keyword_indexed as f64,
+                    ),
+                ],
+            });
+            gauges.push(Gauge {
+                name: "mnemon_index_pending",
+                help: "Memories changed but not yet in the vector index.",
+                values: vec![(vec![("model", status.model)], status.pending as f64)],
+            });
+            gauges.push(Gauge {
+                name: "mnemon_vectors_stored",
+                help: "Vectors stored, live and stale.",
+                values: vec![(vec![], status.vectors_stored as f64)],
+            });
+        }
+        if let Ok(sizes) = store.table_sizes() {
+            gauges.push(Gauge {
+                name: "mnemon_store_table_bytes",
+                help: "Bytes stored per database table.",
+                values: sizes
+                    .into_iter()
+                    .map(|(table, bytes)| (vec![("table", table.to_owned())], bytes as f64))
+                    .collect(),
+            });
+        }
+        gauges
+    }
+}

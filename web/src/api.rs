@@ -1,0 +1,275 @@
+//! What crosses the HTTP API: request and response bodies, and errors.
+//!
+//! Every request body is `deny_unknown_fields`, so a misspelt field is an error rather than
+//! silently ignored.
+
+use std::collections::HashMap;
+
+use mnemon_crdt::{Collection, CollectionId, Memory};
+use serde::{Deserialize, Serialize};
+
+/// A memory as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MemoryView {
+    /// Its id (a ULID).
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// Its body (Markdown).
+    pub content: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Its kind: note, task, fact, conversation, …
+    pub kind: String,
+    /// Its importance, 0 to 1.
+    pub importance: f64,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// When it last changed (RFC 3339).
+    pub updated_at: String,
+    /// The DID of its author.
+    pub author: String,
+    /// The id of its collection.
+    pub collection: String,
+    /// The collection's name.
+    pub collection_name: Option<String>,
+    /// Where it came from.
+    pub source: Option<SourceView>,
+    /// Its links to other memories.
+    pub links: Vec<LinkView>,
+}
+
+/// Where a memory came from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SourceView {
+    /// What kind of source.
+    pub kind: String,
+    /// Its address, if any.
+    pub uri: Option<String>,
+}
+
+/// A link from one memory to another.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LinkView {
+    /// The memory linked to.
+    pub target: String,
+    /// The relation's name, e.g. `related`.
+    #[serde(default = "related")]
+    pub relation: String,
+}
+
+fn related() -> String {
+    "related".to_owned()
+}
+
+impl MemoryView {
+    /// The view of `memory`, with collection names from `names`.
+    pub fn new(memory: &Memory, names: &HashMap<CollectionId, String>) -> MemoryView {
+        MemoryView {
+            id: memory.id.to_string(),
+            title: memory.title.clone(),
+            content: memory.content.clone(),
+            tags: memory.tags.iter().cloned().collect(),
+            kind: memory.kind.clone(),
+            importance: memory.importance,
+            created_at: memory.created_at.to_string(),
+            updated_at: memory.updated_at.to_string(),
+            author: memory.author.clone(),
+            collection: memory.collection.to_string(),
+            collection_name: names.get(&memory.collection).cloned(),
+            source: memory.source.as_ref().map(|s| SourceView {
+                kind: s.kind.clone(),
+                uri: s.uri.clone(),
+            }),
+            links: memory
+                .links
+                .iter()
+                .map(|(target, relation)| LinkView {
+                    target: target.to_string(),
+                    relation: relation.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `POST /api/v1/memories`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMemory {
+    /// The title; default: the first line of the content.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// The body; must not be empty.
+    pub content: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Collection id or unique name; default: the node's private collection.
+    #[serde(default)]
+    pub collection: Option<String>,
+    /// Kind; default `note`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Importance from 0 to 1; default 0.5.
+    #[serde(default)]
+    pub importance: Option<f64>,
+    /// Links to other memories.
+    #[serde(default)]
+    pub links: Vec<LinkView>,
+}
+
+/// `PATCH /api/v1/memories/{id}`: fields left out are not touched.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchMemory {
+    /// A new title.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// A new body.
+    #[serde(default)]
+    pub content: Option<String>,
+    /// Tags to add.
+    #[serde(default)]
+    pub add_tags: Vec<String>,
+    /// Tags to remove.
+    #[serde(default)]
+    pub remove_tags: Vec<String>,
+    /// A new kind.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// A new importance.
+    #[serde(default)]
+    pub importance: Option<f64>,
+    /// Links to add (or re-label).
+    #[serde(default)]
+    pub add_links: Vec<LinkView>,
+    /// Ids of memories to unlink.
+    #[serde(default)]
+    pub remove_links: Vec<String>,
+}
+
+/// `GET /api/v1/memories` query.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only this collection (id or name).
+    pub collection: Option<String>,
+    /// Only this tag.
+    pub tag: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Skip this many.
+    pub offset: Option<usize>,
+    /// At most this many (default 50, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// A page of a list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// How many items match in all.
+    pub total: usize,
+    /// The offset of the next page, if there is one.
+    pub next_offset: Option<usize>,
+}
+
+/// `GET /api/v1/search` query.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    /// The query text.
+    pub q: String,
+    /// How many hits (default 10, 1 to 1000).
+    pub k: Option<usize>,
+    /// `hybrid` (default), `semantic` or `keyword`.
+    pub mode: Option<String>,
+    /// Only this collection (id or name).
+    pub collection: Option<String>,
+    /// Only this tag.
+    pub tag: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only memories created at or after this time (milliseconds since the epoch).
+    pub since: Option<i64>,
+    /// Only memories created before this time (milliseconds since the epoch).
+    pub until: Option<i64>,
+    /// Minimum importance.
+    pub min_importance: Option<f64>,
+}
+
+/// One search hit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HitView {
+    /// The memory's id.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// The score; higher is better.
+    pub score: f32,
+    /// A passage with the matching words wrapped in `**`.
+    pub snippet: String,
+    /// The chunk of the text that matched.
+    pub chunk: u32,
+}
+
+/// A collection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CollectionView {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// The DID of its owner.
+    pub owner: String,
+    /// When it was made.
+    pub created_at: String,
+    /// Whether it is the node's private default collection.
+    pub default: bool,
+    /// How many memories it holds.
+    pub memories: u64,
+}
+
+impl From<&Collection> for CollectionView {
+    fn from(c: &Collection) -> CollectionView {
+        CollectionView {
+            id: c.id.to_string(),
+            name: c.name.clone(),
+            owner: c.owner.to_string(),
+            created_at: c.created_at.to_string(),
+            default: c.is_default,
+            memories: c.memories,
+        }
+    }
+}
+
+/// `POST /api/v1/collections`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCollection {
+    /// Its name.
+    pub name: String,
+}
+
+/// The answer to a create: the new id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Created {
+    /// The new id.
+    pub id: String,
+}
+
+/// A change to a memory, as `/api/v1/events` streams it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventView {
+    /// The change-log position.
+    pub seq: u64,
+    /// The memory.
+    pub id: String,
+    /// Its collection.
+    pub collection: String,
+    /// `created`, `updated` or `deleted`.
+    pub kind: String,
+}

@@ -1,0 +1,456 @@
+//! The axum router: routes, the JSON error shape, and the middleware every request passes.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequest, MatchedPath, Path, Query, Request, State,
+};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::BroadcastStream;
+use tracing::Instrument as _;
+
+use crate::api::{CreateCollection, CreateMemory, Created, ListQuery, PatchMemory, SearchQuery};
+use crate::backend::{ApiError, Backend};
+use crate::metrics::Metrics;
+use crate::security::{FAILURE_DELAY, SECURITY_HEADERS, Security};
+
+/// Default request body limit: 16 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 16 << 20;
+
+/// How the server is set up.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The address the server is bound to (for the `Host` allow-list).
+    pub bind: SocketAddr,
+    /// The bearer token.
+    pub token: String,
+    /// The CSRF token the UI sends with state-changing requests.
+    pub csrf: String,
+    /// More `Host` values to accept (`name:port`), e.g. behind a reverse proxy.
+    pub extra_hosts: Vec<String>,
+    /// Largest request body, in bytes.
+    pub body_limit: usize,
+}
+
+#[derive(Clone)]
+struct AppState {
+    backend: Arc<dyn Backend>,
+    security: Arc<Security>,
+    metrics: Arc<Metrics>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        (status, Json(body)).into_response()
+    }
+}
+
+/// Runs a blocking backend call on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("the request's task failed: {e}")))?
+}
+
+/// A JSON body whose errors name the field: 415 without a JSON content type, 413 over
+/// the size limit, 400 for malformed JSON, 422 for a field of the wrong type or value.
+struct JsonBody<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim() == "application/json")
+            });
+        if !is_json {
+            return Err(ApiError::new(
+                415,
+                "unsupported_media_type",
+                "the body must be JSON (Content-Type: application/json)",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            let status = rejection.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(413, "payload_too_large", "the request body is too large")
+            } else {
+                ApiError::new(status.as_u16(), "bad_body", rejection.body_text())
+            }
+        })?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        match serde_path_to_error::deserialize::<_, T>(&mut de) {
+            Ok(value) => Ok(JsonBody(value)),
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if inner.is_data() {
+                    let field = if path == "." { "body".to_owned() } else { path };
+                    Err(ApiError::invalid(format!("{field}: {inner}")))
+                } else {
+                    Err(ApiError::bad_request(format!("malformed JSON: {inner}")))
+                }
+            }
+        }
+    }
+}
+
+/// A query string whose errors name the parameter (422).
+struct QueryParams<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| QueryParams(v))
+            .map_err(|e| ApiError::invalid(e.body_text()))
+    }
+}
+
+/// The router for `backend`, with every protection in place.
+pub fn router(backend: Arc<dyn Backend>, config: &ServerConfig) -> Router {
+    let state = AppState {
+        backend,
+        security: Arc::new(Security::new(
+            config.token.clone(),
+            config.csrf.clone(),
+            config.bind,
+            &config.extra_hosts,
+        )),
+        metrics: Arc::new(Metrics::default()),
+    };
+    let api = Router::new()
+        .route("/memories", get(list_memories).post(create_memory))
+        .route(
+            "/memories/{id}",
+            get(get_memory).patch(update_memory).delete(delete_memory),
+        )
+        .route("/memories/{id}/backlinks", get(backlinks))
+        .route("/search", get(search))
+        .route("/collections", get(collections).post(create_collection))
+        .route("/status", get(status))
+        .route("/events", get(events))
+        .route("/session", get(session))
+        .fallback(|| async { ApiError::not_found("no such API route") })
+        .route_layer(middleware::from_fn(tag_route))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .nest("/api/v1", api)
+        .route(
+            "/metrics",
+            get(metrics).layer(middleware::from_fn_with_state(state.clone(), authenticate)),
+        )
+        .route("/health/live", get(|| async { "ok" }))
+        .route("/health/ready", get(ready))
+        .route_layer(middleware::from_fn(tag_route))
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Every request: a request id, the `Host` check, security headers, metrics and a log line
+/// (method, route, status, time; never headers, query strings or bodies).
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let id = ulid::Ulid::new().to_string();
+    let method = request.method().clone();
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let started = Instant::now();
+    let mut response = if state.security.host_allowed(host) {
+        let span = tracing::info_span!("request", request_id = %id);
+        next.run(request).instrument(span).await
+    } else {
+        ApiError::new(
+            403,
+            "forbidden_host",
+            "this server does not answer to that Host",
+        )
+        .into_response()
+    };
+    let elapsed = started.elapsed();
+    let status = response.status();
+    // The route is known only after routing: `tag_route` put it on the response.
+    let route = response
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    state
+        .metrics
+        .observe(method.as_str(), &route, status.as_u16(), elapsed);
+    tracing::info!(
+        request_id = %id,
+        method = %method,
+        route = %route,
+        status = status.as_u16(),
+        ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert(HeaderName::from_static("x-request-id"), value);
+    }
+    response
+}
+
+/// Copies the matched route onto the response, for `guard`'s metrics and log line.
+async fn tag_route(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let mut response = next.run(request).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(route);
+    }
+    response
+}
+
+fn client_ip(request: &Request) -> std::net::IpAddr {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.ip())
+}
+
+/// The bearer token on every API route, and CSRF protection on state-changing requests
+/// that come from another origin.
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ip = client_ip(&request);
+    match presented {
+        Some(token) if state.security.token_ok(token) => {}
+        _ => {
+            if state.security.over_limit(ip) {
+                return too_many();
+            }
+            let over = state.security.record_failure(ip);
+            tokio::time::sleep(FAILURE_DELAY).await;
+            if over {
+                return too_many();
+            }
+            let mut response = ApiError::new(
+                401,
+                "unauthorized",
+                "sign in: send Authorization: Bearer <token> (`mnemon token` prints it)",
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
+    if changes_state(request.method()) && cross_origin(request.headers()) {
+        let csrf = request
+            .headers()
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !state.security.csrf_ok(csrf) {
+            return ApiError::new(
+                403,
+                "csrf",
+                "a cross-origin request that changes data needs the X-CSRF-Token header",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+fn too_many() -> Response {
+    let mut response = ApiError::new(
+        429,
+        "too_many_failures",
+        "too many failed sign-ins from this address; wait a minute",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    response
+}
+
+fn changes_state(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Whether a browser says the request comes from another site: `Origin` not matching
+/// `Host`, or `Sec-Fetch-Site` other than same-origin or none.
+fn cross_origin(headers: &HeaderMap) -> bool {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        let origin_host = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .unwrap_or(origin);
+        if !origin_host.eq_ignore_ascii_case(host) {
+            return true;
+        }
+    }
+    headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v != "same-origin" && v != "none")
+}
+
+async fn list_memories(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let backend = state.backend.clone();
+    Ok(Json(blocking(move || backend.list(&query)).await?))
+}
+
+async fn create_memory(
+    State(state): State<AppState>,
+    JsonBody(new): JsonBody<CreateMemory>,
+) -> Result<impl IntoResponse, ApiError> {
+    let backend = state.backend.clone();
+    let memory = blocking(move || backend.create(new)).await?;
+    Ok((StatusCode::CREATED, Json(Created { id: memory.id })))
+}
+
+async fn get_memory(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let backend = state.backend.clone();
+    Ok(Json(blocking(move || backend.get(&id)).await?))
+}
+
+async fn backlinks(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let backend = state.backend.clone();
+    Ok(Json(blocking(move || backend.backlinks(&id)).await?))
+}
+
+async fn update_memory(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(patch): JsonBody<PatchMemory>,
+) -> Result<impl IntoResponse, ApiError> {
+    let backend = state.backend.clone();
+    Ok(Json(blocking(move || backend.update(&id, patch)).await?))
+}
+
+async fn delete_memory(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let backend = state.backend.clone();
+    blocking(move || backend.delete(&id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn search(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<SearchQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let backend = state.backend.clone();
+    Ok(Json(blocking(move || backend.search(&query)).await?))
+}
+
+async fn collections(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let backend = state.backend.clone();
+    Ok(Json(blocking(move || backend.collections()).await?))
+}
+
+async fn create_collection(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateCollection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let backend = state.backend.clone();
+    let collection = blocking(move || backend.create_collection(&body.name)).await?;
+    Ok((StatusCode::CREATED, Json(collection)))
+}
+
+async fn status(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let backend = state.backend.clone();
+    Ok(Json(blocking(move || backend.status()).await?))
+}
+
+/// For a signed-in UI: the CSRF token to send with changes.
+async fn session(State(state): State<AppState>) -> impl IntoResponse {
+    Json(serde_json::json!({ "csrf_token": state.security.csrf() }))
+}
+
+async fn events(State(state): State<AppState>) -> impl IntoResponse {
+    let stream = BroadcastStream::new(state.backend.events()).filter_map(|event| {
+        // A lagging client misses events; it sees the gap in `seq` and reloads.
+        let event = event.ok()?;
+        let data = serde_json::to_string(&event).ok()?;
+        Some(Ok::<_, Infallible>(
+            Event::default()
+                .event(event.kind.clone())
+                .id(event.seq.to_string())
+                .data(data),
+        ))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.backend.ready() {
+        "ready".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let backend = state.backend.clone();
+    let gauges = tokio::task::spawn_blocking(move || backend.gauges())
+        .await
+        .unwrap_or_default();
+    let text = state.metrics.render(&gauges);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
