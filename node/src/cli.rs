@@ -762,7 +762,7 @@ fn print_hits(out: &mut impl Write, hits: &[HitView], json: bool) -> Result<()> 
 /// Where the memory commands go: a running `mnemon serve` on this data folder, or the
 /// data folder itself, opened in this process.
 enum Node {
-    Local(Service),
+    Local(Box<Service>),
     Remote(Remote, String),
 }
 
@@ -777,12 +777,12 @@ impl Node {
         let dir = data_dir.index_dir();
         let service = Service::open(store, &dir, embedder, "cli")
             .with_context(|| format!("opening the search index in {}", dir.display()))?;
-        Ok(Node::Local(service))
+        Ok(Node::Local(Box::new(service)))
     }
 
     fn api(&self) -> &dyn Backend {
         match self {
-            Node::Local(service) => service,
+            Node::Local(service) => service.as_ref(),
             Node::Remote(remote, _) => remote,
         }
     }

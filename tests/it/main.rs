@@ -1,5 +1,6 @@
 //! Mnemon's integration tests: one binary, one module per area.
 
+mod api;
 mod cli;
 mod crash;
 mod embed;

@@ -1,0 +1,692 @@
+//! The HTTP API: the router in this process over a real store, driven over real HTTP on
+//! 127.0.0.1, and `mnemon serve` as a real process beside the CLI.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mnemon_crdt::Store;
+use mnemon_identity::Keypair;
+use mnemon_node::search::embed::HashEmbedder;
+use mnemon_node::service::Service;
+use mnemon_tests::TestCli;
+use mnemon_web::{Backend, ServerConfig};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "test-token-0123456789";
+const CSRF: &str = "csrf-0123";
+
+/// The router over a real store in a temporary folder, served on an ephemeral port.
+struct Api {
+    addr: SocketAddr,
+    agent: ureq::Agent,
+    _dir: tempfile::TempDir,
+    _runtime: tokio::runtime::Runtime,
+}
+
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+}
+
+impl Api {
+    fn start(body_limit: usize) -> Api {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Store::open(dir.path().join("mnemon.redb"), Keypair::generate()).expect("store");
+        let service = Service::open(
+            store,
+            &dir.path().join("index"),
+            Arc::new(HashEmbedder::default()),
+            "api",
+        )
+        .expect("service");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let service = Arc::new(service);
+        let config = ServerConfig {
+            bind: addr,
+            token: TOKEN.into(),
+            csrf: CSRF.into(),
+            extra_hosts: vec![],
+            body_limit,
+        };
+        let app = {
+            let _guard = runtime.enter();
+            service.forward_events();
+            mnemon_web::router(service.clone() as Arc<dyn Backend>, &config)
+        };
+        runtime.spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+        });
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .new_agent();
+        Api {
+            addr,
+            agent,
+            _dir: dir,
+            _runtime: runtime,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Answer {
+        let uri = self.url(path);
+        let mut builder = ureq::http::Request::builder().method(method).uri(&uri);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let result = match body {
+            Some(body) => self
+                .agent
+                .run(builder.body(body.to_owned()).expect("request")),
+            None => self.agent.run(builder.body(()).expect("request")),
+        };
+        let mut response = result.expect("HTTP request");
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        Answer {
+            status: response.status().as_u16(),
+            headers,
+            body: response.body_mut().read_to_string().unwrap_or_default(),
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        let auth = format!("Bearer {TOKEN}");
+        let text = body.map(|b| b.to_string());
+        let mut headers = vec![("authorization", auth.as_str())];
+        if text.is_some() {
+            headers.push(("content-type", "application/json"));
+        }
+        self.send(method, path, &headers, text.as_deref())
+    }
+}
+
+#[test]
+fn crud_search_and_collections_through_the_api() {
+    let api = Api::start(mnemon_web::DEFAULT_BODY_LIMIT);
+    let created = api.call(
+        "POST",
+        "/api/v1/memories",
+        Some(
+            json!({"title": "Kettle", "content": "Descale the kettle with citric acid",
+                    "tags": ["home", "#chores"], "kind": "task", "importance": 0.8}),
+        ),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.json()["id"].as_str().expect("id").to_owned();
+    let got = api
+        .call("GET", &format!("/api/v1/memories/{id}"), None)
+        .json();
+    assert_eq!(got["title"], "Kettle");
+    assert_eq!(got["tags"], json!(["chores", "home"]));
+    assert_eq!(got["kind"], "task");
+    // Searchable as soon as the write returned.
+    let hits = api.call("GET", "/api/v1/search?q=citric", None).json();
+    assert_eq!(hits[0]["id"], id.as_str(), "{hits}");
+    assert!(
+        hits[0]["snippet"]
+            .as_str()
+            .expect("snippet")
+            .contains("**citric**")
+    );
+    // Edit, then the old words are gone and the new ones found.
+    let patched = api.call(
+        "PATCH",
+        &format!("/api/v1/memories/{id}"),
+        Some(json!({"content": "Descale the kettle with vinegar", "add_tags": ["kitchen"]})),
+    );
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    assert_eq!(
+        api.call("GET", "/api/v1/search?q=vinegar", None).json()[0]["id"],
+        id.as_str()
+    );
+    assert_eq!(
+        api.call("GET", "/api/v1/search?q=citric&mode=keyword", None)
+            .json(),
+        json!([])
+    );
+    // A second memory that links to the first: the first has a backlink.
+    let other = api
+        .call(
+            "POST",
+            "/api/v1/memories",
+            Some(json!({"content": "Shopping: vinegar", "links": [{"target": id}]})),
+        )
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let back = api
+        .call("GET", &format!("/api/v1/memories/{id}/backlinks"), None)
+        .json();
+    assert_eq!(back[0]["id"], other.as_str(), "{back}");
+    // Collections by name, lists with filters and pages.
+    let work = api.call("POST", "/api/v1/collections", Some(json!({"name": "work"})));
+    assert_eq!(work.status, 201, "{}", work.body);
+    let dup = api.call("POST", "/api/v1/collections", Some(json!({"name": "work"})));
+    assert_eq!(dup.status, 409);
+    for i in 0..5 {
+        let r = api.call(
+            "POST",
+            "/api/v1/memories",
+            Some(json!({"content": format!("work note {i}"), "collection": "work"})),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let page = api
+        .call("GET", "/api/v1/memories?collection=work&limit=2", None)
+        .json();
+    assert_eq!(page["total"], 5);
+    assert_eq!(page["items"].as_array().expect("items").len(), 2);
+    assert_eq!(page["next_offset"], 2);
+    let page = api
+        .call(
+            "GET",
+            "/api/v1/memories?collection=work&limit=2&offset=4",
+            None,
+        )
+        .json();
+    assert_eq!(page["items"].as_array().expect("items").len(), 1);
+    assert_eq!(page["next_offset"], Value::Null);
+    let tagged = api.call("GET", "/api/v1/memories?tag=kitchen", None).json();
+    assert_eq!(tagged["total"], 1);
+    let status = api.call("GET", "/api/v1/status", None).json();
+    assert_eq!(status["memories"], 7, "{status}");
+    // Delete: gone from reads and from search.
+    let deleted = api.call("DELETE", &format!("/api/v1/memories/{id}"), None);
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    let gone = api.call("GET", &format!("/api/v1/memories/{id}"), None);
+    assert_eq!(gone.status, 404);
+    assert_eq!(gone.error_code(), "not_found");
+    let hits = api.call("GET", "/api/v1/search?q=kettle", None).json();
+    assert!(
+        hits.as_array()
+            .expect("hits")
+            .iter()
+            .all(|h| h["id"] != id.as_str()),
+        "{hits}"
+    );
+}
+
+#[test]
+fn bad_requests_get_clear_json_errors() {
+    let api = Api::start(4096);
+    // A field of the wrong type: 422 naming the field.
+    let r = api.call(
+        "POST",
+        "/api/v1/memories",
+        Some(json!({"content": "x", "importance": "very"})),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .expect("message")
+            .starts_with("importance:"),
+        "{}",
+        r.body
+    );
+    let r = api.call(
+        "POST",
+        "/api/v1/memories",
+        Some(json!({"content": "x", "tags": "one"})),
+    );
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("tags"), "{}", r.body);
+    // Unknown field, missing field, invalid value.
+    let r = api.call(
+        "POST",
+        "/api/v1/memories",
+        Some(json!({"content": "x", "colour": 1})),
+    );
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("colour"), "{}", r.body);
+    let r = api.call(
+        "POST",
+        "/api/v1/memories",
+        Some(json!({"title": "no content"})),
+    );
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("content"), "{}", r.body);
+    let r = api.call(
+        "POST",
+        "/api/v1/memories",
+        Some(json!({"content": "x", "importance": 7})),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("importance"), "{}", r.body);
+    // Malformed JSON, wrong content type.
+    let auth = format!("Bearer {TOKEN}");
+    let r = api.send(
+        "POST",
+        "/api/v1/memories",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        Some("{\"content\": "),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = api.send(
+        "POST",
+        "/api/v1/memories",
+        &[("authorization", &auth), ("content-type", "text/plain")],
+        Some("hello"),
+    );
+    assert_eq!(r.status, 415);
+    // Over the body limit: 413.
+    let big = json!({"content": "x".repeat(8192)});
+    let r = api.call("POST", "/api/v1/memories", Some(big));
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.error_code(), "payload_too_large");
+    // Search input.
+    for (query, needle) in [
+        ("/api/v1/search?q=", "empty"),
+        ("/api/v1/search?q=a&k=0", "k must be"),
+        ("/api/v1/search?q=a&k=100000", "k must be"),
+        ("/api/v1/search?q=a&mode=fuzzy", "mode"),
+        ("/api/v1/search?q=a&collection=nope", "nope"),
+        ("/api/v1/search?q=a&k=ten", "k"),
+    ] {
+        let r = api.call("GET", query, None);
+        assert!(
+            r.status == 422 || r.status == 404,
+            "{query}: {} {}",
+            r.status,
+            r.body
+        );
+        assert!(r.body.contains(needle), "{query}: {}", r.body);
+    }
+    // Ids and routes.
+    let r = api.call("GET", "/api/v1/memories/not-an-id", None);
+    assert_eq!(r.status, 400);
+    let r = api.call("GET", "/api/v1/memories/01ARZ3NDEKTSV4RRFFQ69G5FAV", None);
+    assert_eq!(r.status, 404);
+    let r = api.call("GET", "/api/v1/nothing-here", None);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.error_code(), "not_found");
+    // Nothing was stored by any of this.
+    assert_eq!(
+        api.call("GET", "/api/v1/status", None).json()["memories"],
+        0
+    );
+}
+
+#[test]
+fn security_tokens_hosts_csrf_and_headers() {
+    let api = Api::start(mnemon_web::DEFAULT_BODY_LIMIT);
+    // No token, or a wrong one: 401 on every API route, and on /metrics.
+    let routes = [
+        ("GET", "/api/v1/memories"),
+        ("POST", "/api/v1/memories"),
+        ("GET", "/api/v1/memories/01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+        ("PATCH", "/api/v1/memories/01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+        ("DELETE", "/api/v1/memories/01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+        (
+            "GET",
+            "/api/v1/memories/01ARZ3NDEKTSV4RRFFQ69G5FAV/backlinks",
+        ),
+        ("GET", "/api/v1/search?q=x"),
+        ("GET", "/api/v1/collections"),
+        ("POST", "/api/v1/collections"),
+        ("GET", "/api/v1/status"),
+        ("GET", "/api/v1/events"),
+        ("GET", "/api/v1/session"),
+        ("GET", "/api/v1/unknown"),
+        ("GET", "/metrics"),
+    ];
+    for (method, path) in routes {
+        let r = api.send(method, path, &[], None);
+        assert_eq!(r.status, 401, "{method} {path}: {}", r.body);
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    }
+    // (Failures from one address are braked after MAX_FAILURES: stay under it.)
+    for (method, path) in &routes[..5] {
+        let r = api.send(method, path, &[("authorization", "Bearer wrong")], None);
+        assert_eq!(r.status, 401, "{method} {path}");
+    }
+    // Health needs no token.
+    assert_eq!(api.send("GET", "/health/live", &[], None).status, 200);
+    assert_eq!(api.send("GET", "/health/ready", &[], None).status, 200);
+    // A foreign Host (DNS rebinding): 403, even with the token.
+    let auth = format!("Bearer {TOKEN}");
+    let r = api.send(
+        "GET",
+        "/api/v1/status",
+        &[("authorization", &auth), ("host", "attacker.example:80")],
+        None,
+    );
+    assert_eq!(r.status, 403);
+    assert_eq!(r.error_code(), "forbidden_host");
+    let host = format!("localhost:{}", api.addr.port());
+    let r = api.send(
+        "GET",
+        "/api/v1/status",
+        &[("authorization", &auth), ("host", &host)],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    // Cross-origin change without the CSRF token: 403; with it, or same-origin: fine.
+    let body = json!({"content": "from a browser"}).to_string();
+    let same = format!("http://{}", api.addr);
+    let base = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let with = |extra: &[(&'static str, &str)]| {
+        let mut h: Vec<(&str, &str)> = base.to_vec();
+        h.extend_from_slice(extra);
+        api.send("POST", "/api/v1/memories", &h, Some(&body))
+    };
+    let r = with(&[("origin", "http://evil.example")]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.error_code(), "csrf");
+    let r = with(&[("sec-fetch-site", "cross-site")]);
+    assert_eq!(r.status, 403);
+    let r = with(&[("origin", "http://evil.example"), ("x-csrf-token", "wrong")]);
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        with(&[("origin", "http://evil.example"), ("x-csrf-token", CSRF)]).status,
+        201
+    );
+    assert_eq!(with(&[("origin", &same)]).status, 201);
+    // A cross-origin read is not a change.
+    let r = api.send(
+        "GET",
+        "/api/v1/status",
+        &[("authorization", &auth), ("origin", "http://evil.example")],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    // Security headers and a request id on every response, errors included.
+    for r in [
+        api.send("GET", "/api/v1/status", &[("authorization", &auth)], None),
+        api.send("GET", "/api/v1/status", &[], None),
+    ] {
+        assert!(
+            r.header("content-security-policy")
+                .is_some_and(|v| v.contains("default-src 'self'"))
+        );
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(r.header("x-frame-options"), Some("DENY"));
+        assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
+        assert_eq!(r.header("x-request-id").map(str::len), Some(26));
+    }
+    // Metrics: per-route histograms and the node's gauges.
+    let metrics = api
+        .send("GET", "/metrics", &[("authorization", &auth)], None)
+        .body;
+    assert!(
+        metrics.contains("mnemon_http_request_duration_seconds_count{method=\"POST\",route=\"/api/v1/memories\",status=\"2xx\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mnemon_memories 2"), "{metrics}");
+    assert!(
+        metrics.contains("mnemon_store_table_bytes{table="),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn failed_sign_ins_are_braked_but_the_owner_gets_in() {
+    let api = Api::start(mnemon_web::DEFAULT_BODY_LIMIT);
+    let started = std::time::Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..mnemon_web::MAX_FAILURES + 2 {
+        statuses.push(
+            api.send(
+                "GET",
+                "/api/v1/status",
+                &[("authorization", "Bearer guess")],
+                None,
+            )
+            .status,
+        );
+    }
+    // Every failure waited before it was answered.
+    assert!(started.elapsed() >= mnemon_web::FAILURE_DELAY * mnemon_web::MAX_FAILURES as u32);
+    assert!(
+        statuses[..mnemon_web::MAX_FAILURES]
+            .iter()
+            .all(|s| *s == 401),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // The right token still works from the same address.
+    let auth = format!("Bearer {TOKEN}");
+    assert_eq!(
+        api.send("GET", "/api/v1/status", &[("authorization", &auth)], None)
+            .status,
+        200
+    );
+}
+
+#[test]
+fn events_stream_memory_changes() {
+    let api = Api::start(mnemon_web::DEFAULT_BODY_LIMIT);
+    let mut stream = std::net::TcpStream::connect(api.addr).expect("connect");
+    use std::io::Write;
+    write!(
+        stream,
+        "GET /api/v1/events HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\nAccept: text/event-stream\r\n\r\n",
+        api.addr
+    )
+    .expect("write");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).expect("status line");
+    assert!(status.contains("200"), "{status}");
+    // Give the subscription a moment to exist, then write.
+    std::thread::sleep(Duration::from_millis(200));
+    let id = api
+        .call(
+            "POST",
+            "/api/v1/memories",
+            Some(json!({"content": "live update"})),
+        )
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    api.call("DELETE", &format!("/api/v1/memories/{id}"), None);
+    let mut seen = Vec::new();
+    let mut line = String::new();
+    while seen.len() < 2 {
+        line.clear();
+        if reader.read_line(&mut line).expect("read event") == 0 {
+            break;
+        }
+        if let Some(data) = line.trim().strip_prefix("data:") {
+            if let Ok(event) = serde_json::from_str::<Value>(data.trim()) {
+                seen.push(event);
+            }
+        }
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0]["kind"], "created");
+    assert_eq!(seen[0]["id"], id.as_str());
+    assert_eq!(seen[1]["kind"], "deleted");
+    assert!(seen[1]["seq"].as_u64() > seen[0]["seq"].as_u64());
+}
+
+/// `mnemon serve` as a real process.
+struct Served {
+    child: Child,
+    url: String,
+}
+
+impl Served {
+    fn start(cli: &TestCli) -> Served {
+        let mut child = cli
+            .command()
+            .args(["serve", "--http", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().expect("a line").expect("read");
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {first:?}"))
+            .to_owned();
+        std::thread::spawn(move || for _ in lines {});
+        Served { child, url }
+    }
+
+    fn stop(mut self) -> String {
+        let pid = self.child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let exit = self.child.wait().expect("wait");
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        assert!(exit.success(), "serve exited with {exit}: {stderr}");
+        stderr
+    }
+}
+
+#[test]
+fn serve_and_the_cli_side_by_side_lose_nothing() {
+    let cli = TestCli::new();
+    cli.init();
+    let served = Served::start(&cli);
+    let token = cli.run(&["token"]).ok().to_owned();
+    assert!(token.starts_with("mnm_"));
+    let mode = std::fs::metadata(cli.data_dir().join("api-token"))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .expect("token file");
+    assert_eq!(mode, 0o600);
+    // HTTP clients and CLI processes write at the same time.
+    let url = served.url.clone();
+    let http_writers: Vec<_> = (0..4)
+        .map(|w| {
+            let url = url.clone();
+            let token = token.clone();
+            std::thread::spawn(move || {
+                let agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .new_agent();
+                (0..15)
+                    .map(|i| {
+                        let mut r = agent
+                            .post(&format!("{url}/api/v1/memories"))
+                            .header("Authorization", &format!("Bearer {token}"))
+                            .send_json(json!({"content": format!("http {w} {i}")}))
+                            .expect("post");
+                        assert_eq!(r.status(), 201);
+                        let v: Value = r.body_mut().read_json().expect("json");
+                        v["id"].as_str().expect("id").to_owned()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let run = cli.run(&["add", &format!("cli note {i}")]);
+        ids.push(run.ok().to_owned());
+        assert!(!run.stderr.contains("lock"), "{}", run.stderr);
+    }
+    for writer in http_writers {
+        ids.extend(writer.join().expect("writer"));
+    }
+    assert_eq!(ids.len(), 70);
+    // The CLI reads through the service too.
+    let status = cli.run(&["status", "--json"]).json();
+    assert_eq!(status["service"], served.url.as_str());
+    assert_eq!(status["memories"], 70);
+    let hits = cli
+        .run(&["search", "cli note 7", "--mode", "keyword", "--json"])
+        .json();
+    assert_eq!(hits[0]["id"], ids[7].as_str(), "{hits}");
+    let stderr = served.stop();
+    assert!(!stderr.contains(&token), "the token was logged");
+    assert!(!cli.data_dir().join("serve.json").exists());
+    // After shutdown, the CLI opens the folder itself and finds every acknowledged write.
+    let listed = cli.run(&["list", "--json"]).json();
+    let listed: Vec<&str> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|m| m["id"].as_str().expect("id"))
+        .collect();
+    for id in &ids {
+        assert!(listed.contains(&id.as_str()), "{id} was lost");
+    }
+    let status = cli.run(&["status", "--json"]).json();
+    assert_eq!(status["service"], Value::Null);
+}
+
+#[test]
+fn serve_refuses_non_loopback_and_a_second_instance() {
+    let cli = TestCli::new();
+    cli.init();
+    cli.run(&["serve", "--http", "0.0.0.0:0"])
+        .fails_with("not a loopback address");
+    let served = Served::start(&cli);
+    cli.run(&["serve", "--http", "127.0.0.1:0"])
+        .fails_with("already running");
+    served.stop();
+}
