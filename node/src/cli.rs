@@ -539,8 +539,13 @@ pub fn run() -> Result<ExitCode> {
                 );
             }
             let store = data_dir.open_store(&passphrase)?;
-            let embedder = configured_embedder(&data_dir)?;
-            let service = Service::open(store, &data_dir.index_dir(), embedder, "api")?;
+            let service = Service::open(
+                store,
+                &data_dir.index_dir(),
+                embedder_factory(&data_dir),
+                "api",
+            );
+            service.load_index()?;
             drop(out);
             crate::serve::serve(
                 data_dir.root(),
@@ -588,6 +593,12 @@ const VECTOR_BUDGET: Duration = Duration::from_secs(5);
 
 fn configured_embedder(data_dir: &DataDir) -> Result<Arc<dyn Embedder>> {
     Config::load(data_dir.root())?.embedder(data_dir.root())
+}
+
+/// The configured embedder, made when the search index is first needed.
+fn embedder_factory(data_dir: &DataDir) -> crate::service::EmbedderFactory {
+    let data_dir = data_dir.clone();
+    Box::new(move || configured_embedder(&data_dir))
 }
 
 /// Brings the vector index up to date, with a progress bar on a terminal.
@@ -773,10 +784,12 @@ impl Node {
             return Ok(Node::Remote(Remote::new(&running.url, token), running.url));
         }
         let store = data_dir.open_store(passphrase)?;
-        let embedder = configured_embedder(data_dir)?;
-        let dir = data_dir.index_dir();
-        let service = Service::open(store, &dir, embedder, "cli")
-            .with_context(|| format!("opening the search index in {}", dir.display()))?;
+        let service = Service::open(
+            store,
+            &data_dir.index_dir(),
+            embedder_factory(data_dir),
+            "cli",
+        );
         Ok(Node::Local(Box::new(service)))
     }
 

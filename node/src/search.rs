@@ -465,8 +465,10 @@ impl SearchIndex {
         for id in ids {
             self.forget(*id, Part::Both);
         }
+        // Both files are rewritten even if one fails.
+        let vectors = self.save_vectors(true);
         self.keyword.commit(self.keyword_seq, true)?;
-        self.save_vectors(true)
+        vectors
     }
 
     fn forget(&mut self, id: MemoryId, part: Part) {

@@ -9,6 +9,7 @@
 //! background, and `status` reports what is pending.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -35,14 +36,31 @@ pub const DEFAULT_PAGE: usize = 50;
 /// to the background work).
 const WRITE_VECTOR_BUDGET: Duration = Duration::from_secs(2);
 
+/// Makes the embedder when the search index is first needed.
+pub type EmbedderFactory = Box<dyn Fn() -> anyhow::Result<Arc<dyn Embedder>> + Send + Sync>;
+
 /// A node's store and indexes, shared by request handlers.
-#[derive(Debug)]
+///
+/// The search index (and its embedder) is opened when first needed, so reading and
+/// writing memories work even when the embedder cannot be reached; the index then
+/// catches up from the change log.
 pub struct Service {
     store: RwLock<Store>,
-    index: RwLock<SearchIndex>,
+    index: RwLock<Option<SearchIndex>>,
+    index_dir: PathBuf,
+    embedder: EmbedderFactory,
     events: broadcast::Sender<EventView>,
     ready: AtomicBool,
     source: &'static str,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("index_dir", &self.index_dir)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
 }
 
 fn store_error(e: StoreError) -> ApiError {
@@ -86,25 +104,31 @@ fn kind_name(kind: ChangeKind) -> &'static str {
 }
 
 impl Service {
-    /// A service over `store`, with search indexes in `index_dir` for `embedder`. The
-    /// keyword index is brought up to date now; vectors the embedder has not made yet are
-    /// made by [`Service::run_background`]. `source` tags memories created through it
-    /// (`api`, `cli`).
+    /// A service over `store`, with search indexes in `index_dir` for the embedder that
+    /// `embedder` makes (when the index is first needed; see [`Service::load_index`]).
+    /// `source` tags memories created through it (`api`, `cli`).
     pub fn open(
         store: Store,
-        index_dir: &std::path::Path,
-        embedder: Arc<dyn Embedder>,
+        index_dir: &Path,
+        embedder: EmbedderFactory,
         source: &'static str,
-    ) -> Result<Service, SearchError> {
-        let index = SearchIndex::open_lagging(index_dir, embedder, &store)?;
+    ) -> Service {
         let (events, _) = broadcast::channel(1024);
-        Ok(Service {
+        Service {
             store: RwLock::new(store),
-            index: RwLock::new(index),
+            index: RwLock::new(None),
+            index_dir: index_dir.to_owned(),
+            embedder,
             events,
-            ready: AtomicBool::new(true),
+            ready: AtomicBool::new(false),
             source,
-        })
+        }
+    }
+
+    /// Opens the search index now (the keyword index caught up; vectors as far as saved).
+    pub fn load_index(&self) -> Result<(), ApiError> {
+        let store = self.store();
+        self.with_index(&store, |_| Ok(()))
     }
 
     fn store(&self) -> RwLockReadGuard<'_, Store> {
@@ -119,10 +143,47 @@ impl Service {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn index_mut(&self) -> RwLockWriteGuard<'_, SearchIndex> {
-        self.index
+    /// Runs `f` on the search index, opening it first if need be.
+    fn with_index<T>(
+        &self,
+        store: &Store,
+        f: impl FnOnce(&mut SearchIndex) -> Result<T, SearchError>,
+    ) -> Result<T, ApiError> {
+        let mut slot = self
+            .index
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none() {
+            let embedder = (self.embedder)()
+                .map_err(|e| ApiError::unavailable(format!("search is unavailable: {e:#}")))?;
+            let index = SearchIndex::open_lagging(&self.index_dir, embedder, store)
+                .map_err(search_error)?;
+            *slot = Some(index);
+            self.ready.store(true, Ordering::Relaxed);
+        }
+        match slot.as_mut() {
+            Some(index) => f(index).map_err(search_error),
+            None => Err(ApiError::internal("the search index is not open")),
+        }
+    }
+
+    /// Runs `f` on the search index for reading; searches run side by side.
+    fn with_index_read<T>(
+        &self,
+        store: &Store,
+        f: impl FnOnce(&SearchIndex) -> Result<T, SearchError>,
+    ) -> Result<T, ApiError> {
+        {
+            let slot = self
+                .index
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(index) = slot.as_ref() {
+                return f(index).map_err(search_error);
+            }
+        }
+        self.with_index(store, |_| Ok(()))?;
+        self.with_index_read(store, f)
     }
 
     /// The store's change feed, forwarded to API subscribers. Call once, inside a tokio
@@ -151,27 +212,38 @@ impl Service {
     /// Applies the store's latest changes to the keyword index, and to the vector index
     /// unless it is busy re-embedding (then the background work gets there), so what was
     /// just written is searchable.
-    fn index_now(&self) -> Result<(), ApiError> {
+    /// If the index cannot be opened (the embedder is unreachable, say), the write stands
+    /// and the index catches up later.
+    fn index_now(&self) {
         let store = self.store();
-        let mut index = self.index_mut();
-        index
-            .catch_up_within(&store, Some(Instant::now() + WRITE_VECTOR_BUDGET))
-            .map_err(search_error)?;
-        Ok(())
+        let result = self.with_index(&store, |index| {
+            index.catch_up_within(&store, Some(Instant::now() + WRITE_VECTOR_BUDGET))
+        });
+        if let Err(e) = result {
+            tracing::warn!("stored, but the search index will catch up later: {e}");
+        }
     }
 
     /// One step of background work: moves the vector index on for at most `slice`.
     /// Returns whether work remains.
-    pub fn background_step(&self, slice: Duration) -> Result<bool, SearchError> {
+    pub fn background_step(&self, slice: Duration) -> Result<bool, ApiError> {
         let store = self.store();
-        let mut index = self.index_mut();
-        index.catch_up_vectors(&store, Some(Instant::now() + slice), &mut |_| {})?;
-        Ok(index.status(&store)?.pending_changes > 0)
+        self.with_index(&store, |index| {
+            index.catch_up_vectors(&store, Some(Instant::now() + slice), &mut |_| {})?;
+            Ok(index.status(&store)?.pending_changes > 0)
+        })
     }
 
     /// Saves what the indexes hold (before the process ends).
     pub fn flush(&self) -> Result<(), SearchError> {
-        self.index_mut().save()
+        let mut slot = self
+            .index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match slot.as_mut() {
+            Some(index) => index.save(),
+            None => Ok(()),
+        }
     }
 
     fn names(&self, store: &Store) -> Result<HashMap<CollectionId, String>, ApiError> {
@@ -224,7 +296,7 @@ impl Backend for Service {
                 .map_err(store_error)?;
             MemoryView::new(&memory, &self.names(&store)?)
         };
-        self.index_now()?;
+        self.index_now();
         Ok(view)
     }
 
@@ -309,7 +381,7 @@ impl Backend for Service {
             let memory = store.edit(id, &edit).map_err(store_error)?;
             MemoryView::new(&memory, &self.names(&store)?)
         };
-        self.index_now()?;
+        self.index_now();
         Ok(view)
     }
 
@@ -317,12 +389,15 @@ impl Backend for Service {
         let id = parse_id(id)?;
         let mut store = self.store_mut();
         store.remove(&[id]).map_err(store_error)?;
-        // Forget it in the index files now, whatever position they are at.
-        let mut index = self.index_mut();
-        index.forget_now(&[id]).map_err(search_error)?;
-        index
-            .catch_up_within(&store, Some(Instant::now() + WRITE_VECTOR_BUDGET))
-            .map_err(search_error)?;
+        // Forget it in the index files now, whatever position they are at; if the index
+        // cannot be opened, its next catch-up forgets it.
+        let result = self.with_index(&store, |index| {
+            index.forget_now(&[id])?;
+            index.catch_up_within(&store, Some(Instant::now() + WRITE_VECTOR_BUDGET))
+        });
+        if let Err(e) = result {
+            tracing::warn!("deleted, but the search index will forget later: {e}");
+        }
         Ok(())
     }
 
@@ -356,21 +431,13 @@ impl Backend for Service {
             until: query.until,
             min_importance: query.min_importance,
         };
-        let index = self
-            .index
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let hits = index
-            .search(
-                &store,
-                &Query {
-                    text: query.q.clone(),
-                    k: query.k.unwrap_or(10),
-                    mode,
-                    filter,
-                },
-            )
-            .map_err(search_error)?;
+        let query = Query {
+            text: query.q.clone(),
+            k: query.k.unwrap_or(10),
+            mode,
+            filter,
+        };
+        let hits = self.with_index_read(&store, |index| index.search(&store, &query))?;
         Ok(hits
             .into_iter()
             .map(|h| HitView {
@@ -401,11 +468,7 @@ impl Backend for Service {
 
     fn status(&self) -> Result<serde_json::Value, ApiError> {
         let store = self.store();
-        let index = self
-            .index
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let status = index.status(&store).map_err(search_error)?;
+        let status = self.with_index_read(&store, |index| index.status(&store))?;
         Ok(serde_json::json!({
             "did": store.did().to_string(),
             "memories": status.memories,
@@ -435,10 +498,6 @@ impl Backend for Service {
 
     fn gauges(&self) -> Vec<Gauge> {
         let store = self.store();
-        let index = self
-            .index
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut gauges = Vec::new();
         if let Ok(count) = store.count() {
             gauges.push(Gauge {
@@ -447,7 +506,7 @@ impl Backend for Service {
                 values: vec![(vec![], count as f64)],
             });
         }
-        if let Ok(status) = index.status(&store) {
+        if let Ok(status) = self.with_index_read(&store, |index| index.status(&store)) {
             gauges.push(Gauge {
                 name: "mnemon_index_memories",
                 help: "Memories in each search index.",

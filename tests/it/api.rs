@@ -59,10 +59,10 @@ impl Api {
         let service = Service::open(
             store,
             &dir.path().join("index"),
-            Arc::new(HashEmbedder::default()),
+            Box::new(|| Ok(Arc::new(HashEmbedder::default()) as _)),
             "api",
-        )
-        .expect("service");
+        );
+        service.load_index().expect("index");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

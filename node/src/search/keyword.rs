@@ -14,6 +14,8 @@ use super::{Filter, SearchError};
 
 /// Memory the index writer may use before it flushes a segment.
 const WRITER_HEAP: usize = 50 * 1024 * 1024;
+/// Segments kept before a commit merges them into one.
+const MAX_SEGMENTS: usize = 8;
 
 #[derive(Debug, Clone, Copy)]
 struct Fields {
@@ -104,6 +106,9 @@ impl KeywordIndex {
             .try_into()
             .map_err(err)?;
         let writer = index.writer_with_num_threads(1, WRITER_HEAP).map_err(err)?;
+        // Merges happen in `commit`, in the foreground: a background merge would race the
+        // purge's explicit merge, and a process may end before a background merge does.
+        writer.set_merge_policy(Box::new(tantivy::merge_policy::NoMergePolicy));
         Ok((
             KeywordIndex {
                 index,
@@ -164,11 +169,13 @@ impl KeywordIndex {
         let mut prepared = self.writer.prepare_commit().map_err(err)?;
         prepared.set_payload(&seq.to_string());
         prepared.commit().map_err(err)?;
-        if purge {
-            let segments = self.index.searchable_segment_ids().map_err(err)?;
-            if !segments.is_empty() {
-                self.writer.merge(&segments).wait().map_err(err)?;
-            }
+        let segments = self.index.searchable_segment_ids().map_err(err)?;
+        // Purging merges everything; otherwise many small commits are merged once there
+        // are more than MAX_SEGMENTS of them.
+        if (purge && !segments.is_empty()) || segments.len() > MAX_SEGMENTS {
+            self.writer.merge(&segments).wait().map_err(err)?;
+        }
+        if purge || segments.len() > MAX_SEGMENTS {
             self.writer.garbage_collect_files().wait().map_err(err)?;
         }
         self.reader.reload().map_err(err)?;
