@@ -294,6 +294,8 @@ pub fn run() -> Result<ExitCode> {
     match cli.command {
         Command::Init { passphrase: seal } => {
             let (did, created) = data_dir.init(seal, &passphrase)?;
+            // The HTTP API's bearer token (kept if there is one).
+            crate::serve::token(data_dir.root(), false)?;
             if created {
                 eprintln!("Initialised {}", data_dir.root().display());
             } else {

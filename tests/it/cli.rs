@@ -32,10 +32,22 @@ fn init_twice_keeps_the_identity() {
     );
     assert_eq!(cli.run(&["id"]).ok(), did);
     assert_eq!(cli.run(&["id", "--json"]).json()["did"], did.as_str());
+    // The API token is made at init, kept by a second init, replaced by --rotate.
+    let token = cli.run(&["token"]).ok().to_owned();
+    assert!(token.starts_with("mnm_") && token.len() == 68, "{token}");
+    cli.run(&["init"]).ok();
+    assert_eq!(cli.run(&["token"]).ok(), token);
+    let rotated = cli.run(&["token", "--rotate"]).ok().to_owned();
+    assert_ne!(rotated, token);
+    assert_eq!(cli.run(&["token"]).ok(), rotated);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        for (file, mode) in [("identity.key", 0o600), ("mnemon.redb", 0o600)] {
+        for (file, mode) in [
+            ("identity.key", 0o600),
+            ("mnemon.redb", 0o600),
+            ("api-token", 0o600),
+        ] {
             let meta = std::fs::metadata(cli.data_dir().join(file)).expect("meta");
             assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
         }
