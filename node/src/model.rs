@@ -147,16 +147,18 @@ fn limit_of(name: &str) -> u64 {
     }
 }
 
+fn no_model(source: &Path) -> String {
+    format!(
+        "{} holds no model folder (one with {})",
+        source.display(),
+        REQUIRED_FILES.join(", ")
+    )
+}
+
 fn copy_model(source: &Path, into: &Path) -> Result<()> {
     let meta = fs::metadata(source).with_context(|| format!("reading {}", source.display()))?;
     if meta.is_dir() {
-        let dir = find_model_dir(source, 3)?.with_context(|| {
-            format!(
-                "{} holds no model folder (one with {})",
-                source.display(),
-                REQUIRED_FILES.join(", ")
-            )
-        })?;
+        let dir = find_model_dir(source, 3)?.with_context(|| no_model(source))?;
         for name in REQUIRED_FILES.iter().chain(OPTIONAL_FILES.iter()) {
             let from = dir.join(name);
             if !from.is_file() {
@@ -201,13 +203,7 @@ fn copy_model(source: &Path, into: &Path) -> Result<()> {
         })
         .min_by_key(|p| p.len())
         .map(str::to_owned)
-        .with_context(|| {
-            format!(
-                "{} holds no model folder (one with {})",
-                source.display(),
-                REQUIRED_FILES.join(", ")
-            )
-        })?;
+        .with_context(|| no_model(source))?;
     for name in REQUIRED_FILES.iter().chain(OPTIONAL_FILES.iter()) {
         let entry_name = format!("{prefix}{name}");
         let entry = match archive.by_name(&entry_name) {
