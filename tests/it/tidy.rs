@@ -65,6 +65,11 @@ fn sans_io_crates_do_not_depend_on_io_runtimes() {
         ("identity", &["tokio", "libp2p", "quinn", "redb"][..]),
         ("protocol", &["tokio", "libp2p", "quinn", "redb"][..]),
         ("crdt", &["libp2p", "quinn", "axum", "hyper"][..]),
+        // The interfaces know neither storage nor networking nor models: only `Backend`.
+        (
+            "web",
+            &["redb", "tantivy", "libp2p", "quinn", "candle", "automerge"][..],
+        ),
     ] {
         let manifest =
             std::fs::read_to_string(root().join(krate).join("Cargo.toml")).expect("read");
