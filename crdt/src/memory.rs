@@ -475,10 +475,10 @@ impl MemoryDoc {
         if !edit.add_tags.is_empty() || !edit.remove_tags.is_empty() {
             let tags = ensure_object(doc, &root, "tags", ObjType::Map)?;
             for tag in &edit.remove_tags {
-                if let Ok(tag) = normalize_tag(tag) {
-                    if doc.get(&tags, tag.as_str())?.is_some() {
-                        doc.delete(&tags, tag.as_str())?;
-                    }
+                if let Ok(tag) = normalize_tag(tag)
+                    && doc.get(&tags, tag.as_str())?.is_some()
+                {
+                    doc.delete(&tags, tag.as_str())?;
                 }
             }
             for tag in &edit.add_tags {

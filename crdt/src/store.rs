@@ -473,10 +473,10 @@ impl Store {
             .into_iter()
             .map(|(id, name)| NamedCollection { id, name })
             .collect();
-        if let Ok(id) = id_or_name.parse::<CollectionId>() {
-            if collections.iter().any(|c| c.id == id) {
-                return Ok(id);
-            }
+        if let Ok(id) = id_or_name.parse::<CollectionId>()
+            && collections.iter().any(|c| c.id == id)
+        {
+            return Ok(id);
         }
         let named: Vec<_> = collections
             .iter()

@@ -578,15 +578,15 @@ impl SearchIndex {
         if query.k == 0 || query.k > MAX_K {
             return Err(SearchError::BadK(query.k));
         }
-        if let (Some(since), Some(until)) = (query.filter.since, query.filter.until) {
-            if since >= until {
-                return Err(SearchError::BadTimeRange);
-            }
+        if let (Some(since), Some(until)) = (query.filter.since, query.filter.until)
+            && since >= until
+        {
+            return Err(SearchError::BadTimeRange);
         }
-        if let Some(min) = query.filter.min_importance {
-            if !(0.0..=1.0).contains(&min) {
-                return Err(SearchError::BadImportance(min));
-            }
+        if let Some(min) = query.filter.min_importance
+            && !(0.0..=1.0).contains(&min)
+        {
+            return Err(SearchError::BadImportance(min));
         }
         let depth = (query.k * 4).max(50);
         let keyword = if query.mode != Mode::Semantic {

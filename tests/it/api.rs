@@ -549,10 +549,10 @@ fn events_stream_memory_changes() {
         if reader.read_line(&mut line).expect("read event") == 0 {
             break;
         }
-        if let Some(data) = line.trim().strip_prefix("data:") {
-            if let Ok(event) = serde_json::from_str::<Value>(data.trim()) {
-                seen.push(event);
-            }
+        if let Some(data) = line.trim().strip_prefix("data:")
+            && let Ok(event) = serde_json::from_str::<Value>(data.trim())
+        {
+            seen.push(event);
         }
     }
     assert_eq!(seen.len(), 2, "{seen:?}");

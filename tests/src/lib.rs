@@ -378,13 +378,13 @@ fn respond(
             error("unknown path", "invalid_request_error"),
         );
     }
-    if let Some(key) = key {
-        if authorization != Some(&format!("Bearer {key}")) {
-            return (
-                "401 Unauthorized",
-                error("Incorrect API key provided", "invalid_request_error"),
-            );
-        }
+    if let Some(key) = key
+        && authorization != Some(&format!("Bearer {key}"))
+    {
+        return (
+            "401 Unauthorized",
+            error("Incorrect API key provided", "invalid_request_error"),
+        );
     }
     let Ok(request) = serde_json::from_slice::<serde_json::Value>(body) else {
         return (
