@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+#[path = "common/corpus.rs"]
+mod corpus;
+
 use instant_distance::{Builder, HnswMap, Search};
 use mnemon_node::search::embed::Embedder;
 use mnemon_node::search::minilm::BertEmbedder;
@@ -93,26 +96,10 @@ fn synthetic(count: usize, rng: &mut Rng, centres: &[Vec<f32>]) -> Vec<Vec<f32>>
 }
 
 fn descriptions() -> Vec<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debian-descriptions.txt");
-    let text = std::fs::read_to_string(&path).expect("corpus: run tests/run first");
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for record in text.split("\n\n") {
-        let mut long = String::new();
-        let mut summary = String::new();
-        for line in record.lines() {
-            if let Some(s) = line.strip_prefix("Description-en: ") {
-                summary = s.to_owned();
-            } else if let Some(body) = line.strip_prefix(' ') {
-                long.push_str(body);
-                long.push(' ');
-            }
-        }
-        if long.len() >= 80 && seen.insert(long.clone()) {
-            out.push(format!("{summary}\n\n{long}"));
-        }
-    }
-    out
+    corpus::corpus()
+        .into_iter()
+        .map(|(title, long)| format!("{title}\n\n{long}"))
+        .collect()
 }
 
 /// Base and query vectors, and what they are.

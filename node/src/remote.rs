@@ -27,6 +27,7 @@ impl std::fmt::Debug for Remote {
     }
 }
 
+/// Percent-encodes one path segment.
 fn encode(value: &str) -> String {
     let mut out = String::new();
     for b in value.bytes() {
@@ -37,18 +38,6 @@ fn encode(value: &str) -> String {
         }
     }
     out
-}
-
-fn query_string(pairs: &[(&str, Option<String>)]) -> String {
-    let parts: Vec<String> = pairs
-        .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
-        .collect();
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", parts.join("&"))
-    }
 }
 
 impl Remote {
@@ -89,9 +78,19 @@ impl Remote {
     }
 
     fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        self.get_query(path, &[])
+    }
+
+    /// GET with query parameters (those given as `None` are left out; ureq encodes them).
+    fn get_query<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, Option<String>)],
+    ) -> Result<T, ApiError> {
         Self::answer(
             self.agent
                 .get(&format!("{}/api/v1{path}", self.base))
+                .query_pairs(query.iter().filter_map(|(k, v)| Some((*k, v.as_deref()?))))
                 .header("Authorization", &format!("Bearer {}", self.token))
                 .call(),
         )
@@ -129,16 +128,16 @@ impl Backend for Remote {
     }
 
     fn list(&self, query: &ListQuery) -> Result<Page<MemoryView>, ApiError> {
-        self.get_json(&format!(
-            "/memories{}",
-            query_string(&[
+        self.get_query(
+            "/memories",
+            &[
                 ("collection", query.collection.clone()),
                 ("tag", query.tag.clone()),
                 ("kind", query.kind.clone()),
                 ("offset", query.offset.map(|o| o.to_string())),
                 ("limit", query.limit.map(|l| l.to_string())),
-            ])
-        ))
+            ],
+        )
     }
 
     fn update(&self, id: &str, patch: PatchMemory) -> Result<MemoryView, ApiError> {
@@ -156,9 +155,9 @@ impl Backend for Remote {
     }
 
     fn search(&self, query: &SearchQuery) -> Result<Vec<HitView>, ApiError> {
-        self.get_json(&format!(
-            "/search{}",
-            query_string(&[
+        self.get_query(
+            "/search",
+            &[
                 ("q", Some(query.q.clone())),
                 ("k", query.k.map(|k| k.to_string())),
                 ("mode", query.mode.clone()),
@@ -169,10 +168,10 @@ impl Backend for Remote {
                 ("until", query.until.map(|m| m.to_string())),
                 (
                     "min_importance",
-                    query.min_importance.map(|m| m.to_string())
+                    query.min_importance.map(|m| m.to_string()),
                 ),
-            ])
-        ))
+            ],
+        )
     }
 
     fn collections(&self) -> Result<Vec<CollectionView>, ApiError> {
