@@ -783,8 +783,15 @@ fn best_chunk(pieces: &[(usize, &str)], terms: &[String]) -> u32 {
 }
 
 /// About 200 characters of `text` around the first query term, terms wrapped in `**`.
+///
+/// The text's own asterisks (Markdown emphasis) are left out, so `**` in a snippet only
+/// ever marks a match.
 pub fn snippet(text: &str, terms: &[String]) -> String {
-    let words: Vec<&str> = text.split_whitespace().collect();
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|w| w.replace('*', ""))
+        .filter(|w| !w.is_empty())
+        .collect();
     let matches = |w: &str| {
         let lower = w.to_lowercase();
         terms.iter().any(|t| lower.contains(t.as_str()))
@@ -803,7 +810,7 @@ pub fn snippet(text: &str, terms: &[String]) -> String {
         if !out.is_empty() && !out.ends_with('…') {
             out.push(' ');
         }
-        if matches(word) {
+        if matches(word.as_str()) {
             out.push_str("**");
             out.push_str(word);
             out.push_str("**");
@@ -837,5 +844,7 @@ mod tests {
     fn snippets_highlight_terms() {
         let s = snippet("the quick brown fox jumps", &["fox".into()]);
         assert_eq!(s, "the quick brown **fox** jumps");
+        let s = snippet("paid **42 euros** to the * plumber*", &["plumber".into()]);
+        assert_eq!(s, "paid 42 euros to the **plumber**");
     }
 }

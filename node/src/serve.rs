@@ -138,9 +138,11 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
             csrf: random_hex(16),
             extra_hosts: options.extra_hosts.clone(),
             body_limit: options.body_limit,
+            undo_window: mnemon_web::DEFAULT_UNDO_WINDOW,
         };
         service.forward_events();
-        let app = mnemon_web::router(service.clone() as Arc<dyn Backend>, &config);
+        let (app, ui) =
+            mnemon_web::router_with_shutdown(service.clone() as Arc<dyn Backend>, &config);
         let url = format!("http://{bound}");
         write_private(
             &serve_file,
@@ -160,6 +162,9 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
         )
         .with_graceful_shutdown(shutdown_signal())
         .await;
+        // Deletes made in the web UI whose undo window is still open happen now: the
+        // owner asked to forget those memories.
+        ui.flush().await;
         stop.store(true, Ordering::Relaxed);
         let _ = background.join();
         served.context("serving HTTP")

@@ -1,9 +1,8 @@
 //! The HTTP API: the router in this process over a real store, driven over real HTTP on
 //! 127.0.0.1, and `mnemon serve` as a real process beside the CLI.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use mnemon_crdt::Store;
 use mnemon_identity::Keypair;
 use mnemon_node::search::embed::HashEmbedder;
 use mnemon_node::service::Service;
-use mnemon_tests::TestCli;
+use mnemon_tests::{Served, TestCli};
 use mnemon_web::{Backend, ServerConfig};
 use serde_json::{Value, json};
 
@@ -79,6 +78,7 @@ impl Api {
             csrf: CSRF.into(),
             extra_hosts: vec![],
             body_limit,
+            undo_window: Duration::from_millis(300),
         };
         let app = {
             let _guard = runtime.enter();
@@ -95,6 +95,7 @@ impl Api {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
+            .max_redirects(0)
             .build()
             .new_agent();
         Api {
@@ -382,6 +383,7 @@ fn security_tokens_hosts_csrf_and_headers() {
         ("GET", "/api/v1/status"),
         ("GET", "/api/v1/events"),
         ("GET", "/api/v1/session"),
+        ("GET", "/api/v1/openapi.json"),
         ("GET", "/api/v1/unknown"),
         ("GET", "/metrics"),
     ];
@@ -562,48 +564,324 @@ fn events_stream_memory_changes() {
     assert!(seen[1]["seq"].as_u64() > seen[0]["seq"].as_u64());
 }
 
-/// `mnemon serve` as a real process.
-struct Served {
-    child: Child,
-    url: String,
+/// The web UI's form posts: `application/x-www-form-urlencoded` with a cookie.
+impl Api {
+    fn form(&self, path: &str, cookie: &str, fields: &[(&str, &str)]) -> Answer {
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{k}={}", encode(v)))
+            .collect();
+        self.send(
+            "POST",
+            path,
+            &[
+                ("cookie", cookie),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            Some(&body.join("&")),
+        )
+    }
+
+    fn page(&self, path: &str, cookie: &str) -> Answer {
+        self.send("GET", path, &[("cookie", cookie)], None)
+    }
+
+    /// Signs in through the form; returns the `Cookie` header to send.
+    fn sign_in(&self) -> String {
+        let r = self.form("/signin", "", &[("token", TOKEN), ("next", "/")]);
+        assert_eq!(r.status, 303, "{}", r.body);
+        let set = r.header("set-cookie").expect("a session cookie").to_owned();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
+        set.split(';').next().expect("cookie").to_owned()
+    }
 }
 
-impl Served {
-    fn start(cli: &TestCli) -> Served {
-        let mut child = cli
-            .command()
-            .args(["serve", "--http", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().expect("a line").expect("read");
-        let url = first
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in {first:?}"))
-            .to_owned();
-        std::thread::spawn(move || for _ in lines {});
-        Served { child, url }
-    }
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
 
-    fn stop(mut self) -> String {
-        let pid = self.child.id().to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let exit = self.child.wait().expect("wait");
-        let mut stderr = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut stderr);
-        }
-        assert!(exit.success(), "serve exited with {exit}: {stderr}");
-        stderr
+#[test]
+fn web_ui_sessions_csrf_and_escaping() {
+    let api = Api::start(mnemon_web::DEFAULT_BODY_LIMIT);
+    // Pages need a session: a GET is sent to sign in, anything else is refused.
+    let r = api.page("/m/01ARZ3NDEKTSV4RRFFQ69G5FAV", "");
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        r.header("location"),
+        Some("/signin?next=%2Fm%2F01ARZ3NDEKTSV4RRFFQ69G5FAV")
+    );
+    assert_eq!(api.form("/memories", "", &[("content", "x")]).status, 401);
+    // A wrong token is refused with the reason, and sets no cookie.
+    let r = api.form("/signin", "", &[("token", "mnm_wrong")]);
+    assert_eq!(r.status, 401);
+    assert!(
+        r.body.contains("not this node&#39;s token") || r.body.contains("not this node's token"),
+        "{}",
+        r.body
+    );
+    assert!(r.header("set-cookie").is_none());
+    // A sign-in sends you on only to a path of this site.
+    let r = api.form(
+        "/signin",
+        "",
+        &[("token", TOKEN), ("next", "//evil.example/")],
+    );
+    assert_eq!(r.header("location"), Some("/"));
+    let cookie = api.sign_in();
+    let forged = "mnemon_session=0000000000000000000000000000000000000000000000000000000000000000";
+    assert_eq!(api.page("/", forged).status, 303);
+    let home = api.page("/", &cookie);
+    assert_eq!(home.status, 200);
+    assert!(home.body.contains(CSRF), "the page carries the CSRF token");
+    // A form without the CSRF token changes nothing.
+    let r = api.form("/memories", &cookie, &[("content", "no token")]);
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("reload the page"), "{}", r.body);
+    assert_eq!(
+        api.call("GET", "/api/v1/status", None).json()["memories"],
+        0
+    );
+    // With it, the memory is stored and you land on its page.
+    let r = api.form(
+        "/memories",
+        &cookie,
+        &[
+            ("csrf", CSRF),
+            ("title", "<script>alert(1)</script>"),
+            (
+                "content",
+                "**bold** <img src=x onerror=alert(1)> [x](javascript:alert(2))",
+            ),
+            ("tags", "a, #b"),
+        ],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let location = r.header("location").expect("location").to_owned();
+    let id = location
+        .strip_prefix("/m/")
+        .expect("memory page")
+        .to_owned();
+    let stored = api
+        .call("GET", &format!("/api/v1/memories/{id}"), None)
+        .json();
+    assert_eq!(stored["title"], "<script>alert(1)</script>");
+    assert_eq!(stored["tags"], json!(["a", "b"]));
+    // Its page shows what was written, as text: no markup of the author's runs.
+    let page = api.page(&location, &cookie);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!page.body.contains("<script>alert"));
+    assert!(!page.body.contains("<img src=x"));
+    assert!(!page.body.contains("href=\"javascript:"));
+    assert!(page.body.contains("<strong>bold</strong>"));
+    // The session also works for the API from the page's script, with the CSRF header
+    // for changes.
+    let r = api.send("GET", "/api/v1/memories", &[("cookie", &cookie)], None);
+    assert_eq!(r.status, 200);
+    let body = json!({"content": "from the page's script"}).to_string();
+    let r = api.send(
+        "POST",
+        "/api/v1/memories",
+        &[("cookie", &cookie), ("content-type", "application/json")],
+        Some(&body),
+    );
+    assert_eq!(r.status, 403);
+    assert_eq!(r.error_code(), "csrf");
+    let r = api.send(
+        "POST",
+        "/api/v1/memories",
+        &[
+            ("cookie", &cookie),
+            ("content-type", "application/json"),
+            ("x-csrf-token", CSRF),
+        ],
+        Some(&body),
+    );
+    assert_eq!(r.status, 201);
+    // Every page renders for a signed-in owner; the assets need no session.
+    for path in [
+        "/",
+        "/search?q=bold",
+        "/graph",
+        "/collections",
+        "/status",
+        "/api",
+    ] {
+        let r = api.page(path, &cookie);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert!(r.body.starts_with("<!DOCTYPE html>"), "{path}");
     }
+    for path in ["/assets/app.js", "/assets/app.css", "/assets/icon.svg"] {
+        assert_eq!(api.page(path, "").status, 200, "{path}");
+    }
+    // The search fragment the script asks for marks the matched words.
+    let r = api.send(
+        "GET",
+        "/search?q=bold",
+        &[("cookie", &cookie), ("x-mnemon-fragment", "1")],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("<mark>bold</mark>"), "{}", r.body);
+    assert!(!r.body.contains("<html"), "a fragment, not a page");
+    // Signing out clears the cookie.
+    let r = api.form("/signout", &cookie, &[("csrf", CSRF)]);
+    assert_eq!(r.status, 303);
+    assert!(
+        r.header("set-cookie")
+            .is_some_and(|c| c.contains("Max-Age=0"))
+    );
+}
+
+#[test]
+fn web_ui_links_edits_and_delete_with_undo() {
+    let api = Api::start(mnemon_web::DEFAULT_BODY_LIMIT);
+    let cookie = api.sign_in();
+    let create = |title: &str| {
+        api.call(
+            "POST",
+            "/api/v1/memories",
+            Some(json!({"title": title, "content": format!("{title} body")})),
+        )
+        .json()["id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    };
+    let a = create("Alpha note");
+    let b = create("Beta note");
+    // Link by title; the backlink shows on the other page.
+    let r = api.form(
+        &format!("/m/{b}/links"),
+        &cookie,
+        &[("csrf", CSRF), ("target", "alpha NOTE")],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let links = api
+        .call("GET", &format!("/api/v1/memories/{b}"), None)
+        .json()["links"]
+        .clone();
+    assert_eq!(links, json!([{"target": a, "relation": "related"}]));
+    let page = api.page(&format!("/m/{a}"), &cookie).body;
+    assert!(
+        page.contains(&format!("<a href=\"/m/{b}\">Beta note</a>")),
+        "{page}"
+    );
+    // Linking to nothing, or to itself, is a clear error and changes nothing.
+    let r = api.form(
+        &format!("/m/{b}/links"),
+        &cookie,
+        &[("csrf", CSRF), ("target", "Gamma")],
+    );
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("no memory is titled “Gamma”"), "{}", r.body);
+    let r = api.form(
+        &format!("/m/{a}/links"),
+        &cookie,
+        &[("csrf", CSRF), ("target", &a)],
+    );
+    assert_eq!(r.status, 422);
+    // An edit from the form: title, tags and a bad importance.
+    let r = api.form(
+        &format!("/m/{a}"),
+        &cookie,
+        &[
+            ("csrf", CSRF),
+            ("title", "Alpha, edited"),
+            ("content", "Alpha body"),
+            ("tags", "x, y"),
+            ("kind", "fact"),
+            ("importance", "0.9"),
+        ],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let edited = api
+        .call("GET", &format!("/api/v1/memories/{a}"), None)
+        .json();
+    assert_eq!(edited["title"], "Alpha, edited");
+    assert_eq!(edited["tags"], json!(["x", "y"]));
+    assert_eq!(edited["kind"], "fact");
+    assert_eq!(edited["importance"], 0.9);
+    let r = api.form(
+        &format!("/m/{a}"),
+        &cookie,
+        &[
+            ("csrf", CSRF),
+            ("title", "Alpha, edited"),
+            ("content", "Alpha body"),
+            ("importance", "lots"),
+        ],
+    );
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("importance"), "{}", r.body);
+    // Delete, then undo within the window (300 ms in these tests): the memory stays.
+    let r = api.form(&format!("/m/{a}/delete"), &cookie, &[("csrf", CSRF)]);
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/?deleted={a}").as_str())
+    );
+    let home = api.page(&format!("/?deleted={a}"), &cookie).body;
+    assert!(home.contains("id=\"undo\""), "the undo button shows");
+    assert!(
+        !home.contains(&format!("data-id=\"{a}\"")),
+        "hidden while it waits"
+    );
+    let r = api.form(&format!("/m/{a}/undo"), &cookie, &[("csrf", CSRF)]);
+    assert_eq!(r.status, 303);
+    std::thread::sleep(Duration::from_millis(900));
+    assert_eq!(
+        api.call("GET", &format!("/api/v1/memories/{a}"), None)
+            .status,
+        200
+    );
+    // Without undo, it is forgotten once the window passes; undo is then too late.
+    let r = api.form(&format!("/m/{b}/delete"), &cookie, &[("csrf", CSRF)]);
+    assert_eq!(r.status, 303);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while api
+        .call("GET", &format!("/api/v1/memories/{b}"), None)
+        .status
+        != 404
+    {
+        assert!(std::time::Instant::now() < deadline, "never deleted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = api.form(&format!("/m/{b}/undo"), &cookie, &[("csrf", CSRF)]);
+    assert_eq!(r.status, 409);
+    assert!(r.body.contains("too late"), "{}", r.body);
+}
+
+#[test]
+fn openapi_document_is_served_and_complete() {
+    let api = Api::start(mnemon_web::DEFAULT_BODY_LIMIT);
+    let doc = api.call("GET", "/api/v1/openapi.json", None).json();
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    for path in [
+        "/api/v1/memories",
+        "/api/v1/memories/{id}",
+        "/api/v1/search",
+        "/api/v1/collections",
+        "/api/v1/status",
+        "/api/v1/events",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path}");
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
 }
 
 #[test]

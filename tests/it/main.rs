@@ -1,6 +1,7 @@
 //! Mnemon's integration tests: one binary, one module per area.
 
 mod api;
+mod browser;
 mod cli;
 mod crash;
 mod embed;

@@ -1,7 +1,7 @@
 //! Helpers for Mnemon's integration tests: running the real `mnemon` binary on temporary
 //! data folders.
 
-use std::io::Write;
+use std::io::{BufRead as _, Read as _, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -442,4 +442,52 @@ pub fn minilm_wheel() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// `mnemon serve` as a real process.
+#[derive(Debug)]
+pub struct Served {
+    child: std::process::Child,
+    /// Its address, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+}
+
+impl Served {
+    /// Starts `mnemon serve` on an ephemeral loopback port of `cli`'s data folder.
+    pub fn start(cli: &TestCli) -> Served {
+        let mut child = cli
+            .command()
+            .args(["serve", "--http", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let first = lines.next().expect("a line").expect("read");
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {first:?}"))
+            .to_owned();
+        std::thread::spawn(move || for _ in lines {});
+        Served { child, url }
+    }
+
+    /// Stops it with SIGTERM, checks it exited cleanly, and returns what it logged.
+    pub fn stop(mut self) -> String {
+        let pid = self.child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let exit = self.child.wait().expect("wait");
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        assert!(exit.success(), "serve exited with {exit}: {stderr}");
+        stderr
+    }
 }

@@ -7,9 +7,10 @@ use std::collections::HashMap;
 
 use mnemon_crdt::{Collection, CollectionId, Memory};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 /// A memory as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct MemoryView {
     /// Its id (a ULID).
     pub id: String,
@@ -40,7 +41,7 @@ pub struct MemoryView {
 }
 
 /// Where a memory came from.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct SourceView {
     /// What kind of source.
     pub kind: String,
@@ -49,7 +50,7 @@ pub struct SourceView {
 }
 
 /// A link from one memory to another.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkView {
     /// The memory linked to.
@@ -95,7 +96,7 @@ impl MemoryView {
 }
 
 /// `POST /api/v1/memories`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMemory {
     /// The title; default: the first line of the content.
@@ -121,7 +122,7 @@ pub struct CreateMemory {
 }
 
 /// `PATCH /api/v1/memories/{id}`: fields left out are not touched.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchMemory {
     /// A new title.
@@ -151,7 +152,8 @@ pub struct PatchMemory {
 }
 
 /// `GET /api/v1/memories` query.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only this collection (id or name).
@@ -167,7 +169,7 @@ pub struct ListQuery {
 }
 
 /// A page of a list.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Page<T> {
     /// The items.
     pub items: Vec<T>,
@@ -178,7 +180,8 @@ pub struct Page<T> {
 }
 
 /// `GET /api/v1/search` query.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchQuery {
     /// The query text.
@@ -202,7 +205,7 @@ pub struct SearchQuery {
 }
 
 /// One search hit.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct HitView {
     /// The memory's id.
     pub id: String,
@@ -217,7 +220,7 @@ pub struct HitView {
 }
 
 /// A collection.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct CollectionView {
     /// Its id.
     pub id: String,
@@ -247,7 +250,7 @@ impl From<&Collection> for CollectionView {
 }
 
 /// `POST /api/v1/collections`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCollection {
     /// Its name.
@@ -255,14 +258,14 @@ pub struct CreateCollection {
 }
 
 /// The answer to a create: the new id.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Created {
     /// The new id.
     pub id: String,
 }
 
 /// A change to a memory, as `/api/v1/events` streams it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct EventView {
     /// The change-log position.
     pub seq: u64,
@@ -272,4 +275,20 @@ pub struct EventView {
     pub collection: String,
     /// `created`, `updated` or `deleted`.
     pub kind: String,
+}
+
+/// Every error the API answers with.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The inside of [`ErrorBody`].
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code, e.g. `not_found` or `invalid_field`.
+    pub code: String,
+    /// What was wrong, for people; names the field or parameter.
+    pub message: String,
 }

@@ -1,5 +1,5 @@
 //! Mnemon's interfaces for people and agents: the HTTP API under `/api/v1`, server-sent
-//! events, health and metrics.
+//! events, health and metrics, the OpenAPI document, and the web UI.
 //!
 //! The crate defines [`Backend`], the trait the node implements, and never knows how
 //! storage or networking work. [`router`] builds the axum router over a backend with
@@ -11,9 +11,14 @@
 pub mod api;
 mod backend;
 mod metrics;
+mod openapi;
 mod router;
 mod security;
+mod ui;
 
 pub use backend::{ApiError, Backend, Gauge};
-pub use router::{DEFAULT_BODY_LIMIT, ServerConfig, router};
+pub use openapi::ApiDoc;
+pub use router::{
+    DEFAULT_BODY_LIMIT, DEFAULT_UNDO_WINDOW, ServerConfig, Shutdown, router, router_with_shutdown,
+};
 pub use security::{FAILURE_DELAY, MAX_FAILURES};

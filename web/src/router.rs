@@ -1,8 +1,9 @@
 //! The axum router: routes, the JSON error shape, and the middleware every request passes.
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -20,7 +21,10 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::BroadcastStream;
 use tracing::Instrument as _;
 
-use crate::api::{CreateCollection, CreateMemory, Created, ListQuery, PatchMemory, SearchQuery};
+use crate::api::{
+    CollectionView, CreateCollection, CreateMemory, Created, ErrorBody, EventView, HitView,
+    ListQuery, MemoryView, Page, PatchMemory, SearchQuery,
+};
 use crate::backend::{ApiError, Backend};
 use crate::metrics::Metrics;
 use crate::security::{FAILURE_DELAY, SECURITY_HEADERS, Security};
@@ -41,13 +45,98 @@ pub struct ServerConfig {
     pub extra_hosts: Vec<String>,
     /// Largest request body, in bytes.
     pub body_limit: usize,
+    /// How long a memory deleted in the web UI can be brought back before it is
+    /// forgotten for good.
+    pub undo_window: Duration,
 }
 
+/// Default [`ServerConfig::undo_window`].
+pub const DEFAULT_UNDO_WINDOW: Duration = Duration::from_secs(10);
+
 #[derive(Clone)]
-struct AppState {
-    backend: Arc<dyn Backend>,
-    security: Arc<Security>,
+pub(crate) struct AppState {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) security: Arc<Security>,
     metrics: Arc<Metrics>,
+    /// Memories deleted in the UI and still within their undo window.
+    pending: Arc<Mutex<HashSet<String>>>,
+    undo_window: Duration,
+}
+
+impl AppState {
+    /// Ids deleted in the UI whose undo window is still open (hidden from its pages).
+    pub(crate) fn pending_deletes(&self) -> HashSet<String> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Forgets `id` for good once the undo window passes, unless [`Self::cancel_delete`]
+    /// is called first.
+    pub(crate) fn schedule_delete(&self, id: String) {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.clone());
+        let state = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(state.undo_window).await;
+            state.delete_now(id).await;
+        });
+    }
+
+    /// Brings back a memory deleted in the UI; false if its window has passed.
+    pub(crate) fn cancel_delete(&self, id: &str) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id)
+    }
+
+    async fn delete_now(&self, id: String) {
+        let still_pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&id);
+        if !still_pending {
+            return;
+        }
+        let backend = self.backend.clone();
+        let target = id.clone();
+        match blocking(move || backend.delete(&target)).await {
+            Ok(()) => tracing::info!(memory = %id, "deleted from the web UI"),
+            Err(e) if e.status == 404 => {}
+            Err(e) => tracing::warn!(memory = %id, error = %e, "a delete from the web UI failed"),
+        }
+        self.cancel_delete(&id);
+    }
+
+    /// Carries out every delete still waiting for its undo window (at shutdown).
+    pub(crate) async fn flush_deletes(&self) {
+        for id in self.pending_deletes() {
+            self.delete_now(id).await;
+        }
+    }
+}
+
+/// A handle to what the router holds between requests, for a graceful shutdown.
+#[derive(Clone)]
+pub struct Shutdown(AppState);
+
+impl std::fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shutdown").finish_non_exhaustive()
+    }
+}
+
+impl Shutdown {
+    /// Carries out the deletes made in the web UI whose undo window is still open, so a
+    /// memory its owner deleted does not survive a restart.
+    pub async fn flush(&self) {
+        self.0.flush_deletes().await;
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -59,7 +148,7 @@ impl IntoResponse for ApiError {
 }
 
 /// Runs a blocking backend call on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -69,7 +158,7 @@ async fn blocking<T: Send + 'static>(
 
 /// A JSON body whose errors name the field: 415 without a JSON content type, 413 over
 /// the size limit, 400 for malformed JSON, 422 for a field of the wrong type or value.
-struct JsonBody<T>(T);
+pub(crate) struct JsonBody<T>(T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
@@ -117,7 +206,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 }
 
 /// A query string whose errors name the parameter (422).
-struct QueryParams<T>(T);
+pub(crate) struct QueryParams<T>(T);
 
 impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for QueryParams<T> {
     type Rejection = ApiError;
@@ -135,6 +224,14 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
 
 /// The router for `backend`, with every protection in place.
 pub fn router(backend: Arc<dyn Backend>, config: &ServerConfig) -> Router {
+    router_with_shutdown(backend, config).0
+}
+
+/// [`router`], and the handle a server calls on shutdown.
+pub fn router_with_shutdown(
+    backend: Arc<dyn Backend>,
+    config: &ServerConfig,
+) -> (Router, Shutdown) {
     let state = AppState {
         backend,
         security: Arc::new(Security::new(
@@ -144,6 +241,8 @@ pub fn router(backend: Arc<dyn Backend>, config: &ServerConfig) -> Router {
             &config.extra_hosts,
         )),
         metrics: Arc::new(Metrics::default()),
+        pending: Arc::new(Mutex::new(HashSet::new())),
+        undo_window: config.undo_window,
     };
     let api = Router::new()
         .route("/memories", get(list_memories).post(create_memory))
@@ -157,11 +256,13 @@ pub fn router(backend: Arc<dyn Backend>, config: &ServerConfig) -> Router {
         .route("/status", get(status))
         .route("/events", get(events))
         .route("/session", get(session))
+        .route("/openapi.json", get(crate::openapi::document))
         .fallback(|| async { ApiError::not_found("no such API route") })
         .route_layer(middleware::from_fn(tag_route))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    Router::new()
+    let router = Router::new()
         .nest("/api/v1", api)
+        .merge(crate::ui::routes(&state))
         .route(
             "/metrics",
             get(metrics).layer(middleware::from_fn_with_state(state.clone(), authenticate)),
@@ -171,7 +272,8 @@ pub fn router(backend: Arc<dyn Backend>, config: &ServerConfig) -> Router {
         .route_layer(middleware::from_fn(tag_route))
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .with_state(state)
+        .with_state(state.clone());
+    (router, Shutdown(state))
 }
 
 /// Every request: a request id, the `Host` check, security headers, metrics and a log line
@@ -237,7 +339,7 @@ async fn tag_route(request: Request, next: Next) -> Response {
     response
 }
 
-fn client_ip(request: &Request) -> std::net::IpAddr {
+pub(crate) fn client_ip(request: &Request) -> std::net::IpAddr {
     request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -253,8 +355,15 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let ip = client_ip(&request);
+    let by_session = presented.is_none()
+        && request
+            .headers()
+            .get(header::COOKIE)
+            .and_then(|c| c.to_str().ok())
+            .is_some_and(|c| state.security.session_ok(c));
     match presented {
         Some(token) if state.security.token_ok(token) => {}
+        None if by_session => {}
         _ => {
             if state.security.over_limit(ip) {
                 return too_many();
@@ -276,7 +385,9 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
             return response;
         }
     }
-    if changes_state(request.method()) && cross_origin(request.headers()) {
+    // A browser sends the session cookie by itself, so a change made with it always needs
+    // the CSRF token; a bearer token is never sent by a browser on its own.
+    if changes_state(request.method()) && (by_session || cross_origin(request.headers())) {
         let csrf = request
             .headers()
             .get("x-csrf-token")
@@ -333,7 +444,9 @@ fn cross_origin(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v != "same-origin" && v != "none")
 }
 
-async fn list_memories(
+#[utoipa::path(get, path = "/api/v1/memories", tag = "memories", params(ListQuery),
+    responses((status = 200, description = "A page of memories, most recently changed first", body = Page<MemoryView>), (status = 422, description = "A parameter is invalid", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn list_memories(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -341,7 +454,9 @@ async fn list_memories(
     Ok(Json(blocking(move || backend.list(&query)).await?))
 }
 
-async fn create_memory(
+#[utoipa::path(post, path = "/api/v1/memories", tag = "memories", request_body = CreateMemory,
+    responses((status = 201, description = "Stored", body = Created), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "A field is invalid (named in the message)", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn create_memory(
     State(state): State<AppState>,
     JsonBody(new): JsonBody<CreateMemory>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -350,7 +465,9 @@ async fn create_memory(
     Ok((StatusCode::CREATED, Json(Created { id: memory.id })))
 }
 
-async fn get_memory(
+#[utoipa::path(get, path = "/api/v1/memories/{id}", tag = "memories", params(("id" = String, Path, description = "The memory's id")),
+    responses((status = 200, description = "The memory", body = MemoryView), (status = 404, description = "No such memory", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn get_memory(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -358,7 +475,9 @@ async fn get_memory(
     Ok(Json(blocking(move || backend.get(&id)).await?))
 }
 
-async fn backlinks(
+#[utoipa::path(get, path = "/api/v1/memories/{id}/backlinks", tag = "memories", params(("id" = String, Path, description = "The memory's id")),
+    responses((status = 200, description = "Memories that link to it", body = Vec<MemoryView>), (status = 404, description = "No such memory", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn backlinks(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -366,7 +485,9 @@ async fn backlinks(
     Ok(Json(blocking(move || backend.backlinks(&id)).await?))
 }
 
-async fn update_memory(
+#[utoipa::path(patch, path = "/api/v1/memories/{id}", tag = "memories", params(("id" = String, Path, description = "The memory's id")), request_body = PatchMemory,
+    responses((status = 200, description = "The changed memory", body = MemoryView), (status = 404, description = "No such memory", body = ErrorBody), (status = 422, description = "A field is invalid", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn update_memory(
     State(state): State<AppState>,
     Path(id): Path<String>,
     JsonBody(patch): JsonBody<PatchMemory>,
@@ -375,7 +496,9 @@ async fn update_memory(
     Ok(Json(blocking(move || backend.update(&id, patch)).await?))
 }
 
-async fn delete_memory(
+#[utoipa::path(delete, path = "/api/v1/memories/{id}", tag = "memories", params(("id" = String, Path, description = "The memory's id")),
+    responses((status = 204, description = "Forgotten: its rows, index entries and old file pages are gone"), (status = 404, description = "No such memory", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn delete_memory(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -384,7 +507,9 @@ async fn delete_memory(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn search(
+#[utoipa::path(get, path = "/api/v1/search", tag = "search", params(SearchQuery),
+    responses((status = 200, description = "Hits, best first", body = Vec<HitView>), (status = 422, description = "Empty query, bad k, unknown collection, …", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn search(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<SearchQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -392,12 +517,18 @@ async fn search(
     Ok(Json(blocking(move || backend.search(&query)).await?))
 }
 
-async fn collections(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+#[utoipa::path(get, path = "/api/v1/collections", tag = "collections",
+    responses((status = 200, description = "Every collection", body = Vec<CollectionView>), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn collections(
+    State(state): State<AppState>,
+) -> Result<impl IntoResponse, ApiError> {
     let backend = state.backend.clone();
     Ok(Json(blocking(move || backend.collections()).await?))
 }
 
-async fn create_collection(
+#[utoipa::path(post, path = "/api/v1/collections", tag = "collections", request_body = CreateCollection,
+    responses((status = 201, description = "Made", body = CollectionView), (status = 409, description = "The name is taken", body = ErrorBody), (status = 422, description = "A field is invalid", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn create_collection(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateCollection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -406,17 +537,23 @@ async fn create_collection(
     Ok((StatusCode::CREATED, Json(collection)))
 }
 
-async fn status(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+#[utoipa::path(get, path = "/api/v1/status", tag = "node",
+    responses((status = 200, description = "Identity, counts and index progress per model", body = Object), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn status(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let backend = state.backend.clone();
     Ok(Json(blocking(move || backend.status()).await?))
 }
 
 /// For a signed-in UI: the CSRF token to send with changes.
-async fn session(State(state): State<AppState>) -> impl IntoResponse {
+#[utoipa::path(get, path = "/api/v1/session", tag = "node",
+    responses((status = 200, description = "`{\"csrf_token\": …}`: what a browser client sends as X-CSRF-Token", body = Object), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn session(State(state): State<AppState>) -> impl IntoResponse {
     Json(serde_json::json!({ "csrf_token": state.security.csrf() }))
 }
 
-async fn events(State(state): State<AppState>) -> impl IntoResponse {
+#[utoipa::path(get, path = "/api/v1/events", tag = "memories",
+    responses((status = 200, description = "Server-sent events: `created`, `updated`, `deleted`, each with an EventView as data", content_type = "text/event-stream", body = EventView), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn events(State(state): State<AppState>) -> impl IntoResponse {
     let stream = BroadcastStream::new(state.backend.events()).filter_map(|event| {
         // A lagging client misses events; it sees the gap in `seq` and reloads.
         let event = event.ok()?;

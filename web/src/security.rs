@@ -14,6 +14,9 @@ pub(crate) const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// How long a failed sign-in waits before it is answered.
 pub const FAILURE_DELAY: Duration = Duration::from_millis(250);
 
+/// The name of the web UI's session cookie.
+pub(crate) const SESSION_COOKIE: &str = "mnemon_session";
+
 /// Security settings of one server.
 #[derive(Debug)]
 pub(crate) struct Security {
@@ -68,6 +71,28 @@ impl Security {
     /// The CSRF token (for a signed-in UI).
     pub(crate) fn csrf(&self) -> &str {
         &self.csrf
+    }
+
+    /// The value of the UI's session cookie: derived from the token, so rotating the
+    /// token signs every browser out, and the cookie itself is not the bearer token.
+    pub(crate) fn session_value(&self) -> String {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::new()
+            .chain_update(b"mnemon-ui-session-1\0")
+            .chain_update(self.token.as_bytes())
+            .finalize();
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether the `Cookie` header carries a valid session.
+    pub(crate) fn session_ok(&self, cookie_header: &str) -> bool {
+        let expected = self.session_value();
+        cookie_header
+            .split(';')
+            .filter_map(|pair| pair.trim().split_once('='))
+            .any(|(name, value)| {
+                name == SESSION_COOKIE && constant_time_eq(value.as_bytes(), expected.as_bytes())
+            })
     }
 
     /// Records a failed sign-in from `ip`; returns whether `ip` is now over the limit.
@@ -146,5 +171,12 @@ mod tests {
         assert!(s.record_failure(ip));
         let other: IpAddr = "127.0.0.2".parse().expect("ip");
         assert!(!s.over_limit(other));
+        let session = s.session_value();
+        assert_eq!(session.len(), 64);
+        assert!(s.session_ok(&format!("a=b; {SESSION_COOKIE}={session}")));
+        assert!(!s.session_ok(&format!("{SESSION_COOKIE}=x{session}")));
+        assert!(!s.session_ok(&format!("other={session}")));
+        let rotated = Security::new("new".into(), "csrf".into(), bind, &[]);
+        assert!(!rotated.session_ok(&format!("{SESSION_COOKIE}={session}")));
     }
 }

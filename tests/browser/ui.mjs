@@ -1,0 +1,215 @@
+// Drives the web UI of a running `mnemon serve` in Debian's headless chromium, the way a
+// person uses it. Run by tests/it/browser.rs, which starts the node and passes:
+//   MNEMON_URL   the node's address, e.g. http://127.0.0.1:7777
+//   MNEMON_TOKEN its API token
+//   MNEMON_SHOTS the folder to keep screenshots in
+// Exits non-zero, naming the step, when anything a person would see is wrong.
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+import assert from "node:assert/strict";
+
+const base = process.env.MNEMON_URL;
+const token = process.env.MNEMON_TOKEN;
+const shots = process.env.MNEMON_SHOTS ?? "target/screenshots";
+assert.ok(base && token, "MNEMON_URL and MNEMON_TOKEN must be set");
+mkdirSync(shots, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.MNEMON_CHROMIUM ?? "/usr/bin/chromium",
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+context.setDefaultTimeout(15000);
+const page = await context.newPage();
+const consoleErrors = [];
+// Resource errors the steps cause on purpose (a wrong token, a link to nothing) are
+// expected; anything else in the console is a failure.
+const expectedFailures = [/\/signin$/, /\/m\/[0-9A-Z]{26}\/links$/];
+page.on("console", (m) => {
+  if (m.type() !== "error") return;
+  const url = m.location()?.url ?? "";
+  if (m.text().startsWith("Failed to load resource") && expectedFailures.some((re) => re.test(url))) return;
+  consoleErrors.push(`${m.text()} (${url})`);
+});
+page.on("pageerror", (e) => consoleErrors.push(String(e)));
+
+let stepName = "";
+async function step(name, body) {
+  stepName = name;
+  process.stdout.write(`step: ${name}\n`);
+  await body();
+}
+const shot = (name, p = page) => p.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+const idFromUrl = (url) => new URL(url).pathname.split("/").pop();
+
+async function capture(title, content, tags) {
+  await page.goto(base + "/");
+  await page.fill("#capture-title", title);
+  await page.fill("#capture-content", content);
+  await page.fill('#capture input[name="tags"]', tags);
+  // Ctrl+Enter saves, from the keyboard.
+  await page.focus("#capture-content");
+  await page.keyboard.press("Control+Enter");
+  await page.waitForURL(/\/m\/[0-9A-Z]{26}$/);
+  assert.equal(await page.textContent("#memory-title"), title);
+  return idFromUrl(page.url());
+}
+
+try {
+  await step("sign-in refuses a wrong token", async () => {
+    await page.goto(base + "/");
+    await page.waitForURL(/\/signin/);
+    await page.fill("#token", "mnm_wrong");
+    await page.click('#signin button[type="submit"]');
+    await page.waitForSelector(".error");
+    assert.match(await page.textContent(".error"), /not this node's token/);
+    await shot("01-sign-in-refused");
+  });
+
+  await step("sign in", async () => {
+    await page.fill("#token", token);
+    await page.click('#signin button[type="submit"]');
+    await page.waitForSelector("#capture");
+    assert.equal(new URL(page.url()).pathname, "/");
+    await shot("02-home-empty");
+  });
+
+  let alpha, beta;
+  await step("create a memory", async () => {
+    alpha = await capture(
+      "Plumber invoice",
+      "Paid **42 euros** to the plumber for the kitchen pipe.\n\n- [x] paid\n- [ ] file it",
+      "home, bills",
+    );
+    assert.equal(await page.textContent("#memory-content strong"), "42 euros");
+    assert.ok(await page.isVisible('.meta a.tag:has-text("#bills")'));
+    await shot("03-memory-page");
+    beta = await capture("Kitchen renovation plan", "New cupboards in spring; ask the carpenter.", "home");
+  });
+
+  await step("search as you type finds it, with the words highlighted", async () => {
+    await page.goto(base + "/");
+    await page.focus("body");
+    await page.keyboard.press("/"); // the shortcut focuses the search box
+    assert.equal(await page.evaluate(() => document.activeElement.id), "q");
+    await page.keyboard.type("plumb", { delay: 60 });
+    await page.keyboard.type("er", { delay: 60 });
+    const hit = page.locator(`#results li.hit[data-id="${alpha}"]`);
+    await hit.waitFor();
+    assert.equal(await hit.locator("a.title").textContent(), "Plumber invoice");
+    assert.match(await hit.locator("mark").first().textContent(), /plumber/i);
+    assert.ok(await page.isHidden("#list"), "the list hides while searching");
+    await shot("04-search-as-you-type");
+  });
+
+  await step("edit it", async () => {
+    await page.goto(`${base}/m/${alpha}`);
+    await page.click("#edit summary");
+    await page.fill('#edit-form input[name="title"]', "Plumber invoice (paid in March)");
+    await page.fill('#edit-form input[name="tags"]', "home, bills, paid");
+    await page.click('#edit-form button[type="submit"]');
+    await page.waitForFunction(
+      () => document.querySelector("#memory-title")?.textContent === "Plumber invoice (paid in March)",
+    );
+    assert.ok(await page.isVisible('.meta a.tag:has-text("#paid")'));
+    // The edit is searchable at once.
+    await page.goto(base + "/search");
+    await page.fill("#q", "March");
+    await page.locator(`#results li.hit[data-id="${alpha}"]`).waitFor();
+    await shot("05-edited-and-found");
+  });
+
+  await step("link two memories and see the backlink", async () => {
+    await page.goto(`${base}/m/${beta}`);
+    await page.fill("#link-target", "Plumber invoice (paid in March)");
+    await page.click('#link-form button[type="submit"]');
+    await page.locator(`#links a[href="/m/${alpha}"]`).waitFor();
+    await page.goto(`${base}/m/${alpha}`);
+    const back = page.locator(`#backlinks a[href="/m/${beta}"]`);
+    await back.waitFor();
+    assert.equal(await back.textContent(), "Kitchen renovation plan");
+    await shot("06-backlink");
+    await page.goto(`${base}/graph`);
+    assert.equal(await page.locator("#graph circle").count(), 2);
+    assert.equal(await page.locator("#graph line").count(), 1);
+    await shot("07-graph");
+  });
+
+  await step("a link to a title that does not exist is a clear error", async () => {
+    await page.goto(`${base}/m/${beta}`);
+    await page.fill("#link-target", "No such memory at all");
+    await page.click('#link-form button[type="submit"]');
+    await page.waitForSelector(".error");
+    assert.match(await page.textContent(".error"), /no memory is titled “No such memory at all”/);
+  });
+
+  await step("delete and undo", async () => {
+    await page.goto(`${base}/m/${beta}`);
+    await page.click('#delete-form button[type="submit"]');
+    await page.waitForSelector("#undo");
+    assert.equal(await page.locator(`#list li[data-id="${beta}"]`).count(), 0, "hidden at once");
+    assert.equal(await page.locator(`#list li[data-id="${alpha}"]`).count(), 1);
+    await shot("08-deleted-with-undo");
+    await page.click("#undo");
+    await page.waitForURL(`${base}/m/${beta}`);
+    assert.equal(await page.textContent("#memory-title"), "Kitchen renovation plan");
+    await page.goto(base + "/");
+    await page.locator(`#list li[data-id="${beta}"]`).waitFor();
+  });
+
+  await step("live updates: a memory added elsewhere appears without a reload", async () => {
+    await page.goto(base + "/");
+    // Give the event stream a moment to connect, then add through the API with the token,
+    // as another device would.
+    await page.waitForTimeout(500);
+    const response = await fetch(base + "/api/v1/memories", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ title: "Added from elsewhere", content: "It shows up live." }),
+    });
+    assert.equal(response.status, 201);
+    const { id } = await response.json();
+    await page.locator(`#list li[data-id="${id}"]`).waitFor();
+    await shot("09-live-update");
+  });
+
+  await step("status, collections and the API reference", async () => {
+    await page.goto(base + "/status");
+    assert.equal((await page.textContent("#status-memories")).trim(), "3");
+    await shot("10-status");
+    await page.goto(base + "/collections");
+    await page.fill('input[name="name"]', "recipes");
+    await page.click('form.row button[type="submit"]');
+    await page.locator('ul.collections a:has-text("recipes")').waitFor();
+    await page.goto(base + "/api");
+    assert.ok(await page.isVisible('code:has-text("/api/v1/memories/{id}/backlinks")'));
+    await shot("11-api-reference");
+  });
+
+  await step("readable on a phone", async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.goto(base + "/");
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page is ${overflow}px wider than the phone`);
+    await shot("12-phone");
+  });
+
+  await step("sign out", async () => {
+    await page.click(".signout button");
+    await page.waitForURL(/\/signin/);
+    await page.goto(base + "/");
+    await page.waitForURL(/\/signin/);
+  });
+
+  assert.deepEqual(consoleErrors, [], "the browser console had errors");
+  console.log(JSON.stringify({ ok: true, alpha, beta }));
+} catch (e) {
+  console.error(`FAILED at step "${stepName}": ${e.stack ?? e}`);
+  await shot("failure").catch(() => {});
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}

@@ -1,0 +1,70 @@
+//! The web UI in a real browser: Debian's headless chromium, driven by `playwright-core`
+//! (tests/browser/ui.mjs), against the real `mnemon serve`. Screenshots are kept in
+//! `target/screenshots/` for people to look at.
+//!
+//! Needs `chromium` (apt) and `npm ci --prefix tests/browser`; `tests/run` and `.ci/run`
+//! install them. Without them this test fails and says what is missing.
+
+use std::path::Path;
+use std::process::Command;
+
+use mnemon_tests::{Served, TestCli};
+
+#[test]
+fn the_web_ui_in_headless_chromium() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let script = root.join("tests/browser/ui.mjs");
+    let modules = root.join("tests/browser/node_modules/playwright-core");
+    let chromium = std::env::var("MNEMON_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        modules.exists(),
+        "playwright-core is not installed: run `npm ci --prefix tests/browser` (tests/run does)"
+    );
+    assert!(
+        Path::new(&chromium).exists(),
+        "no chromium at {chromium}: `apt-get install -y chromium` (or set MNEMON_CHROMIUM)"
+    );
+    let cli = TestCli::new();
+    cli.init();
+    let token = cli.run(&["token"]).ok().to_owned();
+    let served = Served::start(&cli);
+    let shots = root.join("target/screenshots");
+    let output = Command::new("node")
+        .arg(&script)
+        .env("MNEMON_URL", &served.url)
+        .env("MNEMON_TOKEN", token.trim())
+        .env("MNEMON_SHOTS", &shots)
+        .env("MNEMON_CHROMIUM", &chromium)
+        .output()
+        .expect("run node (is nodejs installed?)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the browser test failed (screenshots in {}):\n{stdout}\n{stderr}",
+        shots.display()
+    );
+    // What the browser did is in the store: the CLI (through the service) sees the three
+    // memories, the link, and the collection.
+    let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let alpha = result["alpha"].as_str().expect("alpha");
+    let beta = result["beta"].as_str().expect("beta");
+    let list = cli.run(&["list", "--json"]).json();
+    assert_eq!(list.as_array().map(Vec::len), Some(3), "{list}");
+    let memory = cli.run(&["get", beta, "--json"]).json();
+    assert_eq!(memory["links"][0]["target"], alpha);
+    let collections = cli.run(&["collection", "list", "--json"]).json();
+    assert!(collections.to_string().contains("recipes"), "{collections}");
+    served.stop();
+    for shot in [
+        "03-memory-page",
+        "04-search-as-you-type",
+        "06-backlink",
+        "12-phone",
+    ] {
+        let file = shots.join(format!("{shot}.png"));
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 5_000, "{} is missing or empty", file.display());
+    }
+}

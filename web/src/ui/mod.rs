@@ -1,0 +1,1115 @@
+//! The web UI: server-rendered HTML pages (maud, escaped by construction) with one small
+//! script of our own for search as you type, live updates and keyboard shortcuts. Nothing
+//! is loaded from another site; the pages work offline and, without the script, still
+//! work as plain forms and links.
+//!
+//! Signing in trades the API token for a session cookie (`HttpOnly`, `SameSite=Strict`,
+//! derived from the token). Every form that changes data carries the CSRF token, and the
+//! script sends it as `X-CSRF-Token` on API calls.
+
+mod graph;
+mod markdown;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+use axum::Form;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use serde::Deserialize;
+
+use crate::api::{CollectionView, HitView, ListQuery, MemoryView, PatchMemory, SearchQuery};
+use crate::backend::ApiError;
+use crate::router::{AppState, blocking, client_ip};
+use crate::security::{FAILURE_DELAY, SESSION_COOKIE};
+
+const APP_JS: &str = include_str!("../../assets/app.js");
+const APP_CSS: &str = include_str!("../../assets/app.css");
+const ICON_SVG: &str = include_str!("../../assets/icon.svg");
+/// Memories on one page of the list.
+const PAGE_SIZE: usize = 50;
+/// Most memories the graph view draws.
+const GRAPH_LIMIT: usize = 1000;
+
+/// An error shown as a page (or, for the script, as a fragment) with its status.
+pub(crate) struct UiError(ApiError);
+
+impl From<ApiError> for UiError {
+    fn from(e: ApiError) -> UiError {
+        UiError(e)
+    }
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let page = html! {
+            (DOCTYPE)
+            html lang="en" {
+                head { meta charset="utf-8"; meta name="viewport" content="width=device-width, initial-scale=1";
+                    title { "Error · Mnemon" } link rel="stylesheet" href="/assets/app.css"; }
+                body {
+                    main .narrow {
+                        h1 { "Something was wrong" }
+                        p .error role="alert" { (self.0.message) }
+                        p { a href="/" { "Back to your memories" } }
+                    }
+                }
+            }
+        };
+        (status, page).into_response()
+    }
+}
+
+type UiResult = Result<Response, UiError>;
+
+/// Pages need a session: without one, a `GET` is sent to the sign-in page and anything
+/// else is refused.
+pub(crate) async fn require_session(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let signed_in = request
+        .headers()
+        .get(header::COOKIE)
+        .and_then(|c| c.to_str().ok())
+        .is_some_and(|c| state.security.session_ok(c));
+    if signed_in {
+        return next.run(request).await;
+    }
+    if request.method() == axum::http::Method::GET {
+        let next_path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let target = format!("/signin?next={}", encode_component(&next_path));
+        Redirect::to(&target).into_response()
+    } else {
+        UiError(ApiError::new(401, "unauthorized", "sign in first")).into_response()
+    }
+}
+
+/// The UI's routes (each behind [`require_session`] except sign-in and the assets).
+pub(crate) fn routes(state: &AppState) -> axum::Router<AppState> {
+    use axum::routing::{get, post};
+    let pages = axum::Router::new()
+        .route("/", get(home))
+        .route("/memories", post(create))
+        .route("/m/{id}", get(memory_page).post(edit))
+        .route("/m/{id}/links", post(add_link))
+        .route("/m/{id}/links/remove", post(remove_link))
+        .route("/m/{id}/delete", post(delete))
+        .route("/m/{id}/undo", post(undo))
+        .route("/search", get(search_page))
+        .route("/graph", get(graph_page))
+        .route(
+            "/collections",
+            get(collections_page).post(create_collection),
+        )
+        .route("/status", get(status_page))
+        .route("/api", get(crate::openapi::reference_page))
+        .route("/signout", post(sign_out))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_session,
+        ));
+    axum::Router::new()
+        .merge(pages)
+        .route("/signin", get(sign_in_page).post(sign_in))
+        .route(
+            "/assets/app.js",
+            get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/assets/app.css",
+            get(|| async { asset(APP_CSS, "text/css; charset=utf-8") }),
+        )
+        .route(
+            "/assets/icon.svg",
+            get(|| async { asset(ICON_SVG, "image/svg+xml") }),
+        )
+        .route(
+            "/favicon.ico",
+            get(|| async { asset(ICON_SVG, "image/svg+xml") }),
+        )
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Whether the script asked for the fragment of a page rather than the whole page.
+fn wants_fragment(headers: &HeaderMap) -> bool {
+    headers.contains_key("x-mnemon-fragment")
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// Percent-encodes `s` for a query string.
+fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn csrf_ok(state: &AppState, presented: &str) -> Result<(), UiError> {
+    if state.security.csrf_ok(presented) {
+        Ok(())
+    } else {
+        Err(UiError(ApiError::new(
+            403,
+            "csrf",
+            "this form is out of date (the server restarted?): reload the page and try again",
+        )))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Layout
+
+/// Which part of the site a page belongs to (for the navigation).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Nav {
+    Memories,
+    Search,
+    Graph,
+    Collections,
+    Status,
+    Api,
+}
+
+/// A whole page around `content`.
+pub(crate) fn page(
+    state: &AppState,
+    nav: Nav,
+    title: &str,
+    body_page: &str,
+    content: Markup,
+) -> Markup {
+    layout(state, nav, title, body_page, content)
+}
+
+fn layout(state: &AppState, nav: Nav, title: &str, body_page: &str, content: Markup) -> Markup {
+    let item = |target: Nav, href: &str, label: &str| {
+        html! { a href=(href) aria-current=[(nav == target).then_some("page")] { (label) } }
+    };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="csrf-token" content=(state.security.csrf());
+                title { (title) " · Mnemon" }
+                link rel="stylesheet" href="/assets/app.css";
+                link rel="icon" href="/assets/icon.svg" type="image/svg+xml";
+                script src="/assets/app.js" defer {}
+            }
+            body data-page=(body_page) {
+                header .top {
+                    a .brand href="/" { "Mnemon" }
+                    nav aria-label="Main" {
+                        (item(Nav::Memories, "/", "Memories"))
+                        (item(Nav::Search, "/search", "Search"))
+                        (item(Nav::Graph, "/graph", "Graph"))
+                        (item(Nav::Collections, "/collections", "Collections"))
+                        (item(Nav::Status, "/status", "Status"))
+                        (item(Nav::Api, "/api", "API"))
+                    }
+                    form .signout method="post" action="/signout" {
+                        input type="hidden" name="csrf" value=(state.security.csrf());
+                        button .link type="submit" { "Sign out" }
+                    }
+                }
+                div #live-notice .notice role="status" aria-live="polite" hidden {}
+                main { (content) }
+                footer { "Keys: " kbd { "/" } " search · " kbd { "n" } " new memory · " kbd { "Ctrl" } "+" kbd { "Enter" } " save" }
+            }
+        }
+    }
+}
+
+/// A search snippet, with the `**matched**` words the index marks shown as `<mark>`.
+fn snippet(text: &str) -> Markup {
+    let mut parts = text.split("**");
+    html! {
+        @if let Some(first) = parts.next() { (first) }
+        @for (i, part) in parts.enumerate() {
+            @if i % 2 == 0 { mark { (part) } } @else { (part) }
+        }
+    }
+}
+
+/// The start of `content` on one line, without Markdown's emphasis markers.
+fn preview(content: &str) -> String {
+    let flat: String = content
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace("**", "")
+        .replace("__", "");
+    match flat.char_indices().nth(160) {
+        Some((at, _)) => format!("{}…", &flat[..at]),
+        None => flat,
+    }
+}
+
+fn tag_chips(tags: &[String]) -> Markup {
+    html! {
+        @for tag in tags {
+            a .tag href={ "/?tag=" (encode_component(tag)) } { "#" (tag) }
+        }
+    }
+}
+
+fn memory_item(m: &MemoryView) -> Markup {
+    html! {
+        li .memory data-id=(m.id) {
+            a .title href={ "/m/" (m.id) } { (m.title) }
+            p .preview { (preview(&m.content)) }
+            p .meta {
+                span .kind { (m.kind) }
+                @if let Some(name) = &m.collection_name { " · " a href={ "/?collection=" (m.collection) } { (name) } }
+                " · " time datetime=(m.updated_at) { (short_time(&m.updated_at)) }
+                " " (tag_chips(&m.tags))
+            }
+        }
+    }
+}
+
+fn short_time(rfc3339: &str) -> &str {
+    rfc3339.get(..16).unwrap_or(rfc3339)
+}
+
+fn collection_options(collections: &[CollectionView], selected: Option<&str>, any: bool) -> Markup {
+    html! {
+        @if any { option value="" { "All collections" } }
+        @for c in collections {
+            option value=(c.id) selected[selected == Some(c.id.as_str()) || selected == Some(c.name.as_str())] {
+                (c.name) @if c.default { " (private)" }
+            }
+        }
+    }
+}
+
+fn hits_list(hits: &[HitView], query: &str) -> Markup {
+    html! {
+        @if hits.is_empty() {
+            p .empty { "Nothing found for “" (query) "”." }
+        } @else {
+            ol .hits {
+                @for hit in hits {
+                    li .hit data-id=(hit.id) {
+                        a .title href={ "/m/" (hit.id) } { (hit.title) }
+                        p .snippet { (snippet(&hit.snippet)) }
+                        p .meta { "score " (format!("{:.3}", hit.score)) @if hit.chunk > 0 { " · part " (hit.chunk + 1) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Memories
+
+#[derive(Debug, Default, Deserialize)]
+struct HomeQuery {
+    collection: Option<String>,
+    tag: Option<String>,
+    offset: Option<usize>,
+    deleted: Option<String>,
+}
+
+async fn home(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HomeQuery>,
+) -> UiResult {
+    let collection = non_empty(q.collection);
+    let tag = non_empty(q.tag);
+    let backend = state.backend.clone();
+    let query = ListQuery {
+        collection: collection.clone(),
+        tag: tag.clone(),
+        kind: None,
+        offset: q.offset,
+        limit: Some(PAGE_SIZE),
+    };
+    let (page, collections) =
+        blocking(move || Ok((backend.list(&query)?, backend.collections()?))).await?;
+    let pending = state.pending_deletes();
+    let items: Vec<&MemoryView> = page
+        .items
+        .iter()
+        .filter(|m| !pending.contains(&m.id))
+        .collect();
+    let tags: BTreeSet<&String> = items.iter().flat_map(|m| m.tags.iter()).collect();
+    let list = html! {
+        section #list aria-label="Memories" {
+            @if items.is_empty() {
+                p .empty { @if collection.is_some() || tag.is_some() { "No memories match these filters." } @else { "No memories yet: write the first one above." } }
+            } @else {
+                p .count { (page.total) " memories" }
+                ul .memories { @for m in &items { (memory_item(m)) } }
+                nav .pages aria-label="Pages" {
+                    @if let Some(prev) = q.offset.filter(|o| *o > 0) {
+                        a href=(page_link(collection.as_deref(), tag.as_deref(), prev.saturating_sub(PAGE_SIZE))) { "← Newer" }
+                    }
+                    @if let Some(next) = page.next_offset {
+                        a href=(page_link(collection.as_deref(), tag.as_deref(), next)) { "Older →" }
+                    }
+                }
+            }
+        }
+    };
+    if wants_fragment(&headers) {
+        return Ok(list.into_response());
+    }
+    let deleted = non_empty(q.deleted).filter(|id| pending.contains(id));
+    let csrf = state.security.csrf().to_owned();
+    let content = html! {
+        @if let Some(id) = deleted {
+            div .notice .undo role="status" {
+                "Memory deleted. "
+                form .inline method="post" action={ "/m/" (id) "/undo" } {
+                    input type="hidden" name="csrf" value=(csrf);
+                    button #undo type="submit" { "Undo" }
+                }
+            }
+        }
+        section .capture aria-label="New memory" {
+            form #capture method="post" action="/memories" {
+                input type="hidden" name="csrf" value=(csrf);
+                input #capture-title name="title" placeholder="Title (optional)" aria-label="Title" autocomplete="off";
+                textarea #capture-content name="content" rows="4" required placeholder="Write a memory… (Markdown)" aria-label="Content" {}
+                div .row {
+                    input name="tags" placeholder="tags, comma separated" aria-label="Tags" autocomplete="off";
+                    select name="collection" aria-label="Collection" { (collection_options(&collections, collection.as_deref(), false)) }
+                    button type="submit" { "Save" }
+                }
+            }
+        }
+        section .find aria-label="Search" {
+            form #search-form method="get" action="/search" role="search" {
+                input #q type="search" name="q" placeholder="Search by meaning or words…  ( / )" aria-label="Search" autocomplete="off" data-results="#results";
+            }
+            div #results aria-live="polite" {}
+        }
+        form .filters method="get" action="/" {
+            select name="collection" aria-label="Filter by collection" { (collection_options(&collections, collection.as_deref(), true)) }
+            input name="tag" value=[tag.as_deref()] placeholder="tag" aria-label="Filter by tag" autocomplete="off";
+            button type="submit" { "Filter" }
+            @if collection.is_some() || tag.is_some() { a href="/" { "Clear" } }
+        }
+        @if !tags.is_empty() {
+            p .tags { @for t in &tags { a .tag href={ "/?tag=" (encode_component(t)) } aria-current=[(tag.as_ref() == Some(*t)).then_some("true")] { "#" (t) } } }
+        }
+        (list)
+    };
+    Ok(layout(&state, Nav::Memories, "Memories", "home", content).into_response())
+}
+
+fn page_link(collection: Option<&str>, tag: Option<&str>, offset: usize) -> String {
+    let mut link = format!("/?offset={offset}");
+    if let Some(c) = collection {
+        link.push_str(&format!("&collection={}", encode_component(c)));
+    }
+    if let Some(t) = tag {
+        link.push_str(&format!("&tag={}", encode_component(t)));
+    }
+    link
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CaptureForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    content: String,
+    #[serde(default)]
+    tags: String,
+    #[serde(default)]
+    collection: String,
+}
+
+fn split_tags(tags: &str) -> Vec<String> {
+    tags.split([',', ' '])
+        .map(|t| t.trim().trim_start_matches('#'))
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn create(State(state): State<AppState>, Form(form): Form<CaptureForm>) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    let new = crate::api::CreateMemory {
+        title: non_empty(Some(form.title)),
+        content: form.content,
+        tags: split_tags(&form.tags),
+        collection: non_empty(Some(form.collection)),
+        ..Default::default()
+    };
+    let backend = state.backend.clone();
+    let memory = blocking(move || backend.create(new)).await?;
+    Ok(Redirect::to(&format!("/m/{}", memory.id)).into_response())
+}
+
+async fn memory_page(State(state): State<AppState>, Path(id): Path<String>) -> UiResult {
+    let csrf = state.security.csrf().to_owned();
+    if state.pending_deletes().contains(&id) {
+        let content = html! {
+            div .notice .undo role="status" {
+                "This memory is being deleted. "
+                form .inline method="post" action={ "/m/" (id) "/undo" } {
+                    input type="hidden" name="csrf" value=(csrf);
+                    button #undo type="submit" { "Undo" }
+                }
+            }
+        };
+        return Ok(layout(&state, Nav::Memories, "Deleted", "memory", content).into_response());
+    }
+    let backend = state.backend.clone();
+    let lookup = id.clone();
+    let (memory, backlinks, targets) = blocking(move || {
+        let memory = backend.get(&lookup)?;
+        let backlinks = backend.backlinks(&lookup)?;
+        let targets: HashMap<String, String> = memory
+            .links
+            .iter()
+            .filter_map(|l| {
+                backend
+                    .get(&l.target)
+                    .ok()
+                    .map(|t| (l.target.clone(), t.title))
+            })
+            .collect();
+        Ok((memory, backlinks, targets))
+    })
+    .await?;
+    let pending = state.pending_deletes();
+    let backlinks: Vec<&MemoryView> = backlinks
+        .iter()
+        .filter(|m| !pending.contains(&m.id))
+        .collect();
+    let content = html! {
+        article .memory-page data-id=(memory.id) {
+            h1 #memory-title { (memory.title) }
+            p .meta {
+                span .kind { (memory.kind) }
+                @if let Some(name) = &memory.collection_name { " · " a href={ "/?collection=" (memory.collection) } { (name) } }
+                " · importance " (format!("{:.2}", memory.importance))
+                " · changed " time datetime=(memory.updated_at) { (short_time(&memory.updated_at)) }
+                " " (tag_chips(&memory.tags))
+            }
+            div #memory-content .content { (PreEscaped(markdown::render(&memory.content))) }
+        }
+        section .links aria-label="Links" {
+            h2 { "Links" }
+            @if memory.links.is_empty() { p .empty { "No links yet." } }
+            ul #links {
+                @for link in &memory.links {
+                    li {
+                        a href={ "/m/" (link.target) } { (targets.get(&link.target).map_or("(a memory not on this node)", String::as_str)) }
+                        " " span .relation { (link.relation) }
+                        form .inline method="post" action={ "/m/" (memory.id) "/links/remove" } {
+                            input type="hidden" name="csrf" value=(csrf);
+                            input type="hidden" name="target" value=(link.target);
+                            button .link type="submit" aria-label="Remove this link" { "unlink" }
+                        }
+                    }
+                }
+            }
+            form #link-form .row method="post" action={ "/m/" (memory.id) "/links" } {
+                input type="hidden" name="csrf" value=(csrf);
+                input #link-target name="target" required placeholder="Title or id of a memory to link to" aria-label="Link to" list="link-suggestions" autocomplete="off";
+                datalist #link-suggestions {}
+                input name="relation" placeholder="related" aria-label="Relation" size="10";
+                button type="submit" { "Link" }
+            }
+            h2 { "Backlinks" }
+            @if backlinks.is_empty() { p .empty { "Nothing links here." } }
+            ul #backlinks { @for m in &backlinks { li { a href={ "/m/" (m.id) } { (m.title) } } } }
+        }
+        details #edit .edit {
+            summary { "Edit" }
+            form #edit-form method="post" action={ "/m/" (memory.id) } {
+                input type="hidden" name="csrf" value=(csrf);
+                label { "Title" input name="title" value=(memory.title) required; }
+                label { "Content (Markdown)" textarea name="content" rows="10" required { (memory.content) } }
+                label { "Tags" input name="tags" value=(memory.tags.join(", ")); }
+                div .row {
+                    label { "Kind" input name="kind" value=(memory.kind) size="10"; }
+                    label { "Importance" input name="importance" type="number" min="0" max="1" step="0.05" value=(memory.importance); }
+                    button type="submit" { "Save changes" }
+                }
+            }
+        }
+        form #delete-form .danger method="post" action={ "/m/" (memory.id) "/delete" } {
+            input type="hidden" name="csrf" value=(csrf);
+            button type="submit" { "Delete" }
+        }
+    };
+    Ok(layout(&state, Nav::Memories, &memory.title, "memory", content).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct EditForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    content: String,
+    #[serde(default)]
+    tags: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    importance: String,
+}
+
+async fn edit(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Form(form): Form<EditForm>,
+) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    let importance = match form.importance.trim() {
+        "" => None,
+        text => Some(text.parse::<f64>().map_err(|_| {
+            ApiError::invalid(format!("importance: “{text}” is not a number from 0 to 1"))
+        })?),
+    };
+    let backend = state.backend.clone();
+    let target = id.clone();
+    blocking(move || {
+        let current = backend.get(&target)?;
+        let wanted: BTreeSet<String> = split_tags(&form.tags).into_iter().collect();
+        let had: BTreeSet<String> = current.tags.iter().cloned().collect();
+        let patch = PatchMemory {
+            title: Some(form.title).filter(|t| *t != current.title),
+            content: Some(form.content.replace("\r\n", "\n")).filter(|c| *c != current.content),
+            add_tags: wanted.difference(&had).cloned().collect(),
+            remove_tags: had.difference(&wanted).cloned().collect(),
+            kind: non_empty(Some(form.kind)).filter(|k| *k != current.kind),
+            importance: importance.filter(|i| (*i - current.importance).abs() > f64::EPSILON),
+            ..Default::default()
+        };
+        backend.update(&target, patch)
+    })
+    .await?;
+    Ok(Redirect::to(&format!("/m/{id}")).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LinkForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    relation: String,
+}
+
+async fn add_link(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Form(form): Form<LinkForm>,
+) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    let backend = state.backend.clone();
+    let source = id.clone();
+    blocking(move || {
+        let wanted = form.target.trim().to_owned();
+        if wanted.is_empty() {
+            return Err(ApiError::invalid(
+                "link: name the memory to link to (its title or id)",
+            ));
+        }
+        let target = resolve_memory(&*backend, &wanted)?;
+        if target == source {
+            return Err(ApiError::invalid("link: a memory cannot link to itself"));
+        }
+        let relation = non_empty(Some(form.relation)).unwrap_or_else(|| "related".to_owned());
+        backend.update(
+            &source,
+            PatchMemory {
+                add_links: vec![crate::api::LinkView { target, relation }],
+                ..Default::default()
+            },
+        )
+    })
+    .await?;
+    Ok(Redirect::to(&format!("/m/{id}")).into_response())
+}
+
+/// The id of the memory `wanted` names: its id, or its exact title (ignoring case).
+fn resolve_memory(backend: &dyn crate::Backend, wanted: &str) -> Result<String, ApiError> {
+    if wanted.parse::<ulid::Ulid>().is_ok()
+        && let Ok(memory) = backend.get(wanted)
+    {
+        return Ok(memory.id);
+    }
+    let hits = backend.search(&SearchQuery {
+        q: wanted.to_owned(),
+        k: Some(50),
+        mode: Some("keyword".to_owned()),
+        ..Default::default()
+    })?;
+    let mut same: Vec<&HitView> = hits
+        .iter()
+        .filter(|h| h.title.trim().eq_ignore_ascii_case(wanted))
+        .collect();
+    same.dedup_by(|a, b| a.id == b.id);
+    match same.as_slice() {
+        [one] => Ok(one.id.clone()),
+        [] => Err(ApiError::not_found(format!(
+            "link: no memory is titled “{wanted}”"
+        ))),
+        _ => Err(ApiError::conflict(format!(
+            "link: {} memories are titled “{wanted}”; use the id of the one you mean",
+            same.len()
+        ))),
+    }
+}
+
+async fn remove_link(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Form(form): Form<LinkForm>,
+) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    let backend = state.backend.clone();
+    let source = id.clone();
+    blocking(move || {
+        backend.update(
+            &source,
+            PatchMemory {
+                remove_links: vec![form.target],
+                ..Default::default()
+            },
+        )
+    })
+    .await?;
+    Ok(Redirect::to(&format!("/m/{id}")).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Deleting from the UI waits [`ServerConfig::undo_window`](crate::ServerConfig) before
+/// the memory is forgotten for good; until then it is hidden and Undo brings it back.
+async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    let backend = state.backend.clone();
+    let check = id.clone();
+    let memory = blocking(move || backend.get(&check)).await?;
+    state.schedule_delete(memory.id.clone());
+    Ok(Redirect::to(&format!("/?deleted={}", memory.id)).into_response())
+}
+
+async fn undo(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    if state.cancel_delete(&id) {
+        Ok(Redirect::to(&format!("/m/{id}")).into_response())
+    } else {
+        Err(UiError(ApiError::conflict(
+            "too late to undo: the memory has already been deleted",
+        )))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Search, graph, collections, status
+
+#[derive(Debug, Default, Deserialize)]
+struct SearchForm {
+    q: Option<String>,
+    mode: Option<String>,
+    collection: Option<String>,
+    tag: Option<String>,
+}
+
+async fn search_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(form): Query<SearchForm>,
+) -> UiResult {
+    let q = form.q.unwrap_or_default();
+    let mode = non_empty(form.mode);
+    let collection = non_empty(form.collection);
+    let tag = non_empty(form.tag);
+    let results = if q.trim().is_empty() {
+        None
+    } else {
+        let backend = state.backend.clone();
+        let query = SearchQuery {
+            q: q.clone(),
+            k: Some(20),
+            mode: mode.clone(),
+            collection: collection.clone(),
+            tag: tag.clone(),
+            ..Default::default()
+        };
+        Some(blocking(move || backend.search(&query)).await)
+    };
+    let pending = state.pending_deletes();
+    let results_markup = match &results {
+        None => html! {},
+        Some(Ok(hits)) => {
+            let hits: Vec<HitView> = hits
+                .iter()
+                .filter(|h| !pending.contains(&h.id))
+                .cloned()
+                .collect();
+            hits_list(&hits, &q)
+        }
+        Some(Err(e)) => html! { p .error role="alert" { (e.message) } },
+    };
+    if wants_fragment(&headers) {
+        let status = match &results {
+            Some(Err(e)) => StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+            _ => StatusCode::OK,
+        };
+        return Ok((status, results_markup).into_response());
+    }
+    let backend = state.backend.clone();
+    let collections = blocking(move || backend.collections()).await?;
+    let content = html! {
+        h1 { "Search" }
+        form #search-form .search method="get" action="/search" role="search" {
+            input #q type="search" name="q" value=(q) placeholder="Search by meaning or words…" aria-label="Search" autocomplete="off" data-results="#results" autofocus;
+            div .row {
+                select name="mode" aria-label="Mode" {
+                    @for (value, label) in [("hybrid", "Meaning and words"), ("semantic", "Meaning"), ("keyword", "Words")] {
+                        option value=(value) selected[mode.as_deref() == Some(value)] { (label) }
+                    }
+                }
+                select name="collection" aria-label="Collection" { (collection_options(&collections, collection.as_deref(), true)) }
+                input name="tag" value=[tag.as_deref()] placeholder="tag" aria-label="Tag" autocomplete="off";
+                button type="submit" { "Search" }
+            }
+        }
+        div #results aria-live="polite" { (results_markup) }
+    };
+    Ok(layout(&state, Nav::Search, "Search", "search", content).into_response())
+}
+
+async fn graph_page(State(state): State<AppState>) -> UiResult {
+    let backend = state.backend.clone();
+    let memories = blocking(move || {
+        let mut all = Vec::new();
+        let mut offset = 0;
+        while all.len() < GRAPH_LIMIT {
+            let page = backend.list(&ListQuery {
+                offset: Some(offset),
+                limit: Some(GRAPH_LIMIT - all.len()),
+                ..Default::default()
+            })?;
+            all.extend(page.items);
+            match page.next_offset {
+                Some(next) => offset = next,
+                None => break,
+            }
+        }
+        Ok(all)
+    })
+    .await?;
+    let pending = state.pending_deletes();
+    let index: HashMap<&str, usize> = memories
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.id.as_str(), i))
+        .collect();
+    let mut edges: Vec<(usize, usize)> = Vec::new();
+    for (i, m) in memories.iter().enumerate() {
+        for link in &m.links {
+            if let Some(&j) = index.get(link.target.as_str()) {
+                edges.push((i, j));
+            }
+        }
+    }
+    // Draw the memories that take part in a link; count the others.
+    let mut linked: Vec<usize> = edges.iter().flat_map(|&(a, b)| [a, b]).collect();
+    linked.sort_unstable();
+    linked.dedup();
+    linked.retain(|&i| !pending.contains(&memories[i].id));
+    let position: HashMap<usize, usize> = linked.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+    let local_edges: Vec<(usize, usize)> = edges
+        .iter()
+        .filter_map(|(a, b)| Some((*position.get(a)?, *position.get(b)?)))
+        .collect();
+    let placed = graph::layout(linked.len(), &local_edges);
+    let (w, h) = (1000.0, 700.0);
+    let content = html! {
+        h1 { "Graph of links" }
+        p .meta { (linked.len()) " linked memories, " (local_edges.len()) " links" @if memories.len() >= GRAPH_LIMIT { " (the " (GRAPH_LIMIT) " most recently changed memories)" } }
+        @if linked.is_empty() {
+            p .empty { "No links yet: link memories from their pages." }
+        } @else {
+            svg #graph .graph viewBox={ "0 0 " (w) " " (h) } role="img" aria-label="Links between memories" {
+                @for (a, b) in &local_edges {
+                    line x1=(placed[*a].x * w) y1=(placed[*a].y * h) x2=(placed[*b].x * w) y2=(placed[*b].y * h) {}
+                }
+                @for (p, &i) in linked.iter().enumerate() {
+                    a href={ "/m/" (memories[i].id) } {
+                        circle cx=(placed[p].x * w) cy=(placed[p].y * h) r="7" {}
+                        // Labels on the right half sit left of their node, so none runs off.
+                        @let right = placed[p].x > 0.5;
+                        text x=(placed[p].x * w + if right { -10.0 } else { 10.0 }) y=(placed[p].y * h + 4.0) text-anchor=(if right { "end" } else { "start" }) { (truncate(&memories[i].title, 40)) }
+                    }
+                }
+            }
+        }
+    };
+    Ok(layout(&state, Nav::Graph, "Graph", "graph", content).into_response())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_owned(),
+    }
+}
+
+async fn collections_page(State(state): State<AppState>) -> UiResult {
+    let backend = state.backend.clone();
+    let collections = blocking(move || backend.collections()).await?;
+    let content = html! {
+        h1 { "Collections" }
+        ul .collections {
+            @for c in &collections {
+                li {
+                    a href={ "/?collection=" (c.id) } { (c.name) }
+                    " · " (c.memories) " memories"
+                    @if c.default { " · private (never shared)" }
+                }
+            }
+        }
+        form .row method="post" action="/collections" {
+            input type="hidden" name="csrf" value=(state.security.csrf());
+            input name="name" required placeholder="New collection" aria-label="Collection name" autocomplete="off";
+            button type="submit" { "Create" }
+        }
+    };
+    Ok(layout(
+        &state,
+        Nav::Collections,
+        "Collections",
+        "collections",
+        content,
+    )
+    .into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CollectionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+}
+
+async fn create_collection(
+    State(state): State<AppState>,
+    Form(form): Form<CollectionForm>,
+) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    let backend = state.backend.clone();
+    blocking(move || backend.create_collection(form.name.trim())).await?;
+    Ok(Redirect::to("/collections").into_response())
+}
+
+async fn status_page(State(state): State<AppState>) -> UiResult {
+    let backend = state.backend.clone();
+    let status = blocking(move || backend.status()).await?;
+    let models = status["index"]["models"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let content = html! {
+        h1 { "Status" }
+        dl .status {
+            dt { "Identity" } dd { code { (status["did"].as_str().unwrap_or("?")) } }
+            dt { "Memories" } dd #status-memories { (status["memories"]) }
+            dt { "Collections" } dd { (status["collections"]) }
+            dt { "Keyword index" } dd { (status["index"]["keyword_indexed"]) " indexed, " (status["index"]["keyword_pending"]) " pending" }
+        }
+        h2 { "Search by meaning" }
+        @for m in &models {
+            @let indexed = m["indexed"].as_u64().unwrap_or(0);
+            @let pending = m["pending"].as_u64().unwrap_or(0);
+            div .model {
+                p { code { (m["model"].as_str().unwrap_or("?")) } ": " (indexed) " indexed, " (pending) " pending" }
+                progress max=((indexed + pending).max(1)) value=(indexed) {}
+            }
+        }
+        h2 { "Peers" }
+        p .empty { "Federation is not switched on in this version." }
+    };
+    Ok(layout(&state, Nav::Status, "Status", "status", content).into_response())
+}
+
+// ---------------------------------------------------------------------------------------
+// Signing in and out
+
+#[derive(Debug, Default, Deserialize)]
+struct SignInQuery {
+    next: Option<String>,
+}
+
+/// `next` if it is a path on this site, else `/`.
+fn local_path(next: Option<&str>) -> &str {
+    match next {
+        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p,
+        _ => "/",
+    }
+}
+
+fn sign_in_form(next: &str, error: Option<&str>) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Sign in · Mnemon" }
+                link rel="stylesheet" href="/assets/app.css";
+            }
+            body {
+                main .narrow {
+                    h1 { "Mnemon" }
+                    form #signin method="post" action="/signin" {
+                        input type="hidden" name="next" value=(next);
+                        label for="token" { "API token" }
+                        input #token type="password" name="token" required autofocus autocomplete="current-password";
+                        p .hint { "Run " code { "mnemon token" } " on this node to see it." }
+                        @if let Some(error) = error { p .error role="alert" { (error) } }
+                        button type="submit" { "Sign in" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sign_in_page(Query(q): Query<SignInQuery>) -> Markup {
+    sign_in_form(local_path(q.next.as_deref()), None)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SignInForm {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    next: String,
+}
+
+async fn sign_in(State(state): State<AppState>, request: Request) -> Response {
+    let ip = client_ip(&request);
+    let form = match Form::<SignInForm>::from_request(request, &()).await {
+        Ok(Form(form)) => form,
+        Err(e) => return UiError(ApiError::bad_request(e.body_text())).into_response(),
+    };
+    let next = local_path(Some(&form.next)).to_owned();
+    if state.security.token_ok(form.token.trim()) {
+        let cookie = format!(
+            "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age=31536000",
+            state.security.session_value()
+        );
+        let mut response = Redirect::to(&next).into_response();
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().insert(header::SET_COOKIE, value);
+        }
+        return response;
+    }
+    let started = Instant::now();
+    let over = state.security.over_limit(ip) || state.security.record_failure(ip);
+    tokio::time::sleep(FAILURE_DELAY.saturating_sub(started.elapsed())).await;
+    let (status, message) = if over {
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed sign-ins from this address; wait a minute.",
+        )
+    } else {
+        (StatusCode::UNAUTHORIZED, "That is not this node's token.")
+    };
+    (status, sign_in_form(&next, Some(message))).into_response()
+}
+
+use axum::extract::FromRequest as _;
+
+async fn sign_out(State(state): State<AppState>, Form(form): Form<CsrfForm>) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    let mut response = Redirect::to("/signin").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("mnemon_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippets_mark_matches_and_escape_the_rest() {
+        let html = snippet("a **cat** <b>and</b> **dog**").into_string();
+        assert_eq!(
+            html,
+            "a <mark>cat</mark> &lt;b&gt;and&lt;/b&gt; <mark>dog</mark>"
+        );
+    }
+
+    #[test]
+    fn only_local_paths_after_sign_in() {
+        assert_eq!(local_path(Some("/m/1?x=2")), "/m/1?x=2");
+        assert_eq!(local_path(Some("//evil.example/")), "/");
+        assert_eq!(local_path(Some("https://evil.example/")), "/");
+        assert_eq!(local_path(Some("/\\evil.example")), "/");
+        assert_eq!(local_path(None), "/");
+    }
+
+    #[test]
+    fn tags_and_query_strings() {
+        assert_eq!(split_tags(" #a, b  c,,"), vec!["a", "b", "c"]);
+        assert_eq!(encode_component("a b/ü"), "a%20b%2F%C3%BC");
+        assert_eq!(preview("x\n\n y"), "x y");
+    }
+}
