@@ -1,5 +1,7 @@
-//! Approximate nearest neighbours: instant-distance (as Mnemon's vector index uses it) side
-//! by side with hnswlib on the same vectors, queries and ground truth, one thread each.
+//! Approximate nearest neighbours: Mnemon's HNSW graph (a patched instant-distance,
+//! `node/src/search/hnsw.rs`) side by side with hnswlib, and optionally stock
+//! instant-distance 0.6.1 (`MNEMON_ANN_STOCK=1`), on the same vectors, queries and ground
+//! truth, one thread each.
 //! Prints one JSON object: build times, recall@10 and QPS per `ef`, QPS at recall 0.95 and
 //! 0.99 (interpolated between the measured points), and the ratios to hnswlib.
 //!
@@ -25,11 +27,32 @@ mod corpus;
 
 use instant_distance::{Builder, HnswMap, Search};
 use mnemon_node::search::embed::Embedder;
+use mnemon_node::search::hnsw::{Hnsw, Params, Scratch};
 use mnemon_node::search::minilm::BertEmbedder;
-use mnemon_node::search::vector::{Vector, dot};
+use mnemon_node::search::vector::dot;
+use serde::{Deserialize, Serialize};
+
+/// A point for stock instant-distance: an owned vector, cosine distance of unit vectors.
+#[derive(Clone, Serialize, Deserialize)]
+struct Vector(Vec<f32>);
+
+impl Vector {
+    fn new(values: Vec<f32>) -> Vector {
+        Vector(values)
+    }
+}
+
+impl instant_distance::Point for Vector {
+    fn distance(&self, other: &Vector) -> f32 {
+        1.0 - dot(&self.0, &other.0)
+    }
+}
 use serde_json::json;
 
 const DIM: usize = 384;
+/// Per-dimension noise of the synthetic vectors around their centre: a noise vector of
+/// norm ≈ 1, so a point lies about 45° from its centre and clusters overlap.
+const NOISE: f32 = 0.05;
 const K: usize = 10;
 const EFS: [usize; 12] = [10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512];
 
@@ -90,7 +113,7 @@ fn synthetic(count: usize, rng: &mut Rng, centres: &[Vec<f32>]) -> Vec<Vec<f32>>
     (0..count)
         .map(|_| {
             let centre = &centres[(rng.next() % centres.len() as u64) as usize];
-            unit(centre.iter().map(|c| c + 0.6 * rng.gauss()).collect())
+            unit(centre.iter().map(|c| c + NOISE * rng.gauss()).collect())
         })
         .collect()
 }
@@ -114,7 +137,9 @@ fn data(n: usize, queries: usize) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, String) {
         return (
             base,
             query,
-            format!("synthetic: {n} unit vectors, {DIM}-d, Gaussian around 1,000 random centres"),
+            format!(
+                "synthetic: {n} unit vectors, {DIM}-d, Gaussian (sigma {NOISE} per dimension) around 1,000 random centres"
+            ),
         );
     };
     let model = BertEmbedder::load(Path::new(&model_dir)).expect("load model");
@@ -199,41 +224,63 @@ fn main() {
     let (base, queries, what) = data(n, nq);
     let truth = ground_truth(&base, &queries);
 
-    // instant-distance, one thread (rayon's pool of one) to match hnswlib's single thread.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .expect("pool");
-    let points: Vec<Vector> = base.iter().cloned().map(Vector::new).collect();
-    let values: Vec<u32> = (0..n as u32).collect();
+    // Mnemon's graph (node/src/search/hnsw.rs), one thread, M = 16, ef_construction = 200.
     let start = Instant::now();
-    let map: HnswMap<Vector, u32> = pool.install(|| {
-        Builder::default()
-            .ef_construction(200)
-            .seed(7)
-            .build(points, values)
-    });
+    let graph = Hnsw::build(DIM, base.iter().cloned(), Params::default());
     let build_s = start.elapsed().as_secs_f64();
-    let encoded = postcard::to_allocvec(&map).expect("encode graph");
-    drop(map);
-    let query_points: Vec<Vector> = queries.iter().cloned().map(Vector::new).collect();
+    let mut scratch = Scratch::default();
     let mut ours = Vec::new();
     for ef in EFS {
-        let map = with_ef(&encoded, ef);
-        let mut search = Search::default();
         let mut hits = 0;
         let start = Instant::now();
-        for (q, t) in query_points.iter().zip(&truth) {
-            let found: Vec<u32> = map
-                .search(q, &mut search)
-                .take(K)
-                .map(|m| *m.value)
-                .collect();
-            hits += found.iter().filter(|id| t.contains(id)).count();
+        for (q, t) in queries.iter().zip(&truth) {
+            let found = graph.search(q, K, ef, &mut scratch);
+            hits += found.iter().filter(|(_, id)| t.contains(id)).count();
         }
         let elapsed = start.elapsed().as_secs_f64();
         ours.push((ef, hits as f64 / (nq * K) as f64, nq as f64 / elapsed));
     }
+    drop(graph);
+
+    // Stock instant-distance (MNEMON_ANN_STOCK=1; slow to build), one thread (rayon's pool
+    // of one) to match hnswlib's single thread.
+    let stock = (std::env::var("MNEMON_ANN_STOCK").as_deref() == Ok("1")).then(|| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("pool");
+        let points: Vec<Vector> = base.iter().cloned().map(Vector::new).collect();
+        let values: Vec<u32> = (0..n as u32).collect();
+        let start = Instant::now();
+        let map: HnswMap<Vector, u32> = pool.install(|| {
+            Builder::default()
+                .ef_construction(200)
+                .seed(7)
+                .build(points, values)
+        });
+        let build_s = start.elapsed().as_secs_f64();
+        let encoded = postcard::to_allocvec(&map).expect("encode graph");
+        drop(map);
+        let query_points: Vec<Vector> = queries.iter().cloned().map(Vector::new).collect();
+        let mut runs = Vec::new();
+        for ef in EFS {
+            let map = with_ef(&encoded, ef);
+            let mut search = Search::default();
+            let mut hits = 0;
+            let start = Instant::now();
+            for (q, t) in query_points.iter().zip(&truth) {
+                let found: Vec<u32> = map
+                    .search(q, &mut search)
+                    .take(K)
+                    .map(|m| *m.value)
+                    .collect();
+                hits += found.iter().filter(|id| t.contains(id)).count();
+            }
+            let elapsed = start.elapsed().as_secs_f64();
+            runs.push((ef, hits as f64 / (nq * K) as f64, nq as f64 / elapsed));
+        }
+        (build_s, runs)
+    });
 
     // hnswlib on the same files.
     let dir = target_dir();
@@ -275,13 +322,20 @@ fn main() {
         "data": what,
         "k": K,
         "threads": 1,
-        "instant_distance": {
-            "version": "0.6 (M=32 fixed by the crate, ef_construction=200)",
+        "mnemon_hnsw": {
+            "what": "node/src/search/hnsw.rs: patched instant-distance, M=16, ef_construction=200",
             "build_s": build_s,
             "runs": ours.iter().map(|(ef, r, q)| json!({"ef": ef, "recall": r, "qps": q})).collect::<Vec<_>>(),
             "qps_at_recall_0.95": qps_at(&ours, 0.95),
             "qps_at_recall_0.99": qps_at(&ours, 0.99),
         },
+        "instant_distance_stock": stock.as_ref().map(|(build_s, runs)| json!({
+            "version": "0.6.1 (M=32 fixed by the crate, ef_construction=200)",
+            "build_s": build_s,
+            "runs": runs.iter().map(|(ef, r, q)| json!({"ef": ef, "recall": r, "qps": q})).collect::<Vec<_>>(),
+            "qps_at_recall_0.95": qps_at(runs, 0.95),
+            "qps_at_recall_0.99": qps_at(runs, 0.99),
+        })),
         "hnswlib": theirs.as_ref().map(|t| json!({
             "params": "M=16, ef_construction=200",
             "build_s": t["build_s"],

@@ -7,6 +7,7 @@
 //! from the store.
 
 pub mod embed;
+pub mod hnsw;
 mod keyword;
 pub mod minilm;
 pub mod openai;

@@ -1,24 +1,26 @@
-//! The vector index: sealed HNSW segments (instant-distance) plus an exact segment of
-//! recent writes.
+//! The vector index: sealed HNSW segments (our patched instant-distance, [`super::hnsw`])
+//! plus an exact segment of recent writes.
 //!
-//! instant-distance builds an HNSW graph in one batch and has no insert or delete. New
-//! vectors go to the `recent` segment, searched exactly; once it holds [`SEAL_AT`] vectors
-//! it is built into a sealed HNSW segment. Edits and deletes never touch a sealed segment:
+//! A sealed graph is built in one batch and never changed. New vectors go to the `recent`
+//! segment, searched exactly; once it holds [`SEAL_AT`] vectors it is built into a sealed
+//! HNSW segment. Edits and deletes never touch a sealed segment:
 //! every memory has a live version, each vector is keyed by (memory, version, chunk), and a
 //! vector whose version is not the live one is a tombstone, skipped by search and dropped
 //! when segments are merged. More than [`MAX_SEGMENTS`] sealed segments are merged into one.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
-use instant_distance::{Builder, HnswMap, Point, Search};
 use serde::{Deserialize, Serialize};
+
+use super::hnsw::{Hnsw, Params, Scratch};
 
 /// Recent vectors searched exactly before they are sealed into an HNSW segment.
 pub const SEAL_AT: usize = 4096;
 /// Sealed segments kept before they are merged into one.
 pub const MAX_SEGMENTS: usize = 4;
-/// Format version of the persisted index.
-pub const FORMAT: u32 = 1;
+/// Format version of the persisted index (2: our own HNSW graphs).
+pub const FORMAT: u32 = 2;
 
 /// A unit-length vector.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,33 +33,65 @@ impl Vector {
     }
 }
 
-impl Point for Vector {
+impl Vector {
     /// Cosine distance of unit vectors: `1 - a·b`.
-    fn distance(&self, other: &Vector) -> f32 {
-        1.0 - dot(&self.0, &other.0)
+    pub fn distance(&self, other: &[f32]) -> f32 {
+        1.0 - dot(&self.0, other)
+    }
+
+    /// The values.
+    pub fn values(&self) -> &[f32] {
+        &self.0
     }
 }
 
-/// Dot product with eight independent accumulators, which the compiler turns into SIMD
-/// multiply-adds.
+/// A sealed segment: an HNSW graph and the key of each of its nodes.
+#[derive(Serialize, Deserialize)]
+struct Segment {
+    graph: Hnsw,
+    keys: Vec<VectorKey>,
+}
+
+thread_local! {
+    /// Search scratch space (the visited stamps), reused by the searches of one thread.
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Dot product. On x86-64 with AVX2 and FMA (detected at run time, through `pulp`, which
+/// already comes with candle) it runs 8 lanes wide with fused multiply-adds; elsewhere the
+/// same code runs on the baseline instruction set.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let len = a.len().min(b.len());
-    let (a, b) = (&a[..len], &b[..len]);
-    let mut acc = [0f32; 8];
-    let chunks_a = a.chunks_exact(8);
-    let chunks_b = b.chunks_exact(8);
-    let tail: f32 = chunks_a
-        .remainder()
-        .iter()
-        .zip(chunks_b.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (ca, cb) in chunks_a.zip(chunks_b) {
-        for i in 0..8 {
-            acc[i] += ca[i] * cb[i];
+    ARCH.dispatch(Dot(&a[..len], &b[..len]))
+}
+
+static ARCH: std::sync::LazyLock<pulp::Arch> = std::sync::LazyLock::new(pulp::Arch::new);
+
+struct Dot<'a>(&'a [f32], &'a [f32]);
+
+impl pulp::WithSimd for Dot<'_> {
+    type Output = f32;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> f32 {
+        let (a, a_tail) = S::as_simd_f32s(self.0);
+        let (b, b_tail) = S::as_simd_f32s(self.1);
+        // Four independent accumulators hide the multiply-add latency.
+        let mut acc = [simd.splat_f32s(0.0); 4];
+        let (a4, a_rest) = a.split_at(a.len() / 4 * 4);
+        let (b4, b_rest) = b.split_at(a4.len());
+        for (ca, cb) in a4.chunks_exact(4).zip(b4.chunks_exact(4)) {
+            for i in 0..4 {
+                acc[i] = simd.mul_add_e_f32s(ca[i], cb[i], acc[i]);
+            }
         }
+        for (x, y) in a_rest.iter().zip(b_rest) {
+            acc[0] = simd.mul_add_e_f32s(*x, *y, acc[0]);
+        }
+        let sum = simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3]));
+        let tail: f32 = a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum();
+        simd.reduce_sum_f32s(sum) + tail
     }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// Which vector a hit is.
@@ -88,7 +122,7 @@ pub struct VectorIndex {
     format: u32,
     model: String,
     dimension: usize,
-    sealed: Vec<HnswMap<Vector, VectorKey>>,
+    sealed: Vec<Segment>,
     recent: Vec<(VectorKey, Vector)>,
     live: HashMap<u128, u32>,
     ef_search: usize,
@@ -122,7 +156,7 @@ impl VectorIndex {
             sealed: Vec::new(),
             recent: Vec::new(),
             live: HashMap::new(),
-            ef_search: 128,
+            ef_search: 256,
             auto_seal: true,
         }
     }
@@ -141,9 +175,18 @@ impl VectorIndex {
         &self.model
     }
 
-    /// Whether this index was written in the current format for `model` and `dimension`.
+    /// Whether this index was written in the current format for `model` and `dimension`,
+    /// and every graph in it is whole (a damaged file is rebuilt, never searched).
     pub fn is_compatible(&self, model: &str, dimension: usize) -> bool {
-        self.format == FORMAT && self.model == model && self.dimension == dimension
+        self.format == FORMAT
+            && self.model == model
+            && self.dimension == dimension
+            && self.recent.iter().all(|(_, v)| v.0.len() == dimension)
+            && self.sealed.iter().all(|s| {
+                s.keys.len() == s.graph.len()
+                    && (s.graph.is_empty() || s.graph.validate().is_ok())
+                    && (s.graph.is_empty() || s.graph.vector(0).len() == dimension)
+            })
     }
 
     /// How many memories have vectors.
@@ -153,7 +196,7 @@ impl VectorIndex {
 
     /// Vectors stored, live or stale, and sealed segments.
     pub fn sizes(&self) -> (usize, usize) {
-        let stored = self.recent.len() + self.sealed.iter().map(|s| s.values.len()).sum::<usize>();
+        let stored = self.recent.len() + self.sealed.iter().map(|s| s.keys.len()).sum::<usize>();
         (stored, self.sealed.len())
     }
 
@@ -195,10 +238,9 @@ impl VectorIndex {
             .collect();
         if self.sealed.len() >= MAX_SEGMENTS {
             for segment in std::mem::take(&mut self.sealed) {
-                for (pid, point) in segment.iter() {
-                    let key = segment.values[pid.into_inner() as usize];
-                    if self.is_live(&key) {
-                        entries.push((key, point.clone()));
+                for (i, key) in segment.keys.iter().enumerate() {
+                    if self.is_live(key) {
+                        entries.push((*key, Vector(segment.graph.vector(i as u32).to_vec())));
                     }
                 }
             }
@@ -215,14 +257,16 @@ impl VectorIndex {
     pub fn purge(&mut self) {
         self.seal();
         for segment in std::mem::take(&mut self.sealed) {
-            if segment.values.iter().all(|k| self.is_live(k)) {
+            if segment.keys.iter().all(|k| self.is_live(k)) {
                 self.sealed.push(segment);
                 continue;
             }
             let entries: Vec<(VectorKey, Vector)> = segment
+                .keys
                 .iter()
-                .map(|(pid, point)| (segment.values[pid.into_inner() as usize], point.clone()))
-                .filter(|(k, _)| self.is_live(k))
+                .enumerate()
+                .filter(|(_, k)| self.is_live(k))
+                .map(|(i, k)| (*k, Vector(segment.graph.vector(i as u32).to_vec())))
                 .collect();
             if !entries.is_empty() {
                 let segment = self.build(entries);
@@ -231,13 +275,14 @@ impl VectorIndex {
         }
     }
 
-    fn build(&self, entries: Vec<(VectorKey, Vector)>) -> HnswMap<Vector, VectorKey> {
+    fn build(&self, entries: Vec<(VectorKey, Vector)>) -> Segment {
         let (keys, points): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
-        Builder::default()
-            .ef_construction(128)
-            .ef_search(self.ef_search)
-            .seed(0x6d6e_656d_6f6e)
-            .build(points, keys)
+        let graph = Hnsw::build(
+            self.dimension,
+            points.into_iter().map(|p| p.0),
+            Params::default(),
+        );
+        Segment { graph, keys }
     }
 
     /// The `k` memories nearest to `query`, best chunk per memory, for memories `allow`
@@ -250,7 +295,6 @@ impl VectorIndex {
         exact: bool,
         allow: &dyn Fn(u128) -> bool,
     ) -> Vec<VectorHit> {
-        let query = Vector(query.to_vec());
         let mut best: HashMap<u128, VectorHit> = HashMap::new();
         let mut offer = |key: &VectorKey, distance: f32| {
             if !self.is_live(key) || !allow(key.memory) {
@@ -268,20 +312,24 @@ impl VectorIndex {
             }
         };
         for (key, point) in &self.recent {
-            offer(key, query.distance(point));
+            offer(key, point.distance(query));
         }
         for segment in &self.sealed {
             if exact {
-                for (pid, point) in segment.iter() {
-                    offer(
-                        &segment.values[pid.into_inner() as usize],
-                        query.distance(point),
-                    );
+                for (i, key) in segment.keys.iter().enumerate() {
+                    offer(key, 1.0 - dot(query, segment.graph.vector(i as u32)));
                 }
             } else {
-                let mut search = Search::default();
-                for item in segment.search(&query, &mut search) {
-                    offer(item.value, item.distance);
+                // `ef` results rather than `k`, so chunks of one memory, stale versions and
+                // filtered-out memories leave enough behind.
+                let ef = self.ef_search.max(k);
+                let found = SCRATCH.with(|scratch| {
+                    segment
+                        .graph
+                        .search(query, ef, ef, &mut scratch.borrow_mut())
+                });
+                for (distance, node) in found {
+                    offer(&segment.keys[node as usize], distance);
                 }
             }
         }

@@ -1,0 +1,527 @@
+//! The HNSW graph of a sealed vector segment: a patched copy of instant-distance 0.6.1
+//! (MIT OR Apache-2.0, by Instant Domain Search), reworked where the benchmark showed the
+//! time going (`cargo bench -p mnemon-node --bench ann`):
+//!
+//! - `M` is a parameter (16, as hnswlib's default; instant-distance fixes 32, which doubles
+//!   the distances computed per hop);
+//! - `ef` is chosen per query rather than fixed at build time;
+//! - a neighbour's list is re-pruned with the heuristic only when it is full (instant-
+//!   distance re-ran the heuristic over all 64 neighbours for every back-link, about
+//!   130,000 distance computations per insert), and pruned candidates are not kept;
+//! - vectors live in one flat `f32` array and neighbours in flat `u32` arrays with a
+//!   count per node, so a hop reads contiguous memory;
+//! - the visited set is a `u32` generation stamp per node (no clearing between queries).
+//!
+//! Inserts are sequential (one thread), which keeps the build deterministic for a seed.
+//! Distances are cosine distances of unit vectors, `1 - a·b`, with [`dot`].
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+use serde::{Deserialize, Serialize};
+
+use super::vector::dot;
+
+/// Build parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct Params {
+    /// Neighbours per node on the upper layers; layer 0 keeps twice as many.
+    pub m: usize,
+    /// Candidates considered while inserting.
+    pub ef_construction: usize,
+    /// Seed of the level draw.
+    pub seed: u64,
+}
+
+impl Default for Params {
+    fn default() -> Params {
+        Params {
+            m: 16,
+            ef_construction: 200,
+            seed: 0x6d6e_656d_6f6e,
+        }
+    }
+}
+
+/// A distance with a total order, for the heaps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Near {
+    distance: f32,
+    id: u32,
+}
+
+impl Eq for Near {}
+
+impl PartialOrd for Near {
+    fn partial_cmp(&self, other: &Near) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Near {
+    fn cmp(&self, other: &Near) -> Ordering {
+        self.distance
+            .total_cmp(&other.distance)
+            .then(self.id.cmp(&other.id))
+    }
+}
+
+/// An HNSW graph over unit vectors of one dimension.
+#[derive(Serialize, Deserialize)]
+pub struct Hnsw {
+    dim: usize,
+    m: usize,
+    /// Vectors, node `i` at `[i * dim, (i + 1) * dim)`.
+    data: Vec<f32>,
+    /// Layer 0: per node, a count then `2m` slots.
+    zero: Vec<u32>,
+    /// Each node's top layer.
+    levels: Vec<u8>,
+    /// Upper layers of the nodes that have them: `upper_at[i]` is where node `i`'s layers
+    /// 1..=level start in `upper` (each a count then `m` slots).
+    upper_at: Vec<u32>,
+    upper: Vec<u32>,
+    entry: u32,
+    top: u8,
+}
+
+impl std::fmt::Debug for Hnsw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hnsw")
+            .field("nodes", &self.len())
+            .field("dim", &self.dim)
+            .field("m", &self.m)
+            .field("top", &self.top)
+            .finish()
+    }
+}
+
+/// Per-search scratch space, reused across searches of one graph.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    visited: Vec<u32>,
+    stamp: u32,
+    candidates: BinaryHeap<Reverse<Near>>,
+    results: BinaryHeap<Near>,
+}
+
+impl Scratch {
+    fn start(&mut self, nodes: usize) {
+        if self.visited.len() < nodes {
+            self.visited.resize(nodes, 0);
+        }
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.visited.iter_mut().for_each(|v| *v = 0);
+            self.stamp = 1;
+        }
+        self.candidates.clear();
+        self.results.clear();
+    }
+
+    /// Marks `id` visited; false if it already was.
+    fn visit(&mut self, id: u32) -> bool {
+        let slot = &mut self.visited[id as usize];
+        if *slot == self.stamp {
+            false
+        } else {
+            *slot = self.stamp;
+            true
+        }
+    }
+}
+
+impl Hnsw {
+    /// Builds the graph of `vectors` (all of length `dim`), node `i` being `vectors[i]`.
+    pub fn build(dim: usize, vectors: impl IntoIterator<Item = Vec<f32>>, params: Params) -> Hnsw {
+        let m = params.m.clamp(2, 64);
+        let mut data = Vec::new();
+        for v in vectors {
+            debug_assert_eq!(v.len(), dim);
+            data.extend_from_slice(&v[..dim.min(v.len())]);
+            data.resize(data.len().div_ceil(dim.max(1)) * dim.max(1), 0.0);
+        }
+        let n = data.len().checked_div(dim).unwrap_or(0);
+        let mut graph = Hnsw {
+            dim,
+            m,
+            data,
+            zero: vec![0; n * (2 * m + 1)],
+            levels: Vec::with_capacity(n),
+            upper_at: Vec::with_capacity(n),
+            upper: Vec::new(),
+            entry: 0,
+            top: 0,
+        };
+        // Levels: -ln(U) / ln(M), from a xorshift generator seeded by the caller.
+        let ml = 1.0 / (m as f64).ln();
+        let mut state = params.seed | 1;
+        for _ in 0..n {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let u = ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            let level = ((-u.ln() * ml) as usize).min(16) as u8;
+            graph.upper_at.push(graph.upper.len() as u32);
+            graph
+                .upper
+                .resize(graph.upper.len() + level as usize * (m + 1), 0);
+            graph.levels.push(level);
+        }
+        let mut scratch = Scratch::default();
+        let ef = params.ef_construction.max(m);
+        for id in 0..n as u32 {
+            graph.insert(id, ef, &mut scratch);
+        }
+        graph
+    }
+
+    /// How many vectors the graph holds.
+    pub fn len(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.levels.is_empty()
+    }
+
+    /// Node `id`'s vector.
+    pub fn vector(&self, id: u32) -> &[f32] {
+        let start = id as usize * self.dim;
+        &self.data[start..start + self.dim]
+    }
+
+    fn distance(&self, query: &[f32], id: u32) -> f32 {
+        1.0 - dot(query, self.vector(id))
+    }
+
+    fn capacity(&self, layer: u8) -> usize {
+        if layer == 0 { 2 * self.m } else { self.m }
+    }
+
+    fn slot_start(&self, id: u32, layer: u8) -> usize {
+        if layer == 0 {
+            id as usize * (2 * self.m + 1)
+        } else {
+            self.upper_at[id as usize] as usize + (layer as usize - 1) * (self.m + 1)
+        }
+    }
+
+    fn neighbours(&self, id: u32, layer: u8) -> &[u32] {
+        let start = self.slot_start(id, layer);
+        let list = if layer == 0 { &self.zero } else { &self.upper };
+        let count = list[start] as usize;
+        &list[start + 1..start + 1 + count]
+    }
+
+    fn set_neighbours(&mut self, id: u32, layer: u8, ids: impl IntoIterator<Item = u32>) {
+        let start = self.slot_start(id, layer);
+        let capacity = self.capacity(layer);
+        let list = if layer == 0 {
+            &mut self.zero
+        } else {
+            &mut self.upper
+        };
+        let mut count = 0;
+        for neighbour in ids.into_iter().take(capacity) {
+            list[start + 1 + count] = neighbour;
+            count += 1;
+        }
+        list[start] = count as u32;
+    }
+
+    /// Greedy walk on `layer` from `from` towards `query`.
+    fn greedy(&self, query: &[f32], mut from: Near, layer: u8) -> Near {
+        loop {
+            let mut moved = false;
+            for &n in self.neighbours(from.id, layer) {
+                let d = self.distance(query, n);
+                if d < from.distance {
+                    from = Near { distance: d, id: n };
+                    moved = true;
+                }
+            }
+            if !moved {
+                return from;
+            }
+        }
+    }
+
+    /// The `ef` nodes nearest to `query` on `layer`, from `entry`; nearest first.
+    fn search_layer(
+        &self,
+        query: &[f32],
+        entry: &[Near],
+        ef: usize,
+        layer: u8,
+        scratch: &mut Scratch,
+    ) -> Vec<Near> {
+        scratch.start(self.len());
+        for &e in entry {
+            scratch.visit(e.id);
+            scratch.candidates.push(Reverse(e));
+            scratch.results.push(e);
+        }
+        while scratch.results.len() > ef {
+            scratch.results.pop();
+        }
+        while let Some(Reverse(current)) = scratch.candidates.pop() {
+            let worst = scratch.results.peek().map_or(f32::INFINITY, |w| w.distance);
+            if current.distance > worst && scratch.results.len() >= ef {
+                break;
+            }
+            for &n in self.neighbours(current.id, layer) {
+                if !scratch.visit(n) {
+                    continue;
+                }
+                let d = self.distance(query, n);
+                let worst = scratch.results.peek().map_or(f32::INFINITY, |w| w.distance);
+                if scratch.results.len() < ef || d < worst {
+                    let near = Near { distance: d, id: n };
+                    scratch.candidates.push(Reverse(near));
+                    scratch.results.push(near);
+                    if scratch.results.len() > ef {
+                        scratch.results.pop();
+                    }
+                }
+            }
+        }
+        let mut found: Vec<Near> = scratch.results.drain().collect();
+        found.sort_unstable();
+        found
+    }
+
+    /// The heuristic of the HNSW paper (algorithm 4, as hnswlib runs it): from `candidates`
+    /// (nearest first), keep those nearer to the base than to any kept one, up to `keep`.
+    fn select(&self, candidates: &[Near], keep: usize) -> Vec<u32> {
+        if candidates.len() <= keep {
+            return candidates.iter().map(|c| c.id).collect();
+        }
+        let mut kept: Vec<Near> = Vec::with_capacity(keep);
+        for &c in candidates {
+            if kept.len() >= keep {
+                break;
+            }
+            let v = self.vector(c.id);
+            if kept
+                .iter()
+                .all(|k| 1.0 - dot(v, self.vector(k.id)) >= c.distance)
+            {
+                kept.push(c);
+            }
+        }
+        kept.into_iter().map(|c| c.id).collect()
+    }
+
+    fn insert(&mut self, id: u32, ef: usize, scratch: &mut Scratch) {
+        let level = self.levels[id as usize];
+        if id == 0 {
+            self.entry = 0;
+            self.top = level;
+            return;
+        }
+        let query = self.vector(id).to_vec();
+        let mut current = Near {
+            distance: self.distance(&query, self.entry),
+            id: self.entry,
+        };
+        for layer in (level + 1..=self.top).rev() {
+            current = self.greedy(&query, current, layer);
+        }
+        let mut entry = vec![current];
+        for layer in (0..=level.min(self.top)).rev() {
+            let found = self.search_layer(&query, &entry, ef, layer, scratch);
+            let chosen = self.select(&found, self.m);
+            self.set_neighbours(id, layer, chosen.iter().copied());
+            for &n in &chosen {
+                self.link_back(n, id, layer);
+            }
+            entry = found;
+        }
+        if level > self.top {
+            self.top = level;
+            self.entry = id;
+        }
+    }
+
+    /// Adds `new` to `node`'s neighbours on `layer`, re-pruning only when the list is full.
+    fn link_back(&mut self, node: u32, new: u32, layer: u8) {
+        let capacity = self.capacity(layer);
+        let current = self.neighbours(node, layer);
+        if current.len() < capacity {
+            let mut ids = current.to_vec();
+            ids.push(new);
+            self.set_neighbours(node, layer, ids);
+            return;
+        }
+        let base = self.vector(node);
+        let mut candidates: Vec<Near> = current
+            .iter()
+            .chain(std::iter::once(&new))
+            .map(|&n| Near {
+                distance: 1.0 - dot(base, self.vector(n)),
+                id: n,
+            })
+            .collect();
+        candidates.sort_unstable();
+        let chosen = self.select(&candidates, capacity);
+        self.set_neighbours(node, layer, chosen);
+    }
+
+    /// The `k` nodes nearest to `query` as `(distance, node)`, nearest first, looking at
+    /// `ef` candidates on the bottom layer (at least `k`).
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        scratch: &mut Scratch,
+    ) -> Vec<(f32, u32)> {
+        if self.is_empty() || k == 0 {
+            return Vec::new();
+        }
+        let mut current = Near {
+            distance: self.distance(query, self.entry),
+            id: self.entry,
+        };
+        for layer in (1..=self.top).rev() {
+            current = self.greedy(query, current, layer);
+        }
+        let mut found = self.search_layer(query, &[current], ef.max(k), 0, scratch);
+        found.truncate(k);
+        found.into_iter().map(|n| (n.distance, n.id)).collect()
+    }
+
+    /// Checks a graph read from disk: every array the right length and every neighbour a
+    /// node of the graph, so a damaged file cannot make a search index out of bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        let n = self.levels.len();
+        let m = self.m;
+        if self.dim == 0 || !(2..=64).contains(&m) {
+            return Err(format!("bad parameters: dim {}, m {m}", self.dim));
+        }
+        if self.data.len() != n * self.dim || self.zero.len() != n * (2 * m + 1) {
+            return Err("array lengths do not match the node count".into());
+        }
+        if self.upper_at.len() != n || (n > 0 && self.entry as usize >= n) {
+            return Err("bad entry point or layer table".into());
+        }
+        let upper_needed: usize = self.levels.iter().map(|&l| l as usize * (m + 1)).sum();
+        if self.upper.len() != upper_needed {
+            return Err("upper layers do not match the levels".into());
+        }
+        let mut at = 0usize;
+        for (i, &level) in self.levels.iter().enumerate() {
+            if self.upper_at[i] as usize != at || level > self.top {
+                return Err(format!("node {i}: bad layer offset or level"));
+            }
+            at += level as usize * (m + 1);
+            for layer in 0..=level {
+                let start = self.slot_start(i as u32, layer);
+                let list = if layer == 0 { &self.zero } else { &self.upper };
+                let count = list[start] as usize;
+                if count > self.capacity(layer) {
+                    return Err(format!("node {i}: {count} neighbours on layer {layer}"));
+                }
+                if list[start + 1..start + 1 + count]
+                    .iter()
+                    .any(|&nb| nb as usize >= n || self.levels[nb as usize] < layer)
+                {
+                    return Err(format!("node {i}: a neighbour outside the graph"));
+                }
+            }
+        }
+        if n > 0 && self.levels[self.entry as usize] != self.top {
+            return Err("the entry point is not on the top layer".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::embed::normalize;
+
+    fn random_unit(seed: &mut u64, dim: usize) -> Vec<f32> {
+        let mut v: Vec<f32> = (0..dim)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                (*seed % 2000) as f32 / 1000.0 - 1.0
+            })
+            .collect();
+        normalize(&mut v);
+        v
+    }
+
+    #[test]
+    fn finds_the_exact_neighbours_of_clustered_vectors() {
+        let mut seed = 3;
+        let dim = 32;
+        let centres: Vec<Vec<f32>> = (0..20).map(|_| random_unit(&mut seed, dim)).collect();
+        let vectors: Vec<Vec<f32>> = (0..3000)
+            .map(|i| {
+                let noise = random_unit(&mut seed, dim);
+                let mut v: Vec<f32> = centres[i % 20]
+                    .iter()
+                    .zip(&noise)
+                    .map(|(c, n)| c + 0.6 * n)
+                    .collect();
+                normalize(&mut v);
+                v
+            })
+            .collect();
+        let graph = Hnsw::build(dim, vectors.clone(), Params::default());
+        graph.validate().expect("valid");
+        assert_eq!(graph.len(), 3000);
+        let mut scratch = Scratch::default();
+        let mut hits = 0;
+        for q in 0..200 {
+            let query = random_unit(&mut seed, dim);
+            let mut exact: Vec<(f32, u32)> = vectors
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (1.0 - dot(&query, v), i as u32))
+                .collect();
+            exact.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let truth: Vec<u32> = exact[..10].iter().map(|e| e.1).collect();
+            let found = graph.search(&query, 10, 64 + q % 2, &mut scratch);
+            assert_eq!(found.len(), 10);
+            assert!(found.windows(2).all(|w| w[0].0 <= w[1].0), "nearest first");
+            hits += found.iter().filter(|f| truth.contains(&f.1)).count();
+        }
+        let recall = hits as f64 / 2000.0;
+        assert!(recall >= 0.95, "recall@10 {recall}");
+        // Each vector finds itself.
+        for i in [0u32, 1, 999, 2999] {
+            let found = graph.search(graph.vector(i), 1, 32, &mut scratch);
+            assert_eq!(found[0].1, i);
+        }
+    }
+
+    #[test]
+    fn tiny_and_damaged_graphs() {
+        let empty = Hnsw::build(4, Vec::<Vec<f32>>::new(), Params::default());
+        assert!(
+            empty
+                .search(&[1.0, 0.0, 0.0, 0.0], 5, 10, &mut Scratch::default())
+                .is_empty()
+        );
+        let one = Hnsw::build(2, vec![vec![1.0, 0.0]], Params::default());
+        let found = one.search(&[0.0, 1.0], 5, 10, &mut Scratch::default());
+        assert_eq!(found.len(), 1);
+        one.validate().expect("valid");
+        let mut seed = 9;
+        let mut graph = Hnsw::build(
+            8,
+            (0..100).map(|_| random_unit(&mut seed, 8)),
+            Params::default(),
+        );
+        graph.validate().expect("valid");
+        graph.zero[1] = 5000;
+        assert!(graph.validate().is_err());
+    }
+}
