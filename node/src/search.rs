@@ -208,6 +208,8 @@ pub struct SearchIndex {
     vector_seq: u64,
     last_vector_save: Instant,
     vectors_dirty: bool,
+    /// Whether a background thread seals the vector index (see [`SearchIndex::seal_job`]).
+    background_seal: bool,
 }
 
 /// How far a catch-up of the vector index got: change-log positions.
@@ -292,6 +294,7 @@ impl SearchIndex {
             vector_seq: 0,
             last_vector_save: Instant::now(),
             vectors_dirty: false,
+            background_seal: false,
         };
         let keyword_seq = index.keyword.committed_seq();
         let keyword_ok = !fresh_keyword && keyword_seq <= last;
@@ -482,7 +485,32 @@ impl SearchIndex {
         }
     }
 
+    /// Leaves sealing the vector index's recent segment to a background thread, which
+    /// calls [`SearchIndex::seal_job`], builds the job without holding the index, and
+    /// hands it to [`SearchIndex::install_seal`]. Writers then never wait for a graph.
+    pub fn seal_in_background(&mut self, on: bool) {
+        self.background_seal = on;
+        self.vectors.set_deferred_seal(on);
+    }
+
+    /// The vector index's due seal, if any (see [`SearchIndex::seal_in_background`]).
+    pub fn seal_job(&self) -> Option<vector::SealJob> {
+        self.vectors.seal_job()
+    }
+
+    /// Installs a seal built off the lock; false if the index changed under it (the next
+    /// job starts again from the current state).
+    pub fn install_seal(&mut self, built: vector::BuiltSeal) -> bool {
+        let installed = self.vectors.install(built);
+        if installed {
+            self.vectors_dirty = true;
+        }
+        installed
+    }
+
     fn index_memories(&mut self, memories: &[Memory], part: Part) -> Result<(), SearchError> {
+        // (A rebuild or a model change makes a new vector index: keep its sealing mode.)
+        self.vectors.set_deferred_seal(self.background_seal);
         if part.keyword() {
             for memory in memories {
                 let tags: Vec<&str> = memory.tags.iter().map(String::as_str).collect();

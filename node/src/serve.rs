@@ -141,6 +141,7 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
             undo_window: mnemon_web::DEFAULT_UNDO_WINDOW,
         };
         service.forward_events();
+        service.seal_in_background();
         let (app, ui) =
             mnemon_web::router_with_shutdown(service.clone() as Arc<dyn Backend>, &config);
         let url = format!("http://{bound}");

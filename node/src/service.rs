@@ -52,6 +52,8 @@ pub struct Service {
     events: broadcast::Sender<EventView>,
     ready: AtomicBool,
     source: &'static str,
+    /// Whether the vector index is sealed by [`Service::background_step`].
+    background_seal: AtomicBool,
 }
 
 impl std::fmt::Debug for Service {
@@ -117,6 +119,7 @@ impl Service {
         Service {
             store: RwLock::new(store),
             index: RwLock::new(None),
+            background_seal: AtomicBool::new(false),
             index_dir: index_dir.to_owned(),
             embedder,
             events,
@@ -160,6 +163,9 @@ impl Service {
                 .map_err(search_error)?;
             *slot = Some(index);
             self.ready.store(true, Ordering::Relaxed);
+        }
+        if let Some(index) = slot.as_mut() {
+            index.seal_in_background(self.background_seal.load(Ordering::Relaxed));
         }
         match slot.as_mut() {
             Some(index) => f(index).map_err(search_error),
@@ -224,14 +230,43 @@ impl Service {
         }
     }
 
-    /// One step of background work: moves the vector index on for at most `slice`.
-    /// Returns whether work remains.
+    /// Leaves sealing the vector index to [`Service::background_step`] (for a long-running
+    /// service with a background thread): writes then never wait for a graph build.
+    pub fn seal_in_background(&self) {
+        self.background_seal.store(true, Ordering::Relaxed);
+        let mut slot = self
+            .index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(index) = slot.as_mut() {
+            index.seal_in_background(true);
+        }
+    }
+
+    /// One step of background work: moves the vector index on for at most `slice`, and
+    /// seals its recent segment when that is due (building the graph without holding the
+    /// index, so searches and writes go on meanwhile). Returns whether work remains.
     pub fn background_step(&self, slice: Duration) -> Result<bool, ApiError> {
-        let store = self.store();
-        self.with_index(&store, |index| {
-            index.catch_up_vectors(&store, Some(Instant::now() + slice), &mut |_| {})?;
-            Ok(index.status(&store)?.pending_changes > 0)
-        })
+        let (pending, job) = {
+            let store = self.store();
+            self.with_index(&store, |index| {
+                index.catch_up_vectors(&store, Some(Instant::now() + slice), &mut |_| {})?;
+                Ok((index.status(&store)?.pending_changes > 0, index.seal_job()))
+            })?
+        };
+        if let Some(job) = job {
+            let started = Instant::now();
+            let built = job.build();
+            let store = self.store();
+            let installed = self.with_index(&store, |index| Ok(index.install_seal(built)))?;
+            tracing::info!(
+                installed,
+                seconds = started.elapsed().as_secs_f64(),
+                "sealed the vector index's recent segment"
+            );
+            return Ok(true);
+        }
+        Ok(pending)
     }
 
     /// Saves what the indexes hold (before the process ends).

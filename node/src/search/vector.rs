@@ -129,6 +129,77 @@ pub struct VectorIndex {
     /// While false (during a bulk load), `upsert` does not seal; the caller seals once.
     #[serde(skip, default = "yes")]
     auto_seal: bool,
+    /// Whether sealing is left to a background thread ([`VectorIndex::seal_job`]); `upsert`
+    /// then seals by itself only if the recent segment grows to [`SEAL_BACKSTOP`].
+    #[serde(skip)]
+    defer_seal: bool,
+    /// Bumped whenever the sealed segments change, so a background seal built from an older
+    /// state is not installed over a newer one.
+    #[serde(skip)]
+    generation: u64,
+}
+
+/// With background sealing, the size at which `upsert` seals anyway (the background has
+/// fallen far behind).
+pub const SEAL_BACKSTOP: usize = 4 * SEAL_AT;
+
+/// A seal to build off the index's lock: the vectors to build into a graph.
+pub struct SealJob {
+    entries: Vec<(VectorKey, Vector)>,
+    /// The recent keys the new segment replaces (live or stale).
+    taken: std::collections::HashSet<VectorKey>,
+    merge: bool,
+    generation: u64,
+    dimension: usize,
+}
+
+impl std::fmt::Debug for SealJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealJob")
+            .field("vectors", &self.entries.len())
+            .field("merge", &self.merge)
+            .finish()
+    }
+}
+
+/// A built [`SealJob`], ready for [`VectorIndex::install`].
+pub struct BuiltSeal {
+    segment: Option<Segment>,
+    taken: std::collections::HashSet<VectorKey>,
+    merge: bool,
+    generation: u64,
+}
+
+impl std::fmt::Debug for BuiltSeal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuiltSeal")
+            .field("merge", &self.merge)
+            .finish()
+    }
+}
+
+impl SealJob {
+    /// Builds the graph (the slow part: run it without holding the index).
+    pub fn build(self) -> BuiltSeal {
+        let segment =
+            (!self.entries.is_empty()).then(|| build_segment(self.dimension, self.entries));
+        BuiltSeal {
+            segment,
+            taken: self.taken,
+            merge: self.merge,
+            generation: self.generation,
+        }
+    }
+}
+
+fn build_segment(dimension: usize, entries: Vec<(VectorKey, Vector)>) -> Segment {
+    let (keys, points): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
+    let graph = Hnsw::build(
+        dimension,
+        points.into_iter().map(|p| p.0),
+        Params::default(),
+    );
+    Segment { graph, keys }
 }
 
 fn yes() -> bool {
@@ -158,7 +229,65 @@ impl VectorIndex {
             live: HashMap::new(),
             ef_search: 256,
             auto_seal: true,
+            defer_seal: false,
+            generation: 0,
         }
+    }
+
+    /// Leaves sealing to a background thread that calls [`VectorIndex::seal_job`] and
+    /// [`VectorIndex::install`], so writers never wait for a graph to be built.
+    pub fn set_deferred_seal(&mut self, on: bool) {
+        self.defer_seal = on;
+    }
+
+    /// The seal due now, if the recent segment is full: its vectors (and, when there are
+    /// too many segments, every sealed segment's live vectors, to merge them).
+    pub fn seal_job(&self) -> Option<SealJob> {
+        if self.recent.len() < SEAL_AT {
+            return None;
+        }
+        let taken = self.recent.iter().map(|(k, _)| *k).collect();
+        let mut entries: Vec<(VectorKey, Vector)> = self
+            .recent
+            .iter()
+            .filter(|(k, _)| self.is_live(k))
+            .cloned()
+            .collect();
+        let merge = self.sealed.len() >= MAX_SEGMENTS;
+        if merge {
+            for segment in &self.sealed {
+                for (i, key) in segment.keys.iter().enumerate() {
+                    if self.is_live(key) {
+                        entries.push((*key, Vector(segment.graph.vector(i as u32).to_vec())));
+                    }
+                }
+            }
+        }
+        Some(SealJob {
+            entries,
+            taken,
+            merge,
+            generation: self.generation,
+            dimension: self.dimension,
+        })
+    }
+
+    /// Puts a built seal in place; false (and nothing changes) if the sealed segments
+    /// changed since its job was taken. Vectors edited or deleted meanwhile are tombstones
+    /// in the new segment, as in any other.
+    pub fn install(&mut self, built: BuiltSeal) -> bool {
+        if built.generation != self.generation {
+            return false;
+        }
+        self.recent.retain(|(k, _)| !built.taken.contains(k));
+        if built.merge {
+            self.sealed.clear();
+        }
+        if let Some(segment) = built.segment {
+            self.sealed.push(segment);
+        }
+        self.generation += 1;
+        true
     }
 
     /// Starts (`false`) or ends (`true`) a bulk load: without automatic sealing, a rebuild
@@ -213,7 +342,12 @@ impl VectorIndex {
             };
             self.recent.push((key, Vector(values)));
         }
-        if self.auto_seal && self.recent.len() >= SEAL_AT {
+        let limit = if self.defer_seal {
+            SEAL_BACKSTOP
+        } else {
+            SEAL_AT
+        };
+        if self.auto_seal && self.recent.len() >= limit {
             self.seal();
         }
     }
@@ -245,10 +379,11 @@ impl VectorIndex {
                 }
             }
         }
+        self.generation += 1;
         if entries.is_empty() {
             return;
         }
-        let segment = self.build(entries);
+        let segment = build_segment(self.dimension, entries);
         self.sealed.push(segment);
     }
 
@@ -268,21 +403,12 @@ impl VectorIndex {
                 .filter(|(_, k)| self.is_live(k))
                 .map(|(i, k)| (*k, Vector(segment.graph.vector(i as u32).to_vec())))
                 .collect();
+            self.generation += 1;
             if !entries.is_empty() {
-                let segment = self.build(entries);
+                let segment = build_segment(self.dimension, entries);
                 self.sealed.push(segment);
             }
         }
-    }
-
-    fn build(&self, entries: Vec<(VectorKey, Vector)>) -> Segment {
-        let (keys, points): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
-        let graph = Hnsw::build(
-            self.dimension,
-            points.into_iter().map(|p| p.0),
-            Params::default(),
-        );
-        Segment { graph, keys }
     }
 
     /// The `k` memories nearest to `query`, best chunk per memory, for memories `allow`
@@ -371,6 +497,53 @@ mod tests {
             let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
             assert!((dot(&a, &b) - naive).abs() < 1e-5);
         }
+    }
+
+    #[test]
+    fn background_seals_install_only_over_the_state_they_were_taken_from() {
+        let mut seed = 5;
+        let mut index = VectorIndex::new("test", 8);
+        index.set_deferred_seal(true);
+        for m in 0..SEAL_AT as u128 {
+            index.upsert(m, vec![random_unit(&mut seed, 8)]);
+        }
+        assert_eq!(
+            index.sizes(),
+            (SEAL_AT, 0),
+            "deferred: nothing sealed inline"
+        );
+        let job = index.seal_job().expect("a seal is due");
+        // Meanwhile: memory 0 is deleted, memory 1 edited, memory N added.
+        index.remove(0);
+        let edited = random_unit(&mut seed, 8);
+        index.upsert(1, vec![edited.clone()]);
+        let added = random_unit(&mut seed, 8);
+        index.upsert(SEAL_AT as u128, vec![added.clone()]);
+        assert!(index.install(job.build()));
+        let (stored, segments) = index.sizes();
+        assert_eq!(segments, 1);
+        // Sealed: all that was live when the job was taken (0 and 1 are now tombstones);
+        // recent: the edit and the add.
+        assert_eq!(stored, SEAL_AT + 2);
+        for exact in [true, false] {
+            let hits = index.search(&edited, 3, exact, &|_| true);
+            assert_eq!(hits[0].memory, 1);
+            assert!(hits[0].similarity > 0.999);
+            assert!(index.search(&added, 1, exact, &|_| true)[0].memory == SEAL_AT as u128);
+            assert!(
+                index
+                    .search(&added, 50, exact, &|_| true)
+                    .iter()
+                    .all(|h| h.memory != 0)
+            );
+        }
+        // A job taken before a purge is stale and is refused.
+        for m in 0..SEAL_AT as u128 {
+            index.upsert(10_000 + m, vec![random_unit(&mut seed, 8)]);
+        }
+        let job = index.seal_job().expect("due again");
+        index.purge();
+        assert!(!index.install(job.build()));
     }
 
     #[test]
