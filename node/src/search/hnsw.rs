@@ -20,7 +20,9 @@ use std::collections::BinaryHeap;
 
 use serde::{Deserialize, Serialize};
 
-use super::vector::dot;
+use pulp::{Simd, WithSimd};
+
+use super::vector::{ARCH, dot_with};
 
 /// Build parameters.
 #[derive(Debug, Clone, Copy)]
@@ -168,11 +170,11 @@ impl Hnsw {
                 .resize(graph.upper.len() + level as usize * (m + 1), 0);
             graph.levels.push(level);
         }
-        let mut scratch = Scratch::default();
         let ef = params.ef_construction.max(m);
-        for id in 0..n as u32 {
-            graph.insert(id, ef, &mut scratch);
-        }
+        ARCH.dispatch(BuildOp {
+            graph: &mut graph,
+            ef,
+        });
         graph
     }
 
@@ -192,8 +194,9 @@ impl Hnsw {
         &self.data[start..start + self.dim]
     }
 
-    fn distance(&self, query: &[f32], id: u32) -> f32 {
-        1.0 - dot(query, self.vector(id))
+    #[inline(always)]
+    fn distance<S: Simd>(&self, simd: S, query: &[f32], id: u32) -> f32 {
+        1.0 - dot_with(simd, query, self.vector(id))
     }
 
     fn capacity(&self, layer: u8) -> usize {
@@ -232,11 +235,12 @@ impl Hnsw {
     }
 
     /// Greedy walk on `layer` from `from` towards `query`.
-    fn greedy(&self, query: &[f32], mut from: Near, layer: u8) -> Near {
+    #[inline(always)]
+    fn greedy<S: Simd>(&self, simd: S, query: &[f32], mut from: Near, layer: u8) -> Near {
         loop {
             let mut moved = false;
             for &n in self.neighbours(from.id, layer) {
-                let d = self.distance(query, n);
+                let d = self.distance(simd, query, n);
                 if d < from.distance {
                     from = Near { distance: d, id: n };
                     moved = true;
@@ -249,8 +253,10 @@ impl Hnsw {
     }
 
     /// The `ef` nodes nearest to `query` on `layer`, from `entry`; nearest first.
-    fn search_layer(
+    #[inline(always)]
+    fn search_layer<S: Simd>(
         &self,
+        simd: S,
         query: &[f32],
         entry: &[Near],
         ef: usize,
@@ -271,11 +277,17 @@ impl Hnsw {
             if current.distance > worst && scratch.results.len() >= ef {
                 break;
             }
-            for &n in self.neighbours(current.id, layer) {
+            let neighbours = self.neighbours(current.id, layer);
+            for (i, &n) in neighbours.iter().enumerate() {
+                // Start loading the next neighbour's vector while this one is compared
+                // (what hnswlib's prefetch does, without `unsafe`).
+                if let Some(&next) = neighbours.get(i + 1) {
+                    std::hint::black_box(self.data.get(next as usize * self.dim));
+                }
                 if !scratch.visit(n) {
                     continue;
                 }
-                let d = self.distance(query, n);
+                let d = self.distance(simd, query, n);
                 let worst = scratch.results.peek().map_or(f32::INFINITY, |w| w.distance);
                 if scratch.results.len() < ef || d < worst {
                     let near = Near { distance: d, id: n };
@@ -294,7 +306,8 @@ impl Hnsw {
 
     /// The heuristic of the HNSW paper (algorithm 4, as hnswlib runs it): from `candidates`
     /// (nearest first), keep those nearer to the base than to any kept one, up to `keep`.
-    fn select(&self, candidates: &[Near], keep: usize) -> Vec<u32> {
+    #[inline(always)]
+    fn select<S: Simd>(&self, simd: S, candidates: &[Near], keep: usize) -> Vec<u32> {
         if candidates.len() <= keep {
             return candidates.iter().map(|c| c.id).collect();
         }
@@ -306,7 +319,7 @@ impl Hnsw {
             let v = self.vector(c.id);
             if kept
                 .iter()
-                .all(|k| 1.0 - dot(v, self.vector(k.id)) >= c.distance)
+                .all(|k| 1.0 - dot_with(simd, v, self.vector(k.id)) >= c.distance)
             {
                 kept.push(c);
             }
@@ -314,7 +327,8 @@ impl Hnsw {
         kept.into_iter().map(|c| c.id).collect()
     }
 
-    fn insert(&mut self, id: u32, ef: usize, scratch: &mut Scratch) {
+    #[inline(always)]
+    fn insert<S: Simd>(&mut self, simd: S, id: u32, ef: usize, scratch: &mut Scratch) {
         let level = self.levels[id as usize];
         if id == 0 {
             self.entry = 0;
@@ -323,19 +337,19 @@ impl Hnsw {
         }
         let query = self.vector(id).to_vec();
         let mut current = Near {
-            distance: self.distance(&query, self.entry),
+            distance: self.distance(simd, &query, self.entry),
             id: self.entry,
         };
         for layer in (level + 1..=self.top).rev() {
-            current = self.greedy(&query, current, layer);
+            current = self.greedy(simd, &query, current, layer);
         }
         let mut entry = vec![current];
         for layer in (0..=level.min(self.top)).rev() {
-            let found = self.search_layer(&query, &entry, ef, layer, scratch);
-            let chosen = self.select(&found, self.m);
+            let found = self.search_layer(simd, &query, &entry, ef, layer, scratch);
+            let chosen = self.select(simd, &found, self.m);
             self.set_neighbours(id, layer, chosen.iter().copied());
             for &n in &chosen {
-                self.link_back(n, id, layer);
+                self.link_back(simd, n, id, layer);
             }
             entry = found;
         }
@@ -346,7 +360,8 @@ impl Hnsw {
     }
 
     /// Adds `new` to `node`'s neighbours on `layer`, re-pruning only when the list is full.
-    fn link_back(&mut self, node: u32, new: u32, layer: u8) {
+    #[inline(always)]
+    fn link_back<S: Simd>(&mut self, simd: S, node: u32, new: u32, layer: u8) {
         let capacity = self.capacity(layer);
         let current = self.neighbours(node, layer);
         if current.len() < capacity {
@@ -360,12 +375,12 @@ impl Hnsw {
             .iter()
             .chain(std::iter::once(&new))
             .map(|&n| Near {
-                distance: 1.0 - dot(base, self.vector(n)),
+                distance: 1.0 - dot_with(simd, base, self.vector(n)),
                 id: n,
             })
             .collect();
         candidates.sort_unstable();
-        let chosen = self.select(&candidates, capacity);
+        let chosen = self.select(simd, &candidates, capacity);
         self.set_neighbours(node, layer, chosen);
     }
 
@@ -378,17 +393,36 @@ impl Hnsw {
         ef: usize,
         scratch: &mut Scratch,
     ) -> Vec<(f32, u32)> {
-        if self.is_empty() || k == 0 {
+        if self.is_empty() || k == 0 || query.len() != self.dim {
             return Vec::new();
         }
+        ARCH.dispatch(SearchOp {
+            graph: self,
+            query,
+            k,
+            ef,
+            scratch,
+        })
+    }
+
+    /// [`Hnsw::search`], inside code dispatched to one instruction set.
+    #[inline(always)]
+    fn search_with<S: Simd>(
+        &self,
+        simd: S,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        scratch: &mut Scratch,
+    ) -> Vec<(f32, u32)> {
         let mut current = Near {
-            distance: self.distance(query, self.entry),
+            distance: self.distance(simd, query, self.entry),
             id: self.entry,
         };
         for layer in (1..=self.top).rev() {
-            current = self.greedy(query, current, layer);
+            current = self.greedy(simd, query, current, layer);
         }
-        let mut found = self.search_layer(query, &[current], ef.max(k), 0, scratch);
+        let mut found = self.search_layer(simd, query, &[current], ef.max(k), 0, scratch);
         found.truncate(k);
         found.into_iter().map(|n| (n.distance, n.id)).collect()
     }
@@ -439,9 +473,47 @@ impl Hnsw {
     }
 }
 
+/// The whole build under one instruction-set dispatch, so every distance is inlined.
+struct BuildOp<'a> {
+    graph: &'a mut Hnsw,
+    ef: usize,
+}
+
+impl WithSimd for BuildOp<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let mut scratch = Scratch::default();
+        for id in 0..self.graph.len() as u32 {
+            self.graph.insert(simd, id, self.ef, &mut scratch);
+        }
+    }
+}
+
+/// One search under one instruction-set dispatch.
+struct SearchOp<'a> {
+    graph: &'a Hnsw,
+    query: &'a [f32],
+    k: usize,
+    ef: usize,
+    scratch: &'a mut Scratch,
+}
+
+impl WithSimd for SearchOp<'_> {
+    type Output = Vec<(f32, u32)>;
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> Self::Output {
+        self.graph
+            .search_with(simd, self.query, self.k, self.ef, self.scratch)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::search::vector::dot;
     use crate::search::embed::normalize;
 
     fn random_unit(seed: &mut u64, dim: usize) -> Vec<f32> {

@@ -65,7 +65,8 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     ARCH.dispatch(Dot(&a[..len], &b[..len]))
 }
 
-static ARCH: std::sync::LazyLock<pulp::Arch> = std::sync::LazyLock::new(pulp::Arch::new);
+/// The instruction set detected at start.
+pub(crate) static ARCH: std::sync::LazyLock<pulp::Arch> = std::sync::LazyLock::new(pulp::Arch::new);
 
 struct Dot<'a>(&'a [f32], &'a [f32]);
 
@@ -74,8 +75,17 @@ impl pulp::WithSimd for Dot<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) -> f32 {
-        let (a, a_tail) = S::as_simd_f32s(self.0);
-        let (b, b_tail) = S::as_simd_f32s(self.1);
+        dot_with(simd, self.0, self.1)
+    }
+}
+
+/// [`dot`] inside code already dispatched to `simd` (inlined there, so it runs with that
+/// instruction set). `a` and `b` have the same length.
+#[inline(always)]
+pub(crate) fn dot_with<S: pulp::Simd>(simd: S, a: &[f32], b: &[f32]) -> f32 {
+    {
+        let (a, a_tail) = S::as_simd_f32s(a);
+        let (b, b_tail) = S::as_simd_f32s(b);
         // Four independent accumulators hide the multiply-add latency.
         let mut acc = [simd.splat_f32s(0.0); 4];
         let (a4, a_rest) = a.split_at(a.len() / 4 * 4);
