@@ -513,8 +513,8 @@ impl WithSimd for SearchOp<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::search::vector::dot;
     use crate::search::embed::normalize;
+    use crate::search::vector::dot;
 
     fn random_unit(seed: &mut u64, dim: usize) -> Vec<f32> {
         let mut v: Vec<f32> = (0..dim)
