@@ -162,9 +162,9 @@ try {
 
   await step("live updates: a memory added elsewhere appears without a reload", async () => {
     await page.goto(base + "/");
-    // Give the event stream a moment to connect, then add through the API with the token,
-    // as another device would.
-    await page.waitForTimeout(500);
+    // Once the event stream is connected, add through the API with the token, as another
+    // device would.
+    await page.waitForSelector('body[data-live="on"]');
     const response = await fetch(base + "/api/v1/memories", {
       method: "POST",
       headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },

@@ -83,6 +83,9 @@
   }
   if (window.EventSource && page) {
     const events = new EventSource("/api/v1/events");
+    // Say when the stream is connected (tests wait for it; people never see it).
+    events.addEventListener("open", () => { document.body.dataset.live = "on"; });
+    events.addEventListener("error", () => { document.body.dataset.live = "off"; });
     const onChange = (e) => {
       let change;
       try { change = JSON.parse(e.data); } catch { return; }
