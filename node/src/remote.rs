@@ -27,19 +27,6 @@ impl std::fmt::Debug for Remote {
     }
 }
 
-/// Percent-encodes one path segment.
-fn encode(value: &str) -> String {
-    let mut out = String::new();
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 impl Remote {
     /// A client of the API at `base` (e.g. `http://127.0.0.1:7777`) with `token`.
     pub fn new(base: &str, token: String) -> Remote {
@@ -120,11 +107,14 @@ impl Backend for Remote {
     }
 
     fn get(&self, id: &str) -> Result<MemoryView, ApiError> {
-        self.get_json(&format!("/memories/{}", encode(id)))
+        self.get_json(&format!("/memories/{}", mnemon_web::encode_component(id)))
     }
 
     fn backlinks(&self, id: &str) -> Result<Vec<MemoryView>, ApiError> {
-        self.get_json(&format!("/memories/{}/backlinks", encode(id)))
+        self.get_json(&format!(
+            "/memories/{}/backlinks",
+            mnemon_web::encode_component(id)
+        ))
     }
 
     fn list(&self, query: &ListQuery) -> Result<Page<MemoryView>, ApiError> {
@@ -141,13 +131,21 @@ impl Backend for Remote {
     }
 
     fn update(&self, id: &str, patch: PatchMemory) -> Result<MemoryView, ApiError> {
-        self.send_json("PATCH", &format!("/memories/{}", encode(id)), &patch)
+        self.send_json(
+            "PATCH",
+            &format!("/memories/{}", mnemon_web::encode_component(id)),
+            &patch,
+        )
     }
 
     fn delete(&self, id: &str) -> Result<(), ApiError> {
         let _: serde_json::Value = Self::answer(
             self.agent
-                .delete(&format!("{}/api/v1/memories/{}", self.base, encode(id)))
+                .delete(&format!(
+                    "{}/api/v1/memories/{}",
+                    self.base,
+                    mnemon_web::encode_component(id)
+                ))
                 .header("Authorization", &format!("Bearer {}", self.token))
                 .call(),
         )?;

@@ -16,6 +16,8 @@ mod router;
 mod security;
 mod ui;
 
+pub use ui::encode_component;
+
 pub use backend::{ApiError, Backend, Gauge};
 pub use openapi::ApiDoc;
 pub use router::{

@@ -355,12 +355,7 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let ip = client_ip(&request);
-    let by_session = presented.is_none()
-        && request
-            .headers()
-            .get(header::COOKIE)
-            .and_then(|c| c.to_str().ok())
-            .is_some_and(|c| state.security.session_ok(c));
+    let by_session = presented.is_none() && state.security.signed_in(request.headers());
     match presented {
         Some(token) if state.security.token_ok(token) => {}
         None if by_session => {}

@@ -84,6 +84,14 @@ impl Security {
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// Whether `headers` carry a valid session cookie.
+    pub(crate) fn signed_in(&self, headers: &axum::http::HeaderMap) -> bool {
+        headers
+            .get(axum::http::header::COOKIE)
+            .and_then(|c| c.to_str().ok())
+            .is_some_and(|c| self.session_ok(c))
+    }
+
     /// Whether the `Cookie` header carries a valid session.
     pub(crate) fn session_ok(&self, cookie_header: &str) -> bool {
         let expected = self.session_value();

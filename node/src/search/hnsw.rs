@@ -515,19 +515,7 @@ mod tests {
     use super::*;
     use crate::search::embed::normalize;
     use crate::search::vector::dot;
-
-    fn random_unit(seed: &mut u64, dim: usize) -> Vec<f32> {
-        let mut v: Vec<f32> = (0..dim)
-            .map(|_| {
-                *seed ^= *seed << 13;
-                *seed ^= *seed >> 7;
-                *seed ^= *seed << 17;
-                (*seed % 2000) as f32 / 1000.0 - 1.0
-            })
-            .collect();
-        normalize(&mut v);
-        v
-    }
+    use crate::search::vector::tests::random_unit;
 
     #[test]
     fn finds_the_exact_neighbours_of_clustered_vectors() {

@@ -481,11 +481,12 @@ impl VectorIndex {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::search::embed::normalize;
 
-    fn random_unit(seed: &mut u64, dim: usize) -> Vec<f32> {
+    /// A pseudo-random unit vector (xorshift), for the index tests.
+    pub(crate) fn random_unit(seed: &mut u64, dim: usize) -> Vec<f32> {
         let mut v: Vec<f32> = (0..dim)
             .map(|_| {
                 *seed ^= *seed << 13;

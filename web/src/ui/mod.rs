@@ -50,8 +50,7 @@ impl IntoResponse for UiError {
         let page = html! {
             (DOCTYPE)
             html lang="en" {
-                head { meta charset="utf-8"; meta name="viewport" content="width=device-width, initial-scale=1";
-                    title { "Error · Mnemon" } link rel="stylesheet" href="/assets/app.css"; }
+                head { (head_basics("Error")) }
                 body {
                     main .narrow {
                         h1 { "Something was wrong" }
@@ -74,12 +73,7 @@ pub(crate) async fn require_session(
     request: Request,
     next: Next,
 ) -> Response {
-    let signed_in = request
-        .headers()
-        .get(header::COOKIE)
-        .and_then(|c| c.to_str().ok())
-        .is_some_and(|c| state.security.session_ok(c));
-    if signed_in {
+    if state.security.signed_in(request.headers()) {
         return next.run(request).await;
     }
     if request.method() == axum::http::Method::GET {
@@ -160,8 +154,9 @@ fn non_empty(value: Option<String>) -> Option<String> {
     value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
-/// Percent-encodes `s` for a query string.
-fn encode_component(s: &str) -> String {
+/// Percent-encodes `s` for a path segment or a query-string value (everything but
+/// unreserved characters).
+pub fn encode_component(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -199,6 +194,17 @@ pub(crate) enum Nav {
     Api,
 }
 
+/// What every page's `<head>` holds: charset, viewport, title, stylesheet and icon.
+fn head_basics(title: &str) -> Markup {
+    html! {
+        meta charset="utf-8";
+        meta name="viewport" content="width=device-width, initial-scale=1";
+        title { (title) " · Mnemon" }
+        link rel="stylesheet" href="/assets/app.css";
+        link rel="icon" href="/assets/icon.svg" type="image/svg+xml";
+    }
+}
+
 /// A whole page around `content`.
 pub(crate) fn page(
     state: &AppState,
@@ -218,12 +224,8 @@ fn layout(state: &AppState, nav: Nav, title: &str, body_page: &str, content: Mar
         (DOCTYPE)
         html lang="en" {
             head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
+                (head_basics(title))
                 meta name="csrf-token" content=(state.security.csrf());
-                title { (title) " · Mnemon" }
-                link rel="stylesheet" href="/assets/app.css";
-                link rel="icon" href="/assets/icon.svg" type="image/svg+xml";
                 script src="/assets/app.js" defer {}
             }
             body data-page=(body_page) {
@@ -1005,12 +1007,7 @@ fn sign_in_form(next: &str, error: Option<&str>) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Sign in · Mnemon" }
-                link rel="stylesheet" href="/assets/app.css";
-            }
+            head { (head_basics("Sign in")) }
             body {
                 main .narrow {
                     h1 { "Mnemon" }
