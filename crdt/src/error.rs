@@ -71,6 +71,13 @@ pub enum StoreError {
         "invalid collection name {0:?}: use 1 to 64 characters, no control characters, and not a collection id"
     )]
     InvalidCollectionName(String),
+    /// This node may not change the collection (it holds it with the role `read`, or its
+    /// access was revoked).
+    #[error("collection {0} is read-only here: its owner has not given this node write access")]
+    ReadOnly(crate::id::CollectionId),
+    /// A sharing operation was refused.
+    #[error("{0}")]
+    Sharing(String),
     /// The input for a memory was refused.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
@@ -103,6 +110,17 @@ pub enum ApplyError {
     /// The collection is not known here.
     #[error("unknown collection {0}")]
     UnknownCollection(String),
+    /// The author of a change or deletion may not write in the collection.
+    #[error("{author} may not write in collection {collection}")]
+    NotAllowed {
+        /// The author's DID.
+        author: String,
+        /// The collection.
+        collection: String,
+    },
+    /// A record failed its checks.
+    #[error("refused: {0}")]
+    Refused(String),
     /// Some changes depend on changes that were not sent.
     #[error("{0} changes depend on changes that are missing")]
     MissingDependencies(usize),

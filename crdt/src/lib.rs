@@ -8,6 +8,7 @@
 //!
 //! This crate knows nothing of networks or HTTP.
 
+mod acl;
 #[cfg(test)]
 mod convergence_tests;
 mod error;
@@ -18,6 +19,10 @@ mod memory;
 mod signed;
 mod store;
 
+pub use acl::{
+    Access, AclAction, AclOp, Descriptor, RecordError, Role, SignedAclOp, SignedDescriptor,
+    SignedTombstone, fold_members,
+};
 pub use error::{ApplyError, OpenStoreError, StoreError};
 pub use feed::{ChangeEvent, ChangeKind, Origin};
 pub use handle::{QUEUE_DEPTH, StoreClosed, StoreHandle};
@@ -29,8 +34,9 @@ pub use memory::{
 };
 pub use signed::{ChangeError, MAX_CHANGE_BYTES, SignedChange, VerifiedChange};
 pub use store::{
-    ApplyOutcome, Collection, FEED_CAPACITY, ListFilter, MAX_APPLY_BATCH, SCHEMA_VERSION, Store,
-    TABLE_NAMES, VacuumReport,
+    ApplyOutcome, Collection, FEED_CAPACITY, HeadsDigest, ListFilter, MAX_ACL_BATCH,
+    MAX_APPLY_BATCH, Member, SCHEMA_VERSION, SharedCollection, Store, TABLE_NAMES, VacuumReport,
+    heads_digest,
 };
 
 /// Re-exported so users of [`MemoryDoc::automerge`] and the sync layer name the same crate.

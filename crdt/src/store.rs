@@ -16,11 +16,16 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use crate::acl::{Access, tombstone_message};
 use crate::error::{ApplyError, OpenStoreError, StoreError};
 use crate::feed::{ChangeEvent, ChangeKind, Origin};
 use crate::id::{CollectionId, MemoryId, Timestamp};
 use crate::memory::{Memory, MemoryDoc, MemoryEdit, NewMemory, ValidNew, normalize_tag};
 use crate::signed::{SignedChange, sign_change};
+
+mod share;
+
+pub use share::{HeadsDigest, MAX_ACL_BATCH, Member, SharedCollection, heads_digest};
 
 /// Current schema version, stored under `schema` in `meta-1`.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -47,6 +52,15 @@ const SIGNATURES: TableDefinition<(u128, [u8; 32]), [u8; 64]> =
     TableDefinition::new("signatures-1");
 /// Key: memory id. Value: postcard [`Tombstone`]. Deleted memories, kept forever.
 const TOMBSTONES: TableDefinition<u128, &[u8]> = TableDefinition::new("tombstones-1");
+/// Key: (collection id, sequence number from 1). Value: postcard [`SignedAclOp`], the
+/// collection's ACL log as its owner signed it.
+const ACL: TableDefinition<(u128, u64), &[u8]> = TableDefinition::new("acl-1");
+/// Key: collection id. Value: postcard [`SignedDescriptor`], for collections owned elsewhere
+/// (the owner's signed description, relayed to nodes that join through this one).
+const DESCRIPTORS: TableDefinition<u128, &[u8]> = TableDefinition::new("descriptors-1");
+/// Key: memory id. Value: the document's heads, 32-byte change hashes concatenated in
+/// automerge's order; derived on every write, so sync can compare without loading documents.
+const HEADS: TableDefinition<u128, &[u8]> = TableDefinition::new("heads-1");
 /// Key: change sequence number, from 1, one per memory created, updated or deleted.
 /// Value: postcard [`LogRecord`]. Ids only, never content, so forgetting stays complete.
 const CHANGELOG: TableDefinition<u64, &[u8]> = TableDefinition::new("changelog-1");
@@ -61,9 +75,10 @@ pub const TABLE_NAMES: &[&str] = &[
     "signatures-1",
     "tombstones-1",
     "changelog-1",
+    "acl-1",
+    "descriptors-1",
+    "heads-1",
 ];
-
-const TOMBSTONE_DOMAIN: &[u8] = b"mnemon-tombstone-1\0";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct CollectionRecord {
@@ -326,6 +341,25 @@ impl Store {
         txn.open_table(SIGNATURES).map_err(|e| err(&e))?;
         txn.open_table(TOMBSTONES).map_err(|e| err(&e))?;
         txn.open_table(CHANGELOG).map_err(|e| err(&e))?;
+        txn.open_table(ACL).map_err(|e| err(&e))?;
+        txn.open_table(DESCRIPTORS).map_err(|e| err(&e))?;
+        let backfill = {
+            let heads = txn.open_table(HEADS).map_err(|e| err(&e))?;
+            let metas = txn.open_table(MEMORY_META).map_err(|e| err(&e))?;
+            heads.len().map_err(|e| err(&e))? != metas.len().map_err(|e| err(&e))?
+        };
+        if backfill {
+            // A store written before `heads-1` existed: derive every memory's heads once.
+            let docs = txn.open_table(DOCS).map_err(|e| err(&e))?;
+            let mut heads = txn.open_table(HEADS).map_err(|e| err(&e))?;
+            for entry in docs.iter().map_err(|e| err(&e))? {
+                let (key, value) = entry.map_err(|e| err(&e))?;
+                let mut doc = MemoryDoc::load(value.value(), &did).map_err(|e| err(&e))?;
+                heads
+                    .insert(key.value(), share::encode_heads(&doc.heads()).as_slice())
+                    .map_err(|e| err(&e))?;
+            }
+        }
         txn.commit().map_err(|e| err(&e))?;
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
         Ok(Store {
@@ -533,6 +567,10 @@ impl Store {
                 }
             }
             drop(known);
+            for collection in checked {
+                share::check_write(&txn, collection, &self.did)?;
+            }
+            let mut heads = txn.open_table(HEADS)?;
             let mut docs = txn.open_table(DOCS)?;
             let mut metas = txn.open_table(MEMORY_META)?;
             let mut members = txn.open_table(MEMBERS)?;
@@ -549,6 +587,7 @@ impl Store {
                 metas.insert(id, meta_bytes(&memory)?.as_slice())?;
                 members.insert((memory.collection.to_u128(), id), ())?;
                 signatures.insert((id, hash.0), signature.as_bytes())?;
+                heads.insert(id, hash.0.as_slice())?;
                 added.push(memory);
             }
         }
@@ -655,10 +694,13 @@ impl Store {
                     CollectionId::from_u128(meta.collection),
                 )
             };
+            share::check_write(&txn, collection, &self.did)?;
             let hash = doc.edit(edit, Timestamp::now())?;
             memory = doc.read(id, collection);
             changed = hash.is_some();
             if let Some(hash) = hash {
+                txn.open_table(HEADS)?
+                    .insert(id.to_u128(), share::encode_heads(&doc.heads()).as_slice())?;
                 let signature = sign_change(&self.keypair, &hash);
                 docs.insert(id.to_u128(), doc.save().as_slice())?;
                 metas.insert(id.to_u128(), meta_bytes(&memory)?.as_slice())?;
@@ -694,6 +736,7 @@ impl Store {
             let mut members = txn.open_table(MEMBERS)?;
             let mut signatures = txn.open_table(SIGNATURES)?;
             let mut tombstones = txn.open_table(TOMBSTONES)?;
+            let mut heads = txn.open_table(HEADS)?;
             for &id in ids {
                 let Some(meta) = metas.remove(id.to_u128())? else {
                     return Err(if tombstones.get(id.to_u128())?.is_some() {
@@ -703,7 +746,9 @@ impl Store {
                     });
                 };
                 let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
+                share::check_write(&txn, CollectionId::from_u128(meta.collection), &self.did)?;
                 docs.remove(id.to_u128())?;
+                heads.remove(id.to_u128())?;
                 members.remove((meta.collection, id.to_u128()))?;
                 signatures.retain_in(
                     (id.to_u128(), [0u8; 32])..=(id.to_u128(), [0xff; 32]),
@@ -765,6 +810,9 @@ impl Store {
             copy_table(&read, &write, SIGNATURES)?;
             copy_table(&read, &write, TOMBSTONES)?;
             copy_table(&read, &write, CHANGELOG)?;
+            copy_table(&read, &write, ACL)?;
+            copy_table(&read, &write, DESCRIPTORS)?;
+            copy_table(&read, &write, HEADS)?;
             write.commit()?;
         }
         drop(copy);
@@ -822,7 +870,8 @@ impl Store {
     ///
     /// Every change is parsed and its signature checked against its author before anything
     /// is written; if one fails, or a change's dependencies are missing, nothing is stored.
-    /// Checking the author's role in the collection is the job of the ACL log.
+    /// Every author must be allowed to write in the collection by its current ACL (the
+    /// owner always is); a change by anyone else is refused, with the whole batch.
     pub fn apply_changes(
         &mut self,
         collection: CollectionId,
@@ -850,6 +899,21 @@ impl Store {
         }
         if txn.open_table(TOMBSTONES)?.get(id.to_u128())?.is_some() {
             return Err(ApplyError::Deleted(id));
+        }
+        {
+            let collections = txn.open_table(COLLECTIONS)?;
+            let acl = txn.open_table(ACL)?;
+            let (owner, members, _) = share::read_access(&collections, &acl, collection)
+                .map_err(|e| ApplyError::Storage(e.to_string()))?
+                .ok_or_else(|| ApplyError::UnknownCollection(collection.to_string()))?;
+            for v in &verified {
+                if !share::access_of(&owner, &members, &v.author).is_some_and(Access::can_write) {
+                    return Err(ApplyError::NotAllowed {
+                        author: v.author.to_string(),
+                        collection: collection.to_string(),
+                    });
+                }
+            }
         }
         let outcome;
         let created;
@@ -894,6 +958,8 @@ impl Store {
                 )?;
                 txn.open_table(MEMBERS)?
                     .insert((collection.to_u128(), id.to_u128()), ())?;
+                txn.open_table(HEADS)?
+                    .insert(id.to_u128(), share::encode_heads(&heads).as_slice())?;
                 let mut signatures = txn.open_table(SIGNATURES)?;
                 for v in &verified {
                     signatures.insert((id.to_u128(), v.hash().0), v.signature.as_bytes())?;
@@ -951,6 +1017,9 @@ impl Store {
         out.insert("signatures-1", txn.open_table(SIGNATURES)?.len()?);
         out.insert("tombstones-1", txn.open_table(TOMBSTONES)?.len()?);
         out.insert("changelog-1", txn.open_table(CHANGELOG)?.len()?);
+        out.insert("acl-1", txn.open_table(ACL)?.len()?);
+        out.insert("descriptors-1", txn.open_table(DESCRIPTORS)?.len()?);
+        out.insert("heads-1", txn.open_table(HEADS)?.len()?);
         Ok(out)
     }
 }
@@ -1032,15 +1101,6 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
         target.insert(key.value(), value.value())?;
     }
     Ok(())
-}
-
-fn tombstone_message(collection: CollectionId, id: MemoryId, at: Timestamp) -> Vec<u8> {
-    let mut message = Vec::with_capacity(TOMBSTONE_DOMAIN.len() + 40);
-    message.extend_from_slice(TOMBSTONE_DOMAIN);
-    message.extend_from_slice(&collection.to_bytes());
-    message.extend_from_slice(&id.to_bytes());
-    message.extend_from_slice(&at.as_millis().to_be_bytes());
-    message
 }
 
 fn meta_bytes(memory: &Memory) -> Result<Vec<u8>, postcard::Error> {

@@ -5,6 +5,7 @@ use automerge::{ActorId, AutoCommit};
 use mnemon_identity::{Keypair, Signature};
 
 use super::*;
+use crate::acl::{Access, Role, SignedAclOp};
 use crate::error::ApplyError;
 use crate::signed::ChangeError;
 
@@ -253,8 +254,14 @@ struct TwoNodes {
 fn two_nodes() -> TwoNodes {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut a = open(&dir, "a.redb", &Keypair::generate());
-    let b = open(&dir, "b.redb", &Keypair::generate());
-    let memory = a.add(note("shared thought")).expect("add");
+    let mut b = open(&dir, "b.redb", &Keypair::generate());
+    let shared = share_with(&mut a, &mut b, Role::Write);
+    let memory = a
+        .add(NewMemory {
+            collection: Some(shared),
+            ..note("shared thought")
+        })
+        .expect("add");
     let memory = a
         .edit(
             memory.id,
@@ -275,6 +282,27 @@ fn two_nodes() -> TwoNodes {
     }
 }
 
+/// A creates a collection and shares it with B, who adopts it and its ACL.
+fn share_with(a: &mut Store, b: &mut Store, role: Role) -> CollectionId {
+    let collection = a.create_collection("shared").expect("collection").id;
+    a.share(collection, &b.did(), role).expect("share");
+    sync_acl(a, b, collection);
+    collection
+}
+
+/// B takes A's descriptor and ACL log for `collection`.
+fn sync_acl(a: &Store, b: &mut Store, collection: CollectionId) {
+    b.adopt_collection(&a.descriptor(collection).expect("descriptor"))
+        .expect("adopt");
+    let seq = b
+        .shared_with(&a.did())
+        .expect("shared")
+        .first()
+        .map_or(0, |c| c.acl_seq);
+    b.apply_acl(collection, &a.acl_since(collection, seq).expect("acl"))
+        .expect("apply acl");
+}
+
 fn assert_untouched(store: &Store, id: MemoryId) {
     assert!(matches!(store.get(id), Err(StoreError::NotFound(_))));
     let sizes = store.table_sizes().expect("sizes");
@@ -293,7 +321,7 @@ fn verified_changes_apply_and_read_the_same() {
         changes,
     } = two_nodes();
     let mut feed = b.subscribe();
-    let collection = b.default_collection();
+    let collection = memory.collection;
     let outcome = b
         .apply_changes(collection, memory.id, &changes)
         .expect("apply");
@@ -332,7 +360,7 @@ fn forged_signature_is_refused() {
         .expect("parse")
         .hash();
     changes[1].signature = sign_change(&forger, &hash);
-    let collection = b.default_collection();
+    let collection = memory.collection;
     let err = b
         .apply_changes(collection, memory.id, &changes)
         .unwrap_err();
@@ -369,7 +397,7 @@ fn change_by_an_actor_that_is_no_key_is_refused() {
         bytes: change.bytes().into_owned(),
         signature: sign_change(&Keypair::generate(), &hash),
     };
-    let collection = b.default_collection();
+    let collection = memory.collection;
     let err = b
         .apply_changes(collection, memory.id, &[signed])
         .unwrap_err();
@@ -395,7 +423,7 @@ fn truncated_or_corrupted_changes_are_refused() {
         changes,
         ..
     } = two_nodes();
-    let collection = b.default_collection();
+    let collection = memory.collection;
     let good = &changes[0];
     for cut in [0, 1, good.bytes.len() / 2, good.bytes.len() - 1] {
         let truncated = SignedChange {
@@ -438,7 +466,7 @@ fn a_change_without_its_dependencies_is_refused() {
         changes,
         ..
     } = two_nodes();
-    let collection = b.default_collection();
+    let collection = memory.collection;
     let err = b
         .apply_changes(collection, memory.id, &changes[1..])
         .unwrap_err();
@@ -455,7 +483,7 @@ fn changes_for_a_deleted_memory_are_refused() {
         changes,
         ..
     } = two_nodes();
-    let collection = b.default_collection();
+    let collection = memory.collection;
     b.apply_changes(collection, memory.id, &changes[..1])
         .expect("apply");
     b.remove(&[memory.id]).expect("remove");
@@ -466,3 +494,272 @@ fn changes_for_a_deleted_memory_are_refused() {
 }
 
 use automerge::Change;
+
+#[test]
+fn changes_by_a_reader_or_a_revoked_writer_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = open(&dir, "a.redb", &Keypair::generate());
+    let mut b = open(&dir, "b.redb", &Keypair::generate());
+    let mut c = open(&dir, "c.redb", &Keypair::generate());
+    let shared = share_with(&mut a, &mut b, Role::Read);
+    a.share(shared, &c.did(), Role::Write).expect("share c");
+    sync_acl(&a, &mut c, shared);
+    sync_acl(&a, &mut b, shared);
+    assert_eq!(
+        b.access(shared, &b.did()).expect("access"),
+        Some(Access::Member(Role::Read))
+    );
+    // B, a reader, cannot change the collection here ...
+    let err = b
+        .add(NewMemory {
+            collection: Some(shared),
+            ..note("from a reader")
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ReadOnly(_)), "{err}");
+    // ... and a change B made anyway (in a copy of the collection it wrote itself) is
+    // refused by A.
+    let rogue_dir = tempfile::tempdir().expect("tempdir");
+    let mut rogue = Store::open(rogue_dir.path().join("b.redb"), b.keypair.clone()).expect("open");
+    let made = rogue.add(note("sneaky")).expect("add");
+    let changes = rogue.signed_changes(made.id).expect("changes");
+    let err = a.apply_changes(shared, made.id, &changes).unwrap_err();
+    assert!(matches!(err, ApplyError::NotAllowed { .. }), "{err}");
+    assert!(matches!(a.get(made.id), Err(StoreError::NotFound(_))));
+
+    // C writes; A accepts. After A revokes C, C's next change is refused.
+    let first = c
+        .add(NewMemory {
+            collection: Some(shared),
+            ..note("from a writer")
+        })
+        .expect("add");
+    a.apply_changes(
+        shared,
+        first.id,
+        &c.signed_changes(first.id).expect("changes"),
+    )
+    .expect("writer accepted");
+    a.unshare(shared, &c.did()).expect("revoke");
+    let later = c
+        .add(NewMemory {
+            collection: Some(shared),
+            ..note("after revocation")
+        })
+        .expect("c does not know yet");
+    let err = a
+        .apply_changes(
+            shared,
+            later.id,
+            &c.signed_changes(later.id).expect("changes"),
+        )
+        .unwrap_err();
+    assert!(matches!(err, ApplyError::NotAllowed { .. }), "{err}");
+    // Once C has the revocation, it refuses its own writes.
+    sync_acl(&a, &mut c, shared);
+    assert!(matches!(
+        c.edit(
+            first.id,
+            &MemoryEdit {
+                title: Some("x".into()),
+                ..MemoryEdit::default()
+            }
+        ),
+        Err(StoreError::ReadOnly(_))
+    ));
+    assert!(c.shared_with(&a.did()).expect("shared").is_empty());
+}
+
+#[test]
+fn acl_operations_need_the_owner_and_no_gaps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = open(&dir, "a.redb", &Keypair::generate());
+    let mut b = open(&dir, "b.redb", &Keypair::generate());
+    let c = Keypair::generate();
+    let shared = share_with(&mut a, &mut b, Role::Write);
+    // B, not the owner, cannot change the ACL, nor forge an operation A would take.
+    assert!(matches!(
+        b.share(shared, &c.did(), Role::Write),
+        Err(StoreError::Sharing(_))
+    ));
+    let mut forged = a.acl_since(shared, 0).expect("acl").remove(0);
+    forged.op.seq = 2;
+    forged.op.action = crate::acl::AclAction::Grant {
+        member: *c.did().public_key(),
+        role: Role::Write,
+    };
+    let forged = SignedAclOp::sign(&b.keypair, forged.op);
+    assert!(matches!(
+        a.apply_acl(shared, &[forged.clone()]),
+        Err(StoreError::Sharing(_))
+    ));
+    assert!(matches!(
+        b.apply_acl(shared, &[forged]),
+        Err(StoreError::Sharing(_))
+    ));
+    // A gap is refused; what is held already is skipped.
+    a.share(shared, &c.did(), Role::Read).expect("share");
+    a.unshare(shared, &c.did()).expect("unshare");
+    let log = a.acl_since(shared, 0).expect("acl");
+    assert_eq!(log.len(), 3);
+    assert!(matches!(
+        b.apply_acl(shared, &log[2..]),
+        Err(StoreError::Sharing(_))
+    ));
+    assert_eq!(b.apply_acl(shared, &log).expect("apply"), 2);
+    assert_eq!(b.apply_acl(shared, &log).expect("apply"), 0);
+    assert_eq!(b.members(shared).expect("members").len(), 1);
+    // The private default collection cannot be shared.
+    assert!(
+        a.share(a.default_collection(), &c.did(), Role::Read)
+            .is_err()
+    );
+    // Nor can a collection be shared with the owner.
+    assert!(a.share(shared, &a.did(), Role::Read).is_err());
+}
+
+#[test]
+fn descriptors_must_be_signed_by_their_owner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = open(&dir, "a.redb", &Keypair::generate());
+    let mut b = open(&dir, "b.redb", &Keypair::generate());
+    let mut a = a;
+    let shared = a.create_collection("family").expect("collection").id;
+    let mut signed = a.descriptor(shared).expect("descriptor");
+    signed.descriptor.name = "renamed".into();
+    assert!(b.adopt_collection(&signed).is_err());
+    assert!(b.resolve_collection("renamed").is_err());
+    let good = a.descriptor(shared).expect("descriptor");
+    assert!(b.adopt_collection(&good).expect("adopt"));
+    assert!(!b.adopt_collection(&good).expect("again"));
+    assert_eq!(b.resolve_collection("family").expect("resolve"), shared);
+    // B relays the descriptor exactly as A signed it.
+    assert_eq!(b.descriptor(shared).expect("descriptor"), good);
+}
+
+#[test]
+fn heads_summary_and_changes_for_a_peer() {
+    let TwoNodes {
+        _dir,
+        mut a,
+        mut b,
+        memory,
+        changes,
+    } = two_nodes();
+    let collection = memory.collection;
+    b.apply_changes(collection, memory.id, &changes[..1])
+        .expect("apply");
+    let sa = a.heads_summary(collection).expect("summary");
+    let sb = b.heads_summary(collection).expect("summary");
+    assert_eq!(sa.len(), 1);
+    assert_ne!(sa, sb, "B lacks a change");
+    // What B lacks, computed from B's heads, is exactly the second change.
+    let b_heads = b.heads(memory.id).expect("heads").expect("present");
+    let missing = a
+        .changes_for_peer(memory.id, &b_heads, false)
+        .expect("changes");
+    assert_eq!(missing, changes[1..]);
+    // With B's exact hash set the answer is the same.
+    let all_b = b.change_hashes(memory.id).expect("hashes");
+    assert_eq!(
+        a.changes_for_peer(memory.id, &all_b, true)
+            .expect("changes"),
+        changes[1..]
+    );
+    b.apply_changes(collection, memory.id, &missing)
+        .expect("apply");
+    assert_eq!(
+        a.heads_summary(collection).expect("summary"),
+        b.heads_summary(collection).expect("summary")
+    );
+    // Unknown heads are ignored: everything is sent.
+    let stranger = [ChangeHash([7; 32])];
+    assert_eq!(
+        a.changes_for_peer(memory.id, &stranger, false)
+            .expect("all")
+            .len(),
+        2
+    );
+    // Edits keep the heads table current.
+    let edited = a
+        .edit(
+            memory.id,
+            &MemoryEdit {
+                title: Some("new".into()),
+                ..MemoryEdit::default()
+            },
+        )
+        .expect("edit");
+    assert_eq!(edited.title, "new");
+    assert_ne!(
+        a.heads(memory.id).expect("heads").expect("present"),
+        b_heads
+    );
+}
+
+#[test]
+fn tombstones_from_a_writer_delete_and_forged_ones_are_refused() {
+    let TwoNodes {
+        _dir,
+        mut a,
+        mut b,
+        memory,
+        changes,
+    } = two_nodes();
+    let collection = memory.collection;
+    b.apply_changes(collection, memory.id, &changes)
+        .expect("apply");
+    let keep = a
+        .add(NewMemory {
+            collection: Some(collection),
+            ..note("keep me")
+        })
+        .expect("add");
+    b.apply_changes(
+        collection,
+        keep.id,
+        &a.signed_changes(keep.id).expect("changes"),
+    )
+    .expect("apply");
+    a.remove(&[memory.id]).expect("remove");
+    let tombstones = a.tombstones(collection).expect("tombstones");
+    assert_eq!(tombstones.len(), 1);
+    // A tombstone with a forged signature, or for a memory of another collection, is refused
+    // and nothing is deleted.
+    let mut forged = tombstones[0].clone();
+    forged.memory = keep.id.to_u128();
+    assert!(matches!(
+        b.apply_tombstones(collection, &[forged]),
+        Err(ApplyError::Refused(_))
+    ));
+    assert_eq!(b.count().expect("count"), 2);
+    // A's real tombstone deletes; applying it again is a no-op.
+    assert_eq!(
+        b.apply_tombstones(collection, &tombstones).expect("apply"),
+        [memory.id]
+    );
+    assert!(matches!(b.get(memory.id), Err(StoreError::Deleted(_))));
+    assert!(
+        b.apply_tombstones(collection, &tombstones)
+            .expect("again")
+            .is_empty()
+    );
+    assert_eq!(b.tombstones(collection).expect("relayed"), tombstones);
+    assert_eq!(b.table_sizes().expect("sizes")["heads-1"], 1);
+    // A tombstone signed by a stranger is refused.
+    let stranger = Keypair::generate();
+    let at = Timestamp::from_millis(5);
+    let message = tombstone_message(collection, keep.id, at);
+    let fake = crate::acl::SignedTombstone {
+        memory: keep.id.to_u128(),
+        collection: collection.to_u128(),
+        deleted_at: 5,
+        author: *stranger.did().public_key(),
+        signature: *stranger.sign(&message).as_bytes(),
+    };
+    assert!(matches!(
+        b.apply_tombstones(collection, &[fake]),
+        Err(ApplyError::NotAllowed { .. })
+    ));
+    assert_eq!(b.get(keep.id).expect("kept").content, "keep me");
+}

@@ -1,0 +1,651 @@
+//! Sharing and the read side of sync: ACL logs, collection descriptors, per-memory heads,
+//! tombstones from elsewhere.
+
+use std::collections::{BTreeMap, HashSet};
+
+use automerge::ChangeHash;
+use mnemon_identity::{Did, Signature};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use super::{
+    ACL, CollectionRecord, DESCRIPTORS, DOCS, HEADS, MEMBERS, MEMORY_META, MemoryMeta, SIGNATURES,
+    Store, TOMBSTONES, Tombstone, append_log,
+};
+use crate::acl::{
+    Access, AclAction, AclOp, Descriptor, Role, SignedAclOp, SignedDescriptor, SignedTombstone,
+    fold_members,
+};
+use crate::error::{ApplyError, StoreError};
+use crate::feed::{ChangeKind, Origin};
+use crate::id::{CollectionId, MemoryId, Timestamp};
+use crate::memory::MemoryDoc;
+use crate::signed::SignedChange;
+
+/// A short digest of a memory's heads: equal digests mean equal documents.
+pub type HeadsDigest = [u8; 16];
+
+/// Most ACL operations accepted in one [`Store::apply_acl`] call.
+pub const MAX_ACL_BATCH: usize = 10_000;
+
+/// The digest of a set of heads (sorted, as automerge returns them).
+pub fn heads_digest(heads: &[ChangeHash]) -> HeadsDigest {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for head in heads {
+        hasher.update(head.0);
+    }
+    let full = hasher.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+pub(super) fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
+    heads.iter().flat_map(|h| h.0).collect()
+}
+
+fn decode_heads(bytes: &[u8]) -> Vec<ChangeHash> {
+    bytes
+        .chunks_exact(32)
+        .map(|c| {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(c);
+            ChangeHash(h)
+        })
+        .collect()
+}
+
+/// Reads a collection's owner and log inside any transaction.
+pub(super) fn read_access<C, A>(
+    collections: &C,
+    acl: &A,
+    collection: CollectionId,
+) -> Result<Option<(Did, BTreeMap<[u8; 32], Role>, u64)>, StoreError>
+where
+    C: ReadableTable<u128, &'static [u8]>,
+    A: ReadableTable<(u128, u64), &'static [u8]>,
+{
+    let Some(record) = collections.get(collection.to_u128())? else {
+        return Ok(None);
+    };
+    let record: CollectionRecord = postcard::from_bytes(record.value())?;
+    let owner = Did::from_public_key(&record.owner)
+        .map_err(|e| StoreError::Storage(format!("collection owner: {e}")))?;
+    let c = collection.to_u128();
+    let mut ops = Vec::new();
+    for entry in acl.range((c, 0)..=(c, u64::MAX))? {
+        let (_, value) = entry?;
+        let signed: SignedAclOp = postcard::from_bytes(value.value())?;
+        ops.push(signed.op);
+    }
+    let seq = ops.last().map_or(0, |op| op.seq);
+    Ok(Some((owner, fold_members(&ops), seq)))
+}
+
+pub(super) fn access_of(
+    owner: &Did,
+    members: &BTreeMap<[u8; 32], Role>,
+    did: &Did,
+) -> Option<Access> {
+    if owner == did {
+        return Some(Access::Owner);
+    }
+    members.get(did.public_key()).map(|r| Access::Member(*r))
+}
+
+/// Checks, inside a write transaction, that `did` may write in `collection`.
+pub(super) fn check_write(
+    txn: &redb::WriteTransaction,
+    collection: CollectionId,
+    did: &Did,
+) -> Result<(), StoreError> {
+    let collections = txn.open_table(super::COLLECTIONS)?;
+    let acl = txn.open_table(ACL)?;
+    match read_access(&collections, &acl, collection)? {
+        None => Err(StoreError::UnknownCollection(collection.to_string())),
+        Some((owner, members, _)) => match access_of(&owner, &members, did) {
+            Some(access) if access.can_write() => Ok(()),
+            _ => Err(StoreError::ReadOnly(collection)),
+        },
+    }
+}
+
+/// A collection as seen by sync: its id, its log length, the descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedCollection {
+    /// The collection.
+    pub id: CollectionId,
+    /// How many ACL operations this node holds.
+    pub acl_seq: u64,
+    /// The owner.
+    pub owner: Did,
+}
+
+/// One member of a collection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The member.
+    pub did: Did,
+    /// The role.
+    pub role: Role,
+}
+
+impl Store {
+    // ----- the ACL ------------------------------------------------------------------------
+
+    /// Grants `member` `role` in `collection`, which this node must own. Returns the signed
+    /// operation (already stored durably).
+    pub fn share(
+        &mut self,
+        collection: CollectionId,
+        member: &Did,
+        role: Role,
+    ) -> Result<SignedAclOp, StoreError> {
+        if *member == self.did {
+            return Err(StoreError::Sharing(
+                "a collection cannot be shared with its own owner".into(),
+            ));
+        }
+        self.append_acl(
+            collection,
+            AclAction::Grant {
+                member: *member.public_key(),
+                role,
+            },
+        )
+    }
+
+    /// Revokes `member`'s access to `collection`, which this node must own.
+    pub fn unshare(
+        &mut self,
+        collection: CollectionId,
+        member: &Did,
+    ) -> Result<SignedAclOp, StoreError> {
+        let members = self.members(collection)?;
+        if !members.iter().any(|m| m.did == *member) {
+            return Err(StoreError::Sharing(format!(
+                "{member} is not a member of {collection}"
+            )));
+        }
+        self.append_acl(
+            collection,
+            AclAction::Revoke {
+                member: *member.public_key(),
+            },
+        )
+    }
+
+    fn append_acl(
+        &mut self,
+        collection: CollectionId,
+        action: AclAction,
+    ) -> Result<SignedAclOp, StoreError> {
+        if collection == self.default_collection {
+            return Err(StoreError::Sharing(
+                "the default collection is private; create a collection to share".into(),
+            ));
+        }
+        let txn = self.db.begin_write()?;
+        let signed = {
+            let collections = txn.open_table(super::COLLECTIONS)?;
+            let mut acl = txn.open_table(ACL)?;
+            let (owner, _, seq) = read_access(&collections, &acl, collection)?
+                .ok_or_else(|| StoreError::UnknownCollection(collection.to_string()))?;
+            if owner != self.did {
+                return Err(StoreError::Sharing(format!(
+                    "only the owner {owner} can change who has access to {collection}"
+                )));
+            }
+            let signed = SignedAclOp::sign(
+                &self.keypair,
+                AclOp {
+                    collection: collection.to_u128(),
+                    seq: seq + 1,
+                    action,
+                    at: Timestamp::now().as_millis(),
+                },
+            );
+            acl.insert(
+                (collection.to_u128(), seq + 1),
+                postcard::to_allocvec(&signed)?.as_slice(),
+            )?;
+            signed
+        };
+        txn.commit()?;
+        Ok(signed)
+    }
+
+    /// The current members of `collection` (not counting its owner).
+    pub fn members(&self, collection: CollectionId) -> Result<Vec<Member>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let (_, members, _) = read_access(
+            &txn.open_table(super::COLLECTIONS)?,
+            &txn.open_table(ACL)?,
+            collection,
+        )?
+        .ok_or_else(|| StoreError::UnknownCollection(collection.to_string()))?;
+        members
+            .into_iter()
+            .map(|(key, role)| {
+                Ok(Member {
+                    did: Did::from_public_key(&key)
+                        .map_err(|e| StoreError::Storage(format!("ACL member: {e}")))?,
+                    role,
+                })
+            })
+            .collect()
+    }
+
+    /// What `did` may do in `collection` (`None`: nothing, or no such collection).
+    pub fn access(
+        &self,
+        collection: CollectionId,
+        did: &Did,
+    ) -> Result<Option<Access>, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(read_access(
+            &txn.open_table(super::COLLECTIONS)?,
+            &txn.open_table(ACL)?,
+            collection,
+        )?
+        .and_then(|(owner, members, _)| access_of(&owner, &members, did)))
+    }
+
+    /// The collections this node may sync with `peer`: both must have access (the owner
+    /// counts). Nothing about any other collection is returned, so nothing else can leak.
+    pub fn shared_with(&self, peer: &Did) -> Result<Vec<SharedCollection>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let collections = txn.open_table(super::COLLECTIONS)?;
+        let acl = txn.open_table(ACL)?;
+        let mut out = Vec::new();
+        for entry in collections.iter()? {
+            let id = CollectionId::from_u128(entry?.0.value());
+            if id == self.default_collection {
+                continue;
+            }
+            if let Some((owner, members, acl_seq)) = read_access(&collections, &acl, id)?
+                && access_of(&owner, &members, peer).is_some()
+                && access_of(&owner, &members, &self.did).is_some()
+            {
+                out.push(SharedCollection { id, acl_seq, owner });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The ACL operations of `collection` after `seq`, in order.
+    pub fn acl_since(
+        &self,
+        collection: CollectionId,
+        seq: u64,
+    ) -> Result<Vec<SignedAclOp>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let acl = txn.open_table(ACL)?;
+        let c = collection.to_u128();
+        let mut out = Vec::new();
+        for entry in acl.range((c, seq.saturating_add(1))..=(c, u64::MAX))? {
+            out.push(postcard::from_bytes(entry?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Applies ACL operations received from elsewhere for `collection` (known here). Each
+    /// must carry the owner's signature and continue the log without a gap; operations
+    /// already held are skipped, and one that contradicts a held one (the owner signed two
+    /// different operations with one number) is refused. All or nothing; returns how many
+    /// were new.
+    pub fn apply_acl(
+        &mut self,
+        collection: CollectionId,
+        ops: &[SignedAclOp],
+    ) -> Result<usize, StoreError> {
+        if ops.len() > MAX_ACL_BATCH {
+            return Err(StoreError::Sharing(format!(
+                "{} ACL operations in one batch; the limit is {MAX_ACL_BATCH}",
+                ops.len()
+            )));
+        }
+        let txn = self.db.begin_write()?;
+        let mut new = 0;
+        {
+            let collections = txn.open_table(super::COLLECTIONS)?;
+            let mut acl = txn.open_table(ACL)?;
+            let (owner, _, mut seq) = read_access(&collections, &acl, collection)?
+                .ok_or_else(|| StoreError::UnknownCollection(collection.to_string()))?;
+            for signed in ops {
+                let refuse =
+                    |why: String| StoreError::Sharing(format!("ACL operation refused: {why}"));
+                if signed.op.collection != collection.to_u128() {
+                    return Err(refuse("it is for another collection".into()));
+                }
+                signed.verify(&owner).map_err(|e| refuse(e.to_string()))?;
+                let key = (collection.to_u128(), signed.op.seq);
+                if signed.op.seq <= seq {
+                    let held: SignedAclOp = match acl.get(key)? {
+                        Some(v) => postcard::from_bytes(v.value())?,
+                        None => return Err(refuse(format!("gap before #{}", signed.op.seq))),
+                    };
+                    if held != *signed {
+                        return Err(refuse(format!(
+                            "the owner signed two different operations #{}",
+                            signed.op.seq
+                        )));
+                    }
+                    continue;
+                }
+                if signed.op.seq != seq + 1 {
+                    return Err(refuse(format!("#{} does not follow #{seq}", signed.op.seq)));
+                }
+                acl.insert(key, postcard::to_allocvec(signed)?.as_slice())?;
+                seq += 1;
+                new += 1;
+            }
+        }
+        txn.commit()?;
+        Ok(new)
+    }
+
+    // ----- collections from elsewhere ------------------------------------------------------
+
+    /// The signed descriptor of `collection`: signed now if this node owns it, the stored
+    /// one if it joined it.
+    pub fn descriptor(&self, collection: CollectionId) -> Result<SignedDescriptor, StoreError> {
+        let txn = self.db.begin_read()?;
+        let record = txn
+            .open_table(super::COLLECTIONS)?
+            .get(collection.to_u128())?
+            .ok_or_else(|| StoreError::UnknownCollection(collection.to_string()))?;
+        let record: CollectionRecord = postcard::from_bytes(record.value())?;
+        if record.owner == *self.did.public_key() {
+            return Ok(SignedDescriptor::sign(
+                &self.keypair,
+                Descriptor {
+                    id: collection.to_u128(),
+                    name: record.name,
+                    owner: record.owner,
+                    created_at: record.created_at,
+                },
+            ));
+        }
+        let stored = txn
+            .open_table(DESCRIPTORS)?
+            .get(collection.to_u128())?
+            .ok_or_else(|| {
+                StoreError::Storage(format!("collection {collection} has no descriptor"))
+            })?;
+        Ok(postcard::from_bytes(stored.value())?)
+    }
+
+    /// Adds a collection that another node owns, from its owner-signed descriptor. Returns
+    /// false if it was known already (a descriptor for a known id with another owner is an
+    /// error: it is a forgery).
+    pub fn adopt_collection(&mut self, signed: &SignedDescriptor) -> Result<bool, StoreError> {
+        let owner = signed
+            .verify()
+            .map_err(|e| StoreError::Sharing(format!("collection descriptor refused: {e}")))?;
+        let id = signed.id();
+        let txn = self.db.begin_write()?;
+        {
+            let mut collections = txn.open_table(super::COLLECTIONS)?;
+            if let Some(existing) = collections.get(id.to_u128())? {
+                let existing: CollectionRecord = postcard::from_bytes(existing.value())?;
+                if existing.owner != *owner.public_key() {
+                    return Err(StoreError::Sharing(format!(
+                        "collection {id} is owned by another DID here"
+                    )));
+                }
+                return Ok(false);
+            }
+            let record = CollectionRecord {
+                name: signed.descriptor.name.clone(),
+                owner: signed.descriptor.owner,
+                created_at: signed.descriptor.created_at,
+            };
+            collections.insert(id.to_u128(), postcard::to_allocvec(&record)?.as_slice())?;
+            txn.open_table(DESCRIPTORS)?
+                .insert(id.to_u128(), postcard::to_allocvec(signed)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(true)
+    }
+
+    // ----- what differs --------------------------------------------------------------------
+
+    /// Every live memory of `collection` with the digest of its heads, by id.
+    pub fn heads_summary(
+        &self,
+        collection: CollectionId,
+    ) -> Result<Vec<(MemoryId, HeadsDigest)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let members = txn.open_table(MEMBERS)?;
+        let heads = txn.open_table(HEADS)?;
+        let c = collection.to_u128();
+        let mut out = Vec::new();
+        for entry in members.range((c, 0)..=(c, u128::MAX))? {
+            let id = entry?.0.value().1;
+            let digest = match heads.get(id)? {
+                Some(h) => heads_digest(&decode_heads(h.value())),
+                None => [0; 16],
+            };
+            out.push((MemoryId::from_u128(id), digest));
+        }
+        Ok(out)
+    }
+
+    /// The heads of a memory (`None` if it is not here).
+    pub fn heads(&self, id: MemoryId) -> Result<Option<Vec<ChangeHash>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn
+            .open_table(HEADS)?
+            .get(id.to_u128())?
+            .map(|h| decode_heads(h.value())))
+    }
+
+    /// Which memory `id`'s collection is, if it is live here.
+    pub fn collection_of(&self, id: MemoryId) -> Result<Option<CollectionId>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let Some(meta) = txn.open_table(MEMORY_META)?.get(id.to_u128())? else {
+            return Ok(None);
+        };
+        let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
+        Ok(Some(CollectionId::from_u128(meta.collection)))
+    }
+
+    /// The hashes of every change of a memory.
+    pub fn change_hashes(&self, id: MemoryId) -> Result<Vec<ChangeHash>, StoreError> {
+        let mut doc = self.load_doc(id)?;
+        Ok(doc
+            .automerge()
+            .get_changes(&[])
+            .iter()
+            .map(|c| c.hash())
+            .collect())
+    }
+
+    /// The signed changes of a memory that are not `known` and not ancestors of the heads
+    /// among `known` that this node holds: what a peer that holds `known` lacks. With
+    /// `exact`, `known` is the peer's every change hash, without, its heads.
+    pub fn changes_for_peer(
+        &self,
+        id: MemoryId,
+        known: &[ChangeHash],
+        exact: bool,
+    ) -> Result<Vec<SignedChange>, StoreError> {
+        let mut doc = self.load_doc(id)?;
+        let am = doc.automerge();
+        let held: Vec<ChangeHash> = known
+            .iter()
+            .copied()
+            .filter(|h| am.get_change_by_hash(h).is_some())
+            .collect();
+        let changes: Vec<automerge::Change> = if exact {
+            let known: HashSet<ChangeHash> = known.iter().copied().collect();
+            am.get_changes(&[])
+                .into_iter()
+                .filter(|c| !known.contains(&c.hash()))
+                .collect()
+        } else {
+            am.get_changes(&held)
+        };
+        let txn = self.db.begin_read()?;
+        let signatures = txn.open_table(SIGNATURES)?;
+        changes
+            .into_iter()
+            .map(|mut change| {
+                let signature = signatures
+                    .get((id.to_u128(), change.hash().0))?
+                    .ok_or_else(|| {
+                        StoreError::Storage(format!(
+                            "change {} of {id} has no signature",
+                            change.hash()
+                        ))
+                    })?
+                    .value();
+                Ok(SignedChange {
+                    bytes: change.bytes().into_owned(),
+                    signature: Signature::from_bytes(signature),
+                })
+            })
+            .collect()
+    }
+
+    fn load_doc(&self, id: MemoryId) -> Result<MemoryDoc, StoreError> {
+        let txn = self.db.begin_read()?;
+        let bytes = txn
+            .open_table(DOCS)?
+            .get(id.to_u128())?
+            .ok_or(StoreError::NotFound(id))?;
+        Ok(MemoryDoc::load(bytes.value(), &self.did)?)
+    }
+
+    // ----- tombstones ----------------------------------------------------------------------
+
+    /// The tombstones of `collection`.
+    pub fn tombstones(&self, collection: CollectionId) -> Result<Vec<SignedTombstone>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TOMBSTONES)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            let t: Tombstone = postcard::from_bytes(value.value())?;
+            if t.collection != collection.to_u128() {
+                continue;
+            }
+            out.push(tombstone_to_wire(key.value(), &t)?);
+        }
+        Ok(out)
+    }
+
+    /// The tombstone of memory `id`, if it was deleted.
+    pub fn tombstone(&self, id: MemoryId) -> Result<Option<SignedTombstone>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let Some(value) = txn.open_table(TOMBSTONES)?.get(id.to_u128())? else {
+            return Ok(None);
+        };
+        let t: Tombstone = postcard::from_bytes(value.value())?;
+        Ok(Some(tombstone_to_wire(id.to_u128(), &t)?))
+    }
+
+    /// Applies deletions received from elsewhere in `collection`: each must be signed by
+    /// its author, who must be allowed to write there. A memory already deleted is
+    /// skipped; a tombstone for a memory of another collection is refused. All or nothing;
+    /// returns the memories deleted now.
+    pub fn apply_tombstones(
+        &mut self,
+        collection: CollectionId,
+        tombstones: &[SignedTombstone],
+    ) -> Result<Vec<MemoryId>, ApplyError> {
+        if tombstones.len() > super::MAX_APPLY_BATCH {
+            return Err(ApplyError::TooMany(tombstones.len()));
+        }
+        let txn = self.db.begin_write()?;
+        let mut removed = Vec::new();
+        {
+            let (owner, members) = {
+                let collections = txn.open_table(super::COLLECTIONS)?;
+                let acl = txn.open_table(ACL)?;
+                let (owner, members, _) = read_access(&collections, &acl, collection)
+                    .map_err(|e| ApplyError::Storage(e.to_string()))?
+                    .ok_or_else(|| ApplyError::UnknownCollection(collection.to_string()))?;
+                (owner, members)
+            };
+            let mut docs = txn.open_table(DOCS)?;
+            let mut metas = txn.open_table(MEMORY_META)?;
+            let mut member_table = txn.open_table(MEMBERS)?;
+            let mut signatures = txn.open_table(SIGNATURES)?;
+            let mut heads = txn.open_table(HEADS)?;
+            let mut table = txn.open_table(TOMBSTONES)?;
+            for t in tombstones {
+                let author = t.verify().map_err(|e| ApplyError::Refused(e.to_string()))?;
+                if t.collection != collection.to_u128() {
+                    return Err(ApplyError::Refused(format!(
+                        "a tombstone for memory {} of another collection",
+                        MemoryId::from_u128(t.memory)
+                    )));
+                }
+                if !access_of(&owner, &members, &author).is_some_and(Access::can_write) {
+                    return Err(ApplyError::NotAllowed {
+                        author: author.to_string(),
+                        collection: collection.to_string(),
+                    });
+                }
+                if table.get(t.memory)?.is_some() {
+                    continue;
+                }
+                if let Some(meta) = metas.get(t.memory)? {
+                    let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
+                    if meta.collection != collection.to_u128() {
+                        return Err(ApplyError::WrongCollection(MemoryId::from_u128(t.memory)));
+                    }
+                }
+                metas.remove(t.memory)?;
+                docs.remove(t.memory)?;
+                heads.remove(t.memory)?;
+                member_table.remove((collection.to_u128(), t.memory))?;
+                signatures
+                    .retain_in((t.memory, [0u8; 32])..=(t.memory, [0xff; 32]), |_, _| false)?;
+                let record = Tombstone {
+                    collection: t.collection,
+                    deleted_at: t.deleted_at,
+                    author: t.author,
+                    signature: t.signature.to_vec(),
+                };
+                table.insert(t.memory, postcard::to_allocvec(&record)?.as_slice())?;
+                removed.push(MemoryId::from_u128(t.memory));
+            }
+        }
+        let events = append_log(
+            &txn,
+            removed
+                .iter()
+                .map(|id| (*id, collection, ChangeKind::Deleted, Origin::Remote)),
+        )
+        .map_err(|e| ApplyError::Storage(e.to_string()))?;
+        txn.commit()?;
+        self.publish(events);
+        // Forgetting is complete only once no freed page holds the deleted bytes.
+        if !removed.is_empty() && self.path.is_some() {
+            self.vacuum()
+                .map_err(|e| ApplyError::Storage(e.to_string()))?;
+        }
+        Ok(removed)
+    }
+
+    /// How many ACL operations the store holds in all (for status output).
+    pub fn acl_len(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(ACL)?.len()?)
+    }
+}
+
+fn tombstone_to_wire(memory: u128, t: &Tombstone) -> Result<SignedTombstone, StoreError> {
+    Ok(SignedTombstone {
+        memory,
+        collection: t.collection,
+        deleted_at: t.deleted_at,
+        author: t.author,
+        signature: t.signature.as_slice().try_into().map_err(|_| {
+            StoreError::Storage("a stored tombstone signature is not 64 bytes".into())
+        })?,
+    })
+}
