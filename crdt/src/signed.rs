@@ -79,6 +79,15 @@ pub enum ChangeError {
 pub const MAX_CHANGE_BYTES: usize = 16 * 1024 * 1024;
 
 impl SignedChange {
+    /// Signs `change` as `keypair` (whether or not it is the change's author: a mismatch
+    /// is what [`SignedChange::verify`] catches).
+    pub fn sign(keypair: &Keypair, change: &mut Change) -> SignedChange {
+        SignedChange {
+            bytes: change.bytes().into_owned(),
+            signature: sign_change(keypair, &change.hash()),
+        }
+    }
+
     /// Parses the change and checks its signature against its author.
     pub fn verify(&self) -> Result<VerifiedChange, ChangeError> {
         if self.bytes.len() > MAX_CHANGE_BYTES {

@@ -262,6 +262,11 @@ impl Store {
         Store::init(db, None, keypair)
     }
 
+    /// Opens a fresh store that lives in memory only (the protocol simulator uses it).
+    pub fn open_in_memory(keypair: Keypair) -> Result<Store, OpenStoreError> {
+        Store::open_with_backend(redb::backends::InMemoryBackend::new(), keypair)
+    }
+
     fn init(
         db: Database,
         path: Option<PathBuf>,

@@ -1,16 +1,29 @@
-//! Mnemon's sync wire format, without I/O.
+//! Mnemon's sync protocol, without I/O.
 //!
-//! For now this crate holds the versioned protocol id and the frame codec: every message
-//! travels as a frame of a 4-byte big-endian length and that many payload bytes, with a
-//! hard upper bound so a peer cannot make a node allocate unbounded memory. The messages
-//! and the sync session state machine arrive with federation.
+//! - [`frame`](encode_frame): every message travels as a frame of a 4-byte big-endian
+//!   length and that many payload bytes, with a hard upper bound ([`MAX_FRAME_LEN`]) so a
+//!   peer cannot make a node allocate unbounded memory.
+//! - [`Message`]: the versioned messages (postcard), with per-message list limits.
+//! - [`Session`]: the sync session with one peer as a state machine: the driver feeds it
+//!   messages and time, and sends what it outputs.
+//! - [`sim`]: a deterministic simulator of several nodes with real in-memory stores over a
+//!   faulty virtual network.
 //!
-//! This crate never does I/O, never reads the clock and does not depend on tokio, libp2p,
-//! quinn or redb.
+//! This crate never does network I/O, never reads the clock and does not depend on tokio,
+//! libp2p, quinn or redb (it reaches the store only through `mnemon-crdt`).
 
 mod frame;
+mod message;
+mod session;
+pub mod sim;
+#[cfg(test)]
+mod sim_tests;
 
 pub use frame::{FrameDecoder, FrameError, MAX_FRAME_LEN, encode_frame};
+pub use message::{
+    DecodeError, DocChanges, DocHeads, MAX_BATCH, Message, Offer, PROTOCOL_VERSION, WireChange,
+};
+pub use session::{Event, Output, Session, SessionConfig, Traffic};
 
 /// The libp2p stream protocol of the sync session.
 pub const SYNC_PROTOCOL: &str = "/mnemon/sync/1";

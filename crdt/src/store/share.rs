@@ -55,12 +55,15 @@ fn decode_heads(bytes: &[u8]) -> Vec<ChangeHash> {
         .collect()
 }
 
+/// A collection's owner, current members and ACL length.
+pub(super) type AccessState = (Did, BTreeMap<[u8; 32], Role>, u64);
+
 /// Reads a collection's owner and log inside any transaction.
 pub(super) fn read_access<C, A>(
     collections: &C,
     acl: &A,
     collection: CollectionId,
-) -> Result<Option<(Did, BTreeMap<[u8; 32], Role>, u64)>, StoreError>
+) -> Result<Option<AccessState>, StoreError>
 where
     C: ReadableTable<u128, &'static [u8]>,
     A: ReadableTable<(u128, u64), &'static [u8]>,

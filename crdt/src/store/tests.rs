@@ -590,7 +590,7 @@ fn acl_operations_need_the_owner_and_no_gaps() {
     };
     let forged = SignedAclOp::sign(&b.keypair, forged.op);
     assert!(matches!(
-        a.apply_acl(shared, &[forged.clone()]),
+        a.apply_acl(shared, std::slice::from_ref(&forged)),
         Err(StoreError::Sharing(_))
     ));
     assert!(matches!(

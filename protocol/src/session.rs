@@ -1,0 +1,949 @@
+//! The sync session with one peer, as a state machine without I/O.
+//!
+//! The driver (the node, or the simulator) feeds it the peer's messages with
+//! [`Session::handle_input`], tells it about local changes with [`Session::local_change`],
+//! calls [`Session::handle_timeout`] when [`Session::poll_timeout`] says, and sends what
+//! [`Session::poll_output`] returns. Time is milliseconds on any monotonic clock the driver
+//! chooses (virtual in the simulator). The session reads and writes the store it is handed;
+//! every change from the peer passes [`Store::apply_changes`], which checks each change's
+//! signature and its author's right to write.
+//!
+//! The flow per session: both sides send `Hello` with the collections they offer the other
+//! (only collections both may see); a collection is *active* once both offered it. For
+//! each active collection each side sends its ACL operations the other lacks and a
+//! `Summary` (a digest of every memory's heads, plus deletions). For memories whose digests
+//! differ each side sends its `Heads`; a side that knows all the other's heads answers with
+//! exactly the changes the other lacks, a side that does not answers with `Have` (every
+//! hash it holds), which the other answers exactly. Afterwards local changes are pushed
+//! as `Changes`. A resync on a timer repeats the summary, so a lost or reordered message
+//! costs time, never data.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+
+use mnemon_crdt::automerge::ChangeHash;
+use mnemon_crdt::{
+    Access, ApplyError, CollectionId, MemoryId, SignedDescriptor, SignedTombstone, Store,
+    StoreError,
+};
+use mnemon_identity::Did;
+
+use crate::message::{DocChanges, DocHeads, MAX_BATCH, Message, Offer, WireChange};
+
+/// Limits and timers of a session.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Close the session when the peer sent nothing for this long (ms).
+    pub idle_timeout: u64,
+    /// Repeat the summary of every active collection this often (ms).
+    pub resync_interval: u64,
+    /// Close the session after this many refused messages or changes.
+    pub max_violations: u32,
+    /// Most change bytes in one `Changes` message.
+    pub max_changes_bytes: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> SessionConfig {
+        SessionConfig {
+            idle_timeout: 120_000,
+            resync_interval: 60_000,
+            max_violations: 16,
+            max_changes_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// What the session asks its driver to do or know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send this message to the peer.
+    Send(Message),
+    /// Something happened (for logs, status and tests).
+    Event(Event),
+    /// The session is over; close the stream. The reason is for the log.
+    Closed(String),
+}
+
+/// Something that happened in a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Both sides now sync this collection.
+    Active(CollectionId),
+    /// New ACL operations of a collection were stored (every session should re-check
+    /// what it may sync).
+    AclChanged(CollectionId),
+    /// This node joined a collection the peer (its owner) offered.
+    Adopted(CollectionId),
+    /// Changes from the peer were stored.
+    Applied {
+        /// The collection.
+        collection: CollectionId,
+        /// The memory.
+        memory: MemoryId,
+        /// How many changes were new.
+        new_changes: usize,
+    },
+    /// Deletions from the peer were carried out.
+    Deleted {
+        /// The collection.
+        collection: CollectionId,
+        /// How many.
+        count: usize,
+    },
+    /// The peer's summary of a collection was processed and nothing differed.
+    InSync(CollectionId),
+    /// Something from the peer was refused; the session goes on.
+    Refused(String),
+}
+
+/// Counters of what crossed the wire, per message kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Messages sent, by kind.
+    pub sent: HashMap<&'static str, u64>,
+    /// Messages received, by kind.
+    pub received: HashMap<&'static str, u64>,
+    /// Every collection id that appeared in a message sent.
+    pub collections_sent: BTreeSet<u128>,
+}
+
+#[derive(Debug, Default)]
+struct CollectionState {
+    /// We offered it to the peer.
+    offered: bool,
+    /// The peer offered it to us.
+    peer_offered: bool,
+    /// The peer's ACL length, from its offer.
+    peer_acl_seq: u64,
+    /// Summary entries received so far (parts until `last`).
+    incoming: Vec<(u128, [u8; 16])>,
+    incoming_tombstones: Vec<u128>,
+}
+
+/// The sync session with one peer.
+#[derive(Debug)]
+pub struct Session {
+    local: Did,
+    peer: Did,
+    config: SessionConfig,
+    collections: HashMap<CollectionId, CollectionState>,
+    /// Change hashes the peer is known to hold (sent to it or received from it), per memory.
+    peer_has: HashMap<MemoryId, HashSet<ChangeHash>>,
+    /// The peer's heads of a memory, as last learnt.
+    peer_heads: HashMap<MemoryId, Vec<ChangeHash>>,
+    outbox: VecDeque<Output>,
+    last_heard: u64,
+    next_resync: u64,
+    violations: u32,
+    closed: bool,
+    started: bool,
+    traffic: Traffic,
+}
+
+fn store_err(e: StoreError) -> String {
+    e.to_string()
+}
+
+impl Session {
+    /// A session between this node (`local`) and `peer`, starting at `now`.
+    pub fn new(local: Did, peer: Did, config: SessionConfig, now: u64) -> Session {
+        Session {
+            local,
+            peer,
+            next_resync: now + config.resync_interval,
+            config,
+            collections: HashMap::new(),
+            peer_has: HashMap::new(),
+            peer_heads: HashMap::new(),
+            outbox: VecDeque::new(),
+            last_heard: now,
+            violations: 0,
+            closed: false,
+            started: false,
+            traffic: Traffic::default(),
+        }
+    }
+
+    /// The peer's DID.
+    pub fn peer(&self) -> Did {
+        self.peer
+    }
+
+    /// Whether the session is over.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// What crossed the wire so far.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
+    }
+
+    /// The collections both sides sync.
+    pub fn active(&self) -> Vec<CollectionId> {
+        let mut out: Vec<_> = self
+            .collections
+            .iter()
+            .filter(|(_, s)| s.offered && s.peer_offered)
+            .map(|(c, _)| *c)
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Queues the opening `Hello`.
+    pub fn start(&mut self, store: &Store) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let offers = self.offers(store);
+        self.send(Message::Hello {
+            offers,
+            redeem: Vec::new(),
+        });
+    }
+
+    fn offers(&mut self, store: &Store) -> Vec<Offer> {
+        let shared = match store.shared_with(&self.peer) {
+            Ok(shared) => shared,
+            Err(e) => {
+                self.event(Event::Refused(format!("reading collections: {e}")));
+                return Vec::new();
+            }
+        };
+        let mut offers = Vec::new();
+        for c in shared {
+            let Ok(descriptor) = store.descriptor(c.id) else {
+                continue;
+            };
+            self.collections.entry(c.id).or_default().offered = true;
+            offers.push(Offer {
+                descriptor,
+                acl_seq: c.acl_seq,
+            });
+        }
+        offers
+    }
+
+    /// Whether output is waiting.
+    pub fn has_output(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outbox.pop_front()
+    }
+
+    /// When [`Session::handle_timeout`] wants to be called next.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if self.closed {
+            return None;
+        }
+        Some(
+            self.next_resync
+                .min(self.last_heard + self.config.idle_timeout),
+        )
+    }
+
+    /// Runs the timers: closes an idle session, repeats summaries.
+    pub fn handle_timeout(&mut self, now: u64, store: &Store) {
+        if self.closed {
+            return;
+        }
+        if now >= self.last_heard + self.config.idle_timeout {
+            self.close(format!(
+                "the peer was silent for {} s",
+                self.config.idle_timeout / 1000
+            ));
+            return;
+        }
+        if now >= self.next_resync {
+            self.next_resync = now + self.config.resync_interval;
+            self.resync(store);
+        }
+    }
+
+    /// Re-offers (picking up ACL changes and repeating offers the peer has not answered,
+    /// in case they were lost) and repeats every active collection's summary.
+    pub fn resync(&mut self, store: &Store) {
+        self.refresh(store);
+        let unanswered: Vec<CollectionId> = self
+            .collections
+            .iter()
+            .filter(|(_, s)| s.offered && !s.peer_offered)
+            .map(|(c, _)| *c)
+            .collect();
+        let offers: Vec<Offer> = unanswered
+            .into_iter()
+            .filter_map(|c| {
+                Some(Offer {
+                    descriptor: store.descriptor(c).ok()?,
+                    acl_seq: store.acl_since(c, 0).ok()?.len() as u64,
+                })
+            })
+            .collect();
+        if !offers.is_empty() {
+            self.send(Message::Offer {
+                offers,
+                answer: false,
+            });
+        }
+        let joining: Vec<CollectionId> = self
+            .collections
+            .iter()
+            .filter(|(_, s)| !s.offered && s.peer_offered)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in joining {
+            if store.descriptor(c).is_ok() {
+                self.accept(store, c);
+            }
+        }
+        for c in self.active() {
+            self.send_acl_and_summary(store, c);
+        }
+    }
+
+    /// Re-reads which collections may be synced with the peer: offers new ones, stops
+    /// ones the peer or this node lost access to (after sending the ACL operations that
+    /// say so).
+    pub fn refresh(&mut self, store: &Store) {
+        if self.closed || !self.started {
+            return;
+        }
+        let before: HashSet<CollectionId> = self
+            .collections
+            .iter()
+            .filter(|(_, s)| s.offered)
+            .map(|(c, _)| *c)
+            .collect();
+        let shared: HashSet<CollectionId> = store
+            .shared_with(&self.peer)
+            .map(|s| s.into_iter().map(|c| c.id).collect())
+            .unwrap_or_default();
+        for gone in before.difference(&shared) {
+            // Tell the peer why (the ACL operations), then stop.
+            if let Some(state) = self.collections.get(gone)
+                && state.peer_offered
+            {
+                self.send_acl(store, *gone);
+            }
+            self.collections.remove(gone);
+        }
+        let new: Vec<CollectionId> = shared.difference(&before).copied().collect();
+        if !new.is_empty() {
+            let offers: Vec<Offer> = self
+                .offers(store)
+                .into_iter()
+                .filter(|o| new.contains(&o.descriptor.id()))
+                .collect();
+            let activated: Vec<CollectionId> = offers
+                .iter()
+                .map(|o| o.descriptor.id())
+                .filter(|c| self.collections.get(c).is_some_and(|s| s.peer_offered))
+                .collect();
+            self.send(Message::Offer {
+                offers,
+                answer: false,
+            });
+            for c in activated {
+                self.activate(store, c);
+            }
+        } else {
+            // The ACL may have changed without changing who may sync.
+            for c in self.active() {
+                self.send_acl(store, c);
+            }
+        }
+    }
+
+    /// A memory changed in this store (a local edit, or a change relayed from another
+    /// peer): push what the peer lacks, if the collection is active.
+    pub fn local_change(&mut self, store: &Store, collection: CollectionId, memory: MemoryId) {
+        if self.closed || !self.is_active(collection) || !self.may_sync(store, collection) {
+            return;
+        }
+        match store.tombstone(memory) {
+            Ok(Some(t)) => {
+                self.send(Message::Tombstones {
+                    collection: collection.to_u128(),
+                    tombstones: vec![t],
+                });
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.event(Event::Refused(format!("reading {memory}: {e}")));
+                return;
+            }
+        }
+        let known = self.peer_heads.get(&memory).cloned().unwrap_or_default();
+        self.send_changes(store, collection, &[(memory, known, false)]);
+    }
+
+    /// Handles one frame payload from the peer.
+    pub fn handle_input(&mut self, payload: &[u8], now: u64, store: &mut Store) {
+        if self.closed {
+            return;
+        }
+        self.last_heard = now;
+        let message = match Message::decode(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                self.violation(format!("undecodable message: {e}"));
+                return;
+            }
+        };
+        *self.traffic.received.entry(message.kind()).or_default() += 1;
+        self.handle_message(message, store);
+    }
+
+    fn handle_message(&mut self, message: Message, store: &mut Store) {
+        // Everything about a collection needs it active, except its offer.
+        if let Some(c) = message.collection() {
+            let c = CollectionId::from_u128(c);
+            let acl_for_offered = matches!(message, Message::Acl { .. })
+                && self.collections.get(&c).is_some_and(|s| s.peer_offered);
+            let usable = self.is_active(c) && self.may_sync(store, c);
+            if !acl_for_offered && !usable {
+                // Reordered, from before a revocation, or probing: ignore without a word,
+                // so nothing about collections the peer may not see is revealed.
+                return;
+            }
+        }
+        match message {
+            Message::Hello { offers, redeem: _ } => {
+                if !self.started {
+                    self.start(store);
+                }
+                self.handle_offers(offers, false, store);
+            }
+            Message::Offer { offers, answer } => self.handle_offers(offers, answer, store),
+            Message::Acl { collection, ops } => {
+                let c = CollectionId::from_u128(collection);
+                match store.apply_acl(c, &ops) {
+                    Ok(0) => {}
+                    Ok(_) => {
+                        self.event(Event::AclChanged(c));
+                        // Access may have changed either way.
+                        self.refresh(store);
+                        if self.is_active(c) && !self.collections[&c].offered {
+                            self.activate(store, c);
+                        }
+                    }
+                    Err(e) => self.violation(format!("ACL of {c}: {e}")),
+                }
+                // A joiner learns only now, from the owner's log, that it is a member.
+                if self
+                    .collections
+                    .get(&c)
+                    .is_some_and(|s| s.peer_offered && !s.offered)
+                {
+                    self.accept(store, c);
+                }
+            }
+            Message::Summary {
+                collection,
+                entries,
+                tombstones,
+                acl_seq,
+                last,
+            } => {
+                let c = CollectionId::from_u128(collection);
+                let Some(state) = self.collections.get_mut(&c) else {
+                    return;
+                };
+                state.peer_acl_seq = acl_seq;
+                state.incoming.extend(entries);
+                state.incoming_tombstones.extend(tombstones);
+                if last {
+                    let entries = std::mem::take(&mut state.incoming);
+                    let tombstones = std::mem::take(&mut state.incoming_tombstones);
+                    self.compare(store, c, entries, tombstones);
+                }
+            }
+            Message::Heads { collection, docs } => {
+                self.handle_heads(store, CollectionId::from_u128(collection), docs)
+            }
+            Message::Have { collection, docs } => {
+                let c = CollectionId::from_u128(collection);
+                let requests: Vec<(MemoryId, Vec<ChangeHash>, bool)> = docs
+                    .into_iter()
+                    .map(|d| {
+                        let hashes: Vec<ChangeHash> =
+                            d.hashes.into_iter().map(ChangeHash).collect();
+                        let memory = MemoryId::from_u128(d.memory);
+                        self.peer_has
+                            .insert(memory, hashes.iter().copied().collect());
+                        (memory, hashes, true)
+                    })
+                    .collect();
+                self.send_changes(store, c, &requests);
+            }
+            Message::Changes { collection, docs } => {
+                self.handle_changes(store, CollectionId::from_u128(collection), docs)
+            }
+            Message::Tombstones {
+                collection,
+                tombstones,
+            } => {
+                let c = CollectionId::from_u128(collection);
+                match store.apply_tombstones(c, &tombstones) {
+                    Ok(removed) if !removed.is_empty() => self.event(Event::Deleted {
+                        collection: c,
+                        count: removed.len(),
+                    }),
+                    Ok(_) => {}
+                    Err(e) => self.violation(format!("deletions in {c}: {e}")),
+                }
+            }
+            Message::Close { reason } => {
+                self.closed = true;
+                self.outbox
+                    .push_back(Output::Closed(format!("the peer closed: {reason}")));
+            }
+        }
+    }
+
+    fn handle_offers(&mut self, offers: Vec<Offer>, answer: bool, store: &mut Store) {
+        let mut answers = Vec::new();
+        for offer in offers {
+            let c = offer.descriptor.id();
+            let owner = match offer.descriptor.verify() {
+                Ok(owner) => owner,
+                Err(e) => {
+                    self.violation(format!("offer of {c}: {e}"));
+                    continue;
+                }
+            };
+            let known = store.access(c, &self.local).ok().flatten();
+            let was_active = self.is_active(c);
+            let state = self.collections.entry(c).or_default();
+            state.peer_offered = true;
+            state.peer_acl_seq = offer.acl_seq;
+            if state.offered {
+                if !was_active {
+                    self.activate(store, c);
+                } else if !answer {
+                    // The peer offers again what we sync: it lost our offer.
+                    answers.push(c);
+                }
+                continue;
+            }
+            if known.is_some() {
+                // We hold it but did not offer it: the peer may not see it per our ACL
+                // (it may have been revoked, or our log is behind). Stay silent.
+                continue;
+            }
+            // An unknown collection: take it only from its owner.
+            if owner != self.peer {
+                continue;
+            }
+            match adopt(store, &offer.descriptor) {
+                Ok(true) => self.event(Event::Adopted(c)),
+                Ok(false) => {}
+                Err(e) => {
+                    self.violation(format!("offer of {c}: {e}"));
+                    continue;
+                }
+            }
+            // Ask for the owner's log by offering with what we hold (nothing).
+            self.accept(store, c);
+        }
+        let offers: Vec<Offer> = answers
+            .into_iter()
+            .filter_map(|c| {
+                Some(Offer {
+                    descriptor: store.descriptor(c).ok()?,
+                    acl_seq: store.acl_since(c, 0).ok()?.len() as u64,
+                })
+            })
+            .collect();
+        if !offers.is_empty() {
+            self.send(Message::Offer {
+                offers,
+                answer: true,
+            });
+        }
+    }
+
+    /// Offers back a collection the peer offered, once this node may hold it (or to ask
+    /// for the ACL that says so).
+    fn accept(&mut self, store: &Store, c: CollectionId) {
+        let Ok(descriptor) = store.descriptor(c) else {
+            return;
+        };
+        let acl_seq = store
+            .acl_since(c, 0)
+            .map(|ops| ops.len() as u64)
+            .unwrap_or(0);
+        let member = matches!(store.access(c, &self.local), Ok(Some(_)));
+        if member && let Some(state) = self.collections.get_mut(&c) {
+            state.offered = true;
+        }
+        self.send(Message::Offer {
+            offers: vec![Offer {
+                descriptor,
+                acl_seq,
+            }],
+            answer: false,
+        });
+        if member {
+            self.activate(store, c);
+        }
+    }
+
+    fn activate(&mut self, store: &Store, c: CollectionId) {
+        if !self.is_active(c) {
+            return;
+        }
+        self.event(Event::Active(c));
+        self.send_acl_and_summary(store, c);
+    }
+
+    fn send_acl(&mut self, store: &Store, c: CollectionId) {
+        let peer_seq = self.collections.get(&c).map_or(0, |s| s.peer_acl_seq);
+        // The peer's position is learnt from its offers and summaries only, so a lost
+        // message is sent again at the next resync.
+        if let Ok(ops) = store.acl_since(c, peer_seq)
+            && !ops.is_empty()
+        {
+            for chunk in ops.chunks(MAX_BATCH) {
+                self.send(Message::Acl {
+                    collection: c.to_u128(),
+                    ops: chunk.to_vec(),
+                });
+            }
+        }
+    }
+
+    fn send_acl_and_summary(&mut self, store: &Store, c: CollectionId) {
+        self.send_acl(store, c);
+        let summary = match store.heads_summary(c) {
+            Ok(s) => s,
+            Err(e) => {
+                self.event(Event::Refused(format!("summary of {c}: {}", store_err(e))));
+                return;
+            }
+        };
+        let tombstones: Vec<u128> = store
+            .tombstones(c)
+            .map(|t| t.into_iter().map(|t| t.memory).collect())
+            .unwrap_or_default();
+        let entries: Vec<(u128, [u8; 16])> =
+            summary.into_iter().map(|(m, d)| (m.to_u128(), d)).collect();
+        let acl_seq = store.acl_since(c, 0).map_or(0, |ops| ops.len() as u64);
+        let parts = entries
+            .len()
+            .div_ceil(MAX_BATCH)
+            .max(tombstones.len().div_ceil(MAX_BATCH))
+            .max(1);
+        for part in 0..parts {
+            self.send(Message::Summary {
+                collection: c.to_u128(),
+                entries: part_of(&entries, part),
+                tombstones: part_of(&tombstones, part),
+                acl_seq,
+                last: part + 1 == parts,
+            });
+        }
+    }
+
+    /// Compares the peer's summary with ours; asks for and offers what differs.
+    fn compare(
+        &mut self,
+        store: &Store,
+        c: CollectionId,
+        theirs: Vec<(u128, [u8; 16])>,
+        their_tombstones: Vec<u128>,
+    ) {
+        let mine: HashMap<u128, [u8; 16]> = match store.heads_summary(c) {
+            Ok(s) => s.into_iter().map(|(m, d)| (m.to_u128(), d)).collect(),
+            Err(_) => return,
+        };
+        let my_tombstones: Vec<_> = store.tombstones(c).unwrap_or_default();
+        let my_dead: HashSet<u128> = my_tombstones.iter().map(|t| t.memory).collect();
+        let their_dead: HashSet<u128> = their_tombstones.into_iter().collect();
+        let theirs_map: HashMap<u128, [u8; 16]> = theirs.iter().copied().collect();
+
+        // Deletions the peer lacks.
+        let missing_dead: Vec<SignedTombstone> = my_tombstones
+            .into_iter()
+            .filter(|t| !their_dead.contains(&t.memory))
+            .collect();
+        for chunk in missing_dead.chunks(MAX_BATCH) {
+            self.send(Message::Tombstones {
+                collection: c.to_u128(),
+                tombstones: chunk.to_vec(),
+            });
+        }
+
+        let mut differing = Vec::new();
+        for (m, digest) in &theirs_map {
+            if my_dead.contains(m) {
+                continue;
+            }
+            match mine.get(m) {
+                Some(d) if d == digest => {
+                    // Equal: the peer holds exactly our heads.
+                    let memory = MemoryId::from_u128(*m);
+                    if let Ok(Some(heads)) = store.heads(memory) {
+                        self.peer_heads.insert(memory, heads);
+                    }
+                }
+                Some(_) => differing.push(MemoryId::from_u128(*m)),
+                None => differing.push(MemoryId::from_u128(*m)),
+            }
+        }
+        if differing.is_empty()
+            && mine
+                .keys()
+                .all(|m| theirs_map.contains_key(m) || their_dead.contains(m))
+        {
+            self.event(Event::InSync(c));
+        }
+        let docs: Vec<DocHeads> = differing
+            .into_iter()
+            .map(|memory| DocHeads {
+                memory: memory.to_u128(),
+                hashes: store
+                    .heads(memory)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|h| h.0)
+                    .collect(),
+            })
+            .collect();
+        for chunk in docs.chunks(MAX_BATCH) {
+            self.send(Message::Heads {
+                collection: c.to_u128(),
+                docs: chunk.to_vec(),
+            });
+        }
+    }
+
+    fn handle_heads(&mut self, store: &Store, c: CollectionId, docs: Vec<DocHeads>) {
+        let mut send = Vec::new();
+        let mut have = Vec::new();
+        for d in docs {
+            let memory = MemoryId::from_u128(d.memory);
+            let hashes: Vec<ChangeHash> = d.hashes.into_iter().map(ChangeHash).collect();
+            match store.collection_of(memory) {
+                Ok(Some(held)) if held == c => {}
+                // Not here (the peer will send it when it sees our summary), deleted, or
+                // of another collection: nothing to send.
+                _ => continue,
+            }
+            let mine = store.change_hashes(memory).unwrap_or_default();
+            let mine_set: HashSet<&ChangeHash> = mine.iter().collect();
+            // What the peer says it holds replaces what we assumed (a message we sent may
+            // have been lost): its heads' ancestors are what it has.
+            self.peer_has.remove(&memory);
+            self.peer_heads.insert(memory, hashes.clone());
+            if hashes.iter().all(|h| mine_set.contains(h)) {
+                send.push((memory, hashes, false));
+            } else {
+                // The peer holds changes we do not: tell it exactly what we hold.
+                have.push(DocHeads {
+                    memory: memory.to_u128(),
+                    hashes: mine.iter().map(|h| h.0).collect(),
+                });
+            }
+        }
+        for chunk in have.chunks(MAX_BATCH) {
+            self.send(Message::Have {
+                collection: c.to_u128(),
+                docs: chunk.to_vec(),
+            });
+        }
+        self.send_changes(store, c, &send);
+    }
+
+    /// Sends, per memory, the changes the peer lacks given `known` (its heads, or with
+    /// `exact` its every hash), minus what it is known to hold.
+    fn send_changes(
+        &mut self,
+        store: &Store,
+        c: CollectionId,
+        requests: &[(MemoryId, Vec<ChangeHash>, bool)],
+    ) {
+        let mut batch: Vec<DocChanges> = Vec::new();
+        let mut bytes = 0usize;
+        for (memory, known, exact) in requests {
+            let changes = match store.changes_for_peer(*memory, known, *exact) {
+                Ok(changes) => changes,
+                Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => continue,
+                Err(e) => {
+                    self.event(Event::Refused(format!("reading {memory}: {e}")));
+                    continue;
+                }
+            };
+            let has = self.peer_has.entry(*memory).or_default();
+            let mut wire = Vec::new();
+            for change in changes {
+                let hash = match mnemon_crdt::automerge::Change::from_bytes(change.bytes.clone()) {
+                    Ok(parsed) => parsed.hash(),
+                    Err(_) => continue,
+                };
+                if has.insert(hash) {
+                    bytes += change.bytes.len() + 64;
+                    wire.push(WireChange::from_signed(change));
+                }
+            }
+            if wire.is_empty() {
+                continue;
+            }
+            batch.push(DocChanges {
+                memory: memory.to_u128(),
+                changes: wire,
+            });
+            if bytes >= self.config.max_changes_bytes || batch.len() >= MAX_BATCH {
+                self.send(Message::Changes {
+                    collection: c.to_u128(),
+                    docs: std::mem::take(&mut batch),
+                });
+                bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            self.send(Message::Changes {
+                collection: c.to_u128(),
+                docs: batch,
+            });
+        }
+    }
+
+    fn handle_changes(&mut self, store: &mut Store, c: CollectionId, docs: Vec<DocChanges>) {
+        let mut repair = Vec::new();
+        for d in docs {
+            let memory = MemoryId::from_u128(d.memory);
+            let Some(changes) = d
+                .changes
+                .iter()
+                .map(WireChange::to_signed)
+                .collect::<Option<Vec<_>>>()
+            else {
+                self.violation(format!("a change of {memory} with a malformed signature"));
+                continue;
+            };
+            match store.apply_changes(c, memory, &changes) {
+                Ok(outcome) => {
+                    let has = self.peer_has.entry(memory).or_default();
+                    for change in &changes {
+                        if let Ok(parsed) =
+                            mnemon_crdt::automerge::Change::from_bytes(change.bytes.clone())
+                        {
+                            has.insert(parsed.hash());
+                        }
+                    }
+                    if outcome.new_changes > 0 {
+                        self.event(Event::Applied {
+                            collection: c,
+                            memory,
+                            new_changes: outcome.new_changes,
+                        });
+                    }
+                }
+                Err(ApplyError::MissingDependencies(_)) => {
+                    // We are behind in a way the peer did not know: tell it our heads.
+                    repair.push(DocHeads {
+                        memory: memory.to_u128(),
+                        hashes: store
+                            .heads(memory)
+                            .ok()
+                            .flatten()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|h| h.0)
+                            .collect(),
+                    });
+                }
+                // Deleted here: the deletion wins; the peer learns it from our summary.
+                Err(ApplyError::Deleted(_)) => {}
+                Err(e) => self.violation(format!("changes to {memory}: {e}")),
+            }
+        }
+        for chunk in repair.chunks(MAX_BATCH) {
+            self.send(Message::Heads {
+                collection: c.to_u128(),
+                docs: chunk.to_vec(),
+            });
+        }
+    }
+
+    fn is_active(&self, c: CollectionId) -> bool {
+        self.collections
+            .get(&c)
+            .is_some_and(|s| s.offered && s.peer_offered)
+    }
+
+    /// Both this node and the peer still have access (checked on every use, so a
+    /// revocation takes effect at once).
+    fn may_sync(&self, store: &Store, c: CollectionId) -> bool {
+        let peer: Option<Access> = store.access(c, &self.peer).ok().flatten();
+        let me: Option<Access> = store.access(c, &self.local).ok().flatten();
+        peer.is_some() && me.is_some()
+    }
+
+    fn send(&mut self, message: Message) {
+        if self.closed {
+            return;
+        }
+        *self.traffic.sent.entry(message.kind()).or_default() += 1;
+        if let Some(c) = message.collection() {
+            self.traffic.collections_sent.insert(c);
+        }
+        if let Message::Hello { offers, .. } | Message::Offer { offers, .. } = &message {
+            for o in offers {
+                self.traffic
+                    .collections_sent
+                    .insert(o.descriptor.descriptor.id);
+            }
+        }
+        self.outbox.push_back(Output::Send(message));
+    }
+
+    fn event(&mut self, event: Event) {
+        self.outbox.push_back(Output::Event(event));
+    }
+
+    fn violation(&mut self, reason: String) {
+        self.violations += 1;
+        self.event(Event::Refused(reason));
+        if self.violations >= self.config.max_violations {
+            self.close(format!(
+                "{} refused messages from the peer",
+                self.violations
+            ));
+        }
+    }
+
+    /// Closes the session with a reason the peer is told.
+    pub fn close(&mut self, reason: String) {
+        if self.closed {
+            return;
+        }
+        self.send(Message::Close {
+            reason: reason.clone(),
+        });
+        self.closed = true;
+        self.outbox.push_back(Output::Closed(reason));
+    }
+}
+
+fn adopt(store: &mut Store, descriptor: &SignedDescriptor) -> Result<bool, StoreError> {
+    store.adopt_collection(descriptor)
+}
+
+/// Part `part` of a list split into messages of [`MAX_BATCH`].
+fn part_of<T: Copy>(list: &[T], part: usize) -> Vec<T> {
+    list.iter()
+        .skip(part * MAX_BATCH)
+        .take(MAX_BATCH)
+        .copied()
+        .collect()
+}

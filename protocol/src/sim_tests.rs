@@ -1,0 +1,369 @@
+//! Sessions on the simulator: the acceptance rules of sharing, then a property test over
+//! random schedules with faults.
+
+use std::collections::{BTreeSet, HashMap};
+
+use mnemon_crdt::automerge::ChangeHash;
+use mnemon_crdt::{MemoryEdit, MemoryId, Role, StoreError};
+use proptest::prelude::*;
+
+use crate::message::{DocChanges, Message};
+use crate::session::SessionConfig;
+use crate::sim::{Faults, Sim};
+
+fn config() -> SessionConfig {
+    SessionConfig {
+        idle_timeout: 30_000,
+        resync_interval: 2_000,
+        ..SessionConfig::default()
+    }
+}
+
+fn settle(sim: &mut Sim) {
+    let until = sim.now + 10_000;
+    sim.run_until(until);
+}
+
+#[test]
+fn a_shared_memory_arrives_edits_flow_back_and_concurrent_edits_merge() {
+    let mut sim = Sim::new(2, 1, config());
+    let c = sim.shared_collection(Role::Write);
+    let (m, _) = sim.add(0, c, "the key is under the mat").expect("add");
+    sim.connect(0, 1);
+    settle(&mut sim);
+    assert_eq!(
+        sim.nodes[1].store.get(m).expect("arrived").content,
+        "the key is under the mat"
+    );
+    sim.edit(1, m, " (blue one)").expect("edit on B");
+    settle(&mut sim);
+    assert_eq!(
+        sim.nodes[0].store.get(m).expect("get").content,
+        "the key is under the mat (blue one)"
+    );
+    // Concurrent edits while apart merge on both.
+    sim.disconnect(0, 1);
+    sim.nodes[0]
+        .store
+        .edit(
+            m,
+            &MemoryEdit {
+                title: Some("Key".into()),
+                ..MemoryEdit::default()
+            },
+        )
+        .expect("edit A");
+    sim.nodes[1]
+        .store
+        .edit(
+            m,
+            &MemoryEdit {
+                add_tags: vec!["home".into()],
+                ..MemoryEdit::default()
+            },
+        )
+        .expect("edit B");
+    sim.connect(0, 1);
+    settle(&mut sim);
+    for node in &sim.nodes {
+        let memory = node.store.get(m).expect("get");
+        assert_eq!(memory.title, "Key");
+        assert!(memory.tags.contains("home"));
+    }
+    assert_eq!(sim.views(c)[0], sim.views(c)[1]);
+    assert!(sim.nodes.iter().all(|n| n.refused.is_empty()));
+}
+
+#[test]
+fn outsiders_see_nothing_readers_cannot_write_and_revocation_stops_sync() {
+    // 0 owns; 1 is a reader; 2 was never invited.
+    let mut sim = Sim::new(3, 2, config());
+    let c = sim.create_only(0);
+    let reader = sim.nodes[1].store.did();
+    sim.nodes[0]
+        .store
+        .share(c, &reader, Role::Read)
+        .expect("share");
+    let (m, _) = sim.add(0, c, "family recipes").expect("add");
+    sim.connect_all();
+    settle(&mut sim);
+    assert!(sim.nodes[1].store.get(m).is_ok(), "the reader receives");
+    assert!(matches!(
+        sim.nodes[2].store.get(m),
+        Err(StoreError::NotFound(_))
+    ));
+    // Nothing naming the collection went to the outsider, from anyone.
+    for node in [0, 1] {
+        let traffic = sim.session(node, 2).expect("session").traffic();
+        assert!(
+            !traffic.collections_sent.contains(&c.to_u128()),
+            "node {node} told the outsider about the collection: {traffic:?}"
+        );
+        assert_eq!(traffic.sent.get("changes"), None);
+    }
+    // The reader cannot write locally, and a change it forces onto the wire is refused
+    // by the owner and never reaches the outsider.
+    assert!(matches!(
+        sim.nodes[1].store.edit(
+            m,
+            &MemoryEdit {
+                title: Some("mine now".into()),
+                ..MemoryEdit::default()
+            }
+        ),
+        Err(StoreError::ReadOnly(_))
+    ));
+    let forced = sim.change_signed_by(1, m, "mine now");
+    sim.inject(
+        1,
+        0,
+        Message::Changes {
+            collection: c.to_u128(),
+            docs: vec![DocChanges {
+                memory: m.to_u128(),
+                changes: vec![forced],
+            }],
+        },
+    );
+    settle(&mut sim);
+    assert_ne!(sim.nodes[0].store.get(m).expect("get").title, "mine now");
+    assert!(
+        sim.nodes[0]
+            .refused
+            .iter()
+            .any(|r| r.contains("may not write")),
+        "{:?}",
+        sim.nodes[0].refused
+    );
+    assert!(sim.nodes[2].store.get(m).is_err());
+
+    // After the owner revokes the reader, the reader receives nothing new.
+    sim.nodes[0].store.unshare(c, &reader).expect("revoke");
+    sim.refresh(0);
+    settle(&mut sim);
+    let (later, _) = sim.add(0, c, "after the revocation").expect("add");
+    settle(&mut sim);
+    assert!(sim.nodes[1].store.get(later).is_err());
+    assert_eq!(sim.nodes[1].store.access(c, &reader).expect("access"), None);
+}
+
+#[test]
+fn changes_relay_through_a_member_and_forgeries_are_refused() {
+    // 0 owns and shares with 1 and 2 as writers; 0 and 2 never meet.
+    let mut sim = Sim::new(3, 3, config());
+    let c = sim.shared_collection(Role::Write);
+    sim.connect(0, 1);
+    sim.connect(0, 2);
+    settle(&mut sim);
+    sim.disconnect(0, 2);
+    let (m, heads) = sim.add(0, c, "written by the owner").expect("add");
+    settle(&mut sim);
+    // 0 goes offline; 1 meets 2.
+    sim.disconnect(0, 1);
+    sim.connect(1, 2);
+    settle(&mut sim);
+    let relayed = sim.nodes[2].store.get(m).expect("relayed through 1");
+    assert_eq!(relayed.author, sim.nodes[0].store.did().to_string());
+    assert_eq!(sim.nodes[2].store.heads(m).expect("heads"), Some(heads));
+    assert!(sim.nodes[2].store.verify_all().expect("verify") >= 1);
+
+    // 1 forges a change in 0's name (0's actor, 1's signature): 2 refuses it.
+    let forged = sim.forge_in_name_of(1, 0, m);
+    sim.inject(
+        1,
+        2,
+        Message::Changes {
+            collection: c.to_u128(),
+            docs: vec![DocChanges {
+                memory: m.to_u128(),
+                changes: vec![forged],
+            }],
+        },
+    );
+    settle(&mut sim);
+    assert_eq!(
+        sim.nodes[2].store.get(m).expect("get").content,
+        "written by the owner"
+    );
+    assert!(
+        sim.nodes[2]
+            .refused
+            .iter()
+            .any(|r| r.contains("does not match its author")),
+        "{:?}",
+        sim.nodes[2].refused
+    );
+}
+
+#[test]
+fn garbage_from_a_peer_is_refused_and_the_session_survives() {
+    let mut sim = Sim::new(2, 4, config());
+    let c = sim.shared_collection(Role::Write);
+    sim.connect(0, 1);
+    settle(&mut sim);
+    sim.inject_raw(1, 0, vec![0xff; 40]);
+    settle(&mut sim);
+    assert!(sim.connected(0, 1));
+    assert!(
+        sim.nodes[0]
+            .refused
+            .iter()
+            .any(|r| r.contains("undecodable"))
+    );
+    let (m, _) = sim.add(0, c, "still syncing").expect("add");
+    settle(&mut sim);
+    assert!(sim.nodes[1].store.get(m).is_ok());
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Add { node: usize },
+    Edit { node: usize, pick: usize },
+    Remove { node: usize, pick: usize },
+    Cut { a: usize, b: usize },
+    Join { a: usize, b: usize },
+    Restart { node: usize },
+    Wait { ms: u64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0usize..5).prop_map(|node| Op::Add { node }),
+        4 => (0usize..5, any::<usize>()).prop_map(|(node, pick)| Op::Edit { node, pick }),
+        1 => (0usize..5, any::<usize>()).prop_map(|(node, pick)| Op::Remove { node, pick }),
+        2 => (0usize..5, 0usize..5).prop_map(|(a, b)| Op::Cut { a, b }),
+        2 => (0usize..5, 0usize..5).prop_map(|(a, b)| Op::Join { a, b }),
+        1 => (0usize..5).prop_map(|node| Op::Restart { node }),
+        3 => (1u64..3_000).prop_map(|ms| Op::Wait { ms }),
+    ]
+}
+
+fn cases() -> u32 {
+    std::env::var("MNEMON_SIM_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn replicas_converge_after_faults_and_lose_no_acknowledged_write(
+        n in 3usize..=5,
+        seed in any::<u64>(),
+        loss in 0.0f64..0.3,
+        duplicate in 0.0f64..0.3,
+        ops in prop::collection::vec(op(), 5..40),
+    ) {
+        let mut sim = Sim::new(n, seed, config());
+        let c = sim.shared_collection(Role::Write);
+        sim.connect_all();
+        settle(&mut sim);
+        sim.faults = Faults { loss, duplicate, latency: (1, 400) };
+        // Acknowledged writes: (memory, heads right after the write on its node).
+        let mut acknowledged: Vec<(MemoryId, Vec<ChangeHash>)> = Vec::new();
+        let mut removed: BTreeSet<MemoryId> = BTreeSet::new();
+        for (i, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Add { node } => {
+                    if let Some(write) = sim.add(node % n, c, &format!("note {i}")) {
+                        acknowledged.push(write);
+                    }
+                }
+                Op::Edit { node, pick } => {
+                    let node = node % n;
+                    let held: Vec<MemoryId> = sim.views(c)[node].heads.keys().copied().collect();
+                    if let Some(m) = held.get(pick % held.len().max(1)).copied()
+                        && let Some(heads) = sim.edit(node, m, &format!(" +{i}"))
+                    {
+                        acknowledged.push((m, heads));
+                    }
+                }
+                Op::Remove { node, pick } => {
+                    let node = node % n;
+                    let mut held: Vec<MemoryId> = sim.views(c)[node].heads.keys().copied().collect();
+                    held.sort();
+                    if let Some(m) = held.get(pick % held.len().max(1)).copied()
+                        && sim.remove(node, m)
+                    {
+                        removed.insert(m);
+                    }
+                }
+                Op::Cut { a, b } => sim.disconnect(a % n, b % n),
+                Op::Join { a, b } => sim.connect(a % n, b % n),
+                Op::Restart { node } => sim.restart(node % n),
+                Op::Wait { ms } => {
+                    let until = sim.now + ms;
+                    sim.run_until(until);
+                }
+            }
+        }
+        // Heal: a perfect network, and every pair connected; sessions that lived through
+        // the faults stay, so their resyncs must repair what was lost.
+        sim.faults = Faults::NONE;
+        for a in 0..n {
+            for b in a + 1..n {
+                if !sim.connected(a, b) {
+                    sim.connect(a, b);
+                }
+            }
+        }
+        for _ in 0..4 {
+            settle(&mut sim);
+        }
+        let views = sim.views(c);
+        if views.iter().any(|v| v != &views[0]) {
+            for (i, node) in sim.nodes.iter().enumerate() {
+                let links: Vec<bool> = (0..n).map(|p| sim.connected(i, p)).collect();
+                eprintln!("node {i}: links {links:?} refused {:?}", node.refused);
+                for p in 0..n {
+                    if let Some(s) = sim.session(i, p) {
+                        eprintln!("  to {p}: active {:?} closed {} traffic {:?}", s.active(), s.is_closed(), s.traffic().sent);
+                    }
+                }
+            }
+        }
+        for (i, view) in views.iter().enumerate() {
+            prop_assert_eq!(view, &views[0], "node {} differs from node 0", i);
+        }
+        // Values are equal too, not just heads.
+        let values: Vec<HashMap<MemoryId, (String, String)>> = sim
+            .nodes
+            .iter()
+            .map(|node| {
+                views[0]
+                    .heads
+                    .keys()
+                    .map(|m| {
+                        let memory = node.store.get(*m).expect("held");
+                        (*m, (memory.title, memory.content))
+                    })
+                    .collect()
+            })
+            .collect();
+        for v in &values {
+            prop_assert_eq!(v, &values[0]);
+        }
+        // Every acknowledged write is in every replica, unless its memory was deleted.
+        for (m, heads) in &acknowledged {
+            if views[0].deleted.contains(m) {
+                prop_assert!(removed.contains(m), "{} deleted but nobody deleted it", m);
+                continue;
+            }
+            for node in &sim.nodes {
+                let held = node.store.change_hashes(*m).expect("held");
+                for h in heads {
+                    prop_assert!(held.contains(h), "write {} to {} lost", h, m);
+                }
+            }
+        }
+        // Honest nodes refuse nothing from each other.
+        for node in &sim.nodes {
+            prop_assert!(
+                node.refused.iter().all(|r| r.contains("undecodable") || r.contains("deleted")),
+                "{:?}", node.refused
+            );
+        }
+    }
+}
