@@ -83,7 +83,7 @@ fn main() {
         .expect("init");
     assert!(status.success());
     let mut server = Command::new(bin)
-        .args(["serve", "--http", "127.0.0.1:0"])
+        .args(["serve", "--http", "127.0.0.1:0", "--no-p2p"])
         .env("MNEMON_DATA_DIR", &data)
         .env("MNEMON_LOG", "warn")
         .stdout(Stdio::piped())

@@ -123,6 +123,43 @@ pub enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// Peer-to-peer listen address (repeatable).
+        #[arg(long = "p2p", value_name = "MULTIADDR", default_value = crate::net::DEFAULT_P2P)]
+        p2p: Vec<libp2p::Multiaddr>,
+        /// A peer to dial at start, as MULTIADDR/p2p/PEER_ID (repeatable; also a Kademlia
+        /// bootstrap node).
+        #[arg(long = "peer", value_name = "MULTIADDR")]
+        peers: Vec<libp2p::Multiaddr>,
+        /// Do not discover peers on the LAN with mDNS.
+        #[arg(long)]
+        no_mdns: bool,
+        /// Run without federation (no peer-to-peer listener at all).
+        #[arg(long, conflicts_with_all = ["p2p", "peers"])]
+        no_p2p: bool,
+    },
+    /// Share a collection this node owns with another node's DID.
+    Share {
+        /// The collection (id or unique name).
+        collection: String,
+        /// The DID to share with (`did:key:z6Mk…`; `mnemon id` on the other node).
+        did: String,
+        /// What the DID may do: read, or write (add, edit, delete).
+        #[arg(long, default_value = "read")]
+        role: String,
+    },
+    /// Take a DID's access to a collection away: it receives nothing new.
+    Unshare {
+        /// The collection (id or unique name).
+        collection: String,
+        /// The member's DID.
+        did: String,
+    },
+    /// The peers this node has met while `mnemon serve` runs: connected or not, the
+    /// collections synced, the last sync and the last error.
+    Peers {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the API's bearer token.
     Token {
@@ -273,6 +310,14 @@ pub enum CollectionCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Who a collection is shared with.
+    Members {
+        /// The collection (id or unique name).
+        collection: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Parses the command line and runs the command.
@@ -397,6 +442,67 @@ pub fn run() -> Result<ExitCode> {
                 writeln!(out, "{}", output::json(&collections))?;
             } else {
                 output::print_collections(&mut out, &collections)?;
+            }
+        }
+        Command::Collection(CollectionCommand::Members { collection, json }) => {
+            let node = Node::open(&data_dir, &passphrase)?;
+            let members = node.api().members(&collection)?;
+            if json {
+                writeln!(out, "{}", output::json(&members))?;
+            } else if members.is_empty() {
+                eprintln!("{collection} is shared with nobody");
+            } else {
+                for m in members {
+                    writeln!(out, "{}\t{}", m.did, m.role)?;
+                }
+            }
+        }
+        Command::Share {
+            collection,
+            did,
+            role,
+        } => {
+            let node = Node::open(&data_dir, &passphrase)?;
+            let member = node.api().share(
+                &collection,
+                mnemon_web::api::ShareRequest {
+                    did: did.clone(),
+                    role,
+                },
+            )?;
+            writeln!(
+                out,
+                "shared {collection} with {} ({})",
+                member.did, member.role
+            )?;
+        }
+        Command::Unshare { collection, did } => {
+            let node = Node::open(&data_dir, &passphrase)?;
+            node.api().unshare(&collection, &did)?;
+            writeln!(out, "{did} no longer has access to {collection}")?;
+        }
+        Command::Peers { json } => {
+            let node = Node::open(&data_dir, &passphrase)?;
+            let peers = node.api().peers()?;
+            if json {
+                writeln!(out, "{}", output::json(&peers))?;
+            } else if peers.is_empty() {
+                eprintln!("no peers known (peers are met while `mnemon serve` runs)");
+            } else {
+                for p in peers {
+                    let state = if p.connected { "connected" } else { "offline" };
+                    let collections = if p.collections.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        p.collections.join(",")
+                    };
+                    writeln!(
+                        out,
+                        "{}\t{state}\t{collections}\t{}",
+                        p.did,
+                        p.addresses.join(" ")
+                    )?;
+                }
             }
         }
         Command::Compact => {
@@ -531,6 +637,10 @@ pub fn run() -> Result<ExitCode> {
             allow_hosts,
             body_limit,
             log_format,
+            p2p,
+            peers,
+            no_mdns,
+            no_p2p,
         } => {
             let _ = log_format;
             if let Some(running) = crate::serve::running(data_dir.root()) {
@@ -540,7 +650,8 @@ pub fn run() -> Result<ExitCode> {
                     running.pid
                 );
             }
-            let store = data_dir.open_store(&passphrase)?;
+            let keypair = data_dir.unlock(&passphrase)?;
+            let store = Store::open(data_dir.db_path(), keypair.clone())?;
             let service = Service::open(
                 store,
                 &data_dir.index_dir(),
@@ -549,6 +660,12 @@ pub fn run() -> Result<ExitCode> {
             );
             service.load_index()?;
             drop(out);
+            let net = (!no_p2p).then(|| crate::net::NetConfig {
+                listen: p2p,
+                peers,
+                mdns: !no_mdns,
+                ..crate::net::NetConfig::default()
+            });
             crate::serve::serve(
                 data_dir.root(),
                 service,
@@ -557,6 +674,7 @@ pub fn run() -> Result<ExitCode> {
                     allow_non_loopback,
                     extra_hosts: allow_hosts,
                     body_limit,
+                    net: net.map(|config| (keypair, config)),
                 },
             )?;
             return Ok(ExitCode::SUCCESS);

@@ -147,6 +147,12 @@ impl DataDir {
 
     /// Unlocks the key and opens the store.
     pub fn open_store(&self, passphrase: &PassphraseSource) -> Result<Store> {
+        let keypair = self.unlock(passphrase)?;
+        Ok(Store::open(self.db_path(), keypair)?)
+    }
+
+    /// Unlocks the node's key.
+    pub fn unlock(&self, passphrase: &PassphraseSource) -> Result<mnemon_identity::Keypair> {
         self.require_init()?;
         let key_file = self.key_file();
         let secret = if key_file.is_sealed().map_err(key_error)? {
@@ -158,10 +164,9 @@ impl DataDir {
         } else {
             None
         };
-        let keypair = key_file
+        key_file
             .unlock(secret.as_ref().map(|s| s.as_bytes()))
-            .map_err(key_error)?;
-        Ok(Store::open(self.db_path(), keypair)?)
+            .map_err(key_error)
     }
 
     fn require_init(&self) -> Result<()> {

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 mod data_dir;
 pub mod model;
+pub mod net;
 mod output;
 pub mod remote;
 pub mod search;

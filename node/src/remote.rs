@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mnemon_web::api::{
     CollectionView, CreateCollection, CreateMemory, Created, EventView, HitView, ListQuery,
-    MemoryView, Page, PatchMemory, SearchQuery,
+    MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
 use mnemon_web::{ApiError, Backend, Gauge};
 use serde::de::DeserializeOwned;
@@ -184,6 +184,43 @@ impl Backend for Remote {
                 name: name.to_owned(),
             },
         )
+    }
+
+    fn members(&self, collection: &str) -> Result<Vec<MemberView>, ApiError> {
+        self.get_json(&format!(
+            "/collections/{}/members",
+            mnemon_web::encode_component(collection)
+        ))
+    }
+
+    fn share(&self, collection: &str, request: ShareRequest) -> Result<MemberView, ApiError> {
+        self.send_json(
+            "POST",
+            &format!(
+                "/collections/{}/members",
+                mnemon_web::encode_component(collection)
+            ),
+            &request,
+        )
+    }
+
+    fn unshare(&self, collection: &str, did: &str) -> Result<(), ApiError> {
+        let _: serde_json::Value = Self::answer(
+            self.agent
+                .delete(&format!(
+                    "{}/api/v1/collections/{}/members/{}",
+                    self.base,
+                    mnemon_web::encode_component(collection),
+                    mnemon_web::encode_component(did)
+                ))
+                .header("Authorization", &format!("Bearer {}", self.token))
+                .call(),
+        )?;
+        Ok(())
+    }
+
+    fn peers(&self) -> Result<Vec<PeerView>, ApiError> {
+        self.get_json("/peers")
     }
 
     fn status(&self) -> Result<serde_json::Value, ApiError> {

@@ -107,6 +107,8 @@ pub struct ServeOptions {
     pub extra_hosts: Vec<String>,
     /// Largest request body.
     pub body_limit: usize,
+    /// Federation: the node's key and the swarm's setup (`None`: off).
+    pub net: Option<(mnemon_identity::Keypair, crate::net::NetConfig)>,
 }
 
 /// Runs the service until SIGINT or SIGTERM.
@@ -152,9 +154,28 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
                 pid: std::process::id(),
             })?,
         )?;
+        let network = match &options.net {
+            Some((keypair, config)) => {
+                let network = crate::net::Network::start(service.clone(), keypair, config.clone())
+                    .await
+                    .context("starting federation")?;
+                service.set_network(network.clone());
+                Some(network)
+            }
+            None => None,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let background = spawn_background(service.clone(), stop.clone());
         println!("mnemon: serving {url} (token: `mnemon token`)");
+        if let Some(network) = &network {
+            for addr in &network.listen_addrs {
+                println!(
+                    "mnemon: p2p {}",
+                    addr.clone()
+                        .with(libp2p::multiaddr::Protocol::P2p(network.peer_id))
+                );
+            }
+        }
         let _ = std::io::stdout().flush();
         tracing::info!(%url, "serving");
         let served = axum::serve(

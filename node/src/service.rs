@@ -19,8 +19,8 @@ use mnemon_crdt::{
     StoreError,
 };
 use mnemon_web::api::{
-    CollectionView, CreateMemory, EventView, HitView, ListQuery, MemoryView, Page, PatchMemory,
-    SearchQuery,
+    CollectionView, CreateMemory, EventView, HitView, ListQuery, MemberView, MemoryView, Page,
+    PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
 use mnemon_web::{ApiError, Backend, Gauge};
 use tokio::sync::broadcast;
@@ -54,6 +54,8 @@ pub struct Service {
     source: &'static str,
     /// Whether the vector index is sealed by [`Service::background_step`].
     background_seal: AtomicBool,
+    /// Federation, when `mnemon serve` runs it.
+    network: std::sync::OnceLock<crate::net::Network>,
 }
 
 impl std::fmt::Debug for Service {
@@ -72,9 +74,10 @@ fn store_error(e: StoreError) -> ApiError {
         StoreError::AmbiguousCollection { .. } | StoreError::DuplicateCollectionName(_) => {
             ApiError::conflict(e.to_string())
         }
-        StoreError::InvalidCollectionName(_) | StoreError::Invalid(_) => {
+        StoreError::InvalidCollectionName(_) | StoreError::Invalid(_) | StoreError::Sharing(_) => {
             ApiError::invalid(e.to_string())
         }
+        StoreError::ReadOnly(_) => ApiError::new(403, "read_only", e.to_string()),
         other => ApiError::internal(other.to_string()),
     }
 }
@@ -120,12 +123,43 @@ impl Service {
             store: RwLock::new(store),
             index: RwLock::new(None),
             background_seal: AtomicBool::new(false),
+            network: std::sync::OnceLock::new(),
             index_dir: index_dir.to_owned(),
             embedder,
             events,
             ready: AtomicBool::new(false),
             source,
         }
+    }
+
+    /// Attaches the running network (for `peers`, and so sharing takes effect at once).
+    pub fn set_network(&self, network: crate::net::Network) {
+        let _ = self.network.set(network);
+    }
+
+    /// The running network, if any.
+    pub fn network(&self) -> Option<&crate::net::Network> {
+        self.network.get()
+    }
+
+    /// Runs `f` with the store for reading (the sync driver).
+    pub fn read_store<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
+        f(&self.store())
+    }
+
+    /// Runs `f` with the store for writing (the sync driver applying a peer's changes).
+    pub fn write_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+        f(&mut self.store_mut())
+    }
+
+    /// The store's change feed.
+    pub fn subscribe_store(&self) -> broadcast::Receiver<mnemon_crdt::ChangeEvent> {
+        self.store().subscribe()
+    }
+
+    /// Makes changes that arrived from peers searchable.
+    pub fn index_remote(&self) {
+        self.index_now();
     }
 
     /// Opens the search index now (the keyword index caught up; vectors as far as saved).
@@ -499,6 +533,77 @@ impl Backend for Service {
         let mut store = self.store_mut();
         let collection = store.create_collection(name).map_err(store_error)?;
         Ok(CollectionView::from(&collection))
+    }
+
+    fn members(&self, collection: &str) -> Result<Vec<MemberView>, ApiError> {
+        let store = self.store();
+        let id = store.resolve_collection(collection).map_err(store_error)?;
+        Ok(store
+            .members(id)
+            .map_err(store_error)?
+            .into_iter()
+            .map(|m| MemberView {
+                did: m.did.to_string(),
+                role: m.role.to_string(),
+            })
+            .collect())
+    }
+
+    fn share(&self, collection: &str, request: ShareRequest) -> Result<MemberView, ApiError> {
+        let did: mnemon_identity::Did =
+            request.did.trim().parse().map_err(|e| {
+                ApiError::invalid(format!("{:?} is not a did:key: {e}", request.did))
+            })?;
+        let role: mnemon_crdt::Role = request.role.trim().parse().map_err(ApiError::invalid)?;
+        {
+            let mut store = self.store_mut();
+            let id = store.resolve_collection(collection).map_err(store_error)?;
+            store.share(id, &did, role).map_err(store_error)?;
+        }
+        if let Some(network) = self.network.get() {
+            network.refresh();
+        }
+        Ok(MemberView {
+            did: did.to_string(),
+            role: role.to_string(),
+        })
+    }
+
+    fn unshare(&self, collection: &str, did: &str) -> Result<(), ApiError> {
+        let did: mnemon_identity::Did = did
+            .trim()
+            .parse()
+            .map_err(|e| ApiError::invalid(format!("{did:?} is not a did:key: {e}")))?;
+        {
+            let mut store = self.store_mut();
+            let id = store.resolve_collection(collection).map_err(store_error)?;
+            store.unshare(id, &did).map_err(store_error)?;
+        }
+        if let Some(network) = self.network.get() {
+            network.refresh();
+        }
+        Ok(())
+    }
+
+    fn peers(&self) -> Result<Vec<PeerView>, ApiError> {
+        Ok(self
+            .network
+            .get()
+            .map(|n| {
+                n.peers()
+                    .into_iter()
+                    .map(|p| PeerView {
+                        did: p.did,
+                        peer_id: p.peer_id,
+                        addresses: p.addresses,
+                        connected: p.connected,
+                        collections: p.collections,
+                        last_sync: p.last_sync,
+                        last_error: p.last_error,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     fn status(&self) -> Result<serde_json::Value, ApiError> {

@@ -5,6 +5,7 @@ mod browser;
 mod cli;
 mod crash;
 mod embed;
+mod federation;
 mod minilm;
 mod search;
 mod tidy;

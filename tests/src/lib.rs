@@ -450,14 +450,30 @@ pub struct Served {
     child: std::process::Child,
     /// Its address, e.g. `http://127.0.0.1:41234`.
     pub url: String,
+    /// Its peer-to-peer address with `/p2p/PEER_ID`, when federation runs.
+    pub p2p: Option<String>,
 }
 
 impl Served {
-    /// Starts `mnemon serve` on an ephemeral loopback port of `cli`'s data folder.
+    /// Starts `mnemon serve` on an ephemeral loopback port of `cli`'s data folder, without
+    /// federation.
     pub fn start(cli: &TestCli) -> Served {
+        Served::spawn(cli, &["--no-p2p"])
+    }
+
+    /// Starts `mnemon serve` with federation on 127.0.0.1 (QUIC, no mDNS) and `extra`
+    /// arguments (such as `--peer ADDR`).
+    pub fn start_p2p(cli: &TestCli, extra: &[&str]) -> Served {
+        let mut args = vec!["--p2p", "/ip4/127.0.0.1/udp/0/quic-v1", "--no-mdns"];
+        args.extend_from_slice(extra);
+        Served::spawn(cli, &args)
+    }
+
+    fn spawn(cli: &TestCli, extra: &[&str]) -> Served {
         let mut child = cli
             .command()
             .args(["serve", "--http", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -470,8 +486,18 @@ impl Served {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no URL in {first:?}"))
             .to_owned();
+        let p2p = if extra.contains(&"--no-p2p") {
+            None
+        } else {
+            let line = lines.next().expect("a line").expect("read");
+            Some(
+                line.strip_prefix("mnemon: p2p ")
+                    .unwrap_or_else(|| panic!("no p2p address in {line:?}"))
+                    .to_owned(),
+            )
+        };
         std::thread::spawn(move || for _ in lines {});
-        Served { child, url }
+        Served { child, url, p2p }
     }
 
     /// Stops it with SIGTERM, checks it exited cleanly, and returns what it logged.
@@ -489,5 +515,111 @@ impl Served {
         }
         assert!(exit.success(), "serve exited with {exit}: {stderr}");
         stderr
+    }
+}
+
+/// Polls `check` every 50 ms until it holds; panics naming `what` after `timeout`.
+pub fn eventually(what: &str, timeout: std::time::Duration, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// One node of a [`TestNet`]: a real store in a temporary folder, the service over it
+/// and its libp2p network on 127.0.0.1.
+pub struct TestNode {
+    _dir: tempfile::TempDir,
+    /// The node as the API sees it.
+    pub service: std::sync::Arc<mnemon_node::service::Service>,
+    /// Its swarm.
+    pub network: mnemon_node::net::Network,
+    /// Its DID.
+    pub did: mnemon_identity::Did,
+}
+
+impl std::fmt::Debug for TestNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestNode").field("did", &self.did).finish()
+    }
+}
+
+/// N nodes in one process, each with its own store and swarm (QUIC on 127.0.0.1, no
+/// mDNS), connected only when a test says so.
+#[derive(Debug)]
+pub struct TestNet {
+    /// The runtime the swarms run on.
+    pub runtime: tokio::runtime::Runtime,
+    /// The nodes.
+    pub nodes: Vec<TestNode>,
+}
+
+impl TestNet {
+    /// Starts `n` nodes.
+    pub fn new(n: usize) -> TestNet {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let nodes = (0..n)
+            .map(|_| {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let keypair = mnemon_identity::Keypair::generate();
+                let store =
+                    mnemon_crdt::Store::open(dir.path().join("mnemon.redb"), keypair.clone())
+                        .expect("store");
+                let service = mnemon_node::service::Service::open(
+                    store,
+                    &dir.path().join("index"),
+                    Box::new(|| {
+                        Ok(
+                            std::sync::Arc::new(mnemon_node::search::embed::HashEmbedder::default())
+                                as _,
+                        )
+                    }),
+                    "api",
+                );
+                service.load_index().expect("index");
+                let service = std::sync::Arc::new(service);
+                let config = mnemon_node::net::NetConfig {
+                    listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("address")],
+                    mdns: false,
+                    ..mnemon_node::net::NetConfig::default()
+                };
+                let network = runtime
+                    .block_on(mnemon_node::net::Network::start(
+                        service.clone(),
+                        &keypair,
+                        config,
+                    ))
+                    .expect("network");
+                service.set_network(network.clone());
+                TestNode {
+                    _dir: dir,
+                    service,
+                    network,
+                    did: keypair.did(),
+                }
+            })
+            .collect();
+        TestNet { runtime, nodes }
+    }
+
+    /// Node `a` dials node `b`.
+    pub fn connect(&self, a: usize, b: usize) {
+        let addr = self.nodes[b].network.dial_address().expect("listening");
+        self.runtime
+            .block_on(self.nodes[a].network.dial(addr))
+            .expect("dial");
+    }
+
+    /// Node `i` as the API sees it.
+    pub fn api(&self, i: usize) -> &dyn mnemon_web::Backend {
+        &*self.nodes[i].service
     }
 }

@@ -257,6 +257,44 @@ pub struct CreateCollection {
     pub name: String,
 }
 
+/// A member of a collection.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct MemberView {
+    /// The member's DID.
+    pub did: String,
+    /// `read` or `write`.
+    pub role: String,
+}
+
+/// `POST /api/v1/collections/{id}/members`: share the collection with a DID.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShareRequest {
+    /// The DID to share with (`did:key:z6Mk…`).
+    pub did: String,
+    /// `read` or `write`.
+    pub role: String,
+}
+
+/// A peer node, as federation knows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct PeerView {
+    /// Its DID.
+    pub did: String,
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// Addresses it was seen at.
+    pub addresses: Vec<String>,
+    /// Whether a connection is open now.
+    pub connected: bool,
+    /// Collections synced with it in the current session.
+    pub collections: Vec<String>,
+    /// When something last arrived from it (Unix ms).
+    pub last_sync: Option<u64>,
+    /// The last refusal or the reason the last session ended.
+    pub last_error: Option<String>,
+}
+
 /// The answer to a create: the new id.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Created {

@@ -6,8 +6,8 @@
 use tokio::sync::broadcast;
 
 use crate::api::{
-    CollectionView, CreateMemory, EventView, HitView, ListQuery, MemoryView, Page, PatchMemory,
-    SearchQuery,
+    CollectionView, CreateMemory, EventView, HitView, ListQuery, MemberView, MemoryView, Page,
+    PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
 
 /// What went wrong, as the API reports it: `{"error": {"code": …, "message": …}}`.
@@ -95,6 +95,14 @@ pub trait Backend: Send + Sync + 'static {
     fn collections(&self) -> Result<Vec<CollectionView>, ApiError>;
     /// Makes a collection.
     fn create_collection(&self, name: &str) -> Result<CollectionView, ApiError>;
+    /// The members of a collection (its owner not counted).
+    fn members(&self, collection: &str) -> Result<Vec<MemberView>, ApiError>;
+    /// Shares a collection this node owns with a DID.
+    fn share(&self, collection: &str, request: ShareRequest) -> Result<MemberView, ApiError>;
+    /// Takes a DID's access to a collection this node owns away.
+    fn unshare(&self, collection: &str, did: &str) -> Result<(), ApiError>;
+    /// The peers federation knows (empty when it is off).
+    fn peers(&self) -> Result<Vec<PeerView>, ApiError>;
     /// The node's status (identity, counts, indexes), as JSON.
     fn status(&self) -> Result<serde_json::Value, ApiError>;
     /// Memory changes as they happen.

@@ -25,6 +25,10 @@ use crate::router::AppState;
         crate::router::search,
         crate::router::collections,
         crate::router::create_collection,
+        crate::router::members,
+        crate::router::share_collection,
+        crate::router::unshare_collection,
+        crate::router::peers,
         crate::router::status,
         crate::router::events,
         crate::router::session,
@@ -35,6 +39,7 @@ use crate::router::AppState;
         (name = "memories", description = "Notes, facts, conversations and tasks"),
         (name = "search", description = "By meaning and by words"),
         (name = "collections", description = "What memories are grouped (and later shared) by"),
+        (name = "sharing", description = "Who a collection is shared with, and the peers that sync"),
         (name = "node", description = "The node itself"),
     )
 )]

@@ -23,7 +23,7 @@ use tracing::Instrument as _;
 
 use crate::api::{
     CollectionView, CreateCollection, CreateMemory, Created, ErrorBody, EventView, HitView,
-    ListQuery, MemoryView, Page, PatchMemory, SearchQuery,
+    ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
 use crate::backend::{ApiError, Backend};
 use crate::metrics::Metrics;
@@ -253,6 +253,15 @@ pub fn router_with_shutdown(
         .route("/memories/{id}/backlinks", get(backlinks))
         .route("/search", get(search))
         .route("/collections", get(collections).post(create_collection))
+        .route(
+            "/collections/{id}/members",
+            get(members).post(share_collection),
+        )
+        .route(
+            "/collections/{id}/members/{did}",
+            axum::routing::delete(unshare_collection),
+        )
+        .route("/peers", get(peers))
         .route("/status", get(status))
         .route("/events", get(events))
         .route("/session", get(session))
@@ -500,6 +509,46 @@ pub(crate) async fn delete_memory(
     let backend = state.backend.clone();
     blocking(move || backend.delete(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/collections/{id}/members", tag = "sharing", params(("id" = String, Path, description = "The collection's id or unique name")),
+    responses((status = 200, description = "Who the collection is shared with", body = Vec<MemberView>), (status = 404, description = "No such collection", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn members(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let backend = state.backend.clone();
+    Ok(Json(blocking(move || backend.members(&id)).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/collections/{id}/members", tag = "sharing", params(("id" = String, Path, description = "The collection's id or unique name")), request_body = ShareRequest,
+    responses((status = 201, description = "Shared: the signed grant is in the collection's ACL log", body = MemberView), (status = 404, description = "No such collection", body = ErrorBody), (status = 422, description = "Bad DID or role, the default collection, or not the owner", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn share_collection(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ShareRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let backend = state.backend.clone();
+    let member = blocking(move || backend.share(&id, body)).await?;
+    Ok((StatusCode::CREATED, Json(member)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/collections/{id}/members/{did}", tag = "sharing", params(("id" = String, Path, description = "The collection's id or unique name"), ("did" = String, Path, description = "The member's DID")),
+    responses((status = 204, description = "Revoked: the signed revocation is in the ACL log; the member receives nothing new"), (status = 404, description = "No such collection", body = ErrorBody), (status = 422, description = "Not a member, or not the owner", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn unshare_collection(
+    State(state): State<AppState>,
+    Path((id, did)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let backend = state.backend.clone();
+    blocking(move || backend.unshare(&id, &did)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/peers", tag = "sharing",
+    responses((status = 200, description = "The peers federation knows, connected or not", body = Vec<PeerView>), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn peers(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let backend = state.backend.clone();
+    Ok(Json(blocking(move || backend.peers()).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/search", tag = "search", params(SearchQuery),

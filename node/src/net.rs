@@ -1,0 +1,540 @@
+//! Federation: the libp2p swarm and the sync driver.
+//!
+//! The swarm runs QUIC (and TCP + Noise + Yamux as a fallback), identify, ping, mDNS on the
+//! LAN (optional), Kademlia, the relay client and DCUtR, under connection limits. The
+//! libp2p key is the node's DID key, so the transport handshake proves which DID is on
+//! the other end: [`did_of`] turns a `PeerId` back into the `did:key`.
+//!
+//! Per connected peer one sync stream (`/mnemon/sync/1`, opened by the side with the
+//! smaller `PeerId`) carries one [`Session`] of `mnemon-protocol`: this module only moves
+//! its frames, feeds it the store's change feed and its timers, and records what it
+//! reports in the [`PeerTable`] that `mnemon peers` and the API show.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::identity::PublicKey;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, connection_limits, dcutr, identify, kad, mdns, noise, ping,
+    relay, tcp, yamux,
+};
+use mnemon_crdt::ChangeEvent;
+use mnemon_identity::{Did, Keypair};
+use mnemon_protocol::{
+    Event, FrameDecoder, MAX_FRAME_LEN, Output, SYNC_PROTOCOL, Session, SessionConfig, encode_frame,
+};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::service::Service;
+
+/// The default listen address: QUIC on every interface, a port the OS picks.
+pub const DEFAULT_P2P: &str = "/ip4/0.0.0.0/udp/0/quic-v1";
+
+/// How the swarm is set up.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start (and Kademlia bootstrap nodes), as multiaddrs ending in
+    /// `/p2p/PEER_ID`.
+    pub peers: Vec<Multiaddr>,
+    /// Discover peers on the LAN with mDNS.
+    pub mdns: bool,
+    /// Timers and limits of each sync session.
+    pub session: SessionConfig,
+}
+
+impl Default for NetConfig {
+    fn default() -> NetConfig {
+        NetConfig {
+            listen: vec![DEFAULT_P2P.parse().expect("valid default address")],
+            peers: Vec::new(),
+            mdns: true,
+            session: SessionConfig::default(),
+        }
+    }
+}
+
+/// The `did:key` of a peer: its `PeerId` holds its Ed25519 public key (identity multihash).
+pub fn did_of(peer: &PeerId) -> Option<Did> {
+    let key = PublicKey::try_decode_protobuf(peer.as_ref().digest()).ok()?;
+    let ed = key.try_into_ed25519().ok()?;
+    Did::from_public_key(&ed.to_bytes()).ok()
+}
+
+/// What this node knows about a peer.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeerInfo {
+    /// Its DID.
+    pub did: String,
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// Addresses it was seen at.
+    pub addresses: Vec<String>,
+    /// Whether a connection is open.
+    pub connected: bool,
+    /// Collections synced with it in the current session (ids).
+    pub collections: Vec<String>,
+    /// When something was last received from it (Unix ms).
+    pub last_sync: Option<u64>,
+    /// The last thing refused or the reason the last session ended.
+    pub last_error: Option<String>,
+    /// Messages sent and received in the current session, by kind.
+    pub sent: BTreeMap<String, u64>,
+    /// Messages received, by kind.
+    pub received: BTreeMap<String, u64>,
+}
+
+/// Every peer this node has met, by peer id.
+pub type PeerTable = Arc<Mutex<BTreeMap<PeerId, PeerInfo>>>;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    limits: connection_limits::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    relay: relay::client::Behaviour,
+    dcutr: dcutr::Behaviour,
+    stream: libp2p_stream::Behaviour,
+}
+
+enum Command {
+    Dial(Multiaddr),
+}
+
+/// A running network: the swarm task and the sync sessions it spawns.
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// This node's peer id.
+    pub peer_id: PeerId,
+    /// The addresses it listens on (resolved: real ports).
+    pub listen_addrs: Vec<Multiaddr>,
+    peers: PeerTable,
+    commands: mpsc::Sender<Command>,
+    refresh: broadcast::Sender<()>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Dial(a) => write!(f, "Dial({a})"),
+        }
+    }
+}
+
+impl Network {
+    /// Starts the swarm for `keypair` over `service`'s store. Must be called inside a
+    /// multi-threaded tokio runtime; returns once it listens.
+    pub async fn start(
+        service: Arc<Service>,
+        keypair: &Keypair,
+        config: NetConfig,
+    ) -> Result<Network> {
+        let mut seed = *keypair.seed();
+        let key = libp2p::identity::Keypair::ed25519_from_bytes(&mut seed)
+            .context("turning the node key into a libp2p key")?;
+        let local_did = keypair.did();
+        let peer_id = key.public().to_peer_id();
+        let mdns_on = config.mdns;
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .context("setting up TCP")?
+            .with_quic()
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .context("setting up the relay client")?
+            .with_behaviour(|key, relay| {
+                let id = key.public().to_peer_id();
+                let mdns = if mdns_on {
+                    Some(mdns::tokio::Behaviour::new(mdns::Config::default(), id)?)
+                } else {
+                    None
+                };
+                Ok(Behaviour {
+                    limits: connection_limits::Behaviour::new(
+                        connection_limits::ConnectionLimits::default()
+                            .with_max_established_per_peer(Some(4))
+                            .with_max_established(Some(256))
+                            .with_max_pending_incoming(Some(64)),
+                    ),
+                    identify: identify::Behaviour::new(identify::Config::new(
+                        "/mnemon/1".into(),
+                        key.public(),
+                    )),
+                    ping: ping::Behaviour::default(),
+                    mdns: Toggle::from(mdns),
+                    kad: kad::Behaviour::new(id, kad::store::MemoryStore::new(id)),
+                    relay,
+                    dcutr: dcutr::Behaviour::new(id),
+                    stream: libp2p_stream::Behaviour::new(),
+                })
+            })
+            .map_err(|e| anyhow::anyhow!("setting up the network behaviour: {e}"))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+            .build();
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .with_context(|| format!("listening on {addr}"))?;
+        }
+        // Wait for the listeners to have real addresses.
+        let mut listen_addrs = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while listen_addrs.len() < config.listen.len() {
+            let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
+                .await
+                .context("waiting for the network to listen")?;
+            if let SwarmEvent::NewListenAddr { address, .. } = event {
+                listen_addrs.push(address);
+            }
+        }
+        for addr in &config.peers {
+            if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
+                swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            }
+            if let Err(e) = swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, error = %e, "cannot dial a configured peer");
+            }
+        }
+        let mut control = swarm.behaviour().stream.new_control();
+        let protocol = StreamProtocol::new(SYNC_PROTOCOL);
+        let mut incoming = control
+            .accept(protocol.clone())
+            .context("registering the sync protocol")?;
+        let peers: PeerTable = Arc::default();
+        let (commands, mut command_rx) = mpsc::channel(64);
+        let (refresh, _) = broadcast::channel(64);
+        let driver = Driver {
+            service: service.clone(),
+            local: local_did,
+            config: config.session.clone(),
+            peers: peers.clone(),
+            refresh: refresh.clone(),
+        };
+
+        // Inbound sessions.
+        {
+            let driver = driver.clone();
+            tokio::spawn(async move {
+                while let Some((peer, stream)) = incoming.next().await {
+                    let driver = driver.clone();
+                    tokio::spawn(async move { driver.run(peer, stream).await });
+                }
+            });
+        }
+
+        // The swarm.
+        let table = peers.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    event = swarm.select_next_some() => {
+                        handle_swarm_event(&mut swarm, event, &table, peer_id, &control, &protocol, &driver);
+                    }
+                    command = command_rx.recv() => match command {
+                        Some(Command::Dial(addr)) => {
+                            if let Err(e) = swarm.dial(addr.clone()) {
+                                tracing::warn!(%addr, error = %e, "dial failed");
+                            }
+                        }
+                        None => break,
+                    },
+                }
+            }
+        });
+        Ok(Network {
+            peer_id,
+            listen_addrs,
+            peers,
+            commands,
+            refresh,
+        })
+    }
+
+    /// Dials a peer.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<()> {
+        self.commands
+            .send(Command::Dial(addr))
+            .await
+            .context("the network has stopped")
+    }
+
+    /// Makes every session re-read what it may sync (after a share or unshare).
+    pub fn refresh(&self) {
+        let _ = self.refresh.send(());
+    }
+
+    /// What this node knows about its peers.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The address to give another node: the first listen address with `/p2p/PEER_ID`.
+    pub fn dial_address(&self) -> Option<Multiaddr> {
+        self.listen_addrs.first().map(|a| {
+            a.clone()
+                .with(libp2p::multiaddr::Protocol::P2p(self.peer_id))
+        })
+    }
+}
+
+fn handle_swarm_event(
+    swarm: &mut libp2p::Swarm<Behaviour>,
+    event: SwarmEvent<BehaviourEvent>,
+    table: &PeerTable,
+    local: PeerId,
+    control: &libp2p_stream::Control,
+    protocol: &StreamProtocol,
+    driver: &Driver,
+) {
+    match event {
+        SwarmEvent::ConnectionEstablished {
+            peer_id,
+            endpoint,
+            num_established,
+            ..
+        } => {
+            let Some(did) = did_of(&peer_id) else {
+                tracing::warn!(%peer_id, "a peer without an Ed25519 key: closing");
+                let _ = swarm.disconnect_peer_id(peer_id);
+                return;
+            };
+            {
+                let mut table = table
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let info = table.entry(peer_id).or_default();
+                info.did = did.to_string();
+                info.peer_id = peer_id.to_string();
+                info.connected = true;
+                let addr = endpoint.get_remote_address().to_string();
+                if !info.addresses.contains(&addr) {
+                    info.addresses.push(addr);
+                }
+            }
+            tracing::info!(peer = %did, "connected");
+            // One session per pair: the smaller peer id opens it.
+            if num_established.get() == 1 && local < peer_id {
+                let mut control = control.clone();
+                let protocol = protocol.clone();
+                let driver = driver.clone();
+                tokio::spawn(async move {
+                    match control.open_stream(peer_id, protocol).await {
+                        Ok(stream) => driver.run(peer_id, stream).await,
+                        Err(e) => {
+                            tracing::warn!(peer = %did, error = %e, "cannot open a sync stream");
+                            driver.note_error(peer_id, format!("cannot open a sync stream: {e}"));
+                        }
+                    }
+                });
+            }
+        }
+        SwarmEvent::ConnectionClosed {
+            peer_id,
+            num_established,
+            ..
+        } => {
+            if num_established == 0 {
+                let mut table = table
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(info) = table.get_mut(&peer_id) {
+                    info.connected = false;
+                }
+            }
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+            for (peer, addr) in found {
+                swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                if !swarm.is_connected(&peer) {
+                    let _ = swarm.dial(addr);
+                }
+            }
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+            peer_id,
+            info,
+            ..
+        })) => {
+            for addr in info.listen_addrs {
+                swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Runs sync sessions over streams.
+#[derive(Clone)]
+struct Driver {
+    service: Arc<Service>,
+    local: Did,
+    config: SessionConfig,
+    peers: PeerTable,
+    refresh: broadcast::Sender<()>,
+}
+
+impl Driver {
+    fn note_error(&self, peer: PeerId, error: String) {
+        let mut table = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        table.entry(peer).or_default().last_error = Some(error);
+    }
+
+    fn record(&self, peer: PeerId, session: &Session, heard: bool) {
+        let mut table = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let info = table.entry(peer).or_default();
+        info.collections = session.active().iter().map(|c| c.to_string()).collect();
+        let traffic = session.traffic();
+        info.sent = traffic
+            .sent
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect();
+        info.received = traffic
+            .received
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect();
+        if heard {
+            info.last_sync = Some(now_ms());
+        }
+    }
+
+    async fn run(self, peer: PeerId, stream: libp2p::Stream) {
+        let Some(did) = did_of(&peer) else {
+            return;
+        };
+        let reason = match self.session(peer, did, stream).await {
+            Ok(reason) => reason,
+            Err(e) => format!("{e:#}"),
+        };
+        tracing::info!(peer = %did, %reason, "sync session ended");
+        self.note_error(peer, reason);
+    }
+
+    async fn session(&self, peer: PeerId, did: Did, stream: libp2p::Stream) -> Result<String> {
+        let clock = Instant::now();
+        let now = move || clock.elapsed().as_millis() as u64;
+        let mut session = Session::new(self.local, did, self.config.clone(), now());
+        let mut feed = self.service.subscribe_store();
+        let mut refresh = self.refresh.subscribe();
+        self.service.read_store(|store| session.start(store));
+        let (mut reader, mut writer) = stream.split();
+        let mut decoder = FrameDecoder::new(MAX_FRAME_LEN);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut out = Vec::new();
+        loop {
+            // Carry out what the session asks.
+            let mut applied = false;
+            while let Some(output) = session.poll_output() {
+                match output {
+                    Output::Send(message) => {
+                        out.clear();
+                        encode_frame(&message.encode(), &mut out)
+                            .context("a message too large for a frame")?;
+                        writer.write_all(&out).await.context("sending")?;
+                    }
+                    Output::Event(event) => match event {
+                        Event::Applied { .. } | Event::Deleted { .. } => applied = true,
+                        Event::AclChanged(_) | Event::Adopted(_) | Event::Active(_) => {
+                            let _ = self.refresh.send(());
+                        }
+                        Event::Refused(reason) => {
+                            tracing::warn!(peer = %did, %reason, "refused from peer");
+                            self.note_error(peer, reason);
+                        }
+                        Event::InSync(_) => {}
+                    },
+                    Output::Closed(reason) => {
+                        let _ = writer.flush().await;
+                        let _ = writer.close().await;
+                        return Ok(reason);
+                    }
+                }
+            }
+            writer.flush().await.context("sending")?;
+            if applied {
+                self.service.index_remote();
+            }
+            self.record(peer, &session, false);
+            let wake = session
+                .poll_timeout()
+                .map_or(Duration::from_secs(3600), |t| {
+                    Duration::from_millis(t.saturating_sub(now()))
+                });
+            tokio::select! {
+                read = reader.read(&mut buf) => {
+                    let n = read.context("receiving")?;
+                    if n == 0 {
+                        return Ok("the peer closed the stream".into());
+                    }
+                    decoder.push(&buf[..n]);
+                    loop {
+                        let frame = match decoder.next_frame() {
+                            Ok(Some(frame)) => frame,
+                            Ok(None) => break,
+                            Err(e) => {
+                                session.close(format!("{e}"));
+                                break;
+                            }
+                        };
+                        let at = now();
+                        self.service.write_store(|store| session.handle_input(&frame, at, store));
+                    }
+                    self.record(peer, &session, true);
+                }
+                event = next_change(&mut feed) => match event {
+                    Some(Some(event)) => self.service.read_store(|store| {
+                        session.local_change(store, event.collection, event.memory)
+                    }),
+                    // Lagged: a summary catches up.
+                    Some(None) => self.service.read_store(|store| session.resync(store)),
+                    None => return Ok("the store closed".into()),
+                },
+                _ = refresh.recv() => self.service.read_store(|store| session.refresh(store)),
+                _ = tokio::time::sleep(wake) => {
+                    let at = now();
+                    self.service.read_store(|store| session.handle_timeout(at, store));
+                }
+            }
+        }
+    }
+}
+
+/// The next change of the store: `Some(None)` if this subscriber fell behind.
+async fn next_change(feed: &mut broadcast::Receiver<ChangeEvent>) -> Option<Option<ChangeEvent>> {
+    match feed.recv().await {
+        Ok(event) => Some(Some(event)),
+        Err(broadcast::error::RecvError::Lagged(_)) => Some(None),
+        Err(broadcast::error::RecvError::Closed) => None,
+    }
+}
