@@ -354,16 +354,14 @@ fn handle_swarm_event(
         }
         SwarmEvent::ConnectionClosed {
             peer_id,
-            num_established,
+            num_established: 0,
             ..
         } => {
-            if num_established == 0 {
-                let mut table = table
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(info) = table.get_mut(&peer_id) {
-                    info.connected = false;
-                }
+            let mut table = table
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(info) = table.get_mut(&peer_id) {
+                info.connected = false;
             }
         }
         SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {

@@ -107,7 +107,7 @@ fn two_nodes_share_a_collection_and_edits_flow_both_ways_and_merge() {
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0].did, net.nodes[1].did.to_string());
     assert!(peers[0].connected);
-    assert_eq!(peers[0].collections, [family.id.clone()]);
+    assert_eq!(peers[0].collections, std::slice::from_ref(&family.id));
 }
 
 #[test]
