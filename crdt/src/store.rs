@@ -61,6 +61,12 @@ const DESCRIPTORS: TableDefinition<u128, &[u8]> = TableDefinition::new("descript
 /// Key: memory id. Value: the document's heads, 32-byte change hashes concatenated in
 /// automerge's order; derived on every write, so sync can compare without loading documents.
 const HEADS: TableDefinition<u128, &[u8]> = TableDefinition::new("heads-1");
+/// Key: invite nonce. Value: postcard [`InviteRecord`]: invites this node issued, and who
+/// redeemed each (an invite is single-use).
+const INVITES: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("invites-1");
+/// Key: invite nonce. Value: the invite's bytes ([`mnemon_identity::Invite::to_bytes`]):
+/// invites this node was given and has not yet redeemed with their owner.
+const JOINS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("joins-1");
 /// Key: change sequence number, from 1, one per memory created, updated or deleted.
 /// Value: postcard [`LogRecord`]. Ids only, never content, so forgetting stays complete.
 const CHANGELOG: TableDefinition<u64, &[u8]> = TableDefinition::new("changelog-1");
@@ -78,6 +84,8 @@ pub const TABLE_NAMES: &[&str] = &[
     "acl-1",
     "descriptors-1",
     "heads-1",
+    "invites-1",
+    "joins-1",
 ];
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -85,6 +93,14 @@ struct CollectionRecord {
     name: String,
     owner: [u8; 32],
     created_at: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct InviteRecord {
+    collection: u128,
+    write: bool,
+    expires_at: i64,
+    redeemed_by: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -348,6 +364,8 @@ impl Store {
         txn.open_table(CHANGELOG).map_err(|e| err(&e))?;
         txn.open_table(ACL).map_err(|e| err(&e))?;
         txn.open_table(DESCRIPTORS).map_err(|e| err(&e))?;
+        txn.open_table(INVITES).map_err(|e| err(&e))?;
+        txn.open_table(JOINS).map_err(|e| err(&e))?;
         let backfill = {
             let heads = txn.open_table(HEADS).map_err(|e| err(&e))?;
             let metas = txn.open_table(MEMORY_META).map_err(|e| err(&e))?;
@@ -818,6 +836,8 @@ impl Store {
             copy_table(&read, &write, ACL)?;
             copy_table(&read, &write, DESCRIPTORS)?;
             copy_table(&read, &write, HEADS)?;
+            copy_table(&read, &write, INVITES)?;
+            copy_table(&read, &write, JOINS)?;
             write.commit()?;
         }
         drop(copy);
@@ -1025,6 +1045,8 @@ impl Store {
         out.insert("acl-1", txn.open_table(ACL)?.len()?);
         out.insert("descriptors-1", txn.open_table(DESCRIPTORS)?.len()?);
         out.insert("heads-1", txn.open_table(HEADS)?.len()?);
+        out.insert("invites-1", txn.open_table(INVITES)?.len()?);
+        out.insert("joins-1", txn.open_table(JOINS)?.len()?);
         Ok(out)
     }
 }

@@ -147,6 +147,27 @@ pub enum Command {
         #[arg(long, default_value = "read")]
         role: String,
     },
+    /// Make a single-use invite ticket (`mnemon1…`) to a collection this node owns; the
+    /// invitee runs `mnemon join TICKET`.
+    Invite {
+        /// The collection (id or unique name).
+        collection: String,
+        /// What the invitee may do: read, or write.
+        #[arg(long, default_value = "read")]
+        role: String,
+        /// How long the ticket is valid: e.g. 30m, 12h, 7d (at most 365d).
+        #[arg(long, default_value = "7d", value_parser = parse_duration)]
+        expires: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join a collection with an invite ticket: the owner's node is dialed and the invite
+    /// redeemed when they meet (now if `mnemon serve` runs, else when it starts).
+    Join {
+        /// The ticket (`mnemon1…`).
+        ticket: String,
+    },
     /// Take a DID's access to a collection away: it receives nothing new.
     Unshare {
         /// The collection (id or unique name).
@@ -320,6 +341,28 @@ pub enum CollectionCommand {
     },
 }
 
+/// Parses a duration such as `90s`, `30m`, `12h` or `7d` into seconds.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30m, 12h or 7d"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown unit {other:?}: use s, m, h or d")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
 /// Parses the command line and runs the command.
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
@@ -475,6 +518,44 @@ pub fn run() -> Result<ExitCode> {
                 "shared {collection} with {} ({})",
                 member.did, member.role
             )?;
+        }
+        Command::Invite {
+            collection,
+            role,
+            expires,
+            json,
+        } => {
+            let node = Node::open(&data_dir, &passphrase)?;
+            let invite = node.api().invite(
+                &collection,
+                mnemon_web::api::InviteRequest {
+                    role: Some(role),
+                    expires_in_secs: Some(expires),
+                },
+            )?;
+            if json {
+                writeln!(out, "{}", output::json(&invite))?;
+            } else {
+                writeln!(out, "{}", invite.ticket)?;
+                if invite.addresses == 0 {
+                    eprintln!(
+                        "note: the ticket carries no address because `mnemon serve` is not running; \
+                         the invitee finds this node on the LAN, or with `mnemon serve --peer ADDR`"
+                    );
+                }
+            }
+        }
+        Command::Join { ticket } => {
+            let node = Node::open(&data_dir, &passphrase)?;
+            let joined = node.api().join(mnemon_web::api::JoinRequest { ticket })?;
+            writeln!(
+                out,
+                "joining {} of {} ({})",
+                joined.collection, joined.owner, joined.role
+            )?;
+            if joined.dialing == 0 {
+                eprintln!("note: the invite is redeemed when `mnemon serve` meets its owner");
+            }
         }
         Command::Unshare { collection, did } => {
             let node = Node::open(&data_dir, &passphrase)?;

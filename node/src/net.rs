@@ -277,6 +277,25 @@ impl Network {
             .context("the network has stopped")
     }
 
+    /// Dials a peer from synchronous code (the API's handlers); a full queue drops it.
+    pub fn dial_now(&self, addr: Multiaddr) {
+        if self.commands.try_send(Command::Dial(addr)).is_err() {
+            tracing::warn!("the network is busy; not dialing now");
+        }
+    }
+
+    /// Every listen address with `/p2p/PEER_ID`, as text (for tickets).
+    pub fn addresses(&self) -> Vec<String> {
+        self.listen_addrs
+            .iter()
+            .map(|a| {
+                a.clone()
+                    .with(libp2p::multiaddr::Protocol::P2p(self.peer_id))
+                    .to_string()
+            })
+            .collect()
+    }
+
     /// Makes every session re-read what it may sync (after a share or unshare).
     pub fn refresh(&self) {
         let _ = self.refresh.send(());
@@ -463,7 +482,10 @@ impl Driver {
                     }
                     Output::Event(event) => match event {
                         Event::Applied { .. } | Event::Deleted { .. } => applied = true,
-                        Event::AclChanged(_) | Event::Adopted(_) | Event::Active(_) => {
+                        Event::AclChanged(_)
+                        | Event::Adopted(_)
+                        | Event::Active(_)
+                        | Event::Redeemed(_) => {
                             let _ = self.refresh.send(());
                         }
                         Event::Refused(reason) => {

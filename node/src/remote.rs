@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use mnemon_web::api::{
-    CollectionView, CreateCollection, CreateMemory, Created, EventView, HitView, ListQuery,
-    MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
+    CollectionView, CreateCollection, CreateMemory, Created, EventView, HitView, InviteRequest,
+    InviteView, JoinRequest, JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory,
+    PeerView, SearchQuery, ShareRequest,
 };
 use mnemon_web::{ApiError, Backend, Gauge};
 use serde::de::DeserializeOwned;
@@ -217,6 +218,21 @@ impl Backend for Remote {
                 .call(),
         )?;
         Ok(())
+    }
+
+    fn invite(&self, collection: &str, request: InviteRequest) -> Result<InviteView, ApiError> {
+        self.send_json(
+            "POST",
+            &format!(
+                "/collections/{}/invites",
+                mnemon_web::encode_component(collection)
+            ),
+            &request,
+        )
+    }
+
+    fn join(&self, request: JoinRequest) -> Result<JoinView, ApiError> {
+        self.send_json("POST", "/join", &request)
     }
 
     fn peers(&self) -> Result<Vec<PeerView>, ApiError> {

@@ -160,6 +160,15 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
                     .await
                     .context("starting federation")?;
                 service.set_network(network.clone());
+                // Tickets kept by `mnemon join` while the service was not running.
+                let joins = service
+                    .read_store(|store| store.pending_joins(None))
+                    .unwrap_or_default();
+                for ticket in joins {
+                    for addr in ticket.addresses.iter().filter_map(|a| a.parse().ok()) {
+                        network.dial(addr).await?;
+                    }
+                }
                 Some(network)
             }
             None => None,

@@ -19,8 +19,9 @@ use mnemon_crdt::{
     StoreError,
 };
 use mnemon_web::api::{
-    CollectionView, CreateMemory, EventView, HitView, ListQuery, MemberView, MemoryView, Page,
-    PatchMemory, PeerView, SearchQuery, ShareRequest,
+    CollectionView, CreateMemory, EventView, HitView, InviteRequest, InviteView, JoinRequest,
+    JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery,
+    ShareRequest,
 };
 use mnemon_web::{ApiError, Backend, Gauge};
 use tokio::sync::broadcast;
@@ -583,6 +584,95 @@ impl Backend for Service {
             network.refresh();
         }
         Ok(())
+    }
+
+    fn invite(&self, collection: &str, request: InviteRequest) -> Result<InviteView, ApiError> {
+        const DAY: u64 = 24 * 3600;
+        let role: mnemon_crdt::Role = request
+            .role
+            .as_deref()
+            .unwrap_or("read")
+            .trim()
+            .parse()
+            .map_err(ApiError::invalid)?;
+        let secs = request.expires_in_secs.unwrap_or(7 * DAY);
+        if secs == 0 || secs > 365 * DAY {
+            return Err(ApiError::invalid(format!(
+                "expires_in_secs must be between 1 and {} (365 days), not {secs}",
+                365 * DAY
+            )));
+        }
+        let expires_at = mnemon_crdt::Timestamp::from_millis(
+            mnemon_crdt::Timestamp::now().as_millis() + (secs as i64) * 1000,
+        );
+        let (invite, id) = {
+            let mut store = self.store_mut();
+            let id = store.resolve_collection(collection).map_err(store_error)?;
+            (
+                store
+                    .create_invite(id, role, expires_at)
+                    .map_err(store_error)?,
+                id,
+            )
+        };
+        let addresses = self
+            .network
+            .get()
+            .map(crate::net::Network::addresses)
+            .unwrap_or_default();
+        let ticket = mnemon_identity::Ticket {
+            invite,
+            addresses: addresses.clone(),
+        };
+        Ok(InviteView {
+            ticket: ticket.to_string(),
+            collection: id.to_string(),
+            role: role.to_string(),
+            expires_at: expires_at.as_millis(),
+            addresses: addresses.len(),
+        })
+    }
+
+    fn join(&self, request: JoinRequest) -> Result<JoinView, ApiError> {
+        let ticket: mnemon_identity::Ticket = request
+            .ticket
+            .parse()
+            .map_err(|e: mnemon_identity::TicketError| ApiError::invalid(e.to_string()))?;
+        ticket
+            .invite
+            .verify(mnemon_crdt::Timestamp::now().as_millis())
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        let collection = CollectionId::from_u128(u128::from_be_bytes(ticket.invite.collection));
+        {
+            let mut store = self.store_mut();
+            if ticket.invite.owner == store.did() {
+                return Err(ApiError::invalid(
+                    "this ticket was made by this node: give it to the node that should join",
+                ));
+            }
+            store.add_join(&ticket).map_err(store_error)?;
+        }
+        let mut dialing = 0;
+        if let Some(network) = self.network.get() {
+            network.refresh();
+            for addr in &ticket.addresses {
+                match addr.parse() {
+                    Ok(addr) => {
+                        network.dial_now(addr);
+                        dialing += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%addr, error = %e, "a ticket address is not a multiaddr")
+                    }
+                }
+            }
+        }
+        Ok(JoinView {
+            collection: collection.to_string(),
+            owner: ticket.invite.owner.to_string(),
+            role: if ticket.invite.write { "write" } else { "read" }.to_owned(),
+            dialing,
+        })
     }
 
     fn peers(&self) -> Result<Vec<PeerView>, ApiError> {

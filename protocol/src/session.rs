@@ -72,6 +72,8 @@ pub enum Event {
     /// New ACL operations of a collection were stored (every session should re-check
     /// what it may sync).
     AclChanged(CollectionId),
+    /// The peer redeemed an invite to this collection and is now a member.
+    Redeemed(CollectionId),
     /// This node joined a collection the peer (its owner) offered.
     Adopted(CollectionId),
     /// Changes from the peer were stored.
@@ -135,6 +137,8 @@ pub struct Session {
     last_heard: u64,
     next_resync: u64,
     violations: u32,
+    /// Invite nonces sent to the peer in this session.
+    redeemed: HashSet<[u8; 16]>,
     closed: bool,
     started: bool,
     traffic: Traffic,
@@ -158,6 +162,7 @@ impl Session {
             outbox: VecDeque::new(),
             last_heard: now,
             violations: 0,
+            redeemed: HashSet::new(),
             closed: false,
             started: false,
             traffic: Traffic::default(),
@@ -191,17 +196,26 @@ impl Session {
         out
     }
 
-    /// Queues the opening `Hello`.
+    /// Queues the opening `Hello` (with the invites this node holds from the peer).
     pub fn start(&mut self, store: &Store) {
         if self.started {
             return;
         }
         self.started = true;
         let offers = self.offers(store);
-        self.send(Message::Hello {
-            offers,
-            redeem: Vec::new(),
-        });
+        let redeem = self.unsent_invites(store);
+        self.send(Message::Hello { offers, redeem });
+    }
+
+    /// Invites from the peer this node has not yet sent in this session.
+    fn unsent_invites(&mut self, store: &Store) -> Vec<Vec<u8>> {
+        store
+            .pending_joins(Some(&self.peer))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| self.redeemed.insert(t.invite.nonce))
+            .map(|t| t.invite.to_bytes())
+            .collect()
     }
 
     fn offers(&mut self, store: &Store) -> Vec<Offer> {
@@ -313,6 +327,13 @@ impl Session {
         if self.closed || !self.started {
             return;
         }
+        let redeem = self.unsent_invites(store);
+        if !redeem.is_empty() {
+            self.send(Message::Hello {
+                offers: Vec::new(),
+                redeem,
+            });
+        }
         let before: HashSet<CollectionId> = self
             .collections
             .iter()
@@ -414,10 +435,20 @@ impl Session {
             }
         }
         match message {
-            Message::Hello { offers, redeem: _ } => {
+            Message::Hello { offers, redeem } => {
                 if !self.started {
                     self.start(store);
                 }
+                for invite in redeem {
+                    match store.redeem_invite(&invite, &self.peer) {
+                        Ok(c) => {
+                            self.event(Event::Redeemed(c));
+                            self.event(Event::AclChanged(c));
+                        }
+                        Err(e) => self.violation(e.to_string()),
+                    }
+                }
+                self.refresh(store);
                 self.handle_offers(offers, false, store);
             }
             Message::Offer { offers, answer } => self.handle_offers(offers, answer, store),

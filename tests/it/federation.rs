@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use mnemon_tests::{Served, TestCli, TestNet, eventually};
-use mnemon_web::api::{CreateMemory, PatchMemory, SearchQuery, ShareRequest};
+use mnemon_web::api::{
+    CreateMemory, InviteRequest, JoinRequest, PatchMemory, SearchQuery, ShareRequest,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -174,6 +176,101 @@ fn outsiders_get_nothing_readers_cannot_write_and_revoked_readers_get_nothing_ne
 }
 
 #[test]
+fn an_invite_ticket_lets_one_node_join_once_and_expired_or_forged_tickets_are_refused() {
+    let net = TestNet::new(3);
+    let (a, b, c) = (net.api(0), net.api(1), net.api(2));
+    let family = a.create_collection("family").expect("collection");
+    let m = a
+        .create(note("Sunday lunch at noon", &family.id))
+        .expect("add");
+    let invite = a
+        .invite(
+            &family.id,
+            InviteRequest {
+                role: Some("write".into()),
+                expires_in_secs: Some(600),
+            },
+        )
+        .expect("invite");
+    assert!(invite.ticket.starts_with("mnemon1"));
+    assert_eq!(invite.addresses, 1, "the ticket carries A's address");
+    // B joins with the ticket alone: it dials A from the ticket's address.
+    let joined = b
+        .join(JoinRequest {
+            ticket: invite.ticket.clone(),
+        })
+        .expect("join");
+    assert_eq!(
+        (joined.collection.as_str(), joined.dialing),
+        (family.id.as_str(), 1)
+    );
+    eventually("B receives the collection's memory", WAIT, || {
+        b.get(&m.id).is_ok()
+    });
+    assert_eq!(
+        a.members(&family.id).expect("members")[0].did,
+        net.nodes[1].did.to_string()
+    );
+    // B wrote with the role the ticket granted.
+    b.update(
+        &m.id,
+        PatchMemory {
+            title: Some("Lunch".into()),
+            ..PatchMemory::default()
+        },
+    )
+    .expect("B writes");
+    eventually("A sees B's edit", WAIT, || {
+        a.get(&m.id).is_ok_and(|v| v.title == "Lunch")
+    });
+
+    // The same ticket is single-use: C gets nothing with it.
+    c.join(JoinRequest {
+        ticket: invite.ticket.clone(),
+    })
+    .expect("C keeps the ticket");
+    let c_did = net.nodes[2].did.to_string();
+    eventually("A refuses C's redeem", WAIT, || {
+        net.nodes[0].network.peers().iter().any(|p| {
+            p.did == c_did
+                && p.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("used already"))
+        })
+    });
+    assert!(c.get(&m.id).is_err());
+    assert_eq!(a.members(&family.id).expect("members").len(), 1);
+
+    // Expired, damaged and self-made tickets are refused at once with a reason.
+    let expired = a
+        .invite(
+            &family.id,
+            InviteRequest {
+                role: None,
+                expires_in_secs: Some(1),
+            },
+        )
+        .expect("invite");
+    std::thread::sleep(Duration::from_millis(1100));
+    let err = c
+        .join(JoinRequest {
+            ticket: expired.ticket,
+        })
+        .unwrap_err();
+    assert!(err.message.contains("expired"), "{err}");
+    let mut damaged = invite.ticket.clone();
+    damaged.replace_range(20..21, if &damaged[20..21] == "a" { "b" } else { "a" });
+    let err = c.join(JoinRequest { ticket: damaged }).unwrap_err();
+    assert_eq!(err.status, 422, "{err}");
+    let err = a
+        .join(JoinRequest {
+            ticket: invite.ticket,
+        })
+        .unwrap_err();
+    assert!(err.message.contains("made by this node"), "{err}");
+}
+
+#[test]
 fn two_mnemon_serve_processes_sync_a_shared_collection() {
     let a = TestCli::new();
     let b = TestCli::new();
@@ -181,14 +278,20 @@ fn two_mnemon_serve_processes_sync_a_shared_collection() {
     b.init();
     let b_did = b.run(&["id"]).ok().to_owned();
     let sa = Served::start_p2p(&a, &[]);
-    let a_addr = sa.p2p.clone().expect("A listens");
-    let sb = Served::start_p2p(&b, &["--peer", &a_addr]);
+    let sb = Served::start_p2p(&b, &[]);
     let collection = a.run(&["collection", "new", "shared"]).ok().to_owned();
-    assert!(
-        a.run(&["share", "shared", &b_did, "--role", "write"])
-            .ok()
-            .starts_with("shared shared with")
-    );
+    // A invites; B joins with the ticket, which carries A's address.
+    let ticket = a
+        .run(&["invite", "shared", "--role", "write", "--expires", "1h"])
+        .ok()
+        .to_owned();
+    assert!(b.run(&["join", &ticket]).ok().starts_with("joining"));
+    eventually("A's node records B as a member", WAIT, || {
+        a.run(&["collection", "members", "shared", "--json"])
+            .json()
+            .as_array()
+            .is_some_and(|m| !m.is_empty())
+    });
     let members = a.run(&["collection", "members", "shared", "--json"]).json();
     assert_eq!(members[0]["did"], b_did.as_str());
     assert_eq!(members[0]["role"], "write");
@@ -208,6 +311,9 @@ fn two_mnemon_serve_processes_sync_a_shared_collection() {
     eventually("A sees B's edit", WAIT, || {
         a.run(&["get", &id, "--json"]).json()["title"] == "Plumber"
     });
+    // B finds it with its own search.
+    let hits = b.run(&["search", "plumber", "--json"]).json();
+    assert_eq!(hits[0]["id"], id.as_str());
     let peers = a.run(&["peers", "--json"]).json();
     assert_eq!(peers[0]["did"], b_did.as_str());
     assert_eq!(peers[0]["collections"][0], collection.as_str());

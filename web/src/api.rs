@@ -276,6 +276,56 @@ pub struct ShareRequest {
     pub role: String,
 }
 
+/// `POST /api/v1/collections/{id}/invites`: make a single-use invite ticket.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InviteRequest {
+    /// `read` (default) or `write`.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Seconds until the ticket expires (default 7 days, at most 365 days).
+    #[serde(default)]
+    pub expires_in_secs: Option<u64>,
+}
+
+/// A new invite.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InviteView {
+    /// The ticket to give the invitee (`mnemon1…`): whoever holds it can join once.
+    pub ticket: String,
+    /// The collection's id.
+    pub collection: String,
+    /// The role it grants.
+    pub role: String,
+    /// When it expires (Unix ms).
+    pub expires_at: i64,
+    /// How many addresses it carries (0: the node is not serving; the invitee must then
+    /// be given an address, or meet this node on the LAN).
+    pub addresses: usize,
+}
+
+/// `POST /api/v1/join`: redeem a ticket.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// The ticket (`mnemon1…`).
+    pub ticket: String,
+}
+
+/// A join in progress.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JoinView {
+    /// The collection's id.
+    pub collection: String,
+    /// The owner's DID.
+    pub owner: String,
+    /// The role the ticket grants.
+    pub role: String,
+    /// How many of the ticket's addresses are being dialed now (0 when not serving: the
+    /// next `mnemon serve` dials them).
+    pub dialing: usize,
+}
+
 /// A peer node, as federation knows it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct PeerView {

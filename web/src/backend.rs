@@ -6,8 +6,9 @@
 use tokio::sync::broadcast;
 
 use crate::api::{
-    CollectionView, CreateMemory, EventView, HitView, ListQuery, MemberView, MemoryView, Page,
-    PatchMemory, PeerView, SearchQuery, ShareRequest,
+    CollectionView, CreateMemory, EventView, HitView, InviteRequest, InviteView, JoinRequest,
+    JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery,
+    ShareRequest,
 };
 
 /// What went wrong, as the API reports it: `{"error": {"code": …, "message": …}}`.
@@ -101,6 +102,10 @@ pub trait Backend: Send + Sync + 'static {
     fn share(&self, collection: &str, request: ShareRequest) -> Result<MemberView, ApiError>;
     /// Takes a DID's access to a collection this node owns away.
     fn unshare(&self, collection: &str, did: &str) -> Result<(), ApiError>;
+    /// Makes a single-use invite ticket to a collection this node owns.
+    fn invite(&self, collection: &str, request: InviteRequest) -> Result<InviteView, ApiError>;
+    /// Keeps a ticket and dials its owner to redeem it.
+    fn join(&self, request: JoinRequest) -> Result<JoinView, ApiError>;
     /// The peers federation knows (empty when it is off).
     fn peers(&self) -> Result<Vec<PeerView>, ApiError>;
     /// The node's status (identity, counts, indexes), as JSON.

@@ -28,6 +28,8 @@ use crate::router::AppState;
         crate::router::members,
         crate::router::share_collection,
         crate::router::unshare_collection,
+        crate::router::invite_collection,
+        crate::router::join,
         crate::router::peers,
         crate::router::status,
         crate::router::events,

@@ -23,7 +23,8 @@ use tracing::Instrument as _;
 
 use crate::api::{
     CollectionView, CreateCollection, CreateMemory, Created, ErrorBody, EventView, HitView,
-    ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
+    InviteRequest, InviteView, JoinRequest, JoinView, ListQuery, MemberView, MemoryView, Page,
+    PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
 use crate::backend::{ApiError, Backend};
 use crate::metrics::Metrics;
@@ -261,6 +262,11 @@ pub fn router_with_shutdown(
             "/collections/{id}/members/{did}",
             axum::routing::delete(unshare_collection),
         )
+        .route(
+            "/collections/{id}/invites",
+            axum::routing::post(invite_collection),
+        )
+        .route("/join", axum::routing::post(join))
         .route("/peers", get(peers))
         .route("/status", get(status))
         .route("/events", get(events))
@@ -542,6 +548,29 @@ pub(crate) async fn unshare_collection(
     let backend = state.backend.clone();
     blocking(move || backend.unshare(&id, &did)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/collections/{id}/invites", tag = "sharing", params(("id" = String, Path, description = "The collection's id or unique name")), request_body = InviteRequest,
+    responses((status = 201, description = "A single-use, expiring ticket", body = InviteView), (status = 404, description = "No such collection", body = ErrorBody), (status = 422, description = "Bad role or expiry, the default collection, or not the owner", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn invite_collection(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<InviteRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let backend = state.backend.clone();
+    let invite = blocking(move || backend.invite(&id, body)).await?;
+    Ok((StatusCode::CREATED, Json(invite)))
+}
+
+#[utoipa::path(post, path = "/api/v1/join", tag = "sharing", request_body = JoinRequest,
+    responses((status = 202, description = "Kept; the owner's node is dialed and the invite redeemed when they meet", body = JoinView), (status = 422, description = "Not a ticket, damaged, forged or expired", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn join(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<JoinRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let backend = state.backend.clone();
+    let joined = blocking(move || backend.join(body)).await?;
+    Ok((StatusCode::ACCEPTED, Json(joined)))
 }
 
 #[utoipa::path(get, path = "/api/v1/peers", tag = "sharing",

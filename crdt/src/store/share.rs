@@ -8,8 +8,8 @@ use mnemon_identity::{Did, Signature};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::{
-    ACL, CollectionRecord, DESCRIPTORS, DOCS, HEADS, MEMBERS, MEMORY_META, MemoryMeta, SIGNATURES,
-    Store, TOMBSTONES, Tombstone, append_log,
+    ACL, CollectionRecord, DESCRIPTORS, DOCS, HEADS, INVITES, InviteRecord, JOINS, MEMBERS,
+    MEMORY_META, MemoryMeta, SIGNATURES, Store, TOMBSTONES, Tombstone, append_log,
 };
 use crate::acl::{
     Access, AclAction, AclOp, Descriptor, Role, SignedAclOp, SignedDescriptor, SignedTombstone,
@@ -346,6 +346,145 @@ impl Store {
         }
         txn.commit()?;
         Ok(new)
+    }
+
+    // ----- invites --------------------------------------------------------------------------
+
+    /// Issues a single-use invite to `collection` (owned here) for `role`, valid until
+    /// `expires_at`.
+    pub fn create_invite(
+        &mut self,
+        collection: CollectionId,
+        role: Role,
+        expires_at: Timestamp,
+    ) -> Result<mnemon_identity::Invite, StoreError> {
+        if collection == self.default_collection {
+            return Err(StoreError::Sharing(
+                "the default collection is private; create a collection to share".into(),
+            ));
+        }
+        match self.access(collection, &self.did)? {
+            Some(Access::Owner) => {}
+            Some(_) => {
+                return Err(StoreError::Sharing(format!(
+                    "only the owner of {collection} can invite"
+                )));
+            }
+            None => return Err(StoreError::UnknownCollection(collection.to_string())),
+        }
+        let mut nonce = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut nonce);
+        let write = role == Role::Write;
+        let invite = mnemon_identity::Invite::sign(
+            &self.keypair,
+            collection.to_bytes(),
+            write,
+            expires_at.as_millis(),
+            nonce,
+        );
+        let record = InviteRecord {
+            collection: collection.to_u128(),
+            write,
+            expires_at: expires_at.as_millis(),
+            redeemed_by: None,
+        };
+        let txn = self.db.begin_write()?;
+        txn.open_table(INVITES)?
+            .insert(nonce, postcard::to_allocvec(&record)?.as_slice())?;
+        txn.commit()?;
+        Ok(invite)
+    }
+
+    /// Redeems an invite this node issued, for `by`: checks the signature, the expiry and
+    /// that the invite was issued here and not used by anyone else, then grants the role.
+    /// Redeeming again by the same DID changes nothing.
+    pub fn redeem_invite(&mut self, bytes: &[u8], by: &Did) -> Result<CollectionId, StoreError> {
+        let refuse = |why: &str| StoreError::Sharing(format!("invite refused: {why}"));
+        let (invite, rest) =
+            mnemon_identity::Invite::from_bytes(bytes).map_err(|e| refuse(&e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(refuse("bytes after the invite"));
+        }
+        if invite.owner != self.did {
+            return Err(refuse("it was issued by another node"));
+        }
+        invite
+            .verify(Timestamp::now().as_millis())
+            .map_err(|e| refuse(&e.to_string()))?;
+        let record: InviteRecord = {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(INVITES)?;
+            let Some(value) = table.get(invite.nonce)? else {
+                return Err(refuse("it is not known here"));
+            };
+            postcard::from_bytes(value.value())?
+        };
+        let collection = CollectionId::from_u128(record.collection);
+        match record.redeemed_by {
+            Some(who) if who == *by.public_key() => return Ok(collection),
+            Some(_) => return Err(refuse("it was used already")),
+            None => {}
+        }
+        let role = if record.write {
+            Role::Write
+        } else {
+            Role::Read
+        };
+        if self.access(collection, by)? != Some(Access::Member(role)) {
+            self.share(collection, by, role)?;
+        }
+        let txn = self.db.begin_write()?;
+        txn.open_table(INVITES)?.insert(
+            invite.nonce,
+            postcard::to_allocvec(&InviteRecord {
+                redeemed_by: Some(*by.public_key()),
+                ..record
+            })?
+            .as_slice(),
+        )?;
+        txn.commit()?;
+        Ok(collection)
+    }
+
+    /// Keeps a ticket this node was given, to redeem its invite with the owner when they
+    /// meet (and to dial the owner's addresses).
+    pub fn add_join(&mut self, ticket: &mnemon_identity::Ticket) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(JOINS)?
+            .insert(ticket.invite.nonce, ticket.to_string().as_bytes())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Invites this node holds and has not yet redeemed (it has no access to their
+    /// collection yet, and they have not expired), optionally only those of `owner`.
+    pub fn pending_joins(
+        &self,
+        owner: Option<&Did>,
+    ) -> Result<Vec<mnemon_identity::Ticket>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(JOINS)?;
+        let mut pending = Vec::new();
+        for entry in table.iter()? {
+            let (_, value) = entry?;
+            let Some(ticket) = std::str::from_utf8(value.value())
+                .ok()
+                .and_then(|t| t.parse::<mnemon_identity::Ticket>().ok())
+            else {
+                continue;
+            };
+            let invite = &ticket.invite;
+            if owner.is_some_and(|o| *o != invite.owner) {
+                continue;
+            }
+            let collection = CollectionId::from_u128(u128::from_be_bytes(invite.collection));
+            if self.access(collection, &self.did)?.is_none()
+                && invite.verify(Timestamp::now().as_millis()).is_ok()
+            {
+                pending.push(ticket);
+            }
+        }
+        Ok(pending)
     }
 
     // ----- collections from elsewhere ------------------------------------------------------
