@@ -89,6 +89,10 @@ pub struct PeerInfo {
     pub sent: BTreeMap<String, u64>,
     /// Messages received, by kind.
     pub received: BTreeMap<String, u64>,
+    /// Bytes sent on sync streams with it (frames included), since this node started.
+    pub bytes_sent: u64,
+    /// Bytes received on sync streams with it.
+    pub bytes_received: u64,
 }
 
 /// Every peer this node has met, by peer id.
@@ -423,6 +427,16 @@ impl Driver {
         table.entry(peer).or_default().last_error = Some(error);
     }
 
+    fn count_bytes(&self, peer: PeerId, sent: u64, received: u64) {
+        let mut table = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let info = table.entry(peer).or_default();
+        info.bytes_sent += sent;
+        info.bytes_received += received;
+    }
+
     fn record(&self, peer: PeerId, session: &Session, heard: bool) {
         let mut table = self
             .peers
@@ -479,6 +493,7 @@ impl Driver {
                         encode_frame(&message.encode(), &mut out)
                             .context("a message too large for a frame")?;
                         writer.write_all(&out).await.context("sending")?;
+                        self.count_bytes(peer, out.len() as u64, 0);
                     }
                     Output::Event(event) => match event {
                         Event::Applied { .. } | Event::Deleted { .. } => applied = true,
@@ -518,6 +533,7 @@ impl Driver {
                         return Ok("the peer closed the stream".into());
                     }
                     decoder.push(&buf[..n]);
+                    self.count_bytes(peer, 0, n as u64);
                     loop {
                         let frame = match decoder.next_frame() {
                             Ok(Some(frame)) => frame,

@@ -1,0 +1,216 @@
+//! Sync between two real nodes in one process: stores in temporary folders, libp2p over
+//! QUIC on 127.0.0.1, the sync protocol end to end.
+//!
+//! Prints one JSON object:
+//! - initial sync of a collection of `MNEMON_SYNC_N` memories (default 10,000; short
+//!   generated notes): time until the second node holds all of them, and the bytes that
+//!   crossed the wire beside the collection's size (its changes' bytes);
+//! - incremental sync of 10 edited memories out of N while connected: time and bytes;
+//! - change-to-visible latency: `MNEMON_SYNC_EDITS` (default 200) single edits one after
+//!   the other, each timed from the edit on A until B holds it; p50 and p99.
+//!
+//! Run: `cargo bench -p mnemon-node --bench sync`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mnemon_crdt::{MemoryEdit, MemoryId, NewMemory, Role, Store};
+use mnemon_identity::Keypair;
+use mnemon_node::net::{NetConfig, Network};
+use mnemon_node::search::embed::HashEmbedder;
+use mnemon_node::service::Service;
+
+struct Node {
+    _dir: tempfile::TempDir,
+    service: Arc<Service>,
+    network: Network,
+    did: mnemon_identity::Did,
+}
+
+async fn node() -> Node {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keypair = Keypair::generate();
+    let store = Store::open(dir.path().join("mnemon.redb"), keypair.clone()).expect("store");
+    let service = Service::open(
+        store,
+        &dir.path().join("index"),
+        Box::new(|| Ok(Arc::new(HashEmbedder::default()) as _)),
+        "bench",
+    );
+    service.load_index().expect("index");
+    let service = Arc::new(service);
+    let network = Network::start(
+        service.clone(),
+        &keypair,
+        NetConfig {
+            listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr")],
+            mdns: false,
+            ..NetConfig::default()
+        },
+    )
+    .await
+    .expect("network");
+    service.set_network(network.clone());
+    Node {
+        _dir: dir,
+        service,
+        network,
+        did: keypair.did(),
+    }
+}
+
+fn bytes(node: &Node) -> (u64, u64) {
+    node.network
+        .peers()
+        .iter()
+        .fold((0, 0), |(s, r), p| (s + p.bytes_sent, r + p.bytes_received))
+}
+
+fn wait(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let n: usize = std::env::var("MNEMON_SYNC_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let edits: usize = std::env::var("MNEMON_SYNC_EDITS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (a, b) = runtime.block_on(async { (node().await, node().await) });
+
+    // A fills a collection.
+    let (collection, ids) = a.service.write_store(|store| {
+        let c = store.create_collection("bench").expect("collection").id;
+        let mut ids = Vec::with_capacity(n);
+        for chunk in 0..n.div_ceil(1000) {
+            let batch: Vec<NewMemory> = (chunk * 1000..((chunk + 1) * 1000).min(n))
+                .map(|i| NewMemory {
+                    title: Some(format!("note {i}")),
+                    content: format!(
+                        "memory number {i}: the plumber came on day {} about the kettle and the garden",
+                        i % 31
+                    ),
+                    collection: Some(c),
+                    ..NewMemory::default()
+                })
+                .collect();
+            ids.extend(store.add_batch(batch).expect("add").into_iter().map(|m| m.id));
+        }
+        store.share(c, &b.did, Role::Write).expect("share");
+        (c, ids)
+    });
+    let change_bytes: u64 = a.service.read_store(|store| {
+        ids.iter()
+            .map(|id| {
+                store
+                    .signed_changes(*id)
+                    .expect("changes")
+                    .iter()
+                    .map(|c| c.bytes.len() as u64 + 64)
+                    .sum::<u64>()
+            })
+            .sum()
+    });
+
+    // Initial sync.
+    let started = Instant::now();
+    runtime
+        .block_on(b.network.dial(a.network.dial_address().expect("addr")))
+        .expect("dial");
+    let holds = |node: &Node, c| {
+        node.service
+            .read_store(|s| s.heads_summary(c).map(|h| h.len()).unwrap_or(0))
+    };
+    wait("initial sync", || holds(&b, collection) == n);
+    let initial = started.elapsed();
+    let (sent_a, recv_a) = bytes(&a);
+
+    // Incremental: 10 memories edited while connected.
+    let started = Instant::now();
+    let edited: Vec<MemoryId> = ids.iter().step_by(n / 10).take(10).copied().collect();
+    for id in &edited {
+        a.service.write_store(|s| {
+            s.edit(
+                *id,
+                &MemoryEdit {
+                    title: Some(format!("edited {id}")),
+                    ..MemoryEdit::default()
+                },
+            )
+            .expect("edit")
+        });
+    }
+    wait("incremental sync", || {
+        edited.iter().all(|id| {
+            let want = a.service.read_store(|s| s.heads(*id).expect("heads"));
+            b.service.read_store(|s| s.heads(*id).expect("heads")) == want
+        })
+    });
+    let incremental = started.elapsed();
+    let (sent_a2, recv_a2) = bytes(&a);
+
+    // Change-to-visible latency.
+    let mut latencies = Vec::with_capacity(edits);
+    for i in 0..edits {
+        let id = ids[(i * 7919) % n];
+        let started = Instant::now();
+        let want = a.service.write_store(|s| {
+            s.edit(
+                id,
+                &MemoryEdit {
+                    title: Some(format!("latency {i}")),
+                    ..MemoryEdit::default()
+                },
+            )
+            .expect("edit");
+            s.heads(id).expect("heads")
+        });
+        wait("an edit", || {
+            b.service.read_store(|s| s.heads(id).expect("heads")) == want
+        });
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+
+    println!(
+        "{}",
+        serde_json::json!({
+            "data": format!("{n} short generated notes (~100 bytes of text each), one collection, built-in embedder"),
+            "initial_sync": {
+                "seconds": initial.as_secs_f64(),
+                "memories_per_sec": n as f64 / initial.as_secs_f64(),
+                "bytes_a_sent": sent_a,
+                "bytes_a_received": recv_a,
+                "collection_change_bytes": change_bytes,
+                "wire_over_collection": sent_a as f64 / change_bytes as f64,
+            },
+            "incremental_10_of_n": {
+                "seconds": incremental.as_secs_f64(),
+                "bytes_a_sent": sent_a2 - sent_a,
+                "bytes_a_received": recv_a2 - recv_a,
+            },
+            "change_to_visible_ms": {
+                "edits": edits,
+                "p50": percentile(&latencies, 0.5),
+                "p99": percentile(&latencies, 0.99),
+                "max": latencies.last(),
+            },
+        })
+    );
+}
