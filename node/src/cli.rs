@@ -745,6 +745,7 @@ pub fn run() -> Result<ExitCode> {
                 listen: p2p,
                 peers,
                 mdns: !no_mdns,
+                state_file: Some(data_dir.root().join("peers.json")),
                 ..crate::net::NetConfig::default()
             });
             crate::serve::serve(

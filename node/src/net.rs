@@ -48,6 +48,9 @@ pub struct NetConfig {
     pub mdns: bool,
     /// Timers and limits of each sync session.
     pub session: SessionConfig,
+    /// Where the peer table is kept across restarts (`DATA/peers.json`); the peers in it
+    /// are dialed at start.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl Default for NetConfig {
@@ -57,6 +60,7 @@ impl Default for NetConfig {
             peers: Vec::new(),
             mdns: true,
             session: SessionConfig::default(),
+            state_file: None,
         }
     }
 }
@@ -69,7 +73,8 @@ pub fn did_of(peer: &PeerId) -> Option<Did> {
 }
 
 /// What this node knows about a peer.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PeerInfo {
     /// Its DID.
     pub did: String,
@@ -77,6 +82,8 @@ pub struct PeerInfo {
     pub peer_id: String,
     /// Addresses it was seen at.
     pub addresses: Vec<String>,
+    /// Addresses it listens on, as it told us (identify): dialed after a restart.
+    pub listen_addrs: Vec<String>,
     /// Whether a connection is open.
     pub connected: bool,
     /// Collections synced with it in the current session (ids).
@@ -130,6 +137,7 @@ pub struct Network {
     peers: PeerTable,
     commands: mpsc::Sender<Command>,
     refresh: broadcast::Sender<()>,
+    state_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Command {
@@ -224,6 +232,42 @@ impl Network {
             .accept(protocol.clone())
             .context("registering the sync protocol")?;
         let peers: PeerTable = Arc::default();
+        if let Some(path) = &config.state_file {
+            for info in load_peers(path) {
+                let Ok(peer) = info.peer_id.parse::<PeerId>() else {
+                    continue;
+                };
+                for addr in info
+                    .listen_addrs
+                    .iter()
+                    .filter_map(|a| a.parse::<Multiaddr>().ok())
+                {
+                    let _ = swarm.dial(addr.with(libp2p::multiaddr::Protocol::P2p(peer)));
+                }
+                peers
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(
+                        peer,
+                        PeerInfo {
+                            connected: false,
+                            collections: Vec::new(),
+                            sent: BTreeMap::new(),
+                            received: BTreeMap::new(),
+                            ..info
+                        },
+                    );
+            }
+            let table = peers.clone();
+            let path = path.clone();
+            tokio::spawn(async move {
+                let mut saved = String::new();
+                loop {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    saved = save_peers(&path, &table, saved);
+                }
+            });
+        }
         let (commands, mut command_rx) = mpsc::channel(64);
         let (refresh, _) = broadcast::channel(64);
         let driver = Driver {
@@ -270,6 +314,7 @@ impl Network {
             peers,
             commands,
             refresh,
+            state_file: config.state_file.clone(),
         })
     }
 
@@ -279,6 +324,13 @@ impl Network {
             .send(Command::Dial(addr))
             .await
             .context("the network has stopped")
+    }
+
+    /// Writes the peer table to the state file now (at shutdown).
+    pub fn save(&self) {
+        if let Some(path) = &self.state_file {
+            save_peers(path, &self.peers, String::new());
+        }
     }
 
     /// Dials a peer from synchronous code (the API's handlers); a full queue drops it.
@@ -400,6 +452,19 @@ fn handle_swarm_event(
             info,
             ..
         })) => {
+            {
+                let mut table = table
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(entry) = table.get_mut(&peer_id) {
+                    entry.listen_addrs = info
+                        .listen_addrs
+                        .iter()
+                        .take(16)
+                        .map(ToString::to_string)
+                        .collect();
+                }
+            }
             for addr in info.listen_addrs {
                 swarm.behaviour_mut().kad.add_address(&peer_id, addr);
             }
@@ -572,5 +637,67 @@ async fn next_change(feed: &mut broadcast::Receiver<ChangeEvent>) -> Option<Opti
         Ok(event) => Some(Some(event)),
         Err(broadcast::error::RecvError::Lagged(_)) => Some(None),
         Err(broadcast::error::RecvError::Closed) => None,
+    }
+}
+
+/// Most peers kept in the state file.
+const MAX_SAVED_PEERS: usize = 1000;
+
+/// The peers kept in `path` (none if it is missing or unreadable: it is a cache).
+fn load_peers(path: &std::path::Path) -> Vec<PeerInfo> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    if text.len() > 4 * 1024 * 1024 {
+        tracing::warn!(path = %path.display(), "the peer file is too large; ignoring it");
+        return Vec::new();
+    }
+    match serde_json::from_str::<Vec<PeerInfo>>(&text) {
+        Ok(mut peers) => {
+            peers.truncate(MAX_SAVED_PEERS);
+            peers
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "the peer file is unreadable; ignoring it");
+            Vec::new()
+        }
+    }
+}
+
+/// Writes the peer table to `path` if it changed since `last`; returns what was written.
+fn save_peers(path: &std::path::Path, table: &PeerTable, last: String) -> String {
+    let peers: Vec<PeerInfo> = table
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .values()
+        .take(MAX_SAVED_PEERS)
+        .cloned()
+        .collect();
+    let Ok(text) = serde_json::to_string_pretty(&peers) else {
+        return last;
+    };
+    if text == last {
+        return last;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let written = (|| -> std::io::Result<()> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&tmp)?;
+        std::io::Write::write_all(&mut file, text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    match written {
+        Ok(()) => text,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot save the peer table");
+            last
+        }
     }
 }

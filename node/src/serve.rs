@@ -196,6 +196,9 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
         // Deletes made in the web UI whose undo window is still open happen now: the
         // owner asked to forget those memories.
         ui.flush().await;
+        if let Some(network) = &network {
+            network.save();
+        }
         stop.store(true, Ordering::Relaxed);
         let _ = background.join();
         served.context("serving HTTP")

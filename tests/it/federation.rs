@@ -317,6 +317,18 @@ fn two_mnemon_serve_processes_sync_a_shared_collection() {
     let peers = a.run(&["peers", "--json"]).json();
     assert_eq!(peers[0]["did"], b_did.as_str());
     assert_eq!(peers[0]["collections"][0], collection.as_str());
+
+    // B restarts with no address given: it dials A from its saved peer table and catches
+    // up with what A wrote meanwhile.
+    sb.stop();
+    let later = a
+        .run(&["add", "--collection", "shared", "the boiler was serviced"])
+        .ok()
+        .to_owned();
+    let sb = Served::start_p2p(&b, &[]);
+    eventually("B catches up after its restart", WAIT, || {
+        b.run(&["get", &later]).success
+    });
     sb.stop();
     sa.stop();
 }
