@@ -276,6 +276,8 @@ impl Network {
             config: config.session.clone(),
             peers: peers.clone(),
             refresh: refresh.clone(),
+            generations: Arc::default(),
+            superseded: broadcast::channel(64).0,
         };
 
         // Inbound sessions.
@@ -411,8 +413,11 @@ fn handle_swarm_event(
                 }
             }
             tracing::info!(peer = %did, "connected");
-            // One session per pair: the smaller peer id opens it.
-            if num_established.get() == 1 && local < peer_id {
+            // One session per pair: the smaller peer id opens it, on every new connection
+            // (a session on a connection that died unnoticed, say of a peer that
+            // restarted, is replaced).
+            let _ = num_established;
+            if local < peer_id {
                 let mut control = control.clone();
                 let protocol = protocol.clone();
                 let driver = driver.clone();
@@ -476,6 +481,10 @@ fn handle_swarm_event(
 /// Runs sync sessions over streams.
 #[derive(Clone)]
 struct Driver {
+    /// The newest session's number per peer; an older session ends when it sees it.
+    generations: Arc<Mutex<std::collections::HashMap<PeerId, u64>>>,
+    /// Announces a peer whose session was replaced.
+    superseded: broadcast::Sender<PeerId>,
     service: Arc<Service>,
     local: Did,
     config: SessionConfig,
@@ -529,7 +538,17 @@ impl Driver {
         let Some(did) = did_of(&peer) else {
             return;
         };
-        let reason = match self.session(peer, did, stream).await {
+        let generation = {
+            let mut generations = self
+                .generations
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let next = generations.get(&peer).map_or(1, |g| g + 1);
+            generations.insert(peer, next);
+            next
+        };
+        let _ = self.superseded.send(peer);
+        let reason = match self.session(peer, did, stream, generation).await {
             Ok(reason) => reason,
             Err(e) => format!("{e:#}"),
         };
@@ -537,7 +556,22 @@ impl Driver {
         self.note_error(peer, reason);
     }
 
-    async fn session(&self, peer: PeerId, did: Did, stream: libp2p::Stream) -> Result<String> {
+    fn is_current(&self, peer: PeerId, generation: u64) -> bool {
+        self.generations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&peer)
+            .is_some_and(|g| *g == generation)
+    }
+
+    async fn session(
+        &self,
+        peer: PeerId,
+        did: Did,
+        stream: libp2p::Stream,
+        generation: u64,
+    ) -> Result<String> {
+        let mut superseded = self.superseded.subscribe();
         let clock = Instant::now();
         let now = move || clock.elapsed().as_millis() as u64;
         let mut session = Session::new(self.local, did, self.config.clone(), now());
@@ -622,6 +656,12 @@ impl Driver {
                     None => return Ok("the store closed".into()),
                 },
                 _ = refresh.recv() => self.service.read_store(|store| session.refresh(store)),
+                replaced = superseded.recv() => {
+                    if replaced.is_ok_and(|p| p == peer) && !self.is_current(peer, generation) {
+                        let _ = writer.close().await;
+                        return Ok("replaced by a newer session".into());
+                    }
+                }
                 _ = tokio::time::sleep(wake) => {
                     let at = now();
                     self.service.read_store(|store| session.handle_timeout(at, store));
