@@ -957,9 +957,18 @@ async fn create_collection(
     Ok(Redirect::to("/collections").into_response())
 }
 
+/// `did:key:z6Mk…` shortened to its first and last characters.
+fn short_did(did: &str) -> String {
+    let key = did.strip_prefix("did:key:").unwrap_or(did);
+    if key.len() <= 16 {
+        return did.to_owned();
+    }
+    format!("{}…{}", &key[..8], &key[key.len() - 6..])
+}
+
 async fn status_page(State(state): State<AppState>) -> UiResult {
     let backend = state.backend.clone();
-    let status = blocking(move || backend.status()).await?;
+    let (status, peers) = blocking(move || Ok((backend.status()?, backend.peers()?))).await?;
     let models = status["index"]["models"]
         .as_array()
         .cloned()
@@ -982,7 +991,24 @@ async fn status_page(State(state): State<AppState>) -> UiResult {
             }
         }
         h2 { "Peers" }
-        p .empty { "Federation is not switched on in this version." }
+        @if peers.is_empty() {
+            p .empty { "No peers yet. Share a collection with " code { "mnemon invite" } " or " code { "mnemon share" } "; peers are met while " code { "mnemon serve" } " runs." }
+        } @else {
+            table .peers {
+                thead { tr { th { "Node" } th { "State" } th { "Collections" } th { "Last sync" } th { "Last error" } } }
+                tbody {
+                    @for p in &peers {
+                        tr {
+                            td { code title=(p.did) { (short_did(&p.did)) } }
+                            td { @if p.connected { "connected" } @else { "offline" } }
+                            td { (p.collections.len()) }
+                            td { (p.last_sync.map_or_else(|| "never".to_owned(), |ms| mnemon_crdt::Timestamp::from_millis(ms as i64).to_string())) }
+                            td { (p.last_error.as_deref().unwrap_or("")) }
+                        }
+                    }
+                }
+            }
+        }
     };
     Ok(layout(&state, Nav::Status, "Status", "status", content).into_response())
 }
