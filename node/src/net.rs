@@ -125,6 +125,8 @@ struct Behaviour {
 
 enum Command {
     Dial(Multiaddr),
+    Disconnect(PeerId),
+    Shutdown,
 }
 
 /// A running network: the swarm task and the sync sessions it spawns.
@@ -144,6 +146,8 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Command::Dial(a) => write!(f, "Dial({a})"),
+            Command::Disconnect(p) => write!(f, "Disconnect({p})"),
+            Command::Shutdown => f.write_str("Shutdown"),
         }
     }
 }
@@ -305,7 +309,10 @@ impl Network {
                                 tracing::warn!(%addr, error = %e, "dial failed");
                             }
                         }
-                        None => break,
+                        Some(Command::Disconnect(peer)) => {
+                            let _ = swarm.disconnect_peer_id(peer);
+                        }
+                        Some(Command::Shutdown) | None => break,
                     },
                 }
             }
@@ -326,6 +333,27 @@ impl Network {
             .send(Command::Dial(addr))
             .await
             .context("the network has stopped")
+    }
+
+    /// Closes every connection to the peer with `did` (it may dial again).
+    pub async fn disconnect(&self, did: &Did) -> Result<()> {
+        let peer = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(_, info)| info.did == did.to_string())
+            .map(|(peer, _)| *peer)
+            .context("not a known peer")?;
+        self.commands
+            .send(Command::Disconnect(peer))
+            .await
+            .context("the network has stopped")
+    }
+
+    /// Stops the swarm: every connection closes and nothing is dialed or accepted.
+    pub async fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown).await;
     }
 
     /// Writes the peer table to the state file now (at shutdown).

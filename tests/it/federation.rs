@@ -176,6 +176,50 @@ fn outsiders_get_nothing_readers_cannot_write_and_revoked_readers_get_nothing_ne
 }
 
 #[test]
+fn a_members_relays_the_owners_changes_while_the_owner_is_offline() {
+    // A owns and shares with B and C; C meets A once (to join), then only B.
+    let net = TestNet::new(3);
+    let (a, b, c) = (net.api(0), net.api(1), net.api(2));
+    let family = a.create_collection("family").expect("collection");
+    share(&net, 0, &family.id, 1, "write");
+    share(&net, 0, &family.id, 2, "write");
+    net.connect(2, 0);
+    eventually("C joins the collection", WAIT, || {
+        c.collections()
+            .is_ok_and(|cs| cs.iter().any(|col| col.id == family.id))
+            && c.members(&family.id).is_ok_and(|m| m.len() == 2)
+    });
+    net.runtime
+        .block_on(net.nodes[2].network.disconnect(&net.nodes[0].did))
+        .expect("disconnect");
+    eventually("C is no longer connected to A", WAIT, || {
+        c.peers().is_ok_and(|p| p.iter().all(|p| !p.connected))
+    });
+    net.connect(1, 0);
+    let m = a
+        .create(note("the owner wrote this", &family.id))
+        .expect("add");
+    eventually("B receives it", WAIT, || b.get(&m.id).is_ok());
+    // A goes offline; C meets B only.
+    net.runtime.block_on(net.nodes[0].network.shutdown());
+    assert!(c.get(&m.id).is_err(), "C got it before meeting B");
+    net.connect(2, 1);
+    eventually("C receives A's memory through B", WAIT, || {
+        c.get(&m.id).is_ok()
+    });
+    assert_eq!(
+        c.get(&m.id).expect("get").author,
+        net.nodes[0].did.to_string(),
+        "C holds A's change, signed by A"
+    );
+    let verified = net.nodes[2]
+        .service
+        .read_store(|s| s.verify_all())
+        .expect("every stored signature verifies");
+    assert!(verified >= 1);
+}
+
+#[test]
 fn an_invite_ticket_lets_one_node_join_once_and_expired_or_forged_tickets_are_refused() {
     let net = TestNet::new(3);
     let (a, b, c) = (net.api(0), net.api(1), net.api(2));
@@ -326,9 +370,21 @@ fn two_mnemon_serve_processes_sync_a_shared_collection() {
         .ok()
         .to_owned();
     let sb = Served::start_p2p(&b, &[]);
-    eventually("B catches up after its restart", WAIT, || {
-        b.run(&["get", &later]).success
-    });
+    let deadline = std::time::Instant::now() + WAIT;
+    while !b.run(&["get", &later]).success {
+        if std::time::Instant::now() > deadline {
+            let peers_b = b.run(&["peers", "--json"]).stdout.clone();
+            let peers_a = a.run(&["peers", "--json"]).stdout.clone();
+            let saved =
+                std::fs::read_to_string(b.data_dir().join("peers.json")).unwrap_or_default();
+            let log_b = sb.stop();
+            let log_a = sa.stop();
+            panic!(
+                "B did not catch up after its restart.\nB peers: {peers_b}\nA peers: {peers_a}\nB peers.json: {saved}\nB log: {log_b}\nA log: {log_a}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     sb.stop();
     sa.stop();
 }

@@ -448,6 +448,10 @@ pub fn minilm_wheel() -> PathBuf {
 #[derive(Debug)]
 pub struct Served {
     child: std::process::Child,
+    /// Everything it wrote to stderr so far (drained continuously: a full pipe would
+    /// block the service's logging, and with it the service).
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    drain: Option<std::thread::JoinHandle<()>>,
     /// Its address, e.g. `http://127.0.0.1:41234`.
     pub url: String,
     /// Its peer-to-peer address with `/p2p/PEER_ID`, when federation runs.
@@ -479,6 +483,22 @@ impl Served {
             .spawn()
             .expect("spawn serve");
         let stdout = child.stdout.take().expect("stdout");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().expect("stderr");
+        let drain = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = stderr.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    log.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            })
+        };
         let mut lines = std::io::BufReader::new(stdout).lines();
         let first = lines.next().expect("a line").expect("read");
         let url = first
@@ -497,7 +517,13 @@ impl Served {
             )
         };
         std::thread::spawn(move || for _ in lines {});
-        Served { child, url, p2p }
+        Served {
+            child,
+            log,
+            drain: Some(drain),
+            url,
+            p2p,
+        }
     }
 
     /// Stops it with SIGTERM, checks it exited cleanly, and returns what it logged.
@@ -509,12 +535,26 @@ impl Served {
             .expect("kill");
         assert!(status.success());
         let exit = self.child.wait().expect("wait");
-        let mut stderr = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut stderr);
+        if let Some(drain) = self.drain.take() {
+            let _ = drain.join();
         }
+        let stderr = self
+            .log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         assert!(exit.success(), "serve exited with {exit}: {stderr}");
         stderr
+    }
+}
+
+impl Drop for Served {
+    /// A test that failed half-way leaves no service running.
+    fn drop(&mut self) {
+        if self.drain.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
