@@ -401,6 +401,10 @@ impl Session {
             }
         }
         let known = self.peer_heads.get(&memory).cloned().unwrap_or_default();
+        if !known.is_empty() && store.heads(memory).ok().flatten().as_ref() == Some(&known) {
+            // The peer holds exactly what we hold.
+            return;
+        }
         self.send_changes(store, collection, &[(memory, known, false)]);
     }
 
@@ -870,6 +874,12 @@ impl Session {
                         {
                             has.insert(parsed.hash());
                         }
+                    }
+                    // If the peer holds every head we now have, nothing of this memory
+                    // needs pushing back to it (saves loading the document per change
+                    // event while a large collection streams in).
+                    if outcome.heads.iter().all(|h| has.contains(h)) {
+                        self.peer_heads.insert(memory, outcome.heads.clone());
                     }
                     if outcome.new_changes > 0 {
                         self.event(Event::Applied {
