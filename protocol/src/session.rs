@@ -289,21 +289,7 @@ impl Session {
             .filter(|(_, s)| s.offered && !s.peer_offered)
             .map(|(c, _)| *c)
             .collect();
-        let offers: Vec<Offer> = unanswered
-            .into_iter()
-            .filter_map(|c| {
-                Some(Offer {
-                    descriptor: store.descriptor(c).ok()?,
-                    acl_seq: store.acl_since(c, 0).ok()?.len() as u64,
-                })
-            })
-            .collect();
-        if !offers.is_empty() {
-            self.send(Message::Offer {
-                offers,
-                answer: false,
-            });
-        }
+        self.send_offers(store, unanswered, false);
         let joining: Vec<CollectionId> = self
             .collections
             .iter()
@@ -587,7 +573,14 @@ impl Session {
             // Ask for the owner's log by offering with what we hold (nothing).
             self.accept(store, c);
         }
-        let offers: Vec<Offer> = answers
+        self.send_offers(store, answers, true);
+    }
+
+    /// Offers back a collection the peer offered, once this node may hold it (or to ask
+    /// for the ACL that says so).
+    /// Offers `collections` again (as they stand in the store now), if any.
+    fn send_offers(&mut self, store: &Store, collections: Vec<CollectionId>, answer: bool) {
+        let offers: Vec<Offer> = collections
             .into_iter()
             .filter_map(|c| {
                 Some(Offer {
@@ -597,15 +590,10 @@ impl Session {
             })
             .collect();
         if !offers.is_empty() {
-            self.send(Message::Offer {
-                offers,
-                answer: true,
-            });
+            self.send(Message::Offer { offers, answer });
         }
     }
 
-    /// Offers back a collection the peer offered, once this node may hold it (or to ask
-    /// for the ACL that says so).
     fn accept(&mut self, store: &Store, c: CollectionId) {
         let Ok(descriptor) = store.descriptor(c) else {
             return;
