@@ -36,6 +36,9 @@ use crate::service::Service;
 /// The default listen address: QUIC on every interface, a port the OS picks.
 pub const DEFAULT_P2P: &str = "/ip4/0.0.0.0/udp/0/quic-v1";
 
+/// How often opening a sync stream is tried before giving up until the next connection.
+const OPEN_ATTEMPTS: u32 = 5;
+
 /// How the swarm is set up.
 #[derive(Debug, Clone)]
 pub struct NetConfig {
@@ -450,11 +453,18 @@ fn handle_swarm_event(
                 let protocol = protocol.clone();
                 let driver = driver.clone();
                 tokio::spawn(async move {
-                    match control.open_stream(peer_id, protocol).await {
-                        Ok(stream) => driver.run(peer_id, stream).await,
-                        Err(e) => {
-                            tracing::warn!(peer = %did, error = %e, "cannot open a sync stream");
-                            driver.note_error(peer_id, format!("cannot open a sync stream: {e}"));
+                    // The stream may be tried on an older connection that died unnoticed
+                    // (a peer that restarted); once that one times out, a retry uses the
+                    // new connection.
+                    for attempt in 1..=OPEN_ATTEMPTS {
+                        match control.open_stream(peer_id, protocol.clone()).await {
+                            Ok(stream) => return driver.run(peer_id, stream).await,
+                            Err(e) => {
+                                tracing::warn!(peer = %did, attempt, error = %e, "cannot open a sync stream");
+                                driver
+                                    .note_error(peer_id, format!("cannot open a sync stream: {e}"));
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
                         }
                     }
                 });
