@@ -496,7 +496,11 @@ pub fn run() -> Result<ExitCode> {
                 eprintln!("{collection} is shared with nobody");
             } else {
                 for m in members {
-                    writeln!(out, "{}\t{}", m.did, m.role)?;
+                    let sync = m
+                        .sync
+                        .as_ref()
+                        .map_or_else(|| "never met".to_owned(), |s| output::sync_state(s));
+                    writeln!(out, "{}\t{}\t{sync}", m.did, m.role)?;
                 }
             }
         }
@@ -572,17 +576,10 @@ pub fn run() -> Result<ExitCode> {
             } else {
                 for p in peers {
                     let state = if p.connected { "connected" } else { "offline" };
-                    let collections = if p.collections.is_empty() {
-                        "-".to_owned()
-                    } else {
-                        p.collections.join(",")
-                    };
-                    writeln!(
-                        out,
-                        "{}\t{state}\t{collections}\t{}",
-                        p.did,
-                        p.addresses.join(" ")
-                    )?;
+                    writeln!(out, "{}\t{state}\t{}", p.did, p.addresses.join(" "))?;
+                    for s in &p.sync {
+                        writeln!(out, "  {}\t{}", s.collection, output::sync_state(s))?;
+                    }
                 }
             }
         }

@@ -20,14 +20,16 @@ use libp2p::identity::PublicKey;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, connection_limits, dcutr, identify, kad, mdns, noise, ping,
-    relay, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, autonat, connection_limits, dcutr, identify, kad, mdns,
+    noise, ping, relay, tcp, yamux,
 };
 use mnemon_crdt::ChangeEvent;
 use mnemon_identity::{Did, Keypair};
 use mnemon_protocol::{
-    Event, FrameDecoder, MAX_FRAME_LEN, Output, SYNC_PROTOCOL, Session, SessionConfig, encode_frame,
+    Event, FrameDecoder, MAX_FRAME_LEN, Output, SYNC_PROTOCOL, Session, SessionConfig, SyncState,
+    encode_frame,
 };
+use mnemon_web::api::SyncView;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 
@@ -91,6 +93,9 @@ pub struct PeerInfo {
     pub connected: bool,
     /// Collections synced with it in the current session (ids).
     pub collections: Vec<String>,
+    /// How each collection synced with it stands (kept, as `offline`, after the session
+    /// ends).
+    pub sync: Vec<SyncView>,
     /// When something was last received from it (Unix ms).
     pub last_sync: Option<u64>,
     /// The last thing refused or the reason the last session ended.
@@ -123,6 +128,7 @@ struct Behaviour {
     kad: kad::Behaviour<kad::store::MemoryStore>,
     relay: relay::client::Behaviour,
     dcutr: dcutr::Behaviour,
+    autonat: autonat::Behaviour,
     stream: libp2p_stream::Behaviour,
 }
 
@@ -143,7 +149,13 @@ pub struct Network {
     commands: mpsc::Sender<Command>,
     refresh: broadcast::Sender<()>,
     state_file: Option<std::path::PathBuf>,
+    reachability: Arc<Mutex<String>>,
+    raw: RawSenders,
 }
+
+/// Per peer, a way to write raw bytes onto its current sync stream (for tests that play
+/// a hostile peer).
+type RawSenders = Arc<Mutex<std::collections::HashMap<PeerId, mpsc::UnboundedSender<Vec<u8>>>>>;
 
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -203,6 +215,7 @@ impl Network {
                     kad: kad::Behaviour::new(id, kad::store::MemoryStore::new(id)),
                     relay,
                     dcutr: dcutr::Behaviour::new(id),
+                    autonat: autonat::Behaviour::new(id, autonat::Config::default()),
                     stream: libp2p_stream::Behaviour::new(),
                 })
             })
@@ -259,6 +272,7 @@ impl Network {
                         PeerInfo {
                             connected: false,
                             collections: Vec::new(),
+                            sync: info.sync.iter().map(offline("not connected yet")).collect(),
                             sent: BTreeMap::new(),
                             received: BTreeMap::new(),
                             ..info
@@ -285,7 +299,10 @@ impl Network {
             refresh: refresh.clone(),
             generations: Arc::default(),
             superseded: broadcast::channel(64).0,
+            reachability: Arc::new(Mutex::new("unknown".to_owned())),
+            raw: Arc::default(),
         };
+        let (reachability, raw) = (driver.reachability.clone(), driver.raw.clone());
 
         // Inbound sessions.
         {
@@ -327,7 +344,32 @@ impl Network {
             commands,
             refresh,
             state_file: config.state_file.clone(),
+            reachability,
+            raw,
         })
+    }
+
+    /// Whether this node can be dialed from outside, as AutoNAT last found: `unknown`,
+    /// `public ADDRESS` or `private` (behind NAT: peers reach it through a relay).
+    pub fn reachability(&self) -> String {
+        self.reachability
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Writes `bytes` as they are onto the current sync stream with `did`: for tests that
+    /// play a hostile peer (forged changes, garbage, oversized frames). False when there
+    /// is no session with it.
+    #[doc(hidden)]
+    pub fn send_raw(&self, did: &Did, bytes: Vec<u8>) -> bool {
+        let raw = self
+            .raw
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        raw.iter()
+            .find(|(peer, _)| did_of(peer).as_ref() == Some(did))
+            .is_some_and(|(_, tx)| tx.send(bytes).is_ok())
     }
 
     /// Dials a peer.
@@ -482,6 +524,21 @@ fn handle_swarm_event(
                 info.connected = false;
             }
         }
+        SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::Event::StatusChanged {
+            new,
+            ..
+        })) => {
+            let text = match new {
+                autonat::NatStatus::Public(addr) => format!("public {addr}"),
+                autonat::NatStatus::Private => "private".to_owned(),
+                autonat::NatStatus::Unknown => "unknown".to_owned(),
+            };
+            tracing::info!(reachability = %text, "AutoNAT");
+            *driver
+                .reachability
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = text;
+        }
         SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
             for (peer, addr) in found {
                 swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
@@ -528,6 +585,10 @@ struct Driver {
     config: SessionConfig,
     peers: PeerTable,
     refresh: broadcast::Sender<()>,
+    /// What AutoNAT says of this node.
+    reachability: Arc<Mutex<String>>,
+    /// Raw writers onto current sessions (tests only).
+    raw: RawSenders,
 }
 
 impl Driver {
@@ -556,6 +617,26 @@ impl Driver {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let info = table.entry(peer).or_default();
         info.collections = session.active().iter().map(|c| c.to_string()).collect();
+        info.sync = session
+            .sync_states()
+            .into_iter()
+            .map(|(c, state)| {
+                let (state, detail) = match state {
+                    SyncState::InSync => ("in_sync", None),
+                    SyncState::Behind { differ: 0 } => ("behind", Some("comparing".to_owned())),
+                    SyncState::Behind { differ } => (
+                        "behind",
+                        Some(format!("{differ} memories differed at the last comparison")),
+                    ),
+                    SyncState::Error(reason) => ("error", Some(reason)),
+                };
+                SyncView {
+                    collection: c.to_string(),
+                    state: state.to_owned(),
+                    detail,
+                }
+            })
+            .collect();
         let traffic = session.traffic();
         info.sent = traffic
             .sent
@@ -591,6 +672,14 @@ impl Driver {
             Err(e) => format!("{e:#}"),
         };
         tracing::info!(peer = %did, %reason, "sync session ended");
+        if self.is_current(peer, generation) {
+            let mut table = self
+                .peers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let info = table.entry(peer).or_default();
+            info.sync = info.sync.iter().map(offline(&reason)).collect();
+        }
         self.note_error(peer, reason);
     }
 
@@ -615,6 +704,11 @@ impl Driver {
         let mut session = Session::new(self.local, did, self.config.clone(), now());
         let mut feed = self.service.subscribe_store();
         let mut refresh = self.refresh.subscribe();
+        let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        self.raw
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(peer, raw_tx);
         self.service.read_store(|store| session.start(store));
         let (mut reader, mut writer) = stream.split();
         let mut decoder = FrameDecoder::new(MAX_FRAME_LEN);
@@ -694,6 +788,9 @@ impl Driver {
                     None => return Ok("the store closed".into()),
                 },
                 _ = refresh.recv() => self.service.read_store(|store| session.refresh(store)),
+                Some(bytes) = raw_rx.recv() => {
+                    writer.write_all(&bytes).await.context("sending")?;
+                }
                 replaced = superseded.recv() => {
                     if replaced.is_ok_and(|p| p == peer) && !self.is_current(peer, generation) {
                         let _ = writer.close().await;
@@ -706,6 +803,15 @@ impl Driver {
                 }
             }
         }
+    }
+}
+
+/// A collection's sync state once its session is over.
+fn offline(reason: &str) -> impl Fn(&SyncView) -> SyncView + '_ {
+    move |s| SyncView {
+        collection: s.collection.clone(),
+        state: "offline".to_owned(),
+        detail: Some(reason.to_owned()),
     }
 }
 

@@ -3,8 +3,17 @@
 
 use std::io::Write;
 
-use mnemon_web::api::{CollectionView, HitView, MemoryView};
+use mnemon_web::api::{CollectionView, HitView, MemoryView, SyncView};
 use serde_json::Value;
+
+/// A collection's sync state with a peer, for people: `in sync`, `behind (why)`, ….
+pub(crate) fn sync_state(sync: &SyncView) -> String {
+    let state = sync.state.replace('_', " ");
+    match &sync.detail {
+        Some(detail) => format!("{state} ({detail})"),
+        None => state,
+    }
+}
 
 /// Any view as JSON.
 pub(crate) fn json(value: &impl serde::Serialize) -> Value {

@@ -539,13 +539,27 @@ impl Backend for Service {
     fn members(&self, collection: &str) -> Result<Vec<MemberView>, ApiError> {
         let store = self.store();
         let id = store.resolve_collection(collection).map_err(store_error)?;
+        let peers = self.network.get().map(|n| n.peers()).unwrap_or_default();
+        let sync_of = |did: &str| {
+            let wanted = id.to_string();
+            peers
+                .iter()
+                .filter(|p| p.did == did)
+                .flat_map(|p| p.sync.iter())
+                .find(|s| s.collection == wanted)
+                .cloned()
+        };
         Ok(store
             .members(id)
             .map_err(store_error)?
             .into_iter()
-            .map(|m| MemberView {
-                did: m.did.to_string(),
-                role: m.role.to_string(),
+            .map(|m| {
+                let did = m.did.to_string();
+                MemberView {
+                    sync: sync_of(&did),
+                    did,
+                    role: m.role.to_string(),
+                }
             })
             .collect())
     }
@@ -567,6 +581,7 @@ impl Backend for Service {
         Ok(MemberView {
             did: did.to_string(),
             role: role.to_string(),
+            sync: None,
         })
     }
 
@@ -688,6 +703,7 @@ impl Backend for Service {
                         addresses: p.addresses,
                         connected: p.connected,
                         collections: p.collections,
+                        sync: p.sync,
                         last_sync: p.last_sync,
                         last_error: p.last_error,
                     })
@@ -715,6 +731,12 @@ impl Backend for Service {
                 "keyword_indexed": status.keyword_indexed,
                 "keyword_pending": status.keyword_pending,
             },
+            "network": self.network.get().map(|n| serde_json::json!({
+                "peer_id": n.peer_id.to_string(),
+                "addresses": n.addresses(),
+                "reachability": n.reachability(),
+                "peers_connected": n.peers().iter().filter(|p| p.connected).count(),
+            })),
         }))
     }
 

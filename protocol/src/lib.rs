@@ -23,7 +23,7 @@ pub use frame::{FrameDecoder, FrameError, MAX_FRAME_LEN, encode_frame};
 pub use message::{
     DecodeError, DocChanges, DocHeads, MAX_BATCH, Message, Offer, PROTOCOL_VERSION, WireChange,
 };
-pub use session::{Event, Output, Session, SessionConfig, Traffic};
+pub use session::{Event, Output, Session, SessionConfig, SyncState, Traffic};
 
 /// The libp2p stream protocol of the sync session.
 pub const SYNC_PROTOCOL: &str = "/mnemon/sync/1";

@@ -40,6 +40,10 @@ pub struct SessionConfig {
     pub max_violations: u32,
     /// Most change bytes in one `Changes` message.
     pub max_changes_bytes: usize,
+    /// After a comparison found differences, compare again once the exchange has been
+    /// quiet this long (ms), to learn that both sides now agree; doubled after every
+    /// comparison that still differs, up to `resync_interval`.
+    pub confirm_delay: u64,
 }
 
 impl Default for SessionConfig {
@@ -49,6 +53,7 @@ impl Default for SessionConfig {
             resync_interval: 60_000,
             max_violations: 16,
             max_changes_bytes: 4 * 1024 * 1024,
+            confirm_delay: 1_000,
         }
     }
 }
@@ -98,6 +103,23 @@ pub enum Event {
     Refused(String),
 }
 
+/// Where a collection stands with the peer, for status displays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncState {
+    /// The last comparison of both sides' summaries found them equal, and every change
+    /// since was pushed (the stream is reliable) or applied.
+    InSync,
+    /// Not yet compared, or `differ` memories differed at the last comparison and are
+    /// being exchanged.
+    Behind {
+        /// Memories that differed at the last comparison (0 before the first).
+        differ: usize,
+    },
+    /// Something about this collection from the peer was refused (until a later
+    /// comparison finds both sides equal).
+    Error(String),
+}
+
 /// Counters of what crossed the wire, per message kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Traffic {
@@ -120,6 +142,12 @@ struct CollectionState {
     /// Summary entries received so far (parts until `last`).
     incoming: Vec<(u128, [u8; 16])>,
     incoming_tombstones: Vec<u128>,
+    /// Where it stands.
+    state: Option<SyncState>,
+    /// When to send a confirming summary (after a comparison that found differences).
+    confirm_at: Option<u64>,
+    /// The current confirm delay (ms; 0 = the configured one).
+    confirm_backoff: u64,
 }
 
 /// The sync session with one peer.
@@ -135,6 +163,10 @@ pub struct Session {
     peer_heads: HashMap<MemoryId, Vec<ChangeHash>>,
     outbox: VecDeque<Output>,
     last_heard: u64,
+    /// The latest time the driver gave (ms).
+    now: u64,
+    /// The collection the message being handled is about.
+    current: Option<CollectionId>,
     next_resync: u64,
     violations: u32,
     /// Invite nonces sent to the peer in this session.
@@ -161,6 +193,8 @@ impl Session {
             peer_heads: HashMap::new(),
             outbox: VecDeque::new(),
             last_heard: now,
+            now,
+            current: None,
             violations: 0,
             redeemed: HashSet::new(),
             closed: false,
@@ -193,6 +227,21 @@ impl Session {
             .map(|(c, _)| *c)
             .collect();
         out.sort();
+        out
+    }
+
+    /// Where each collection both sides sync stands.
+    pub fn sync_states(&self) -> Vec<(CollectionId, SyncState)> {
+        let mut out: Vec<_> = self
+            .collections
+            .iter()
+            .filter(|(_, s)| s.offered && s.peer_offered)
+            .map(|(c, s)| {
+                let state = s.state.clone().unwrap_or(SyncState::Behind { differ: 0 });
+                (*c, state)
+            })
+            .collect();
+        out.sort_by_key(|(c, _)| *c);
         out
     }
 
@@ -255,9 +304,11 @@ impl Session {
         if self.closed {
             return None;
         }
+        let confirm = self.collections.values().filter_map(|s| s.confirm_at).min();
         Some(
             self.next_resync
-                .min(self.last_heard + self.config.idle_timeout),
+                .min(self.last_heard + self.config.idle_timeout)
+                .min(confirm.unwrap_or(u64::MAX)),
         )
     }
 
@@ -266,6 +317,7 @@ impl Session {
         if self.closed {
             return;
         }
+        self.now = self.now.max(now);
         if now >= self.last_heard + self.config.idle_timeout {
             self.close(format!(
                 "the peer was silent for {} s",
@@ -276,6 +328,21 @@ impl Session {
         if now >= self.next_resync {
             self.next_resync = now + self.config.resync_interval;
             self.resync(store);
+            return;
+        }
+        let due: Vec<CollectionId> = self
+            .collections
+            .iter_mut()
+            .filter(|(_, s)| s.confirm_at.is_some_and(|t| t <= now))
+            .map(|(c, s)| {
+                s.confirm_at = None;
+                *c
+            })
+            .collect();
+        for c in due {
+            if self.is_active(c) {
+                self.send_acl_and_summary(store, c);
+            }
         }
     }
 
@@ -302,6 +369,9 @@ impl Session {
             }
         }
         for c in self.active() {
+            if let Some(state) = self.collections.get_mut(&c) {
+                state.confirm_at = None;
+            }
             self.send_acl_and_summary(store, c);
         }
     }
@@ -400,6 +470,7 @@ impl Session {
             return;
         }
         self.last_heard = now;
+        self.now = self.now.max(now);
         let message = match Message::decode(payload) {
             Ok(m) => m,
             Err(e) => {
@@ -408,7 +479,16 @@ impl Session {
             }
         };
         *self.traffic.received.entry(message.kind()).or_default() += 1;
+        self.current = message.collection().map(CollectionId::from_u128);
+        if let Some(c) = self.current
+            && let Some(state) = self.collections.get_mut(&c)
+            && let Some(at) = state.confirm_at.as_mut()
+        {
+            // Still exchanging: confirm once it has been quiet.
+            *at = (*at).max(now + state.confirm_backoff.max(self.config.confirm_delay));
+        }
         self.handle_message(message, store);
+        self.current = None;
     }
 
     fn handle_message(&mut self, message: Message, store: &mut Store) {
@@ -720,11 +800,34 @@ impl Session {
                 None => differing.push(MemoryId::from_u128(*m)),
             }
         }
-        if differing.is_empty()
-            && mine
-                .keys()
-                .all(|m| theirs_map.contains_key(m) || their_dead.contains(m))
-        {
+        let missing = mine
+            .keys()
+            .filter(|m| !theirs_map.contains_key(m) && !their_dead.contains(m))
+            .count();
+        let in_sync = differing.is_empty() && missing == 0 && missing_dead.is_empty();
+        let (now, delay, cap) = (
+            self.now,
+            self.config.confirm_delay,
+            self.config.resync_interval,
+        );
+        if let Some(state) = self.collections.get_mut(&c) {
+            if in_sync {
+                state.state = Some(SyncState::InSync);
+                state.confirm_at = None;
+                state.confirm_backoff = 0;
+            } else {
+                // A refusal stays on show until both sides agree again.
+                if !matches!(state.state, Some(SyncState::Error(_))) {
+                    state.state = Some(SyncState::Behind {
+                        differ: differing.len() + missing + missing_dead.len(),
+                    });
+                }
+                let backoff = state.confirm_backoff.max(delay);
+                state.confirm_at = Some(now + backoff);
+                state.confirm_backoff = (backoff * 2).min(cap.max(delay));
+            }
+        }
+        if in_sync {
             self.event(Event::InSync(c));
         }
         let docs: Vec<DocHeads> = differing
@@ -937,6 +1040,12 @@ impl Session {
     }
 
     fn event(&mut self, event: Event) {
+        if let Event::Refused(reason) = &event
+            && let Some(c) = self.current
+            && let Some(state) = self.collections.get_mut(&c)
+        {
+            state.state = Some(SyncState::Error(reason.clone()));
+        }
         self.outbox.push_back(Output::Event(event));
     }
 

@@ -191,25 +191,13 @@ impl Sim {
     }
 
     fn change_on(&self, actor: usize, signer: usize, m: MemoryId, title: &str) -> WireChange {
-        use automerge::transaction::Transactable;
         let holder = if self.nodes[signer].store.get(m).is_ok() {
             signer
         } else {
             actor
         };
         let history = self.nodes[holder].store.signed_changes(m).expect("history");
-        let mut doc =
-            automerge::AutoCommit::new().with_actor(mnemon_crdt::actor_id(&self.keys[actor].did()));
-        doc.apply_changes(
-            history
-                .iter()
-                .map(|c| automerge::Change::from_bytes(c.bytes.clone()).expect("change")),
-        )
-        .expect("apply");
-        doc.put(automerge::ROOT, "title", title).expect("put");
-        doc.commit();
-        let mut change = doc.get_last_local_change().expect("change").clone();
-        WireChange::from_signed(SignedChange::sign(&self.keys[signer], &mut change))
+        change_as(&history, &self.keys[actor].did(), &self.keys[signer], title)
     }
 
     /// Opens a session between `a` and `b` (closing any earlier one).
@@ -496,4 +484,27 @@ pub struct View {
     pub heads: HashMap<MemoryId, [u8; 16]>,
     /// Deleted memories.
     pub deleted: std::collections::BTreeSet<MemoryId>,
+}
+
+/// A change on top of `history` (a memory's signed changes) setting its title, made in
+/// `actor`'s name (its automerge actor id) and signed by `signer`: with `actor` not the
+/// signer's DID, a forgery. For tests of hostile peers, here and over real connections.
+pub fn change_as(
+    history: &[SignedChange],
+    actor: &mnemon_identity::Did,
+    signer: &Keypair,
+    title: &str,
+) -> WireChange {
+    use automerge::transaction::Transactable;
+    let mut doc = automerge::AutoCommit::new().with_actor(mnemon_crdt::actor_id(actor));
+    doc.apply_changes(
+        history
+            .iter()
+            .map(|c| automerge::Change::from_bytes(c.bytes.clone()).expect("change")),
+    )
+    .expect("apply");
+    doc.put(automerge::ROOT, "title", title).expect("put");
+    doc.commit();
+    let mut change = doc.get_last_local_change().expect("change").clone();
+    WireChange::from_signed(SignedChange::sign(signer, &mut change))
 }

@@ -8,7 +8,7 @@ use mnemon_crdt::{MemoryEdit, MemoryId, Role, StoreError};
 use proptest::prelude::*;
 
 use crate::message::{DocChanges, Message};
-use crate::session::SessionConfig;
+use crate::session::{SessionConfig, SyncState};
 use crate::sim::{Faults, Sim};
 
 fn config() -> SessionConfig {
@@ -35,6 +35,10 @@ fn a_shared_memory_arrives_edits_flow_back_and_concurrent_edits_merge() {
         sim.nodes[1].store.get(m).expect("arrived").content,
         "the key is under the mat"
     );
+    for (a, b) in [(0, 1), (1, 0)] {
+        let states = sim.session(a, b).expect("session").sync_states();
+        assert_eq!(states, vec![(c, SyncState::InSync)], "node {a} about {b}");
+    }
     sim.edit(1, m, " (blue one)").expect("edit on B");
     settle(&mut sim);
     assert_eq!(
@@ -125,8 +129,25 @@ fn outsiders_see_nothing_readers_cannot_write_and_revocation_stops_sync() {
             }],
         },
     );
+    let refused_before = sim.nodes[0].refused.len();
+    let deadline = sim.now + 10_000;
+    while sim.nodes[0].refused.len() == refused_before && sim.now < deadline {
+        let step = sim.now + 1;
+        sim.run_until(step);
+    }
+    // The owner shows the refusal as the collection's state with the reader.
+    let states = sim.session(0, 1).expect("session").sync_states();
+    assert!(
+        matches!(&states[..], [(sc, SyncState::Error(reason))] if *sc == c && reason.contains("may not write")),
+        "{states:?}"
+    );
     settle(&mut sim);
     assert_ne!(sim.nodes[0].store.get(m).expect("get").title, "mine now");
+    // The reader's store never held the forced change, so a later comparison agrees.
+    assert_eq!(
+        sim.session(0, 1).expect("session").sync_states(),
+        vec![(c, SyncState::InSync)]
+    );
     assert!(
         sim.nodes[0]
             .refused

@@ -110,6 +110,13 @@ fn two_nodes_share_a_collection_and_edits_flow_both_ways_and_merge() {
     assert_eq!(peers[0].did, net.nodes[1].did.to_string());
     assert!(peers[0].connected);
     assert_eq!(peers[0].collections, std::slice::from_ref(&family.id));
+    eventually("A shows the collection in sync with B", WAIT, || {
+        a.peers().is_ok_and(|p| {
+            p[0].sync.len() == 1
+                && p[0].sync[0].collection == family.id
+                && p[0].sync[0].state == "in_sync"
+        })
+    });
 }
 
 #[test]
@@ -387,4 +394,145 @@ fn two_mnemon_serve_processes_sync_a_shared_collection() {
     }
     sb.stop();
     sa.stop();
+}
+
+#[test]
+fn forged_garbage_and_oversized_input_from_a_member_is_refused_and_the_node_stays_up() {
+    use mnemon_protocol::{DocChanges, Message, encode_frame};
+    // A owns and shares with B and C (writers); B turns hostile towards C.
+    let net = TestNet::new(3);
+    let (a, b, c) = (net.api(0), net.api(1), net.api(2));
+    let family = a.create_collection("family").expect("collection");
+    share(&net, 0, &family.id, 1, "write");
+    share(&net, 0, &family.id, 2, "write");
+    net.connect(1, 0);
+    net.connect(2, 0);
+    net.connect(2, 1);
+    let m = a
+        .create(note("the spare key is under the mat", &family.id))
+        .expect("add");
+    let b_did = net.nodes[1].did.to_string();
+    let c_view_of_b = || {
+        net.nodes[2]
+            .network
+            .peers()
+            .into_iter()
+            .find(|p| p.did == b_did)
+    };
+    eventually("C syncs the collection with B", WAIT, || {
+        c.get(&m.id).is_ok()
+            && c_view_of_b().is_some_and(|p| p.connected && p.collections.contains(&family.id))
+    });
+    eventually("A and C agree", WAIT, || {
+        net.nodes[0]
+            .network
+            .peers()
+            .iter()
+            .all(|p| p.sync.iter().all(|s| s.state == "in_sync") && !p.sync.is_empty())
+    });
+    // A shows each member's state with the collection.
+    for member in a.members(&family.id).expect("members") {
+        let sync = member.sync.expect("A has met every member");
+        assert_eq!(sync.state, "in_sync", "{sync:?}");
+    }
+
+    let send = |message: Message| {
+        let mut frame = Vec::new();
+        encode_frame(&message.encode(), &mut frame).expect("frame");
+        assert!(
+            net.nodes[1].network.send_raw(&net.nodes[2].did, frame),
+            "B has a session with C"
+        );
+    };
+    let memory: mnemon_crdt::MemoryId = m.id.parse().expect("memory id");
+    let collection: mnemon_crdt::CollectionId = family.id.parse().expect("collection id");
+
+    // 1. A change in A's name, signed by B: C refuses it and says so.
+    let history = net.nodes[1]
+        .service
+        .read_store(|s| s.signed_changes(memory))
+        .expect("history");
+    let forged = mnemon_protocol::sim::change_as(
+        &history,
+        &net.nodes[0].did,
+        &net.nodes[1].keypair,
+        "forged by B",
+    );
+    send(Message::Changes {
+        collection: collection.to_u128(),
+        docs: vec![DocChanges {
+            memory: memory.to_u128(),
+            changes: vec![forged],
+        }],
+    });
+    eventually(
+        "C shows the refusal as the collection's state with B",
+        WAIT,
+        || {
+            c_view_of_b().is_some_and(|p| {
+                p.sync.iter().any(|s| {
+                    s.collection == family.id
+                        && s.state == "error"
+                        && s.detail
+                            .as_deref()
+                            .is_some_and(|d| d.contains("does not match its author"))
+                })
+            })
+        },
+    );
+    assert_eq!(
+        c.get(&m.id).expect("get").title,
+        "the spare key is under the mat"
+    );
+
+    // 2. Garbage inside a well-formed frame: refused, and the session goes on: B's next
+    // honest edit still comes straight from B.
+    let mut garbage = Vec::new();
+    encode_frame(&[0xff; 64], &mut garbage).expect("frame");
+    assert!(net.nodes[1].network.send_raw(&net.nodes[2].did, garbage));
+    eventually("C refused the garbage", WAIT, || {
+        c_view_of_b().is_some_and(|p| {
+            p.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("undecodable"))
+        })
+    });
+    let changes_from_b = c_view_of_b()
+        .and_then(|p| p.received.get("changes").copied())
+        .unwrap_or(0);
+    b.update(
+        &m.id,
+        PatchMemory {
+            title: Some("Spare key".into()),
+            ..PatchMemory::default()
+        },
+    )
+    .expect("honest edit on B");
+    eventually("C receives B's honest edit from B", WAIT, || {
+        c.get(&m.id).is_ok_and(|v| v.title == "Spare key")
+            && c_view_of_b().is_some_and(|p| {
+                p.connected && p.received.get("changes").copied().unwrap_or(0) > changes_from_b
+            })
+    });
+
+    // 3. A frame announcing 4 GiB: C closes the session with the reason, and stays up.
+    assert!(
+        net.nodes[1]
+            .network
+            .send_raw(&net.nodes[2].did, vec![0xff, 0xff, 0xff, 0xff, 0])
+    );
+    eventually("C ends the session with B, saying why", WAIT, || {
+        c_view_of_b().is_some_and(|p| {
+            p.sync.iter().any(|s| {
+                s.state == "offline"
+                    && s.detail
+                        .as_deref()
+                        .is_some_and(|d| d.contains("exceeds the limit"))
+            })
+        })
+    });
+    let later = a
+        .create(note("still syncing with A", &family.id))
+        .expect("add");
+    eventually("C still syncs with A", WAIT, || c.get(&later.id).is_ok());
 }

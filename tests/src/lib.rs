@@ -580,6 +580,8 @@ pub struct TestNode {
     pub network: mnemon_node::net::Network,
     /// Its DID.
     pub did: mnemon_identity::Did,
+    /// Its key (for tests that play a hostile node).
+    pub keypair: mnemon_identity::Keypair,
 }
 
 impl std::fmt::Debug for TestNode {
@@ -644,6 +646,7 @@ impl TestNet {
                     service,
                     network,
                     did: keypair.did(),
+                    keypair,
                 }
             })
             .collect();

@@ -264,6 +264,22 @@ pub struct MemberView {
     pub did: String,
     /// `read` or `write`.
     pub role: String,
+    /// How this collection stands with the member's node, if this node has met it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncView>,
+}
+
+/// How a shared collection stands with one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SyncView {
+    /// The collection's id.
+    pub collection: String,
+    /// `in_sync`, `behind` (differences are being exchanged, or not yet compared),
+    /// `error` (something from the peer was refused) or `offline` (no session now).
+    pub state: String,
+    /// Why: the refusal, how many memories differ, or why the session ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// `POST /api/v1/collections/{id}/members`: share the collection with a DID.
@@ -339,6 +355,9 @@ pub struct PeerView {
     pub connected: bool,
     /// Collections synced with it in the current session.
     pub collections: Vec<String>,
+    /// How each collection shared with it stands.
+    #[serde(default)]
+    pub sync: Vec<SyncView>,
     /// When something last arrived from it (Unix ms).
     pub last_sync: Option<u64>,
     /// The last refusal or the reason the last session ended.

@@ -966,6 +966,14 @@ fn short_did(did: &str) -> String {
     format!("{}…{}", &key[..8], &key[key.len() - 6..])
 }
 
+/// A collection id shortened to its last characters (the full id is in the title).
+fn short_id(id: &str) -> String {
+    match id.char_indices().rev().nth(7) {
+        Some((i, _)) => format!("…{}", &id[i..]),
+        None => id.to_owned(),
+    }
+}
+
 async fn status_page(State(state): State<AppState>) -> UiResult {
     let backend = state.backend.clone();
     let (status, peers) = blocking(move || Ok((backend.status()?, backend.peers()?))).await?;
@@ -991,6 +999,14 @@ async fn status_page(State(state): State<AppState>) -> UiResult {
             }
         }
         h2 { "Peers" }
+        @if let Some(network) = status["network"].as_object() {
+            p .meta {
+                "Federation on · reachability: " (network.get("reachability").and_then(|v| v.as_str()).unwrap_or("unknown"))
+                " · " (network.get("peers_connected").and_then(serde_json::Value::as_u64).unwrap_or(0)) " connected"
+            }
+        } @else {
+            p .meta { "Federation is off (" code { "mnemon serve --no-p2p" } ", or not serving)." }
+        }
         @if peers.is_empty() {
             p .empty { "No peers yet. Share a collection with " code { "mnemon invite" } " or " code { "mnemon share" } "; peers are met while " code { "mnemon serve" } " runs." }
         } @else {
@@ -1001,7 +1017,18 @@ async fn status_page(State(state): State<AppState>) -> UiResult {
                         tr {
                             td { code title=(p.did) { (short_did(&p.did)) } }
                             td { @if p.connected { "connected" } @else { "offline" } }
-                            td { (p.collections.len()) }
+                            td {
+                                @if p.sync.is_empty() { "none" }
+                                ul .sync {
+                                    @for s in &p.sync {
+                                        li title=(s.detail.as_deref().unwrap_or("")) {
+                                            code title=(s.collection) { (short_id(&s.collection)) } " "
+                                            span class={ "sync " (s.state) } { (s.state.replace('_', " ")) }
+                                            @if let Some(detail) = &s.detail { " — " (detail) }
+                                        }
+                                    }
+                                }
+                            }
                             td { (p.last_sync.map_or_else(|| "never".to_owned(), |ms| mnemon_crdt::Timestamp::from_millis(ms as i64).to_string())) }
                             td { (p.last_error.as_deref().unwrap_or("")) }
                         }
