@@ -148,6 +148,8 @@ struct CollectionState {
     confirm_at: Option<u64>,
     /// The current confirm delay (ms; 0 = the configured one).
     confirm_backoff: u64,
+    /// A summary of ours went out since the peer's last one arrived.
+    summary_sent: bool,
 }
 
 /// The sync session with one peer.
@@ -738,6 +740,9 @@ impl Session {
         let entries: Vec<(u128, [u8; 16])> =
             summary.into_iter().map(|(m, d)| (m.to_u128(), d)).collect();
         let acl_seq = store.acl_since(c, 0).map_or(0, |ops| ops.len() as u64);
+        if let Some(state) = self.collections.get_mut(&c) {
+            state.summary_sent = true;
+        }
         let parts = entries
             .len()
             .div_ceil(MAX_BATCH)
@@ -810,8 +815,14 @@ impl Session {
             self.config.confirm_delay,
             self.config.resync_interval,
         );
+        let mut tell_peer = false;
         if let Some(state) = self.collections.get_mut(&c) {
+            let summary_sent = std::mem::take(&mut state.summary_sent);
             if in_sync {
+                // If no summary of ours went out since the peer's last one, the peer
+                // cannot know we agree (it may have compared an older summary of ours,
+                // or be confirming): answer, once.
+                tell_peer = !summary_sent;
                 state.state = Some(SyncState::InSync);
                 state.confirm_at = None;
                 state.confirm_backoff = 0;
@@ -829,6 +840,9 @@ impl Session {
         }
         if in_sync {
             self.event(Event::InSync(c));
+            if tell_peer {
+                self.send_acl_and_summary(store, c);
+            }
         }
         let docs: Vec<DocHeads> = differing
             .into_iter()

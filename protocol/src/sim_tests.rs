@@ -379,6 +379,19 @@ proptest! {
                 }
             }
         }
+        // Every session says so: each active collection is in sync.
+        for i in 0..n {
+            for p in 0..n {
+                if let Some(session) = sim.session(i, p) {
+                    for (collection, state) in session.sync_states() {
+                        prop_assert_eq!(
+                            &state, &SyncState::InSync,
+                            "node {} about {} and {}", i, p, collection
+                        );
+                    }
+                }
+            }
+        }
         // Honest nodes refuse nothing from each other.
         for node in &sim.nodes {
             prop_assert!(

@@ -560,13 +560,17 @@ impl Drop for Served {
 
 /// Polls `check` every 50 ms until it holds; panics naming `what` after `timeout`.
 pub fn eventually(what: &str, timeout: std::time::Duration, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + timeout;
+    let start = std::time::Instant::now();
+    let deadline = start + timeout;
     while !check() {
         assert!(
             std::time::Instant::now() < deadline,
             "timed out after {timeout:?} waiting for: {what}"
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if start.elapsed() > std::time::Duration::from_secs(5) {
+        eprintln!("waited {:.1} s for: {what}", start.elapsed().as_secs_f64());
     }
 }
 
