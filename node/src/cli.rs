@@ -499,7 +499,7 @@ pub fn run() -> Result<ExitCode> {
                     let sync = m
                         .sync
                         .as_ref()
-                        .map_or_else(|| "never met".to_owned(), |s| output::sync_state(s));
+                        .map_or_else(|| "never met".to_owned(), output::sync_state);
                     writeln!(out, "{}\t{}\t{sync}", m.did, m.role)?;
                 }
             }
