@@ -56,6 +56,9 @@ pub struct NetConfig {
     /// Where the peer table is kept across restarts (`DATA/peers.json`); the peers in it
     /// are dialed at start.
     pub state_file: Option<std::path::PathBuf>,
+    /// How often disconnected peers this node syncs with are dialed again (the wait
+    /// doubles per peer after each failure, up to 64 times this).
+    pub redial_interval: Duration,
 }
 
 impl Default for NetConfig {
@@ -66,6 +69,7 @@ impl Default for NetConfig {
             mdns: true,
             session: SessionConfig::default(),
             state_file: None,
+            redial_interval: Duration::from_secs(5),
         }
     }
 }
@@ -317,9 +321,15 @@ impl Network {
 
         // The swarm.
         let table = peers.clone();
+        let redial_every = config.redial_interval;
         tokio::spawn(async move {
+            let mut redial = tokio::time::interval(redial_every);
+            redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut backoff: std::collections::HashMap<PeerId, (Instant, Duration)> =
+                std::collections::HashMap::new();
             loop {
                 tokio::select! {
+                    _ = redial.tick() => redial_peers(&mut swarm, &table, &mut backoff, redial_every),
                     event = swarm.select_next_some() => {
                         handle_swarm_event(&mut swarm, event, &table, peer_id, &control, &protocol, &driver);
                     }
@@ -570,6 +580,54 @@ fn handle_swarm_event(
             }
         }
         _ => {}
+    }
+}
+
+/// Dials again the peers this node syncs collections with that are not connected (after
+/// a network partition, a sleep, or a peer's restart), each at most once per its backoff.
+fn redial_peers(
+    swarm: &mut libp2p::Swarm<Behaviour>,
+    table: &PeerTable,
+    backoff: &mut std::collections::HashMap<PeerId, (Instant, Duration)>,
+    base: Duration,
+) {
+    let now = Instant::now();
+    let due: Vec<(PeerId, Vec<Multiaddr>)> = {
+        let table = table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        table
+            .iter()
+            .filter(|(peer, info)| {
+                if info.connected || swarm.is_connected(peer) {
+                    return false;
+                }
+                !info.sync.is_empty() && backoff.get(*peer).is_none_or(|(at, _)| *at <= now)
+            })
+            .map(|(peer, info)| {
+                let addrs = info
+                    .listen_addrs
+                    .iter()
+                    .chain(&info.addresses)
+                    .filter_map(|a| a.parse::<Multiaddr>().ok())
+                    .take(8)
+                    .collect();
+                (*peer, addrs)
+            })
+            .collect()
+    };
+    backoff.retain(|peer, _| !swarm.is_connected(peer));
+    for (peer, addrs) in due {
+        let wait = backoff
+            .get(&peer)
+            .map_or(base, |(_, w)| (*w * 2).min(base * 64));
+        backoff.insert(peer, (now + wait, wait));
+        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .build();
+        if let Err(e) = swarm.dial(opts) {
+            tracing::debug!(%peer, error = %e, "redial failed");
+        }
     }
 }
 

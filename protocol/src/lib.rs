@@ -13,6 +13,8 @@
 //! libp2p, quinn or redb (it reaches the store only through `mnemon-crdt`).
 
 mod frame;
+#[doc(hidden)]
+pub mod fuzz_checks;
 mod message;
 mod session;
 pub mod sim;

@@ -7,5 +7,6 @@ mod crash;
 mod embed;
 mod federation;
 mod minilm;
+mod netns;
 mod search;
 mod tidy;

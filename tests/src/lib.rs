@@ -30,6 +30,8 @@ pub fn mnemon_bin() -> PathBuf {
 #[derive(Debug)]
 pub struct TestCli {
     dir: tempfile::TempDir,
+    /// The network namespace the binary runs in (`ip netns exec NS mnemon …`).
+    netns: Option<String>,
 }
 
 /// What a run of the binary gave.
@@ -88,6 +90,16 @@ impl TestCli {
     pub fn new() -> TestCli {
         TestCli {
             dir: tempfile::tempdir().expect("tempdir"),
+            netns: None,
+        }
+    }
+
+    /// Like [`TestCli::new`], but every run of the binary (`serve` included) happens in
+    /// the network namespace `ns` (which the test made).
+    pub fn in_netns(ns: &str) -> TestCli {
+        TestCli {
+            netns: Some(ns.to_owned()),
+            ..TestCli::new()
         }
     }
 
@@ -98,7 +110,14 @@ impl TestCli {
 
     /// A command for the binary with a clean environment pointing at the data folder.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(mnemon_bin());
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(mnemon_bin());
+                cmd
+            }
+            None => Command::new(mnemon_bin()),
+        };
         cmd.env_clear()
             .env("HOME", self.dir.path())
             .env("MNEMON_DATA_DIR", self.data_dir())
@@ -473,7 +492,8 @@ impl Served {
         Served::spawn(cli, &args)
     }
 
-    fn spawn(cli: &TestCli, extra: &[&str]) -> Served {
+    /// Starts `mnemon serve` (HTTP on an ephemeral loopback port) with these arguments.
+    pub fn spawn(cli: &TestCli, extra: &[&str]) -> Served {
         let mut child = cli
             .command()
             .args(["serve", "--http", "127.0.0.1:0"])
