@@ -6,6 +6,12 @@
 //!   generated notes): time until the second node holds all of them, and the bytes that
 //!   crossed the wire beside the collection's size (its changes' bytes);
 //! - incremental sync of 10 edited memories out of N while connected: time and bytes;
+//! - the same after a reconnect (B was away while A edited 10): time, bytes and the
+//!   messages of the new session by kind (the round trips: offers, summaries, heads,
+//!   changes);
+//! - the bulk baseline: the initial sync's bytes sent over a bare quinn connection on
+//!   127.0.0.1 in the same run (one stream, 64 KiB writes), and the ratio of the two
+//!   throughputs;
 //! - change-to-visible latency: `MNEMON_SYNC_EDITS` (default 200) single edits one after
 //!   the other, each timed from the edit on A until B holds it; p50 and p99.
 //!
@@ -188,6 +194,51 @@ fn main() {
     }
     latencies.sort_by(f64::total_cmp);
 
+    // Incremental after a reconnect: B is away while A edits 10.
+    runtime
+        .block_on(b.network.disconnect(&a.did))
+        .expect("disconnect");
+    wait("B disconnected", || {
+        b.network.peers().iter().all(|p| !p.connected)
+    });
+    let edited: Vec<MemoryId> = ids
+        .iter()
+        .skip(3)
+        .step_by(n / 10)
+        .take(10)
+        .copied()
+        .collect();
+    for id in &edited {
+        a.service.write_store(|s| {
+            s.edit(
+                *id,
+                &MemoryEdit {
+                    title: Some(format!("edited while away {id}")),
+                    ..MemoryEdit::default()
+                },
+            )
+            .expect("edit")
+        });
+    }
+    let (sent_a3, recv_a3) = bytes(&a);
+    let started = Instant::now();
+    runtime
+        .block_on(b.network.dial(a.network.dial_address().expect("addr")))
+        .expect("dial");
+    wait("sync after reconnect", || {
+        edited.iter().all(|id| {
+            let want = a.service.read_store(|s| s.heads(*id).expect("heads"));
+            b.service.read_store(|s| s.heads(*id).expect("heads")) == want
+        })
+    });
+    let reconnect = started.elapsed();
+    let (sent_a4, recv_a4) = bytes(&a);
+    let session = a.network.peers().into_iter().next().expect("B");
+
+    // The bulk baseline: the initial sync's bytes over bare quinn.
+    let bulk_bytes = sent_a + recv_a;
+    let bare = runtime.block_on(bare_quic(bulk_bytes));
+
     println!(
         "{}",
         serde_json::json!({
@@ -205,6 +256,21 @@ fn main() {
                 "bytes_a_sent": sent_a2 - sent_a,
                 "bytes_a_received": recv_a2 - recv_a,
             },
+            "incremental_10_of_n_after_reconnect": {
+                "seconds": reconnect.as_secs_f64(),
+                "bytes_a_sent": sent_a4 - sent_a3,
+                "bytes_a_received": recv_a4 - recv_a3,
+                "messages_a_sent": session.sent,
+                "messages_a_received": session.received,
+            },
+            "bulk_vs_bare_quic": {
+                "bytes": bulk_bytes,
+                "sync_seconds": initial.as_secs_f64(),
+                "bare_quinn_seconds": bare.as_secs_f64(),
+                "sync_mb_per_sec": bulk_bytes as f64 / initial.as_secs_f64() / 1e6,
+                "bare_quinn_mb_per_sec": bulk_bytes as f64 / bare.as_secs_f64() / 1e6,
+                "sync_over_bare_throughput": bare.as_secs_f64() / initial.as_secs_f64(),
+            },
             "change_to_visible_ms": {
                 "edits": edits,
                 "p50": percentile(&latencies, 0.5),
@@ -213,4 +279,61 @@ fn main() {
             },
         })
     );
+}
+
+/// Sends `bytes` over a bare quinn connection on 127.0.0.1 (self-signed certificate, one
+/// unidirectional stream, 64 KiB writes) and returns the time until the receiver has read
+/// them all.
+async fn bare_quic(bytes: u64) -> Duration {
+    use quinn::rustls;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let cert: CertificateDer<'static> = certified.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
+    let server_config =
+        quinn::ServerConfig::with_single_cert(vec![cert.clone()], key).expect("server config");
+    let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().expect("addr"))
+        .expect("server");
+    let addr = server.local_addr().expect("addr");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).expect("root");
+    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client");
+    client.set_default_client_config(
+        quinn::ClientConfig::with_root_certificates(Arc::new(roots)).expect("client config"),
+    );
+    let receiver = tokio::spawn(async move {
+        let connection = server
+            .accept()
+            .await
+            .expect("incoming")
+            .await
+            .expect("accept");
+        let mut stream = connection.accept_uni().await.expect("stream");
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        while let Some(n) = stream.read(&mut buf).await.expect("read") {
+            total += n as u64;
+        }
+        (total, Instant::now())
+    });
+    let started = Instant::now();
+    let connection = client
+        .connect(addr, "localhost")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let mut stream = connection.open_uni().await.expect("stream");
+    let chunk = vec![0x5au8; 64 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        stream.write_all(&chunk[..n]).await.expect("write");
+        left -= n as u64;
+    }
+    stream.finish().expect("finish");
+    let (total, done) = receiver.await.expect("receiver");
+    assert_eq!(total, bytes);
+    connection.close(0u32.into(), b"done");
+    done - started
 }
