@@ -175,6 +175,10 @@ pub enum Command {
         /// The member's DID.
         did: String,
     },
+    /// Serve the Model Context Protocol on stdin/stdout, for AI agents (Claude Desktop,
+    /// editors…): tools remember, recall, get, update, forget, link, list_collections,
+    /// and every memory as a resource. Logs go to stderr.
+    Mcp,
     /// The peers this node has met while `mnemon serve` runs: connected or not, the
     /// collections synced, the last sync and the last error.
     Peers {
@@ -565,6 +569,10 @@ pub fn run() -> Result<ExitCode> {
             let node = Node::open(&data_dir, &passphrase)?;
             node.api().unshare(&collection, &did)?;
             writeln!(out, "{did} no longer has access to {collection}")?;
+        }
+        Command::Mcp => {
+            let node = Node::open(&data_dir, &passphrase)?;
+            crate::mcp::serve_stdio(node.into_backend())?;
         }
         Command::Peers { json } => {
             let node = Node::open(&data_dir, &passphrase)?;
@@ -996,6 +1004,28 @@ impl Node {
         match self {
             Node::Local(service) => service.as_ref(),
             Node::Remote(remote, _) => remote,
+        }
+    }
+
+    /// The node as a shareable backend for a long-running server (`mnemon mcp`): a local
+    /// service keeps its vector index catching up in the background.
+    fn into_backend(self) -> Arc<dyn Backend> {
+        match self {
+            Node::Local(service) => {
+                let service: Arc<Service> = Arc::from(service);
+                let background = Arc::downgrade(&service);
+                std::thread::spawn(move || {
+                    while let Some(service) = background.upgrade() {
+                        if let Err(e) = service.background_step(Duration::from_millis(500)) {
+                            tracing::warn!(error = %format!("{e:#}"), "indexing");
+                        }
+                        drop(service);
+                        std::thread::sleep(Duration::from_secs(2));
+                    }
+                });
+                service
+            }
+            Node::Remote(remote, _) => Arc::new(remote),
         }
     }
 

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 mod data_dir;
+pub mod mcp;
 pub mod model;
 pub mod net;
 mod output;

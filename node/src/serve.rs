@@ -144,8 +144,12 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
         };
         service.forward_events();
         service.seal_in_background();
-        let (app, ui) =
-            mnemon_web::router_with_shutdown(service.clone() as Arc<dyn Backend>, &config);
+        let mcp_cancel = tokio_util::sync::CancellationToken::new();
+        let (app, ui) = mnemon_web::router_with(
+            service.clone() as Arc<dyn Backend>,
+            &config,
+            crate::mcp::http_router(service.clone() as Arc<dyn Backend>, mcp_cancel.clone()),
+        );
         let url = format!("http://{bound}");
         write_private(
             &serve_file,
@@ -191,7 +195,11 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // MCP's event streams stay open until told; let the server drain.
+            mcp_cancel.cancel();
+        })
         .await;
         // Deletes made in the web UI whose undo window is still open happen now: the
         // owner asked to forget those memories.

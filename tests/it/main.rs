@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod embed;
 mod federation;
+mod mcp;
 mod minilm;
 mod netns;
 mod search;

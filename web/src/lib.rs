@@ -21,6 +21,7 @@ pub use ui::encode_component;
 pub use backend::{ApiError, Backend, Gauge};
 pub use openapi::ApiDoc;
 pub use router::{
-    DEFAULT_BODY_LIMIT, DEFAULT_UNDO_WINDOW, ServerConfig, Shutdown, router, router_with_shutdown,
+    DEFAULT_BODY_LIMIT, DEFAULT_UNDO_WINDOW, ServerConfig, Shutdown, router, router_with,
+    router_with_shutdown,
 };
 pub use security::{FAILURE_DELAY, MAX_FAILURES};

@@ -233,6 +233,16 @@ pub fn router_with_shutdown(
     backend: Arc<dyn Backend>,
     config: &ServerConfig,
 ) -> (Router, Shutdown) {
+    router_with(backend, config, Router::new())
+}
+
+/// [`router_with_shutdown`] with `protected` routes beside the API (such as the MCP
+/// endpoint), behind the same token, `Host` check, limits and logging.
+pub fn router_with(
+    backend: Arc<dyn Backend>,
+    config: &ServerConfig,
+    protected: Router,
+) -> (Router, Shutdown) {
     let state = AppState {
         backend,
         security: Arc::new(Security::new(
@@ -285,9 +295,10 @@ pub fn router_with_shutdown(
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .route_layer(middleware::from_fn(tag_route))
+        .with_state(state.clone())
+        .merge(protected.layer(middleware::from_fn_with_state(state.clone(), authenticate)))
         .layer(DefaultBodyLimit::max(config.body_limit))
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .with_state(state.clone());
+        .layer(middleware::from_fn_with_state(state.clone(), guard));
     (router, Shutdown(state))
 }
 

@@ -1,0 +1,397 @@
+//! Memory for AI agents: a Model Context Protocol server over the node's API.
+//!
+//! The tools (`remember`, `recall`, `get`, `update`, `forget`, `link`,
+//! `list_collections`) and the resources (every memory as `mnemon://memory/ID`, in
+//! Markdown) call the same [`Backend`] as the HTTP API and the CLI, so an agent sees
+//! exactly what its owner sees and every rule (roles, validation) applies. `mnemon mcp`
+//! serves it over stdio; `mnemon serve` at `/mcp` (streamable HTTP), behind the API's
+//! token and `Host` checks.
+//!
+//! rmcp's API moves fast: it is used only in this module.
+
+use std::sync::Arc;
+
+use mnemon_web::api::{CreateMemory, LinkView, ListQuery, PatchMemory, SearchQuery};
+use mnemon_web::{ApiError, Backend};
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, ListResourcesResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
+    ResourceContents, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{
+    ErrorData as McpError, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router,
+};
+use serde::Deserialize;
+
+/// The URI prefix of memories as resources.
+const MEMORY_URI: &str = "mnemon://memory/";
+
+/// How many memories `resources/list` names (the newest first); the rest are reachable
+/// through `recall` and `get`.
+const RESOURCE_LIMIT: usize = 1000;
+
+/// The MCP server: tools and resources over a [`Backend`].
+#[derive(Clone)]
+pub struct Mcp {
+    backend: Arc<dyn Backend>,
+    tool_router: ToolRouter<Mcp>,
+}
+
+impl std::fmt::Debug for Mcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mcp").finish_non_exhaustive()
+    }
+}
+
+/// `remember`: store a new memory.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RememberArgs {
+    /// What to remember (Markdown).
+    pub content: String,
+    /// A title; default: the first line of the content.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Collection id or name; default: the owner's private collection.
+    #[serde(default)]
+    pub collection: Option<String>,
+    /// Kind: note, fact, conversation, task…; default note.
+    #[serde(default)]
+    pub kind: Option<String>,
+}
+
+/// `recall`: search by meaning and by words.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecallArgs {
+    /// What to look for.
+    pub query: String,
+    /// How many hits (default 10, at most 100).
+    #[serde(default)]
+    pub k: Option<usize>,
+    /// Only this collection (id or name).
+    #[serde(default)]
+    pub collection: Option<String>,
+    /// Only memories with this tag.
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// Only this kind.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// `hybrid` (default), `keyword` or `vector`.
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+/// A memory's id.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdArgs {
+    /// The memory's id.
+    pub id: String,
+}
+
+/// `update`: change a memory; what is left out stays.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateArgs {
+    /// The memory's id.
+    pub id: String,
+    /// A new title.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// A new content.
+    #[serde(default)]
+    pub content: Option<String>,
+    /// Tags to add.
+    #[serde(default)]
+    pub add_tags: Vec<String>,
+    /// Tags to remove.
+    #[serde(default)]
+    pub remove_tags: Vec<String>,
+}
+
+/// `link`: relate two memories.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkArgs {
+    /// The memory the link starts from.
+    pub from: String,
+    /// The memory it points to.
+    pub to: String,
+    /// The relation, e.g. `see-also`, `part-of`, `contradicts` (default `related`).
+    #[serde(default)]
+    pub relation: Option<String>,
+}
+
+/// An API error as an MCP error: what the caller got wrong is `invalid_params`, a
+/// missing memory `resource_not_found`, the rest `internal_error`; the message is the
+/// API's own, which names what was wrong.
+fn mcp_error(e: ApiError) -> McpError {
+    match e.status {
+        404 => McpError::resource_not_found(e.message, None),
+        400..=499 => McpError::invalid_params(e.message, None),
+        _ => McpError::internal_error(e.message, None),
+    }
+}
+
+fn json_result(value: &impl serde::Serialize) -> Result<CallToolResult, McpError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+    Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
+}
+
+impl Mcp {
+    /// The server over `backend`.
+    pub fn new(backend: Arc<dyn Backend>) -> Mcp {
+        Mcp {
+            backend,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    /// Runs `f` on the backend off the async threads (the store and indexes block).
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Backend) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, McpError> {
+        let backend = self.backend.clone();
+        tokio::task::spawn_blocking(move || f(backend.as_ref()))
+            .await
+            .map_err(|e| McpError::internal_error(format!("the call failed: {e}"), None))?
+            .map_err(mcp_error)
+    }
+}
+
+#[tool_router]
+impl Mcp {
+    #[tool(
+        description = "Store a new memory (a note, fact, conversation or task) and return it with its id."
+    )]
+    async fn remember(
+        &self,
+        Parameters(args): Parameters<RememberArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let memory = self
+            .call(move |b| {
+                b.create(CreateMemory {
+                    title: args.title,
+                    content: args.content,
+                    tags: args.tags,
+                    collection: args.collection,
+                    kind: args.kind,
+                    ..CreateMemory::default()
+                })
+            })
+            .await?;
+        json_result(&memory)
+    }
+
+    #[tool(
+        description = "Search the memories by meaning and by words; returns hits with ids, titles, scores and snippets."
+    )]
+    async fn recall(
+        &self,
+        Parameters(args): Parameters<RecallArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        if args.query.trim().is_empty() {
+            return Err(McpError::invalid_params("query: must not be empty", None));
+        }
+        let hits = self
+            .call(move |b| {
+                b.search(&SearchQuery {
+                    q: args.query,
+                    k: Some(args.k.unwrap_or(10).clamp(1, 100)),
+                    mode: args.mode,
+                    collection: args.collection,
+                    tag: args.tag,
+                    kind: args.kind,
+                    ..SearchQuery::default()
+                })
+            })
+            .await?;
+        json_result(&hits)
+    }
+
+    #[tool(description = "Read one memory in full by its id.")]
+    async fn get(&self, Parameters(args): Parameters<IdArgs>) -> Result<CallToolResult, McpError> {
+        let memory = self.call(move |b| b.get(&args.id)).await?;
+        json_result(&memory)
+    }
+
+    #[tool(
+        description = "Change a memory's title, content or tags; fields left out stay as they are."
+    )]
+    async fn update(
+        &self,
+        Parameters(args): Parameters<UpdateArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let memory = self
+            .call(move |b| {
+                b.update(
+                    &args.id,
+                    PatchMemory {
+                        title: args.title,
+                        content: args.content,
+                        add_tags: args.add_tags,
+                        remove_tags: args.remove_tags,
+                        ..PatchMemory::default()
+                    },
+                )
+            })
+            .await?;
+        json_result(&memory)
+    }
+
+    #[tool(description = "Forget a memory for good (it is purged from the disk).")]
+    async fn forget(
+        &self,
+        Parameters(args): Parameters<IdArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let id = args.id.clone();
+        self.call(move |b| b.delete(&args.id)).await?;
+        Ok(CallToolResult::success(vec![ContentBlock::text(format!(
+            "forgot {id}"
+        ))]))
+    }
+
+    #[tool(description = "Link one memory to another with a relation name.")]
+    async fn link(
+        &self,
+        Parameters(args): Parameters<LinkArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let memory = self
+            .call(move |b| {
+                b.get(&args.to)?;
+                b.update(
+                    &args.from,
+                    PatchMemory {
+                        add_links: vec![LinkView {
+                            target: args.to,
+                            relation: args.relation.unwrap_or_else(|| "related".to_owned()),
+                        }],
+                        ..PatchMemory::default()
+                    },
+                )
+            })
+            .await?;
+        json_result(&memory)
+    }
+
+    #[tool(
+        description = "List the collections this node holds (its own and those shared with it)."
+    )]
+    async fn list_collections(&self) -> Result<CallToolResult, McpError> {
+        let collections = self.call(|b| b.collections()).await?;
+        json_result(&collections)
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for Mcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
+        .with_server_info(Implementation::new("mnemon", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "Mnemon is its owner's personal memory. `recall` before answering from memory; \
+             `remember` what the owner asks to keep; cite memory ids.",
+        )
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let page = self
+            .call(|b| {
+                b.list(&ListQuery {
+                    limit: Some(RESOURCE_LIMIT),
+                    ..ListQuery::default()
+                })
+            })
+            .await?;
+        let resources = page
+            .items
+            .into_iter()
+            .map(|m| {
+                Resource::new(format!("{MEMORY_URI}{}", m.id), m.title.clone())
+                    .with_title(m.title)
+                    .with_mime_type("text/markdown")
+            })
+            .collect();
+        Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let uri = request.uri;
+        let Some(id) = uri.strip_prefix(MEMORY_URI).map(str::to_owned) else {
+            return Err(McpError::resource_not_found(
+                format!("{uri}: not a memory (they are {MEMORY_URI}ID)"),
+                None,
+            ));
+        };
+        let memory = self.call(move |b| b.get(&id)).await?;
+        let text = format!(
+            "# {}\n\n{}\n\ntags: {}\n",
+            memory.title,
+            memory.content,
+            memory.tags.join(", ")
+        );
+        Ok(ReadResourceResult::new(vec![ResourceContents::text(text, uri)]).into())
+    }
+}
+
+/// The MCP endpoint for `mnemon serve`: streamable HTTP at `/mcp`. Its SSE streams end
+/// when `cancel` is cancelled (at shutdown).
+pub fn http_router(
+    backend: Arc<dyn Backend>,
+    cancel: tokio_util::sync::CancellationToken,
+) -> axum::Router {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    let service: StreamableHttpService<Mcp, LocalSessionManager> = StreamableHttpService::new(
+        move || Ok(Mcp::new(backend.clone())),
+        Arc::default(),
+        StreamableHttpServerConfig::default().with_cancellation_token(cancel),
+    );
+    axum::Router::new().nest_service("/mcp", service)
+}
+
+/// `mnemon mcp`: serves MCP over stdin and stdout until the client closes them (logs go
+/// to stderr, never to stdout, which carries the protocol).
+pub fn serve_stdio(backend: Arc<dyn Backend>) -> anyhow::Result<()> {
+    use rmcp::ServiceExt;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let running = Mcp::new(backend)
+            .serve(rmcp::transport::io::stdio_pipes())
+            .await
+            .map_err(|e| anyhow::anyhow!("starting MCP on stdio: {e}"))?;
+        running
+            .waiting()
+            .await
+            .map_err(|e| anyhow::anyhow!("MCP on stdio: {e}"))?;
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,260 @@
+//! The MCP server through rmcp's own client: over stdio (`mnemon mcp`, the real binary as
+//! a child process) and over streamable HTTP (`/mcp` of a real `mnemon serve`).
+
+use rmcp::model::{CallToolRequestParams, CallToolResult, ReadResourceRequestParams};
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::{ServiceError, ServiceExt};
+use serde_json::{Value, json};
+
+use mnemon_tests::{Served, TestCli, mnemon_bin};
+
+fn args(value: Value) -> serde_json::Map<String, Value> {
+    value.as_object().expect("an object").clone()
+}
+
+fn text(result: &CallToolResult) -> Value {
+    let text = &result.content[0].as_text().expect("text content").text;
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()))
+}
+
+async fn call(
+    client: &RunningService<RoleClient, ()>,
+    tool: &str,
+    arguments: Value,
+) -> Result<CallToolResult, ServiceError> {
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args(arguments)))
+        .await
+}
+
+/// What an agent does: list tools, remember, recall, read, link, forget, and get clear
+/// errors for bad arguments.
+async fn agent_session(client: RunningService<RoleClient, ()>) {
+    let tools: Vec<String> = client
+        .list_all_tools()
+        .await
+        .expect("tools")
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    for name in [
+        "remember",
+        "recall",
+        "get",
+        "update",
+        "forget",
+        "link",
+        "list_collections",
+    ] {
+        assert!(
+            tools.iter().any(|t| t == name),
+            "{name} missing from {tools:?}"
+        );
+    }
+
+    let kept = call(
+        &client,
+        "remember",
+        json!({"content": "The boiler service is due every October", "tags": ["house"]}),
+    )
+    .await
+    .expect("remember");
+    let kept = text(&kept);
+    let id = kept["id"].as_str().expect("an id").to_owned();
+    assert_eq!(kept["tags"], json!(["house"]));
+    let other = call(&client, "remember", json!({"content": "Plumber: 555-0100"}))
+        .await
+        .expect("remember");
+    let other_id = text(&other)["id"].as_str().expect("id").to_owned();
+
+    let hits = call(
+        &client,
+        "recall",
+        json!({"query": "boiler october", "mode": "keyword"}),
+    )
+    .await
+    .expect("recall");
+    let hits = text(&hits);
+    assert_eq!(hits[0]["id"], id.as_str(), "{hits}");
+
+    let got = text(&call(&client, "get", json!({"id": id})).await.expect("get"));
+    assert_eq!(got["content"], "The boiler service is due every October");
+    let updated = call(
+        &client,
+        "update",
+        json!({"id": id, "title": "Boiler", "add_tags": ["yearly"]}),
+    )
+    .await
+    .expect("update");
+    assert_eq!(text(&updated)["title"], "Boiler");
+    let linked = call(
+        &client,
+        "link",
+        json!({"from": id, "to": other_id, "relation": "call"}),
+    )
+    .await
+    .expect("link");
+    assert_eq!(
+        text(&linked)["links"],
+        json!([{"target": other_id, "relation": "call"}])
+    );
+    let collections = text(
+        &call(&client, "list_collections", json!({}))
+            .await
+            .expect("collections"),
+    );
+    assert!(collections.as_array().is_some_and(|c| !c.is_empty()));
+
+    // Memories are resources too.
+    let resources = client.list_all_resources().await.expect("resources");
+    let uri = format!("mnemon://memory/{id}");
+    assert!(resources.iter().any(|r| r.uri == uri), "{resources:?}");
+    let read = client
+        .read_resource(ReadResourceRequestParams::new(uri.clone()))
+        .await
+        .expect("read");
+    let body = serde_json::to_value(&read.contents[0]).expect("json");
+    assert!(
+        body["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("# Boiler") && t.contains("every October")),
+        "{body}"
+    );
+
+    // Bad arguments are MCP errors with a clear message (a protocol error, or a tool
+    // result marked as an error, which is how rmcp reports arguments that do not parse),
+    // and the session goes on.
+    let expect_error = |result: Result<CallToolResult, ServiceError>, needle: &str| match result {
+        Err(ServiceError::McpError(e)) => {
+            assert!(
+                e.message.contains(needle),
+                "{e:?} should mention {needle:?}"
+            )
+        }
+        Ok(r) if r.is_error == Some(true) => {
+            let message = text(&r).to_string();
+            assert!(
+                message.contains(needle),
+                "{message} should mention {needle:?}"
+            )
+        }
+        other => panic!("expected an MCP error mentioning {needle:?}, got {other:?}"),
+    };
+    expect_error(
+        call(&client, "remember", json!({"title": "no content"})).await,
+        "content",
+    );
+    expect_error(
+        call(&client, "recall", json!({"query": "  "})).await,
+        "query",
+    );
+    expect_error(
+        call(&client, "get", json!({"id": "not-an-id"})).await,
+        "not-an-id",
+    );
+    expect_error(
+        call(
+            &client,
+            "remember",
+            json!({"content": "x", "collection": "nowhere"}),
+        )
+        .await,
+        "nowhere",
+    );
+    expect_error(
+        call(&client, "no_such_tool", json!({})).await,
+        "tool not found",
+    );
+
+    // Forget removes it, and recall no longer finds it.
+    call(&client, "forget", json!({"id": id}))
+        .await
+        .expect("forget");
+    expect_error(call(&client, "get", json!({"id": id})).await, &id);
+    let hits = text(
+        &call(
+            &client,
+            "recall",
+            json!({"query": "boiler october", "mode": "keyword"}),
+        )
+        .await
+        .expect("recall"),
+    );
+    assert!(
+        hits.as_array()
+            .is_some_and(|h| h.iter().all(|h| h["id"] != id.as_str())),
+        "{hits}"
+    );
+    client.cancel().await.expect("close");
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn an_agent_uses_mnemon_mcp_over_stdio() {
+    let cli = TestCli::new();
+    cli.init();
+    let mut command = tokio::process::Command::new(mnemon_bin());
+    command.arg("mcp");
+    for (k, v) in cli.command().get_envs() {
+        match v {
+            Some(v) => command.env(k, v),
+            None => command.env_remove(k),
+        };
+    }
+    runtime().block_on(async {
+        let transport = rmcp::transport::TokioChildProcess::new(command).expect("spawn mnemon mcp");
+        let client = ().serve(transport).await.expect("initialize");
+        let info = client.peer_info().expect("server info");
+        assert_eq!(
+            info.server_info.as_ref().map(|i| i.name.as_str()),
+            Some("mnemon")
+        );
+        agent_session(client).await;
+    });
+    // What the agent did is in the store.
+    assert_eq!(cli.count(), 1);
+}
+
+#[test]
+fn an_agent_uses_mcp_over_http_with_the_token_and_nothing_without_it() {
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let cli = TestCli::new();
+    cli.init();
+    let served = Served::start(&cli);
+    let token = cli.run(&["token"]).ok().trim().to_owned();
+    let url = format!("{}/mcp", served.url);
+    runtime().block_on(async {
+        // No token: refused before MCP sees anything.
+        let anonymous = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(url.clone()),
+        );
+        assert!(
+            ().serve(anonymous).await.is_err(),
+            "initialised without a token"
+        );
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(url.clone()).auth_header(token),
+        );
+        let client = ().serve(transport).await.expect("initialize");
+        agent_session(client).await;
+    });
+    let status = ureq::post(&url)
+        .header("Content-Type", "application/json")
+        .send("{}")
+        .map(|r| r.status().as_u16())
+        .unwrap_or_else(|e| match e {
+            ureq::Error::StatusCode(code) => code,
+            other => panic!("{other}"),
+        });
+    assert_eq!(status, 401);
+    assert_eq!(cli.count(), 1);
+    served.stop();
+}
