@@ -1,4 +1,4 @@
-#![no_main]
 //! See `mnemon_protocol::fuzz_checks::ticket`.
+#![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| mnemon_protocol::fuzz_checks::ticket(data));
