@@ -141,6 +141,103 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// Why a time could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid time {input:?}: use a date (2026-11-21) or an RFC 3339 time (2026-11-21T09:30:00Z)"
+)]
+pub struct ParseTimeError {
+    input: String,
+}
+
+impl std::str::FromStr for Timestamp {
+    type Err = ParseTimeError;
+
+    /// Reads `2026-11-21`, `2026-11-21T09:30`, `2026-11-21 09:30:15`, with optional
+    /// fractions of a second and a `Z` or `±HH:MM` offset (none means UTC).
+    fn from_str(s: &str) -> Result<Timestamp, ParseTimeError> {
+        let err = || ParseTimeError {
+            input: s.chars().take(64).collect(),
+        };
+        let t = s.trim();
+        let num = |part: &str, len: usize| -> Result<i64, ParseTimeError> {
+            if part.len() != len || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(err());
+            }
+            part.parse().map_err(|_| err())
+        };
+        let date = t.get(..10).ok_or_else(err)?;
+        let (year, month, day) = (
+            num(date.get(..4).ok_or_else(err)?, 4)?,
+            num(date.get(5..7).ok_or_else(err)?, 2)?,
+            num(date.get(8..10).ok_or_else(err)?, 2)?,
+        );
+        if date.as_bytes()[4] != b'-' || date.as_bytes()[7] != b'-' {
+            return Err(err());
+        }
+        let days_in_month = match month {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+            2 => 28,
+            _ => return Err(err()),
+        };
+        if !(1..=days_in_month).contains(&day) {
+            return Err(err());
+        }
+        let mut millis = days_from_civil(year, month as u32, day as u32) * 86_400_000;
+        let rest = &t[10..];
+        if rest.is_empty() {
+            return Ok(Timestamp(millis));
+        }
+        let rest = rest.strip_prefix(['T', 't', ' ']).ok_or_else(err)?;
+        // The offset: `Z`, `+HH:MM` or `-HH:MM` at the end, if any.
+        let (clock, offset) = if let Some(clock) = rest.strip_suffix(['Z', 'z']) {
+            (clock, 0)
+        } else if let Some(at) = rest.rfind(['+', '-']) {
+            let (clock, off) = rest.split_at(at);
+            let sign = if off.starts_with('-') { -1 } else { 1 };
+            let off = off[1..].replace(':', "");
+            let minutes = num(off.get(..2).ok_or_else(err)?, 2)? * 60
+                + num(off.get(2..).ok_or_else(err)?, 2)?;
+            (clock, sign * minutes * 60_000)
+        } else {
+            (rest, 0)
+        };
+        let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+        let mut parts = hms.split(':');
+        let hour = num(parts.next().ok_or_else(err)?, 2)?;
+        let minute = num(parts.next().ok_or_else(err)?, 2)?;
+        let second = parts.next().map_or(Ok(0), |p| num(p, 2))?;
+        if parts.next().is_some() || hour > 23 || minute > 59 || second > 60 {
+            return Err(err());
+        }
+        let ms = if fraction.is_empty() {
+            0
+        } else {
+            if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(err());
+            }
+            format!("{fraction:0<3}")[..3]
+                .parse::<i64>()
+                .map_err(|_| err())?
+        };
+        millis += ((hour * 60 + minute) * 60 + second) * 1000 + ms - offset;
+        Ok(Timestamp(millis))
+    }
+}
+
+/// Days since 1970-01-01 of a Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let month = i64::from(month);
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -177,6 +274,38 @@ mod tests {
             .parse::<CollectionId>()
             .unwrap_err();
         assert!(err.to_string().contains("collection id"), "{err}");
+    }
+
+    #[test]
+    fn times_parse_and_print_back() {
+        for (text, millis) in [
+            ("1970-01-01", 0),
+            ("2026-11-21T21:05:28.123Z", 1_795_295_128_123),
+            ("2026-11-21 21:05:28.123", 1_795_295_128_123),
+            ("2026-11-21T22:05:28.123+01:00", 1_795_295_128_123),
+            ("2000-02-29T00:00", 951_782_400_000),
+            ("1969-12-31T23:59:59Z", -1000),
+        ] {
+            let t: Timestamp = text.parse().expect(text);
+            assert_eq!(t.as_millis(), millis, "{text}");
+        }
+        for t in [0, 1_795_295_128_123, -86_400_001, 951_782_400_000] {
+            let t = Timestamp::from_millis(t);
+            assert_eq!(t.to_string().parse::<Timestamp>(), Ok(t));
+        }
+        for bad in [
+            "",
+            "2026",
+            "2026-13-01",
+            "2026-02-30",
+            "2026-11-21T25:00",
+            "2026-11-21X",
+            "yesterday",
+            "2026-11-21T10:00+1",
+            "2026-11-21T10:00:00.1234567890Z",
+        ] {
+            assert!(bad.parse::<Timestamp>().is_err(), "{bad}");
+        }
     }
 
     #[test]

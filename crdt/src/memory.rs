@@ -14,7 +14,7 @@
 //! | `updated_at` | timestamp               | set by every edit                              |
 //! | `author`     | str (`did:key`)         | who created the memory                         |
 //! | `links`      | map: memory id → relation | links to other memories                      |
-//! | `task`       | map {`status`, `priority`, `due`} | optional, for kind `task`            |
+//! | `task`       | map {`status`, `priority`, `due`, `difficulty`, `xp`} | optional, for kind `task` |
 //!
 //! Every change's actor id is the 32-byte public key of the node that made it.
 
@@ -51,7 +51,7 @@ pub struct Source {
 }
 
 /// Task fields of a memory of kind `task`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Task {
     /// `open` or `done` (other values are kept as they are).
     pub status: String,
@@ -59,6 +59,37 @@ pub struct Task {
     pub priority: i64,
     /// When it is due.
     pub due: Option<Timestamp>,
+    /// How hard it is, 1 (trivial) to 5 (hard).
+    pub difficulty: u8,
+    /// The experience points finishing it is worth.
+    pub xp: u32,
+}
+
+/// Most experience points one task may be worth.
+pub const MAX_TASK_XP: u32 = 10_000;
+
+impl Task {
+    /// The points a task of `difficulty` is worth unless told otherwise: 10 per level.
+    pub fn default_xp(difficulty: u8) -> u32 {
+        u32::from(difficulty) * 10
+    }
+
+    /// Whether it is finished.
+    pub fn is_done(&self) -> bool {
+        self.status == "done"
+    }
+}
+
+impl Default for Task {
+    fn default() -> Task {
+        Task {
+            status: "open".to_owned(),
+            priority: 0,
+            due: None,
+            difficulty: 1,
+            xp: Task::default_xp(1),
+        }
+    }
 }
 
 /// A memory as read from its document.
@@ -113,6 +144,10 @@ pub struct NewMemory {
     pub links: Vec<(MemoryId, String)>,
     /// Task fields.
     pub task: Option<Task>,
+    /// When it was created, if not now (imports keep the original time).
+    pub created_at: Option<Timestamp>,
+    /// When it last changed, if not now (imports); not before `created_at`.
+    pub updated_at: Option<Timestamp>,
 }
 
 /// Changes to a memory. Fields left `None` or empty are not touched.
@@ -201,6 +236,12 @@ pub enum ValidationError {
     /// A link's relation name is malformed.
     #[error("invalid link relation {0:?}: use 1 to 64 characters without control characters")]
     InvalidRelation(String),
+    /// A task field is out of range.
+    #[error("invalid task: {0}")]
+    InvalidTask(String),
+    /// The times given are not in order.
+    #[error("the update time is before the creation time")]
+    TimesOutOfOrder,
 }
 
 /// Normalises and checks a tag: trims it, drops one leading `#`.
@@ -283,6 +324,27 @@ fn check_relation(relation: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+fn check_task(task: &Task) -> Result<(), ValidationError> {
+    let invalid = |m: String| Err(ValidationError::InvalidTask(m));
+    if !(1..=5).contains(&task.difficulty) {
+        return invalid(format!("difficulty {} is not from 1 to 5", task.difficulty));
+    }
+    if task.xp > MAX_TASK_XP {
+        return invalid(format!("{} points is over {MAX_TASK_XP}", task.xp));
+    }
+    let mut chars = task.status.chars();
+    let status_ok = task.status.len() <= 32
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c == '-' || c == '_');
+    if !status_ok {
+        return invalid(format!(
+            "status {:?}: use lowercase letters, e.g. open or done",
+            task.status.chars().take(40).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
 fn normalize_tags(tags: &[String]) -> Result<BTreeSet<String>, ValidationError> {
     let tags = tags
         .iter()
@@ -321,6 +383,8 @@ pub(crate) struct ValidNew {
     source: Option<Source>,
     links: Vec<(MemoryId, String)>,
     task: Option<Task>,
+    created_at: Option<Timestamp>,
+    updated_at: Option<Timestamp>,
 }
 
 impl NewMemory {
@@ -341,6 +405,14 @@ impl NewMemory {
         for (_, relation) in &self.links {
             check_relation(relation)?;
         }
+        if let Some(task) = &self.task {
+            check_task(task)?;
+        }
+        if let (Some(created), Some(updated)) = (self.created_at, self.updated_at)
+            && updated < created
+        {
+            return Err(ValidationError::TimesOutOfOrder);
+        }
         Ok(ValidNew {
             title,
             content: self.content.clone(),
@@ -350,6 +422,8 @@ impl NewMemory {
             source: self.source.clone(),
             links: self.links.clone(),
             task: self.task.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
         })
     }
 }
@@ -374,6 +448,9 @@ impl MemoryEdit {
         }
         for (_, relation) in &self.add_links {
             check_relation(relation)?;
+        }
+        if let Some(task) = &self.task {
+            check_task(task)?;
         }
         Ok(())
     }
@@ -424,8 +501,18 @@ impl MemoryDoc {
             if let Some(source) = &new.source {
                 put_source(&mut doc, source)?;
             }
-            doc.put(&root, "created_at", ScalarValue::Timestamp(now.as_millis()))?;
-            doc.put(&root, "updated_at", ScalarValue::Timestamp(now.as_millis()))?;
+            let created = new.created_at.unwrap_or(now);
+            let updated = new.updated_at.unwrap_or(created.max(now));
+            doc.put(
+                &root,
+                "created_at",
+                ScalarValue::Timestamp(created.as_millis()),
+            )?;
+            doc.put(
+                &root,
+                "updated_at",
+                ScalarValue::Timestamp(updated.as_millis()),
+            )?;
             doc.put(&root, "author", author.to_string())?;
             let links = doc.put_object(&root, "links", ObjType::Map)?;
             for (target, relation) in &new.links {
@@ -545,6 +632,15 @@ impl MemoryDoc {
                 .and_then(|v| v.as_i64())
                 .unwrap_or(0),
             due: timestamp(doc, &task, "due"),
+            difficulty: scalar(doc, &task, "difficulty")
+                .and_then(|v| v.as_i64())
+                .and_then(|d| u8::try_from(d).ok())
+                .filter(|d| (1..=5).contains(d))
+                .unwrap_or(1),
+            xp: scalar(doc, &task, "xp")
+                .and_then(|v| v.as_i64())
+                .and_then(|x| u32::try_from(x).ok())
+                .map_or(Task::default_xp(1), |x| x.min(MAX_TASK_XP)),
         });
         Memory {
             id,
@@ -599,6 +695,8 @@ fn put_task(doc: &mut AutoCommit, task: &Task) -> Result<(), automerge::Automerg
     let obj = ensure_object(doc, &automerge::ROOT, "task", ObjType::Map)?;
     doc.put(&obj, "status", task.status.as_str())?;
     doc.put(&obj, "priority", task.priority)?;
+    doc.put(&obj, "difficulty", i64::from(task.difficulty))?;
+    doc.put(&obj, "xp", i64::from(task.xp))?;
     match task.due {
         Some(due) => doc.put(&obj, "due", ScalarValue::Timestamp(due.as_millis()))?,
         None => {

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use mnemon_crdt::{MemoryId, Store, normalize_tag};
 use mnemon_web::Backend;
-use mnemon_web::api::{CreateMemory, HitView, ListQuery, PatchMemory, SearchQuery};
+use mnemon_web::api::{CreateMemory, HitView, ListQuery, PatchMemory, SearchQuery, TaskFields};
 
 use crate::config::Config;
 use crate::data_dir::{DataDir, PassphraseSource};
@@ -186,6 +186,53 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Import a Markdown folder, an Obsidian vault, one Markdown file or a JSON dump made
+    /// by `mnemon export`. Importing again updates what changed and adds no duplicates.
+    Import {
+        /// The folder, file or `mnemon-export.json`.
+        path: PathBuf,
+        /// Collection (id or name) for notes whose front matter names none.
+        #[arg(long, short)]
+        collection: Option<String>,
+        /// What folders become: tags (`projects/garden`) or collections (the top folder).
+        #[arg(long, value_enum, default_value_t = crate::import::Folders::Tags)]
+        folders: crate::import::Folders,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export memories as Markdown files with front matter (one folder per collection)
+    /// plus a JSON dump, into a new or empty folder. `mnemon import` reads both back.
+    Export {
+        /// The folder to write.
+        path: PathBuf,
+        /// Only this collection (id or name).
+        #[arg(long, short)]
+        collection: Option<String>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a question: the memories that match best go to a chat model ([chat] in
+    /// config.toml; default a local Ollama), whose answer streams here with citations.
+    Ask {
+        /// The question.
+        #[arg(required = true, num_args = 1..)]
+        question: Vec<String>,
+        /// How many memories to give the model (1 to 20).
+        #[arg(long, short, default_value_t = crate::ask::DEFAULT_K)]
+        k: usize,
+        /// Only memories of this collection (id or name).
+        #[arg(long, short)]
+        collection: Option<String>,
+        /// Print the finished answer as JSON instead of streaming it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tasks: memories of kind `task` with a status, priority, due date, difficulty and
+    /// experience points.
+    #[command(subcommand)]
+    Task(TaskCommand),
     /// Print the API's bearer token.
     Token {
         /// Make a new token; the old one stops working when the service restarts.
@@ -288,6 +335,58 @@ pub struct AddArgs {
     /// Print JSON: {"id": …}.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `mnemon task …`.
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Add a task.
+    Add {
+        /// What to do (the first line is the title).
+        text: String,
+        /// Higher is more urgent.
+        #[arg(long, short, default_value_t = 0, allow_negative_numbers = true)]
+        priority: i64,
+        /// When it is due: a date (2026-12-01) or an RFC 3339 time.
+        #[arg(long)]
+        due: Option<String>,
+        /// How hard, 1 to 5 (points: 10 per level unless --xp).
+        #[arg(long, short, default_value_t = 1)]
+        difficulty: u8,
+        /// Experience points it is worth.
+        #[arg(long)]
+        xp: Option<u32>,
+        /// Collection (id or name).
+        #[arg(long, short)]
+        collection: Option<String>,
+        /// A tag (repeat for more).
+        #[arg(long = "tag", short = 't')]
+        tags: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tasks: open ones first by due date and priority, then done; with the points
+    /// earned.
+    List {
+        /// Include done tasks.
+        #[arg(long, short)]
+        all: bool,
+        /// Only this collection (id or name).
+        #[arg(long, short)]
+        collection: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a task done (and earn its points).
+    Done {
+        /// The task's id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Arguments of `mnemon edit`.
@@ -633,6 +732,93 @@ pub fn run() -> Result<ExitCode> {
             print_hits(&mut out, &hits, args.json)?;
             node.finish()?;
         }
+        Command::Import {
+            path,
+            collection,
+            folders,
+            json,
+        } => {
+            let node = Node::open(&data_dir, &passphrase)?;
+            let options = crate::import::ImportOptions {
+                collection,
+                folders,
+                progress: !json && std::io::stderr().is_terminal(),
+            };
+            // In this process nobody searches meanwhile: index once at the end.
+            if let Node::Local(service) = &node {
+                service.set_bulk(true);
+            }
+            let summary = crate::import::import(node.api(), &path, &options);
+            if let Node::Local(service) = &node {
+                service.set_bulk(false);
+            }
+            let summary = summary?;
+            if json {
+                writeln!(out, "{}", output::json(&summary))?;
+            } else {
+                summary.print(&mut out)?;
+            }
+            node.finish()?;
+        }
+        Command::Export {
+            path,
+            collection,
+            json,
+        } => {
+            let node = Node::open(&data_dir, &passphrase)?;
+            let summary = crate::import::export(node.api(), &path, collection.as_deref())?;
+            if json {
+                writeln!(out, "{}", output::json(&summary))?;
+            } else {
+                writeln!(
+                    out,
+                    "exported {} memories to {} (Markdown, and {})",
+                    summary.memories,
+                    summary.path,
+                    crate::import::DUMP_FILE
+                )?;
+            }
+        }
+        Command::Ask {
+            question,
+            k,
+            collection,
+            json,
+        } => {
+            let node = Node::open(&data_dir, &passphrase)?;
+            node.catch_up_vectors(VECTOR_BUDGET)?;
+            let request = mnemon_web::api::AskRequest {
+                question: question.join(" "),
+                k: Some(k),
+                collection,
+            };
+            let mut failed = None;
+            let answer = node.api().ask(&request, &mut |event| {
+                if json || failed.is_some() {
+                    return;
+                }
+                if let mnemon_web::api::AskEvent::Delta(text) = event
+                    && let Err(e) = write!(out, "{text}").and_then(|()| out.flush())
+                {
+                    failed = Some(e);
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            let answer = answer?;
+            if json {
+                writeln!(out, "{}", output::json(&answer))?;
+            } else {
+                output::print_sources(&mut out, &answer)?;
+            }
+            node.finish()?;
+        }
+        Command::Task(command) => {
+            let node = Node::open(&data_dir, &passphrase)?;
+            task(node.api(), command, &mut out)?;
+            node.finish()?;
+        }
         Command::Status { json } => {
             let node = Node::open(&data_dir, &passphrase)?;
             let mut status = node.api().status()?;
@@ -744,6 +930,7 @@ pub fn run() -> Result<ExitCode> {
                 embedder_factory(&data_dir),
                 "api",
             );
+            service.set_chat(Config::load(data_dir.root())?.chat()?);
             service.load_index()?;
             drop(out);
             let net = (!no_p2p).then(|| crate::net::NetConfig {
@@ -891,7 +1078,7 @@ fn add(api: &dyn Backend, args: AddArgs, out: &mut impl Write) -> Result<()> {
         collection: args.collection.clone(),
         kind: args.kind.clone(),
         importance: args.importance,
-        links: Vec::new(),
+        ..CreateMemory::default()
     };
     let print = |out: &mut dyn Write, id: &str| -> Result<()> {
         if args.json {
@@ -977,6 +1164,89 @@ fn print_hits(out: &mut impl Write, hits: &[HitView], json: bool) -> Result<()> 
     Ok(())
 }
 
+/// `mnemon task …`.
+fn task(api: &dyn Backend, command: TaskCommand, out: &mut impl Write) -> Result<()> {
+    match command {
+        TaskCommand::Add {
+            text,
+            priority,
+            due,
+            difficulty,
+            xp,
+            collection,
+            tags,
+            json,
+        } => {
+            let memory = api.create(CreateMemory {
+                content: text,
+                tags,
+                collection,
+                task: Some(TaskFields {
+                    status: Some("open".to_owned()),
+                    priority: Some(priority),
+                    due,
+                    difficulty: Some(difficulty),
+                    xp,
+                }),
+                ..CreateMemory::default()
+            })?;
+            if json {
+                writeln!(out, "{}", output::json(&memory))?;
+            } else {
+                writeln!(out, "{}", memory.id)?;
+            }
+        }
+        TaskCommand::List {
+            all,
+            collection,
+            json,
+        } => {
+            let mut tasks = Vec::new();
+            let mut offset = 0;
+            loop {
+                let page = api.list(&ListQuery {
+                    collection: collection.clone(),
+                    kind: Some("task".to_owned()),
+                    offset: Some(offset),
+                    limit: Some(MAX_PAGE),
+                    ..ListQuery::default()
+                })?;
+                tasks.extend(page.items);
+                match page.next_offset {
+                    Some(next) => offset = next,
+                    None => break,
+                }
+            }
+            let board = output::TaskBoard::new(tasks);
+            if json {
+                writeln!(out, "{}", output::json(&board.for_json(all)))?;
+            } else {
+                board.print(out, all)?;
+            }
+        }
+        TaskCommand::Done { id, json } => {
+            let id = parse_memory_id(&id)?.to_string();
+            let memory = api.update(
+                &id,
+                PatchMemory {
+                    task: Some(TaskFields {
+                        status: Some("done".to_owned()),
+                        ..TaskFields::default()
+                    }),
+                    ..PatchMemory::default()
+                },
+            )?;
+            if json {
+                writeln!(out, "{}", output::json(&memory))?;
+            } else {
+                let xp = memory.task.as_ref().map_or(0, |t| t.xp);
+                writeln!(out, "done: {} (+{xp} xp)", memory.title)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Where the memory commands go: a running `mnemon serve` on this data folder, or the
 /// data folder itself, opened in this process.
 enum Node {
@@ -997,6 +1267,7 @@ impl Node {
             embedder_factory(data_dir),
             "cli",
         );
+        service.set_chat(Config::load(data_dir.root())?.chat()?);
         Ok(Node::Local(Box::new(service)))
     }
 

@@ -7,6 +7,11 @@
 //! url = "http://127.0.0.1:11434/v1"    # an OpenAI-compatible API base
 //! model = "nomic-embed-text"
 //! api_key_env = "OPENAI_API_KEY"       # read the key from this variable (or: api_key = "…")
+//!
+//! [chat]                               # for `mnemon ask` and the chat page
+//! url = "http://127.0.0.1:11434/v1"    # default: a local Ollama
+//! model = "llama3.2"                   # default
+//! api_key_env = "OPENAI_API_KEY"       # or api_key = "…"; none by default
 //! ```
 
 use std::path::Path;
@@ -15,6 +20,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::ask::{ChatClient, DEFAULT_CHAT_MODEL, DEFAULT_CHAT_URL};
 use crate::search::embed::{Embedder, HashEmbedder};
 use crate::search::openai::OpenAiEmbedder;
 
@@ -25,6 +31,23 @@ pub struct Config {
     /// Which embedder search uses.
     #[serde(default)]
     pub embedder: EmbedderConfig,
+    /// The chat model questions are answered with.
+    #[serde(default)]
+    pub chat: ChatConfig,
+}
+
+/// The `[chat]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatConfig {
+    /// API base of an OpenAI-compatible endpoint; default: a local Ollama.
+    pub url: Option<String>,
+    /// Model name.
+    pub model: Option<String>,
+    /// The API key itself (prefer `api_key_env`).
+    pub api_key: Option<String>,
+    /// The environment variable holding the API key.
+    pub api_key_env: Option<String>,
 }
 
 /// The `[embedder]` table.
@@ -56,6 +79,18 @@ impl Config {
             .with_context(|| format!("{} is not a valid configuration", path.display()))
     }
 
+    /// The client of the chat endpoint the configuration names (nothing is sent yet).
+    pub fn chat(&self) -> Result<ChatClient> {
+        let c = &self.chat;
+        let key = api_key("chat", &c.api_key, &c.api_key_env)?;
+        ChatClient::new(
+            c.url.as_deref().unwrap_or(DEFAULT_CHAT_URL),
+            c.model.as_deref().unwrap_or(DEFAULT_CHAT_MODEL),
+            key,
+        )
+        .context("[chat] in config.toml")
+    }
+
     /// The embedder the configuration names, for the data folder `data`.
     pub fn embedder(&self, data: &Path) -> Result<Arc<dyn Embedder>> {
         let e = &self.embedder;
@@ -80,13 +115,7 @@ impl Config {
                     .model
                     .as_deref()
                     .context("[embedder] kind = \"openai\" needs model")?;
-                let key = match (&e.api_key, &e.api_key_env) {
-                    (Some(key), _) => Some(key.clone()),
-                    (None, Some(var)) => Some(std::env::var(var).with_context(|| {
-                        format!("[embedder] api_key_env names {var}, which is not set")
-                    })?),
-                    (None, None) => None,
-                };
+                let key = api_key("embedder", &e.api_key, &e.api_key_env)?;
                 Ok(Arc::new(OpenAiEmbedder::connect(url, model, key)?))
             }
             Some(other) => {
@@ -94,4 +123,16 @@ impl Config {
             }
         }
     }
+}
+
+/// An API key: given, or read from the environment variable named.
+fn api_key(table: &str, key: &Option<String>, var: &Option<String>) -> Result<Option<String>> {
+    Ok(match (key, var) {
+        (Some(key), _) => Some(key.clone()),
+        (None, Some(var)) => Some(
+            std::env::var(var)
+                .with_context(|| format!("[{table}] api_key_env names {var}, which is not set"))?,
+        ),
+        (None, None) => None,
+    })
 }

@@ -3,9 +3,12 @@
 //! [`cli::run`] parses the command line and runs a command; [`DataDir`] is the node's data
 //! folder (key file and database).
 
+pub mod ask;
 pub mod cli;
 pub mod config;
 mod data_dir;
+pub mod graph;
+pub mod import;
 pub mod mcp;
 pub mod model;
 pub mod net;

@@ -692,6 +692,7 @@ impl Driver {
                     collection: c.to_string(),
                     state: state.to_owned(),
                     detail,
+                    last_refused: session.last_refused(c).map(str::to_owned),
                 }
             })
             .collect();
@@ -870,6 +871,7 @@ fn offline(reason: &str) -> impl Fn(&SyncView) -> SyncView + '_ {
         collection: s.collection.clone(),
         state: "offline".to_owned(),
         detail: Some(reason.to_owned()),
+        last_refused: s.last_refused.clone(),
     }
 }
 

@@ -9,10 +9,16 @@ use serde_json::Value;
 /// A collection's sync state with a peer, for people: `in sync`, `behind (why)`, ….
 pub(crate) fn sync_state(sync: &SyncView) -> String {
     let state = sync.state.replace('_', " ");
-    match &sync.detail {
+    let mut out = match &sync.detail {
         Some(detail) => format!("{state} ({detail})"),
         None => state,
+    };
+    if let Some(refused) = &sync.last_refused
+        && sync.detail.as_ref() != Some(refused)
+    {
+        out.push_str(&format!("; last refused: {refused}"));
     }
+    out
 }
 
 /// Any view as JSON.
@@ -86,6 +92,95 @@ pub(crate) fn print_hits(out: &mut impl Write, hits: &[HitView]) -> std::io::Res
     for hit in hits {
         writeln!(out, "{}  {:.4}  {}", hit.id, hit.score, hit.title)?;
         writeln!(out, "    {}", hit.snippet)?;
+    }
+    Ok(())
+}
+
+/// Tasks for `mnemon task list`: open ones by due date (none last), then priority (high
+/// first); done ones after; and the points earned.
+#[derive(Debug)]
+pub(crate) struct TaskBoard {
+    open: Vec<MemoryView>,
+    done: Vec<MemoryView>,
+}
+
+impl TaskBoard {
+    pub(crate) fn new(tasks: Vec<MemoryView>) -> TaskBoard {
+        let (open, done) = mnemon_web::api::sort_tasks(tasks);
+        TaskBoard { open, done }
+    }
+
+    /// Points of the done tasks.
+    pub(crate) fn earned(&self) -> u64 {
+        mnemon_web::api::xp_earned(&self.done)
+    }
+
+    pub(crate) fn for_json(&self, all: bool) -> Value {
+        let mut tasks: Vec<&MemoryView> = self.open.iter().collect();
+        if all {
+            tasks.extend(&self.done);
+        }
+        serde_json::json!({
+            "tasks": tasks,
+            "open": self.open.len(),
+            "done": self.done.len(),
+            "xp_earned": self.earned(),
+        })
+    }
+
+    pub(crate) fn print(&self, out: &mut impl Write, all: bool) -> std::io::Result<()> {
+        let line = |out: &mut dyn Write, m: &MemoryView| -> std::io::Result<()> {
+            let Some(t) = &m.task else { return Ok(()) };
+            let mark = if t.status == "done" { "x" } else { " " };
+            let due = t
+                .due
+                .as_deref()
+                .map(|d| format!("  due {}", d.get(..10).unwrap_or(d)))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "[{mark}] {}  {}  p{} d{} {}xp{due}",
+                m.id, m.title, t.priority, t.difficulty, t.xp
+            )
+        };
+        for m in &self.open {
+            line(out, m)?;
+        }
+        if all {
+            for m in &self.done {
+                line(out, m)?;
+            }
+        }
+        writeln!(
+            out,
+            "{} open, {} done, {} xp earned",
+            self.open.len(),
+            self.done.len(),
+            self.earned()
+        )
+    }
+}
+
+/// The sources after a streamed answer: the cited ones marked.
+pub(crate) fn print_sources(
+    out: &mut impl Write,
+    answer: &mnemon_web::api::AnswerView,
+) -> std::io::Result<()> {
+    writeln!(out)?;
+    if answer.sources.is_empty() {
+        return writeln!(out, "\n(no memories matched the question)");
+    }
+    writeln!(out, "\nSources:")?;
+    for s in &answer.sources {
+        let mark = if answer.cited.contains(&s.n) {
+            "*"
+        } else {
+            " "
+        };
+        writeln!(out, "{mark}[{}] {}  {}", s.n, s.title, s.id)?;
+    }
+    if !answer.cited.is_empty() {
+        writeln!(out, "(* cited in the answer)")?;
     }
     Ok(())
 }

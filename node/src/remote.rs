@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use mnemon_web::api::{
-    CollectionView, CreateCollection, CreateMemory, Created, EventView, HitView, InviteRequest,
-    InviteView, JoinRequest, JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory,
-    PeerView, SearchQuery, ShareRequest,
+    AnswerView, AskEvent, AskRequest, CollectionView, CreateCollection, CreateMemory, Created,
+    EventView, GraphQuery, GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView,
+    ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
 use mnemon_web::{ApiError, Backend, Gauge};
 use serde::de::DeserializeOwned;
@@ -116,6 +116,74 @@ impl Backend for Remote {
             "/memories/{}/backlinks",
             mnemon_web::encode_component(id)
         ))
+    }
+
+    fn graph(&self, query: &GraphQuery) -> Result<GraphView, ApiError> {
+        self.get_query(
+            "/graph",
+            &[
+                ("center", query.center.clone()),
+                ("depth", query.depth.map(|d| d.to_string())),
+                ("collection", query.collection.clone()),
+                ("limit", query.limit.map(|l| l.to_string())),
+            ],
+        )
+    }
+
+    fn ask(
+        &self,
+        request: &AskRequest,
+        on_event: &mut dyn FnMut(AskEvent),
+    ) -> Result<AnswerView, ApiError> {
+        // Answers take as long as the model needs: no overall time limit here.
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let response = agent
+            .post(&format!("{}/api/v1/ask", self.base))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .header("Accept", "text/event-stream")
+            .send_json(request);
+        let response = match response {
+            Ok(r) if r.status().as_u16() >= 400 => return Remote::answer(Ok(r)),
+            other => other
+                .map_err(|e| ApiError::unavailable(format!("the running mnemon serve: {e}")))?,
+        };
+        let mut answer = None;
+        let mut failure = None;
+        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        crate::ask::read_events(reader, &mut |event, data| {
+            let bad = |e: serde_json::Error| format!("the service sent a bad {event} event: {e}");
+            match event {
+                "sources" => on_event(AskEvent::Sources(serde_json::from_str(data).map_err(bad)?)),
+                "delta" => on_event(AskEvent::Delta(serde_json::from_str(data).map_err(bad)?)),
+                "answer" => {
+                    answer = Some(serde_json::from_str::<AnswerView>(data).map_err(bad)?);
+                    return Ok(false);
+                }
+                "error" => {
+                    let value: serde_json::Value = serde_json::from_str(data).map_err(bad)?;
+                    failure = Some(ApiError::new(
+                        502,
+                        "remote",
+                        value["error"]["message"]
+                            .as_str()
+                            .unwrap_or(data)
+                            .to_owned(),
+                    ));
+                    return Ok(false);
+                }
+                _ => {}
+            }
+            Ok(true)
+        })
+        .map_err(ApiError::unavailable)?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        answer.ok_or_else(|| ApiError::unavailable("the service's answer stopped early"))
     }
 
     fn list(&self, query: &ListQuery) -> Result<Page<MemoryView>, ApiError> {

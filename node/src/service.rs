@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use mnemon_crdt::{
     ChangeKind, CollectionId, ListFilter, MemoryEdit, MemoryId, NewMemory, Source, Store,
-    StoreError,
+    StoreError, Task, Timestamp,
 };
 use mnemon_web::api::{
-    CollectionView, CreateMemory, EventView, HitView, InviteRequest, InviteView, JoinRequest,
-    JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery,
-    ShareRequest,
+    AnswerView, AskEvent, AskRequest, CollectionView, CreateMemory, EventView, GraphQuery,
+    GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView, ListQuery, MemberView,
+    MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
 use mnemon_web::{ApiError, Backend, Gauge};
 use tokio::sync::broadcast;
@@ -33,6 +33,14 @@ use crate::search::{Filter, Mode, Query, SearchError, SearchIndex};
 pub const MAX_PAGE: usize = 1000;
 /// Page size when none is asked for.
 pub const DEFAULT_PAGE: usize = 50;
+/// The relation of links made from `[[wikilinks]]` in a memory's text.
+pub const WIKILINK: &str = crate::import::WIKILINK_RELATION;
+/// Most wikilinks of one text resolved.
+const MAX_WIKILINKS: usize = 64;
+/// Deepest graph query.
+pub const MAX_GRAPH_DEPTH: usize = 5;
+/// Most memories in one graph answer.
+pub const MAX_GRAPH_NODES: usize = 2000;
 /// How long a write may spend embedding what it wrote (a lagging vector index is left
 /// to the background work).
 const WRITE_VECTOR_BUDGET: Duration = Duration::from_secs(2);
@@ -57,6 +65,10 @@ pub struct Service {
     background_seal: AtomicBool,
     /// Federation, when `mnemon serve` runs it.
     network: std::sync::OnceLock<crate::net::Network>,
+    /// The chat model questions are answered with.
+    chat: std::sync::OnceLock<crate::ask::ChatClient>,
+    /// Writes leave the indexes to one catch-up at the end (an import in this process).
+    bulk: AtomicBool,
 }
 
 impl std::fmt::Debug for Service {
@@ -125,6 +137,8 @@ impl Service {
             index: RwLock::new(None),
             background_seal: AtomicBool::new(false),
             network: std::sync::OnceLock::new(),
+            chat: std::sync::OnceLock::new(),
+            bulk: AtomicBool::new(false),
             index_dir: index_dir.to_owned(),
             embedder,
             events,
@@ -136,6 +150,22 @@ impl Service {
     /// Attaches the running network (for `peers`, and so sharing takes effect at once).
     pub fn set_network(&self, network: crate::net::Network) {
         let _ = self.network.set(network);
+    }
+
+    /// Bulk writing (an import in this process, with nobody searching meanwhile): while
+    /// on, a write returns once it is durable and the indexes are left behind; turning it
+    /// off brings them up to date. Nothing is lost either way: the indexes follow the
+    /// store's change log.
+    pub fn set_bulk(&self, on: bool) {
+        self.bulk.store(on, Ordering::Relaxed);
+        if !on {
+            self.index_now();
+        }
+    }
+
+    /// Sets the chat model questions are answered with (once).
+    pub fn set_chat(&self, chat: crate::ask::ChatClient) {
+        let _ = self.chat.set(chat);
     }
 
     /// The running network, if any.
@@ -256,6 +286,9 @@ impl Service {
     /// If the index cannot be opened (the embedder is unreachable, say), the write stands
     /// and the index catches up later.
     fn index_now(&self) {
+        if self.bulk.load(Ordering::Relaxed) {
+            return;
+        }
         let store = self.store();
         let result = self.with_index(&store, |index| {
             index.catch_up_within(&store, Some(Instant::now() + WRITE_VECTOR_BUDGET))
@@ -329,6 +362,49 @@ impl Service {
         Ok(MemoryView::new(&memory, &self.names(store)?))
     }
 
+    /// The memories the `[[wikilinks]]` in `content` name: for each, the one memory whose
+    /// title is the wikilink's last path segment (any case), found through the keyword
+    /// index; names that match none or several are left alone, and so is `this`.
+    fn wikilink_targets(&self, content: &str, this: Option<MemoryId>) -> Vec<MemoryId> {
+        if !content.contains("[[") {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for target in crate::import::wikilinks(content)
+            .into_iter()
+            .take(MAX_WIKILINKS)
+        {
+            let name = target
+                .rsplit('/')
+                .next()
+                .unwrap_or(&target)
+                .trim()
+                .to_lowercase();
+            let Ok(hits) = self.search(&SearchQuery {
+                q: name.clone(),
+                k: Some(20),
+                mode: Some("keyword".into()),
+                ..SearchQuery::default()
+            }) else {
+                continue;
+            };
+            let mut ids: Vec<&str> = hits
+                .iter()
+                .filter(|h| h.title.to_lowercase() == name)
+                .map(|h| h.id.as_str())
+                .collect();
+            ids.dedup();
+            if let [only] = ids[..]
+                && let Ok(id) = only.parse::<MemoryId>()
+                && Some(id) != this
+                && !out.contains(&id)
+            {
+                out.push(id);
+            }
+        }
+        out
+    }
+
     fn links(links: &[mnemon_web::api::LinkView]) -> Result<Vec<(MemoryId, String)>, ApiError> {
         links
             .iter()
@@ -339,7 +415,44 @@ impl Service {
 
 impl Backend for Service {
     fn create(&self, new: CreateMemory) -> Result<MemoryView, ApiError> {
-        let links = Self::links(&new.links)?;
+        let mut links = Self::links(&new.links)?;
+        // Imports resolve wikilinks themselves, with the vault's own names.
+        if new.source.as_ref().is_none_or(|s| s.kind != "import") {
+            for target in self.wikilink_targets(&new.content, None) {
+                if !links.iter().any(|(t, _)| *t == target) {
+                    links.push((target, WIKILINK.to_owned()));
+                }
+            }
+        }
+        let task = new
+            .task
+            .as_ref()
+            .map(|t| t.apply(&Task::default()))
+            .transpose()
+            .map_err(|e| ApiError::invalid(format!("task: {e}")))?;
+        let time = |field: &str, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(str::parse::<Timestamp>)
+                .transpose()
+                .map_err(|e| ApiError::invalid(format!("{field}: {e}")))
+        };
+        let created_at = time("created_at", &new.created_at)?;
+        let updated_at = time("updated_at", &new.updated_at)?;
+        let source = match new.source {
+            Some(s) => Source {
+                kind: s.kind,
+                uri: s.uri,
+            },
+            None => Source {
+                kind: self.source.into(),
+                uri: None,
+            },
+        };
+        let kind = match (new.kind, &task) {
+            (None, Some(_)) => Some("task".to_owned()),
+            (kind, _) => kind,
+        };
         let view = {
             let mut store = self.store_mut();
             let collection = new
@@ -353,15 +466,14 @@ impl Backend for Service {
                     title: new.title,
                     content: new.content,
                     tags: new.tags,
-                    kind: new.kind,
+                    kind,
                     importance: new.importance,
-                    source: Some(Source {
-                        kind: self.source.into(),
-                        uri: None,
-                    }),
+                    source: Some(source),
                     collection,
                     links,
-                    task: None,
+                    task,
+                    created_at,
+                    updated_at,
                 })
                 .map_err(store_error)?;
             MemoryView::new(&memory, &self.names(&store)?)
@@ -386,6 +498,50 @@ impl Backend for Service {
             .filter(|m| m.links.contains_key(&id))
             .map(|m| MemoryView::new(m, &names))
             .collect())
+    }
+
+    fn graph(&self, query: &GraphQuery) -> Result<GraphView, ApiError> {
+        let depth = query.depth.unwrap_or(2);
+        if depth > MAX_GRAPH_DEPTH {
+            return Err(ApiError::invalid(format!(
+                "depth must be from 0 to {MAX_GRAPH_DEPTH}, not {depth}"
+            )));
+        }
+        let limit = query.limit.unwrap_or(300);
+        if limit == 0 || limit > MAX_GRAPH_NODES {
+            return Err(ApiError::invalid(format!(
+                "limit must be from 1 to {MAX_GRAPH_NODES}, not {limit}"
+            )));
+        }
+        let store = self.store();
+        let center = query.center.as_deref().map(parse_id).transpose()?;
+        if let Some(center) = center {
+            store.get(center).map_err(store_error)?;
+        }
+        let collection = query
+            .collection
+            .as_deref()
+            .map(|c| store.resolve_collection(c))
+            .transpose()
+            .map_err(store_error)?;
+        let all = store
+            .list(&ListFilter {
+                collection,
+                ..ListFilter::default()
+            })
+            .map_err(store_error)?;
+        Ok(crate::graph::around(&all, center, depth, limit))
+    }
+
+    fn ask(
+        &self,
+        request: &AskRequest,
+        on_event: &mut dyn FnMut(AskEvent),
+    ) -> Result<AnswerView, ApiError> {
+        let chat = self.chat.get().ok_or_else(|| {
+            ApiError::unavailable("no chat model is configured: add [chat] to config.toml")
+        })?;
+        crate::ask::answer(self, chat, request, on_event)
     }
 
     fn list(&self, query: &ListQuery) -> Result<Page<MemoryView>, ApiError> {
@@ -428,20 +584,67 @@ impl Backend for Service {
 
     fn update(&self, id: &str, patch: PatchMemory) -> Result<MemoryView, ApiError> {
         let id = parse_id(id)?;
+        let mut add_links = Self::links(&patch.add_links)?;
+        let mut remove_links: Vec<MemoryId> = patch
+            .remove_links
+            .iter()
+            .map(|l| parse_id(l))
+            .collect::<Result<_, _>>()?;
+        // New text: its wikilinks become links, and links made from wikilinks that are
+        // gone from it go.
+        if let Some(content) = &patch.content {
+            let current = self.store().get(id).map_err(store_error)?;
+            let targets = self.wikilink_targets(content, Some(id));
+            for target in &targets {
+                if !current.links.contains_key(target)
+                    && !add_links.iter().any(|(t, _)| t == target)
+                {
+                    add_links.push((*target, WIKILINK.to_owned()));
+                }
+            }
+            let names: Vec<String> = crate::import::wikilinks(content)
+                .iter()
+                .map(|t| t.rsplit('/').next().unwrap_or(t).trim().to_lowercase())
+                .collect();
+            let store = self.store();
+            for (target, relation) in &current.links {
+                let named = store
+                    .get(*target)
+                    .is_ok_and(|m| names.contains(&m.title.to_lowercase()));
+                if relation == WIKILINK
+                    && !targets.contains(target)
+                    && !named
+                    && !remove_links.contains(target)
+                {
+                    remove_links.push(*target);
+                }
+            }
+        }
+        let (task, kind) = match &patch.task {
+            None => (None, patch.kind),
+            Some(fields) => {
+                let current = self.store().get(id).map_err(store_error)?;
+                let base = current.task.unwrap_or_default();
+                let task = fields
+                    .apply(&base)
+                    .map_err(|e| ApiError::invalid(format!("task: {e}")))?;
+                let kind = match patch.kind {
+                    None if current.kind != "task" => Some("task".to_owned()),
+                    kind => kind,
+                };
+                (Some(task), kind)
+            }
+        };
         let edit = MemoryEdit {
             title: patch.title,
             content: patch.content,
             add_tags: patch.add_tags,
             remove_tags: patch.remove_tags,
-            kind: patch.kind,
+            kind,
             importance: patch.importance,
-            add_links: Self::links(&patch.add_links)?,
-            remove_links: patch
-                .remove_links
-                .iter()
-                .map(|l| parse_id(l))
-                .collect::<Result<_, _>>()?,
-            task: None,
+            add_links,
+            remove_links,
+            task,
         };
         if edit.is_empty() {
             return Err(ApiError::bad_request("the patch changes nothing"));

@@ -150,6 +150,9 @@ struct CollectionState {
     confirm_backoff: u64,
     /// A summary of ours went out since the peer's last one arrived.
     summary_sent: bool,
+    /// The last refusal about this collection in this session; kept after the state
+    /// returns to in sync, so a refusal never vanishes before anyone saw it.
+    last_refused: Option<String>,
 }
 
 /// The sync session with one peer.
@@ -245,6 +248,14 @@ impl Session {
             .collect();
         out.sort_by_key(|(c, _)| *c);
         out
+    }
+
+    /// The last thing refused about `collection` in this session, if any (it stays
+    /// after a later comparison agrees, unlike [`SyncState::Error`]).
+    pub fn last_refused(&self, collection: CollectionId) -> Option<&str> {
+        self.collections
+            .get(&collection)
+            .and_then(|s| s.last_refused.as_deref())
     }
 
     /// Queues the opening `Hello` (with the invites this node holds from the peer).
@@ -1059,6 +1070,7 @@ impl Session {
             && let Some(state) = self.collections.get_mut(&c)
         {
             state.state = Some(SyncState::Error(reason.clone()));
+            state.last_refused = Some(reason.clone());
         }
         self.outbox.push_back(Output::Event(event));
     }

@@ -144,9 +144,15 @@ fn outsiders_see_nothing_readers_cannot_write_and_revocation_stops_sync() {
     settle(&mut sim);
     assert_ne!(sim.nodes[0].store.get(m).expect("get").title, "mine now");
     // The reader's store never held the forced change, so a later comparison agrees.
-    assert_eq!(
-        sim.session(0, 1).expect("session").sync_states(),
-        vec![(c, SyncState::InSync)]
+    let session = sim.session(0, 1).expect("session");
+    assert_eq!(session.sync_states(), vec![(c, SyncState::InSync)]);
+    // The refusal is still on record.
+    assert!(
+        session
+            .last_refused(c)
+            .is_some_and(|r| r.contains("may not write")),
+        "{:?}",
+        session.last_refused(c)
     );
     assert!(
         sim.nodes[0]

@@ -189,6 +189,47 @@ try {
     await shot("11-api-reference");
   });
 
+  await step("the graph around a memory", async () => {
+    await page.goto(`${base}/m/${alpha}`);
+    await page.click("#graph-around");
+    await page.waitForURL(/\/graph\?center=/);
+    await page.waitForSelector("svg#graph circle.center");
+    assert.ok((await page.textContent("h1")).includes("Links around"));
+    assert.ok((await page.locator("svg#graph text").count()) >= 2, "the center and its neighbour");
+    await shot("13-graph-around");
+  });
+
+  await step("tasks: add one, finish it, earn its points", async () => {
+    await page.goto(base + "/tasks");
+    await page.fill("#task-text", "Water the plants");
+    await page.selectOption('#task-form select[name="difficulty"]', "3");
+    await page.click('#task-form button[type="submit"]');
+    await page.waitForURL(`${base}/tasks`);
+    const item = page.locator('#open-tasks li:has-text("Water the plants")');
+    await item.waitFor();
+    assert.ok((await item.textContent()).includes("30 xp"));
+    await shot("14-task-open");
+    await item.locator("button.done").click();
+    await page.locator('#done-tasks li:has-text("Water the plants")').waitFor();
+    assert.ok((await page.textContent("#xp")).includes("30 xp"));
+    await shot("15-task-done");
+  });
+
+  await step("chat: the answer streams in with citations linked to memories", async () => {
+    await page.goto(base + "/chat");
+    await page.fill("#question", "What is the kitchen renovation plan?");
+    await page.click("#ask");
+    const citation = page.locator("#answer a.citation");
+    await citation.first().waitFor();
+    assert.ok((await page.textContent("#answer")).startsWith("From your notes:"));
+    await page.locator("#sources li.cited").first().waitFor();
+    const href = await citation.first().getAttribute("href");
+    assert.match(href, /^\/m\/[0-9A-Z]{26}$/);
+    await shot("16-chat");
+    await citation.first().click();
+    await page.waitForURL(base + href);
+  });
+
   await step("readable on a phone", async () => {
     await page.setViewportSize({ width: 390, height: 844 });
     await page.goto(base + "/");

@@ -968,3 +968,179 @@ fn serve_refuses_non_loopback_and_a_second_instance() {
         .fails_with("already running");
     served.stop();
 }
+
+#[test]
+fn the_graph_follows_links_both_ways_to_the_depth_asked() {
+    let api = Api::start(mnemon_web::DEFAULT_BODY_LIMIT);
+    let add = |title: &str, links: &[&str]| {
+        let links: Vec<Value> = links
+            .iter()
+            .map(|t| json!({"target": t, "relation": "mentions"}))
+            .collect();
+        let created = api.call(
+            "POST",
+            "/api/v1/memories",
+            Some(json!({"title": title, "content": format!("about {title}"), "links": links})),
+        );
+        assert_eq!(created.status, 201, "{}", created.body);
+        created.json()["id"].as_str().expect("id").to_owned()
+    };
+    // d → c → b → a, e → a; f alone.
+    let a = add("a", &[]);
+    let b = add("b", &[&a]);
+    let c = add("c", &[&b]);
+    let _d = add("d", &[&c]);
+    let _e = add("e", &[&a]);
+    let _f = add("f", &[]);
+    let graph = |query: &str| {
+        let answer = api.call("GET", &format!("/api/v1/graph{query}"), None);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.json()
+    };
+    let titles = |g: &Value| -> Vec<(String, Value)> {
+        g["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| {
+                (
+                    n["title"].as_str().expect("title").to_owned(),
+                    n["distance"].clone(),
+                )
+            })
+            .collect()
+    };
+    let g = graph(&format!("?center={a}&depth=1"));
+    let mut near = titles(&g);
+    near.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        near,
+        [
+            ("a".into(), json!(0)),
+            ("b".into(), json!(1)),
+            ("e".into(), json!(1))
+        ]
+    );
+    assert_eq!(g["edges"].as_array().expect("edges").len(), 2);
+    assert_eq!(g["edges"][0]["relation"], "mentions");
+    let g = graph(&format!("?center={a}&depth=3"));
+    assert_eq!(g["nodes"].as_array().expect("nodes").len(), 5, "{g}");
+    assert!(titles(&g).iter().any(|(t, d)| t == "d" && *d == json!(3)));
+    let g = graph(&format!("?center={a}&depth=3&limit=2"));
+    assert_eq!(g["truncated"], true);
+    // Without a center: every memory with a link, not f.
+    let g = graph("");
+    assert_eq!(g["nodes"].as_array().expect("nodes").len(), 5, "{g}");
+    // Bad input is named.
+    let bad = api.call("GET", &format!("/api/v1/graph?center={a}&depth=9"), None);
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert!(bad.body.contains("depth"), "{}", bad.body);
+    let missing = api.call(
+        "GET",
+        "/api/v1/graph?center=01ARZ3NDEKTSV4RRFFQ69G5FAV",
+        None,
+    );
+    assert_eq!(missing.status, 404, "{}", missing.body);
+
+    // Wikilinks in a memory's text become links (by title, any case); an edit that drops
+    // one drops its link, and one naming nothing links nothing.
+    let kettle = add("Kettle descaling", &[]);
+    let g = add("Garden plan", &[]);
+    let created = api.call(
+        "POST",
+        "/api/v1/memories",
+        Some(json!({"title": "h", "content": "see [[kettle Descaling]] and [[folder/Garden plan|gee]] and [[nowhere]]"})),
+    );
+    let h = created.json()["id"].as_str().expect("id").to_owned();
+    let links = |id: &str| -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = api
+            .call("GET", &format!("/api/v1/memories/{id}"), None)
+            .json()["links"]
+            .as_array()
+            .expect("links")
+            .iter()
+            .map(|l| {
+                (
+                    l["target"].as_str().expect("t").to_owned(),
+                    l["relation"].as_str().expect("r").to_owned(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let mut want = vec![
+        (kettle.clone(), "wikilink".to_owned()),
+        (g.clone(), "wikilink".to_owned()),
+    ];
+    want.sort();
+    assert_eq!(links(&h), want);
+    let patched = api.call(
+        "PATCH",
+        &format!("/api/v1/memories/{h}"),
+        Some(json!({"content": "only [[garden plan]] now"})),
+    );
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    assert_eq!(links(&h), [(g.clone(), "wikilink".to_owned())]);
+}
+
+#[test]
+fn tasks_have_status_priority_due_difficulty_and_points() {
+    let api = Api::start(mnemon_web::DEFAULT_BODY_LIMIT);
+    let created = api.call(
+        "POST",
+        "/api/v1/memories",
+        Some(json!({"content": "Repot the ficus", "task": {"priority": 2, "due": "2026-12-01", "difficulty": 3}})),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.json()["id"].as_str().expect("id").to_owned();
+    let got = api
+        .call("GET", &format!("/api/v1/memories/{id}"), None)
+        .json();
+    assert_eq!(got["kind"], "task");
+    assert_eq!(
+        got["task"],
+        json!({"status": "open", "priority": 2, "due": "2026-12-01T00:00:00.000Z", "difficulty": 3, "xp": 30})
+    );
+    let done = api.call(
+        "PATCH",
+        &format!("/api/v1/memories/{id}"),
+        Some(json!({"task": {"status": "done"}})),
+    );
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(done.json()["task"]["status"], "done");
+    assert_eq!(done.json()["task"]["xp"], 30, "the points stay");
+    for (task, needle) in [
+        (json!({"difficulty": 9}), "difficulty 9"),
+        (json!({"due": "next tuesday"}), "next tuesday"),
+        (json!({"status": "Done!"}), "status"),
+        (json!({"xp": 1_000_000}), "points"),
+        (json!({"colour": "red"}), "colour"),
+    ] {
+        let bad = api.call(
+            "POST",
+            "/api/v1/memories",
+            Some(json!({"content": "x", "task": task})),
+        );
+        assert!(
+            bad.status == 422 || bad.status == 400,
+            "{task}: {}",
+            bad.body
+        );
+        assert!(bad.body.contains(needle), "{task}: {}", bad.body);
+    }
+    // A note becomes a task when given task fields.
+    let note = api.call(
+        "POST",
+        "/api/v1/memories",
+        Some(json!({"content": "Call the plumber"})),
+    );
+    let note_id = note.json()["id"].as_str().expect("id").to_owned();
+    let patched = api.call(
+        "PATCH",
+        &format!("/api/v1/memories/{note_id}"),
+        Some(json!({"task": {"priority": 5}})),
+    );
+    assert_eq!(patched.json()["kind"], "task", "{}", patched.body);
+    assert_eq!(patched.json()["task"]["status"], "open");
+}

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use mnemon_tests::{Served, TestCli};
+use mnemon_tests::{ChatServer, Served, TEST_CHAT_MODEL, TestCli};
 
 #[test]
 fn the_web_ui_in_headless_chromium() {
@@ -26,6 +26,16 @@ fn the_web_ui_in_headless_chromium() {
     );
     let cli = TestCli::new();
     cli.init();
+    // The chat page answers through a local server speaking the chat-completions protocol.
+    let chat = ChatServer::start(None);
+    std::fs::write(
+        cli.data_dir().join("config.toml"),
+        format!(
+            "[chat]\nurl = \"{}\"\nmodel = \"{TEST_CHAT_MODEL}\"\n",
+            chat.url()
+        ),
+    )
+    .expect("config");
     let token = cli.run(&["token"]).ok().to_owned();
     let served = Served::start(&cli);
     let shots = root.join("target/screenshots");
@@ -44,14 +54,20 @@ fn the_web_ui_in_headless_chromium() {
         "the browser test failed (screenshots in {}):\n{stdout}\n{stderr}",
         shots.display()
     );
-    // What the browser did is in the store: the CLI (through the service) sees the three
-    // memories, the link, and the collection.
+    // What the browser did is in the store: the CLI (through the service) sees the four
+    // memories (three notes and a task, done), the link, and the collection.
     let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
         .unwrap_or_else(|e| panic!("{e}: {stdout}"));
     let alpha = result["alpha"].as_str().expect("alpha");
     let beta = result["beta"].as_str().expect("beta");
     let list = cli.run(&["list", "--json"]).json();
-    assert_eq!(list.as_array().map(Vec::len), Some(3), "{list}");
+    assert_eq!(list.as_array().map(Vec::len), Some(4), "{list}");
+    let tasks = cli.run(&["task", "list", "--json"]).json();
+    assert_eq!(tasks["xp_earned"], 30, "{tasks}");
+    assert!(
+        chat.requests().iter().any(|r| r["stream"] == true),
+        "the chat page asked the model"
+    );
     let memory = cli.run(&["get", beta, "--json"]).json();
     assert_eq!(memory["links"][0]["target"], alpha);
     let collections = cli.run(&["collection", "list", "--json"]).json();
@@ -62,6 +78,9 @@ fn the_web_ui_in_headless_chromium() {
         "04-search-as-you-type",
         "06-backlink",
         "12-phone",
+        "13-graph-around",
+        "15-task-done",
+        "16-chat",
     ] {
         let file = shots.join(format!("{shot}.png"));
         let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);

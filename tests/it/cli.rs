@@ -388,3 +388,82 @@ fn kill_9_during_a_stream_of_adds_loses_no_acknowledged_memory() {
         );
     }
 }
+
+#[test]
+fn tasks_are_added_listed_by_due_date_and_done_for_points() {
+    let cli = TestCli::new();
+    cli.init();
+    let later = cli
+        .run(&[
+            "task",
+            "add",
+            "Paint the fence",
+            "--due",
+            "2027-03-01",
+            "--difficulty",
+            "4",
+        ])
+        .ok()
+        .trim()
+        .to_owned();
+    let soon = cli
+        .run(&[
+            "task",
+            "add",
+            "Buy paint",
+            "--due",
+            "2026-12-01",
+            "--priority",
+            "1",
+        ])
+        .ok()
+        .trim()
+        .to_owned();
+    let someday = cli
+        .run(&["task", "add", "Learn the cello", "--xp", "500"])
+        .ok()
+        .trim()
+        .to_owned();
+    cli.run(&["add", "Not a task"]).ok();
+    let list = cli.run(&["task", "list", "--json"]).json();
+    let order: Vec<&str> = list["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| t["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(
+        order,
+        [soon.as_str(), later.as_str(), someday.as_str()],
+        "{list}"
+    );
+    assert_eq!(
+        list["tasks"][1]["task"]["xp"], 40,
+        "10 points per difficulty level"
+    );
+    assert_eq!(list["tasks"][2]["task"]["xp"], 500);
+    assert_eq!(list["xp_earned"], 0);
+    let done = cli.run(&["task", "done", &later]).ok().to_owned();
+    assert!(done.contains("+40 xp"), "{done}");
+    let list = cli.run(&["task", "list", "--json"]).json();
+    assert_eq!(list["open"], 2);
+    assert_eq!(list["done"], 1);
+    assert_eq!(list["xp_earned"], 40);
+    assert_eq!(
+        list["tasks"].as_array().map(Vec::len),
+        Some(2),
+        "done ones only with --all"
+    );
+    let text = cli.run(&["task", "list", "--all"]).ok().to_owned();
+    assert!(
+        text.contains("[x]") && text.contains("Paint the fence"),
+        "{text}"
+    );
+    assert!(text.contains("2 open, 1 done, 40 xp earned"), "{text}");
+    cli.run(&["task", "add", "x", "--difficulty", "7"])
+        .fails_with("difficulty 7 is not from 1 to 5");
+    cli.run(&["task", "add", "x", "--due", "soonish"])
+        .fails_with("soonish");
+    cli.run(&["task", "done", "not-an-id"])
+        .fails_with("not-an-id");
+}

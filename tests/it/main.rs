@@ -1,11 +1,13 @@
 //! Mnemon's integration tests: one binary, one module per area.
 
 mod api;
+mod ask;
 mod browser;
 mod cli;
 mod crash;
 mod embed;
 mod federation;
+mod import;
 mod mcp;
 mod minilm;
 mod netns;

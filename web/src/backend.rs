@@ -6,9 +6,9 @@
 use tokio::sync::broadcast;
 
 use crate::api::{
-    CollectionView, CreateMemory, EventView, HitView, InviteRequest, InviteView, JoinRequest,
-    JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery,
-    ShareRequest,
+    AnswerView, AskEvent, AskRequest, CollectionView, CreateMemory, EventView, GraphQuery,
+    GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView, ListQuery, MemberView,
+    MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
 
 /// What went wrong, as the API reports it: `{"error": {"code": …, "message": …}}`.
@@ -84,6 +84,15 @@ pub trait Backend: Send + Sync + 'static {
     fn get(&self, id: &str) -> Result<MemoryView, ApiError>;
     /// Memories linking to `id`.
     fn backlinks(&self, id: &str) -> Result<Vec<MemoryView>, ApiError>;
+    /// The graph of links around a memory (or of every linked memory).
+    fn graph(&self, query: &GraphQuery) -> Result<GraphView, ApiError>;
+    /// Answers a question from the memories with a chat model, telling `on_event` the
+    /// sources and each piece of text as it comes.
+    fn ask(
+        &self,
+        request: &AskRequest,
+        on_event: &mut dyn FnMut(AskEvent),
+    ) -> Result<AnswerView, ApiError>;
     /// A page of memories, most recently changed first.
     fn list(&self, query: &ListQuery) -> Result<Page<MemoryView>, ApiError>;
     /// Changes a memory.

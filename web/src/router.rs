@@ -22,9 +22,9 @@ use tokio_stream::wrappers::BroadcastStream;
 use tracing::Instrument as _;
 
 use crate::api::{
-    CollectionView, CreateCollection, CreateMemory, Created, ErrorBody, EventView, HitView,
-    InviteRequest, InviteView, JoinRequest, JoinView, ListQuery, MemberView, MemoryView, Page,
-    PatchMemory, PeerView, SearchQuery, ShareRequest,
+    AskEvent, AskRequest, CollectionView, CreateCollection, CreateMemory, Created, ErrorBody,
+    EventView, GraphQuery, GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView,
+    ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
 use crate::backend::{ApiError, Backend};
 use crate::metrics::Metrics;
@@ -263,6 +263,8 @@ pub fn router_with(
         )
         .route("/memories/{id}/backlinks", get(backlinks))
         .route("/search", get(search))
+        .route("/graph", get(graph))
+        .route("/ask", axum::routing::post(ask))
         .route("/collections", get(collections).post(create_collection))
         .route(
             "/collections/{id}/members",
@@ -599,6 +601,65 @@ pub(crate) async fn search(
 ) -> Result<impl IntoResponse, ApiError> {
     let backend = state.backend.clone();
     Ok(Json(blocking(move || backend.search(&query)).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/graph", tag = "memories", params(GraphQuery),
+    responses((status = 200, description = "Memories and the links between them", body = GraphView), (status = 404, description = "No such center", body = ErrorBody), (status = 422, description = "Bad depth or limit", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn graph(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<GraphQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let backend = state.backend.clone();
+    Ok(Json(blocking(move || backend.graph(&query)).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/ask", tag = "search", request_body = AskRequest,
+    responses((status = 200, description = "Server-sent events: `sources` (a JSON list of CitationView: the memories the model was given), then `delta` per piece of the answer (a JSON string), then `answer` (AnswerView) or `error` (ErrorBody)", content_type = "text/event-stream", body = String),
+        (status = 422, description = "Empty or too long question, bad k, unknown collection", body = ErrorBody), (status = 502, description = "The chat endpoint is unreachable or failed", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn ask(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<AskRequest>,
+) -> Response {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Event, ApiError>>(256);
+    let backend = state.backend.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut on_event = |event: AskEvent| {
+            let event = match event {
+                AskEvent::Sources(sources) => Event::default()
+                    .event("sources")
+                    .data(serde_json::to_string(&sources).unwrap_or_default()),
+                AskEvent::Delta(text) => Event::default()
+                    .event("delta")
+                    .data(serde_json::to_string(&text).unwrap_or_default()),
+            };
+            let _ = tx.blocking_send(Ok(event));
+        };
+        let last = backend.ask(&request, &mut on_event).map(|answer| {
+            Event::default()
+                .event("answer")
+                .data(serde_json::to_string(&answer).unwrap_or_default())
+        });
+        let _ = tx.blocking_send(last);
+    });
+    // What comes first decides: an error before anything streamed is a plain error answer
+    // with its status; after that, errors are `error` events.
+    let first = match rx.recv().await {
+        None => return ApiError::internal("the answer stopped").into_response(),
+        Some(Err(e)) => return e.into_response(),
+        Some(Ok(first)) => first,
+    };
+    let rest = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| {
+        Ok::<_, Infallible>(match item {
+            Ok(event) => event,
+            Err(e) => Event::default().event("error").data(
+                serde_json::json!({"error": {"code": e.code, "message": e.message}}).to_string(),
+            ),
+        })
+    });
+    let stream = tokio_stream::once(Ok::<_, Infallible>(first)).chain(rest);
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
 }
 
 #[utoipa::path(get, path = "/api/v1/collections", tag = "collections",

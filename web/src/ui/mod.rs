@@ -7,8 +7,10 @@
 //! derived from the token). Every form that changes data carries the CSRF token, and the
 //! script sends it as `X-CSRF-Token` on API calls.
 
+mod chat;
 mod graph;
 mod markdown;
+mod tasks;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
@@ -21,7 +23,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 
-use crate::api::{CollectionView, HitView, ListQuery, MemoryView, PatchMemory, SearchQuery};
+use crate::api::{
+    CollectionView, GraphNode, GraphQuery, HitView, ListQuery, MemoryView, PatchMemory, SearchQuery,
+};
 use crate::backend::ApiError;
 use crate::router::{AppState, blocking, client_ip};
 use crate::security::{FAILURE_DELAY, SESSION_COOKIE};
@@ -102,6 +106,9 @@ pub(crate) fn routes(state: &AppState) -> axum::Router<AppState> {
         .route("/m/{id}/undo", post(undo))
         .route("/search", get(search_page))
         .route("/graph", get(graph_page))
+        .route("/tasks", get(tasks::tasks_page).post(tasks::add_task))
+        .route("/tasks/{id}/done", post(tasks::finish_task))
+        .route("/chat", get(chat::chat_page).post(chat::ask))
         .route(
             "/collections",
             get(collections_page).post(create_collection),
@@ -189,6 +196,8 @@ pub(crate) enum Nav {
     Memories,
     Search,
     Graph,
+    Tasks,
+    Chat,
     Collections,
     Status,
     Api,
@@ -235,6 +244,8 @@ fn layout(state: &AppState, nav: Nav, title: &str, body_page: &str, content: Mar
                         (item(Nav::Memories, "/", "Memories"))
                         (item(Nav::Search, "/search", "Search"))
                         (item(Nav::Graph, "/graph", "Graph"))
+                        (item(Nav::Tasks, "/tasks", "Tasks"))
+                        (item(Nav::Chat, "/chat", "Chat"))
                         (item(Nav::Collections, "/collections", "Collections"))
                         (item(Nav::Status, "/status", "Status"))
                         (item(Nav::Api, "/api", "API"))
@@ -527,6 +538,19 @@ async fn memory_page(State(state): State<AppState>, Path(id): Path<String>) -> U
                 " · changed " time datetime=(memory.updated_at) { (short_time(&memory.updated_at)) }
                 " " (tag_chips(&memory.tags))
             }
+            @if let Some(task) = &memory.task {
+                p #task .meta {
+                    "Task: " strong { (task.status) } " · priority " (task.priority) " · difficulty " (task.difficulty) " · " (task.xp) " xp"
+                    @if let Some(due) = &task.due { " · due " (due.get(..10).unwrap_or(due)) }
+                    @if task.status != "done" {
+                        " "
+                        form .inline method="post" action={ "/tasks/" (memory.id) "/done" } {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button .done type="submit" { "Done" }
+                        }
+                    }
+                }
+            }
             div #memory-content .content { (PreEscaped(markdown::render(&memory.content))) }
         }
         section .links aria-label="Links" {
@@ -555,6 +579,7 @@ async fn memory_page(State(state): State<AppState>, Path(id): Path<String>) -> U
             h2 { "Backlinks" }
             @if backlinks.is_empty() { p .empty { "Nothing links here." } }
             ul #backlinks { @for m in &backlinks { li { a href={ "/m/" (m.id) } { (m.title) } } } }
+            p { a #graph-around href={ "/graph?center=" (memory.id) "&depth=2" } { "Graph of links around this memory" } }
         }
         details #edit .edit {
             summary { "Edit" }
@@ -832,68 +857,77 @@ async fn search_page(
     Ok(layout(&state, Nav::Search, "Search", "search", content).into_response())
 }
 
-async fn graph_page(State(state): State<AppState>) -> UiResult {
+#[derive(Debug, Deserialize)]
+struct GraphParams {
+    center: Option<String>,
+    depth: Option<usize>,
+}
+
+async fn graph_page(State(state): State<AppState>, Query(params): Query<GraphParams>) -> UiResult {
     let backend = state.backend.clone();
-    let memories = blocking(move || {
-        let mut all = Vec::new();
-        let mut offset = 0;
-        while all.len() < GRAPH_LIMIT {
-            let page = backend.list(&ListQuery {
-                offset: Some(offset),
-                limit: Some(GRAPH_LIMIT - all.len()),
-                ..Default::default()
-            })?;
-            all.extend(page.items);
-            match page.next_offset {
-                Some(next) => offset = next,
-                None => break,
-            }
-        }
-        Ok(all)
-    })
-    .await?;
+    let query = GraphQuery {
+        center: params.center.clone().filter(|c| !c.is_empty()),
+        depth: params.depth,
+        collection: None,
+        limit: Some(GRAPH_LIMIT),
+    };
+    let graph = blocking(move || backend.graph(&query)).await?;
     let pending = state.pending_deletes();
-    let index: HashMap<&str, usize> = memories
+    let nodes: Vec<&GraphNode> = graph
+        .nodes
+        .iter()
+        .filter(|n| !pending.contains(&n.id))
+        .collect();
+    let position: HashMap<&str, usize> = nodes
         .iter()
         .enumerate()
-        .map(|(i, m)| (m.id.as_str(), i))
+        .map(|(p, n)| (n.id.as_str(), p))
         .collect();
-    let mut edges: Vec<(usize, usize)> = Vec::new();
-    for (i, m) in memories.iter().enumerate() {
-        for link in &m.links {
-            if let Some(&j) = index.get(link.target.as_str()) {
-                edges.push((i, j));
+    let edges: Vec<(usize, usize, &str)> = graph
+        .edges
+        .iter()
+        .filter_map(|e| {
+            Some((
+                *position.get(e.source.as_str())?,
+                *position.get(e.target.as_str())?,
+                e.relation.as_str(),
+            ))
+        })
+        .collect();
+    let pairs: Vec<(usize, usize)> = edges.iter().map(|(a, b, _)| (*a, *b)).collect();
+    let placed = graph::layout(nodes.len(), &pairs);
+    let (w, h) = (1000.0, 700.0);
+    let depth = params.depth.unwrap_or(2);
+    let center = nodes.first().filter(|n| n.distance == Some(0));
+    let content = html! {
+        h1 {
+            @if let Some(c) = center { "Links around " a href={ "/m/" (c.id) } { (truncate(&c.title, 60)) } }
+            @else { "Graph of links" }
+        }
+        p .meta {
+            (nodes.len()) " memories, " (edges.len()) " links"
+            @if graph.truncated { " (the " (GRAPH_LIMIT) " nearest or most recently changed)" }
+            @if let Some(c) = center {
+                " · depth "
+                @for d in 1..=4usize {
+                    " " @if d == depth { strong { (d) } } @else { a href={ "/graph?center=" (c.id) "&depth=" (d) } { (d) } }
+                }
+                " · " a href="/graph" { "all links" }
             }
         }
-    }
-    // Draw the memories that take part in a link; count the others.
-    let mut linked: Vec<usize> = edges.iter().flat_map(|&(a, b)| [a, b]).collect();
-    linked.sort_unstable();
-    linked.dedup();
-    linked.retain(|&i| !pending.contains(&memories[i].id));
-    let position: HashMap<usize, usize> = linked.iter().enumerate().map(|(p, &i)| (i, p)).collect();
-    let local_edges: Vec<(usize, usize)> = edges
-        .iter()
-        .filter_map(|(a, b)| Some((*position.get(a)?, *position.get(b)?)))
-        .collect();
-    let placed = graph::layout(linked.len(), &local_edges);
-    let (w, h) = (1000.0, 700.0);
-    let content = html! {
-        h1 { "Graph of links" }
-        p .meta { (linked.len()) " linked memories, " (local_edges.len()) " links" @if memories.len() >= GRAPH_LIMIT { " (the " (GRAPH_LIMIT) " most recently changed memories)" } }
-        @if linked.is_empty() {
-            p .empty { "No links yet: link memories from their pages." }
+        @if edges.is_empty() && center.is_none() {
+            p .empty { "No links yet: link memories from their pages, or write [[wikilinks]] in notes you import." }
         } @else {
             svg #graph .graph viewBox={ "0 0 " (w) " " (h) } role="img" aria-label="Links between memories" {
-                @for (a, b) in &local_edges {
-                    line x1=(placed[*a].x * w) y1=(placed[*a].y * h) x2=(placed[*b].x * w) y2=(placed[*b].y * h) {}
+                @for (a, b, relation) in &edges {
+                    line x1=(placed[*a].x * w) y1=(placed[*a].y * h) x2=(placed[*b].x * w) y2=(placed[*b].y * h) { title { (relation) } }
                 }
-                @for (p, &i) in linked.iter().enumerate() {
-                    a href={ "/m/" (memories[i].id) } {
-                        circle cx=(placed[p].x * w) cy=(placed[p].y * h) r="7" {}
+                @for (p, n) in nodes.iter().enumerate() {
+                    a href={ "/m/" (n.id) } {
+                        circle .center[n.distance == Some(0)] cx=(placed[p].x * w) cy=(placed[p].y * h) r=(if n.distance == Some(0) { "10" } else { "7" }) {}
                         // Labels on the right half sit left of their node, so none runs off.
                         @let right = placed[p].x > 0.5;
-                        text x=(placed[p].x * w + if right { -10.0 } else { 10.0 }) y=(placed[p].y * h + 4.0) text-anchor=(if right { "end" } else { "start" }) { (truncate(&memories[i].title, 40)) }
+                        text x=(placed[p].x * w + if right { -12.0 } else { 12.0 }) y=(placed[p].y * h + 4.0) text-anchor=(if right { "end" } else { "start" }) { (truncate(&n.title, 40)) }
                     }
                 }
             }
@@ -1025,6 +1059,9 @@ async fn status_page(State(state): State<AppState>) -> UiResult {
                                             code title=(s.collection) { (short_id(&s.collection)) } " "
                                             span class={ "sync " (s.state) } { (s.state.replace('_', " ")) }
                                             @if let Some(detail) = &s.detail { " — " (detail) }
+                                            @if let Some(refused) = s.last_refused.as_ref().filter(|r| s.detail.as_ref() != Some(*r)) {
+                                                " " span .refused { "(last refused: " (refused) ")" }
+                                            }
                                         }
                                     }
                                 }

@@ -1,0 +1,169 @@
+//! The task view: open tasks by due date and priority, a form to add one, a button to
+//! finish one, and the experience points earned.
+
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Redirect};
+use maud::html;
+use serde::Deserialize;
+
+use super::{Nav, UiResult, csrf_ok, layout, non_empty, short_time};
+use crate::api::{CreateMemory, ListQuery, PatchMemory, TaskFields, sort_tasks, xp_earned};
+use crate::router::{AppState, blocking};
+
+pub(super) async fn tasks_page(State(state): State<AppState>) -> UiResult {
+    let backend = state.backend.clone();
+    let tasks = blocking(move || {
+        let mut all = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = backend.list(&ListQuery {
+                kind: Some("task".into()),
+                offset: Some(offset),
+                limit: Some(1000),
+                ..ListQuery::default()
+            })?;
+            all.extend(page.items);
+            match page.next_offset {
+                Some(next) => offset = next,
+                None => return Ok(all),
+            }
+        }
+    })
+    .await?;
+    let pending = state.pending_deletes();
+    let (open, done) = sort_tasks(
+        tasks
+            .into_iter()
+            .filter(|m| !pending.contains(&m.id))
+            .collect(),
+    );
+    let earned = xp_earned(&done);
+    let csrf = state.security.csrf().to_owned();
+    let content = html! {
+        h1 { "Tasks" }
+        p .meta #xp { (open.len()) " open · " (done.len()) " done · " strong { (earned) " xp" } " earned" }
+        form #task-form .capture method="post" action="/tasks" {
+            input type="hidden" name="csrf" value=(csrf);
+            input #task-text name="text" required placeholder="What needs doing?" aria-label="Task";
+            div .row {
+                label { "Priority " input name="priority" type="number" value="0" size="3" aria-label="Priority"; }
+                label { "Due " input name="due" type="date" aria-label="Due"; }
+                label { "Difficulty "
+                    select name="difficulty" aria-label="Difficulty" {
+                        @for d in 1..=5u8 { option value=(d) { (d) } }
+                    }
+                }
+                button type="submit" { "Add task" }
+            }
+        }
+        @if open.is_empty() { p .empty { "Nothing open." } }
+        ul #open-tasks .tasks {
+            @for m in &open {
+                @let t = m.task.as_ref().expect("tasks only");
+                li .task data-id=(m.id) {
+                    form .inline method="post" action={ "/tasks/" (m.id) "/done" } {
+                        input type="hidden" name="csrf" value=(csrf);
+                        button .done type="submit" aria-label={ "Mark " (m.title) " done" } { "Done" }
+                    }
+                    " " a href={ "/m/" (m.id) } { (m.title) }
+                    span .meta {
+                        " · priority " (t.priority) " · difficulty " (t.difficulty) " · " (t.xp) " xp"
+                        @if let Some(due) = &t.due { " · due " time datetime=(due) { (due.get(..10).unwrap_or(due)) } }
+                    }
+                }
+            }
+        }
+        @if !done.is_empty() {
+            h2 { "Done" }
+            ul #done-tasks .tasks {
+                @for m in &done {
+                    li .task .finished {
+                        a href={ "/m/" (m.id) } { (m.title) }
+                        span .meta { " · " (m.task.as_ref().map_or(0, |t| t.xp)) " xp · " (short_time(&m.updated_at)) }
+                    }
+                }
+            }
+        }
+    };
+    Ok(layout(&state, Nav::Tasks, "Tasks", "tasks", content).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct TaskForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    priority: String,
+    #[serde(default)]
+    due: String,
+    #[serde(default)]
+    difficulty: String,
+}
+
+pub(super) async fn add_task(
+    State(state): State<AppState>,
+    Form(form): Form<TaskForm>,
+) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    let number = |field: &str, value: &str| -> Result<Option<i64>, crate::ApiError> {
+        non_empty(Some(value.to_owned()))
+            .map(|v| {
+                v.parse::<i64>().map_err(|_| {
+                    crate::ApiError::invalid(format!("{field} {v:?} is not a whole number"))
+                })
+            })
+            .transpose()
+    };
+    let difficulty = number("difficulty", &form.difficulty)?
+        .map(|d| {
+            u8::try_from(d)
+                .map_err(|_| crate::ApiError::invalid(format!("difficulty {d} is not from 1 to 5")))
+        })
+        .transpose()?;
+    let new = CreateMemory {
+        content: form.text,
+        task: Some(TaskFields {
+            status: Some("open".into()),
+            priority: number("priority", &form.priority)?,
+            due: non_empty(Some(form.due)),
+            difficulty,
+            xp: None,
+        }),
+        ..CreateMemory::default()
+    };
+    let backend = state.backend.clone();
+    blocking(move || backend.create(new)).await?;
+    Ok(Redirect::to("/tasks").into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct DoneForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub(super) async fn finish_task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Form(form): Form<DoneForm>,
+) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    let backend = state.backend.clone();
+    blocking(move || {
+        backend.update(
+            &id,
+            PatchMemory {
+                task: Some(TaskFields {
+                    status: Some("done".into()),
+                    ..TaskFields::default()
+                }),
+                ..PatchMemory::default()
+            },
+        )
+    })
+    .await?;
+    Ok(Redirect::to("/tasks").into_response())
+}
