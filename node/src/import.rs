@@ -815,19 +815,15 @@ fn write_notes(
             },
         };
         let result = match current {
-            None => create(api, &note, collection).map(|m| {
-                summary.imported += 1;
-                m
-            }),
+            None => create(api, &note, collection).inspect(|_| summary.imported += 1),
             Some(current) => match patch_for(&note, &current) {
                 None => {
                     summary.unchanged += 1;
                     Ok(current)
                 }
-                Some(patch) => api.update(&current.id, patch).map(|m| {
-                    summary.updated += 1;
-                    m
-                }),
+                Some(patch) => api
+                    .update(&current.id, patch)
+                    .inspect(|_| summary.updated += 1),
             },
         };
         match result {

@@ -28,7 +28,7 @@ fn stem(i: usize) -> String {
 }
 
 fn title(i: usize) -> String {
-    if i % 4 == 0 {
+    if i.is_multiple_of(4) {
         format!("Title {i}: thoughts")
     } else {
         stem(i)
@@ -54,7 +54,7 @@ fn write_vault(root: &Path) -> BTreeMap<String, Expected> {
         let mut text = String::new();
         if i % 4 != 3 {
             text.push_str("---\n");
-            if i % 4 == 0 {
+            if i.is_multiple_of(4) {
                 text.push_str(&format!(
                     "title: \"{}\"\ntags: [alpha, \"beta-{}\"]\n",
                     title(i),
@@ -69,7 +69,7 @@ fn write_vault(root: &Path) -> BTreeMap<String, Expected> {
                 text.push_str("tags: delta, epsilon\n");
                 e.tags.extend(["delta".to_owned(), "epsilon".to_owned()]);
             }
-            if i % 10 == 0 {
+            if i.is_multiple_of(10) {
                 text.push_str(&format!("aliases: [\"Alias {i}\"]\n"));
             }
             let day = i % 28 + 1;
@@ -107,7 +107,7 @@ fn write_vault(root: &Path) -> BTreeMap<String, Expected> {
                 e.links.insert(title(target));
             }
         }
-        if i % 50 == 0 {
+        if i.is_multiple_of(50) {
             text.push_str(&format!("And [[Missing note {i}]].\n"));
         }
         if !folder(i).is_empty() {
