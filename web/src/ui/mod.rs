@@ -905,7 +905,7 @@ async fn graph_page(State(state): State<AppState>, Query(params): Query<GraphPar
             @else { "Graph of links" }
         }
         p .meta {
-            (nodes.len()) " memories, " (edges.len()) " links"
+            (nodes.len()) (if nodes.len() == 1 { " memory, " } else { " memories, " }) (edges.len()) (if edges.len() == 1 { " link" } else { " links" })
             @if graph.truncated { " (the " (GRAPH_LIMIT) " nearest or most recently changed)" }
             @if let Some(c) = center {
                 " · depth "
