@@ -22,6 +22,7 @@ use mnemon_web::Backend;
 use mnemon_web::api::CreateMemory;
 
 fn node(dir: &Path) -> Service {
+    std::fs::create_dir_all(dir).expect("data folder");
     let store = Store::open(dir.join("mnemon.redb"), Keypair::generate()).expect("store");
     let service = Service::open(
         store,
