@@ -1201,22 +1201,11 @@ fn task(api: &dyn Backend, command: TaskCommand, out: &mut impl Write) -> Result
             collection,
             json,
         } => {
-            let mut tasks = Vec::new();
-            let mut offset = 0;
-            loop {
-                let page = api.list(&ListQuery {
-                    collection: collection.clone(),
-                    kind: Some("task".to_owned()),
-                    offset: Some(offset),
-                    limit: Some(MAX_PAGE),
-                    ..ListQuery::default()
-                })?;
-                tasks.extend(page.items);
-                match page.next_offset {
-                    Some(next) => offset = next,
-                    None => break,
-                }
-            }
+            let tasks = api.list_all(&ListQuery {
+                collection,
+                kind: Some("task".to_owned()),
+                ..ListQuery::default()
+            })?;
             let board = output::TaskBoard::new(tasks);
             if json {
                 writeln!(out, "{}", output::json(&board.for_json(all)))?;
@@ -1226,16 +1215,7 @@ fn task(api: &dyn Backend, command: TaskCommand, out: &mut impl Write) -> Result
         }
         TaskCommand::Done { id, json } => {
             let id = parse_memory_id(&id)?.to_string();
-            let memory = api.update(
-                &id,
-                PatchMemory {
-                    task: Some(TaskFields {
-                        status: Some("done".to_owned()),
-                        ..TaskFields::default()
-                    }),
-                    ..PatchMemory::default()
-                },
-            )?;
+            let memory = api.update(&id, PatchMemory::task_done())?;
             if json {
                 writeln!(out, "{}", output::json(&memory))?;
             } else {

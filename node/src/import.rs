@@ -291,9 +291,8 @@ fn read_note(
     options: &ImportOptions,
     summary: &mut Summary,
 ) -> Result<Note, String> {
-    let len = fs::symlink_metadata(file)
-        .map_err(|e| format!("cannot read it: {e}"))?
-        .len();
+    let meta = fs::symlink_metadata(file).map_err(|e| format!("cannot read it: {e}"))?;
+    let len = meta.len();
     if len > MAX_CONTENT_BYTES as u64 {
         return Err(format!(
             "too large: {len} bytes; the limit is {MAX_CONTENT_BYTES}"
@@ -311,8 +310,8 @@ fn read_note(
     let text = String::from_utf8(bytes)
         .map_err(|e| format!("not valid UTF-8 (at byte {})", e.utf8_error().valid_up_to()))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let modified = fs::metadata(file)
-        .and_then(|m| m.modified())
+    let modified = meta
+        .modified()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| Timestamp::from_millis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
@@ -581,19 +580,23 @@ fn read_front_matter(front: &str, note: &mut Note, summary: &mut Summary) -> Res
     Ok(())
 }
 
-/// The `#tags` in Markdown text, outside code.
-pub fn inline_tags(text: &str) -> Vec<String> {
-    let mut tags = Vec::new();
+/// The lines of Markdown text outside fenced code blocks (``` or ~~~).
+fn prose_lines(text: &str) -> impl Iterator<Item = &str> {
     let mut fenced = false;
-    for line in text.lines() {
+    text.lines().filter(move |line| {
         let trimmed = line.trim_start();
         if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
             fenced = !fenced;
-            continue;
+            return false;
         }
-        if fenced {
-            continue;
-        }
+        !fenced
+    })
+}
+
+/// The `#tags` in Markdown text, outside code.
+pub fn inline_tags(text: &str) -> Vec<String> {
+    let mut tags = Vec::new();
+    for line in prose_lines(text) {
         let mut in_code = false;
         let mut prev = ' ';
         let chars: Vec<char> = line.chars().collect();
@@ -625,16 +628,7 @@ pub fn inline_tags(text: &str) -> Vec<String> {
 /// outside code. Embeds (`![[…]]`) are not links.
 pub fn wikilinks(text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut fenced = false;
-    for line in text.lines() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
-            fenced = !fenced;
-            continue;
-        }
-        if fenced {
-            continue;
-        }
+    for line in prose_lines(text) {
         let mut rest = line;
         while let Some(start) = rest.find("[[") {
             let embed = rest[..start].ends_with('!');
@@ -733,24 +727,6 @@ fn read_dump(path: &Path, summary: &mut Summary) -> Result<Vec<Note>> {
     Ok(notes)
 }
 
-/// Every memory the node holds, by page.
-fn all_memories(api: &dyn Backend) -> Result<Vec<MemoryView>, ApiError> {
-    let mut all = Vec::new();
-    let mut offset = 0;
-    loop {
-        let page = api.list(&ListQuery {
-            offset: Some(offset),
-            limit: Some(1000),
-            ..ListQuery::default()
-        })?;
-        all.extend(page.items);
-        match page.next_offset {
-            Some(next) => offset = next,
-            None => return Ok(all),
-        }
-    }
-}
-
 fn progress(enabled: bool, len: usize, what: &'static str) -> indicatif::ProgressBar {
     if !enabled {
         return indicatif::ProgressBar::hidden();
@@ -772,20 +748,23 @@ fn write_notes(
     options: &ImportOptions,
     summary: &mut Summary,
 ) -> Result<()> {
-    let existing = all_memories(api).context("listing the memories already stored")?;
-    let mut by_key: HashMap<String, MemoryView> = HashMap::new();
-    let mut by_id: HashMap<String, MemoryView> = HashMap::new();
-    for m in existing {
-        if let Some(uri) = m
-            .source
-            .as_ref()
-            .filter(|s| s.kind == "import")
-            .and_then(|s| s.uri.clone())
-        {
-            by_key.insert(uri, m.clone());
-        }
-        by_id.insert(m.id.clone(), m);
-    }
+    let existing = api
+        .list_all(&ListQuery::default())
+        .context("listing the memories already stored")?;
+    // Indexes into `existing`: by id, and by the key of what it was imported from.
+    let by_id: HashMap<&str, usize> = existing
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.id.as_str(), i))
+        .collect();
+    let by_key: HashMap<&str, usize> = existing
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| {
+            let source = m.source.as_ref().filter(|s| s.kind == "import")?;
+            Some((source.uri.as_deref()?, i))
+        })
+        .collect();
     let mut collections: HashMap<String, String> = api
         .collections()?
         .into_iter()
@@ -801,8 +780,9 @@ fn write_notes(
         let current = note
             .old_id
             .as_ref()
-            .and_then(|id| by_id.get(id))
-            .or_else(|| by_key.get(&note.key))
+            .and_then(|id| by_id.get(id.as_str()))
+            .or_else(|| by_key.get(note.key.as_str()))
+            .map(|&i| &existing[i])
             .cloned();
         let collection = match note.collection.as_ref().or(options.collection.as_ref()) {
             None => None,
@@ -871,7 +851,7 @@ fn write_notes(
         for link in &note.links {
             let target = old_ids.get(&link.target).cloned().or_else(|| {
                 by_id
-                    .contains_key(&link.target)
+                    .contains_key(link.target.as_str())
                     .then(|| link.target.clone())
             });
             match target {
@@ -1033,7 +1013,7 @@ pub fn export(api: &dyn Backend, dir: &Path, collection: Option<&str>) -> Result
         }
     }
     fs::create_dir_all(dir).with_context(|| format!("cannot make {}", dir.display()))?;
-    let mut memories = all_memories(api)?;
+    let mut memories = api.list_all(&ListQuery::default())?;
     if let Some(c) = collection {
         let id = api
             .collections()?

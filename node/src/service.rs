@@ -30,7 +30,7 @@ use crate::search::embed::Embedder;
 use crate::search::{Filter, Mode, Query, SearchError, SearchIndex};
 
 /// Longest page of a list.
-pub const MAX_PAGE: usize = 1000;
+pub const MAX_PAGE: usize = mnemon_web::api::MAX_LIST_PAGE;
 /// Page size when none is asked for.
 pub const DEFAULT_PAGE: usize = 50;
 /// The relation of links made from `[[wikilinks]]` in a memory's text.
@@ -362,24 +362,25 @@ impl Service {
         Ok(MemoryView::new(&memory, &self.names(store)?))
     }
 
-    /// The memories the `[[wikilinks]]` in `content` name: for each, the one memory whose
-    /// title is the wikilink's last path segment (any case), found through the keyword
-    /// index; names that match none or several are left alone, and so is `this`.
-    fn wikilink_targets(&self, content: &str, this: Option<MemoryId>) -> Vec<MemoryId> {
+    /// The names the `[[wikilinks]]` in `content` use: each one's last path segment,
+    /// lowercased (at most [`MAX_WIKILINKS`]).
+    fn wikilink_names(content: &str) -> Vec<String> {
         if !content.contains("[[") {
             return Vec::new();
         }
-        let mut out = Vec::new();
-        for target in crate::import::wikilinks(content)
-            .into_iter()
+        crate::import::wikilinks(content)
+            .iter()
             .take(MAX_WIKILINKS)
-        {
-            let name = target
-                .rsplit('/')
-                .next()
-                .unwrap_or(&target)
-                .trim()
-                .to_lowercase();
+            .map(|t| t.rsplit('/').next().unwrap_or(t).trim().to_lowercase())
+            .collect()
+    }
+
+    /// The memories wikilink `names` resolve to: for each, the one memory with that title
+    /// (any case), found through the keyword index; names that match none or several are
+    /// left alone, and so is `this`.
+    fn resolve_titles(&self, names: &[String], this: Option<MemoryId>) -> Vec<MemoryId> {
+        let mut out = Vec::new();
+        for name in names {
             let Ok(hits) = self.search(&SearchQuery {
                 q: name.clone(),
                 k: Some(20),
@@ -390,7 +391,7 @@ impl Service {
             };
             let mut ids: Vec<&str> = hits
                 .iter()
-                .filter(|h| h.title.to_lowercase() == name)
+                .filter(|h| h.title.to_lowercase() == *name)
                 .map(|h| h.id.as_str())
                 .collect();
             ids.dedup();
@@ -418,7 +419,7 @@ impl Backend for Service {
         let mut links = Self::links(&new.links)?;
         // Imports resolve wikilinks themselves, with the vault's own names.
         if new.source.as_ref().is_none_or(|s| s.kind != "import") {
-            for target in self.wikilink_targets(&new.content, None) {
+            for target in self.resolve_titles(&Self::wikilink_names(&new.content), None) {
                 if !links.iter().any(|(t, _)| *t == target) {
                     links.push((target, WIKILINK.to_owned()));
                 }
@@ -590,11 +591,14 @@ impl Backend for Service {
             .iter()
             .map(|l| parse_id(l))
             .collect::<Result<_, _>>()?;
+        let current = (patch.content.is_some() || patch.task.is_some())
+            .then(|| self.store().get(id).map_err(store_error))
+            .transpose()?;
         // New text: its wikilinks become links, and links made from wikilinks that are
         // gone from it go.
-        if let Some(content) = &patch.content {
-            let current = self.store().get(id).map_err(store_error)?;
-            let targets = self.wikilink_targets(content, Some(id));
+        if let (Some(content), Some(current)) = (&patch.content, &current) {
+            let names = Self::wikilink_names(content);
+            let targets = self.resolve_titles(&names, Some(id));
             for target in &targets {
                 if !current.links.contains_key(target)
                     && !add_links.iter().any(|(t, _)| t == target)
@@ -602,29 +606,24 @@ impl Backend for Service {
                     add_links.push((*target, WIKILINK.to_owned()));
                 }
             }
-            let names: Vec<String> = crate::import::wikilinks(content)
-                .iter()
-                .map(|t| t.rsplit('/').next().unwrap_or(t).trim().to_lowercase())
-                .collect();
             let store = self.store();
             for (target, relation) in &current.links {
+                if relation != WIKILINK || targets.contains(target) || remove_links.contains(target)
+                {
+                    continue;
+                }
+                // Still named, though no longer resolvable to it alone: kept.
                 let named = store
                     .get(*target)
                     .is_ok_and(|m| names.contains(&m.title.to_lowercase()));
-                if relation == WIKILINK
-                    && !targets.contains(target)
-                    && !named
-                    && !remove_links.contains(target)
-                {
+                if !named {
                     remove_links.push(*target);
                 }
             }
         }
-        let (task, kind) = match &patch.task {
-            None => (None, patch.kind),
-            Some(fields) => {
-                let current = self.store().get(id).map_err(store_error)?;
-                let base = current.task.unwrap_or_default();
+        let (task, kind) = match (&patch.task, &current) {
+            (Some(fields), Some(current)) => {
+                let base = current.task.clone().unwrap_or_default();
                 let task = fields
                     .apply(&base)
                     .map_err(|e| ApiError::invalid(format!("task: {e}")))?;
@@ -634,6 +633,7 @@ impl Backend for Service {
                 };
                 (Some(task), kind)
             }
+            _ => (None, patch.kind),
         };
         let edit = MemoryEdit {
             title: patch.title,

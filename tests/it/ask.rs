@@ -126,11 +126,14 @@ fn the_api_streams_server_sent_events_through_a_running_service() {
         .http_status_as_error(false)
         .build()
         .into();
-    let response = agent
-        .post(&format!("{}/api/v1/ask", served.url))
-        .header("Authorization", &format!("Bearer {token}"))
-        .send_json(serde_json::json!({"question": "when is Mia's birthday?"}))
-        .expect("ask");
+    let ask = |question: &str| {
+        agent
+            .post(&format!("{}/api/v1/ask", served.url))
+            .header("Authorization", &format!("Bearer {token}"))
+            .send_json(serde_json::json!({ "question": question }))
+            .expect("ask")
+    };
+    let response = ask("when is Mia's birthday?");
     assert_eq!(response.status().as_u16(), 200);
     assert!(
         response
@@ -188,18 +191,8 @@ fn the_api_streams_server_sent_events_through_a_running_service() {
     assert!(out.ok().contains("she likes orchids [1]."), "{}", out.ok());
 
     // An empty question is refused before anything streams, with a status.
-    let response = agent
-        .post(&format!("{}/api/v1/ask", served.url))
-        .header("Authorization", &format!("Bearer {token}"))
-        .send_json(serde_json::json!({"question": "  "}))
-        .expect("ask");
-    assert_eq!(response.status().as_u16(), 422);
+    assert_eq!(ask("  ").status().as_u16(), 422);
     drop(server);
-    let response = agent
-        .post(&format!("{}/api/v1/ask", served.url))
-        .header("Authorization", &format!("Bearer {token}"))
-        .send_json(serde_json::json!({"question": "birthday"}))
-        .expect("ask");
-    assert_eq!(response.status().as_u16(), 502);
+    assert_eq!(ask("birthday").status().as_u16(), 502);
     served.stop();
 }

@@ -349,7 +349,10 @@ pub fn test_embedding(text: &str) -> Vec<f32> {
     v
 }
 
-fn serve_one(mut stream: std::net::TcpStream, key: Option<&str>) -> std::io::Result<()> {
+/// One HTTP/1.1 request from `stream`: its request line, `Authorization` header and body.
+fn read_request(
+    stream: &std::net::TcpStream,
+) -> std::io::Result<(String, Option<String>, Vec<u8>)> {
     use std::io::{BufRead, BufReader, Read};
     stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -374,6 +377,11 @@ fn serve_one(mut stream: std::net::TcpStream, key: Option<&str>) -> std::io::Res
     }
     let mut body = vec![0u8; content_length];
     reader.read_exact(&mut body)?;
+    Ok((request_line, authorization, body))
+}
+
+fn serve_one(mut stream: std::net::TcpStream, key: Option<&str>) -> std::io::Result<()> {
+    let (request_line, authorization, body) = read_request(&stream)?;
     let (status, response) = respond(&request_line, authorization.as_deref(), &body, key);
     let text = response.to_string();
     write!(
@@ -566,30 +574,7 @@ fn serve_chat(
     requests: &std::sync::Mutex<Vec<serde_json::Value>>,
     gate: &(std::sync::Mutex<bool>, std::sync::Condvar),
 ) -> std::io::Result<()> {
-    use std::io::{BufRead, BufReader, Read};
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let mut content_length = 0usize;
-    let mut authorization = None;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            match name.trim().to_ascii_lowercase().as_str() {
-                "content-length" => content_length = value.trim().parse().unwrap_or(0),
-                "authorization" => authorization = Some(value.trim().to_owned()),
-                _ => {}
-            }
-        }
-    }
-    let mut body = vec![0u8; content_length];
-    reader.read_exact(&mut body)?;
+    let (request_line, authorization, body) = read_request(&stream)?;
     let mut plain = |status: &str, value: serde_json::Value| {
         let text = value.to_string();
         write!(

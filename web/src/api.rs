@@ -286,6 +286,22 @@ pub struct PatchMemory {
     pub task: Option<TaskFields>,
 }
 
+/// The largest page `GET /api/v1/memories` gives.
+pub const MAX_LIST_PAGE: usize = 1000;
+
+impl PatchMemory {
+    /// The patch that marks a task done (and so earns its points).
+    pub fn task_done() -> PatchMemory {
+        PatchMemory {
+            task: Some(TaskFields {
+                status: Some("done".to_owned()),
+                ..TaskFields::default()
+            }),
+            ..PatchMemory::default()
+        }
+    }
+}
+
 /// `GET /api/v1/memories` query.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

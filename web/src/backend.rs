@@ -7,8 +7,8 @@ use tokio::sync::broadcast;
 
 use crate::api::{
     AnswerView, AskEvent, AskRequest, CollectionView, CreateMemory, EventView, GraphQuery,
-    GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView, ListQuery, MemberView,
-    MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
+    GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView, ListQuery, MAX_LIST_PAGE,
+    MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
 
 /// What went wrong, as the API reports it: `{"error": {"code": …, "message": …}}`.
@@ -95,6 +95,23 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<AnswerView, ApiError>;
     /// A page of memories, most recently changed first.
     fn list(&self, query: &ListQuery) -> Result<Page<MemoryView>, ApiError>;
+    /// Every memory `query` matches (its offset and limit ignored), page by page.
+    fn list_all(&self, query: &ListQuery) -> Result<Vec<MemoryView>, ApiError> {
+        let mut all = Vec::new();
+        let mut query = ListQuery {
+            offset: Some(0),
+            limit: Some(MAX_LIST_PAGE),
+            ..query.clone()
+        };
+        loop {
+            let page = self.list(&query)?;
+            all.extend(page.items);
+            match page.next_offset {
+                Some(next) => query.offset = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
     /// Changes a memory.
     fn update(&self, id: &str, patch: PatchMemory) -> Result<MemoryView, ApiError>;
     /// Deletes a memory for good.

@@ -14,21 +14,10 @@ use crate::router::{AppState, blocking};
 pub(super) async fn tasks_page(State(state): State<AppState>) -> UiResult {
     let backend = state.backend.clone();
     let tasks = blocking(move || {
-        let mut all = Vec::new();
-        let mut offset = 0;
-        loop {
-            let page = backend.list(&ListQuery {
-                kind: Some("task".into()),
-                offset: Some(offset),
-                limit: Some(1000),
-                ..ListQuery::default()
-            })?;
-            all.extend(page.items);
-            match page.next_offset {
-                Some(next) => offset = next,
-                None => return Ok(all),
-            }
-        }
+        backend.list_all(&ListQuery {
+            kind: Some("task".into()),
+            ..ListQuery::default()
+        })
     })
     .await?;
     let pending = state.pending_deletes();
@@ -152,18 +141,6 @@ pub(super) async fn finish_task(
 ) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
     let backend = state.backend.clone();
-    blocking(move || {
-        backend.update(
-            &id,
-            PatchMemory {
-                task: Some(TaskFields {
-                    status: Some("done".into()),
-                    ..TaskFields::default()
-                }),
-                ..PatchMemory::default()
-            },
-        )
-    })
-    .await?;
+    blocking(move || backend.update(&id, PatchMemory::task_done())).await?;
     Ok(Redirect::to("/tasks").into_response())
 }
