@@ -8,6 +8,7 @@
 
 pub mod embed;
 pub mod hnsw;
+mod kernel;
 mod keyword;
 pub mod minilm;
 pub mod openai;
