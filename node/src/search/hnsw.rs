@@ -207,6 +207,7 @@ impl Hnsw {
     }
 
     /// Node `id`'s vector.
+    #[inline(always)]
     pub fn vector(&self, id: u32) -> &[f32] {
         let start = id as usize * self.dim;
         &self.data[start..start + self.dim]
@@ -217,10 +218,12 @@ impl Hnsw {
         1.0 - kernel.dot(query, self.vector(id))
     }
 
+    #[inline(always)]
     fn capacity(&self, layer: u8) -> usize {
         if layer == 0 { 2 * self.m } else { self.m }
     }
 
+    #[inline(always)]
     fn slot_start(&self, id: u32, layer: u8) -> usize {
         if layer == 0 {
             id as usize * (2 * self.m + 1)
@@ -229,6 +232,7 @@ impl Hnsw {
         }
     }
 
+    #[inline(always)]
     fn neighbours(&self, id: u32, layer: u8) -> &[u32] {
         let start = self.slot_start(id, layer);
         let list = if layer == 0 { &self.zero } else { &self.upper };
@@ -330,20 +334,22 @@ impl Hnsw {
         if candidates.len() <= keep {
             return candidates.iter().map(|c| c.id).collect();
         }
-        let mut kept: Vec<Near> = Vec::with_capacity(keep);
-        for &c in candidates {
+        // Plain loops, not closures: a closure may be compiled outside the instruction set
+        // the kernel was dispatched to, and then every SIMD step becomes a call.
+        let mut kept: Vec<u32> = Vec::with_capacity(keep);
+        'candidates: for &c in candidates {
             if kept.len() >= keep {
                 break;
             }
             let v = self.vector(c.id);
-            if kept
-                .iter()
-                .all(|k| 1.0 - kernel.dot(v, self.vector(k.id)) >= c.distance)
-            {
-                kept.push(c);
+            for &k in &kept {
+                if 1.0 - kernel.dot(v, self.vector(k)) < c.distance {
+                    continue 'candidates;
+                }
             }
+            kept.push(c.id);
         }
-        kept.into_iter().map(|c| c.id).collect()
+        kept
     }
 
     #[inline(always)]
@@ -404,14 +410,13 @@ impl Hnsw {
             return;
         }
         let base = self.vector(node);
-        let mut candidates: Vec<Near> = current
-            .iter()
-            .chain(std::iter::once(&new))
-            .map(|&n| Near {
+        let mut candidates: Vec<Near> = Vec::with_capacity(current.len() + 1);
+        for &n in current.iter().chain([&new]) {
+            candidates.push(Near {
                 distance: 1.0 - kernel.dot(base, self.vector(n)),
                 id: n,
-            })
-            .collect();
+            });
+        }
         candidates.sort_unstable();
         let chosen = self.select(kernel, &candidates, capacity);
         self.set_neighbours(node, layer, chosen);
@@ -478,19 +483,16 @@ impl Hnsw {
         for near in found.iter().take(AHEAD) {
             kernel.prefetch(self.vector(near.id));
         }
-        let mut exact: Vec<Near> = found
-            .iter()
-            .enumerate()
-            .map(|(i, near)| {
-                if let Some(next) = found.get(i + AHEAD) {
-                    kernel.prefetch(self.vector(next.id));
-                }
-                Near {
-                    distance: self.distance(kernel, query, near.id),
-                    id: near.id,
-                }
-            })
-            .collect();
+        let mut exact: Vec<Near> = Vec::with_capacity(found.len());
+        for (i, near) in found.iter().enumerate() {
+            if let Some(next) = found.get(i + AHEAD) {
+                kernel.prefetch(self.vector(next.id));
+            }
+            exact.push(Near {
+                distance: self.distance(kernel, query, near.id),
+                id: near.id,
+            });
+        }
         exact.sort_unstable();
         exact
     }

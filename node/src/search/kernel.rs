@@ -64,11 +64,11 @@ impl Kernel for Portable {
 
     #[inline(always)]
     fn dot_i8(self, query: &[i16], code: &[i8]) -> i32 {
-        query
-            .iter()
-            .zip(code)
-            .map(|(&q, &c)| i32::from(q) * i32::from(c))
-            .sum()
+        let mut sum = 0;
+        for (&q, &c) in query.iter().zip(code) {
+            sum += i32::from(q) * i32::from(c);
+        }
+        sum
     }
 
     #[inline(always)]

@@ -99,7 +99,10 @@ pub(crate) fn dot_with<S: pulp::Simd>(simd: S, a: &[f32], b: &[f32]) -> f32 {
             acc[0] = simd.mul_add_e_f32s(*x, *y, acc[0]);
         }
         let sum = simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3]));
-        let tail: f32 = a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum();
+        let mut tail = 0.0;
+        for (x, y) in a_tail.iter().zip(b_tail) {
+            tail += x * y;
+        }
         simd.reduce_sum_f32s(sum) + tail
     }
 }
