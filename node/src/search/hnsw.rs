@@ -660,6 +660,33 @@ mod tests {
     }
 
     #[test]
+    fn a_graph_read_back_searches_exactly_as_the_one_built() {
+        let mut seed = 5;
+        let dim = 48;
+        let graph = Hnsw::build(
+            dim,
+            (0..2000).map(|_| random_unit(&mut seed, dim)),
+            Params::default(),
+        );
+        let bytes = postcard::to_allocvec(&graph).expect("encode");
+        let read: Hnsw = postcard::from_bytes(&bytes).expect("decode");
+        read.validate().expect("valid");
+        assert!(read.codes.get().is_none(), "codes are derived, not stored");
+        let (mut a, mut b) = (Scratch::default(), Scratch::default());
+        for _ in 0..50 {
+            let query = random_unit(&mut seed, dim);
+            let built = graph.search(&query, 10, 40, &mut a);
+            let loaded = read.search(&query, 10, 40, &mut b);
+            assert_eq!(built, loaded);
+            // Returned distances are exact, not the codes' estimates.
+            for (distance, id) in built {
+                let exact = 1.0 - dot(&query, graph.vector(id));
+                assert!((distance - exact).abs() < 1e-6, "{distance} vs {exact}");
+            }
+        }
+    }
+
+    #[test]
     fn tiny_and_damaged_graphs() {
         let empty = Hnsw::build(4, Vec::<Vec<f32>>::new(), Params::default());
         assert!(
