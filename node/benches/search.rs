@@ -4,7 +4,10 @@
 //! Run: `cargo bench -p mnemon-node --bench search` (after `tests/run` made
 //! `target/debian-descriptions.txt`; `MNEMON_BENCH_N` sets the memory count, default 20,000).
 //! Data: distinct Debian long descriptions (title "package: summary"), the built-in
-//! 512-dimension hash embedder. `MNEMON_BENCH_MODEL=DIR` (an installed `DATA/models/<id>`
+//! 512-dimension hash embedder. The corpus has about 60,000; past that (`MNEMON_BENCH_N`
+//! up to 100,000 and more) the memories go on with the separate paragraphs of the
+//! descriptions that have several, then with the one-line summaries alone, as a notebook
+//! holds long notes and short facts side by side. `MNEMON_BENCH_MODEL=DIR` (an installed `DATA/models/<id>`
 //! folder) adds the sentence model's texts per second, on 1,000 descriptions cut to one
 //! chunk (1,000 characters) as the index embeds them.
 
@@ -23,6 +26,53 @@ use mnemon_node::search::minilm::BertEmbedder;
 use mnemon_node::search::vector::dot;
 use mnemon_node::search::{Filter, Mode, Query, SearchIndex};
 
+/// What a benchmark memory is made of.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Part {
+    Whole,
+    Paragraph,
+    Summary,
+}
+
+/// `n` memories (title, text, part): the whole descriptions, then paragraphs of those with
+/// several (80 characters or more each), then the summaries alone.
+fn memories(corpus: Vec<(String, String)>, n: usize) -> Vec<(String, String, Part)> {
+    let mut out: Vec<(String, String, Part)> = corpus
+        .iter()
+        .map(|(t, l)| (t.clone(), l.clone(), Part::Whole))
+        .collect();
+    let mut seen: std::collections::HashSet<&str> =
+        corpus.iter().map(|(_, l)| l.as_str()).collect();
+    for (title, long) in &corpus {
+        if out.len() >= n {
+            break;
+        }
+        let paragraphs: Vec<&str> = long.split("\n\n").map(str::trim).collect();
+        if paragraphs.len() < 2 {
+            continue;
+        }
+        for (i, p) in paragraphs.iter().enumerate() {
+            if p.len() >= 80 && seen.insert(p) {
+                out.push((
+                    format!("{title} ({})", i + 1),
+                    (*p).to_owned(),
+                    Part::Paragraph,
+                ));
+            }
+        }
+    }
+    for (title, _) in &corpus {
+        if out.len() >= n {
+            break;
+        }
+        if let Some((package, summary)) = title.split_once(": ") {
+            out.push((package.to_owned(), summary.to_owned(), Part::Summary));
+        }
+    }
+    out.truncate(n);
+    out
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -32,14 +82,16 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
-    let corpus = corpus();
+    let corpus = memories(corpus(), n);
     let n = n.min(corpus.len());
+    let descriptions = corpus.iter().filter(|m| m.2 == Part::Whole).count();
+    let paragraphs = corpus.iter().filter(|m| m.2 == Part::Paragraph).count();
     let embedder = HashEmbedder::default();
 
     // 1. Exact scan: dot products over n vectors, one thread, beside memory bandwidth.
     let texts: Vec<String> = corpus[..n]
         .iter()
-        .map(|(t, l)| format!("{t}\n\n{l}"))
+        .map(|(t, l, _)| format!("{t}\n\n{l}"))
         .collect();
     let start = Instant::now();
     let vectors: Vec<Vec<f32>> = texts
@@ -89,7 +141,7 @@ fn main() {
             .add_batch(
                 batch
                     .iter()
-                    .map(|(t, l)| NewMemory {
+                    .map(|(t, l, _)| NewMemory {
                         title: Some(t.clone()),
                         content: l.clone(),
                         ..NewMemory::default()
@@ -110,7 +162,7 @@ fn main() {
     let queries: Vec<String> = corpus[..n]
         .iter()
         .step_by((n / 200).max(1))
-        .map(|(_, l)| {
+        .map(|(_, l, _)| {
             l.split_whitespace()
                 .filter(|w| w.len() > 4)
                 .take(3)
@@ -147,7 +199,7 @@ fn main() {
         let model = BertEmbedder::load(std::path::Path::new(&dir)).expect("load model");
         let texts: Vec<String> = corpus[..1000.min(n)]
             .iter()
-            .map(|(t, l)| format!("{t}\n\n{}", l.chars().take(1000).collect::<String>()))
+            .map(|(t, l, _)| format!("{t}\n\n{}", l.chars().take(1000).collect::<String>()))
             .collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let tokens: usize = refs
@@ -167,7 +219,10 @@ fn main() {
     });
     let report = serde_json::json!({
         "sentence_model": model,
-        "data": format!("{n} distinct Debian package descriptions, built-in hash embedder ({dim} dimensions)"),
+        "data": format!(
+            "{n} memories: {descriptions} distinct Debian package descriptions, {paragraphs} paragraphs of them, {} one-line summaries; built-in hash embedder ({dim} dimensions)",
+            n - descriptions - paragraphs
+        ),
         "embed_texts_per_sec": n as f64 / embed_secs,
         "exact_scan_vectors_per_sec": (n * rounds) as f64 / scan_secs,
         "exact_scan_gb_per_sec": bytes / scan_secs / 1e9,
