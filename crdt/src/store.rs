@@ -11,7 +11,7 @@ use automerge::ChangeHash;
 use mnemon_identity::{Did, Keypair, Signature};
 use redb::{
     Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    StorageBackend, TableDefinition, WriteTransaction,
+    StorageBackend, TableDefinition, TableHandle, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -67,6 +67,12 @@ const INVITES: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("invites-
 /// Key: invite nonce. Value: the invite's bytes ([`mnemon_identity::Invite::to_bytes`]):
 /// invites this node was given and has not yet redeemed with their owner.
 const JOINS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("joins-1");
+/// Key: (memory id, id of a memory it links to). Value: none. Derived from the document on
+/// every write, like `memory_meta-1`.
+const LINKS: TableDefinition<(u128, u128), ()> = TableDefinition::new("links-1");
+/// Key: (linked memory id, id of the memory that links to it). Value: none. `links-1`
+/// turned around, so a memory's backlinks are one range read, not a scan of every document.
+const BACKLINKS: TableDefinition<(u128, u128), ()> = TableDefinition::new("backlinks-1");
 /// Key: change sequence number, from 1, one per memory created, updated or deleted.
 /// Value: postcard [`LogRecord`]. Ids only, never content, so forgetting stays complete.
 const CHANGELOG: TableDefinition<u64, &[u8]> = TableDefinition::new("changelog-1");
@@ -86,6 +92,8 @@ pub const TABLE_NAMES: &[&str] = &[
     "heads-1",
     "invites-1",
     "joins-1",
+    "links-1",
+    "backlinks-1",
 ];
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -366,6 +374,29 @@ impl Store {
         txn.open_table(DESCRIPTORS).map_err(|e| err(&e))?;
         txn.open_table(INVITES).map_err(|e| err(&e))?;
         txn.open_table(JOINS).map_err(|e| err(&e))?;
+        let links_exist = txn
+            .list_tables()
+            .map_err(|e| err(&e))?
+            .any(|t| t.name() == LINKS.name());
+        txn.open_table(LINKS).map_err(|e| err(&e))?;
+        txn.open_table(BACKLINKS).map_err(|e| err(&e))?;
+        if !links_exist {
+            // A store written before the link tables existed: derive them once.
+            let docs = txn.open_table(DOCS).map_err(|e| err(&e))?;
+            let metas = txn.open_table(MEMORY_META).map_err(|e| err(&e))?;
+            for entry in metas.iter().map_err(|e| err(&e))? {
+                let (key, value) = entry.map_err(|e| err(&e))?;
+                let meta: MemoryMeta = postcard::from_bytes(value.value()).map_err(|e| err(&e))?;
+                let Some(bytes) = docs.get(key.value()).map_err(|e| err(&e))? else {
+                    continue;
+                };
+                let id = MemoryId::from_u128(key.value());
+                let memory = MemoryDoc::load(bytes.value(), &did)
+                    .map_err(|e| err(&e))?
+                    .read(id, CollectionId::from_u128(meta.collection));
+                set_links(&txn, id, memory.links.keys().copied()).map_err(|e| err(&e))?;
+            }
+        }
         let backfill = {
             let heads = txn.open_table(HEADS).map_err(|e| err(&e))?;
             let metas = txn.open_table(MEMORY_META).map_err(|e| err(&e))?;
@@ -611,6 +642,7 @@ impl Store {
                 members.insert((memory.collection.to_u128(), id), ())?;
                 signatures.insert((id, hash.0), signature.as_bytes())?;
                 heads.insert(id, hash.0.as_slice())?;
+                set_links(&txn, memory.id, memory.links.keys().copied())?;
                 added.push(memory);
             }
         }
@@ -682,6 +714,79 @@ impl Store {
         Ok(out)
     }
 
+    /// The live memories that link to `id`, most recently changed first (as [`Store::list`]
+    /// orders them). One range read of the backlink table, then only those documents.
+    pub fn backlinks(&self, id: MemoryId) -> Result<Vec<Memory>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let back = txn.open_table(BACKLINKS)?;
+        let metas = txn.open_table(MEMORY_META)?;
+        let mut sources: Vec<(i64, u128, u128)> = Vec::new();
+        for entry in back.range((id.to_u128(), 0)..=(id.to_u128(), u128::MAX))? {
+            let (key, _) = entry?;
+            let source = key.value().1;
+            if let Some(meta) = metas.get(source)? {
+                let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
+                sources.push((meta.updated_at, source, meta.collection));
+            }
+        }
+        sources.sort_unstable_by(|a, b| b.cmp(a));
+        let docs = txn.open_table(DOCS)?;
+        let mut out = Vec::with_capacity(sources.len());
+        for (_, source, collection) in sources {
+            if let Some(bytes) = docs.get(source)? {
+                let doc = MemoryDoc::load(bytes.value(), &self.did)?;
+                out.push(doc.read(
+                    MemoryId::from_u128(source),
+                    CollectionId::from_u128(collection),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// For each of `ids`, the live memories one link away from it either way (each once, in
+    /// id order), only those in `collection` if one is given. Reads the link tables and
+    /// metadata, never documents: a breadth-first walk calls it once per level.
+    pub fn link_neighbours(
+        &self,
+        ids: &[MemoryId],
+        collection: Option<CollectionId>,
+    ) -> Result<Vec<Vec<MemoryId>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let links = txn.open_table(LINKS)?;
+        let back = txn.open_table(BACKLINKS)?;
+        let metas = txn.open_table(MEMORY_META)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let key = id.to_u128();
+            let mut found = std::collections::BTreeSet::new();
+            for table in [&links, &back] {
+                for entry in table.range((key, 0)..=(key, u128::MAX))? {
+                    let (pair, _) = entry?;
+                    found.insert(pair.value().1);
+                }
+            }
+            let mut live = Vec::with_capacity(found.len());
+            for other in found {
+                if other == key {
+                    continue;
+                }
+                let Some(meta) = metas.get(other)? else {
+                    continue;
+                };
+                if let Some(c) = collection {
+                    let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
+                    if meta.collection != c.to_u128() {
+                        continue;
+                    }
+                }
+                live.push(MemoryId::from_u128(other));
+            }
+            out.push(live);
+        }
+        Ok(out)
+    }
+
     /// How many live memories the store holds.
     pub fn count(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
@@ -727,6 +832,7 @@ impl Store {
                 let signature = sign_change(&self.keypair, &hash);
                 docs.insert(id.to_u128(), doc.save().as_slice())?;
                 metas.insert(id.to_u128(), meta_bytes(&memory)?.as_slice())?;
+                set_links(&txn, id, memory.links.keys().copied())?;
                 txn.open_table(SIGNATURES)?
                     .insert((id.to_u128(), hash.0), signature.as_bytes())?;
             }
@@ -772,6 +878,7 @@ impl Store {
                 share::check_write(&txn, CollectionId::from_u128(meta.collection), &self.did)?;
                 docs.remove(id.to_u128())?;
                 heads.remove(id.to_u128())?;
+                set_links(&txn, id, [])?;
                 members.remove((meta.collection, id.to_u128()))?;
                 signatures.retain_in(
                     (id.to_u128(), [0u8; 32])..=(id.to_u128(), [0xff; 32]),
@@ -838,6 +945,8 @@ impl Store {
             copy_table(&read, &write, HEADS)?;
             copy_table(&read, &write, INVITES)?;
             copy_table(&read, &write, JOINS)?;
+            copy_table(&read, &write, LINKS)?;
+            copy_table(&read, &write, BACKLINKS)?;
             write.commit()?;
         }
         drop(copy);
@@ -981,6 +1090,8 @@ impl Store {
                         .map_err(|e| ApplyError::Storage(e.to_string()))?
                         .as_slice(),
                 )?;
+                set_links(&txn, id, memory.links.keys().copied())
+                    .map_err(|e| ApplyError::Storage(e.to_string()))?;
                 txn.open_table(MEMBERS)?
                     .insert((collection.to_u128(), id.to_u128()), ())?;
                 txn.open_table(HEADS)?
@@ -1047,8 +1158,36 @@ impl Store {
         out.insert("heads-1", txn.open_table(HEADS)?.len()?);
         out.insert("invites-1", txn.open_table(INVITES)?.len()?);
         out.insert("joins-1", txn.open_table(JOINS)?.len()?);
+        out.insert("links-1", txn.open_table(LINKS)?.len()?);
+        out.insert("backlinks-1", txn.open_table(BACKLINKS)?.len()?);
         Ok(out)
     }
+}
+
+/// Replaces the rows of `source` in the link tables with `targets`: the links its
+/// document holds after a write (none after a delete).
+fn set_links(
+    txn: &WriteTransaction,
+    source: MemoryId,
+    targets: impl IntoIterator<Item = MemoryId>,
+) -> Result<(), StoreError> {
+    let source = source.to_u128();
+    let mut links = txn.open_table(LINKS)?;
+    let mut back = txn.open_table(BACKLINKS)?;
+    let old: Vec<u128> = links
+        .range((source, 0)..=(source, u128::MAX))?
+        .map(|entry| entry.map(|(key, _)| key.value().1))
+        .collect::<Result<_, _>>()?;
+    for target in old {
+        links.remove((source, target))?;
+        back.remove((target, source))?;
+    }
+    for target in targets {
+        let target = target.to_u128();
+        links.insert((source, target), ())?;
+        back.insert((target, source), ())?;
+    }
+    Ok(())
 }
 
 /// A new memory's document, built and signed, ready to be written.

@@ -743,6 +743,8 @@ impl Store {
                 metas.remove(t.memory)?;
                 docs.remove(t.memory)?;
                 heads.remove(t.memory)?;
+                super::set_links(&txn, MemoryId::from_u128(t.memory), [])
+                    .map_err(|e| ApplyError::Storage(e.to_string()))?;
                 member_table.remove((collection.to_u128(), t.memory))?;
                 signatures
                     .retain_in((t.memory, [0u8; 32])..=(t.memory, [0xff; 32]), |_, _| false)?;

@@ -763,3 +763,115 @@ fn tombstones_from_a_writer_delete_and_forged_ones_are_refused() {
     ));
     assert_eq!(b.get(keep.id).expect("kept").content, "keep me");
 }
+
+#[test]
+fn link_tables_follow_every_write_and_are_derived_for_an_older_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let me = Keypair::generate();
+    let mut store = open(&dir, "links.redb", &me);
+    let [x, y, z] = ["x", "y", "z"].map(|t| store.add(note(t)).expect("add").id);
+    let link = |to: &[MemoryId]| MemoryEdit {
+        add_links: to.iter().map(|&t| (t, "related".to_owned())).collect(),
+        ..MemoryEdit::default()
+    };
+    store.edit(x, &link(&[y, z])).expect("edit");
+    store.edit(y, &link(&[z])).expect("edit");
+    let ids = |ms: Vec<Memory>| ms.into_iter().map(|m| m.id).collect::<Vec<_>>();
+    // Most recently changed first, as `list` orders them.
+    assert_eq!(ids(store.backlinks(z).expect("backlinks")), [y, x]);
+    assert_eq!(
+        ids(store.backlinks(x).expect("backlinks")),
+        Vec::<MemoryId>::new()
+    );
+    assert_eq!(
+        store.link_neighbours(&[x, z], None).expect("neighbours"),
+        [vec![y, z], vec![x, y]]
+    );
+    // An edit that drops a link drops its rows.
+    store
+        .edit(
+            x,
+            &MemoryEdit {
+                remove_links: vec![z],
+                ..MemoryEdit::default()
+            },
+        )
+        .expect("edit");
+    assert_eq!(ids(store.backlinks(z).expect("backlinks")), [y]);
+    // A deleted memory is nobody's neighbour, and its own rows go.
+    store.remove(&[y]).expect("remove");
+    assert!(store.backlinks(z).expect("backlinks").is_empty());
+    assert_eq!(
+        store.link_neighbours(&[x], None).expect("neighbours"),
+        [Vec::<MemoryId>::new()]
+    );
+    let sizes = store.table_sizes().expect("sizes");
+    assert_eq!(
+        (sizes["links-1"], sizes["backlinks-1"]),
+        (1, 1),
+        "x → y stays in x"
+    );
+    // A collection filter keeps the walk inside it.
+    let work = store.create_collection("work").expect("collection").id;
+    let w = store
+        .add(NewMemory {
+            collection: Some(work),
+            ..note("w")
+        })
+        .expect("add")
+        .id;
+    store.edit(z, &link(&[w, x])).expect("edit");
+    assert_eq!(
+        store.link_neighbours(&[z], Some(work)).expect("neighbours"),
+        [vec![w]]
+    );
+
+    // A store from before the link tables: they are derived from the documents on open.
+    drop(store);
+    {
+        let db = redb::Database::create(dir.path().join("links.redb")).expect("raw open");
+        let txn = db.begin_write().expect("txn");
+        txn.delete_table(LINKS).expect("drop links");
+        txn.delete_table(BACKLINKS).expect("drop backlinks");
+        txn.commit().expect("commit");
+    }
+    let store = open(&dir, "links.redb", &me);
+    assert_eq!(ids(store.backlinks(x).expect("backlinks")), [z]);
+    assert_eq!(ids(store.backlinks(w).expect("backlinks")), [z]);
+    assert_eq!(
+        store.link_neighbours(&[z], None).expect("neighbours"),
+        [vec![x, w]]
+    );
+}
+
+#[test]
+fn links_that_arrive_from_a_peer_are_indexed_and_tombstones_clear_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = open(&dir, "a.redb", &Keypair::generate());
+    let mut b = open(&dir, "b.redb", &Keypair::generate());
+    let shared = share_with(&mut a, &mut b, Role::Write);
+    let in_shared = |c: &str| NewMemory {
+        collection: Some(shared),
+        ..note(c)
+    };
+    let target = a.add(in_shared("target")).expect("add").id;
+    let source = a
+        .add(NewMemory {
+            links: vec![(target, "cites".into())],
+            ..in_shared("source")
+        })
+        .expect("add")
+        .id;
+    for id in [target, source] {
+        b.apply_changes(shared, id, &a.signed_changes(id).expect("changes"))
+            .expect("apply");
+    }
+    let backlinks = b.backlinks(target).expect("backlinks");
+    assert_eq!(backlinks.iter().map(|m| m.id).collect::<Vec<_>>(), [source]);
+    a.remove(&[source]).expect("remove");
+    b.apply_tombstones(shared, &a.tombstones(shared).expect("tombstones"))
+        .expect("apply");
+    assert!(b.backlinks(target).expect("backlinks").is_empty());
+    let sizes = b.table_sizes().expect("sizes");
+    assert_eq!((sizes["links-1"], sizes["backlinks-1"]), (0, 0));
+}
