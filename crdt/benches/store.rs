@@ -4,6 +4,9 @@
 //! Run: `cargo bench -p mnemon-crdt --bench store` (set `MNEMON_BENCH_DIR` to choose the disk;
 //! default: a temporary folder under `target/`; `MNEMON_BENCH_N` for the memory count).
 //!
+//! Last, the backlinks of one memory that 50 others link to, among all of them: one range
+//! read of the backlink table, beside the scan of every document it replaced.
+//!
 //! Data: memories with a 60-byte title, a ~150-byte body, two tags, the default kind; raw
 //! redb rows are 24-byte keys and 150-byte values, one `Durability::Immediate` commit each.
 
@@ -137,6 +140,36 @@ fn main() {
     let batch_elapsed = start.elapsed();
     assert_eq!(store.count().expect("count"), n as u64);
 
+    // 5. Backlinks of one memory linked from 50 others.
+    let target = store
+        .list(&mnemon_crdt::ListFilter {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .expect("list")[0]
+        .id;
+    let linking: Vec<NewMemory> = (0..50)
+        .map(|i| NewMemory {
+            links: vec![(target, "mentions".into())],
+            ..memory(n + i)
+        })
+        .collect();
+    store.add_batch(linking).expect("linking");
+    let rounds = 20;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        assert_eq!(store.backlinks(target).expect("backlinks").len(), 50);
+    }
+    let table_ms = start.elapsed().as_secs_f64() * 1000.0 / rounds as f64;
+    let start = Instant::now();
+    let scans = 2;
+    for _ in 0..scans {
+        let all = store.list(&Default::default()).expect("list");
+        let found = all.iter().filter(|m| m.links.contains_key(&target)).count();
+        assert_eq!(found, 50);
+    }
+    let scan_ms = start.elapsed().as_secs_f64() * 1000.0 / scans as f64;
+
     let raw_rate = per_sec(raw_n, raw_elapsed);
     let single_rate = per_sec(n, single_elapsed);
     let batch_rate = per_sec(n, batch_elapsed);
@@ -156,6 +189,9 @@ fn main() {
         "cpu_sign_us": sign_elapsed.as_secs_f64() * 1e6 / cpu_n as f64,
         "saved_doc_bytes_avg": saved_bytes / cpu_n,
         "single_file_bytes": single_file,
+        "backlinks_ms": table_ms,
+        "backlinks_by_scanning_every_document_ms": scan_ms,
+        "backlinks_speedup": scan_ms / table_ms,
         "goals": {"single_vs_raw": ">= 0.5", "batched_vs_single": ">= 5"},
     });
     println!("{}", serde_json::to_string_pretty(&report).expect("json"));

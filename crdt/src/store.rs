@@ -384,6 +384,7 @@ impl Store {
             // A store written before the link tables existed: derive them once.
             let docs = txn.open_table(DOCS).map_err(|e| err(&e))?;
             let metas = txn.open_table(MEMORY_META).map_err(|e| err(&e))?;
+            let mut links = LinkTables::open(&txn).map_err(|e| err(&e))?;
             for entry in metas.iter().map_err(|e| err(&e))? {
                 let (key, value) = entry.map_err(|e| err(&e))?;
                 let meta: MemoryMeta = postcard::from_bytes(value.value()).map_err(|e| err(&e))?;
@@ -394,7 +395,9 @@ impl Store {
                 let memory = MemoryDoc::load(bytes.value(), &did)
                     .map_err(|e| err(&e))?
                     .read(id, CollectionId::from_u128(meta.collection));
-                set_links(&txn, id, memory.links.keys().copied()).map_err(|e| err(&e))?;
+                links
+                    .add(key.value(), memory.links.keys().copied())
+                    .map_err(|e| err(&e))?;
             }
         }
         let backfill = {
@@ -629,6 +632,7 @@ impl Store {
             let mut metas = txn.open_table(MEMORY_META)?;
             let mut members = txn.open_table(MEMBERS)?;
             let mut signatures = txn.open_table(SIGNATURES)?;
+            let mut links = LinkTables::open(&txn)?;
             for built in built {
                 let Built {
                     memory,
@@ -642,7 +646,7 @@ impl Store {
                 members.insert((memory.collection.to_u128(), id), ())?;
                 signatures.insert((id, hash.0), signature.as_bytes())?;
                 heads.insert(id, hash.0.as_slice())?;
-                set_links(&txn, memory.id, memory.links.keys().copied())?;
+                links.add(id, memory.links.keys().copied())?;
                 added.push(memory);
             }
         }
@@ -1171,23 +1175,55 @@ fn set_links(
     source: MemoryId,
     targets: impl IntoIterator<Item = MemoryId>,
 ) -> Result<(), StoreError> {
-    let source = source.to_u128();
-    let mut links = txn.open_table(LINKS)?;
-    let mut back = txn.open_table(BACKLINKS)?;
-    let old: Vec<u128> = links
-        .range((source, 0)..=(source, u128::MAX))?
-        .map(|entry| entry.map(|(key, _)| key.value().1))
-        .collect::<Result<_, _>>()?;
-    for target in old {
-        links.remove((source, target))?;
-        back.remove((target, source))?;
+    LinkTables::open(txn)?.set(source, targets)
+}
+
+/// `links-1` and `backlinks-1`, open in one write transaction.
+struct LinkTables<'txn> {
+    links: redb::Table<'txn, (u128, u128), ()>,
+    back: redb::Table<'txn, (u128, u128), ()>,
+}
+
+impl<'txn> LinkTables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<LinkTables<'txn>, StoreError> {
+        Ok(LinkTables {
+            links: txn.open_table(LINKS)?,
+            back: txn.open_table(BACKLINKS)?,
+        })
     }
-    for target in targets {
-        let target = target.to_u128();
-        links.insert((source, target), ())?;
-        back.insert((target, source), ())?;
+
+    /// See [`set_links`].
+    fn set(
+        &mut self,
+        source: MemoryId,
+        targets: impl IntoIterator<Item = MemoryId>,
+    ) -> Result<(), StoreError> {
+        let source = source.to_u128();
+        let old: Vec<u128> = self
+            .links
+            .range((source, 0)..=(source, u128::MAX))?
+            .map(|entry| entry.map(|(key, _)| key.value().1))
+            .collect::<Result<_, _>>()?;
+        for target in old {
+            self.links.remove((source, target))?;
+            self.back.remove((target, source))?;
+        }
+        self.add(source, targets)
     }
-    Ok(())
+
+    /// Adds rows for a memory that has none yet (a new one).
+    fn add(
+        &mut self,
+        source: u128,
+        targets: impl IntoIterator<Item = MemoryId>,
+    ) -> Result<(), StoreError> {
+        for target in targets {
+            let target = target.to_u128();
+            self.links.insert((source, target), ())?;
+            self.back.insert((target, source), ())?;
+        }
+        Ok(())
+    }
 }
 
 /// A new memory's document, built and signed, ready to be written.

@@ -8,7 +8,7 @@
 //! acknowledged; only a vector backfill after a model change runs behind, in the
 //! background, and `status` reports what is pending.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -493,10 +493,10 @@ impl Backend for Service {
         let store = self.store();
         store.get(id).map_err(store_error)?;
         let names = self.names(&store)?;
-        let all = store.list(&ListFilter::default()).map_err(store_error)?;
-        Ok(all
+        Ok(store
+            .backlinks(id)
+            .map_err(store_error)?
             .iter()
-            .filter(|m| m.links.contains_key(&id))
             .map(|m| MemoryView::new(m, &names))
             .collect())
     }
@@ -516,15 +516,58 @@ impl Backend for Service {
         }
         let store = self.store();
         let center = query.center.as_deref().map(parse_id).transpose()?;
-        if let Some(center) = center {
-            store.get(center).map_err(store_error)?;
-        }
+        let center_memory = center
+            .map(|c| store.get(c))
+            .transpose()
+            .map_err(store_error)?;
         let collection = query
             .collection
             .as_deref()
             .map(|c| store.resolve_collection(c))
             .transpose()
             .map_err(store_error)?;
+        if let Some(center) = center_memory
+            && collection.is_none_or(|c| c == center.collection)
+        {
+            // Walk the link tables level by level, and load only the memories kept (plus
+            // one, so `truncated` is told right).
+            let mut seen = HashSet::from([center.id]);
+            let mut kept = vec![center.id];
+            let mut level = vec![center.id];
+            for _ in 0..depth {
+                if level.is_empty() || kept.len() > limit {
+                    break;
+                }
+                let mut next = Vec::new();
+                for neighbours in store
+                    .link_neighbours(&level, collection)
+                    .map_err(store_error)?
+                {
+                    for id in neighbours {
+                        if seen.insert(id) {
+                            next.push(id);
+                        }
+                    }
+                }
+                kept.extend_from_slice(&next);
+                level = next;
+            }
+            kept.truncate(limit + 1);
+            let mut memories = vec![center];
+            for &id in &kept[1..] {
+                match store.get(id) {
+                    Ok(memory) => memories.push(memory),
+                    Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {}
+                    Err(e) => return Err(store_error(e)),
+                }
+            }
+            return Ok(crate::graph::around(
+                &memories,
+                Some(memories[0].id),
+                depth,
+                limit,
+            ));
+        }
         let all = store
             .list(&ListFilter {
                 collection,

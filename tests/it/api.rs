@@ -1028,6 +1028,15 @@ fn the_graph_follows_links_both_ways_to_the_depth_asked() {
     assert!(titles(&g).iter().any(|(t, d)| t == "d" && *d == json!(3)));
     let g = graph(&format!("?center={a}&depth=3&limit=2"));
     assert_eq!(g["truncated"], true);
+    assert_eq!(g["nodes"].as_array().expect("nodes").len(), 2, "{g}");
+    let g = graph(&format!("?center={a}&depth=3&limit=5"));
+    assert_eq!(g["truncated"], false, "all five fit: {g}");
+    let g = graph(&format!("?center={a}&depth=3&limit=4"));
+    assert_eq!(g["truncated"], true, "{g}");
+    assert!(
+        !titles(&g).iter().any(|(t, _)| t == "d"),
+        "the farthest goes first: {g}"
+    );
     // Without a center: every memory with a link, not f.
     let g = graph("");
     assert_eq!(g["nodes"].as_array().expect("nodes").len(), 5, "{g}");
