@@ -1,7 +1,7 @@
 //! Memory for AI agents: a Model Context Protocol server over the node's API.
 //!
 //! The tools (`remember`, `recall`, `get`, `update`, `forget`, `link`,
-//! `list_collections`) and the resources (every memory as `mnemon://memory/ID`, in
+//! `list_collections`, and for to-dos `add_task`, `list_tasks`, `complete_task`) and the resources (every memory as `mnemon://memory/ID`, in
 //! Markdown) call the same [`Backend`] as the HTTP API and the CLI, so an agent sees
 //! exactly what its owner sees and every rule (roles, validation) applies. `mnemon mcp`
 //! serves it over stdio; `mnemon serve` at `/mcp` (streamable HTTP), behind the API's
@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use mnemon_web::api::{CreateMemory, LinkView, ListQuery, PatchMemory, SearchQuery};
+use mnemon_web::api::{CreateMemory, LinkView, ListQuery, PatchMemory, SearchQuery, TaskFields};
 use mnemon_web::{ApiError, Backend};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -128,6 +128,41 @@ pub struct LinkArgs {
     /// The relation, e.g. `see-also`, `part-of`, `contradicts` (default `related`).
     #[serde(default)]
     pub relation: Option<String>,
+}
+
+/// `add_task`: a to-do, stored as a memory of kind `task`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddTaskArgs {
+    /// What is to be done.
+    pub text: String,
+    /// When it is due: a date (`2026-12-01`) or an RFC 3339 time.
+    #[serde(default)]
+    pub due: Option<String>,
+    /// Higher is more urgent (default 0).
+    #[serde(default)]
+    pub priority: Option<i64>,
+    /// 1 (trivial) to 5 (hard), default 1; finishing it earns 10 points per level.
+    #[serde(default)]
+    pub difficulty: Option<u8>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Collection id or name; default: the owner's private collection.
+    #[serde(default)]
+    pub collection: Option<String>,
+}
+
+/// `list_tasks`: the to-do list.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListTasksArgs {
+    /// Include finished tasks too (default: open ones only).
+    #[serde(default)]
+    pub all: bool,
+    /// Only this collection (id or name).
+    #[serde(default)]
+    pub collection: Option<String>,
 }
 
 /// An API error as an MCP error: what the caller got wrong is `invalid_params`, a
@@ -290,6 +325,72 @@ impl Mcp {
     async fn list_collections(&self) -> Result<CallToolResult, McpError> {
         let collections = self.call(|b| b.collections()).await?;
         json_result(&collections)
+    }
+
+    #[tool(
+        description = "Add a task (a to-do) with an optional due date, priority and difficulty; returns it with its id."
+    )]
+    async fn add_task(
+        &self,
+        Parameters(args): Parameters<AddTaskArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let memory = self
+            .call(move |b| {
+                b.create(CreateMemory {
+                    content: args.text,
+                    tags: args.tags,
+                    collection: args.collection,
+                    task: Some(TaskFields {
+                        status: Some("open".to_owned()),
+                        priority: args.priority,
+                        due: args.due,
+                        difficulty: args.difficulty,
+                        xp: None,
+                    }),
+                    ..CreateMemory::default()
+                })
+            })
+            .await?;
+        json_result(&memory)
+    }
+
+    #[tool(
+        description = "The task list: open tasks by due date, then priority (finished ones too with all=true), with counts and the points earned."
+    )]
+    async fn list_tasks(
+        &self,
+        Parameters(args): Parameters<ListTasksArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let tasks = self
+            .call(move |b| {
+                b.list_all(&ListQuery {
+                    collection: args.collection,
+                    kind: Some("task".to_owned()),
+                    ..ListQuery::default()
+                })
+            })
+            .await?;
+        json_result(&crate::output::TaskBoard::new(tasks).for_json(args.all))
+    }
+
+    #[tool(description = "Mark a task done by its id; returns it, with the points it earned.")]
+    async fn complete_task(
+        &self,
+        Parameters(args): Parameters<IdArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let memory = self
+            .call(move |b| {
+                let current = b.get(&args.id)?;
+                if current.task.is_none() {
+                    return Err(ApiError::invalid(format!(
+                        "{} is a {}, not a task",
+                        args.id, current.kind
+                    )));
+                }
+                b.update(&args.id, PatchMemory::task_done())
+            })
+            .await?;
+        json_result(&memory)
     }
 }
 

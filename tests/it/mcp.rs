@@ -45,6 +45,9 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
         "forget",
         "link",
         "list_collections",
+        "add_task",
+        "list_tasks",
+        "complete_task",
     ] {
         assert!(
             tools.iter().any(|t| t == name),
@@ -166,6 +169,67 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
         "tool not found",
     );
 
+    // Tasks: added with fields, listed by due date, finished for points.
+    let later = text(
+        &call(
+            &client,
+            "add_task",
+            json!({"text": "Bleed the radiators", "due": "2026-12-20", "difficulty": 3}),
+        )
+        .await
+        .expect("add_task"),
+    );
+    assert_eq!(later["kind"], "task");
+    assert_eq!(later["task"]["xp"], 30, "{later}");
+    let sooner = text(
+        &call(
+            &client,
+            "add_task",
+            json!({"text": "Book the boiler service", "due": "2026-12-01", "priority": 2}),
+        )
+        .await
+        .expect("add_task"),
+    );
+    let board = text(&call(&client, "list_tasks", json!({})).await.expect("list"));
+    let order: Vec<&str> = board["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| t["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(
+        order,
+        [&sooner["id"], &later["id"]].map(|v| v.as_str().expect("id"))
+    );
+    let done = text(
+        &call(&client, "complete_task", json!({"id": later["id"]}))
+            .await
+            .expect("complete"),
+    );
+    assert_eq!(done["task"]["status"], "done");
+    let board = text(
+        &call(&client, "list_tasks", json!({"all": true}))
+            .await
+            .expect("list"),
+    );
+    assert_eq!(
+        (board["open"].clone(), board["done"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(board["xp_earned"], 30, "{board}");
+    expect_error(
+        call(&client, "complete_task", json!({"id": other_id})).await,
+        "not a task",
+    );
+    expect_error(
+        call(&client, "add_task", json!({"text": "x", "difficulty": 9})).await,
+        "difficulty",
+    );
+    expect_error(
+        call(&client, "add_task", json!({"text": "x", "due": "someday"})).await,
+        "someday",
+    );
+
     // Forget removes it, and recall no longer finds it.
     call(&client, "forget", json!({"id": id}))
         .await
@@ -218,8 +282,8 @@ fn an_agent_uses_mnemon_mcp_over_stdio() {
         );
         agent_session(client).await;
     });
-    // What the agent did is in the store.
-    assert_eq!(cli.count(), 1);
+    // What the agent did is in the store: the plumber's number and the two tasks.
+    assert_eq!(cli.count(), 3);
 }
 
 #[test]
@@ -255,6 +319,6 @@ fn an_agent_uses_mcp_over_http_with_the_token_and_nothing_without_it() {
             other => panic!("{other}"),
         });
     assert_eq!(status, 401);
-    assert_eq!(cli.count(), 1);
+    assert_eq!(cli.count(), 3);
     served.stop();
 }
