@@ -4,7 +4,7 @@
 //! method returns `Ok`, the change is on disk. [`Store`] is synchronous; async code uses
 //! [`crate::StoreHandle`], which runs a `Store` on its own thread.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use automerge::ChangeHash;
@@ -789,6 +789,50 @@ impl Store {
             out.push(live);
         }
         Ok(out)
+    }
+
+    /// Every live memory that links to, or is linked from, another live memory (only
+    /// links within `collection` count if one is given), most recently changed first.
+    /// Reads the link table and metadata, never documents.
+    pub fn linked(&self, collection: Option<CollectionId>) -> Result<Vec<MemoryId>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let links = txn.open_table(LINKS)?;
+        let metas = txn.open_table(MEMORY_META)?;
+        let mut known: HashMap<u128, Option<i64>> = HashMap::new();
+        let mut live = |id: u128| -> Result<Option<i64>, StoreError> {
+            if let Some(&seen) = known.get(&id) {
+                return Ok(seen);
+            }
+            let found = match metas.get(id)? {
+                Some(meta) => {
+                    let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
+                    collection
+                        .is_none_or(|c| c.to_u128() == meta.collection)
+                        .then_some(meta.updated_at)
+                }
+                None => None,
+            };
+            known.insert(id, found);
+            Ok(found)
+        };
+        let mut out: HashMap<u128, i64> = HashMap::new();
+        for entry in links.iter()? {
+            let (key, _) = entry?;
+            let (source, target) = key.value();
+            if source == target {
+                continue;
+            }
+            if let (Some(s), Some(t)) = (live(source)?, live(target)?) {
+                out.insert(source, s);
+                out.insert(target, t);
+            }
+        }
+        let mut ordered: Vec<(i64, u128)> = out.into_iter().map(|(id, at)| (at, id)).collect();
+        ordered.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(ordered
+            .into_iter()
+            .map(|(_, id)| MemoryId::from_u128(id))
+            .collect())
     }
 
     /// How many live memories the store holds.

@@ -59,6 +59,25 @@ pub fn around(all: &[Memory], center: Option<MemoryId>, depth: usize, limit: usi
             }
         }
     }
+    view(all, &index, &kept, truncated)
+}
+
+/// The graph of `linked` (memories that each take part in a link, as
+/// `Store::linked` gives them), in their order; `truncated` if there were more.
+pub fn of_linked(linked: &[Memory], truncated: bool) -> GraphView {
+    let index: HashMap<MemoryId, usize> =
+        linked.iter().enumerate().map(|(i, m)| (m.id, i)).collect();
+    let kept: Vec<(usize, Option<usize>)> = (0..linked.len()).map(|i| (i, None)).collect();
+    view(linked, &index, &kept, truncated)
+}
+
+/// The nodes `kept` of `all` (with their distances) and the links among them.
+fn view(
+    all: &[Memory],
+    index: &HashMap<MemoryId, usize>,
+    kept: &[(usize, Option<usize>)],
+    truncated: bool,
+) -> GraphView {
     let members: HashSet<usize> = kept.iter().map(|(i, _)| *i).collect();
     let nodes = kept
         .iter()
@@ -71,7 +90,7 @@ pub fn around(all: &[Memory], center: Option<MemoryId>, depth: usize, limit: usi
         })
         .collect();
     let mut edges = Vec::new();
-    for &(i, _) in &kept {
+    for &(i, _) in kept {
         for (target, relation) in &all[i].links {
             if let Some(&j) = index.get(target)
                 && members.contains(&j)

@@ -80,6 +80,19 @@ impl std::fmt::Debug for Service {
     }
 }
 
+/// The memories of `ids` that still exist (one may be deleted between two reads).
+fn load_live(store: &Store, ids: &[MemoryId]) -> Result<Vec<mnemon_crdt::Memory>, ApiError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for &id in ids {
+        match store.get(id) {
+            Ok(memory) => out.push(memory),
+            Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {}
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    Ok(out)
+}
+
 fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound(_) | StoreError::Deleted(_) => ApiError::not_found(e.to_string()),
@@ -554,13 +567,7 @@ impl Backend for Service {
             }
             kept.truncate(limit + 1);
             let mut memories = vec![center];
-            for &id in &kept[1..] {
-                match store.get(id) {
-                    Ok(memory) => memories.push(memory),
-                    Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {}
-                    Err(e) => return Err(store_error(e)),
-                }
-            }
+            memories.extend(load_live(&store, &kept[1..])?);
             return Ok(crate::graph::around(
                 &memories,
                 Some(memories[0].id),
@@ -568,13 +575,11 @@ impl Backend for Service {
                 limit,
             ));
         }
-        let all = store
-            .list(&ListFilter {
-                collection,
-                ..ListFilter::default()
-            })
-            .map_err(store_error)?;
-        Ok(crate::graph::around(&all, center, depth, limit))
+        // No center (or one outside the collection asked for): every linked memory, most
+        // recently changed first, loading only those kept.
+        let linked = store.linked(collection).map_err(store_error)?;
+        let memories = load_live(&store, &linked[..linked.len().min(limit)])?;
+        Ok(crate::graph::of_linked(&memories, linked.len() > limit))
     }
 
     fn ask(

@@ -1040,6 +1040,11 @@ fn the_graph_follows_links_both_ways_to_the_depth_asked() {
     // Without a center: every memory with a link, not f.
     let g = graph("");
     assert_eq!(g["nodes"].as_array().expect("nodes").len(), 5, "{g}");
+    assert_eq!(g["edges"].as_array().expect("edges").len(), 4, "{g}");
+    assert_eq!(g["truncated"], false);
+    let g = graph("?limit=3");
+    assert_eq!(g["nodes"].as_array().expect("nodes").len(), 3, "{g}");
+    assert_eq!(g["truncated"], true);
     // Bad input is named.
     let bad = api.call("GET", &format!("/api/v1/graph?center={a}&depth=9"), None);
     assert_eq!(bad.status, 422, "{}", bad.body);

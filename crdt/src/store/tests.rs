@@ -825,6 +825,12 @@ fn link_tables_follow_every_write_and_are_derived_for_an_older_store() {
         store.link_neighbours(&[z], Some(work)).expect("neighbours"),
         [vec![w]]
     );
+    // Every memory in a live link, most recently changed first; x → y counts no more.
+    assert_eq!(store.linked(None).expect("linked"), [z, w, x]);
+    assert!(
+        store.linked(Some(work)).expect("linked").is_empty(),
+        "z is not in work"
+    );
 
     // A store from before the link tables: they are derived from the documents on open.
     drop(store);
@@ -842,6 +848,7 @@ fn link_tables_follow_every_write_and_are_derived_for_an_older_store() {
         store.link_neighbours(&[z], None).expect("neighbours"),
         [vec![x, w]]
     );
+    assert_eq!(store.linked(None).expect("linked"), [z, w, x]);
 }
 
 #[test]
