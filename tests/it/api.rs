@@ -944,12 +944,7 @@ fn serve_and_the_cli_side_by_side_lose_nothing() {
     assert!(!cli.data_dir().join("serve.json").exists());
     // After shutdown, the CLI opens the folder itself and finds every acknowledged write.
     let listed = cli.run(&["list", "--json"]).json();
-    let listed: Vec<&str> = listed
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|m| m["id"].as_str().expect("id"))
-        .collect();
+    let listed = mnemon_tests::ids(&listed);
     for id in &ids {
         assert!(listed.contains(&id.as_str()), "{id} was lost");
     }

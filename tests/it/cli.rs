@@ -176,12 +176,7 @@ fn collections_by_name_and_id() {
     let by_id = cli.run(&["add", "-c", &work, "retro"]).ok().to_owned();
     cli.run(&["add", "private thought"]).ok();
     let in_work = cli.run(&["list", "-c", "work", "--json"]).json();
-    let mut ids: Vec<&str> = in_work
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|m| m["id"].as_str().expect("id"))
-        .collect();
+    let mut ids = mnemon_tests::ids(&in_work);
     ids.sort();
     let mut expected = vec![by_name.as_str(), by_id.as_str()];
     expected.sort();
@@ -426,12 +421,7 @@ fn tasks_are_added_listed_by_due_date_and_done_for_points() {
         .to_owned();
     cli.run(&["add", "Not a task"]).ok();
     let list = cli.run(&["task", "list", "--json"]).json();
-    let order: Vec<&str> = list["tasks"]
-        .as_array()
-        .expect("tasks")
-        .iter()
-        .map(|t| t["id"].as_str().expect("id"))
-        .collect();
+    let order = mnemon_tests::ids(&list["tasks"]);
     assert_eq!(
         order,
         [soon.as_str(), later.as_str(), someday.as_str()],

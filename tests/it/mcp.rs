@@ -191,12 +191,7 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
         .expect("add_task"),
     );
     let board = text(&call(&client, "list_tasks", json!({})).await.expect("list"));
-    let order: Vec<&str> = board["tasks"]
-        .as_array()
-        .expect("tasks")
-        .iter()
-        .map(|t| t["id"].as_str().expect("id"))
-        .collect();
+    let order = mnemon_tests::ids(&board["tasks"]);
     assert_eq!(
         order,
         [&sooner["id"], &later["id"]].map(|v| v.as_str().expect("id"))

@@ -912,3 +912,14 @@ impl TestNet {
         &*self.nodes[i].service
     }
 }
+
+/// The `id` of each memory in a JSON array of memories, in order (panics, naming the
+/// value, if it is not one).
+pub fn ids(memories: &serde_json::Value) -> Vec<&str> {
+    memories
+        .as_array()
+        .unwrap_or_else(|| panic!("an array of memories: {memories}"))
+        .iter()
+        .map(|m| m["id"].as_str().expect("each memory has an id"))
+        .collect()
+}
