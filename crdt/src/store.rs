@@ -706,10 +706,19 @@ impl Store {
             matches.push((meta.updated_at, key.value(), meta.collection));
         }
         matches.sort_unstable_by(|a, b| b.cmp(a));
-        let docs = txn.open_table(DOCS)?;
         let limit = filter.limit.unwrap_or(usize::MAX);
+        self.read_all(&txn, matches.into_iter().skip(filter.offset).take(limit))
+    }
+
+    /// The documents of `matches` (updated time, memory id, collection id), in that order.
+    fn read_all(
+        &self,
+        txn: &redb::ReadTransaction,
+        matches: impl Iterator<Item = (i64, u128, u128)>,
+    ) -> Result<Vec<Memory>, StoreError> {
+        let docs = txn.open_table(DOCS)?;
         let mut out = Vec::new();
-        for (_, id, collection) in matches.into_iter().skip(filter.offset).take(limit) {
+        for (_, id, collection) in matches {
             if let Some(bytes) = docs.get(id)? {
                 let doc = MemoryDoc::load(bytes.value(), &self.did)?;
                 out.push(doc.read(MemoryId::from_u128(id), CollectionId::from_u128(collection)));
@@ -734,18 +743,7 @@ impl Store {
             }
         }
         sources.sort_unstable_by(|a, b| b.cmp(a));
-        let docs = txn.open_table(DOCS)?;
-        let mut out = Vec::with_capacity(sources.len());
-        for (_, source, collection) in sources {
-            if let Some(bytes) = docs.get(source)? {
-                let doc = MemoryDoc::load(bytes.value(), &self.did)?;
-                out.push(doc.read(
-                    MemoryId::from_u128(source),
-                    CollectionId::from_u128(collection),
-                ));
-            }
-        }
-        Ok(out)
+        self.read_all(&txn, sources.into_iter())
     }
 
     /// For each of `ids`, the live memories one link away from it either way (each once, in

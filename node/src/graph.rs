@@ -1,5 +1,5 @@
 //! The graph of links between memories: around one memory (breadth-first over links and
-//! backlinks), or every memory that takes part in a link.
+//! backlinks), or of the memories that take part in a link.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -7,9 +7,9 @@ use mnemon_crdt::{Memory, MemoryId};
 use mnemon_web::api::{GraphEdge, GraphNode, GraphView};
 
 /// The memories within `depth` links of `center` (both directions), nearest first, at
-/// most `limit`; without a center, every memory with a link, most recently changed first
-/// (the order of `all`). Edges are the links among the memories kept.
-pub fn around(all: &[Memory], center: Option<MemoryId>, depth: usize, limit: usize) -> GraphView {
+/// most `limit`; edges are the links among the memories kept. Nothing if `center` is not
+/// among `all`.
+pub fn around(all: &[Memory], center: MemoryId, depth: usize, limit: usize) -> GraphView {
     let index: HashMap<MemoryId, usize> = all.iter().enumerate().map(|(i, m)| (m.id, i)).collect();
     // Neighbours both ways, only among memories present (a link to a deleted or unshared
     // memory leads nowhere).
@@ -26,36 +26,22 @@ pub fn around(all: &[Memory], center: Option<MemoryId>, depth: usize, limit: usi
     }
     let mut kept: Vec<(usize, Option<usize>)> = Vec::new();
     let mut truncated = false;
-    match center.and_then(|c| index.get(&c).copied()) {
-        Some(start) => {
-            let mut seen = HashSet::from([start]);
-            let mut queue = VecDeque::from([(start, 0usize)]);
-            while let Some((i, d)) = queue.pop_front() {
-                if kept.len() == limit {
-                    truncated = true;
-                    break;
-                }
-                kept.push((i, Some(d)));
-                if d == depth {
-                    continue;
-                }
-                for &j in &neighbours[i] {
-                    if seen.insert(j) {
-                        queue.push_back((j, d + 1));
-                    }
-                }
+    if let Some(&start) = index.get(&center) {
+        let mut seen = HashSet::from([start]);
+        let mut queue = VecDeque::from([(start, 0usize)]);
+        while let Some((i, d)) = queue.pop_front() {
+            if kept.len() == limit {
+                truncated = true;
+                break;
             }
-        }
-        None => {
-            for (i, n) in neighbours.iter().enumerate() {
-                if n.is_empty() {
-                    continue;
+            kept.push((i, Some(d)));
+            if d == depth {
+                continue;
+            }
+            for &j in &neighbours[i] {
+                if seen.insert(j) {
+                    queue.push_back((j, d + 1));
                 }
-                if kept.len() == limit {
-                    truncated = true;
-                    break;
-                }
-                kept.push((i, None));
             }
         }
     }
@@ -155,7 +141,7 @@ mod tests {
             memory(5, &[1]),
             memory(6, &[]),
         ];
-        let g = around(&all, Some(MemoryId::from_u128(1)), 1, 100);
+        let g = around(&all, MemoryId::from_u128(1), 1, 100);
         assert_eq!(
             titles(&g),
             [
@@ -166,7 +152,7 @@ mod tests {
         );
         assert_eq!(g.edges.len(), 2);
         assert!(!g.truncated);
-        let g = around(&all, Some(MemoryId::from_u128(1)), 5, 100);
+        let g = around(&all, MemoryId::from_u128(1), 5, 100);
         assert_eq!(g.nodes.len(), 5, "everything linked, not m6");
         assert_eq!(
             g.nodes
@@ -175,13 +161,13 @@ mod tests {
                 .and_then(|n| n.distance),
             Some(3)
         );
-        let g = around(&all, Some(MemoryId::from_u128(1)), 5, 2);
+        let g = around(&all, MemoryId::from_u128(1), 5, 2);
         assert!(g.truncated);
         assert_eq!(g.nodes.len(), 2);
         assert_eq!(g.edges.len(), 1, "only the edge between the two kept");
-        let g = around(&all, Some(MemoryId::from_u128(1)), 0, 100);
+        let g = around(&all, MemoryId::from_u128(1), 0, 100);
         assert_eq!(titles(&g), [("m1".into(), Some(0))]);
-        let g = around(&all, None, 2, 100);
+        let g = of_linked(&all[..5], false);
         assert_eq!(g.nodes.len(), 5, "every linked memory");
         assert_eq!(g.edges.len(), 4);
     }

@@ -568,12 +568,8 @@ impl Backend for Service {
             kept.truncate(limit + 1);
             let mut memories = vec![center];
             memories.extend(load_live(&store, &kept[1..])?);
-            return Ok(crate::graph::around(
-                &memories,
-                Some(memories[0].id),
-                depth,
-                limit,
-            ));
+            let center = memories[0].id;
+            return Ok(crate::graph::around(&memories, center, depth, limit));
         }
         // No center (or one outside the collection asked for): every linked memory, most
         // recently changed first, loading only those kept.
