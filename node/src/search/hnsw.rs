@@ -256,6 +256,20 @@ impl Hnsw {
         list[start] = count as u32;
     }
 
+    /// Greedy walks from the entry point down the layers from the top to `lowest`: the
+    /// node to start from below it.
+    #[inline(always)]
+    fn descend(&self, measure: &impl Measure, lowest: u8) -> Near {
+        let mut current = Near {
+            distance: measure.distance(self.entry),
+            id: self.entry,
+        };
+        for layer in (lowest..=self.top).rev() {
+            current = self.greedy(measure, current, layer);
+        }
+        current
+    }
+
     /// Greedy walk on `layer` from `from` towards the query of `measure`.
     #[inline(always)]
     fn greedy(&self, measure: &impl Measure, mut from: Near, layer: u8) -> Near {
@@ -368,14 +382,7 @@ impl Hnsw {
             kernel,
             query: &wide,
         };
-        let mut current = Near {
-            distance: approximate.distance(self.entry),
-            id: self.entry,
-        };
-        for layer in (level + 1..=self.top).rev() {
-            current = self.greedy(&approximate, current, layer);
-        }
-        let mut entry = vec![current];
+        let mut entry = vec![self.descend(&approximate, level + 1)];
         for layer in (0..=level.min(self.top)).rev() {
             let approximate = Approximate {
                 codes: self.codes(),
@@ -461,13 +468,7 @@ impl Hnsw {
             kernel,
             query: &wide,
         };
-        let mut current = Near {
-            distance: approximate.distance(self.entry),
-            id: self.entry,
-        };
-        for layer in (1..=self.top).rev() {
-            current = self.greedy(&approximate, current, layer);
-        }
+        let current = self.descend(&approximate, 1);
         let found = self.search_layer(&approximate, &[current], ef.max(k), 0, scratch);
         scratch.wide = wide;
         let mut exact = self.rerank(kernel, query, &found);
