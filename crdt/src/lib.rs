@@ -25,7 +25,7 @@ pub use acl::{
 };
 pub use error::{ApplyError, OpenStoreError, StoreError};
 pub use feed::{ChangeEvent, ChangeKind, Origin};
-pub use handle::{QUEUE_DEPTH, StoreClosed, StoreHandle};
+pub use handle::{MAX_GROUP, QUEUE_DEPTH, StoreClosed, StoreHandle};
 pub use id::{CollectionId, MemoryId, ParseIdError, ParseTimeError, Timestamp};
 pub use memory::{
     DEFAULT_IMPORTANCE, DEFAULT_KIND, MAX_CONTENT_BYTES, MAX_LINKS, MAX_TAG_CHARS, MAX_TAGS,
@@ -35,7 +35,7 @@ pub use memory::{
 pub use signed::{ChangeError, MAX_CHANGE_BYTES, SignedChange, VerifiedChange};
 pub use store::{
     ApplyOutcome, Collection, FEED_CAPACITY, HeadsDigest, ListFilter, MAX_ACL_BATCH,
-    MAX_APPLY_BATCH, Member, SCHEMA_VERSION, SharedCollection, Store, TABLE_NAMES, VacuumReport,
+    MAX_APPLY_BATCH, Member, SCHEMA_VERSION, SharedCollection, Store, StoreReader, TABLE_NAMES, VacuumReport,
     heads_digest,
 };
 

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use automerge::ChangeHash;
 use mnemon_identity::{Did, Keypair, Signature};
@@ -242,15 +243,86 @@ pub struct VacuumReport {
     pub bytes_after: u64,
 }
 
-/// The memory store of one node.
+/// The memory store of one node: the one writer. It dereferences to [`StoreReader`], so
+/// everything a reader can do, the writer can too.
+///
+/// Writes are grouped when the store runs behind a [`crate::StoreHandle`]: the writer
+/// thread opens one transaction ([`Store::begin_group`]), runs every queued write in it and
+/// commits once ([`Store::commit_group`]); the change feed and any vacuum wait for that
+/// commit.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    reader: StoreReader,
     path: Option<PathBuf>,
-    keypair: Keypair,
+    /// The open group transaction, if the writer thread is grouping writes.
+    group: Option<Group>,
+    /// The change-log position of the last change the last write made.
+    written_seq: u64,
+}
+
+/// A transaction shared by several writes, committed once.
+struct Group {
+    /// Taken by the write running now, handed back when it ends.
+    txn: Option<WriteTransaction>,
+    events: Vec<ChangeEvent>,
+    vacuum: bool,
+}
+
+/// What one write did: its result, the change-log events to publish once durable, and
+/// whether the file must be vacuumed afterwards (a delete).
+struct Written<T> {
+    value: T,
+    events: Vec<ChangeEvent>,
+    vacuum: bool,
+}
+
+impl<T> Written<T> {
+    fn new(value: T, events: Vec<ChangeEvent>) -> Written<T> {
+        Written {
+            value,
+            events,
+            vacuum: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("events", &self.events.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The read side of a store: cheap to clone, usable from any thread at any time. Every
+/// read opens its own redb read transaction, a snapshot that no writer waits for or
+/// blocks.
+#[derive(Debug, Clone)]
+pub struct StoreReader {
+    /// The database; replaced (under this lock, for an instant) when a vacuum rewrites the
+    /// file. Readers clone the `Arc` and let go of the lock at once.
+    db: Arc<RwLock<Arc<Database>>>,
+    keypair: Arc<Keypair>,
     did: Did,
     default_collection: CollectionId,
     feed: broadcast::Sender<ChangeEvent>,
+    /// The last change-log position committed, for threads that wait for the next.
+    committed: Arc<(Mutex<u64>, Condvar)>,
+}
+
+impl Store {
+    /// A reader for this store, to hand to other threads.
+    pub fn reader(&self) -> StoreReader {
+        self.reader.clone()
+    }
+}
+
+impl std::ops::Deref for Store {
+    type Target = StoreReader;
+
+    fn deref(&self) -> &StoreReader {
+        &self.reader
+    }
 }
 
 fn builder() -> Builder {
@@ -419,65 +491,24 @@ impl Store {
         }
         txn.commit().map_err(|e| err(&e))?;
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        let last = {
+            let txn = db.begin_read().map_err(|e| err(&e))?;
+            let log = txn.open_table(CHANGELOG).map_err(|e| err(&e))?;
+            log.last().map_err(|e| err(&e))?.map_or(0, |(k, _)| k.value())
+        };
         Ok(Store {
-            db,
+            reader: StoreReader {
+                db: Arc::new(RwLock::new(Arc::new(db))),
+                keypair: Arc::new(keypair),
+                did,
+                default_collection,
+                feed,
+                committed: Arc::new((Mutex::new(last), Condvar::new())),
+            },
             path,
-            keypair,
-            did,
-            default_collection,
-            feed,
+            group: None,
+            written_seq: 0,
         })
-    }
-
-    /// The node's identity.
-    pub fn did(&self) -> Did {
-        self.did
-    }
-
-    /// The node's private default collection.
-    pub fn default_collection(&self) -> CollectionId {
-        self.default_collection
-    }
-
-    /// Subscribes to the change feed: one event per memory created, updated or deleted,
-    /// sent after the change is durable. A subscriber that falls more than
-    /// [`FEED_CAPACITY`] events behind receives `Lagged` and should re-read the store.
-    pub fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {
-        self.feed.subscribe()
-    }
-
-    /// A sender for the change feed, so a handle can hand out subscriptions.
-    pub(crate) fn feed(&self) -> broadcast::Sender<ChangeEvent> {
-        self.feed.clone()
-    }
-
-    fn publish(&self, events: Vec<ChangeEvent>) {
-        for event in events {
-            // No subscribers is not an error.
-            let _ = self.feed.send(event);
-        }
-    }
-
-    /// Changes recorded after `seq` (exclusive), oldest first, at most `limit`. Components
-    /// that keep derived data (the search indexes) remember the last `seq` they applied and
-    /// catch up from here after a restart.
-    pub fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let log = txn.open_table(CHANGELOG)?;
-        let mut out = Vec::new();
-        for entry in log.range(seq.saturating_add(1)..)?.take(limit) {
-            let (key, value) = entry?;
-            let record: LogRecord = postcard::from_bytes(value.value())?;
-            out.push(record.event(key.value()));
-        }
-        Ok(out)
-    }
-
-    /// The sequence number of the latest change (0 if none).
-    pub fn last_seq(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
-        let log = txn.open_table(CHANGELOG)?;
-        Ok(log.last()?.map_or(0, |(k, _)| k.value()))
     }
 
     // ----- collections -------------------------------------------------------------------
@@ -504,7 +535,7 @@ impl Store {
             owner: *self.did.public_key(),
             created_at: now.as_millis(),
         };
-        let txn = self.db.begin_write()?;
+        let txn = self.db().begin_write()?;
         txn.open_table(COLLECTIONS)?
             .insert(id.to_u128(), postcard::to_allocvec(&record)?.as_slice())?;
         txn.commit()?;
@@ -516,77 +547,6 @@ impl Store {
             is_default: false,
             memories: 0,
         })
-    }
-
-    /// Every collection, oldest first.
-    pub fn collections(&self) -> Result<Vec<Collection>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(COLLECTIONS)?;
-        let members = txn.open_table(MEMBERS)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (key, value) = entry?;
-            let record: CollectionRecord = postcard::from_bytes(value.value())?;
-            let id = CollectionId::from_u128(key.value());
-            let memories = members
-                .range((id.to_u128(), 0)..=(id.to_u128(), u128::MAX))?
-                .count() as u64;
-            out.push(Collection {
-                id,
-                name: record.name,
-                owner: Did::from_public_key(&record.owner)
-                    .map_err(|e| StoreError::Storage(format!("collection owner: {e}")))?,
-                created_at: Timestamp::from_millis(record.created_at),
-                is_default: id == self.default_collection,
-                memories,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Every collection's id and name, without counting members (cheap).
-    pub fn collection_names(&self) -> Result<Vec<(CollectionId, String)>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(COLLECTIONS)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (key, value) = entry?;
-            let record: CollectionRecord = postcard::from_bytes(value.value())?;
-            out.push((CollectionId::from_u128(key.value()), record.name));
-        }
-        Ok(out)
-    }
-
-    /// Finds a collection by id or by unique name.
-    pub fn resolve_collection(&self, id_or_name: &str) -> Result<CollectionId, StoreError> {
-        let collections: Vec<NamedCollection> = self
-            .collection_names()?
-            .into_iter()
-            .map(|(id, name)| NamedCollection { id, name })
-            .collect();
-        if let Ok(id) = id_or_name.parse::<CollectionId>()
-            && collections.iter().any(|c| c.id == id)
-        {
-            return Ok(id);
-        }
-        let named: Vec<_> = collections
-            .iter()
-            .filter(|c| c.name == id_or_name.trim())
-            .collect();
-        match named.as_slice() {
-            [] => Err(StoreError::UnknownCollection(
-                id_or_name.chars().take(80).collect(),
-            )),
-            [one] => Ok(one.id),
-            many => Err(StoreError::AmbiguousCollection {
-                name: id_or_name.to_owned(),
-                ids: many
-                    .iter()
-                    .map(|c| c.id.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }),
-        }
     }
 
     // ----- memories ----------------------------------------------------------------------
@@ -613,26 +573,36 @@ impl Store {
         // Building and signing documents is CPU work independent per memory: spread it over
         // the cores, then write everything in one transaction.
         let built = build_parallel(&self.keypair, &valid, &collections, now);
-        let txn = self.db.begin_write()?;
-        let mut added = Vec::with_capacity(batch.len());
+        let (txn, grouped) = self.open_write()?;
+        let result = self.add_built(&txn, built, &collections);
+        self.finish_write(txn, grouped, result)
+    }
+
+    fn add_built(
+        &self,
+        txn: &WriteTransaction,
+        built: Vec<Built>,
+        collections: &[CollectionId],
+    ) -> Result<Written<Vec<Memory>>, StoreError> {
+        let mut added = Vec::with_capacity(built.len());
         {
             let known = txn.open_table(COLLECTIONS)?;
             let mut checked = std::collections::HashSet::new();
-            for collection in &collections {
+            for collection in collections {
                 if checked.insert(*collection) && known.get(collection.to_u128())?.is_none() {
                     return Err(StoreError::UnknownCollection(collection.to_string()));
                 }
             }
             drop(known);
             for collection in checked {
-                share::check_write(&txn, collection, &self.did)?;
+                share::check_write(txn, collection, &self.did)?;
             }
             let mut heads = txn.open_table(HEADS)?;
             let mut docs = txn.open_table(DOCS)?;
             let mut metas = txn.open_table(MEMORY_META)?;
             let mut members = txn.open_table(MEMBERS)?;
             let mut signatures = txn.open_table(SIGNATURES)?;
-            let mut links = LinkTables::open(&txn)?;
+            let mut links = LinkTables::open(txn)?;
             for built in built {
                 let Built {
                     memory,
@@ -651,198 +621,28 @@ impl Store {
             }
         }
         let events = append_log(
-            &txn,
+            txn,
             added
                 .iter()
                 .map(|m| (m.id, m.collection, ChangeKind::Created, Origin::Local)),
         )?;
-        txn.commit()?;
-        self.publish(events);
-        Ok(added)
-    }
-
-    /// Reads a memory.
-    pub fn get(&self, id: MemoryId) -> Result<Memory, StoreError> {
-        let txn = self.db.begin_read()?;
-        let docs = txn.open_table(DOCS)?;
-        let metas = txn.open_table(MEMORY_META)?;
-        match (docs.get(id.to_u128())?, metas.get(id.to_u128())?) {
-            (Some(doc), Some(meta)) => {
-                let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
-                let doc = MemoryDoc::load(doc.value(), &self.did)?;
-                Ok(doc.read(id, CollectionId::from_u128(meta.collection)))
-            }
-            _ => {
-                if txn.open_table(TOMBSTONES)?.get(id.to_u128())?.is_some() {
-                    Err(StoreError::Deleted(id))
-                } else {
-                    Err(StoreError::NotFound(id))
-                }
-            }
-        }
-    }
-
-    /// Lists memories, most recently changed first.
-    pub fn list(&self, filter: &ListFilter) -> Result<Vec<Memory>, StoreError> {
-        let tag = filter.tag.as_deref().map(normalize_tag).transpose()?;
-        let txn = self.db.begin_read()?;
-        let metas = txn.open_table(MEMORY_META)?;
-        let mut matches: Vec<(i64, u128, u128)> = Vec::new();
-        for entry in metas.iter()? {
-            let (key, value) = entry?;
-            let meta: MemoryMeta = postcard::from_bytes(value.value())?;
-            if filter
-                .collection
-                .is_some_and(|c| c.to_u128() != meta.collection)
-            {
-                continue;
-            }
-            if tag.as_ref().is_some_and(|t| !meta.tags.contains(t)) {
-                continue;
-            }
-            if filter.kind.as_ref().is_some_and(|k| *k != meta.kind) {
-                continue;
-            }
-            matches.push((meta.updated_at, key.value(), meta.collection));
-        }
-        matches.sort_unstable_by(|a, b| b.cmp(a));
-        let limit = filter.limit.unwrap_or(usize::MAX);
-        self.read_all(&txn, matches.into_iter().skip(filter.offset).take(limit))
-    }
-
-    /// The documents of `matches` (updated time, memory id, collection id), in that order.
-    fn read_all(
-        &self,
-        txn: &redb::ReadTransaction,
-        matches: impl Iterator<Item = (i64, u128, u128)>,
-    ) -> Result<Vec<Memory>, StoreError> {
-        let docs = txn.open_table(DOCS)?;
-        let mut out = Vec::new();
-        for (_, id, collection) in matches {
-            if let Some(bytes) = docs.get(id)? {
-                let doc = MemoryDoc::load(bytes.value(), &self.did)?;
-                out.push(doc.read(MemoryId::from_u128(id), CollectionId::from_u128(collection)));
-            }
-        }
-        Ok(out)
-    }
-
-    /// The live memories that link to `id`, most recently changed first (as [`Store::list`]
-    /// orders them). One range read of the backlink table, then only those documents.
-    pub fn backlinks(&self, id: MemoryId) -> Result<Vec<Memory>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let back = txn.open_table(BACKLINKS)?;
-        let metas = txn.open_table(MEMORY_META)?;
-        let mut sources: Vec<(i64, u128, u128)> = Vec::new();
-        for entry in back.range((id.to_u128(), 0)..=(id.to_u128(), u128::MAX))? {
-            let (key, _) = entry?;
-            let source = key.value().1;
-            if let Some(meta) = metas.get(source)? {
-                let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
-                sources.push((meta.updated_at, source, meta.collection));
-            }
-        }
-        sources.sort_unstable_by(|a, b| b.cmp(a));
-        self.read_all(&txn, sources.into_iter())
-    }
-
-    /// For each of `ids`, the live memories one link away from it either way (each once, in
-    /// id order), only those in `collection` if one is given. Reads the link tables and
-    /// metadata, never documents: a breadth-first walk calls it once per level.
-    pub fn link_neighbours(
-        &self,
-        ids: &[MemoryId],
-        collection: Option<CollectionId>,
-    ) -> Result<Vec<Vec<MemoryId>>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let links = txn.open_table(LINKS)?;
-        let back = txn.open_table(BACKLINKS)?;
-        let metas = txn.open_table(MEMORY_META)?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let key = id.to_u128();
-            let mut found = std::collections::BTreeSet::new();
-            for table in [&links, &back] {
-                for entry in table.range((key, 0)..=(key, u128::MAX))? {
-                    let (pair, _) = entry?;
-                    found.insert(pair.value().1);
-                }
-            }
-            let mut live = Vec::with_capacity(found.len());
-            for other in found {
-                if other == key {
-                    continue;
-                }
-                let Some(meta) = metas.get(other)? else {
-                    continue;
-                };
-                if let Some(c) = collection {
-                    let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
-                    if meta.collection != c.to_u128() {
-                        continue;
-                    }
-                }
-                live.push(MemoryId::from_u128(other));
-            }
-            out.push(live);
-        }
-        Ok(out)
-    }
-
-    /// Every live memory that links to, or is linked from, another live memory (only
-    /// links within `collection` count if one is given), most recently changed first.
-    /// Reads the link table and metadata, never documents.
-    pub fn linked(&self, collection: Option<CollectionId>) -> Result<Vec<MemoryId>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let links = txn.open_table(LINKS)?;
-        let metas = txn.open_table(MEMORY_META)?;
-        let mut known: HashMap<u128, Option<i64>> = HashMap::new();
-        let mut live = |id: u128| -> Result<Option<i64>, StoreError> {
-            if let Some(&seen) = known.get(&id) {
-                return Ok(seen);
-            }
-            let found = match metas.get(id)? {
-                Some(meta) => {
-                    let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
-                    collection
-                        .is_none_or(|c| c.to_u128() == meta.collection)
-                        .then_some(meta.updated_at)
-                }
-                None => None,
-            };
-            known.insert(id, found);
-            Ok(found)
-        };
-        let mut out: HashMap<u128, i64> = HashMap::new();
-        for entry in links.iter()? {
-            let (key, _) = entry?;
-            let (source, target) = key.value();
-            if source == target {
-                continue;
-            }
-            if let (Some(s), Some(t)) = (live(source)?, live(target)?) {
-                out.insert(source, s);
-                out.insert(target, t);
-            }
-        }
-        let mut ordered: Vec<(i64, u128)> = out.into_iter().map(|(id, at)| (at, id)).collect();
-        ordered.sort_unstable_by(|a, b| b.cmp(a));
-        Ok(ordered
-            .into_iter()
-            .map(|(_, id)| MemoryId::from_u128(id))
-            .collect())
-    }
-
-    /// How many live memories the store holds.
-    pub fn count(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(MEMORY_META)?.len()?)
+        Ok(Written::new(added, events))
     }
 
     /// Edits a memory, durably, and returns it as it is afterwards.
     pub fn edit(&mut self, id: MemoryId, edit: &MemoryEdit) -> Result<Memory, StoreError> {
         edit.validate()?;
-        let txn = self.db.begin_write()?;
+        let (txn, grouped) = self.open_write()?;
+        let result = self.edit_in(&txn, id, edit);
+        self.finish_write(txn, grouped, result)
+    }
+
+    fn edit_in(
+        &self,
+        txn: &WriteTransaction,
+        id: MemoryId,
+        edit: &MemoryEdit,
+    ) -> Result<Written<Memory>, StoreError> {
         let memory;
         let changed;
         {
@@ -868,7 +668,7 @@ impl Store {
                     CollectionId::from_u128(meta.collection),
                 )
             };
-            share::check_write(&txn, collection, &self.did)?;
+            share::check_write(txn, collection, &self.did)?;
             let hash = doc.edit(edit, Timestamp::now())?;
             memory = doc.read(id, collection);
             changed = hash.is_some();
@@ -878,22 +678,20 @@ impl Store {
                 let signature = sign_change(&self.keypair, &hash);
                 docs.insert(id.to_u128(), doc.save().as_slice())?;
                 metas.insert(id.to_u128(), meta_bytes(&memory)?.as_slice())?;
-                set_links(&txn, id, memory.links.keys().copied())?;
+                set_links(txn, id, memory.links.keys().copied())?;
                 txn.open_table(SIGNATURES)?
                     .insert((id.to_u128(), hash.0), signature.as_bytes())?;
             }
         }
-        if changed {
-            let events = append_log(
-                &txn,
+        let events = if changed {
+            append_log(
+                txn,
                 [(id, memory.collection, ChangeKind::Updated, Origin::Local)],
-            )?;
-            txn.commit()?;
-            self.publish(events);
+            )?
         } else {
-            txn.abort()?;
-        }
-        Ok(memory)
+            Vec::new()
+        };
+        Ok(Written::new(memory, events))
     }
 
     /// Deletes memories for good: tombstones them in their collections and removes their
@@ -902,8 +700,16 @@ impl Store {
     ///
     /// Fails without deleting anything if one of the ids is unknown.
     pub fn remove(&mut self, ids: &[MemoryId]) -> Result<(), StoreError> {
+        let (txn, grouped) = self.open_write()?;
+        let result = self.remove_in(&txn, ids).map(|w| Written {
+            vacuum: self.path.is_some(),
+            ..w
+        });
+        self.finish_write(txn, grouped, result)
+    }
+
+    fn remove_in(&self, txn: &WriteTransaction, ids: &[MemoryId]) -> Result<Written<()>, StoreError> {
         let now = Timestamp::now();
-        let txn = self.db.begin_write()?;
         let mut removed = Vec::new();
         {
             let mut docs = txn.open_table(DOCS)?;
@@ -921,10 +727,10 @@ impl Store {
                     });
                 };
                 let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
-                share::check_write(&txn, CollectionId::from_u128(meta.collection), &self.did)?;
+                share::check_write(txn, CollectionId::from_u128(meta.collection), &self.did)?;
                 docs.remove(id.to_u128())?;
                 heads.remove(id.to_u128())?;
-                set_links(&txn, id, [])?;
+                set_links(txn, id, [])?;
                 members.remove((meta.collection, id.to_u128()))?;
                 signatures.retain_in(
                     (id.to_u128(), [0u8; 32])..=(id.to_u128(), [0xff; 32]),
@@ -943,17 +749,98 @@ impl Store {
             }
         }
         let events = append_log(
-            &txn,
+            txn,
             removed
                 .into_iter()
                 .map(|(id, c)| (id, c, ChangeKind::Deleted, Origin::Local)),
         )?;
-        txn.commit()?;
-        self.publish(events);
-        if self.path.is_some() {
-            self.vacuum()?;
+        Ok(Written::new((), events))
+    }
+
+    // ----- grouped writes ----------------------------------------------------------------
+
+    /// Opens one transaction for the writes that follow, until [`Store::commit_group`] or
+    /// [`Store::abort_group`]. Meanwhile the memory writes (`add`, `add_batch`, `edit`,
+    /// `remove`) join it instead of committing each; their events are published, and a
+    /// delete's vacuum runs, after the group commits.
+    pub fn begin_group(&mut self) -> Result<(), StoreError> {
+        if self.group.is_none() {
+            self.group = Some(Group {
+                txn: Some(self.db().begin_write()?),
+                events: Vec::new(),
+                vacuum: false,
+            });
         }
         Ok(())
+    }
+
+    /// Commits the group durably, then publishes its events (and vacuums after deletes).
+    /// Returns how many changes it committed.
+    pub fn commit_group(&mut self) -> Result<usize, StoreError> {
+        let Some(group) = self.group.take() else {
+            return Ok(0);
+        };
+        let Some(txn) = group.txn else {
+            return Err(StoreError::Storage("the group transaction was lost".into()));
+        };
+        txn.commit()?;
+        let count = group.events.len();
+        self.publish(group.events);
+        if group.vacuum {
+            self.vacuum()?;
+        }
+        Ok(count)
+    }
+
+    /// The change-log position of the last change made by the last memory write (in a
+    /// group, final once the group commits). 0 if it changed nothing.
+    pub fn last_write_seq(&self) -> u64 {
+        self.written_seq
+    }
+
+    /// Drops the group and everything written in it.
+    pub fn abort_group(&mut self) {
+        self.group = None;
+    }
+
+    /// The transaction a memory write goes into: the group's, or a new one.
+    fn open_write(&mut self) -> Result<(WriteTransaction, bool), StoreError> {
+        if let Some(txn) = self.group.as_mut().and_then(|g| g.txn.take()) {
+            return Ok((txn, true));
+        }
+        Ok((self.db().begin_write()?, false))
+    }
+
+    /// Ends a memory write: in a group, hands the transaction back (the group commits it);
+    /// alone, commits it durably and publishes. An error drops a lone transaction; in a
+    /// group the writer thread aborts the group and runs the other writes again.
+    fn finish_write<R>(
+        &mut self,
+        txn: WriteTransaction,
+        grouped: bool,
+        result: Result<Written<R>, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.written_seq = match &result {
+            Ok(written) => written.events.iter().map(|e| e.seq).max().unwrap_or(0),
+            Err(_) => 0,
+        };
+        if grouped {
+            if let Some(group) = self.group.as_mut() {
+                group.txn = Some(txn);
+                if let Ok(written) = &result {
+                    group.events.extend_from_slice(&written.events);
+                    group.vacuum |= written.vacuum;
+                }
+            }
+            return result.map(|w| w.value);
+        }
+        let written = result?;
+        txn.commit()?;
+        self.publish(written.events);
+        if written.vacuum {
+            self.vacuum()?;
+        }
+        Ok(written.value)
     }
 
     /// Rewrites the database into a fresh file and atomically replaces the old one.
@@ -976,7 +863,7 @@ impl Store {
             .create(&tmp)
             .map_err(|e| StoreError::Storage(format!("creating {}: {e}", tmp.display())))?;
         {
-            let read = self.db.begin_read()?;
+            let read = self.db().begin_read()?;
             let write = copy.begin_write()?;
             copy_table(&read, &write, META)?;
             copy_table(&read, &write, COLLECTIONS)?;
@@ -1004,46 +891,21 @@ impl Store {
                 .and_then(|d| d.sync_all())
                 .map_err(io)?;
         }
-        self.db = builder()
+        let reopened = builder()
             .create(&path)
             .map_err(|e| StoreError::Storage(format!("reopening after vacuum: {e}")))?;
+        // Readers still in a transaction on the old file finish there (it is unlinked, not
+        // gone); new ones start on the new file.
+        *self
+            .reader
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(reopened);
         let bytes_after = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         Ok(VacuumReport {
             bytes_before,
             bytes_after,
         })
-    }
-
-    // ----- changes from elsewhere --------------------------------------------------------
-
-    /// Every change of a memory with its signature, in causal order.
-    pub fn signed_changes(&self, id: MemoryId) -> Result<Vec<SignedChange>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let bytes = txn
-            .open_table(DOCS)?
-            .get(id.to_u128())?
-            .ok_or(StoreError::NotFound(id))?
-            .value()
-            .to_vec();
-        let mut doc = MemoryDoc::load(&bytes, &self.did)?;
-        let signatures = txn.open_table(SIGNATURES)?;
-        let mut out = Vec::new();
-        for mut change in doc.automerge().get_changes(&[]) {
-            let signature = signatures
-                .get((id.to_u128(), change.hash().0))?
-                .ok_or_else(|| {
-                    StoreError::Storage(format!(
-                        "change {} of {id} has no signature",
-                        change.hash()
-                    ))
-                })?
-                .value();
-            out.push(SignedChange {
-                bytes: change.bytes().into_owned(),
-                signature: Signature::from_bytes(signature),
-            });
-        }
-        Ok(out)
     }
 
     /// Applies signed changes of memory `id` in `collection` received from elsewhere.
@@ -1069,7 +931,7 @@ impl Store {
                     .map_err(|source| ApplyError::Change { index, source })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let txn = self.db.begin_write()?;
+        let txn = self.db().begin_write()?;
         if txn
             .open_table(COLLECTIONS)?
             .get(collection.to_u128())?
@@ -1164,12 +1026,372 @@ impl Store {
         self.publish(events);
         Ok(outcome)
     }
+}
+
+impl StoreReader {
+
+    /// The node's identity.
+    pub fn did(&self) -> Did {
+        self.did
+    }
+
+    /// The node's private default collection.
+    pub fn default_collection(&self) -> CollectionId {
+        self.default_collection
+    }
+
+    /// Subscribes to the change feed: one event per memory created, updated or deleted,
+    /// sent after the change is durable. A subscriber that falls more than
+    /// [`FEED_CAPACITY`] events behind receives `Lagged` and should re-read the store.
+    pub fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {
+        self.feed.subscribe()
+    }
+
+    /// A sender for the change feed, so a handle can hand out subscriptions.
+    pub(crate) fn db(&self) -> Arc<Database> {
+        self.db
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+
+    /// Waits until a change after `seq` is committed, for at most `wait`; returns the last
+    /// committed position. Changes made by other processes on the same file are not seen.
+    pub fn wait_for_change(&self, seq: u64, wait: std::time::Duration) -> u64 {
+        let (lock, moved) = &*self.committed;
+        let at = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (at, _) = moved
+            .wait_timeout_while(at, wait, |at| *at <= seq)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *at
+    }
+
+    fn publish(&self, events: Vec<ChangeEvent>) {
+        if let Some(last) = events.iter().map(|e| e.seq).max() {
+            let (lock, moved) = &*self.committed;
+            let mut at = lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *at = (*at).max(last);
+            moved.notify_all();
+        }
+        for event in events {
+            // No subscribers is not an error.
+            let _ = self.feed.send(event);
+        }
+    }
+
+    /// Changes recorded after `seq` (exclusive), oldest first, at most `limit`. Components
+    /// that keep derived data (the search indexes) remember the last `seq` they applied and
+    /// catch up from here after a restart.
+    pub fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let log = txn.open_table(CHANGELOG)?;
+        let mut out = Vec::new();
+        for entry in log.range(seq.saturating_add(1)..)?.take(limit) {
+            let (key, value) = entry?;
+            let record: LogRecord = postcard::from_bytes(value.value())?;
+            out.push(record.event(key.value()));
+        }
+        Ok(out)
+    }
+
+    /// The sequence number of the latest change (0 if none).
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        let txn = self.db().begin_read()?;
+        let log = txn.open_table(CHANGELOG)?;
+        Ok(log.last()?.map_or(0, |(k, _)| k.value()))
+    }
+
+    /// Every collection, oldest first.
+    pub fn collections(&self) -> Result<Vec<Collection>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(COLLECTIONS)?;
+        let members = txn.open_table(MEMBERS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            let record: CollectionRecord = postcard::from_bytes(value.value())?;
+            let id = CollectionId::from_u128(key.value());
+            let memories = members
+                .range((id.to_u128(), 0)..=(id.to_u128(), u128::MAX))?
+                .count() as u64;
+            out.push(Collection {
+                id,
+                name: record.name,
+                owner: Did::from_public_key(&record.owner)
+                    .map_err(|e| StoreError::Storage(format!("collection owner: {e}")))?,
+                created_at: Timestamp::from_millis(record.created_at),
+                is_default: id == self.default_collection,
+                memories,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every collection's id and name, without counting members (cheap).
+    pub fn collection_names(&self) -> Result<Vec<(CollectionId, String)>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(COLLECTIONS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            let record: CollectionRecord = postcard::from_bytes(value.value())?;
+            out.push((CollectionId::from_u128(key.value()), record.name));
+        }
+        Ok(out)
+    }
+
+    /// Finds a collection by id or by unique name.
+    pub fn resolve_collection(&self, id_or_name: &str) -> Result<CollectionId, StoreError> {
+        let collections: Vec<NamedCollection> = self
+            .collection_names()?
+            .into_iter()
+            .map(|(id, name)| NamedCollection { id, name })
+            .collect();
+        if let Ok(id) = id_or_name.parse::<CollectionId>()
+            && collections.iter().any(|c| c.id == id)
+        {
+            return Ok(id);
+        }
+        let named: Vec<_> = collections
+            .iter()
+            .filter(|c| c.name == id_or_name.trim())
+            .collect();
+        match named.as_slice() {
+            [] => Err(StoreError::UnknownCollection(
+                id_or_name.chars().take(80).collect(),
+            )),
+            [one] => Ok(one.id),
+            many => Err(StoreError::AmbiguousCollection {
+                name: id_or_name.to_owned(),
+                ids: many
+                    .iter()
+                    .map(|c| c.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    /// Reads a memory.
+    pub fn get(&self, id: MemoryId) -> Result<Memory, StoreError> {
+        let txn = self.db().begin_read()?;
+        let docs = txn.open_table(DOCS)?;
+        let metas = txn.open_table(MEMORY_META)?;
+        match (docs.get(id.to_u128())?, metas.get(id.to_u128())?) {
+            (Some(doc), Some(meta)) => {
+                let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
+                let doc = MemoryDoc::load(doc.value(), &self.did)?;
+                Ok(doc.read(id, CollectionId::from_u128(meta.collection)))
+            }
+            _ => {
+                if txn.open_table(TOMBSTONES)?.get(id.to_u128())?.is_some() {
+                    Err(StoreError::Deleted(id))
+                } else {
+                    Err(StoreError::NotFound(id))
+                }
+            }
+        }
+    }
+
+    /// Lists memories, most recently changed first.
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<Memory>, StoreError> {
+        let tag = filter.tag.as_deref().map(normalize_tag).transpose()?;
+        let txn = self.db().begin_read()?;
+        let metas = txn.open_table(MEMORY_META)?;
+        let mut matches: Vec<(i64, u128, u128)> = Vec::new();
+        for entry in metas.iter()? {
+            let (key, value) = entry?;
+            let meta: MemoryMeta = postcard::from_bytes(value.value())?;
+            if filter
+                .collection
+                .is_some_and(|c| c.to_u128() != meta.collection)
+            {
+                continue;
+            }
+            if tag.as_ref().is_some_and(|t| !meta.tags.contains(t)) {
+                continue;
+            }
+            if filter.kind.as_ref().is_some_and(|k| *k != meta.kind) {
+                continue;
+            }
+            matches.push((meta.updated_at, key.value(), meta.collection));
+        }
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        self.read_all(&txn, matches.into_iter().skip(filter.offset).take(limit))
+    }
+
+    /// The documents of `matches` (updated time, memory id, collection id), in that order.
+    fn read_all(
+        &self,
+        txn: &redb::ReadTransaction,
+        matches: impl Iterator<Item = (i64, u128, u128)>,
+    ) -> Result<Vec<Memory>, StoreError> {
+        let docs = txn.open_table(DOCS)?;
+        let mut out = Vec::new();
+        for (_, id, collection) in matches {
+            if let Some(bytes) = docs.get(id)? {
+                let doc = MemoryDoc::load(bytes.value(), &self.did)?;
+                out.push(doc.read(MemoryId::from_u128(id), CollectionId::from_u128(collection)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The live memories that link to `id`, most recently changed first (as [`Store::list`]
+    /// orders them). One range read of the backlink table, then only those documents.
+    pub fn backlinks(&self, id: MemoryId) -> Result<Vec<Memory>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let back = txn.open_table(BACKLINKS)?;
+        let metas = txn.open_table(MEMORY_META)?;
+        let mut sources: Vec<(i64, u128, u128)> = Vec::new();
+        for entry in back.range((id.to_u128(), 0)..=(id.to_u128(), u128::MAX))? {
+            let (key, _) = entry?;
+            let source = key.value().1;
+            if let Some(meta) = metas.get(source)? {
+                let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
+                sources.push((meta.updated_at, source, meta.collection));
+            }
+        }
+        sources.sort_unstable_by(|a, b| b.cmp(a));
+        self.read_all(&txn, sources.into_iter())
+    }
+
+    /// For each of `ids`, the live memories one link away from it either way (each once, in
+    /// id order), only those in `collection` if one is given. Reads the link tables and
+    /// metadata, never documents: a breadth-first walk calls it once per level.
+    pub fn link_neighbours(
+        &self,
+        ids: &[MemoryId],
+        collection: Option<CollectionId>,
+    ) -> Result<Vec<Vec<MemoryId>>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let links = txn.open_table(LINKS)?;
+        let back = txn.open_table(BACKLINKS)?;
+        let metas = txn.open_table(MEMORY_META)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let key = id.to_u128();
+            let mut found = std::collections::BTreeSet::new();
+            for table in [&links, &back] {
+                for entry in table.range((key, 0)..=(key, u128::MAX))? {
+                    let (pair, _) = entry?;
+                    found.insert(pair.value().1);
+                }
+            }
+            let mut live = Vec::with_capacity(found.len());
+            for other in found {
+                if other == key {
+                    continue;
+                }
+                let Some(meta) = metas.get(other)? else {
+                    continue;
+                };
+                if let Some(c) = collection {
+                    let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
+                    if meta.collection != c.to_u128() {
+                        continue;
+                    }
+                }
+                live.push(MemoryId::from_u128(other));
+            }
+            out.push(live);
+        }
+        Ok(out)
+    }
+
+    /// Every live memory that links to, or is linked from, another live memory (only
+    /// links within `collection` count if one is given), most recently changed first.
+    /// Reads the link table and metadata, never documents.
+    pub fn linked(&self, collection: Option<CollectionId>) -> Result<Vec<MemoryId>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let links = txn.open_table(LINKS)?;
+        let metas = txn.open_table(MEMORY_META)?;
+        let mut known: HashMap<u128, Option<i64>> = HashMap::new();
+        let mut live = |id: u128| -> Result<Option<i64>, StoreError> {
+            if let Some(&seen) = known.get(&id) {
+                return Ok(seen);
+            }
+            let found = match metas.get(id)? {
+                Some(meta) => {
+                    let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
+                    collection
+                        .is_none_or(|c| c.to_u128() == meta.collection)
+                        .then_some(meta.updated_at)
+                }
+                None => None,
+            };
+            known.insert(id, found);
+            Ok(found)
+        };
+        let mut out: HashMap<u128, i64> = HashMap::new();
+        for entry in links.iter()? {
+            let (key, _) = entry?;
+            let (source, target) = key.value();
+            if source == target {
+                continue;
+            }
+            if let (Some(s), Some(t)) = (live(source)?, live(target)?) {
+                out.insert(source, s);
+                out.insert(target, t);
+            }
+        }
+        let mut ordered: Vec<(i64, u128)> = out.into_iter().map(|(id, at)| (at, id)).collect();
+        ordered.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(ordered
+            .into_iter()
+            .map(|(_, id)| MemoryId::from_u128(id))
+            .collect())
+    }
+
+    /// How many live memories the store holds.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        let txn = self.db().begin_read()?;
+        Ok(txn.open_table(MEMORY_META)?.len()?)
+    }
+
+    // ----- changes from elsewhere --------------------------------------------------------
+
+    /// Every change of a memory with its signature, in causal order.
+    pub fn signed_changes(&self, id: MemoryId) -> Result<Vec<SignedChange>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let bytes = txn
+            .open_table(DOCS)?
+            .get(id.to_u128())?
+            .ok_or(StoreError::NotFound(id))?
+            .value()
+            .to_vec();
+        let mut doc = MemoryDoc::load(&bytes, &self.did)?;
+        let signatures = txn.open_table(SIGNATURES)?;
+        let mut out = Vec::new();
+        for mut change in doc.automerge().get_changes(&[]) {
+            let signature = signatures
+                .get((id.to_u128(), change.hash().0))?
+                .ok_or_else(|| {
+                    StoreError::Storage(format!(
+                        "change {} of {id} has no signature",
+                        change.hash()
+                    ))
+                })?
+                .value();
+            out.push(SignedChange {
+                bytes: change.bytes().into_owned(),
+                signature: Signature::from_bytes(signature),
+            });
+        }
+        Ok(out)
+    }
 
     /// Verifies the signature of every stored change against its author; returns how many
     /// changes were checked. Used by `mnemon check` and tests.
     pub fn verify_all(&self) -> Result<usize, StoreError> {
         let ids: Vec<MemoryId> = {
-            let txn = self.db.begin_read()?;
+            let txn = self.db().begin_read()?;
             let metas = txn.open_table(MEMORY_META)?;
             metas
                 .iter()?
@@ -1190,7 +1412,7 @@ impl Store {
 
     /// Per-table entry counts, for status output and tests.
     pub fn table_sizes(&self) -> Result<BTreeMap<&'static str, u64>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let mut out = BTreeMap::new();
         out.insert("collections-1", txn.open_table(COLLECTIONS)?.len()?);
         out.insert("members-1", txn.open_table(MEMBERS)?.len()?);
@@ -1209,6 +1431,7 @@ impl Store {
         Ok(out)
     }
 }
+
 
 /// Replaces the rows of `source` in the link tables with `targets`: the links its
 /// document holds after a write (none after a delete).

@@ -29,7 +29,8 @@ fn node(dir: &Path) -> Service {
         &dir.join("index"),
         Box::new(|| Ok(Arc::new(HashEmbedder::default()) as _)),
         "cli",
-    );
+    )
+    .expect("service");
     service.load_index().expect("index");
     service
 }

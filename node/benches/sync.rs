@@ -42,11 +42,12 @@ async fn node() -> Node {
         &dir.path().join("index"),
         Box::new(|| Ok(Arc::new(HashEmbedder::default()) as _)),
         "bench",
-    );
+    )
+    .expect("service");
     service.load_index().expect("index");
     let service = Arc::new(service);
     let network = Network::start(
-        service.clone(),
+        service.writer().clone(),
         &keypair,
         NetConfig {
             listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr")],
@@ -101,7 +102,8 @@ fn main() {
     let (a, b) = runtime.block_on(async { (node().await, node().await) });
 
     // A fills a collection.
-    let (collection, ids) = a.service.write_store(|store| {
+    let peer = b.did;
+    let (collection, ids) = a.service.write_store(move |store| {
         let c = store.create_collection("bench").expect("collection").id;
         let mut ids = Vec::with_capacity(n);
         for chunk in 0..n.div_ceil(1000) {
@@ -118,9 +120,10 @@ fn main() {
                 .collect();
             ids.extend(store.add_batch(batch).expect("add").into_iter().map(|m| m.id));
         }
-        store.share(c, &b.did, Role::Write).expect("share");
+        store.share(c, &peer, Role::Write).expect("share");
         (c, ids)
-    });
+    })
+    .expect("store");
     let change_bytes: u64 = a.service.read_store(|store| {
         ids.iter()
             .map(|id| {
@@ -150,17 +153,18 @@ fn main() {
     // Incremental: 10 memories edited while connected.
     let started = Instant::now();
     let edited: Vec<MemoryId> = ids.iter().step_by(n / 10).take(10).copied().collect();
-    for id in &edited {
-        a.service.write_store(|s| {
+    for &id in &edited {
+        a.service.write_store(move |s| {
             s.edit(
-                *id,
+                id,
                 &MemoryEdit {
                     title: Some(format!("edited {id}")),
                     ..MemoryEdit::default()
                 },
             )
             .expect("edit")
-        });
+        })
+        .expect("store");
     }
     wait("incremental sync", || {
         edited.iter().all(|id| {
@@ -176,7 +180,7 @@ fn main() {
     for i in 0..edits {
         let id = ids[(i * 7919) % n];
         let started = Instant::now();
-        let want = a.service.write_store(|s| {
+        let want = a.service.write_store(move |s| {
             s.edit(
                 id,
                 &MemoryEdit {
@@ -186,7 +190,8 @@ fn main() {
             )
             .expect("edit");
             s.heads(id).expect("heads")
-        });
+        })
+        .expect("store");
         wait("an edit", || {
             b.service.read_store(|s| s.heads(id).expect("heads")) == want
         });
@@ -208,17 +213,18 @@ fn main() {
         .take(10)
         .copied()
         .collect();
-    for id in &edited {
-        a.service.write_store(|s| {
+    for &id in &edited {
+        a.service.write_store(move |s| {
             s.edit(
-                *id,
+                id,
                 &MemoryEdit {
                     title: Some(format!("edited while away {id}")),
                     ..MemoryEdit::default()
                 },
             )
             .expect("edit")
-        });
+        })
+        .expect("store");
     }
     let (sent_a3, recv_a3) = bytes(&a);
     let started = Instant::now();

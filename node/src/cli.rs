@@ -728,6 +728,7 @@ pub fn run() -> Result<ExitCode> {
                 since: args.since,
                 until: args.until,
                 min_importance: args.min_importance,
+                after: None,
             })?;
             print_hits(&mut out, &hits, args.json)?;
             node.finish()?;
@@ -929,7 +930,7 @@ pub fn run() -> Result<ExitCode> {
                 &data_dir.index_dir(),
                 embedder_factory(&data_dir),
                 "api",
-            );
+            )?;
             service.set_chat(Config::load(data_dir.root())?.chat()?);
             service.load_index()?;
             drop(out);
@@ -1246,7 +1247,7 @@ impl Node {
             &data_dir.index_dir(),
             embedder_factory(data_dir),
             "cli",
-        );
+        )?;
         service.set_chat(Config::load(data_dir.root())?.chat()?);
         Ok(Node::Local(Box::new(service)))
     }

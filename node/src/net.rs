@@ -23,7 +23,7 @@ use libp2p::{
     Multiaddr, PeerId, StreamProtocol, autonat, connection_limits, dcutr, identify, kad, mdns,
     noise, ping, relay, tcp, yamux,
 };
-use mnemon_crdt::ChangeEvent;
+use mnemon_crdt::{ChangeEvent, StoreHandle};
 use mnemon_identity::{Did, Keypair};
 use mnemon_protocol::{
     Event, FrameDecoder, MAX_FRAME_LEN, Output, SYNC_PROTOCOL, Session, SessionConfig, SyncState,
@@ -33,7 +33,6 @@ use mnemon_web::api::SyncView;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::service::Service;
 
 /// The default listen address: QUIC on every interface, a port the OS picks.
 pub const DEFAULT_P2P: &str = "/ip4/0.0.0.0/udp/0/quic-v1";
@@ -172,10 +171,11 @@ impl std::fmt::Debug for Command {
 }
 
 impl Network {
-    /// Starts the swarm for `keypair` over `service`'s store. Must be called inside a
-    /// multi-threaded tokio runtime; returns once it listens.
+    /// Starts the swarm for `keypair` over `store` (the store's writer handle; reads go
+    /// through its snapshots). Must be called inside a multi-threaded tokio runtime;
+    /// returns once it listens.
     pub async fn start(
-        service: Arc<Service>,
+        store: StoreHandle,
         keypair: &Keypair,
         config: NetConfig,
     ) -> Result<Network> {
@@ -296,7 +296,7 @@ impl Network {
         let (commands, mut command_rx) = mpsc::channel(64);
         let (refresh, _) = broadcast::channel(64);
         let driver = Driver {
-            service: service.clone(),
+            store: store.clone(),
             local: local_did,
             config: config.session.clone(),
             peers: peers.clone(),
@@ -638,7 +638,8 @@ struct Driver {
     generations: Arc<Mutex<std::collections::HashMap<PeerId, u64>>>,
     /// Announces a peer whose session was replaced.
     superseded: broadcast::Sender<PeerId>,
-    service: Arc<Service>,
+    /// The one door for writes; reads go through its snapshots, never through it.
+    store: StoreHandle,
     local: Did,
     config: SessionConfig,
     peers: PeerTable,
@@ -761,21 +762,21 @@ impl Driver {
         let clock = Instant::now();
         let now = move || clock.elapsed().as_millis() as u64;
         let mut session = Session::new(self.local, did, self.config.clone(), now());
-        let mut feed = self.service.subscribe_store();
+        let mut feed = self.store.subscribe();
+        let store = self.store.reader().clone();
         let mut refresh = self.refresh.subscribe();
         let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<Vec<u8>>();
         self.raw
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(peer, raw_tx);
-        self.service.read_store(|store| session.start(store));
+        session.start(&store);
         let (mut reader, mut writer) = stream.split();
         let mut decoder = FrameDecoder::new(MAX_FRAME_LEN);
         let mut buf = vec![0u8; 64 * 1024];
         let mut out = Vec::new();
         loop {
             // Carry out what the session asks.
-            let mut applied = false;
             while let Some(output) = session.poll_output() {
                 match output {
                     Output::Send(message) => {
@@ -786,7 +787,9 @@ impl Driver {
                         self.count_bytes(peer, out.len() as u64, 0);
                     }
                     Output::Event(event) => match event {
-                        Event::Applied { .. } | Event::Deleted { .. } => applied = true,
+                        // What was applied reaches the search indexes through the
+                        // change log.
+                        Event::Applied { .. } | Event::Deleted { .. } => {}
                         Event::AclChanged(_)
                         | Event::Adopted(_)
                         | Event::Active(_)
@@ -807,9 +810,6 @@ impl Driver {
                 }
             }
             writer.flush().await.context("sending")?;
-            if applied {
-                self.service.index_remote();
-            }
             self.record(peer, &session, false);
             let wake = session
                 .poll_timeout()
@@ -824,29 +824,43 @@ impl Driver {
                     }
                     decoder.push(&buf[..n]);
                     self.count_bytes(peer, 0, n as u64);
+                    let mut frames = Vec::new();
                     loop {
-                        let frame = match decoder.next_frame() {
-                            Ok(Some(frame)) => frame,
+                        match decoder.next_frame() {
+                            Ok(Some(frame)) => frames.push(frame),
                             Ok(None) => break,
                             Err(e) => {
                                 session.close(format!("{e}"));
                                 break;
                             }
-                        };
+                        }
+                    }
+                    if !frames.is_empty() {
+                        // The session writes what the peer sent on the store's writer
+                        // thread, queued with local writes: never on this task's worker.
                         let at = now();
-                        self.service.write_store(|store| session.handle_input(&frame, at, store));
+                        session = self
+                            .store
+                            .call(move |store| {
+                                for frame in &frames {
+                                    session.handle_input(frame, at, store);
+                                }
+                                session
+                            })
+                            .await
+                            .map_err(|_| anyhow::anyhow!("the store closed"))?;
                     }
                     self.record(peer, &session, true);
                 }
                 event = next_change(&mut feed) => match event {
-                    Some(Some(event)) => self.service.read_store(|store| {
-                        session.local_change(store, event.collection, event.memory)
-                    }),
+                    Some(Some(event)) => {
+                        session.local_change(&store, event.collection, event.memory)
+                    }
                     // Lagged: a summary catches up.
-                    Some(None) => self.service.read_store(|store| session.resync(store)),
+                    Some(None) => session.resync(&store),
                     None => return Ok("the store closed".into()),
                 },
-                _ = refresh.recv() => self.service.read_store(|store| session.refresh(store)),
+                _ = refresh.recv() => session.refresh(&store),
                 Some(bytes) = raw_rx.recv() => {
                     writer.write_all(&bytes).await.context("sending")?;
                 }
@@ -858,7 +872,7 @@ impl Driver {
                 }
                 _ = tokio::time::sleep(wake) => {
                     let at = now();
-                    self.service.read_store(|store| session.handle_timeout(at, store));
+                    session.handle_timeout(at, &store);
                 }
             }
         }

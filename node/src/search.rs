@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mnemon_crdt::{ChangeKind, CollectionId, Memory, MemoryId, Store, StoreError};
+use mnemon_crdt::{ChangeKind, CollectionId, Memory, MemoryId, StoreError, StoreReader};
 use serde::{Deserialize, Serialize};
 
 use self::embed::{EmbedError, Embedder};
@@ -259,7 +259,7 @@ impl SearchIndex {
     pub fn open(
         dir: &Path,
         embedder: Arc<dyn Embedder>,
-        store: &Store,
+        store: &StoreReader,
     ) -> Result<SearchIndex, SearchError> {
         let mut index = SearchIndex::open_lagging(dir, embedder, store)?;
         index.catch_up(store)?;
@@ -274,7 +274,7 @@ impl SearchIndex {
     pub fn open_lagging(
         dir: &Path,
         embedder: Arc<dyn Embedder>,
-        store: &Store,
+        store: &StoreReader,
     ) -> Result<SearchIndex, SearchError> {
         std::fs::create_dir_all(dir).map_err(index_err)?;
         let (keyword, fresh_keyword) = KeywordIndex::open(&dir.join("keyword"))?;
@@ -322,7 +322,7 @@ impl SearchIndex {
     }
 
     /// Drops both indexes and indexes every memory in the store again.
-    pub fn rebuild(&mut self, store: &Store) -> Result<usize, SearchError> {
+    pub fn rebuild(&mut self, store: &StoreReader) -> Result<usize, SearchError> {
         let seq = store.last_seq()?;
         self.keyword.clear()?;
         self.vectors = VectorIndex::new(self.embedder.model_id(), self.embedder.dimension());
@@ -344,7 +344,7 @@ impl SearchIndex {
     }
 
     /// Applies the store's changes since the indexes' positions to both. Returns how many.
-    pub fn catch_up(&mut self, store: &Store) -> Result<usize, SearchError> {
+    pub fn catch_up(&mut self, store: &StoreReader) -> Result<usize, SearchError> {
         self.catch_up_within(store, None)
     }
 
@@ -352,7 +352,7 @@ impl SearchIndex {
     /// `vector_deadline` (if given). Returns how many changes were applied.
     pub fn catch_up_within(
         &mut self,
-        store: &Store,
+        store: &StoreReader,
         vector_deadline: Option<Instant>,
     ) -> Result<usize, SearchError> {
         let mut applied = 0;
@@ -364,11 +364,29 @@ impl SearchIndex {
         Ok(applied)
     }
 
+    /// One bounded step of the indexer: applies the store's changes to both indexes until
+    /// `deadline` (at least one batch each if any is pending). Returns how many changes it
+    /// applied.
+    pub fn step(&mut self, store: &StoreReader, deadline: Instant) -> Result<usize, SearchError> {
+        let mut applied = 0;
+        if self.keyword_seq == self.vector_seq {
+            applied += self.apply(store, Part::Both, Some(deadline), &mut |_| {})?;
+        }
+        applied += self.apply(store, Part::Keyword, Some(deadline), &mut |_| {})?;
+        applied += self.apply(store, Part::Vectors, Some(deadline), &mut |_| {})?;
+        Ok(applied)
+    }
+
+    /// The change-log positions the keyword and the vector index reflect.
+    pub fn positions(&self) -> (u64, u64) {
+        (self.keyword_seq, self.vector_seq)
+    }
+
     /// Moves the vector index towards the store's last change, until `deadline` if one is
     /// given, reporting progress after every batch. Returns how many changes it applied.
     pub fn catch_up_vectors(
         &mut self,
-        store: &Store,
+        store: &StoreReader,
         deadline: Option<Instant>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<usize, SearchError> {
@@ -377,7 +395,7 @@ impl SearchIndex {
 
     fn apply(
         &mut self,
-        store: &Store,
+        store: &StoreReader,
         part: Part,
         deadline: Option<Instant>,
         progress: &mut dyn FnMut(Progress),
@@ -397,7 +415,8 @@ impl SearchIndex {
         let mut applied = 0;
         let mut purge_vectors = false;
         loop {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            // At least one batch, however late, so a deadline never starves the index.
+            if applied > 0 && deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
             let events = store.changes_since(seq, batch)?;
@@ -597,7 +616,7 @@ impl SearchIndex {
     }
 
     /// Searches. The caller has validated nothing; this checks the query.
-    pub fn search(&self, store: &Store, query: &Query) -> Result<Vec<Hit>, SearchError> {
+    pub fn search(&self, store: &StoreReader, query: &Query) -> Result<Vec<Hit>, SearchError> {
         let text = query.text.trim();
         if text.is_empty() {
             return Err(SearchError::EmptyQuery);
@@ -694,7 +713,7 @@ impl SearchIndex {
     }
 
     /// How far the indexes are.
-    pub fn status(&self, store: &Store) -> Result<IndexStatus, SearchError> {
+    pub fn status(&self, store: &StoreReader) -> Result<IndexStatus, SearchError> {
         let last = store.last_seq()?;
         let (vectors_stored, segments) = self.vectors.sizes();
         Ok(IndexStatus {
@@ -711,14 +730,14 @@ impl SearchIndex {
     }
 
     /// The collection filter for `id_or_name`, checked against the store.
-    pub fn collection_filter(store: &Store, id_or_name: &str) -> Result<u128, SearchError> {
+    pub fn collection_filter(store: &StoreReader, id_or_name: &str) -> Result<u128, SearchError> {
         let id: CollectionId = store.resolve_collection(id_or_name)?;
         Ok(id.to_u128())
     }
 }
 
 /// How many distinct memories changed after change-log position `seq`.
-fn pending_memories(store: &Store, mut seq: u64) -> Result<u64, SearchError> {
+fn pending_memories(store: &StoreReader, mut seq: u64) -> Result<u64, SearchError> {
     let mut seen = HashSet::new();
     loop {
         let events = store.changes_since(seq, CATCH_UP_BATCH)?;

@@ -143,7 +143,6 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
             undo_window: mnemon_web::DEFAULT_UNDO_WINDOW,
         };
         service.forward_events();
-        service.seal_in_background();
         let mcp_cancel = tokio_util::sync::CancellationToken::new();
         let (app, ui) = mnemon_web::router_with(
             service.clone() as Arc<dyn Backend>,
@@ -160,7 +159,11 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
         )?;
         let network = match &options.net {
             Some((keypair, config)) => {
-                let network = crate::net::Network::start(service.clone(), keypair, config.clone())
+                let network = crate::net::Network::start(
+                    service.writer().clone(),
+                    keypair,
+                    config.clone(),
+                )
                     .await
                     .context("starting federation")?;
                 service.set_network(network.clone());
@@ -178,7 +181,9 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
             None => None,
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let background = spawn_background(service.clone(), stop.clone());
+        let background = service
+            .spawn_indexer(stop.clone())
+            .context("starting the indexer")?;
         println!("mnemon: serving {url} (token: `mnemon token`)");
         if let Some(network) = &network {
             for addr in &network.listen_addrs {
@@ -215,28 +220,6 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
     service.flush().context("saving the search indexes")?;
     println!("mnemon: stopped");
     result
-}
-
-/// Background work: the vector index catches up in short slices, so searches and writes
-/// are never held up for long.
-fn spawn_background(service: Arc<Service>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    std::thread::Builder::new()
-        .name("mnemon-background".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let busy = match service.background_step(Duration::from_millis(250)) {
-                    Ok(more) => more,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "background indexing failed");
-                        false
-                    }
-                };
-                if !busy {
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-            }
-        })
-        .unwrap_or_else(|e| panic!("cannot start the background thread: {e}"))
 }
 
 async fn shutdown_signal() {

@@ -1,22 +1,22 @@
 //! The node as a [`Backend`]: the store and the search indexes behind the API that
 //! `mnemon serve` exposes and the CLI uses in-process.
 //!
-//! Locks: the store is behind a reader-writer lock (redb lets readers run beside a
-//! writer, but `Store`'s write methods take `&mut`), the search index behind another.
-//! The store lock is always taken before the index lock. A write returns once it is
-//! durable and applied to both indexes, so it is searchable as soon as it is
-//! acknowledged; only a vector backfill after a model change runs behind, in the
-//! background, and `status` reports what is pending.
+//! Reads take a snapshot of the store ([`StoreReader`]) and never wait; writes go through
+//! the store's writer thread ([`StoreHandle`]), which group-commits them, and answer once
+//! durable with their change-log position (`seq`). The search indexes follow the change
+//! log: under `mnemon serve` the indexer thread ([`Service::spawn_indexer`]) applies it in
+//! bounded batches; in a short-lived CLI process a search catches up inline first. A
+//! search with `after = seq` waits (bounded) until the index has reached that write.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use mnemon_crdt::{
     ChangeKind, CollectionId, ListFilter, MemoryEdit, MemoryId, NewMemory, Source, Store,
-    StoreError, Task, Timestamp,
+    StoreClosed, StoreError, StoreHandle, StoreReader, Task, Timestamp,
 };
 use mnemon_web::api::{
     AnswerView, AskEvent, AskRequest, CollectionView, CreateMemory, EventView, GraphQuery,
@@ -41,9 +41,12 @@ const MAX_WIKILINKS: usize = 64;
 pub const MAX_GRAPH_DEPTH: usize = 5;
 /// Most memories in one graph answer.
 pub const MAX_GRAPH_NODES: usize = 2000;
-/// How long a write may spend embedding what it wrote (a lagging vector index is left
-/// to the background work).
+/// How long a delete may spend bringing the indexes up to date.
 const WRITE_VECTOR_BUDGET: Duration = Duration::from_secs(2);
+/// How long one indexer step may hold the index for writing (at least one batch).
+const INDEX_SLICE: Duration = Duration::from_millis(50);
+/// How long a search with `after` waits for the index to reach that position.
+const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
 
 /// Makes the embedder when the search index is first needed.
 pub type EmbedderFactory = Box<dyn Fn() -> anyhow::Result<Arc<dyn Embedder>> + Send + Sync>;
@@ -54,8 +57,13 @@ pub type EmbedderFactory = Box<dyn Fn() -> anyhow::Result<Arc<dyn Embedder>> + S
 /// writing memories work even when the embedder cannot be reached; the index then
 /// catches up from the change log.
 pub struct Service {
-    store: RwLock<Store>,
+    store: StoreReader,
+    writer: StoreHandle,
     index: RwLock<Option<SearchIndex>>,
+    /// Where the indexes are, for read-your-writes waits and `status`.
+    progress: IndexProgress,
+    /// Whether the indexer thread runs (else searches catch up inline).
+    indexer: AtomicBool,
     index_dir: PathBuf,
     embedder: EmbedderFactory,
     events: broadcast::Sender<EventView>,
@@ -80,8 +88,64 @@ impl std::fmt::Debug for Service {
     }
 }
 
+/// The change-log position the keyword index has reached, with a condition variable that
+/// wakes searches waiting for their writes.
+#[derive(Debug, Default)]
+struct IndexProgress {
+    seq: Mutex<u64>,
+    moved: Condvar,
+    /// When the indexer first saw itself behind, as milliseconds since the epoch (0: not
+    /// behind).
+    behind_since: AtomicU64,
+}
+
+impl IndexProgress {
+    fn set(&self, seq: u64) {
+        let mut at = self
+            .seq
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seq > *at {
+            *at = seq;
+            self.moved.notify_all();
+        }
+    }
+
+    fn get(&self) -> u64 {
+        *self
+            .seq
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until the position is at least `seq`, for at most `wait`; returns where it is.
+    fn wait_for(&self, seq: u64, wait: Duration) -> u64 {
+        let deadline = Instant::now() + wait;
+        let mut at = self
+            .seq
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *at < seq {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            at = self
+                .moved
+                .wait_timeout(at, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        *at
+    }
+}
+
+fn closed(e: StoreClosed) -> ApiError {
+    ApiError::unavailable(e.to_string())
+}
+
 /// The memories of `ids` that still exist (one may be deleted between two reads).
-fn load_live(store: &Store, ids: &[MemoryId]) -> Result<Vec<mnemon_crdt::Memory>, ApiError> {
+fn load_live(store: &StoreReader, ids: &[MemoryId]) -> Result<Vec<mnemon_crdt::Memory>, ApiError> {
     let mut out = Vec::with_capacity(ids.len());
     for &id in ids {
         match store.get(id) {
@@ -143,11 +207,16 @@ impl Service {
         index_dir: &Path,
         embedder: EmbedderFactory,
         source: &'static str,
-    ) -> Service {
+    ) -> std::io::Result<Service> {
         let (events, _) = broadcast::channel(1024);
-        Service {
-            store: RwLock::new(store),
+        let reader = store.reader();
+        let writer = StoreHandle::spawn(store)?;
+        Ok(Service {
+            store: reader,
+            writer,
             index: RwLock::new(None),
+            progress: IndexProgress::default(),
+            indexer: AtomicBool::new(false),
             background_seal: AtomicBool::new(false),
             network: std::sync::OnceLock::new(),
             chat: std::sync::OnceLock::new(),
@@ -157,7 +226,7 @@ impl Service {
             events,
             ready: AtomicBool::new(false),
             source,
-        }
+        })
     }
 
     /// Attaches the running network (for `peers`, and so sharing takes effect at once).
@@ -186,50 +255,55 @@ impl Service {
         self.network.get()
     }
 
-    /// Runs `f` with the store for reading (the sync driver).
-    pub fn read_store<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
-        f(&self.store())
+    /// A snapshot reader of the store (for the sync driver, tests and tools).
+    pub fn reader(&self) -> &StoreReader {
+        &self.store
     }
 
-    /// Runs `f` with the store for writing (the sync driver applying a peer's changes).
-    pub fn write_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
-        f(&mut self.store_mut())
+    /// The store's one writer (the sync driver applies peers' changes through it).
+    pub fn writer(&self) -> &StoreHandle {
+        &self.writer
     }
 
-    /// The store's change feed.
-    pub fn subscribe_store(&self) -> broadcast::Receiver<mnemon_crdt::ChangeEvent> {
-        self.store().subscribe()
+    /// Runs `f` with the store for reading.
+    pub fn read_store<T>(&self, f: impl FnOnce(&StoreReader) -> T) -> T {
+        f(&self.store)
     }
 
-    /// Makes changes that arrived from peers searchable.
-    pub fn index_remote(&self) {
-        self.index_now();
+    /// Runs `f` alone on the store's writer thread (tools and tests).
+    pub fn write_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> T + Send + 'static,
+    ) -> Result<T, StoreClosed> {
+        self.writer.call_blocking(f)
     }
 
     /// Opens the search index now (the keyword index caught up; vectors as far as saved).
     pub fn load_index(&self) -> Result<(), ApiError> {
-        let store = self.store();
-        self.with_index(&store, |_| Ok(()))
+        self.with_index(|_| Ok(()))
     }
 
-    fn store(&self) -> RwLockReadGuard<'_, Store> {
-        self.store
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn store(&self) -> &StoreReader {
+        &self.store
     }
 
-    fn store_mut(&self) -> RwLockWriteGuard<'_, Store> {
-        self.store
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Runs `f` alone on the writer thread and flattens the two errors.
+    fn solo<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.writer
+            .call_blocking(f)
+            .map_err(closed)?
+            .map_err(store_error)
     }
 
     /// Runs `f` on the search index, opening it first if need be.
     fn with_index<T>(
         &self,
-        store: &Store,
         f: impl FnOnce(&mut SearchIndex) -> Result<T, SearchError>,
     ) -> Result<T, ApiError> {
+        let store = &self.store;
         let mut slot = self
             .index
             .write()
@@ -239,6 +313,7 @@ impl Service {
                 .map_err(|e| ApiError::unavailable(format!("search is unavailable: {e:#}")))?;
             let index = SearchIndex::open_lagging(&self.index_dir, embedder, store)
                 .map_err(search_error)?;
+            self.progress.set(index.positions().0);
             *slot = Some(index);
             self.ready.store(true, Ordering::Relaxed);
         }
@@ -254,7 +329,6 @@ impl Service {
     /// Runs `f` on the search index for reading; searches run side by side.
     fn with_index_read<T>(
         &self,
-        store: &Store,
         f: impl FnOnce(&SearchIndex) -> Result<T, SearchError>,
     ) -> Result<T, ApiError> {
         {
@@ -266,8 +340,8 @@ impl Service {
                 return f(index).map_err(search_error);
             }
         }
-        self.with_index(store, |_| Ok(()))?;
-        self.with_index_read(store, f)
+        self.with_index(|_| Ok(()))?;
+        self.with_index_read(f)
     }
 
     /// The store's change feed, forwarded to API subscribers. Call once, inside a tokio
@@ -293,22 +367,126 @@ impl Service {
         });
     }
 
-    /// Applies the store's latest changes to the keyword index, and to the vector index
-    /// unless it is busy re-embedding (then the background work gets there), so what was
-    /// just written is searchable.
-    /// If the index cannot be opened (the embedder is unreachable, say), the write stands
-    /// and the index catches up later.
+    /// Without an indexer thread (a CLI process), brings the keyword index up to date and
+    /// the vector index within a budget, before a search. With one, does nothing: the
+    /// indexer follows the log. If the index cannot be opened (the embedder is
+    /// unreachable, say), the index catches up later.
     fn index_now(&self) {
-        if self.bulk.load(Ordering::Relaxed) {
+        if self.bulk.load(Ordering::Relaxed) || self.indexer.load(Ordering::Relaxed) {
             return;
         }
-        let store = self.store();
-        let result = self.with_index(&store, |index| {
-            index.catch_up_within(&store, Some(Instant::now() + WRITE_VECTOR_BUDGET))
+        let store = &self.store;
+        let result = self.with_index(|index| {
+            let applied =
+                index.catch_up_within(store, Some(Instant::now() + WRITE_VECTOR_BUDGET))?;
+            Ok((applied, index.positions().0))
         });
-        if let Err(e) = result {
-            tracing::warn!("stored, but the search index will catch up later: {e}");
+        match result {
+            Ok((_, seq)) => self.progress.set(seq),
+            Err(e) => tracing::warn!("the search index will catch up later: {e}"),
         }
+    }
+
+    /// Waits until the index reflects change `seq` (a write's `seq`), for a few seconds at
+    /// most: then 503, naming the lag.
+    fn wait_indexed(&self, seq: u64) -> Result<(), ApiError> {
+        let last = self.store.last_seq().map_err(store_error)?;
+        if seq > last {
+            return Err(ApiError::invalid(format!(
+                "after={seq} is beyond the store's last change ({last})"
+            )));
+        }
+        if !self.indexer.load(Ordering::Relaxed) {
+            self.index_now();
+        }
+        let at = self.progress.wait_for(seq, READ_YOUR_WRITES_WAIT);
+        if at < seq {
+            return Err(ApiError::unavailable(format!(
+                "the search index is {} changes behind change {seq} (it is at {at}); try again",
+                seq - at
+            )));
+        }
+        Ok(())
+    }
+
+    /// How far the keyword index is behind the store: changes, and milliseconds since the
+    /// indexer first saw itself behind (0 when caught up).
+    pub fn index_lag(&self) -> (u64, u64) {
+        let last = self.store.last_seq().unwrap_or(0);
+        let changes = last.saturating_sub(self.progress.get());
+        let since = self.progress.behind_since.load(Ordering::Relaxed);
+        let ms = if changes == 0 || since == 0 {
+            0
+        } else {
+            (Timestamp::now().as_millis() as u64).saturating_sub(since)
+        };
+        (changes, ms)
+    }
+
+    /// Starts the indexer: one thread that follows the store's change log, applies it to
+    /// the keyword and vector indexes in bounded batches, seals the vector index's recent
+    /// segment in the background and re-embeds after a model change. Ends when `stop` is
+    /// set.
+    pub fn spawn_indexer(
+        self: &Arc<Self>,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        self.indexer.store(true, Ordering::Relaxed);
+        self.seal_in_background();
+        let service = self.clone();
+        std::thread::Builder::new()
+            .name("mnemon-indexer".into())
+            .spawn(move || {
+                let mut failures = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let busy = match service.index_step() {
+                        Ok(busy) => {
+                            failures = 0;
+                            busy
+                        }
+                        Err(e) => {
+                            failures = failures.saturating_add(1);
+                            if failures == 1 || failures.is_power_of_two() {
+                                tracing::warn!("indexing failed ({failures} times in a row): {e}");
+                            }
+                            std::thread::sleep(Duration::from_millis(250).saturating_mul(failures.min(20)));
+                            continue;
+                        }
+                    };
+                    if !busy {
+                        // Sleep until the next commit (or a moment, to notice `stop`).
+                        let at = service.progress.get();
+                        service.store.wait_for_change(at, Duration::from_millis(200));
+                    }
+                }
+            })
+    }
+
+    /// One step of the indexer: the store's changes into both indexes for a bounded slice,
+    /// then background work on the vector index. Returns whether work remains.
+    fn index_step(&self) -> Result<bool, ApiError> {
+        let store = &self.store;
+        let last = store.last_seq().map_err(store_error)?;
+        if last > self.progress.get() {
+            let _ = self.progress.behind_since.compare_exchange(
+                0,
+                Timestamp::now().as_millis() as u64,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            let seq = self.with_index(|index| {
+                index.step(store, Instant::now() + INDEX_SLICE)?;
+                Ok(index.positions().0)
+            })?;
+            self.progress.set(seq);
+            if seq >= last {
+                self.progress.behind_since.store(0, Ordering::Relaxed);
+            }
+            if seq < store.last_seq().map_err(store_error)? {
+                return Ok(true);
+            }
+        }
+        self.background_step(Duration::from_millis(250))
     }
 
     /// Leaves sealing the vector index to [`Service::background_step`] (for a long-running
@@ -328,18 +506,15 @@ impl Service {
     /// seals its recent segment when that is due (building the graph without holding the
     /// index, so searches and writes go on meanwhile). Returns whether work remains.
     pub fn background_step(&self, slice: Duration) -> Result<bool, ApiError> {
-        let (pending, job) = {
-            let store = self.store();
-            self.with_index(&store, |index| {
-                index.catch_up_vectors(&store, Some(Instant::now() + slice), &mut |_| {})?;
-                Ok((index.status(&store)?.pending_changes > 0, index.seal_job()))
-            })?
-        };
+        let store = &self.store;
+        let (pending, job) = self.with_index(|index| {
+            index.catch_up_vectors(store, Some(Instant::now() + slice), &mut |_| {})?;
+            Ok((index.status(store)?.pending_changes > 0, index.seal_job()))
+        })?;
         if let Some(job) = job {
             let started = Instant::now();
             let built = job.build();
-            let store = self.store();
-            let installed = self.with_index(&store, |index| Ok(index.install_seal(built)))?;
+            let installed = self.with_index(|index| Ok(index.install_seal(built)))?;
             tracing::info!(
                 installed,
                 seconds = started.elapsed().as_secs_f64(),
@@ -362,7 +537,7 @@ impl Service {
         }
     }
 
-    fn names(&self, store: &Store) -> Result<HashMap<CollectionId, String>, ApiError> {
+    fn names(&self, store: &StoreReader) -> Result<HashMap<CollectionId, String>, ApiError> {
         Ok(store
             .collection_names()
             .map_err(store_error)?
@@ -370,7 +545,7 @@ impl Service {
             .collect())
     }
 
-    fn view(&self, store: &Store, id: MemoryId) -> Result<MemoryView, ApiError> {
+    fn view(&self, store: &StoreReader, id: MemoryId) -> Result<MemoryView, ApiError> {
         let memory = store.get(id).map_err(store_error)?;
         Ok(MemoryView::new(&memory, &self.names(store)?))
     }
@@ -467,45 +642,48 @@ impl Backend for Service {
             (None, Some(_)) => Some("task".to_owned()),
             (kind, _) => kind,
         };
-        let view = {
-            let mut store = self.store_mut();
-            let collection = new
-                .collection
-                .as_deref()
-                .map(|c| store.resolve_collection(c))
-                .transpose()
-                .map_err(store_error)?;
-            let memory = store
-                .add(NewMemory {
-                    title: new.title,
-                    content: new.content,
-                    tags: new.tags,
-                    kind,
-                    importance: new.importance,
-                    source: Some(source),
-                    collection,
-                    links,
-                    task,
-                    created_at,
-                    updated_at,
-                })
-                .map_err(store_error)?;
-            MemoryView::new(&memory, &self.names(&store)?)
+        let store = self.store();
+        let collection = new
+            .collection
+            .as_deref()
+            .map(|c| store.resolve_collection(c))
+            .transpose()
+            .map_err(store_error)?;
+        let memory = NewMemory {
+            title: new.title,
+            content: new.content,
+            tags: new.tags,
+            kind,
+            importance: new.importance,
+            source: Some(source),
+            collection,
+            links,
+            task,
+            created_at,
+            updated_at,
         };
-        self.index_now();
+        let (memory, seq) = self
+            .writer
+            .write_blocking(move |s: &mut Store| {
+                let memory = s.add(memory.clone())?;
+                Ok((memory, s.last_write_seq()))
+            })
+            .map_err(store_error)?;
+        let mut view = MemoryView::new(&memory, &self.names(store)?);
+        view.seq = Some(seq);
         Ok(view)
     }
 
     fn get(&self, id: &str) -> Result<MemoryView, ApiError> {
         let id = parse_id(id)?;
-        self.view(&self.store(), id)
+        self.view(self.store(), id)
     }
 
     fn backlinks(&self, id: &str) -> Result<Vec<MemoryView>, ApiError> {
         let id = parse_id(id)?;
         let store = self.store();
         store.get(id).map_err(store_error)?;
-        let names = self.names(&store)?;
+        let names = self.names(store)?;
         Ok(store
             .backlinks(id)
             .map_err(store_error)?
@@ -567,14 +745,14 @@ impl Backend for Service {
             }
             kept.truncate(limit + 1);
             let mut memories = vec![center];
-            memories.extend(load_live(&store, &kept[1..])?);
+            memories.extend(load_live(store, &kept[1..])?);
             let center = memories[0].id;
             return Ok(crate::graph::around(&memories, center, depth, limit));
         }
         // No center (or one outside the collection asked for): every linked memory, most
         // recently changed first, loading only those kept.
         let linked = store.linked(collection).map_err(store_error)?;
-        let memories = load_live(&store, &linked[..linked.len().min(limit)])?;
+        let memories = load_live(store, &linked[..linked.len().min(limit)])?;
         Ok(crate::graph::of_linked(&memories, linked.len() > limit))
     }
 
@@ -611,7 +789,7 @@ impl Backend for Service {
             limit: None,
         };
         let all = store.list(&filter).map_err(store_error)?;
-        let names = self.names(&store)?;
+        let names = self.names(store)?;
         let total = all.len();
         let items: Vec<MemoryView> = all
             .iter()
@@ -693,24 +871,29 @@ impl Backend for Service {
         if edit.is_empty() {
             return Err(ApiError::bad_request("the patch changes nothing"));
         }
-        let view = {
-            let mut store = self.store_mut();
-            let memory = store.edit(id, &edit).map_err(store_error)?;
-            MemoryView::new(&memory, &self.names(&store)?)
-        };
-        self.index_now();
+        let (memory, seq) = self
+            .writer
+            .write_blocking(move |s: &mut Store| {
+                let memory = s.edit(id, &edit)?;
+                Ok((memory, s.last_write_seq()))
+            })
+            .map_err(store_error)?;
+        let mut view = MemoryView::new(&memory, &self.names(self.store())?);
+        view.seq = Some(seq);
         Ok(view)
     }
 
     fn delete(&self, id: &str) -> Result<(), ApiError> {
         let id = parse_id(id)?;
-        let mut store = self.store_mut();
-        store.remove(&[id]).map_err(store_error)?;
+        self.writer
+            .write_blocking(move |s: &mut Store| s.remove(&[id]))
+            .map_err(store_error)?;
         // Forget it in the index files now, whatever position they are at; if the index
         // cannot be opened, its next catch-up forgets it.
-        let result = self.with_index(&store, |index| {
+        let store = self.store();
+        let result = self.with_index(|index| {
             index.forget_now(&[id])?;
-            index.catch_up_within(&store, Some(Instant::now() + WRITE_VECTOR_BUDGET))
+            index.catch_up_within(store, Some(Instant::now() + WRITE_VECTOR_BUDGET))
         });
         if let Err(e) = result {
             tracing::warn!("deleted, but the search index will forget later: {e}");
@@ -729,12 +912,17 @@ impl Backend for Service {
                 )));
             }
         };
+        if let Some(seq) = query.after {
+            self.wait_indexed(seq)?;
+        } else {
+            self.index_now();
+        }
         let store = self.store();
         let filter = Filter {
             collection: query
                 .collection
                 .as_deref()
-                .map(|c| SearchIndex::collection_filter(&store, c))
+                .map(|c| SearchIndex::collection_filter(store, c))
                 .transpose()
                 .map_err(search_error)?,
             tag: query
@@ -754,7 +942,7 @@ impl Backend for Service {
             mode,
             filter,
         };
-        let hits = self.with_index_read(&store, |index| index.search(&store, &query))?;
+        let hits = self.with_index_read(|index| index.search(store, &query))?;
         Ok(hits
             .into_iter()
             .map(|h| HitView {
@@ -778,8 +966,8 @@ impl Backend for Service {
     }
 
     fn create_collection(&self, name: &str) -> Result<CollectionView, ApiError> {
-        let mut store = self.store_mut();
-        let collection = store.create_collection(name).map_err(store_error)?;
+        let name = name.to_owned();
+        let collection = self.solo(move |s| s.create_collection(&name))?;
         Ok(CollectionView::from(&collection))
     }
 
@@ -817,11 +1005,11 @@ impl Backend for Service {
                 ApiError::invalid(format!("{:?} is not a did:key: {e}", request.did))
             })?;
         let role: mnemon_crdt::Role = request.role.trim().parse().map_err(ApiError::invalid)?;
-        {
-            let mut store = self.store_mut();
-            let id = store.resolve_collection(collection).map_err(store_error)?;
-            store.share(id, &did, role).map_err(store_error)?;
-        }
+        let id = self
+            .store()
+            .resolve_collection(collection)
+            .map_err(store_error)?;
+        self.solo(move |s| s.share(id, &did, role))?;
         if let Some(network) = self.network.get() {
             network.refresh();
         }
@@ -837,11 +1025,11 @@ impl Backend for Service {
             .trim()
             .parse()
             .map_err(|e| ApiError::invalid(format!("{did:?} is not a did:key: {e}")))?;
-        {
-            let mut store = self.store_mut();
-            let id = store.resolve_collection(collection).map_err(store_error)?;
-            store.unshare(id, &did).map_err(store_error)?;
-        }
+        let id = self
+            .store()
+            .resolve_collection(collection)
+            .map_err(store_error)?;
+        self.solo(move |s| s.unshare(id, &did))?;
         if let Some(network) = self.network.get() {
             network.refresh();
         }
@@ -867,16 +1055,11 @@ impl Backend for Service {
         let expires_at = mnemon_crdt::Timestamp::from_millis(
             mnemon_crdt::Timestamp::now().as_millis() + (secs as i64) * 1000,
         );
-        let (invite, id) = {
-            let mut store = self.store_mut();
-            let id = store.resolve_collection(collection).map_err(store_error)?;
-            (
-                store
-                    .create_invite(id, role, expires_at)
-                    .map_err(store_error)?,
-                id,
-            )
-        };
+        let id = self
+            .store()
+            .resolve_collection(collection)
+            .map_err(store_error)?;
+        let invite = self.solo(move |s| s.create_invite(id, role, expires_at))?;
         let addresses = self
             .network
             .get()
@@ -905,15 +1088,13 @@ impl Backend for Service {
             .verify(mnemon_crdt::Timestamp::now().as_millis())
             .map_err(|e| ApiError::invalid(e.to_string()))?;
         let collection = CollectionId::from_u128(u128::from_be_bytes(ticket.invite.collection));
-        {
-            let mut store = self.store_mut();
-            if ticket.invite.owner == store.did() {
-                return Err(ApiError::invalid(
-                    "this ticket was made by this node: give it to the node that should join",
-                ));
-            }
-            store.add_join(&ticket).map_err(store_error)?;
+        if ticket.invite.owner == self.store().did() {
+            return Err(ApiError::invalid(
+                "this ticket was made by this node: give it to the node that should join",
+            ));
         }
+        let kept = ticket.clone();
+        self.solo(move |s| s.add_join(&kept))?;
         let mut dialing = 0;
         if let Some(network) = self.network.get() {
             network.refresh();
@@ -961,7 +1142,8 @@ impl Backend for Service {
 
     fn status(&self) -> Result<serde_json::Value, ApiError> {
         let store = self.store();
-        let status = self.with_index_read(&store, |index| index.status(&store))?;
+        let status = self.with_index_read(|index| index.status(store))?;
+        let (lag_changes, lag_ms) = self.index_lag();
         Ok(serde_json::json!({
             "did": store.did().to_string(),
             "memories": status.memories,
@@ -977,6 +1159,9 @@ impl Backend for Service {
                 } ],
                 "keyword_indexed": status.keyword_indexed,
                 "keyword_pending": status.keyword_pending,
+                "lag_changes": lag_changes,
+                "lag_ms": lag_ms,
+                "seq": store.last_seq().map_err(store_error)?,
             },
             "network": self.network.get().map(|n| serde_json::json!({
                 "peer_id": n.peer_id.to_string(),
@@ -1005,7 +1190,7 @@ impl Backend for Service {
                 values: vec![(vec![], count as f64)],
             });
         }
-        if let Ok(status) = self.with_index_read(&store, |index| index.status(&store)) {
+        if let Ok(status) = self.with_index_read(|index| index.status(store)) {
             gauges.push(Gauge {
                 name: "mnemon_index_memories",
                 help: "Memories in each search index.",

@@ -22,7 +22,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use mnemon_crdt::automerge::ChangeHash;
 use mnemon_crdt::{
-    Access, ApplyError, CollectionId, MemoryId, SignedDescriptor, SignedTombstone, Store,
+    Access, ApplyError, CollectionId, MemoryId, SignedDescriptor, SignedTombstone, Store, StoreReader,
     StoreError,
 };
 use mnemon_identity::Did;
@@ -259,7 +259,7 @@ impl Session {
     }
 
     /// Queues the opening `Hello` (with the invites this node holds from the peer).
-    pub fn start(&mut self, store: &Store) {
+    pub fn start(&mut self, store: &StoreReader) {
         if self.started {
             return;
         }
@@ -270,7 +270,7 @@ impl Session {
     }
 
     /// Invites from the peer this node has not yet sent in this session.
-    fn unsent_invites(&mut self, store: &Store) -> Vec<Vec<u8>> {
+    fn unsent_invites(&mut self, store: &StoreReader) -> Vec<Vec<u8>> {
         store
             .pending_joins(Some(&self.peer))
             .unwrap_or_default()
@@ -280,7 +280,7 @@ impl Session {
             .collect()
     }
 
-    fn offers(&mut self, store: &Store) -> Vec<Offer> {
+    fn offers(&mut self, store: &StoreReader) -> Vec<Offer> {
         let shared = match store.shared_with(&self.peer) {
             Ok(shared) => shared,
             Err(e) => {
@@ -326,7 +326,7 @@ impl Session {
     }
 
     /// Runs the timers: closes an idle session, repeats summaries.
-    pub fn handle_timeout(&mut self, now: u64, store: &Store) {
+    pub fn handle_timeout(&mut self, now: u64, store: &StoreReader) {
         if self.closed {
             return;
         }
@@ -361,7 +361,7 @@ impl Session {
 
     /// Re-offers (picking up ACL changes and repeating offers the peer has not answered,
     /// in case they were lost) and repeats every active collection's summary.
-    pub fn resync(&mut self, store: &Store) {
+    pub fn resync(&mut self, store: &StoreReader) {
         self.refresh(store);
         let unanswered: Vec<CollectionId> = self
             .collections
@@ -392,7 +392,7 @@ impl Session {
     /// Re-reads which collections may be synced with the peer: offers new ones, stops
     /// ones the peer or this node lost access to (after sending the ACL operations that
     /// say so).
-    pub fn refresh(&mut self, store: &Store) {
+    pub fn refresh(&mut self, store: &StoreReader) {
         if self.closed || !self.started {
             return;
         }
@@ -451,7 +451,7 @@ impl Session {
 
     /// A memory changed in this store (a local edit, or a change relayed from another
     /// peer): push what the peer lacks, if the collection is active.
-    pub fn local_change(&mut self, store: &Store, collection: CollectionId, memory: MemoryId) {
+    pub fn local_change(&mut self, store: &StoreReader, collection: CollectionId, memory: MemoryId) {
         if self.closed || !self.is_active(collection) || !self.may_sync(store, collection) {
             return;
         }
@@ -672,7 +672,7 @@ impl Session {
     /// Offers back a collection the peer offered, once this node may hold it (or to ask
     /// for the ACL that says so).
     /// Offers `collections` again (as they stand in the store now), if any.
-    fn send_offers(&mut self, store: &Store, collections: Vec<CollectionId>, answer: bool) {
+    fn send_offers(&mut self, store: &StoreReader, collections: Vec<CollectionId>, answer: bool) {
         let offers: Vec<Offer> = collections
             .into_iter()
             .filter_map(|c| {
@@ -687,7 +687,7 @@ impl Session {
         }
     }
 
-    fn accept(&mut self, store: &Store, c: CollectionId) {
+    fn accept(&mut self, store: &StoreReader, c: CollectionId) {
         let Ok(descriptor) = store.descriptor(c) else {
             return;
         };
@@ -711,7 +711,7 @@ impl Session {
         }
     }
 
-    fn activate(&mut self, store: &Store, c: CollectionId) {
+    fn activate(&mut self, store: &StoreReader, c: CollectionId) {
         if !self.is_active(c) {
             return;
         }
@@ -719,7 +719,7 @@ impl Session {
         self.send_acl_and_summary(store, c);
     }
 
-    fn send_acl(&mut self, store: &Store, c: CollectionId) {
+    fn send_acl(&mut self, store: &StoreReader, c: CollectionId) {
         let peer_seq = self.collections.get(&c).map_or(0, |s| s.peer_acl_seq);
         // The peer's position is learnt from its offers and summaries only, so a lost
         // message is sent again at the next resync.
@@ -735,7 +735,7 @@ impl Session {
         }
     }
 
-    fn send_acl_and_summary(&mut self, store: &Store, c: CollectionId) {
+    fn send_acl_and_summary(&mut self, store: &StoreReader, c: CollectionId) {
         self.send_acl(store, c);
         let summary = match store.heads_summary(c) {
             Ok(s) => s,
@@ -773,7 +773,7 @@ impl Session {
     /// Compares the peer's summary with ours; asks for and offers what differs.
     fn compare(
         &mut self,
-        store: &Store,
+        store: &StoreReader,
         c: CollectionId,
         theirs: Vec<(u128, [u8; 16])>,
         their_tombstones: Vec<u128>,
@@ -877,7 +877,7 @@ impl Session {
         }
     }
 
-    fn handle_heads(&mut self, store: &Store, c: CollectionId, docs: Vec<DocHeads>) {
+    fn handle_heads(&mut self, store: &StoreReader, c: CollectionId, docs: Vec<DocHeads>) {
         let mut send = Vec::new();
         let mut have = Vec::new();
         for d in docs {
@@ -918,7 +918,7 @@ impl Session {
     /// `exact` its every hash), minus what it is known to hold.
     fn send_changes(
         &mut self,
-        store: &Store,
+        store: &StoreReader,
         c: CollectionId,
         requests: &[(MemoryId, Vec<ChangeHash>, bool)],
     ) {
@@ -1040,7 +1040,7 @@ impl Session {
 
     /// Both this node and the peer still have access (checked on every use, so a
     /// revocation takes effect at once).
-    fn may_sync(&self, store: &Store, c: CollectionId) -> bool {
+    fn may_sync(&self, store: &StoreReader, c: CollectionId) -> bool {
         let peer: Option<Access> = store.access(c, &self.peer).ok().flatten();
         let me: Option<Access> = store.access(c, &self.local).ok().flatten();
         peer.is_some() && me.is_some()

@@ -60,7 +60,8 @@ impl Api {
             &dir.path().join("index"),
             Box::new(|| Ok(Arc::new(HashEmbedder::default()) as _)),
             "api",
-        );
+        )
+        .expect("service");
         service.load_index().expect("index");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -871,7 +871,8 @@ impl TestNet {
                         )
                     }),
                     "api",
-                );
+                )
+                .expect("service");
                 service.load_index().expect("index");
                 let service = std::sync::Arc::new(service);
                 let config = mnemon_node::net::NetConfig {
@@ -881,7 +882,7 @@ impl TestNet {
                 };
                 let network = runtime
                     .block_on(mnemon_node::net::Network::start(
-                        service.clone(),
+                        service.writer().clone(),
                         &keypair,
                         config,
                     ))

@@ -41,6 +41,10 @@ pub struct MemoryView {
     /// Task fields, for tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskView>,
+    /// After a write: the store's change-log position of this write. Pass it as `after`
+    /// to a search to see the write in its results (read-your-writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// The task fields of a memory of kind `task`.
@@ -211,6 +215,7 @@ impl MemoryView {
                 })
                 .collect(),
             task: memory.task.as_ref().map(TaskView::from),
+            seq: None,
         }
     }
 }
@@ -407,6 +412,9 @@ pub struct SearchQuery {
     pub until: Option<i64>,
     /// Minimum importance.
     pub min_importance: Option<f64>,
+    /// Wait (up to a few seconds) until the index reflects this change-log position, the
+    /// `seq` a write answered with; 503 if it does not get there in time.
+    pub after: Option<u64>,
 }
 
 /// One search hit.

@@ -7,7 +7,7 @@ use automerge::ChangeHash;
 use mnemon_identity::{Did, Signature};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use super::{
+use super::{StoreReader, 
     ACL, CollectionRecord, DESCRIPTORS, DOCS, HEADS, INVITES, InviteRecord, JOINS, MEMBERS,
     MEMORY_META, MemoryMeta, SIGNATURES, Store, TOMBSTONES, Tombstone, append_log,
 };
@@ -188,7 +188,7 @@ impl Store {
                 "the default collection is private; create a collection to share".into(),
             ));
         }
-        let txn = self.db.begin_write()?;
+        let txn = self.db().begin_write()?;
         let signed = {
             let collections = txn.open_table(super::COLLECTIONS)?;
             let mut acl = txn.open_table(ACL)?;
@@ -218,80 +218,6 @@ impl Store {
         Ok(signed)
     }
 
-    /// The current members of `collection` (not counting its owner).
-    pub fn members(&self, collection: CollectionId) -> Result<Vec<Member>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let (_, members, _) = read_access(
-            &txn.open_table(super::COLLECTIONS)?,
-            &txn.open_table(ACL)?,
-            collection,
-        )?
-        .ok_or_else(|| StoreError::UnknownCollection(collection.to_string()))?;
-        members
-            .into_iter()
-            .map(|(key, role)| {
-                Ok(Member {
-                    did: Did::from_public_key(&key)
-                        .map_err(|e| StoreError::Storage(format!("ACL member: {e}")))?,
-                    role,
-                })
-            })
-            .collect()
-    }
-
-    /// What `did` may do in `collection` (`None`: nothing, or no such collection).
-    pub fn access(
-        &self,
-        collection: CollectionId,
-        did: &Did,
-    ) -> Result<Option<Access>, StoreError> {
-        let txn = self.db.begin_read()?;
-        Ok(read_access(
-            &txn.open_table(super::COLLECTIONS)?,
-            &txn.open_table(ACL)?,
-            collection,
-        )?
-        .and_then(|(owner, members, _)| access_of(&owner, &members, did)))
-    }
-
-    /// The collections this node may sync with `peer`: both must have access (the owner
-    /// counts). Nothing about any other collection is returned, so nothing else can leak.
-    pub fn shared_with(&self, peer: &Did) -> Result<Vec<SharedCollection>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let collections = txn.open_table(super::COLLECTIONS)?;
-        let acl = txn.open_table(ACL)?;
-        let mut out = Vec::new();
-        for entry in collections.iter()? {
-            let id = CollectionId::from_u128(entry?.0.value());
-            if id == self.default_collection {
-                continue;
-            }
-            if let Some((owner, members, acl_seq)) = read_access(&collections, &acl, id)?
-                && access_of(&owner, &members, peer).is_some()
-                && access_of(&owner, &members, &self.did).is_some()
-            {
-                out.push(SharedCollection { id, acl_seq, owner });
-            }
-        }
-        Ok(out)
-    }
-
-    /// The ACL operations of `collection` after `seq`, in order.
-    pub fn acl_since(
-        &self,
-        collection: CollectionId,
-        seq: u64,
-    ) -> Result<Vec<SignedAclOp>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let acl = txn.open_table(ACL)?;
-        let c = collection.to_u128();
-        let mut out = Vec::new();
-        for entry in acl.range((c, seq.saturating_add(1))..=(c, u64::MAX))? {
-            out.push(postcard::from_bytes(entry?.1.value())?);
-        }
-        Ok(out)
-    }
-
     /// Applies ACL operations received from elsewhere for `collection` (known here). Each
     /// must carry the owner's signature and continue the log without a gap; operations
     /// already held are skipped, and one that contradicts a held one (the owner signed two
@@ -308,7 +234,7 @@ impl Store {
                 ops.len()
             )));
         }
-        let txn = self.db.begin_write()?;
+        let txn = self.db().begin_write()?;
         let mut new = 0;
         {
             let collections = txn.open_table(super::COLLECTIONS)?;
@@ -388,7 +314,7 @@ impl Store {
             expires_at: expires_at.as_millis(),
             redeemed_by: None,
         };
-        let txn = self.db.begin_write()?;
+        let txn = self.db().begin_write()?;
         txn.open_table(INVITES)?
             .insert(nonce, postcard::to_allocvec(&record)?.as_slice())?;
         txn.commit()?;
@@ -412,7 +338,7 @@ impl Store {
             .verify(Timestamp::now().as_millis())
             .map_err(|e| refuse(&e.to_string()))?;
         let record: InviteRecord = {
-            let txn = self.db.begin_read()?;
+            let txn = self.db().begin_read()?;
             let table = txn.open_table(INVITES)?;
             let Some(value) = table.get(invite.nonce)? else {
                 return Err(refuse("it is not known here"));
@@ -433,7 +359,7 @@ impl Store {
         if self.access(collection, by)? != Some(Access::Member(role)) {
             self.share(collection, by, role)?;
         }
-        let txn = self.db.begin_write()?;
+        let txn = self.db().begin_write()?;
         txn.open_table(INVITES)?.insert(
             invite.nonce,
             postcard::to_allocvec(&InviteRecord {
@@ -449,73 +375,11 @@ impl Store {
     /// Keeps a ticket this node was given, to redeem its invite with the owner when they
     /// meet (and to dial the owner's addresses).
     pub fn add_join(&mut self, ticket: &mnemon_identity::Ticket) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db().begin_write()?;
         txn.open_table(JOINS)?
             .insert(ticket.invite.nonce, ticket.to_string().as_bytes())?;
         txn.commit()?;
         Ok(())
-    }
-
-    /// Invites this node holds and has not yet redeemed (it has no access to their
-    /// collection yet, and they have not expired), optionally only those of `owner`.
-    pub fn pending_joins(
-        &self,
-        owner: Option<&Did>,
-    ) -> Result<Vec<mnemon_identity::Ticket>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(JOINS)?;
-        let mut pending = Vec::new();
-        for entry in table.iter()? {
-            let (_, value) = entry?;
-            let Some(ticket) = std::str::from_utf8(value.value())
-                .ok()
-                .and_then(|t| t.parse::<mnemon_identity::Ticket>().ok())
-            else {
-                continue;
-            };
-            let invite = &ticket.invite;
-            if owner.is_some_and(|o| *o != invite.owner) {
-                continue;
-            }
-            let collection = CollectionId::from_u128(u128::from_be_bytes(invite.collection));
-            if self.access(collection, &self.did)?.is_none()
-                && invite.verify(Timestamp::now().as_millis()).is_ok()
-            {
-                pending.push(ticket);
-            }
-        }
-        Ok(pending)
-    }
-
-    // ----- collections from elsewhere ------------------------------------------------------
-
-    /// The signed descriptor of `collection`: signed now if this node owns it, the stored
-    /// one if it joined it.
-    pub fn descriptor(&self, collection: CollectionId) -> Result<SignedDescriptor, StoreError> {
-        let txn = self.db.begin_read()?;
-        let record = txn
-            .open_table(super::COLLECTIONS)?
-            .get(collection.to_u128())?
-            .ok_or_else(|| StoreError::UnknownCollection(collection.to_string()))?;
-        let record: CollectionRecord = postcard::from_bytes(record.value())?;
-        if record.owner == *self.did.public_key() {
-            return Ok(SignedDescriptor::sign(
-                &self.keypair,
-                Descriptor {
-                    id: collection.to_u128(),
-                    name: record.name,
-                    owner: record.owner,
-                    created_at: record.created_at,
-                },
-            ));
-        }
-        let stored = txn
-            .open_table(DESCRIPTORS)?
-            .get(collection.to_u128())?
-            .ok_or_else(|| {
-                StoreError::Storage(format!("collection {collection} has no descriptor"))
-            })?;
-        Ok(postcard::from_bytes(stored.value())?)
     }
 
     /// Adds a collection that another node owns, from its owner-signed descriptor. Returns
@@ -526,7 +390,7 @@ impl Store {
             .verify()
             .map_err(|e| StoreError::Sharing(format!("collection descriptor refused: {e}")))?;
         let id = signed.id();
-        let txn = self.db.begin_write()?;
+        let txn = self.db().begin_write()?;
         {
             let mut collections = txn.open_table(super::COLLECTIONS)?;
             if let Some(existing) = collections.get(id.to_u128())? {
@@ -551,143 +415,6 @@ impl Store {
         Ok(true)
     }
 
-    // ----- what differs --------------------------------------------------------------------
-
-    /// Every live memory of `collection` with the digest of its heads, by id.
-    pub fn heads_summary(
-        &self,
-        collection: CollectionId,
-    ) -> Result<Vec<(MemoryId, HeadsDigest)>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let members = txn.open_table(MEMBERS)?;
-        let heads = txn.open_table(HEADS)?;
-        let c = collection.to_u128();
-        let mut out = Vec::new();
-        for entry in members.range((c, 0)..=(c, u128::MAX))? {
-            let id = entry?.0.value().1;
-            let digest = match heads.get(id)? {
-                Some(h) => heads_digest(&decode_heads(h.value())),
-                None => [0; 16],
-            };
-            out.push((MemoryId::from_u128(id), digest));
-        }
-        Ok(out)
-    }
-
-    /// The heads of a memory (`None` if it is not here).
-    pub fn heads(&self, id: MemoryId) -> Result<Option<Vec<ChangeHash>>, StoreError> {
-        let txn = self.db.begin_read()?;
-        Ok(txn
-            .open_table(HEADS)?
-            .get(id.to_u128())?
-            .map(|h| decode_heads(h.value())))
-    }
-
-    /// Which memory `id`'s collection is, if it is live here.
-    pub fn collection_of(&self, id: MemoryId) -> Result<Option<CollectionId>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let Some(meta) = txn.open_table(MEMORY_META)?.get(id.to_u128())? else {
-            return Ok(None);
-        };
-        let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
-        Ok(Some(CollectionId::from_u128(meta.collection)))
-    }
-
-    /// The hashes of every change of a memory.
-    pub fn change_hashes(&self, id: MemoryId) -> Result<Vec<ChangeHash>, StoreError> {
-        let mut doc = self.load_doc(id)?;
-        Ok(doc
-            .automerge()
-            .get_changes(&[])
-            .iter()
-            .map(|c| c.hash())
-            .collect())
-    }
-
-    /// The signed changes of a memory that are not `known` and not ancestors of the heads
-    /// among `known` that this node holds: what a peer that holds `known` lacks. With
-    /// `exact`, `known` is the peer's every change hash, without, its heads.
-    pub fn changes_for_peer(
-        &self,
-        id: MemoryId,
-        known: &[ChangeHash],
-        exact: bool,
-    ) -> Result<Vec<SignedChange>, StoreError> {
-        let mut doc = self.load_doc(id)?;
-        let am = doc.automerge();
-        let held: Vec<ChangeHash> = known
-            .iter()
-            .copied()
-            .filter(|h| am.get_change_by_hash(h).is_some())
-            .collect();
-        let changes: Vec<automerge::Change> = if exact {
-            let known: HashSet<ChangeHash> = known.iter().copied().collect();
-            am.get_changes(&[])
-                .into_iter()
-                .filter(|c| !known.contains(&c.hash()))
-                .collect()
-        } else {
-            am.get_changes(&held)
-        };
-        let txn = self.db.begin_read()?;
-        let signatures = txn.open_table(SIGNATURES)?;
-        changes
-            .into_iter()
-            .map(|mut change| {
-                let signature = signatures
-                    .get((id.to_u128(), change.hash().0))?
-                    .ok_or_else(|| {
-                        StoreError::Storage(format!(
-                            "change {} of {id} has no signature",
-                            change.hash()
-                        ))
-                    })?
-                    .value();
-                Ok(SignedChange {
-                    bytes: change.bytes().into_owned(),
-                    signature: Signature::from_bytes(signature),
-                })
-            })
-            .collect()
-    }
-
-    fn load_doc(&self, id: MemoryId) -> Result<MemoryDoc, StoreError> {
-        let txn = self.db.begin_read()?;
-        let bytes = txn
-            .open_table(DOCS)?
-            .get(id.to_u128())?
-            .ok_or(StoreError::NotFound(id))?;
-        Ok(MemoryDoc::load(bytes.value(), &self.did)?)
-    }
-
-    // ----- tombstones ----------------------------------------------------------------------
-
-    /// The tombstones of `collection`.
-    pub fn tombstones(&self, collection: CollectionId) -> Result<Vec<SignedTombstone>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(TOMBSTONES)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (key, value) = entry?;
-            let t: Tombstone = postcard::from_bytes(value.value())?;
-            if t.collection != collection.to_u128() {
-                continue;
-            }
-            out.push(tombstone_to_wire(key.value(), &t)?);
-        }
-        Ok(out)
-    }
-
-    /// The tombstone of memory `id`, if it was deleted.
-    pub fn tombstone(&self, id: MemoryId) -> Result<Option<SignedTombstone>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let Some(value) = txn.open_table(TOMBSTONES)?.get(id.to_u128())? else {
-            return Ok(None);
-        };
-        let t: Tombstone = postcard::from_bytes(value.value())?;
-        Ok(Some(tombstone_to_wire(id.to_u128(), &t)?))
-    }
-
     /// Applies deletions received from elsewhere in `collection`: each must be signed by
     /// its author, who must be allowed to write there. A memory already deleted is
     /// skipped; a tombstone for a memory of another collection is refused. All or nothing;
@@ -700,7 +427,7 @@ impl Store {
         if tombstones.len() > super::MAX_APPLY_BATCH {
             return Err(ApplyError::TooMany(tombstones.len()));
         }
-        let txn = self.db.begin_write()?;
+        let txn = self.db().begin_write()?;
         let mut removed = Vec::new();
         {
             let (owner, members) = {
@@ -774,13 +501,290 @@ impl Store {
         }
         Ok(removed)
     }
+}
+
+impl StoreReader {
+
+    /// The current members of `collection` (not counting its owner).
+    pub fn members(&self, collection: CollectionId) -> Result<Vec<Member>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let (_, members, _) = read_access(
+            &txn.open_table(super::COLLECTIONS)?,
+            &txn.open_table(ACL)?,
+            collection,
+        )?
+        .ok_or_else(|| StoreError::UnknownCollection(collection.to_string()))?;
+        members
+            .into_iter()
+            .map(|(key, role)| {
+                Ok(Member {
+                    did: Did::from_public_key(&key)
+                        .map_err(|e| StoreError::Storage(format!("ACL member: {e}")))?,
+                    role,
+                })
+            })
+            .collect()
+    }
+
+    /// What `did` may do in `collection` (`None`: nothing, or no such collection).
+    pub fn access(
+        &self,
+        collection: CollectionId,
+        did: &Did,
+    ) -> Result<Option<Access>, StoreError> {
+        let txn = self.db().begin_read()?;
+        Ok(read_access(
+            &txn.open_table(super::COLLECTIONS)?,
+            &txn.open_table(ACL)?,
+            collection,
+        )?
+        .and_then(|(owner, members, _)| access_of(&owner, &members, did)))
+    }
+
+    /// The collections this node may sync with `peer`: both must have access (the owner
+    /// counts). Nothing about any other collection is returned, so nothing else can leak.
+    pub fn shared_with(&self, peer: &Did) -> Result<Vec<SharedCollection>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let collections = txn.open_table(super::COLLECTIONS)?;
+        let acl = txn.open_table(ACL)?;
+        let mut out = Vec::new();
+        for entry in collections.iter()? {
+            let id = CollectionId::from_u128(entry?.0.value());
+            if id == self.default_collection {
+                continue;
+            }
+            if let Some((owner, members, acl_seq)) = read_access(&collections, &acl, id)?
+                && access_of(&owner, &members, peer).is_some()
+                && access_of(&owner, &members, &self.did).is_some()
+            {
+                out.push(SharedCollection { id, acl_seq, owner });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The ACL operations of `collection` after `seq`, in order.
+    pub fn acl_since(
+        &self,
+        collection: CollectionId,
+        seq: u64,
+    ) -> Result<Vec<SignedAclOp>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let acl = txn.open_table(ACL)?;
+        let c = collection.to_u128();
+        let mut out = Vec::new();
+        for entry in acl.range((c, seq.saturating_add(1))..=(c, u64::MAX))? {
+            out.push(postcard::from_bytes(entry?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Invites this node holds and has not yet redeemed (it has no access to their
+    /// collection yet, and they have not expired), optionally only those of `owner`.
+    pub fn pending_joins(
+        &self,
+        owner: Option<&Did>,
+    ) -> Result<Vec<mnemon_identity::Ticket>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(JOINS)?;
+        let mut pending = Vec::new();
+        for entry in table.iter()? {
+            let (_, value) = entry?;
+            let Some(ticket) = std::str::from_utf8(value.value())
+                .ok()
+                .and_then(|t| t.parse::<mnemon_identity::Ticket>().ok())
+            else {
+                continue;
+            };
+            let invite = &ticket.invite;
+            if owner.is_some_and(|o| *o != invite.owner) {
+                continue;
+            }
+            let collection = CollectionId::from_u128(u128::from_be_bytes(invite.collection));
+            if self.access(collection, &self.did)?.is_none()
+                && invite.verify(Timestamp::now().as_millis()).is_ok()
+            {
+                pending.push(ticket);
+            }
+        }
+        Ok(pending)
+    }
+
+    // ----- collections from elsewhere ------------------------------------------------------
+
+    /// The signed descriptor of `collection`: signed now if this node owns it, the stored
+    /// one if it joined it.
+    pub fn descriptor(&self, collection: CollectionId) -> Result<SignedDescriptor, StoreError> {
+        let txn = self.db().begin_read()?;
+        let record = txn
+            .open_table(super::COLLECTIONS)?
+            .get(collection.to_u128())?
+            .ok_or_else(|| StoreError::UnknownCollection(collection.to_string()))?;
+        let record: CollectionRecord = postcard::from_bytes(record.value())?;
+        if record.owner == *self.did.public_key() {
+            return Ok(SignedDescriptor::sign(
+                &self.keypair,
+                Descriptor {
+                    id: collection.to_u128(),
+                    name: record.name,
+                    owner: record.owner,
+                    created_at: record.created_at,
+                },
+            ));
+        }
+        let stored = txn
+            .open_table(DESCRIPTORS)?
+            .get(collection.to_u128())?
+            .ok_or_else(|| {
+                StoreError::Storage(format!("collection {collection} has no descriptor"))
+            })?;
+        Ok(postcard::from_bytes(stored.value())?)
+    }
+
+    // ----- what differs --------------------------------------------------------------------
+
+    /// Every live memory of `collection` with the digest of its heads, by id.
+    pub fn heads_summary(
+        &self,
+        collection: CollectionId,
+    ) -> Result<Vec<(MemoryId, HeadsDigest)>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let members = txn.open_table(MEMBERS)?;
+        let heads = txn.open_table(HEADS)?;
+        let c = collection.to_u128();
+        let mut out = Vec::new();
+        for entry in members.range((c, 0)..=(c, u128::MAX))? {
+            let id = entry?.0.value().1;
+            let digest = match heads.get(id)? {
+                Some(h) => heads_digest(&decode_heads(h.value())),
+                None => [0; 16],
+            };
+            out.push((MemoryId::from_u128(id), digest));
+        }
+        Ok(out)
+    }
+
+    /// The heads of a memory (`None` if it is not here).
+    pub fn heads(&self, id: MemoryId) -> Result<Option<Vec<ChangeHash>>, StoreError> {
+        let txn = self.db().begin_read()?;
+        Ok(txn
+            .open_table(HEADS)?
+            .get(id.to_u128())?
+            .map(|h| decode_heads(h.value())))
+    }
+
+    /// Which memory `id`'s collection is, if it is live here.
+    pub fn collection_of(&self, id: MemoryId) -> Result<Option<CollectionId>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let Some(meta) = txn.open_table(MEMORY_META)?.get(id.to_u128())? else {
+            return Ok(None);
+        };
+        let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
+        Ok(Some(CollectionId::from_u128(meta.collection)))
+    }
+
+    /// The hashes of every change of a memory.
+    pub fn change_hashes(&self, id: MemoryId) -> Result<Vec<ChangeHash>, StoreError> {
+        let mut doc = self.load_doc(id)?;
+        Ok(doc
+            .automerge()
+            .get_changes(&[])
+            .iter()
+            .map(|c| c.hash())
+            .collect())
+    }
+
+    /// The signed changes of a memory that are not `known` and not ancestors of the heads
+    /// among `known` that this node holds: what a peer that holds `known` lacks. With
+    /// `exact`, `known` is the peer's every change hash, without, its heads.
+    pub fn changes_for_peer(
+        &self,
+        id: MemoryId,
+        known: &[ChangeHash],
+        exact: bool,
+    ) -> Result<Vec<SignedChange>, StoreError> {
+        let mut doc = self.load_doc(id)?;
+        let am = doc.automerge();
+        let held: Vec<ChangeHash> = known
+            .iter()
+            .copied()
+            .filter(|h| am.get_change_by_hash(h).is_some())
+            .collect();
+        let changes: Vec<automerge::Change> = if exact {
+            let known: HashSet<ChangeHash> = known.iter().copied().collect();
+            am.get_changes(&[])
+                .into_iter()
+                .filter(|c| !known.contains(&c.hash()))
+                .collect()
+        } else {
+            am.get_changes(&held)
+        };
+        let txn = self.db().begin_read()?;
+        let signatures = txn.open_table(SIGNATURES)?;
+        changes
+            .into_iter()
+            .map(|mut change| {
+                let signature = signatures
+                    .get((id.to_u128(), change.hash().0))?
+                    .ok_or_else(|| {
+                        StoreError::Storage(format!(
+                            "change {} of {id} has no signature",
+                            change.hash()
+                        ))
+                    })?
+                    .value();
+                Ok(SignedChange {
+                    bytes: change.bytes().into_owned(),
+                    signature: Signature::from_bytes(signature),
+                })
+            })
+            .collect()
+    }
+
+    fn load_doc(&self, id: MemoryId) -> Result<MemoryDoc, StoreError> {
+        let txn = self.db().begin_read()?;
+        let bytes = txn
+            .open_table(DOCS)?
+            .get(id.to_u128())?
+            .ok_or(StoreError::NotFound(id))?;
+        Ok(MemoryDoc::load(bytes.value(), &self.did)?)
+    }
+
+    // ----- tombstones ----------------------------------------------------------------------
+
+    /// The tombstones of `collection`.
+    pub fn tombstones(&self, collection: CollectionId) -> Result<Vec<SignedTombstone>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(TOMBSTONES)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            let t: Tombstone = postcard::from_bytes(value.value())?;
+            if t.collection != collection.to_u128() {
+                continue;
+            }
+            out.push(tombstone_to_wire(key.value(), &t)?);
+        }
+        Ok(out)
+    }
+
+    /// The tombstone of memory `id`, if it was deleted.
+    pub fn tombstone(&self, id: MemoryId) -> Result<Option<SignedTombstone>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let Some(value) = txn.open_table(TOMBSTONES)?.get(id.to_u128())? else {
+            return Ok(None);
+        };
+        let t: Tombstone = postcard::from_bytes(value.value())?;
+        Ok(Some(tombstone_to_wire(id.to_u128(), &t)?))
+    }
 
     /// How many ACL operations the store holds in all (for status output).
     pub fn acl_len(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         Ok(txn.open_table(ACL)?.len()?)
     }
 }
+
 
 fn tombstone_to_wire(memory: u128, t: &Tombstone) -> Result<SignedTombstone, StoreError> {
     Ok(SignedTombstone {

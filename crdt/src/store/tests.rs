@@ -180,7 +180,7 @@ fn vacuum_copies_every_table() {
     store.add(note("keep me")).expect("add");
     let before = store.table_sizes().expect("sizes");
     store.vacuum().expect("vacuum");
-    let txn = store.db.begin_read().expect("read");
+    let txn = store.db().begin_read().expect("read");
     let mut names: Vec<String> = txn
         .list_tables()
         .expect("tables")
@@ -520,7 +520,7 @@ fn changes_by_a_reader_or_a_revoked_writer_are_refused() {
     // ... and a change B made anyway (in a copy of the collection it wrote itself) is
     // refused by A.
     let rogue_dir = tempfile::tempdir().expect("tempdir");
-    let mut rogue = Store::open(rogue_dir.path().join("b.redb"), b.keypair.clone()).expect("open");
+    let mut rogue = Store::open(rogue_dir.path().join("b.redb"), (*b.keypair).clone()).expect("open");
     let made = rogue.add(note("sneaky")).expect("add");
     let changes = rogue.signed_changes(made.id).expect("changes");
     let err = a.apply_changes(shared, made.id, &changes).unwrap_err();
