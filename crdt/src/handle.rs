@@ -12,7 +12,7 @@
 //! callers (request handlers on the blocking pool, the CLI) use the `_blocking` twins.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -79,12 +79,24 @@ pub struct StoreHandle {
     jobs: mpsc::Sender<Job>,
     reader: StoreReader,
     hold: Arc<Hold>,
+    stats: Arc<WriterStats>,
+}
+
+/// What the writer thread has done, for `status` and `/metrics`.
+#[derive(Debug, Default)]
+struct WriterStats {
+    /// Group transactions committed.
+    groups: AtomicU64,
+    /// Memory writes committed in them.
+    writes: AtomicU64,
 }
 
 /// A test hook: while set, the writer thread stops before committing a group.
 #[derive(Debug, Default)]
 struct Hold {
     held: AtomicBool,
+    /// Writes waiting in a held group.
+    holding: AtomicU64,
     lock: std::sync::Mutex<()>,
     wake: std::sync::Condvar,
 }
@@ -122,11 +134,17 @@ impl StoreHandle {
         let (jobs, rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
         let reader = store.reader();
         let hold = Arc::new(Hold::default());
-        let held = hold.clone();
+        let stats = Arc::new(WriterStats::default());
+        let (held, counted) = (hold.clone(), stats.clone());
         thread::Builder::new()
             .name("mnemon-store".into())
-            .spawn(move || writer(store, rx, &held))?;
-        Ok(StoreHandle { jobs, reader, hold })
+            .spawn(move || writer(store, rx, &held, &counted))?;
+        Ok(StoreHandle {
+            jobs,
+            reader,
+            hold,
+            stats,
+        })
     }
 
     /// The read side: snapshots that never wait for this writer.
@@ -188,6 +206,24 @@ impl StoreHandle {
             .map_err(|_| E::from(StoreClosed.into()))?
     }
 
+    /// Requests waiting for the writer thread now.
+    pub fn queued(&self) -> usize {
+        self.jobs.max_capacity() - self.jobs.capacity()
+    }
+
+    /// Writes held by [`StoreHandle::hold_commits`] in a group that waits to commit.
+    pub fn holding(&self) -> usize {
+        self.hold.holding.load(Ordering::Acquire) as usize
+    }
+
+    /// Group commits so far, and the memory writes they committed.
+    pub fn commits(&self) -> (u64, u64) {
+        (
+            self.stats.groups.load(Ordering::Relaxed),
+            self.stats.writes.load(Ordering::Relaxed),
+        )
+    }
+
     /// Subscribes to the change feed (see [`StoreReader::subscribe`]).
     pub fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {
         self.reader.subscribe()
@@ -237,7 +273,7 @@ where
 
 /// The writer thread: takes what is queued, in order; consecutive memory writes share one
 /// commit.
-fn writer(mut store: Store, mut rx: mpsc::Receiver<Job>, hold: &Hold) {
+fn writer(mut store: Store, mut rx: mpsc::Receiver<Job>, hold: &Hold, stats: &WriterStats) {
     let mut group: Vec<Box<dyn GroupWrite>> = Vec::new();
     while let Some(job) = rx.blocking_recv() {
         let mut next = Some(job);
@@ -245,7 +281,7 @@ fn writer(mut store: Store, mut rx: mpsc::Receiver<Job>, hold: &Hold) {
             match job {
                 Job::Grouped(write) => group.push(write),
                 Job::Solo(f) => {
-                    commit(&mut store, std::mem::take(&mut group), hold);
+                    commit(&mut store, std::mem::take(&mut group), hold, stats);
                     f(&mut store);
                 }
             }
@@ -253,13 +289,18 @@ fn writer(mut store: Store, mut rx: mpsc::Receiver<Job>, hold: &Hold) {
                 next = rx.try_recv().ok();
             }
         }
-        commit(&mut store, std::mem::take(&mut group), hold);
+        commit(&mut store, std::mem::take(&mut group), hold, stats);
     }
 }
 
 /// Runs `writes` in one transaction and commits it. A write that fails is answered with
 /// its error and left out; the others run again in a fresh transaction.
-fn commit(store: &mut Store, mut writes: Vec<Box<dyn GroupWrite>>, hold: &Hold) {
+fn commit(
+    store: &mut Store,
+    mut writes: Vec<Box<dyn GroupWrite>>,
+    hold: &Hold,
+    stats: &WriterStats,
+) {
     while !writes.is_empty() {
         if let Err(e) = store.begin_group() {
             for write in writes {
@@ -275,10 +316,16 @@ fn commit(store: &mut Store, mut writes: Vec<Box<dyn GroupWrite>>, hold: &Hold) 
             }
             None => {
                 if hold.held.load(Ordering::Acquire) {
+                    hold.holding.store(writes.len() as u64, Ordering::Release);
                     hold.wait();
+                    hold.holding.store(0, Ordering::Release);
                 }
                 match store.commit_group() {
                     Ok(_) => {
+                        stats.groups.fetch_add(1, Ordering::Relaxed);
+                        stats
+                            .writes
+                            .fetch_add(writes.len() as u64, Ordering::Relaxed);
                         for write in writes {
                             write.answer(Ok(()));
                         }
@@ -292,5 +339,123 @@ fn commit(store: &mut Store, mut writes: Vec<Box<dyn GroupWrite>>, hold: &Hold) 
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use mnemon_identity::Keypair;
+
+    use super::*;
+    use crate::id::MemoryId;
+    use crate::memory::{MemoryEdit, NewMemory};
+
+    /// Waits (a hang detector, not a timing assertion) until `done` holds.
+    fn eventually(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// `n` threads that each add a memory through `handle`; with `failing`, every third
+    /// edits a memory that does not exist instead.
+    fn spawn_writers(
+        handle: &StoreHandle,
+        n: usize,
+        failing: bool,
+    ) -> Vec<thread::JoinHandle<Result<MemoryId, StoreError>>> {
+        (0..n)
+            .map(|i| {
+                let h = handle.clone();
+                thread::spawn(move || {
+                    if failing && i % 3 == 2 {
+                        h.write_blocking(move |s: &mut Store| {
+                            s.edit(
+                                MemoryId::from_u128(99),
+                                &MemoryEdit {
+                                    title: Some("nobody".into()),
+                                    ..MemoryEdit::default()
+                                },
+                            )
+                        })
+                        .map(|m| m.id)
+                    } else {
+                        h.write_blocking(move |s: &mut Store| {
+                            s.add(NewMemory {
+                                content: format!("note {i}"),
+                                ..NewMemory::default()
+                            })
+                        })
+                        .map(|m| m.id)
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// The ids added, and how many writes were refused as not found.
+    fn join(
+        writers: Vec<thread::JoinHandle<Result<MemoryId, StoreError>>>,
+    ) -> (Vec<MemoryId>, usize) {
+        let mut added = Vec::new();
+        let mut refused = 0;
+        for w in writers {
+            match w.join().expect("writer thread") {
+                Ok(id) => added.push(id),
+                Err(StoreError::NotFound(_)) => refused += 1,
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        (added, refused)
+    }
+
+    #[test]
+    fn queued_writes_share_one_commit_a_failing_one_fails_alone_and_readers_never_wait() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path().join("s.redb"), Keypair::generate()).expect("open");
+        let handle = StoreHandle::spawn(store).expect("spawn");
+        let first = handle
+            .write_blocking(|s: &mut Store| {
+                s.add(NewMemory {
+                    content: "before".into(),
+                    ..NewMemory::default()
+                })
+            })
+            .expect("first");
+        let before = handle.commits();
+
+        // Hold the writer before its next commit, and queue writes behind it.
+        handle.hold_commits(true);
+        let writers = spawn_writers(&handle, 6, false);
+        eventually("the writes are held or queued", || {
+            handle.holding() > 0 && handle.holding() + handle.queued() == 6
+        });
+        // Readers answer while the writer is held mid-batch, from their snapshot.
+        let reader = handle.reader().clone();
+        assert_eq!(reader.count().expect("count"), 1);
+        assert_eq!(reader.get(first.id).expect("get").content, "before");
+        handle.hold_commits(false);
+        let (added, refused) = join(writers);
+        assert_eq!((added.len(), refused), (6, 0));
+        let (groups, writes) = handle.commits();
+        assert_eq!(writes - before.1, 6, "every write committed once");
+        assert!(
+            groups - before.0 <= 2,
+            "six writes queued together took {} commits",
+            groups - before.0
+        );
+
+        // Failing writes among others fail alone; the rest are all there.
+        let (more, refused) = join(spawn_writers(&handle, 9, true));
+        assert_eq!((more.len(), refused), (6, 3));
+        for id in added.iter().chain(&more) {
+            assert!(reader.get(*id).is_ok(), "{id} acknowledged but missing");
+        }
+        assert_eq!(reader.count().expect("count"), 13);
+        reader.verify_views().expect("views");
     }
 }

@@ -25,6 +25,10 @@ use crate::memory::{Memory, MemoryDoc, MemoryEdit, NewMemory, ValidNew, normaliz
 use crate::signed::{SignedChange, sign_change};
 
 mod share;
+mod view;
+
+pub use view::title_key;
+use view::{TITLES, VIEWS};
 
 pub use share::{HeadsDigest, MAX_ACL_BATCH, Member, SharedCollection, heads_digest};
 
@@ -95,6 +99,8 @@ pub const TABLE_NAMES: &[&str] = &[
     "joins-1",
     "links-1",
     "backlinks-1",
+    "views-1",
+    "titles-1",
 ];
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -472,6 +478,31 @@ impl Store {
                     .map_err(|e| err(&e))?;
             }
         }
+        let views_exist = txn
+            .list_tables()
+            .map_err(|e| err(&e))?
+            .any(|t| t.name() == VIEWS.name());
+        txn.open_table(VIEWS).map_err(|e| err(&e))?;
+        txn.open_table(TITLES).map_err(|e| err(&e))?;
+        if !views_exist {
+            // A store written before the read views existed: derive them once.
+            let docs = txn.open_table(DOCS).map_err(|e| err(&e))?;
+            let metas = txn.open_table(MEMORY_META).map_err(|e| err(&e))?;
+            for entry in metas.iter().map_err(|e| err(&e))? {
+                let (key, value) = entry.map_err(|e| err(&e))?;
+                let meta: MemoryMeta = postcard::from_bytes(value.value()).map_err(|e| err(&e))?;
+                let Some(bytes) = docs.get(key.value()).map_err(|e| err(&e))? else {
+                    continue;
+                };
+                let memory = MemoryDoc::load(bytes.value(), &did)
+                    .map_err(|e| err(&e))?
+                    .read(
+                        MemoryId::from_u128(key.value()),
+                        CollectionId::from_u128(meta.collection),
+                    );
+                view::put(&txn, &memory).map_err(|e| err(&e))?;
+            }
+        }
         let backfill = {
             let heads = txn.open_table(HEADS).map_err(|e| err(&e))?;
             let metas = txn.open_table(MEMORY_META).map_err(|e| err(&e))?;
@@ -494,7 +525,9 @@ impl Store {
         let last = {
             let txn = db.begin_read().map_err(|e| err(&e))?;
             let log = txn.open_table(CHANGELOG).map_err(|e| err(&e))?;
-            log.last().map_err(|e| err(&e))?.map_or(0, |(k, _)| k.value())
+            log.last()
+                .map_err(|e| err(&e))?
+                .map_or(0, |(k, _)| k.value())
         };
         Ok(Store {
             reader: StoreReader {
@@ -613,6 +646,7 @@ impl Store {
                 let id = memory.id.to_u128();
                 docs.insert(id, saved.as_slice())?;
                 metas.insert(id, meta_bytes(&memory)?.as_slice())?;
+                view::put(txn, &memory)?;
                 members.insert((memory.collection.to_u128(), id), ())?;
                 signatures.insert((id, hash.0), signature.as_bytes())?;
                 heads.insert(id, hash.0.as_slice())?;
@@ -678,6 +712,7 @@ impl Store {
                 let signature = sign_change(&self.keypair, &hash);
                 docs.insert(id.to_u128(), doc.save().as_slice())?;
                 metas.insert(id.to_u128(), meta_bytes(&memory)?.as_slice())?;
+                view::put(txn, &memory)?;
                 set_links(txn, id, memory.links.keys().copied())?;
                 txn.open_table(SIGNATURES)?
                     .insert((id.to_u128(), hash.0), signature.as_bytes())?;
@@ -708,7 +743,11 @@ impl Store {
         self.finish_write(txn, grouped, result)
     }
 
-    fn remove_in(&self, txn: &WriteTransaction, ids: &[MemoryId]) -> Result<Written<()>, StoreError> {
+    fn remove_in(
+        &self,
+        txn: &WriteTransaction,
+        ids: &[MemoryId],
+    ) -> Result<Written<()>, StoreError> {
         let now = Timestamp::now();
         let mut removed = Vec::new();
         {
@@ -729,6 +768,7 @@ impl Store {
                 let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
                 share::check_write(txn, CollectionId::from_u128(meta.collection), &self.did)?;
                 docs.remove(id.to_u128())?;
+                view::remove(txn, id)?;
                 heads.remove(id.to_u128())?;
                 set_links(txn, id, [])?;
                 members.remove((meta.collection, id.to_u128()))?;
@@ -880,6 +920,8 @@ impl Store {
             copy_table(&read, &write, JOINS)?;
             copy_table(&read, &write, LINKS)?;
             copy_table(&read, &write, BACKLINKS)?;
+            copy_table(&read, &write, VIEWS)?;
+            copy_table(&read, &write, TITLES)?;
             write.commit()?;
         }
         drop(copy);
@@ -998,6 +1040,7 @@ impl Store {
                         .map_err(|e| ApplyError::Storage(e.to_string()))?
                         .as_slice(),
                 )?;
+                view::put(&txn, &memory).map_err(|e| ApplyError::Storage(e.to_string()))?;
                 set_links(&txn, id, memory.links.keys().copied())
                     .map_err(|e| ApplyError::Storage(e.to_string()))?;
                 txn.open_table(MEMBERS)?
@@ -1029,7 +1072,6 @@ impl Store {
 }
 
 impl StoreReader {
-
     /// The node's identity.
     pub fn did(&self) -> Did {
         self.did
@@ -1054,7 +1096,6 @@ impl StoreReader {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
-
 
     /// Waits until a change after `seq` is committed, for at most `wait`; returns the last
     /// committed position. Changes made by other processes on the same file are not seen.
@@ -1180,15 +1221,10 @@ impl StoreReader {
     /// Reads a memory.
     pub fn get(&self, id: MemoryId) -> Result<Memory, StoreError> {
         let txn = self.db().begin_read()?;
-        let docs = txn.open_table(DOCS)?;
-        let metas = txn.open_table(MEMORY_META)?;
-        match (docs.get(id.to_u128())?, metas.get(id.to_u128())?) {
-            (Some(doc), Some(meta)) => {
-                let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
-                let doc = MemoryDoc::load(doc.value(), &self.did)?;
-                Ok(doc.read(id, CollectionId::from_u128(meta.collection)))
-            }
-            _ => {
+        let views = txn.open_table(VIEWS)?;
+        match views.get(id.to_u128())? {
+            Some(bytes) => view::decode(id.to_u128(), bytes.value()),
+            None => {
                 if txn.open_table(TOMBSTONES)?.get(id.to_u128())?.is_some() {
                     Err(StoreError::Deleted(id))
                 } else {
@@ -1232,12 +1268,11 @@ impl StoreReader {
         txn: &redb::ReadTransaction,
         matches: impl Iterator<Item = (i64, u128, u128)>,
     ) -> Result<Vec<Memory>, StoreError> {
-        let docs = txn.open_table(DOCS)?;
+        let views = txn.open_table(VIEWS)?;
         let mut out = Vec::new();
-        for (_, id, collection) in matches {
-            if let Some(bytes) = docs.get(id)? {
-                let doc = MemoryDoc::load(bytes.value(), &self.did)?;
-                out.push(doc.read(MemoryId::from_u128(id), CollectionId::from_u128(collection)));
+        for (_, id, _) in matches {
+            if let Some(bytes) = views.get(id)? {
+                out.push(view::decode(id, bytes.value())?);
             }
         }
         Ok(out)
@@ -1349,6 +1384,23 @@ impl StoreReader {
             .collect())
     }
 
+    /// The live memories titled `title` (trimmed, any case: see [`title_key`]), in id
+    /// order. One range read of the titles table; right however far the search index lags.
+    pub fn titled(&self, title: &str) -> Result<Vec<MemoryId>, StoreError> {
+        let key = title_key(title);
+        if key.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txn = self.db().begin_read()?;
+        let titles = txn.open_table(TITLES)?;
+        let mut out = Vec::new();
+        for entry in titles.range((key.as_str(), 0)..=(key.as_str(), u128::MAX))? {
+            let (k, _) = entry?;
+            out.push(MemoryId::from_u128(k.value().1));
+        }
+        Ok(out)
+    }
+
     /// How many live memories the store holds.
     pub fn count(&self) -> Result<u64, StoreError> {
         let txn = self.db().begin_read()?;
@@ -1410,6 +1462,55 @@ impl StoreReader {
         Ok(checked)
     }
 
+    /// Checks that every memory's read view (and title row) equals what its document
+    /// reads as, and that there is no view without a document; returns how many views were
+    /// checked. Used by `mnemon check` and the property tests.
+    pub fn verify_views(&self) -> Result<usize, StoreError> {
+        let txn = self.db().begin_read()?;
+        let docs = txn.open_table(DOCS)?;
+        let metas = txn.open_table(MEMORY_META)?;
+        let views = txn.open_table(VIEWS)?;
+        let titles = txn.open_table(TITLES)?;
+        let mut checked = 0;
+        for entry in metas.iter()? {
+            let (key, value) = entry?;
+            let id = key.value();
+            let meta: MemoryMeta = postcard::from_bytes(value.value())?;
+            let doc = docs
+                .get(id)?
+                .ok_or_else(|| StoreError::Storage(format!("memory {id:x} has no document")))?;
+            let read = MemoryDoc::load(doc.value(), &self.did)?.read(
+                MemoryId::from_u128(id),
+                CollectionId::from_u128(meta.collection),
+            );
+            let view = views
+                .get(id)?
+                .map(|v| view::decode(id, v.value()))
+                .transpose()?;
+            if view.as_ref() != Some(&read) {
+                return Err(StoreError::Storage(format!(
+                    "the view of {} differs from its document",
+                    read.id
+                )));
+            }
+            if titles.get((title_key(&read.title).as_str(), id))?.is_none() {
+                return Err(StoreError::Storage(format!(
+                    "the title of {} is not in the titles table",
+                    read.id
+                )));
+            }
+            checked += 1;
+        }
+        if views.len()? != checked as u64 || titles.len()? != checked as u64 {
+            return Err(StoreError::Storage(format!(
+                "{} views and {} titles for {checked} memories",
+                views.len()?,
+                titles.len()?
+            )));
+        }
+        Ok(checked)
+    }
+
     /// Per-table entry counts, for status output and tests.
     pub fn table_sizes(&self) -> Result<BTreeMap<&'static str, u64>, StoreError> {
         let txn = self.db().begin_read()?;
@@ -1428,10 +1529,11 @@ impl StoreReader {
         out.insert("joins-1", txn.open_table(JOINS)?.len()?);
         out.insert("links-1", txn.open_table(LINKS)?.len()?);
         out.insert("backlinks-1", txn.open_table(BACKLINKS)?.len()?);
+        out.insert("views-1", txn.open_table(VIEWS)?.len()?);
+        out.insert("titles-1", txn.open_table(TITLES)?.len()?);
         Ok(out)
     }
 }
-
 
 /// Replaces the rows of `source` in the link tables with `targets`: the links its
 /// document holds after a write (none after a delete).

@@ -154,17 +154,18 @@ fn main() {
     let started = Instant::now();
     let edited: Vec<MemoryId> = ids.iter().step_by(n / 10).take(10).copied().collect();
     for &id in &edited {
-        a.service.write_store(move |s| {
-            s.edit(
-                id,
-                &MemoryEdit {
-                    title: Some(format!("edited {id}")),
-                    ..MemoryEdit::default()
-                },
-            )
-            .expect("edit")
-        })
-        .expect("store");
+        a.service
+            .write_store(move |s| {
+                s.edit(
+                    id,
+                    &MemoryEdit {
+                        title: Some(format!("edited {id}")),
+                        ..MemoryEdit::default()
+                    },
+                )
+                .expect("edit")
+            })
+            .expect("store");
     }
     wait("incremental sync", || {
         edited.iter().all(|id| {
@@ -180,18 +181,20 @@ fn main() {
     for i in 0..edits {
         let id = ids[(i * 7919) % n];
         let started = Instant::now();
-        let want = a.service.write_store(move |s| {
-            s.edit(
-                id,
-                &MemoryEdit {
-                    title: Some(format!("latency {i}")),
-                    ..MemoryEdit::default()
-                },
-            )
-            .expect("edit");
-            s.heads(id).expect("heads")
-        })
-        .expect("store");
+        let want = a
+            .service
+            .write_store(move |s| {
+                s.edit(
+                    id,
+                    &MemoryEdit {
+                        title: Some(format!("latency {i}")),
+                        ..MemoryEdit::default()
+                    },
+                )
+                .expect("edit");
+                s.heads(id).expect("heads")
+            })
+            .expect("store");
         wait("an edit", || {
             b.service.read_store(|s| s.heads(id).expect("heads")) == want
         });
@@ -214,17 +217,18 @@ fn main() {
         .copied()
         .collect();
     for &id in &edited {
-        a.service.write_store(move |s| {
-            s.edit(
-                id,
-                &MemoryEdit {
-                    title: Some(format!("edited while away {id}")),
-                    ..MemoryEdit::default()
-                },
-            )
-            .expect("edit")
-        })
-        .expect("store");
+        a.service
+            .write_store(move |s| {
+                s.edit(
+                    id,
+                    &MemoryEdit {
+                        title: Some(format!("edited while away {id}")),
+                        ..MemoryEdit::default()
+                    },
+                )
+                .expect("edit")
+            })
+            .expect("store");
     }
     let (sent_a3, recv_a3) = bytes(&a);
     let started = Instant::now();

@@ -16,11 +16,24 @@ use crate::config::Config;
 use crate::data_dir::{DataDir, PassphraseSource};
 use crate::output;
 use crate::remote::Remote;
+use crate::search::SearchIndex;
 use crate::search::embed::Embedder;
-use crate::search::{Mode, SearchIndex};
 use crate::service::{MAX_PAGE, Service};
 
 /// Mnemon: a personal memory node.
+
+/// How `mnemon search` ranks (the API's `mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    /// Keyword and vector rankings fused.
+    #[default]
+    Hybrid,
+    /// Vectors only.
+    Semantic,
+    /// BM25 only.
+    Keyword,
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "mnemon", version, about, long_about = None)]
 pub struct Cli {

@@ -14,7 +14,7 @@ pub mod model;
 pub mod net;
 mod output;
 pub mod remote;
-pub mod search;
+pub use mnemon_search as search;
 pub mod serve;
 pub mod service;
 

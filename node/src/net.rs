@@ -33,7 +33,6 @@ use mnemon_web::api::SyncView;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 
-
 /// The default listen address: QUIC on every interface, a port the OS picks.
 pub const DEFAULT_P2P: &str = "/ip4/0.0.0.0/udp/0/quic-v1";
 

@@ -159,13 +159,10 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
         )?;
         let network = match &options.net {
             Some((keypair, config)) => {
-                let network = crate::net::Network::start(
-                    service.writer().clone(),
-                    keypair,
-                    config.clone(),
-                )
-                    .await
-                    .context("starting federation")?;
+                let network =
+                    crate::net::Network::start(service.writer().clone(), keypair, config.clone())
+                        .await
+                        .context("starting federation")?;
                 service.set_network(network.clone());
                 // Tickets kept by `mnemon join` while the service was not running.
                 let joins = service

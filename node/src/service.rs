@@ -449,14 +449,18 @@ impl Service {
                             if failures == 1 || failures.is_power_of_two() {
                                 tracing::warn!("indexing failed ({failures} times in a row): {e}");
                             }
-                            std::thread::sleep(Duration::from_millis(250).saturating_mul(failures.min(20)));
+                            std::thread::sleep(
+                                Duration::from_millis(250).saturating_mul(failures.min(20)),
+                            );
                             continue;
                         }
                     };
                     if !busy {
                         // Sleep until the next commit (or a moment, to notice `stop`).
                         let at = service.progress.get();
-                        service.store.wait_for_change(at, Duration::from_millis(200));
+                        service
+                            .store
+                            .wait_for_change(at, Duration::from_millis(200));
                     }
                 }
             })
@@ -564,31 +568,17 @@ impl Service {
     }
 
     /// The memories wikilink `names` resolve to: for each, the one memory with that title
-    /// (any case), found through the keyword index; names that match none or several are
-    /// left alone, and so is `this`.
+    /// (trimmed, any case, from the store's titles table, so right however far the index
+    /// lags); names that match none or several are left alone, and so is `this`.
     fn resolve_titles(&self, names: &[String], this: Option<MemoryId>) -> Vec<MemoryId> {
         let mut out = Vec::new();
         for name in names {
-            let Ok(hits) = self.search(&SearchQuery {
-                q: name.clone(),
-                k: Some(20),
-                mode: Some("keyword".into()),
-                ..SearchQuery::default()
-            }) else {
-                continue;
-            };
-            let mut ids: Vec<&str> = hits
-                .iter()
-                .filter(|h| h.title.to_lowercase() == *name)
-                .map(|h| h.id.as_str())
-                .collect();
-            ids.dedup();
-            if let [only] = ids[..]
-                && let Ok(id) = only.parse::<MemoryId>()
-                && Some(id) != this
-                && !out.contains(&id)
+            if let Ok(ids) = self.store.titled(name)
+                && let [only] = ids[..]
+                && Some(only) != this
+                && !out.contains(&only)
             {
-                out.push(id);
+                out.push(only);
             }
         }
         out

@@ -22,8 +22,8 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use mnemon_crdt::automerge::ChangeHash;
 use mnemon_crdt::{
-    Access, ApplyError, CollectionId, MemoryId, SignedDescriptor, SignedTombstone, Store, StoreReader,
-    StoreError,
+    Access, ApplyError, CollectionId, MemoryId, SignedDescriptor, SignedTombstone, Store,
+    StoreError, StoreReader,
 };
 use mnemon_identity::Did;
 
@@ -451,7 +451,12 @@ impl Session {
 
     /// A memory changed in this store (a local edit, or a change relayed from another
     /// peer): push what the peer lacks, if the collection is active.
-    pub fn local_change(&mut self, store: &StoreReader, collection: CollectionId, memory: MemoryId) {
+    pub fn local_change(
+        &mut self,
+        store: &StoreReader,
+        collection: CollectionId,
+        memory: MemoryId,
+    ) {
         if self.closed || !self.is_active(collection) || !self.may_sync(store, collection) {
             return;
         }

@@ -372,6 +372,13 @@ proptest! {
         for v in &values {
             prop_assert_eq!(v, &values[0]);
         }
+        // Every read view equals what its document reads as, on every node, after local
+        // edits, merges from peers and deletes alike.
+        for (i, node) in sim.nodes.iter().enumerate() {
+            if let Err(e) = node.store.verify_views() {
+                prop_assert!(false, "node {}: {}", i, e);
+            }
+        }
         // Every acknowledged write is in every replica, unless its memory was deleted.
         for (m, heads) in &acknowledged {
             if views[0].deleted.contains(m) {

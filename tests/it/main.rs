@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod crash;
 mod embed;
+mod engine;
 mod federation;
 mod import;
 mod mcp;

@@ -65,6 +65,21 @@ fn sans_io_crates_do_not_depend_on_io_runtimes() {
         ("identity", &["tokio", "libp2p", "quinn", "redb"][..]),
         ("protocol", &["tokio", "libp2p", "quinn", "redb"][..]),
         ("crdt", &["libp2p", "quinn", "axum", "hyper"][..]),
+        // The search engine knows the store's reader, not the node, its interfaces or the
+        // network: the node drives it, nothing in it drives the node.
+        (
+            "node/search",
+            &[
+                "mnemon-node",
+                "mnemon-web",
+                "mnemon-protocol",
+                "axum",
+                "rmcp",
+                "clap",
+                "libp2p",
+                "tokio",
+            ][..],
+        ),
         // The interfaces know neither storage nor networking nor models: only `Backend`.
         (
             "web",

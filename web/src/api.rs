@@ -628,11 +628,15 @@ pub struct PeerView {
     pub last_error: Option<String>,
 }
 
-/// The answer to a create: the new id.
+/// The answer to a create: the new id, and the write's change-log position.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Created {
     /// The new id.
     pub id: String,
+    /// The write's position in the store's change log: pass it as a search's `after` to
+    /// see the new memory in the results (read-your-writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// A change to a memory, as `/api/v1/events` streams it.

@@ -96,12 +96,9 @@ impl AppState {
     }
 
     async fn delete_now(&self, id: String) {
-        let still_pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(&id);
-        if !still_pending {
+        // Claimed before deleting, so an undo from now on is "too late", never a false
+        // "undone" while the delete goes on.
+        if !self.cancel_delete(&id) {
             return;
         }
         let backend = self.backend.clone();
@@ -111,7 +108,6 @@ impl AppState {
             Err(e) if e.status == 404 => {}
             Err(e) => tracing::warn!(memory = %id, error = %e, "a delete from the web UI failed"),
         }
-        self.cancel_delete(&id);
     }
 
     /// Carries out every delete still waiting for its undo window (at shutdown).
@@ -485,7 +481,13 @@ pub(crate) async fn create_memory(
 ) -> Result<impl IntoResponse, ApiError> {
     let backend = state.backend.clone();
     let memory = blocking(move || backend.create(new)).await?;
-    Ok((StatusCode::CREATED, Json(Created { id: memory.id })))
+    Ok((
+        StatusCode::CREATED,
+        Json(Created {
+            id: memory.id,
+            seq: memory.seq,
+        }),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/memories/{id}", tag = "memories", params(("id" = String, Path, description = "The memory's id")),

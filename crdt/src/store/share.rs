@@ -7,9 +7,9 @@ use automerge::ChangeHash;
 use mnemon_identity::{Did, Signature};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use super::{StoreReader, 
+use super::{
     ACL, CollectionRecord, DESCRIPTORS, DOCS, HEADS, INVITES, InviteRecord, JOINS, MEMBERS,
-    MEMORY_META, MemoryMeta, SIGNATURES, Store, TOMBSTONES, Tombstone, append_log,
+    MEMORY_META, MemoryMeta, SIGNATURES, Store, StoreReader, TOMBSTONES, Tombstone, append_log,
 };
 use crate::acl::{
     Access, AclAction, AclOp, Descriptor, Role, SignedAclOp, SignedDescriptor, SignedTombstone,
@@ -468,6 +468,8 @@ impl Store {
                     }
                 }
                 metas.remove(t.memory)?;
+                super::view::remove(&txn, MemoryId::from_u128(t.memory))
+                    .map_err(|e| ApplyError::Storage(e.to_string()))?;
                 docs.remove(t.memory)?;
                 heads.remove(t.memory)?;
                 super::set_links(&txn, MemoryId::from_u128(t.memory), [])
@@ -504,7 +506,6 @@ impl Store {
 }
 
 impl StoreReader {
-
     /// The current members of `collection` (not counting its owner).
     pub fn members(&self, collection: CollectionId) -> Result<Vec<Member>, StoreError> {
         let txn = self.db().begin_read()?;
@@ -784,7 +785,6 @@ impl StoreReader {
         Ok(txn.open_table(ACL)?.len()?)
     }
 }
-
 
 fn tombstone_to_wire(memory: u128, t: &Tombstone) -> Result<SignedTombstone, StoreError> {
     Ok(SignedTombstone {

@@ -520,7 +520,8 @@ fn changes_by_a_reader_or_a_revoked_writer_are_refused() {
     // ... and a change B made anyway (in a copy of the collection it wrote itself) is
     // refused by A.
     let rogue_dir = tempfile::tempdir().expect("tempdir");
-    let mut rogue = Store::open(rogue_dir.path().join("b.redb"), (*b.keypair).clone()).expect("open");
+    let mut rogue =
+        Store::open(rogue_dir.path().join("b.redb"), (*b.keypair).clone()).expect("open");
     let made = rogue.add(note("sneaky")).expect("add");
     let changes = rogue.signed_changes(made.id).expect("changes");
     let err = a.apply_changes(shared, made.id, &changes).unwrap_err();

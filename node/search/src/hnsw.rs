@@ -611,9 +611,9 @@ impl KernelOp for SearchOp<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::search::embed::normalize;
-    use crate::search::vector::dot;
-    use crate::search::vector::tests::random_unit;
+    use crate::embed::normalize;
+    use crate::vector::dot;
+    use crate::vector::tests::random_unit;
 
     #[test]
     fn finds_the_exact_neighbours_of_clustered_vectors() {

@@ -486,7 +486,7 @@ impl VectorIndex {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::search::embed::normalize;
+    use crate::embed::normalize;
 
     /// A pseudo-random unit vector (xorshift), for the index tests.
     pub(crate) fn random_unit(seed: &mut u64, dim: usize) -> Vec<f32> {

@@ -1,10 +1,11 @@
-//! Search by meaning and by words: an embedder, a vector index, a keyword index and
-//! hybrid ranking by reciprocal rank fusion.
+//! Mnemon's search engine: [`SearchIndex`] ties an embedder ([`embed::Embedder`]), a vector
+//! index ([`vector::VectorIndex`], HNSW segments over SIMD kernels) and a keyword index
+//! (tantivy BM25) together, with hybrid ranking by reciprocal rank fusion.
 //!
 //! Both indexes are derived data kept in `DATA/index/`: they remember the store's change-log
-//! position they reflect and catch up from the store's change log (`Store::changes_since`)
-//! before every search; when missing, unreadable or made for another model they are rebuilt
-//! from the store.
+//! position they reflect and follow the store's change log (`StoreReader::changes_since`);
+//! when missing, unreadable or made for another model they are rebuilt from the store.
+//! This crate knows no HTTP, no CLI and no network.
 
 pub mod embed;
 pub mod hnsw;
@@ -75,7 +76,7 @@ pub enum SearchError {
 }
 
 /// How to rank.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Keyword and vector rankings fused.
     #[default]

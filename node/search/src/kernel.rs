@@ -247,7 +247,7 @@ impl Wide {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::search::vector::tests::random_unit;
+    use crate::vector::tests::random_unit;
 
     struct Both<'a>(&'a [i16], &'a [i8], &'a [f32], &'a [f32]);
 

@@ -1,0 +1,139 @@
+//! Read views: everything a read needs of a memory, kept beside its document in the same
+//! transaction as every write (local, from a peer, a delete), so reads never decode
+//! automerge. And the titles table, which resolves `[[wikilinks]]` without an index.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::id::{CollectionId, MemoryId, Timestamp};
+use crate::memory::{Memory, Source, Task};
+
+/// Key: memory id. Value: the memory as it reads (postcard [`ViewRecord`]).
+pub(super) const VIEWS: TableDefinition<u128, &[u8]> = TableDefinition::new("views-1");
+/// Key: (title folded to lower case, memory id). Value: nothing.
+pub(super) const TITLES: TableDefinition<(&str, u128), ()> = TableDefinition::new("titles-1");
+
+/// The stored form of a [`Memory`] (without its id, which is the key).
+#[derive(Debug, Serialize, Deserialize)]
+struct ViewRecord {
+    collection: u128,
+    title: String,
+    content: String,
+    tags: Vec<String>,
+    kind: String,
+    importance: f64,
+    source: Option<(String, Option<String>)>,
+    created_at: i64,
+    updated_at: i64,
+    author: String,
+    links: Vec<(u128, String)>,
+    task: Option<TaskRecord>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TaskRecord {
+    status: String,
+    priority: i64,
+    due: Option<i64>,
+    difficulty: u8,
+    xp: u32,
+}
+
+/// The key a title is found by: trimmed and folded to lower case (Unicode).
+pub fn title_key(title: &str) -> String {
+    title.trim().to_lowercase()
+}
+
+pub(super) fn encode(memory: &Memory) -> Result<Vec<u8>, StoreError> {
+    let record = ViewRecord {
+        collection: memory.collection.to_u128(),
+        title: memory.title.clone(),
+        content: memory.content.clone(),
+        tags: memory.tags.iter().cloned().collect(),
+        kind: memory.kind.clone(),
+        importance: memory.importance,
+        source: memory
+            .source
+            .as_ref()
+            .map(|s| (s.kind.clone(), s.uri.clone())),
+        created_at: memory.created_at.as_millis(),
+        updated_at: memory.updated_at.as_millis(),
+        author: memory.author.clone(),
+        links: memory
+            .links
+            .iter()
+            .map(|(id, relation)| (id.to_u128(), relation.clone()))
+            .collect(),
+        task: memory.task.as_ref().map(|t| TaskRecord {
+            status: t.status.clone(),
+            priority: t.priority,
+            due: t.due.map(Timestamp::as_millis),
+            difficulty: t.difficulty,
+            xp: t.xp,
+        }),
+    };
+    Ok(postcard::to_allocvec(&record)?)
+}
+
+pub(super) fn decode(id: u128, bytes: &[u8]) -> Result<Memory, StoreError> {
+    let r: ViewRecord = postcard::from_bytes(bytes)?;
+    Ok(Memory {
+        id: MemoryId::from_u128(id),
+        collection: CollectionId::from_u128(r.collection),
+        title: r.title,
+        content: r.content,
+        tags: r.tags.into_iter().collect::<BTreeSet<_>>(),
+        kind: r.kind,
+        importance: r.importance,
+        source: r.source.map(|(kind, uri)| Source { kind, uri }),
+        created_at: Timestamp::from_millis(r.created_at),
+        updated_at: Timestamp::from_millis(r.updated_at),
+        author: r.author,
+        links: r
+            .links
+            .into_iter()
+            .map(|(id, relation)| (MemoryId::from_u128(id), relation))
+            .collect::<BTreeMap<_, _>>(),
+        task: r.task.map(|t| Task {
+            status: t.status,
+            priority: t.priority,
+            due: t.due.map(Timestamp::from_millis),
+            difficulty: t.difficulty,
+            xp: t.xp,
+        }),
+    })
+}
+
+/// Writes `memory`'s view and its title row (replacing the old title's).
+pub(super) fn put(txn: &WriteTransaction, memory: &Memory) -> Result<(), StoreError> {
+    let id = memory.id.to_u128();
+    let mut views = txn.open_table(VIEWS)?;
+    let mut titles = txn.open_table(TITLES)?;
+    let new_key = title_key(&memory.title);
+    if let Some(old) = views.get(id)? {
+        let old = decode(id, old.value())?;
+        let old_key = title_key(&old.title);
+        if old_key != new_key {
+            titles.remove((old_key.as_str(), id))?;
+        }
+    }
+    views.insert(id, encode(memory)?.as_slice())?;
+    titles.insert((new_key.as_str(), id), ())?;
+    Ok(())
+}
+
+/// Removes a memory's view and title row.
+pub(super) fn remove(txn: &WriteTransaction, id: MemoryId) -> Result<(), StoreError> {
+    let id = id.to_u128();
+    let mut views = txn.open_table(VIEWS)?;
+    let Some(old) = views.remove(id)? else {
+        return Ok(());
+    };
+    let old = decode(id, old.value())?;
+    txn.open_table(TITLES)?
+        .remove((title_key(&old.title).as_str(), id))?;
+    Ok(())
+}
