@@ -20,8 +20,6 @@ use crate::search::SearchIndex;
 use crate::search::embed::Embedder;
 use crate::service::{MAX_PAGE, Service};
 
-/// Mnemon: a personal memory node.
-
 /// How `mnemon search` ranks (the API's `mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Mode {
@@ -34,6 +32,7 @@ pub enum Mode {
     Keyword,
 }
 
+/// Mnemon: a personal memory node.
 #[derive(Debug, Parser)]
 #[command(name = "mnemon", version, about, long_about = None)]
 pub struct Cli {
