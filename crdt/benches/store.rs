@@ -4,6 +4,9 @@
 //! Run: `cargo bench -p mnemon-crdt --bench store` (set `MNEMON_BENCH_DIR` to choose the disk;
 //! default: a temporary folder under `target/`; `MNEMON_BENCH_N` for the memory count).
 //!
+//! Also: the same single adds from 50 concurrent writers through the writer thread
+//! (`StoreHandle`), which group-commits them; each is acknowledged only once durable.
+//!
 //! Last, the backlinks of one memory that 50 others link to, among all of them: one range
 //! read of the backlink table, beside the scan of every document it replaced.
 //!
@@ -13,7 +16,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mnemon_crdt::{MemoryDoc, NewMemory, Store, Timestamp};
+use mnemon_crdt::{MemoryDoc, NewMemory, Store, StoreHandle, Timestamp};
 use mnemon_identity::Keypair;
 use redb::{Database, TableDefinition};
 
@@ -127,6 +130,32 @@ fn main() {
         .unwrap_or(0);
     drop(store);
 
+    // 3b. Single adds from 50 concurrent writers through the writer thread, which
+    // group-commits what is queued: each add is still acknowledged only once durable.
+    let writers = 50;
+    let store = Store::open(dir.path().join("grouped.redb"), keypair.clone()).expect("store");
+    let handle = StoreHandle::spawn(store).expect("writer");
+    let start = Instant::now();
+    let threads: Vec<_> = (0..writers)
+        .map(|w| {
+            let handle = handle.clone();
+            std::thread::spawn(move || {
+                for i in (w..n).step_by(writers) {
+                    handle
+                        .write_blocking(move |s: &mut Store| s.add(memory(i)))
+                        .expect("add");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("writer");
+    }
+    let grouped_elapsed = start.elapsed();
+    let (groups, grouped_writes) = handle.commits();
+    assert_eq!(handle.reader().count().expect("count"), n as u64);
+    drop(handle);
+
     // 4. Batched adds (100 per transaction) up to n memories.
     let batch_size = 100;
     let mut store = Store::open(dir.path().join("batch.redb"), keypair).expect("store");
@@ -173,6 +202,7 @@ fn main() {
     let raw_rate = per_sec(raw_n, raw_elapsed);
     let single_rate = per_sec(n, single_elapsed);
     let batch_rate = per_sec(n, batch_elapsed);
+    let grouped_rate = per_sec(n, grouped_elapsed);
     let report = serde_json::json!({
         "data": format!("{n} memories (60-byte title, ~150-byte body, 2 tags); raw redb: {raw_n} rows of 24-byte key + 150-byte value"),
         "disk": dir.path().display().to_string(),
@@ -182,6 +212,12 @@ fn main() {
         "single_adds_per_sec": single_rate.round(),
         "single_add_ms": 1000.0 / single_rate,
         "batched_adds_per_sec": batch_rate.round(),
+        "grouped_single_adds_per_sec": grouped_rate.round(),
+        "grouped_writers": writers,
+        "grouped_commits": groups,
+        "grouped_writes_per_commit": grouped_writes as f64 / groups.max(1) as f64,
+        "ratio_grouped_to_raw": grouped_rate / raw_rate,
+        "ratio_grouped_to_single": grouped_rate / single_rate,
         "batch_size": batch_size,
         "ratio_single_to_raw": single_rate / raw_rate,
         "ratio_batched_to_single": batch_rate / single_rate,

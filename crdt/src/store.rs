@@ -264,6 +264,8 @@ pub struct Store {
     group: Option<Group>,
     /// The change-log position of the last change the last write made.
     written_seq: u64,
+    /// A vacuum after a grouped delete failed and is still owed.
+    vacuum_due: bool,
 }
 
 /// A transaction shared by several writes, committed once.
@@ -541,6 +543,7 @@ impl Store {
             path,
             group: None,
             written_seq: 0,
+            vacuum_due: false,
         })
     }
 
@@ -826,8 +829,17 @@ impl Store {
         txn.commit()?;
         let count = group.events.len();
         self.publish(group.events);
-        if group.vacuum {
-            self.vacuum()?;
+        if group.vacuum || self.vacuum_due {
+            // The group is durable whatever happens here: a failed vacuum must not fail
+            // the writes beside the delete. It is logged and tried again at the next
+            // commit until it succeeds.
+            match self.vacuum() {
+                Ok(_) => self.vacuum_due = false,
+                Err(e) => {
+                    tracing::error!(error = %e, "vacuum after a delete failed; will retry");
+                    self.vacuum_due = true;
+                }
+            }
         }
         Ok(count)
     }

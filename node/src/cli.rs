@@ -719,8 +719,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Search(args) => {
             let node = Node::open(&data_dir, &passphrase)?;
             node.catch_up_vectors(VECTOR_BUDGET)?;
+            let status = node.api().status()?;
             if args.mode != Mode::Keyword {
-                let status = node.api().status()?;
                 let pending = status["index"]["models"][0]["pending"]
                     .as_u64()
                     .unwrap_or(0);
@@ -730,6 +730,9 @@ pub fn run() -> Result<ExitCode> {
                     );
                 }
             }
+            // Everything written before this command (by this user's other commands too)
+            // is in the results: the search waits for the index to reach it.
+            let after = status["index"]["seq"].as_u64();
             let hits = node.api().search(&SearchQuery {
                 q: args.query.clone(),
                 k: Some(args.k),
@@ -740,7 +743,7 @@ pub fn run() -> Result<ExitCode> {
                 since: args.since,
                 until: args.until,
                 min_importance: args.min_importance,
-                after: None,
+                after,
             })?;
             print_hits(&mut out, &hits, args.json)?;
             node.finish()?;

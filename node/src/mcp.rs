@@ -38,6 +38,9 @@ const RESOURCE_LIMIT: usize = 1000;
 pub struct Mcp {
     backend: Arc<dyn Backend>,
     tool_router: ToolRouter<Mcp>,
+    /// The change-log position of this session's last write: its searches wait for the
+    /// index to reach it (read-your-writes).
+    last_write: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Mcp {
@@ -188,6 +191,15 @@ impl Mcp {
         Mcp {
             backend,
             tool_router: Self::tool_router(),
+            last_write: Arc::default(),
+        }
+    }
+
+    /// Remembers the position of a write this session made.
+    fn wrote(&self, memory: &mnemon_web::api::MemoryView) {
+        if let Some(seq) = memory.seq {
+            self.last_write
+                .fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -225,6 +237,7 @@ impl Mcp {
                 })
             })
             .await?;
+        self.wrote(&memory);
         json_result(&memory)
     }
 
@@ -238,9 +251,14 @@ impl Mcp {
         if args.query.trim().is_empty() {
             return Err(McpError::invalid_params("query: must not be empty", None));
         }
+        let after = match self.last_write.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            seq => Some(seq),
+        };
         let hits = self
             .call(move |b| {
                 b.search(&SearchQuery {
+                    after,
                     q: args.query,
                     k: Some(args.k.unwrap_or(10).clamp(1, 100)),
                     mode: args.mode,
@@ -281,6 +299,7 @@ impl Mcp {
                 )
             })
             .await?;
+        self.wrote(&memory);
         json_result(&memory)
     }
 
@@ -316,6 +335,7 @@ impl Mcp {
                 )
             })
             .await?;
+        self.wrote(&memory);
         json_result(&memory)
     }
 
@@ -351,6 +371,7 @@ impl Mcp {
                 })
             })
             .await?;
+        self.wrote(&memory);
         json_result(&memory)
     }
 
@@ -390,6 +411,7 @@ impl Mcp {
                 b.update(&args.id, PatchMemory::task_done())
             })
             .await?;
+        self.wrote(&memory);
         json_result(&memory)
     }
 }

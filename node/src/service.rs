@@ -880,10 +880,15 @@ impl Backend for Service {
             .map_err(store_error)?;
         // Forget it in the index files now, whatever position they are at; if the index
         // cannot be opened, its next catch-up forgets it.
+        // The indexer, if one runs, applies the rest of the log; a CLI process catches up.
         let store = self.store();
+        let inline = !self.indexer.load(Ordering::Relaxed);
         let result = self.with_index(|index| {
             index.forget_now(&[id])?;
-            index.catch_up_within(store, Some(Instant::now() + WRITE_VECTOR_BUDGET))
+            if inline {
+                index.catch_up_within(store, Some(Instant::now() + WRITE_VECTOR_BUDGET))?;
+            }
+            Ok(())
         });
         if let Err(e) = result {
             tracing::warn!("deleted, but the search index will forget later: {e}");
