@@ -454,14 +454,21 @@ impl Store {
         txn.open_table(DESCRIPTORS).map_err(|e| err(&e))?;
         txn.open_table(INVITES).map_err(|e| err(&e))?;
         txn.open_table(JOINS).map_err(|e| err(&e))?;
-        let links_exist = txn
-            .list_tables()
-            .map_err(|e| err(&e))?
-            .any(|t| t.name() == LINKS.name());
+        let exists = |name: &str| -> Result<bool, OpenStoreError> {
+            Ok(txn
+                .list_tables()
+                .map_err(|e| err(&e))?
+                .any(|t| t.name() == name))
+        };
+        let links_exist = exists(LINKS.name())?;
+        let views_exist = exists(VIEWS.name())?;
         txn.open_table(LINKS).map_err(|e| err(&e))?;
         txn.open_table(BACKLINKS).map_err(|e| err(&e))?;
-        if !links_exist {
-            // A store written before the link tables existed: derive them once.
+        txn.open_table(VIEWS).map_err(|e| err(&e))?;
+        txn.open_table(TITLES).map_err(|e| err(&e))?;
+        if !links_exist || !views_exist {
+            // A store written before the link tables or the read views existed: derive
+            // what is missing once, from every document.
             let docs = txn.open_table(DOCS).map_err(|e| err(&e))?;
             let metas = txn.open_table(MEMORY_META).map_err(|e| err(&e))?;
             let mut links = LinkTables::open(&txn).map_err(|e| err(&e))?;
@@ -475,34 +482,14 @@ impl Store {
                 let memory = MemoryDoc::load(bytes.value(), &did)
                     .map_err(|e| err(&e))?
                     .read(id, CollectionId::from_u128(meta.collection));
-                links
-                    .add(key.value(), memory.links.keys().copied())
-                    .map_err(|e| err(&e))?;
-            }
-        }
-        let views_exist = txn
-            .list_tables()
-            .map_err(|e| err(&e))?
-            .any(|t| t.name() == VIEWS.name());
-        txn.open_table(VIEWS).map_err(|e| err(&e))?;
-        txn.open_table(TITLES).map_err(|e| err(&e))?;
-        if !views_exist {
-            // A store written before the read views existed: derive them once.
-            let docs = txn.open_table(DOCS).map_err(|e| err(&e))?;
-            let metas = txn.open_table(MEMORY_META).map_err(|e| err(&e))?;
-            for entry in metas.iter().map_err(|e| err(&e))? {
-                let (key, value) = entry.map_err(|e| err(&e))?;
-                let meta: MemoryMeta = postcard::from_bytes(value.value()).map_err(|e| err(&e))?;
-                let Some(bytes) = docs.get(key.value()).map_err(|e| err(&e))? else {
-                    continue;
-                };
-                let memory = MemoryDoc::load(bytes.value(), &did)
-                    .map_err(|e| err(&e))?
-                    .read(
-                        MemoryId::from_u128(key.value()),
-                        CollectionId::from_u128(meta.collection),
-                    );
-                view::put(&txn, &memory).map_err(|e| err(&e))?;
+                if !links_exist {
+                    links
+                        .add(key.value(), memory.links.keys().copied())
+                        .map_err(|e| err(&e))?;
+                }
+                if !views_exist {
+                    view::put(&txn, &memory).map_err(|e| err(&e))?;
+                }
             }
         }
         let backfill = {

@@ -883,3 +883,58 @@ fn links_that_arrive_from_a_peer_are_indexed_and_tombstones_clear_them() {
     let sizes = b.table_sizes().expect("sizes");
     assert_eq!((sizes["links-1"], sizes["backlinks-1"]), (0, 0));
 }
+
+#[test]
+fn read_views_and_titles_are_derived_once_for_a_store_made_before_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let me = Keypair::generate();
+    let mut store = open(&dir, "old.redb", &me);
+    let alpha = store
+        .add(NewMemory {
+            title: Some("Ålpha Notes".into()),
+            ..note("one [[Beta]]")
+        })
+        .expect("add");
+    let beta = store.add(note("Beta\nsecond")).expect("add");
+    // What a store written before `views-1` and `titles-1` looks like.
+    {
+        let txn = store.db().begin_write().expect("txn");
+        assert!(txn.delete_table(VIEWS).expect("delete"));
+        assert!(txn.delete_table(TITLES).expect("delete"));
+        txn.commit().expect("commit");
+    }
+    drop(store);
+    let store = open(&dir, "old.redb", &me);
+    assert_eq!(store.verify_views().expect("views"), 2);
+    assert_eq!(store.get(beta.id).expect("get"), beta);
+    assert_eq!(
+        store.titled("  ålpha NOTES ").expect("titled"),
+        vec![alpha.id]
+    );
+    assert_eq!(store.titled("beta").expect("titled"), vec![beta.id]);
+    assert!(store.titled("gamma").expect("titled").is_empty());
+}
+
+#[test]
+fn a_title_change_moves_its_row_and_a_delete_removes_view_and_title() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let me = Keypair::generate();
+    let mut store = open(&dir, "t.redb", &me);
+    let m = store.add(note("First title\nbody")).expect("add");
+    store
+        .edit(
+            m.id,
+            &MemoryEdit {
+                title: Some("Second title".into()),
+                ..MemoryEdit::default()
+            },
+        )
+        .expect("edit");
+    assert!(store.titled("first title").expect("titled").is_empty());
+    assert_eq!(store.titled("second title").expect("titled"), vec![m.id]);
+    store.verify_views().expect("views");
+    store.remove(&[m.id]).expect("remove");
+    assert!(store.titled("second title").expect("titled").is_empty());
+    assert_eq!(store.verify_views().expect("views"), 0);
+    assert!(matches!(store.get(m.id), Err(StoreError::Deleted(_))));
+}
