@@ -22,7 +22,7 @@ use crate::error::{ApplyError, OpenStoreError, StoreError};
 use crate::feed::{ChangeEvent, ChangeKind, Origin};
 use crate::id::{CollectionId, MemoryId, Timestamp};
 use crate::memory::{Memory, MemoryDoc, MemoryEdit, NewMemory, ValidNew, normalize_tag};
-use crate::signed::{SignedChange, sign_change};
+use crate::signed::{SignedChange, VerifiedChange, sign_change};
 
 mod share;
 mod view;
@@ -961,113 +961,187 @@ impl Store {
         id: MemoryId,
         changes: &[SignedChange],
     ) -> Result<ApplyOutcome, ApplyError> {
-        if changes.len() > MAX_APPLY_BATCH {
-            return Err(ApplyError::TooMany(changes.len()));
-        }
-        let verified = changes
+        let mut results = self
+            .apply_batch(collection, &[(id, changes.to_vec())])
+            .map_err(|e| ApplyError::Storage(e.to_string()))?;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(ApplyError::Storage("no result for the memory".into())))
+    }
+
+    /// Applies the signed changes of many memories of `collection` in **one** durable
+    /// transaction, each memory with the checks of [`Store::apply_changes`].
+    ///
+    /// Each memory succeeds or fails alone: a refused memory writes nothing and leaves the
+    /// others applied. Only a failure of the database itself fails the whole call, and
+    /// then nothing is stored. A peer's large sync thus costs one commit per message,
+    /// not one per memory.
+    pub fn apply_batch(
+        &mut self,
+        collection: CollectionId,
+        docs: &[(MemoryId, Vec<SignedChange>)],
+    ) -> Result<Vec<Result<ApplyOutcome, ApplyError>>, StoreError> {
+        // Signatures are checked before the transaction opens.
+        let verified: Vec<Result<Vec<VerifiedChange>, ApplyError>> = docs
             .iter()
-            .enumerate()
-            .map(|(index, c)| {
-                c.verify()
-                    .map_err(|source| ApplyError::Change { index, source })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(_, changes)| verify_changes(changes))
+            .collect();
         let txn = self.db().begin_write()?;
-        if txn
-            .open_table(COLLECTIONS)?
-            .get(collection.to_u128())?
-            .is_none()
-        {
-            return Err(ApplyError::UnknownCollection(collection.to_string()));
+        let access = {
+            let collections = txn.open_table(COLLECTIONS)?;
+            let acl = txn.open_table(ACL)?;
+            share::read_access(&collections, &acl, collection)?
+        };
+        let mut results = Vec::with_capacity(docs.len());
+        let mut log = Vec::new();
+        for ((id, _), verified) in docs.iter().zip(verified) {
+            let prepared = verified.and_then(|verified| match &access {
+                None => Err(ApplyError::UnknownCollection(collection.to_string())),
+                Some((owner, members, _)) => {
+                    for v in &verified {
+                        if !share::access_of(owner, members, &v.author)
+                            .is_some_and(Access::can_write)
+                        {
+                            return Err(ApplyError::NotAllowed {
+                                author: v.author.to_string(),
+                                collection: collection.to_string(),
+                            });
+                        }
+                    }
+                    self.prepare_apply(&txn, collection, *id, verified)
+                }
+            });
+            match prepared {
+                Ok(prepared) => {
+                    // From here a failure is the database's: the whole batch fails.
+                    if let Some(kind) = write_applied(&txn, collection, *id, &prepared)? {
+                        log.push((*id, collection, kind, Origin::Remote));
+                    }
+                    results.push(Ok(prepared.outcome));
+                }
+                Err(e) => results.push(Err(e)),
+            }
         }
+        let events = append_log(&txn, log)?;
+        txn.commit()?;
+        self.publish(events);
+        Ok(results)
+    }
+
+    /// Merges verified changes into memory `id` in memory, writing nothing: every check
+    /// that can refuse a peer's changes happens here.
+    fn prepare_apply(
+        &self,
+        txn: &WriteTransaction,
+        collection: CollectionId,
+        id: MemoryId,
+        verified: Vec<VerifiedChange>,
+    ) -> Result<PreparedApply, ApplyError> {
         if txn.open_table(TOMBSTONES)?.get(id.to_u128())?.is_some() {
             return Err(ApplyError::Deleted(id));
         }
-        {
-            let collections = txn.open_table(COLLECTIONS)?;
-            let acl = txn.open_table(ACL)?;
-            let (owner, members, _) = share::read_access(&collections, &acl, collection)
-                .map_err(|e| ApplyError::Storage(e.to_string()))?
-                .ok_or_else(|| ApplyError::UnknownCollection(collection.to_string()))?;
-            for v in &verified {
-                if !share::access_of(&owner, &members, &v.author).is_some_and(Access::can_write) {
-                    return Err(ApplyError::NotAllowed {
-                        author: v.author.to_string(),
-                        collection: collection.to_string(),
-                    });
-                }
-            }
-        }
-        let outcome;
-        let created;
-        {
-            let mut docs = txn.open_table(DOCS)?;
-            let mut metas = txn.open_table(MEMORY_META)?;
-            let existing = match metas.get(id.to_u128())? {
+        let existing = {
+            let metas = txn.open_table(MEMORY_META)?;
+            match metas.get(id.to_u128())? {
                 Some(meta) => {
                     let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
                     if meta.collection != collection.to_u128() {
                         return Err(ApplyError::WrongCollection(id));
                     }
-                    docs.get(id.to_u128())?.map(|b| b.value().to_vec())
+                    txn.open_table(DOCS)?
+                        .get(id.to_u128())?
+                        .map(|b| b.value().to_vec())
                 }
                 None => None,
-            };
-            created = existing.is_none();
-            let mut doc = match &existing {
-                Some(bytes) => MemoryDoc::load(bytes, &self.did)?,
-                None => MemoryDoc::empty(&self.did),
-            };
-            let before = doc.heads();
-            let am = doc.automerge();
-            let new_changes = verified
-                .iter()
-                .filter(|v| am.get_change_by_hash(&v.hash()).is_none())
-                .count();
-            am.apply_changes(verified.iter().map(|v| v.change.clone()))?;
-            let missing = am.get_missing_deps(&[]).len();
-            if missing > 0 {
-                return Err(ApplyError::MissingDependencies(missing));
             }
-            let heads = doc.heads();
-            if heads != before {
-                let memory = doc.read(id, collection);
-                docs.insert(id.to_u128(), doc.save().as_slice())?;
-                metas.insert(
-                    id.to_u128(),
-                    meta_bytes(&memory)
-                        .map_err(|e| ApplyError::Storage(e.to_string()))?
-                        .as_slice(),
-                )?;
-                view::put(&txn, &memory).map_err(|e| ApplyError::Storage(e.to_string()))?;
-                set_links(&txn, id, memory.links.keys().copied())
-                    .map_err(|e| ApplyError::Storage(e.to_string()))?;
-                txn.open_table(MEMBERS)?
-                    .insert((collection.to_u128(), id.to_u128()), ())?;
-                txn.open_table(HEADS)?
-                    .insert(id.to_u128(), share::encode_heads(&heads).as_slice())?;
-                let mut signatures = txn.open_table(SIGNATURES)?;
-                for v in &verified {
-                    signatures.insert((id.to_u128(), v.hash().0), v.signature.as_bytes())?;
-                }
-            }
-            outcome = ApplyOutcome { new_changes, heads };
-        }
-        let events = if outcome.new_changes > 0 {
-            let kind = if created {
-                ChangeKind::Created
-            } else {
-                ChangeKind::Updated
-            };
-            append_log(&txn, [(id, collection, kind, Origin::Remote)])
-                .map_err(|e| ApplyError::Storage(e.to_string()))?
-        } else {
-            Vec::new()
         };
-        txn.commit()?;
-        self.publish(events);
-        Ok(outcome)
+        let created = existing.is_none();
+        let mut doc = match &existing {
+            Some(bytes) => MemoryDoc::load(bytes, &self.did)?,
+            None => MemoryDoc::empty(&self.did),
+        };
+        let before = doc.heads();
+        let am = doc.automerge();
+        let new_changes = verified
+            .iter()
+            .filter(|v| am.get_change_by_hash(&v.hash()).is_none())
+            .count();
+        am.apply_changes(verified.iter().map(|v| v.change.clone()))?;
+        let missing = am.get_missing_deps(&[]).len();
+        if missing > 0 {
+            return Err(ApplyError::MissingDependencies(missing));
+        }
+        let heads = doc.heads();
+        let changed = (heads != before).then(|| {
+            let memory = doc.read(id, collection);
+            (memory, doc.save())
+        });
+        Ok(PreparedApply {
+            outcome: ApplyOutcome { new_changes, heads },
+            created,
+            changed,
+            verified,
+        })
     }
+}
+
+/// A peer's changes to one memory, merged and checked, not yet written.
+struct PreparedApply {
+    outcome: ApplyOutcome,
+    created: bool,
+    /// The memory as it now reads and its saved document, if its heads moved.
+    changed: Option<(Memory, Vec<u8>)>,
+    verified: Vec<VerifiedChange>,
+}
+
+/// Parses every change and checks its signature.
+fn verify_changes(changes: &[SignedChange]) -> Result<Vec<VerifiedChange>, ApplyError> {
+    if changes.len() > MAX_APPLY_BATCH {
+        return Err(ApplyError::TooMany(changes.len()));
+    }
+    changes
+        .iter()
+        .enumerate()
+        .map(|(index, c)| {
+            c.verify()
+                .map_err(|source| ApplyError::Change { index, source })
+        })
+        .collect()
+}
+
+/// Writes a prepared merge: document, meta, view, links, membership, heads, signatures.
+/// Returns the change-log kind to record, if any change was new.
+fn write_applied(
+    txn: &WriteTransaction,
+    collection: CollectionId,
+    id: MemoryId,
+    prepared: &PreparedApply,
+) -> Result<Option<ChangeKind>, StoreError> {
+    if let Some((memory, saved)) = &prepared.changed {
+        txn.open_table(DOCS)?
+            .insert(id.to_u128(), saved.as_slice())?;
+        txn.open_table(MEMORY_META)?
+            .insert(id.to_u128(), meta_bytes(memory)?.as_slice())?;
+        view::put(txn, memory)?;
+        set_links(txn, id, memory.links.keys().copied())?;
+        txn.open_table(MEMBERS)?
+            .insert((collection.to_u128(), id.to_u128()), ())?;
+        txn.open_table(HEADS)?.insert(
+            id.to_u128(),
+            share::encode_heads(&prepared.outcome.heads).as_slice(),
+        )?;
+        let mut signatures = txn.open_table(SIGNATURES)?;
+        for v in &prepared.verified {
+            signatures.insert((id.to_u128(), v.hash().0), v.signature.as_bytes())?;
+        }
+    }
+    Ok(
+        (prepared.outcome.new_changes > 0).then_some(if prepared.created {
+            ChangeKind::Created
+        } else {
+            ChangeKind::Updated
+        }),
+    )
 }
 
 impl StoreReader {

@@ -40,6 +40,10 @@ pub struct SessionConfig {
     pub max_violations: u32,
     /// Most change bytes in one `Changes` message.
     pub max_changes_bytes: usize,
+    /// Most memories in one `Changes` message. The receiver applies a message in one
+    /// transaction on its writer thread, so this bounds how long its local writes wait
+    /// behind a peer's large sync, and how often it can show progress.
+    pub max_changes_docs: usize,
     /// After a comparison found differences, compare again once the exchange has been
     /// quiet this long (ms), to learn that both sides now agree; doubled after every
     /// comparison that still differs, up to `resync_interval`.
@@ -53,6 +57,7 @@ impl Default for SessionConfig {
             resync_interval: 60_000,
             max_violations: 16,
             max_changes_bytes: 4 * 1024 * 1024,
+            max_changes_docs: 256,
             confirm_delay: 1_000,
         }
     }
@@ -957,7 +962,8 @@ impl Session {
                 memory: memory.to_u128(),
                 changes: wire,
             });
-            if bytes >= self.config.max_changes_bytes || batch.len() >= MAX_BATCH {
+            if bytes >= self.config.max_changes_bytes || batch.len() >= self.config.max_changes_docs
+            {
                 self.send(Message::Changes {
                     collection: c.to_u128(),
                     docs: std::mem::take(&mut batch),
@@ -975,18 +981,32 @@ impl Session {
 
     fn handle_changes(&mut self, store: &mut Store, c: CollectionId, docs: Vec<DocChanges>) {
         let mut repair = Vec::new();
+        let mut batch = Vec::with_capacity(docs.len());
         for d in docs {
             let memory = MemoryId::from_u128(d.memory);
-            let Some(changes) = d
+            match d
                 .changes
                 .iter()
                 .map(WireChange::to_signed)
                 .collect::<Option<Vec<_>>>()
-            else {
-                self.violation(format!("a change of {memory} with a malformed signature"));
-                continue;
-            };
-            match store.apply_changes(c, memory, &changes) {
+            {
+                Some(changes) => batch.push((memory, changes)),
+                None => self.violation(format!("a change of {memory} with a malformed signature")),
+            }
+        }
+        // One transaction, one commit, for the whole message; each memory is still
+        // checked and refused on its own.
+        let results = match store.apply_batch(c, &batch) {
+            Ok(results) => results,
+            Err(e) => {
+                // The database failed, not the peer: nothing of the message was stored,
+                // and the next comparison of summaries asks for it again.
+                self.event(Event::Refused(format!("storing changes in {c}: {e}")));
+                return;
+            }
+        };
+        for ((memory, changes), result) in batch.into_iter().zip(results) {
+            match result {
                 Ok(outcome) => {
                     let has = self.peer_has.entry(memory).or_default();
                     for change in &changes {

@@ -223,6 +223,67 @@ fn changes_relay_through_a_member_and_forgeries_are_refused() {
 }
 
 #[test]
+fn a_large_join_arrives_in_bounded_messages_and_a_refused_memory_spares_its_neighbours() {
+    let mut sim = Sim::new(2, 4, config());
+    let c = sim.shared_collection(Role::Write);
+    let per_message = config().max_changes_docs;
+    let total = per_message * 2 + 10;
+    let ids: Vec<MemoryId> = (0..total)
+        .map(|i| sim.add(0, c, &format!("note {i}")).expect("add").0)
+        .collect();
+    sim.connect(0, 1);
+    settle(&mut sim);
+    for id in &ids {
+        assert!(sim.nodes[1].store.get(*id).is_ok(), "{id} did not arrive");
+    }
+    sim.nodes[1].store.verify_views().expect("views agree");
+    let messages = sim.session(1, 0).expect("session").traffic().received["changes"];
+    assert!(
+        messages >= total.div_ceil(per_message) as u64,
+        "{total} memories came in {messages} messages of at most {per_message}"
+    );
+
+    // One message: a valid change by the owner beside a forgery. The forgery is
+    // refused, the valid change is stored.
+    let good = sim.change_signed_by(0, ids[0], "renamed by the owner");
+    let forged = sim.forge_in_name_of(1, 0, ids[1]);
+    sim.inject(
+        0,
+        1,
+        Message::Changes {
+            collection: c.to_u128(),
+            docs: vec![
+                DocChanges {
+                    memory: ids[1].to_u128(),
+                    changes: vec![forged],
+                },
+                DocChanges {
+                    memory: ids[0].to_u128(),
+                    changes: vec![good],
+                },
+            ],
+        },
+    );
+    settle(&mut sim);
+    assert_eq!(
+        sim.nodes[1].store.get(ids[0]).expect("get").title,
+        "renamed by the owner"
+    );
+    assert_eq!(
+        sim.nodes[1].store.get(ids[1]).expect("get").content,
+        "note 1"
+    );
+    assert!(
+        sim.nodes[1]
+            .refused
+            .iter()
+            .any(|r| r.contains("does not match its author")),
+        "{:?}",
+        sim.nodes[1].refused
+    );
+}
+
+#[test]
 fn garbage_from_a_peer_is_refused_and_the_session_survives() {
     let mut sim = Sim::new(2, 4, config());
     let c = sim.shared_collection(Role::Write);
