@@ -15,6 +15,7 @@ mod error;
 mod feed;
 mod handle;
 mod id;
+pub mod markdown;
 mod memory;
 mod signed;
 mod store;

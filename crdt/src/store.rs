@@ -28,7 +28,7 @@ mod share;
 mod view;
 
 pub use view::title_key;
-use view::{TITLES, VIEWS};
+use view::{MENTIONS, TITLES, VIEWS};
 
 pub use share::{HeadsDigest, MAX_ACL_BATCH, Member, SharedCollection, heads_digest};
 
@@ -36,6 +36,8 @@ pub use share::{HeadsDigest, MAX_ACL_BATCH, Member, SharedCollection, heads_dige
 pub const SCHEMA_VERSION: u32 = 1;
 /// Most changes accepted in one [`Store::apply_changes`] call.
 pub const MAX_APPLY_BATCH: usize = 10_000;
+/// Most memories one write links to a title that appeared (see `Store::link_mentions`).
+const MAX_LINKED_PER_WRITE: usize = 256;
 /// Events buffered for each change-feed subscriber before it lags.
 pub const FEED_CAPACITY: usize = 1024;
 
@@ -101,6 +103,7 @@ pub const TABLE_NAMES: &[&str] = &[
     "backlinks-1",
     "views-1",
     "titles-1",
+    "mentions-1",
 ];
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -462,11 +465,13 @@ impl Store {
         };
         let links_exist = exists(LINKS.name())?;
         let views_exist = exists(VIEWS.name())?;
+        let mentions_exist = exists(MENTIONS.name())?;
         txn.open_table(LINKS).map_err(|e| err(&e))?;
         txn.open_table(BACKLINKS).map_err(|e| err(&e))?;
         txn.open_table(VIEWS).map_err(|e| err(&e))?;
         txn.open_table(TITLES).map_err(|e| err(&e))?;
-        if !links_exist || !views_exist {
+        txn.open_table(MENTIONS).map_err(|e| err(&e))?;
+        if !links_exist || !views_exist || !mentions_exist {
             // A store written before the link tables or the read views existed: derive
             // what is missing once, from every document.
             let docs = txn.open_table(DOCS).map_err(|e| err(&e))?;
@@ -488,7 +493,11 @@ impl Store {
                         .map_err(|e| err(&e))?;
                 }
                 if !views_exist {
+                    // Writes the mentions too.
                     view::put(&txn, &memory).map_err(|e| err(&e))?;
+                } else if !mentions_exist {
+                    let names = crate::markdown::wikilink_keys(&memory.content);
+                    view::put_mentions(&txn, key.value(), &[], &names).map_err(|e| err(&e))?;
                 }
             }
         }
@@ -644,12 +653,15 @@ impl Store {
                 added.push(memory);
             }
         }
-        let events = append_log(
+        let mut events = append_log(
             txn,
             added
                 .iter()
                 .map(|m| (m.id, m.collection, ChangeKind::Created, Origin::Local)),
         )?;
+        for memory in &added {
+            events.extend(self.link_mentions(txn, memory)?);
+        }
         Ok(Written::new(added, events))
     }
 
@@ -669,6 +681,7 @@ impl Store {
     ) -> Result<Written<Memory>, StoreError> {
         let memory;
         let changed;
+        let retitled;
         {
             let mut docs = txn.open_table(DOCS)?;
             let mut metas = txn.open_table(MEMORY_META)?;
@@ -693,8 +706,10 @@ impl Store {
                 )
             };
             share::check_write(txn, collection, &self.did)?;
+            let title_before = edit.title.as_ref().map(|_| doc.read(id, collection).title);
             let hash = doc.edit(edit, Timestamp::now())?;
             memory = doc.read(id, collection);
+            retitled = title_before.is_some_and(|t| title_key(&t) != title_key(&memory.title));
             changed = hash.is_some();
             if let Some(hash) = hash {
                 txn.open_table(HEADS)?
@@ -708,7 +723,7 @@ impl Store {
                     .insert((id.to_u128(), hash.0), signature.as_bytes())?;
             }
         }
-        let events = if changed {
+        let mut events = if changed {
             append_log(
                 txn,
                 [(id, memory.collection, ChangeKind::Updated, Origin::Local)],
@@ -716,7 +731,51 @@ impl Store {
         } else {
             Vec::new()
         };
+        if retitled {
+            events.extend(self.link_mentions(txn, &memory)?);
+        }
         Ok(Written::new(memory, events))
+    }
+
+    /// Links waiting for a title: when a local write gives `target` a title that is now
+    /// the only one of its kind, every memory whose text has `[[that title]]` and that
+    /// does not link to `target` yet gains a `wikilink` link to it (a signed edit of that
+    /// memory, in the same transaction). Memories this node may not write are left alone;
+    /// an ambiguous title links nothing, as when the text was written.
+    fn link_mentions(
+        &self,
+        txn: &WriteTransaction,
+        target: &Memory,
+    ) -> Result<Vec<ChangeEvent>, StoreError> {
+        let key = title_key(&target.title);
+        if key.is_empty() || ids_under(&txn.open_table(TITLES)?, &key)?.len() != 1 {
+            return Ok(Vec::new());
+        }
+        let waiting = ids_under(&txn.open_table(MENTIONS)?, &key)?;
+        let mut events = Vec::new();
+        for source in waiting.into_iter().take(MAX_LINKED_PER_WRITE) {
+            if source == target.id {
+                continue;
+            }
+            let current = {
+                let views = txn.open_table(VIEWS)?;
+                let Some(view) = views.get(source.to_u128())? else {
+                    continue;
+                };
+                view::decode(source.to_u128(), view.value())?
+            };
+            if current.links.contains_key(&target.id)
+                || share::check_write(txn, current.collection, &self.did).is_err()
+            {
+                continue;
+            }
+            let edit = MemoryEdit {
+                add_links: vec![(target.id, crate::markdown::WIKILINK_RELATION.to_owned())],
+                ..MemoryEdit::default()
+            };
+            events.extend(self.edit_in(txn, source, &edit)?.events);
+        }
+        Ok(events)
     }
 
     /// Deletes memories for good: tombstones them in their collections and removes their
@@ -921,6 +980,7 @@ impl Store {
             copy_table(&read, &write, BACKLINKS)?;
             copy_table(&read, &write, VIEWS)?;
             copy_table(&read, &write, TITLES)?;
+            copy_table(&read, &write, MENTIONS)?;
             write.commit()?;
         }
         drop(copy);
@@ -1465,13 +1525,14 @@ impl StoreReader {
             return Ok(Vec::new());
         }
         let txn = self.db().begin_read()?;
-        let titles = txn.open_table(TITLES)?;
-        let mut out = Vec::new();
-        for entry in titles.range((key.as_str(), 0)..=(key.as_str(), u128::MAX))? {
-            let (k, _) = entry?;
-            out.push(MemoryId::from_u128(k.value().1));
-        }
-        Ok(out)
+        ids_under(&txn.open_table(TITLES)?, &key)
+    }
+
+    /// The live memories whose text has a wikilink with key `name` (see
+    /// [`crate::markdown::wikilink_key`]), resolved or not, in id order.
+    pub fn mentioning(&self, name: &str) -> Result<Vec<MemoryId>, StoreError> {
+        let txn = self.db().begin_read()?;
+        ids_under(&txn.open_table(MENTIONS)?, name)
     }
 
     /// How many live memories the store holds.
@@ -1544,7 +1605,9 @@ impl StoreReader {
         let metas = txn.open_table(MEMORY_META)?;
         let views = txn.open_table(VIEWS)?;
         let titles = txn.open_table(TITLES)?;
+        let mentions = txn.open_table(MENTIONS)?;
         let mut checked = 0;
+        let mut mentioned = 0u64;
         for entry in metas.iter()? {
             let (key, value) = entry?;
             let id = key.value();
@@ -1572,13 +1635,27 @@ impl StoreReader {
                     read.id
                 )));
             }
+            for name in crate::markdown::wikilink_keys(&read.content) {
+                if mentions.get((name.as_str(), id))?.is_none() {
+                    return Err(StoreError::Storage(format!(
+                        "the wikilink [[{name}]] of {} is not in the mentions table",
+                        read.id
+                    )));
+                }
+                mentioned += 1;
+            }
             checked += 1;
         }
-        if views.len()? != checked as u64 || titles.len()? != checked as u64 {
+        if views.len()? != checked as u64
+            || titles.len()? != checked as u64
+            || mentions.len()? != mentioned
+        {
             return Err(StoreError::Storage(format!(
-                "{} views and {} titles for {checked} memories",
+                "{} views, {} titles and {} mentions for {checked} memories with {mentioned} \
+                 wikilink names",
                 views.len()?,
-                titles.len()?
+                titles.len()?,
+                mentions.len()?
             )));
         }
         Ok(checked)
@@ -1604,8 +1681,22 @@ impl StoreReader {
         out.insert("backlinks-1", txn.open_table(BACKLINKS)?.len()?);
         out.insert("views-1", txn.open_table(VIEWS)?.len()?);
         out.insert("titles-1", txn.open_table(TITLES)?.len()?);
+        out.insert("mentions-1", txn.open_table(MENTIONS)?.len()?);
         Ok(out)
     }
+}
+
+/// The ids filed under `key` in a (key, id) table: titles or mentions.
+fn ids_under(
+    table: &impl ReadableTable<(&'static str, u128), ()>,
+    key: &str,
+) -> Result<Vec<MemoryId>, StoreError> {
+    let mut out = Vec::new();
+    for entry in table.range((key, 0)..=(key, u128::MAX))? {
+        let (k, _) = entry?;
+        out.push(MemoryId::from_u128(k.value().1));
+    }
+    Ok(out)
 }
 
 /// Replaces the rows of `source` in the link tables with `targets`: the links its

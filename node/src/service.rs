@@ -34,7 +34,7 @@ pub const MAX_PAGE: usize = mnemon_web::api::MAX_LIST_PAGE;
 /// Page size when none is asked for.
 pub const DEFAULT_PAGE: usize = 50;
 /// The relation of links made from `[[wikilinks]]` in a memory's text.
-pub const WIKILINK: &str = crate::import::WIKILINK_RELATION;
+pub const WIKILINK: &str = mnemon_crdt::markdown::WIKILINK_RELATION;
 /// Most wikilinks of one text resolved.
 const MAX_WIKILINKS: usize = 64;
 /// Deepest graph query.
@@ -554,17 +554,12 @@ impl Service {
         Ok(MemoryView::new(&memory, &self.names(store)?))
     }
 
-    /// The names the `[[wikilinks]]` in `content` use: each one's last path segment,
-    /// lowercased (at most [`MAX_WIKILINKS`]).
+    /// The names the `[[wikilinks]]` in `content` use (see
+    /// [`mnemon_crdt::markdown::wikilink_key`]), at most [`MAX_WIKILINKS`].
     fn wikilink_names(content: &str) -> Vec<String> {
-        if !content.contains("[[") {
-            return Vec::new();
-        }
-        crate::import::wikilinks(content)
-            .iter()
-            .take(MAX_WIKILINKS)
-            .map(|t| t.rsplit('/').next().unwrap_or(t).trim().to_lowercase())
-            .collect()
+        let mut names = mnemon_crdt::markdown::wikilink_keys(content);
+        names.truncate(MAX_WIKILINKS);
+        names
     }
 
     /// The memories wikilink `names` resolve to: for each, the one memory with that title
@@ -827,7 +822,7 @@ impl Backend for Service {
                 // Still named, though no longer resolvable to it alone: kept.
                 let named = store
                     .get(*target)
-                    .is_ok_and(|m| names.contains(&m.title.to_lowercase()));
+                    .is_ok_and(|m| names.contains(&mnemon_crdt::title_key(&m.title)));
                 if !named {
                     remove_links.push(*target);
                 }

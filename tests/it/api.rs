@@ -1092,6 +1092,17 @@ fn the_graph_follows_links_both_ways_to_the_depth_asked() {
     );
     assert_eq!(patched.status, 200, "{}", patched.body);
     assert_eq!(links(&h), [(g.clone(), "wikilink".to_owned())]);
+
+    // A wikilink to a title no memory has yet resolves when one is written.
+    let waiting = api.call(
+        "POST",
+        "/api/v1/memories",
+        Some(json!({"title": "w", "content": "ask [[The Plumber]]"})),
+    );
+    let waiting = waiting.json()["id"].as_str().expect("id").to_owned();
+    assert!(links(&waiting).is_empty());
+    let plumber = add("the plumber", &[]);
+    assert_eq!(links(&waiting), [(plumber.clone(), "wikilink".to_owned())]);
 }
 
 #[test]

@@ -445,6 +445,44 @@ fn folders_can_become_collections() {
         .fails_with("/nonexistent/vault");
 }
 
+#[test]
+fn wikilinks_to_titles_written_later_resolve_in_both_directions() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let vault = work.path().join("vault");
+    std::fs::create_dir_all(&vault).expect("vault");
+    std::fs::write(
+        vault.join("Trip.md"),
+        "Pack for [[Packing list]] and [[Visa]]",
+    )
+    .expect("note");
+    std::fs::write(vault.join("Visa.md"), "Apply by March").expect("note");
+    let cli = TestCli::new();
+    cli.init();
+    // Written before the import: it names a note that only the vault has.
+    cli.run(&["add", "--title", "Budget", "Costs of the [[trip]]"])
+        .ok();
+    let summary = import(&cli, &vault, &[]);
+    assert_eq!(summary["imported"], 2, "{summary}");
+    let unresolved = summary["unresolved_links"].as_array().expect("unresolved");
+    assert_eq!(unresolved.len(), 1, "{summary}");
+    let links_of = |title: &str| {
+        by_title(&all(&cli))
+            .remove(title)
+            .unwrap_or_else(|| panic!("{title} missing"))
+            .1
+    };
+    let wiki = |t: &str| (t.to_owned(), "wikilink".to_owned());
+    assert_eq!(links_of("Budget"), BTreeSet::from([wiki("Trip")]));
+    assert_eq!(links_of("Trip"), BTreeSet::from([wiki("Visa")]));
+    // Written after the import: the link the vault could not resolve resolves now.
+    cli.run(&["add", "--title", "packing LIST", "socks, charger"])
+        .ok();
+    assert_eq!(
+        links_of("Trip"),
+        BTreeSet::from([wiki("Visa"), wiki("packing LIST")])
+    );
+}
+
 fn walk(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).expect("read_dir") {

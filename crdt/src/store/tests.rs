@@ -910,11 +910,29 @@ fn read_views_and_titles_are_derived_once_for_a_store_made_before_them() {
         let txn = store.db().begin_write().expect("txn");
         assert!(txn.delete_table(VIEWS).expect("delete"));
         assert!(txn.delete_table(TITLES).expect("delete"));
+        assert!(txn.delete_table(MENTIONS).expect("delete"));
         txn.commit().expect("commit");
     }
     drop(store);
     let store = open(&dir, "old.redb", &me);
     assert_eq!(store.verify_views().expect("views"), 2);
+    assert_eq!(
+        store.mentioning("beta").expect("mentioning"),
+        vec![alpha.id]
+    );
+    // A store that has views but not yet the mentions table.
+    {
+        let txn = store.db().begin_write().expect("txn");
+        assert!(txn.delete_table(MENTIONS).expect("delete"));
+        txn.commit().expect("commit");
+    }
+    drop(store);
+    let store = open(&dir, "old.redb", &me);
+    assert_eq!(store.verify_views().expect("views"), 2);
+    assert_eq!(
+        store.mentioning("beta").expect("mentioning"),
+        vec![alpha.id]
+    );
     assert_eq!(store.get(beta.id).expect("get"), beta);
     assert_eq!(
         store.titled("  ålpha NOTES ").expect("titled"),
@@ -946,4 +964,82 @@ fn a_title_change_moves_its_row_and_a_delete_removes_view_and_title() {
     assert!(store.titled("second title").expect("titled").is_empty());
     assert_eq!(store.verify_views().expect("views"), 0);
     assert!(matches!(store.get(m.id), Err(StoreError::Deleted(_))));
+}
+
+#[test]
+fn a_wikilink_to_a_title_that_does_not_exist_yet_resolves_when_it_appears() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let me = Keypair::generate();
+    let mut store = open(&dir, "w.redb", &me);
+    let wiki = crate::markdown::WIKILINK_RELATION;
+    let early = store
+        .add(note("Plans\nsee [[Later Note]] and [[dir/Renamed|r]]"))
+        .expect("add");
+    assert!(early.links.is_empty());
+    assert_eq!(store.mentioning("later note").expect("m"), vec![early.id]);
+
+    // The title appears: the waiting memory links to it, in the same write.
+    let mut feed = store.subscribe();
+    let later = store.add(note("later NOTE\nbody")).expect("add");
+    let early_now = store.get(early.id).expect("get");
+    assert_eq!(
+        early_now.links.get(&later.id).map(String::as_str),
+        Some(wiki)
+    );
+    assert_eq!(
+        store.backlinks(later.id).expect("backlinks"),
+        vec![early_now.clone()]
+    );
+    let events: Vec<_> = std::iter::from_fn(|| feed.try_recv().ok()).collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.memory == early.id && e.kind == ChangeKind::Updated),
+        "{events:?}"
+    );
+
+    // A second memory with the same title is ambiguous: nothing more is linked.
+    let twin = store.add(note("Later note\nanother")).expect("add");
+    assert!(
+        !store
+            .get(early.id)
+            .expect("get")
+            .links
+            .contains_key(&twin.id)
+    );
+
+    // A rename to a waited-for title links too; a rename away does not unlink.
+    let other = store.add(note("Something\nelse")).expect("add");
+    store
+        .edit(
+            other.id,
+            &MemoryEdit {
+                title: Some("renamed".into()),
+                ..MemoryEdit::default()
+            },
+        )
+        .expect("edit");
+    assert_eq!(
+        store
+            .get(early.id)
+            .expect("get")
+            .links
+            .get(&other.id)
+            .map(String::as_str),
+        Some(wiki)
+    );
+    // The text no longer names it: the mention goes with it.
+    store
+        .edit(
+            early.id,
+            &MemoryEdit {
+                content: Some("Plans\nnothing linked now".into()),
+                ..MemoryEdit::default()
+            },
+        )
+        .expect("edit");
+    assert!(store.mentioning("later note").expect("m").is_empty());
+    store.remove(&[early.id]).expect("remove");
+    assert_eq!(store.table_sizes().expect("sizes")["mentions-1"], 0);
+    store.verify_views().expect("views");
 }

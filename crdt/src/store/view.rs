@@ -9,12 +9,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 use crate::id::{CollectionId, MemoryId, Timestamp};
+use crate::markdown::wikilink_keys;
 use crate::memory::{Memory, Source, Task};
 
 /// Key: memory id. Value: the memory as it reads (postcard [`ViewRecord`]).
 pub(super) const VIEWS: TableDefinition<u128, &[u8]> = TableDefinition::new("views-1");
 /// Key: (title folded to lower case, memory id). Value: nothing.
 pub(super) const TITLES: TableDefinition<(&str, u128), ()> = TableDefinition::new("titles-1");
+/// Key: (wikilink key, memory whose text has `[[that name]]`), resolved or not: how a new
+/// title finds the memories waiting for it.
+pub(super) const MENTIONS: TableDefinition<(&str, u128), ()> = TableDefinition::new("mentions-1");
 
 /// The stored form of a [`Memory`] (without its id, which is the key).
 #[derive(Debug, Serialize, Deserialize)]
@@ -113,8 +117,11 @@ pub(super) fn put(txn: &WriteTransaction, memory: &Memory) -> Result<(), StoreEr
     let mut views = txn.open_table(VIEWS)?;
     let mut titles = txn.open_table(TITLES)?;
     let new_key = title_key(&memory.title);
-    if let Some(old) = views.get(id)? {
-        let old = decode(id, old.value())?;
+    let old = views
+        .get(id)?
+        .map(|old| decode(id, old.value()))
+        .transpose()?;
+    if let Some(old) = &old {
         let old_key = title_key(&old.title);
         if old_key != new_key {
             titles.remove((old_key.as_str(), id))?;
@@ -122,10 +129,30 @@ pub(super) fn put(txn: &WriteTransaction, memory: &Memory) -> Result<(), StoreEr
     }
     views.insert(id, encode(memory)?.as_slice())?;
     titles.insert((new_key.as_str(), id), ())?;
+    if old.as_ref().is_none_or(|old| old.content != memory.content) {
+        let old_names = old.map(|o| wikilink_keys(&o.content)).unwrap_or_default();
+        put_mentions(txn, id, &old_names, &wikilink_keys(&memory.content))?;
+    }
     Ok(())
 }
 
-/// Removes a memory's view and title row.
+/// Replaces memory `id`'s rows in the mentions table: `old` names out, `new` names in.
+pub(super) fn put_mentions(
+    txn: &WriteTransaction,
+    id: u128,
+    old: &[String],
+    new: &[String],
+) -> Result<(), StoreError> {
+    let mut mentions = txn.open_table(MENTIONS)?;
+    for name in old.iter().filter(|n| !new.contains(n)) {
+        mentions.remove((name.as_str(), id))?;
+    }
+    for name in new {
+        mentions.insert((name.as_str(), id), ())?;
+    }
+    Ok(())
+}
+
 pub(super) fn remove(txn: &WriteTransaction, id: MemoryId) -> Result<(), StoreError> {
     let id = id.to_u128();
     let mut views = txn.open_table(VIEWS)?;
@@ -135,5 +162,6 @@ pub(super) fn remove(txn: &WriteTransaction, id: MemoryId) -> Result<(), StoreEr
     let old = decode(id, old.value())?;
     txn.open_table(TITLES)?
         .remove((title_key(&old.title).as_str(), id))?;
+    put_mentions(txn, id, &wikilink_keys(&old.content), &[])?;
     Ok(())
 }

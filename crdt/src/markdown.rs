@@ -1,0 +1,121 @@
+//! What the store reads in a memory's Markdown: `[[wikilinks]]` and inline `#tags`,
+//! outside code. One parser for the store's link tables, import and every interface.
+
+use crate::store::title_key;
+
+/// The relation of links made from `[[wikilinks]]` in a memory's text.
+pub const WIKILINK_RELATION: &str = "wikilink";
+
+/// The lines of Markdown text outside fenced code blocks (``` or ~~~).
+pub(crate) fn prose_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut fenced = false;
+    text.lines().filter(move |line| {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+            fenced = !fenced;
+            return false;
+        }
+        !fenced
+    })
+}
+
+/// The `#tags` in Markdown text, outside code.
+pub fn inline_tags(text: &str) -> Vec<String> {
+    let mut tags = Vec::new();
+    for line in prose_lines(text) {
+        let mut in_code = false;
+        let mut prev = ' ';
+        let chars: Vec<char> = line.chars().collect();
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            if c == '`' {
+                in_code = !in_code;
+            } else if c == '#' && !in_code && (prev.is_whitespace() || prev == '(') {
+                let tag: String = chars[i + 1..]
+                    .iter()
+                    .take_while(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '/'))
+                    .collect();
+                let len = tag.chars().count();
+                let tag = tag.trim_end_matches('/').to_owned();
+                if !tag.is_empty() && !tag.chars().all(|c| c.is_ascii_digit()) {
+                    tags.push(tag);
+                }
+                i += len;
+            }
+            prev = chars.get(i).copied().unwrap_or(' ');
+            i += 1;
+        }
+    }
+    tags
+}
+
+/// The targets of `[[wikilinks]]` in Markdown text (without `|alias` or `#heading`),
+/// outside code. Embeds (`![[…]]`) are not links.
+pub fn wikilinks(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in prose_lines(text) {
+        let mut rest = line;
+        while let Some(start) = rest.find("[[") {
+            let embed = rest[..start].ends_with('!');
+            let after = &rest[start + 2..];
+            let Some(end) = after.find("]]") else { break };
+            let inner = &after[..end];
+            rest = &after[end + 2..];
+            if embed || inner.contains('[') || inner.contains('\n') {
+                continue;
+            }
+            let target = inner.split('|').next().unwrap_or("");
+            let target = target.split(['#', '^']).next().unwrap_or("").trim();
+            if !target.is_empty() {
+                out.push(target.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// The key a wikilink target resolves by: its last path segment, folded like a title
+/// (`[[dir/Note]]` and `[[note]]` both look for a memory titled "Note").
+pub fn wikilink_key(target: &str) -> String {
+    title_key(target.rsplit('/').next().unwrap_or(target))
+}
+
+/// The distinct keys of the wikilinks in `text`, in order of first appearance.
+pub fn wikilink_keys(text: &str) -> Vec<String> {
+    if !text.contains("[[") {
+        return Vec::new();
+    }
+    let mut keys: Vec<String> = Vec::new();
+    for target in wikilinks(text) {
+        let key = wikilink_key(&target);
+        if !key.is_empty() && !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wikilinks_drop_aliases_headings_and_embeds() {
+        let text = "See [[Alpha]], [[beta|the B]] and [[Gamma#Part 2|g]].\n![[image.png]] [[#local]]\n```\n[[in code]]\n```\n[[dir/Delta^block]]";
+        assert_eq!(wikilinks(text), ["Alpha", "beta", "Gamma", "dir/Delta"]);
+    }
+
+    #[test]
+    fn inline_tags_skip_headings_code_and_numbers() {
+        let text = "# Heading\nA #garden note with #a/b and #1 and `#code` (#paren)\n```\n#fenced\n```\nend #last";
+        assert_eq!(inline_tags(text), ["garden", "a/b", "paren", "last"]);
+    }
+
+    #[test]
+    fn wikilink_keys_fold_case_paths_and_repeats() {
+        let text = "[[Ünïcode Note]] then [[dir/ünïcode note|again]] and [[Other]]";
+        assert_eq!(wikilink_keys(text), ["ünïcode note", "other"]);
+        assert!(wikilink_keys("no links here").is_empty());
+    }
+}
