@@ -356,7 +356,7 @@ pub fn answer(
     let hits = api.search(&SearchQuery {
         q: question.to_owned(),
         k: Some(k),
-        mode: Some("hybrid".into()),
+        mode: Some(mnemon_web::api::SearchMode::Hybrid),
         collection: request.collection.clone(),
         ..SearchQuery::default()
     })?;

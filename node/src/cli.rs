@@ -32,6 +32,16 @@ pub enum Mode {
     Keyword,
 }
 
+impl From<Mode> for mnemon_web::api::SearchMode {
+    fn from(mode: Mode) -> mnemon_web::api::SearchMode {
+        match mode {
+            Mode::Hybrid => mnemon_web::api::SearchMode::Hybrid,
+            Mode::Semantic => mnemon_web::api::SearchMode::Semantic,
+            Mode::Keyword => mnemon_web::api::SearchMode::Keyword,
+        }
+    }
+}
+
 /// Mnemon: a personal memory node.
 #[derive(Debug, Parser)]
 #[command(name = "mnemon", version, about, long_about = None)]
@@ -554,6 +564,7 @@ pub fn run() -> Result<ExitCode> {
                     kind: kind.clone(),
                     offset: Some(offset),
                     limit: Some(want),
+                    ..ListQuery::default()
                 })?;
                 memories.extend(page.items);
                 match page.next_offset {
@@ -736,7 +747,7 @@ pub fn run() -> Result<ExitCode> {
             let hits = node.api().search(&SearchQuery {
                 q: args.query.clone(),
                 k: Some(args.k),
-                mode: Some(format!("{:?}", args.mode).to_lowercase()),
+                mode: Some(args.mode.into()),
                 collection: args.collection.clone(),
                 tag: args.tag.clone(),
                 kind: args.kind.clone(),
@@ -1231,7 +1242,7 @@ fn task(api: &dyn Backend, command: TaskCommand, out: &mut impl Write) -> Result
         }
         TaskCommand::Done { id, json } => {
             let id = parse_memory_id(&id)?.to_string();
-            let memory = api.update(&id, PatchMemory::task_done())?;
+            let memory = api.complete_task(&id)?;
             if json {
                 writeln!(out, "{}", output::json(&memory))?;
             } else {

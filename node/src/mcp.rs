@@ -75,7 +75,7 @@ pub struct RememberArgs {
 pub struct RecallArgs {
     /// What to look for.
     pub query: String,
-    /// How many hits (default 10, at most 100).
+    /// How many hits (default 10, 1 to 1000).
     #[serde(default)]
     pub k: Option<usize>,
     /// Only this collection (id or name).
@@ -87,7 +87,7 @@ pub struct RecallArgs {
     /// Only this kind.
     #[serde(default)]
     pub kind: Option<String>,
-    /// `hybrid` (default), `keyword` or `vector`.
+    /// `hybrid` (default), `semantic` (or `vector`) or `keyword`.
     #[serde(default)]
     pub mode: Option<String>,
 }
@@ -255,13 +255,19 @@ impl Mcp {
             0 => None,
             seq => Some(seq),
         };
+        let mode = args
+            .mode
+            .as_deref()
+            .map(str::parse::<mnemon_web::api::SearchMode>)
+            .transpose()
+            .map_err(|e| McpError::invalid_params(e, None))?;
         let hits = self
             .call(move |b| {
                 b.search(&SearchQuery {
                     after,
                     q: args.query,
-                    k: Some(args.k.unwrap_or(10).clamp(1, 100)),
-                    mode: args.mode,
+                    k: Some(args.k.unwrap_or(10)),
+                    mode,
                     collection: args.collection,
                     tag: args.tag,
                     kind: args.kind,
@@ -399,18 +405,7 @@ impl Mcp {
         &self,
         Parameters(args): Parameters<IdArgs>,
     ) -> Result<CallToolResult, McpError> {
-        let memory = self
-            .call(move |b| {
-                let current = b.get(&args.id)?;
-                if current.task.is_none() {
-                    return Err(ApiError::invalid(format!(
-                        "{} is a {}, not a task",
-                        args.id, current.kind
-                    )));
-                }
-                b.update(&args.id, PatchMemory::task_done())
-            })
-            .await?;
+        let memory = self.call(move |b| b.complete_task(&args.id)).await?;
         self.wrote(&memory);
         json_result(&memory)
     }

@@ -193,6 +193,7 @@ impl Backend for Remote {
                 ("collection", query.collection.clone()),
                 ("tag", query.tag.clone()),
                 ("kind", query.kind.clone()),
+                ("title", query.title.clone()),
                 ("offset", query.offset.map(|o| o.to_string())),
                 ("limit", query.limit.map(|l| l.to_string())),
             ],
@@ -227,7 +228,7 @@ impl Backend for Remote {
             &[
                 ("q", Some(query.q.clone())),
                 ("k", query.k.map(|k| k.to_string())),
-                ("mode", query.mode.clone()),
+                ("mode", query.mode.map(|m| m.as_str().to_owned())),
                 ("collection", query.collection.clone()),
                 ("tag", query.tag.clone()),
                 ("kind", query.kind.clone()),

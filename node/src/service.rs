@@ -773,7 +773,22 @@ impl Backend for Service {
             offset: 0,
             limit: None,
         };
-        let all = store.list(&filter).map_err(store_error)?;
+        let all = match query.title.as_deref() {
+            // By title: the titles table names the few candidates; the filter applies to
+            // them.
+            Some(title) => store
+                .titled(title)
+                .map_err(store_error)?
+                .into_iter()
+                .filter_map(|id| store.get(id).ok())
+                .filter(|m| {
+                    filter.collection.is_none_or(|c| m.collection == c)
+                        && filter.tag.as_ref().is_none_or(|t| m.tags.contains(t))
+                        && filter.kind.as_ref().is_none_or(|k| m.kind == *k)
+                })
+                .collect(),
+            None => store.list(&filter).map_err(store_error)?,
+        };
         let names = self.names(store)?;
         let total = all.len();
         let items: Vec<MemoryView> = all
@@ -892,15 +907,10 @@ impl Backend for Service {
     }
 
     fn search(&self, query: &SearchQuery) -> Result<Vec<HitView>, ApiError> {
-        let mode = match query.mode.as_deref().unwrap_or("hybrid") {
-            "hybrid" => Mode::Hybrid,
-            "semantic" => Mode::Semantic,
-            "keyword" => Mode::Keyword,
-            other => {
-                return Err(ApiError::invalid(format!(
-                    "mode must be hybrid, semantic or keyword, not {other:?}"
-                )));
-            }
+        let mode = match query.mode.unwrap_or_default() {
+            mnemon_web::api::SearchMode::Hybrid => Mode::Hybrid,
+            mnemon_web::api::SearchMode::Semantic => Mode::Semantic,
+            mnemon_web::api::SearchMode::Keyword => Mode::Keyword,
         };
         if let Some(seq) = query.after {
             self.wait_indexed(seq)?;

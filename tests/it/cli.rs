@@ -456,4 +456,8 @@ fn tasks_are_added_listed_by_due_date_and_done_for_points() {
         .fails_with("soonish");
     cli.run(&["task", "done", "not-an-id"])
         .fails_with("not-an-id");
+    // Finishing is for tasks, here as in MCP and the UI.
+    let note = cli.run(&["add", "just a note"]).ok().trim().to_owned();
+    cli.run(&["task", "done", &note])
+        .fails_with("is a note, not a task");
 }

@@ -54,7 +54,7 @@ fn two_nodes_share_a_collection_and_edits_flow_both_ways_and_merge() {
     let hits = b
         .search(&SearchQuery {
             q: "flowerpot".into(),
-            mode: Some("keyword".into()),
+            mode: Some(mnemon_web::api::SearchMode::Keyword),
             ..SearchQuery::default()
         })
         .expect("search");

@@ -151,6 +151,29 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
         call(&client, "recall", json!({"query": "  "})).await,
         "query",
     );
+    // The API's rules: k from 1 to 1000, the modes by their names (`vector` is
+    // `semantic`).
+    expect_error(
+        call(&client, "recall", json!({"query": "boiler", "k": 5000})).await,
+        "k must be from 1 to 1000",
+    );
+    expect_error(
+        call(
+            &client,
+            "recall",
+            json!({"query": "boiler", "mode": "fuzzy"}),
+        )
+        .await,
+        "mode must be hybrid, semantic or keyword",
+    );
+    let by_meaning = call(
+        &client,
+        "recall",
+        json!({"query": "boiler october", "mode": "vector", "k": 1}),
+    )
+    .await
+    .expect("recall by meaning");
+    assert_eq!(text(&by_meaning).as_array().map(Vec::len), Some(1));
     expect_error(
         call(&client, "get", json!({"id": "not-an-id"})).await,
         "not-an-id",

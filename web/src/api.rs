@@ -318,6 +318,8 @@ pub struct ListQuery {
     pub tag: Option<String>,
     /// Only this kind.
     pub kind: Option<String>,
+    /// Only memories with this title (trimmed, in any case): how a name becomes an id.
+    pub title: Option<String>,
     /// Skip this many.
     pub offset: Option<usize>,
     /// At most this many (default 50, at most 1000).
@@ -398,8 +400,8 @@ pub struct SearchQuery {
     pub q: String,
     /// How many hits (default 10, 1 to 1000).
     pub k: Option<usize>,
-    /// `hybrid` (default), `semantic` or `keyword`.
-    pub mode: Option<String>,
+    /// `hybrid` (default), `semantic` (also called `vector`) or `keyword`.
+    pub mode: Option<SearchMode>,
     /// Only this collection (id or name).
     pub collection: Option<String>,
     /// Only this tag.
@@ -415,6 +417,53 @@ pub struct SearchQuery {
     /// Wait (up to a few seconds) until the index reflects this change-log position, the
     /// `seq` a write answered with; 503 if it does not get there in time.
     pub after: Option<u64>,
+}
+
+/// How a search ranks memories. One set of names for the API, the UI, the CLI and MCP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    /// By meaning and by words, fused (the default).
+    #[default]
+    Hybrid,
+    /// By meaning alone (the vector index); `vector` is accepted as another name.
+    #[serde(alias = "vector")]
+    Semantic,
+    /// By words alone (the keyword index).
+    Keyword,
+}
+
+impl SearchMode {
+    /// Its name in requests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchMode::Hybrid => "hybrid",
+            SearchMode::Semantic => "semantic",
+            SearchMode::Keyword => "keyword",
+        }
+    }
+}
+
+impl std::fmt::Display for SearchMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SearchMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<SearchMode, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "hybrid" => Ok(SearchMode::Hybrid),
+            "semantic" | "vector" => Ok(SearchMode::Semantic),
+            "keyword" => Ok(SearchMode::Keyword),
+            _ => Err(format!(
+                "mode must be hybrid, semantic or keyword, not {:?}",
+                s.chars().take(40).collect::<String>()
+            )),
+        }
+    }
 }
 
 /// One search hit.

@@ -114,6 +114,19 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Changes a memory.
     fn update(&self, id: &str, patch: PatchMemory) -> Result<MemoryView, ApiError>;
+    /// Marks a task done (earning its points). A memory that is not a task is refused by
+    /// name: finishing is for tasks, and a note becomes a task only when asked to (a
+    /// patch with task fields). The CLI, the UI and MCP all finish tasks through this.
+    fn complete_task(&self, id: &str) -> Result<MemoryView, ApiError> {
+        let current = self.get(id)?;
+        if current.task.is_none() {
+            return Err(ApiError::invalid(format!(
+                "{id} is a {}, not a task",
+                current.kind
+            )));
+        }
+        self.update(id, PatchMemory::task_done())
+    }
     /// Deletes a memory for good.
     fn delete(&self, id: &str) -> Result<(), ApiError>;
     /// Searches.

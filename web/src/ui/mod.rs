@@ -24,7 +24,8 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 
 use crate::api::{
-    CollectionView, GraphNode, GraphQuery, HitView, ListQuery, MemoryView, PatchMemory, SearchQuery,
+    CollectionView, GraphNode, GraphQuery, HitView, ListQuery, MAX_LIST_PAGE, MemoryView,
+    PatchMemory, SearchMode, SearchQuery,
 };
 use crate::backend::ApiError;
 use crate::router::{AppState, blocking, client_ip};
@@ -366,9 +367,9 @@ async fn home(
     let query = ListQuery {
         collection: collection.clone(),
         tag: tag.clone(),
-        kind: None,
         offset: q.offset,
         limit: Some(PAGE_SIZE),
+        ..ListQuery::default()
     };
     let (page, collections) =
         blocking(move || Ok((backend.list(&query)?, backend.collections()?))).await?;
@@ -701,17 +702,13 @@ fn resolve_memory(backend: &dyn crate::Backend, wanted: &str) -> Result<String, 
     {
         return Ok(memory.id);
     }
-    let hits = backend.search(&SearchQuery {
-        q: wanted.to_owned(),
-        k: Some(50),
-        mode: Some("keyword".to_owned()),
-        ..Default::default()
-    })?;
-    let mut same: Vec<&HitView> = hits
-        .iter()
-        .filter(|h| h.title.trim().eq_ignore_ascii_case(wanted))
-        .collect();
-    same.dedup_by(|a, b| a.id == b.id);
+    let same = backend
+        .list(&ListQuery {
+            title: Some(wanted.to_owned()),
+            limit: Some(MAX_LIST_PAGE),
+            ..Default::default()
+        })?
+        .items;
     match same.as_slice() {
         [one] => Ok(one.id.clone()),
         [] => Err(ApiError::not_found(format!(
@@ -792,13 +789,18 @@ struct SearchForm {
     tag: Option<String>,
 }
 
+/// The search form's mode: the API's names; an empty or unknown one is the default.
+fn form_mode(mode: Option<String>) -> Option<SearchMode> {
+    non_empty(mode).and_then(|m| m.parse().ok())
+}
+
 async fn search_page(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(form): Query<SearchForm>,
 ) -> UiResult {
     let q = form.q.unwrap_or_default();
-    let mode = non_empty(form.mode);
+    let mode = form_mode(form.mode);
     let collection = non_empty(form.collection);
     let tag = non_empty(form.tag);
     let results = if q.trim().is_empty() {
@@ -808,7 +810,7 @@ async fn search_page(
         let query = SearchQuery {
             q: q.clone(),
             k: Some(20),
-            mode: mode.clone(),
+            mode,
             collection: collection.clone(),
             tag: tag.clone(),
             ..Default::default()
@@ -843,8 +845,8 @@ async fn search_page(
             input #q type="search" name="q" value=(q) placeholder="Search by meaning or words…" aria-label="Search" autocomplete="off" data-results="#results" autofocus;
             div .row {
                 select name="mode" aria-label="Mode" {
-                    @for (value, label) in [("hybrid", "Meaning and words"), ("semantic", "Meaning"), ("keyword", "Words")] {
-                        option value=(value) selected[mode.as_deref() == Some(value)] { (label) }
+                    @for (value, label) in [(SearchMode::Hybrid, "Meaning and words"), (SearchMode::Semantic, "Meaning"), (SearchMode::Keyword, "Words")] {
+                        option value=(value.as_str()) selected[mode == Some(value)] { (label) }
                     }
                 }
                 select name="collection" aria-label="Collection" { (collection_options(&collections, collection.as_deref(), true)) }

@@ -8,7 +8,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::{Nav, UiResult, csrf_ok, layout, non_empty, short_time};
-use crate::api::{CreateMemory, ListQuery, PatchMemory, TaskFields, sort_tasks, xp_earned};
+use crate::api::{CreateMemory, ListQuery, TaskFields, sort_tasks, xp_earned};
 use crate::router::{AppState, blocking};
 
 pub(super) async fn tasks_page(State(state): State<AppState>) -> UiResult {
@@ -141,6 +141,6 @@ pub(super) async fn finish_task(
 ) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
     let backend = state.backend.clone();
-    blocking(move || backend.update(&id, PatchMemory::task_done())).await?;
+    blocking(move || backend.complete_task(&id)).await?;
     Ok(Redirect::to("/tasks").into_response())
 }
