@@ -51,6 +51,63 @@ fn per_sec(n: usize, elapsed: Duration) -> f64 {
     n as f64 / elapsed.as_secs_f64()
 }
 
+/// Peak resident memory of this process, in bytes (`VmHWM`).
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Adds, reads and edits one memory of `size` bytes of prose; reports times and the peak
+/// resident memory it cost, per byte of text.
+fn large_memory(store: &mut Store, size: usize) -> serde_json::Value {
+    let line = "The quick brown fox jumps over the lazy dog by the river, twice a day.\n";
+    let content = line.repeat(size / line.len());
+    let len = content.len();
+    // Reset the peak to the current level (Linux 4.0 and later).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = peak_rss();
+    let start = Instant::now();
+    let id = store
+        .add(NewMemory {
+            content,
+            ..NewMemory::default()
+        })
+        .expect("large add")
+        .id;
+    let add_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let start = Instant::now();
+    let mut edited = store.get(id).expect("get").content;
+    assert_eq!(edited.len(), len);
+    let get_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let start = Instant::now();
+    edited.insert_str(0, "An edit at the start.\n");
+    store
+        .edit(
+            id,
+            &mnemon_crdt::MemoryEdit {
+                content: Some(edited),
+                ..Default::default()
+            },
+        )
+        .expect("large edit");
+    let edit_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let peak = peak_rss().saturating_sub(before);
+    serde_json::json!({
+        "text_bytes": len,
+        "add_ms": add_ms,
+        "get_ms": get_ms,
+        "edit_ms": edit_ms,
+        "peak_rss_bytes": peak,
+        "peak_per_text_byte": peak as f64 / len as f64,
+    })
+}
+
 fn main() {
     let n: usize = std::env::var("MNEMON_BENCH_N")
         .ok()
@@ -199,6 +256,16 @@ fn main() {
     }
     let scan_ms = start.elapsed().as_secs_f64() * 1000.0 / scans as f64;
 
+    // 6. One memory at the content limit, and one at the largest merged text: time and
+    // peak resident memory above the process's level just before (Linux: the peak is
+    // reset through /proc/self/clear_refs).
+    let large = [
+        ("at_merged_text_limit", mnemon_crdt::MAX_MERGED_TEXT_BYTES),
+        ("at_content_limit", mnemon_crdt::MAX_CONTENT_BYTES),
+    ]
+    .map(|(name, size)| (name, large_memory(&mut store, size)));
+    drop(store);
+
     let raw_rate = per_sec(raw_n, raw_elapsed);
     let single_rate = per_sec(n, single_elapsed);
     let batch_rate = per_sec(n, batch_elapsed);
@@ -228,7 +295,8 @@ fn main() {
         "backlinks_ms": table_ms,
         "backlinks_by_scanning_every_document_ms": scan_ms,
         "backlinks_speedup": scan_ms / table_ms,
-        "goals": {"single_vs_raw": ">= 0.5", "batched_vs_single": ">= 5"},
+        "large_memories": serde_json::Map::from_iter(large.map(|(k, v)| (k.to_owned(), v))),
+        "goals": {"single_vs_raw": ">= 0.5", "batched_vs_single": ">= 5", "large_peak_per_text_byte": "<= 10"},
     });
     println!("{}", serde_json::to_string_pretty(&report).expect("json"));
 }

@@ -28,6 +28,11 @@ use crate::id::{CollectionId, MemoryId, Timestamp};
 
 /// Largest content accepted, in bytes.
 pub const MAX_CONTENT_BYTES: usize = 8 * 1024 * 1024;
+/// Largest content kept as an automerge text, merged character by character with
+/// concurrent edits. Larger content is one string value, and of two concurrent edits of
+/// it one wins whole: automerge holds a few hundred bytes per character while it builds
+/// or merges a text, so a text of megabytes would cost gigabytes.
+pub const MAX_MERGED_TEXT_BYTES: usize = 64 * 1024;
 /// Largest title accepted, in bytes.
 pub const MAX_TITLE_BYTES: usize = 1024;
 /// Most tags on one memory.
@@ -490,8 +495,7 @@ impl MemoryDoc {
         let result: Result<(), automerge::AutomergeError> = (|| {
             let root = automerge::ROOT;
             doc.put(&root, "title", new.title.as_str())?;
-            let content = doc.put_object(&root, "content", ObjType::Text)?;
-            doc.splice_text(&content, 0, 0, &new.content)?;
+            put_content(&mut doc, &new.content)?;
             let tags = doc.put_object(&root, "tags", ObjType::Map)?;
             for tag in &new.tags {
                 doc.put(&tags, tag.as_str(), true)?;
@@ -555,9 +559,10 @@ impl MemoryDoc {
         if let Some(title) = &edit.title {
             doc.put(&root, "title", title.trim())?;
         }
-        if let Some(content) = &edit.content {
-            let text = ensure_object(doc, &root, "content", ObjType::Text)?;
-            doc.update_text(&text, content)?;
+        if let Some(content) = &edit.content
+            && read_content(doc) != *content
+        {
+            put_content(doc, content)?;
         }
         if !edit.add_tags.is_empty() || !edit.remove_tags.is_empty() {
             let tags = ensure_object(doc, &root, "tags", ObjType::Map)?;
@@ -646,9 +651,7 @@ impl MemoryDoc {
             id,
             collection,
             title: string(doc, &root, "title").unwrap_or_default(),
-            content: object(doc, &root, "content")
-                .and_then(|text| doc.text(&text).ok())
-                .unwrap_or_default(),
+            content: read_content(doc),
             tags,
             kind: string(doc, &root, "kind").unwrap_or_else(|| DEFAULT_KIND.to_owned()),
             importance: scalar(doc, &root, "importance")
@@ -706,6 +709,27 @@ fn put_task(doc: &mut AutoCommit, task: &Task) -> Result<(), automerge::Automerg
         }
     }
     Ok(())
+}
+
+/// Sets the content: a text (diffed against the current one, so concurrent edits of other
+/// parts merge) up to [`MAX_MERGED_TEXT_BYTES`], one string value above.
+fn put_content(doc: &mut AutoCommit, content: &str) -> Result<(), automerge::AutomergeError> {
+    let root = automerge::ROOT;
+    if content.len() <= MAX_MERGED_TEXT_BYTES {
+        let text = ensure_object(doc, &root, "content", ObjType::Text)?;
+        doc.update_text(&text, content)
+    } else {
+        doc.put(&root, "content", content)
+    }
+}
+
+/// The content, whichever form it has.
+fn read_content(doc: &AutoCommit) -> String {
+    match doc.get(automerge::ROOT, "content").ok().flatten() {
+        Some((Value::Object(ObjType::Text), text)) => doc.text(&text).unwrap_or_default(),
+        Some((Value::Scalar(value), _)) => value.into_owned().into_string().unwrap_or_default(),
+        _ => String::new(),
+    }
 }
 
 /// The object at `key`, created with type `ty` if missing or of another type.
@@ -789,6 +813,45 @@ mod tests {
         // Saved and loaded, it reads the same.
         let loaded = MemoryDoc::load(&doc.save(), &me).expect("load");
         assert_eq!(loaded.read(id, collection), memory);
+    }
+
+    #[test]
+    fn large_content_is_one_value_small_content_merges_by_character() {
+        let (a, b) = (Keypair::generate().did(), Keypair::generate().did());
+        let t = Timestamp::from_millis(1);
+        let (id, c) = (MemoryId::new(t), CollectionId::new(t));
+        let big = "word ".repeat(MAX_MERGED_TEXT_BYTES / 5 + 1);
+        let (mut doc, _) = MemoryDoc::create_valid(&a, &new(&big).validate().expect("ok"), t);
+        assert_eq!(doc.read(id, c).content, big);
+        let saved = doc.save();
+        let mut other = MemoryDoc::load(&saved, &b).expect("load");
+        // Concurrent edits of a large content: one wins whole, both replicas agree.
+        let edit = |doc: &mut MemoryDoc, text: String| {
+            let e = MemoryEdit {
+                content: Some(text),
+                ..MemoryEdit::default()
+            };
+            doc.edit(&e, t).expect("edit");
+        };
+        edit(&mut doc, format!("{big}from a"));
+        edit(&mut other, format!("from b {big}"));
+        let merged = |x: &mut MemoryDoc, y: &mut MemoryDoc| {
+            x.automerge().merge(y.automerge()).expect("merge");
+            y.automerge().merge(x.automerge()).expect("merge");
+        };
+        merged(&mut doc, &mut other);
+        let (x, y) = (doc.read(id, c).content, other.read(id, c).content);
+        assert_eq!(x, y);
+        assert!(x == format!("{big}from a") || x == format!("from b {big}"));
+        // Shrunk below the limit it is a text again, and concurrent edits of different
+        // parts merge.
+        edit(&mut doc, "one two three".into());
+        merged(&mut doc, &mut other);
+        edit(&mut doc, "ONE two three".into());
+        edit(&mut other, "one two THREE".into());
+        merged(&mut doc, &mut other);
+        assert_eq!(doc.read(id, c).content, "ONE two THREE");
+        assert_eq!(other.read(id, c).content, "ONE two THREE");
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub const MAX_K: usize = 1000;
 pub const MAX_QUERY_BYTES: usize = 4096;
 /// Characters per chunk of a memory's text.
 pub const CHUNK_CHARS: usize = 1000;
+/// Most chunks of one memory embedded (its first ~256,000 characters).
+pub const MAX_EMBEDDED_CHUNKS: usize = 256;
 /// Constant of reciprocal rank fusion.
 const RRF_K: f32 = 60.0;
 /// Below this many vectors, or with a filter, vector search compares every vector.
@@ -554,7 +556,12 @@ impl SearchIndex {
         let mut counts: Vec<usize> = Vec::new();
         for memory in memories {
             let start = texts.len();
-            for (_, chunk) in chunks(&memory.content) {
+            // A long memory is found by meaning through its first chunks (and by words
+            // through all of it): the vectors of one memory stay bounded.
+            for (_, chunk) in chunks(&memory.content)
+                .into_iter()
+                .take(MAX_EMBEDDED_CHUNKS)
+            {
                 texts.push(format!("{}\n\n{}", memory.title, chunk));
             }
             counts.push(texts.len() - start);
@@ -791,11 +798,9 @@ pub fn chunks(text: &str) -> Vec<(usize, &str)> {
     let mut out = Vec::new();
     let mut rest = text;
     let mut offset = 0;
-    while rest.chars().count() > CHUNK_CHARS {
-        let limit = rest
-            .char_indices()
-            .nth(CHUNK_CHARS)
-            .map_or(rest.len(), |(i, _)| i);
+    // One pass per chunk: the text is longer than a chunk while its CHUNK_CHARS-th
+    // character exists.
+    while let Some((limit, _)) = rest.char_indices().nth(CHUNK_CHARS) {
         let window = &rest[..limit];
         let cut = window
             .rfind("\n\n")
