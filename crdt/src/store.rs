@@ -1354,17 +1354,22 @@ impl StoreReader {
     /// Reads a memory.
     pub fn get(&self, id: MemoryId) -> Result<Memory, StoreError> {
         let txn = self.db().begin_read()?;
-        let views = txn.open_table(VIEWS)?;
-        match views.get(id.to_u128())? {
-            Some(bytes) => view::decode(id.to_u128(), bytes.value()),
-            None => {
-                if txn.open_table(TOMBSTONES)?.get(id.to_u128())?.is_some() {
-                    Err(StoreError::Deleted(id))
-                } else {
-                    Err(StoreError::NotFound(id))
-                }
-            }
-        }
+        get_in(&txn, id)
+    }
+
+    /// One memory and the name of its collection, from one snapshot: what a read of one
+    /// memory shows.
+    pub fn get_named(&self, id: MemoryId) -> Result<(Memory, Option<String>), StoreError> {
+        let txn = self.db().begin_read()?;
+        let memory = get_in(&txn, id)?;
+        let name = match txn
+            .open_table(COLLECTIONS)?
+            .get(memory.collection.to_u128())?
+        {
+            Some(record) => Some(postcard::from_bytes::<CollectionRecord>(record.value())?.name),
+            None => None,
+        };
+        Ok((memory, name))
     }
 
     /// Lists memories, most recently changed first.
@@ -1683,6 +1688,21 @@ impl StoreReader {
         out.insert("titles-1", txn.open_table(TITLES)?.len()?);
         out.insert("mentions-1", txn.open_table(MENTIONS)?.len()?);
         Ok(out)
+    }
+}
+
+/// A memory's read view in a snapshot; a deleted or unknown id is named as such.
+fn get_in(txn: &redb::ReadTransaction, id: MemoryId) -> Result<Memory, StoreError> {
+    let views = txn.open_table(VIEWS)?;
+    match views.get(id.to_u128())? {
+        Some(bytes) => view::decode(id.to_u128(), bytes.value()),
+        None => {
+            if txn.open_table(TOMBSTONES)?.get(id.to_u128())?.is_some() {
+                Err(StoreError::Deleted(id))
+            } else {
+                Err(StoreError::NotFound(id))
+            }
+        }
     }
 }
 

@@ -550,8 +550,9 @@ impl Service {
     }
 
     fn view(&self, store: &StoreReader, id: MemoryId) -> Result<MemoryView, ApiError> {
-        let memory = store.get(id).map_err(store_error)?;
-        Ok(MemoryView::new(&memory, &self.names(store)?))
+        let (memory, name) = store.get_named(id).map_err(store_error)?;
+        let names = name.map(|n| (memory.collection, n)).into_iter().collect();
+        Ok(MemoryView::new(&memory, &names))
     }
 
     /// The names the `[[wikilinks]]` in `content` use (see
