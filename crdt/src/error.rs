@@ -125,7 +125,7 @@ pub enum ApplyError {
     #[error("{0} changes depend on changes that are missing")]
     MissingDependencies(usize),
     /// Too many changes in one batch.
-    #[error("{0} changes in one batch; the limit is {max}", max = crate::store::MAX_APPLY_BATCH)]
+    #[error("{0} changes in one batch; the limit is {max}", max = crate::signed::MAX_APPLY_BATCH)]
     TooMany(usize),
     /// The database failed.
     #[error("storage error: {0}")]

@@ -1,8 +1,6 @@
 //! What the store reads in a memory's Markdown: `[[wikilinks]]` and inline `#tags`,
 //! outside code. One parser for the store's link tables, import and every interface.
 
-use crate::store::title_key;
-
 /// The relation of links made from `[[wikilinks]]` in a memory's text.
 pub const WIKILINK_RELATION: &str = "wikilink";
 
@@ -73,6 +71,11 @@ pub fn wikilinks(text: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// The key a title is found by: trimmed and folded to lower case (Unicode).
+pub fn title_key(title: &str) -> String {
+    title.trim().to_lowercase()
 }
 
 /// The key a wikilink target resolves by: its last path segment, folded like a title

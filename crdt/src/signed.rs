@@ -75,6 +75,8 @@ pub enum ChangeError {
     TooLarge(usize),
 }
 
+/// Most changes of one memory accepted in one call of `Store::apply_changes`.
+pub const MAX_APPLY_BATCH: usize = 10_000;
 /// Largest change accepted from a peer.
 pub const MAX_CHANGE_BYTES: usize = 16 * 1024 * 1024;
 

@@ -27,15 +27,14 @@ use crate::signed::{SignedChange, VerifiedChange, sign_change};
 mod share;
 mod view;
 
-pub use view::title_key;
+pub use crate::markdown::title_key;
 use view::{MENTIONS, TITLES, VIEWS};
 
 pub use share::{HeadsDigest, MAX_ACL_BATCH, Member, SharedCollection, heads_digest};
 
 /// Current schema version, stored under `schema` in `meta-1`.
 pub const SCHEMA_VERSION: u32 = 1;
-/// Most changes accepted in one [`Store::apply_changes`] call.
-pub const MAX_APPLY_BATCH: usize = 10_000;
+pub use crate::signed::MAX_APPLY_BATCH;
 /// Most memories one write links to a title that appeared (see `Store::link_mentions`).
 const MAX_LINKED_PER_WRITE: usize = 256;
 /// Events buffered for each change-feed subscriber before it lags.

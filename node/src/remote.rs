@@ -104,7 +104,10 @@ impl Remote {
 impl Backend for Remote {
     fn create(&self, new: CreateMemory) -> Result<MemoryView, ApiError> {
         let created: Created = self.send_json("POST", "/memories", &new)?;
-        self.get(&created.id)
+        let mut view = self.get(&created.id)?;
+        // The read does not carry the write's change-log position; the creation did.
+        view.seq = view.seq.max(created.seq);
+        Ok(view)
     }
 
     fn get(&self, id: &str) -> Result<MemoryView, ApiError> {

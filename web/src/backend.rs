@@ -80,7 +80,8 @@ pub struct Gauge {
 pub trait Backend: Send + Sync + 'static {
     /// Stores a new memory.
     fn create(&self, new: CreateMemory) -> Result<MemoryView, ApiError>;
-    /// One memory.
+    /// One memory. The router calls it on an async worker, not the blocking pool: a
+    /// backend it serves must answer from a snapshot, never waiting for a writer.
     fn get(&self, id: &str) -> Result<MemoryView, ApiError>;
     /// Memories linking to `id`.
     fn backlinks(&self, id: &str) -> Result<Vec<MemoryView>, ApiError>;

@@ -496,8 +496,9 @@ pub(crate) async fn get_memory(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let backend = state.backend.clone();
-    Ok(Json(blocking(move || backend.get(&id)).await?))
+    // A read of one memory is a snapshot read of a few microseconds that never waits for a
+    // writer (the `Backend::get` contract): on this worker, not a blocking-pool hop.
+    Ok(Json(state.backend.get(&id)?))
 }
 
 #[utoipa::path(get, path = "/api/v1/memories/{id}/backlinks", tag = "memories", params(("id" = String, Path, description = "The memory's id")),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 use crate::id::{CollectionId, MemoryId, Timestamp};
-use crate::markdown::wikilink_keys;
+use crate::markdown::{title_key, wikilink_keys};
 use crate::memory::{Memory, Source, Task};
 
 /// Key: memory id. Value: the memory as it reads (postcard [`ViewRecord`]).
@@ -44,11 +44,6 @@ struct TaskRecord {
     due: Option<i64>,
     difficulty: u8,
     xp: u32,
-}
-
-/// The key a title is found by: trimmed and folded to lower case (Unicode).
-pub fn title_key(title: &str) -> String {
-    title.trim().to_lowercase()
 }
 
 pub(super) fn encode(memory: &Memory) -> Result<Vec<u8>, StoreError> {
