@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::error::StoreError;
 use crate::feed::ChangeEvent;
-use crate::store::{Store, StoreReader};
+use crate::store::{MemoryBuilder, Store, StoreReader};
 
 /// Requests waiting for the store thread before callers are made to wait.
 pub const QUEUE_DEPTH: usize = 1024;
@@ -78,6 +78,7 @@ enum Job {
 pub struct StoreHandle {
     jobs: mpsc::Sender<Job>,
     reader: StoreReader,
+    builder: MemoryBuilder,
     hold: Arc<Hold>,
     stats: Arc<WriterStats>,
 }
@@ -133,6 +134,7 @@ impl StoreHandle {
     pub fn spawn(store: Store) -> std::io::Result<StoreHandle> {
         let (jobs, rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
         let reader = store.reader();
+        let builder = store.builder();
         let hold = Arc::new(Hold::default());
         let stats = Arc::new(WriterStats::default());
         let (held, counted) = (hold.clone(), stats.clone());
@@ -142,9 +144,15 @@ impl StoreHandle {
         Ok(StoreHandle {
             jobs,
             reader,
+            builder,
             hold,
             stats,
         })
+    }
+
+    /// Builds new memories on the caller's thread, for [`Store::add_prepared`] here.
+    pub fn builder(&self) -> &MemoryBuilder {
+        &self.builder
     }
 
     /// The read side: snapshots that never wait for this writer.

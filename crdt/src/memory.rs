@@ -495,7 +495,13 @@ impl MemoryDoc {
         let result: Result<(), automerge::AutomergeError> = (|| {
             let root = automerge::ROOT;
             doc.put(&root, "title", new.title.as_str())?;
-            put_content(&mut doc, &new.content)?;
+            // A new text is one splice (no diff against nothing).
+            if new.content.len() <= MAX_MERGED_TEXT_BYTES {
+                let text = doc.put_object(&root, "content", ObjType::Text)?;
+                doc.splice_text(&text, 0, 0, &new.content)?;
+            } else {
+                doc.put(&root, "content", new.content.as_str())?;
+            }
             let tags = doc.put_object(&root, "tags", ObjType::Map)?;
             for tag in &new.tags {
                 doc.put(&tags, tag.as_str(), true)?;

@@ -609,6 +609,42 @@ impl Store {
         self.finish_write(txn, grouped, result)
     }
 
+    /// Hands out a [`MemoryBuilder`] for this store's identity and default collection.
+    pub fn builder(&self) -> MemoryBuilder {
+        MemoryBuilder {
+            keypair: self.keypair.clone(),
+            default_collection: self.default_collection,
+        }
+    }
+
+    /// Stores a memory prepared by [`MemoryBuilder::prepare`], durably (or in the open
+    /// group), with the checks that need the store: its collection exists and this node
+    /// may write in it.
+    pub fn add_prepared(&mut self, prepared: PreparedMemory) -> Result<Memory, StoreError> {
+        let built = Arc::unwrap_or_clone(prepared.0);
+        let collections = [built.memory.collection];
+        let (txn, grouped) = self.open_write()?;
+        let result = self
+            .add_built(&txn, vec![built], &collections)
+            .and_then(|w| {
+                let Written {
+                    value,
+                    events,
+                    vacuum,
+                } = w;
+                let memory = value
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| StoreError::Storage("nothing was added".into()))?;
+                Ok(Written {
+                    value: memory,
+                    events,
+                    vacuum,
+                })
+            });
+        self.finish_write(txn, grouped, result)
+    }
+
     fn add_built(
         &self,
         txn: &WriteTransaction,
@@ -1777,6 +1813,7 @@ impl<'txn> LinkTables<'txn> {
 }
 
 /// A new memory's document, built and signed, ready to be written.
+#[derive(Clone)]
 struct Built {
     memory: Memory,
     saved: Vec<u8>,
@@ -1798,6 +1835,57 @@ fn build_one(
         saved: doc.save(),
         hash,
         signature: sign_change(keypair, &hash),
+    }
+}
+
+/// Validates, builds and signs new memories' documents on the caller's thread, so the
+/// writer thread only writes them ([`Store::add_prepared`]): the CPU work of many
+/// concurrent adds spreads over the cores instead of queueing on the writer.
+#[derive(Clone)]
+pub struct MemoryBuilder {
+    keypair: Arc<Keypair>,
+    default_collection: CollectionId,
+}
+
+impl std::fmt::Debug for MemoryBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBuilder")
+            .field("did", &self.keypair.did().to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryBuilder {
+    /// Checks `new` and builds its signed document, dated now.
+    pub fn prepare(&self, new: &NewMemory) -> Result<PreparedMemory, StoreError> {
+        let valid = new.validate()?;
+        let collection = new.collection.unwrap_or(self.default_collection);
+        Ok(PreparedMemory(Arc::new(build_one(
+            &self.keypair,
+            &valid,
+            collection,
+            Timestamp::now(),
+        ))))
+    }
+}
+
+/// A new memory, validated, built and signed by a [`MemoryBuilder`]: cheap to clone, so a
+/// grouped write can run again with it.
+#[derive(Clone)]
+pub struct PreparedMemory(Arc<Built>);
+
+impl PreparedMemory {
+    /// The memory as it will read.
+    pub fn memory(&self) -> &Memory {
+        &self.0.memory
+    }
+}
+
+impl std::fmt::Debug for PreparedMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedMemory")
+            .field("id", &self.0.memory.id)
+            .finish_non_exhaustive()
     }
 }
 

@@ -648,10 +648,17 @@ impl Backend for Service {
             created_at,
             updated_at,
         };
+        // Validated, built and signed here, on this request's thread: the writer thread
+        // only writes it.
+        let prepared = self
+            .writer
+            .builder()
+            .prepare(&memory)
+            .map_err(store_error)?;
         let (memory, seq) = self
             .writer
             .write_blocking(move |s: &mut Store| {
-                let memory = s.add(memory.clone())?;
+                let memory = s.add_prepared(prepared.clone())?;
                 Ok((memory, s.last_write_seq()))
             })
             .map_err(store_error)?;

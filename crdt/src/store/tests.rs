@@ -1043,3 +1043,37 @@ fn a_wikilink_to_a_title_that_does_not_exist_yet_resolves_when_it_appears() {
     assert_eq!(store.table_sizes().expect("sizes")["mentions-1"], 0);
     store.verify_views().expect("views");
 }
+
+#[test]
+fn memories_prepared_off_the_writer_are_stored_with_the_writers_checks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let me = Keypair::generate();
+    let mut store = open(&dir, "p.redb", &me);
+    let builder = store.builder();
+    let prepared = builder
+        .prepare(&note("Prepared elsewhere\nbody [[Prepared elsewhere]]"))
+        .expect("prepare");
+    let added = store.add_prepared(prepared.clone()).expect("add");
+    assert_eq!(&added, prepared.memory());
+    assert_eq!(store.get(added.id).expect("get"), added);
+    assert_eq!(added.author, me.did().to_string());
+    store.verify_all().expect("signatures");
+    store.verify_views().expect("views");
+    // Validation happens when preparing; the store's own checks when adding.
+    assert!(matches!(
+        builder.prepare(&note("   ")),
+        Err(StoreError::Invalid(crate::ValidationError::EmptyContent))
+    ));
+    let elsewhere = CollectionId::new(Timestamp::now());
+    let orphan = builder
+        .prepare(&NewMemory {
+            collection: Some(elsewhere),
+            ..note("in a collection this store does not have")
+        })
+        .expect("prepare");
+    assert!(matches!(
+        store.add_prepared(orphan),
+        Err(StoreError::UnknownCollection(_))
+    ));
+    assert_eq!(store.count().expect("count"), 1);
+}
