@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use ed25519_dalek::VerifyingKey;
 
-use crate::keypair::{Signature, VerifyError};
+use crate::signature::{Signature, VerifyError};
 
 /// The URI scheme and method prefix of every `did:key`.
 const DID_KEY_PREFIX: &str = "did:key:";

@@ -6,6 +6,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use zeroize::Zeroizing;
 
 use crate::did::Did;
+use crate::signature::Signature;
 
 /// A node's secret signing key. Its public half is the node's [`Did`].
 ///
@@ -36,7 +37,7 @@ impl Keypair {
 
     /// Signs `message`.
     pub fn sign(&self, message: &[u8]) -> Signature {
-        Signature(self.0.sign(message).to_bytes())
+        Signature::from_bytes(self.0.sign(message).to_bytes())
     }
 }
 
@@ -48,61 +49,10 @@ impl fmt::Debug for Keypair {
     }
 }
 
-/// An Ed25519 signature (64 bytes).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Signature([u8; 64]);
-
-impl Signature {
-    /// The signature held in `bytes`.
-    pub fn from_bytes(bytes: [u8; 64]) -> Signature {
-        Signature(bytes)
-    }
-
-    /// The signature held in `bytes`, which must be exactly 64 bytes long.
-    pub fn from_slice(bytes: &[u8]) -> Result<Signature, SignatureError> {
-        bytes
-            .try_into()
-            .map(Signature)
-            .map_err(|_| SignatureError::InvalidLength(bytes.len()))
-    }
-
-    /// The 64 bytes of the signature.
-    pub fn as_bytes(&self) -> &[u8; 64] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Signature {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Signature(")?;
-        for byte in &self.0[..8] {
-            write!(f, "{byte:02x}")?;
-        }
-        write!(f, "…)")
-    }
-}
-
-/// Why bytes are not a signature.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SignatureError {
-    /// Ed25519 signatures are 64 bytes.
-    #[error("a signature is 64 bytes, found {0}")]
-    InvalidLength(usize),
-}
-
-/// Why a signature does not verify.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum VerifyError {
-    /// The signature was not made by this key over this message.
-    #[error("signature does not match the signer's public key and the message")]
-    BadSignature,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signature::{SignatureError, VerifyError};
 
     #[test]
     fn sign_and_verify() {

@@ -12,9 +12,11 @@ mod did;
 mod did_vectors;
 mod keyfile;
 mod keypair;
+mod signature;
 mod ticket;
 
 pub use did::{Did, ParseDidError};
 pub use keyfile::{KeyFile, KeyFileError, SealParams};
-pub use keypair::{Keypair, Signature, SignatureError, VerifyError};
+pub use keypair::Keypair;
+pub use signature::{Signature, SignatureError, VerifyError};
 pub use ticket::{Invite, MAX_ADDRESS_LEN, MAX_ADDRESSES, MAX_TICKET_LEN, Ticket, TicketError};

@@ -146,7 +146,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
         /// Peer-to-peer listen address (repeatable).
-        #[arg(long = "p2p", value_name = "MULTIADDR", default_value = crate::net::DEFAULT_P2P)]
+        #[arg(long = "p2p", value_name = "MULTIADDR", default_value = mnemon_net::DEFAULT_P2P)]
         p2p: Vec<libp2p::Multiaddr>,
         /// A peer to dial at start, as MULTIADDR/p2p/PEER_ID (repeatable; also a Kademlia
         /// bootstrap node).
@@ -960,12 +960,12 @@ pub fn run() -> Result<ExitCode> {
             service.set_chat(Config::load(data_dir.root())?.chat()?);
             service.load_index()?;
             drop(out);
-            let net = (!no_p2p).then(|| crate::net::NetConfig {
+            let net = (!no_p2p).then(|| mnemon_net::NetConfig {
                 listen: p2p,
                 peers,
                 mdns: !no_mdns,
                 state_file: Some(data_dir.root().join("peers.json")),
-                ..crate::net::NetConfig::default()
+                ..mnemon_net::NetConfig::default()
             });
             crate::serve::serve(
                 data_dir.root(),

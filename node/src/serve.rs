@@ -108,7 +108,7 @@ pub struct ServeOptions {
     /// Largest request body.
     pub body_limit: usize,
     /// Federation: the node's key and the swarm's setup (`None`: off).
-    pub net: Option<(mnemon_identity::Keypair, crate::net::NetConfig)>,
+    pub net: Option<(mnemon_identity::Keypair, mnemon_net::NetConfig)>,
 }
 
 /// Runs the service until SIGINT or SIGTERM.
@@ -160,7 +160,7 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
         let network = match &options.net {
             Some((keypair, config)) => {
                 let network =
-                    crate::net::Network::start(service.writer().clone(), keypair, config.clone())
+                    mnemon_net::Network::start(service.writer().clone(), keypair, config.clone())
                         .await
                         .context("starting federation")?;
                 service.set_network(network.clone());

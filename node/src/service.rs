@@ -72,7 +72,7 @@ pub struct Service {
     /// Whether the vector index is sealed by [`Service::background_step`].
     background_seal: AtomicBool,
     /// Federation, when `mnemon serve` runs it.
-    network: std::sync::OnceLock<crate::net::Network>,
+    network: std::sync::OnceLock<mnemon_net::Network>,
     /// The chat model questions are answered with.
     chat: std::sync::OnceLock<crate::ask::ChatClient>,
     /// Writes leave the indexes to one catch-up at the end (an import in this process).
@@ -230,7 +230,7 @@ impl Service {
     }
 
     /// Attaches the running network (for `peers`, and so sharing takes effect at once).
-    pub fn set_network(&self, network: crate::net::Network) {
+    pub fn set_network(&self, network: mnemon_net::Network) {
         let _ = self.network.set(network);
     }
 
@@ -251,7 +251,7 @@ impl Service {
     }
 
     /// The running network, if any.
-    pub fn network(&self) -> Option<&crate::net::Network> {
+    pub fn network(&self) -> Option<&mnemon_net::Network> {
         self.network.get()
     }
 
@@ -990,7 +990,7 @@ impl Backend for Service {
                 .filter(|p| p.did == did)
                 .flat_map(|p| p.sync.iter())
                 .find(|s| s.collection == wanted)
-                .cloned()
+                .map(sync_view)
         };
         Ok(store
             .members(id)
@@ -1071,7 +1071,7 @@ impl Backend for Service {
         let addresses = self
             .network
             .get()
-            .map(crate::net::Network::addresses)
+            .map(mnemon_net::Network::addresses)
             .unwrap_or_default();
         let ticket = mnemon_identity::Ticket {
             invite,
@@ -1139,7 +1139,7 @@ impl Backend for Service {
                         addresses: p.addresses,
                         connected: p.connected,
                         collections: p.collections,
-                        sync: p.sync,
+                        sync: p.sync.iter().map(sync_view).collect(),
                         last_sync: p.last_sync,
                         last_error: p.last_error,
                     })
@@ -1238,5 +1238,15 @@ impl Backend for Service {
             });
         }
         gauges
+    }
+}
+
+/// The API's view of how a collection syncs with a peer.
+fn sync_view(s: &mnemon_net::CollectionSync) -> mnemon_web::api::SyncView {
+    mnemon_web::api::SyncView {
+        collection: s.collection.clone(),
+        state: s.state.as_str().to_owned(),
+        detail: s.detail.clone(),
+        last_refused: s.last_refused.clone(),
     }
 }

@@ -424,11 +424,12 @@ fn forged_garbage_and_oversized_input_from_a_member_is_refused_and_the_node_stay
             && c_view_of_b().is_some_and(|p| p.connected && p.collections.contains(&family.id))
     });
     eventually("A and C agree", WAIT, || {
-        net.nodes[0]
-            .network
-            .peers()
-            .iter()
-            .all(|p| p.sync.iter().all(|s| s.state == "in_sync") && !p.sync.is_empty())
+        net.nodes[0].network.peers().iter().all(|p| {
+            p.sync
+                .iter()
+                .all(|s| s.state == mnemon_node::net::SyncPhase::InSync)
+                && !p.sync.is_empty()
+        })
     });
     // A shows each member's state with the collection.
     for member in a.members(&family.id).expect("members") {
@@ -525,7 +526,7 @@ fn forged_garbage_and_oversized_input_from_a_member_is_refused_and_the_node_stay
     eventually("C ends the session with B, saying why", WAIT, || {
         c_view_of_b().is_some_and(|p| {
             p.sync.iter().any(|s| {
-                s.state == "offline"
+                s.state == mnemon_node::net::SyncPhase::Offline
                     && s.detail
                         .as_deref()
                         .is_some_and(|d| d.contains("exceeds the limit"))

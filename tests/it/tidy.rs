@@ -80,6 +80,21 @@ fn sans_io_crates_do_not_depend_on_io_runtimes() {
                 "tokio",
             ][..],
         ),
+        // The network knows the store, identities and the sync protocol; not the node, its
+        // interfaces or the search engine.
+        (
+            "node/net",
+            &[
+                "mnemon-node",
+                "mnemon-web",
+                "mnemon-search",
+                "axum",
+                "rmcp",
+                "clap",
+                "tantivy",
+                "candle",
+            ][..],
+        ),
         // The interfaces know neither storage nor networking nor models: only `Backend`.
         (
             "web",

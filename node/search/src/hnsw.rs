@@ -612,7 +612,7 @@ impl KernelOp for SearchOp<'_> {
 mod tests {
     use super::*;
     use crate::embed::normalize;
-    use crate::vector::dot;
+    use crate::kernel::dot;
     use crate::vector::tests::random_unit;
 
     #[test]

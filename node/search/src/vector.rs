@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::hnsw::{Hnsw, Params, Scratch};
+pub use super::kernel::dot;
 
 /// Recent vectors searched exactly before they are sealed into an HNSW segment.
 pub const SEAL_AT: usize = 4096;
@@ -55,56 +56,6 @@ struct Segment {
 thread_local! {
     /// Search scratch space (the visited stamps), reused by the searches of one thread.
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-}
-
-/// Dot product. On x86-64 with AVX2 and FMA (detected at run time, through `pulp`, which
-/// already comes with candle) it runs 8 lanes wide with fused multiply-adds; elsewhere the
-/// same code runs on the baseline instruction set.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let len = a.len().min(b.len());
-    ARCH.dispatch(Dot(&a[..len], &b[..len]))
-}
-
-/// The instruction set detected at start.
-pub(crate) static ARCH: std::sync::LazyLock<pulp::Arch> = std::sync::LazyLock::new(pulp::Arch::new);
-
-struct Dot<'a>(&'a [f32], &'a [f32]);
-
-impl pulp::WithSimd for Dot<'_> {
-    type Output = f32;
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, simd: S) -> f32 {
-        dot_with(simd, self.0, self.1)
-    }
-}
-
-/// [`dot`] inside code already dispatched to `simd` (inlined there, so it runs with that
-/// instruction set). `a` and `b` have the same length.
-#[inline(always)]
-pub(crate) fn dot_with<S: pulp::Simd>(simd: S, a: &[f32], b: &[f32]) -> f32 {
-    {
-        let (a, a_tail) = S::as_simd_f32s(a);
-        let (b, b_tail) = S::as_simd_f32s(b);
-        // Four independent accumulators hide the multiply-add latency.
-        let mut acc = [simd.splat_f32s(0.0); 4];
-        let (a4, a_rest) = a.split_at(a.len() / 4 * 4);
-        let (b4, b_rest) = b.split_at(a4.len());
-        for (ca, cb) in a4.chunks_exact(4).zip(b4.chunks_exact(4)) {
-            for i in 0..4 {
-                acc[i] = simd.mul_add_e_f32s(ca[i], cb[i], acc[i]);
-            }
-        }
-        for (x, y) in a_rest.iter().zip(b_rest) {
-            acc[0] = simd.mul_add_e_f32s(*x, *y, acc[0]);
-        }
-        let sum = simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3]));
-        let mut tail = 0.0;
-        for (x, y) in a_tail.iter().zip(b_tail) {
-            tail += x * y;
-        }
-        simd.reduce_sum_f32s(sum) + tail
-    }
 }
 
 /// Which vector a hit is.

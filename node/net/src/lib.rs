@@ -29,8 +29,7 @@ use mnemon_protocol::{
     Event, FrameDecoder, MAX_FRAME_LEN, Output, SYNC_PROTOCOL, Session, SessionConfig, SyncState,
     encode_frame,
 };
-use mnemon_web::api::SyncView;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
 /// The default listen address: QUIC on every interface, a port the OS picks.
@@ -97,7 +96,7 @@ pub struct PeerInfo {
     pub collections: Vec<String>,
     /// How each collection synced with it stands (kept, as `offline`, after the session
     /// ends).
-    pub sync: Vec<SyncView>,
+    pub sync: Vec<CollectionSync>,
     /// When something was last received from it (Unix ms).
     pub last_sync: Option<u64>,
     /// The last thing refused or the reason the last session ended.
@@ -110,6 +109,48 @@ pub struct PeerInfo {
     pub bytes_sent: u64,
     /// Bytes received on sync streams with it.
     pub bytes_received: u64,
+}
+
+/// How one collection synced with a peer stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionSync {
+    /// The collection's id.
+    pub collection: String,
+    /// Where it stands.
+    pub state: SyncPhase,
+    /// Why: the refusal, how many memories differ, or why the session ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The last thing from the peer refused about this collection in this session (it
+    /// stays after the state is back to `in_sync`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refused: Option<String>,
+}
+
+/// Where a collection synced with a peer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncPhase {
+    /// The last comparison found both sides equal, and every change since was exchanged.
+    InSync,
+    /// Differences are being exchanged, or the sides were not compared yet.
+    Behind,
+    /// Something from the peer was refused.
+    Error,
+    /// No session now.
+    Offline,
+}
+
+impl SyncPhase {
+    /// Its name: `in_sync`, `behind`, `error` or `offline`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncPhase::InSync => "in_sync",
+            SyncPhase::Behind => "behind",
+            SyncPhase::Error => "error",
+            SyncPhase::Offline => "offline",
+        }
+    }
 }
 
 /// Every peer this node has met, by peer id.
@@ -324,11 +365,10 @@ impl Network {
         tokio::spawn(async move {
             let mut redial = tokio::time::interval(redial_every);
             redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut backoff: std::collections::HashMap<PeerId, (Instant, Duration)> =
-                std::collections::HashMap::new();
+            let mut backoff: Redial<PeerId> = Redial::new(redial_every);
             loop {
                 tokio::select! {
-                    _ = redial.tick() => redial_peers(&mut swarm, &table, &mut backoff, redial_every),
+                    _ = redial.tick() => redial_peers(&mut swarm, &table, &mut backoff),
                     event = swarm.select_next_some() => {
                         handle_swarm_event(&mut swarm, event, &table, peer_id, &control, &protocol, &driver);
                     }
@@ -582,13 +622,53 @@ fn handle_swarm_event(
     }
 }
 
+/// When to dial a disconnected peer again: at once the first time, then after `base`,
+/// doubling after every attempt that did not reconnect, up to 64 × `base`; a peer that
+/// connected starts over. Pure: the caller says what time it is.
+#[derive(Debug, Clone)]
+pub struct Redial<P> {
+    base: Duration,
+    /// Per peer: when it may be dialed next, and the wait that led there.
+    next: std::collections::HashMap<P, (Instant, Duration)>,
+}
+
+impl<P: std::hash::Hash + Eq + Clone> Redial<P> {
+    /// A policy whose first wait is `base`.
+    pub fn new(base: Duration) -> Redial<P> {
+        Redial {
+            base,
+            next: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Whether `peer` may be dialed at `now`.
+    pub fn due(&self, peer: &P, now: Instant) -> bool {
+        self.next.get(peer).is_none_or(|(at, _)| *at <= now)
+    }
+
+    /// Records a dial of `peer` at `now`; returns the wait before the next one.
+    pub fn dialed(&mut self, peer: P, now: Instant) -> Duration {
+        let wait = self
+            .next
+            .get(&peer)
+            .map_or(self.base, |(_, w)| (*w * 2).min(self.base * 64));
+        self.next.insert(peer, (now + wait, wait));
+        wait
+    }
+
+    /// Forgets the peers `connected` says are connected again: their next outage starts
+    /// with the base wait.
+    pub fn forget(&mut self, connected: impl Fn(&P) -> bool) {
+        self.next.retain(|peer, _| !connected(peer));
+    }
+}
+
 /// Dials again the peers this node syncs collections with that are not connected (after
 /// a network partition, a sleep, or a peer's restart), each at most once per its backoff.
 fn redial_peers(
     swarm: &mut libp2p::Swarm<Behaviour>,
     table: &PeerTable,
-    backoff: &mut std::collections::HashMap<PeerId, (Instant, Duration)>,
-    base: Duration,
+    backoff: &mut Redial<PeerId>,
 ) {
     let now = Instant::now();
     let due: Vec<(PeerId, Vec<Multiaddr>)> = {
@@ -601,7 +681,7 @@ fn redial_peers(
                 if info.connected || swarm.is_connected(peer) {
                     return false;
                 }
-                !info.sync.is_empty() && backoff.get(*peer).is_none_or(|(at, _)| *at <= now)
+                !info.sync.is_empty() && backoff.due(peer, now)
             })
             .map(|(peer, info)| {
                 let addrs = info
@@ -615,12 +695,9 @@ fn redial_peers(
             })
             .collect()
     };
-    backoff.retain(|peer, _| !swarm.is_connected(peer));
+    backoff.forget(|peer| swarm.is_connected(peer));
     for (peer, addrs) in due {
-        let wait = backoff
-            .get(&peer)
-            .map_or(base, |(_, w)| (*w * 2).min(base * 64));
-        backoff.insert(peer, (now + wait, wait));
+        backoff.dialed(peer, now);
         let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
             .addresses(addrs)
             .build();
@@ -680,17 +757,19 @@ impl Driver {
             .into_iter()
             .map(|(c, state)| {
                 let (state, detail) = match state {
-                    SyncState::InSync => ("in_sync", None),
-                    SyncState::Behind { differ: 0 } => ("behind", Some("comparing".to_owned())),
+                    SyncState::InSync => (SyncPhase::InSync, None),
+                    SyncState::Behind { differ: 0 } => {
+                        (SyncPhase::Behind, Some("comparing".to_owned()))
+                    }
                     SyncState::Behind { differ } => (
-                        "behind",
+                        SyncPhase::Behind,
                         Some(format!("{differ} memories differed at the last comparison")),
                     ),
-                    SyncState::Error(reason) => ("error", Some(reason)),
+                    SyncState::Error(reason) => (SyncPhase::Error, Some(reason)),
                 };
-                SyncView {
+                CollectionSync {
                     collection: c.to_string(),
-                    state: state.to_owned(),
+                    state,
                     detail,
                     last_refused: session.last_refused(c).map(str::to_owned),
                 }
@@ -879,10 +958,10 @@ impl Driver {
 }
 
 /// A collection's sync state once its session is over.
-fn offline(reason: &str) -> impl Fn(&SyncView) -> SyncView + '_ {
-    move |s| SyncView {
+fn offline(reason: &str) -> impl Fn(&CollectionSync) -> CollectionSync + '_ {
+    move |s| CollectionSync {
         collection: s.collection.clone(),
-        state: "offline".to_owned(),
+        state: SyncPhase::Offline,
         detail: Some(reason.to_owned()),
         last_refused: s.last_refused.clone(),
     }
@@ -956,5 +1035,31 @@ fn save_peers(path: &std::path::Path, table: &PeerTable, last: String) -> String
             tracing::warn!(path = %path.display(), error = %e, "cannot save the peer table");
             last
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redial_waits_double_up_to_a_cap_and_start_over_after_a_connection() {
+        let base = Duration::from_secs(5);
+        let mut redial: Redial<&str> = Redial::new(base);
+        let t0 = Instant::now();
+        assert!(redial.due(&"a", t0), "a peer never dialed is due at once");
+        let waits: Vec<u64> = (0..9)
+            .map(|i| redial.dialed("a", t0 + base * i).as_secs())
+            .collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 320, 320, 320]);
+        let last = t0 + base * 8;
+        assert!(!redial.due(&"a", last + Duration::from_secs(319)));
+        assert!(redial.due(&"a", last + Duration::from_secs(320)));
+        // Another peer has its own clock.
+        assert!(redial.due(&"b", last));
+        // Reconnected: the next outage starts with the base wait.
+        redial.forget(|p| *p == "a");
+        assert!(redial.due(&"a", last));
+        assert_eq!(redial.dialed("a", last), base);
     }
 }
