@@ -133,3 +133,146 @@ fn the_runtime_does_not_depend_on_did_key() {
         );
     }
 }
+
+/// The top-level modules of a crate's `src` that one file's non-test code names through
+/// `crate::…` (or `super::…` from a file directly under `src`).
+fn modules_named(text: &str, top_level_file: bool) -> std::collections::BTreeSet<String> {
+    let code: String = text
+        .split("#[cfg(test)]")
+        .next()
+        .unwrap_or(text)
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let code = code.as_str();
+    let mut out = std::collections::BTreeSet::new();
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut prefixes = vec!["crate::"];
+    if top_level_file {
+        prefixes.push("super::");
+    }
+    for prefix in prefixes {
+        for (at, _) in code.match_indices(prefix) {
+            let before = code[..at].chars().next_back().unwrap_or(' ');
+            if before.is_alphanumeric() || before == '_' || before == ':' {
+                continue;
+            }
+            let rest = &code[at + prefix.len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                // `crate::{a::X, b}`: the first segment of each item at the top level.
+                let mut depth = 0;
+                let mut item_start = true;
+                for (i, c) in group.char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => break,
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => item_start = true,
+                        c if item_start && !c.is_whitespace() => {
+                            out.insert(ident(&group[i..]));
+                            item_start = false;
+                        }
+                        _ => {}
+                    }
+                }
+            } else {
+                out.insert(ident(rest));
+            }
+        }
+    }
+    out.retain(|m| !m.is_empty() && m.chars().next().is_some_and(char::is_lowercase));
+    out
+}
+
+#[test]
+fn no_crate_has_a_cycle_among_its_modules() {
+    let mut seen = 0;
+    for krate in [
+        "identity/src",
+        "crdt/src",
+        "protocol/src",
+        "web/src",
+        "node/src",
+        "node/search/src",
+        "node/net/src",
+    ] {
+        let src = root().join(krate);
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        // Edges between top-level modules (a file under `src/a/` belongs to `a`); the
+        // crate root, which only declares and re-exports, takes no part.
+        let mut edges: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+            Default::default();
+        for file in &files {
+            let relative = file.strip_prefix(&src).expect("under src");
+            let first = relative
+                .components()
+                .next()
+                .and_then(|c| c.as_os_str().to_str())
+                .expect("name");
+            let module = first.trim_end_matches(".rs").to_owned();
+            if matches!(module.as_str(), "lib" | "main") {
+                continue;
+            }
+            let text = std::fs::read_to_string(file).expect("read");
+            let top_level_file = relative.components().count() == 1;
+            let named = modules_named(&text, top_level_file);
+            let entry = edges.entry(module.clone()).or_default();
+            entry.extend(named.into_iter().filter(|m| *m != module));
+        }
+        let modules: Vec<String> = edges.keys().cloned().collect();
+        edges
+            .values_mut()
+            .for_each(|e| e.retain(|m| modules.contains(m)));
+        // Depth-first search for a path that comes back to where it started.
+        fn cycle_from(
+            at: &str,
+            edges: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+            path: &mut Vec<String>,
+            done: &mut std::collections::BTreeSet<String>,
+        ) -> Option<Vec<String>> {
+            if let Some(i) = path.iter().position(|p| p == at) {
+                let mut cycle = path[i..].to_vec();
+                cycle.push(at.to_owned());
+                return Some(cycle);
+            }
+            if done.contains(at) {
+                return None;
+            }
+            path.push(at.to_owned());
+            for next in edges.get(at).into_iter().flatten() {
+                if let Some(cycle) = cycle_from(next, edges, path, done) {
+                    return Some(cycle);
+                }
+            }
+            path.pop();
+            done.insert(at.to_owned());
+            None
+        }
+        let mut done = Default::default();
+        for module in &modules {
+            if let Some(cycle) = cycle_from(module, &edges, &mut Vec::new(), &mut done) {
+                panic!("{krate}: modules import each other: {}", cycle.join(" -> "));
+            }
+        }
+        seen += edges.values().map(|e| e.len()).sum::<usize>();
+    }
+    assert!(
+        seen > 20,
+        "only {seen} imports between modules were found; the check is not reading them"
+    );
+}
+
+#[test]
+fn the_module_reader_sees_grouped_and_parent_imports() {
+    let text = "//! See [`crate::docs`].\nuse crate::{api::X, backend::{Y, Z}};\nuse super::hnsw::Hnsw;\nfn f() { crate::ui::page(); my_crate::nope(); }\n#[cfg(test)]\nmod tests { use crate::later; }";
+    let named: Vec<String> = modules_named(text, true).into_iter().collect();
+    assert_eq!(named, ["api", "backend", "hnsw", "ui"]);
+    let nested: Vec<String> = modules_named(text, false).into_iter().collect();
+    assert_eq!(nested, ["api", "backend", "ui"]);
+}

@@ -9,19 +9,20 @@
 //! per-route latency metrics.
 
 pub mod api;
+mod app;
 mod backend;
 mod metrics;
 mod openapi;
 mod router;
 mod security;
+mod state;
 mod ui;
 
 pub use ui::encode_component;
 
+pub use app::{router, router_with, router_with_shutdown};
 pub use backend::{ApiError, Backend, Gauge};
 pub use openapi::ApiDoc;
-pub use router::{
-    DEFAULT_BODY_LIMIT, DEFAULT_UNDO_WINDOW, ServerConfig, Shutdown, router, router_with,
-    router_with_shutdown,
-};
+pub use router::DEFAULT_BODY_LIMIT;
 pub use security::{FAILURE_DELAY, MAX_FAILURES};
+pub use state::{DEFAULT_UNDO_WINDOW, ServerConfig, Shutdown};

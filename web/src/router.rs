@@ -1,21 +1,15 @@
 //! The axum router: routes, the JSON error shape, and the middleware every request passes.
 
-use std::collections::HashSet;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{
-    ConnectInfo, DefaultBodyLimit, FromRequest, MatchedPath, Path, Query, Request, State,
-};
+use axum::extract::{FromRequest, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::BroadcastStream;
@@ -26,115 +20,12 @@ use crate::api::{
     EventView, GraphQuery, GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView,
     ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
-use crate::backend::{ApiError, Backend};
-use crate::metrics::Metrics;
-use crate::security::{FAILURE_DELAY, SECURITY_HEADERS, Security};
+use crate::backend::ApiError;
+use crate::security::{FAILURE_DELAY, SECURITY_HEADERS};
+use crate::state::{AppState, blocking, client_ip};
 
 /// Default request body limit: 16 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 16 << 20;
-
-/// How the server is set up.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// The address the server is bound to (for the `Host` allow-list).
-    pub bind: SocketAddr,
-    /// The bearer token.
-    pub token: String,
-    /// The CSRF token the UI sends with state-changing requests.
-    pub csrf: String,
-    /// More `Host` values to accept (`name:port`), e.g. behind a reverse proxy.
-    pub extra_hosts: Vec<String>,
-    /// Largest request body, in bytes.
-    pub body_limit: usize,
-    /// How long a memory deleted in the web UI can be brought back before it is
-    /// forgotten for good.
-    pub undo_window: Duration,
-}
-
-/// Default [`ServerConfig::undo_window`].
-pub const DEFAULT_UNDO_WINDOW: Duration = Duration::from_secs(10);
-
-#[derive(Clone)]
-pub(crate) struct AppState {
-    pub(crate) backend: Arc<dyn Backend>,
-    pub(crate) security: Arc<Security>,
-    metrics: Arc<Metrics>,
-    /// Memories deleted in the UI and still within their undo window.
-    pending: Arc<Mutex<HashSet<String>>>,
-    undo_window: Duration,
-}
-
-impl AppState {
-    /// Ids deleted in the UI whose undo window is still open (hidden from its pages).
-    pub(crate) fn pending_deletes(&self) -> HashSet<String> {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Forgets `id` for good once the undo window passes, unless [`Self::cancel_delete`]
-    /// is called first.
-    pub(crate) fn schedule_delete(&self, id: String) {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id.clone());
-        let state = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(state.undo_window).await;
-            state.delete_now(id).await;
-        });
-    }
-
-    /// Brings back a memory deleted in the UI; false if its window has passed.
-    pub(crate) fn cancel_delete(&self, id: &str) -> bool {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(id)
-    }
-
-    async fn delete_now(&self, id: String) {
-        // Claimed before deleting, so an undo from now on is "too late", never a false
-        // "undone" while the delete goes on.
-        if !self.cancel_delete(&id) {
-            return;
-        }
-        let backend = self.backend.clone();
-        let target = id.clone();
-        match blocking(move || backend.delete(&target)).await {
-            Ok(()) => tracing::info!(memory = %id, "deleted from the web UI"),
-            Err(e) if e.status == 404 => {}
-            Err(e) => tracing::warn!(memory = %id, error = %e, "a delete from the web UI failed"),
-        }
-    }
-
-    /// Carries out every delete still waiting for its undo window (at shutdown).
-    pub(crate) async fn flush_deletes(&self) {
-        for id in self.pending_deletes() {
-            self.delete_now(id).await;
-        }
-    }
-}
-
-/// A handle to what the router holds between requests, for a graceful shutdown.
-#[derive(Clone)]
-pub struct Shutdown(AppState);
-
-impl std::fmt::Debug for Shutdown {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shutdown").finish_non_exhaustive()
-    }
-}
-
-impl Shutdown {
-    /// Carries out the deletes made in the web UI whose undo window is still open, so a
-    /// memory its owner deleted does not survive a restart.
-    pub async fn flush(&self) {
-        self.0.flush_deletes().await;
-    }
-}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -142,15 +33,6 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
         (status, Json(body)).into_response()
     }
-}
-
-/// Runs a blocking backend call on tokio's blocking pool.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("the request's task failed: {e}")))?
 }
 
 /// A JSON body whose errors name the field: 415 without a JSON content type, 413 over
@@ -219,90 +101,9 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
     }
 }
 
-/// The router for `backend`, with every protection in place.
-pub fn router(backend: Arc<dyn Backend>, config: &ServerConfig) -> Router {
-    router_with_shutdown(backend, config).0
-}
-
-/// [`router`], and the handle a server calls on shutdown.
-pub fn router_with_shutdown(
-    backend: Arc<dyn Backend>,
-    config: &ServerConfig,
-) -> (Router, Shutdown) {
-    router_with(backend, config, Router::new())
-}
-
-/// [`router_with_shutdown`] with `protected` routes beside the API (such as the MCP
-/// endpoint), behind the same token, `Host` check, limits and logging.
-pub fn router_with(
-    backend: Arc<dyn Backend>,
-    config: &ServerConfig,
-    protected: Router,
-) -> (Router, Shutdown) {
-    let state = AppState {
-        backend,
-        security: Arc::new(Security::new(
-            config.token.clone(),
-            config.csrf.clone(),
-            config.bind,
-            &config.extra_hosts,
-        )),
-        metrics: Arc::new(Metrics::default()),
-        pending: Arc::new(Mutex::new(HashSet::new())),
-        undo_window: config.undo_window,
-    };
-    let api = Router::new()
-        .route("/memories", get(list_memories).post(create_memory))
-        .route(
-            "/memories/{id}",
-            get(get_memory).patch(update_memory).delete(delete_memory),
-        )
-        .route("/memories/{id}/backlinks", get(backlinks))
-        .route("/search", get(search))
-        .route("/graph", get(graph))
-        .route("/ask", axum::routing::post(ask))
-        .route("/collections", get(collections).post(create_collection))
-        .route(
-            "/collections/{id}/members",
-            get(members).post(share_collection),
-        )
-        .route(
-            "/collections/{id}/members/{did}",
-            axum::routing::delete(unshare_collection),
-        )
-        .route(
-            "/collections/{id}/invites",
-            axum::routing::post(invite_collection),
-        )
-        .route("/join", axum::routing::post(join))
-        .route("/peers", get(peers))
-        .route("/status", get(status))
-        .route("/events", get(events))
-        .route("/session", get(session))
-        .route("/openapi.json", get(crate::openapi::document))
-        .fallback(|| async { ApiError::not_found("no such API route") })
-        .route_layer(middleware::from_fn(tag_route))
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    let router = Router::new()
-        .nest("/api/v1", api)
-        .merge(crate::ui::routes(&state))
-        .route(
-            "/metrics",
-            get(metrics).layer(middleware::from_fn_with_state(state.clone(), authenticate)),
-        )
-        .route("/health/live", get(|| async { "ok" }))
-        .route("/health/ready", get(ready))
-        .route_layer(middleware::from_fn(tag_route))
-        .with_state(state.clone())
-        .merge(protected.layer(middleware::from_fn_with_state(state.clone(), authenticate)))
-        .layer(DefaultBodyLimit::max(config.body_limit))
-        .layer(middleware::from_fn_with_state(state.clone(), guard));
-    (router, Shutdown(state))
-}
-
 /// Every request: a request id, the `Host` check, security headers, metrics and a log line
 /// (method, route, status, time; never headers, query strings or bodies).
-async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let id = ulid::Ulid::new().to_string();
     let method = request.method().clone();
     let host = request
@@ -354,7 +155,7 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
 }
 
 /// Copies the matched route onto the response, for `guard`'s metrics and log line.
-async fn tag_route(request: Request, next: Next) -> Response {
+pub(crate) async fn tag_route(request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().cloned();
     let mut response = next.run(request).await;
     if let Some(route) = route {
@@ -363,16 +164,13 @@ async fn tag_route(request: Request, next: Next) -> Response {
     response
 }
 
-pub(crate) fn client_ip(request: &Request) -> std::net::IpAddr {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.ip())
-}
-
 /// The bearer token on every API route, and CSRF protection on state-changing requests
 /// that come from another origin.
-async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn authenticate(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -716,7 +514,7 @@ pub(crate) async fn events(State(state): State<AppState>) -> impl IntoResponse {
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-async fn ready(State(state): State<AppState>) -> Response {
+pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     if state.backend.ready() {
         "ready".into_response()
     } else {
@@ -724,7 +522,7 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let backend = state.backend.clone();
     let gauges = tokio::task::spawn_blocking(move || backend.gauges())
         .await

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::{Nav, UiResult, csrf_ok, layout};
 use crate::api::{AnswerView, AskRequest};
-use crate::router::{AppState, blocking};
+use crate::state::{AppState, blocking};
 
 fn chat_form(csrf: &str, question: &str) -> Markup {
     html! {

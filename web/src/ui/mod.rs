@@ -10,6 +10,7 @@
 mod chat;
 mod graph;
 mod markdown;
+mod reference;
 mod tasks;
 
 use std::collections::{BTreeSet, HashMap};
@@ -28,8 +29,8 @@ use crate::api::{
     PatchMemory, SearchMode, SearchQuery,
 };
 use crate::backend::ApiError;
-use crate::router::{AppState, blocking, client_ip};
 use crate::security::{FAILURE_DELAY, SESSION_COOKIE};
+use crate::state::{AppState, blocking, client_ip};
 
 const APP_JS: &str = include_str!("../../assets/app.js");
 const APP_CSS: &str = include_str!("../../assets/app.css");
@@ -115,7 +116,7 @@ pub(crate) fn routes(state: &AppState) -> axum::Router<AppState> {
             get(collections_page).post(create_collection),
         )
         .route("/status", get(status_page))
-        .route("/api", get(crate::openapi::reference_page))
+        .route("/api", get(reference::reference_page))
         .route("/signout", post(sign_out))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

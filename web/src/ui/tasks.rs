@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{Nav, UiResult, csrf_ok, layout, non_empty, short_time};
 use crate::api::{CreateMemory, ListQuery, TaskFields, sort_tasks, xp_earned};
-use crate::router::{AppState, blocking};
+use crate::state::{AppState, blocking};
 
 pub(super) async fn tasks_page(State(state): State<AppState>) -> UiResult {
     let backend = state.backend.clone();
