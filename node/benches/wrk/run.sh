@@ -18,6 +18,9 @@ U=http://127.0.0.1:$PORT
 echo "== health/live, 50 connections"; wrk -t2 -c50 -d10s --latency $U/health/live | grep -E "Requests/sec|99%|50%"
 echo "== adds, 1 connection"; wrk -t1 -c1 -d10s --latency -s $here/post.lua $U | grep -E "Requests/sec|99%|50%|Non-2xx"
 echo "== adds, 50 connections"; wrk -t2 -c50 -d15s --latency -s $here/post.lua $U | grep -E "Requests/sec|99%|50%|Non-2xx"
+# Reads are measured once the indexer has caught up with the adds (it would compete for
+# the two cores otherwise).
+until curl -s -H "Authorization: Bearer $MNEMON_TOKEN" $U/api/v1/status | python3 -c 'import json,sys; sys.exit(json.load(sys.stdin)["index"]["lag_changes"] != 0)'; do sleep 1; done
 ID=$(curl -s -H "Authorization: Bearer $MNEMON_TOKEN" "$U/api/v1/memories?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
 echo "== get by id, 50 connections"; wrk -t2 -c50 -d10s --latency -s $here/get.lua $U/api/v1/memories/$ID | grep -E "Requests/sec|99%|50%|Non-2xx"
 echo "== health/live again, 50 connections"; wrk -t2 -c50 -d10s --latency $U/health/live | grep -E "Requests/sec|99%|50%"
