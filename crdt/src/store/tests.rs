@@ -13,6 +13,19 @@ fn open(dir: &tempfile::TempDir, name: &str, keypair: &Keypair) -> Store {
     Store::open(dir.path().join(name), keypair.clone()).expect("open store")
 }
 
+/// Gives memory `id` a new title.
+fn retitle(store: &mut Store, id: MemoryId, title: &str) -> Memory {
+    store
+        .edit(
+            id,
+            &MemoryEdit {
+                title: Some(title.into()),
+                ..MemoryEdit::default()
+            },
+        )
+        .expect("retitle")
+}
+
 fn note(content: &str) -> NewMemory {
     NewMemory {
         content: content.into(),
@@ -905,34 +918,25 @@ fn read_views_and_titles_are_derived_once_for_a_store_made_before_them() {
         })
         .expect("add");
     let beta = store.add(note("Beta\nsecond")).expect("add");
-    // What a store written before `views-1` and `titles-1` looks like.
-    {
+    // What a store written before `views-1`, `titles-1` and `mentions-1` looks like; then
+    // one that has views but not yet the mentions table. Each is derived on open.
+    let mut store = store;
+    for views_too in [true, false] {
         let txn = store.db().begin_write().expect("txn");
-        assert!(txn.delete_table(VIEWS).expect("delete"));
-        assert!(txn.delete_table(TITLES).expect("delete"));
+        if views_too {
+            assert!(txn.delete_table(VIEWS).expect("delete"));
+            assert!(txn.delete_table(TITLES).expect("delete"));
+        }
         assert!(txn.delete_table(MENTIONS).expect("delete"));
         txn.commit().expect("commit");
+        drop(store);
+        store = open(&dir, "old.redb", &me);
+        assert_eq!(store.verify_views().expect("views"), 2);
+        assert_eq!(
+            store.mentioning("beta").expect("mentioning"),
+            vec![alpha.id]
+        );
     }
-    drop(store);
-    let store = open(&dir, "old.redb", &me);
-    assert_eq!(store.verify_views().expect("views"), 2);
-    assert_eq!(
-        store.mentioning("beta").expect("mentioning"),
-        vec![alpha.id]
-    );
-    // A store that has views but not yet the mentions table.
-    {
-        let txn = store.db().begin_write().expect("txn");
-        assert!(txn.delete_table(MENTIONS).expect("delete"));
-        txn.commit().expect("commit");
-    }
-    drop(store);
-    let store = open(&dir, "old.redb", &me);
-    assert_eq!(store.verify_views().expect("views"), 2);
-    assert_eq!(
-        store.mentioning("beta").expect("mentioning"),
-        vec![alpha.id]
-    );
     assert_eq!(store.get(beta.id).expect("get"), beta);
     assert_eq!(
         store.titled("  ålpha NOTES ").expect("titled"),
@@ -948,15 +952,7 @@ fn a_title_change_moves_its_row_and_a_delete_removes_view_and_title() {
     let me = Keypair::generate();
     let mut store = open(&dir, "t.redb", &me);
     let m = store.add(note("First title\nbody")).expect("add");
-    store
-        .edit(
-            m.id,
-            &MemoryEdit {
-                title: Some("Second title".into()),
-                ..MemoryEdit::default()
-            },
-        )
-        .expect("edit");
+    retitle(&mut store, m.id, "Second title");
     assert!(store.titled("first title").expect("titled").is_empty());
     assert_eq!(store.titled("second title").expect("titled"), vec![m.id]);
     store.verify_views().expect("views");
@@ -1010,15 +1006,7 @@ fn a_wikilink_to_a_title_that_does_not_exist_yet_resolves_when_it_appears() {
 
     // A rename to a waited-for title links too; a rename away does not unlink.
     let other = store.add(note("Something\nelse")).expect("add");
-    store
-        .edit(
-            other.id,
-            &MemoryEdit {
-                title: Some("renamed".into()),
-                ..MemoryEdit::default()
-            },
-        )
-        .expect("edit");
+    retitle(&mut store, other.id, "renamed");
     assert_eq!(
         store
             .get(early.id)
