@@ -776,7 +776,10 @@ impl Store {
     /// the only one of its kind, every memory whose text has `[[that title]]` and that
     /// does not link to `target` yet gains a `wikilink` link to it (a signed edit of that
     /// memory, in the same transaction). Memories this node may not write are left alone;
-    /// an ambiguous title links nothing, as when the text was written.
+    /// an ambiguous title links nothing, as when the text was written. A waiting memory in
+    /// another collection is linked only if its collection is private (see
+    /// `share::is_private`): the link would otherwise tell the collection's members the id
+    /// of a memory they were never given, without its owner asking for it.
     fn link_mentions(
         &self,
         txn: &WriteTransaction,
@@ -801,6 +804,8 @@ impl Store {
             };
             if current.links.contains_key(&target.id)
                 || share::check_write(txn, current.collection, &self.did).is_err()
+                || (current.collection != target.collection
+                    && !share::is_private(txn, current.collection, &self.did)?)
             {
                 continue;
             }

@@ -113,6 +113,35 @@ pub(super) fn check_write(
     }
 }
 
+/// Whether what is written in `collection` stays on this node: `did` owns it, it has no
+/// members, and no invite to it is waiting to be redeemed.
+pub(super) fn is_private(
+    txn: &redb::WriteTransaction,
+    collection: CollectionId,
+    did: &Did,
+) -> Result<bool, StoreError> {
+    let collections = txn.open_table(super::COLLECTIONS)?;
+    let acl = txn.open_table(ACL)?;
+    let Some((owner, members, _)) = read_access(&collections, &acl, collection)? else {
+        return Ok(false);
+    };
+    if owner != *did || !members.is_empty() {
+        return Ok(false);
+    }
+    let now = crate::id::Timestamp::now().as_millis();
+    for entry in txn.open_table(super::INVITES)?.iter()? {
+        let (_, value) = entry?;
+        let invite: super::InviteRecord = postcard::from_bytes(value.value())?;
+        if invite.collection == collection.to_u128()
+            && invite.redeemed_by.is_none()
+            && invite.expires_at > now
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// A collection as seen by sync: its id, its log length, the descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedCollection {

@@ -1065,3 +1065,54 @@ fn memories_prepared_off_the_writer_are_stored_with_the_writers_checks() {
     ));
     assert_eq!(store.count().expect("count"), 1);
 }
+
+#[test]
+fn a_waiting_link_never_reveals_a_private_memory_to_a_shared_collection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let me = Keypair::generate();
+    let mut store = open(&dir, "privacy.redb", &me);
+    let shared = store
+        .create_collection("with friends")
+        .expect("collection")
+        .id;
+    store
+        .share(shared, &Keypair::generate().did(), Role::Write)
+        .expect("share");
+    let invited = store.create_collection("invited").expect("collection").id;
+    store
+        .create_invite(invited, Role::Read, Timestamp::from_millis(i64::MAX / 2))
+        .expect("invite");
+    let diary = store.create_collection("diary").expect("collection").id;
+    let notes = store.create_collection("notes").expect("collection").id;
+    let waiting = |store: &mut Store, collection| {
+        store
+            .add(NewMemory {
+                collection: Some(collection),
+                ..note("Waiting\nabout [[Secret plan]]")
+            })
+            .expect("add")
+            .id
+    };
+    let in_shared = waiting(&mut store, shared);
+    let in_invited = waiting(&mut store, invited);
+    let in_diary = waiting(&mut store, diary);
+    let in_notes = waiting(&mut store, notes);
+    let secret = store
+        .add(NewMemory {
+            collection: Some(diary),
+            ..note("Secret plan\nonly for me")
+        })
+        .expect("add");
+    let links_to_secret =
+        |store: &Store, id| store.get(id).expect("get").links.contains_key(&secret.id);
+    assert!(links_to_secret(&store, in_diary), "same collection");
+    assert!(
+        links_to_secret(&store, in_notes),
+        "another private collection"
+    );
+    assert!(!links_to_secret(&store, in_shared), "a shared collection");
+    assert!(
+        !links_to_secret(&store, in_invited),
+        "a collection with an open invite"
+    );
+}
