@@ -84,16 +84,28 @@ pub fn wikilink_key(target: &str) -> String {
     title_key(target.rsplit('/').next().unwrap_or(target))
 }
 
-/// The distinct keys of the wikilinks in `text`, in order of first appearance.
+/// Most distinct wikilink keys read from one text: what one memory can wait for. Text
+/// from a peer is hostile, and every key is a row written with the memory.
+pub const MAX_WIKILINK_KEYS: usize = 256;
+
+/// The distinct keys of the wikilinks in `text`, in order of first appearance: at most
+/// [`MAX_WIKILINK_KEYS`], each no longer than a title may be (a longer one names nothing).
 pub fn wikilink_keys(text: &str) -> Vec<String> {
     if !text.contains("[[") {
         return Vec::new();
     }
     let mut keys: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for target in wikilinks(text) {
+        if target.len() > crate::memory::MAX_TITLE_BYTES {
+            continue;
+        }
         let key = wikilink_key(&target);
-        if !key.is_empty() && !keys.contains(&key) {
+        if !key.is_empty() && seen.insert(key.clone()) {
             keys.push(key);
+            if keys.len() == MAX_WIKILINK_KEYS {
+                break;
+            }
         }
     }
     keys
@@ -120,5 +132,15 @@ mod tests {
         let text = "[[Ünïcode Note]] then [[dir/ünïcode note|again]] and [[Other]]";
         assert_eq!(wikilink_keys(text), ["ünïcode note", "other"]);
         assert!(wikilink_keys("no links here").is_empty());
+        // Hostile text: many distinct links and an overlong one are bounded.
+        let many: String = (0..100_000).map(|i| format!("[[n{i}]] ")).collect();
+        let keys = wikilink_keys(&many);
+        assert_eq!(keys.len(), MAX_WIKILINK_KEYS);
+        assert_eq!(keys[0], "n0");
+        let long = format!(
+            "[[{}]] [[ok]]",
+            "x".repeat(crate::memory::MAX_TITLE_BYTES + 1)
+        );
+        assert_eq!(wikilink_keys(&long), ["ok"]);
     }
 }

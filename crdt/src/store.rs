@@ -621,11 +621,30 @@ impl Store {
     /// group), with the checks that need the store: its collection exists and this node
     /// may write in it.
     pub fn add_prepared(&mut self, prepared: PreparedMemory) -> Result<Memory, StoreError> {
+        if prepared.0.memory.author != self.did.to_string() {
+            return Err(StoreError::Unsupported(
+                "a memory prepared by another identity's builder",
+            ));
+        }
         let built = Arc::unwrap_or_clone(prepared.0);
         let collections = [built.memory.collection];
+        let id = built.memory.id;
         let (txn, grouped) = self.open_write()?;
-        let result = self
-            .add_built(&txn, vec![built], &collections)
+        // Its id was made when it was prepared: the same prepared memory added twice must
+        // not overwrite the first (or bring back a deleted one).
+        let fresh = || -> Result<(), StoreError> {
+            if txn.open_table(TOMBSTONES)?.get(id.to_u128())?.is_some() {
+                return Err(StoreError::Deleted(id));
+            }
+            if txn.open_table(MEMORY_META)?.get(id.to_u128())?.is_some() {
+                return Err(StoreError::Storage(format!(
+                    "memory {id} was already added"
+                )));
+            }
+            Ok(())
+        };
+        let result = fresh()
+            .and_then(|()| self.add_built(&txn, vec![built], &collections))
             .and_then(|w| {
                 let Written {
                     value,
@@ -790,23 +809,41 @@ impl Store {
             return Ok(Vec::new());
         }
         let waiting = ids_under(&txn.open_table(MENTIONS)?, &key)?;
+        // Which collections may gain the link: decided once per collection, from the
+        // small tables, before any document is touched.
+        let mut may_link: HashMap<CollectionId, bool> = HashMap::new();
+        let mut linked = 0;
         let mut events = Vec::new();
-        for source in waiting.into_iter().take(MAX_LINKED_PER_WRITE) {
+        for source in waiting {
+            if linked == MAX_LINKED_PER_WRITE {
+                break;
+            }
             if source == target.id {
                 continue;
             }
-            let current = {
-                let views = txn.open_table(VIEWS)?;
-                let Some(view) = views.get(source.to_u128())? else {
+            let collection = {
+                let metas = txn.open_table(MEMORY_META)?;
+                let Some(meta) = metas.get(source.to_u128())? else {
                     continue;
                 };
-                view::decode(source.to_u128(), view.value())?
+                let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
+                CollectionId::from_u128(meta.collection)
             };
-            if current.links.contains_key(&target.id)
-                || share::check_write(txn, current.collection, &self.did).is_err()
-                || (current.collection != target.collection
-                    && !share::is_private(txn, current.collection, &self.did)?)
-            {
+            let allowed = match may_link.get(&collection) {
+                Some(allowed) => *allowed,
+                None => {
+                    let allowed = share::check_write(txn, collection, &self.did).is_ok()
+                        && (collection == target.collection
+                            || share::is_private(txn, collection, &self.did)?);
+                    may_link.insert(collection, allowed);
+                    allowed
+                }
+            };
+            let already = txn
+                .open_table(LINKS)?
+                .get((source.to_u128(), target.id.to_u128()))?
+                .is_some();
+            if !allowed || already {
                 continue;
             }
             let edit = MemoryEdit {
@@ -814,6 +851,7 @@ impl Store {
                 ..MemoryEdit::default()
             };
             events.extend(self.edit_in(txn, source, &edit)?.events);
+            linked += 1;
         }
         Ok(events)
     }
@@ -1095,7 +1133,7 @@ impl Store {
         let mut results = Vec::with_capacity(docs.len());
         let mut log = Vec::new();
         for ((id, _), verified) in docs.iter().zip(verified) {
-            let prepared = verified.and_then(|verified| match &access {
+            let allowed = verified.and_then(|verified| match &access {
                 None => Err(ApplyError::UnknownCollection(collection.to_string())),
                 Some((owner, members, _)) => {
                     for v in &verified {
@@ -1108,9 +1146,15 @@ impl Store {
                             });
                         }
                     }
-                    self.prepare_apply(&txn, collection, *id, verified)
+                    Ok(verified)
                 }
             });
+            // A failure to read what this node holds is the database's, not the peer's:
+            // the whole batch fails (`?`) and nothing is stored.
+            let prepared = match allowed {
+                Ok(verified) => self.prepare_apply(&txn, collection, *id, verified)?,
+                Err(e) => Err(e),
+            };
             match prepared {
                 Ok(prepared) => {
                     // From here a failure is the database's: the whole batch fails.
@@ -1136,9 +1180,9 @@ impl Store {
         collection: CollectionId,
         id: MemoryId,
         verified: Vec<VerifiedChange>,
-    ) -> Result<PreparedApply, ApplyError> {
+    ) -> Result<Result<PreparedApply, ApplyError>, StoreError> {
         if txn.open_table(TOMBSTONES)?.get(id.to_u128())?.is_some() {
-            return Err(ApplyError::Deleted(id));
+            return Ok(Err(ApplyError::Deleted(id)));
         }
         let existing = {
             let metas = txn.open_table(MEMORY_META)?;
@@ -1146,7 +1190,7 @@ impl Store {
                 Some(meta) => {
                     let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
                     if meta.collection != collection.to_u128() {
-                        return Err(ApplyError::WrongCollection(id));
+                        return Ok(Err(ApplyError::WrongCollection(id)));
                     }
                     txn.open_table(DOCS)?
                         .get(id.to_u128())?
@@ -1166,22 +1210,27 @@ impl Store {
             .iter()
             .filter(|v| am.get_change_by_hash(&v.hash()).is_none())
             .count();
-        am.apply_changes(verified.iter().map(|v| v.change.clone()))?;
+        // The peer's changes: a failure here is theirs, and refuses this memory alone.
+        if let Err(e) = am.apply_changes(verified.iter().map(|v| v.change.clone())) {
+            return Ok(Err(ApplyError::Refused(format!(
+                "the changes do not apply: {e}"
+            ))));
+        }
         let missing = am.get_missing_deps(&[]).len();
         if missing > 0 {
-            return Err(ApplyError::MissingDependencies(missing));
+            return Ok(Err(ApplyError::MissingDependencies(missing)));
         }
         let heads = doc.heads();
         let changed = (heads != before).then(|| {
             let memory = doc.read(id, collection);
             (memory, doc.save())
         });
-        Ok(PreparedApply {
+        Ok(Ok(PreparedApply {
             outcome: ApplyOutcome { new_changes, heads },
             created,
             changed,
             verified,
-        })
+        }))
     }
 }
 

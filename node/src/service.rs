@@ -784,17 +784,28 @@ impl Backend for Service {
         let all = match query.title.as_deref() {
             // By title: the titles table names the few candidates; the filter applies to
             // them.
-            Some(title) => store
-                .titled(title)
-                .map_err(store_error)?
-                .into_iter()
-                .filter_map(|id| store.get(id).ok())
-                .filter(|m| {
-                    filter.collection.is_none_or(|c| m.collection == c)
-                        && filter.tag.as_ref().is_none_or(|t| m.tags.contains(t))
-                        && filter.kind.as_ref().is_none_or(|k| m.kind == *k)
-                })
-                .collect(),
+            Some(title) => {
+                let tag = filter
+                    .tag
+                    .as_deref()
+                    .map(mnemon_crdt::normalize_tag)
+                    .transpose()
+                    .map_err(|e| ApiError::invalid(e.to_string()))?;
+                let mut found: Vec<mnemon_crdt::Memory> = store
+                    .titled(title)
+                    .map_err(store_error)?
+                    .into_iter()
+                    .filter_map(|id| store.get(id).ok())
+                    .filter(|m| {
+                        filter.collection.is_none_or(|c| m.collection == c)
+                            && tag.as_ref().is_none_or(|t| m.tags.contains(t))
+                            && filter.kind.as_ref().is_none_or(|k| m.kind == *k)
+                    })
+                    .collect();
+                // The list's order: most recently changed first.
+                found.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(b.id.cmp(&a.id)));
+                found
+            }
             None => store.list(&filter).map_err(store_error)?,
         };
         let names = self.names(store)?;

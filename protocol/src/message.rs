@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::frame::MAX_FRAME_LEN;
 
 /// The version of the messages below. A peer with another version gets an error frame.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// 2: a memory's content above 64 KiB may be one automerge string rather than a text
+/// (`mnemon_crdt::MAX_MERGED_TEXT_BYTES`), which a version-1 node would read as empty.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Most entries of any list in one message; larger lists are split over messages.
 pub const MAX_BATCH: usize = 4096;
@@ -267,8 +270,10 @@ mod tests {
             }],
         };
         assert_eq!(Message::decode(&message.encode()), Ok(message.clone()));
-        let other = postcard::to_allocvec(&(2u16, &message)).expect("encode");
-        assert_eq!(Message::decode(&other), Err(DecodeError::Version(2)));
+        for version in [PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1] {
+            let other = postcard::to_allocvec(&(version, &message)).expect("encode");
+            assert_eq!(Message::decode(&other), Err(DecodeError::Version(version)));
+        }
         let mut trailing = message.encode();
         trailing.push(0);
         assert!(matches!(

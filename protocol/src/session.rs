@@ -994,17 +994,25 @@ impl Session {
                 None => self.violation(format!("a change of {memory} with a malformed signature")),
             }
         }
-        // One transaction, one commit, for the whole message; each memory is still
-        // checked and refused on its own.
-        let results = match store.apply_batch(c, &batch) {
-            Ok(results) => results,
-            Err(e) => {
-                // The database failed, not the peer: nothing of the message was stored,
-                // and the next comparison of summaries asks for it again.
-                self.event(Event::Refused(format!("storing changes in {c}: {e}")));
-                return;
+        // One transaction, one commit, per `max_changes_docs` memories (a peer may send
+        // more in one message; local writes wait behind one transaction at most that
+        // long); each memory is still checked and refused on its own.
+        let mut results = Vec::with_capacity(batch.len());
+        for chunk in batch.chunks(self.config.max_changes_docs.max(1)) {
+            match store.apply_batch(c, chunk) {
+                Ok(applied) => results.extend(applied),
+                Err(e) => {
+                    // The database failed, not the peer: nothing of this part was stored,
+                    // and the next comparison of summaries asks for it again.
+                    self.event(Event::Refused(format!("storing changes in {c}: {e}")));
+                    results.extend(
+                        chunk
+                            .iter()
+                            .map(|_| Err(ApplyError::Storage(e.to_string()))),
+                    );
+                }
             }
-        };
+        }
         for ((memory, changes), result) in batch.into_iter().zip(results) {
             match result {
                 Ok(outcome) => {
@@ -1046,6 +1054,8 @@ impl Session {
                 }
                 // Deleted here: the deletion wins; the peer learns it from our summary.
                 Err(ApplyError::Deleted(_)) => {}
+                // Our database failed (already reported): not the peer's fault.
+                Err(ApplyError::Storage(_)) => {}
                 Err(e) => self.violation(format!("changes to {memory}: {e}")),
             }
         }
