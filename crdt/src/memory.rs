@@ -495,13 +495,7 @@ impl MemoryDoc {
         let result: Result<(), automerge::AutomergeError> = (|| {
             let root = automerge::ROOT;
             doc.put(&root, "title", new.title.as_str())?;
-            // A new text is one splice (no diff against nothing).
-            if new.content.len() <= MAX_MERGED_TEXT_BYTES {
-                let text = doc.put_object(&root, "content", ObjType::Text)?;
-                doc.splice_text(&text, 0, 0, &new.content)?;
-            } else {
-                doc.put(&root, "content", new.content.as_str())?;
-            }
+            put_content(&mut doc, &new.content)?;
             let tags = doc.put_object(&root, "tags", ObjType::Map)?;
             for tag in &new.tags {
                 doc.put(&tags, tag.as_str(), true)?;
@@ -717,15 +711,20 @@ fn put_task(doc: &mut AutoCommit, task: &Task) -> Result<(), automerge::Automerg
     Ok(())
 }
 
-/// Sets the content: a text (diffed against the current one, so concurrent edits of other
-/// parts merge) up to [`MAX_MERGED_TEXT_BYTES`], one string value above.
+/// Sets the content: a text up to [`MAX_MERGED_TEXT_BYTES`], one string value above. An
+/// existing text is diffed against (so concurrent edits of other parts merge); a new one
+/// is one splice, not a diff against nothing.
 fn put_content(doc: &mut AutoCommit, content: &str) -> Result<(), automerge::AutomergeError> {
     let root = automerge::ROOT;
-    if content.len() <= MAX_MERGED_TEXT_BYTES {
-        let text = ensure_object(doc, &root, "content", ObjType::Text)?;
-        doc.update_text(&text, content)
-    } else {
-        doc.put(&root, "content", content)
+    if content.len() > MAX_MERGED_TEXT_BYTES {
+        return doc.put(&root, "content", content);
+    }
+    match doc.get(&root, "content")? {
+        Some((Value::Object(ObjType::Text), text)) => doc.update_text(&text, content),
+        _ => {
+            let text = doc.put_object(&root, "content", ObjType::Text)?;
+            doc.splice_text(&text, 0, 0, content)
+        }
     }
 }
 

@@ -643,25 +643,10 @@ impl Store {
             }
             Ok(())
         };
-        let result = fresh()
-            .and_then(|()| self.add_built(&txn, vec![built], &collections))
-            .and_then(|w| {
-                let Written {
-                    value,
-                    events,
-                    vacuum,
-                } = w;
-                let memory = value
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| StoreError::Storage("nothing was added".into()))?;
-                Ok(Written {
-                    value: memory,
-                    events,
-                    vacuum,
-                })
-            });
-        self.finish_write(txn, grouped, result)
+        let result = fresh().and_then(|()| self.add_built(&txn, vec![built], &collections));
+        self.finish_write(txn, grouped, result)?
+            .pop()
+            .ok_or_else(|| StoreError::Storage("nothing was added".into()))
     }
 
     fn add_built(
