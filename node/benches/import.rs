@@ -13,13 +13,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use mnemon_api::Api;
+use mnemon_api::CreateMemory;
 use mnemon_crdt::Store;
 use mnemon_identity::Keypair;
 use mnemon_node::import::{ImportOptions, export, import};
 use mnemon_node::search::embed::HashEmbedder;
 use mnemon_node::service::Service;
-use mnemon_web::Backend;
-use mnemon_web::api::CreateMemory;
 
 fn node(dir: &Path) -> Service {
     std::fs::create_dir_all(dir).expect("data folder");

@@ -9,8 +9,8 @@
 use std::io::{BufRead, BufReader, Read};
 use std::time::Duration;
 
-use mnemon_web::api::{AnswerView, AskEvent, AskRequest, CitationView, SearchQuery};
-use mnemon_web::{ApiError, Backend};
+use mnemon_api::{AnswerView, AskEvent, AskRequest, CitationView, SearchQuery};
+use mnemon_api::{Api, Error as ApiError, ErrorKind};
 use serde::{Deserialize, Serialize};
 
 /// The endpoint used when `config.toml` names none: a local Ollama.
@@ -141,12 +141,8 @@ impl ChatClient {
         messages: &[Message],
         on_delta: &mut dyn FnMut(Option<&str>),
     ) -> Result<String, ApiError> {
-        let fail = |status: u16, what: String| {
-            ApiError::new(
-                status,
-                "chat_endpoint",
-                format!("the chat endpoint {}: {what}", self.endpoint),
-            )
+        let fail = |kind: ErrorKind, what: String| {
+            ApiError::new(kind, format!("the chat endpoint {}: {what}", self.endpoint))
         };
         let mut request = self
             .agent
@@ -163,7 +159,7 @@ impl ChatClient {
             })
             .map_err(|e| {
                 fail(
-                    502,
+                    ErrorKind::Upstream,
                     format!(
                         "unreachable ({e}); is the model server running? Set [chat] url and model in the data folder's config.toml"
                     ),
@@ -176,7 +172,10 @@ impl ChatClient {
                 .ok()
                 .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
                 .unwrap_or_else(|| body.chars().take(300).collect());
-            return Err(fail(502, format!("HTTP {status}: {message}")));
+            return Err(fail(
+                ErrorKind::Upstream,
+                format!("HTTP {status}: {message}"),
+            ));
         }
         let streaming = response
             .headers()
@@ -192,9 +191,9 @@ impl ChatClient {
             reader
                 .take(MAX_ANSWER as u64 * 4)
                 .read_to_string(&mut text)
-                .map_err(|e| fail(502, format!("reading the answer: {e}")))?;
+                .map_err(|e| fail(ErrorKind::Upstream, format!("reading the answer: {e}")))?;
             let chunk: Chunk = serde_json::from_str(&text)
-                .map_err(|e| fail(502, format!("not a chat completion: {e}")))?;
+                .map_err(|e| fail(ErrorKind::Upstream, format!("not a chat completion: {e}")))?;
             let content = chunk
                 .choices
                 .into_iter()
@@ -224,9 +223,12 @@ impl ChatClient {
             }
             Ok(true)
         })
-        .map_err(|e| fail(502, e))?;
+        .map_err(|e| fail(ErrorKind::Upstream, e))?;
         if !done && answer.is_empty() {
-            return Err(fail(502, "the stream ended without an answer".into()));
+            return Err(fail(
+                ErrorKind::Upstream,
+                "the stream ended without an answer".into(),
+            ));
         }
         Ok(answer)
     }
@@ -332,7 +334,7 @@ pub fn cited(answer: &str, count: usize) -> Vec<usize> {
 
 /// Answers `request` from the memories `api` holds with `chat`.
 pub fn answer(
-    api: &dyn Backend,
+    api: &dyn Api,
     chat: &ChatClient,
     request: &AskRequest,
     on_event: &mut dyn FnMut(AskEvent),
@@ -356,7 +358,7 @@ pub fn answer(
     let hits = api.search(&SearchQuery {
         q: question.to_owned(),
         k: Some(k),
-        mode: Some(mnemon_web::api::SearchMode::Hybrid),
+        mode: Some(mnemon_api::SearchMode::Hybrid),
         collection: request.collection.clone(),
         ..SearchQuery::default()
     })?;

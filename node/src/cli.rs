@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use mnemon_api::{
+    Api, CreateMemory, HitView, ListQuery, PatchMemory, Role, SearchMode, SearchQuery, TaskFields,
+    TaskStatus,
+};
 use mnemon_crdt::{MemoryId, Store, normalize_tag};
-use mnemon_web::Backend;
-use mnemon_web::api::{CreateMemory, HitView, ListQuery, PatchMemory, SearchQuery, TaskFields};
 
 use crate::config::Config;
 use crate::data_dir::{DataDir, PassphraseSource};
@@ -19,28 +21,6 @@ use crate::remote::Remote;
 use crate::search::SearchIndex;
 use crate::search::embed::Embedder;
 use crate::service::{MAX_PAGE, Service};
-
-/// How `mnemon search` ranks (the API's `mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Mode {
-    /// Keyword and vector rankings fused.
-    #[default]
-    Hybrid,
-    /// Vectors only.
-    Semantic,
-    /// BM25 only.
-    Keyword,
-}
-
-impl From<Mode> for mnemon_web::api::SearchMode {
-    fn from(mode: Mode) -> mnemon_web::api::SearchMode {
-        match mode {
-            Mode::Hybrid => mnemon_web::api::SearchMode::Hybrid,
-            Mode::Semantic => mnemon_web::api::SearchMode::Semantic,
-            Mode::Keyword => mnemon_web::api::SearchMode::Keyword,
-        }
-    }
-}
 
 /// Mnemon: a personal memory node.
 #[derive(Debug, Parser)]
@@ -167,7 +147,7 @@ pub enum Command {
         did: String,
         /// What the DID may do: read, or write (add, edit, delete).
         #[arg(long, default_value = "read")]
-        role: String,
+        role: Role,
     },
     /// Make a single-use invite ticket (`mnemon1…`) to a collection this node owns; the
     /// invitee runs `mnemon join TICKET`.
@@ -176,7 +156,7 @@ pub enum Command {
         collection: String,
         /// What the invitee may do: read, or write.
         #[arg(long, default_value = "read")]
-        role: String,
+        role: Role,
         /// How long the ticket is valid: e.g. 30m, 12h, 7d (at most 365d).
         #[arg(long, default_value = "7d", value_parser = parse_duration)]
         expires: u64,
@@ -304,9 +284,10 @@ pub struct SearchArgs {
     /// How many results (1 to 1000).
     #[arg(long, short, default_value_t = 10)]
     pub k: usize,
-    /// How to rank.
-    #[arg(long, value_enum, default_value_t = Mode::Hybrid)]
-    pub mode: Mode,
+    /// How to rank: hybrid (by meaning and by words), semantic (by meaning; also called
+    /// vector) or keyword.
+    #[arg(long, default_value = "hybrid")]
+    pub mode: SearchMode,
     /// Only this collection (id or unique name).
     #[arg(long, short)]
     pub collection: Option<String>,
@@ -638,7 +619,7 @@ pub fn run() -> Result<ExitCode> {
             let node = Node::open(&data_dir, &passphrase)?;
             let member = node.api().share(
                 &collection,
-                mnemon_web::api::ShareRequest {
+                mnemon_api::ShareRequest {
                     did: did.clone(),
                     role,
                 },
@@ -658,7 +639,7 @@ pub fn run() -> Result<ExitCode> {
             let node = Node::open(&data_dir, &passphrase)?;
             let invite = node.api().invite(
                 &collection,
-                mnemon_web::api::InviteRequest {
+                mnemon_api::InviteRequest {
                     role: Some(role),
                     expires_in_secs: Some(expires),
                 },
@@ -677,7 +658,7 @@ pub fn run() -> Result<ExitCode> {
         }
         Command::Join { ticket } => {
             let node = Node::open(&data_dir, &passphrase)?;
-            let joined = node.api().join(mnemon_web::api::JoinRequest { ticket })?;
+            let joined = node.api().join(mnemon_api::JoinRequest { ticket })?;
             writeln!(
                 out,
                 "joining {} of {} ({})",
@@ -731,7 +712,7 @@ pub fn run() -> Result<ExitCode> {
             let node = Node::open(&data_dir, &passphrase)?;
             node.catch_up_vectors(VECTOR_BUDGET)?;
             let status = node.api().status()?;
-            if args.mode != Mode::Keyword {
+            if args.mode != SearchMode::Keyword {
                 let pending = status["index"]["models"][0]["pending"]
                     .as_u64()
                     .unwrap_or(0);
@@ -747,7 +728,7 @@ pub fn run() -> Result<ExitCode> {
             let hits = node.api().search(&SearchQuery {
                 q: args.query.clone(),
                 k: Some(args.k),
-                mode: Some(args.mode.into()),
+                mode: Some(args.mode),
                 collection: args.collection.clone(),
                 tag: args.tag.clone(),
                 kind: args.kind.clone(),
@@ -814,7 +795,7 @@ pub fn run() -> Result<ExitCode> {
         } => {
             let node = Node::open(&data_dir, &passphrase)?;
             node.catch_up_vectors(VECTOR_BUDGET)?;
-            let request = mnemon_web::api::AskRequest {
+            let request = mnemon_api::AskRequest {
                 question: question.join(" "),
                 k: Some(k),
                 collection,
@@ -824,7 +805,7 @@ pub fn run() -> Result<ExitCode> {
                 if json || failed.is_some() {
                     return;
                 }
-                if let mnemon_web::api::AskEvent::Delta(text) = event
+                if let mnemon_api::AskEvent::Delta(text) = event
                     && let Err(e) = write!(out, "{text}").and_then(|()| out.flush())
                 {
                     failed = Some(e);
@@ -1097,7 +1078,7 @@ fn read_stdin() -> Result<String> {
     Ok(text)
 }
 
-fn add(api: &dyn Backend, args: AddArgs, out: &mut impl Write) -> Result<()> {
+fn add(api: &dyn Api, args: AddArgs, out: &mut impl Write) -> Result<()> {
     let template = CreateMemory {
         title: args.title.clone(),
         content: String::new(),
@@ -1147,7 +1128,7 @@ fn add(api: &dyn Backend, args: AddArgs, out: &mut impl Write) -> Result<()> {
     print(out, &memory.id)
 }
 
-fn edit(api: &dyn Backend, args: EditArgs, out: &mut impl Write) -> Result<()> {
+fn edit(api: &dyn Api, args: EditArgs, out: &mut impl Write) -> Result<()> {
     parse_memory_id(&args.id)?;
     let content = match args.content.as_deref() {
         Some("-") => Some(read_stdin()?),
@@ -1192,7 +1173,7 @@ fn print_hits(out: &mut impl Write, hits: &[HitView], json: bool) -> Result<()> 
 }
 
 /// `mnemon task …`.
-fn task(api: &dyn Backend, command: TaskCommand, out: &mut impl Write) -> Result<()> {
+fn task(api: &dyn Api, command: TaskCommand, out: &mut impl Write) -> Result<()> {
     match command {
         TaskCommand::Add {
             text,
@@ -1209,7 +1190,7 @@ fn task(api: &dyn Backend, command: TaskCommand, out: &mut impl Write) -> Result
                 tags,
                 collection,
                 task: Some(TaskFields {
-                    status: Some("open".to_owned()),
+                    status: Some(TaskStatus::Open),
                     priority: Some(priority),
                     due,
                     difficulty: Some(difficulty),
@@ -1278,7 +1259,7 @@ impl Node {
         Ok(Node::Local(Box::new(service)))
     }
 
-    fn api(&self) -> &dyn Backend {
+    fn api(&self) -> &dyn Api {
         match self {
             Node::Local(service) => service.as_ref(),
             Node::Remote(remote, _) => remote,
@@ -1287,7 +1268,7 @@ impl Node {
 
     /// The node as a shareable backend for a long-running server (`mnemon mcp`): a local
     /// service keeps its vector index catching up in the background.
-    fn into_backend(self) -> Arc<dyn Backend> {
+    fn into_backend(self) -> Arc<dyn Api> {
         match self {
             Node::Local(service) => {
                 let service: Arc<Service> = Arc::from(service);

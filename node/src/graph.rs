@@ -3,8 +3,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use mnemon_api::{GraphEdge, GraphNode, GraphView};
 use mnemon_crdt::{Memory, MemoryId};
-use mnemon_web::api::{GraphEdge, GraphNode, GraphView};
 
 /// The memories within `depth` links of `center` (both directions), nearest first, at
 /// most `limit`; edges are the links among the memories kept. Nothing if `center` is not

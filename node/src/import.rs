@@ -1,7 +1,7 @@
 //! Import of Markdown folders and Obsidian vaults, and of Mnemon's own JSON dumps; export
 //! to Markdown with front matter (which import reads back without loss) plus a JSON dump.
 //!
-//! Everything goes through the [`Backend`] trait, so it works on a data folder opened in
+//! Everything goes through the [`Api`] trait, so it works on a data folder opened in
 //! this process and against a running `mnemon serve` alike.
 //!
 //! Import is idempotent: each imported memory remembers where it came from
@@ -21,11 +21,11 @@ use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use mnemon_crdt::{MAX_CONTENT_BYTES, Task, Timestamp};
-use mnemon_web::api::{
+use mnemon_api::{Api, Error as ApiError, TaskStatus};
+use mnemon_api::{
     CreateMemory, LinkView, ListQuery, MemoryView, PatchMemory, SourceView, TaskFields, TaskView,
 };
-use mnemon_web::{ApiError, Backend};
+use mnemon_crdt::{MAX_CONTENT_BYTES, Task, Timestamp};
 use serde::{Deserialize, Serialize};
 use yaml_rust2::Yaml;
 
@@ -160,7 +160,7 @@ struct Note {
 }
 
 /// Imports the folder, vault or JSON dump at `path`.
-pub fn import(api: &dyn Backend, path: &Path, options: &ImportOptions) -> Result<Summary> {
+pub fn import(api: &dyn Api, path: &Path, options: &ImportOptions) -> Result<Summary> {
     let meta = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut summary = Summary::default();
     let notes = if meta.is_dir() {
@@ -554,7 +554,10 @@ fn read_front_matter(front: &str, note: &mut Note, summary: &mut Summary) -> Res
                     }
                 };
                 note.task = Some(TaskFields {
-                    status: scalar(&value["status"]),
+                    status: scalar(&value["status"])
+                        .map(|s| s.parse::<TaskStatus>())
+                        .transpose()
+                        .map_err(|e| format!("front matter task {e}"))?,
                     priority: number("priority")?,
                     due: scalar(&value["due"]),
                     difficulty: number("difficulty")?
@@ -674,7 +677,7 @@ fn progress(enabled: bool, len: usize, what: &'static str) -> indicatif::Progres
 
 /// Creates or updates a memory per note, then makes the links.
 fn write_notes(
-    api: &dyn Backend,
+    api: &dyn Api,
     notes: Vec<Note>,
     options: &ImportOptions,
     summary: &mut Summary,
@@ -739,7 +742,7 @@ fn write_notes(
         };
         match result {
             Ok(memory) => written.push((note, memory)),
-            Err(e) if e.status < 500 => summary.skip(&note.path, e.message),
+            Err(e) if e.kind.is_callers() => summary.skip(&note.path, e.message),
             Err(e) => bail!("{}: {e}", note.path),
         }
     }
@@ -833,7 +836,7 @@ fn write_notes(
 }
 
 fn collection_id(
-    api: &dyn Backend,
+    api: &dyn Api,
     known: &mut HashMap<String, String>,
     name: &str,
 ) -> Result<String, ApiError> {
@@ -846,11 +849,7 @@ fn collection_id(
     Ok(made.id)
 }
 
-fn create(
-    api: &dyn Backend,
-    note: &Note,
-    collection: Option<String>,
-) -> Result<MemoryView, ApiError> {
+fn create(api: &dyn Api, note: &Note, collection: Option<String>) -> Result<MemoryView, ApiError> {
     api.create(CreateMemory {
         title: Some(note.title.clone()),
         content: note.content.clone(),
@@ -916,7 +915,7 @@ fn patch_for(note: &Note, current: &MemoryView) -> Option<PatchMemory> {
 /// The task fields of a view (a time that cannot be read counts as none).
 fn task_of(view: &TaskView) -> Task {
     Task {
-        status: view.status.clone(),
+        status: view.status.as_str().to_owned(),
         priority: view.priority,
         due: view.due.as_deref().and_then(|d| d.parse().ok()),
         difficulty: view.difficulty,
@@ -935,7 +934,7 @@ pub struct ExportSummary {
 
 /// Writes every memory (or a collection's) below `dir` as Markdown with front matter, one
 /// folder per collection, plus [`DUMP_FILE`]. `dir` must be new or empty.
-pub fn export(api: &dyn Backend, dir: &Path, collection: Option<&str>) -> Result<ExportSummary> {
+pub fn export(api: &dyn Api, dir: &Path, collection: Option<&str>) -> Result<ExportSummary> {
     if dir.exists() {
         let mut entries =
             fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
@@ -1064,7 +1063,7 @@ fn to_markdown(m: &MemoryView, titles: &HashMap<&str, &str>) -> String {
     out.push_str(&format!("author: {}\n", yaml_str(&m.author)));
     if let Some(task) = &m.task {
         out.push_str("task:\n");
-        out.push_str(&format!("  status: {}\n", yaml_str(&task.status)));
+        out.push_str(&format!("  status: {}\n", task.status));
         out.push_str(&format!("  priority: {}\n", task.priority));
         if let Some(due) = &task.due {
             out.push_str(&format!("  due: {due}\n"));

@@ -2,7 +2,7 @@
 //!
 //! The tools (`remember`, `recall`, `get`, `update`, `forget`, `link`,
 //! `list_collections`, and for to-dos `add_task`, `list_tasks`, `complete_task`) and the resources (every memory as `mnemon://memory/ID`, in
-//! Markdown) call the same [`Backend`] as the HTTP API and the CLI, so an agent sees
+//! Markdown) call the same [`Api`] as the HTTP API and the CLI, so an agent sees
 //! exactly what its owner sees and every rule (roles, validation) applies. `mnemon mcp`
 //! serves it over stdio; `mnemon serve` at `/mcp` (streamable HTTP), behind the API's
 //! token and `Host` checks.
@@ -11,8 +11,8 @@
 
 use std::sync::Arc;
 
-use mnemon_web::api::{CreateMemory, LinkView, ListQuery, PatchMemory, SearchQuery, TaskFields};
-use mnemon_web::{ApiError, Backend};
+use mnemon_api::{Api, Error as ApiError, ErrorKind, SearchMode, TaskStatus};
+use mnemon_api::{CreateMemory, LinkView, ListQuery, PatchMemory, SearchQuery, TaskFields};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
@@ -33,10 +33,10 @@ const MEMORY_URI: &str = "mnemon://memory/";
 /// through `recall` and `get`.
 const RESOURCE_LIMIT: usize = 1000;
 
-/// The MCP server: tools and resources over a [`Backend`].
+/// The MCP server: tools and resources over a [`Api`].
 #[derive(Clone)]
 pub struct Mcp {
-    backend: Arc<dyn Backend>,
+    backend: Arc<dyn Api>,
     tool_router: ToolRouter<Mcp>,
     /// The change-log position of this session's last write: its searches wait for the
     /// index to reach it (read-your-writes).
@@ -89,7 +89,7 @@ pub struct RecallArgs {
     pub kind: Option<String>,
     /// `hybrid` (default), `semantic` (or `vector`) or `keyword`.
     #[serde(default)]
-    pub mode: Option<String>,
+    pub mode: Option<SearchMode>,
 }
 
 /// A memory's id.
@@ -172,9 +172,9 @@ pub struct ListTasksArgs {
 /// missing memory `resource_not_found`, the rest `internal_error`; the message is the
 /// API's own, which names what was wrong.
 fn mcp_error(e: ApiError) -> McpError {
-    match e.status {
-        404 => McpError::resource_not_found(e.message, None),
-        400..=499 => McpError::invalid_params(e.message, None),
+    match e.kind {
+        ErrorKind::NotFound => McpError::resource_not_found(e.message, None),
+        kind if kind.is_callers() => McpError::invalid_params(e.message, None),
         _ => McpError::internal_error(e.message, None),
     }
 }
@@ -187,7 +187,7 @@ fn json_result(value: &impl serde::Serialize) -> Result<CallToolResult, McpError
 
 impl Mcp {
     /// The server over `backend`.
-    pub fn new(backend: Arc<dyn Backend>) -> Mcp {
+    pub fn new(backend: Arc<dyn Api>) -> Mcp {
         Mcp {
             backend,
             tool_router: Self::tool_router(),
@@ -196,7 +196,7 @@ impl Mcp {
     }
 
     /// Remembers the position of a write this session made.
-    fn wrote(&self, memory: &mnemon_web::api::MemoryView) {
+    fn wrote(&self, memory: &mnemon_api::MemoryView) {
         if let Some(seq) = memory.seq {
             self.last_write
                 .fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
@@ -206,7 +206,7 @@ impl Mcp {
     /// Runs `f` on the backend off the async threads (the store and indexes block).
     async fn call<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&dyn Backend) -> Result<T, ApiError> + Send + 'static,
+        f: impl FnOnce(&dyn Api) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, McpError> {
         let backend = self.backend.clone();
         tokio::task::spawn_blocking(move || f(backend.as_ref()))
@@ -255,19 +255,13 @@ impl Mcp {
             0 => None,
             seq => Some(seq),
         };
-        let mode = args
-            .mode
-            .as_deref()
-            .map(str::parse::<mnemon_web::api::SearchMode>)
-            .transpose()
-            .map_err(|e| McpError::invalid_params(e, None))?;
         let hits = self
             .call(move |b| {
                 b.search(&SearchQuery {
                     after,
                     q: args.query,
                     k: Some(args.k.unwrap_or(10)),
-                    mode,
+                    mode: args.mode,
                     collection: args.collection,
                     tag: args.tag,
                     kind: args.kind,
@@ -367,7 +361,7 @@ impl Mcp {
                     tags: args.tags,
                     collection: args.collection,
                     task: Some(TaskFields {
-                        status: Some("open".to_owned()),
+                        status: Some(TaskStatus::Open),
                         priority: args.priority,
                         due: args.due,
                         difficulty: args.difficulty,
@@ -478,7 +472,7 @@ impl ServerHandler for Mcp {
 /// The MCP endpoint for `mnemon serve`: streamable HTTP at `/mcp`. Its SSE streams end
 /// when `cancel` is cancelled (at shutdown).
 pub fn http_router(
-    backend: Arc<dyn Backend>,
+    backend: Arc<dyn Api>,
     cancel: tokio_util::sync::CancellationToken,
 ) -> axum::Router {
     use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -495,7 +489,7 @@ pub fn http_router(
 
 /// `mnemon mcp`: serves MCP over stdin and stdout until the client closes them (logs go
 /// to stderr, never to stdout, which carries the protocol).
-pub fn serve_stdio(backend: Arc<dyn Backend>) -> anyhow::Result<()> {
+pub fn serve_stdio(backend: Arc<dyn Api>) -> anyhow::Result<()> {
     use rmcp::ServiceExt;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

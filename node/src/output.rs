@@ -3,15 +3,15 @@
 
 use std::io::Write;
 
-use mnemon_web::api::{CollectionView, HitView, MemoryView, SyncView};
+use mnemon_api::{CollectionView, HitView, MemoryView, SyncView, TaskStatus};
 use serde_json::Value;
 
 /// A collection's sync state with a peer, for people: `in sync`, `behind (why)`, ….
 pub(crate) fn sync_state(sync: &SyncView) -> String {
-    let state = sync.state.replace('_', " ");
+    let state = sync.state.label();
     let mut out = match &sync.detail {
         Some(detail) => format!("{state} ({detail})"),
-        None => state,
+        None => state.to_owned(),
     };
     if let Some(refused) = &sync.last_refused
         && sync.detail.as_ref() != Some(refused)
@@ -106,13 +106,13 @@ pub(crate) struct TaskBoard {
 
 impl TaskBoard {
     pub(crate) fn new(tasks: Vec<MemoryView>) -> TaskBoard {
-        let (open, done) = mnemon_web::api::sort_tasks(tasks);
+        let (open, done) = mnemon_api::sort_tasks(tasks);
         TaskBoard { open, done }
     }
 
     /// Points of the done tasks.
     pub(crate) fn earned(&self) -> u64 {
-        mnemon_web::api::xp_earned(&self.done)
+        mnemon_api::xp_earned(&self.done)
     }
 
     pub(crate) fn for_json(&self, all: bool) -> Value {
@@ -131,7 +131,11 @@ impl TaskBoard {
     pub(crate) fn print(&self, out: &mut impl Write, all: bool) -> std::io::Result<()> {
         let line = |out: &mut dyn Write, m: &MemoryView| -> std::io::Result<()> {
             let Some(t) = &m.task else { return Ok(()) };
-            let mark = if t.status == "done" { "x" } else { " " };
+            let mark = if t.status == TaskStatus::Done {
+                "x"
+            } else {
+                " "
+            };
             let due = t
                 .due
                 .as_deref()
@@ -164,7 +168,7 @@ impl TaskBoard {
 /// The sources after a streamed answer: the cited ones marked.
 pub(crate) fn print_sources(
     out: &mut impl Write,
-    answer: &mnemon_web::api::AnswerView,
+    answer: &mnemon_api::AnswerView,
 ) -> std::io::Result<()> {
     writeln!(out)?;
     if answer.sources.is_empty() {

@@ -1,16 +1,37 @@
-//! The API of a running `mnemon serve`, as a [`Backend`]: what the CLI uses when a service
+//! The API of a running `mnemon serve`, as a [`Api`]: what the CLI uses when a service
 //! holds the data folder.
 
 use std::time::Duration;
 
-use mnemon_web::api::{
+use mnemon_api::{
     AnswerView, AskEvent, AskRequest, CollectionView, CreateCollection, CreateMemory, Created,
     EventView, GraphQuery, GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView,
     ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
-use mnemon_web::{ApiError, Backend, Gauge};
+use mnemon_api::{Api, Error as ApiError, ErrorKind, Gauge};
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
+
+/// The kind of an error the running `serve` answered with: the code in its body when it
+/// is one of the application's, else what its HTTP status means.
+fn kind_of(status: u16, body: &serde_json::Value) -> ErrorKind {
+    if let Some(kind) = body["error"]["code"]
+        .as_str()
+        .and_then(ErrorKind::from_code)
+    {
+        return kind;
+    }
+    match status {
+        400 | 413 | 415 => ErrorKind::BadRequest,
+        401 | 403 => ErrorKind::Forbidden,
+        404 => ErrorKind::NotFound,
+        409 => ErrorKind::Conflict,
+        422 => ErrorKind::Invalid,
+        429 | 503 => ErrorKind::Unavailable,
+        502 | 504 => ErrorKind::Upstream,
+        _ => ErrorKind::Internal,
+    }
+}
 
 /// A client of a node's HTTP API.
 pub struct Remote {
@@ -58,7 +79,7 @@ impl Remote {
             let message = value["error"]["message"]
                 .as_str()
                 .map_or_else(|| format!("HTTP {status}"), str::to_owned);
-            return Err(ApiError::new(status, "remote", message));
+            return Err(ApiError::new(kind_of(status, &value), message));
         }
         let body = if body.is_empty() { "null" } else { &body };
         serde_json::from_str(body)
@@ -101,7 +122,7 @@ impl Remote {
     }
 }
 
-impl Backend for Remote {
+impl Api for Remote {
     fn create(&self, new: CreateMemory) -> Result<MemoryView, ApiError> {
         let created: Created = self.send_json("POST", "/memories", &new)?;
         let mut view = self.get(&created.id)?;
@@ -169,8 +190,7 @@ impl Backend for Remote {
                 "error" => {
                     let value: serde_json::Value = serde_json::from_str(data).map_err(bad)?;
                     failure = Some(ApiError::new(
-                        502,
-                        "remote",
+                        kind_of(502, &value),
                         value["error"]["message"]
                             .as_str()
                             .unwrap_or(data)

@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use mnemon_web::{Backend, ServerConfig};
+use mnemon_api::Api;
+use mnemon_web::ServerConfig;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
@@ -145,9 +146,9 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
         service.forward_events();
         let mcp_cancel = tokio_util::sync::CancellationToken::new();
         let (app, ui) = mnemon_web::router_with(
-            service.clone() as Arc<dyn Backend>,
+            service.clone() as Arc<dyn Api>,
             &config,
-            crate::mcp::http_router(service.clone() as Arc<dyn Backend>, mcp_cancel.clone()),
+            crate::mcp::http_router(service.clone() as Arc<dyn Api>, mcp_cancel.clone()),
         );
         let url = format!("http://{bound}");
         write_private(

@@ -1,4 +1,4 @@
-//! The node as a [`Backend`]: the store and the search indexes behind the API that
+//! The node as a [`Api`]: the store and the search indexes behind the API that
 //! `mnemon serve` exposes and the CLI uses in-process.
 //!
 //! Reads take a snapshot of the store ([`StoreReader`]) and never wait; writes go through
@@ -14,23 +14,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use mnemon_crdt::{
-    ChangeKind, CollectionId, ListFilter, MemoryEdit, MemoryId, NewMemory, Source, Store,
-    StoreClosed, StoreError, StoreHandle, StoreReader, Task, Timestamp,
-};
-use mnemon_web::api::{
+use mnemon_api::{
     AnswerView, AskEvent, AskRequest, CollectionView, CreateMemory, EventView, GraphQuery,
     GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView, ListQuery, MemberView,
     MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
-use mnemon_web::{ApiError, Backend, Gauge};
+use mnemon_api::{Api, Error as ApiError, EventKind, Gauge, Role, SyncState};
+use mnemon_crdt::{
+    ChangeKind, CollectionId, ListFilter, MemoryEdit, MemoryId, NewMemory, Source, Store,
+    StoreClosed, StoreError, StoreHandle, StoreReader, Task, Timestamp,
+};
 use tokio::sync::broadcast;
 
 use crate::search::embed::Embedder;
 use crate::search::{Filter, Mode, Query, SearchError, SearchIndex};
 
 /// Longest page of a list.
-pub const MAX_PAGE: usize = mnemon_web::api::MAX_LIST_PAGE;
+pub const MAX_PAGE: usize = mnemon_api::MAX_LIST_PAGE;
 /// Page size when none is asked for.
 pub const DEFAULT_PAGE: usize = 50;
 /// The relation of links made from `[[wikilinks]]` in a memory's text.
@@ -160,14 +160,14 @@ fn load_live(store: &StoreReader, ids: &[MemoryId]) -> Result<Vec<mnemon_crdt::M
 fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound(_) | StoreError::Deleted(_) => ApiError::not_found(e.to_string()),
-        StoreError::UnknownCollection(_) => ApiError::new(404, "unknown_collection", e.to_string()),
+        StoreError::UnknownCollection(_) => ApiError::not_found(e.to_string()),
         StoreError::AmbiguousCollection { .. } | StoreError::DuplicateCollectionName(_) => {
             ApiError::conflict(e.to_string())
         }
         StoreError::InvalidCollectionName(_) | StoreError::Invalid(_) | StoreError::Sharing(_) => {
             ApiError::invalid(e.to_string())
         }
-        StoreError::ReadOnly(_) => ApiError::new(403, "read_only", e.to_string()),
+        StoreError::ReadOnly(_) => ApiError::forbidden(e.to_string()),
         other => ApiError::internal(other.to_string()),
     }
 }
@@ -190,11 +190,11 @@ fn parse_id(id: &str) -> Result<MemoryId, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("{id:?} is not a memory id: {e}")))
 }
 
-fn kind_name(kind: ChangeKind) -> &'static str {
+fn event_kind(kind: ChangeKind) -> EventKind {
     match kind {
-        ChangeKind::Created => "created",
-        ChangeKind::Updated => "updated",
-        ChangeKind::Deleted => "deleted",
+        ChangeKind::Created => EventKind::Created,
+        ChangeKind::Updated => EventKind::Updated,
+        ChangeKind::Deleted => EventKind::Deleted,
     }
 }
 
@@ -357,7 +357,7 @@ impl Service {
                             seq: event.seq,
                             id: event.memory.to_string(),
                             collection: event.collection.to_string(),
-                            kind: kind_name(event.kind).to_owned(),
+                            kind: event_kind(event.kind),
                         });
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -580,7 +580,7 @@ impl Service {
         out
     }
 
-    fn links(links: &[mnemon_web::api::LinkView]) -> Result<Vec<(MemoryId, String)>, ApiError> {
+    fn links(links: &[mnemon_api::LinkView]) -> Result<Vec<(MemoryId, String)>, ApiError> {
         links
             .iter()
             .map(|l| Ok((parse_id(&l.target)?, l.relation.clone())))
@@ -588,7 +588,7 @@ impl Service {
     }
 }
 
-impl Backend for Service {
+impl Api for Service {
     fn create(&self, new: CreateMemory) -> Result<MemoryView, ApiError> {
         let mut links = Self::links(&new.links)?;
         // Imports resolve wikilinks themselves, with the vault's own names.
@@ -927,9 +927,9 @@ impl Backend for Service {
 
     fn search(&self, query: &SearchQuery) -> Result<Vec<HitView>, ApiError> {
         let mode = match query.mode.unwrap_or_default() {
-            mnemon_web::api::SearchMode::Hybrid => Mode::Hybrid,
-            mnemon_web::api::SearchMode::Semantic => Mode::Semantic,
-            mnemon_web::api::SearchMode::Keyword => Mode::Keyword,
+            mnemon_api::SearchMode::Hybrid => Mode::Hybrid,
+            mnemon_api::SearchMode::Semantic => Mode::Semantic,
+            mnemon_api::SearchMode::Keyword => Mode::Keyword,
         };
         if let Some(seq) = query.after {
             self.wait_indexed(seq)?;
@@ -1012,7 +1012,7 @@ impl Backend for Service {
                 MemberView {
                     sync: sync_of(&did),
                     did,
-                    role: m.role.to_string(),
+                    role: m.role.into(),
                 }
             })
             .collect())
@@ -1023,7 +1023,7 @@ impl Backend for Service {
             request.did.trim().parse().map_err(|e| {
                 ApiError::invalid(format!("{:?} is not a did:key: {e}", request.did))
             })?;
-        let role: mnemon_crdt::Role = request.role.trim().parse().map_err(ApiError::invalid)?;
+        let role = mnemon_crdt::Role::from(request.role);
         let id = self
             .store()
             .resolve_collection(collection)
@@ -1034,7 +1034,7 @@ impl Backend for Service {
         }
         Ok(MemberView {
             did: did.to_string(),
-            role: role.to_string(),
+            role: request.role,
             sync: None,
         })
     }
@@ -1057,13 +1057,7 @@ impl Backend for Service {
 
     fn invite(&self, collection: &str, request: InviteRequest) -> Result<InviteView, ApiError> {
         const DAY: u64 = 24 * 3600;
-        let role: mnemon_crdt::Role = request
-            .role
-            .as_deref()
-            .unwrap_or("read")
-            .trim()
-            .parse()
-            .map_err(ApiError::invalid)?;
+        let role = request.role.unwrap_or_default();
         let secs = request.expires_in_secs.unwrap_or(7 * DAY);
         if secs == 0 || secs > 365 * DAY {
             return Err(ApiError::invalid(format!(
@@ -1078,7 +1072,7 @@ impl Backend for Service {
             .store()
             .resolve_collection(collection)
             .map_err(store_error)?;
-        let invite = self.solo(move |s| s.create_invite(id, role, expires_at))?;
+        let invite = self.solo(move |s| s.create_invite(id, role.into(), expires_at))?;
         let addresses = self
             .network
             .get()
@@ -1091,7 +1085,7 @@ impl Backend for Service {
         Ok(InviteView {
             ticket: ticket.to_string(),
             collection: id.to_string(),
-            role: role.to_string(),
+            role,
             expires_at: expires_at.as_millis(),
             addresses: addresses.len(),
         })
@@ -1132,7 +1126,11 @@ impl Backend for Service {
         Ok(JoinView {
             collection: collection.to_string(),
             owner: ticket.invite.owner.to_string(),
-            role: if ticket.invite.write { "write" } else { "read" }.to_owned(),
+            role: if ticket.invite.write {
+                Role::Write
+            } else {
+                Role::Read
+            },
             dialing,
         })
     }
@@ -1253,10 +1251,15 @@ impl Backend for Service {
 }
 
 /// The API's view of how a collection syncs with a peer.
-fn sync_view(s: &mnemon_net::CollectionSync) -> mnemon_web::api::SyncView {
-    mnemon_web::api::SyncView {
+fn sync_view(s: &mnemon_net::CollectionSync) -> mnemon_api::SyncView {
+    mnemon_api::SyncView {
         collection: s.collection.clone(),
-        state: s.state.as_str().to_owned(),
+        state: match s.state {
+            mnemon_net::SyncPhase::InSync => SyncState::InSync,
+            mnemon_net::SyncPhase::Behind => SyncState::Behind,
+            mnemon_net::SyncPhase::Error => SyncState::Error,
+            mnemon_net::SyncPhase::Offline => SyncState::Offline,
+        },
         detail: s.detail.clone(),
         last_refused: s.last_refused.clone(),
     }

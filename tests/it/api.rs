@@ -11,7 +11,7 @@ use mnemon_identity::Keypair;
 use mnemon_node::search::embed::HashEmbedder;
 use mnemon_node::service::Service;
 use mnemon_tests::{Served, TestCli};
-use mnemon_web::{Backend, ServerConfig};
+use mnemon_web::ServerConfig;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "test-token-0123456789";
@@ -84,7 +84,7 @@ impl Api {
         let app = {
             let _guard = runtime.enter();
             service.forward_events();
-            mnemon_web::router(service.clone() as Arc<dyn Backend>, &config)
+            mnemon_web::router(service.clone() as Arc<dyn mnemon_api::Api>, &config)
         };
         runtime.spawn(async move {
             axum::serve(

@@ -3,20 +3,21 @@
 
 use std::time::Duration;
 
-use mnemon_tests::{Served, TestCli, TestNet, eventually};
-use mnemon_web::api::{
-    CreateMemory, InviteRequest, JoinRequest, PatchMemory, SearchQuery, ShareRequest,
+use mnemon_api::{
+    CreateMemory, ErrorKind, InviteRequest, JoinRequest, PatchMemory, Role, SearchQuery,
+    ShareRequest, SyncState,
 };
+use mnemon_tests::{Served, TestCli, TestNet, eventually};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn share(net: &TestNet, owner: usize, collection: &str, member: usize, role: &str) {
+fn share(net: &TestNet, owner: usize, collection: &str, member: usize, role: Role) {
     net.api(owner)
         .share(
             collection,
             ShareRequest {
                 did: net.nodes[member].did.to_string(),
-                role: role.into(),
+                role,
             },
         )
         .expect("share");
@@ -35,7 +36,7 @@ fn two_nodes_share_a_collection_and_edits_flow_both_ways_and_merge() {
     let net = TestNet::new(2);
     let (a, b) = (net.api(0), net.api(1));
     let family = a.create_collection("family").expect("collection");
-    share(&net, 0, &family.id, 1, "write");
+    share(&net, 0, &family.id, 1, Role::Write);
     let private = a
         .create(CreateMemory {
             content: "my private diary".into(),
@@ -54,7 +55,7 @@ fn two_nodes_share_a_collection_and_edits_flow_both_ways_and_merge() {
     let hits = b
         .search(&SearchQuery {
             q: "flowerpot".into(),
-            mode: Some(mnemon_web::api::SearchMode::Keyword),
+            mode: Some(mnemon_api::SearchMode::Keyword),
             ..SearchQuery::default()
         })
         .expect("search");
@@ -114,7 +115,7 @@ fn two_nodes_share_a_collection_and_edits_flow_both_ways_and_merge() {
         a.peers().is_ok_and(|p| {
             p[0].sync.len() == 1
                 && p[0].sync[0].collection == family.id
-                && p[0].sync[0].state == "in_sync"
+                && p[0].sync[0].state == SyncState::InSync
         })
     });
 }
@@ -125,7 +126,7 @@ fn outsiders_get_nothing_readers_cannot_write_and_revoked_readers_get_nothing_ne
     let net = TestNet::new(3);
     let (a, b, c) = (net.api(0), net.api(1), net.api(2));
     let family = a.create_collection("family").expect("collection");
-    share(&net, 0, &family.id, 1, "read");
+    share(&net, 0, &family.id, 1, Role::Read);
     net.connect(1, 0);
     net.connect(2, 0);
     net.connect(2, 1);
@@ -165,7 +166,7 @@ fn outsiders_get_nothing_readers_cannot_write_and_revoked_readers_get_nothing_ne
             },
         )
         .unwrap_err();
-    assert_eq!(err.status, 403, "{err}");
+    assert_eq!(err.kind, ErrorKind::Forbidden, "{err}");
 
     // After A revokes B, B receives nothing new.
     a.unshare(&family.id, &net.nodes[1].did.to_string())
@@ -188,8 +189,8 @@ fn a_members_relays_the_owners_changes_while_the_owner_is_offline() {
     let net = TestNet::new(3);
     let (a, b, c) = (net.api(0), net.api(1), net.api(2));
     let family = a.create_collection("family").expect("collection");
-    share(&net, 0, &family.id, 1, "write");
-    share(&net, 0, &family.id, 2, "write");
+    share(&net, 0, &family.id, 1, Role::Write);
+    share(&net, 0, &family.id, 2, Role::Write);
     net.connect(2, 0);
     eventually("C joins the collection", WAIT, || {
         c.collections()
@@ -238,7 +239,7 @@ fn an_invite_ticket_lets_one_node_join_once_and_expired_or_forged_tickets_are_re
         .invite(
             &family.id,
             InviteRequest {
-                role: Some("write".into()),
+                role: Some(Role::Write),
                 expires_in_secs: Some(600),
             },
         )
@@ -312,7 +313,7 @@ fn an_invite_ticket_lets_one_node_join_once_and_expired_or_forged_tickets_are_re
     let mut damaged = invite.ticket.clone();
     damaged.replace_range(20..21, if &damaged[20..21] == "a" { "b" } else { "a" });
     let err = c.join(JoinRequest { ticket: damaged }).unwrap_err();
-    assert_eq!(err.status, 422, "{err}");
+    assert_eq!(err.kind, ErrorKind::Invalid, "{err}");
     let err = a
         .join(JoinRequest {
             ticket: invite.ticket,
@@ -403,8 +404,8 @@ fn forged_garbage_and_oversized_input_from_a_member_is_refused_and_the_node_stay
     let net = TestNet::new(3);
     let (a, b, c) = (net.api(0), net.api(1), net.api(2));
     let family = a.create_collection("family").expect("collection");
-    share(&net, 0, &family.id, 1, "write");
-    share(&net, 0, &family.id, 2, "write");
+    share(&net, 0, &family.id, 1, Role::Write);
+    share(&net, 0, &family.id, 2, Role::Write);
     net.connect(1, 0);
     net.connect(2, 0);
     net.connect(2, 1);
@@ -434,7 +435,7 @@ fn forged_garbage_and_oversized_input_from_a_member_is_refused_and_the_node_stay
     // A shows each member's state with the collection.
     for member in a.members(&family.id).expect("members") {
         let sync = member.sync.expect("A has met every member");
-        assert_eq!(sync.state, "in_sync", "{sync:?}");
+        assert_eq!(sync.state, SyncState::InSync, "{sync:?}");
     }
 
     let send = |message: Message| {

@@ -95,7 +95,25 @@ fn sans_io_crates_do_not_depend_on_io_runtimes() {
                 "candle",
             ][..],
         ),
-        // The interfaces know neither storage nor networking nor models: only `Backend`.
+        // The application contract is plain data and one trait: no HTTP framework, no MCP
+        // library, no storage engine, no network.
+        (
+            "web/api",
+            &[
+                "mnemon-node",
+                "mnemon-web",
+                "mnemon-search",
+                "mnemon-net",
+                "axum",
+                "hyper",
+                "rmcp",
+                "clap",
+                "redb",
+                "tantivy",
+                "libp2p",
+            ][..],
+        ),
+        // The interfaces know neither storage nor networking nor models: only `Api`.
         (
             "web",
             &["redb", "tantivy", "libp2p", "quinn", "candle", "automerge"][..],
@@ -196,6 +214,7 @@ fn no_crate_has_a_cycle_among_its_modules() {
         "identity/src",
         "crdt/src",
         "protocol/src",
+        "web/api/src",
         "web/src",
         "node/src",
         "node/search/src",

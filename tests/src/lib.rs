@@ -909,7 +909,7 @@ impl TestNet {
     }
 
     /// Node `i` as the API sees it.
-    pub fn api(&self, i: usize) -> &dyn mnemon_web::Backend {
+    pub fn api(&self, i: usize) -> &dyn mnemon_api::Api {
         &*self.nodes[i].service
     }
 }

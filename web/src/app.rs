@@ -8,7 +8,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::get;
 
-use crate::backend::{ApiError, Backend};
+use mnemon_api::{Api, Error};
+
+use crate::error::HttpError;
 use crate::router::{
     ask, authenticate, backlinks, collections, create_collection, create_memory, delete_memory,
     events, get_memory, graph, guard, invite_collection, join, list_memories, members, metrics,
@@ -18,22 +20,19 @@ use crate::router::{
 use crate::state::{AppState, ServerConfig, Shutdown};
 
 /// The router for `backend`, with every protection in place.
-pub fn router(backend: Arc<dyn Backend>, config: &ServerConfig) -> Router {
+pub fn router(backend: Arc<dyn Api>, config: &ServerConfig) -> Router {
     router_with_shutdown(backend, config).0
 }
 
 /// [`router`], and the handle a server calls on shutdown.
-pub fn router_with_shutdown(
-    backend: Arc<dyn Backend>,
-    config: &ServerConfig,
-) -> (Router, Shutdown) {
+pub fn router_with_shutdown(backend: Arc<dyn Api>, config: &ServerConfig) -> (Router, Shutdown) {
     router_with(backend, config, Router::new())
 }
 
 /// [`router_with_shutdown`] with `protected` routes beside the API (such as the MCP
 /// endpoint), behind the same token, `Host` check, limits and logging.
 pub fn router_with(
-    backend: Arc<dyn Backend>,
+    backend: Arc<dyn Api>,
     config: &ServerConfig,
     protected: Router,
 ) -> (Router, Shutdown) {
@@ -67,7 +66,7 @@ pub fn router_with(
         .route("/events", get(events))
         .route("/session", get(session))
         .route("/openapi.json", get(crate::openapi::document))
-        .fallback(|| async { ApiError::not_found("no such API route") })
+        .fallback(|| async { HttpError::from(Error::not_found("no such API route")) })
         .route_layer(middleware::from_fn(tag_route))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let router = Router::new()

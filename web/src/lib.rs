@@ -1,16 +1,15 @@
 //! Mnemon's interfaces for people and agents: the HTTP API under `/api/v1`, server-sent
 //! events, health and metrics, the OpenAPI document, and the web UI.
 //!
-//! The crate defines [`Backend`], the trait the node implements, and never knows how
-//! storage or networking work. [`router`] builds the axum router over a backend with
+//! The crate serves any [`mnemon_api::Api`] and never knows how storage or networking
+//! work; application errors become HTTP statuses here, by their kind. [`router`] builds the axum router over a backend with
 //! every protection in place: the `Host` allow-list (DNS rebinding), bearer-token
 //! authentication with a brake on failed attempts, CSRF protection for cross-origin
 //! changes, a body limit, security headers, a request id on every response, and
 //! per-route latency metrics.
 
-pub mod api;
 mod app;
-mod backend;
+mod error;
 mod metrics;
 mod openapi;
 mod router;
@@ -21,7 +20,7 @@ mod ui;
 pub use ui::encode_component;
 
 pub use app::{router, router_with, router_with_shutdown};
-pub use backend::{ApiError, Backend, Gauge};
+pub use error::{ErrorBody, ErrorDetail, HttpError, status_of};
 pub use openapi::ApiDoc;
 pub use router::DEFAULT_BODY_LIMIT;
 pub use security::{FAILURE_DELAY, MAX_FAILURES};

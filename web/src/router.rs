@@ -15,32 +15,26 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::BroadcastStream;
 use tracing::Instrument as _;
 
-use crate::api::{
-    AskEvent, AskRequest, CollectionView, CreateCollection, CreateMemory, Created, ErrorBody,
-    EventView, GraphQuery, GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView,
-    ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
+use mnemon_api::Error;
+use mnemon_api::{
+    AskEvent, AskRequest, CollectionView, CreateCollection, CreateMemory, Created, EventView,
+    GraphQuery, GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView, ListQuery,
+    MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
-use crate::backend::ApiError;
+
+use crate::error::{ErrorBody, HttpError};
 use crate::security::{FAILURE_DELAY, SECURITY_HEADERS};
 use crate::state::{AppState, blocking, client_ip};
 
 /// Default request body limit: 16 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 16 << 20;
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        (status, Json(body)).into_response()
-    }
-}
-
 /// A JSON body whose errors name the field: 415 without a JSON content type, 413 over
 /// the size limit, 400 for malformed JSON, 422 for a field of the wrong type or value.
 pub(crate) struct JsonBody<T>(T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
+    type Rejection = HttpError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let is_json = req
@@ -53,8 +47,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                     .is_some_and(|m| m.trim() == "application/json")
             });
         if !is_json {
-            return Err(ApiError::new(
-                415,
+            return Err(HttpError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "the body must be JSON (Content-Type: application/json)",
             ));
@@ -62,9 +56,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             let status = rejection.status();
             if status == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(413, "payload_too_large", "the request body is too large")
+                HttpError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is too large",
+                )
             } else {
-                ApiError::new(status.as_u16(), "bad_body", rejection.body_text())
+                HttpError::new(status, "bad_body", rejection.body_text())
             }
         })?;
         let mut de = serde_json::Deserializer::from_slice(&bytes);
@@ -75,9 +73,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 let inner = e.into_inner();
                 if inner.is_data() {
                     let field = if path == "." { "body".to_owned() } else { path };
-                    Err(ApiError::invalid(format!("{field}: {inner}")))
+                    Err(Error::invalid(format!("{field}: {inner}")).into())
                 } else {
-                    Err(ApiError::bad_request(format!("malformed JSON: {inner}")))
+                    Err(Error::bad_request(format!("malformed JSON: {inner}")).into())
                 }
             }
         }
@@ -88,7 +86,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 pub(crate) struct QueryParams<T>(T);
 
 impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for QueryParams<T> {
-    type Rejection = ApiError;
+    type Rejection = HttpError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
@@ -97,7 +95,7 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| QueryParams(v))
-            .map_err(|e| ApiError::invalid(e.body_text()))
+            .map_err(|e| Error::invalid(e.body_text()).into())
     }
 }
 
@@ -116,8 +114,8 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
         let span = tracing::info_span!("request", request_id = %id);
         next.run(request).instrument(span).await
     } else {
-        ApiError::new(
-            403,
+        HttpError::new(
+            StatusCode::FORBIDDEN,
             "forbidden_host",
             "this server does not answer to that Host",
         )
@@ -190,8 +188,8 @@ pub(crate) async fn authenticate(
             if over {
                 return too_many();
             }
-            let mut response = ApiError::new(
-                401,
+            let mut response = HttpError::new(
+                StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "sign in: send Authorization: Bearer <token> (`mnemon token` prints it)",
             )
@@ -211,8 +209,8 @@ pub(crate) async fn authenticate(
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         if !state.security.csrf_ok(csrf) {
-            return ApiError::new(
-                403,
+            return HttpError::new(
+                StatusCode::FORBIDDEN,
                 "csrf",
                 "a cross-origin request that changes data needs the X-CSRF-Token header",
             )
@@ -223,8 +221,8 @@ pub(crate) async fn authenticate(
 }
 
 fn too_many() -> Response {
-    let mut response = ApiError::new(
-        429,
+    let mut response = HttpError::new(
+        StatusCode::TOO_MANY_REQUESTS,
         "too_many_failures",
         "too many failed sign-ins from this address; wait a minute",
     )
@@ -266,7 +264,7 @@ fn cross_origin(headers: &HeaderMap) -> bool {
 pub(crate) async fn list_memories(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<ListQuery>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<impl IntoResponse, HttpError> {
     let backend = state.backend.clone();
     Ok(Json(blocking(move || backend.list(&query)).await?))
 }
@@ -276,7 +274,7 @@ pub(crate) async fn list_memories(
 pub(crate) async fn create_memory(
     State(state): State<AppState>,
     JsonBody(new): JsonBody<CreateMemory>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<impl IntoResponse, HttpError> {
     let backend = state.backend.clone();
     let memory = blocking(move || backend.create(new)).await?;
     Ok((
@@ -293,9 +291,9 @@ pub(crate) async fn create_memory(
 pub(crate) async fn get_memory(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<impl IntoResponse, HttpError> {
     // A read of one memory is a snapshot read of a few microseconds that never waits for a
-    // writer (the `Backend::get` contract): on this worker, not a blocking-pool hop.
+    // writer (the `Api::get` contract): on this worker, not a blocking-pool hop.
     Ok(Json(state.backend.get(&id)?))
 }
 
@@ -304,7 +302,7 @@ pub(crate) async fn get_memory(
 pub(crate) async fn backlinks(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<impl IntoResponse, HttpError> {
     let backend = state.backend.clone();
     Ok(Json(blocking(move || backend.backlinks(&id)).await?))
 }
@@ -315,7 +313,7 @@ pub(crate) async fn update_memory(
     State(state): State<AppState>,
     Path(id): Path<String>,
     JsonBody(patch): JsonBody<PatchMemory>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<impl IntoResponse, HttpError> {
     let backend = state.backend.clone();
     Ok(Json(blocking(move || backend.update(&id, patch)).await?))
 }
@@ -325,7 +323,7 @@ pub(crate) async fn update_memory(
 pub(crate) async fn delete_memory(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<impl IntoResponse, HttpError> {
     let backend = state.backend.clone();
     blocking(move || backend.delete(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -336,7 +334,7 @@ pub(crate) async fn delete_memory(
 pub(crate) async fn members(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<impl IntoResponse, HttpError> {
     let backend = state.backend.clone();
     Ok(Json(blocking(move || backend.members(&id)).await?))
 }
@@ -347,7 +345,7 @@ pub(crate) async fn share_collection(
     State(state): State<AppState>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ShareRequest>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<impl IntoResponse, HttpError> {
     let backend = state.backend.clone();
     let member = blocking(move || backend.share(&id, body)).await?;
     Ok((StatusCode::CREATED, Json(member)))
@@ -358,7 +356,7 @@ pub(crate) async fn share_collection(
 pub(crate) async fn unshare_collection(
     State(state): State<AppState>,
     Path((id, did)): Path<(String, String)>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<impl IntoResponse, HttpError> {
     let backend = state.backend.clone();
     blocking(move || backend.unshare(&id, &did)).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -370,7 +368,7 @@ pub(crate) async fn invite_collection(
     State(state): State<AppState>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<InviteRequest>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<impl IntoResponse, HttpError> {
     let backend = state.backend.clone();
     let invite = blocking(move || backend.invite(&id, body)).await?;
     Ok((StatusCode::CREATED, Json(invite)))
@@ -381,7 +379,7 @@ pub(crate) async fn invite_collection(
 pub(crate) async fn join(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<JoinRequest>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<impl IntoResponse, HttpError> {
     let backend = state.backend.clone();
     let joined = blocking(move || backend.join(body)).await?;
     Ok((StatusCode::ACCEPTED, Json(joined)))
@@ -389,7 +387,7 @@ pub(crate) async fn join(
 
 #[utoipa::path(get, path = "/api/v1/peers", tag = "sharing",
     responses((status = 200, description = "The peers federation knows, connected or not", body = Vec<PeerView>), (status = 401, description = "No or wrong token", body = ErrorBody)))]
-pub(crate) async fn peers(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+pub(crate) async fn peers(State(state): State<AppState>) -> Result<impl IntoResponse, HttpError> {
     let backend = state.backend.clone();
     Ok(Json(blocking(move || backend.peers()).await?))
 }
@@ -399,7 +397,7 @@ pub(crate) async fn peers(State(state): State<AppState>) -> Result<impl IntoResp
 pub(crate) async fn search(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<SearchQuery>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<impl IntoResponse, HttpError> {
     let backend = state.backend.clone();
     Ok(Json(blocking(move || backend.search(&query)).await?))
 }
@@ -409,7 +407,7 @@ pub(crate) async fn search(
 pub(crate) async fn graph(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<GraphQuery>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<impl IntoResponse, HttpError> {
     let backend = state.backend.clone();
     Ok(Json(blocking(move || backend.graph(&query)).await?))
 }
@@ -421,7 +419,7 @@ pub(crate) async fn ask(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<AskRequest>,
 ) -> Response {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Event, ApiError>>(256);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Event, HttpError>>(256);
     let backend = state.backend.clone();
     tokio::task::spawn_blocking(move || {
         let mut on_event = |event: AskEvent| {
@@ -440,12 +438,12 @@ pub(crate) async fn ask(
                 .event("answer")
                 .data(serde_json::to_string(&answer).unwrap_or_default())
         });
-        let _ = tx.blocking_send(last);
+        let _ = tx.blocking_send(last.map_err(HttpError::from));
     });
     // What comes first decides: an error before anything streamed is a plain error answer
     // with its status; after that, errors are `error` events.
     let first = match rx.recv().await {
-        None => return ApiError::internal("the answer stopped").into_response(),
+        None => return HttpError::from(Error::internal("the answer stopped")).into_response(),
         Some(Err(e)) => return e.into_response(),
         Some(Ok(first)) => first,
     };
@@ -467,7 +465,7 @@ pub(crate) async fn ask(
     responses((status = 200, description = "Every collection", body = Vec<CollectionView>), (status = 401, description = "No or wrong token", body = ErrorBody)))]
 pub(crate) async fn collections(
     State(state): State<AppState>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<impl IntoResponse, HttpError> {
     let backend = state.backend.clone();
     Ok(Json(blocking(move || backend.collections()).await?))
 }
@@ -477,7 +475,7 @@ pub(crate) async fn collections(
 pub(crate) async fn create_collection(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateCollection>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<impl IntoResponse, HttpError> {
     let backend = state.backend.clone();
     let collection = blocking(move || backend.create_collection(&body.name)).await?;
     Ok((StatusCode::CREATED, Json(collection)))
@@ -485,7 +483,7 @@ pub(crate) async fn create_collection(
 
 #[utoipa::path(get, path = "/api/v1/status", tag = "node",
     responses((status = 200, description = "Identity, counts and index progress per model", body = Object), (status = 401, description = "No or wrong token", body = ErrorBody)))]
-pub(crate) async fn status(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+pub(crate) async fn status(State(state): State<AppState>) -> Result<impl IntoResponse, HttpError> {
     let backend = state.backend.clone();
     Ok(Json(blocking(move || backend.status()).await?))
 }
@@ -506,7 +504,7 @@ pub(crate) async fn events(State(state): State<AppState>) -> impl IntoResponse {
         let data = serde_json::to_string(&event).ok()?;
         Some(Ok::<_, Infallible>(
             Event::default()
-                .event(event.kind.clone())
+                .event(event.kind.as_str())
                 .id(event.seq.to_string())
                 .data(data),
         ))

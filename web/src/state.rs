@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
 
-use crate::backend::{ApiError, Backend};
+use mnemon_api::{Api, Error, ErrorKind};
+
 use crate::metrics::Metrics;
 use crate::security::Security;
 
@@ -36,7 +37,7 @@ pub const DEFAULT_UNDO_WINDOW: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub(crate) struct AppState {
-    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) backend: Arc<dyn Api>,
     pub(crate) security: Arc<Security>,
     pub(crate) metrics: Arc<Metrics>,
     /// Memories deleted in the UI and still within their undo window.
@@ -46,7 +47,7 @@ pub(crate) struct AppState {
 
 impl AppState {
     /// The state of a server for `backend` set up by `config`.
-    pub(crate) fn new(backend: Arc<dyn Backend>, config: &ServerConfig) -> AppState {
+    pub(crate) fn new(backend: Arc<dyn Api>, config: &ServerConfig) -> AppState {
         AppState {
             backend,
             security: Arc::new(Security::new(
@@ -101,7 +102,7 @@ impl AppState {
         let target = id.clone();
         match blocking(move || backend.delete(&target)).await {
             Ok(()) => tracing::info!(memory = %id, "deleted from the web UI"),
-            Err(e) if e.status == 404 => {}
+            Err(e) if e.kind == ErrorKind::NotFound => {}
             Err(e) => tracing::warn!(memory = %id, error = %e, "a delete from the web UI failed"),
         }
     }
@@ -134,11 +135,11 @@ impl Shutdown {
 
 /// Runs a blocking backend call on tokio's blocking pool.
 pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ApiError::internal(format!("the request's task failed: {e}")))?
+        .map_err(|e| Error::internal(format!("the request's task failed: {e}")))?
 }
 
 pub(crate) fn client_ip(request: &Request) -> std::net::IpAddr {

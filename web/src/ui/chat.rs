@@ -9,8 +9,8 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::{Nav, UiResult, csrf_ok, layout};
-use crate::api::{AnswerView, AskRequest};
 use crate::state::{AppState, blocking};
+use mnemon_api::{AnswerView, AskRequest};
 
 fn chat_form(csrf: &str, question: &str) -> Markup {
     html! {

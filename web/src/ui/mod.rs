@@ -24,11 +24,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 
-use crate::api::{
-    CollectionView, GraphNode, GraphQuery, HitView, ListQuery, MAX_LIST_PAGE, MemoryView,
-    PatchMemory, SearchMode, SearchQuery,
+use mnemon_api::{
+    Api, CollectionView, Error, GraphNode, GraphQuery, HitView, ListQuery, MAX_LIST_PAGE,
+    MemoryView, PatchMemory, SearchMode, SearchQuery, TaskStatus,
 };
-use crate::backend::ApiError;
+
+use crate::error::HttpError;
 use crate::security::{FAILURE_DELAY, SESSION_COOKIE};
 use crate::state::{AppState, blocking, client_ip};
 
@@ -41,18 +42,23 @@ const PAGE_SIZE: usize = 50;
 const GRAPH_LIMIT: usize = 1000;
 
 /// An error shown as a page (or, for the script, as a fragment) with its status.
-pub(crate) struct UiError(ApiError);
+pub(crate) struct UiError(HttpError);
 
-impl From<ApiError> for UiError {
-    fn from(e: ApiError) -> UiError {
+impl From<HttpError> for UiError {
+    fn from(e: HttpError) -> UiError {
         UiError(e)
+    }
+}
+
+impl From<Error> for UiError {
+    fn from(e: Error) -> UiError {
+        UiError(e.into())
     }
 }
 
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = self.0.status;
         let page = html! {
             (DOCTYPE)
             html lang="en" {
@@ -91,7 +97,12 @@ pub(crate) async fn require_session(
         let target = format!("/signin?next={}", encode_component(&next_path));
         Redirect::to(&target).into_response()
     } else {
-        UiError(ApiError::new(401, "unauthorized", "sign in first")).into_response()
+        UiError(HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "sign in first",
+        ))
+        .into_response()
     }
 }
 
@@ -181,8 +192,8 @@ fn csrf_ok(state: &AppState, presented: &str) -> Result<(), UiError> {
     if state.security.csrf_ok(presented) {
         Ok(())
     } else {
-        Err(UiError(ApiError::new(
-            403,
+        Err(UiError(HttpError::new(
+            StatusCode::FORBIDDEN,
             "csrf",
             "this form is out of date (the server restarted?): reload the page and try again",
         )))
@@ -481,7 +492,7 @@ fn split_tags(tags: &str) -> Vec<String> {
 
 async fn create(State(state): State<AppState>, Form(form): Form<CaptureForm>) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
-    let new = crate::api::CreateMemory {
+    let new = mnemon_api::CreateMemory {
         title: non_empty(Some(form.title)),
         content: form.content,
         tags: split_tags(&form.tags),
@@ -544,7 +555,7 @@ async fn memory_page(State(state): State<AppState>, Path(id): Path<String>) -> U
                 p #task .meta {
                     "Task: " strong { (task.status) } " · priority " (task.priority) " · difficulty " (task.difficulty) " · " (task.xp) " xp"
                     @if let Some(due) = &task.due { " · due " (due.get(..10).unwrap_or(due)) }
-                    @if task.status != "done" {
+                    @if task.status != TaskStatus::Done {
                         " "
                         form .inline method="post" action={ "/tasks/" (memory.id) "/done" } {
                             input type="hidden" name="csrf" value=(csrf);
@@ -630,7 +641,7 @@ async fn edit(
     let importance = match form.importance.trim() {
         "" => None,
         text => Some(text.parse::<f64>().map_err(|_| {
-            ApiError::invalid(format!("importance: “{text}” is not a number from 0 to 1"))
+            Error::invalid(format!("importance: “{text}” is not a number from 0 to 1"))
         })?),
     };
     let backend = state.backend.clone();
@@ -675,19 +686,19 @@ async fn add_link(
     blocking(move || {
         let wanted = form.target.trim().to_owned();
         if wanted.is_empty() {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "link: name the memory to link to (its title or id)",
             ));
         }
         let target = resolve_memory(&*backend, &wanted)?;
         if target == source {
-            return Err(ApiError::invalid("link: a memory cannot link to itself"));
+            return Err(Error::invalid("link: a memory cannot link to itself"));
         }
         let relation = non_empty(Some(form.relation)).unwrap_or_else(|| "related".to_owned());
         backend.update(
             &source,
             PatchMemory {
-                add_links: vec![crate::api::LinkView { target, relation }],
+                add_links: vec![mnemon_api::LinkView { target, relation }],
                 ..Default::default()
             },
         )
@@ -697,7 +708,7 @@ async fn add_link(
 }
 
 /// The id of the memory `wanted` names: its id, or its exact title (ignoring case).
-fn resolve_memory(backend: &dyn crate::Backend, wanted: &str) -> Result<String, ApiError> {
+fn resolve_memory(backend: &dyn Api, wanted: &str) -> Result<String, Error> {
     if wanted.parse::<ulid::Ulid>().is_ok()
         && let Ok(memory) = backend.get(wanted)
     {
@@ -712,10 +723,10 @@ fn resolve_memory(backend: &dyn crate::Backend, wanted: &str) -> Result<String, 
         .items;
     match same.as_slice() {
         [one] => Ok(one.id.clone()),
-        [] => Err(ApiError::not_found(format!(
+        [] => Err(Error::not_found(format!(
             "link: no memory is titled “{wanted}”"
         ))),
-        _ => Err(ApiError::conflict(format!(
+        _ => Err(Error::conflict(format!(
             "link: {} memories are titled “{wanted}”; use the id of the one you mean",
             same.len()
         ))),
@@ -773,7 +784,7 @@ async fn undo(
     if state.cancel_delete(&id) {
         Ok(Redirect::to(&format!("/m/{id}")).into_response())
     } else {
-        Err(UiError(ApiError::conflict(
+        Err(UiError::from(Error::conflict(
             "too late to undo: the memory has already been deleted",
         )))
     }
@@ -833,7 +844,7 @@ async fn search_page(
     };
     if wants_fragment(&headers) {
         let status = match &results {
-            Some(Err(e)) => StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+            Some(Err(e)) => crate::error::status_of(e.kind),
             _ => StatusCode::OK,
         };
         return Ok((status, results_markup).into_response());
@@ -1060,7 +1071,7 @@ async fn status_page(State(state): State<AppState>) -> UiResult {
                                     @for s in &p.sync {
                                         li title=(s.detail.as_deref().unwrap_or("")) {
                                             code title=(s.collection) { (short_id(&s.collection)) } " "
-                                            span class={ "sync " (s.state) } { (s.state.replace('_', " ")) }
+                                            span class={ "sync " (s.state) } { (s.state.label()) }
                                             @if let Some(detail) = &s.detail { " — " (detail) }
                                             @if let Some(refused) = s.last_refused.as_ref().filter(|r| s.detail.as_ref() != Some(*r)) {
                                                 " " span .refused { "(last refused: " (refused) ")" }
@@ -1134,7 +1145,7 @@ async fn sign_in(State(state): State<AppState>, request: Request) -> Response {
     let ip = client_ip(&request);
     let form = match Form::<SignInForm>::from_request(request, &()).await {
         Ok(Form(form)) => form,
-        Err(e) => return UiError(ApiError::bad_request(e.body_text())).into_response(),
+        Err(e) => return UiError::from(Error::bad_request(e.body_text())).into_response(),
     };
     let next = local_path(Some(&form.next)).to_owned();
     if state.security.token_ok(form.token.trim()) {

@@ -8,7 +8,8 @@ use maud::html;
 use serde::Deserialize;
 
 use super::{Nav, UiResult, csrf_ok, layout, non_empty, short_time};
-use crate::api::{CreateMemory, ListQuery, TaskFields, sort_tasks, xp_earned};
+use mnemon_api::{CreateMemory, ListQuery, TaskFields, TaskStatus, sort_tasks, xp_earned};
+
 use crate::state::{AppState, blocking};
 
 pub(super) async fn tasks_page(State(state): State<AppState>) -> UiResult {
@@ -97,25 +98,26 @@ pub(super) async fn add_task(
     Form(form): Form<TaskForm>,
 ) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
-    let number = |field: &str, value: &str| -> Result<Option<i64>, crate::ApiError> {
+    let number = |field: &str, value: &str| -> Result<Option<i64>, mnemon_api::Error> {
         non_empty(Some(value.to_owned()))
             .map(|v| {
                 v.parse::<i64>().map_err(|_| {
-                    crate::ApiError::invalid(format!("{field} {v:?} is not a whole number"))
+                    mnemon_api::Error::invalid(format!("{field} {v:?} is not a whole number"))
                 })
             })
             .transpose()
     };
     let difficulty = number("difficulty", &form.difficulty)?
         .map(|d| {
-            u8::try_from(d)
-                .map_err(|_| crate::ApiError::invalid(format!("difficulty {d} is not from 1 to 5")))
+            u8::try_from(d).map_err(|_| {
+                mnemon_api::Error::invalid(format!("difficulty {d} is not from 1 to 5"))
+            })
         })
         .transpose()?;
     let new = CreateMemory {
         content: form.text,
         task: Some(TaskFields {
-            status: Some("open".into()),
+            status: Some(TaskStatus::Open),
             priority: number("priority", &form.priority)?,
             due: non_empty(Some(form.due)),
             difficulty,

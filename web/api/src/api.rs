@@ -1,0 +1,105 @@
+//! The trait the node implements: everything an interface can ask of it.
+//!
+//! Its methods block (they touch the disk and run models); an async caller runs them on
+//! a blocking pool, except [`Api::get`], which answers from a snapshot.
+
+use tokio::sync::broadcast;
+
+use crate::{
+    AnswerView, AskEvent, AskRequest, CollectionView, CreateMemory, Error, EventView, GraphQuery,
+    GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView, ListQuery, MAX_LIST_PAGE,
+    MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
+};
+
+/// A gauge the node reports on `/metrics`.
+#[derive(Debug, Clone)]
+pub struct Gauge {
+    /// Its name, e.g. `mnemon_memories`.
+    pub name: &'static str,
+    /// What it measures.
+    pub help: &'static str,
+    /// Labels and values.
+    pub values: Vec<(Vec<(&'static str, String)>, f64)>,
+}
+
+/// Everything an interface (HTTP, UI, CLI, MCP) can ask of a node.
+pub trait Api: Send + Sync + 'static {
+    /// Stores a new memory.
+    fn create(&self, new: CreateMemory) -> Result<MemoryView, Error>;
+    /// One memory. The router calls it on an async worker, not the blocking pool: a
+    /// node it serves must answer from a snapshot, never waiting for a writer.
+    fn get(&self, id: &str) -> Result<MemoryView, Error>;
+    /// Memories linking to `id`.
+    fn backlinks(&self, id: &str) -> Result<Vec<MemoryView>, Error>;
+    /// The graph of links around a memory (or of every linked memory).
+    fn graph(&self, query: &GraphQuery) -> Result<GraphView, Error>;
+    /// Answers a question from the memories with a chat model, telling `on_event` the
+    /// sources and each piece of text as it comes.
+    fn ask(
+        &self,
+        request: &AskRequest,
+        on_event: &mut dyn FnMut(AskEvent),
+    ) -> Result<AnswerView, Error>;
+    /// A page of memories, most recently changed first.
+    fn list(&self, query: &ListQuery) -> Result<Page<MemoryView>, Error>;
+    /// Every memory `query` matches (its offset and limit ignored), page by page.
+    fn list_all(&self, query: &ListQuery) -> Result<Vec<MemoryView>, Error> {
+        let mut all = Vec::new();
+        let mut query = ListQuery {
+            offset: Some(0),
+            limit: Some(MAX_LIST_PAGE),
+            ..query.clone()
+        };
+        loop {
+            let page = self.list(&query)?;
+            all.extend(page.items);
+            match page.next_offset {
+                Some(next) => query.offset = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+    /// Changes a memory.
+    fn update(&self, id: &str, patch: PatchMemory) -> Result<MemoryView, Error>;
+    /// Marks a task done (earning its points). A memory that is not a task is refused by
+    /// name: finishing is for tasks, and a note becomes a task only when asked to (a
+    /// patch with task fields). The CLI, the UI and MCP all finish tasks through this.
+    fn complete_task(&self, id: &str) -> Result<MemoryView, Error> {
+        let current = self.get(id)?;
+        if current.task.is_none() {
+            return Err(Error::invalid(format!(
+                "{id} is a {}, not a task",
+                current.kind
+            )));
+        }
+        self.update(id, PatchMemory::task_done())
+    }
+    /// Deletes a memory for good.
+    fn delete(&self, id: &str) -> Result<(), Error>;
+    /// Searches.
+    fn search(&self, query: &SearchQuery) -> Result<Vec<HitView>, Error>;
+    /// Every collection.
+    fn collections(&self) -> Result<Vec<CollectionView>, Error>;
+    /// Makes a collection.
+    fn create_collection(&self, name: &str) -> Result<CollectionView, Error>;
+    /// The members of a collection (its owner not counted).
+    fn members(&self, collection: &str) -> Result<Vec<MemberView>, Error>;
+    /// Shares a collection this node owns with a DID.
+    fn share(&self, collection: &str, request: ShareRequest) -> Result<MemberView, Error>;
+    /// Takes a DID's access to a collection this node owns away.
+    fn unshare(&self, collection: &str, did: &str) -> Result<(), Error>;
+    /// Makes a single-use invite ticket to a collection this node owns.
+    fn invite(&self, collection: &str, request: InviteRequest) -> Result<InviteView, Error>;
+    /// Keeps a ticket and dials its owner to redeem it.
+    fn join(&self, request: JoinRequest) -> Result<JoinView, Error>;
+    /// The peers federation knows (empty when it is off).
+    fn peers(&self) -> Result<Vec<PeerView>, Error>;
+    /// The node's status (identity, counts, indexes), as JSON.
+    fn status(&self) -> Result<serde_json::Value, Error>;
+    /// Memory changes as they happen.
+    fn events(&self) -> broadcast::Receiver<EventView>;
+    /// Whether the store is open and the indexes loaded.
+    fn ready(&self) -> bool;
+    /// Gauges for `/metrics`.
+    fn gauges(&self) -> Vec<Gauge>;
+}

@@ -1,0 +1,436 @@
+//! Memories: how they are shown, made, changed and listed, and tasks.
+
+use std::collections::HashMap;
+
+use mnemon_crdt::{CollectionId, Memory, Task, Timestamp};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// A memory as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct MemoryView {
+    /// Its id (a ULID).
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// Its body (Markdown).
+    pub content: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Its kind: note, task, fact, conversation, …
+    pub kind: String,
+    /// Its importance, 0 to 1.
+    pub importance: f64,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// When it last changed (RFC 3339).
+    pub updated_at: String,
+    /// The DID of its author.
+    pub author: String,
+    /// The id of its collection.
+    pub collection: String,
+    /// The collection's name.
+    pub collection_name: Option<String>,
+    /// Where it came from.
+    pub source: Option<SourceView>,
+    /// Its links to other memories.
+    pub links: Vec<LinkView>,
+    /// Task fields, for tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskView>,
+    /// After a write: the store's change-log position of this write. Pass it as `after`
+    /// to a search to see the write in its results (read-your-writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+/// Whether a task is still to be done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Still to be done (the default).
+    #[default]
+    Open,
+    /// Finished: its points are earned.
+    Done,
+}
+
+impl TaskStatus {
+    /// Its name in requests and in the stored document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Open => "open",
+            TaskStatus::Done => "done",
+        }
+    }
+}
+
+impl std::fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+deserialize_from_str!(TaskStatus);
+
+impl std::str::FromStr for TaskStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<TaskStatus, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "open" => Ok(TaskStatus::Open),
+            "done" => Ok(TaskStatus::Done),
+            _ => Err(format!(
+                "status must be open or done, not {:?}",
+                s.chars().take(40).collect::<String>()
+            )),
+        }
+    }
+}
+
+/// The task fields of a memory of kind `task`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct TaskView {
+    /// `open` or `done` (a status this version does not know, written by a peer, reads
+    /// as `open`: only `done` earns points).
+    pub status: TaskStatus,
+    /// Higher is more urgent.
+    pub priority: i64,
+    /// When it is due (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<String>,
+    /// 1 (trivial) to 5 (hard).
+    pub difficulty: u8,
+    /// The experience points finishing it is worth.
+    pub xp: u32,
+}
+
+impl From<&Task> for TaskView {
+    fn from(task: &Task) -> TaskView {
+        TaskView {
+            status: if task.is_done() {
+                TaskStatus::Done
+            } else {
+                TaskStatus::Open
+            },
+            priority: task.priority,
+            due: task.due.map(|d| d.to_string()),
+            difficulty: task.difficulty,
+            xp: task.xp,
+        }
+    }
+}
+
+/// Splits tasks into open and done: open ones by due date (none last), then priority
+/// (high first), then age; done ones most recently finished first. Memories that are not
+/// tasks are dropped.
+pub fn sort_tasks(tasks: Vec<MemoryView>) -> (Vec<MemoryView>, Vec<MemoryView>) {
+    let (mut done, mut open): (Vec<_>, Vec<_>) = tasks
+        .into_iter()
+        .filter(|m| m.task.is_some())
+        .partition(|m| {
+            m.task
+                .as_ref()
+                .is_some_and(|t| t.status == TaskStatus::Done)
+        });
+    let due = |m: &MemoryView| m.task.as_ref().and_then(|t| t.due.clone());
+    let priority = |m: &MemoryView| m.task.as_ref().map_or(0, |t| t.priority);
+    open.sort_by(|a, b| {
+        let by_due = match (due(a), due(b)) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        };
+        by_due
+            .then(priority(b).cmp(&priority(a)))
+            .then(a.created_at.cmp(&b.created_at))
+    });
+    done.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+    (open, done)
+}
+
+/// The experience points of the done tasks among `tasks`.
+pub fn xp_earned(tasks: &[MemoryView]) -> u64 {
+    tasks
+        .iter()
+        .filter_map(|m| m.task.as_ref())
+        .filter(|t| t.status == TaskStatus::Done)
+        .map(|t| u64::from(t.xp))
+        .sum()
+}
+
+/// Task fields to set; those left out keep their value (or the default for a new task:
+/// `open`, priority 0, difficulty 1, 10 points per difficulty level).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskFields {
+    /// `open` or `done`.
+    #[serde(default)]
+    pub status: Option<TaskStatus>,
+    /// Higher is more urgent.
+    #[serde(default)]
+    pub priority: Option<i64>,
+    /// When it is due: a date (`2026-12-01`) or an RFC 3339 time; `""` clears it.
+    #[serde(default)]
+    pub due: Option<String>,
+    /// 1 (trivial) to 5 (hard).
+    #[serde(default)]
+    pub difficulty: Option<u8>,
+    /// The experience points finishing it is worth.
+    #[serde(default)]
+    pub xp: Option<u32>,
+}
+
+impl TaskFields {
+    /// `base` with these fields applied; a time that cannot be read is named.
+    pub fn apply(&self, base: &Task) -> Result<Task, String> {
+        let mut task = base.clone();
+        if let Some(status) = self.status {
+            task.status = status.as_str().to_owned();
+        }
+        if let Some(priority) = self.priority {
+            task.priority = priority;
+        }
+        if let Some(due) = &self.due {
+            task.due = if due.trim().is_empty() {
+                None
+            } else {
+                Some(due.parse::<Timestamp>().map_err(|e| format!("due: {e}"))?)
+            };
+        }
+        if let Some(difficulty) = self.difficulty {
+            task.difficulty = difficulty;
+            // Points follow the difficulty unless they were set apart from it.
+            if self.xp.is_none() && base.xp == Task::default_xp(base.difficulty) {
+                task.xp = Task::default_xp(difficulty);
+            }
+        }
+        if let Some(xp) = self.xp {
+            task.xp = xp;
+        }
+        Ok(task)
+    }
+}
+
+/// Where a memory came from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct SourceView {
+    /// What kind of source.
+    pub kind: String,
+    /// Its address, if any.
+    pub uri: Option<String>,
+}
+
+/// A link from one memory to another.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkView {
+    /// The memory linked to.
+    pub target: String,
+    /// The relation's name, e.g. `related`.
+    #[serde(default = "related")]
+    pub relation: String,
+}
+
+fn related() -> String {
+    "related".to_owned()
+}
+
+impl MemoryView {
+    /// The view of `memory`, with collection names from `names`.
+    pub fn new(memory: &Memory, names: &HashMap<CollectionId, String>) -> MemoryView {
+        MemoryView {
+            id: memory.id.to_string(),
+            title: memory.title.clone(),
+            content: memory.content.clone(),
+            tags: memory.tags.iter().cloned().collect(),
+            kind: memory.kind.clone(),
+            importance: memory.importance,
+            created_at: memory.created_at.to_string(),
+            updated_at: memory.updated_at.to_string(),
+            author: memory.author.clone(),
+            collection: memory.collection.to_string(),
+            collection_name: names.get(&memory.collection).cloned(),
+            source: memory.source.as_ref().map(|s| SourceView {
+                kind: s.kind.clone(),
+                uri: s.uri.clone(),
+            }),
+            links: memory
+                .links
+                .iter()
+                .map(|(target, relation)| LinkView {
+                    target: target.to_string(),
+                    relation: relation.clone(),
+                })
+                .collect(),
+            task: memory.task.as_ref().map(TaskView::from),
+            seq: None,
+        }
+    }
+}
+
+/// `POST /api/v1/memories`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMemory {
+    /// The title; default: the first line of the content.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// The body; must not be empty.
+    pub content: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Collection id or unique name; default: the node's private collection.
+    #[serde(default)]
+    pub collection: Option<String>,
+    /// Kind; default `note`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Importance from 0 to 1; default 0.5.
+    #[serde(default)]
+    pub importance: Option<f64>,
+    /// Links to other memories.
+    #[serde(default)]
+    pub links: Vec<LinkView>,
+    /// Task fields (the kind becomes `task` unless another is given).
+    #[serde(default)]
+    pub task: Option<TaskFields>,
+    /// Where it came from; default: how it was made (`api`, `cli`, `mcp`, …).
+    #[serde(default)]
+    pub source: Option<SourceView>,
+    /// When it was created, if not now (RFC 3339; for imports).
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// When it last changed, if not now (RFC 3339; for imports).
+    #[serde(default)]
+    pub updated_at: Option<String>,
+}
+
+/// `PATCH /api/v1/memories/{id}`: fields left out are not touched.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchMemory {
+    /// A new title.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// A new body.
+    #[serde(default)]
+    pub content: Option<String>,
+    /// Tags to add.
+    #[serde(default)]
+    pub add_tags: Vec<String>,
+    /// Tags to remove.
+    #[serde(default)]
+    pub remove_tags: Vec<String>,
+    /// A new kind.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// A new importance.
+    #[serde(default)]
+    pub importance: Option<f64>,
+    /// Links to add (or re-label).
+    #[serde(default)]
+    pub add_links: Vec<LinkView>,
+    /// Ids of memories to unlink.
+    #[serde(default)]
+    pub remove_links: Vec<String>,
+    /// Task fields to set (on a memory that is not a task yet, it becomes one).
+    #[serde(default)]
+    pub task: Option<TaskFields>,
+}
+
+/// The largest page `GET /api/v1/memories` gives.
+pub const MAX_LIST_PAGE: usize = 1000;
+
+impl PatchMemory {
+    /// The patch that marks a task done (and so earns its points).
+    pub fn task_done() -> PatchMemory {
+        PatchMemory {
+            task: Some(TaskFields {
+                status: Some(TaskStatus::Done),
+                ..TaskFields::default()
+            }),
+            ..PatchMemory::default()
+        }
+    }
+}
+
+/// `GET /api/v1/memories` query.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only this collection (id or name).
+    pub collection: Option<String>,
+    /// Only this tag.
+    pub tag: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only memories with this title (trimmed, in any case): how a name becomes an id.
+    pub title: Option<String>,
+    /// Skip this many.
+    pub offset: Option<usize>,
+    /// At most this many (default 50, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// A page of a list.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// How many items match in all.
+    pub total: usize,
+    /// The offset of the next page, if there is one.
+    pub next_offset: Option<usize>,
+}
+
+/// The answer to a create: the new id, and the write's change-log position.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Created {
+    /// The new id.
+    pub id: String,
+    /// The write's position in the store's change log: pass it as a search's `after` to
+    /// see the new memory in the results (read-your-writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+/// A change to a memory, as `/api/v1/events` streams it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct EventView {
+    /// The change-log position.
+    pub seq: u64,
+    /// The memory.
+    pub id: String,
+    /// Its collection.
+    pub collection: String,
+    /// What happened to it.
+    pub kind: EventKind,
+}
+
+/// What happened to a memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// It was made.
+    Created,
+    /// It changed.
+    Updated,
+    /// It was deleted.
+    Deleted,
+}
+
+impl EventKind {
+    /// Its name (`created`, `updated`, `deleted`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Updated => "updated",
+            EventKind::Deleted => "deleted",
+        }
+    }
+}

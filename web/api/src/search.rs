@@ -1,0 +1,143 @@
+//! Search by meaning and by words, and questions answered from the memories.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// `GET /api/v1/search` query.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    /// The query text.
+    pub q: String,
+    /// How many hits (default 10, 1 to 1000).
+    pub k: Option<usize>,
+    /// `hybrid` (default), `semantic` (also called `vector`) or `keyword`.
+    pub mode: Option<SearchMode>,
+    /// Only this collection (id or name).
+    pub collection: Option<String>,
+    /// Only this tag.
+    pub tag: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only memories created at or after this time (milliseconds since the epoch).
+    pub since: Option<i64>,
+    /// Only memories created before this time (milliseconds since the epoch).
+    pub until: Option<i64>,
+    /// Minimum importance.
+    pub min_importance: Option<f64>,
+    /// Wait (up to a few seconds) until the index reflects this change-log position, the
+    /// `seq` a write answered with; 503 if it does not get there in time.
+    pub after: Option<u64>,
+}
+
+/// How a search ranks memories. One set of names for the API, the UI, the CLI and MCP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    /// By meaning and by words, fused (the default).
+    #[default]
+    Hybrid,
+    /// By meaning alone (the vector index); `vector` is accepted as another name.
+    Semantic,
+    /// By words alone (the keyword index).
+    Keyword,
+}
+
+impl SearchMode {
+    /// Its name in requests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchMode::Hybrid => "hybrid",
+            SearchMode::Semantic => "semantic",
+            SearchMode::Keyword => "keyword",
+        }
+    }
+}
+
+impl std::fmt::Display for SearchMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+deserialize_from_str!(SearchMode);
+
+impl std::str::FromStr for SearchMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<SearchMode, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "hybrid" => Ok(SearchMode::Hybrid),
+            "semantic" | "vector" => Ok(SearchMode::Semantic),
+            "keyword" => Ok(SearchMode::Keyword),
+            _ => Err(format!(
+                "mode must be hybrid, semantic or keyword, not {:?}",
+                s.chars().take(40).collect::<String>()
+            )),
+        }
+    }
+}
+
+/// One search hit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct HitView {
+    /// The memory's id.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// The score; higher is better.
+    pub score: f32,
+    /// A passage with the matching words wrapped in `**`.
+    pub snippet: String,
+    /// The chunk of the text that matched.
+    pub chunk: u32,
+}
+
+/// `POST /api/v1/ask`: a question answered from the memories by a chat model.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AskRequest {
+    /// The question.
+    pub question: String,
+    /// How many memories to give the model (default 6, 1 to 20).
+    #[serde(default)]
+    pub k: Option<usize>,
+    /// Only memories of this collection (id or name).
+    #[serde(default)]
+    pub collection: Option<String>,
+}
+
+/// A memory given to the model, numbered as the answer cites it (`[1]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct CitationView {
+    /// The number the answer cites it by.
+    pub n: usize,
+    /// The memory's id.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+}
+
+/// A finished answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct AnswerView {
+    /// The answer's text, with citations such as `[1]`.
+    pub answer: String,
+    /// The memories the model was given.
+    pub sources: Vec<CitationView>,
+    /// The numbers of the sources the answer cites.
+    pub cited: Vec<usize>,
+    /// The chat model that answered.
+    pub model: String,
+}
+
+/// What an answer streams, in order: the sources once, then pieces of text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AskEvent {
+    /// The memories given to the model (sent when the model starts answering).
+    Sources(Vec<CitationView>),
+    /// The next piece of the answer.
+    Delta(String),
+}

@@ -1,0 +1,256 @@
+//! Collections, who they are shared with, invites, and the peers they sync with.
+
+use mnemon_crdt::Collection;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A collection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct CollectionView {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// The DID of its owner.
+    pub owner: String,
+    /// When it was made.
+    pub created_at: String,
+    /// Whether it is the node's private default collection.
+    pub default: bool,
+    /// How many memories it holds.
+    pub memories: u64,
+}
+
+impl From<&Collection> for CollectionView {
+    fn from(c: &Collection) -> CollectionView {
+        CollectionView {
+            id: c.id.to_string(),
+            name: c.name.clone(),
+            owner: c.owner.to_string(),
+            created_at: c.created_at.to_string(),
+            default: c.is_default,
+            memories: c.memories,
+        }
+    }
+}
+
+/// `POST /api/v1/collections`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCollection {
+    /// Its name.
+    pub name: String,
+}
+
+/// A member of a collection.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct MemberView {
+    /// The member's DID.
+    pub did: String,
+    /// What the member may do.
+    pub role: Role,
+    /// How this collection stands with the member's node, if this node has met it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncView>,
+}
+
+/// How a shared collection stands with one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SyncView {
+    /// The collection's id.
+    pub collection: String,
+    /// Where it stands.
+    pub state: SyncState,
+    /// Why: the refusal, how many memories differ, or why the session ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The last thing from the peer refused about this collection in this session (it
+    /// stays after the state is back to `in_sync`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refused: Option<String>,
+}
+
+/// `POST /api/v1/collections/{id}/members`: share the collection with a DID.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShareRequest {
+    /// The DID to share with (`did:key:z6Mk…`).
+    pub did: String,
+    /// `read` or `write`.
+    pub role: Role,
+}
+
+/// `POST /api/v1/collections/{id}/invites`: make a single-use invite ticket.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InviteRequest {
+    /// `read` (default) or `write`.
+    #[serde(default)]
+    pub role: Option<Role>,
+    /// Seconds until the ticket expires (default 7 days, at most 365 days).
+    #[serde(default)]
+    pub expires_in_secs: Option<u64>,
+}
+
+/// A new invite.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InviteView {
+    /// The ticket to give the invitee (`mnemon1…`): whoever holds it can join once.
+    pub ticket: String,
+    /// The collection's id.
+    pub collection: String,
+    /// The role it grants.
+    pub role: Role,
+    /// When it expires (Unix ms).
+    pub expires_at: i64,
+    /// How many addresses it carries (0: the node is not serving; the invitee must then
+    /// be given an address, or meet this node on the LAN).
+    pub addresses: usize,
+}
+
+/// `POST /api/v1/join`: redeem a ticket.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// The ticket (`mnemon1…`).
+    pub ticket: String,
+}
+
+/// A join in progress.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JoinView {
+    /// The collection's id.
+    pub collection: String,
+    /// The owner's DID.
+    pub owner: String,
+    /// The role the ticket grants.
+    pub role: Role,
+    /// How many of the ticket's addresses are being dialed now (0 when not serving: the
+    /// next `mnemon serve` dials them).
+    pub dialing: usize,
+}
+
+/// A peer node, as federation knows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct PeerView {
+    /// Its DID.
+    pub did: String,
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// Addresses it was seen at.
+    pub addresses: Vec<String>,
+    /// Whether a connection is open now.
+    pub connected: bool,
+    /// Collections synced with it in the current session.
+    pub collections: Vec<String>,
+    /// How each collection shared with it stands.
+    #[serde(default)]
+    pub sync: Vec<SyncView>,
+    /// When something last arrived from it (Unix ms).
+    pub last_sync: Option<u64>,
+    /// The last refusal or the reason the last session ended.
+    pub last_error: Option<String>,
+}
+
+/// What a member of a collection may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, ToSchema, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Receive the collection's memories (the default for invites).
+    #[default]
+    Read,
+    /// Receive them and change them (add, edit, delete).
+    Write,
+}
+
+impl Role {
+    /// Its name in requests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+deserialize_from_str!(Role);
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "read" => Ok(Role::Read),
+            "write" => Ok(Role::Write),
+            _ => Err(format!(
+                "role must be read or write, not {:?}",
+                s.chars().take(40).collect::<String>()
+            )),
+        }
+    }
+}
+
+impl From<mnemon_crdt::Role> for Role {
+    fn from(role: mnemon_crdt::Role) -> Role {
+        match role {
+            mnemon_crdt::Role::Read => Role::Read,
+            mnemon_crdt::Role::Write => Role::Write,
+        }
+    }
+}
+
+impl From<Role> for mnemon_crdt::Role {
+    fn from(role: Role) -> mnemon_crdt::Role {
+        match role {
+            Role::Read => mnemon_crdt::Role::Read,
+            Role::Write => mnemon_crdt::Role::Write,
+        }
+    }
+}
+
+/// How a shared collection stands with one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncState {
+    /// Both sides hold the same memories.
+    InSync,
+    /// Differences are being exchanged, or not compared yet.
+    Behind,
+    /// Something from the peer was refused.
+    Error,
+    /// No session with the peer now.
+    Offline,
+}
+
+impl SyncState {
+    /// Its name in answers (`in_sync`, `behind`, `error`, `offline`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncState::InSync => "in_sync",
+            SyncState::Behind => "behind",
+            SyncState::Error => "error",
+            SyncState::Offline => "offline",
+        }
+    }
+
+    /// Its name for people (`in sync`, …).
+    pub fn label(self) -> &'static str {
+        match self {
+            SyncState::InSync => "in sync",
+            other => other.as_str(),
+        }
+    }
+}
+
+impl std::fmt::Display for SyncState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
