@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use mnemon_api::{
-    Api, CreateMemory, HitView, ListQuery, PatchMemory, Role, SearchMode, SearchQuery, TaskFields,
-    TaskStatus,
+    Api, CreateMemory, HitView, ListQuery, PatchMemory, Role, SearchMode, SearchQuery, TaskBoard,
+    TaskFields, TaskStatus,
 };
 use mnemon_crdt::{MemoryId, Store, normalize_tag};
 
@@ -675,7 +675,7 @@ pub fn run() -> Result<ExitCode> {
         }
         Command::Mcp => {
             let node = Node::open(&data_dir, &passphrase)?;
-            crate::mcp::serve_stdio(node.into_backend())?;
+            mnemon_mcp::serve_stdio(node.into_backend())?;
         }
         Command::Peers { json } => {
             let node = Node::open(&data_dir, &passphrase)?;
@@ -1214,11 +1214,11 @@ fn task(api: &dyn Api, command: TaskCommand, out: &mut impl Write) -> Result<()>
                 kind: Some("task".to_owned()),
                 ..ListQuery::default()
             })?;
-            let board = output::TaskBoard::new(tasks);
+            let board = TaskBoard::new(tasks);
             if json {
-                writeln!(out, "{}", output::json(&board.for_json(all)))?;
+                writeln!(out, "{}", output::json(&board.list(all)))?;
             } else {
-                board.print(out, all)?;
+                output::print_tasks(&board, out, all)?;
             }
         }
         TaskCommand::Done { id, json } => {

@@ -9,7 +9,6 @@ pub mod config;
 mod data_dir;
 pub mod graph;
 pub mod import;
-pub mod mcp;
 pub mod model;
 mod output;
 pub mod remote;

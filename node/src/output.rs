@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use mnemon_api::{CollectionView, HitView, MemoryView, SyncView, TaskStatus};
+use mnemon_api::{CollectionView, HitView, MemoryView, SyncView, TaskBoard, TaskStatus};
 use serde_json::Value;
 
 /// A collection's sync state with a peer, for people: `in sync`, `behind (why)`, ….
@@ -96,73 +96,46 @@ pub(crate) fn print_hits(out: &mut impl Write, hits: &[HitView]) -> std::io::Res
     Ok(())
 }
 
-/// Tasks for `mnemon task list`: open ones by due date (none last), then priority (high
-/// first); done ones after; and the points earned.
-#[derive(Debug)]
-pub(crate) struct TaskBoard {
-    open: Vec<MemoryView>,
-    done: Vec<MemoryView>,
-}
-
-impl TaskBoard {
-    pub(crate) fn new(tasks: Vec<MemoryView>) -> TaskBoard {
-        let (open, done) = mnemon_api::sort_tasks(tasks);
-        TaskBoard { open, done }
-    }
-
-    /// Points of the done tasks.
-    pub(crate) fn earned(&self) -> u64 {
-        mnemon_api::xp_earned(&self.done)
-    }
-
-    pub(crate) fn for_json(&self, all: bool) -> Value {
-        let mut tasks: Vec<&MemoryView> = self.open.iter().collect();
-        if all {
-            tasks.extend(&self.done);
-        }
-        serde_json::json!({
-            "tasks": tasks,
-            "open": self.open.len(),
-            "done": self.done.len(),
-            "xp_earned": self.earned(),
-        })
-    }
-
-    pub(crate) fn print(&self, out: &mut impl Write, all: bool) -> std::io::Result<()> {
-        let line = |out: &mut dyn Write, m: &MemoryView| -> std::io::Result<()> {
-            let Some(t) = &m.task else { return Ok(()) };
-            let mark = if t.status == TaskStatus::Done {
-                "x"
-            } else {
-                " "
-            };
-            let due = t
-                .due
-                .as_deref()
-                .map(|d| format!("  due {}", d.get(..10).unwrap_or(d)))
-                .unwrap_or_default();
-            writeln!(
-                out,
-                "[{mark}] {}  {}  p{} d{} {}xp{due}",
-                m.id, m.title, t.priority, t.difficulty, t.xp
-            )
+/// Prints a to-do list for people: `[x] ID  title  p1 d2 20xp  due 2026-12-01`, then the
+/// counts and the points earned.
+pub(crate) fn print_tasks(
+    board: &TaskBoard,
+    out: &mut impl Write,
+    all: bool,
+) -> std::io::Result<()> {
+    let line = |out: &mut dyn Write, m: &MemoryView| -> std::io::Result<()> {
+        let Some(t) = &m.task else { return Ok(()) };
+        let mark = if t.status == TaskStatus::Done {
+            "x"
+        } else {
+            " "
         };
-        for m in &self.open {
-            line(out, m)?;
-        }
-        if all {
-            for m in &self.done {
-                line(out, m)?;
-            }
-        }
+        let due = t
+            .due
+            .as_deref()
+            .map(|d| format!("  due {}", d.get(..10).unwrap_or(d)))
+            .unwrap_or_default();
         writeln!(
             out,
-            "{} open, {} done, {} xp earned",
-            self.open.len(),
-            self.done.len(),
-            self.earned()
+            "[{mark}] {}  {}  p{} d{} {}xp{due}",
+            m.id, m.title, t.priority, t.difficulty, t.xp
         )
+    };
+    for m in &board.open {
+        line(out, m)?;
     }
+    if all {
+        for m in &board.done {
+            line(out, m)?;
+        }
+    }
+    writeln!(
+        out,
+        "{} open, {} done, {} xp earned",
+        board.open.len(),
+        board.done.len(),
+        board.xp_earned()
+    )
 }
 
 /// The sources after a streamed answer: the cited ones marked.

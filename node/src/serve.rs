@@ -148,7 +148,7 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
         let (app, ui) = mnemon_web::router_with(
             service.clone() as Arc<dyn Api>,
             &config,
-            crate::mcp::http_router(service.clone() as Arc<dyn Api>, mcp_cancel.clone()),
+            mnemon_mcp::http_router(service.clone() as Arc<dyn Api>, mcp_cancel.clone()),
         );
         let url = format!("http://{bound}");
         write_private(

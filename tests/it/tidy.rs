@@ -113,10 +113,32 @@ fn sans_io_crates_do_not_depend_on_io_runtimes() {
                 "libp2p",
             ][..],
         ),
+        // The MCP adapter knows the contract and rmcp, nothing of the node.
+        (
+            "web/mcp",
+            &[
+                "mnemon-node",
+                "mnemon-web",
+                "mnemon-crdt",
+                "mnemon-search",
+                "mnemon-net",
+                "redb",
+                "tantivy",
+                "libp2p",
+            ][..],
+        ),
         // The interfaces know neither storage nor networking nor models: only `Api`.
         (
             "web",
-            &["redb", "tantivy", "libp2p", "quinn", "candle", "automerge"][..],
+            &[
+                "redb",
+                "tantivy",
+                "libp2p",
+                "quinn",
+                "candle",
+                "automerge",
+                "rmcp",
+            ][..],
         ),
     ] {
         let manifest =
@@ -215,6 +237,7 @@ fn no_crate_has_a_cycle_among_its_modules() {
         "crdt/src",
         "protocol/src",
         "web/api/src",
+        "web/mcp/src",
         "web/src",
         "node/src",
         "node/search/src",

@@ -1,10 +1,11 @@
 //! The graph of links between memories.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 /// `GET /api/v1/graph` query.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams, JsonSchema)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct GraphQuery {
@@ -20,7 +21,7 @@ pub struct GraphQuery {
 }
 
 /// Memories and the links between them.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
 pub struct GraphView {
     /// The memories, the center first, then by distance from it.
     pub nodes: Vec<GraphNode>,
@@ -31,7 +32,7 @@ pub struct GraphView {
 }
 
 /// A memory in a graph.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
 pub struct GraphNode {
     /// Its id.
     pub id: String,
@@ -47,7 +48,7 @@ pub struct GraphNode {
 }
 
 /// A link in a graph.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
 pub struct GraphEdge {
     /// The memory that links.
     pub source: String,

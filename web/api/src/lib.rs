@@ -33,7 +33,7 @@ pub use error::{Error, ErrorKind};
 pub use graph::{GraphEdge, GraphNode, GraphQuery, GraphView};
 pub use memory::{
     CreateMemory, Created, EventKind, EventView, LinkView, ListQuery, MAX_LIST_PAGE, MemoryView,
-    Page, PatchMemory, SourceView, TaskFields, TaskStatus, TaskView, sort_tasks, xp_earned,
+    Page, PatchMemory, SourceView, TaskBoard, TaskFields, TaskList, TaskStatus, TaskView,
 };
 pub use search::{
     AnswerView, AskEvent, AskRequest, CitationView, HitView, SearchMode, SearchQuery,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 /// A memory as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
 pub struct MemoryView {
     /// Its id (a ULID).
     pub id: String,
@@ -90,7 +90,7 @@ impl std::str::FromStr for TaskStatus {
 }
 
 /// The task fields of a memory of kind `task`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
 pub struct TaskView {
     /// `open` or `done` (a status this version does not know, written by a peer, reads
     /// as `open`: only `done` earns points).
@@ -122,48 +122,85 @@ impl From<&Task> for TaskView {
     }
 }
 
-/// Splits tasks into open and done: open ones by due date (none last), then priority
-/// (high first), then age; done ones most recently finished first. Memories that are not
-/// tasks are dropped.
-pub fn sort_tasks(tasks: Vec<MemoryView>) -> (Vec<MemoryView>, Vec<MemoryView>) {
-    let (mut done, mut open): (Vec<_>, Vec<_>) = tasks
-        .into_iter()
-        .filter(|m| m.task.is_some())
-        .partition(|m| {
+/// The to-do list: open tasks in the order to do them, done ones, and the points earned.
+/// The CLI, the web UI and MCP all show tasks through it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskBoard {
+    /// Open tasks: by due date (none last), then priority (high first), then age.
+    pub open: Vec<MemoryView>,
+    /// Done tasks, most recently finished first.
+    pub done: Vec<MemoryView>,
+}
+
+impl TaskBoard {
+    /// The board of the tasks among `memories` (the others are dropped).
+    pub fn new(memories: Vec<MemoryView>) -> TaskBoard {
+        let is_done = |m: &MemoryView| {
             m.task
                 .as_ref()
                 .is_some_and(|t| t.status == TaskStatus::Done)
-        });
-    let due = |m: &MemoryView| m.task.as_ref().and_then(|t| t.due.clone());
-    let priority = |m: &MemoryView| m.task.as_ref().map_or(0, |t| t.priority);
-    open.sort_by(|a, b| {
-        let by_due = match (due(a), due(b)) {
-            (Some(x), Some(y)) => x.cmp(&y),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => std::cmp::Ordering::Equal,
         };
-        by_due
-            .then(priority(b).cmp(&priority(a)))
-            .then(a.created_at.cmp(&b.created_at))
-    });
-    done.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
-    (open, done)
+        let (mut done, mut open): (Vec<_>, Vec<_>) = memories
+            .into_iter()
+            .filter(|m| m.task.is_some())
+            .partition(is_done);
+        let due = |m: &MemoryView| m.task.as_ref().and_then(|t| t.due.clone());
+        let priority = |m: &MemoryView| m.task.as_ref().map_or(0, |t| t.priority);
+        open.sort_by(|a, b| {
+            let by_due = match (due(a), due(b)) {
+                (Some(x), Some(y)) => x.cmp(&y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            };
+            by_due
+                .then(priority(b).cmp(&priority(a)))
+                .then(a.created_at.cmp(&b.created_at))
+        });
+        done.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+        TaskBoard { open, done }
+    }
+
+    /// The points the done tasks earned.
+    pub fn xp_earned(&self) -> u64 {
+        self.done
+            .iter()
+            .filter_map(|m| m.task.as_ref())
+            .map(|t| u64::from(t.xp))
+            .sum()
+    }
+
+    /// The list to show: the open tasks, and the done ones too if `all`.
+    pub fn list(&self, all: bool) -> TaskList {
+        let mut tasks = self.open.clone();
+        if all {
+            tasks.extend(self.done.iter().cloned());
+        }
+        TaskList {
+            tasks,
+            open: self.open.len(),
+            done: self.done.len(),
+            xp_earned: self.xp_earned(),
+        }
+    }
 }
 
-/// The experience points of the done tasks among `tasks`.
-pub fn xp_earned(tasks: &[MemoryView]) -> u64 {
-    tasks
-        .iter()
-        .filter_map(|m| m.task.as_ref())
-        .filter(|t| t.status == TaskStatus::Done)
-        .map(|t| u64::from(t.xp))
-        .sum()
+/// A to-do list as `mnemon task list --json` and MCP's `list_tasks` answer it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
+pub struct TaskList {
+    /// The tasks shown: open ones in the order to do them (then done ones, if asked).
+    pub tasks: Vec<MemoryView>,
+    /// How many are open.
+    pub open: usize,
+    /// How many are done.
+    pub done: usize,
+    /// The points the done tasks earned.
+    pub xp_earned: u64,
 }
 
 /// Task fields to set; those left out keep their value (or the default for a new task:
 /// `open`, priority 0, difficulty 1, 10 points per difficulty level).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskFields {
     /// `open` or `done`.
@@ -215,7 +252,7 @@ impl TaskFields {
 }
 
 /// Where a memory came from.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
 pub struct SourceView {
     /// What kind of source.
     pub kind: String,
@@ -224,7 +261,7 @@ pub struct SourceView {
 }
 
 /// A link from one memory to another.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkView {
     /// The memory linked to.
@@ -272,7 +309,7 @@ impl MemoryView {
 }
 
 /// `POST /api/v1/memories`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMemory {
     /// The title; default: the first line of the content.
@@ -310,7 +347,7 @@ pub struct CreateMemory {
 }
 
 /// `PATCH /api/v1/memories/{id}`: fields left out are not touched.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchMemory {
     /// A new title.
@@ -359,7 +396,7 @@ impl PatchMemory {
 }
 
 /// `GET /api/v1/memories` query.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams, JsonSchema)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
@@ -378,7 +415,7 @@ pub struct ListQuery {
 }
 
 /// A page of a list.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct Page<T> {
     /// The items.
     pub items: Vec<T>,
@@ -389,7 +426,7 @@ pub struct Page<T> {
 }
 
 /// The answer to a create: the new id, and the write's change-log position.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct Created {
     /// The new id.
     pub id: String,
@@ -400,7 +437,7 @@ pub struct Created {
 }
 
 /// A change to a memory, as `/api/v1/events` streams it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
 pub struct EventView {
     /// The change-log position.
     pub seq: u64,
@@ -413,7 +450,7 @@ pub struct EventView {
 }
 
 /// What happened to a memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
     /// It was made.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 /// `GET /api/v1/search` query.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams, JsonSchema)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchQuery {
@@ -81,7 +81,7 @@ impl std::str::FromStr for SearchMode {
 }
 
 /// One search hit.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
 pub struct HitView {
     /// The memory's id.
     pub id: String,
@@ -96,7 +96,7 @@ pub struct HitView {
 }
 
 /// `POST /api/v1/ask`: a question answered from the memories by a chat model.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AskRequest {
     /// The question.
@@ -110,7 +110,7 @@ pub struct AskRequest {
 }
 
 /// A memory given to the model, numbered as the answer cites it (`[1]`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
 pub struct CitationView {
     /// The number the answer cites it by.
     pub n: usize,
@@ -121,7 +121,7 @@ pub struct CitationView {
 }
 
 /// A finished answer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
 pub struct AnswerView {
     /// The answer's text, with citations such as `[1]`.
     pub answer: String,

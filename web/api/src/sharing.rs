@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// A collection.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
 pub struct CollectionView {
     /// Its id.
     pub id: String,
@@ -36,7 +36,7 @@ impl From<&Collection> for CollectionView {
 }
 
 /// `POST /api/v1/collections`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCollection {
     /// Its name.
@@ -44,7 +44,7 @@ pub struct CreateCollection {
 }
 
 /// A member of a collection.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, JsonSchema, PartialEq, Eq)]
 pub struct MemberView {
     /// The member's DID.
     pub did: String,
@@ -56,7 +56,7 @@ pub struct MemberView {
 }
 
 /// How a shared collection stands with one peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct SyncView {
     /// The collection's id.
     pub collection: String,
@@ -72,7 +72,7 @@ pub struct SyncView {
 }
 
 /// `POST /api/v1/collections/{id}/members`: share the collection with a DID.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShareRequest {
     /// The DID to share with (`did:key:z6Mk…`).
@@ -82,7 +82,7 @@ pub struct ShareRequest {
 }
 
 /// `POST /api/v1/collections/{id}/invites`: make a single-use invite ticket.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InviteRequest {
     /// `read` (default) or `write`.
@@ -94,7 +94,7 @@ pub struct InviteRequest {
 }
 
 /// A new invite.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct InviteView {
     /// The ticket to give the invitee (`mnemon1…`): whoever holds it can join once.
     pub ticket: String,
@@ -110,7 +110,7 @@ pub struct InviteView {
 }
 
 /// `POST /api/v1/join`: redeem a ticket.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinRequest {
     /// The ticket (`mnemon1…`).
@@ -118,7 +118,7 @@ pub struct JoinRequest {
 }
 
 /// A join in progress.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct JoinView {
     /// The collection's id.
     pub collection: String,
@@ -132,7 +132,7 @@ pub struct JoinView {
 }
 
 /// A peer node, as federation knows it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct PeerView {
     /// Its DID.
     pub did: String,

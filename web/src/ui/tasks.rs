@@ -8,7 +8,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::{Nav, UiResult, csrf_ok, layout, non_empty, short_time};
-use mnemon_api::{CreateMemory, ListQuery, TaskFields, TaskStatus, sort_tasks, xp_earned};
+use mnemon_api::{CreateMemory, ListQuery, TaskBoard, TaskFields, TaskStatus};
 
 use crate::state::{AppState, blocking};
 
@@ -22,13 +22,14 @@ pub(super) async fn tasks_page(State(state): State<AppState>) -> UiResult {
     })
     .await?;
     let pending = state.pending_deletes();
-    let (open, done) = sort_tasks(
+    let board = TaskBoard::new(
         tasks
             .into_iter()
             .filter(|m| !pending.contains(&m.id))
             .collect(),
     );
-    let earned = xp_earned(&done);
+    let earned = board.xp_earned();
+    let TaskBoard { open, done } = board;
     let csrf = state.security.csrf().to_owned();
     let content = html! {
         h1 { "Tasks" }

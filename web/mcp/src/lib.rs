@@ -7,11 +7,11 @@
 //! serves it over stdio; `mnemon serve` at `/mcp` (streamable HTTP), behind the API's
 //! token and `Host` checks.
 //!
-//! rmcp's API moves fast: it is used only in this module.
+//! rmcp's API moves fast: it is used only in this crate.
 
 use std::sync::Arc;
 
-use mnemon_api::{Api, Error as ApiError, ErrorKind, SearchMode, TaskStatus};
+use mnemon_api::{Api, Error as ApiError, ErrorKind, SearchMode, TaskBoard, TaskStatus};
 use mnemon_api::{CreateMemory, LinkView, ListQuery, PatchMemory, SearchQuery, TaskFields};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -391,7 +391,7 @@ impl Mcp {
                 })
             })
             .await?;
-        json_result(&crate::output::TaskBoard::new(tasks).for_json(args.all))
+        json_result(&TaskBoard::new(tasks).list(args.all))
     }
 
     #[tool(description = "Mark a task done by its id; returns it, with the points it earned.")]
@@ -489,7 +489,7 @@ pub fn http_router(
 
 /// `mnemon mcp`: serves MCP over stdin and stdout until the client closes them (logs go
 /// to stderr, never to stdout, which carries the protocol).
-pub fn serve_stdio(backend: Arc<dyn Api>) -> anyhow::Result<()> {
+pub fn serve_stdio(backend: Arc<dyn Api>) -> std::io::Result<()> {
     use rmcp::ServiceExt;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -499,11 +499,11 @@ pub fn serve_stdio(backend: Arc<dyn Api>) -> anyhow::Result<()> {
         let running = Mcp::new(backend)
             .serve(rmcp::transport::io::stdio_pipes())
             .await
-            .map_err(|e| anyhow::anyhow!("starting MCP on stdio: {e}"))?;
+            .map_err(|e| std::io::Error::other(format!("starting MCP on stdio: {e}")))?;
         running
             .waiting()
             .await
-            .map_err(|e| anyhow::anyhow!("MCP on stdio: {e}"))?;
-        anyhow::Ok(())
+            .map_err(|e| std::io::Error::other(format!("MCP on stdio: {e}")))?;
+        Ok(())
     })
 }
