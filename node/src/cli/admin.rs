@@ -1,0 +1,243 @@
+//! The node's own commands: init, id, status, token, serve, mcp, compact, reindex and the
+//! embedding model.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use mnemon_crdt::Store;
+
+use super::args::ServeArgs;
+use super::{Ctx, configured_embedder, embed_with_progress, embedder_factory};
+use crate::config::Config;
+use crate::search::SearchIndex;
+use crate::service::Service;
+
+/// `mnemon init`: a new identity (or the one kept), and the API token.
+pub(super) fn init(cx: &Ctx, out: &mut impl Write, seal: bool) -> Result<()> {
+    let (did, created) = cx.data_dir.init(seal, &cx.passphrase)?;
+    // The HTTP API's bearer token (kept if there is one).
+    crate::serve::token(cx.data_dir.root(), false)?;
+    if created {
+        eprintln!("Initialised {}", cx.data_dir.root().display());
+    } else {
+        eprintln!(
+            "{} is already initialised; its identity is kept",
+            cx.data_dir.root().display()
+        );
+    }
+    writeln!(out, "{did}")?;
+    Ok(())
+}
+
+/// `mnemon id`: the node's DID.
+pub(super) fn id(cx: &Ctx, out: &mut impl Write, json: bool) -> Result<()> {
+    let did = cx.data_dir.did()?;
+    if json {
+        writeln!(out, "{}", serde_json::json!({ "did": did.to_string() }))?;
+    } else {
+        writeln!(out, "{did}")?;
+    }
+    Ok(())
+}
+
+/// `mnemon mcp`: MCP over stdio.
+pub(super) fn mcp(cx: &Ctx) -> Result<()> {
+    let node = cx.node()?;
+    mnemon_mcp::serve_stdio(node.into_backend())?;
+    Ok(())
+}
+
+/// `mnemon compact`: vacuums the store and the indexes.
+pub(super) fn compact(cx: &Ctx, out: &mut impl Write) -> Result<()> {
+    let mut store = cx.data_dir.open_store(&cx.passphrase)?;
+    let report = store.vacuum()?;
+    let embedder = configured_embedder(&cx.data_dir)?;
+    let mut index = SearchIndex::open_lagging(&cx.data_dir.index_dir(), embedder, &store)?;
+    index.forget_now(&[])?;
+    writeln!(
+        out,
+        "compacted {}: {} → {} bytes",
+        cx.data_dir.db_path().display(),
+        report.bytes_before,
+        report.bytes_after
+    )?;
+    Ok(())
+}
+
+/// `mnemon status`.
+pub(super) fn status(cx: &Ctx, out: &mut impl Write, json: bool) -> Result<()> {
+    let node = cx.node()?;
+    let mut status = node.api().status()?;
+    status["data_dir"] = cx.data_dir.root().display().to_string().into();
+    status["service"] = node.url().map_or(serde_json::Value::Null, Into::into);
+    if json {
+        writeln!(out, "{status}")?;
+    } else {
+        let model = &status["index"]["models"][0];
+        writeln!(out, "node:      {}", status["did"].as_str().unwrap_or(""))?;
+        writeln!(out, "data:      {}", cx.data_dir.root().display())?;
+        if let Some(url) = node.url() {
+            writeln!(out, "service:   {url}")?;
+        }
+        writeln!(out, "memories:  {}", status["memories"])?;
+        writeln!(
+            out,
+            "vectors:   {}: {} indexed, {} pending",
+            model["model"].as_str().unwrap_or(""),
+            model["indexed"],
+            model["pending"]
+        )?;
+        writeln!(
+            out,
+            "keywords:  {} indexed, {} pending",
+            status["index"]["keyword_indexed"], status["index"]["keyword_pending"]
+        )?;
+    }
+    Ok(())
+}
+
+/// `mnemon reindex`: rebuilds both indexes from the store.
+pub(super) fn reindex(cx: &Ctx, out: &mut impl Write) -> Result<()> {
+    let store = cx.data_dir.open_store(&cx.passphrase)?;
+    let embedder = configured_embedder(&cx.data_dir)?;
+    let dir = cx.data_dir.index_dir();
+    // Start from nothing: the saved indexes may be what is wrong.
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    let mut index = SearchIndex::open_lagging(&dir, embedder, &store)?;
+    embed_with_progress(&mut index, &store)?;
+    let status = index.status(&store)?;
+    writeln!(
+        out,
+        "reindexed {} memories ({} with vectors of {})",
+        status.keyword_indexed, status.indexed, status.model
+    )?;
+    Ok(())
+}
+
+/// `mnemon model install`.
+pub(super) fn model_install(
+    cx: &Ctx,
+    out: &mut impl Write,
+    path: &Path,
+    no_reembed: bool,
+) -> Result<()> {
+    let store = cx.data_dir.open_store(&cx.passphrase)?;
+    let (installed, model) = crate::model::install(cx.data_dir.root(), path)?;
+    writeln!(
+        out,
+        "{} {} ({}, {} dimensions) in {}",
+        if installed.already {
+            "already installed:"
+        } else {
+            "installed"
+        },
+        installed.model_id,
+        installed.name,
+        installed.dimension,
+        installed.path.display()
+    )?;
+    let config = Config::load(cx.data_dir.root())?;
+    if let Some(kind) = config.embedder.kind.as_deref().filter(|k| *k != "model") {
+        writeln!(
+            out,
+            "note: config.toml sets [embedder] kind = {kind:?}, so search keeps using that; \
+             remove the line or set kind = \"model\" to use this model"
+        )?;
+    } else if !no_reembed {
+        out.flush()?;
+        let mut index =
+            SearchIndex::open_lagging(&cx.data_dir.index_dir(), Arc::new(model), &store)?;
+        embed_with_progress(&mut index, &store)?;
+        let status = index.status(&store)?;
+        writeln!(
+            out,
+            "re-embedded: {} memories indexed, {} pending",
+            status.indexed, status.pending
+        )?;
+    }
+    Ok(())
+}
+
+/// `mnemon serve`: runs until SIGINT or SIGTERM.
+pub(super) fn serve(cx: &Ctx, args: ServeArgs) -> Result<()> {
+    let ServeArgs {
+        http,
+        allow_non_loopback,
+        allow_hosts,
+        body_limit,
+        log_format: _,
+        p2p,
+        peers,
+        no_mdns,
+        no_p2p,
+    } = args;
+    if let Some(running) = crate::serve::running(cx.data_dir.root()) {
+        bail!(
+            "mnemon serve is already running on this data folder at {} (pid {})",
+            running.url,
+            running.pid
+        );
+    }
+    let keypair = cx.data_dir.unlock(&cx.passphrase)?;
+    let store = Store::open(cx.data_dir.db_path(), keypair.clone())?;
+    let service = Service::open(
+        store,
+        &cx.data_dir.index_dir(),
+        embedder_factory(&cx.data_dir),
+        "api",
+    )?;
+    service.set_chat(Config::load(cx.data_dir.root())?.chat()?);
+    service.load_index()?;
+    let net = (!no_p2p).then(|| mnemon_net::NetConfig {
+        listen: p2p,
+        peers,
+        mdns: !no_mdns,
+        state_file: Some(cx.data_dir.root().join("peers.json")),
+        ..mnemon_net::NetConfig::default()
+    });
+    crate::serve::serve(
+        cx.data_dir.root(),
+        service,
+        crate::serve::ServeOptions {
+            http,
+            allow_non_loopback,
+            extra_hosts: allow_hosts,
+            body_limit,
+            net: net.map(|config| (keypair, config)),
+        },
+    )?;
+    Ok(())
+}
+
+/// `mnemon token`: prints (or rotates) the API token.
+pub(super) fn token(cx: &Ctx, out: &mut impl Write, rotate: bool) -> Result<()> {
+    cx.data_dir.did()?;
+    writeln!(out, "{}", crate::serve::token(cx.data_dir.root(), rotate)?)?;
+    Ok(())
+}
+
+/// `mnemon model show`.
+pub(super) fn model_show(cx: &Ctx, out: &mut impl Write, json: bool) -> Result<()> {
+    let embedder = configured_embedder(&cx.data_dir)?;
+    let installed = crate::model::active(cx.data_dir.root())?;
+    if json {
+        let value = serde_json::json!({
+            "model": embedder.model_id(),
+            "dimension": embedder.dimension(),
+            "installed": installed,
+        });
+        writeln!(out, "{value}")?;
+    } else {
+        writeln!(
+            out,
+            "{} ({} dimensions)",
+            embedder.model_id(),
+            embedder.dimension()
+        )?;
+    }
+    Ok(())
+}

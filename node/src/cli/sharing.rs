@@ -1,0 +1,151 @@
+//! Sharing: collections, members, invites, joins and the peers they sync with.
+
+use std::io::Write;
+
+use anyhow::Result;
+use mnemon_api::Role;
+
+use super::Ctx;
+use crate::output;
+
+/// `mnemon collection new`.
+pub(super) fn collection_new(cx: &Ctx, out: &mut impl Write, name: &str, json: bool) -> Result<()> {
+    let node = cx.node()?;
+    let collection = node.api().create_collection(name)?;
+    if json {
+        writeln!(out, "{}", output::json(&collection))?;
+    } else {
+        writeln!(out, "{}", collection.id)?;
+    }
+    Ok(())
+}
+
+/// `mnemon collection list`.
+pub(super) fn collection_list(cx: &Ctx, out: &mut impl Write, json: bool) -> Result<()> {
+    let node = cx.node()?;
+    let collections = node.api().collections()?;
+    if json {
+        writeln!(out, "{}", output::json(&collections))?;
+    } else {
+        output::print_collections(out, &collections)?;
+    }
+    Ok(())
+}
+
+/// `mnemon collection members`: who a collection is shared with, and how it syncs.
+pub(super) fn members(cx: &Ctx, out: &mut impl Write, collection: &str, json: bool) -> Result<()> {
+    let node = cx.node()?;
+    let members = node.api().members(collection)?;
+    if json {
+        writeln!(out, "{}", output::json(&members))?;
+    } else if members.is_empty() {
+        eprintln!("{collection} is shared with nobody");
+    } else {
+        for m in members {
+            let sync = m
+                .sync
+                .as_ref()
+                .map_or_else(|| "never met".to_owned(), output::sync_state);
+            writeln!(out, "{}\t{}\t{sync}", m.did, m.role)?;
+        }
+    }
+    Ok(())
+}
+
+/// `mnemon share`.
+pub(super) fn share(
+    cx: &Ctx,
+    out: &mut impl Write,
+    collection: &str,
+    did: String,
+    role: Role,
+) -> Result<()> {
+    let node = cx.node()?;
+    let member = node.api().share(
+        collection,
+        mnemon_api::ShareRequest {
+            did: did.clone(),
+            role,
+        },
+    )?;
+    writeln!(
+        out,
+        "shared {collection} with {} ({})",
+        member.did, member.role
+    )?;
+    Ok(())
+}
+
+/// `mnemon invite`: a single-use ticket.
+pub(super) fn invite(
+    cx: &Ctx,
+    out: &mut impl Write,
+    collection: &str,
+    role: Role,
+    expires: u64,
+    json: bool,
+) -> Result<()> {
+    let node = cx.node()?;
+    let invite = node.api().invite(
+        collection,
+        mnemon_api::InviteRequest {
+            role: Some(role),
+            expires_in_secs: Some(expires),
+        },
+    )?;
+    if json {
+        writeln!(out, "{}", output::json(&invite))?;
+    } else {
+        writeln!(out, "{}", invite.ticket)?;
+        if invite.addresses == 0 {
+            eprintln!(
+                "note: the ticket carries no address because `mnemon serve` is not running; \
+                 the invitee finds this node on the LAN, or with `mnemon serve --peer ADDR`"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `mnemon join`: redeems a ticket.
+pub(super) fn join(cx: &Ctx, out: &mut impl Write, ticket: String) -> Result<()> {
+    let node = cx.node()?;
+    let joined = node.api().join(mnemon_api::JoinRequest { ticket })?;
+    writeln!(
+        out,
+        "joining {} of {} ({})",
+        joined.collection, joined.owner, joined.role
+    )?;
+    if joined.dialing == 0 {
+        eprintln!("note: the invite is redeemed when `mnemon serve` meets its owner");
+    }
+    Ok(())
+}
+
+/// `mnemon unshare`.
+pub(super) fn unshare(cx: &Ctx, out: &mut impl Write, collection: &str, did: &str) -> Result<()> {
+    let node = cx.node()?;
+    node.api().unshare(collection, did)?;
+    writeln!(out, "{did} no longer has access to {collection}")?;
+    Ok(())
+}
+
+/// `mnemon peers`.
+pub(super) fn peers(cx: &Ctx, out: &mut impl Write, json: bool) -> Result<()> {
+    let node = cx.node()?;
+    let peers = node.api().peers()?;
+    if json {
+        writeln!(out, "{}", output::json(&peers))?;
+    } else if peers.is_empty() {
+        eprintln!("no peers known (peers are met while `mnemon serve` runs)");
+    } else {
+        for p in peers {
+            let state = if p.connected { "connected" } else { "offline" };
+            writeln!(out, "{}\t{state}\t{}", p.did, p.addresses.join(" "))?;
+            for s in &p.sync {
+                writeln!(out, "  {}\t{}", s.collection, output::sync_state(s))?;
+            }
+        }
+    }
+    Ok(())
+}
