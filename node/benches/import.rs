@@ -17,9 +17,9 @@ use mnemon_api::Api;
 use mnemon_api::CreateMemory;
 use mnemon_crdt::Store;
 use mnemon_identity::Keypair;
+use mnemon_node::app::Service;
 use mnemon_node::import::{ImportOptions, export, import};
 use mnemon_node::search::embed::HashEmbedder;
-use mnemon_node::service::Service;
 
 fn node(dir: &Path) -> Service {
     std::fs::create_dir_all(dir).expect("data folder");

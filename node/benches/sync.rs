@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use mnemon_crdt::{MemoryEdit, MemoryId, NewMemory, Role, Store};
 use mnemon_identity::Keypair;
+use mnemon_node::app::Service;
 use mnemon_node::net::{NetConfig, Network};
 use mnemon_node::search::embed::HashEmbedder;
-use mnemon_node::service::Service;
 
 struct Node {
     _dir: tempfile::TempDir,

@@ -14,7 +14,7 @@ mod output;
 pub mod remote;
 pub use mnemon_net as net;
 pub use mnemon_search as search;
+pub mod app;
 pub mod serve;
-pub mod service;
 
 pub use data_dir::{DB_FILE, DataDir, KEY_FILE, PassphraseSource};

@@ -22,7 +22,7 @@ use mnemon_web::ServerConfig;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::service::Service;
+use crate::app::Service;
 
 /// The token file inside the data folder.
 pub const TOKEN_FILE: &str = "api-token";

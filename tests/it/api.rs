@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use mnemon_crdt::Store;
 use mnemon_identity::Keypair;
+use mnemon_node::app::Service;
 use mnemon_node::search::embed::HashEmbedder;
-use mnemon_node::service::Service;
 use mnemon_tests::{Served, TestCli};
 use mnemon_web::ServerConfig;
 use serde_json::{Value, json};

@@ -821,7 +821,7 @@ pub fn eventually(what: &str, timeout: std::time::Duration, mut check: impl FnMu
 pub struct TestNode {
     _dir: tempfile::TempDir,
     /// The node as the API sees it.
-    pub service: std::sync::Arc<mnemon_node::service::Service>,
+    pub service: std::sync::Arc<mnemon_node::app::Service>,
     /// Its swarm.
     pub network: mnemon_node::net::Network,
     /// Its DID.
@@ -861,7 +861,7 @@ impl TestNet {
                 let store =
                     mnemon_crdt::Store::open(dir.path().join("mnemon.redb"), keypair.clone())
                         .expect("store");
-                let service = mnemon_node::service::Service::open(
+                let service = mnemon_node::app::Service::open(
                     store,
                     &dir.path().join("index"),
                     Box::new(|| {

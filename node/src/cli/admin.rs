@@ -10,9 +10,9 @@ use mnemon_crdt::Store;
 
 use super::args::ServeArgs;
 use super::{Ctx, configured_embedder, embed_with_progress, embedder_factory};
+use crate::app::Service;
 use crate::config::Config;
 use crate::search::SearchIndex;
-use crate::service::Service;
 
 /// `mnemon init`: a new identity (or the one kept), and the API token.
 pub(super) fn init(cx: &Ctx, out: &mut impl Write, seal: bool) -> Result<()> {

@@ -13,9 +13,9 @@ use mnemon_crdt::normalize_tag;
 
 use super::args::{AddArgs, EditArgs, SearchArgs, TaskCommand};
 use super::{Ctx, Node, VECTOR_BUDGET, parse_memory_id, read_stdin};
+use crate::app::MAX_PAGE;
 use crate::import::Folders;
 use crate::output;
-use crate::service::MAX_PAGE;
 
 /// `mnemon add`.
 pub(super) fn add(cx: &Ctx, out: &mut impl Write, args: AddArgs) -> Result<()> {

@@ -23,12 +23,12 @@ pub use args::{
     ServeArgs, TaskCommand,
 };
 
+use crate::app::Service;
 use crate::config::Config;
 use crate::data_dir::{DataDir, PassphraseSource};
 use crate::remote::Remote;
 use crate::search::SearchIndex;
 use crate::search::embed::Embedder;
-use crate::service::Service;
 
 /// What every command starts from: the data folder and how to unlock its key.
 struct Ctx {
@@ -142,7 +142,7 @@ fn configured_embedder(data_dir: &DataDir) -> Result<Arc<dyn Embedder>> {
 }
 
 /// The configured embedder, made when the search index is first needed.
-fn embedder_factory(data_dir: &DataDir) -> crate::service::EmbedderFactory {
+fn embedder_factory(data_dir: &DataDir) -> crate::app::EmbedderFactory {
     let data_dir = data_dir.clone();
     Box::new(move || configured_embedder(&data_dir))
 }

@@ -1,0 +1,533 @@
+//! The [`Api`] the node offers: memories (create, read, list, edit, delete, search, the
+//! graph, questions) here; sharing in `sharing.rs`.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use mnemon_api::{
+    AnswerView, AskEvent, AskRequest, CollectionView, CreateMemory, EventView, GraphQuery,
+    GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView, ListQuery, MemberView,
+    MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
+};
+use mnemon_api::{Api, Error as ApiError, Gauge};
+use mnemon_crdt::{ListFilter, MemoryEdit, MemoryId, NewMemory, Source, Store, Task, Timestamp};
+use tokio::sync::broadcast;
+
+use crate::search::{Filter, Mode, Query, SearchIndex};
+
+use super::{
+    DEFAULT_PAGE, MAX_GRAPH_DEPTH, MAX_GRAPH_NODES, MAX_PAGE, Service, WIKILINK,
+    WRITE_VECTOR_BUDGET, load_live, parse_id, search_error, sharing, store_error,
+};
+
+impl Api for Service {
+    fn create(&self, new: CreateMemory) -> Result<MemoryView, ApiError> {
+        let mut links = Self::links(&new.links)?;
+        // Imports resolve wikilinks themselves, with the vault's own names.
+        if new.source.as_ref().is_none_or(|s| s.kind != "import") {
+            for target in self.resolve_titles(&Self::wikilink_names(&new.content), None) {
+                if !links.iter().any(|(t, _)| *t == target) {
+                    links.push((target, WIKILINK.to_owned()));
+                }
+            }
+        }
+        let task = new
+            .task
+            .as_ref()
+            .map(|t| t.apply(&Task::default()))
+            .transpose()
+            .map_err(|e| ApiError::invalid(format!("task: {e}")))?;
+        let time = |field: &str, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(str::parse::<Timestamp>)
+                .transpose()
+                .map_err(|e| ApiError::invalid(format!("{field}: {e}")))
+        };
+        let created_at = time("created_at", &new.created_at)?;
+        let updated_at = time("updated_at", &new.updated_at)?;
+        let source = match new.source {
+            Some(s) => Source {
+                kind: s.kind,
+                uri: s.uri,
+            },
+            None => Source {
+                kind: self.source.into(),
+                uri: None,
+            },
+        };
+        let kind = match (new.kind, &task) {
+            (None, Some(_)) => Some("task".to_owned()),
+            (kind, _) => kind,
+        };
+        let store = self.store();
+        let collection = new
+            .collection
+            .as_deref()
+            .map(|c| store.resolve_collection(c))
+            .transpose()
+            .map_err(store_error)?;
+        let memory = NewMemory {
+            title: new.title,
+            content: new.content,
+            tags: new.tags,
+            kind,
+            importance: new.importance,
+            source: Some(source),
+            collection,
+            links,
+            task,
+            created_at,
+            updated_at,
+        };
+        // Validated, built and signed here, on this request's thread: the writer thread
+        // only writes it.
+        let prepared = self
+            .writer
+            .builder()
+            .prepare(&memory)
+            .map_err(store_error)?;
+        let (memory, seq) = self
+            .writer
+            .write_blocking(move |s: &mut Store| {
+                let memory = s.add_prepared(prepared.clone())?;
+                Ok((memory, s.last_write_seq()))
+            })
+            .map_err(store_error)?;
+        let mut view = MemoryView::new(&memory, &self.names(store)?);
+        view.seq = Some(seq);
+        Ok(view)
+    }
+
+    fn get(&self, id: &str) -> Result<MemoryView, ApiError> {
+        let id = parse_id(id)?;
+        self.view(self.store(), id)
+    }
+
+    fn backlinks(&self, id: &str) -> Result<Vec<MemoryView>, ApiError> {
+        let id = parse_id(id)?;
+        let store = self.store();
+        store.get(id).map_err(store_error)?;
+        let names = self.names(store)?;
+        Ok(store
+            .backlinks(id)
+            .map_err(store_error)?
+            .iter()
+            .map(|m| MemoryView::new(m, &names))
+            .collect())
+    }
+
+    fn graph(&self, query: &GraphQuery) -> Result<GraphView, ApiError> {
+        let depth = query.depth.unwrap_or(2);
+        if depth > MAX_GRAPH_DEPTH {
+            return Err(ApiError::invalid(format!(
+                "depth must be from 0 to {MAX_GRAPH_DEPTH}, not {depth}"
+            )));
+        }
+        let limit = query.limit.unwrap_or(300);
+        if limit == 0 || limit > MAX_GRAPH_NODES {
+            return Err(ApiError::invalid(format!(
+                "limit must be from 1 to {MAX_GRAPH_NODES}, not {limit}"
+            )));
+        }
+        let store = self.store();
+        let center = query.center.as_deref().map(parse_id).transpose()?;
+        let center_memory = center
+            .map(|c| store.get(c))
+            .transpose()
+            .map_err(store_error)?;
+        let collection = query
+            .collection
+            .as_deref()
+            .map(|c| store.resolve_collection(c))
+            .transpose()
+            .map_err(store_error)?;
+        if let Some(center) = center_memory
+            && collection.is_none_or(|c| c == center.collection)
+        {
+            // Walk the link tables level by level, and load only the memories kept (plus
+            // one, so `truncated` is told right).
+            let mut seen = HashSet::from([center.id]);
+            let mut kept = vec![center.id];
+            let mut level = vec![center.id];
+            for _ in 0..depth {
+                if level.is_empty() || kept.len() > limit {
+                    break;
+                }
+                let mut next = Vec::new();
+                for neighbours in store
+                    .link_neighbours(&level, collection)
+                    .map_err(store_error)?
+                {
+                    for id in neighbours {
+                        if seen.insert(id) {
+                            next.push(id);
+                        }
+                    }
+                }
+                kept.extend_from_slice(&next);
+                level = next;
+            }
+            kept.truncate(limit + 1);
+            let mut memories = vec![center];
+            memories.extend(load_live(store, &kept[1..])?);
+            let center = memories[0].id;
+            return Ok(crate::graph::around(&memories, center, depth, limit));
+        }
+        // No center (or one outside the collection asked for): every linked memory, most
+        // recently changed first, loading only those kept.
+        let linked = store.linked(collection).map_err(store_error)?;
+        let memories = load_live(store, &linked[..linked.len().min(limit)])?;
+        Ok(crate::graph::of_linked(&memories, linked.len() > limit))
+    }
+
+    fn ask(
+        &self,
+        request: &AskRequest,
+        on_event: &mut dyn FnMut(AskEvent),
+    ) -> Result<AnswerView, ApiError> {
+        let chat = self.chat.get().ok_or_else(|| {
+            ApiError::unavailable("no chat model is configured: add [chat] to config.toml")
+        })?;
+        crate::ask::answer(self, chat, request, on_event)
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<Page<MemoryView>, ApiError> {
+        let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(ApiError::invalid(format!(
+                "limit must be from 1 to {MAX_PAGE}, not {limit}"
+            )));
+        }
+        let offset = query.offset.unwrap_or(0);
+        let store = self.store();
+        let filter = ListFilter {
+            collection: query
+                .collection
+                .as_deref()
+                .map(|c| store.resolve_collection(c))
+                .transpose()
+                .map_err(store_error)?,
+            tag: query.tag.clone(),
+            kind: query.kind.clone(),
+            offset: 0,
+            limit: None,
+        };
+        let all = match query.title.as_deref() {
+            // By title: the titles table names the few candidates; the filter applies to
+            // them.
+            Some(title) => {
+                let tag = filter
+                    .tag
+                    .as_deref()
+                    .map(mnemon_crdt::normalize_tag)
+                    .transpose()
+                    .map_err(|e| ApiError::invalid(e.to_string()))?;
+                let mut found: Vec<mnemon_crdt::Memory> = store
+                    .titled(title)
+                    .map_err(store_error)?
+                    .into_iter()
+                    .filter_map(|id| store.get(id).ok())
+                    .filter(|m| {
+                        filter.collection.is_none_or(|c| m.collection == c)
+                            && tag.as_ref().is_none_or(|t| m.tags.contains(t))
+                            && filter.kind.as_ref().is_none_or(|k| m.kind == *k)
+                    })
+                    .collect();
+                // The list's order: most recently changed first.
+                found.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(b.id.cmp(&a.id)));
+                found
+            }
+            None => store.list(&filter).map_err(store_error)?,
+        };
+        let names = self.names(store)?;
+        let total = all.len();
+        let items: Vec<MemoryView> = all
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|m| MemoryView::new(m, &names))
+            .collect();
+        let next = offset + items.len();
+        Ok(Page {
+            items,
+            total,
+            next_offset: (next < total).then_some(next),
+        })
+    }
+
+    fn update(&self, id: &str, patch: PatchMemory) -> Result<MemoryView, ApiError> {
+        let id = parse_id(id)?;
+        let mut add_links = Self::links(&patch.add_links)?;
+        let mut remove_links: Vec<MemoryId> = patch
+            .remove_links
+            .iter()
+            .map(|l| parse_id(l))
+            .collect::<Result<_, _>>()?;
+        let current = (patch.content.is_some() || patch.task.is_some())
+            .then(|| self.store().get(id).map_err(store_error))
+            .transpose()?;
+        // New text: its wikilinks become links, and links made from wikilinks that are
+        // gone from it go.
+        if let (Some(content), Some(current)) = (&patch.content, &current) {
+            let names = Self::wikilink_names(content);
+            let targets = self.resolve_titles(&names, Some(id));
+            for target in &targets {
+                if !current.links.contains_key(target)
+                    && !add_links.iter().any(|(t, _)| t == target)
+                {
+                    add_links.push((*target, WIKILINK.to_owned()));
+                }
+            }
+            let store = self.store();
+            for (target, relation) in &current.links {
+                if relation != WIKILINK || targets.contains(target) || remove_links.contains(target)
+                {
+                    continue;
+                }
+                // Still named, though no longer resolvable to it alone: kept.
+                let named = store
+                    .get(*target)
+                    .is_ok_and(|m| names.contains(&mnemon_crdt::title_key(&m.title)));
+                if !named {
+                    remove_links.push(*target);
+                }
+            }
+        }
+        let (task, kind) = match (&patch.task, &current) {
+            (Some(fields), Some(current)) => {
+                let base = current.task.clone().unwrap_or_default();
+                let task = fields
+                    .apply(&base)
+                    .map_err(|e| ApiError::invalid(format!("task: {e}")))?;
+                let kind = match patch.kind {
+                    None if current.kind != "task" => Some("task".to_owned()),
+                    kind => kind,
+                };
+                (Some(task), kind)
+            }
+            _ => (None, patch.kind),
+        };
+        let edit = MemoryEdit {
+            title: patch.title,
+            content: patch.content,
+            add_tags: patch.add_tags,
+            remove_tags: patch.remove_tags,
+            kind,
+            importance: patch.importance,
+            add_links,
+            remove_links,
+            task,
+        };
+        if edit.is_empty() {
+            return Err(ApiError::bad_request("the patch changes nothing"));
+        }
+        let (memory, seq) = self
+            .writer
+            .write_blocking(move |s: &mut Store| {
+                let memory = s.edit(id, &edit)?;
+                Ok((memory, s.last_write_seq()))
+            })
+            .map_err(store_error)?;
+        let mut view = MemoryView::new(&memory, &self.names(self.store())?);
+        view.seq = Some(seq);
+        Ok(view)
+    }
+
+    fn delete(&self, id: &str) -> Result<(), ApiError> {
+        let id = parse_id(id)?;
+        self.writer
+            .write_blocking(move |s: &mut Store| s.remove(&[id]))
+            .map_err(store_error)?;
+        // Forget it in the index files now, whatever position they are at; if the index
+        // cannot be opened, its next catch-up forgets it.
+        // The indexer, if one runs, applies the rest of the log; a CLI process catches up.
+        let store = self.store();
+        let inline = !self.indexer.load(Ordering::Relaxed);
+        let result = self.with_index(|index| {
+            index.forget_now(&[id])?;
+            if inline {
+                index.catch_up_within(store, Some(Instant::now() + WRITE_VECTOR_BUDGET))?;
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            tracing::warn!("deleted, but the search index will forget later: {e}");
+        }
+        Ok(())
+    }
+
+    fn search(&self, query: &SearchQuery) -> Result<Vec<HitView>, ApiError> {
+        let mode = match query.mode.unwrap_or_default() {
+            mnemon_api::SearchMode::Hybrid => Mode::Hybrid,
+            mnemon_api::SearchMode::Semantic => Mode::Semantic,
+            mnemon_api::SearchMode::Keyword => Mode::Keyword,
+        };
+        if let Some(seq) = query.after {
+            self.wait_indexed(seq)?;
+        } else {
+            self.index_now();
+        }
+        let store = self.store();
+        let filter = Filter {
+            collection: query
+                .collection
+                .as_deref()
+                .map(|c| SearchIndex::collection_filter(store, c))
+                .transpose()
+                .map_err(search_error)?,
+            tag: query
+                .tag
+                .as_deref()
+                .map(mnemon_crdt::normalize_tag)
+                .transpose()
+                .map_err(|e| ApiError::invalid(e.to_string()))?,
+            kind: query.kind.clone(),
+            since: query.since,
+            until: query.until,
+            min_importance: query.min_importance,
+        };
+        let query = Query {
+            text: query.q.clone(),
+            k: query.k.unwrap_or(10),
+            mode,
+            filter,
+        };
+        let hits = self.with_index_read(|index| index.search(store, &query))?;
+        Ok(hits
+            .into_iter()
+            .map(|h| HitView {
+                id: h.id.to_string(),
+                title: h.title,
+                score: h.score,
+                snippet: h.snippet,
+                chunk: h.chunk,
+            })
+            .collect())
+    }
+
+    fn collections(&self) -> Result<Vec<CollectionView>, ApiError> {
+        sharing::collections(self)
+    }
+
+    fn create_collection(&self, name: &str) -> Result<CollectionView, ApiError> {
+        sharing::create_collection(self, name)
+    }
+
+    fn members(&self, collection: &str) -> Result<Vec<MemberView>, ApiError> {
+        sharing::members(self, collection)
+    }
+
+    fn share(&self, collection: &str, request: ShareRequest) -> Result<MemberView, ApiError> {
+        sharing::share(self, collection, request)
+    }
+
+    fn unshare(&self, collection: &str, did: &str) -> Result<(), ApiError> {
+        sharing::unshare(self, collection, did)
+    }
+
+    fn invite(&self, collection: &str, request: InviteRequest) -> Result<InviteView, ApiError> {
+        sharing::invite(self, collection, request)
+    }
+
+    fn join(&self, request: JoinRequest) -> Result<JoinView, ApiError> {
+        sharing::join(self, request)
+    }
+
+    fn peers(&self) -> Result<Vec<PeerView>, ApiError> {
+        sharing::peers(self)
+    }
+
+    fn status(&self) -> Result<serde_json::Value, ApiError> {
+        let store = self.store();
+        let status = self.with_index_read(|index| index.status(store))?;
+        let (lag_changes, lag_ms) = self.index_lag();
+        Ok(serde_json::json!({
+            "did": store.did().to_string(),
+            "memories": status.memories,
+            "collections": store.collections().map_err(store_error)?.len(),
+            "index": {
+                "models": [ {
+                    "model": status.model,
+                    "indexed": status.indexed,
+                    "pending": status.pending,
+                    "pending_changes": status.pending_changes,
+                    "vectors_stored": status.vectors_stored,
+                    "segments": status.segments,
+                } ],
+                "keyword_indexed": status.keyword_indexed,
+                "keyword_pending": status.keyword_pending,
+                "lag_changes": lag_changes,
+                "lag_ms": lag_ms,
+                "seq": store.last_seq().map_err(store_error)?,
+            },
+            "network": self.network.get().map(|n| serde_json::json!({
+                "peer_id": n.peer_id.to_string(),
+                "addresses": n.addresses(),
+                "reachability": n.reachability(),
+                "peers_connected": n.peers().iter().filter(|p| p.connected).count(),
+            })),
+        }))
+    }
+
+    fn events(&self) -> broadcast::Receiver<EventView> {
+        self.events.subscribe()
+    }
+
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    fn gauges(&self) -> Vec<Gauge> {
+        let store = self.store();
+        let mut gauges = Vec::new();
+        if let Ok(count) = store.count() {
+            gauges.push(Gauge {
+                name: "mnemon_memories",
+                help: "Memories in the store.",
+                values: vec![(vec![], count as f64)],
+            });
+        }
+        if let Ok(status) = self.with_index_read(|index| index.status(store)) {
+            gauges.push(Gauge {
+                name: "mnemon_index_memories",
+                help: "Memories in each search index.",
+                values: vec![
+                    (
+                        vec![
+                            ("index", "vector".to_owned()),
+                            ("model", status.model.clone()),
+                        ],
+                        status.indexed as f64,
+                    ),
+                    (
+                        vec![("index", "keyword".to_owned()), ("model", String::new())],
+                        status.keyword_indexed as f64,
+                    ),
+                ],
+            });
+            gauges.push(Gauge {
+                name: "mnemon_index_pending",
+                help: "Memories changed but not yet in the vector index.",
+                values: vec![(vec![("model", status.model)], status.pending as f64)],
+            });
+            gauges.push(Gauge {
+                name: "mnemon_vectors_stored",
+                help: "Vectors stored, live and stale.",
+                values: vec![(vec![], status.vectors_stored as f64)],
+            });
+        }
+        if let Ok(sizes) = store.table_sizes() {
+            gauges.push(Gauge {
+                name: "mnemon_store_table_bytes",
+                help: "Bytes stored per database table.",
+                values: sizes
+                    .into_iter()
+                    .map(|(table, bytes)| (vec![("table", table.to_owned())], bytes as f64))
+                    .collect(),
+            });
+        }
+        gauges
+    }
+}

@@ -1,0 +1,271 @@
+//! The indexer: one thread under `mnemon serve` follows the store's change log into the
+//! keyword and vector indexes in bounded batches (inline, before a search, in a CLI
+//! process), and read-your-writes waits on how far it got.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mnemon_api::EventView;
+use mnemon_api::{Error as ApiError, EventKind};
+use mnemon_crdt::{ChangeKind, Timestamp};
+use tokio::sync::broadcast;
+
+use crate::search::{SearchError, SearchIndex};
+
+use super::{
+    INDEX_SLICE, READ_YOUR_WRITES_WAIT, Service, WRITE_VECTOR_BUDGET, search_error, store_error,
+};
+
+fn event_kind(kind: ChangeKind) -> EventKind {
+    match kind {
+        ChangeKind::Created => EventKind::Created,
+        ChangeKind::Updated => EventKind::Updated,
+        ChangeKind::Deleted => EventKind::Deleted,
+    }
+}
+
+impl Service {
+    /// Runs `f` on the search index, opening it first if need be.
+    pub(super) fn with_index<T>(
+        &self,
+        f: impl FnOnce(&mut SearchIndex) -> Result<T, SearchError>,
+    ) -> Result<T, ApiError> {
+        let store = &self.store;
+        let mut slot = self
+            .index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none() {
+            let embedder = (self.embedder)()
+                .map_err(|e| ApiError::unavailable(format!("search is unavailable: {e:#}")))?;
+            let index = SearchIndex::open_lagging(&self.index_dir, embedder, store)
+                .map_err(search_error)?;
+            self.progress.set(index.positions().0);
+            *slot = Some(index);
+            self.ready.store(true, Ordering::Relaxed);
+        }
+        if let Some(index) = slot.as_mut() {
+            index.seal_in_background(self.background_seal.load(Ordering::Relaxed));
+        }
+        match slot.as_mut() {
+            Some(index) => f(index).map_err(search_error),
+            None => Err(ApiError::internal("the search index is not open")),
+        }
+    }
+
+    /// Runs `f` on the search index for reading; searches run side by side.
+    pub(super) fn with_index_read<T>(
+        &self,
+        f: impl FnOnce(&SearchIndex) -> Result<T, SearchError>,
+    ) -> Result<T, ApiError> {
+        {
+            let slot = self
+                .index
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(index) = slot.as_ref() {
+                return f(index).map_err(search_error);
+            }
+        }
+        self.with_index(|_| Ok(()))?;
+        self.with_index_read(f)
+    }
+
+    /// The store's change feed, forwarded to API subscribers. Call once, inside a tokio
+    /// runtime.
+    pub fn forward_events(self: &Arc<Self>) {
+        let mut feed = self.store().subscribe();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            loop {
+                match feed.recv().await {
+                    Ok(event) => {
+                        let _ = events.send(EventView {
+                            seq: event.seq,
+                            id: event.memory.to_string(),
+                            collection: event.collection.to_string(),
+                            kind: event_kind(event.kind),
+                        });
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+    }
+
+    /// Without an indexer thread (a CLI process), brings the keyword index up to date and
+    /// the vector index within a budget, before a search. With one, does nothing: the
+    /// indexer follows the log. If the index cannot be opened (the embedder is
+    /// unreachable, say), the index catches up later.
+    pub(super) fn index_now(&self) {
+        if self.bulk.load(Ordering::Relaxed) || self.indexer.load(Ordering::Relaxed) {
+            return;
+        }
+        let store = &self.store;
+        let result = self.with_index(|index| {
+            let applied =
+                index.catch_up_within(store, Some(Instant::now() + WRITE_VECTOR_BUDGET))?;
+            Ok((applied, index.positions().0))
+        });
+        match result {
+            Ok((_, seq)) => self.progress.set(seq),
+            Err(e) => tracing::warn!("the search index will catch up later: {e}"),
+        }
+    }
+
+    /// Waits until the index reflects change `seq` (a write's `seq`), for a few seconds at
+    /// most: then 503, naming the lag.
+    pub(super) fn wait_indexed(&self, seq: u64) -> Result<(), ApiError> {
+        let last = self.store.last_seq().map_err(store_error)?;
+        if seq > last {
+            return Err(ApiError::invalid(format!(
+                "after={seq} is beyond the store's last change ({last})"
+            )));
+        }
+        if !self.indexer.load(Ordering::Relaxed) {
+            self.index_now();
+        }
+        let at = self.progress.wait_for(seq, READ_YOUR_WRITES_WAIT);
+        if at < seq {
+            return Err(ApiError::unavailable(format!(
+                "the search index is {} changes behind change {seq} (it is at {at}); try again",
+                seq - at
+            )));
+        }
+        Ok(())
+    }
+
+    /// How far the keyword index is behind the store: changes, and milliseconds since the
+    /// indexer first saw itself behind (0 when caught up).
+    pub fn index_lag(&self) -> (u64, u64) {
+        let last = self.store.last_seq().unwrap_or(0);
+        let changes = last.saturating_sub(self.progress.get());
+        let since = self.progress.behind_since.load(Ordering::Relaxed);
+        let ms = if changes == 0 || since == 0 {
+            0
+        } else {
+            (Timestamp::now().as_millis() as u64).saturating_sub(since)
+        };
+        (changes, ms)
+    }
+
+    /// Starts the indexer: one thread that follows the store's change log, applies it to
+    /// the keyword and vector indexes in bounded batches, seals the vector index's recent
+    /// segment in the background and re-embeds after a model change. Ends when `stop` is
+    /// set.
+    pub fn spawn_indexer(
+        self: &Arc<Self>,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        self.indexer.store(true, Ordering::Relaxed);
+        self.seal_in_background();
+        let service = self.clone();
+        std::thread::Builder::new()
+            .name("mnemon-indexer".into())
+            .spawn(move || {
+                let mut failures = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let busy = match service.index_step() {
+                        Ok(busy) => {
+                            failures = 0;
+                            busy
+                        }
+                        Err(e) => {
+                            failures = failures.saturating_add(1);
+                            if failures == 1 || failures.is_power_of_two() {
+                                tracing::warn!("indexing failed ({failures} times in a row): {e}");
+                            }
+                            std::thread::sleep(
+                                Duration::from_millis(250).saturating_mul(failures.min(20)),
+                            );
+                            continue;
+                        }
+                    };
+                    if !busy {
+                        // Sleep until the next commit (or a moment, to notice `stop`).
+                        let at = service.progress.get();
+                        service
+                            .store
+                            .wait_for_change(at, Duration::from_millis(200));
+                    }
+                }
+            })
+    }
+
+    /// One step of the indexer: the store's changes into both indexes for a bounded slice,
+    /// then background work on the vector index. Returns whether work remains.
+    pub(super) fn index_step(&self) -> Result<bool, ApiError> {
+        let store = &self.store;
+        let last = store.last_seq().map_err(store_error)?;
+        if last > self.progress.get() {
+            let _ = self.progress.behind_since.compare_exchange(
+                0,
+                Timestamp::now().as_millis() as u64,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            let seq = self.with_index(|index| {
+                index.step(store, Instant::now() + INDEX_SLICE)?;
+                Ok(index.positions().0)
+            })?;
+            self.progress.set(seq);
+            if seq >= last {
+                self.progress.behind_since.store(0, Ordering::Relaxed);
+            }
+            if seq < store.last_seq().map_err(store_error)? {
+                return Ok(true);
+            }
+        }
+        self.background_step(Duration::from_millis(250))
+    }
+
+    /// Leaves sealing the vector index to [`Service::background_step`] (for a long-running
+    /// service with a background thread): writes then never wait for a graph build.
+    pub fn seal_in_background(&self) {
+        self.background_seal.store(true, Ordering::Relaxed);
+        let mut slot = self
+            .index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(index) = slot.as_mut() {
+            index.seal_in_background(true);
+        }
+    }
+
+    /// One step of background work: moves the vector index on for at most `slice`, and
+    /// seals its recent segment when that is due (building the graph without holding the
+    /// index, so searches and writes go on meanwhile). Returns whether work remains.
+    pub fn background_step(&self, slice: Duration) -> Result<bool, ApiError> {
+        let store = &self.store;
+        let (pending, job) = self.with_index(|index| {
+            index.catch_up_vectors(store, Some(Instant::now() + slice), &mut |_| {})?;
+            Ok((index.status(store)?.pending_changes > 0, index.seal_job()))
+        })?;
+        if let Some(job) = job {
+            let started = Instant::now();
+            let built = job.build();
+            let installed = self.with_index(|index| Ok(index.install_seal(built)))?;
+            tracing::info!(
+                installed,
+                seconds = started.elapsed().as_secs_f64(),
+                "sealed the vector index's recent segment"
+            );
+            return Ok(true);
+        }
+        Ok(pending)
+    }
+
+    /// Saves what the indexes hold (before the process ends).
+    pub fn flush(&self) -> Result<(), SearchError> {
+        let mut slot = self
+            .index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match slot.as_mut() {
+            Some(index) => index.save(),
+            None => Ok(()),
+        }
+    }
+}

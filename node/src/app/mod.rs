@@ -1,0 +1,341 @@
+//! The node as an [`Api`](mnemon_api::Api): the store and the search indexes behind the API that
+//! `mnemon serve` exposes and the CLI uses in-process.
+//!
+//! Reads take a snapshot of the store ([`StoreReader`]) and never wait; writes go through
+//! the store's writer thread ([`StoreHandle`]), which group-commits them, and answer once
+//! durable with their change-log position (`seq`). The search indexes follow the change
+//! log: under `mnemon serve` the indexer thread ([`Service::spawn_indexer`]) applies it in
+//! bounded batches; in a short-lived CLI process a search catches up inline first. A
+//! search with `after = seq` waits (bounded) until the index has reached that write.
+//!
+//! `mod.rs` holds the service and its helpers, `indexer.rs` the indexer that follows the
+//! change log, `api.rs` the [`Api`](mnemon_api::Api) implementation for memories, and `sharing.rs` the
+//! collections, members, invites and peers.
+
+mod api;
+mod indexer;
+mod sharing;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use mnemon_api::Error as ApiError;
+use mnemon_api::{EventView, MemoryView};
+use mnemon_crdt::{
+    CollectionId, MemoryId, Store, StoreClosed, StoreError, StoreHandle, StoreReader,
+};
+use tokio::sync::broadcast;
+
+use crate::search::embed::Embedder;
+use crate::search::{SearchError, SearchIndex};
+
+/// Longest page of a list.
+pub const MAX_PAGE: usize = mnemon_api::MAX_LIST_PAGE;
+/// Page size when none is asked for.
+pub const DEFAULT_PAGE: usize = 50;
+/// The relation of links made from `[[wikilinks]]` in a memory's text.
+pub const WIKILINK: &str = mnemon_crdt::markdown::WIKILINK_RELATION;
+/// Most wikilinks of one text resolved.
+const MAX_WIKILINKS: usize = 64;
+/// Deepest graph query.
+pub const MAX_GRAPH_DEPTH: usize = 5;
+/// Most memories in one graph answer.
+pub const MAX_GRAPH_NODES: usize = 2000;
+/// How long a delete may spend bringing the indexes up to date.
+const WRITE_VECTOR_BUDGET: Duration = Duration::from_secs(2);
+/// How long one indexer step may hold the index for writing (at least one batch).
+const INDEX_SLICE: Duration = Duration::from_millis(50);
+/// How long a search with `after` waits for the index to reach that position.
+const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
+
+/// Makes the embedder when the search index is first needed.
+pub type EmbedderFactory = Box<dyn Fn() -> anyhow::Result<Arc<dyn Embedder>> + Send + Sync>;
+
+/// A node's store and indexes, shared by request handlers.
+///
+/// The search index (and its embedder) is opened when first needed, so reading and
+/// writing memories work even when the embedder cannot be reached; the index then
+/// catches up from the change log.
+pub struct Service {
+    store: StoreReader,
+    writer: StoreHandle,
+    index: RwLock<Option<SearchIndex>>,
+    /// Where the indexes are, for read-your-writes waits and `status`.
+    progress: IndexProgress,
+    /// Whether the indexer thread runs (else searches catch up inline).
+    indexer: AtomicBool,
+    index_dir: PathBuf,
+    embedder: EmbedderFactory,
+    events: broadcast::Sender<EventView>,
+    ready: AtomicBool,
+    source: &'static str,
+    /// Whether the vector index is sealed by [`Service::background_step`].
+    background_seal: AtomicBool,
+    /// Federation, when `mnemon serve` runs it.
+    network: std::sync::OnceLock<mnemon_net::Network>,
+    /// The chat model questions are answered with.
+    chat: std::sync::OnceLock<crate::ask::ChatClient>,
+    /// Writes leave the indexes to one catch-up at the end (an import in this process).
+    bulk: AtomicBool,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("index_dir", &self.index_dir)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The change-log position the keyword index has reached, with a condition variable that
+/// wakes searches waiting for their writes.
+#[derive(Debug, Default)]
+struct IndexProgress {
+    seq: Mutex<u64>,
+    moved: Condvar,
+    /// When the indexer first saw itself behind, as milliseconds since the epoch (0: not
+    /// behind).
+    behind_since: AtomicU64,
+}
+
+impl IndexProgress {
+    fn set(&self, seq: u64) {
+        let mut at = self
+            .seq
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seq > *at {
+            *at = seq;
+            self.moved.notify_all();
+        }
+    }
+
+    fn get(&self) -> u64 {
+        *self
+            .seq
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until the position is at least `seq`, for at most `wait`; returns where it is.
+    fn wait_for(&self, seq: u64, wait: Duration) -> u64 {
+        let deadline = Instant::now() + wait;
+        let mut at = self
+            .seq
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *at < seq {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            at = self
+                .moved
+                .wait_timeout(at, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        *at
+    }
+}
+
+fn closed(e: StoreClosed) -> ApiError {
+    ApiError::unavailable(e.to_string())
+}
+
+/// The memories of `ids` that still exist (one may be deleted between two reads).
+fn load_live(store: &StoreReader, ids: &[MemoryId]) -> Result<Vec<mnemon_crdt::Memory>, ApiError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for &id in ids {
+        match store.get(id) {
+            Ok(memory) => out.push(memory),
+            Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {}
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    Ok(out)
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound(_) | StoreError::Deleted(_) => ApiError::not_found(e.to_string()),
+        StoreError::UnknownCollection(_) => ApiError::not_found(e.to_string()),
+        StoreError::AmbiguousCollection { .. } | StoreError::DuplicateCollectionName(_) => {
+            ApiError::conflict(e.to_string())
+        }
+        StoreError::InvalidCollectionName(_) | StoreError::Invalid(_) | StoreError::Sharing(_) => {
+            ApiError::invalid(e.to_string())
+        }
+        StoreError::ReadOnly(_) => ApiError::forbidden(e.to_string()),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+fn search_error(e: SearchError) -> ApiError {
+    match e {
+        SearchError::Store(e) => store_error(e),
+        SearchError::EmptyQuery
+        | SearchError::QueryTooLong(_)
+        | SearchError::BadK(_)
+        | SearchError::BadTimeRange
+        | SearchError::BadImportance(_) => ApiError::invalid(e.to_string()),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+fn parse_id(id: &str) -> Result<MemoryId, ApiError> {
+    id.trim()
+        .parse::<MemoryId>()
+        .map_err(|e| ApiError::bad_request(format!("{id:?} is not a memory id: {e}")))
+}
+
+impl Service {
+    /// A service over `store`, with search indexes in `index_dir` for the embedder that
+    /// `embedder` makes (when the index is first needed; see [`Service::load_index`]).
+    /// `source` tags memories created through it (`api`, `cli`).
+    pub fn open(
+        store: Store,
+        index_dir: &Path,
+        embedder: EmbedderFactory,
+        source: &'static str,
+    ) -> std::io::Result<Service> {
+        let (events, _) = broadcast::channel(1024);
+        let reader = store.reader();
+        let writer = StoreHandle::spawn(store)?;
+        Ok(Service {
+            store: reader,
+            writer,
+            index: RwLock::new(None),
+            progress: IndexProgress::default(),
+            indexer: AtomicBool::new(false),
+            background_seal: AtomicBool::new(false),
+            network: std::sync::OnceLock::new(),
+            chat: std::sync::OnceLock::new(),
+            bulk: AtomicBool::new(false),
+            index_dir: index_dir.to_owned(),
+            embedder,
+            events,
+            ready: AtomicBool::new(false),
+            source,
+        })
+    }
+
+    /// Attaches the running network (for `peers`, and so sharing takes effect at once).
+    pub fn set_network(&self, network: mnemon_net::Network) {
+        let _ = self.network.set(network);
+    }
+
+    /// Bulk writing (an import in this process, with nobody searching meanwhile): while
+    /// on, a write returns once it is durable and the indexes are left behind; turning it
+    /// off brings them up to date. Nothing is lost either way: the indexes follow the
+    /// store's change log.
+    pub fn set_bulk(&self, on: bool) {
+        self.bulk.store(on, Ordering::Relaxed);
+        if !on {
+            self.index_now();
+        }
+    }
+
+    /// Sets the chat model questions are answered with (once).
+    pub fn set_chat(&self, chat: crate::ask::ChatClient) {
+        let _ = self.chat.set(chat);
+    }
+
+    /// The running network, if any.
+    pub fn network(&self) -> Option<&mnemon_net::Network> {
+        self.network.get()
+    }
+
+    /// A snapshot reader of the store (for the sync driver, tests and tools).
+    pub fn reader(&self) -> &StoreReader {
+        &self.store
+    }
+
+    /// The store's one writer (the sync driver applies peers' changes through it).
+    pub fn writer(&self) -> &StoreHandle {
+        &self.writer
+    }
+
+    /// Runs `f` with the store for reading.
+    pub fn read_store<T>(&self, f: impl FnOnce(&StoreReader) -> T) -> T {
+        f(&self.store)
+    }
+
+    /// Runs `f` alone on the store's writer thread (tools and tests).
+    pub fn write_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> T + Send + 'static,
+    ) -> Result<T, StoreClosed> {
+        self.writer.call_blocking(f)
+    }
+
+    /// Opens the search index now (the keyword index caught up; vectors as far as saved).
+    pub fn load_index(&self) -> Result<(), ApiError> {
+        self.with_index(|_| Ok(()))
+    }
+
+    fn store(&self) -> &StoreReader {
+        &self.store
+    }
+
+    /// Runs `f` alone on the writer thread and flattens the two errors.
+    fn solo<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.writer
+            .call_blocking(f)
+            .map_err(closed)?
+            .map_err(store_error)
+    }
+
+    fn names(&self, store: &StoreReader) -> Result<HashMap<CollectionId, String>, ApiError> {
+        Ok(store
+            .collection_names()
+            .map_err(store_error)?
+            .into_iter()
+            .collect())
+    }
+
+    fn view(&self, store: &StoreReader, id: MemoryId) -> Result<MemoryView, ApiError> {
+        let (memory, name) = store.get_named(id).map_err(store_error)?;
+        let names = name.map(|n| (memory.collection, n)).into_iter().collect();
+        Ok(MemoryView::new(&memory, &names))
+    }
+
+    /// The names the `[[wikilinks]]` in `content` use (see
+    /// [`mnemon_crdt::markdown::wikilink_key`]), at most [`MAX_WIKILINKS`].
+    fn wikilink_names(content: &str) -> Vec<String> {
+        let mut names = mnemon_crdt::markdown::wikilink_keys(content);
+        names.truncate(MAX_WIKILINKS);
+        names
+    }
+
+    /// The memories wikilink `names` resolve to: for each, the one memory with that title
+    /// (trimmed, any case, from the store's titles table, so right however far the index
+    /// lags); names that match none or several are left alone, and so is `this`.
+    fn resolve_titles(&self, names: &[String], this: Option<MemoryId>) -> Vec<MemoryId> {
+        let mut out = Vec::new();
+        for name in names {
+            if let Ok(ids) = self.store.titled(name)
+                && let [only] = ids[..]
+                && Some(only) != this
+                && !out.contains(&only)
+            {
+                out.push(only);
+            }
+        }
+        out
+    }
+
+    fn links(links: &[mnemon_api::LinkView]) -> Result<Vec<(MemoryId, String)>, ApiError> {
+        links
+            .iter()
+            .map(|l| Ok((parse_id(&l.target)?, l.relation.clone())))
+            .collect()
+    }
+}

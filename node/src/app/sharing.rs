@@ -1,0 +1,218 @@
+//! Collections and sharing: members and their roles, invites and joins, and the peers
+//! a collection syncs with (what the network driver reports).
+
+use mnemon_api::{
+    CollectionView, InviteRequest, InviteView, JoinRequest, JoinView, MemberView, PeerView,
+    ShareRequest,
+};
+use mnemon_api::{Error as ApiError, Role, SyncState};
+use mnemon_crdt::CollectionId;
+
+use super::{Service, store_error};
+
+pub(super) fn collections(service: &Service) -> Result<Vec<CollectionView>, ApiError> {
+    let store = service.store();
+    Ok(store
+        .collections()
+        .map_err(store_error)?
+        .iter()
+        .map(CollectionView::from)
+        .collect())
+}
+
+pub(super) fn create_collection(service: &Service, name: &str) -> Result<CollectionView, ApiError> {
+    let name = name.to_owned();
+    let collection = service.solo(move |s| s.create_collection(&name))?;
+    Ok(CollectionView::from(&collection))
+}
+
+pub(super) fn members(service: &Service, collection: &str) -> Result<Vec<MemberView>, ApiError> {
+    let store = service.store();
+    let id = store.resolve_collection(collection).map_err(store_error)?;
+    let peers = service.network.get().map(|n| n.peers()).unwrap_or_default();
+    let sync_of = |did: &str| {
+        let wanted = id.to_string();
+        peers
+            .iter()
+            .filter(|p| p.did == did)
+            .flat_map(|p| p.sync.iter())
+            .find(|s| s.collection == wanted)
+            .map(sync_view)
+    };
+    Ok(store
+        .members(id)
+        .map_err(store_error)?
+        .into_iter()
+        .map(|m| {
+            let did = m.did.to_string();
+            MemberView {
+                sync: sync_of(&did),
+                did,
+                role: m.role.into(),
+            }
+        })
+        .collect())
+}
+
+pub(super) fn share(
+    service: &Service,
+    collection: &str,
+    request: ShareRequest,
+) -> Result<MemberView, ApiError> {
+    let did: mnemon_identity::Did = request
+        .did
+        .trim()
+        .parse()
+        .map_err(|e| ApiError::invalid(format!("{:?} is not a did:key: {e}", request.did)))?;
+    let role = mnemon_crdt::Role::from(request.role);
+    let id = service
+        .store()
+        .resolve_collection(collection)
+        .map_err(store_error)?;
+    service.solo(move |s| s.share(id, &did, role))?;
+    if let Some(network) = service.network.get() {
+        network.refresh();
+    }
+    Ok(MemberView {
+        did: did.to_string(),
+        role: request.role,
+        sync: None,
+    })
+}
+
+pub(super) fn unshare(service: &Service, collection: &str, did: &str) -> Result<(), ApiError> {
+    let did: mnemon_identity::Did = did
+        .trim()
+        .parse()
+        .map_err(|e| ApiError::invalid(format!("{did:?} is not a did:key: {e}")))?;
+    let id = service
+        .store()
+        .resolve_collection(collection)
+        .map_err(store_error)?;
+    service.solo(move |s| s.unshare(id, &did))?;
+    if let Some(network) = service.network.get() {
+        network.refresh();
+    }
+    Ok(())
+}
+
+pub(super) fn invite(
+    service: &Service,
+    collection: &str,
+    request: InviteRequest,
+) -> Result<InviteView, ApiError> {
+    const DAY: u64 = 24 * 3600;
+    let role = request.role.unwrap_or_default();
+    let secs = request.expires_in_secs.unwrap_or(7 * DAY);
+    if secs == 0 || secs > 365 * DAY {
+        return Err(ApiError::invalid(format!(
+            "expires_in_secs must be between 1 and {} (365 days), not {secs}",
+            365 * DAY
+        )));
+    }
+    let expires_at = mnemon_crdt::Timestamp::from_millis(
+        mnemon_crdt::Timestamp::now().as_millis() + (secs as i64) * 1000,
+    );
+    let id = service
+        .store()
+        .resolve_collection(collection)
+        .map_err(store_error)?;
+    let invite = service.solo(move |s| s.create_invite(id, role.into(), expires_at))?;
+    let addresses = service
+        .network
+        .get()
+        .map(mnemon_net::Network::addresses)
+        .unwrap_or_default();
+    let ticket = mnemon_identity::Ticket {
+        invite,
+        addresses: addresses.clone(),
+    };
+    Ok(InviteView {
+        ticket: ticket.to_string(),
+        collection: id.to_string(),
+        role,
+        expires_at: expires_at.as_millis(),
+        addresses: addresses.len(),
+    })
+}
+
+pub(super) fn join(service: &Service, request: JoinRequest) -> Result<JoinView, ApiError> {
+    let ticket: mnemon_identity::Ticket = request
+        .ticket
+        .parse()
+        .map_err(|e: mnemon_identity::TicketError| ApiError::invalid(e.to_string()))?;
+    ticket
+        .invite
+        .verify(mnemon_crdt::Timestamp::now().as_millis())
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let collection = CollectionId::from_u128(u128::from_be_bytes(ticket.invite.collection));
+    if ticket.invite.owner == service.store().did() {
+        return Err(ApiError::invalid(
+            "this ticket was made by this node: give it to the node that should join",
+        ));
+    }
+    let kept = ticket.clone();
+    service.solo(move |s| s.add_join(&kept))?;
+    let mut dialing = 0;
+    if let Some(network) = service.network.get() {
+        network.refresh();
+        for addr in &ticket.addresses {
+            match addr.parse() {
+                Ok(addr) => {
+                    network.dial_now(addr);
+                    dialing += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "a ticket address is not a multiaddr")
+                }
+            }
+        }
+    }
+    Ok(JoinView {
+        collection: collection.to_string(),
+        owner: ticket.invite.owner.to_string(),
+        role: if ticket.invite.write {
+            Role::Write
+        } else {
+            Role::Read
+        },
+        dialing,
+    })
+}
+
+pub(super) fn peers(service: &Service) -> Result<Vec<PeerView>, ApiError> {
+    Ok(service
+        .network
+        .get()
+        .map(|n| {
+            n.peers()
+                .into_iter()
+                .map(|p| PeerView {
+                    did: p.did,
+                    peer_id: p.peer_id,
+                    addresses: p.addresses,
+                    connected: p.connected,
+                    collections: p.collections,
+                    sync: p.sync.iter().map(sync_view).collect(),
+                    last_sync: p.last_sync,
+                    last_error: p.last_error,
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The API's view of how a collection syncs with a peer.
+fn sync_view(s: &mnemon_net::CollectionSync) -> mnemon_api::SyncView {
+    mnemon_api::SyncView {
+        collection: s.collection.clone(),
+        state: match s.state {
+            mnemon_net::SyncPhase::InSync => SyncState::InSync,
+            mnemon_net::SyncPhase::Behind => SyncState::Behind,
+            mnemon_net::SyncPhase::Error => SyncState::Error,
+            mnemon_net::SyncPhase::Offline => SyncState::Offline,
+        },
+        detail: s.detail.clone(),
+        last_refused: s.last_refused.clone(),
+    }
+}
