@@ -29,7 +29,7 @@ export MNEMON_DATA_DIR=$W/offline
 $M init >/dev/null
 t0=$(now); $M import "$W/vault" --json > $W/offline.json; t1=$(now)
 offline=$(echo "$t1 - $t0" | bc)
-python3 -c "import json; s=json.load(open('$W/offline.json')); print('  created', s['created'], 'links', s.get('links', s.get('linked', '?')))"
+python3 -c "import json; s=json.load(open('$W/offline.json')); print('  imported', s['imported'], 'links', s['links'], 'skipped', len(s['skipped']))"
 echo "  ${offline} s"
 echo "== through a running mnemon serve"
 export MNEMON_DATA_DIR=$W/served
@@ -43,7 +43,7 @@ t0=$(now); $M import "$W/vault" --json > $W/served.json; t1=$(now)
 until curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:$PORT/api/v1/status | python3 -c 'import json,sys; sys.exit(json.load(sys.stdin)["index"]["lag_changes"] != 0)'; do sleep 0.2; done
 t2=$(now)
 served=$(echo "$t1 - $t0" | bc); indexed=$(echo "$t2 - $t0" | bc)
-python3 -c "import json; s=json.load(open('$W/served.json')); print('  created', s['created'], 'links', s.get('links', s.get('linked', '?')))"
+python3 -c "import json; s=json.load(open('$W/served.json')); print('  imported', s['imported'], 'links', s['links'], 'skipped', len(s['skipped']))"
 echo "  ${served} s until the command returned, ${indexed} s until both indexes held every note"
 python3 -c "print('ratio (through serve / offline): %.2f returned, %.2f indexed' % ($served / $offline, $indexed / $offline))"
 kill $SPID; wait $SPID || true

@@ -1099,10 +1099,20 @@ struct SignInQuery {
     next: Option<String>,
 }
 
-/// `next` if it is a path on this site, else `/`.
+/// `next` (already percent-decoded) if it is a path on this site, else `/`. Browsers
+/// drop tabs and newlines from a URL before reading it, so `/<TAB>/evil.example` would be
+/// followed as `//evil.example`: a path with any control character or whitespace is
+/// refused, as is one a browser reads as another host (`//…`, `/\…`).
 fn local_path(next: Option<&str>) -> &str {
     match next {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p,
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p.contains('\\')
+                && !p.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+        {
+            p
+        }
         _ => "/",
     }
 }
@@ -1204,6 +1214,12 @@ mod tests {
         assert_eq!(local_path(Some("//evil.example/")), "/");
         assert_eq!(local_path(Some("https://evil.example/")), "/");
         assert_eq!(local_path(Some("/\\evil.example")), "/");
+        // What a browser strips before it reads the URL.
+        assert_eq!(local_path(Some("/\t/evil.example")), "/");
+        assert_eq!(local_path(Some("/\n/evil.example")), "/");
+        assert_eq!(local_path(Some("/\r\n/evil.example")), "/");
+        assert_eq!(local_path(Some("/ /evil.example")), "/");
+        assert_eq!(local_path(Some("/\u{0}x")), "/");
         assert_eq!(local_path(None), "/");
     }
 

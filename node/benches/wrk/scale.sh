@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The node at N memories (default 100,000): fills a fresh data folder through the API with
+# `wrk` (50 connections, unique short notes), waits for the indexer, then prints hybrid
+# search at 1 and 50 connections, the service's resident memory, and after a restart the
+# time from start to ready (`/health/ready`) and resident memory again. Release binary
+# (`cargo build --release`), built-in embedder, 127.0.0.1.
+# Run from the repository root: node/benches/wrk/scale.sh (M=path/to/mnemon, N=memories).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+M=${M:-$here/../../../target/release/mnemon}
+N=${N:-100000}
+D=$(mktemp -d /tmp/wrkscale.XXXX); export MNEMON_DATA_DIR=$D/d
+$M init >/dev/null
+PORT=7814
+U=http://127.0.0.1:$PORT
+start() {
+  local t0=$(date +%s.%N)
+  $M serve --http 127.0.0.1:$PORT --no-p2p >> $D/serve.log 2>&1 &
+  SPID=$!
+  until curl -sf $U/health/ready >/dev/null; do sleep 0.05; done
+  echo "ready after $(echo "$(date +%s.%N) - $t0" | bc) s"
+}
+start
+export MNEMON_TOKEN=$($M token)
+auth="Authorization: Bearer $MNEMON_TOKEN"
+count() { curl -s -H "$auth" $U/api/v1/status | python3 -c 'import json,sys; print(json.load(sys.stdin)["memories"])'; }
+echo "== filling to $N memories (adds, 50 connections)"
+t0=$(date +%s)
+while [ "$(count)" -lt "$N" ]; do
+  wrk -t2 -c50 -d10s -s $here/post.lua $U > /dev/null
+done
+echo "  $(count) memories in $(( $(date +%s) - t0 )) s"
+until curl -s -H "$auth" $U/api/v1/status | python3 -c 'import json,sys; sys.exit(json.load(sys.stdin)["index"]["lag_changes"] != 0)'; do sleep 1; done
+echo "  indexed after $(( $(date +%s) - t0 )) s"
+ps -o rss= -p $SPID | awk '{print "resident MB after filling", $1/1024}'
+echo "== hybrid search, 1 connection"; wrk -t1 -c1 -d10s --latency -s $here/get.lua "$U/api/v1/search?q=kettle+budget+garden" | grep -E "Requests/sec|99%|50%|Non-2xx"
+echo "== hybrid search, 50 connections"; wrk -t2 -c50 -d10s --latency -s $here/get.lua "$U/api/v1/search?q=kettle+budget+garden" | grep -E "Requests/sec|99%|50%|Non-2xx"
+ps -o rss= -p $SPID | awk '{print "resident MB after searching", $1/1024}'
+echo "== restart"
+kill $SPID; wait $SPID || true
+start
+sleep 5
+ps -o rss= -p $SPID | awk '{print "resident MB 5 s after a restart", $1/1024}'
+echo "== hybrid search after the restart, 1 connection"; wrk -t1 -c1 -d10s --latency -s $here/get.lua "$U/api/v1/search?q=kettle+budget+garden" | grep -E "Requests/sec|99%|50%|Non-2xx"
+ps -o rss= -p $SPID | awk '{print "resident MB after searching", $1/1024}'
+du -sh $D/d | awk '{print "data folder", $1}'
+kill $SPID; wait $SPID || true
+rm -rf $D
