@@ -240,6 +240,81 @@ fn deletes_never_show_and_edits_are_searchable_when_the_write_returns() {
 }
 
 #[test]
+fn a_deferred_keyword_commit_runs_apart_from_the_index_and_then_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, ids) = store_with(&dir, 100);
+    let mut index =
+        SearchIndex::open(&dir.path().join("index"), embedder(), &store).expect("index");
+    index.defer_keyword_commits(true);
+    let found = |index: &SearchIndex, store: &Store| {
+        index
+            .search(store, &query("zanzibarquokka", 5, Mode::Keyword))
+            .expect("search")
+            .first()
+            .map(|h| h.id)
+    };
+    let target = ids[7];
+    store
+        .edit(
+            target,
+            &MemoryEdit {
+                content: Some("zanzibarquokka lives here now".into()),
+                ..MemoryEdit::default()
+            },
+        )
+        .expect("edit");
+    let before = index.positions().0;
+    index
+        .step(
+            &store,
+            std::time::Instant::now() + std::time::Duration::from_secs(5),
+        )
+        .expect("step");
+    // Given to the keyword index, not committed: not searchable, and the position stays.
+    assert_eq!(index.positions().0, before);
+    assert_eq!(found(&index, &store), None);
+    let job = index.keyword_commit_job().expect("a commit is due");
+    assert_eq!(job.seq(), store.last_seq().expect("seq"));
+    let result = job.run();
+    index.keyword_committed(&job, &result);
+    result.expect("commit");
+    assert_eq!(index.positions().0, job.seq());
+    assert_eq!(found(&index, &store), Some(target));
+    assert!(!job.purges(), "an edit removes nothing");
+    assert!(index.keyword_commit_job().is_none(), "nothing more is due");
+
+    // A delete's commit purges; if it fails, the purge is owed to the next one.
+    store.remove(&[target]).expect("remove");
+    index
+        .step(
+            &store,
+            std::time::Instant::now() + std::time::Duration::from_secs(5),
+        )
+        .expect("step");
+    let failed = index.keyword_commit_job().expect("a commit is due");
+    assert!(failed.purges());
+    index.keyword_committed(
+        &failed,
+        &Err(mnemon_node::search::SearchError::Index("disk full".into())),
+    );
+    assert_eq!(
+        index.positions().0,
+        job.seq(),
+        "a failed commit moves nothing"
+    );
+    let retry = index.keyword_commit_job().expect("still due");
+    assert!(
+        retry.purges(),
+        "the failed purge is owed to the next commit"
+    );
+    let result = retry.run();
+    index.keyword_committed(&retry, &result);
+    result.expect("commit");
+    assert_eq!(index.positions().0, store.last_seq().expect("seq"));
+    assert_eq!(found(&index, &store), None);
+}
+
+#[test]
 fn deleting_the_index_files_gives_the_same_top_10() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, _) = store_with(&dir, 1_000);

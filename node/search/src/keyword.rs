@@ -1,8 +1,10 @@
 //! The keyword index: BM25 over title, content and tags, with tantivy.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use tantivy::collector::TopDocs;
+use tantivy::merge_policy::{LogMergePolicy, MergePolicy as _};
 use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TantivyDocument,
@@ -14,8 +16,6 @@ use super::{Filter, SearchError};
 
 /// Memory the index writer may use before it flushes a segment.
 const WRITER_HEAP: usize = 50 * 1024 * 1024;
-/// Segments kept before a commit merges them into one.
-const MAX_SEGMENTS: usize = 8;
 
 #[derive(Debug, Clone, Copy)]
 struct Fields {
@@ -66,10 +66,20 @@ pub(super) struct KeywordDoc<'a> {
 
 /// The tantivy index in one folder.
 pub(super) struct KeywordIndex {
+    reader: IndexReader,
+    fields: Fields,
+    /// What commits: shared with [`Committer`]s, so a commit can run without the
+    /// search index being held (searches read through `reader` meanwhile).
+    committer: Committer,
+}
+
+/// Commits a keyword index's staged changes: a handle that can run apart from the
+/// [`KeywordIndex`] it came from (the writer is behind its own lock).
+#[derive(Clone)]
+pub(super) struct Committer {
     index: Index,
     reader: IndexReader,
-    writer: IndexWriter,
-    fields: Fields,
+    writer: Arc<Mutex<IndexWriter>>,
 }
 
 impl std::fmt::Debug for KeywordIndex {
@@ -111,9 +121,12 @@ impl KeywordIndex {
         writer.set_merge_policy(Box::new(tantivy::merge_policy::NoMergePolicy));
         Ok((
             KeywordIndex {
-                index,
+                committer: Committer {
+                    index,
+                    reader: reader.clone(),
+                    writer: Arc::new(Mutex::new(writer)),
+                },
                 reader,
-                writer,
                 fields,
             },
             created,
@@ -122,7 +135,8 @@ impl KeywordIndex {
 
     /// The change-log position recorded with the last commit (0 if none).
     pub(super) fn committed_seq(&self) -> u64 {
-        self.index
+        self.committer
+            .index
             .load_metas()
             .ok()
             .and_then(|m| m.payload)
@@ -147,39 +161,38 @@ impl KeywordIndex {
         for tag in &memory.tags {
             document.add_text(f.tag, tag);
         }
-        self.writer.add_document(document).map_err(err)?;
+        self.committer
+            .writer()
+            .add_document(document)
+            .map_err(err)?;
         Ok(())
     }
 
     /// Removes a memory.
     pub(super) fn remove(&mut self, id: u128) {
-        self.writer
+        self.committer
+            .writer()
             .delete_term(Term::from_field_text(self.fields.id, &id_text(id)));
     }
 
     /// Removes everything.
     pub(super) fn clear(&mut self) -> Result<(), SearchError> {
-        self.writer.delete_all_documents().map_err(err)?;
+        self.committer
+            .writer()
+            .delete_all_documents()
+            .map_err(err)?;
         Ok(())
     }
 
-    /// Commits pending changes with the change-log position `seq`. With `purge`, segments are
-    /// merged and old files deleted, so the text of deleted memories leaves the disk.
+    /// Commits pending changes with the change-log position `seq` (see
+    /// [`Committer::commit`]).
     pub(super) fn commit(&mut self, seq: u64, purge: bool) -> Result<(), SearchError> {
-        let mut prepared = self.writer.prepare_commit().map_err(err)?;
-        prepared.set_payload(&seq.to_string());
-        prepared.commit().map_err(err)?;
-        let segments = self.index.searchable_segment_ids().map_err(err)?;
-        // Purging merges everything; otherwise many small commits are merged once there
-        // are more than MAX_SEGMENTS of them.
-        if (purge && !segments.is_empty()) || segments.len() > MAX_SEGMENTS {
-            self.writer.merge(&segments).wait().map_err(err)?;
-        }
-        if purge || segments.len() > MAX_SEGMENTS {
-            self.writer.garbage_collect_files().wait().map_err(err)?;
-        }
-        self.reader.reload().map_err(err)?;
-        Ok(())
+        self.committer.commit(seq, purge)
+    }
+
+    /// A handle that commits this index's staged changes without it.
+    pub(super) fn committer(&self) -> Committer {
+        self.committer.clone()
     }
 
     /// Memories matching `text` and `filter`, best first, with their BM25 scores: first
@@ -218,7 +231,8 @@ impl KeywordIndex {
         all_words: bool,
     ) -> Result<Vec<(u128, f32)>, SearchError> {
         let f = self.fields;
-        let mut parser = QueryParser::for_index(&self.index, vec![f.title, f.content, f.tags_text]);
+        let mut parser =
+            QueryParser::for_index(&self.committer.index, vec![f.title, f.content, f.tags_text]);
         parser.set_field_boost(f.title, 2.0);
         parser.set_field_boost(f.tags_text, 1.5);
         if all_words {
@@ -294,4 +308,53 @@ impl KeywordIndex {
 
 fn id_text(id: u128) -> String {
     format!("{id:032x}")
+}
+
+impl Committer {
+    fn writer(&self) -> std::sync::MutexGuard<'_, IndexWriter> {
+        self.writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Commits pending changes with the change-log position `seq`. With `purge`, segments are
+    /// merged and old files deleted, so the text of deleted memories leaves the disk.
+    pub(super) fn commit(&self, seq: u64, purge: bool) -> Result<(), SearchError> {
+        let mut writer = self.writer();
+        let mut prepared = writer.prepare_commit().map_err(err)?;
+        prepared.set_payload(&seq.to_string());
+        prepared.commit().map_err(err)?;
+        // Purging merges everything (so no deleted text is left in any segment); otherwise
+        // small segments are merged by size level (tantivy's log merge policy, run here in
+        // the foreground), so a commit never rewrites the whole index.
+        let metas = self.index.searchable_segment_metas().map_err(err)?;
+        let merges: Vec<Vec<tantivy::index::SegmentId>> = if purge {
+            let all: Vec<_> = metas.iter().map(|m| m.id()).collect();
+            if all.is_empty() {
+                Vec::new()
+            } else {
+                vec![all]
+            }
+        } else {
+            LogMergePolicy::default()
+                .compute_merge_candidates(&metas)
+                .into_iter()
+                .map(|candidate| candidate.0)
+                .collect()
+        };
+        for segments in &merges {
+            writer.merge(segments).wait().map_err(err)?;
+        }
+        if purge || !merges.is_empty() {
+            writer.garbage_collect_files().wait().map_err(err)?;
+        }
+        self.reader.reload().map_err(err)?;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committer").finish_non_exhaustive()
+    }
 }

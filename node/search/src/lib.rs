@@ -208,12 +208,44 @@ pub struct SearchIndex {
     keyword: KeywordIndex,
     vectors: VectorIndex,
     meta: HashMap<u128, DocMeta>,
+    /// The change-log position the keyword index's last commit reflects.
     keyword_seq: u64,
+    /// The position of the changes given to the keyword index, committed or not.
+    keyword_staged: u64,
+    /// Whether a memory was removed since the last keyword commit (the next one purges).
+    keyword_purge: bool,
+    /// Whether keyword commits are left to the caller ([`SearchIndex::keyword_commit_job`]).
+    defer_keyword_commits: bool,
     vector_seq: u64,
     last_vector_save: Instant,
     vectors_dirty: bool,
     /// Whether a background thread seals the vector index (see [`SearchIndex::seal_job`]).
     background_seal: bool,
+}
+
+/// A keyword commit to run apart from the index (see [`SearchIndex::keyword_commit_job`]).
+#[derive(Debug)]
+pub struct KeywordCommit {
+    committer: keyword::Committer,
+    seq: u64,
+    purge: bool,
+}
+
+impl KeywordCommit {
+    /// Commits (and, if a memory was removed, purges its text from the files).
+    pub fn run(&self) -> Result<(), SearchError> {
+        self.committer.commit(self.seq, self.purge)
+    }
+
+    /// The change-log position the commit makes the keyword index reflect.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Whether it purges (a memory was removed since the last commit).
+    pub fn purges(&self) -> bool {
+        self.purge
+    }
 }
 
 /// How far a catch-up of the vector index got: change-log positions.
@@ -295,6 +327,9 @@ impl SearchIndex {
             embedder,
             meta: HashMap::new(),
             keyword_seq: 0,
+            keyword_staged: 0,
+            keyword_purge: false,
+            defer_keyword_commits: false,
             vector_seq: 0,
             last_vector_save: Instant::now(),
             vectors_dirty: false,
@@ -317,6 +352,7 @@ impl SearchIndex {
         }
         if keyword_ok {
             index.keyword_seq = keyword_seq;
+            index.keyword_staged = keyword_seq;
         } else {
             index.keyword.clear()?;
         }
@@ -338,6 +374,8 @@ impl SearchIndex {
         self.vectors.set_auto_seal(true);
         self.vectors.seal();
         self.keyword_seq = seq;
+        self.keyword_staged = seq;
+        self.keyword_purge = false;
         self.vector_seq = seq;
         self.keyword.commit(seq, true)?;
         self.save_vectors(true)?;
@@ -359,7 +397,7 @@ impl SearchIndex {
         vector_deadline: Option<Instant>,
     ) -> Result<usize, SearchError> {
         let mut applied = 0;
-        if self.keyword_seq == self.vector_seq {
+        if self.keyword_staged == self.vector_seq {
             applied += self.apply(store, Part::Both, vector_deadline, &mut |_| {})?;
         }
         applied += self.apply(store, Part::Keyword, None, &mut |_| {})?;
@@ -372,7 +410,7 @@ impl SearchIndex {
     /// applied.
     pub fn step(&mut self, store: &StoreReader, deadline: Instant) -> Result<usize, SearchError> {
         let mut applied = 0;
-        if self.keyword_seq == self.vector_seq {
+        if self.keyword_staged == self.vector_seq {
             applied += self.apply(store, Part::Both, Some(deadline), &mut |_| {})?;
         }
         applied += self.apply(store, Part::Keyword, Some(deadline), &mut |_| {})?;
@@ -404,7 +442,7 @@ impl SearchIndex {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<usize, SearchError> {
         let start = match part {
-            Part::Keyword => self.keyword_seq,
+            Part::Keyword => self.keyword_staged,
             Part::Vectors | Part::Both => self.vector_seq,
         };
         let last_seq = store.last_seq()?;
@@ -457,9 +495,13 @@ impl SearchIndex {
             applied += events.len();
             seq = last;
             if part.keyword() {
-                self.keyword_seq = last;
-                self.keyword.commit(last, deleted)?;
+                self.keyword_staged = last;
+                self.keyword_purge |= deleted;
+                if !self.defer_keyword_commits {
+                    self.commit_keyword()?;
+                }
             }
+
             if part.vectors() {
                 self.vector_seq = last;
                 purge_vectors |= deleted;
@@ -494,7 +536,8 @@ impl SearchIndex {
         }
         // Both files are rewritten even if one fails.
         let vectors = self.save_vectors(true);
-        self.keyword.commit(self.keyword_seq, true)?;
+        self.keyword_purge = true;
+        self.commit_keyword()?;
         vectors
     }
 
@@ -617,10 +660,51 @@ impl SearchIndex {
     /// are saved every few seconds while they change and whenever a memory is deleted;
     /// call this before the index is dropped, or the next open re-embeds what changed.
     pub fn save(&mut self) -> Result<(), SearchError> {
+        if self.keyword_staged > self.keyword_seq || self.keyword_purge {
+            self.commit_keyword()?;
+        }
         if self.vectors_dirty {
             self.save_vectors(false)?;
         }
         Ok(())
+    }
+
+    /// Commits what was given to the keyword index.
+    fn commit_keyword(&mut self) -> Result<(), SearchError> {
+        self.keyword
+            .commit(self.keyword_staged, self.keyword_purge)?;
+        self.keyword_seq = self.keyword_staged;
+        self.keyword_purge = false;
+        Ok(())
+    }
+
+    /// Leaves keyword commits to the caller: changes are given to the keyword index, and
+    /// [`SearchIndex::keyword_commit_job`] hands out the commit, to run without holding
+    /// the index (a tantivy commit takes tens of milliseconds; searches go on meanwhile).
+    pub fn defer_keyword_commits(&mut self, on: bool) {
+        self.defer_keyword_commits = on;
+    }
+
+    /// The keyword commit that is due, if any: run it with [`KeywordCommit::run`], then
+    /// report it with [`SearchIndex::keyword_committed`].
+    pub fn keyword_commit_job(&mut self) -> Option<KeywordCommit> {
+        if self.keyword_staged == self.keyword_seq && !self.keyword_purge {
+            return None;
+        }
+        Some(KeywordCommit {
+            committer: self.keyword.committer(),
+            seq: self.keyword_staged,
+            purge: std::mem::take(&mut self.keyword_purge),
+        })
+    }
+
+    /// Records how a [`KeywordCommit`] went: on success the keyword index reflects its
+    /// position; on failure its purge is owed to the next commit.
+    pub fn keyword_committed(&mut self, job: &KeywordCommit, result: &Result<(), SearchError>) {
+        match result {
+            Ok(()) => self.keyword_seq = self.keyword_seq.max(job.seq),
+            Err(_) => self.keyword_purge |= job.purge,
+        }
     }
 
     /// Searches. The caller has validated nothing; this checks the query.

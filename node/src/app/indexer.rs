@@ -27,15 +27,25 @@ fn event_kind(kind: ChangeKind) -> EventKind {
 
 impl Service {
     /// Runs `f` on the search index, opening it first if need be.
+    #[track_caller]
     pub(super) fn with_index<T>(
         &self,
         f: impl FnOnce(&mut SearchIndex) -> Result<T, SearchError>,
     ) -> Result<T, ApiError> {
         let store = &self.store;
+        let caller = std::panic::Location::caller();
         let mut slot = self
             .index
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Searches wait while the index is held for writing: say when that is long.
+        let held = Instant::now();
+        let _report = scopeguard(move || {
+            let ms = held.elapsed().as_millis();
+            if ms >= 20 {
+                tracing::debug!(ms, at = %caller, "held the search index for writing");
+            }
+        });
         if slot.is_none() {
             let embedder = (self.embedder)()
                 .map_err(|e| ApiError::unavailable(format!("search is unavailable: {e:#}")))?;
@@ -47,6 +57,8 @@ impl Service {
         }
         if let Some(index) = slot.as_mut() {
             index.seal_in_background(self.background_seal.load(Ordering::Relaxed));
+            // The indexer thread commits the keyword index itself, off the lock.
+            index.defer_keyword_commits(self.indexer.load(Ordering::Relaxed));
         }
         match slot.as_mut() {
             Some(index) => f(index).map_err(search_error),
@@ -206,19 +218,50 @@ impl Service {
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             );
-            let seq = self.with_index(|index| {
+            let (mut seq, commit) = self.with_index(|index| {
                 index.step(store, Instant::now() + INDEX_SLICE)?;
-                Ok(index.positions().0)
+                Ok((index.positions().0, index.keyword_commit_job()))
             })?;
+            // The keyword commit (tens of milliseconds: segment files and fsync) runs
+            // without holding the index, so searches go on meanwhile.
+            if let Some(commit) = commit {
+                let result = commit.run();
+                seq = self.with_index(|index| {
+                    index.keyword_committed(&commit, &result);
+                    Ok(index.positions().0)
+                })?;
+                result.map_err(search_error)?;
+            }
             self.progress.set(seq);
             if seq >= last {
                 self.progress.behind_since.store(0, Ordering::Relaxed);
             }
             if seq < store.last_seq().map_err(store_error)? {
+                // Under a steady stream of writes the index may never be caught up: seal
+                // the vector index's recent segment off the lock as soon as it is due, or
+                // it grows until a write seals it while holding the index.
+                self.seal_if_due()?;
                 return Ok(true);
             }
         }
         self.background_step(Duration::from_millis(250))
+    }
+
+    /// Seals the vector index's recent segment if that is due, building the graph without
+    /// holding the index. Returns whether it sealed.
+    fn seal_if_due(&self) -> Result<bool, ApiError> {
+        let Some(job) = self.with_index_read(|index| Ok(index.seal_job()))? else {
+            return Ok(false);
+        };
+        let started = Instant::now();
+        let built = job.build();
+        let installed = self.with_index(|index| Ok(index.install_seal(built)))?;
+        tracing::info!(
+            installed,
+            seconds = started.elapsed().as_secs_f64(),
+            "sealed the vector index's recent segment"
+        );
+        Ok(true)
     }
 
     /// Leaves sealing the vector index to [`Service::background_step`] (for a long-running
@@ -239,22 +282,11 @@ impl Service {
     /// index, so searches and writes go on meanwhile). Returns whether work remains.
     pub fn background_step(&self, slice: Duration) -> Result<bool, ApiError> {
         let store = &self.store;
-        let (pending, job) = self.with_index(|index| {
+        let pending = self.with_index(|index| {
             index.catch_up_vectors(store, Some(Instant::now() + slice), &mut |_| {})?;
-            Ok((index.status(store)?.pending_changes > 0, index.seal_job()))
+            Ok(index.positions().1 < store.last_seq()?)
         })?;
-        if let Some(job) = job {
-            let started = Instant::now();
-            let built = job.build();
-            let installed = self.with_index(|index| Ok(index.install_seal(built)))?;
-            tracing::info!(
-                installed,
-                seconds = started.elapsed().as_secs_f64(),
-                "sealed the vector index's recent segment"
-            );
-            return Ok(true);
-        }
-        Ok(pending)
+        Ok(self.seal_if_due()? || pending)
     }
 
     /// Saves what the indexes hold (before the process ends).
@@ -268,4 +300,17 @@ impl Service {
             None => Ok(()),
         }
     }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
