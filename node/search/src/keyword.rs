@@ -73,6 +73,23 @@ pub(super) struct KeywordIndex {
     committer: Committer,
 }
 
+/// Segments kept before an inline commit ([`Merging::IfMany`]) merges them into one.
+const MAX_SEGMENTS: usize = 8;
+
+/// What a commit merges. Searching one segment is fastest; merging costs time in
+/// proportion to what is merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Merging {
+    /// Everything into one segment, and old files deleted: a purge (no deleted memory's
+    /// text is left on disk), or compaction once the indexer is caught up.
+    All,
+    /// Everything, once there are more than [`MAX_SEGMENTS`] (commits in this process).
+    IfMany,
+    /// Small segments by size level (tantivy's log merge policy, in the foreground): while
+    /// writes stream in, a commit never rewrites the whole index.
+    ByLevel,
+}
+
 /// Commits a keyword index's staged changes: a handle that can run apart from the
 /// [`KeywordIndex`] it came from (the writer is behind its own lock).
 #[derive(Clone)]
@@ -186,8 +203,8 @@ impl KeywordIndex {
 
     /// Commits pending changes with the change-log position `seq` (see
     /// [`Committer::commit`]).
-    pub(super) fn commit(&mut self, seq: u64, purge: bool) -> Result<(), SearchError> {
-        self.committer.commit(seq, purge)
+    pub(super) fn commit(&mut self, seq: u64, merging: Merging) -> Result<(), SearchError> {
+        self.committer.commit(seq, merging)
     }
 
     /// A handle that commits this index's staged changes without it.
@@ -317,35 +334,31 @@ impl Committer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Commits pending changes with the change-log position `seq`. With `purge`, segments are
-    /// merged and old files deleted, so the text of deleted memories leaves the disk.
-    pub(super) fn commit(&self, seq: u64, purge: bool) -> Result<(), SearchError> {
+    /// Commits pending changes with the change-log position `seq`, then merges segments
+    /// as `merging` says.
+    pub(super) fn commit(&self, seq: u64, merging: Merging) -> Result<(), SearchError> {
         let mut writer = self.writer();
         let mut prepared = writer.prepare_commit().map_err(err)?;
         prepared.set_payload(&seq.to_string());
         prepared.commit().map_err(err)?;
-        // Purging merges everything (so no deleted text is left in any segment); otherwise
-        // small segments are merged by size level (tantivy's log merge policy, run here in
-        // the foreground), so a commit never rewrites the whole index.
         let metas = self.index.searchable_segment_metas().map_err(err)?;
-        let merges: Vec<Vec<tantivy::index::SegmentId>> = if purge {
-            let all: Vec<_> = metas.iter().map(|m| m.id()).collect();
-            if all.is_empty() {
-                Vec::new()
-            } else {
-                vec![all]
-            }
-        } else {
-            LogMergePolicy::default()
+        let all = || vec![metas.iter().map(|m| m.id()).collect::<Vec<_>>()];
+        let merges: Vec<Vec<tantivy::index::SegmentId>> = match merging {
+            _ if metas.len() < 2 && merging != Merging::All => Vec::new(),
+            Merging::All if metas.is_empty() => Vec::new(),
+            Merging::All => all(),
+            Merging::IfMany if metas.len() > MAX_SEGMENTS => all(),
+            Merging::IfMany => Vec::new(),
+            Merging::ByLevel => LogMergePolicy::default()
                 .compute_merge_candidates(&metas)
                 .into_iter()
                 .map(|candidate| candidate.0)
-                .collect()
+                .collect(),
         };
         for segments in &merges {
             writer.merge(segments).wait().map_err(err)?;
         }
-        if purge || !merges.is_empty() {
+        if !merges.is_empty() {
             writer.garbage_collect_files().wait().map_err(err)?;
         }
         self.reader.reload().map_err(err)?;

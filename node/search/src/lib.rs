@@ -24,7 +24,7 @@ use mnemon_crdt::{ChangeKind, CollectionId, Memory, MemoryId, StoreError, StoreR
 use serde::{Deserialize, Serialize};
 
 use self::embed::{EmbedError, Embedder};
-use self::keyword::{KeywordDoc, KeywordIndex};
+use self::keyword::{KeywordDoc, KeywordIndex, Merging};
 use self::vector::VectorIndex;
 
 /// Largest `k` a search accepts.
@@ -234,7 +234,12 @@ pub struct KeywordCommit {
 impl KeywordCommit {
     /// Commits (and, if a memory was removed, purges its text from the files).
     pub fn run(&self) -> Result<(), SearchError> {
-        self.committer.commit(self.seq, self.purge)
+        let merging = if self.purge {
+            Merging::All
+        } else {
+            Merging::ByLevel
+        };
+        self.committer.commit(self.seq, merging)
     }
 
     /// The change-log position the commit makes the keyword index reflect.
@@ -377,7 +382,7 @@ impl SearchIndex {
         self.keyword_staged = seq;
         self.keyword_purge = false;
         self.vector_seq = seq;
-        self.keyword.commit(seq, true)?;
+        self.keyword.commit(seq, Merging::All)?;
         self.save_vectors(true)?;
         // Changes made while rebuilding are applied now (re-applying is harmless).
         self.catch_up(store)?;
@@ -564,6 +569,12 @@ impl SearchIndex {
         self.vectors.seal_job()
     }
 
+    /// A job merging the vector index's sealed segments into one, if there are several
+    /// (for when the index is caught up; see [`vector::VectorIndex::compact_job`]).
+    pub fn compact_job(&self) -> Option<vector::SealJob> {
+        self.vectors.compact_job()
+    }
+
     /// Installs a seal built off the lock; false if the index changed under it (the next
     /// job starts again from the current state).
     pub fn install_seal(&mut self, built: vector::BuiltSeal) -> bool {
@@ -671,8 +682,12 @@ impl SearchIndex {
 
     /// Commits what was given to the keyword index.
     fn commit_keyword(&mut self) -> Result<(), SearchError> {
-        self.keyword
-            .commit(self.keyword_staged, self.keyword_purge)?;
+        let merging = if self.keyword_purge {
+            Merging::All
+        } else {
+            Merging::IfMany
+        };
+        self.keyword.commit(self.keyword_staged, merging)?;
         self.keyword_seq = self.keyword_staged;
         self.keyword_purge = false;
         Ok(())

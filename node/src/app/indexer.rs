@@ -240,17 +240,23 @@ impl Service {
                 // Under a steady stream of writes the index may never be caught up: seal
                 // the vector index's recent segment off the lock as soon as it is due, or
                 // it grows until a write seals it while holding the index.
-                self.seal_if_due()?;
+                self.seal_if_due(false)?;
                 return Ok(true);
             }
         }
         self.background_step(Duration::from_millis(250))
     }
 
-    /// Seals the vector index's recent segment if that is due, building the graph without
+    /// Seals the vector index's recent segment if that is due (or, with `compact`, merges
+    /// its sealed segments into one if there are several), building the graph without
     /// holding the index. Returns whether it sealed.
-    fn seal_if_due(&self) -> Result<bool, ApiError> {
-        let Some(job) = self.with_index_read(|index| Ok(index.seal_job()))? else {
+    fn seal_if_due(&self, compact: bool) -> Result<bool, ApiError> {
+        let job = self.with_index_read(|index| {
+            Ok(index
+                .seal_job()
+                .or_else(|| compact.then(|| index.compact_job()).flatten()))
+        })?;
+        let Some(job) = job else {
             return Ok(false);
         };
         let started = Instant::now();
@@ -286,7 +292,8 @@ impl Service {
             index.catch_up_vectors(store, Some(Instant::now() + slice), &mut |_| {})?;
             Ok(index.positions().1 < store.last_seq()?)
         })?;
-        Ok(self.seal_if_due()? || pending)
+        // Caught up: a good time to merge the sealed segments (searches read one graph).
+        Ok(self.seal_if_due(!pending)? || pending)
     }
 
     /// Saves what the indexes hold (before the process ends).
