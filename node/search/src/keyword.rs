@@ -81,7 +81,7 @@ const MAX_SEGMENTS: usize = 8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Merging {
     /// Everything into one segment, and old files deleted: a purge (no deleted memory's
-    /// text is left on disk), or compaction once the indexer is caught up.
+    /// text is left on disk).
     All,
     /// Everything, once there are more than [`MAX_SEGMENTS`] (commits in this process).
     IfMany,

@@ -569,10 +569,10 @@ impl SearchIndex {
         self.vectors.seal_job()
     }
 
-    /// A job merging the vector index's sealed segments into one, if there are several
-    /// (for when the index is caught up; see [`vector::VectorIndex::compact_job`]).
-    pub fn compact_job(&self) -> Option<vector::SealJob> {
-        self.vectors.compact_job()
+    /// The seal due while writes stream in: only once the recent segment is half way to
+    /// the point where a write would seal it inline, so graph builds stay few.
+    pub fn seal_job_while_writing(&self) -> Option<vector::SealJob> {
+        self.vectors.seal_job_at(vector::SEAL_BACKSTOP / 2)
     }
 
     /// Installs a seal built off the lock; false if the index changed under it (the next

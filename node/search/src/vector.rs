@@ -207,17 +207,17 @@ impl VectorIndex {
     /// The seal due now, if the recent segment is full: its vectors (and, when there are
     /// too many segments, every sealed segment's live vectors, to merge them).
     pub fn seal_job(&self) -> Option<SealJob> {
-        if self.recent.len() < SEAL_AT {
+        self.seal_job_at(SEAL_AT)
+    }
+
+    /// The seal due once the recent segment holds `at` vectors. While writes stream in, a
+    /// larger `at` means fewer graph builds (and merges) competing with them; the recent
+    /// segment is searched exactly meanwhile.
+    pub fn seal_job_at(&self, at: usize) -> Option<SealJob> {
+        if self.recent.len() < at {
             return None;
         }
         Some(self.job(self.sealed.len() >= MAX_SEGMENTS))
-    }
-
-    /// A job that merges every sealed segment (and the recent vectors) into one, if there
-    /// are two sealed segments or more: searching one graph is faster than searching
-    /// several. For when the index is caught up, off the hot path.
-    pub fn compact_job(&self) -> Option<SealJob> {
-        (self.sealed.len() >= 2).then(|| self.job(true))
     }
 
     fn job(&self, merge: bool) -> SealJob {
@@ -519,44 +519,6 @@ pub(crate) mod tests {
         let job = index.seal_job().expect("due again");
         index.purge();
         assert!(!index.install(job.build()));
-    }
-
-    #[test]
-    fn compaction_merges_sealed_segments_into_one_graph_and_keeps_every_live_vector() {
-        let mut seed = 9;
-        let mut index = VectorIndex::new("test", 8);
-        index.set_deferred_seal(true);
-        let mut kept = Vec::new();
-        for round in 0..2u128 {
-            for m in 0..SEAL_AT as u128 {
-                let v = random_unit(&mut seed, 8);
-                if m % 1000 == 0 {
-                    kept.push((round * 100_000 + m, v.clone()));
-                }
-                index.upsert(round * 100_000 + m, vec![v]);
-            }
-            let job = index.seal_job().expect("a seal is due");
-            assert!(index.install(job.build()));
-        }
-        assert_eq!(index.sizes().1, 2);
-        assert!(index.compact_job().is_some());
-        // A deletion after the job is taken stays a deletion.
-        let job = index.compact_job().expect("two sealed segments");
-        index.remove(kept[0].0);
-        assert!(index.install(job.build()));
-        assert_eq!(index.sizes().1, 1, "one graph");
-        assert!(index.compact_job().is_none(), "nothing left to merge");
-        assert_eq!(index.memories(), 2 * SEAL_AT - 1);
-        for (memory, v) in &kept[1..] {
-            let hits = index.search(v, 1, false, &|_| true);
-            assert_eq!(hits[0].memory, *memory);
-        }
-        assert!(
-            index
-                .search(&kept[0].1, 20, false, &|_| true)
-                .iter()
-                .all(|h| h.memory != kept[0].0)
-        );
     }
 
     #[test]

@@ -247,14 +247,17 @@ impl Service {
         self.background_step(Duration::from_millis(250))
     }
 
-    /// Seals the vector index's recent segment if that is due (or, with `compact`, merges
-    /// its sealed segments into one if there are several), building the graph without
-    /// holding the index. Returns whether it sealed.
-    fn seal_if_due(&self, compact: bool) -> Result<bool, ApiError> {
+    /// Seals the vector index's recent segment if that is due: while writes stream in,
+    /// only once it is large (few graph builds compete with the writes); once `caught_up`,
+    /// at its usual size. The graph is built without holding the index. Returns whether it
+    /// sealed.
+    fn seal_if_due(&self, caught_up: bool) -> Result<bool, ApiError> {
         let job = self.with_index_read(|index| {
-            Ok(index
-                .seal_job()
-                .or_else(|| compact.then(|| index.compact_job()).flatten()))
+            Ok(if caught_up {
+                index.seal_job()
+            } else {
+                index.seal_job_while_writing()
+            })
         })?;
         let Some(job) = job else {
             return Ok(false);
@@ -292,7 +295,6 @@ impl Service {
             index.catch_up_vectors(store, Some(Instant::now() + slice), &mut |_| {})?;
             Ok(index.positions().1 < store.last_seq()?)
         })?;
-        // Caught up: a good time to merge the sealed segments (searches read one graph).
         Ok(self.seal_if_due(!pending)? || pending)
     }
 

@@ -8,17 +8,72 @@
 //! what a patch to a task means, which search modes exist) live here, once. No HTTP
 //! framework and no MCP library is known here.
 
-/// Reads a closed set of names with its `FromStr`, so every interface (JSON bodies, query
-/// strings, MCP arguments, CLI flags) accepts the same spellings and names the same error.
-macro_rules! deserialize_from_str {
-    ($ty:ty) => {
+/// A closed set of names people type: the enum, `as_str`, `Display`, and one `FromStr`
+/// (any case, spaces around ignored, aliases too) that every interface reads it with:
+/// JSON bodies, query strings and MCP arguments through `Deserialize`, CLI flags
+/// directly. So they accept the same spellings and name the same error.
+macro_rules! names {
+    (
+        $(#[$meta:meta])*
+        pub enum $ty:ident as $field:literal {
+            $($(#[$vmeta:meta])* $variant:ident = $name:literal $(| $alias:literal)*,)+
+        }
+    ) => {
+        $(#[$meta])*
+        pub enum $ty {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $ty {
+            /// Its name in requests and answers.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<$ty, String> {
+                let wanted = s.trim().to_ascii_lowercase();
+                $(
+                    if wanted == $name $(|| wanted == $alias)* {
+                        return Ok($ty::$variant);
+                    }
+                )+
+                Err(format!(
+                    "{} must be {}, not {:?}",
+                    $field,
+                    crate::one_of(&[$($name),+]),
+                    s.chars().take(40).collect::<String>()
+                ))
+            }
+        }
+
         impl<'de> serde::Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
-                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                let text = String::deserialize(d)?;
                 text.parse().map_err(serde::de::Error::custom)
             }
         }
     };
+}
+
+/// `a`, `a or b`, `a, b or c`.
+fn one_of(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [only] => (*only).to_owned(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
 }
 
 mod api;

@@ -45,47 +45,16 @@ pub struct MemoryView {
     pub seq: Option<u64>,
 }
 
-/// Whether a task is still to be done.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskStatus {
-    /// Still to be done (the default).
-    #[default]
-    Open,
-    /// Finished: its points are earned.
-    Done,
-}
-
-impl TaskStatus {
-    /// Its name in requests and in the stored document.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskStatus::Open => "open",
-            TaskStatus::Done => "done",
-        }
-    }
-}
-
-impl std::fmt::Display for TaskStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-deserialize_from_str!(TaskStatus);
-
-impl std::str::FromStr for TaskStatus {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<TaskStatus, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "open" => Ok(TaskStatus::Open),
-            "done" => Ok(TaskStatus::Done),
-            _ => Err(format!(
-                "status must be open or done, not {:?}",
-                s.chars().take(40).collect::<String>()
-            )),
-        }
+names! {
+    /// Whether a task is still to be done.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema, JsonSchema)]
+    #[serde(rename_all = "lowercase")]
+    pub enum TaskStatus as "status" {
+        /// Still to be done (the default).
+        #[default]
+        Open = "open",
+        /// Finished: its points are earned.
+        Done = "done",
     }
 }
 

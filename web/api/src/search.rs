@@ -32,51 +32,18 @@ pub struct SearchQuery {
     pub after: Option<u64>,
 }
 
-/// How a search ranks memories. One set of names for the API, the UI, the CLI and MCP.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SearchMode {
-    /// By meaning and by words, fused (the default).
-    #[default]
-    Hybrid,
-    /// By meaning alone (the vector index); `vector` is accepted as another name.
-    Semantic,
-    /// By words alone (the keyword index).
-    Keyword,
-}
-
-impl SearchMode {
-    /// Its name in requests.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SearchMode::Hybrid => "hybrid",
-            SearchMode::Semantic => "semantic",
-            SearchMode::Keyword => "keyword",
-        }
-    }
-}
-
-impl std::fmt::Display for SearchMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-deserialize_from_str!(SearchMode);
-
-impl std::str::FromStr for SearchMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<SearchMode, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "hybrid" => Ok(SearchMode::Hybrid),
-            "semantic" | "vector" => Ok(SearchMode::Semantic),
-            "keyword" => Ok(SearchMode::Keyword),
-            _ => Err(format!(
-                "mode must be hybrid, semantic or keyword, not {:?}",
-                s.chars().take(40).collect::<String>()
-            )),
-        }
+names! {
+    /// How a search ranks memories. One set of names for the API, the UI, the CLI and MCP.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema, JsonSchema)]
+    #[serde(rename_all = "lowercase")]
+    pub enum SearchMode as "mode" {
+        /// By meaning and by words, fused (the default).
+        #[default]
+        Hybrid = "hybrid",
+        /// By meaning alone (the vector index); `vector` is accepted as another name.
+        Semantic = "semantic" | "vector",
+        /// By words alone (the keyword index).
+        Keyword = "keyword",
     }
 }
 

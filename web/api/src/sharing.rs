@@ -153,47 +153,16 @@ pub struct PeerView {
     pub last_error: Option<String>,
 }
 
-/// What a member of a collection may do.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, ToSchema, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Receive the collection's memories (the default for invites).
-    #[default]
-    Read,
-    /// Receive them and change them (add, edit, delete).
-    Write,
-}
-
-impl Role {
-    /// Its name in requests.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Read => "read",
-            Role::Write => "write",
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-deserialize_from_str!(Role);
-
-impl std::str::FromStr for Role {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Role, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "read" => Ok(Role::Read),
-            "write" => Ok(Role::Write),
-            _ => Err(format!(
-                "role must be read or write, not {:?}",
-                s.chars().take(40).collect::<String>()
-            )),
-        }
+names! {
+    /// What a member of a collection may do.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, ToSchema, JsonSchema)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Role as "role" {
+        /// Receive the collection's memories (the default for invites).
+        #[default]
+        Read = "read",
+        /// Receive them and change them (add, edit, delete).
+        Write = "write",
     }
 }
 
