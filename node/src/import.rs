@@ -554,10 +554,9 @@ fn read_front_matter(front: &str, note: &mut Note, summary: &mut Summary) -> Res
                     }
                 };
                 note.task = Some(TaskFields {
-                    status: scalar(&value["status"])
-                        .map(|s| s.parse::<TaskStatus>())
-                        .transpose()
-                        .map_err(|e| format!("front matter task {e}"))?,
+                    // A status this version does not know (other tools write many) is
+                    // left out: the task is open.
+                    status: scalar(&value["status"]).and_then(|s| s.parse::<TaskStatus>().ok()),
                     priority: number("priority")?,
                     due: scalar(&value["due"]),
                     difficulty: number("difficulty")?

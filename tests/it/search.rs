@@ -239,6 +239,73 @@ fn deletes_never_show_and_edits_are_searchable_when_the_write_returns() {
     assert_eq!(status.keyword_indexed, 299);
 }
 
+/// The built-in embedder, until `broken` is set: then every batch fails, as an
+/// unreachable embedding service would.
+#[derive(Debug, Default)]
+struct Flaky {
+    inner: HashEmbedder,
+    broken: std::sync::atomic::AtomicBool,
+}
+
+impl Embedder for Flaky {
+    fn model_id(&self) -> &str {
+        self.inner.model_id()
+    }
+    fn dimension(&self) -> usize {
+        self.inner.dimension()
+    }
+    fn embed(
+        &self,
+        texts: &[&str],
+    ) -> Result<Vec<Vec<f32>>, mnemon_node::search::embed::EmbedError> {
+        if self.broken.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(mnemon_node::search::embed::EmbedError::Failed(
+                "the service is unreachable".into(),
+            ));
+        }
+        self.inner.embed(texts)
+    }
+}
+
+#[test]
+fn words_are_indexed_while_the_embedder_is_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, ids) = store_with(&dir, 50);
+    let flaky = Arc::new(Flaky::default());
+    let mut index =
+        SearchIndex::open(&dir.path().join("index"), flaky.clone(), &store).expect("index");
+    flaky
+        .broken
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    store
+        .edit(
+            ids[3],
+            &MemoryEdit {
+                content: Some("zanzibarquokka arrived while the model was away".into()),
+                ..MemoryEdit::default()
+            },
+        )
+        .expect("edit");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    assert!(
+        index.step(&store, deadline).is_err(),
+        "the vectors' failure is reported"
+    );
+    let last = store.last_seq().expect("seq");
+    assert_eq!(index.positions().0, last, "the keyword index moved on");
+    assert!(index.positions().1 < last, "the vectors did not");
+    let hits = index
+        .search(&store, &query("zanzibarquokka", 5, Mode::Keyword))
+        .expect("search");
+    assert_eq!(hits.first().map(|h| h.id), Some(ids[3]));
+    // Back up: the vectors catch up.
+    flaky
+        .broken
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    index.step(&store, deadline).expect("step");
+    assert_eq!(index.positions(), (last, last));
+}
+
 #[test]
 fn a_deferred_keyword_commit_runs_apart_from_the_index_and_then_counts() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -302,7 +369,15 @@ fn a_deferred_keyword_commit_runs_apart_from_the_index_and_then_counts() {
         job.seq(),
         "a failed commit moves nothing"
     );
+    // What the failed commit held is given again from the change log.
+    index
+        .step(
+            &store,
+            std::time::Instant::now() + std::time::Duration::from_secs(5),
+        )
+        .expect("step");
     let retry = index.keyword_commit_job().expect("still due");
+    assert_eq!(retry.seq(), store.last_seq().expect("seq"));
     assert!(
         retry.purges(),
         "the failed purge is owed to the next commit"

@@ -207,6 +207,12 @@ impl KeywordIndex {
         self.committer.commit(seq, merging)
     }
 
+    /// Drops what was staged since the last commit (after a failed commit; the caller
+    /// stages it again). A failure here is logged by the next commit's failure.
+    pub(super) fn rollback(&mut self) {
+        let _ = self.committer.writer().rollback();
+    }
+
     /// A handle that commits this index's staged changes without it.
     pub(super) fn committer(&self) -> Committer {
         self.committer.clone()

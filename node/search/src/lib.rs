@@ -413,14 +413,28 @@ impl SearchIndex {
     /// One bounded step of the indexer: applies the store's changes to both indexes until
     /// `deadline` (at least one batch each if any is pending). Returns how many changes it
     /// applied.
+    /// The keyword index moves on even when the vectors cannot (the embedder is
+    /// unreachable, say): the vectors' error is returned after it did.
     pub fn step(&mut self, store: &StoreReader, deadline: Instant) -> Result<usize, SearchError> {
         let mut applied = 0;
+        let mut vectors_failed = None;
         if self.keyword_staged == self.vector_seq {
-            applied += self.apply(store, Part::Both, Some(deadline), &mut |_| {})?;
+            match self.apply(store, Part::Both, Some(deadline), &mut |_| {}) {
+                Ok(n) => applied += n,
+                Err(e) => vectors_failed = Some(e),
+            }
         }
         applied += self.apply(store, Part::Keyword, Some(deadline), &mut |_| {})?;
-        applied += self.apply(store, Part::Vectors, Some(deadline), &mut |_| {})?;
-        Ok(applied)
+        if vectors_failed.is_none() {
+            match self.apply(store, Part::Vectors, Some(deadline), &mut |_| {}) {
+                Ok(n) => applied += n,
+                Err(e) => vectors_failed = Some(e),
+            }
+        }
+        match vectors_failed {
+            Some(e) => Err(e),
+            None => Ok(applied),
+        }
     }
 
     /// The change-log positions the keyword and the vector index reflect.
@@ -687,10 +701,26 @@ impl SearchIndex {
         } else {
             Merging::IfMany
         };
-        self.keyword.commit(self.keyword_staged, merging)?;
-        self.keyword_seq = self.keyword_staged;
-        self.keyword_purge = false;
-        Ok(())
+        let purge = self.keyword_purge;
+        match self.keyword.commit(self.keyword_staged, merging) {
+            Ok(()) => {
+                self.keyword_seq = self.keyword_staged;
+                self.keyword_purge = false;
+                Ok(())
+            }
+            Err(e) => {
+                self.keyword_commit_failed(purge);
+                Err(e)
+            }
+        }
+    }
+
+    /// After a failed keyword commit: what was staged is dropped and given again from the
+    /// change log (a failed tantivy commit may have lost it), and a purge stays owed.
+    fn keyword_commit_failed(&mut self, purge: bool) {
+        self.keyword.rollback();
+        self.keyword_staged = self.keyword_seq;
+        self.keyword_purge |= purge;
     }
 
     /// Leaves keyword commits to the caller: changes are given to the keyword index, and
@@ -714,11 +744,12 @@ impl SearchIndex {
     }
 
     /// Records how a [`KeywordCommit`] went: on success the keyword index reflects its
-    /// position; on failure its purge is owed to the next commit.
+    /// position; on failure what it held is given again from the change log, and its purge
+    /// is owed to the next commit.
     pub fn keyword_committed(&mut self, job: &KeywordCommit, result: &Result<(), SearchError>) {
         match result {
             Ok(()) => self.keyword_seq = self.keyword_seq.max(job.seq),
-            Err(_) => self.keyword_purge |= job.purge,
+            Err(_) => self.keyword_commit_failed(job.purge),
         }
     }
 

@@ -218,9 +218,11 @@ impl Service {
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             );
-            let (mut seq, commit) = self.with_index(|index| {
-                index.step(store, Instant::now() + INDEX_SLICE)?;
-                Ok((index.positions().0, index.keyword_commit_job()))
+            // A step that failed (the vectors, say) may still have given the keyword
+            // index changes to commit.
+            let (mut seq, commit, stepped) = self.with_index(|index| {
+                let stepped = index.step(store, Instant::now() + INDEX_SLICE).err();
+                Ok((index.positions().0, index.keyword_commit_job(), stepped))
             })?;
             // The keyword commit (tens of milliseconds: segment files and fsync) runs
             // without holding the index, so searches go on meanwhile.
@@ -233,6 +235,9 @@ impl Service {
                 result.map_err(search_error)?;
             }
             self.progress.set(seq);
+            if let Some(e) = stepped {
+                return Err(search_error(e));
+            }
             if seq >= last {
                 self.progress.behind_since.store(0, Ordering::Relaxed);
             }

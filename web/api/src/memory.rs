@@ -58,11 +58,19 @@ names! {
     }
 }
 
+/// A status as a view reads it: one this version does not know is `open`.
+fn lenient_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TaskStatus, D::Error> {
+    let text = String::deserialize(d)?;
+    Ok(text.parse().unwrap_or_default())
+}
+
 /// The task fields of a memory of kind `task`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
 pub struct TaskView {
-    /// `open` or `done` (a status this version does not know, written by a peer, reads
-    /// as `open`: only `done` earns points).
+    /// `open` or `done` (a status this version does not know, written by a peer or an
+    /// older node, reads as `open`: only `done` earns points).
+    #[serde(deserialize_with = "lenient_status")]
+    #[schemars(with = "TaskStatus")]
     pub status: TaskStatus,
     /// Higher is more urgent.
     pub priority: i64,
@@ -438,5 +446,29 @@ impl EventKind {
             EventKind::Updated => "updated",
             EventKind::Deleted => "deleted",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_this_version_does_not_know_reads_as_open_but_is_refused_as_input() {
+        let view: TaskView = serde_json::from_str(
+            r#"{"status": "waiting", "priority": 0, "difficulty": 1, "xp": 10}"#,
+        )
+        .expect("an older node's or a peer's task");
+        assert_eq!(view.status, TaskStatus::Open);
+        let done: TaskView =
+            serde_json::from_str(r#"{"status": "Done", "priority": 0, "difficulty": 1, "xp": 10}"#)
+                .expect("done");
+        assert_eq!(done.status, TaskStatus::Done);
+        let err = serde_json::from_str::<TaskFields>(r#"{"status": "waiting"}"#)
+            .expect_err("a request must name a status this version knows");
+        assert!(
+            err.to_string().contains("status must be open or done"),
+            "{err}"
+        );
     }
 }
