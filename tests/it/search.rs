@@ -44,6 +44,19 @@ fn store_with(dir: &tempfile::TempDir, n: usize) -> (Store, Vec<MemoryId>) {
     (store, ids)
 }
 
+/// Replaces a memory's text.
+fn set_content(store: &mut Store, id: MemoryId, text: &str) {
+    store
+        .edit(
+            id,
+            &MemoryEdit {
+                content: Some(text.into()),
+                ..MemoryEdit::default()
+            },
+        )
+        .expect("edit");
+}
+
 fn query(text: &str, k: usize, mode: Mode) -> Query {
     Query {
         text: text.to_owned(),
@@ -208,15 +221,7 @@ fn deletes_never_show_and_edits_are_searchable_when_the_write_returns() {
     let path = dir.path().join("index");
     let mut index = SearchIndex::open(&path, embedder(), &store).expect("index");
     let target = ids[17];
-    store
-        .edit(
-            target,
-            &MemoryEdit {
-                content: Some("zanzibarquokka lives here now".into()),
-                ..MemoryEdit::default()
-            },
-        )
-        .expect("edit");
+    set_content(&mut store, target, "zanzibarquokka lives here now");
     index.catch_up(&store).expect("catch up");
     for mode in [Mode::Keyword, Mode::Hybrid, Mode::Semantic] {
         let hits = index
@@ -277,15 +282,11 @@ fn words_are_indexed_while_the_embedder_is_down() {
     flaky
         .broken
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    store
-        .edit(
-            ids[3],
-            &MemoryEdit {
-                content: Some("zanzibarquokka arrived while the model was away".into()),
-                ..MemoryEdit::default()
-            },
-        )
-        .expect("edit");
+    set_content(
+        &mut store,
+        ids[3],
+        "zanzibarquokka arrived while the model was away",
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     assert!(
         index.step(&store, deadline).is_err(),
@@ -321,15 +322,7 @@ fn a_deferred_keyword_commit_runs_apart_from_the_index_and_then_counts() {
             .map(|h| h.id)
     };
     let target = ids[7];
-    store
-        .edit(
-            target,
-            &MemoryEdit {
-                content: Some("zanzibarquokka lives here now".into()),
-                ..MemoryEdit::default()
-            },
-        )
-        .expect("edit");
+    set_content(&mut store, target, "zanzibarquokka lives here now");
     let before = index.positions().0;
     index
         .step(

@@ -32,7 +32,6 @@ impl Service {
         &self,
         f: impl FnOnce(&mut SearchIndex) -> Result<T, SearchError>,
     ) -> Result<T, ApiError> {
-        let store = &self.store;
         let caller = std::panic::Location::caller();
         let mut slot = self
             .index
@@ -40,30 +39,35 @@ impl Service {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Searches wait while the index is held for writing: say when that is long.
         let held = Instant::now();
-        let _report = scopeguard(move || {
-            let ms = held.elapsed().as_millis();
-            if ms >= 20 {
-                tracing::debug!(ms, at = %caller, "held the search index for writing");
-            }
+        let result = self.open_index(&mut slot).and_then(|index| {
+            index.seal_in_background(self.background_seal.load(Ordering::Relaxed));
+            // The indexer thread commits the keyword index itself, off the lock.
+            index.defer_keyword_commits(self.indexer.load(Ordering::Relaxed));
+            f(index).map_err(search_error)
         });
+        let ms = held.elapsed().as_millis();
+        if ms >= 20 {
+            tracing::debug!(ms, at = %caller, "held the search index for writing");
+        }
+        result
+    }
+
+    /// The search index in `slot`, opened (and caught up on words) first if need be.
+    fn open_index<'a>(
+        &self,
+        slot: &'a mut Option<SearchIndex>,
+    ) -> Result<&'a mut SearchIndex, ApiError> {
         if slot.is_none() {
             let embedder = (self.embedder)()
                 .map_err(|e| ApiError::unavailable(format!("search is unavailable: {e:#}")))?;
-            let index = SearchIndex::open_lagging(&self.index_dir, embedder, store)
+            let index = SearchIndex::open_lagging(&self.index_dir, embedder, &self.store)
                 .map_err(search_error)?;
             self.progress.set(index.positions().0);
             *slot = Some(index);
             self.ready.store(true, Ordering::Relaxed);
         }
-        if let Some(index) = slot.as_mut() {
-            index.seal_in_background(self.background_seal.load(Ordering::Relaxed));
-            // The indexer thread commits the keyword index itself, off the lock.
-            index.defer_keyword_commits(self.indexer.load(Ordering::Relaxed));
-        }
-        match slot.as_mut() {
-            Some(index) => f(index).map_err(search_error),
-            None => Err(ApiError::internal("the search index is not open")),
-        }
+        slot.as_mut()
+            .ok_or_else(|| ApiError::internal("the search index is not open"))
     }
 
     /// Runs `f` on the search index for reading; searches run side by side.
@@ -314,17 +318,4 @@ impl Service {
             None => Ok(()),
         }
     }
-}
-
-/// Runs `f` when dropped.
-fn scopeguard(f: impl FnOnce()) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
 }
