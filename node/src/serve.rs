@@ -81,20 +81,114 @@ pub fn token(data: &Path, rotate: bool) -> Result<String> {
     Ok(token)
 }
 
-/// The service running on this data folder, if `serve.json` names one that answers.
+/// The service running on this data folder: the one `serve.json` names, if its process
+/// is alive, the port is its own, and it proves it knows the folder's token before the
+/// token is sent (`/health/proof`). A `serve.json` left by a service that died is
+/// removed; one that fails the proof is reported, and nothing is sent to it.
 pub fn running(data: &Path) -> Option<Running> {
-    let text = std::fs::read_to_string(data.join(SERVE_FILE)).ok()?;
-    let running: Running = serde_json::from_str(&text).ok()?;
+    let path = data.join(SERVE_FILE);
+    let text = std::fs::read_to_string(&path).ok()?;
+    let Ok(running) = serde_json::from_str::<Running>(&text) else {
+        eprintln!(
+            "mnemon: warning: {} cannot be read; ignoring it",
+            path.display()
+        );
+        return None;
+    };
+    let port = running
+        .url
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse::<u16>().ok());
+    let stale = match (alive(running.pid), port) {
+        (Some(false), _) => true,
+        (_, Some(port)) => listens(running.pid, port) == Some(false),
+        (_, None) => true,
+    };
+    if stale {
+        tracing::debug!(
+            pid = running.pid,
+            "removing the serve.json of a service that is gone"
+        );
+        let _ = std::fs::remove_file(&path);
+        return None;
+    }
+    let token = match std::fs::read_to_string(data.join(TOKEN_FILE)) {
+        Ok(token) if !token.trim().is_empty() => token.trim().to_owned(),
+        _ => return None,
+    };
+    let nonce = random_hex(32);
     let agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(2)))
         .build()
         .new_agent();
-    agent
-        .get(&format!("{}/health/live", running.url))
+    let proof = agent
+        .get(&format!("{}/health/proof", running.url))
+        .query("nonce", &nonce)
         .call()
         .ok()
         .filter(|r| r.status() == 200)
-        .map(|_| running)
+        .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok())
+        .and_then(|v| v["proof"].as_str().map(str::to_owned));
+    match proof {
+        Some(proof) if proof == mnemon_web::serve_proof(&token, &running.url, &nonce) => {
+            Some(running)
+        }
+        Some(_) | None if alive(running.pid) == Some(true) => {
+            eprintln!(
+                "mnemon: warning: {} names {} (pid {}), but what answers there does not \
+                 prove it knows this folder's token; nothing is sent to it",
+                path.display(),
+                running.url,
+                running.pid
+            );
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Whether process `pid` is alive (`None`: this system cannot tell).
+fn alive(pid: u32) -> Option<bool> {
+    if cfg!(target_os = "linux") {
+        Some(Path::new("/proc").join(pid.to_string()).exists())
+    } else {
+        None
+    }
+}
+
+/// Whether process `pid` holds the socket listening on TCP `port` (`None`: this system,
+/// or these permissions, cannot tell).
+fn listens(pid: u32, port: u16) -> Option<bool> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    // /proc/net/tcp: "sl local_address rem_address st … uid timeout inode", addresses as
+    // HEXIP:HEXPORT, state 0A = listening.
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields
+                .get(1)
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && fields.get(3) == Some(&"0A") {
+                inodes.extend(fields.get(9).map(|i| format!("socket:[{i}]")));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        // Nobody listens there.
+        return Some(false);
+    }
+    let fds = std::fs::read_dir(Path::new("/proc").join(pid.to_string()).join("fd")).ok()?;
+    Some(fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    }))
 }
 
 /// Options of `mnemon serve`.
@@ -145,7 +239,7 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
         };
         service.forward_events();
         let mcp_cancel = tokio_util::sync::CancellationToken::new();
-        let (app, ui) = mnemon_web::router_with(
+        let app = mnemon_web::router_with(
             service.clone() as Arc<dyn Api>,
             &config,
             mnemon_mcp::http_router(service.clone() as Arc<dyn Api>, mcp_cancel.clone()),
@@ -204,9 +298,6 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
             mcp_cancel.cancel();
         })
         .await;
-        // Deletes made in the web UI whose undo window is still open happen now: the
-        // owner asked to forget those memories.
-        ui.flush().await;
         if let Some(network) = &network {
             network.save();
         }

@@ -461,3 +461,69 @@ fn tasks_are_added_listed_by_due_date_and_done_for_points() {
     cli.run(&["task", "done", &note])
         .fails_with("is a note, not a task");
 }
+
+/// A `serve.json` left by a service that died names a port anyone may take. What answers
+/// there must prove it knows the token before the CLI sends the token or any text.
+#[test]
+fn a_squatter_on_a_dead_servers_port_gets_neither_token_nor_text() {
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+    let cli = TestCli::new();
+    cli.init();
+    // The squatter: answers every request with 200 and a proof of its own invention,
+    // and keeps every byte it is sent.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let heard = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let keep = heard.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(300)));
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = std::io::Read::read(&mut stream, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                keep.lock().expect("lock").extend_from_slice(&buf[..n]);
+                let body = format!("{{\"proof\":\"{}\",\"id\":\"x\"}}", "ab".repeat(32));
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        }
+    });
+    // This test's process is alive and owns the port, as a squatter would.
+    let serve_json = cli.data_dir().join("serve.json");
+    std::fs::write(
+        &serve_json,
+        format!("{{\"url\":\"{url}\",\"pid\":{}}}", std::process::id()),
+    )
+    .expect("write serve.json");
+    let run = cli.run(&["add", "--title", "Squirrel", "the secret squirrel text"]);
+    assert!(run.success, "written to the data folder: {}", run.stderr);
+    assert!(run.stderr.contains("does not prove"), "{}", run.stderr);
+    let heard = String::from_utf8_lossy(&heard.lock().expect("lock")).into_owned();
+    assert!(heard.contains("/health/proof"), "it was asked: {heard}");
+    let token = cli.run(&["token"]).ok().to_owned();
+    assert!(!heard.contains(&token), "the token was sent: {heard}");
+    assert!(
+        !heard.to_ascii_lowercase().contains("authorization"),
+        "{heard}"
+    );
+    assert!(!heard.contains("squirrel"), "the text was sent: {heard}");
+    assert_eq!(cli.count(), 1);
+
+    // A serve.json whose process is gone is removed, and the data folder is used.
+    let mut gone = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let pid = gone.id();
+    gone.wait().expect("wait");
+    std::fs::write(&serve_json, format!("{{\"url\":\"{url}\",\"pid\":{pid}}}"))
+        .expect("write serve.json");
+    assert_eq!(cli.count(), 1);
+    assert!(!serve_json.exists(), "a stale serve.json is removed");
+}

@@ -14,28 +14,19 @@ use crate::error::HttpError;
 use crate::router::{
     ask, authenticate, backlinks, collections, create_collection, create_memory, delete_memory,
     events, get_memory, graph, guard, invite_collection, join, list_memories, members, metrics,
-    peers, ready, search, session, share_collection, status, tag_route, unshare_collection,
+    peers, proof, ready, search, session, share_collection, status, tag_route, unshare_collection,
     update_memory,
 };
-use crate::state::{AppState, ServerConfig, Shutdown};
+use crate::state::{AppState, ServerConfig};
 
 /// The router for `backend`, with every protection in place.
 pub fn router(backend: Arc<dyn Api>, config: &ServerConfig) -> Router {
-    router_with_shutdown(backend, config).0
-}
-
-/// [`router`], and the handle a server calls on shutdown.
-pub fn router_with_shutdown(backend: Arc<dyn Api>, config: &ServerConfig) -> (Router, Shutdown) {
     router_with(backend, config, Router::new())
 }
 
-/// [`router_with_shutdown`] with `protected` routes beside the API (such as the MCP
+/// [`router`] with `protected` routes beside the API (such as the MCP
 /// endpoint), behind the same token, `Host` check, limits and logging.
-pub fn router_with(
-    backend: Arc<dyn Api>,
-    config: &ServerConfig,
-    protected: Router,
-) -> (Router, Shutdown) {
+pub fn router_with(backend: Arc<dyn Api>, config: &ServerConfig, protected: Router) -> Router {
     let state = AppState::new(backend, config);
     let api = Router::new()
         .route("/memories", get(list_memories).post(create_memory))
@@ -78,10 +69,11 @@ pub fn router_with(
         )
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
+        .route("/health/proof", get(proof))
         .route_layer(middleware::from_fn(tag_route))
         .with_state(state.clone())
         .merge(protected.layer(middleware::from_fn_with_state(state.clone(), authenticate)))
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), guard));
-    (router, Shutdown(state))
+    router
 }

@@ -19,9 +19,9 @@ mod ui;
 
 pub use ui::encode_component;
 
-pub use app::{router, router_with, router_with_shutdown};
+pub use app::{router, router_with};
 pub use error::{ErrorBody, ErrorDetail, HttpError, status_of};
 pub use openapi::ApiDoc;
 pub use router::DEFAULT_BODY_LIMIT;
-pub use security::{FAILURE_DELAY, MAX_FAILURES};
-pub use state::{DEFAULT_UNDO_WINDOW, ServerConfig, Shutdown};
+pub use security::{FAILURE_DELAY, MAX_FAILURES, serve_proof};
+pub use state::{DEFAULT_UNDO_WINDOW, ServerConfig};

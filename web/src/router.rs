@@ -520,6 +520,25 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ProofQuery {
+    nonce: String,
+}
+
+/// `GET /health/proof?nonce=`: proves, without anyone sending it, that this server knows
+/// the token ([`crate::serve_proof`]). The CLI asks before it trusts `serve.json`.
+pub(crate) async fn proof(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<ProofQuery>,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    if !crate::security::nonce_ok(&query.nonce) {
+        return Err(Error::invalid("nonce: 32 to 128 hexadecimal digits").into());
+    }
+    Ok(Json(
+        serde_json::json!({ "proof": state.security.proof(&query.nonce) }),
+    ))
+}
+
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let backend = state.backend.clone();
     let gauges = tokio::task::spawn_blocking(move || backend.gauges())

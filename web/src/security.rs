@@ -21,6 +21,8 @@ pub(crate) const SESSION_COOKIE: &str = "mnemon_session";
 #[derive(Debug)]
 pub(crate) struct Security {
     token: String,
+    /// The server's own address, as a client reaches it (`http://127.0.0.1:7777`).
+    url: String,
     csrf: String,
     hosts: HashSet<String>,
     failures: Mutex<HashMap<IpAddr, Vec<Instant>>>,
@@ -47,6 +49,7 @@ impl Security {
         hosts.extend(extra_hosts.iter().map(|h| h.to_ascii_lowercase()));
         Security {
             token,
+            url: format!("http://{bind}"),
             csrf,
             hosts,
             failures: Mutex::new(HashMap::new()),
@@ -61,6 +64,11 @@ impl Security {
     /// Whether `presented` is the token, compared in constant time.
     pub(crate) fn token_ok(&self, presented: &str) -> bool {
         constant_time_eq(presented.as_bytes(), self.token.as_bytes())
+    }
+
+    /// This server's answer to a client's `nonce` ([`serve_proof`]).
+    pub(crate) fn proof(&self, nonce: &str) -> String {
+        serve_proof(&self.token, &self.url, nonce)
     }
 
     /// Whether `presented` is the CSRF token.
@@ -131,6 +139,32 @@ impl Security {
             times.iter().filter(|t| now - **t < FAILURE_WINDOW).count() >= MAX_FAILURES
         })
     }
+}
+
+/// The answer a server that knows `token` gives to a client's `nonce` when the client
+/// reached it at `url` (`GET /health/proof?nonce=`): HMAC-SHA-256 over both, in hex.
+///
+/// A client that found a server's address in the data folder asks for this before it
+/// sends the token: whoever took over the port of a server that died cannot answer it,
+/// and an answer for one address is no answer for another.
+pub fn serve_proof(token: &str, url: &str, nonce: &str) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(token.as_bytes())
+        .expect("HMAC takes a key of any length");
+    for part in ["mnemon-serve-proof-1", url, nonce] {
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part.as_bytes());
+    }
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether `nonce` is one a client would send for [`serve_proof`]: 32 to 128 hex digits.
+pub(crate) fn nonce_ok(nonce: &str) -> bool {
+    (32..=128).contains(&nonce.len()) && nonce.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Equality whose time depends only on the lengths.

@@ -2,14 +2,14 @@
 //! (the backend, the security rules, metrics, the web UI's pending deletes), and the
 //! helpers handlers use to reach the backend.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request};
 
-use mnemon_api::{Api, Error, ErrorKind};
+use mnemon_api::{Api, Error, MemoryView};
 
 use crate::metrics::Metrics;
 use crate::security::Security;
@@ -27,21 +27,30 @@ pub struct ServerConfig {
     pub extra_hosts: Vec<String>,
     /// Largest request body, in bytes.
     pub body_limit: usize,
-    /// How long a memory deleted in the web UI can be brought back before it is
-    /// forgotten for good.
+    /// How long Undo can bring back a memory deleted in the web UI (as a new memory from
+    /// its last state: the delete itself happens at once).
     pub undo_window: Duration,
 }
 
 /// Default [`ServerConfig::undo_window`].
 pub const DEFAULT_UNDO_WINDOW: Duration = Duration::from_secs(10);
 
+/// A memory deleted in the web UI, as Undo needs it.
+#[derive(Debug)]
+pub(crate) struct Deleted {
+    /// Its last state.
+    pub(crate) memory: MemoryView,
+    /// The memories that linked to it, with the relation.
+    pub(crate) linked_from: Vec<(String, String)>,
+}
+
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) backend: Arc<dyn Api>,
     pub(crate) security: Arc<Security>,
     pub(crate) metrics: Arc<Metrics>,
-    /// Memories deleted in the UI and still within their undo window.
-    pending: Arc<Mutex<HashSet<String>>>,
+    /// Memories deleted in the UI, with when: Undo writes them again within the window.
+    deleted: Arc<Mutex<HashMap<String, (Instant, Deleted)>>>,
     undo_window: Duration,
 }
 
@@ -57,79 +66,40 @@ impl AppState {
                 &config.extra_hosts,
             )),
             metrics: Arc::new(Metrics::default()),
-            pending: Arc::new(Mutex::new(HashSet::new())),
+            deleted: Arc::new(Mutex::new(HashMap::new())),
             undo_window: config.undo_window,
         }
     }
 
-    /// Ids deleted in the UI whose undo window is still open (hidden from its pages).
-    pub(crate) fn pending_deletes(&self) -> HashSet<String> {
-        self.pending
+    /// Keeps a memory just deleted in the UI, for Undo during the undo window.
+    pub(crate) fn deleted(&self, memory: Deleted) {
+        let now = Instant::now();
+        let mut deleted = self
+            .deleted
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        deleted.retain(|_, (at, _)| now.duration_since(*at) < self.undo_window);
+        deleted.insert(memory.memory.id.clone(), (now, memory));
     }
 
-    /// Forgets `id` for good once the undo window passes, unless [`Self::cancel_delete`]
-    /// is called first.
-    pub(crate) fn schedule_delete(&self, id: String) {
-        self.pending
+    /// Whether the memory `id` was deleted in the UI within the undo window.
+    pub(crate) fn can_undo(&self, id: &str) -> bool {
+        self.deleted
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id.clone());
-        let state = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(state.undo_window).await;
-            state.delete_now(id).await;
-        });
+            .get(id)
+            .is_some_and(|(at, _)| at.elapsed() < self.undo_window)
     }
 
-    /// Brings back a memory deleted in the UI; false if its window has passed.
-    pub(crate) fn cancel_delete(&self, id: &str) -> bool {
-        self.pending
+    /// The last state of the memory `id` deleted in the UI, if the undo window is open
+    /// (taken: an undo happens once).
+    pub(crate) fn take_deleted(&self, id: &str) -> Option<Deleted> {
+        self.deleted
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(id)
-    }
-
-    async fn delete_now(&self, id: String) {
-        // Claimed before deleting, so an undo from now on is "too late", never a false
-        // "undone" while the delete goes on.
-        if !self.cancel_delete(&id) {
-            return;
-        }
-        let backend = self.backend.clone();
-        let target = id.clone();
-        match blocking(move || backend.delete(&target)).await {
-            Ok(()) => tracing::info!(memory = %id, "deleted from the web UI"),
-            Err(e) if e.kind == ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(memory = %id, error = %e, "a delete from the web UI failed"),
-        }
-    }
-
-    /// Carries out every delete still waiting for its undo window (at shutdown).
-    pub(crate) async fn flush_deletes(&self) {
-        for id in self.pending_deletes() {
-            self.delete_now(id).await;
-        }
-    }
-}
-
-/// A handle to what the router holds between requests, for a graceful shutdown.
-#[derive(Clone)]
-pub struct Shutdown(pub(crate) AppState);
-
-impl std::fmt::Debug for Shutdown {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shutdown").finish_non_exhaustive()
-    }
-}
-
-impl Shutdown {
-    /// Carries out the deletes made in the web UI whose undo window is still open, so a
-    /// memory its owner deleted does not survive a restart.
-    pub async fn flush(&self) {
-        self.0.flush_deletes().await;
+            .filter(|(at, _)| at.elapsed() < self.undo_window)
+            .map(|(_, memory)| memory)
     }
 }
 

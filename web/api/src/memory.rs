@@ -323,6 +323,32 @@ pub struct CreateMemory {
     pub updated_at: Option<String>,
 }
 
+impl From<&MemoryView> for CreateMemory {
+    /// The memory `view` shows, to be written again (Undo of a delete): the same text,
+    /// tags, collection, kind, importance, links, task, source and times, under a new id.
+    fn from(view: &MemoryView) -> CreateMemory {
+        CreateMemory {
+            title: Some(view.title.clone()),
+            content: view.content.clone(),
+            tags: view.tags.clone(),
+            collection: Some(view.collection.clone()),
+            kind: Some(view.kind.clone()),
+            importance: Some(view.importance),
+            links: view.links.clone(),
+            task: view.task.as_ref().map(|task| TaskFields {
+                status: Some(task.status),
+                priority: Some(task.priority),
+                due: task.due.clone(),
+                difficulty: Some(task.difficulty),
+                xp: Some(task.xp),
+            }),
+            source: view.source.clone(),
+            created_at: Some(view.created_at.clone()),
+            updated_at: Some(view.updated_at.clone()),
+        }
+    }
+}
+
 /// `PATCH /api/v1/memories/{id}`: fields left out are not touched.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -25,13 +25,13 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 
 use mnemon_api::{
-    Api, CollectionView, Error, GraphNode, GraphQuery, HitView, ListQuery, MAX_LIST_PAGE,
-    MemoryView, PatchMemory, SearchMode, SearchQuery, TaskStatus,
+    Api, CollectionView, CreateMemory, Error, GraphNode, GraphQuery, HitView, LinkView, ListQuery,
+    MAX_LIST_PAGE, MemoryView, PatchMemory, SearchMode, SearchQuery, TaskStatus,
 };
 
 use crate::error::HttpError;
 use crate::security::{FAILURE_DELAY, SESSION_COOKIE};
-use crate::state::{AppState, blocking, client_ip};
+use crate::state::{AppState, Deleted, blocking, client_ip};
 
 const APP_JS: &str = include_str!("../../assets/app.js");
 const APP_CSS: &str = include_str!("../../assets/app.css");
@@ -385,12 +385,7 @@ async fn home(
     };
     let (page, collections) =
         blocking(move || Ok((backend.list(&query)?, backend.collections()?))).await?;
-    let pending = state.pending_deletes();
-    let items: Vec<&MemoryView> = page
-        .items
-        .iter()
-        .filter(|m| !pending.contains(&m.id))
-        .collect();
+    let items: Vec<&MemoryView> = page.items.iter().collect();
     let tags: BTreeSet<&String> = items.iter().flat_map(|m| m.tags.iter()).collect();
     let list = html! {
         section #list aria-label="Memories" {
@@ -413,7 +408,7 @@ async fn home(
     if wants_fragment(&headers) {
         return Ok(list.into_response());
     }
-    let deleted = non_empty(q.deleted).filter(|id| pending.contains(id));
+    let deleted = non_empty(q.deleted).filter(|id| state.can_undo(id));
     let csrf = state.security.csrf().to_owned();
     let content = html! {
         @if let Some(id) = deleted {
@@ -506,10 +501,10 @@ async fn create(State(state): State<AppState>, Form(form): Form<CaptureForm>) ->
 
 async fn memory_page(State(state): State<AppState>, Path(id): Path<String>) -> UiResult {
     let csrf = state.security.csrf().to_owned();
-    if state.pending_deletes().contains(&id) {
+    if state.can_undo(&id) {
         let content = html! {
             div .notice .undo role="status" {
-                "This memory is being deleted. "
+                "This memory was deleted. "
                 form .inline method="post" action={ "/m/" (id) "/undo" } {
                     input type="hidden" name="csrf" value=(csrf);
                     button #undo type="submit" { "Undo" }
@@ -536,11 +531,7 @@ async fn memory_page(State(state): State<AppState>, Path(id): Path<String>) -> U
         Ok((memory, backlinks, targets))
     })
     .await?;
-    let pending = state.pending_deletes();
-    let backlinks: Vec<&MemoryView> = backlinks
-        .iter()
-        .filter(|m| !pending.contains(&m.id))
-        .collect();
+    let backlinks: Vec<&MemoryView> = backlinks.iter().collect();
     let content = html! {
         article .memory-page data-id=(memory.id) {
             h1 #memory-title { (memory.title) }
@@ -760,8 +751,10 @@ struct CsrfForm {
     csrf: String,
 }
 
-/// Deleting from the UI waits [`ServerConfig::undo_window`](crate::ServerConfig) before
-/// the memory is forgotten for good; until then it is hidden and Undo brings it back.
+/// Deleting from the UI forgets the memory at once, as the owner was told; for
+/// [`ServerConfig::undo_window`](crate::ServerConfig) Undo writes it again from its last
+/// state, as a new memory (the old one's history is gone), and the memories that linked
+/// to it link to the new one.
 async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -769,10 +762,31 @@ async fn delete(
 ) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
     let backend = state.backend.clone();
-    let check = id.clone();
-    let memory = blocking(move || backend.get(&check)).await?;
-    state.schedule_delete(memory.id.clone());
-    Ok(Redirect::to(&format!("/?deleted={}", memory.id)).into_response())
+    let deleted = blocking(move || {
+        let memory = backend.get(&id)?;
+        let linked_from = backend
+            .backlinks(&memory.id)?
+            .into_iter()
+            .flat_map(|source| {
+                let links: Vec<(String, String)> = source
+                    .links
+                    .iter()
+                    .filter(|l| l.target == memory.id)
+                    .map(|l| (source.id.clone(), l.relation.clone()))
+                    .collect();
+                links
+            })
+            .collect();
+        backend.delete(&memory.id)?;
+        Ok(Deleted {
+            memory,
+            linked_from,
+        })
+    })
+    .await?;
+    let id = deleted.memory.id.clone();
+    state.deleted(deleted);
+    Ok(Redirect::to(&format!("/?deleted={id}")).into_response())
 }
 
 async fn undo(
@@ -781,12 +795,43 @@ async fn undo(
     Form(form): Form<CsrfForm>,
 ) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
-    if state.cancel_delete(&id) {
-        Ok(Redirect::to(&format!("/m/{id}")).into_response())
-    } else {
-        Err(UiError::from(Error::conflict(
-            "too late to undo: the memory has already been deleted",
-        )))
+    let Some(deleted) = state.take_deleted(&id) else {
+        return Err(UiError::from(Error::conflict(
+            "too late to undo: the memory was deleted more than a few seconds ago",
+        )));
+    };
+    let backend = state.backend.clone();
+    let made = blocking(move || {
+        let made = match backend.create(CreateMemory::from(&deleted.memory)) {
+            Ok(made) => made,
+            Err(e) => return Ok(Err((e, deleted))),
+        };
+        for (source, relation) in &deleted.linked_from {
+            let relink = PatchMemory {
+                add_links: vec![LinkView {
+                    target: made.id.clone(),
+                    relation: relation.clone(),
+                }],
+                remove_links: vec![deleted.memory.id.clone()],
+                ..PatchMemory::default()
+            };
+            match backend.update(source, relink) {
+                Ok(_) => {}
+                // Deleted meanwhile, or no longer writable: nothing to mend there.
+                Err(e) if e.kind.is_callers() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Ok(made))
+    })
+    .await?;
+    match made {
+        Ok(made) => Ok(Redirect::to(&format!("/m/{}", made.id)).into_response()),
+        Err((e, deleted)) => {
+            // Undo may be tried again.
+            state.deleted(deleted);
+            Err(e.into())
+        }
     }
 }
 
@@ -829,17 +874,9 @@ async fn search_page(
         };
         Some(blocking(move || backend.search(&query)).await)
     };
-    let pending = state.pending_deletes();
     let results_markup = match &results {
         None => html! {},
-        Some(Ok(hits)) => {
-            let hits: Vec<HitView> = hits
-                .iter()
-                .filter(|h| !pending.contains(&h.id))
-                .cloned()
-                .collect();
-            hits_list(&hits, &q)
-        }
+        Some(Ok(hits)) => hits_list(hits, &q),
         Some(Err(e)) => html! { p .error role="alert" { (e.message) } },
     };
     if wants_fragment(&headers) {
@@ -886,12 +923,7 @@ async fn graph_page(State(state): State<AppState>, Query(params): Query<GraphPar
         limit: Some(GRAPH_LIMIT),
     };
     let graph = blocking(move || backend.graph(&query)).await?;
-    let pending = state.pending_deletes();
-    let nodes: Vec<&GraphNode> = graph
-        .nodes
-        .iter()
-        .filter(|n| !pending.contains(&n.id))
-        .collect();
+    let nodes: Vec<&GraphNode> = graph.nodes.iter().collect();
     let position: HashMap<&str, usize> = nodes
         .iter()
         .enumerate()

@@ -21,13 +21,7 @@ pub(super) async fn tasks_page(State(state): State<AppState>) -> UiResult {
         })
     })
     .await?;
-    let pending = state.pending_deletes();
-    let board = TaskBoard::new(
-        tasks
-            .into_iter()
-            .filter(|m| !pending.contains(&m.id))
-            .collect(),
-    );
+    let board = TaskBoard::new(tasks);
     let earned = board.xp_earned();
     let TaskBoard { open, done } = board;
     let csrf = state.security.csrf().to_owned();
