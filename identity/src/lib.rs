@@ -12,6 +12,7 @@ mod did;
 mod did_vectors;
 mod keyfile;
 mod keypair;
+pub mod private;
 mod signature;
 mod ticket;
 

@@ -185,14 +185,6 @@ fn key_error(e: KeyFileError) -> anyhow::Error {
 }
 
 fn create_private_dir(path: &Path) -> Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder
-        .create(path)
+    mnemon_identity::private::create_private_dir(path)
         .with_context(|| format!("creating data folder {}", path.display()))
 }

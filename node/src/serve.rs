@@ -3,6 +3,7 @@
 //! ```text
 //! DATA/api-token    the bearer token (mode 0600), made at init or on first serve
 //! DATA/serve.json   {"url", "pid"} while a service runs: the CLI talks to it
+//! DATA/ui-sessions.json  the web UI's sessions (hashes of the cookies, mode 0600)
 //! ```
 //!
 //! Shutdown (SIGINT, SIGTERM) stops accepting connections, lets requests in flight
@@ -28,6 +29,8 @@ use crate::app::Service;
 pub const TOKEN_FILE: &str = "api-token";
 /// The running-service file inside the data folder.
 pub const SERVE_FILE: &str = "serve.json";
+/// The web UI's sessions (hashes only), kept between runs.
+pub const SESSIONS_FILE: &str = "ui-sessions.json";
 /// The default HTTP address.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:7777";
 
@@ -48,21 +51,8 @@ fn random_hex(bytes: usize) -> String {
 
 /// Writes `text` to `path` with mode 0600, replacing it atomically.
 fn write_private(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    mnemon_identity::private::write_private(path, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The API token, made (and saved with mode 0600) if there is none, or anew if `rotate`.
@@ -236,6 +226,9 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
             extra_hosts: options.extra_hosts.clone(),
             body_limit: options.body_limit,
             undo_window: mnemon_web::DEFAULT_UNDO_WINDOW,
+            header_timeout: mnemon_web::DEFAULT_HEADER_TIMEOUT,
+            body_timeout: mnemon_web::DEFAULT_BODY_TIMEOUT,
+            sessions: Some(data.join(SESSIONS_FILE)),
         };
         service.forward_events();
         let mcp_cancel = tokio_util::sync::CancellationToken::new();
@@ -288,11 +281,7 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
         }
         let _ = std::io::stdout().flush();
         tracing::info!(%url, "serving");
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let served = mnemon_web::serve(listener, app, &config, async move {
             shutdown_signal().await;
             // MCP's event streams stay open until told; let the server drain.
             mcp_cancel.cancel();

@@ -80,6 +80,9 @@ impl Api {
             extra_hosts: vec![],
             body_limit,
             undo_window: Duration::from_millis(300),
+            header_timeout: Duration::from_millis(500),
+            body_timeout: Duration::from_millis(500),
+            sessions: None,
         };
         let app = {
             let _guard = runtime.enter();
@@ -87,11 +90,7 @@ impl Api {
             mnemon_web::router(service.clone() as Arc<dyn mnemon_api::Api>, &config)
         };
         runtime.spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
+            mnemon_web::serve(listener, app, &config, std::future::pending()).await
         });
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -496,8 +495,8 @@ fn failed_sign_ins_are_braked_but_the_owner_gets_in() {
             .status,
         );
     }
-    // Every failure waited before it was answered.
-    assert!(started.elapsed() >= mnemon_web::FAILURE_DELAY * mnemon_web::MAX_FAILURES as u32);
+    // Every failure waited before it was answered, those over the limit too.
+    assert!(started.elapsed() >= mnemon_web::FAILURE_DELAY * (mnemon_web::MAX_FAILURES as u32 + 2));
     assert!(
         statuses[..mnemon_web::MAX_FAILURES]
             .iter()
@@ -745,13 +744,19 @@ fn web_ui_sessions_csrf_and_escaping() {
     assert_eq!(r.status, 200);
     assert!(r.body.contains("<mark>bold</mark>"), "{}", r.body);
     assert!(!r.body.contains("<html"), "a fragment, not a page");
-    // Signing out clears the cookie.
+    // Signing out clears the cookie and ends the session: a copy of the cookie no longer
+    // opens anything; another session goes on.
+    let other = api.sign_in();
     let r = api.form("/signout", &cookie, &[("csrf", CSRF)]);
     assert_eq!(r.status, 303);
     assert!(
         r.header("set-cookie")
             .is_some_and(|c| c.contains("Max-Age=0"))
     );
+    assert_eq!(api.page("/", &cookie).status, 303, "the old cookie is dead");
+    let r = api.send("GET", "/api/v1/memories", &[("cookie", &cookie)], None);
+    assert_eq!(r.status, 401);
+    assert_eq!(api.page("/", &other).status, 200);
 }
 
 #[test]
@@ -1192,4 +1197,147 @@ fn tasks_have_status_priority_due_difficulty_and_points() {
     );
     assert_eq!(patched.json()["kind"], "task", "{}", patched.body);
     assert_eq!(patched.json()["task"]["status"], "open");
+}
+
+/// Reads from `stream` until the server closes it; false if it is still open after `wait`
+/// (the server's timeouts in these tests are 500 ms).
+fn closed_by_server(stream: &mut std::net::TcpStream, wait: Duration) -> bool {
+    use std::io::Read as _;
+    stream.set_read_timeout(Some(wait)).expect("timeout");
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The raw answer to `request`, read until the server closes or `wait` passes.
+fn raw(addr: SocketAddr, request: &[u8], wait: Duration) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.write_all(request).expect("write");
+    stream.set_read_timeout(Some(wait)).expect("timeout");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn slow_idle_and_oversize_clients_are_cut_off_with_json_errors() {
+    use std::io::Write as _;
+    let api = Api::start(4096);
+    let wait = Duration::from_secs(5);
+    // Nothing sent, half a head, and an idle keep-alive connection: each is closed.
+    let mut silent = std::net::TcpStream::connect(api.addr).expect("connect");
+    assert!(
+        closed_by_server(&mut silent, wait),
+        "a silent client is held"
+    );
+    let mut partial = std::net::TcpStream::connect(api.addr).expect("connect");
+    partial
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: x")
+        .expect("write");
+    assert!(closed_by_server(&mut partial, wait), "a half head is held");
+    let mut idle = std::net::TcpStream::connect(api.addr).expect("connect");
+    write!(
+        idle,
+        "GET /health/live HTTP/1.1\r\nHost: {}\r\n\r\n",
+        api.addr
+    )
+    .expect("write");
+    assert!(
+        closed_by_server(&mut idle, wait),
+        "an idle connection is held"
+    );
+    // A body that stops coming is given up on.
+    let head = format!(
+        "POST /api/v1/memories HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"content\"",
+        api.addr
+    );
+    let answer = raw(api.addr, head.as_bytes(), wait);
+    assert!(
+        answer.is_empty() || !answer.starts_with("HTTP/1.1 2"),
+        "{answer}"
+    );
+    // A body announced over the limit is refused before it is sent.
+    let head = format!(
+        "POST /api/v1/memories HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n",
+        api.addr
+    );
+    let answer = raw(api.addr, head.as_bytes(), wait);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"payload_too_large\""), "{answer}");
+    // A target or headers too long, and a method a route does not take: JSON errors.
+    let long = api.call(
+        "GET",
+        &format!("/api/v1/search?q={}", "a".repeat(9000)),
+        None,
+    );
+    assert_eq!(long.status, 414);
+    assert_eq!(long.error_code(), "uri_too_long");
+    let big = "b".repeat(40_000);
+    let auth = format!("Bearer {TOKEN}");
+    let r = api.send(
+        "GET",
+        "/api/v1/status",
+        &[("authorization", &auth), ("x-big", &big)],
+        None,
+    );
+    assert_eq!(r.status, 431);
+    assert_eq!(r.error_code(), "headers_too_large");
+    let r = api.call("DELETE", "/api/v1/search", None);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.error_code(), "method_not_allowed");
+    let r = api.send("POST", "/health/live", &[], None);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.error_code(), "method_not_allowed");
+    // Trailing bytes after the JSON value are refused; scheme and media type are read
+    // without regard to case; private answers are not to be cached.
+    let r = api.send(
+        "POST",
+        "/api/v1/memories",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        Some(r#"{"content": "one"} {"content": "two"}"#),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("follows the value"), "{}", r.body);
+    let lower = format!("bearer {TOKEN}");
+    let r = api.send(
+        "POST",
+        "/api/v1/memories",
+        &[
+            ("authorization", &lower),
+            ("content-type", "Application/JSON; charset=UTF-8"),
+        ],
+        Some(r#"{"content": "any case"}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(
+        api.call("GET", "/api/v1/status", None)
+            .header("cache-control"),
+        Some("no-store")
+    );
+    assert_eq!(
+        api.call("GET", "/api/v1/memories?limit=5", None).json()["total"],
+        1
+    );
 }

@@ -19,6 +19,15 @@ use crate::router::{
 };
 use crate::state::{AppState, ServerConfig};
 
+/// 405, in the API's error shape.
+async fn method_not_allowed() -> HttpError {
+    HttpError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
 /// The router for `backend`, with every protection in place.
 pub fn router(backend: Arc<dyn Api>, config: &ServerConfig) -> Router {
     router_with(backend, config, Router::new())
@@ -58,6 +67,7 @@ pub fn router_with(backend: Arc<dyn Api>, config: &ServerConfig, protected: Rout
         .route("/session", get(session))
         .route("/openapi.json", get(crate::openapi::document))
         .fallback(|| async { HttpError::from(Error::not_found("no such API route")) })
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn(tag_route))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let router = Router::new()
@@ -70,6 +80,7 @@ pub fn router_with(backend: Arc<dyn Api>, config: &ServerConfig, protected: Rout
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .route("/health/proof", get(proof))
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn(tag_route))
         .with_state(state.clone())
         .merge(protected.layer(middleware::from_fn_with_state(state.clone(), authenticate)))

@@ -14,6 +14,7 @@ mod metrics;
 mod openapi;
 mod router;
 mod security;
+mod server;
 mod state;
 mod ui;
 
@@ -24,4 +25,5 @@ pub use error::{ErrorBody, ErrorDetail, HttpError, status_of};
 pub use openapi::ApiDoc;
 pub use router::DEFAULT_BODY_LIMIT;
 pub use security::{FAILURE_DELAY, MAX_FAILURES, serve_proof};
-pub use state::{DEFAULT_UNDO_WINDOW, ServerConfig};
+pub use server::{MAX_CONNECTIONS, serve};
+pub use state::{DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_UNDO_WINDOW, ServerConfig};

@@ -44,7 +44,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             .is_some_and(|v| {
                 v.split(';')
                     .next()
-                    .is_some_and(|m| m.trim() == "application/json")
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
             });
         if !is_json {
             return Err(HttpError::new(
@@ -67,7 +67,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         })?;
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         match serde_path_to_error::deserialize::<_, T>(&mut de) {
-            Ok(value) => Ok(JsonBody(value)),
+            Ok(value) => match de.end() {
+                Ok(()) => Ok(JsonBody(value)),
+                Err(e) => Err(Error::bad_request(format!(
+                    "malformed JSON: something follows the value ({e})"
+                ))
+                .into()),
+            },
             Err(e) => {
                 let path = e.path().to_string();
                 let inner = e.into_inner();
@@ -110,16 +116,18 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
     let started = Instant::now();
-    let mut response = if state.security.host_allowed(host) {
-        let span = tracing::info_span!("request", request_id = %id);
-        next.run(request).instrument(span).await
-    } else {
+    let mut response = if !state.security.host_allowed(host) {
         HttpError::new(
             StatusCode::FORBIDDEN,
             "forbidden_host",
             "this server does not answer to that Host",
         )
         .into_response()
+    } else if let Some(refused) = over_limits(&request, state.body_limit) {
+        refused.into_response()
+    } else {
+        let span = tracing::info_span!("request", request_id = %id);
+        next.run(request).instrument(span).await
     };
     let elapsed = started.elapsed();
     let status = response.status();
@@ -149,7 +157,53 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
     if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert(HeaderName::from_static("x-request-id"), value);
     }
+    // Pages and answers hold private data: no cache keeps them unless a route says so.
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     response
+}
+
+/// The longest request target (path and query) answered.
+pub(crate) const MAX_URI: usize = 8 << 10;
+/// The most bytes of headers answered.
+pub(crate) const MAX_HEADERS: usize = 32 << 10;
+
+/// A request refused before it is read any further: a target or headers too long, or
+/// a body announced as larger than the limit (refused without reading it).
+fn over_limits(request: &Request, body_limit: usize) -> Option<HttpError> {
+    if request.uri().to_string().len() > MAX_URI {
+        return Some(HttpError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is longer than {MAX_URI} bytes"),
+        ));
+    }
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if headers > MAX_HEADERS {
+        return Some(HttpError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request's headers are larger than {MAX_HEADERS} bytes"),
+        ));
+    }
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|length| length > body_limit as u64) {
+        return Some(HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {body_limit} bytes"),
+        ));
+    }
+    None
 }
 
 /// Copies the matched route onto the response, for `guard`'s metrics and log line.
@@ -173,17 +227,16 @@ pub(crate) async fn authenticate(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer);
     let ip = client_ip(&request);
     let by_session = presented.is_none() && state.security.signed_in(request.headers());
     match presented {
         Some(token) if state.security.token_ok(token) => {}
         None if by_session => {}
         _ => {
-            if state.security.over_limit(ip) {
-                return too_many();
-            }
-            let over = state.security.record_failure(ip);
+            // Every failure waits, braked or not: an address over the limit learns
+            // nothing faster.
+            let over = state.security.over_limit(ip) || state.security.record_failure(ip);
             tokio::time::sleep(FAILURE_DELAY).await;
             if over {
                 return too_many();
@@ -218,6 +271,14 @@ pub(crate) async fn authenticate(
         }
     }
     next.run(request).await
+}
+
+/// The token in an `Authorization` value: the scheme `Bearer` in any case, then the token.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
 }
 
 fn too_many() -> Response {

@@ -3,7 +3,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Mutex;
+
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
 /// Failed sign-ins one address may make per [`FAILURE_WINDOW`] before it is refused
@@ -21,6 +25,8 @@ pub(crate) const SESSION_COOKIE: &str = "mnemon_session";
 #[derive(Debug)]
 pub(crate) struct Security {
     token: String,
+    /// The UI's sessions: the SHA-256 of each session's secret, and when it ends.
+    sessions: Mutex<Sessions>,
     /// The server's own address, as a client reaches it (`http://127.0.0.1:7777`).
     url: String,
     csrf: String,
@@ -36,6 +42,7 @@ impl Security {
         csrf: String,
         bind: SocketAddr,
         extra_hosts: &[String],
+        sessions: Option<PathBuf>,
     ) -> Security {
         let port = bind.port();
         let mut hosts: HashSet<String> = ["localhost", "127.0.0.1", "[::1]"]
@@ -47,7 +54,9 @@ impl Security {
             IpAddr::V6(ip) => format!("[{ip}]:{port}"),
         });
         hosts.extend(extra_hosts.iter().map(|h| h.to_ascii_lowercase()));
+        let sessions = Sessions::load(sessions, &token);
         Security {
+            sessions: Mutex::new(sessions),
             token,
             url: format!("http://{bind}"),
             csrf,
@@ -81,34 +90,32 @@ impl Security {
         &self.csrf
     }
 
-    /// The value of the UI's session cookie: derived from the token, so rotating the
-    /// token signs every browser out, and the cookie itself is not the bearer token.
-    pub(crate) fn session_value(&self) -> String {
-        use sha2::Digest as _;
-        let digest = sha2::Sha256::new()
-            .chain_update(b"mnemon-ui-session-1\0")
-            .chain_update(self.token.as_bytes())
-            .finalize();
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+    /// A new session for the UI: the cookie's value (a random secret, kept here only as
+    /// its hash, for [`SESSION_LIFETIME`]).
+    pub(crate) fn new_session(&self) -> String {
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        let value = hex(&secret);
+        self.lock_sessions().insert(&value);
+        value
     }
 
-    /// Whether `headers` carry a valid session cookie.
+    /// Ends the session the `Cookie` header carries, if any (sign-out).
+    pub(crate) fn end_session(&self, headers: &axum::http::HeaderMap) {
+        if let Some(value) = session_cookie(headers) {
+            self.lock_sessions().remove(value);
+        }
+    }
+
+    /// Whether `headers` carry the cookie of a session that has not ended.
     pub(crate) fn signed_in(&self, headers: &axum::http::HeaderMap) -> bool {
-        headers
-            .get(axum::http::header::COOKIE)
-            .and_then(|c| c.to_str().ok())
-            .is_some_and(|c| self.session_ok(c))
+        session_cookie(headers).is_some_and(|value| self.lock_sessions().contains(value))
     }
 
-    /// Whether the `Cookie` header carries a valid session.
-    pub(crate) fn session_ok(&self, cookie_header: &str) -> bool {
-        let expected = self.session_value();
-        cookie_header
-            .split(';')
-            .filter_map(|pair| pair.trim().split_once('='))
-            .any(|(name, value)| {
-                name == SESSION_COOKIE && constant_time_eq(value.as_bytes(), expected.as_bytes())
-            })
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records a failed sign-in from `ip`; returns whether `ip` is now over the limit.
@@ -167,6 +174,113 @@ pub(crate) fn nonce_ok(nonce: &str) -> bool {
     (32..=128).contains(&nonce.len()) && nonce.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// How long a UI session lasts after sign-in.
+pub(crate) const SESSION_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The most sessions kept; signing in beyond it ends the oldest.
+const MAX_SESSIONS: usize = 256;
+
+/// The value of the session cookie in `headers`, if one is there.
+fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|c| c.to_str().ok())
+        .flat_map(|c| c.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256_hex(parts: &[&[u8]]) -> String {
+    use sha2::Digest as _;
+    let mut digest = sha2::Sha256::new();
+    for part in parts {
+        digest.update(part);
+    }
+    hex(&digest.finalize())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The UI's sessions, kept (if a file is given) so a restart does not sign anyone out
+/// and a sign-out stays one. Only hashes of the cookies are kept; the file also holds a
+/// hash of the token, and a new token ends every session.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Sessions {
+    token: String,
+    /// Hash of a session's cookie → when it ends (Unix seconds).
+    ends: HashMap<String, u64>,
+    #[serde(skip)]
+    file: Option<PathBuf>,
+}
+
+impl Sessions {
+    fn load(file: Option<PathBuf>, token: &str) -> Sessions {
+        let token = sha256_hex(&[b"mnemon-sessions-token-1\0", token.as_bytes()]);
+        let kept = file
+            .as_deref()
+            .and_then(|path| std::fs::read(path).ok())
+            .and_then(|bytes| serde_json::from_slice::<Sessions>(&bytes).ok())
+            .filter(|kept| kept.token == token);
+        let mut sessions = kept.unwrap_or_default();
+        sessions.token = token;
+        sessions.file = file;
+        let now = unix_now();
+        sessions.ends.retain(|_, end| *end > now);
+        sessions
+    }
+
+    fn key(value: &str) -> String {
+        sha256_hex(&[b"mnemon-session-1\0", value.as_bytes()])
+    }
+
+    fn insert(&mut self, value: &str) {
+        let now = unix_now();
+        self.ends.retain(|_, end| *end > now);
+        while self.ends.len() >= MAX_SESSIONS {
+            let oldest = self
+                .ends
+                .iter()
+                .min_by_key(|(_, end)| **end)
+                .map(|(key, _)| key.clone());
+            oldest.map(|key| self.ends.remove(&key));
+        }
+        self.ends
+            .insert(Self::key(value), now + SESSION_LIFETIME.as_secs());
+        self.save();
+    }
+
+    fn remove(&mut self, value: &str) {
+        if self.ends.remove(&Self::key(value)).is_some() {
+            self.save();
+        }
+    }
+
+    fn contains(&self, value: &str) -> bool {
+        self.ends
+            .get(&Self::key(value))
+            .is_some_and(|end| *end > unix_now())
+    }
+
+    fn save(&self) {
+        let Some(path) = &self.file else { return };
+        let written = serde_json::to_vec(self)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| mnemon_identity::private::write_private(path, &bytes));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "cannot save the UI's sessions");
+        }
+    }
+}
+
 /// Equality whose time depends only on the lengths.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -196,7 +310,7 @@ mod tests {
     #[test]
     fn hosts_tokens_and_failures() {
         let bind: SocketAddr = "127.0.0.1:7777".parse().expect("addr");
-        let s = Security::new("t0ken".into(), "csrf".into(), bind, &[]);
+        let s = Security::new("t0ken".into(), "csrf".into(), bind, &[], None);
         assert!(s.host_allowed("localhost:7777"));
         assert!(s.host_allowed("127.0.0.1:7777"));
         assert!(s.host_allowed("[::1]:7777"));
@@ -213,12 +327,60 @@ mod tests {
         assert!(s.record_failure(ip));
         let other: IpAddr = "127.0.0.2".parse().expect("ip");
         assert!(!s.over_limit(other));
-        let session = s.session_value();
+        let cookies = |value: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(
+                axum::http::header::COOKIE,
+                format!("a=b; {SESSION_COOKIE}={value}")
+                    .parse()
+                    .expect("header"),
+            );
+            headers
+        };
+        let session = s.new_session();
         assert_eq!(session.len(), 64);
-        assert!(s.session_ok(&format!("a=b; {SESSION_COOKIE}={session}")));
-        assert!(!s.session_ok(&format!("{SESSION_COOKIE}=x{session}")));
-        assert!(!s.session_ok(&format!("other={session}")));
-        let rotated = Security::new("new".into(), "csrf".into(), bind, &[]);
-        assert!(!rotated.session_ok(&format!("{SESSION_COOKIE}={session}")));
+        assert!(s.signed_in(&cookies(&session)));
+        assert!(!s.signed_in(&cookies(&format!("x{session}"))));
+        let other = s.new_session();
+        s.end_session(&cookies(&session));
+        assert!(!s.signed_in(&cookies(&session)), "signed out");
+        assert!(s.signed_in(&cookies(&other)), "only that session");
+    }
+
+    #[test]
+    fn sessions_outlive_a_restart_but_not_a_sign_out_or_a_new_token() {
+        let dir = std::env::temp_dir().join(format!(
+            "mnemon-sessions-{}",
+            hex(&{
+                let mut b = [0u8; 8];
+                rand::rngs::OsRng.fill_bytes(&mut b);
+                b
+            })
+        ));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("sessions.json");
+        let bind: SocketAddr = "127.0.0.1:7777".parse().expect("addr");
+        let server =
+            |token: &str| Security::new(token.into(), "csrf".into(), bind, &[], Some(file.clone()));
+        let cookies = |value: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(
+                axum::http::header::COOKIE,
+                format!("{SESSION_COOKIE}={value}").parse().expect("header"),
+            );
+            headers
+        };
+        let first = server("t0ken");
+        let kept = first.new_session();
+        let ended = first.new_session();
+        first.end_session(&cookies(&ended));
+        let text = std::fs::read_to_string(&file).expect("saved");
+        assert!(!text.contains(&kept), "only hashes are kept");
+        let again = server("t0ken");
+        assert!(again.signed_in(&cookies(&kept)));
+        assert!(!again.signed_in(&cookies(&ended)));
+        let rotated = server("new");
+        assert!(!rotated.signed_in(&cookies(&kept)));
+        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 }

@@ -30,7 +30,19 @@ pub struct ServerConfig {
     /// How long Undo can bring back a memory deleted in the web UI (as a new memory from
     /// its last state: the delete itself happens at once).
     pub undo_window: Duration,
+    /// How long a client has to send a request's head, from when it connects or its
+    /// previous response ended (an idle connection is closed after it too).
+    pub header_timeout: Duration,
+    /// How long a request body may pause between pieces.
+    pub body_timeout: Duration,
+    /// Where the web UI's sessions are kept between runs (`None`: in memory only).
+    pub sessions: Option<std::path::PathBuf>,
 }
+
+/// Default [`ServerConfig::header_timeout`].
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`ServerConfig::body_timeout`].
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default [`ServerConfig::undo_window`].
 pub const DEFAULT_UNDO_WINDOW: Duration = Duration::from_secs(10);
@@ -52,6 +64,8 @@ pub(crate) struct AppState {
     /// Memories deleted in the UI, with when: Undo writes them again within the window.
     deleted: Arc<Mutex<HashMap<String, (Instant, Deleted)>>>,
     undo_window: Duration,
+    /// Largest request body, in bytes.
+    pub(crate) body_limit: usize,
 }
 
 impl AppState {
@@ -64,10 +78,12 @@ impl AppState {
                 config.csrf.clone(),
                 config.bind,
                 &config.extra_hosts,
+                config.sessions.clone(),
             )),
             metrics: Arc::new(Metrics::default()),
             deleted: Arc::new(Mutex::new(HashMap::new())),
             undo_window: config.undo_window,
+            body_limit: config.body_limit,
         }
     }
 

@@ -1015,20 +1015,7 @@ fn save_peers(path: &std::path::Path, table: &PeerTable, last: String) -> String
     if text == last {
         return last;
     }
-    let tmp = path.with_extension("json.tmp");
-    let written = (|| -> std::io::Result<()> {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&tmp)?;
-        std::io::Write::write_all(&mut file, text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
+    let written = mnemon_identity::private::write_private(path, text.as_bytes());
     match written {
         Ok(()) => text,
         Err(e) => {

@@ -907,19 +907,7 @@ fn load_vectors(path: &Path) -> Option<VectorState> {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SearchError> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp).map_err(index_err)?;
-    file.write_all(bytes).map_err(index_err)?;
-    file.sync_all().map_err(index_err)?;
-    std::fs::rename(&tmp, path).map_err(index_err)
+    mnemon_identity::private::write_private(path, bytes).map_err(index_err)
 }
 
 /// Splits text into chunks of about [`CHUNK_CHARS`] characters at paragraph, sentence or

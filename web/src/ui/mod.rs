@@ -30,7 +30,7 @@ use mnemon_api::{
 };
 
 use crate::error::HttpError;
-use crate::security::{FAILURE_DELAY, SESSION_COOKIE};
+use crate::security::{FAILURE_DELAY, SESSION_COOKIE, SESSION_LIFETIME};
 use crate::state::{AppState, Deleted, blocking, client_ip};
 
 const APP_JS: &str = include_str!("../../assets/app.js");
@@ -1192,8 +1192,9 @@ async fn sign_in(State(state): State<AppState>, request: Request) -> Response {
     let next = local_path(Some(&form.next)).to_owned();
     if state.security.token_ok(form.token.trim()) {
         let cookie = format!(
-            "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age=31536000",
-            state.security.session_value()
+            "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+            state.security.new_session(),
+            SESSION_LIFETIME.as_secs()
         );
         let mut response = Redirect::to(&next).into_response();
         if let Ok(value) = HeaderValue::from_str(&cookie) {
@@ -1217,8 +1218,13 @@ async fn sign_in(State(state): State<AppState>, request: Request) -> Response {
 
 use axum::extract::FromRequest as _;
 
-async fn sign_out(State(state): State<AppState>, Form(form): Form<CsrfForm>) -> UiResult {
+async fn sign_out(State(state): State<AppState>, request: Request) -> UiResult {
+    let headers = request.headers().clone();
+    let Form(form) = Form::<CsrfForm>::from_request(request, &())
+        .await
+        .map_err(|e| UiError::from(Error::bad_request(e.body_text())))?;
     csrf_ok(&state, &form.csrf)?;
+    state.security.end_session(&headers);
     let mut response = Redirect::to("/signin").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
