@@ -70,7 +70,7 @@ pub fn router_with(backend: Arc<dyn Api>, config: &ServerConfig, protected: Rout
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn(tag_route))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    let router = Router::new()
+    Router::new()
         .nest("/api/v1", api)
         .merge(crate::ui::routes(&state))
         .route(
@@ -85,6 +85,5 @@ pub fn router_with(backend: Arc<dyn Api>, config: &ServerConfig, protected: Rout
         .with_state(state.clone())
         .merge(protected.layer(middleware::from_fn_with_state(state.clone(), authenticate)))
         .layer(DefaultBodyLimit::max(config.body_limit))
-        .layer(middleware::from_fn_with_state(state.clone(), guard));
-    router
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
 }
