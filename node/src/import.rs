@@ -80,6 +80,11 @@ pub struct Summary {
     pub skipped: Vec<Skipped>,
     /// Front-matter fields Mnemon has no place for, with how many notes had them.
     pub ignored_fields: BTreeMap<String, usize>,
+    /// Notes whose front matter names the id of a memory this node holds but this import
+    /// did not make, and that differ from it: imported as new memories, the one named
+    /// left alone (`file: id`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub new_for_foreign_id: Vec<String>,
 }
 
 /// A file or folder that was not imported.
@@ -128,6 +133,13 @@ impl Summary {
             writeln!(
                 out,
                 "  front-matter field {field:?} not imported ({notes} notes)"
+            )?;
+        }
+        for note in &self.new_for_foreign_id {
+            writeln!(
+                out,
+                "  {note}: its front matter names a memory of this node that this import \
+                 did not make; imported as a new memory, that one left alone"
             )?;
         }
         Ok(())
@@ -710,13 +722,28 @@ fn write_notes(
     let mut written: Vec<(Note, MemoryView)> = Vec::new();
     for note in notes {
         bar.inc(1);
-        let current = note
-            .old_id
-            .as_ref()
-            .and_then(|id| by_id.get(id.as_str()))
-            .or_else(|| by_key.get(note.key.as_str()))
+        // A front-matter id updates only a memory imported from that id's export (its
+        // key, `mnemon:ID`): any file can claim any id, and this node's own memory must
+        // not be rewritten by one. Equal to this node's memory of that id, it is that one.
+        let mut current = by_key
+            .get(note.key.as_str())
             .map(|&i| &existing[i])
             .cloned();
+        if current.is_none()
+            && let Some(own) = note
+                .old_id
+                .as_ref()
+                .and_then(|id| by_id.get(id.as_str()))
+                .map(|&i| &existing[i])
+        {
+            if patch_for(&note, own).is_none() {
+                current = Some(own.clone());
+            } else {
+                summary
+                    .new_for_foreign_id
+                    .push(format!("{}: {}", note.path, own.id));
+            }
+        }
         let collection = match note.collection.as_ref().or(options.collection.as_ref()) {
             None => None,
             Some(name) => match collection_id(api, &mut collections, name) {
@@ -996,7 +1023,8 @@ pub fn export(api: &dyn Api, dir: &Path, collection: Option<&str>) -> Result<Exp
     })
 }
 
-/// A file or folder name made from a title: no separators, control characters or
+/// A file or folder name made from a title: no separators, control characters, marks
+/// that reorder text (`\u{202e}` would show `evil\u{202e}dm.exe` as `evilexe.md`) or
 /// reserved names, never `.` or `..`, at most 100 characters.
 pub fn safe_name(title: &str) -> String {
     let mut name: String = title
@@ -1006,6 +1034,7 @@ pub fn safe_name(title: &str) -> String {
             c if c.is_control() => ' ',
             c => c,
         })
+        .filter(|c| !crate::output::reorders_text(*c))
         .take(100)
         .collect();
     name = name.trim().trim_start_matches('.').trim().to_owned();
@@ -1124,6 +1153,7 @@ mod tests {
 
     #[test]
     fn safe_names_stay_inside_the_folder() {
+        assert_eq!(safe_name("evil\u{202e}dm.exe"), "evildm.exe");
         for title in ["../../etc/passwd", "..", ".", "a/b\\c", "", "con", "\u{0}x"] {
             let name = safe_name(title);
             let path = Path::new(&name);

@@ -6,7 +6,7 @@ fn main() -> ExitCode {
     match mnemon_node::cli::run() {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("mnemon: error: {err:#}");
+            mnemon_node::cli::report(&err);
             ExitCode::FAILURE
         }
     }

@@ -4,7 +4,6 @@
 use std::io::Write;
 
 use mnemon_api::{CollectionView, HitView, MemoryView, SyncView, TaskBoard, TaskStatus};
-use serde_json::Value;
 
 /// A collection's sync state with a peer, for people: `in sync`, `behind (why)`, ….
 pub(crate) fn sync_state(sync: &SyncView) -> String {
@@ -21,9 +20,123 @@ pub(crate) fn sync_state(sync: &SyncView) -> String {
     out
 }
 
-/// Any view as JSON.
-pub(crate) fn json(value: &impl serde::Serialize) -> Value {
-    serde_json::to_value(value).unwrap_or(Value::Null)
+/// Any view as one line of JSON. Characters a terminal could act on (controls, and the
+/// marks that reorder text) are written as `\uXXXX` escapes: the values stay exact, and
+/// the line passes [`Terminal`] untouched.
+pub(crate) fn json(value: &impl serde::Serialize) -> String {
+    let mut out = Vec::new();
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, InertJson);
+    if serde::Serialize::serialize(value, &mut serializer).is_err() {
+        return "null".to_owned();
+    }
+    String::from_utf8(out).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// serde_json's compact output, with [`acts_on_terminal`] characters escaped too.
+struct InertJson;
+
+impl serde_json::ser::Formatter for InertJson {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut rest = fragment;
+        while let Some(at) = rest.find(acts_on_terminal) {
+            writer.write_all(rest[..at].as_bytes())?;
+            let c = rest[at..].chars().next().expect("found at a char boundary");
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                write!(writer, "\\u{unit:04x}")?;
+            }
+            rest = &rest[at + c.len_utf8()..];
+        }
+        writer.write_all(rest.as_bytes())
+    }
+}
+
+/// Whether a terminal could act on `c` rather than show it: control characters other
+/// than newline and tab (ESC starts escape sequences, OSC 52 writes the clipboard, CR
+/// and BS overwrite), and the invisible marks that reorder text (bidirectional overrides).
+pub(crate) fn acts_on_terminal(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t') || reorders_text(c)
+}
+
+/// Whether `c` is an invisible mark that changes the order text is shown in.
+pub(crate) fn reorders_text(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Standard output for people: whatever a memory, a peer or a file put in a title, a
+/// name or a text, a terminal only shows it. Characters it could act on
+/// ([`acts_on_terminal`]) are written as `\u{1b}`; bytes that are not UTF-8 as `\x9b`.
+pub(crate) struct Terminal<W: Write> {
+    inner: W,
+    /// The start of a character whose rest has not been written yet.
+    pending: Vec<u8>,
+}
+
+impl<W: Write> Terminal<W> {
+    pub(crate) fn new(inner: W) -> Terminal<W> {
+        Terminal {
+            inner,
+            pending: Vec::new(),
+        }
+    }
+
+    fn write_text(&mut self, text: &str) -> std::io::Result<()> {
+        let mut rest = text;
+        while let Some(at) = rest.find(acts_on_terminal) {
+            self.inner.write_all(rest[..at].as_bytes())?;
+            let c = rest[at..].chars().next().expect("found at a char boundary");
+            write!(self.inner, "{}", c.escape_unicode())?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        self.inner.write_all(rest.as_bytes())
+    }
+}
+
+impl<W: Write> Write for Terminal<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        let mut bytes = std::mem::take(&mut self.pending);
+        let mut start = 0;
+        loop {
+            match std::str::from_utf8(&bytes[start..]) {
+                Ok(text) => {
+                    self.write_text(text)?;
+                    break;
+                }
+                Err(e) => {
+                    let valid = start + e.valid_up_to();
+                    let text = std::str::from_utf8(&bytes[start..valid]).expect("valid");
+                    self.write_text(text)?;
+                    match e.error_len() {
+                        Some(bad) => {
+                            for b in &bytes[valid..valid + bad] {
+                                write!(self.inner, "\\x{b:02x}")?;
+                            }
+                            start = valid + bad;
+                        }
+                        None => {
+                            // A character cut between two writes: finish it next time.
+                            bytes.drain(..valid);
+                            self.pending = bytes;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        for b in std::mem::take(&mut self.pending) {
+            write!(self.inner, "\\x{b:02x}")?;
+        }
+        self.inner.flush()
+    }
 }
 
 pub(crate) fn print_memory(out: &mut impl Write, memory: &MemoryView) -> std::io::Result<()> {
@@ -160,4 +273,44 @@ pub(crate) fn print_sources(
         writeln!(out, "(* cited in the answer)")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn a_terminal_is_shown_controls_never_given_them() {
+        let mut out = Terminal::new(Vec::new());
+        let hostile =
+            "Title\u{1b}]52;c;ZXZpbA==\u{7}\u{0} \u{9b}31m \u{202e}gpj.exe\r\nline two\tok";
+        // Written in pieces that cut characters apart.
+        for piece in hostile.as_bytes().chunks(3) {
+            out.write_all(piece).expect("write");
+        }
+        out.write_all(b" \xff end").expect("write");
+        out.flush().expect("flush");
+        let shown = String::from_utf8(out.inner).expect("UTF-8");
+        assert_eq!(
+            shown,
+            "Title\\u{1b}]52;c;ZXZpbA==\\u{7}\\u{0} \\u{9b}31m \\u{202e}gpj.exe\\u{d}\nline two\tok \\xff end"
+        );
+        assert!(!shown.chars().any(acts_on_terminal));
+    }
+
+    #[test]
+    fn json_keeps_values_exact_and_gives_a_terminal_nothing_to_act_on() {
+        let value = serde_json::json!({"title": "a\u{1b}[2Jb\u{9b}c\u{202e}d\u{7f}", "n": 1});
+        let line = json(&value);
+        assert!(!line.chars().any(acts_on_terminal), "{line}");
+        let back: Value = serde_json::from_str(&line).expect("JSON");
+        assert_eq!(back, value);
+        let mut out = Terminal::new(Vec::new());
+        writeln!(out, "{line}").expect("write");
+        assert_eq!(
+            String::from_utf8(out.inner).expect("UTF-8"),
+            format!("{line}\n")
+        );
+    }
 }

@@ -527,3 +527,35 @@ fn a_squatter_on_a_dead_servers_port_gets_neither_token_nor_text() {
     assert_eq!(cli.count(), 1);
     assert!(!serve_json.exists(), "a stale serve.json is removed");
 }
+
+/// Titles and text come from peers and imported files: the terminal is shown their control
+/// characters, never given them; JSON keeps them exact.
+#[test]
+fn control_characters_are_shown_not_sent_to_the_terminal() {
+    let cli = TestCli::new();
+    cli.init();
+    let title = "Invoice\u{1b}]52;c;ZXZpbA==\u{7} \u{1b}[2J\u{202e}fdp.exe";
+    let text = "body\u{1b}[31m red\u{0} and \u{9b}1m";
+    let id = cli
+        .run_with(&["add", "--title", title, "-"], &[], Some(text.as_bytes()))
+        .ok()
+        .to_owned();
+    for args in [&["list"][..], &["get", &id], &["search", "invoice"]] {
+        let run = cli.run(args);
+        let shown = run.ok();
+        assert!(
+            !shown
+                .chars()
+                .any(|c| matches!(c, '\u{1b}' | '\u{7}' | '\u{0}' | '\u{9b}' | '\u{202e}')),
+            "{args:?}: {shown:?}"
+        );
+        assert!(shown.contains("Invoice\\u{1b}]52"), "{args:?}: {shown}");
+    }
+    let got = cli.run(&["get", &id, "--json"]).json();
+    assert_eq!(got["title"], title);
+    assert_eq!(got["content"], text);
+    // An error naming the input shows it the same way.
+    let run = cli.run(&["get", "no\u{1b}[2Jsuch"]);
+    assert!(!run.success);
+    assert!(!run.stderr.contains('\u{1b}'), "{:?}", run.stderr);
+}

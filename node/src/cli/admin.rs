@@ -35,7 +35,11 @@ pub(super) fn init(cx: &Ctx, out: &mut impl Write, seal: bool) -> Result<()> {
 pub(super) fn id(cx: &Ctx, out: &mut impl Write, json: bool) -> Result<()> {
     let did = cx.data_dir.did()?;
     if json {
-        writeln!(out, "{}", serde_json::json!({ "did": did.to_string() }))?;
+        writeln!(
+            out,
+            "{}",
+            crate::output::json(&serde_json::json!({ "did": did.to_string() }))
+        )?;
     } else {
         writeln!(out, "{did}")?;
     }
@@ -230,7 +234,7 @@ pub(super) fn model_show(cx: &Ctx, out: &mut impl Write, json: bool) -> Result<(
             "dimension": embedder.dimension(),
             "installed": installed,
         });
-        writeln!(out, "{value}")?;
+        writeln!(out, "{}", crate::output::json(&value))?;
     } else {
         writeln!(
             out,

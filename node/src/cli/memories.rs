@@ -254,7 +254,7 @@ fn add_memories(api: &dyn Api, args: AddArgs, out: &mut impl Write) -> Result<()
     };
     let print = |out: &mut dyn Write, id: &str| -> Result<()> {
         if args.json {
-            writeln!(out, "{}", serde_json::json!({ "id": id }))?;
+            writeln!(out, "{}", output::json(&serde_json::json!({ "id": id })))?;
         } else {
             writeln!(out, "{id}")?;
         }

@@ -43,6 +43,13 @@ impl Ctx {
     }
 }
 
+/// Prints a command's error on standard error, as the terminal should show it.
+pub fn report(err: &anyhow::Error) {
+    let mut stderr = crate::output::Terminal::new(std::io::stderr());
+    let _ = writeln!(stderr, "mnemon: error: {err:#}");
+    let _ = stderr.flush();
+}
+
 /// Parses the command line and runs the command.
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
@@ -61,7 +68,8 @@ pub fn run() -> Result<ExitCode> {
         },
     };
     // Each line locks standard output for itself: nothing holds it while `serve` runs.
-    let out = &mut std::io::stdout();
+    // Whatever the data holds, the terminal only shows it.
+    let out = &mut crate::output::Terminal::new(std::io::stdout());
     match cli.command {
         Command::Serve(args) => admin::serve(&cx, args)?,
         Command::Init { passphrase } => admin::init(&cx, out, passphrase)?,
