@@ -43,7 +43,7 @@ impl serde_json::ser::Formatter for InertJson {
     ) -> std::io::Result<()> {
         let mut rest = fragment;
         while let Some(at) = rest.find(acts_on_terminal) {
-            writer.write_all(rest[..at].as_bytes())?;
+            writer.write_all(&rest.as_bytes()[..at])?;
             let c = rest[at..].chars().next().expect("found at a char boundary");
             let mut units = [0u16; 2];
             for unit in c.encode_utf16(&mut units) {
@@ -87,7 +87,7 @@ impl<W: Write> Terminal<W> {
     fn write_text(&mut self, text: &str) -> std::io::Result<()> {
         let mut rest = text;
         while let Some(at) = rest.find(acts_on_terminal) {
-            self.inner.write_all(rest[..at].as_bytes())?;
+            self.inner.write_all(&rest.as_bytes()[..at])?;
             let c = rest[at..].chars().next().expect("found at a char boundary");
             write!(self.inner, "{}", c.escape_unicode())?;
             rest = &rest[at + c.len_utf8()..];
