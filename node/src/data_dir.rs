@@ -114,7 +114,23 @@ impl DataDir {
         let key_file = self.key_file();
         if key_file.exists() {
             let did = key_file.read_did().map_err(key_error)?;
+            if !fs::metadata(self.db_path()).is_ok_and(|meta| meta.len() > 0) {
+                // The identity without its database (removed, or never written): an empty
+                // one for it, as asked.
+                let _ = fs::remove_file(self.db_path());
+                let keypair = self.unlock(passphrase)?;
+                Store::open(self.db_path(), keypair)
+                    .with_context(|| format!("creating the database in {}", self.root.display()))?;
+            }
             return Ok((did, false));
+        }
+        if fs::metadata(self.db_path()).is_ok_and(|meta| meta.len() > 0) {
+            bail!(
+                "{} holds a database but no key file ({KEY_FILE}): it belongs to an identity \
+                 that is not here. Put its key file back, or move the database away to start \
+                 a new node",
+                self.root.display()
+            );
         }
         let secret = if seal {
             Some(
@@ -133,9 +149,13 @@ impl DataDir {
                 SealParams::default(),
             )
             .map_err(key_error)?;
-        let store = Store::open(self.db_path(), keypair.clone())
-            .with_context(|| format!("creating the database in {}", self.root.display()))?;
-        drop(store);
+        let store = Store::open(self.db_path(), keypair.clone());
+        if let Err(e) = store {
+            // No key without its database: a second init must not find half a node.
+            let _ = fs::remove_file(self.root.join(KEY_FILE));
+            return Err(anyhow::Error::new(e)
+                .context(format!("creating the database in {}", self.root.display())));
+        }
         Ok((keypair.did(), true))
     }
 
@@ -148,7 +168,29 @@ impl DataDir {
     /// Unlocks the key and opens the store.
     pub fn open_store(&self, passphrase: &PassphraseSource) -> Result<Store> {
         let keypair = self.unlock(passphrase)?;
-        Ok(Store::open(self.db_path(), keypair)?)
+        self.open_store_with(keypair)
+    }
+
+    /// Opens the store with the node's unlocked key. A database that is missing or empty
+    /// is refused, never made anew: an initialised node's memories were there.
+    pub fn open_store_with(&self, keypair: Keypair) -> Result<Store> {
+        let path = self.db_path();
+        match fs::metadata(&path) {
+            Ok(meta) if meta.len() > 0 => {}
+            Ok(_) => bail!(
+                "{} is empty (0 bytes): this node's memories are not in it. Restore it from \
+                 a backup; if `mnemon init` was cut short before it wrote anything, remove \
+                 the file and run `mnemon init` again",
+                path.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "{} is missing: this node's memories are not there. Restore it from a \
+                 backup, or run `mnemon init` to start an empty database for this identity",
+                path.display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+        Ok(Store::open(path, keypair)?)
     }
 
     /// Unlocks the node's key.

@@ -559,3 +559,72 @@ fn control_characters_are_shown_not_sent_to_the_terminal() {
     assert!(!run.success);
     assert!(!run.stderr.contains('\u{1b}'), "{:?}", run.stderr);
 }
+
+/// Every file and folder under the data folder is its owner's alone, the indexes too,
+/// whatever the umask of the shell that started `mnemon`.
+#[cfg(unix)]
+#[test]
+fn everything_in_the_data_folder_is_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let cli = TestCli::new();
+    cli.init();
+    for text in ["alpha kettle", "beta kettle", "gamma kettle"] {
+        cli.run(&["add", text]).ok();
+    }
+    assert!(cli.run(&["search", "kettle"]).ok().contains("kettle"));
+    let mut seen = 0;
+    let mut stack = vec![cli.data_dir()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir").flatten() {
+            let meta = entry.metadata().expect("meta");
+            let mode = meta.permissions().mode() & 0o777;
+            if meta.is_dir() {
+                assert_eq!(mode, 0o700, "{}", entry.path().display());
+                stack.push(entry.path());
+            } else {
+                assert_eq!(mode & 0o077, 0, "{} is {mode:o}", entry.path().display());
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen > 8, "the indexes were written: {seen} files");
+}
+
+/// A database that is missing or empty is refused, never made anew under the node's
+/// identity; an init that fails leaves no key behind.
+#[test]
+fn a_missing_or_empty_database_is_refused_and_a_failed_init_leaves_no_key() {
+    let cli = TestCli::new();
+    cli.init();
+    let id = cli.run(&["add", "precious"]).ok().to_owned();
+    let db = cli.data_dir().join("mnemon.redb");
+    let kept = cli.data_dir().join("kept.redb");
+    std::fs::rename(&db, &kept).expect("move");
+    std::fs::write(&db, b"").expect("truncate");
+    cli.run(&["list"]).fails_with("is empty (0 bytes)");
+    assert_eq!(
+        std::fs::metadata(&db).expect("meta").len(),
+        0,
+        "not made anew"
+    );
+    std::fs::remove_file(&db).expect("remove");
+    cli.run(&["get", &id]).fails_with("is missing");
+    assert!(!db.exists());
+    std::fs::rename(&kept, &db).expect("restore");
+    assert_eq!(
+        cli.run(&["get", &id, "--json"]).json()["content"],
+        "precious"
+    );
+
+    // A database without its key: init refuses to make a key for it.
+    let key = cli.data_dir().join("identity.key");
+    std::fs::rename(&key, cli.data_dir().join("kept.key")).expect("move");
+    cli.run(&["init"]).fails_with("no key file");
+    assert!(!key.exists());
+
+    // An init whose database cannot be made leaves no key that matches nothing.
+    let other = TestCli::new();
+    std::fs::create_dir_all(other.data_dir().join("mnemon.redb")).expect("a folder in the way");
+    assert!(!other.run(&["init"]).success);
+    assert!(!other.data_dir().join("identity.key").exists());
+}

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use mnemon_crdt::Store;
 
 use super::args::ServeArgs;
 use super::{Ctx, configured_embedder, embed_with_progress, embedder_factory};
@@ -187,7 +186,7 @@ pub(super) fn serve(cx: &Ctx, args: ServeArgs) -> Result<()> {
         );
     }
     let keypair = cx.data_dir.unlock(&cx.passphrase)?;
-    let store = Store::open(cx.data_dir.db_path(), keypair.clone())?;
+    let store = cx.data_dir.open_store_with(keypair.clone())?;
     let service = Service::open(
         store,
         &cx.data_dir.index_dir(),
