@@ -340,3 +340,71 @@ fn an_agent_uses_mcp_over_http_with_the_token_and_nothing_without_it() {
     assert_eq!(cli.count(), 3);
     served.stop();
 }
+
+/// A line that is not JSON, or too long to read, gets JSON-RPC's parse error at once (a
+/// client must not wait forever), and the session goes on.
+#[test]
+fn malformed_and_oversize_lines_on_stdio_are_answered_with_parse_errors() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::process::Stdio;
+    let cli = TestCli::new();
+    cli.init();
+    let mut child = cli
+        .command()
+        .arg("mcp")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn mnemon mcp");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        let huge = format!("{{\"x\":\"{}\"}}\n", "a".repeat(mnemon_mcp::MAX_LINE + 1));
+        for line in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            "this is not json",
+            huge.trim_end(),
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+        ] {
+            stdin.write_all(line.as_bytes()).expect("write");
+            stdin.write_all(b"\n").expect("write");
+        }
+        stdin
+    });
+    let mut answers = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut parse_errors = Vec::new();
+    let mut listed = false;
+    while !(listed && parse_errors.len() == 2) {
+        let mut line = String::new();
+        assert!(
+            answers.read_line(&mut line).expect("read") > 0,
+            "ended early"
+        );
+        let answer: Value = serde_json::from_str(&line).expect("each answer is JSON");
+        if answer["error"]["code"] == -32700 {
+            assert_eq!(answer["id"], Value::Null);
+            parse_errors.push(answer["error"]["message"].as_str().unwrap_or("").to_owned());
+        } else if answer["id"] == 2 {
+            assert!(
+                answer["result"]["tools"]
+                    .as_array()
+                    .is_some_and(|t| t.len() >= 10)
+            );
+            listed = true;
+        }
+    }
+    assert!(
+        parse_errors.iter().any(|m| m.contains("not JSON")),
+        "{parse_errors:?}"
+    );
+    assert!(
+        parse_errors.iter().any(|m| m.contains("longer than")),
+        "{parse_errors:?}"
+    );
+    drop(writer.join().expect("writer"));
+    assert!(
+        child.wait().expect("wait").success(),
+        "ends when its input ends"
+    );
+}

@@ -487,23 +487,142 @@ pub fn http_router(
     axum::Router::new().nest_service("/mcp", service)
 }
 
-/// `mnemon mcp`: serves MCP over stdin and stdout until the client closes them (logs go
-/// to stderr, never to stdout, which carries the protocol).
+/// The longest line read from standard input: a request as large as the HTTP API takes.
+pub const MAX_LINE: usize = 16 << 20;
+
+/// Serves MCP on standard input and output until the client closes its end.
+///
+/// Each line is checked before the protocol sees it: one that is not JSON, or longer than
+/// [`MAX_LINE`] (read no further than that), is answered with JSON-RPC's parse error
+/// (`-32700`) so the client never waits for an answer that will not come.
 pub fn serve_stdio(backend: Arc<dyn Api>) -> std::io::Result<()> {
     use rmcp::ServiceExt;
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let (mut requests, server_in) = tokio::io::duplex(1 << 16);
+        let (server_out, answers) = tokio::io::duplex(1 << 16);
+        let (lines, mut to_stdout) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+        // One writer for standard output: the server's answers and the parse errors,
+        // whole lines each.
+        let stdout = tokio::spawn(async move {
+            let mut stdout = tokio::io::stdout();
+            while let Some(line) = to_stdout.recv().await {
+                stdout.write_all(&line).await?;
+                stdout.flush().await?;
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        let answered = lines.clone();
+        tokio::spawn(async move {
+            let mut answers = tokio::io::BufReader::new(answers);
+            loop {
+                let mut line = Vec::new();
+                match answers.read_until(b'\n', &mut line).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if answered.send(line).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+            while let Some(line) = read_line(&mut stdin, MAX_LINE).await {
+                let refusal = match &line {
+                    Line::TooLong => Some(format!("a line longer than {MAX_LINE} bytes")),
+                    Line::Text(text) if text.iter().all(u8::is_ascii_whitespace) => continue,
+                    Line::Text(text) => serde_json::from_slice::<serde_json::Value>(text)
+                        .err()
+                        .map(|e| format!("not JSON ({e})")),
+                };
+                let sent = match (refusal, line) {
+                    (Some(why), _) => {
+                        let error = serde_json::json!({
+                            "jsonrpc": "2.0",
+                            "id": null,
+                            "error": {"code": -32700, "message": format!("parse error: {why}")},
+                        });
+                        let mut text = error.to_string().into_bytes();
+                        text.push(b'\n');
+                        lines.send(text).await.is_ok()
+                    }
+                    (None, Line::Text(mut text)) => {
+                        text.push(b'\n');
+                        requests.write_all(&text).await.is_ok()
+                    }
+                    (None, Line::TooLong) => unreachable!("refused above"),
+                };
+                if !sent {
+                    break;
+                }
+            }
+            // End of input: the server sees its input end, and stops.
+            let _ = requests.shutdown().await;
+        });
         let running = Mcp::new(backend)
-            .serve(rmcp::transport::io::stdio_pipes())
+            .serve((server_in, server_out))
             .await
             .map_err(|e| std::io::Error::other(format!("starting MCP on stdio: {e}")))?;
         running
             .waiting()
             .await
             .map_err(|e| std::io::Error::other(format!("MCP on stdio: {e}")))?;
+        stdout.abort();
         Ok(())
     })
+}
+
+/// A line of standard input.
+enum Line {
+    /// Its bytes, without the newline.
+    Text(Vec<u8>),
+    /// Longer than allowed: the rest of it was read and dropped.
+    TooLong,
+}
+
+/// The next line of `input`, holding at most `max` bytes of it; `None` at the end.
+async fn read_line(input: &mut (impl tokio::io::AsyncBufRead + Unpin), max: usize) -> Option<Line> {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut text = Vec::new();
+    let mut too_long = false;
+    loop {
+        let available = match input.fill_buf().await {
+            Ok(bytes) => bytes,
+            Err(_) => return None,
+        };
+        if available.is_empty() {
+            return match (too_long, text.is_empty()) {
+                (true, _) => Some(Line::TooLong),
+                (false, true) => None,
+                (false, false) => Some(Line::Text(text)),
+            };
+        }
+        let (chunk, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(at) => (&available[..at], Some(at + 1)),
+            None => (available, None),
+        };
+        if !too_long {
+            if text.len() + chunk.len() > max {
+                too_long = true;
+                text = Vec::new();
+            } else {
+                text.extend_from_slice(chunk);
+            }
+        }
+        let used = done.unwrap_or(available.len());
+        input.consume(used);
+        if done.is_some() {
+            return Some(if too_long {
+                Line::TooLong
+            } else {
+                Line::Text(text)
+            });
+        }
+    }
 }
