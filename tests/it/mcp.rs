@@ -337,6 +337,23 @@ fn an_agent_uses_mcp_over_http_with_the_token_and_nothing_without_it() {
             other => panic!("{other}"),
         });
     assert_eq!(status, 401);
+    // What the MCP endpoint refuses is refused in the API's JSON error shape too.
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut refused = agent
+        .post(&url)
+        .header(
+            "Authorization",
+            &format!("Bearer {}", cli.run(&["token"]).ok()),
+        )
+        .header("Content-Type", "text/plain")
+        .send("hello")
+        .expect("an answer");
+    assert!(refused.status().is_client_error(), "{}", refused.status());
+    let body: Value = refused.body_mut().read_json().expect("a JSON error");
+    assert!(body["error"]["code"].is_string(), "{body}");
     assert_eq!(cli.count(), 3);
     served.stop();
 }

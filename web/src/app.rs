@@ -19,6 +19,53 @@ use crate::router::{
 };
 use crate::state::{AppState, ServerConfig};
 
+/// The errors of routes this crate did not write (the MCP endpoint's), in the API's error
+/// shape: a client reads every error the same way.
+async fn json_errors(
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    let code = match status.as_u16() {
+        400 => "bad_request",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        406 => "not_acceptable",
+        409 => "conflict",
+        415 => "unsupported_media_type",
+        422 => "invalid_field",
+        s if s >= 500 => "internal",
+        _ => "error",
+    };
+    let mut answer = HttpError::new(status, code, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            answer.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    answer
+}
+
 /// 405, in the API's error shape.
 async fn method_not_allowed() -> HttpError {
     HttpError::new(
@@ -83,7 +130,11 @@ pub fn router_with(backend: Arc<dyn Api>, config: &ServerConfig, protected: Rout
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn(tag_route))
         .with_state(state.clone())
-        .merge(protected.layer(middleware::from_fn_with_state(state.clone(), authenticate)))
+        .merge(
+            protected
+                .layer(middleware::from_fn(json_errors))
+                .layer(middleware::from_fn_with_state(state.clone(), authenticate)),
+        )
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
 }
