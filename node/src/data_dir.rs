@@ -3,6 +3,7 @@
 //! ```text
 //! DATA/identity.key   the node's Ed25519 key, mode 0600, optionally passphrase-sealed
 //! DATA/mnemon.redb    the store (see mnemon_crdt::Store)
+//! DATA/peers.json     the peers federation has met (see mnemon_net)
 //! DATA/index/         search indexes, derived from the store (see crate::search)
 //! ```
 
@@ -20,6 +21,8 @@ type Secret = Zeroizing<String>;
 
 /// File name of the key file inside the data folder.
 pub const KEY_FILE: &str = "identity.key";
+/// File name of federation's peer table inside the data folder.
+pub const PEERS_FILE: &str = "peers.json";
 /// File name of the database inside the data folder.
 pub const DB_FILE: &str = "mnemon.redb";
 
@@ -100,6 +103,11 @@ impl DataDir {
     /// The database file.
     pub fn db_path(&self) -> PathBuf {
         self.root.join(DB_FILE)
+    }
+
+    /// The peer table federation keeps across restarts.
+    pub fn peers_file(&self) -> PathBuf {
+        self.root.join(PEERS_FILE)
     }
 
     /// The folder of the search indexes (derived data).

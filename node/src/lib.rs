@@ -17,4 +17,4 @@ pub use mnemon_search as search;
 pub mod app;
 pub mod serve;
 
-pub use data_dir::{DB_FILE, DataDir, KEY_FILE, PassphraseSource};
+pub use data_dir::{DB_FILE, DataDir, KEY_FILE, PEERS_FILE, PassphraseSource};

@@ -67,6 +67,14 @@ pub(crate) fn reorders_text(c: char) -> bool {
     matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// `text` as a terminal should show it (for a line written with `eprintln!`).
+pub(crate) fn shown(text: &str) -> String {
+    let mut out = Terminal::new(Vec::new());
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+    String::from_utf8_lossy(&out.inner).into_owned()
+}
+
 /// Standard output for people: whatever a memory, a peer or a file put in a title, a
 /// name or a text, a terminal only shows it. Characters it could act on
 /// ([`acts_on_terminal`]) are written as `\u{1b}`; bytes that are not UTF-8 as `\x9b`.

@@ -369,6 +369,46 @@ fn two_mnemon_serve_processes_sync_a_shared_collection() {
     let peers = a.run(&["peers", "--json"]).json();
     assert_eq!(peers[0]["did"], b_did.as_str());
     assert_eq!(peers[0]["collections"][0], collection.as_str());
+    assert_eq!(peers[0]["sync"][0]["collection_name"], "shared");
+    // For people: headers, the collection's name, each node itself as "this node".
+    let shown = a.run(&["peers"]).ok().to_owned();
+    assert!(shown.starts_with("PEER"), "{shown}");
+    assert!(shown.contains("  shared "), "{shown}");
+    let a_did = a.run(&["id"]).ok().to_owned();
+    for (node, me) in [(&a, &a_did), (&b, &b_did)] {
+        let members = node
+            .run(&["collection", "members", &collection, "--json"])
+            .json();
+        for m in members.as_array().expect("members") {
+            assert_eq!(m["this_node"] == true, m["did"] == me.as_str(), "{members}");
+        }
+        let shown = node
+            .run(&["collection", "members", &collection])
+            .ok()
+            .to_owned();
+        assert!(shown.starts_with("MEMBER"), "{shown}");
+        if shown.contains(me.as_str()) {
+            assert!(shown.contains("this node"), "{shown}");
+        }
+    }
+    let members_b = b
+        .run(&["collection", "members", &collection, "--json"])
+        .json();
+    assert!(
+        members_b
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["this_node"] == true)),
+        "B is a member of the collection it joined: {members_b}"
+    );
+    // Sharing with a DID this node has never met (a typo, say) warns; a known one does not.
+    let stranger = TestCli::new();
+    let stranger_did = stranger.init();
+    let run = a.run(&["share", "shared", &stranger_did]);
+    assert!(run.success, "{}", run.stderr);
+    assert!(run.stderr.contains("never met"), "{}", run.stderr);
+    let run = a.run(&["share", "shared", &b_did, "--role", "write"]);
+    assert!(run.success && run.stderr.is_empty(), "{}", run.stderr);
+    a.run(&["unshare", "shared", &stranger_did]).ok();
 
     // B restarts with no address given: it dials A from its saved peer table and catches
     // up with what A wrote meanwhile.

@@ -775,6 +775,10 @@ impl Driver {
                 }
             })
             .collect();
+        // A session in sync with every collection makes an older error history.
+        if !info.sync.is_empty() && info.sync.iter().all(|s| s.state == SyncPhase::InSync) {
+            info.last_error = None;
+        }
         let traffic = session.traffic();
         info.sent = traffic
             .sent
@@ -978,6 +982,11 @@ async fn next_change(feed: &mut broadcast::Receiver<ChangeEvent>) -> Option<Opti
 
 /// Most peers kept in the state file.
 const MAX_SAVED_PEERS: usize = 1000;
+
+/// The peers a node kept in its peer table at `path` (while it does not run).
+pub fn saved_peers(path: &std::path::Path) -> Vec<PeerInfo> {
+    load_peers(path)
+}
 
 /// The peers kept in `path` (none if it is missing or unreadable: it is a cache).
 fn load_peers(path: &std::path::Path) -> Vec<PeerInfo> {

@@ -76,6 +76,8 @@ pub struct Service {
     background_seal: AtomicBool,
     /// Federation, when `mnemon serve` runs it.
     network: std::sync::OnceLock<mnemon_net::Network>,
+    /// The peer table federation keeps, read when federation does not run here.
+    peers_file: std::sync::OnceLock<PathBuf>,
     /// The chat model questions are answered with.
     chat: std::sync::OnceLock<crate::ask::ChatClient>,
     /// Writes leave the indexes to one catch-up at the end (an import in this process).
@@ -214,6 +216,7 @@ impl Service {
             indexer: AtomicBool::new(false),
             background_seal: AtomicBool::new(false),
             network: std::sync::OnceLock::new(),
+            peers_file: std::sync::OnceLock::new(),
             chat: std::sync::OnceLock::new(),
             bulk: AtomicBool::new(false),
             index_dir: index_dir.to_owned(),
@@ -227,6 +230,12 @@ impl Service {
     /// Attaches the running network (for `peers`, and so sharing takes effect at once).
     pub fn set_network(&self, network: mnemon_net::Network) {
         let _ = self.network.set(network);
+    }
+
+    /// Where federation keeps its peer table (`DATA/peers.json`): the peers this node has
+    /// met, when federation does not run in this process.
+    pub fn set_peers_file(&self, path: PathBuf) {
+        let _ = self.peers_file.set(path);
     }
 
     /// Bulk writing (an import in this process, with nobody searching meanwhile): while

@@ -30,6 +30,7 @@ pub(super) fn members(service: &Service, collection: &str) -> Result<Vec<MemberV
     let store = service.store();
     let id = store.resolve_collection(collection).map_err(store_error)?;
     let peers = service.network.get().map(|n| n.peers()).unwrap_or_default();
+    let names = collection_names(service);
     let sync_of = |did: &str| {
         let wanted = id.to_string();
         peers
@@ -37,8 +38,9 @@ pub(super) fn members(service: &Service, collection: &str) -> Result<Vec<MemberV
             .filter(|p| p.did == did)
             .flat_map(|p| p.sync.iter())
             .find(|s| s.collection == wanted)
-            .map(sync_view)
+            .map(|s| sync_view(s, &names))
     };
+    let me = store.did().to_string();
     Ok(store
         .members(id)
         .map_err(store_error)?
@@ -47,8 +49,10 @@ pub(super) fn members(service: &Service, collection: &str) -> Result<Vec<MemberV
             let did = m.did.to_string();
             MemberView {
                 sync: sync_of(&did),
+                this_node: did == me,
                 did,
                 role: m.role.into(),
+                warning: None,
             }
         })
         .collect())
@@ -69,14 +73,22 @@ pub(super) fn share(
         .store()
         .resolve_collection(collection)
         .map_err(store_error)?;
+    let met = has_met(service, &did)?;
     service.solo(move |s| s.share(id, &did, role))?;
     if let Some(network) = service.network.get() {
         network.refresh();
     }
     Ok(MemberView {
+        warning: (!met).then(|| {
+            format!(
+                "this node has never met {did}: check it is the other node's DID (`mnemon id` \
+                 there); a DID with a typo shares the collection with nobody"
+            )
+        }),
         did: did.to_string(),
         role: request.role,
         sync: None,
+        this_node: false,
     })
 }
 
@@ -181,6 +193,7 @@ pub(super) fn join(service: &Service, request: JoinRequest) -> Result<JoinView, 
 }
 
 pub(super) fn peers(service: &Service) -> Result<Vec<PeerView>, ApiError> {
+    let names = collection_names(service);
     Ok(service
         .network
         .get()
@@ -193,7 +206,7 @@ pub(super) fn peers(service: &Service) -> Result<Vec<PeerView>, ApiError> {
                     addresses: p.addresses,
                     connected: p.connected,
                     collections: p.collections,
-                    sync: p.sync.iter().map(sync_view).collect(),
+                    sync: p.sync.iter().map(|s| sync_view(s, &names)).collect(),
                     last_sync: p.last_sync,
                     last_error: p.last_error,
                 })
@@ -203,8 +216,52 @@ pub(super) fn peers(service: &Service) -> Result<Vec<PeerView>, ApiError> {
 }
 
 /// The API's view of how a collection syncs with a peer.
-fn sync_view(s: &mnemon_net::CollectionSync) -> mnemon_api::SyncView {
+/// Whether this node knows `did`: a peer it has met (now or in its peer table), or a
+/// member of one of its collections already.
+fn has_met(service: &Service, did: &mnemon_identity::Did) -> Result<bool, ApiError> {
+    let text = did.to_string();
+    let peers = match service.network.get() {
+        Some(network) => network.peers(),
+        None => service
+            .peers_file
+            .get()
+            .map(|path| mnemon_net::saved_peers(path))
+            .unwrap_or_default(),
+    };
+    if peers.iter().any(|p| p.did == text) {
+        return Ok(true);
+    }
+    let store = service.store();
+    for collection in store.collections().map_err(store_error)? {
+        if store
+            .members(collection.id)
+            .map_err(store_error)?
+            .iter()
+            .any(|m| m.did == *did)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Collection ids → names, for the views that name collections.
+fn collection_names(service: &Service) -> std::collections::HashMap<String, String> {
+    service
+        .store()
+        .collections()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c.id.to_string(), c.name))
+        .collect()
+}
+
+fn sync_view(
+    s: &mnemon_net::CollectionSync,
+    names: &std::collections::HashMap<String, String>,
+) -> mnemon_api::SyncView {
     mnemon_api::SyncView {
+        collection_name: names.get(&s.collection).cloned(),
         collection: s.collection.clone(),
         state: match s.state {
             mnemon_net::SyncPhase::InSync => SyncState::InSync,

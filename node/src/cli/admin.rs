@@ -199,7 +199,7 @@ pub(super) fn serve(cx: &Ctx, args: ServeArgs) -> Result<()> {
         listen: p2p,
         peers,
         mdns: !no_mdns,
-        state_file: Some(cx.data_dir.root().join("peers.json")),
+        state_file: Some(cx.data_dir.peers_file()),
         ..mnemon_net::NetConfig::default()
     });
     crate::serve::serve(

@@ -223,6 +223,7 @@ impl Node {
             "cli",
         )?;
         service.set_chat(Config::load(data_dir.root())?.chat()?);
+        service.set_peers_file(data_dir.peers_file());
         Ok(Node::Local(Box::new(service)))
     }
 

@@ -41,12 +41,14 @@ pub(super) fn members(cx: &Ctx, out: &mut impl Write, collection: &str, json: bo
     } else if members.is_empty() {
         eprintln!("{collection} is shared with nobody");
     } else {
+        writeln!(out, "{:<56}  {:<5}  SYNC", "MEMBER", "ROLE")?;
         for m in members {
-            let sync = m
-                .sync
-                .as_ref()
-                .map_or_else(|| "never met".to_owned(), output::sync_state);
-            writeln!(out, "{}\t{}\t{sync}", m.did, m.role)?;
+            let sync = match &m.sync {
+                _ if m.this_node => "this node".to_owned(),
+                Some(sync) => output::sync_state(sync),
+                None => "never met".to_owned(),
+            };
+            writeln!(out, "{:<56}  {:<5}  {sync}", m.did, m.role.as_str())?;
         }
     }
     Ok(())
@@ -73,6 +75,9 @@ pub(super) fn share(
         "shared {collection} with {} ({})",
         member.did, member.role
     )?;
+    if let Some(warning) = &member.warning {
+        eprintln!("mnemon: warning: {}", output::shown(warning));
+    }
     Ok(())
 }
 
@@ -139,11 +144,16 @@ pub(super) fn peers(cx: &Ctx, out: &mut impl Write, json: bool) -> Result<()> {
     } else if peers.is_empty() {
         eprintln!("no peers known (peers are met while `mnemon serve` runs)");
     } else {
+        writeln!(out, "{:<56}  {:<9}  ADDRESSES", "PEER", "STATE")?;
         for p in peers {
             let state = if p.connected { "connected" } else { "offline" };
-            writeln!(out, "{}\t{state}\t{}", p.did, p.addresses.join(" "))?;
+            writeln!(out, "{:<56}  {state:<9}  {}", p.did, p.addresses.join(" "))?;
             for s in &p.sync {
-                writeln!(out, "  {}\t{}", s.collection, output::sync_state(s))?;
+                let name = s.collection_name.as_deref().unwrap_or(&s.collection);
+                writeln!(out, "  {name:<54}  {}", output::sync_state(s))?;
+            }
+            if let Some(error) = &p.last_error {
+                writeln!(out, "  last error: {error}")?;
             }
         }
     }

@@ -53,6 +53,13 @@ pub struct MemberView {
     /// How this collection stands with the member's node, if this node has met it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncView>,
+    /// Whether the member is this node itself (the owner).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub this_node: bool,
+    /// After a share: what the owner should check (a DID this node has never met may
+    /// hold a typo, and then the collection is shared with nobody).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// How a shared collection stands with one peer.
@@ -60,6 +67,9 @@ pub struct MemberView {
 pub struct SyncView {
     /// The collection's id.
     pub collection: String,
+    /// The collection's name, if this node holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection_name: Option<String>,
     /// Where it stands.
     pub state: SyncState,
     /// Why: the refusal, how many memories differ, or why the session ended.
