@@ -288,6 +288,7 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
         })
         .await;
         if let Some(network) = &network {
+            network.shutdown().await;
             network.save();
         }
         stop.store(true, Ordering::Relaxed);

@@ -411,8 +411,18 @@ fn two_mnemon_serve_processes_sync_a_shared_collection() {
     a.run(&["unshare", "shared", &stranger_did]).ok();
 
     // B restarts with no address given: it dials A from its saved peer table and catches
-    // up with what A wrote meanwhile.
+    // up with what A wrote meanwhile. Stopping closes B's connections, so A knows at once
+    // (not after QUIC's idle timeout of 10 s).
     sb.stop();
+    let stopped = std::time::Instant::now();
+    eventually("A sees B gone", WAIT, || {
+        a.run(&["peers", "--json"]).json()[0]["connected"] == false
+    });
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "A learned B had stopped only after {:?}",
+        stopped.elapsed()
+    );
     let later = a
         .run(&["add", "--collection", "shared", "the boiler was serviced"])
         .ok()
@@ -435,6 +445,63 @@ fn two_mnemon_serve_processes_sync_a_shared_collection() {
     }
     sb.stop();
     sa.stop();
+}
+
+/// A node killed with `kill -9` leaves its peer a connection that looks alive. When it
+/// comes back, the session must open on the new connection at once, not wait for the dead
+/// one to time out (QUIC's idle timeout, 10 s).
+#[test]
+fn a_peer_killed_and_restarted_syncs_again_at_once() {
+    let (x, y) = (TestCli::new(), TestCli::new());
+    x.init();
+    y.init();
+    let (sx, sy) = (Served::start_p2p(&x, &[]), Served::start_p2p(&y, &[]));
+    // Peer ids order the pair: the smaller opens the sessions, and it is the one left
+    // holding the dead connection. It survives; the larger is killed.
+    let key = |s: &Served| {
+        let id = s.peer_id().expect("peer id").to_owned();
+        (id.len(), id)
+    };
+    let (survivor, victim, victim_served, survivor_served) = if key(&sx) < key(&sy) {
+        (&x, &y, sy, sx)
+    } else {
+        (&y, &x, sx, sy)
+    };
+    survivor.run(&["collection", "new", "shared"]).ok();
+    let ticket = survivor
+        .run(&["invite", "shared", "--expires", "1h"])
+        .ok()
+        .to_owned();
+    victim.run(&["join", &ticket]).ok();
+    let first = survivor
+        .run(&["add", "--collection", "shared", "before the crash"])
+        .ok()
+        .to_owned();
+    eventually("the member receives the first memory", WAIT, || {
+        victim.run(&["get", &first]).success
+    });
+    // Its peer table is on disk (saved every 2 s), so it knows whom to dial when back.
+    eventually("the member saves its peer table", WAIT, || {
+        std::fs::read_to_string(victim.data_dir().join("peers.json"))
+            .is_ok_and(|t| t.contains(survivor_served.peer_id().expect("peer id")))
+    });
+    victim_served.kill();
+    let restarted = Served::start_p2p(victim, &[]);
+    let started = std::time::Instant::now();
+    let later = survivor
+        .run(&["add", "--collection", "shared", "after the restart"])
+        .ok()
+        .to_owned();
+    eventually("the restarted member receives the new memory", WAIT, || {
+        victim.run(&["get", &later]).success
+    });
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the first change reached the restarted node after {took:?}"
+    );
+    restarted.stop();
+    survivor_served.stop();
 }
 
 #[test]

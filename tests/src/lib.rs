@@ -768,6 +768,20 @@ impl Served {
         }
     }
 
+    /// Kills it with SIGKILL: no shutdown, its connections die unannounced.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(drain) = self.drain.take() {
+            let _ = drain.join();
+        }
+    }
+
+    /// Its libp2p peer id (the last part of [`Served::p2p`]).
+    pub fn peer_id(&self) -> Option<&str> {
+        self.p2p.as_deref()?.rsplit('/').next()
+    }
+
     /// Stops it with SIGTERM, checks it exited cleanly, and returns what it logged.
     pub fn stop(mut self) -> String {
         let pid = self.child.id().to_string();

@@ -10,7 +10,7 @@
 //! its frames, feeds it the store's change feed and its timers, and records what it
 //! reports in the [`PeerTable`] that `mnemon peers` and the API show.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -178,7 +178,8 @@ struct Behaviour {
 enum Command {
     Dial(Multiaddr),
     Disconnect(PeerId),
-    Shutdown,
+    /// Close every connection (peers learn at once that this node is gone), then stop.
+    Shutdown(tokio::sync::oneshot::Sender<()>),
 }
 
 /// A running network: the swarm task and the sync sessions it spawns.
@@ -205,7 +206,7 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Dial(a) => write!(f, "Dial({a})"),
             Command::Disconnect(p) => write!(f, "Disconnect({p})"),
-            Command::Shutdown => f.write_str("Shutdown"),
+            Command::Shutdown(_) => f.write_str("Shutdown"),
         }
     }
 }
@@ -366,10 +367,12 @@ impl Network {
             let mut redial = tokio::time::interval(redial_every);
             redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut backoff: Redial<PeerId> = Redial::new(redial_every);
+            let mut open: Connections = HashMap::new();
             loop {
                 tokio::select! {
                     _ = redial.tick() => redial_peers(&mut swarm, &table, &mut backoff),
                     event = swarm.select_next_some() => {
+                        track_connections(&mut swarm, &event, &mut open, peer_id);
                         handle_swarm_event(&mut swarm, event, &table, peer_id, &control, &protocol, &driver);
                     }
                     command = command_rx.recv() => match command {
@@ -381,7 +384,12 @@ impl Network {
                         Some(Command::Disconnect(peer)) => {
                             let _ = swarm.disconnect_peer_id(peer);
                         }
-                        Some(Command::Shutdown) | None => break,
+                        Some(Command::Shutdown(done)) => {
+                            close_all(&mut swarm).await;
+                            let _ = done.send(());
+                            break;
+                        }
+                        None => break,
                     },
                 }
             }
@@ -445,9 +453,13 @@ impl Network {
             .context("the network has stopped")
     }
 
-    /// Stops the swarm: every connection closes and nothing is dialed or accepted.
+    /// Stops the swarm: every connection is closed (so peers know at once, rather than
+    /// after a timeout) and nothing is dialed or accepted any more.
     pub async fn shutdown(&self) {
-        let _ = self.commands.send(Command::Shutdown).await;
+        let (done, closed) = tokio::sync::oneshot::channel();
+        if self.commands.send(Command::Shutdown(done)).await.is_ok() {
+            let _ = closed.await;
+        }
     }
 
     /// Writes the peer table to the state file now (at shutdown).
@@ -498,6 +510,67 @@ impl Network {
                 .with(libp2p::multiaddr::Protocol::P2p(self.peer_id))
         })
     }
+}
+
+/// The open connections to each peer, oldest first.
+type Connections = HashMap<PeerId, Vec<libp2p::swarm::ConnectionId>>;
+
+/// Keeps [`Connections`] and closes a peer's older connections when a new one opens, on
+/// the side that opens sync sessions (one side only, or simultaneous dials would close
+/// both). An older connection may be dead without anyone knowing yet (the peer
+/// restarted), and a session opened on it would wait for it to time out.
+fn track_connections(
+    swarm: &mut libp2p::Swarm<Behaviour>,
+    event: &SwarmEvent<BehaviourEvent>,
+    open: &mut Connections,
+    local: PeerId,
+) {
+    match event {
+        SwarmEvent::ConnectionEstablished {
+            peer_id,
+            connection_id,
+            ..
+        } => {
+            let ids = open.entry(*peer_id).or_default();
+            if local < *peer_id {
+                for old in ids.drain(..) {
+                    tracing::debug!(peer = %peer_id, "closing an older connection");
+                    swarm.close_connection(old);
+                }
+            }
+            ids.push(*connection_id);
+        }
+        SwarmEvent::ConnectionClosed {
+            peer_id,
+            connection_id,
+            ..
+        } => {
+            if let Some(ids) = open.get_mut(peer_id) {
+                ids.retain(|id| id != connection_id);
+                if ids.is_empty() {
+                    open.remove(peer_id);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Closes every connection and waits (a moment at most) until they are closed.
+async fn close_all(swarm: &mut libp2p::Swarm<Behaviour>) {
+    let peers: Vec<PeerId> = swarm.connected_peers().copied().collect();
+    for peer in peers {
+        let _ = swarm.disconnect_peer_id(peer);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while swarm.connected_peers().next().is_some() {
+        match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    // Let the transport send its last frames.
+    let _ = tokio::time::timeout(Duration::from_millis(100), swarm.select_next_some()).await;
 }
 
 fn handle_swarm_event(
