@@ -4,6 +4,7 @@
 //! DATA/identity.key   the node's Ed25519 key, mode 0600, optionally passphrase-sealed
 //! DATA/mnemon.redb    the store (see mnemon_crdt::Store)
 //! DATA/peers.json     the peers federation has met (see mnemon_net)
+//! DATA/p2p-listen.json  where federation listened last time (its ports are kept)
 //! DATA/index/         search indexes, derived from the store (see crate::search)
 //! ```
 
@@ -108,6 +109,11 @@ impl DataDir {
     /// The peer table federation keeps across restarts.
     pub fn peers_file(&self) -> PathBuf {
         self.root.join(PEERS_FILE)
+    }
+
+    /// The addresses federation listened on last time (their ports are kept).
+    pub fn p2p_listen_file(&self) -> PathBuf {
+        self.root.join("p2p-listen.json")
     }
 
     /// The folder of the search indexes (derived data).

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use mnemon_api::{
     AnswerView, AskEvent, AskRequest, CollectionView, CreateCollection, CreateMemory, Created,
-    EventView, GraphQuery, GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView,
-    ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
+    DialRequest, EventView, GraphQuery, GraphView, HitView, InviteRequest, InviteView, JoinRequest,
+    JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery,
+    ShareRequest,
 };
 use mnemon_api::{Api, Error as ApiError, ErrorKind, Gauge};
 use serde::de::DeserializeOwned;
@@ -329,6 +330,10 @@ impl Api for Remote {
 
     fn peers(&self) -> Result<Vec<PeerView>, ApiError> {
         self.get_json("/peers")
+    }
+
+    fn dial(&self, request: DialRequest) -> Result<(), ApiError> {
+        self.send_json("POST", "/peers", &request)
     }
 
     fn status(&self) -> Result<serde_json::Value, ApiError> {

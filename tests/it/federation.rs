@@ -504,6 +504,93 @@ fn a_peer_killed_and_restarted_syncs_again_at_once() {
     survivor_served.stop();
 }
 
+/// Two nodes on random ports that both restart find each other again: each listens on
+/// the port it had, where the other's peer table looks. A `--peer` that cannot be reached
+/// at start is dialed again until it can.
+#[test]
+fn nodes_that_both_restart_meet_again_and_an_unreachable_peer_is_retried() {
+    let (a, b) = (TestCli::new(), TestCli::new());
+    a.init();
+    b.init();
+    let (sa, sb) = (Served::start_p2p(&a, &[]), Served::start_p2p(&b, &[]));
+    a.run(&["collection", "new", "shared"]).ok();
+    let ticket = a
+        .run(&["invite", "shared", "--expires", "1h"])
+        .ok()
+        .to_owned();
+    b.run(&["join", &ticket]).ok();
+    let first = a
+        .run(&["add", "--collection", "shared", "before both restart"])
+        .ok()
+        .to_owned();
+    eventually("B receives the first memory", WAIT, || {
+        b.run(&["get", &first]).success
+    });
+    let a_p2p = sa.p2p.clone().expect("p2p address");
+    for node in [&a, &b] {
+        eventually("the peer table is saved", WAIT, || {
+            std::fs::read_to_string(node.data_dir().join("peers.json"))
+                .is_ok_and(|t| t.contains("listen_addrs") && t.contains("quic"))
+        });
+    }
+    sa.stop();
+    sb.stop();
+    // B comes back first, A later: B's dials of A's old address fail, and go on.
+    let sb = Served::start_p2p(&b, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let sa = Served::start_p2p(&a, &[]);
+    assert_eq!(sa.p2p.as_deref(), Some(a_p2p.as_str()), "A kept its port");
+    let later = a
+        .run(&["add", "--collection", "shared", "after both restarted"])
+        .ok()
+        .to_owned();
+    eventually("B receives what A wrote after both restarted", WAIT, || {
+        b.run(&["get", &later]).success
+    });
+    sb.stop();
+
+    // A `--peer` that is down at start is dialed again once it is up.
+    let c = TestCli::new();
+    c.init();
+    sa.stop();
+    let sc = Served::start_p2p(&c, &["--peer", &a_p2p]);
+    // Longer than QUIC's handshake timeout (5 s): the first dial has failed for good.
+    std::thread::sleep(Duration::from_secs(6));
+    let sa = Served::start_p2p(&a, &[]);
+    let c_did = c.run(&["id"]).ok().to_owned();
+    eventually("A sees C, which dialed it again", WAIT, || {
+        a.run(&["peers", "--json"])
+            .json()
+            .as_array()
+            .is_some_and(|p| {
+                p.iter()
+                    .any(|p| p["did"] == c_did.as_str() && p["connected"] == true)
+            })
+    });
+    sc.stop();
+
+    // A peer dialed at runtime, through the running service.
+    let d = TestCli::new();
+    let d_did = d.init();
+    d.run(&["dial", &a_p2p])
+        .fails_with("federation is not running");
+    let sd = Served::start_p2p(&d, &[]);
+    d.run(&["dial", "not-an-address"])
+        .fails_with("not a multiaddr");
+    assert!(d.run(&["dial", &a_p2p]).ok().starts_with("dialing"));
+    eventually("A sees D, which dialed it", WAIT, || {
+        a.run(&["peers", "--json"])
+            .json()
+            .as_array()
+            .is_some_and(|p| {
+                p.iter()
+                    .any(|p| p["did"] == d_did.as_str() && p["connected"] == true)
+            })
+    });
+    sd.stop();
+    sa.stop();
+}
+
 #[test]
 fn forged_garbage_and_oversized_input_from_a_member_is_refused_and_the_node_stays_up() {
     use mnemon_protocol::{DocChanges, Message, encode_frame};

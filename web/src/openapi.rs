@@ -28,6 +28,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::router::invite_collection,
         crate::router::join,
         crate::router::peers,
+        crate::router::dial,
         crate::router::status,
         crate::router::events,
         crate::router::session,

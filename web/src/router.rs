@@ -17,9 +17,9 @@ use tracing::Instrument as _;
 
 use mnemon_api::Error;
 use mnemon_api::{
-    AskEvent, AskRequest, CollectionView, CreateCollection, CreateMemory, Created, EventView,
-    GraphQuery, GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView, ListQuery,
-    MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
+    AskEvent, AskRequest, CollectionView, CreateCollection, CreateMemory, Created, DialRequest,
+    EventView, GraphQuery, GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView,
+    ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
 
 use crate::error::{ErrorBody, HttpError};
@@ -444,6 +444,17 @@ pub(crate) async fn join(
     let backend = state.backend.clone();
     let joined = blocking(move || backend.join(body)).await?;
     Ok((StatusCode::ACCEPTED, Json(joined)))
+}
+
+#[utoipa::path(post, path = "/api/v1/peers", tag = "sharing", request_body = DialRequest,
+    responses((status = 202, description = "Dialing; the peer shows in the peer list once connected"), (status = 422, description = "Not a multiaddr ending in /p2p/PEER_ID", body = ErrorBody), (status = 503, description = "Federation is not running", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn dial(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<DialRequest>,
+) -> Result<impl IntoResponse, HttpError> {
+    let backend = state.backend.clone();
+    blocking(move || backend.dial(body)).await?;
+    Ok(StatusCode::ACCEPTED)
 }
 
 #[utoipa::path(get, path = "/api/v1/peers", tag = "sharing",

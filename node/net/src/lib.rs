@@ -56,6 +56,10 @@ pub struct NetConfig {
     /// How often disconnected peers this node syncs with are dialed again (the wait
     /// doubles per peer after each failure, up to 64 times this).
     pub redial_interval: Duration,
+    /// Where the addresses this node listened on are kept (`DATA/p2p-listen.json`): a
+    /// listen address with port 0 gets the port it had last time, if it is free, so peers
+    /// that knew this node find it again after both restart.
+    pub listen_file: Option<std::path::PathBuf>,
 }
 
 impl Default for NetConfig {
@@ -67,6 +71,7 @@ impl Default for NetConfig {
             session: SessionConfig::default(),
             state_file: None,
             redial_interval: Duration::from_secs(5),
+            listen_file: None,
         }
     }
 }
@@ -267,10 +272,29 @@ impl Network {
             .map_err(|e| anyhow::anyhow!("setting up the network behaviour: {e}"))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
             .build();
+        let listened_before: Vec<Multiaddr> = config
+            .listen_file
+            .as_deref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .and_then(|text| serde_json::from_str::<Vec<String>>(&text).ok())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
         for addr in &config.listen {
-            swarm
-                .listen_on(addr.clone())
-                .with_context(|| format!("listening on {addr}"))?;
+            let again = listened_before
+                .iter()
+                .find_map(|before| same_port_as(addr, before));
+            match again {
+                Some(again) if swarm.listen_on(again.clone()).is_ok() => {
+                    tracing::debug!(%again, "listening on the port of last time");
+                }
+                _ => {
+                    swarm
+                        .listen_on(addr.clone())
+                        .with_context(|| format!("listening on {addr}"))?;
+                }
+            }
         }
         // Wait for the listeners to have real addresses.
         let mut listen_addrs = Vec::new();
@@ -283,6 +307,15 @@ impl Network {
                 listen_addrs.push(address);
             }
         }
+        if let Some(path) = &config.listen_file {
+            let text: Vec<String> = listen_addrs.iter().map(ToString::to_string).collect();
+            if let Err(e) = serde_json::to_vec(&text)
+                .map_err(std::io::Error::other)
+                .and_then(|bytes| mnemon_identity::private::write_private(path, &bytes))
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot keep the listen addresses");
+            }
+        }
         for addr in &config.peers {
             if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
                 swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
@@ -291,6 +324,14 @@ impl Network {
                 tracing::warn!(%addr, error = %e, "cannot dial a configured peer");
             }
         }
+        // Configured peers whose peer id is known are dialed again, with backoff, while
+        // they cannot be reached (without one, a connection cannot be told as theirs).
+        let configured: Vec<Multiaddr> = config
+            .peers
+            .iter()
+            .filter(|a| matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))))
+            .cloned()
+            .collect();
         let mut control = swarm.behaviour().stream.new_control();
         let protocol = StreamProtocol::new(SYNC_PROTOCOL);
         let mut incoming = control
@@ -367,10 +408,14 @@ impl Network {
             let mut redial = tokio::time::interval(redial_every);
             redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut backoff: Redial<PeerId> = Redial::new(redial_every);
+            let mut configured_backoff: Redial<Multiaddr> = Redial::new(redial_every);
             let mut open: Connections = HashMap::new();
             loop {
                 tokio::select! {
-                    _ = redial.tick() => redial_peers(&mut swarm, &table, &mut backoff),
+                    _ = redial.tick() => {
+                        redial_peers(&mut swarm, &table, &mut backoff);
+                        redial_configured(&mut swarm, &configured, &mut configured_backoff);
+                    }
                     event = swarm.select_next_some() => {
                         track_connections(&mut swarm, &event, &mut open, peer_id);
                         handle_swarm_event(&mut swarm, event, &table, peer_id, &control, &protocol, &driver);
@@ -733,6 +778,71 @@ impl<P: std::hash::Hash + Eq + Clone> Redial<P> {
     /// with the base wait.
     pub fn forget(&mut self, connected: impl Fn(&P) -> bool) {
         self.next.retain(|peer, _| !connected(peer));
+    }
+}
+
+/// `addr` with the port of `before`, if `addr` asks for any port (0) and `before` is an
+/// address of the same kind (the same protocols, the same IP or any IP).
+fn same_port_as(addr: &Multiaddr, before: &Multiaddr) -> Option<Multiaddr> {
+    use libp2p::multiaddr::Protocol;
+    let asked: Vec<Protocol<'_>> = addr.iter().collect();
+    let had: Vec<Protocol<'_>> = before
+        .iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect();
+    if asked.len() != had.len() {
+        return None;
+    }
+    let mut any_port = false;
+    let mut again = Multiaddr::empty();
+    for (asked, had) in asked.into_iter().zip(had) {
+        let part = match (&asked, &had) {
+            (Protocol::Udp(0), Protocol::Udp(port)) => {
+                any_port = true;
+                Protocol::Udp(*port)
+            }
+            (Protocol::Tcp(0), Protocol::Tcp(port)) => {
+                any_port = true;
+                Protocol::Tcp(*port)
+            }
+            (Protocol::Ip4(ip), Protocol::Ip4(_)) if ip.is_unspecified() => asked,
+            (Protocol::Ip6(ip), Protocol::Ip6(_)) if ip.is_unspecified() => asked,
+            _ if asked == had => asked,
+            _ => return None,
+        };
+        again.push(part);
+    }
+    any_port.then_some(again)
+}
+
+/// Dials configured peers (`--peer`) that are not connected, with backoff.
+fn redial_configured(
+    swarm: &mut libp2p::Swarm<Behaviour>,
+    configured: &[Multiaddr],
+    backoff: &mut Redial<Multiaddr>,
+) {
+    let now = Instant::now();
+    let connected: Vec<bool> = configured
+        .iter()
+        .map(|addr| match addr.iter().last() {
+            Some(libp2p::multiaddr::Protocol::P2p(peer)) => swarm.is_connected(&peer),
+            _ => false,
+        })
+        .collect();
+    backoff.forget(|addr| {
+        configured
+            .iter()
+            .zip(&connected)
+            .any(|(a, up)| a == addr && *up)
+    });
+    for (addr, up) in configured.iter().zip(connected) {
+        if up || !backoff.due(addr, now) {
+            continue;
+        }
+        backoff.dialed(addr.clone(), now);
+        if let Err(e) = swarm.dial(addr.clone()) {
+            tracing::debug!(%addr, error = %e, "redialing a configured peer failed");
+        }
     }
 }
 
@@ -1110,6 +1220,32 @@ fn save_peers(path: &std::path::Path, table: &PeerTable, last: String) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listen_address_with_any_port_takes_the_port_of_last_time() {
+        let addr = |s: &str| s.parse::<Multiaddr>().expect("multiaddr");
+        let any = addr("/ip4/0.0.0.0/udp/0/quic-v1");
+        let before = addr(
+            "/ip4/192.168.1.5/udp/4242/quic-v1/p2p/12D3KooWKYVKhke2TvPqzq29rC6soY2NWDpp2GBV6zj1hEuezHFA",
+        );
+        assert_eq!(
+            same_port_as(&any, &before),
+            Some(addr("/ip4/0.0.0.0/udp/4242/quic-v1"))
+        );
+        let loopback = addr("/ip4/127.0.0.1/udp/0/quic-v1");
+        assert_eq!(
+            same_port_as(&loopback, &addr("/ip4/127.0.0.1/udp/4242/quic-v1")),
+            Some(addr("/ip4/127.0.0.1/udp/4242/quic-v1"))
+        );
+        // Another IP, another transport, or a fixed port: nothing to take.
+        assert_eq!(same_port_as(&loopback, &before), None);
+        assert_eq!(same_port_as(&any, &addr("/ip6/::1/udp/4242/quic-v1")), None);
+        assert_eq!(same_port_as(&any, &addr("/ip4/0.0.0.0/tcp/4242")), None);
+        assert_eq!(
+            same_port_as(&addr("/ip4/0.0.0.0/udp/7000/quic-v1"), &before),
+            None
+        );
+    }
 
     #[test]
     fn redial_waits_double_up_to_a_cap_and_start_over_after_a_connection() {

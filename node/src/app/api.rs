@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use mnemon_api::{
-    AnswerView, AskEvent, AskRequest, CollectionView, CreateMemory, EventView, GraphQuery,
-    GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView, ListQuery, MemberView,
-    MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
+    AnswerView, AskEvent, AskRequest, CollectionView, CreateMemory, DialRequest, EventView,
+    GraphQuery, GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView, ListQuery,
+    MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
 use mnemon_api::{Api, Error as ApiError, Gauge};
 use mnemon_crdt::{ListFilter, MemoryEdit, MemoryId, NewMemory, Source, Store, Task, Timestamp};
@@ -437,6 +437,10 @@ impl Api for Service {
 
     fn peers(&self) -> Result<Vec<PeerView>, ApiError> {
         sharing::peers(self)
+    }
+
+    fn dial(&self, request: DialRequest) -> Result<(), ApiError> {
+        sharing::dial(self, &request.address)
     }
 
     fn status(&self) -> Result<serde_json::Value, ApiError> {

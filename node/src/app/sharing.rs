@@ -192,6 +192,28 @@ pub(super) fn join(service: &Service, request: JoinRequest) -> Result<JoinView, 
     })
 }
 
+pub(super) fn dial(service: &Service, address: &str) -> Result<(), ApiError> {
+    let addr: libp2p::Multiaddr = address
+        .trim()
+        .parse()
+        .map_err(|e| ApiError::invalid(format!("address: {address:?} is not a multiaddr: {e}")))?;
+    if !matches!(
+        addr.iter().last(),
+        Some(libp2p::multiaddr::Protocol::P2p(_))
+    ) {
+        return Err(ApiError::invalid(
+            "address: it must end in /p2p/PEER_ID (the `p2p` address `mnemon serve` prints)",
+        ));
+    }
+    let network = service.network.get().ok_or_else(|| {
+        ApiError::unavailable(
+            "federation is not running here: start `mnemon serve` (without --no-p2p)",
+        )
+    })?;
+    network.dial_now(addr);
+    Ok(())
+}
+
 pub(super) fn peers(service: &Service) -> Result<Vec<PeerView>, ApiError> {
     let names = collection_names(service);
     Ok(service

@@ -200,6 +200,7 @@ pub(super) fn serve(cx: &Ctx, args: ServeArgs) -> Result<()> {
         peers,
         mdns: !no_mdns,
         state_file: Some(cx.data_dir.peers_file()),
+        listen_file: Some(cx.data_dir.p2p_listen_file()),
         ..mnemon_net::NetConfig::default()
     });
     crate::serve::serve(

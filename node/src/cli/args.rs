@@ -142,6 +142,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Dial a peer now, through the running `mnemon serve` (its address ends in
+    /// `/p2p/PEER_ID`: what the other node's `mnemon serve` prints as `p2p`).
+    Dial {
+        /// The peer's address.
+        address: String,
+    },
     /// Import a Markdown folder, an Obsidian vault, one Markdown file or a JSON dump made
     /// by `mnemon export`. Importing again updates what changed and adds no duplicates.
     Import {

@@ -136,6 +136,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Join { ticket } => sharing::join(&cx, out, ticket)?,
         Command::Unshare { collection, did } => sharing::unshare(&cx, out, &collection, &did)?,
         Command::Peers { json } => sharing::peers(&cx, out, json)?,
+        Command::Dial { address } => sharing::dial(&cx, out, address)?,
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)

@@ -54,6 +54,16 @@ pub(super) fn members(cx: &Ctx, out: &mut impl Write, collection: &str, json: bo
     Ok(())
 }
 
+/// `mnemon dial`.
+pub(super) fn dial(cx: &Ctx, out: &mut impl Write, address: String) -> Result<()> {
+    let node = cx.node()?;
+    node.api().dial(mnemon_api::DialRequest {
+        address: address.clone(),
+    })?;
+    writeln!(out, "dialing {address}")?;
+    Ok(())
+}
+
 /// `mnemon share`.
 pub(super) fn share(
     cx: &Ctx,

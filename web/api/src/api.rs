@@ -6,9 +6,9 @@
 use tokio::sync::broadcast;
 
 use crate::{
-    AnswerView, AskEvent, AskRequest, CollectionView, CreateMemory, Error, EventView, GraphQuery,
-    GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView, ListQuery, MAX_LIST_PAGE,
-    MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
+    AnswerView, AskEvent, AskRequest, CollectionView, CreateMemory, DialRequest, Error, EventView,
+    GraphQuery, GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView, ListQuery,
+    MAX_LIST_PAGE, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
 
 /// A gauge the node reports on `/metrics`.
@@ -94,6 +94,9 @@ pub trait Api: Send + Sync + 'static {
     fn join(&self, request: JoinRequest) -> Result<JoinView, Error>;
     /// The peers federation knows (empty when it is off).
     fn peers(&self) -> Result<Vec<PeerView>, Error>;
+    /// Dials the peer at `request.address` now (and again, with backoff, while it cannot
+    /// be reached and this node syncs with it).
+    fn dial(&self, request: DialRequest) -> Result<(), Error>;
     /// The node's status (identity, counts, indexes), as JSON.
     fn status(&self) -> Result<serde_json::Value, Error>;
     /// Memory changes as they happen.

@@ -94,6 +94,6 @@ pub use search::{
     AnswerView, AskEvent, AskRequest, CitationView, HitView, SearchMode, SearchQuery,
 };
 pub use sharing::{
-    CollectionView, CreateCollection, InviteRequest, InviteView, JoinRequest, JoinView, MemberView,
-    PeerView, Role, ShareRequest, SyncState, SyncView,
+    CollectionView, CreateCollection, DialRequest, InviteRequest, InviteView, JoinRequest,
+    JoinView, MemberView, PeerView, Role, ShareRequest, SyncState, SyncView,
 };

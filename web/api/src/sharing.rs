@@ -127,6 +127,14 @@ pub struct JoinRequest {
     pub ticket: String,
 }
 
+/// `POST /api/v1/peers`: dial a peer now.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DialRequest {
+    /// Its address, ending in `/p2p/PEER_ID` (what `mnemon serve` prints as `p2p`).
+    pub address: String,
+}
+
 /// A join in progress.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct JoinView {
