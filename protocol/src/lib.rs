@@ -24,6 +24,7 @@ mod sim_tests;
 pub use frame::{FrameDecoder, FrameError, MAX_FRAME_LEN, encode_frame};
 pub use message::{
     DecodeError, DocChanges, DocHeads, MAX_BATCH, Message, Offer, PROTOCOL_VERSION, WireChange,
+    summary_digest,
 };
 pub use session::{Event, Output, Session, SessionConfig, SyncState, Traffic};
 

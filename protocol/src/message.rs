@@ -13,7 +13,7 @@ use crate::frame::MAX_FRAME_LEN;
 ///
 /// 2: a memory's content above 64 KiB may be one automerge string rather than a text
 /// (`mnemon_crdt::MAX_MERGED_TEXT_BYTES`), which a version-1 node would read as empty.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Most entries of any list in one message; larger lists are split over messages.
 pub const MAX_BATCH: usize = 4096;
@@ -70,6 +70,31 @@ pub struct DocChanges {
     pub memory: u128,
     /// Its changes, in causal order.
     pub changes: Vec<WireChange>,
+}
+
+/// The digest of a collection's summary that [`Message::Fingerprint`] carries: SHA-256 of
+/// the live memories' (id, heads digest) and the deleted memories' ids, each sorted, cut
+/// to 16 bytes.
+pub fn summary_digest(entries: &[(u128, [u8; 16])], tombstones: &[u128]) -> [u8; 16] {
+    use sha2::Digest as _;
+    let mut entries = entries.to_vec();
+    entries.sort_unstable();
+    let mut tombstones = tombstones.to_vec();
+    tombstones.sort_unstable();
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"mnemon-summary-1");
+    hash.update((entries.len() as u64).to_be_bytes());
+    for (memory, heads) in &entries {
+        hash.update(memory.to_be_bytes());
+        hash.update(heads);
+    }
+    hash.update((tombstones.len() as u64).to_be_bytes());
+    for memory in &tombstones {
+        hash.update(memory.to_be_bytes());
+    }
+    let mut digest = [0u8; 16];
+    digest.copy_from_slice(&hash.finalize()[..16]);
+    digest
 }
 
 /// A message of the sync session.
@@ -147,6 +172,18 @@ pub enum Message {
         /// Why.
         reason: String,
     },
+    /// What the sender holds of a collection, in 16 bytes: a digest of its summary (every
+    /// live memory's heads and every deletion). Sent instead of the summary once the two
+    /// sides have compared: equal digests mean nothing to do, so an idle pair costs bytes
+    /// per minute, not a summary per memory; a different one is answered with the summary.
+    Fingerprint {
+        /// The collection.
+        collection: u128,
+        /// The digest ([`summary_digest`]).
+        digest: [u8; 16],
+        /// How many ACL operations the sender holds.
+        acl_seq: u64,
+    },
 }
 
 impl Message {
@@ -162,6 +199,7 @@ impl Message {
             Message::Changes { .. } => "changes",
             Message::Tombstones { .. } => "tombstones",
             Message::Close { .. } => "close",
+            Message::Fingerprint { .. } => "fingerprint",
         }
     }
 
@@ -173,7 +211,8 @@ impl Message {
             | Message::Heads { collection, .. }
             | Message::Have { collection, .. }
             | Message::Changes { collection, .. }
-            | Message::Tombstones { collection, .. } => Some(*collection),
+            | Message::Tombstones { collection, .. }
+            | Message::Fingerprint { collection, .. } => Some(*collection),
             _ => None,
         }
     }
@@ -219,7 +258,7 @@ impl Message {
             Message::Heads { docs, .. } | Message::Have { docs, .. } => docs.len(),
             Message::Changes { docs, .. } => docs.len(),
             Message::Tombstones { tombstones, .. } => tombstones.len(),
-            Message::Close { .. } => 0,
+            Message::Close { .. } | Message::Fingerprint { .. } => 0,
         };
         if len > MAX_BATCH {
             return Err(DecodeError::Limit {

@@ -155,6 +155,9 @@ struct CollectionState {
     confirm_backoff: u64,
     /// A summary of ours went out since the peer's last one arrived.
     summary_sent: bool,
+    /// Our last word on it was a fingerprint, not a summary: a peer that answers with its
+    /// summary cannot see what it lacks until ours follows.
+    fingerprint_sent: bool,
     /// The last refusal about this collection in this session; kept after the state
     /// returns to in sync, so a refusal never vanishes before anyone saw it.
     last_refused: Option<String>,
@@ -359,7 +362,7 @@ impl Session {
             .collect();
         for c in due {
             if self.is_active(c) {
-                self.send_acl_and_summary(store, c);
+                self.send_acl_and_check(store, c);
             }
         }
     }
@@ -390,7 +393,7 @@ impl Session {
             if let Some(state) = self.collections.get_mut(&c) {
                 state.confirm_at = None;
             }
-            self.send_acl_and_summary(store, c);
+            self.send_acl_and_check(store, c);
         }
     }
 
@@ -623,6 +626,13 @@ impl Session {
                     Err(e) => self.violation(format!("deletions in {c}: {e}")),
                 }
             }
+            Message::Fingerprint {
+                collection,
+                digest,
+                acl_seq,
+            } => {
+                self.check_fingerprint(store, CollectionId::from_u128(collection), digest, acl_seq)
+            }
             Message::Close { reason } => {
                 self.closed = true;
                 self.outbox
@@ -745,24 +755,95 @@ impl Session {
         }
     }
 
-    fn send_acl_and_summary(&mut self, store: &StoreReader, c: CollectionId) {
-        self.send_acl(store, c);
+    /// The collection's summary as entries and deletions, or `None` (reported) if it
+    /// cannot be read.
+    fn summary(
+        &mut self,
+        store: &StoreReader,
+        c: CollectionId,
+    ) -> Option<(Vec<(u128, [u8; 16])>, Vec<u128>)> {
         let summary = match store.heads_summary(c) {
             Ok(s) => s,
             Err(e) => {
                 self.event(Event::Refused(format!("summary of {c}: {}", store_err(e))));
-                return;
+                return None;
             }
         };
         let tombstones: Vec<u128> = store
             .tombstones(c)
             .map(|t| t.into_iter().map(|t| t.memory).collect())
             .unwrap_or_default();
-        let entries: Vec<(u128, [u8; 16])> =
-            summary.into_iter().map(|(m, d)| (m.to_u128(), d)).collect();
+        let entries = summary.into_iter().map(|(m, d)| (m.to_u128(), d)).collect();
+        Some((entries, tombstones))
+    }
+
+    /// The ACL operations the peer lacks, then: once the two sides have compared in this
+    /// session, the summary's fingerprint (the peer answers with its summary only if it
+    /// differs); before that, the summary itself.
+    fn send_acl_and_check(&mut self, store: &StoreReader, c: CollectionId) {
+        let compared = self.collections.get(&c).is_some_and(|s| s.state.is_some());
+        if !compared {
+            return self.send_acl_and_summary(store, c);
+        }
+        self.send_acl(store, c);
+        let Some((entries, tombstones)) = self.summary(store, c) else {
+            return;
+        };
         let acl_seq = store.acl_since(c, 0).map_or(0, |ops| ops.len() as u64);
         if let Some(state) = self.collections.get_mut(&c) {
             state.summary_sent = true;
+            state.fingerprint_sent = true;
+        }
+        self.send(Message::Fingerprint {
+            collection: c.to_u128(),
+            digest: crate::summary_digest(&entries, &tombstones),
+            acl_seq,
+        });
+    }
+
+    /// The peer's fingerprint of `c`: equal to ours, the two agree (and the peer is told
+    /// so once, if nothing of ours went out since); else our summary, to compare.
+    fn check_fingerprint(
+        &mut self,
+        store: &StoreReader,
+        c: CollectionId,
+        digest: [u8; 16],
+        acl_seq: u64,
+    ) {
+        let Some(state) = self.collections.get_mut(&c) else {
+            return;
+        };
+        state.peer_acl_seq = acl_seq;
+        let answered = std::mem::take(&mut state.summary_sent);
+        let Some((entries, tombstones)) = self.summary(store, c) else {
+            return;
+        };
+        if crate::summary_digest(&entries, &tombstones) != digest {
+            return self.send_acl_and_summary(store, c);
+        }
+        if let Some(state) = self.collections.get_mut(&c) {
+            state.state = Some(SyncState::InSync);
+            state.confirm_at = None;
+            state.confirm_backoff = 0;
+        }
+        self.event(Event::InSync(c));
+        // The ACL may still differ: it is sent whatever the digest says.
+        if answered {
+            self.send_acl(store, c);
+        } else {
+            self.send_acl_and_check(store, c);
+        }
+    }
+
+    fn send_acl_and_summary(&mut self, store: &StoreReader, c: CollectionId) {
+        self.send_acl(store, c);
+        let Some((entries, tombstones)) = self.summary(store, c) else {
+            return;
+        };
+        let acl_seq = store.acl_since(c, 0).map_or(0, |ops| ops.len() as u64);
+        if let Some(state) = self.collections.get_mut(&c) {
+            state.summary_sent = true;
+            state.fingerprint_sent = false;
         }
         let parts = entries
             .len()
@@ -830,14 +911,21 @@ impl Session {
             .keys()
             .filter(|m| !theirs_map.contains_key(m) && !their_dead.contains(m))
             .count();
-        let in_sync = differing.is_empty() && missing == 0 && missing_dead.is_empty();
+        // Deleted there, alive here: the peer sends the deletions once it sees our summary.
+        let deleted_there = their_dead.iter().filter(|m| mine.contains_key(m)).count();
+        let in_sync =
+            differing.is_empty() && missing == 0 && missing_dead.is_empty() && deleted_there == 0;
         let (now, delay, cap) = (
             self.now,
             self.config.confirm_delay,
             self.config.resync_interval,
         );
         let mut tell_peer = false;
+        let mut show_ours = false;
         if let Some(state) = self.collections.get_mut(&c) {
+            // The peer answered our fingerprint with its summary: it lacks what only we
+            // hold, and learns what that is from our summary.
+            show_ours = std::mem::take(&mut state.fingerprint_sent) && missing + deleted_there > 0;
             let summary_sent = std::mem::take(&mut state.summary_sent);
             if in_sync {
                 // If no summary of ours went out since the peer's last one, the peer
@@ -851,7 +939,7 @@ impl Session {
                 // A refusal stays on show until both sides agree again.
                 if !matches!(state.state, Some(SyncState::Error(_))) {
                     state.state = Some(SyncState::Behind {
-                        differ: differing.len() + missing + missing_dead.len(),
+                        differ: differing.len() + missing + missing_dead.len() + deleted_there,
                     });
                 }
                 let backoff = state.confirm_backoff.max(delay);
@@ -864,6 +952,8 @@ impl Session {
             if tell_peer {
                 self.send_acl_and_summary(store, c);
             }
+        } else if show_ours {
+            self.send_acl_and_summary(store, c);
         }
         let docs: Vec<DocHeads> = differing
             .into_iter()

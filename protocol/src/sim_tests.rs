@@ -326,6 +326,45 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Once two nodes have compared a collection, a resync costs a fingerprint each way, not
+/// a summary of every memory: an idle pair sharing thousands of memories exchanges bytes
+/// per minute. A change after the quiet still arrives.
+#[test]
+fn an_idle_pair_exchanges_fingerprints_not_summaries() {
+    const MEMORIES: usize = 1500;
+    let mut sim = Sim::new(2, 11, config());
+    let c = sim.shared_collection(Role::Write);
+    sim.connect_all();
+    settle(&mut sim);
+    for i in 0..MEMORIES {
+        sim.add(i % 2, c, &format!("note {i}")).expect("add");
+    }
+    for _ in 0..3 {
+        settle(&mut sim);
+    }
+    let views = sim.views(c);
+    assert_eq!(views[0].heads.len(), MEMORIES);
+    assert_eq!(views[0], views[1]);
+    // One summary is 32 bytes per memory; 20 resyncs of both sides sent summaries.
+    let one_summary = (MEMORIES * 32) as u64;
+    let before = sim.bytes;
+    let until = sim.now + 20 * config().resync_interval;
+    sim.run_until(until);
+    let idle = sim.bytes - before;
+    eprintln!(
+        "{idle} bytes in 20 idle resyncs of {MEMORIES} memories (one summary: {one_summary})"
+    );
+    assert!(
+        idle < one_summary / 4,
+        "{idle} bytes in 20 idle resyncs (one summary is {one_summary})"
+    );
+    let (late, _) = sim.add(1, c, "after the quiet").expect("add");
+    settle(&mut sim);
+    let views = sim.views(c);
+    assert!(views[0].heads.contains_key(&late));
+    assert_eq!(views[0], views[1]);
+}
+
 fn cases() -> u32 {
     std::env::var("MNEMON_SIM_CASES")
         .ok()
