@@ -163,6 +163,9 @@ struct CollectionState {
     last_refused: Option<String>,
 }
 
+/// A summary's entries: (memory, digest of its heads).
+type SummaryEntries = Vec<(u128, [u8; 16])>;
+
 /// The sync session with one peer.
 #[derive(Debug)]
 pub struct Session {
@@ -761,7 +764,7 @@ impl Session {
         &mut self,
         store: &StoreReader,
         c: CollectionId,
-    ) -> Option<(Vec<(u128, [u8; 16])>, Vec<u128>)> {
+    ) -> Option<(SummaryEntries, Vec<u128>)> {
         let summary = match store.heads_summary(c) {
             Ok(s) => s,
             Err(e) => {
