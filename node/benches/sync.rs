@@ -12,6 +12,8 @@
 //! - the bulk baseline: the initial sync's bytes sent over a bare quinn connection on
 //!   127.0.0.1 in the same run (one stream, 64 KiB writes), and the ratio of the two
 //!   throughputs;
+//! - idle: the bytes per minute each way while nothing changes (`MNEMON_SYNC_IDLE_SECS`,
+//!   default 150: two resyncs);
 //! - change-to-visible latency: `MNEMON_SYNC_EDITS` (default 200) single edits one after
 //!   the other, each timed from the edit on A until B holds it; p50 and p99.
 //!
@@ -245,6 +247,17 @@ fn main() {
     let (sent_a4, recv_a4) = bytes(&a);
     let session = a.network.peers().into_iter().next().expect("B");
 
+    // Idle: nothing changes on either side for a while; what crosses the wire is the
+    // resyncs' cost (the session's default resync interval, 60 s).
+    let idle_secs: u64 = std::env::var("MNEMON_SYNC_IDLE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150);
+    let (idle_sent_before, idle_recv_before) = bytes(&a);
+    std::thread::sleep(Duration::from_secs(idle_secs));
+    let (idle_sent_after, idle_recv_after) = bytes(&a);
+    let per_minute = |bytes: u64| bytes as f64 * 60.0 / idle_secs as f64;
+
     // The bulk baseline: the initial sync's bytes over bare quinn.
     let bulk_bytes = sent_a + recv_a;
     let bare = runtime.block_on(bare_quic(bulk_bytes));
@@ -272,6 +285,11 @@ fn main() {
                 "bytes_a_received": recv_a4 - recv_a3,
                 "messages_a_sent": session.sent,
                 "messages_a_received": session.received,
+            },
+            "idle": {
+                "seconds": idle_secs,
+                "bytes_per_minute_a_sent": per_minute(idle_sent_after - idle_sent_before),
+                "bytes_per_minute_a_received": per_minute(idle_recv_after - idle_recv_before),
             },
             "bulk_vs_bare_quic": {
                 "bytes": bulk_bytes,
