@@ -138,7 +138,7 @@ impl DataDir {
             }
             return Ok((did, false));
         }
-        if fs::metadata(self.db_path()).is_ok_and(|meta| meta.len() > 0) {
+        if fs::metadata(self.db_path()).is_ok_and(|meta| meta.is_file() && meta.len() > 0) {
             bail!(
                 "{} holds a database but no key file ({KEY_FILE}): it belongs to an identity \
                  that is not here. Put its key file back, or move the database away to start \

@@ -89,17 +89,35 @@ pub fn running(data: &Path) -> Option<Running> {
         .url
         .rsplit_once(':')
         .and_then(|(_, port)| port.parse::<u16>().ok());
-    let stale = match (alive(running.pid), port) {
+    // Gone: its process is not there (or does not hold the port), and nothing answers at
+    // the address. (A service in another pid or network namespace looks dead to /proc,
+    // but it answers.)
+    let unreachable = || {
+        running
+            .url
+            .strip_prefix("http://")
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            .is_none_or(|addr| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err()
+            })
+    };
+    let gone = match (alive(running.pid), port) {
         (Some(false), _) => true,
         (_, Some(port)) => listens(running.pid, port) == Some(false),
         (_, None) => true,
     };
-    if stale {
-        tracing::debug!(
-            pid = running.pid,
-            "removing the serve.json of a service that is gone"
-        );
-        let _ = std::fs::remove_file(&path);
+    // Removes the file read here only: a service that started meanwhile wrote its own.
+    let remove_stale = || {
+        if std::fs::read_to_string(&path).is_ok_and(|now| now == text) {
+            tracing::debug!(
+                pid = running.pid,
+                "removing the serve.json of a service that is gone"
+            );
+            let _ = std::fs::remove_file(&path);
+        }
+    };
+    if gone && unreachable() {
+        remove_stale();
         return None;
     }
     let token = match std::fs::read_to_string(data.join(TOKEN_FILE)) {
@@ -109,21 +127,26 @@ pub fn running(data: &Path) -> Option<Running> {
     let nonce = random_hex(32);
     let agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(2)))
+        .http_status_as_error(false)
         .build()
         .new_agent();
-    let proof = agent
+    let Ok(mut answer) = agent
         .get(&format!("{}/health/proof", running.url))
         .query("nonce", &nonce)
         .call()
-        .ok()
-        .filter(|r| r.status() == 200)
-        .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok())
+    else {
+        // Nothing answers (yet, or any more).
+        return None;
+    };
+    let proof = (answer.status() == 200)
+        .then(|| answer.body_mut().read_json::<serde_json::Value>().ok())
+        .flatten()
         .and_then(|v| v["proof"].as_str().map(str::to_owned));
     match proof {
         Some(proof) if proof == mnemon_web::serve_proof(&token, &running.url, &nonce) => {
             Some(running)
         }
-        Some(_) | None if alive(running.pid) == Some(true) => {
+        _ => {
             eprintln!(
                 "mnemon: warning: {} names {} (pid {}), but what answers there does not \
                  prove it knows this folder's token; nothing is sent to it",
@@ -131,9 +154,11 @@ pub fn running(data: &Path) -> Option<Running> {
                 running.url,
                 running.pid
             );
+            if gone {
+                remove_stale();
+            }
             None
         }
-        _ => None,
     }
 }
 
@@ -228,6 +253,7 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
             undo_window: mnemon_web::DEFAULT_UNDO_WINDOW,
             header_timeout: mnemon_web::DEFAULT_HEADER_TIMEOUT,
             body_timeout: mnemon_web::DEFAULT_BODY_TIMEOUT,
+            write_timeout: mnemon_web::DEFAULT_WRITE_TIMEOUT,
             sessions: Some(data.join(SESSIONS_FILE)),
         };
         service.forward_events();

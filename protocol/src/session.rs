@@ -158,6 +158,8 @@ struct CollectionState {
     /// Our last word on it was a fingerprint, not a summary: a peer that answers with its
     /// summary cannot see what it lacks until ours follows.
     fingerprint_sent: bool,
+    /// When a summary last went out in answer to a fingerprint.
+    summary_answered_at: Option<u64>,
     /// The last refusal about this collection in this session; kept after the state
     /// returns to in sync, so a refusal never vanishes before anyone saw it.
     last_refused: Option<String>,
@@ -822,6 +824,21 @@ impl Session {
             return;
         };
         if crate::summary_digest(&entries, &tombstones) != digest {
+            let (now, delay) = (self.now, self.config.confirm_delay);
+            let Some(state) = self.collections.get_mut(&c) else {
+                return;
+            };
+            // Not in sync any more, whatever was shown: confirm once the exchange is quiet.
+            if !matches!(state.state, Some(SyncState::Error(_))) {
+                state.state = Some(SyncState::Behind { differ: 0 });
+            }
+            state.confirm_at.get_or_insert(now + delay);
+            // A summary costs 32 bytes per memory, a fingerprint 30 in all: one summary
+            // per confirm delay at most, whatever a peer sends.
+            if state.summary_answered_at.is_some_and(|at| now < at + delay) {
+                return;
+            }
+            state.summary_answered_at = Some(now);
             return self.send_acl_and_summary(store, c);
         }
         if let Some(state) = self.collections.get_mut(&c) {

@@ -82,6 +82,7 @@ impl Api {
             undo_window: Duration::from_millis(300),
             header_timeout: Duration::from_millis(500),
             body_timeout: Duration::from_millis(500),
+            write_timeout: Duration::from_millis(500),
             sessions: None,
         };
         let app = {
@@ -1269,9 +1270,38 @@ fn slow_idle_and_oversize_clients_are_cut_off_with_json_errors() {
         api.addr
     );
     let answer = raw(api.addr, head.as_bytes(), wait);
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer:?}");
+    // A client that asks and never reads what it is sent (without a token: a script's
+    // assets) is cut off once the server's writes have waited: it does not get them all.
+    let mut greedy = std::net::TcpStream::connect(api.addr).expect("connect");
+    let ask = format!("GET /assets/app.js HTTP/1.1\r\nHost: {}\r\n\r\n", api.addr);
+    const ASKED: usize = 3000;
+    let requests = ask.repeat(ASKED);
+    {
+        let mut writer = greedy.try_clone().expect("clone");
+        // Written from a thread: once the server stops reading, this write blocks.
+        std::thread::spawn(move || {
+            let _ = writer.write_all(requests.as_bytes());
+        });
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let mut got = 0usize;
+    {
+        use std::io::Read as _;
+        greedy
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0u8; 65536];
+        loop {
+            match greedy.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+    }
     assert!(
-        answer.is_empty() || !answer.starts_with("HTTP/1.1 2"),
-        "{answer}"
+        got < ASKED * 9000,
+        "the whole {ASKED} answers came through ({got} bytes): never cut off"
     );
     // A body announced over the limit is refused before it is sent.
     let head = format!(

@@ -625,6 +625,6 @@ fn a_missing_or_empty_database_is_refused_and_a_failed_init_leaves_no_key() {
     // An init whose database cannot be made leaves no key that matches nothing.
     let other = TestCli::new();
     std::fs::create_dir_all(other.data_dir().join("mnemon.redb")).expect("a folder in the way");
-    assert!(!other.run(&["init"]).success);
+    other.run(&["init"]).fails_with("creating the database");
     assert!(!other.data_dir().join("identity.key").exists());
 }

@@ -424,4 +424,12 @@ fn malformed_and_oversize_lines_on_stdio_are_answered_with_parse_errors() {
         child.wait().expect("wait").success(),
         "ends when its input ends"
     );
+    // Input that ends right after a bad line still gets its answer.
+    let run = cli.run_with(&["mcp"], &[], Some(b"not json\n"));
+    assert!(
+        run.stdout.contains("-32700"),
+        "{:?} {:?}",
+        run.stdout,
+        run.stderr
+    );
 }

@@ -26,4 +26,7 @@ pub use openapi::ApiDoc;
 pub use router::DEFAULT_BODY_LIMIT;
 pub use security::{FAILURE_DELAY, MAX_FAILURES, serve_proof};
 pub use server::{MAX_CONNECTIONS, serve};
-pub use state::{DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_UNDO_WINDOW, ServerConfig};
+pub use state::{
+    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_UNDO_WINDOW, DEFAULT_WRITE_TIMEOUT,
+    ServerConfig,
+};

@@ -24,7 +24,7 @@ use mnemon_api::{
 
 use crate::error::{ErrorBody, HttpError};
 use crate::security::{FAILURE_DELAY, SECURITY_HEADERS};
-use crate::state::{AppState, blocking, client_ip};
+use crate::state::{AppState, MAX_EVENT_STREAMS, blocking, client_ip};
 
 /// Default request body limit: 16 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 16 << 20;
@@ -569,8 +569,18 @@ pub(crate) async fn session(State(state): State<AppState>) -> impl IntoResponse 
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "memories",
     responses((status = 200, description = "Server-sent events: `created`, `updated`, `deleted`, each with an EventView as data", content_type = "text/event-stream", body = EventView), (status = 401, description = "No or wrong token", body = ErrorBody)))]
-pub(crate) async fn events(State(state): State<AppState>) -> impl IntoResponse {
-    let stream = BroadcastStream::new(state.backend.events()).filter_map(|event| {
+pub(crate) async fn events(State(state): State<AppState>) -> Result<Response, HttpError> {
+    // Each stream holds a connection for as long as it lasts: a bounded number, so
+    // streams cannot crowd out everything else.
+    let Ok(slot) = state.streams.clone().try_acquire_owned() else {
+        return Err(HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            format!("{MAX_EVENT_STREAMS} event streams are open already"),
+        ));
+    };
+    let stream = BroadcastStream::new(state.backend.events()).filter_map(move |event| {
+        let _held = &slot;
         // A lagging client misses events; it sees the gap in `seq` and reloads.
         let event = event.ok()?;
         let data = serde_json::to_string(&event).ok()?;
@@ -581,7 +591,9 @@ pub(crate) async fn events(State(state): State<AppState>) -> impl IntoResponse {
                 .data(data),
         ))
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
 }
 
 pub(crate) async fn ready(State(state): State<AppState>) -> Response {

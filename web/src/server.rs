@@ -4,6 +4,8 @@
 //! - A client has [`ServerConfig::header_timeout`] to send a request's head, from the
 //!   moment it connects and again after each response (so an idle connection is closed
 //!   too); the body may pause at most [`ServerConfig::body_timeout`] between pieces.
+//! - A client that stops reading what it is sent (a response, a stream of events) is
+//!   cut off once a write has waited [`ServerConfig::write_timeout`].
 //! - At most [`MAX_CONNECTIONS`] connections are served at once; more wait in the
 //!   kernel's accept queue.
 //! - On shutdown the listener closes at once; requests in flight get
@@ -25,6 +27,7 @@ use crate::state::ServerConfig;
 
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 1024;
+
 /// How long requests in flight may take to finish once shutdown begins.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The largest request head (request line and headers) read; a larger one is refused
@@ -79,6 +82,7 @@ pub async fn serve(
                 Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
             }
         });
+        let stream = WriteTimeout::new(stream, config.write_timeout);
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -95,4 +99,103 @@ pub async fn serve(
         tracing::info!("closing connections still open after the shutdown grace");
     }
     Ok(())
+}
+
+/// A stream whose writes fail with `TimedOut` once one has waited `limit` for the peer to
+/// make room (reads pass through: an idle connection is hyper's header timeout's job).
+struct WriteTimeout<S> {
+    inner: S,
+    limit: Duration,
+    /// Armed while a write waits.
+    waiting: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteTimeout<S> {
+    fn new(inner: S, limit: Duration) -> WriteTimeout<S> {
+        WriteTimeout {
+            inner,
+            limit,
+            waiting: None,
+        }
+    }
+
+    /// `poll` of a write, failing once writes have waited too long.
+    fn timed<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        poll: impl FnOnce(
+            std::pin::Pin<&mut S>,
+            &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>>
+    where
+        S: Unpin,
+    {
+        use std::task::Poll;
+        match poll(std::pin::Pin::new(&mut self.inner), cx) {
+            Poll::Ready(result) => {
+                self.waiting = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let limit = self.limit;
+                let timer = self
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client stopped reading",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteTimeout<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteTimeout<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.timed(cx, |inner, cx| inner.poll_write(cx, buf))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.timed(cx, |inner, cx| inner.poll_flush(cx))
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.timed(cx, |inner, cx| inner.poll_shutdown(cx))
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.timed(cx, |inner, cx| inner.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }

@@ -35,12 +35,19 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// How long a request body may pause between pieces.
     pub body_timeout: Duration,
+    /// How long a write to a client may wait for it to read before it is cut off.
+    pub write_timeout: Duration,
     /// Where the web UI's sessions are kept between runs (`None`: in memory only).
     pub sessions: Option<std::path::PathBuf>,
 }
 
+/// Event streams open at once: each holds a connection as long as it lasts.
+pub(crate) const MAX_EVENT_STREAMS: usize = 64;
+
 /// Default [`ServerConfig::header_timeout`].
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`ServerConfig::write_timeout`].
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [`ServerConfig::body_timeout`].
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -66,6 +73,8 @@ pub(crate) struct AppState {
     undo_window: Duration,
     /// Largest request body, in bytes.
     pub(crate) body_limit: usize,
+    /// Slots for event streams ([`MAX_EVENT_STREAMS`]).
+    pub(crate) streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -84,6 +93,7 @@ impl AppState {
             deleted: Arc::new(Mutex::new(HashMap::new())),
             undo_window: config.undo_window,
             body_limit: config.body_limit,
+            streams: Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS)),
         }
     }
 
@@ -95,7 +105,17 @@ impl AppState {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         deleted.retain(|_, (at, _)| now.duration_since(*at) < self.undo_window);
-        deleted.insert(memory.memory.id.clone(), (now, memory));
+        let id = memory.memory.id.clone();
+        deleted.insert(id.clone(), (now, memory));
+        drop(deleted);
+        // Its text is not kept past the window.
+        let (kept, window) = (self.deleted.clone(), self.undo_window);
+        tokio::spawn(async move {
+            tokio::time::sleep(window).await;
+            kept.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|held, (at, _)| *held != id || *at != now);
+        });
     }
 
     /// Whether the memory `id` was deleted in the UI within the undo window.

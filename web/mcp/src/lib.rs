@@ -573,7 +573,8 @@ pub fn serve_stdio(backend: Arc<dyn Api>) -> std::io::Result<()> {
             .waiting()
             .await
             .map_err(|e| std::io::Error::other(format!("MCP on stdio: {e}")))?;
-        stdout.abort();
+        // The last answers (and parse errors) still queued go out before the end.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stdout).await;
         Ok(())
     })
 }
