@@ -35,7 +35,7 @@ pub use memory::{
 };
 pub use signed::{ChangeError, MAX_CHANGE_BYTES, SignedChange, VerifiedChange};
 pub use store::{
-    ApplyOutcome, Collection, FEED_CAPACITY, HeadsDigest, ListFilter, MAX_ACL_BATCH,
+    ApplyOutcome, Collection, FEED_CAPACITY, HeadsDigest, JoinRefusal, ListFilter, MAX_ACL_BATCH,
     MAX_APPLY_BATCH, Member, MemoryBuilder, PreparedMemory, SCHEMA_VERSION, SharedCollection,
     Store, StoreReader, TABLE_NAMES, VacuumReport, heads_digest, title_key,
 };

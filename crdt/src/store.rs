@@ -73,6 +73,10 @@ const INVITES: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("invites-
 /// Key: invite nonce. Value: the invite's bytes ([`mnemon_identity::Invite::to_bytes`]):
 /// invites this node was given and has not yet redeemed with their owner.
 const JOINS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("joins-1");
+/// Key: invite nonce. Value: postcard [`JoinRefusal`]: joins the collection's owner
+/// refused (the ticket was used already, expired, or unknown there).
+pub(crate) const JOIN_REFUSALS: TableDefinition<[u8; 16], &[u8]> =
+    TableDefinition::new("join_refusals-1");
 /// Key: (memory id, id of a memory it links to). Value: none. Derived from the document on
 /// every write, like `memory_meta-1`.
 const LINKS: TableDefinition<(u128, u128), ()> = TableDefinition::new("links-1");
@@ -98,6 +102,7 @@ pub const TABLE_NAMES: &[&str] = &[
     "heads-1",
     "invites-1",
     "joins-1",
+    "join_refusals-1",
     "links-1",
     "backlinks-1",
     "views-1",
@@ -110,6 +115,28 @@ struct CollectionRecord {
     name: String,
     owner: [u8; 32],
     created_at: i64,
+}
+
+/// A join the collection's owner refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinRefusal {
+    /// The collection the invite was for.
+    pub collection: CollectionId,
+    /// Its owner, who refused.
+    pub owner: Did,
+    /// Why, as the owner said.
+    pub reason: String,
+    /// When the refusal arrived.
+    pub at: Timestamp,
+}
+
+/// How `join_refusals-1` keeps a [`JoinRefusal`].
+#[derive(Debug, Serialize, Deserialize)]
+struct JoinRefusalRecord {
+    collection: u128,
+    owner: [u8; 32],
+    reason: String,
+    at: i64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -456,6 +483,7 @@ impl Store {
         txn.open_table(DESCRIPTORS).map_err(|e| err(&e))?;
         txn.open_table(INVITES).map_err(|e| err(&e))?;
         txn.open_table(JOINS).map_err(|e| err(&e))?;
+        txn.open_table(JOIN_REFUSALS).map_err(|e| err(&e))?;
         let exists = |name: &str| -> Result<bool, OpenStoreError> {
             Ok(txn
                 .list_tables()
@@ -1039,6 +1067,7 @@ impl Store {
             copy_table(&read, &write, HEADS)?;
             copy_table(&read, &write, INVITES)?;
             copy_table(&read, &write, JOINS)?;
+            copy_table(&read, &write, JOIN_REFUSALS)?;
             copy_table(&read, &write, LINKS)?;
             copy_table(&read, &write, BACKLINKS)?;
             copy_table(&read, &write, VIEWS)?;
@@ -1756,6 +1785,7 @@ impl StoreReader {
         out.insert("heads-1", txn.open_table(HEADS)?.len()?);
         out.insert("invites-1", txn.open_table(INVITES)?.len()?);
         out.insert("joins-1", txn.open_table(JOINS)?.len()?);
+        out.insert("join_refusals-1", txn.open_table(JOIN_REFUSALS)?.len()?);
         out.insert("links-1", txn.open_table(LINKS)?.len()?);
         out.insert("backlinks-1", txn.open_table(BACKLINKS)?.len()?);
         out.insert("views-1", txn.open_table(VIEWS)?.len()?);

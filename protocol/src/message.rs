@@ -72,6 +72,9 @@ pub struct DocChanges {
     pub changes: Vec<WireChange>,
 }
 
+/// The longest reason an [`Message::InviteRefused`] carries.
+pub const MAX_REASON: usize = 512;
+
 /// The digest of a collection's summary that [`Message::Fingerprint`] carries: SHA-256 of
 /// the live memories' (id, heads digest) and the deleted memories' ids, each sorted, cut
 /// to 16 bytes.
@@ -184,6 +187,14 @@ pub enum Message {
         /// How many ACL operations the sender holds.
         acl_seq: u64,
     },
+    /// The owner refused an invite the receiver redeemed (used already, expired, not
+    /// known): the joiner stops waiting for it and shows why.
+    InviteRefused {
+        /// The invite's nonce.
+        nonce: [u8; 16],
+        /// Why, for people (at most [`MAX_REASON`] bytes).
+        reason: String,
+    },
 }
 
 impl Message {
@@ -200,6 +211,7 @@ impl Message {
             Message::Tombstones { .. } => "tombstones",
             Message::Close { .. } => "close",
             Message::Fingerprint { .. } => "fingerprint",
+            Message::InviteRefused { .. } => "invite_refused",
         }
     }
 
@@ -259,6 +271,13 @@ impl Message {
             Message::Changes { docs, .. } => docs.len(),
             Message::Tombstones { tombstones, .. } => tombstones.len(),
             Message::Close { .. } | Message::Fingerprint { .. } => 0,
+            Message::InviteRefused { reason, .. } if reason.len() > MAX_REASON => {
+                return Err(DecodeError::Limit {
+                    kind: self.kind(),
+                    len: reason.len(),
+                });
+            }
+            Message::InviteRefused { .. } => 0,
         };
         if len > MAX_BATCH {
             return Err(DecodeError::Limit {

@@ -106,6 +106,14 @@ pub enum Event {
     InSync(CollectionId),
     /// Something from the peer was refused; the session goes on.
     Refused(String),
+    /// The peer (a collection's owner) refused an invite this node redeemed; the join
+    /// was dropped and the refusal kept.
+    JoinRefused {
+        /// The collection the invite was for.
+        collection: CollectionId,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Where a collection stands with the peer, for status displays.
@@ -546,7 +554,24 @@ impl Session {
                             self.event(Event::Redeemed(c));
                             self.event(Event::AclChanged(c));
                         }
-                        Err(e) => self.violation(e.to_string()),
+                        Err(e) => match mnemon_identity::Invite::from_bytes(&invite) {
+                            // A real invite of ours that cannot be used (again): the
+                            // joiner is told, so it stops waiting.
+                            Ok((parsed, _)) if parsed.owner == self.local => {
+                                let mut reason = e.to_string();
+                                let mut cut = reason.len().min(crate::MAX_REASON);
+                                while !reason.is_char_boundary(cut) {
+                                    cut -= 1;
+                                }
+                                reason.truncate(cut);
+                                self.event(Event::Refused(reason.clone()));
+                                self.send(Message::InviteRefused {
+                                    nonce: parsed.nonce,
+                                    reason,
+                                });
+                            }
+                            _ => self.violation(e.to_string()),
+                        },
                     }
                 }
                 self.refresh(store);
@@ -637,6 +662,14 @@ impl Session {
                 acl_seq,
             } => {
                 self.check_fingerprint(store, CollectionId::from_u128(collection), digest, acl_seq)
+            }
+            Message::InviteRefused { nonce, reason } => {
+                // Only the owner of the invite can refuse it; anything else is dropped.
+                match store.refuse_join(&nonce, &self.peer, &reason) {
+                    Ok(Some(collection)) => self.event(Event::JoinRefused { collection, reason }),
+                    Ok(None) => {}
+                    Err(e) => self.event(Event::Refused(format!("keeping a refusal: {e}"))),
+                }
             }
             Message::Close { reason } => {
                 self.closed = true;

@@ -292,6 +292,25 @@ fn an_invite_ticket_lets_one_node_join_once_and_expired_or_forged_tickets_are_re
     });
     assert!(c.get(&m.id).is_err());
     assert_eq!(a.members(&family.id).expect("members").len(), 1);
+    // C is told: the join is dropped and the refusal shows in its status.
+    eventually("C learns its invite was refused", WAIT, || {
+        c.status().is_ok_and(|s| {
+            s["joins"]["refused"].as_array().is_some_and(|r| {
+                r.iter().any(|r| {
+                    r["collection"] == family.id.as_str()
+                        && r["reason"]
+                            .as_str()
+                            .is_some_and(|e| e.contains("used already"))
+                })
+            })
+        })
+    });
+    let status = c.status().expect("status");
+    assert_eq!(
+        status["joins"]["pending"],
+        serde_json::json!([]),
+        "{status}"
+    );
 
     // Expired, damaged and self-made tickets are refused at once with a reason.
     let expired = a
@@ -337,7 +356,17 @@ fn two_mnemon_serve_processes_sync_a_shared_collection() {
         .run(&["invite", "shared", "--role", "write", "--expires", "1h"])
         .ok()
         .to_owned();
-    assert!(b.run(&["join", &ticket]).ok().starts_with("joining"));
+    let joined = b.run(&["join", &ticket]).ok().to_owned();
+    assert!(joined.starts_with("joining"), "{joined}");
+    assert!(joined.contains(&format!("joined {collection}")), "{joined}");
+    // The ticket is used: another node's join waits for the owner's answer, and fails.
+    let c = TestCli::new();
+    c.init();
+    let sc = Served::start_p2p(&c, &[]);
+    c.run(&["join", &ticket])
+        .fails_with("the owner refused the invite: invite refused: it was used already");
+    assert!(c.run(&["status"]).ok().contains("refused:"));
+    sc.stop();
     eventually("A's node records B as a member", WAIT, || {
         a.run(&["collection", "members", "shared", "--json"])
             .json()
@@ -367,9 +396,16 @@ fn two_mnemon_serve_processes_sync_a_shared_collection() {
     let hits = b.run(&["search", "plumber", "--json"]).json();
     assert_eq!(hits[0]["id"], id.as_str());
     let peers = a.run(&["peers", "--json"]).json();
-    assert_eq!(peers[0]["did"], b_did.as_str());
-    assert_eq!(peers[0]["collections"][0], collection.as_str());
-    assert_eq!(peers[0]["sync"][0]["collection_name"], "shared");
+    let peer_b = |peers: &serde_json::Value| {
+        peers
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["did"] == b_did.as_str()))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let b_seen = peer_b(&peers);
+    assert_eq!(b_seen["collections"][0], collection.as_str(), "{peers}");
+    assert_eq!(b_seen["sync"][0]["collection_name"], "shared");
     // For people: headers, the collection's name, each node itself as "this node".
     let shown = a.run(&["peers"]).ok().to_owned();
     assert!(shown.starts_with("PEER"), "{shown}");
@@ -416,7 +452,7 @@ fn two_mnemon_serve_processes_sync_a_shared_collection() {
     sb.stop();
     let stopped = std::time::Instant::now();
     eventually("A sees B gone", WAIT, || {
-        a.run(&["peers", "--json"]).json()[0]["connected"] == false
+        peer_b(&a.run(&["peers", "--json"]).json())["connected"] == false
     });
     assert!(
         stopped.elapsed() < Duration::from_secs(5),

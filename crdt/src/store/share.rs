@@ -8,8 +8,9 @@ use mnemon_identity::{Did, Signature};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::{
-    ACL, CollectionRecord, DESCRIPTORS, DOCS, HEADS, INVITES, InviteRecord, JOINS, MEMBERS,
-    MEMORY_META, MemoryMeta, SIGNATURES, Store, StoreReader, TOMBSTONES, Tombstone, append_log,
+    ACL, CollectionRecord, DESCRIPTORS, DOCS, HEADS, INVITES, InviteRecord, JOIN_REFUSALS, JOINS,
+    JoinRefusal, JoinRefusalRecord, MEMBERS, MEMORY_META, MemoryMeta, SIGNATURES, Store,
+    StoreReader, TOMBSTONES, Tombstone, append_log,
 };
 use crate::acl::{
     Access, AclAction, AclOp, Descriptor, Role, SignedAclOp, SignedDescriptor, SignedTombstone,
@@ -411,6 +412,41 @@ impl Store {
         Ok(())
     }
 
+    /// The owner `owner` refused the invite `nonce` this node redeemed: the join is
+    /// dropped (no more tries) and the refusal kept for the owner to see. `None` if this
+    /// node holds no such join from `owner` (anything else is ignored).
+    pub fn refuse_join(
+        &mut self,
+        nonce: &[u8; 16],
+        owner: &Did,
+        reason: &str,
+    ) -> Result<Option<CollectionId>, StoreError> {
+        let txn = self.db().begin_write()?;
+        let collection = {
+            let mut joins = txn.open_table(JOINS)?;
+            let ticket = joins.get(*nonce)?.and_then(|value| {
+                std::str::from_utf8(value.value())
+                    .ok()
+                    .and_then(|t| t.parse::<mnemon_identity::Ticket>().ok())
+            });
+            let Some(ticket) = ticket.filter(|t| t.invite.owner == *owner) else {
+                return Ok(None);
+            };
+            joins.remove(*nonce)?;
+            CollectionId::from_u128(u128::from_be_bytes(ticket.invite.collection))
+        };
+        let refusal = JoinRefusalRecord {
+            collection: collection.to_u128(),
+            owner: *owner.public_key(),
+            reason: reason.chars().take(512).collect(),
+            at: Timestamp::now().as_millis(),
+        };
+        txn.open_table(JOIN_REFUSALS)?
+            .insert(*nonce, postcard::to_allocvec(&refusal)?.as_slice())?;
+        txn.commit()?;
+        Ok(Some(collection))
+    }
+
     /// Adds a collection that another node owns, from its owner-signed descriptor. Returns
     /// false if it was known already (a descriptor for a known id with another owner is an
     /// error: it is a forgery).
@@ -606,6 +642,27 @@ impl StoreReader {
         for entry in acl.range((c, seq.saturating_add(1))..=(c, u64::MAX))? {
             out.push(postcard::from_bytes(entry?.1.value())?);
         }
+        Ok(out)
+    }
+
+    /// Joins the collections' owners refused, oldest first.
+    pub fn join_refusals(&self) -> Result<Vec<JoinRefusal>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(JOIN_REFUSALS)?;
+        let mut out: Vec<JoinRefusal> = Vec::new();
+        for entry in table.iter()? {
+            let record: JoinRefusalRecord = postcard::from_bytes(entry?.1.value())?;
+            let Ok(owner) = Did::from_public_key_slice(&record.owner) else {
+                continue;
+            };
+            out.push(JoinRefusal {
+                collection: CollectionId::from_u128(record.collection),
+                owner,
+                reason: record.reason,
+                at: Timestamp::from_millis(record.at),
+            });
+        }
+        out.sort_by_key(|r| r.at.as_millis());
         Ok(out)
     }
 

@@ -1066,6 +1066,13 @@ impl Driver {
                             self.note_error(peer, reason);
                         }
                         Event::InSync(_) => {}
+                        Event::JoinRefused { collection, reason } => {
+                            tracing::warn!(peer = %did, %collection, %reason, "the owner refused our invite");
+                            self.note_error(
+                                peer,
+                                format!("invite to {collection} refused: {reason}"),
+                            );
+                        }
                     },
                     Output::Closed(reason) => {
                         let _ = writer.flush().await;

@@ -466,6 +466,18 @@ impl Api for Service {
                 "lag_ms": lag_ms,
                 "seq": store.last_seq().map_err(store_error)?,
             },
+            "joins": {
+                "pending": store.pending_joins(None).map_err(store_error)?.iter().map(|t| serde_json::json!({
+                    "collection": mnemon_crdt::CollectionId::from_u128(u128::from_be_bytes(t.invite.collection)).to_string(),
+                    "owner": t.invite.owner.to_string(),
+                })).collect::<Vec<_>>(),
+                "refused": store.join_refusals().map_err(store_error)?.iter().map(|r| serde_json::json!({
+                    "collection": r.collection.to_string(),
+                    "owner": r.owner.to_string(),
+                    "reason": r.reason,
+                    "at": r.at.as_millis(),
+                })).collect::<Vec<_>>(),
+            },
             "network": self.network.get().map(|n| serde_json::json!({
                 "peer_id": n.peer_id.to_string(),
                 "addresses": n.addresses(),

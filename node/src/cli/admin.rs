@@ -76,7 +76,7 @@ pub(super) fn status(cx: &Ctx, out: &mut impl Write, json: bool) -> Result<()> {
     status["data_dir"] = cx.data_dir.root().display().to_string().into();
     status["service"] = node.url().map_or(serde_json::Value::Null, Into::into);
     if json {
-        writeln!(out, "{status}")?;
+        writeln!(out, "{}", crate::output::json(&status))?;
     } else {
         let model = &status["index"]["models"][0];
         writeln!(out, "node:      {}", status["did"].as_str().unwrap_or(""))?;
@@ -97,6 +97,23 @@ pub(super) fn status(cx: &Ctx, out: &mut impl Write, json: bool) -> Result<()> {
             "keywords:  {} indexed, {} pending",
             status["index"]["keyword_indexed"], status["index"]["keyword_pending"]
         )?;
+        for join in status["joins"]["pending"].as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "joining:   {} (owner {})",
+                join["collection"].as_str().unwrap_or(""),
+                join["owner"].as_str().unwrap_or("")
+            )?;
+        }
+        for refused in status["joins"]["refused"].as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "refused:   {} (owner {}): {}",
+                refused["collection"].as_str().unwrap_or(""),
+                refused["owner"].as_str().unwrap_or(""),
+                refused["reason"].as_str().unwrap_or("")
+            )?;
+        }
     }
     Ok(())
 }

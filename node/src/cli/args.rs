@@ -123,6 +123,10 @@ pub enum Command {
     Join {
         /// The ticket (`mnemon1…`).
         ticket: String,
+        /// While `mnemon serve` runs: wait this many seconds for the owner's answer
+        /// (joined: exit 0; refused: the reason, exit 1); 0 returns at once.
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
     },
     /// Take a DID's access to a collection away: it receives nothing new.
     Unshare {

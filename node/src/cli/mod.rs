@@ -133,7 +133,7 @@ pub fn run() -> Result<ExitCode> {
             expires,
             json,
         } => sharing::invite(&cx, out, &collection, role, expires, json)?,
-        Command::Join { ticket } => sharing::join(&cx, out, ticket)?,
+        Command::Join { ticket, wait } => sharing::join(&cx, out, ticket, wait)?,
         Command::Unshare { collection, did } => sharing::unshare(&cx, out, &collection, &did)?,
         Command::Peers { json } => sharing::peers(&cx, out, json)?,
         Command::Dial { address } => sharing::dial(&cx, out, address)?,

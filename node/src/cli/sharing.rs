@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use mnemon_api::Role;
 
 use super::Ctx;
@@ -123,16 +123,56 @@ pub(super) fn invite(
 }
 
 /// `mnemon join`: redeems a ticket.
-pub(super) fn join(cx: &Ctx, out: &mut impl Write, ticket: String) -> Result<()> {
+pub(super) fn join(cx: &Ctx, out: &mut impl Write, ticket: String, wait: u64) -> Result<()> {
     let node = cx.node()?;
+    let asked = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let joined = node.api().join(mnemon_api::JoinRequest { ticket })?;
     writeln!(
         out,
         "joining {} of {} ({})",
         joined.collection, joined.owner, joined.role
     )?;
+    out.flush()?;
     if joined.dialing == 0 {
         eprintln!("note: the invite is redeemed when `mnemon serve` meets its owner");
+        return Ok(());
+    }
+    // The owner answers by sharing the collection, or by refusing the invite.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+    while std::time::Instant::now() < deadline {
+        let status = node.api().status()?;
+        let refused = status["joins"]["refused"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| {
+                r["collection"] == joined.collection.as_str()
+                    && r["at"].as_u64().is_some_and(|at| at + 1000 >= asked)
+            });
+        if let Some(refused) = refused {
+            bail!(
+                "the owner refused the invite: {}",
+                refused["reason"].as_str().unwrap_or("no reason given")
+            );
+        }
+        let member = node
+            .api()
+            .collections()?
+            .iter()
+            .any(|c| c.id == joined.collection);
+        if member {
+            writeln!(out, "joined {}", joined.collection)?;
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    if wait > 0 {
+        eprintln!(
+            "note: no answer from the owner yet; the invite is redeemed when they meet \
+             (`mnemon status` shows a refusal)"
+        );
     }
     Ok(())
 }
