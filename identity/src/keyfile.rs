@@ -24,7 +24,7 @@
 //! The trailing checksum tells a damaged file ("corrupt") from a wrong passphrase (the
 //! checksum is fine but the seal does not open).
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -343,24 +343,9 @@ fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
         return Err(KeyFileError::AlreadyExists(path.to_owned()));
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut nonce = [0u8; 8];
-    rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let tmp = dir.join(format!(
-        ".{}.{:016x}.tmp",
-        path.file_name()
-            .and_then(|name| name.to_str())
-            .unwrap_or("key"),
-        u64::from_le_bytes(nonce)
-    ));
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
+    let tmp = crate::private::temp_beside(path);
     let result = (|| {
-        let mut file = options.open(&tmp)?;
+        let mut file = crate::private::private_options().open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);

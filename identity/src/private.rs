@@ -10,16 +10,7 @@ use rand::RngCore as _;
 /// Replaces `path` with `bytes` atomically: a private temporary file beside it, synced,
 /// then renamed over it. A reader sees the old content or the new, never a part.
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut nonce = [0u8; 8];
-    rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let tmp = dir.join(format!(
-        ".{}.{:016x}.tmp",
-        path.file_name()
-            .and_then(|name| name.to_str())
-            .unwrap_or("file"),
-        u64::from_le_bytes(nonce)
-    ));
+    let tmp = temp_beside(path);
     let result = (|| {
         let mut file = private_options().open(&tmp)?;
         file.write_all(bytes)?;
@@ -31,6 +22,20 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// A fresh name for a temporary file beside `path` (hidden, random, `.tmp`).
+pub fn temp_beside(path: &Path) -> std::path::PathBuf {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut nonce = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    dir.join(format!(
+        ".{}.{:016x}.tmp",
+        path.file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or("file"),
+        u64::from_le_bytes(nonce)
+    ))
 }
 
 /// Options that create a new file readable by its owner only.

@@ -823,15 +823,9 @@ impl Session {
         if !compared {
             return self.send_acl_and_summary(store, c);
         }
-        self.send_acl(store, c);
-        let Some((entries, tombstones)) = self.summary(store, c) else {
+        let Some((entries, tombstones, acl_seq)) = self.about_to_describe(store, c, true) else {
             return;
         };
-        let acl_seq = store.acl_since(c, 0).map_or(0, |ops| ops.len() as u64);
-        if let Some(state) = self.collections.get_mut(&c) {
-            state.summary_sent = true;
-            state.fingerprint_sent = true;
-        }
         self.send(Message::Fingerprint {
             collection: c.to_u128(),
             digest: crate::summary_digest(&entries, &tombstones),
@@ -888,16 +882,29 @@ impl Session {
         }
     }
 
-    fn send_acl_and_summary(&mut self, store: &StoreReader, c: CollectionId) {
+    /// Before this node describes what it holds of `c` (a summary, or its fingerprint):
+    /// the ACL operations the peer lacks go first; then the summary and the ACL length,
+    /// and the collection's state records what went out.
+    fn about_to_describe(
+        &mut self,
+        store: &StoreReader,
+        c: CollectionId,
+        fingerprint: bool,
+    ) -> Option<(SummaryEntries, Vec<u128>, u64)> {
         self.send_acl(store, c);
-        let Some((entries, tombstones)) = self.summary(store, c) else {
-            return;
-        };
+        let (entries, tombstones) = self.summary(store, c)?;
         let acl_seq = store.acl_since(c, 0).map_or(0, |ops| ops.len() as u64);
         if let Some(state) = self.collections.get_mut(&c) {
             state.summary_sent = true;
-            state.fingerprint_sent = false;
+            state.fingerprint_sent = fingerprint;
         }
+        Some((entries, tombstones, acl_seq))
+    }
+
+    fn send_acl_and_summary(&mut self, store: &StoreReader, c: CollectionId) {
+        let Some((entries, tombstones, acl_seq)) = self.about_to_describe(store, c, false) else {
+            return;
+        };
         let parts = entries
             .len()
             .div_ceil(MAX_BATCH)
