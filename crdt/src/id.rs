@@ -121,6 +121,17 @@ impl Timestamp {
     pub const fn as_millis(self) -> i64 {
         self.0
     }
+
+    /// UTC midnight of a Gregorian date (`month` 1–12, `day` 1–31, not checked against
+    /// the month's length: day 31 of a 30-day month is the 1st of the next).
+    pub fn from_date(year: i64, month: u32, day: u32) -> Timestamp {
+        Timestamp(days_from_civil(year, month, day) * 86_400_000)
+    }
+
+    /// The UTC date (year, month 1–12, day 1–31) this instant falls on.
+    pub fn date(self) -> (i64, u32, u32) {
+        civil_from_days(self.0.div_euclid(86_400_000))
+    }
 }
 
 impl fmt::Display for Timestamp {

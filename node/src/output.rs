@@ -211,7 +211,8 @@ pub(crate) fn print_hits(out: &mut impl Write, hits: &[HitView]) -> std::io::Res
         writeln!(out, "no memories found")?;
     }
     for hit in hits {
-        writeln!(out, "{}  {:.4}  {}", hit.id, hit.score, hit.title)?;
+        let date = hit.created_at.get(..10).unwrap_or(&hit.created_at);
+        writeln!(out, "{}  {date}  {:.4}  {}", hit.id, hit.score, hit.title)?;
         writeln!(out, "    {}", hit.snippet)?;
     }
     Ok(())

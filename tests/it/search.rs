@@ -1,8 +1,9 @@
 //! Search on real data: Debian's package descriptions as memories.
 
+use std::path::Path;
 use std::sync::Arc;
 
-use mnemon_crdt::{MemoryEdit, MemoryId, NewMemory, Store};
+use mnemon_crdt::{MemoryEdit, MemoryId, NewMemory, Store, Timestamp};
 use mnemon_identity::Keypair;
 use mnemon_node::search::embed::{Embedder, HashEmbedder};
 use mnemon_node::search::vector::VectorIndex;
@@ -143,6 +144,14 @@ fn known_item_search_over_5000_debian_descriptions() {
         rate(found[0])
     );
     assert!(rate(found[1]) >= 0.95, "hybrid found {:.3}", rate(found[1]));
+    // Fusion never loses to its parts.
+    assert!(
+        found[1] >= found[0] && found[1] >= found[2],
+        "hybrid {} below keyword {} or semantic {}",
+        found[1],
+        found[0],
+        found[2]
+    );
 }
 
 fn recall_at_10(index: &VectorIndex, queries: &[Vec<f32>]) -> f64 {
@@ -457,7 +466,7 @@ fn search_from_the_command_line() {
     cli.run(&["search", "x", "--collection", "nope"])
         .fails_with("no collection named");
     cli.run(&["search", "x", "--since", "2026-13-01"])
-        .fails_with("not a date");
+        .fails_with("invalid time");
     let status = cli.run(&["status", "--json"]).json();
     assert_eq!(status["index"]["models"][0]["indexed"], 2);
     assert_eq!(status["index"]["models"][0]["pending"], 0);
@@ -466,4 +475,159 @@ fn search_from_the_command_line() {
         cli.run(&["search", "flower", "--json"]).json()[0]["id"],
         id.as_str()
     );
+}
+
+/// A note as an import would read it: front matter with a title and a creation time.
+fn note(vault: &Path, file: &str, title: &str, created: Timestamp, text: &str) {
+    std::fs::write(
+        vault.join(file),
+        format!("---\ntitle: {title}\ncreated: {created}\n---\n{text}\n"),
+    )
+    .expect("write note");
+}
+
+#[test]
+fn search_reads_what_the_query_asks() {
+    let cli = TestCli::new();
+    cli.init();
+    let vault = tempfile::tempdir().expect("tempdir");
+    let now = Timestamp::now().as_millis();
+    let days_ago = |d: i64| Timestamp::from_millis(now - d * 86_400_000);
+    note(
+        vault.path(),
+        "pizza.md",
+        "Pizza dough",
+        days_ago(30),
+        "Flour, water, salt and yeast; rest it overnight in the fridge.",
+    );
+    note(
+        vault.path(),
+        "make.md",
+        "Workshop",
+        days_ago(30),
+        "make a list, make a plan, make tea, make time, make notes, make it happen",
+    );
+    // "make" is a common word: other notes use it too.
+    note(
+        vault.path(),
+        "soup.md",
+        "Soup",
+        days_ago(30),
+        "Make a broth, then make it thick.",
+    );
+    note(
+        vault.path(),
+        "bed.md",
+        "Mornings",
+        days_ago(30),
+        "Make the bed before coffee.",
+    );
+    note(
+        vault.path(),
+        "sourdough.md",
+        "Starter",
+        days_ago(30),
+        "Sourdough starter notes from the doc, out of boredom.",
+    );
+    // The old risotto is the better match by words alone; the recent one is last week's.
+    note(
+        vault.path(),
+        "old.md",
+        "Risotto risotto",
+        days_ago(400),
+        "Cooked risotto with mushrooms, a risotto for the ages.",
+    );
+    note(
+        vault.path(),
+        "recent.md",
+        "Dinner",
+        days_ago(7),
+        "Cooked risotto with peas.",
+    );
+    cli.run(&["import", vault.path().to_str().expect("utf-8")])
+        .ok();
+    let ids: std::collections::HashMap<String, String> = cli
+        .run(&["list", "--json"])
+        .json()
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|m| {
+            (
+                m["title"].as_str().unwrap_or_default().to_owned(),
+                m["id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+
+    // A title match beats a word said six times; question words count for nothing.
+    let hits = cli.run(&["search", "how do I make pizza", "--json"]).json();
+    assert_eq!(hits[0]["id"], ids["Pizza dough"].as_str(), "{hits}");
+    // Whole words are marked, never pieces of words.
+    for hit in hits.as_array().expect("array") {
+        let snippet = hit["snippet"].as_str().expect("snippet");
+        for piece in [
+            "**Sourdough",
+            "**doc",
+            "**boredom",
+            "**I**",
+            "**do**",
+            "**how**",
+        ] {
+            assert!(!snippet.contains(piece), "{piece} marked in {snippet:?}");
+        }
+    }
+    let workshop = cli
+        .run(&["search", "make", "--mode", "keyword", "--json"])
+        .json();
+    assert!(
+        workshop[0]["snippet"]
+            .as_str()
+            .expect("snippet")
+            .contains("**make**")
+    );
+
+    // Made-up words find nothing, in every mode, and the CLI says so.
+    for mode in ["hybrid", "semantic", "keyword"] {
+        let none = cli
+            .run(&[
+                "search",
+                "florbix quandle zeptorian",
+                "--mode",
+                mode,
+                "--json",
+            ])
+            .json();
+        assert_eq!(none, serde_json::json!([]), "{mode}");
+    }
+    assert!(
+        cli.run(&["search", "florbix quandle zeptorian"])
+            .ok()
+            .contains("no memories found")
+    );
+
+    // "last week" puts last week's memories first; an explicit --since wins over it.
+    let hits = cli.run(&["search", "risotto last week", "--json"]).json();
+    assert_eq!(hits[0]["id"], ids["Dinner"].as_str(), "{hits}");
+    assert_eq!(hits[1]["id"], ids["Risotto risotto"].as_str(), "{hits}");
+    assert!(
+        hits[0]["created_at"]
+            .as_str()
+            .expect("created_at")
+            .starts_with(&days_ago(7).to_string()[..10])
+    );
+    let since = days_ago(500).to_string();
+    let hits = cli
+        .run(&[
+            "search",
+            "risotto last week",
+            "--since",
+            &since[..10],
+            "--json",
+        ])
+        .json();
+    assert_eq!(hits[0]["id"], ids["Risotto risotto"].as_str(), "{hits}");
+    // People see the date of every hit.
+    let shown = cli.run(&["search", "risotto"]).ok().to_owned();
+    assert!(shown.contains(&days_ago(400).to_string()[..10]), "{shown}");
 }

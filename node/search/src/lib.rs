@@ -1,6 +1,6 @@
 //! Mnemon's search engine: [`SearchIndex`] ties an embedder ([`embed::Embedder`]), a vector
 //! index ([`vector::VectorIndex`], HNSW segments over SIMD kernels) and a keyword index
-//! (tantivy BM25) together, with hybrid ranking by reciprocal rank fusion.
+//! (tantivy BM25) together, with hybrid ranking by weighted score fusion.
 //!
 //! Both indexes are derived data kept in `DATA/index/`: they remember the store's change-log
 //! position they reflect and follow the store's change log (`StoreReader::changes_since`);
@@ -13,6 +13,7 @@ mod kernel;
 mod keyword;
 pub mod minilm;
 pub mod openai;
+pub mod query;
 pub mod vector;
 
 use std::collections::{HashMap, HashSet};
@@ -20,8 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mnemon_crdt::{ChangeKind, CollectionId, Memory, MemoryId, StoreError, StoreReader};
+use mnemon_crdt::{ChangeKind, CollectionId, Memory, MemoryId, StoreError, StoreReader, Timestamp};
 use serde::{Deserialize, Serialize};
+use tantivy::tokenizer::TextAnalyzer;
 
 use self::embed::{EmbedError, Embedder};
 use self::keyword::{KeywordDoc, KeywordIndex, Merging};
@@ -35,8 +37,8 @@ pub const MAX_QUERY_BYTES: usize = 4096;
 pub const CHUNK_CHARS: usize = 1000;
 /// Most chunks of one memory embedded (its first ~256,000 characters).
 pub const MAX_EMBEDDED_CHUNKS: usize = 256;
-/// Constant of reciprocal rank fusion.
-const RRF_K: f32 = 60.0;
+/// Candidates each ranking gives hybrid fusion, at least (`4 × k` if more).
+const CANDIDATES: usize = 50;
 /// Below this many vectors, or with a filter, vector search compares every vector.
 const EXACT_BELOW: usize = 2048;
 /// Change-log entries applied per batch while catching up.
@@ -146,6 +148,8 @@ pub struct Hit {
     pub id: MemoryId,
     /// Its title.
     pub title: String,
+    /// When it was created.
+    pub created: Timestamp,
     /// The fused (or single-mode) score; higher is better.
     pub score: f32,
     /// A passage of the text around the matching words, which are wrapped in `**`.
@@ -159,6 +163,8 @@ pub struct Hit {
 pub struct IndexStatus {
     /// The embedding model.
     pub model: String,
+    /// Whether it is a model of meaning (not the built-in lexical embedder).
+    pub meaning: bool,
     /// Memories with vectors.
     pub indexed: usize,
     /// Memories in the keyword index.
@@ -775,30 +781,112 @@ impl SearchIndex {
         {
             return Err(SearchError::BadImportance(min));
         }
-        let depth = (query.k * 4).max(50);
-        let keyword = if query.mode != Mode::Semantic {
-            self.keyword.search(text, depth, &query.filter)?
+        let explicit_time = query.filter.since.is_some() || query.filter.until.is_some();
+        // An explicit since/until wins over a time named in the words.
+        let mut analysed = query::analyse(text, (!explicit_time).then(Timestamp::now));
+        let depth = (query.k * 4).max(CANDIDATES);
+        let mut ranked = match analysed.when {
+            None => self.rank(&analysed, query.mode, &query.filter, depth)?,
+            // Memories of the time named come first, then the rest.
+            Some((since, until)) => 'dated: {
+                let mut within = query.filter.clone();
+                within.since = Some(since.max(query.filter.since.unwrap_or(i64::MIN)))
+                    .filter(|s| *s != i64::MIN);
+                within.until = Some(until.min(query.filter.until.unwrap_or(i64::MAX)))
+                    .filter(|u| *u != i64::MAX);
+                let mut first = match (within.since, within.until) {
+                    (Some(s), Some(u)) if s >= u => Vec::new(),
+                    _ => self.rank(&analysed, query.mode, &within, depth)?,
+                };
+                if first.is_empty() {
+                    // Nothing of that time: the words that named it are words again.
+                    analysed = query::analyse(text, None);
+                    break 'dated self.rank(&analysed, query.mode, &query.filter, depth)?;
+                }
+                let rest = self.rank(&analysed, query.mode, &query.filter, depth)?;
+                let lift = rest.first().map_or(0.0, |r| r.1);
+                for r in &mut first {
+                    r.1 += lift;
+                }
+                let seen: HashSet<u128> = first.iter().map(|r| r.0).collect();
+                first.extend(rest.into_iter().filter(|r| !seen.contains(&r.0)));
+                first
+            }
+        };
+        ranked.truncate(query.k);
+        let mut analyser = query::analyser();
+        let mut hits = Vec::with_capacity(ranked.len());
+        for (id, score, chunk) in ranked {
+            let id = MemoryId::from_u128(id);
+            let memory = match store.get(id) {
+                Ok(memory) => memory,
+                // Deleted since the index caught up: never show it.
+                Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let pieces = chunks(&memory.content);
+            let chunk =
+                chunk.unwrap_or_else(|| best_chunk(&mut analyser, &pieces, &analysed.stems));
+            let text = pieces
+                .get(chunk as usize)
+                .map_or(memory.content.as_str(), |(_, t)| *t);
+            hits.push(Hit {
+                id,
+                title: memory.title,
+                created: memory.created_at,
+                score,
+                snippet: snippet_with(&mut analyser, text, &analysed.stems),
+                chunk,
+            });
+        }
+        Ok(hits)
+    }
+
+    /// One ranking of the memories `filter` lets through, best first: (memory, score, the
+    /// chunk whose vector matched).
+    ///
+    /// Hybrid fuses the two rankings by score, not by rank alone: each ranking's scores are
+    /// scaled to 0..1 over its candidates (min-max) and weighed by the embedder's
+    /// [`Profile`] (a lexical embedder is a weak second opinion to BM25, a model of meaning
+    /// a strong one). When no memory holds the query's words and its best vector is below
+    /// the profile's floor, the vectors say nothing about it either, in every mode: a
+    /// query of made-up words finds nothing.
+    fn rank(
+        &self,
+        analysed: &query::Analysed,
+        mode: Mode,
+        filter: &Filter,
+        depth: usize,
+    ) -> Result<Vec<(u128, f32, Option<u32>)>, SearchError> {
+        let keyword = if mode != Mode::Semantic {
+            self.keyword.search(&analysed.words, depth, filter)?
         } else {
             Vec::new()
         };
-        let vector = if query.mode != Mode::Keyword {
-            let embedded = self.embedder.embed(&[text])?;
+        let profile = self.embedder.profile();
+        let vector = if mode != Mode::Keyword {
+            let embedded = self.embedder.embed(&[analysed.meaning.as_str()])?;
             let q = embedded.first().cloned().unwrap_or_default();
-            let exact = !query.filter.is_empty() || self.vectors.memories() < EXACT_BELOW;
-            let allow = |m: u128| {
-                self.meta
-                    .get(&m)
-                    .is_some_and(|meta| query.filter.accepts(meta))
-            };
+            let exact = !filter.is_empty() || self.vectors.memories() < EXACT_BELOW;
+            let allow = |m: u128| self.meta.get(&m).is_some_and(|meta| filter.accepts(meta));
             let mut hits = self.vectors.search(&q, depth, exact, &allow);
             // Orthogonal or opposite vectors share nothing with the query.
             hits.retain(|h| h.similarity > 0.0);
+            // Nothing relevant means nothing found: vectors below the floor count only if
+            // the query's words are in some memory.
+            if hits.first().is_some_and(|h| h.similarity < profile.floor)
+                && keyword.is_empty()
+                && (mode == Mode::Hybrid
+                    || self.keyword.search(&analysed.words, 1, filter)?.is_empty())
+            {
+                hits.clear();
+            }
             hits
         } else {
             Vec::new()
         };
         let mut fused: HashMap<u128, (f32, Option<u32>)> = HashMap::new();
-        match query.mode {
+        match mode {
             Mode::Keyword => {
                 for (id, score) in &keyword {
                     fused.insert(*id, (*score, None));
@@ -810,12 +898,15 @@ impl SearchIndex {
                 }
             }
             Mode::Hybrid => {
-                for (rank, (id, _)) in keyword.iter().enumerate() {
-                    fused.entry(*id).or_insert((0.0, None)).0 += 1.0 / (RRF_K + rank as f32 + 1.0);
+                let share = profile.keyword_share;
+                let scores: Vec<f32> = keyword.iter().map(|(_, s)| *s).collect();
+                for ((id, _), scaled) in keyword.iter().zip(min_max(&scores)) {
+                    fused.entry(*id).or_insert((0.0, None)).0 += share * scaled;
                 }
-                for (rank, hit) in vector.iter().enumerate() {
+                let scores: Vec<f32> = vector.iter().map(|h| h.similarity).collect();
+                for (hit, scaled) in vector.iter().zip(min_max(&scores)) {
                     let entry = fused.entry(hit.memory).or_insert((0.0, None));
-                    entry.0 += 1.0 / (RRF_K + rank as f32 + 1.0);
+                    entry.0 += (1.0 - share) * scaled;
                     entry.1 = Some(hit.chunk);
                 }
             }
@@ -823,31 +914,7 @@ impl SearchIndex {
         let mut ranked: Vec<(u128, f32, Option<u32>)> =
             fused.into_iter().map(|(id, (s, c))| (id, s, c)).collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        ranked.truncate(query.k);
-        let terms = query_terms(text);
-        let mut hits = Vec::with_capacity(ranked.len());
-        for (id, score, chunk) in ranked {
-            let id = MemoryId::from_u128(id);
-            let memory = match store.get(id) {
-                Ok(memory) => memory,
-                // Deleted since the index caught up: never show it.
-                Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let pieces = chunks(&memory.content);
-            let chunk = chunk.unwrap_or_else(|| best_chunk(&pieces, &terms));
-            let text = pieces
-                .get(chunk as usize)
-                .map_or(memory.content.as_str(), |(_, t)| *t);
-            hits.push(Hit {
-                id,
-                title: memory.title,
-                score,
-                snippet: snippet(text, &terms),
-                chunk,
-            });
-        }
-        Ok(hits)
+        Ok(ranked)
     }
 
     /// How far the indexes are.
@@ -856,6 +923,7 @@ impl SearchIndex {
         let (vectors_stored, segments) = self.vectors.sizes();
         Ok(IndexStatus {
             model: self.embedder.model_id().to_owned(),
+            meaning: self.embedder.profile() != embed::Profile::LEXICAL,
             indexed: self.vectors.memories(),
             keyword_indexed: self.keyword.len(),
             pending: pending_memories(store, self.vector_seq)?,
@@ -935,19 +1003,23 @@ pub fn chunks(text: &str) -> Vec<(usize, &str)> {
     out
 }
 
-fn query_terms(text: &str) -> Vec<String> {
-    text.to_lowercase()
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.len() > 1)
-        .map(str::to_owned)
+/// Scores scaled to 0..1: the best is 1, the worst 0 (one score, or all equal: all 1).
+fn min_max(scores: &[f32]) -> Vec<f32> {
+    let max = scores.iter().copied().fold(f32::MIN, f32::max);
+    let min = scores.iter().copied().fold(f32::MAX, f32::min);
+    let span = max - min;
+    scores
+        .iter()
+        .map(|s| if span > 0.0 { (s - min) / span } else { 1.0 })
         .collect()
 }
 
-fn best_chunk(pieces: &[(usize, &str)], terms: &[String]) -> u32 {
+/// The chunk holding most of the query's word stems (the first if none).
+fn best_chunk(analyser: &mut TextAnalyzer, pieces: &[(usize, &str)], stems: &[String]) -> u32 {
     let mut best = (0, 0);
     for (i, (_, text)) in pieces.iter().enumerate() {
-        let lower = text.to_lowercase();
-        let count = terms.iter().filter(|t| lower.contains(t.as_str())).count();
+        let found: HashSet<String> = query::stems(analyser, text).into_iter().collect();
+        let count = stems.iter().filter(|s| found.contains(*s)).count();
         if count > best.1 {
             best = (i, count);
         }
@@ -955,35 +1027,40 @@ fn best_chunk(pieces: &[(usize, &str)], terms: &[String]) -> u32 {
     best.0 as u32
 }
 
-/// About 200 characters of `text` around the first query term, terms wrapped in `**`.
+/// About 200 characters of `text` around the first word of the query, its words wrapped in
+/// `**`. A word matches when it is one of the query's words or another form of one
+/// ("bakes" for "baking"), never when it merely contains one ("doc" is not in "Sourdough").
 ///
 /// The text's own asterisks (Markdown emphasis) are left out, so `**` in a snippet only
 /// ever marks a match.
-pub fn snippet(text: &str, terms: &[String]) -> String {
+pub fn snippet(text: &str, query: &str) -> String {
+    let analysed = query::analyse(query, None);
+    snippet_with(&mut query::analyser(), text, &analysed.stems)
+}
+
+fn snippet_with(analyser: &mut TextAnalyzer, text: &str, stems: &[String]) -> String {
     let words: Vec<String> = text
         .split_whitespace()
         .map(|w| w.replace('*', ""))
         .filter(|w| !w.is_empty())
         .collect();
-    let matches = |w: &str| {
-        let lower = w.to_lowercase();
-        terms.iter().any(|t| lower.contains(t.as_str()))
-    };
-    let first = words.iter().position(|w| matches(w)).unwrap_or(0);
+    let mut matches = |w: &str| query::stems(analyser, w).iter().any(|s| stems.contains(s));
+    let marked: Vec<bool> = words.iter().map(|w| matches(w)).collect();
+    let first = marked.iter().position(|m| *m).unwrap_or(0);
     let start = first.saturating_sub(8);
     let mut out = String::new();
     if start > 0 {
         out.push('…');
     }
     let mut end = start;
-    for word in &words[start..] {
+    for (word, marked) in words[start..].iter().zip(&marked[start..]) {
         if out.chars().count() > 200 {
             break;
         }
         if !out.is_empty() && !out.ends_with('…') {
             out.push(' ');
         }
-        if matches(word.as_str()) {
+        if *marked {
             out.push_str("**");
             out.push_str(word);
             out.push_str("**");
@@ -1014,10 +1091,23 @@ mod tests {
     }
 
     #[test]
-    fn snippets_highlight_terms() {
-        let s = snippet("the quick brown fox jumps", &["fox".into()]);
+    fn snippets_highlight_whole_words() {
+        let s = snippet("the quick brown fox jumps", "fox");
         assert_eq!(s, "the quick brown **fox** jumps");
-        let s = snippet("paid **42 euros** to the * plumber*", &["plumber".into()]);
+        let s = snippet("paid **42 euros** to the * plumber*", "plumber");
         assert_eq!(s, "paid 42 euros to the **plumber**");
+        // Words, not substrings; other forms of a word count; question words do not.
+        let s = snippet(
+            "Sourdough, boredom and a doc. She bakes pizza.",
+            "how do I bake pizza",
+        );
+        assert_eq!(s, "Sourdough, boredom and a doc. She **bakes** **pizza.**");
+    }
+
+    #[test]
+    fn min_max_scales_to_unit() {
+        assert_eq!(min_max(&[4.0, 3.0, 2.0]), vec![1.0, 0.5, 0.0]);
+        assert_eq!(min_max(&[0.7]), vec![1.0]);
+        assert!(min_max(&[]).is_empty());
     }
 }

@@ -400,6 +400,7 @@ impl Api for Service {
             .map(|h| HitView {
                 id: h.id.to_string(),
                 title: h.title,
+                created_at: h.created.to_string(),
                 score: h.score,
                 snippet: h.snippet,
                 chunk: h.chunk,
@@ -454,6 +455,7 @@ impl Api for Service {
             "index": {
                 "models": [ {
                     "model": status.model,
+                    "meaning": status.meaning,
                     "indexed": status.indexed,
                     "pending": status.pending,
                     "pending_changes": status.pending_changes,

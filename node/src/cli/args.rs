@@ -261,16 +261,18 @@ pub struct SearchArgs {
     /// Only memories of this kind.
     #[arg(long)]
     pub kind: Option<String>,
-    /// Only memories created on or after this date (YYYY-MM-DD, UTC).
+    /// Only memories created on or after this date (YYYY-MM-DD, UTC, or RFC 3339). Without
+    /// --since and --until, a time named in the query ("last week", "in May 2023") puts the
+    /// memories of that time first.
     #[arg(long, value_parser = parse_date)]
     pub since: Option<i64>,
-    /// Only memories created before this date (YYYY-MM-DD, UTC).
+    /// Only memories created before this date (YYYY-MM-DD, UTC, or RFC 3339).
     #[arg(long, value_parser = parse_date)]
     pub until: Option<i64>,
     /// Only memories at least this important (0 to 1).
     #[arg(long)]
     pub min_importance: Option<f64>,
-    /// Print JSON: an array of {id, title, score, snippet, chunk}.
+    /// Print JSON: an array of {id, title, created_at, score, snippet, chunk}.
     #[arg(long)]
     pub json: bool,
 }
@@ -466,30 +468,8 @@ pub struct ServeArgs {
     pub no_p2p: bool,
 }
 
-/// Parses `YYYY-MM-DD` (UTC midnight) into milliseconds since the epoch.
+/// Reads `2026-11-21` (UTC midnight), `2026-11-21T09:30` or RFC 3339 into milliseconds
+/// since the epoch: one reading of times for the CLI, the API and MCP.
 fn parse_date(text: &str) -> std::result::Result<i64, String> {
-    let bad = || format!("{text:?} is not a date: use YYYY-MM-DD");
-    let mut parts = text.trim().split('-');
-    let (Some(y), Some(m), Some(d), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad());
-    };
-    let (y, m, d): (i64, i64, i64) = (
-        y.parse().map_err(|_| bad())?,
-        m.parse().map_err(|_| bad())?,
-        d.parse().map_err(|_| bad())?,
-    );
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(1970..=9999).contains(&y) {
-        return Err(bad());
-    }
-    // Days from civil (Howard Hinnant).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Ok(days * 86_400_000)
+    mnemon_api::parse_time("date", text).map_err(|e| e.to_string())
 }

@@ -54,12 +54,22 @@ pub struct HitView {
     pub id: String,
     /// Its title.
     pub title: String,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
     /// The score; higher is better.
     pub score: f32,
     /// A passage with the matching words wrapped in `**`.
     pub snippet: String,
     /// The chunk of the text that matched.
     pub chunk: u32,
+}
+
+/// Reads a time a person or an agent gave (`2026-11-21`, `2026-11-21T09:30`, RFC 3339;
+/// UTC unless an offset is given) as milliseconds since the epoch, for `since` and `until`.
+pub fn parse_time(field: &str, text: &str) -> Result<i64, crate::Error> {
+    text.parse::<mnemon_crdt::Timestamp>()
+        .map(mnemon_crdt::Timestamp::as_millis)
+        .map_err(|e| crate::Error::invalid(format!("{field}: {e}")))
 }
 
 /// `POST /api/v1/ask`: a question answered from the memories by a chat model.

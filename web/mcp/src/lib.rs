@@ -11,7 +11,9 @@
 
 use std::sync::Arc;
 
-use mnemon_api::{Api, Error as ApiError, ErrorKind, SearchMode, TaskBoard, TaskStatus};
+use mnemon_api::{
+    Api, Error as ApiError, ErrorKind, SearchMode, TaskBoard, TaskStatus, parse_time,
+};
 use mnemon_api::{CreateMemory, LinkView, ListQuery, PatchMemory, SearchQuery, TaskFields};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -90,6 +92,14 @@ pub struct RecallArgs {
     /// `hybrid` (default), `semantic` (or `vector`) or `keyword`.
     #[serde(default)]
     pub mode: Option<SearchMode>,
+    /// Only memories created at or after this time (`2026-11-21` or RFC 3339). Without
+    /// `since` and `until`, a time named in the query ("last week", "in May 2023") puts
+    /// the memories of that time first.
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Only memories created before this time (`2026-11-21` or RFC 3339).
+    #[serde(default)]
+    pub until: Option<String>,
 }
 
 /// A memory's id.
@@ -251,6 +261,15 @@ impl Mcp {
         if args.query.trim().is_empty() {
             return Err(McpError::invalid_params("query: must not be empty", None));
         }
+        let time = |name: &str, value: Option<&String>| -> Result<Option<i64>, McpError> {
+            value
+                .map(|v| {
+                    parse_time(name, v).map_err(|e| McpError::invalid_params(e.to_string(), None))
+                })
+                .transpose()
+        };
+        let since = time("since", args.since.as_ref())?;
+        let until = time("until", args.until.as_ref())?;
         let after = match self.last_write.load(std::sync::atomic::Ordering::Relaxed) {
             0 => None,
             seq => Some(seq),
@@ -265,6 +284,8 @@ impl Mcp {
                     collection: args.collection,
                     tag: args.tag,
                     kind: args.kind,
+                    since,
+                    until,
                     ..SearchQuery::default()
                 })
             })

