@@ -10,6 +10,22 @@ use std::str::FromStr;
 use rand::RngCore;
 use ulid::Ulid;
 
+/// `id`, or the id right after the last one made if that is later in the same millisecond.
+fn monotonic(id: u128) -> u128 {
+    static LAST: std::sync::Mutex<u128> = std::sync::Mutex::new(0);
+    let mut last = LAST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // The top 48 bits are the millisecond; the 80 below are random.
+    let id = if id >> 80 == *last >> 80 && id <= *last && *last & ((1 << 80) - 1) != (1 << 80) - 1 {
+        *last + 1
+    } else {
+        id
+    };
+    *last = id;
+    id
+}
+
 macro_rules! ulid_id {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
@@ -17,12 +33,14 @@ macro_rules! ulid_id {
         pub struct $name(u128);
 
         impl $name {
-            /// A fresh id for something created at `now`.
+            /// A fresh id for something created at `now`. Ids made in one process in the
+            /// same millisecond follow each other (the order of writing, e.g. of the notes
+            /// of one import), like any ids made later.
             pub fn new(now: Timestamp) -> $name {
                 let mut random = [0u8; 16];
                 rand::thread_rng().fill_bytes(&mut random);
                 let ms = u64::try_from(now.as_millis()).unwrap_or(0);
-                $name(Ulid::from_parts(ms, u128::from_le_bytes(random)).0)
+                $name(monotonic(Ulid::from_parts(ms, u128::from_le_bytes(random)).0))
             }
 
             /// The id as a 128-bit integer (its on-disk key).
@@ -266,6 +284,14 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_of_one_millisecond_follow_the_order_of_making() {
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let ids: Vec<MemoryId> = (0..100).map(|_| MemoryId::new(now)).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert!(ids.iter().all(|id| id.to_u128() >> 80 == 1_700_000_000_000));
+    }
 
     #[test]
     fn ids_round_trip_and_sort_by_time() {

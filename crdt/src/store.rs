@@ -1649,6 +1649,24 @@ impl StoreReader {
         Ok(txn.open_table(MEMORY_META)?.len()?)
     }
 
+    /// Where every memory sits in time: (memory, collection, created), in no order. Reads
+    /// only the small metadata table.
+    pub fn placements(&self) -> Result<Vec<(MemoryId, CollectionId, Timestamp)>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let metas = txn.open_table(MEMORY_META)?;
+        let mut out = Vec::with_capacity(usize::try_from(metas.len()?).unwrap_or(0));
+        for entry in metas.iter()? {
+            let (key, value) = entry?;
+            let meta: MemoryMeta = postcard::from_bytes(value.value())?;
+            out.push((
+                MemoryId::from_u128(key.value()),
+                CollectionId::from_u128(meta.collection),
+                Timestamp::from_millis(meta.created_at),
+            ));
+        }
+        Ok(out)
+    }
+
     // ----- changes from elsewhere --------------------------------------------------------
 
     /// Every change of a memory with its signature, in causal order.

@@ -228,7 +228,12 @@ fn read_folder(root: &Path, options: &ImportOptions, summary: &mut Summary) -> R
                 continue;
             }
         };
-        entries.sort_by_key(|e| e.file_name());
+        entries.sort_by(|a, b| {
+            natural_order(
+                &a.file_name().to_string_lossy(),
+                &b.file_name().to_string_lossy(),
+            )
+        });
         for entry in entries {
             files += 1;
             if files > MAX_FILES {
@@ -275,8 +280,48 @@ fn read_folder(root: &Path, options: &ImportOptions, summary: &mut Summary) -> R
             }
         }
     }
-    notes.sort_by(|a, b| a.path.cmp(&b.path));
+    notes.sort_by(|a, b| natural_order(&a.path, &b.path));
     Ok(notes)
+}
+
+/// Names in the order a file manager shows them: runs of digits compare as numbers, so
+/// `chat-2.md` comes before `chat-10.md` (the notes of a folder are written in this order).
+fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let run = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (na, nb) = (run(a), run(b));
+                let trim = |s: &[u8]| {
+                    let zeros = s.iter().take_while(|c| **c == b'0').count();
+                    s[zeros..].to_vec()
+                };
+                let (da, db) = (trim(&a[..na]), trim(&b[..nb]));
+                let order = da
+                    .len()
+                    .cmp(&db.len())
+                    .then_with(|| da.cmp(&db))
+                    .then(na.cmp(&nb));
+                if order != Ordering::Equal {
+                    return order;
+                }
+                a = &a[na..];
+                b = &b[nb..];
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                a = &a[1..];
+                b = &b[1..];
+            }
+        }
+    }
 }
 
 fn join_rel(rel: &str, name: &str) -> String {
@@ -1127,6 +1172,34 @@ fn to_markdown(m: &MemoryView, titles: &HashMap<&str, &str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_are_taken_in_natural_order() {
+        let mut names = vec![
+            "chat-10.md",
+            "chat-2.md",
+            "Chat-1.md",
+            "chat-02.md",
+            "chat-1.md",
+            "a/b9",
+            "a/b10",
+            "z",
+        ];
+        names.sort_by(|a, b| natural_order(a, b));
+        assert_eq!(
+            names,
+            [
+                "Chat-1.md",
+                "a/b9",
+                "a/b10",
+                "chat-1.md",
+                "chat-2.md",
+                "chat-02.md",
+                "chat-10.md",
+                "z"
+            ]
+        );
+    }
 
     #[test]
     fn front_matter_is_read_and_aliases_are_refused() {

@@ -119,6 +119,11 @@ try {
     await page.goto(base + "/search");
     await page.fill("#q", "March");
     await page.locator(`#results li.hit[data-id="${alpha}"]`).waitFor();
+    // Without a model of meaning the modes say what they do, and how to get one.
+    assert.ok(await page.isVisible("#no-model"), "the page says no model of meaning is installed");
+    assert.equal(await page.locator('select[name="mode"] option[value="hybrid"]').textContent(), "Words and spellings");
+    // Every hit shows its date.
+    assert.match(await page.locator(`#results li.hit[data-id="${alpha}"] .meta time`).textContent(), /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$/);
     await shot("05-edited-and-found");
   });
 

@@ -631,3 +631,84 @@ fn search_reads_what_the_query_asks() {
     let shown = cli.run(&["search", "risotto"]).ok().to_owned();
     assert!(shown.contains(&days_ago(400).to_string()[..10]), "{shown}");
 }
+
+#[test]
+fn a_short_memory_is_found_through_what_came_before_it() {
+    let cli = TestCli::new();
+    cli.init();
+    cli.run(&["collection", "new", "elsewhere"]).ok();
+    // In another collection: never context.
+    cli.run(&[
+        "add",
+        "--collection",
+        "elsewhere",
+        "Which bakery sells the rye bread?",
+    ])
+    .ok();
+    let question = cli
+        .run(&["add", "Did you go to the Radiohead concert in Lisbon?"])
+        .ok()
+        .to_owned();
+    let answer = cli
+        .run(&["add", "Yes! We danced until three in the morning."])
+        .ok()
+        .to_owned();
+    let reply = cli
+        .run(&["add", "Sounds like a perfect night."])
+        .ok()
+        .to_owned();
+    let later = cli.run(&["add", "Anyway, back to work."]).ok().to_owned();
+    for mode in ["keyword", "hybrid"] {
+        let hits = cli
+            .run(&[
+                "search",
+                "Radiohead concert Lisbon",
+                "--mode",
+                mode,
+                "--json",
+            ])
+            .json();
+        let ids: Vec<&str> = hits
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|h| h["id"].as_str())
+            .collect();
+        // The question itself first, then what followed it, found through it; a hit
+        // shows the memory's own words, not its context's.
+        assert_eq!(ids.first(), Some(&question.as_str()), "{mode}: {hits}");
+        assert!(ids.contains(&answer.as_str()), "{mode}: {hits}");
+        let shown = hits
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|h| h["id"] == answer.as_str())
+            .expect("answer");
+        assert_eq!(
+            shown["snippet"],
+            "Yes! We danced until three in the morning."
+        );
+        assert!(ids.contains(&reply.as_str()), "{mode}: {hits}");
+        // Two memories back at most.
+        if mode == "keyword" {
+            assert!(!ids.contains(&later.as_str()), "{mode}: {hits}");
+        }
+    }
+    // Nothing of another collection is context.
+    let hits = cli
+        .run(&["search", "rye bakery", "--mode", "keyword", "--json"])
+        .json();
+    assert_eq!(hits.as_array().expect("array").len(), 1, "{hits}");
+    // A rebuilt index gives the same context.
+    cli.run(&["reindex"]).ok();
+    let hits = cli
+        .run(&["search", "Radiohead Lisbon", "--mode", "keyword", "--json"])
+        .json();
+    assert!(
+        hits.as_array()
+            .expect("array")
+            .iter()
+            .any(|h| h["id"] == answer.as_str()),
+        "{hits}"
+    );
+}

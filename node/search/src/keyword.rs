@@ -22,6 +22,7 @@ struct Fields {
     id: Field,
     title: Field,
     content: Field,
+    context: Field,
     tags_text: Field,
     tag: Field,
     kind: Field,
@@ -41,6 +42,7 @@ fn schema() -> (Schema, Fields) {
         id: builder.add_text_field("id", STRING | STORED),
         title: builder.add_text_field("title", text.clone()),
         content: builder.add_text_field("content", text.clone()),
+        context: builder.add_text_field("context", text.clone()),
         tags_text: builder.add_text_field("tags_text", text),
         tag: builder.add_text_field("tag", STRING),
         kind: builder.add_text_field("kind", STRING),
@@ -57,6 +59,8 @@ pub(super) struct KeywordDoc<'a> {
     pub(super) id: u128,
     pub(super) title: &'a str,
     pub(super) content: &'a str,
+    /// What came just before a short memory (see [`crate::context`]); may be empty.
+    pub(super) context: &'a str,
     pub(super) tags: Vec<&'a str>,
     pub(super) kind: &'a str,
     pub(super) collection: u128,
@@ -169,6 +173,7 @@ impl KeywordIndex {
             f.id => id_text(memory.id),
             f.title => memory.title,
             f.content => memory.content,
+            f.context => memory.context,
             f.tags_text => memory.tags.join(" "),
             f.kind => memory.kind,
             f.collection => id_text(memory.collection),
@@ -254,9 +259,13 @@ impl KeywordIndex {
         all_words: bool,
     ) -> Result<Vec<(u128, f32)>, SearchError> {
         let f = self.fields;
-        let mut parser =
-            QueryParser::for_index(&self.committer.index, vec![f.title, f.content, f.tags_text]);
+        let mut parser = QueryParser::for_index(
+            &self.committer.index,
+            vec![f.title, f.content, f.context, f.tags_text],
+        );
         parser.set_field_boost(f.title, 2.0);
+        // What came before a short memory counts, at half a word of its own.
+        parser.set_field_boost(f.context, 0.5);
         parser.set_field_boost(f.tags_text, 1.5);
         if all_words {
             parser.set_conjunction_by_default();

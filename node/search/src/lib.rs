@@ -7,6 +7,7 @@
 //! when missing, unreadable or made for another model they are rebuilt from the store.
 //! This crate knows no HTTP, no CLI and no network.
 
+pub mod context;
 pub mod embed;
 pub mod hnsw;
 mod kernel;
@@ -25,6 +26,7 @@ use mnemon_crdt::{ChangeKind, CollectionId, Memory, MemoryId, StoreError, StoreR
 use serde::{Deserialize, Serialize};
 use tantivy::tokenizer::TextAnalyzer;
 
+use self::context::Timeline;
 use self::embed::{EmbedError, Embedder};
 use self::keyword::{KeywordDoc, KeywordIndex, Merging};
 use self::vector::VectorIndex;
@@ -47,7 +49,9 @@ const CATCH_UP_BATCH: usize = 2048;
 const EMBED_BATCH: usize = 128;
 /// How often a long vector catch-up saves its progress.
 const SAVE_EVERY: Duration = Duration::from_secs(10);
-const STATE_FORMAT: u32 = 1;
+/// Version 2: short memories have a context vector (the first start after an upgrade
+/// re-embeds every memory in the background; words find them throughout).
+const STATE_FORMAT: u32 = 2;
 
 /// Why a search failed.
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +195,8 @@ struct DocMeta {
     kind: String,
     created: i64,
     importance: f64,
+    /// Whether its vectors after the first are its context's (see [`context`]).
+    with_context: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -214,6 +220,8 @@ pub struct SearchIndex {
     keyword: KeywordIndex,
     vectors: VectorIndex,
     meta: HashMap<u128, DocMeta>,
+    /// Every memory's place in time, for the context of short memories.
+    timeline: Timeline,
     /// The change-log position the keyword index's last commit reflects.
     keyword_seq: u64,
     /// The position of the changes given to the keyword index, committed or not.
@@ -337,6 +345,7 @@ impl SearchIndex {
             vectors: VectorIndex::new(embedder.model_id(), embedder.dimension()),
             embedder,
             meta: HashMap::new(),
+            timeline: Timeline::load(store)?,
             keyword_seq: 0,
             keyword_staged: 0,
             keyword_purge: false,
@@ -378,9 +387,13 @@ impl SearchIndex {
         self.vectors = VectorIndex::new(self.embedder.model_id(), self.embedder.dimension());
         self.meta.clear();
         let memories = store.list(&mnemon_crdt::ListFilter::default())?;
+        self.timeline = Timeline::default();
+        for memory in &memories {
+            self.timeline_set(memory);
+        }
         self.vectors.set_auto_seal(false);
         for batch in memories.chunks(256) {
-            self.index_memories(batch, Part::Both)?;
+            self.index_memories(store, batch, Part::Both)?;
         }
         self.vectors.set_auto_seal(true);
         self.vectors.seal();
@@ -508,7 +521,10 @@ impl SearchIndex {
             let mut memories = Vec::with_capacity(upsert.len());
             for id in upsert {
                 match store.get(id) {
-                    Ok(memory) => memories.push(memory),
+                    Ok(memory) => {
+                        self.timeline_set(&memory);
+                        memories.push(memory);
+                    }
                     Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {
                         self.forget(id, part);
                         deleted = true;
@@ -516,7 +532,7 @@ impl SearchIndex {
                     Err(e) => return Err(e.into()),
                 }
             }
-            self.index_memories(&memories, part)?;
+            self.index_memories(store, &memories, part)?;
             applied += events.len();
             seq = last;
             if part.keyword() {
@@ -566,7 +582,16 @@ impl SearchIndex {
         vectors
     }
 
+    fn timeline_set(&mut self, memory: &Memory) {
+        self.timeline.set(
+            memory.id.to_u128(),
+            memory.collection.to_u128(),
+            memory.created_at.as_millis(),
+        );
+    }
+
     fn forget(&mut self, id: MemoryId, part: Part) {
+        self.timeline.remove(id.to_u128());
         if part.keyword() {
             self.keyword.remove(id.to_u128());
         }
@@ -605,16 +630,30 @@ impl SearchIndex {
         installed
     }
 
-    fn index_memories(&mut self, memories: &[Memory], part: Part) -> Result<(), SearchError> {
+    fn index_memories(
+        &mut self,
+        store: &StoreReader,
+        memories: &[Memory],
+        part: Part,
+    ) -> Result<(), SearchError> {
         // (A rebuild or a model change makes a new vector index: keep its sealing mode.)
         self.vectors.set_deferred_seal(self.background_seal);
+        let known: HashMap<u128, &str> = memories
+            .iter()
+            .map(|m| (m.id.to_u128(), m.content.as_str()))
+            .collect();
+        let contexts = memories
+            .iter()
+            .map(|m| context::context_of(&self.timeline, store, m.id, &m.content, &known))
+            .collect::<Result<Vec<String>, SearchError>>()?;
         if part.keyword() {
-            for memory in memories {
+            for (memory, context) in memories.iter().zip(&contexts) {
                 let tags: Vec<&str> = memory.tags.iter().map(String::as_str).collect();
                 self.keyword.upsert(&KeywordDoc {
                     id: memory.id.to_u128(),
                     title: &memory.title,
                     content: &memory.content,
+                    context,
                     tags,
                     kind: &memory.kind,
                     collection: memory.collection.to_u128(),
@@ -628,7 +667,7 @@ impl SearchIndex {
         }
         let mut texts: Vec<String> = Vec::new();
         let mut counts: Vec<usize> = Vec::new();
-        for memory in memories {
+        for (memory, context) in memories.iter().zip(&contexts) {
             let start = texts.len();
             // A long memory is found by meaning through its first chunks (and by words
             // through all of it): the vectors of one memory stay bounded.
@@ -637,6 +676,13 @@ impl SearchIndex {
                 .take(MAX_EMBEDDED_CHUNKS)
             {
                 texts.push(format!("{}\n\n{}", memory.title, chunk));
+            }
+            // A short memory is also found through what came just before it.
+            if !context.is_empty() {
+                texts.push(format!(
+                    "{}\n\n{}\n{}",
+                    memory.title, context, memory.content
+                ));
             }
             counts.push(texts.len() - start);
             self.meta.insert(
@@ -647,6 +693,7 @@ impl SearchIndex {
                     kind: memory.kind.clone(),
                     created: memory.created_at.as_millis(),
                     importance: memory.importance,
+                    with_context: !context.is_empty(),
                 },
             );
         }
@@ -788,16 +835,14 @@ impl SearchIndex {
         let mut ranked = match analysed.when {
             None => self.rank(&analysed, query.mode, &query.filter, depth)?,
             // Memories of the time named come first, then the rest.
+            // (Only without an explicit since/until: the filter has none.)
             Some((since, until)) => 'dated: {
-                let mut within = query.filter.clone();
-                within.since = Some(since.max(query.filter.since.unwrap_or(i64::MIN)))
-                    .filter(|s| *s != i64::MIN);
-                within.until = Some(until.min(query.filter.until.unwrap_or(i64::MAX)))
-                    .filter(|u| *u != i64::MAX);
-                let mut first = match (within.since, within.until) {
-                    (Some(s), Some(u)) if s >= u => Vec::new(),
-                    _ => self.rank(&analysed, query.mode, &within, depth)?,
+                let within = Filter {
+                    since: (since != i64::MIN).then_some(since),
+                    until: (until != i64::MAX).then_some(until),
+                    ..query.filter.clone()
                 };
+                let mut first = self.rank(&analysed, query.mode, &within, depth)?;
                 if first.is_empty() {
                     // Nothing of that time: the words that named it are words again.
                     analysed = query::analyse(text, None);
@@ -825,8 +870,10 @@ impl SearchIndex {
                 Err(e) => return Err(e.into()),
             };
             let pieces = chunks(&memory.content);
-            let chunk =
-                chunk.unwrap_or_else(|| best_chunk(&mut analyser, &pieces, &analysed.stems));
+            // (A short memory's second vector, its context's, names no chunk of its own.)
+            let chunk = chunk
+                .filter(|c| (*c as usize) < pieces.len())
+                .unwrap_or_else(|| best_chunk(&mut analyser, &pieces, &analysed.stems));
             let text = pieces
                 .get(chunk as usize)
                 .map_or(memory.content.as_str(), |(_, t)| *t);
@@ -870,6 +917,17 @@ impl SearchIndex {
             let exact = !filter.is_empty() || self.vectors.memories() < EXACT_BELOW;
             let allow = |m: u128| self.meta.get(&m).is_some_and(|meta| filter.accepts(meta));
             let mut hits = self.vectors.search(&q, depth, exact, &allow);
+            // A memory found through its context ranks below one found through itself.
+            for hit in &mut hits {
+                if hit.chunk > 0 && self.meta.get(&hit.memory).is_some_and(|m| m.with_context) {
+                    hit.similarity *= context::CONTEXT_WEIGHT;
+                }
+            }
+            hits.sort_by(|a, b| {
+                b.similarity
+                    .total_cmp(&a.similarity)
+                    .then(a.memory.cmp(&b.memory))
+            });
             // Orthogonal or opposite vectors share nothing with the query.
             hits.retain(|h| h.similarity > 0.0);
             // Nothing relevant means nothing found: vectors below the floor count only if

@@ -1,0 +1,136 @@
+//! Context for short memories. A dialogue turn, a chat message or a fact written one at a
+//! time says little alone ("Yes, twice last summer!"); what came just before it in the same
+//! collection usually says what it is about. A short memory is indexed with the memories
+//! written just before it — by words at a lower weight, and by meaning as a second vector
+//! beside its own — while search still returns the memory itself.
+//!
+//! "Just before" is by creation time within one collection: at most [`CONTEXT_MEMORIES`]
+//! memories created within [`CONTEXT_SPAN_MS`] before it (ties broken by id, which follows
+//! the order of writing). Only memories that came earlier count, so adding memories at the
+//! end of a conversation never changes the context of those already indexed.
+
+use std::collections::{BTreeSet, HashMap};
+
+use mnemon_crdt::{MemoryId, StoreReader};
+
+use crate::SearchError;
+
+/// A memory shorter than this (in bytes of content) is indexed with its context.
+pub const SHORT_BELOW: usize = 500;
+/// How many earlier memories make a short memory's context.
+pub const CONTEXT_MEMORIES: usize = 2;
+/// How far back, in milliseconds, a memory still counts as context (an hour).
+pub const CONTEXT_SPAN_MS: i64 = 3_600_000;
+/// What a match through a short memory's context vector is worth beside one through its
+/// own (its similarity is multiplied by this).
+pub const CONTEXT_WEIGHT: f32 = 0.9;
+/// Characters of each earlier memory taken into a context.
+const CONTEXT_CHARS: usize = 400;
+
+/// Every memory's place in time: (collection, created, id), in order.
+#[derive(Debug, Default)]
+pub(crate) struct Timeline {
+    order: BTreeSet<(u128, i64, u128)>,
+    place: HashMap<u128, (u128, i64)>,
+}
+
+impl Timeline {
+    /// The timeline of every memory in `store`.
+    pub(crate) fn load(store: &StoreReader) -> Result<Timeline, SearchError> {
+        let mut timeline = Timeline::default();
+        for (id, collection, created) in store.placements()? {
+            timeline.set(id.to_u128(), collection.to_u128(), created.as_millis());
+        }
+        Ok(timeline)
+    }
+
+    /// Records (or moves) a memory.
+    pub(crate) fn set(&mut self, id: u128, collection: u128, created: i64) {
+        if let Some(old) = self.place.insert(id, (collection, created)) {
+            self.order.remove(&(old.0, old.1, id));
+        }
+        self.order.insert((collection, created, id));
+    }
+
+    /// Forgets a memory.
+    pub(crate) fn remove(&mut self, id: u128) {
+        if let Some((collection, created)) = self.place.remove(&id) {
+            self.order.remove(&(collection, created, id));
+        }
+    }
+
+    /// The memories just before `id` in its collection, nearest first.
+    pub(crate) fn before(&self, id: u128) -> Vec<u128> {
+        let Some(&(collection, created)) = self.place.get(&id) else {
+            return Vec::new();
+        };
+        self.order
+            .range(..(collection, created, id))
+            .rev()
+            .take_while(|(c, t, _)| *c == collection && created - *t <= CONTEXT_SPAN_MS)
+            .take(CONTEXT_MEMORIES)
+            .map(|(_, _, earlier)| *earlier)
+            .collect()
+    }
+}
+
+/// The context text of a short memory: the texts of the memories just before it, oldest
+/// first, each cut to a few hundred characters. Empty when it has none or is not short.
+/// `known` holds memories already read (the batch being indexed).
+pub(crate) fn context_of(
+    timeline: &Timeline,
+    store: &StoreReader,
+    id: MemoryId,
+    content: &str,
+    known: &HashMap<u128, &str>,
+) -> Result<String, SearchError> {
+    if content.len() >= SHORT_BELOW {
+        return Ok(String::new());
+    }
+    let mut parts = Vec::new();
+    for earlier in timeline.before(id.to_u128()).into_iter().rev() {
+        let text = match known.get(&earlier) {
+            Some(text) => (*text).to_owned(),
+            None => match store.get(MemoryId::from_u128(earlier)) {
+                Ok(memory) => memory.content,
+                // Gone since: it is no context.
+                Err(mnemon_crdt::StoreError::NotFound(_) | mnemon_crdt::StoreError::Deleted(_)) => {
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
+        parts.push(text.chars().take(CONTEXT_CHARS).collect::<String>());
+    }
+    Ok(parts.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_is_what_came_just_before_in_the_same_collection() {
+        let mut t = Timeline::default();
+        let hour = CONTEXT_SPAN_MS;
+        t.set(1, 7, 1_000);
+        t.set(2, 7, 1_000);
+        t.set(3, 7, 2_000);
+        t.set(4, 8, 2_500); // another collection
+        t.set(5, 7, 3_000);
+        t.set(6, 7, 3_000 + hour + 1); // more than an hour later
+        assert_eq!(t.before(5), vec![3, 2]);
+        assert_eq!(t.before(3), vec![2, 1]);
+        assert_eq!(t.before(2), vec![1]);
+        assert_eq!(t.before(1), Vec::<u128>::new());
+        assert_eq!(t.before(4), Vec::<u128>::new());
+        assert_eq!(t.before(6), Vec::<u128>::new());
+        t.remove(3);
+        assert_eq!(t.before(5), vec![2, 1]);
+        // A memory that moves in time takes its new place.
+        t.set(2, 7, 2_900);
+        assert_eq!(t.before(5), vec![2, 1]);
+        assert_eq!(t.before(2), vec![1]);
+        assert_eq!(t.before(99), Vec::<u128>::new());
+    }
+}
