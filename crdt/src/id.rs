@@ -10,20 +10,27 @@ use std::str::FromStr;
 use rand::RngCore;
 use ulid::Ulid;
 
-/// `id`, or the id right after the last one made if that is later in the same millisecond.
+/// `id`, or the id right after the last one this process made if that is in the same
+/// millisecond and not before it.
 fn monotonic(id: u128) -> u128 {
     static LAST: std::sync::Mutex<u128> = std::sync::Mutex::new(0);
     let mut last = LAST
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    // The top 48 bits are the millisecond; the 80 below are random.
-    let id = if id >> 80 == *last >> 80 && id <= *last && *last & ((1 << 80) - 1) != (1 << 80) - 1 {
-        *last + 1
-    } else {
-        id
-    };
+    let id = next_after(*last, id);
     *last = id;
     id
+}
+
+/// `fresh`, or `last + 1` when `last` is of the same millisecond (the top 48 bits) and
+/// not below it, and its 80 random bits are not all ones.
+fn next_after(last: u128, fresh: u128) -> u128 {
+    const RANDOM: u128 = (1 << 80) - 1;
+    if fresh >> 80 == last >> 80 && fresh <= last && last & RANDOM != RANDOM {
+        last + 1
+    } else {
+        fresh
+    }
 }
 
 macro_rules! ulid_id {
@@ -287,10 +294,19 @@ mod tests {
 
     #[test]
     fn ids_of_one_millisecond_follow_the_order_of_making() {
-        let now = Timestamp::from_millis(1_700_000_000_000);
-        let ids: Vec<MemoryId> = (0..100).map(|_| MemoryId::new(now)).collect();
-        assert!(ids.windows(2).all(|w| w[0] < w[1]));
-        assert!(ids.iter().all(|id| id.to_u128() >> 80 == 1_700_000_000_000));
+        let ms: u128 = 1_700_000_000_000 << 80;
+        // A lower random part in the same millisecond comes after the last one.
+        assert_eq!(next_after(ms | 500, ms | 7), ms | 501);
+        // A higher one is kept.
+        assert_eq!(next_after(ms | 500, ms | 900), ms | 900);
+        // Another millisecond starts afresh, earlier or later.
+        let later = (1_700_000_000_001 << 80) | 3;
+        assert_eq!(next_after(ms | 500, later), later);
+        let earlier = (1_699_999_999_999 << 80) | 3;
+        assert_eq!(next_after(ms | 500, earlier), earlier);
+        // At the end of the random bits, the fresh id is kept.
+        let full = ms | ((1 << 80) - 1);
+        assert_eq!(next_after(full, ms | 4), ms | 4);
     }
 
     #[test]

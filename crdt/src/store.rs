@@ -1910,12 +1910,12 @@ struct Built {
 
 fn build_one(
     keypair: &Keypair,
+    id: MemoryId,
     valid: &ValidNew,
     collection: CollectionId,
     now: Timestamp,
 ) -> Built {
     let did = keypair.did();
-    let id = MemoryId::new(now);
     let (mut doc, hash) = MemoryDoc::create_valid(&did, valid, now);
     Built {
         memory: doc.read(id, collection),
@@ -1947,11 +1947,13 @@ impl MemoryBuilder {
     pub fn prepare(&self, new: &NewMemory) -> Result<PreparedMemory, StoreError> {
         let valid = new.validate()?;
         let collection = new.collection.unwrap_or(self.default_collection);
+        let now = Timestamp::now();
         Ok(PreparedMemory(Arc::new(build_one(
             &self.keypair,
+            MemoryId::new(now),
             &valid,
             collection,
-            Timestamp::now(),
+            now,
         ))))
     }
 }
@@ -1983,12 +1985,15 @@ fn build_parallel(
     collections: &[CollectionId],
     now: Timestamp,
 ) -> Vec<Built> {
+    // Ids first, in the batch's order (ids of one millisecond follow the order of making).
+    let ids: Vec<MemoryId> = valid.iter().map(|_| MemoryId::new(now)).collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if valid.len() < 16 || threads < 2 {
         return valid
             .iter()
             .zip(collections)
-            .map(|(v, c)| build_one(keypair, v, *c, now))
+            .zip(&ids)
+            .map(|((v, c), id)| build_one(keypair, *id, v, *c, now))
             .collect();
     }
     let chunk = valid.len().div_ceil(threads);
@@ -1996,12 +2001,14 @@ fn build_parallel(
         let workers: Vec<_> = valid
             .chunks(chunk)
             .zip(collections.chunks(chunk))
-            .map(|(valid, collections)| {
+            .zip(ids.chunks(chunk))
+            .map(|((valid, collections), ids)| {
                 scope.spawn(move || {
                     valid
                         .iter()
                         .zip(collections)
-                        .map(|(v, c)| build_one(keypair, v, *c, now))
+                        .zip(ids)
+                        .map(|((v, c), id)| build_one(keypair, *id, v, *c, now))
                         .collect::<Vec<_>>()
                 })
             })

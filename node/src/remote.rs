@@ -340,6 +340,12 @@ impl Api for Remote {
         self.get_json("/status")
     }
 
+    fn searches_meaning(&self) -> Result<bool, ApiError> {
+        Ok(self.status()?["index"]["models"][0]["meaning"]
+            .as_bool()
+            .unwrap_or(true))
+    }
+
     fn events(&self) -> broadcast::Receiver<EventView> {
         // The CLI never subscribes through a remote; an empty, closed feed.
         broadcast::channel(1).1

@@ -179,7 +179,11 @@ fn sixteen_writers_then_a_kill_9_lose_nothing_and_the_indexes_follow_the_log() {
     assert!(zebrafish.iter().all(|id| found.contains(id.as_str())));
     let holding = hits
         .iter()
-        .filter(|h| h["snippet"].as_str().is_some_and(|s| s.contains("**zebrafish**")))
+        .filter(|h| {
+            h["snippet"]
+                .as_str()
+                .is_some_and(|s| s.contains("**zebrafish**"))
+        })
         .count();
     assert_eq!(holding as u64, n);
     served.stop();

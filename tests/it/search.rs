@@ -158,12 +158,12 @@ fn recall_at_10(index: &VectorIndex, queries: &[Vec<f32>]) -> f64 {
     let mut total = 0.0;
     for q in queries {
         let truth: Vec<u128> = index
-            .search(q, 10, true, &|_| true)
+            .search(q, 10, true, &|_| true, &|_, _| 1.0)
             .iter()
             .map(|h| h.memory)
             .collect();
         let approx: Vec<u128> = index
-            .search(q, 10, false, &|_| true)
+            .search(q, 10, false, &|_| true, &|_, _| 1.0)
             .iter()
             .map(|h| h.memory)
             .collect();
@@ -215,7 +215,7 @@ fn hnsw_recall_at_10_on_20k_vectors_before_and_after_churn() {
         for exact in [true, false] {
             assert!(
                 index
-                    .search(q, 50, exact, &|_| true)
+                    .search(q, 50, exact, &|_| true, &|_, _| 1.0)
                     .iter()
                     .all(|h| !deleted.contains(&h.memory))
             );
@@ -711,4 +711,72 @@ fn a_short_memory_is_found_through_what_came_before_it() {
             .any(|h| h["id"] == answer.as_str()),
         "{hits}"
     );
+    // An edit reaches what follows: the old words no longer find the answer, the new do.
+    cli.run(&[
+        "edit",
+        &question,
+        "--title",
+        "Portishead",
+        "--content",
+        "Did you see Portishead in Porto?",
+    ])
+    .ok();
+    let hits = cli
+        .run(&["search", "Radiohead", "--mode", "keyword", "--json"])
+        .json();
+    assert_eq!(hits, serde_json::json!([]), "{hits}");
+    let hits = cli
+        .run(&["search", "Portishead Porto", "--mode", "keyword", "--json"])
+        .json();
+    assert!(
+        hits.as_array()
+            .expect("array")
+            .iter()
+            .any(|h| h["id"] == answer.as_str()),
+        "{hits}"
+    );
+    // Forgetting reaches it too: a deleted memory's words find nothing, not even the
+    // memories it was context of.
+    cli.run(&["rm", &question]).ok();
+    for mode in ["keyword", "hybrid"] {
+        let hits = cli
+            .run(&["search", "Portishead Porto", "--mode", mode, "--json"])
+            .json();
+        assert_eq!(hits, serde_json::json!([]), "{mode}: {hits}");
+    }
+}
+
+#[test]
+fn a_memory_deleted_while_the_index_was_closed_leaves_no_context_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store =
+        Store::open(dir.path().join("mnemon.redb"), Keypair::generate()).expect("store");
+    let note = |text: &str| NewMemory {
+        content: text.into(),
+        ..NewMemory::default()
+    };
+    let added = store
+        .add_batch(vec![
+            note("Did you go to the Radiohead concert in Lisbon?"),
+            note("Yes! We danced until three in the morning."),
+        ])
+        .expect("add");
+    let (question, answer) = (added[0].id, added[1].id);
+    let path = dir.path().join("index");
+    let words = |index: &SearchIndex, store: &Store| -> Vec<MemoryId> {
+        index
+            .search(store, &query("Radiohead Lisbon", 10, Mode::Keyword))
+            .expect("search")
+            .iter()
+            .map(|h| h.id)
+            .collect()
+    };
+    let index = SearchIndex::open(&path, embedder(), &store).expect("index");
+    assert_eq!(words(&index, &store), vec![question, answer]);
+    drop(index);
+    // Deleted while no index was open (as from a peer, before a restart): the index that
+    // opens next knows it only from the change log.
+    store.remove(&[question]).expect("remove");
+    let index = SearchIndex::open(&path, embedder(), &store).expect("index");
+    assert_eq!(words(&index, &store), Vec::<MemoryId>::new());
 }

@@ -1,8 +1,9 @@
 //! Context for short memories. A dialogue turn, a chat message or a fact written one at a
 //! time says little alone ("Yes, twice last summer!"); what came just before it in the same
 //! collection usually says what it is about. A short memory is indexed with the memories
-//! written just before it — by words at a lower weight, and by meaning as a second vector
-//! beside its own — while search still returns the memory itself.
+//! written just before it — by words in a field of half the weight of its own, and by
+//! meaning in a second vector, of it with its context, at 0.9 the weight of its own — while
+//! search still returns the memory itself.
 //!
 //! "Just before" is by creation time within one collection: at most [`CONTEXT_MEMORIES`]
 //! memories created within [`CONTEXT_SPAN_MS`] before it (ties broken by id, which follows
@@ -67,27 +68,53 @@ impl Timeline {
         self.order
             .range(..(collection, created, id))
             .rev()
-            .take_while(|(c, t, _)| *c == collection && created - *t <= CONTEXT_SPAN_MS)
+            .take_while(|(c, t, _)| {
+                *c == collection && created.saturating_sub(*t) <= CONTEXT_SPAN_MS
+            })
             .take(CONTEXT_MEMORIES)
             .map(|(_, _, earlier)| *earlier)
             .collect()
     }
+
+    /// The memories whose context holds `id` (those just after it): they are indexed
+    /// again when it changes or goes.
+    pub(crate) fn after(&self, id: u128) -> Vec<u128> {
+        let Some(&(collection, created)) = self.place.get(&id) else {
+            return Vec::new();
+        };
+        self.order
+            .range((collection, created, id)..)
+            .skip(1)
+            .take_while(|(c, t, _)| {
+                *c == collection && t.saturating_sub(created) <= CONTEXT_SPAN_MS
+            })
+            .take(CONTEXT_MEMORIES)
+            .map(|(_, _, later)| *later)
+            .collect()
+    }
 }
 
-/// The context text of a short memory: the texts of the memories just before it, oldest
-/// first, each cut to a few hundred characters. Empty when it has none or is not short.
-/// `known` holds memories already read (the batch being indexed).
+/// A short memory's context: the memories just before it, and their texts, oldest first,
+/// each cut to a few hundred characters. Empty when it has none or is not short.
+#[derive(Debug, Default)]
+pub(crate) struct Context {
+    pub(crate) ids: Vec<u128>,
+    pub(crate) text: String,
+}
+
+/// The context of a memory. `known` holds memories already read (the batch being indexed).
 pub(crate) fn context_of(
     timeline: &Timeline,
     store: &StoreReader,
     id: MemoryId,
     content: &str,
     known: &HashMap<u128, &str>,
-) -> Result<String, SearchError> {
+) -> Result<Context, SearchError> {
     if content.len() >= SHORT_BELOW {
-        return Ok(String::new());
+        return Ok(Context::default());
     }
     let mut parts = Vec::new();
+    let mut ids = Vec::new();
     for earlier in timeline.before(id.to_u128()).into_iter().rev() {
         let text = match known.get(&earlier) {
             Some(text) => (*text).to_owned(),
@@ -101,8 +128,12 @@ pub(crate) fn context_of(
             },
         };
         parts.push(text.chars().take(CONTEXT_CHARS).collect::<String>());
+        ids.push(earlier);
     }
-    Ok(parts.join("\n"))
+    Ok(Context {
+        ids,
+        text: parts.join("\n"),
+    })
 }
 
 #[cfg(test)]
@@ -125,12 +156,21 @@ mod tests {
         assert_eq!(t.before(1), Vec::<u128>::new());
         assert_eq!(t.before(4), Vec::<u128>::new());
         assert_eq!(t.before(6), Vec::<u128>::new());
+        assert_eq!(t.after(1), vec![2, 3]);
+        assert_eq!(t.after(3), vec![5]);
+        assert_eq!(t.after(5), Vec::<u128>::new());
         t.remove(3);
         assert_eq!(t.before(5), vec![2, 1]);
         // A memory that moves in time takes its new place.
-        t.set(2, 7, 2_900);
-        assert_eq!(t.before(5), vec![2, 1]);
-        assert_eq!(t.before(2), vec![1]);
+        t.set(1, 7, 2_950);
+        assert_eq!(t.before(5), vec![1, 2]);
+        assert_eq!(t.before(1), vec![2]);
+        assert_eq!(t.after(2), vec![1, 5]);
         assert_eq!(t.before(99), Vec::<u128>::new());
+        // Times far apart never overflow.
+        t.set(10, 9, i64::MIN);
+        t.set(11, 9, i64::MAX);
+        assert_eq!(t.before(11), Vec::<u128>::new());
+        assert_eq!(t.after(10), Vec::<u128>::new());
     }
 }

@@ -23,6 +23,7 @@ struct Fields {
     title: Field,
     content: Field,
     context: Field,
+    context_of: Field,
     tags_text: Field,
     tag: Field,
     kind: Field,
@@ -43,6 +44,7 @@ fn schema() -> (Schema, Fields) {
         title: builder.add_text_field("title", text.clone()),
         content: builder.add_text_field("content", text.clone()),
         context: builder.add_text_field("context", text.clone()),
+        context_of: builder.add_text_field("context_of", STRING),
         tags_text: builder.add_text_field("tags_text", text),
         tag: builder.add_text_field("tag", STRING),
         kind: builder.add_text_field("kind", STRING),
@@ -61,6 +63,8 @@ pub(super) struct KeywordDoc<'a> {
     pub(super) content: &'a str,
     /// What came just before a short memory (see [`crate::context`]); may be empty.
     pub(super) context: &'a str,
+    /// The memories that context is of.
+    pub(super) context_ids: &'a [u128],
     pub(super) tags: Vec<&'a str>,
     pub(super) kind: &'a str,
     pub(super) collection: u128,
@@ -131,6 +135,10 @@ impl KeywordIndex {
                 (Index::create_in_dir(dir, schema).map_err(err)?, true)
             }
         };
+        // One analyser for indexing, queries and snippets (the same as tantivy's own).
+        index
+            .tokenizers()
+            .register("en_stem", crate::query::analyser());
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -182,6 +190,9 @@ impl KeywordIndex {
         );
         for tag in &memory.tags {
             document.add_text(f.tag, tag);
+        }
+        for id in memory.context_ids {
+            document.add_text(f.context_of, id_text(*id));
         }
         self.committer
             .writer()
@@ -327,6 +338,31 @@ impl KeywordIndex {
                 .and_then(|s| u128::from_str_radix(s, 16).ok())
             {
                 out.push((id, score));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The memories (committed) whose context holds `id`.
+    pub(super) fn context_holders(&self, id: u128) -> Result<Vec<u128>, SearchError> {
+        let f = self.fields;
+        let query = TermQuery::new(
+            Term::from_field_text(f.context_of, &id_text(id)),
+            IndexRecordOption::Basic,
+        );
+        let searcher = self.reader.searcher();
+        let top = searcher
+            .search(&query, &TopDocs::with_limit(64).order_by_score())
+            .map_err(err)?;
+        let mut out = Vec::with_capacity(top.len());
+        for (_, address) in top {
+            let document: TantivyDocument = searcher.doc(address).map_err(err)?;
+            if let Some(holder) = document
+                .get_first(f.id)
+                .and_then(|v| v.as_str())
+                .and_then(|s| u128::from_str_radix(s, 16).ok())
+            {
+                out.push(holder);
             }
         }
         Ok(out)

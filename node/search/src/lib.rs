@@ -39,6 +39,17 @@ pub const MAX_QUERY_BYTES: usize = 4096;
 pub const CHUNK_CHARS: usize = 1000;
 /// Most chunks of one memory embedded (its first ~256,000 characters).
 pub const MAX_EMBEDDED_CHUNKS: usize = 256;
+/// One memory in a ranking.
+#[derive(Debug, Clone, Copy)]
+struct Ranked {
+    id: u128,
+    score: f32,
+    /// The chunk whose vector matched, if one did.
+    chunk: Option<u32>,
+    /// Whether it holds the query's words or is close in meaning (above the floor).
+    evidence: bool,
+}
+
 /// Candidates each ranking gives hybrid fusion, at least (`4 × k` if more).
 const CANDIDATES: usize = 50;
 /// Below this many vectors, or with a filter, vector search compares every vector.
@@ -49,8 +60,8 @@ const CATCH_UP_BATCH: usize = 2048;
 const EMBED_BATCH: usize = 128;
 /// How often a long vector catch-up saves its progress.
 const SAVE_EVERY: Duration = Duration::from_secs(10);
-/// Version 2: short memories have a context vector (the first start after an upgrade
-/// re-embeds every memory in the background; words find them throughout).
+/// Version 2: a short memory has a second vector, of it with its context (the first start
+/// after an upgrade re-embeds every memory in the background; words find them throughout).
 const STATE_FORMAT: u32 = 2;
 
 /// Why a search failed.
@@ -222,6 +233,12 @@ pub struct SearchIndex {
     meta: HashMap<u128, DocMeta>,
     /// Every memory's place in time, for the context of short memories.
     timeline: Timeline,
+    /// Memories whose context changed (a memory before them changed or went), to index
+    /// again: by the keyword index and by the vector index.
+    refresh: [HashSet<u128>; 2],
+    /// Those given to the keyword index again since its last commit (owed again if the
+    /// commit fails).
+    keyword_refreshed: HashSet<u128>,
     /// The change-log position the keyword index's last commit reflects.
     keyword_seq: u64,
     /// The position of the changes given to the keyword index, committed or not.
@@ -346,6 +363,8 @@ impl SearchIndex {
             embedder,
             meta: HashMap::new(),
             timeline: Timeline::load(store)?,
+            refresh: [HashSet::new(), HashSet::new()],
+            keyword_refreshed: HashSet::new(),
             keyword_seq: 0,
             keyword_staged: 0,
             keyword_purge: false,
@@ -391,6 +410,7 @@ impl SearchIndex {
         for memory in &memories {
             self.timeline_set(memory);
         }
+        self.refresh = [HashSet::new(), HashSet::new()];
         self.vectors.set_auto_seal(false);
         for batch in memories.chunks(256) {
             self.index_memories(store, batch, Part::Both)?;
@@ -532,6 +552,7 @@ impl SearchIndex {
                     Err(e) => return Err(e.into()),
                 }
             }
+            memories.extend(self.take_refresh(store, part, &seen)?);
             self.index_memories(store, &memories, part)?;
             applied += events.len();
             seq = last;
@@ -571,10 +592,14 @@ impl SearchIndex {
 
     /// Removes `ids` from both indexes and rewrites their files without any deleted
     /// memory's data, whatever position the indexes are at.
-    pub fn forget_now(&mut self, ids: &[MemoryId]) -> Result<(), SearchError> {
+    /// The memories whose context held `ids` are indexed again first.
+    pub fn forget_now(&mut self, store: &StoreReader, ids: &[MemoryId]) -> Result<(), SearchError> {
         for id in ids {
             self.forget(*id, Part::Both);
         }
+        let gone: HashSet<MemoryId> = ids.iter().copied().collect();
+        let followers = self.take_refresh(store, Part::Both, &gone)?;
+        self.index_memories(store, &followers, Part::Both)?;
         // Both files are rewritten even if one fails.
         let vectors = self.save_vectors(true);
         self.keyword_purge = true;
@@ -582,15 +607,70 @@ impl SearchIndex {
         vectors
     }
 
+    /// Records a memory's place (after a write to it): the memories whose context held it,
+    /// at its old place and its new one, are to be indexed again.
     fn timeline_set(&mut self, memory: &Memory) {
+        let id = memory.id.to_u128();
+        self.context_changed(id);
         self.timeline.set(
-            memory.id.to_u128(),
+            id,
             memory.collection.to_u128(),
             memory.created_at.as_millis(),
         );
+        self.context_changed(id);
+    }
+
+    fn context_changed(&mut self, id: u128) {
+        for later in self.timeline.after(id) {
+            for set in &mut self.refresh {
+                set.insert(later);
+            }
+        }
+    }
+
+    /// The memories `part` is to index again because their context changed, less those in
+    /// `skip` (indexed or forgotten in this batch already).
+    fn take_refresh(
+        &mut self,
+        store: &StoreReader,
+        part: Part,
+        skip: &HashSet<MemoryId>,
+    ) -> Result<Vec<Memory>, SearchError> {
+        let mut ids = HashSet::new();
+        if part.keyword() {
+            let owed: Vec<u128> = self.refresh[0].drain().collect();
+            self.keyword_refreshed.extend(owed.iter().copied());
+            ids.extend(owed);
+        }
+        if part.vectors() {
+            ids.extend(self.refresh[1].drain());
+        }
+        let mut memories = Vec::new();
+        for id in ids.into_iter().map(MemoryId::from_u128) {
+            if skip.contains(&id) {
+                continue;
+            }
+            match store.get(id) {
+                Ok(memory) => memories.push(memory),
+                // Gone: its delete is in the log, and forgets it.
+                Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(memories)
     }
 
     fn forget(&mut self, id: MemoryId, part: Part) {
+        self.context_changed(id.to_u128());
+        // The timeline may not know it (loaded after it went): the keyword index remembers
+        // whose context held it.
+        if let Ok(holders) = self.keyword.context_holders(id.to_u128()) {
+            for holder in holders {
+                for set in &mut self.refresh {
+                    set.insert(holder);
+                }
+            }
+        }
         self.timeline.remove(id.to_u128());
         if part.keyword() {
             self.keyword.remove(id.to_u128());
@@ -645,7 +725,7 @@ impl SearchIndex {
         let contexts = memories
             .iter()
             .map(|m| context::context_of(&self.timeline, store, m.id, &m.content, &known))
-            .collect::<Result<Vec<String>, SearchError>>()?;
+            .collect::<Result<Vec<context::Context>, SearchError>>()?;
         if part.keyword() {
             for (memory, context) in memories.iter().zip(&contexts) {
                 let tags: Vec<&str> = memory.tags.iter().map(String::as_str).collect();
@@ -653,7 +733,8 @@ impl SearchIndex {
                     id: memory.id.to_u128(),
                     title: &memory.title,
                     content: &memory.content,
-                    context,
+                    context: &context.text,
+                    context_ids: &context.ids,
                     tags,
                     kind: &memory.kind,
                     collection: memory.collection.to_u128(),
@@ -671,17 +752,20 @@ impl SearchIndex {
             let start = texts.len();
             // A long memory is found by meaning through its first chunks (and by words
             // through all of it): the vectors of one memory stay bounded.
+            // A long memory is found by meaning through its first chunks (and by words
+            // through all of it): the vectors of one memory stay bounded.
             for (_, chunk) in chunks(&memory.content)
                 .into_iter()
                 .take(MAX_EMBEDDED_CHUNKS)
             {
                 texts.push(format!("{}\n\n{}", memory.title, chunk));
             }
-            // A short memory is also found through what came just before it.
-            if !context.is_empty() {
+            // A short memory is also found through what came just before it, by a second
+            // vector (its own stays: notes jotted in a row need not be about one thing).
+            if !context.text.is_empty() {
                 texts.push(format!(
                     "{}\n\n{}\n{}",
-                    memory.title, context, memory.content
+                    memory.title, context.text, memory.content
                 ));
             }
             counts.push(texts.len() - start);
@@ -693,7 +777,7 @@ impl SearchIndex {
                     kind: memory.kind.clone(),
                     created: memory.created_at.as_millis(),
                     importance: memory.importance,
-                    with_context: !context.is_empty(),
+                    with_context: !context.text.is_empty(),
                 },
             );
         }
@@ -758,6 +842,7 @@ impl SearchIndex {
         match self.keyword.commit(self.keyword_staged, merging) {
             Ok(()) => {
                 self.keyword_seq = self.keyword_staged;
+                self.keyword_refreshed.clear();
                 self.keyword_purge = false;
                 Ok(())
             }
@@ -774,6 +859,10 @@ impl SearchIndex {
         self.keyword.rollback();
         self.keyword_staged = self.keyword_seq;
         self.keyword_purge |= purge;
+        // The change log gives the writes again, not the memories whose context they
+        // changed: those are owed again too.
+        let owed = std::mem::take(&mut self.keyword_refreshed);
+        self.refresh[0].extend(owed);
     }
 
     /// Leaves keyword commits to the caller: changes are given to the keyword index, and
@@ -801,7 +890,10 @@ impl SearchIndex {
     /// is owed to the next commit.
     pub fn keyword_committed(&mut self, job: &KeywordCommit, result: &Result<(), SearchError>) {
         match result {
-            Ok(()) => self.keyword_seq = self.keyword_seq.max(job.seq),
+            Ok(()) => {
+                self.keyword_seq = self.keyword_seq.max(job.seq);
+                self.keyword_refreshed.clear();
+            }
             Err(_) => self.keyword_commit_failed(job.purge),
         }
     }
@@ -832,36 +924,62 @@ impl SearchIndex {
         // An explicit since/until wins over a time named in the words.
         let mut analysed = query::analyse(text, (!explicit_time).then(Timestamp::now));
         let depth = (query.k * 4).max(CANDIDATES);
+        let mut vector = self.query_vector(&analysed, query.mode)?;
         let mut ranked = match analysed.when {
-            None => self.rank(&analysed, query.mode, &query.filter, depth)?,
-            // Memories of the time named come first, then the rest.
-            // (Only without an explicit since/until: the filter has none.)
+            None => self.rank(
+                &analysed,
+                vector.as_deref(),
+                query.mode,
+                &query.filter,
+                depth,
+            )?,
+            // Memories of the time named come first (those that match the words or are
+            // close in meaning), then the rest. (Only without an explicit since/until: the
+            // filter has none.)
             Some((since, until)) => 'dated: {
                 let within = Filter {
                     since: (since != i64::MIN).then_some(since),
                     until: (until != i64::MAX).then_some(until),
                     ..query.filter.clone()
                 };
-                let mut first = self.rank(&analysed, query.mode, &within, depth)?;
+                let mut first =
+                    self.rank(&analysed, vector.as_deref(), query.mode, &within, depth)?;
+                first.retain(|r| r.evidence);
                 if first.is_empty() {
                     // Nothing of that time: the words that named it are words again.
                     analysed = query::analyse(text, None);
-                    break 'dated self.rank(&analysed, query.mode, &query.filter, depth)?;
+                    vector = self.query_vector(&analysed, query.mode)?;
+                    break 'dated self.rank(
+                        &analysed,
+                        vector.as_deref(),
+                        query.mode,
+                        &query.filter,
+                        depth,
+                    )?;
                 }
-                let rest = self.rank(&analysed, query.mode, &query.filter, depth)?;
-                let lift = rest.first().map_or(0.0, |r| r.1);
+                let rest = self.rank(
+                    &analysed,
+                    vector.as_deref(),
+                    query.mode,
+                    &query.filter,
+                    depth,
+                )?;
+                let lift = rest.first().map_or(0.0, |r| r.score);
                 for r in &mut first {
-                    r.1 += lift;
+                    r.score += lift;
                 }
-                let seen: HashSet<u128> = first.iter().map(|r| r.0).collect();
-                first.extend(rest.into_iter().filter(|r| !seen.contains(&r.0)));
+                let seen: HashSet<u128> = first.iter().map(|r| r.id).collect();
+                first.extend(rest.into_iter().filter(|r| !seen.contains(&r.id)));
                 first
             }
         };
         ranked.truncate(query.k);
         let mut analyser = query::analyser();
         let mut hits = Vec::with_capacity(ranked.len());
-        for (id, score, chunk) in ranked {
+        for Ranked {
+            id, score, chunk, ..
+        } in ranked
+        {
             let id = MemoryId::from_u128(id);
             let memory = match store.get(id) {
                 Ok(memory) => memory,
@@ -901,33 +1019,29 @@ impl SearchIndex {
     fn rank(
         &self,
         analysed: &query::Analysed,
+        q: Option<&[f32]>,
         mode: Mode,
         filter: &Filter,
         depth: usize,
-    ) -> Result<Vec<(u128, f32, Option<u32>)>, SearchError> {
+    ) -> Result<Vec<Ranked>, SearchError> {
         let keyword = if mode != Mode::Semantic {
             self.keyword.search(&analysed.words, depth, filter)?
         } else {
             Vec::new()
         };
         let profile = self.embedder.profile();
-        let vector = if mode != Mode::Keyword {
-            let embedded = self.embedder.embed(&[analysed.meaning.as_str()])?;
-            let q = embedded.first().cloned().unwrap_or_default();
+        let vector = if let Some(q) = q {
             let exact = !filter.is_empty() || self.vectors.memories() < EXACT_BELOW;
             let allow = |m: u128| self.meta.get(&m).is_some_and(|meta| filter.accepts(meta));
-            let mut hits = self.vectors.search(&q, depth, exact, &allow);
             // A memory found through its context ranks below one found through itself.
-            for hit in &mut hits {
-                if hit.chunk > 0 && self.meta.get(&hit.memory).is_some_and(|m| m.with_context) {
-                    hit.similarity *= context::CONTEXT_WEIGHT;
+            let weight = |m: u128, chunk: u32| {
+                if chunk > 0 && self.meta.get(&m).is_some_and(|meta| meta.with_context) {
+                    context::CONTEXT_WEIGHT
+                } else {
+                    1.0
                 }
-            }
-            hits.sort_by(|a, b| {
-                b.similarity
-                    .total_cmp(&a.similarity)
-                    .then(a.memory.cmp(&b.memory))
-            });
+            };
+            let mut hits = self.vectors.search(q, depth, exact, &allow, &weight);
             // Orthogonal or opposite vectors share nothing with the query.
             hits.retain(|h| h.similarity > 0.0);
             // Nothing relevant means nothing found: vectors below the floor count only if
@@ -969,10 +1083,41 @@ impl SearchIndex {
                 }
             }
         }
-        let mut ranked: Vec<(u128, f32, Option<u32>)> =
-            fused.into_iter().map(|(id, (s, c))| (id, s, c)).collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let close: HashSet<u128> = vector
+            .iter()
+            .filter(|h| h.similarity >= profile.floor)
+            .map(|h| h.memory)
+            .collect();
+        let worded: HashSet<u128> = keyword.iter().map(|(id, _)| *id).collect();
+        let mut ranked: Vec<Ranked> = fused
+            .into_iter()
+            .map(|(id, (score, chunk))| Ranked {
+                id,
+                score,
+                chunk,
+                evidence: worded.contains(&id) || close.contains(&id),
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
         Ok(ranked)
+    }
+
+    /// The query's vector, unless the mode needs none.
+    fn query_vector(
+        &self,
+        analysed: &query::Analysed,
+        mode: Mode,
+    ) -> Result<Option<Vec<f32>>, SearchError> {
+        if mode == Mode::Keyword {
+            return Ok(None);
+        }
+        let embedded = self.embedder.embed(&[analysed.meaning.as_str()])?;
+        Ok(Some(embedded.into_iter().next().unwrap_or_default()))
+    }
+
+    /// Whether the embedder is a model of meaning (not the lexical built-in).
+    pub fn searches_meaning(&self) -> bool {
+        self.embedder.profile() != embed::Profile::LEXICAL
     }
 
     /// How far the indexes are.
@@ -981,7 +1126,7 @@ impl SearchIndex {
         let (vectors_stored, segments) = self.vectors.sizes();
         Ok(IndexStatus {
             model: self.embedder.model_id().to_owned(),
-            meaning: self.embedder.profile() != embed::Profile::LEXICAL,
+            meaning: self.searches_meaning(),
             indexed: self.vectors.memories(),
             keyword_indexed: self.keyword.len(),
             pending: pending_memories(store, self.vector_seq)?,

@@ -54,8 +54,8 @@ pub struct Analysed {
     pub when: Option<(i64, i64)>,
 }
 
-/// The analyser the keyword index indexes with (tantivy's `en_stem`): words, lower case,
-/// English stems.
+/// The analyser the keyword index indexes with (registered as `en_stem`, tantivy's own
+/// definition): words, lower case, English stems.
 pub(crate) fn analyser() -> TextAnalyzer {
     TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(40))
@@ -91,7 +91,11 @@ pub fn analyse(text: &str, now: Option<Timestamp>) -> Analysed {
         rest
     };
     // A quoted phrase or an operator is the user's own query syntax: kept as written.
-    let words = if rest.contains(['"', ':', '+', '^']) {
+    let syntax = rest.contains(['"', ':', '+', '^', '(', ')'])
+        || rest
+            .split_whitespace()
+            .any(|w| w.starts_with('-') && w.len() > 1 || matches!(w, "AND" | "OR" | "NOT"));
+    let words = if syntax {
         rest.clone()
     } else {
         let kept: Vec<&str> = rest
@@ -266,9 +270,10 @@ fn calendar_at(words: &[String], now: Timestamp) -> Option<(usize, (i64, i64))> 
             .ok()
             .filter(|y| word.len() == 4 && (1900..=2200).contains(y))
     };
-    if let Some(m) = MONTHS.iter().position(|name| {
-        w(0) == *name || (w(0).len() == 3 && name.starts_with(w(0)) && w(0) != "may")
-    }) {
+    if let Some(m) = MONTHS
+        .iter()
+        .position(|name| w(0) == *name || (w(0).len() == 3 && name.starts_with(w(0))))
+    {
         let month = m as i64 + 1;
         let (now_year, now_month, _) = now.date();
         return Some(match year_of(w(1)) {
@@ -316,6 +321,10 @@ mod tests {
             analyse("\"the who\"", Some(at("2026-11-30"))).words,
             "\"the who\""
         );
+        assert_eq!(analyse("pizza -pineapple", None).words, "pizza -pineapple");
+        assert_eq!(analyse("tea AND cake", None).words, "tea AND cake");
+        // A dash inside a word is not syntax.
+        assert_eq!(analyse("the e-mail of Ann", None).words, "e mail Ann");
     }
 
     #[test]

@@ -388,19 +388,22 @@ impl VectorIndex {
     /// The `k` memories nearest to `query`, best chunk per memory, for memories `allow`
     /// accepts. With `exact`, every stored vector is compared (for selective filters and
     /// small indexes); otherwise sealed segments are searched through their HNSW graphs.
+    /// A vector's similarity is multiplied by `weight(memory, chunk)` before the best chunk
+    /// is chosen.
     pub fn search(
         &self,
         query: &[f32],
         k: usize,
         exact: bool,
         allow: &dyn Fn(u128) -> bool,
+        weight: &dyn Fn(u128, u32) -> f32,
     ) -> Vec<VectorHit> {
         let mut best: HashMap<u128, VectorHit> = HashMap::new();
         let mut offer = |key: &VectorKey, distance: f32| {
             if !self.is_live(key) || !allow(key.memory) {
                 return;
             }
-            let similarity = 1.0 - distance;
+            let similarity = (1.0 - distance) * weight(key.memory, key.chunk);
             let entry = best.entry(key.memory).or_insert(VectorHit {
                 memory: key.memory,
                 chunk: key.chunk,
@@ -501,13 +504,15 @@ pub(crate) mod tests {
         // recent: the edit and the add.
         assert_eq!(stored, SEAL_AT + 2);
         for exact in [true, false] {
-            let hits = index.search(&edited, 3, exact, &|_| true);
+            let hits = index.search(&edited, 3, exact, &|_| true, &|_, _| 1.0);
             assert_eq!(hits[0].memory, 1);
             assert!(hits[0].similarity > 0.999);
-            assert!(index.search(&added, 1, exact, &|_| true)[0].memory == SEAL_AT as u128);
+            assert!(
+                index.search(&added, 1, exact, &|_| true, &|_, _| 1.0)[0].memory == SEAL_AT as u128
+            );
             assert!(
                 index
-                    .search(&added, 50, exact, &|_| true)
+                    .search(&added, 50, exact, &|_| true, &|_, _| 1.0)
                     .iter()
                     .all(|h| h.memory != 0)
             );
@@ -533,16 +538,16 @@ pub(crate) mod tests {
         // Memory 1 is edited to look like b; its old vector (like a) is stale.
         index.upsert(1, vec![b.clone()]);
         for exact in [true, false] {
-            let hits = index.search(&a, 10, exact, &|_| true);
+            let hits = index.search(&a, 10, exact, &|_| true, &|_, _| 1.0);
             assert!(hits.iter().all(|h| h.similarity < 0.999), "{hits:?}");
             assert_eq!(hits.len(), 2);
         }
         index.remove(2);
         for exact in [true, false] {
-            let hits = index.search(&b, 10, exact, &|_| true);
+            let hits = index.search(&b, 10, exact, &|_| true, &|_, _| 1.0);
             assert_eq!(hits.iter().map(|h| h.memory).collect::<Vec<_>>(), [1]);
         }
-        let hits = index.search(&b, 10, true, &|m| m != 1);
+        let hits = index.search(&b, 10, true, &|m| m != 1, &|_, _| 1.0);
         assert!(hits.is_empty());
     }
 }

@@ -346,7 +346,7 @@ impl Api for Service {
         let store = self.store();
         let inline = !self.indexer.load(Ordering::Relaxed);
         let result = self.with_index(|index| {
-            index.forget_now(&[id])?;
+            index.forget_now(store, &[id])?;
             if inline {
                 index.catch_up_within(store, Some(Instant::now() + WRITE_VECTOR_BUDGET))?;
             }
@@ -495,6 +495,10 @@ impl Api for Service {
 
     fn ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+
+    fn searches_meaning(&self) -> Result<bool, ApiError> {
+        self.with_index_read(|index| Ok(index.searches_meaning()))
     }
 
     fn gauges(&self) -> Vec<Gauge> {

@@ -58,7 +58,7 @@ pub(super) fn compact(cx: &Ctx, out: &mut impl Write) -> Result<()> {
     let report = store.vacuum()?;
     let embedder = configured_embedder(&cx.data_dir)?;
     let mut index = SearchIndex::open_lagging(&cx.data_dir.index_dir(), embedder, &store)?;
-    index.forget_now(&[])?;
+    index.forget_now(&store, &[])?;
     writeln!(
         out,
         "compacted {}: {} → {} bytes",

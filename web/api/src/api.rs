@@ -99,6 +99,9 @@ pub trait Api: Send + Sync + 'static {
     fn dial(&self, request: DialRequest) -> Result<(), Error>;
     /// The node's status (identity, counts, indexes), as JSON.
     fn status(&self) -> Result<serde_json::Value, Error>;
+    /// Whether search understands meaning (a model of meaning is the embedder), or only
+    /// words and spellings (the built-in embedder). Cheap, unlike [`Api::status`].
+    fn searches_meaning(&self) -> Result<bool, Error>;
     /// Memory changes as they happen.
     fn events(&self) -> broadcast::Receiver<EventView>;
     /// Whether the store is open and the indexes loaded.

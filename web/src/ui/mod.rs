@@ -893,10 +893,8 @@ async fn search_page(
     let collections = blocking(move || backend.collections()).await?;
     let backend = state.backend.clone();
     // Without a model of meaning, "semantic" search compares spellings: say so.
-    let meaning = blocking(move || backend.status())
+    let meaning = blocking(move || backend.searches_meaning())
         .await
-        .ok()
-        .and_then(|s| s["index"]["models"][0]["meaning"].as_bool())
         .unwrap_or(true);
     let modes = if meaning {
         [
