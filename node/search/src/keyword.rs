@@ -324,16 +324,20 @@ impl KeywordIndex {
                 )),
             ));
         }
-        let query = BooleanQuery::new(clauses);
+        self.top(&BooleanQuery::new(clauses), k)
+    }
+
+    /// The `k` best memories for `query`, with their scores.
+    fn top(&self, query: &dyn Query, k: usize) -> Result<Vec<(u128, f32)>, SearchError> {
         let searcher = self.reader.searcher();
         let top = searcher
-            .search(&query, &TopDocs::with_limit(k).order_by_score())
+            .search(query, &TopDocs::with_limit(k).order_by_score())
             .map_err(err)?;
         let mut out = Vec::with_capacity(top.len());
         for (score, address) in top {
             let document: TantivyDocument = searcher.doc(address).map_err(err)?;
             if let Some(id) = document
-                .get_first(f.id)
+                .get_first(self.fields.id)
                 .and_then(|v| v.as_str())
                 .and_then(|s| u128::from_str_radix(s, 16).ok())
             {
@@ -345,27 +349,15 @@ impl KeywordIndex {
 
     /// The memories (committed) whose context holds `id`.
     pub(super) fn context_holders(&self, id: u128) -> Result<Vec<u128>, SearchError> {
-        let f = self.fields;
         let query = TermQuery::new(
-            Term::from_field_text(f.context_of, &id_text(id)),
+            Term::from_field_text(self.fields.context_of, &id_text(id)),
             IndexRecordOption::Basic,
         );
-        let searcher = self.reader.searcher();
-        let top = searcher
-            .search(&query, &TopDocs::with_limit(64).order_by_score())
-            .map_err(err)?;
-        let mut out = Vec::with_capacity(top.len());
-        for (_, address) in top {
-            let document: TantivyDocument = searcher.doc(address).map_err(err)?;
-            if let Some(holder) = document
-                .get_first(f.id)
-                .and_then(|v| v.as_str())
-                .and_then(|s| u128::from_str_radix(s, 16).ok())
-            {
-                out.push(holder);
-            }
-        }
-        Ok(out)
+        Ok(self
+            .top(&query, 64)?
+            .into_iter()
+            .map(|(holder, _)| holder)
+            .collect())
     }
 
     /// How many memories are indexed.

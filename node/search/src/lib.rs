@@ -949,13 +949,6 @@ impl SearchIndex {
                     // Nothing of that time: the words that named it are words again.
                     analysed = query::analyse(text, None);
                     vector = self.query_vector(&analysed, query.mode)?;
-                    break 'dated self.rank(
-                        &analysed,
-                        vector.as_deref(),
-                        query.mode,
-                        &query.filter,
-                        depth,
-                    )?;
                 }
                 let rest = self.rank(
                     &analysed,
@@ -964,6 +957,9 @@ impl SearchIndex {
                     &query.filter,
                     depth,
                 )?;
+                if first.is_empty() {
+                    break 'dated rest;
+                }
                 let lift = rest.first().map_or(0.0, |r| r.score);
                 for r in &mut first {
                     r.score += lift;
