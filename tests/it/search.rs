@@ -632,6 +632,17 @@ fn search_reads_what_the_query_asks() {
     assert!(shown.contains(&days_ago(400).to_string()[..10]), "{shown}");
 }
 
+/// Whether a keyword search for `words` finds the memory `id`.
+fn finds(cli: &TestCli, words: &str, id: &str) -> bool {
+    let hits = cli
+        .run(&["search", words, "--mode", "keyword", "--json"])
+        .json();
+    hits.as_array()
+        .expect("array")
+        .iter()
+        .any(|h| h["id"] == id)
+}
+
 #[test]
 fn a_short_memory_is_found_through_what_came_before_it() {
     let cli = TestCli::new();
@@ -701,16 +712,7 @@ fn a_short_memory_is_found_through_what_came_before_it() {
     assert_eq!(hits.as_array().expect("array").len(), 1, "{hits}");
     // A rebuilt index gives the same context.
     cli.run(&["reindex"]).ok();
-    let hits = cli
-        .run(&["search", "Radiohead Lisbon", "--mode", "keyword", "--json"])
-        .json();
-    assert!(
-        hits.as_array()
-            .expect("array")
-            .iter()
-            .any(|h| h["id"] == answer.as_str()),
-        "{hits}"
-    );
+    assert!(finds(&cli, "Radiohead Lisbon", &answer));
     // An edit reaches what follows: the old words no longer find the answer, the new do.
     cli.run(&[
         "edit",
@@ -725,16 +727,7 @@ fn a_short_memory_is_found_through_what_came_before_it() {
         .run(&["search", "Radiohead", "--mode", "keyword", "--json"])
         .json();
     assert_eq!(hits, serde_json::json!([]), "{hits}");
-    let hits = cli
-        .run(&["search", "Portishead Porto", "--mode", "keyword", "--json"])
-        .json();
-    assert!(
-        hits.as_array()
-            .expect("array")
-            .iter()
-            .any(|h| h["id"] == answer.as_str()),
-        "{hits}"
-    );
+    assert!(finds(&cli, "Portishead Porto", &answer));
     // Forgetting reaches it too: a deleted memory's words find nothing, not even the
     // memories it was context of.
     cli.run(&["rm", &question]).ok();
