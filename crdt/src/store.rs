@@ -25,7 +25,10 @@ use crate::memory::{Memory, MemoryDoc, MemoryEdit, NewMemory, ValidNew, normaliz
 use crate::signed::{SignedChange, VerifiedChange, sign_change};
 
 mod share;
+mod snapshot;
 mod view;
+
+pub use snapshot::{StoreSummary, inspect_file};
 
 pub use crate::markdown::title_key;
 use view::{MENTIONS, TITLES, VIEWS};
@@ -1054,25 +1057,7 @@ impl Store {
         {
             let read = self.db().begin_read()?;
             let write = copy.begin_write()?;
-            copy_table(&read, &write, META)?;
-            copy_table(&read, &write, COLLECTIONS)?;
-            copy_table(&read, &write, MEMBERS)?;
-            copy_table(&read, &write, DOCS)?;
-            copy_table(&read, &write, MEMORY_META)?;
-            copy_table(&read, &write, SIGNATURES)?;
-            copy_table(&read, &write, TOMBSTONES)?;
-            copy_table(&read, &write, CHANGELOG)?;
-            copy_table(&read, &write, ACL)?;
-            copy_table(&read, &write, DESCRIPTORS)?;
-            copy_table(&read, &write, HEADS)?;
-            copy_table(&read, &write, INVITES)?;
-            copy_table(&read, &write, JOINS)?;
-            copy_table(&read, &write, JOIN_REFUSALS)?;
-            copy_table(&read, &write, LINKS)?;
-            copy_table(&read, &write, BACKLINKS)?;
-            copy_table(&read, &write, VIEWS)?;
-            copy_table(&read, &write, TITLES)?;
-            copy_table(&read, &write, MENTIONS)?;
+            snapshot::copy_all(&read, &write)?;
             write.commit()?;
         }
         drop(copy);

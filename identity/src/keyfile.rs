@@ -79,6 +79,18 @@ impl SealParams {
     }
 }
 
+impl SealParams {
+    /// The 32-byte key Argon2id derives from `passphrase` and `salt` at these costs: the
+    /// key file's scheme, which backups share.
+    pub fn derive_key(
+        self,
+        passphrase: &[u8],
+        salt: &[u8],
+    ) -> Result<Zeroizing<[u8; 32]>, KeyFileError> {
+        derive_key(passphrase, salt, self)
+    }
+}
+
 impl Default for SealParams {
     /// 64 MiB, 3 passes, 1 lane: about a quarter of a second on a small server.
     fn default() -> SealParams {

@@ -12,6 +12,12 @@
 //! url = "http://127.0.0.1:11434/v1"    # default: a local Ollama
 //! model = "llama3.2"                   # default
 //! api_key_env = "OPENAI_API_KEY"       # or api_key = "…"; none by default
+//!
+//! [backup]                             # scheduled backups, while `mnemon serve` runs
+//! folder = "/mnt/usb/mnemon-backups"   # default DATA/backups (put them on another disk)
+//! interval = "1d"                      # default 1d; s, m, h or d
+//! keep = 7                             # how many are kept, default 7
+//! passphrase_file = "/etc/mnemon/backup-passphrase"   # or passphrase_env = "VAR"
 //! ```
 
 use std::path::Path;
@@ -34,6 +40,9 @@ pub struct Config {
     /// The chat model questions are answered with.
     #[serde(default)]
     pub chat: ChatConfig,
+    /// Scheduled backups (none without this table).
+    #[serde(default)]
+    pub backup: Option<crate::backup::BackupConfig>,
 }
 
 /// The `[chat]` table.
@@ -77,6 +86,11 @@ impl Config {
         };
         toml::from_str(&text)
             .with_context(|| format!("{} is not a valid configuration", path.display()))
+    }
+
+    /// The backup schedule `[backup]` sets for the data folder `data`.
+    pub fn backup_schedule(&self, data: &Path) -> Result<Option<crate::backup::Schedule>> {
+        crate::backup::Schedule::from_config(self.backup.as_ref(), data)
     }
 
     /// The client of the chat endpoint the configuration names (nothing is sent yet).

@@ -27,18 +27,58 @@ pub const PEERS_FILE: &str = "peers.json";
 /// File name of the database inside the data folder.
 pub const DB_FILE: &str = "mnemon.redb";
 
-/// Where a passphrase for a sealed key file comes from.
-#[derive(Debug, Clone, Default)]
+/// Where a passphrase comes from (the key file's, or a backup's).
+#[derive(Debug, Clone)]
 pub struct PassphraseSource {
-    /// The value of `MNEMON_PASSPHRASE`, if set.
+    /// The value of the environment variable, if set.
     pub env: Option<String>,
     /// A file whose first line is the passphrase.
     pub file: Option<PathBuf>,
+    /// Where `env` came from, for messages (`MNEMON_PASSPHRASE`).
+    pub var: &'static str,
+}
+
+impl Default for PassphraseSource {
+    fn default() -> PassphraseSource {
+        PassphraseSource {
+            env: None,
+            file: None,
+            var: "MNEMON_PASSPHRASE",
+        }
+    }
 }
 
 impl PassphraseSource {
-    /// The passphrase, from the file, the environment or (on a terminal) a prompt.
-    fn get(&self, prompt: &str, confirm: bool) -> Result<Option<Secret>> {
+    /// The key file's: `MNEMON_PASSPHRASE`, or `file`.
+    pub fn key_file(file: Option<PathBuf>) -> PassphraseSource {
+        PassphraseSource::from_env("MNEMON_PASSPHRASE", file)
+    }
+
+    /// A backup's: `MNEMON_BACKUP_PASSPHRASE`, or `file`.
+    pub fn backup(file: Option<PathBuf>) -> PassphraseSource {
+        PassphraseSource::from_env("MNEMON_BACKUP_PASSPHRASE", file)
+    }
+
+    fn from_env(var: &'static str, file: Option<PathBuf>) -> PassphraseSource {
+        PassphraseSource {
+            env: std::env::var(var).ok(),
+            file,
+            var,
+        }
+    }
+
+    /// The passphrase from the file or the environment, never a prompt.
+    pub fn get_quiet(&self) -> Result<Option<Secret>> {
+        self.get_from(None, false)
+    }
+
+    /// The passphrase, from the file, the environment or (on a terminal) a prompt, asked
+    /// twice when `confirm`.
+    pub fn get(&self, prompt: &str, confirm: bool) -> Result<Option<Secret>> {
+        self.get_from(Some(prompt), confirm)
+    }
+
+    fn get_from(&self, prompt: Option<&str>, confirm: bool) -> Result<Option<Secret>> {
         if let Some(path) = &self.file {
             let text = fs::read_to_string(path)
                 .with_context(|| format!("reading passphrase file {}", path.display()))?;
@@ -50,11 +90,13 @@ impl PassphraseSource {
         }
         if let Some(env) = &self.env {
             if env.is_empty() {
-                bail!("MNEMON_PASSPHRASE is set but empty");
+                bail!("{} is set but empty", self.var);
             }
             return Ok(Some(Zeroizing::new(env.clone())));
         }
-        if std::io::stdin().is_terminal() {
+        if let Some(prompt) = prompt
+            && std::io::stdin().is_terminal()
+        {
             let first = rpassword::prompt_password(prompt).context("reading passphrase")?;
             if confirm {
                 let second = rpassword::prompt_password("Repeat passphrase: ")

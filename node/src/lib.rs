@@ -4,9 +4,11 @@
 //! folder (key file and database).
 
 pub mod ask;
+pub mod backup;
 pub mod cli;
 pub mod config;
 mod data_dir;
+pub mod doctor;
 pub mod graph;
 pub mod import;
 pub mod model;
@@ -18,3 +20,6 @@ pub mod app;
 pub mod serve;
 
 pub use data_dir::{DB_FILE, DataDir, KEY_FILE, PEERS_FILE, PassphraseSource};
+
+/// This build's version and the commit it was built from (`mnemon --version`).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("MNEMON_COMMIT"), ")");

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use mnemon_api::{
-    AnswerView, AskEvent, AskRequest, CollectionView, CreateCollection, CreateMemory, Created,
-    DialRequest, EventView, GraphQuery, GraphView, HitView, InviteRequest, InviteView, JoinRequest,
-    JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery,
-    ShareRequest,
+    AnswerView, AskEvent, AskRequest, BackupFile, BackupRequest, BackupView, CollectionView,
+    CreateCollection, CreateMemory, Created, DialRequest, EventView, GraphQuery, GraphView,
+    HitView, InviteRequest, InviteView, JoinRequest, JoinView, ListQuery, MemberView, MemoryView,
+    Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
 use mnemon_api::{Api, Error as ApiError, ErrorKind, Gauge};
 use serde::de::DeserializeOwned;
@@ -32,6 +32,15 @@ fn kind_of(status: u16, body: &serde_json::Value) -> ErrorKind {
         502 | 504 => ErrorKind::Upstream,
         _ => ErrorKind::Internal,
     }
+}
+
+/// The error an answer with status `status` and body `body` carries.
+fn failure(status: u16, body: &str) -> ApiError {
+    let value: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let message = value["error"]["message"]
+        .as_str()
+        .map_or_else(|| format!("HTTP {status}"), str::to_owned);
+    ApiError::new(kind_of(status, &value), message)
 }
 
 /// A client of a node's HTTP API.
@@ -76,11 +85,7 @@ impl Remote {
             .read_to_string()
             .map_err(|e| ApiError::unavailable(format!("reading the service's answer: {e}")))?;
         if status >= 400 {
-            let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            let message = value["error"]["message"]
-                .as_str()
-                .map_or_else(|| format!("HTTP {status}"), str::to_owned);
-            return Err(ApiError::new(kind_of(status, &value), message));
+            return Err(failure(status, &body));
         }
         let body = if body.is_empty() { "null" } else { &body };
         serde_json::from_str(body)
@@ -334,6 +339,40 @@ impl Api for Remote {
 
     fn dial(&self, request: DialRequest) -> Result<(), ApiError> {
         self.send_json("POST", "/peers", &request)
+    }
+
+    fn backup(&self, request: BackupRequest) -> Result<BackupFile, ApiError> {
+        // A large store takes a while: no limit on the whole exchange, only on silence.
+        let agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_recv_body(Some(Duration::from_secs(600)))
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        let result = agent
+            .post(&format!("{}/api/v1/backups", self.base))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .send_json(&request);
+        let mut response =
+            result.map_err(|e| ApiError::unavailable(format!("the running mnemon serve: {e}")))?;
+        let status = response.status().as_u16();
+        if status >= 400 {
+            let body = response.body_mut().read_to_string().unwrap_or_default();
+            return Err(failure(status, &body));
+        }
+        let view: BackupView = response
+            .headers()
+            .get("x-mnemon-backup")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| serde_json::from_str(v).ok())
+            .ok_or_else(|| {
+                ApiError::internal("the service's backup has no X-Mnemon-Backup header")
+            })?;
+        let body = std::mem::replace(response.body_mut(), ureq::Body::builder().data(Vec::new()));
+        Ok(BackupFile {
+            view,
+            body: Box::new(body.into_reader()),
+        })
     }
 
     fn status(&self) -> Result<serde_json::Value, ApiError> {

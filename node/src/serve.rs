@@ -295,6 +295,7 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
         let background = service
             .spawn_indexer(stop.clone())
             .context("starting the indexer")?;
+        let backups = spawn_backups(&service, stop.clone()).context("starting the backups")?;
         println!("mnemon: serving {url} (token: `mnemon token`)");
         if let Some(network) = &network {
             for addr in &network.listen_addrs {
@@ -319,12 +320,69 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
         }
         stop.store(true, Ordering::Relaxed);
         let _ = background.join();
+        if let Some(backups) = backups {
+            let _ = backups.join();
+        }
         served.context("serving HTTP")
     });
     let _ = std::fs::remove_file(&serve_file);
     service.flush().context("saving the search indexes")?;
     println!("mnemon: stopped");
     result
+}
+
+/// Takes the scheduled backups (`[backup]`) until `stop`: when the last one is an interval
+/// old (at once when there is none), again a minute after a failure (or an interval, if
+/// shorter), and says so loudly in the log while the last success is older than twice the
+/// interval.
+fn spawn_backups(
+    service: &Arc<Service>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<Option<std::thread::JoinHandle<()>>> {
+    let Some(setup) = service.backups().cloned() else {
+        return Ok(None);
+    };
+    let Some(schedule) = setup.schedule.clone() else {
+        return Ok(None);
+    };
+    let service = service.clone();
+    let handle = std::thread::Builder::new()
+        .name("mnemon-backup".into())
+        .spawn(move || {
+            let interval = u64::try_from(schedule.interval.as_millis()).unwrap_or(u64::MAX);
+            let retry = interval.min(60_000);
+            let mut warned_at = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let state = crate::backup::State::load(setup.data.root());
+                let now = crate::backup::now_ms();
+                let due = match (&state.last, &state.last_error) {
+                    (_, Some(failed)) => failed.at_ms.saturating_add(retry),
+                    (Some(last), None) => last.at_ms.saturating_add(interval),
+                    (None, None) => 0,
+                };
+                if now >= due {
+                    let result = service.read_store(|store| schedule.run_once(store, &setup.data));
+                    match result {
+                        Ok(path) => tracing::info!(path = %path.display(), "backup taken"),
+                        Err(e) => tracing::error!(error = %format!("{e:#}"), "backup failed"),
+                    }
+                    continue;
+                }
+                let age = state.age_secs(now);
+                if crate::backup::overdue(age, Some(schedule.interval.as_secs()))
+                    && now.saturating_sub(warned_at) >= interval
+                {
+                    warned_at = now;
+                    tracing::error!(
+                        last_success_secs_ago = age,
+                        interval_secs = schedule.interval.as_secs(),
+                        "the last successful backup is older than twice the backup interval"
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })?;
+    Ok(Some(handle))
 }
 
 async fn shutdown_signal() {

@@ -12,5 +12,6 @@ mod import;
 mod mcp;
 mod minilm;
 mod netns;
+mod ops;
 mod search;
 mod tidy;

@@ -768,6 +768,14 @@ impl Served {
         }
     }
 
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Kills it with SIGKILL: no shutdown, its connections die unannounced.
     pub fn kill(mut self) {
         let _ = self.child.kill();

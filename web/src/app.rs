@@ -12,9 +12,9 @@ use mnemon_api::{Api, Error};
 
 use crate::error::HttpError;
 use crate::router::{
-    ask, authenticate, backlinks, collections, create_collection, create_memory, delete_memory,
-    dial, events, get_memory, graph, guard, invite_collection, join, list_memories, members,
-    metrics, peers, proof, ready, search, session, share_collection, status, tag_route,
+    ask, authenticate, backlinks, backup, collections, create_collection, create_memory,
+    delete_memory, dial, events, get_memory, graph, guard, invite_collection, join, list_memories,
+    members, metrics, peers, proof, ready, search, session, share_collection, status, tag_route,
     unshare_collection, update_memory,
 };
 use crate::state::{AppState, ServerConfig};
@@ -110,6 +110,7 @@ pub fn router_with(backend: Arc<dyn Api>, config: &ServerConfig, protected: Rout
         .route("/join", axum::routing::post(join))
         .route("/peers", get(peers).post(dial))
         .route("/status", get(status))
+        .route("/backups", axum::routing::post(backup))
         .route("/events", get(events))
         .route("/session", get(session))
         .route("/openapi.json", get(crate::openapi::document))

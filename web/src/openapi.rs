@@ -30,6 +30,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::router::peers,
         crate::router::dial,
         crate::router::status,
+        crate::router::backup,
         crate::router::events,
         crate::router::session,
     ),

@@ -17,9 +17,10 @@ use tracing::Instrument as _;
 
 use mnemon_api::Error;
 use mnemon_api::{
-    AskEvent, AskRequest, CollectionView, CreateCollection, CreateMemory, Created, DialRequest,
-    EventView, GraphQuery, GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView,
-    ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
+    AskEvent, AskRequest, BackupRequest, CollectionView, CreateCollection, CreateMemory, Created,
+    DialRequest, EventView, GraphQuery, GraphView, HitView, InviteRequest, InviteView, JoinRequest,
+    JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery,
+    ShareRequest,
 };
 
 use crate::error::{ErrorBody, HttpError};
@@ -551,6 +552,59 @@ pub(crate) async fn create_collection(
     let backend = state.backend.clone();
     let collection = blocking(move || backend.create_collection(&body.name)).await?;
     Ok((StatusCode::CREATED, Json(collection)))
+}
+
+#[utoipa::path(post, path = "/api/v1/backups", tag = "node", request_body = BackupRequest,
+    responses((status = 200, description = "A backup taken now, sealed with the passphrase (a consistent snapshot of the store, the key file and config.toml; not the indexes). `X-Mnemon-Backup` holds a BackupView as JSON.", content_type = "application/octet-stream"), (status = 422, description = "No passphrase (none given, none configured) or a short one", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn backup(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<BackupRequest>,
+) -> Result<Response, HttpError> {
+    let backend = state.backend.clone();
+    let file = blocking(move || backend.backup(body)).await?;
+    let view = serde_json::to_string(&file.view)
+        .map_err(|e| HttpError::from(Error::internal(e.to_string())))?;
+    // The file is read on the blocking pool, a chunk at a time, as the client takes it.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    let mut reader = file.body;
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match std::io::Read::read(&mut reader, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx
+                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    let header = |v: &str| {
+        HeaderValue::from_str(v).map_err(|e| HttpError::from(Error::internal(e.to_string())))
+    };
+    let mut response =
+        axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(file.view.bytes));
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        header(&format!("attachment; filename=\"{}\"", file.view.file_name))?,
+    );
+    headers.insert(HeaderName::from_static("x-mnemon-backup"), header(&view)?);
+    Ok(response)
 }
 
 #[utoipa::path(get, path = "/api/v1/status", tag = "node",

@@ -6,9 +6,10 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use mnemon_api::{
-    AnswerView, AskEvent, AskRequest, CollectionView, CreateMemory, DialRequest, EventView,
-    GraphQuery, GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView, ListQuery,
-    MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
+    AnswerView, AskEvent, AskRequest, BackupFile, BackupRequest, CollectionView, CreateMemory,
+    DialRequest, EventView, GraphQuery, GraphView, HitView, InviteRequest, InviteView, JoinRequest,
+    JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery,
+    ShareRequest,
 };
 use mnemon_api::{Api, Error as ApiError, Gauge};
 use mnemon_crdt::{ListFilter, MemoryEdit, MemoryId, NewMemory, Source, Store, Task, Timestamp};
@@ -444,6 +445,43 @@ impl Api for Service {
         sharing::dial(self, &request.address)
     }
 
+    fn backup(&self, request: BackupRequest) -> Result<BackupFile, ApiError> {
+        let Some(setup) = self.backups() else {
+            return Err(ApiError::unavailable(
+                "backups are not set up in this process",
+            ));
+        };
+        let passphrase = match request.passphrase.as_deref() {
+            Some(given) if given.chars().count() < mnemon_api::MIN_PASSPHRASE => {
+                return Err(ApiError::invalid(format!(
+                    "passphrase: at least {} characters",
+                    mnemon_api::MIN_PASSPHRASE
+                )));
+            }
+            Some(given) => zeroize::Zeroizing::new(given.to_owned()),
+            None => match &setup.schedule {
+                Some(schedule) => schedule
+                    .passphrase()
+                    .map_err(|e| ApiError::invalid(format!("{e:#}")))?,
+                None => {
+                    return Err(ApiError::invalid(
+                        "passphrase: give one, or name one in [backup] of config.toml",
+                    ));
+                }
+            },
+        };
+        let (manifest, bytes, file) =
+            crate::backup::create_unnamed(self.store(), &setup.data, passphrase.as_bytes())
+                .map_err(|e| ApiError::internal(format!("taking a backup: {e:#}")))?;
+        if let Err(e) = crate::backup::State::record(setup.data.root(), None, &manifest, bytes) {
+            tracing::warn!(error = %format!("{e:#}"), "recording the backup");
+        }
+        Ok(BackupFile {
+            view: crate::backup::view_of(&manifest, bytes),
+            body: Box::new(file),
+        })
+    }
+
     fn status(&self) -> Result<serde_json::Value, ApiError> {
         let store = self.store();
         let status = self.with_index_read(|index| index.status(store))?;
@@ -480,6 +518,8 @@ impl Api for Service {
                     "at": r.at.as_millis(),
                 })).collect::<Vec<_>>(),
             },
+            "backup": self.backups().map(|b| crate::backup::State::load(b.data.root())
+                .to_json(b.schedule.as_ref(), crate::backup::now_ms())),
             "network": self.network.get().map(|n| serde_json::json!({
                 "peer_id": n.peer_id.to_string(),
                 "addresses": n.addresses(),
@@ -539,6 +579,40 @@ impl Api for Service {
                 help: "Vectors stored, live and stale.",
                 values: vec![(vec![], status.vectors_stored as f64)],
             });
+        }
+        let (lag_changes, _) = self.index_lag();
+        gauges.push(Gauge {
+            name: "mnemon_index_lag_changes",
+            help: "Change-log entries the keyword index has yet to apply.",
+            values: vec![(vec![], lag_changes as f64)],
+        });
+        if let Some(backups) = self.backups() {
+            let state = crate::backup::State::load(backups.data.root());
+            if let Some(last) = &state.last {
+                gauges.push(Gauge {
+                    name: "mnemon_backup_last_success_timestamp_seconds",
+                    help: "When the last backup was taken (Unix time).",
+                    values: vec![(vec![], last.at_ms as f64 / 1000.0)],
+                });
+            }
+            if let Some(age) = state.age_secs(crate::backup::now_ms()) {
+                gauges.push(Gauge {
+                    name: "mnemon_backup_age_seconds",
+                    help: "How old the last backup is.",
+                    values: vec![(vec![], age as f64)],
+                });
+            }
+            if let Some(schedule) = &backups.schedule {
+                let overdue = crate::backup::overdue(
+                    state.age_secs(crate::backup::now_ms()),
+                    Some(schedule.interval.as_secs()),
+                );
+                gauges.push(Gauge {
+                    name: "mnemon_backup_overdue",
+                    help: "1 when the last backup is older than twice the backup interval.",
+                    values: vec![(vec![], f64::from(u8::from(overdue)))],
+                });
+            }
         }
         if let Ok(sizes) = store.table_sizes() {
             gauges.push(Gauge {

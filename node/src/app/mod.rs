@@ -82,6 +82,18 @@ pub struct Service {
     chat: std::sync::OnceLock<crate::ask::ChatClient>,
     /// Writes leave the indexes to one catch-up at the end (an import in this process).
     bulk: AtomicBool,
+    /// The data folder and `[backup]`, for backups and their state in `status`.
+    backups: std::sync::OnceLock<Backups>,
+}
+
+/// What backups need besides the store: the data folder (key file, configuration) and the
+/// schedule, if `[backup]` sets one.
+#[derive(Debug, Clone)]
+pub struct Backups {
+    /// The data folder.
+    pub data: crate::DataDir,
+    /// `[backup]`.
+    pub schedule: Option<crate::backup::Schedule>,
 }
 
 impl std::fmt::Debug for Service {
@@ -219,6 +231,7 @@ impl Service {
             peers_file: std::sync::OnceLock::new(),
             chat: std::sync::OnceLock::new(),
             bulk: AtomicBool::new(false),
+            backups: std::sync::OnceLock::new(),
             index_dir: index_dir.to_owned(),
             embedder,
             events,
@@ -252,6 +265,16 @@ impl Service {
     /// Sets the chat model questions are answered with (once).
     pub fn set_chat(&self, chat: crate::ask::ChatClient) {
         let _ = self.chat.set(chat);
+    }
+
+    /// Where backups come from and go (set once, by the composition root).
+    pub fn set_backups(&self, backups: Backups) {
+        let _ = self.backups.set(backups);
+    }
+
+    /// The backup setup, if set.
+    pub fn backups(&self) -> Option<&Backups> {
+        self.backups.get()
     }
 
     /// The running network, if any.

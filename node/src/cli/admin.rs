@@ -97,6 +97,7 @@ pub(super) fn status(cx: &Ctx, out: &mut impl Write, json: bool) -> Result<()> {
             "keywords:  {} indexed, {} pending",
             status["index"]["keyword_indexed"], status["index"]["keyword_pending"]
         )?;
+        writeln!(out, "backup:    {}", backup_line(&status["backup"]))?;
         for join in status["joins"]["pending"].as_array().into_iter().flatten() {
             writeln!(
                 out,
@@ -210,7 +211,12 @@ pub(super) fn serve(cx: &Ctx, args: ServeArgs) -> Result<()> {
         embedder_factory(&cx.data_dir),
         "api",
     )?;
-    service.set_chat(Config::load(cx.data_dir.root())?.chat()?);
+    let config = Config::load(cx.data_dir.root())?;
+    service.set_chat(config.chat()?);
+    service.set_backups(crate::app::Backups {
+        data: cx.data_dir.clone(),
+        schedule: config.backup_schedule(cx.data_dir.root())?,
+    });
     service.load_index()?;
     let net = (!no_p2p).then(|| mnemon_net::NetConfig {
         listen: p2p,
@@ -261,4 +267,31 @@ pub(super) fn model_show(cx: &Ctx, out: &mut impl Write, json: bool) -> Result<(
         )?;
     }
     Ok(())
+}
+
+/// The status line about backups: the last one, its age, and whether it is overdue.
+fn backup_line(backup: &serde_json::Value) -> String {
+    let last = &backup["last"];
+    let mut line = match last["age_secs"].as_u64() {
+        Some(age) => format!(
+            "last {} ago, {} memories{}",
+            crate::doctor::human_age(age),
+            last["memories"],
+            last["file"]
+                .as_str()
+                .map(|f| format!(", {f}"))
+                .unwrap_or_default()
+        ),
+        None => "none taken (`mnemon backup DEST`, or [backup] in config.toml)".to_owned(),
+    };
+    if let Some(interval) = backup["interval_secs"].as_u64() {
+        line.push_str(&format!("; every {}", crate::doctor::human_age(interval)));
+    }
+    if backup["overdue"].as_bool() == Some(true) {
+        line.push_str(" — OVERDUE: the last success is older than twice the interval");
+    }
+    if let Some(message) = backup["last_error"]["message"].as_str() {
+        line.push_str(&format!(" — last attempt FAILED: {message}"));
+    }
+    line
 }

@@ -7,7 +7,7 @@ use mnemon_api::{Role, SearchMode};
 
 /// Mnemon: a personal memory node.
 #[derive(Debug, Parser)]
-#[command(name = "mnemon", version, about, long_about = None)]
+#[command(name = "mnemon", version = crate::VERSION, about, long_about = None)]
 pub struct Cli {
     /// Data folder (default: $MNEMON_DATA_DIR, else the platform's data folder).
     #[arg(long, global = true, env = "MNEMON_DATA_DIR", value_name = "DIR")]
@@ -199,11 +199,94 @@ pub enum Command {
     /// experience points.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Take a backup: a consistent snapshot of the store, the key file and config.toml in
+    /// one file sealed with a passphrase (Argon2id + XChaCha20-Poly1305). Writes go on
+    /// meanwhile; through the running `mnemon serve` if there is one. The search indexes
+    /// are not in it: a restore rebuilds them.
+    #[command(args_conflicts_with_subcommands = true)]
+    Backup(BackupArgs),
+    /// Make a node from a backup in a new or empty folder (--data-dir) and rebuild its
+    /// search indexes.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Read the backup's passphrase from the first line of FILE (else
+        /// $MNEMON_BACKUP_PASSPHRASE, else a prompt).
+        #[arg(long, value_name = "FILE")]
+        backup_passphrase_file: Option<PathBuf>,
+    },
+    /// Check what usually goes wrong (permissions, a stale serve.json, the store and its
+    /// indexes, the model, disk space, endpoints, the p2p port, backups) and say how to
+    /// fix it. Exits 1 when something is wrong.
+    Doctor {
+        /// Print JSON: {"ok", "checks": [{"name", "status", "message", "fix"}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `mnemon man > mnemon.1`.
+    Man,
+    /// Run `mnemon serve` as a systemd service.
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Print the API's bearer token.
     Token {
         /// Make a new token; the old one stops working when the service restarts.
         #[arg(long)]
         rotate: bool,
+    },
+}
+
+/// Arguments of `mnemon backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// `verify FILE`: check a backup without restoring it.
+    #[command(subcommand)]
+    pub command: Option<BackupCommand>,
+    /// Where: a file, or a folder to write `mnemon-TIME.mnemonbak` in (default: the
+    /// current folder). An existing file is never overwritten.
+    pub dest: Option<PathBuf>,
+    /// Read the backup's passphrase from the first line of FILE (else
+    /// $MNEMON_BACKUP_PASSPHRASE, else the one `[backup]` in config.toml names, else a
+    /// prompt).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub backup_passphrase_file: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `mnemon backup …`
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Check a backup without restoring it: its checksum, the passphrase, every part, and
+    /// that the store in it opens and holds what its manifest says.
+    Verify {
+        /// The backup file.
+        file: PathBuf,
+    },
+}
+
+/// `mnemon service …`
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Write a systemd unit that runs `mnemon serve` (this binary): for the current user
+    /// (~/.config/systemd/user/mnemon.service, data in the usual folder) or for the system
+    /// (/etc/systemd/system/mnemon.service, a dynamic user, data in /var/lib/mnemon).
+    Install {
+        /// A user unit (`systemctl --user enable --now mnemon`).
+        #[arg(long, conflicts_with = "system", required_unless_present_any = ["system", "print"])]
+        user: bool,
+        /// A system unit (`systemctl enable --now mnemon`; needs root).
+        #[arg(long)]
+        system: bool,
+        /// Print the unit instead of writing it.
+        #[arg(long)]
+        print: bool,
     },
 }
 
@@ -414,7 +497,7 @@ pub enum CollectionCommand {
 }
 
 /// Parses a duration such as `90s`, `30m`, `12h` or `7d` into seconds.
-fn parse_duration(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

@@ -6,6 +6,7 @@
 mod admin;
 mod args;
 mod memories;
+mod ops;
 mod sharing;
 
 use std::io::{IsTerminal, Read, Write};
@@ -18,9 +19,10 @@ use clap::Parser;
 use mnemon_api::Api;
 use mnemon_crdt::{MemoryId, Store};
 
+pub(crate) use args::parse_duration;
 pub use args::{
-    AddArgs, Cli, CollectionCommand, Command, EditArgs, LogFormat, ModelCommand, SearchArgs,
-    ServeArgs, TaskCommand,
+    AddArgs, BackupArgs, BackupCommand, Cli, CollectionCommand, Command, EditArgs, LogFormat,
+    ModelCommand, SearchArgs, ServeArgs, ServiceCommand, TaskCommand,
 };
 
 use crate::app::Service;
@@ -62,10 +64,7 @@ pub fn run() -> Result<ExitCode> {
             Some(dir) => DataDir::new(dir),
             None => DataDir::platform_default()?,
         },
-        passphrase: PassphraseSource {
-            env: std::env::var("MNEMON_PASSPHRASE").ok(),
-            file: cli.passphrase_file.clone(),
-        },
+        passphrase: PassphraseSource::key_file(cli.passphrase_file.clone()),
     };
     // Each line locks standard output for itself: nothing holds it while `serve` runs.
     // Whatever the data holds, the terminal only shows it.
@@ -76,6 +75,15 @@ pub fn run() -> Result<ExitCode> {
         Command::Id { json } => admin::id(&cx, out, json)?,
         Command::Status { json } => admin::status(&cx, out, json)?,
         Command::Token { rotate } => admin::token(&cx, out, rotate)?,
+        Command::Backup(args) => ops::backup(&cx, out, args)?,
+        Command::Restore {
+            file,
+            backup_passphrase_file,
+        } => ops::restore(&cx, out, &file, backup_passphrase_file)?,
+        Command::Doctor { json } => return ops::doctor(&cx, out, json),
+        Command::Completions { shell } => ops::completions(out, shell)?,
+        Command::Man => ops::man(out)?,
+        Command::Service(command) => ops::service(out, command)?,
         Command::Mcp => admin::mcp(&cx)?,
         Command::Compact => admin::compact(&cx, out)?,
         Command::Reindex => admin::reindex(&cx, out)?,
@@ -223,7 +231,12 @@ impl Node {
             embedder_factory(data_dir),
             "cli",
         )?;
-        service.set_chat(Config::load(data_dir.root())?.chat()?);
+        let config = Config::load(data_dir.root())?;
+        service.set_chat(config.chat()?);
+        service.set_backups(crate::app::Backups {
+            data: data_dir.clone(),
+            schedule: config.backup_schedule(data_dir.root())?,
+        });
         service.set_peers_file(data_dir.peers_file());
         Ok(Node::Local(Box::new(service)))
     }

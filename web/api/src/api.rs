@@ -6,9 +6,10 @@
 use tokio::sync::broadcast;
 
 use crate::{
-    AnswerView, AskEvent, AskRequest, CollectionView, CreateMemory, DialRequest, Error, EventView,
-    GraphQuery, GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView, ListQuery,
-    MAX_LIST_PAGE, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
+    AnswerView, AskEvent, AskRequest, BackupFile, BackupRequest, CollectionView, CreateMemory,
+    DialRequest, Error, EventView, GraphQuery, GraphView, HitView, InviteRequest, InviteView,
+    JoinRequest, JoinView, ListQuery, MAX_LIST_PAGE, MemberView, MemoryView, Page, PatchMemory,
+    PeerView, SearchQuery, ShareRequest,
 };
 
 /// A gauge the node reports on `/metrics`.
@@ -97,6 +98,9 @@ pub trait Api: Send + Sync + 'static {
     /// Dials the peer at `request.address` now (and again, with backoff, while it cannot
     /// be reached and this node syncs with it).
     fn dial(&self, request: DialRequest) -> Result<(), Error>;
+    /// Takes a backup now (a consistent snapshot while writes go on), sealed with the
+    /// request's passphrase or the configured one.
+    fn backup(&self, request: BackupRequest) -> Result<BackupFile, Error>;
     /// The node's status (identity, counts, indexes), as JSON.
     fn status(&self) -> Result<serde_json::Value, Error>;
     /// Whether search understands meaning (a model of meaning is the embedder), or only

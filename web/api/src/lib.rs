@@ -77,6 +77,7 @@ fn one_of(names: &[&str]) -> String {
 }
 
 mod api;
+mod backup;
 mod error;
 mod graph;
 mod memory;
@@ -84,6 +85,7 @@ mod search;
 mod sharing;
 
 pub use api::{Api, Gauge};
+pub use backup::{BackupFile, BackupRequest, BackupView, MIN_PASSPHRASE};
 pub use error::{Error, ErrorKind};
 pub use graph::{GraphEdge, GraphNode, GraphQuery, GraphView};
 pub use memory::{

@@ -1,0 +1,108 @@
+//! Copies of the store: a consistent snapshot into a new file (what a backup holds) and the
+//! vacuum's rewrite, both by copying every live entry of every table from one read
+//! transaction.
+//!
+//! A logical copy, not a copy of the file's bytes: redb does not zero freed pages, so
+//! bytes of a deleted memory can survive in the live file until their pages are reused.
+//! A copy of the entries holds only what is live, so forgetting holds in copies too.
+
+use std::path::Path;
+
+use mnemon_identity::Did;
+use redb::{
+    ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction,
+};
+
+use super::view::{MENTIONS, TITLES, VIEWS};
+use super::{
+    ACL, BACKLINKS, CHANGELOG, COLLECTIONS, DESCRIPTORS, DOCS, HEADS, INVITES, JOIN_REFUSALS,
+    JOINS, LINKS, MEMBERS, MEMORY_META, META, SIGNATURES, StoreReader, TOMBSTONES, builder,
+    copy_table, create_private_file,
+};
+use crate::error::StoreError;
+
+/// What a store file (or a snapshot of one) holds, read without its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSummary {
+    /// The node the store belongs to.
+    pub did: Did,
+    /// Live memories.
+    pub memories: u64,
+    /// Collections, this node's own and those it joined.
+    pub collections: u64,
+    /// The last change-log position.
+    pub last_seq: u64,
+}
+
+impl StoreReader {
+    /// Writes a consistent copy of the store, as one read transaction sees it, into a new
+    /// redb file at `path` (created with mode `0600`; it must not exist). Writers keep
+    /// going meanwhile. Returns what the copy holds, counted in the same transaction.
+    pub fn snapshot_to(&self, path: &Path) -> Result<StoreSummary, StoreError> {
+        let storage = |e: &dyn std::fmt::Display| {
+            StoreError::Storage(format!("writing the snapshot {}: {e}", path.display()))
+        };
+        if path.exists() {
+            return Err(storage(&"the file exists"));
+        }
+        create_private_file(path).map_err(|e| storage(&e))?;
+        let copy = builder().create(path).map_err(|e| storage(&e))?;
+        let read = self.db().begin_read()?;
+        let write = copy.begin_write()?;
+        copy_all(&read, &write)?;
+        write.commit()?;
+        summary(&read)
+    }
+}
+
+/// Opens the store file at `path` (not open elsewhere), checks its integrity and says what
+/// it holds, without the node's key.
+pub fn inspect_file(path: &Path) -> Result<StoreSummary, StoreError> {
+    let db = builder()
+        .open(path)
+        .map_err(|e| StoreError::Storage(format!("opening {}: {e}", path.display())))?;
+    let read = db.begin_read()?;
+    summary(&read)
+}
+
+fn summary(read: &ReadTransaction) -> Result<StoreSummary, StoreError> {
+    let meta = read.open_table(META)?;
+    let did = meta
+        .get("did")?
+        .and_then(|v| Did::from_public_key_slice(v.value()).ok())
+        .ok_or_else(|| StoreError::Storage("the store records no identity".into()))?;
+    let last_seq = read
+        .open_table(CHANGELOG)?
+        .last()?
+        .map_or(0, |(seq, _)| seq.value());
+    Ok(StoreSummary {
+        did,
+        memories: read.open_table(MEMORY_META)?.len()?,
+        collections: read.open_table(COLLECTIONS)?.len()?,
+        last_seq,
+    })
+}
+
+/// Copies every table of the store from `read` into `write`.
+pub(super) fn copy_all(read: &ReadTransaction, write: &WriteTransaction) -> Result<(), StoreError> {
+    copy_table(read, write, META)?;
+    copy_table(read, write, COLLECTIONS)?;
+    copy_table(read, write, MEMBERS)?;
+    copy_table(read, write, DOCS)?;
+    copy_table(read, write, MEMORY_META)?;
+    copy_table(read, write, SIGNATURES)?;
+    copy_table(read, write, TOMBSTONES)?;
+    copy_table(read, write, CHANGELOG)?;
+    copy_table(read, write, ACL)?;
+    copy_table(read, write, DESCRIPTORS)?;
+    copy_table(read, write, HEADS)?;
+    copy_table(read, write, INVITES)?;
+    copy_table(read, write, JOINS)?;
+    copy_table(read, write, JOIN_REFUSALS)?;
+    copy_table(read, write, LINKS)?;
+    copy_table(read, write, BACKLINKS)?;
+    copy_table(read, write, VIEWS)?;
+    copy_table(read, write, TITLES)?;
+    copy_table(read, write, MENTIONS)?;
+    Ok(())
+}

@@ -1,0 +1,454 @@
+//! Running a node for years: backups and restores (under load, scheduled), `doctor`, the
+//! service units, completions, the man page and the version — the real binary throughout.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mnemon_tests::{Served, TestCli, eventually};
+use serde_json::{Value, json};
+
+const PASSPHRASE: &str = "correct horse battery";
+
+fn with_passphrase(cli: &TestCli, args: &[&str]) -> mnemon_tests::Run {
+    cli.run_with(args, &[("MNEMON_BACKUP_PASSPHRASE", PASSPHRASE)], None)
+}
+
+fn listed_ids(cli: &TestCli) -> HashSet<String> {
+    let listed = cli.run(&["list", "-n", "100000", "--json"]).json();
+    mnemon_tests::ids(&listed)
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_backup_under_load_restores_exactly_what_was_acknowledged_before_it() {
+    let cli = TestCli::new();
+    cli.init();
+    // 2,000 memories, each with a word of its own, and five deleted before the backup.
+    let lines: String = (0..2000)
+        .map(|i| format!("seeded note {i} marker{i}x\n"))
+        .collect();
+    let seeded: Vec<String> = cli
+        .run_with(&["add", "-", "--lines"], &[], Some(lines.as_bytes()))
+        .ok()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(seeded.len(), 2000);
+    let deleted: Vec<&str> = seeded[..5].iter().map(String::as_str).collect();
+    let mut rm = vec!["rm"];
+    rm.extend(&deleted);
+    cli.run(&rm).ok();
+
+    let served = Served::start(&cli);
+    let token = cli.run(&["token"]).ok().to_owned();
+    // A load generator writes as fast as the service acknowledges.
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (url, token, acked, stop) = (
+                served.url.clone(),
+                token.clone(),
+                acked.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .new_agent();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut r = agent
+                        .post(&format!("{url}/api/v1/memories"))
+                        .header("Authorization", &format!("Bearer {token}"))
+                        .send_json(json!({"content": format!("load {w} {i}")}))
+                        .expect("post");
+                    assert_eq!(r.status(), 201);
+                    let v: Value = r.body_mut().read_json().expect("json");
+                    acked
+                        .lock()
+                        .expect("lock")
+                        .push(v["id"].as_str().expect("id").to_owned());
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    eventually("the load generator writes", Duration::from_secs(30), || {
+        acked.lock().expect("lock").len() >= 20
+    });
+    let before: Vec<String> = acked.lock().expect("lock").clone();
+    let dest = cli.data_dir().with_file_name("under-load.mnemonbak");
+    let dest_str = dest.to_str().expect("utf-8");
+    let taken = with_passphrase(&cli, &["backup", dest_str, "--json"]).json();
+    let during = acked.lock().expect("lock").len();
+    eventually(
+        "writes go on after the backup",
+        Duration::from_secs(30),
+        || acked.lock().expect("lock").len() > during + 10,
+    );
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    let all_acked: HashSet<String> = acked.lock().expect("lock").iter().cloned().collect();
+    let status = cli.run(&["status", "--json"]).json();
+    assert_eq!(status["backup"]["last"]["file"], dest_str, "{status}");
+    served.stop();
+
+    let verified = with_passphrase(&cli, &["backup", "verify", dest_str, "--json"]).json();
+    assert_eq!(
+        verified["backup"]["memories"], taken["memories"],
+        "{verified}"
+    );
+
+    let restored = TestCli::new();
+    let restored_dir = restored.data_dir();
+    let restored_dir = restored_dir.to_str().expect("utf-8");
+    with_passphrase(&cli, &["--data-dir", restored_dir, "restore", dest_str]).ok();
+    let ids = listed_ids(&restored);
+    assert_eq!(ids.len() as u64, taken["memories"].as_u64().expect("count"));
+    for id in seeded[5..].iter().chain(&before) {
+        assert!(
+            ids.contains(id),
+            "{id}, acknowledged before the backup, is not in it"
+        );
+    }
+    for id in &deleted {
+        assert!(
+            !ids.contains(*id),
+            "{id} was deleted before the backup but came back"
+        );
+    }
+    for id in &ids {
+        assert!(
+            seeded.contains(id) || all_acked.contains(id),
+            "{id} was never written"
+        );
+    }
+    assert_eq!(restored.run(&["id"]).ok(), cli.run(&["id"]).ok());
+    // Search is rebuilt: a word only one memory holds finds it.
+    let hits = restored
+        .run(&["search", "marker1234x", "--mode", "keyword", "--json"])
+        .json();
+    assert_eq!(hits[0]["id"], seeded[1234].as_str(), "{hits}");
+    // Forgetting holds in the backup: not one byte of a deleted memory is in the file.
+    let restored_file = std::fs::read(restored.data_dir().join("mnemon.redb")).expect("read");
+    let gone = restored_file
+        .windows(b"marker3x".len())
+        .any(|w| w == b"marker3x");
+    assert!(!gone, "a deleted memory's text is in the restored store");
+
+    // A wrong passphrase, a flipped byte and a non-empty folder are each a clear error.
+    cli.run_with(
+        &["backup", "verify", dest_str],
+        &[("MNEMON_BACKUP_PASSPHRASE", "not the one")],
+        None,
+    )
+    .fails_with("wrong passphrase");
+    let mut bytes = std::fs::read(&dest).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    let flipped = dest.with_file_name("flipped.mnemonbak");
+    std::fs::write(&flipped, &bytes).expect("write");
+    with_passphrase(
+        &cli,
+        &["backup", "verify", flipped.to_str().expect("utf-8")],
+    )
+    .fails_with("damaged");
+    let elsewhere = TestCli::new();
+    let elsewhere_dir = elsewhere.data_dir();
+    let elsewhere_dir = elsewhere_dir.to_str().expect("utf-8");
+    with_passphrase(
+        &cli,
+        &[
+            "--data-dir",
+            elsewhere_dir,
+            "restore",
+            flipped.to_str().expect("utf-8"),
+        ],
+    )
+    .fails_with("damaged");
+    assert!(
+        !elsewhere.data_dir().join("identity.key").exists(),
+        "a failed restore left a key"
+    );
+    with_passphrase(&cli, &["--data-dir", restored_dir, "restore", dest_str])
+        .fails_with("not empty");
+    // A backup never overwrites a file.
+    with_passphrase(&cli, &["backup", dest_str]).fails_with("exists");
+}
+
+#[test]
+fn scheduled_backups_keep_the_newest_n_and_status_reports_the_last() {
+    let cli = TestCli::new();
+    cli.init();
+    cli.run(&["add", "a memory worth keeping"]).ok();
+    let folder = cli.data_dir().with_file_name("scheduled");
+    let config = format!(
+        "[backup]\nfolder = {:?}\ninterval = \"1s\"\nkeep = 2\npassphrase_env = \"TEST_BACKUP_PASS\"\n",
+        folder.to_str().expect("utf-8")
+    );
+    mnemon_identity::private::write_private(&cli.data_dir().join("config.toml"), config.as_bytes())
+        .expect("config");
+    let served = Served::spawn_with_env(&cli, &["--no-p2p"], &[("TEST_BACKUP_PASS", PASSPHRASE)]);
+    let taken = |log: &str| log.matches("backup taken").count();
+    let token = cli.run(&["token"]).ok().to_owned();
+    eventually("four scheduled backups", Duration::from_secs(60), || {
+        let status = cli.run(&["status", "--json"]).json();
+        // A new backup is in place before the oldest goes: at most keep + 1 for an instant.
+        let files = backups_in(&folder).len();
+        assert!(files <= 3, "{files} backups kept");
+        status["backup"]["last"]["file"].is_string() && taken(&served.log()) >= 4
+    });
+    let status = cli.run(&["status", "--json"]).json();
+    let last = status["backup"]["last"]["file"]
+        .as_str()
+        .expect("file")
+        .to_owned();
+    assert_eq!(status["backup"]["overdue"], false);
+    assert_eq!(status["backup"]["keep"], 2);
+    let metrics = ureq::get(&format!("{}/metrics", served.url))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("text");
+    assert!(
+        metrics.contains("\nmnemon_backup_age_seconds "),
+        "{metrics}"
+    );
+    assert!(metrics.contains("\nmnemon_backup_overdue 0"), "{metrics}");
+    served.stop();
+    let kept = backups_in(&folder);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    // The newest may have been taken between the status and the stop.
+    assert!(
+        kept.iter().any(|k| k.to_str() == Some(last.as_str())),
+        "{last} not in {kept:?}"
+    );
+    let verified = with_passphrase(
+        &cli,
+        &[
+            "backup",
+            "verify",
+            kept[1].to_str().expect("utf-8"),
+            "--json",
+        ],
+    )
+    .json();
+    assert_eq!(verified["backup"]["memories"], 1);
+}
+
+/// The backups in `folder`, oldest first (their names sort by time).
+fn backups_in(folder: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(folder)
+        .map(|d| d.map(|e| e.expect("entry").path()).collect())
+        .unwrap_or_default();
+    found.retain(|p| p.extension().is_some_and(|e| e == "mnemonbak"));
+    found.sort();
+    found
+}
+
+fn doctor(cli: &TestCli) -> (bool, Value) {
+    let run = cli.run(&["doctor", "--json"]);
+    let report: Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    assert_eq!(
+        run.success,
+        report["ok"] == true,
+        "exit code and report disagree: {report}"
+    );
+    (run.success, report)
+}
+
+fn failing(report: &Value) -> Vec<String> {
+    report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c["name"].as_str().unwrap_or(""),
+                c["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn doctor_finds_what_is_wrong_and_passes_a_healthy_node() {
+    let cli = TestCli::new();
+    cli.init();
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            cli.run(&["add", &format!("healthy note {i}")])
+                .ok()
+                .to_owned()
+        })
+        .collect();
+    cli.run(&["search", "healthy"]).ok();
+    let (ok, report) = doctor(&cli);
+    assert!(ok, "a healthy node fails: {:?}", failing(&report));
+
+    // A world-readable key.
+    let key = cli.data_dir().join("identity.key");
+    set_mode(&key, 0o644);
+    let (ok, report) = doctor(&cli);
+    assert!(!ok);
+    assert!(
+        failing(&report)
+            .iter()
+            .any(|f| f.starts_with("permissions") && f.contains("identity.key")),
+        "{report}"
+    );
+    set_mode(&key, 0o600);
+
+    // A stale serve.json: its process is gone and nothing answers at its address.
+    let serve_json = cli.data_dir().join("serve.json");
+    mnemon_identity::private::write_private(
+        &serve_json,
+        br#"{"url":"http://127.0.0.1:9","pid":4194303}"#,
+    )
+    .expect("write");
+    let (ok, report) = doctor(&cli);
+    assert!(!ok);
+    assert!(
+        failing(&report)
+            .iter()
+            .any(|f| f.starts_with("service") && f.contains("stale")),
+        "{report}"
+    );
+    assert!(!serve_json.exists());
+
+    // An index missing a memory that the store holds (and no change on its way).
+    {
+        let data = mnemon_node::DataDir::new(cli.data_dir());
+        let store = data
+            .open_store(&mnemon_node::PassphraseSource::default())
+            .expect("store");
+        let embedder = Arc::new(mnemon_node::search::embed::HashEmbedder::default());
+        let mut index = mnemon_node::search::SearchIndex::open(&data.index_dir(), embedder, &store)
+            .expect("index");
+        let id = ids[1].parse().expect("id");
+        index.forget_now(&store, &[id]).expect("forget");
+        index.save().expect("save");
+    }
+    let (ok, report) = doctor(&cli);
+    assert!(!ok);
+    assert!(
+        failing(&report)
+            .iter()
+            .any(|f| f.starts_with("index") && f.contains("disagrees")),
+        "{report}"
+    );
+    cli.run(&["reindex"]).ok();
+    let (ok, report) = doctor(&cli);
+    assert!(ok, "after reindex: {:?}", failing(&report));
+
+    // A model asked for but missing.
+    mnemon_identity::private::write_private(
+        &cli.data_dir().join("config.toml"),
+        b"[embedder]\nkind = \"model\"\n",
+    )
+    .expect("config");
+    let (ok, report) = doctor(&cli);
+    assert!(!ok);
+    assert!(
+        failing(&report)
+            .iter()
+            .any(|f| f.starts_with("model") && f.contains("none is installed")),
+        "{report}"
+    );
+    // The human report says what to do.
+    let run = cli.run(&["doctor"]);
+    assert!(!run.success);
+    assert!(
+        run.stdout.contains("fix: run `mnemon model install PATH`"),
+        "{}",
+        run.stdout
+    );
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+#[test]
+fn the_service_units_pass_systemd_analyze_verify() {
+    let cli = TestCli::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (flag, must) in [
+        (
+            "--system",
+            &[
+                "DynamicUser=yes",
+                "ProtectSystem=strict",
+                "ProtectHome=yes",
+                "NoNewPrivileges=yes",
+                "StateDirectory=mnemon",
+                "Restart=on-failure",
+            ][..],
+        ),
+        ("--user", &["NoNewPrivileges=yes", "Restart=on-failure"][..]),
+    ] {
+        let unit = cli
+            .run(&["service", "install", flag, "--print"])
+            .ok()
+            .to_owned();
+        let binary = mnemon_tests::mnemon_bin();
+        assert!(
+            unit.contains(&format!("ExecStart={} serve", binary.display())),
+            "{unit}"
+        );
+        for line in must {
+            assert!(unit.lines().any(|l| l == *line), "{flag}: no {line}");
+        }
+        let path = dir.path().join("mnemon.service");
+        std::fs::write(&path, format!("{unit}\n")).expect("write");
+        // In system mode for both: checking a user unit needs a user manager.
+        let out = std::process::Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze (apt-get install systemd)");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "{flag}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn version_completions_and_man_page_come_from_the_binary() {
+    let cli = TestCli::new();
+    let version = cli.run(&["--version"]).ok().to_owned();
+    assert!(
+        version.starts_with("mnemon 0.") && version.contains("commit"),
+        "{version}"
+    );
+    let bash = cli.run(&["completions", "bash"]).ok().to_owned();
+    assert!(
+        bash.contains("complete -F") && bash.contains("backup") && bash.contains("doctor"),
+        "{bash}"
+    );
+    let zsh = cli.run(&["completions", "zsh"]).ok().to_owned();
+    assert!(zsh.starts_with("#compdef mnemon"), "{zsh}");
+    let man = cli.run(&["man"]).ok().to_owned();
+    assert!(
+        man.contains(".TH mnemon") && man.contains("restore"),
+        "{man}"
+    );
+    cli.run(&["completions", "tcsh"])
+        .fails_with("invalid value");
+}
