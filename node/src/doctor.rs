@@ -568,30 +568,48 @@ fn p2p_port(data: &DataDir, serving: bool) -> Check {
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default();
-    let tcp: Vec<u16> = addrs
+    // `/ip4/0.0.0.0/udp/4001/quic-v1` → (udp, 4001)
+    let ports: Vec<(&str, u16)> = addrs
         .iter()
         .filter_map(|a| {
             let parts: Vec<&str> = a.split('/').collect();
             parts
                 .windows(2)
-                .find(|w| w[0] == "tcp")
-                .and_then(|w| w[1].parse().ok())
+                .find(|w| w[0] == "tcp" || w[0] == "udp")
+                .and_then(|w| {
+                    Some((
+                        if w[0] == "tcp" { "tcp" } else { "udp" },
+                        w[1].parse().ok()?,
+                    ))
+                })
         })
         .collect();
-    let Some(port) = tcp.first() else {
-        return ok("p2p", "federation is off or listens on QUIC only");
-    };
-    match TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], *port)), CONNECT) {
-        Ok(_) => ok(
-            "p2p",
-            format!("federation accepts connections on port {port}"),
-        ),
-        Err(e) => bad(
+    if ports.is_empty() {
+        return ok("p2p", "federation is off");
+    }
+    let mut closed = Vec::new();
+    for (proto, port) in &ports {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], *port));
+        let open = if *proto == "tcp" {
+            TcpStream::connect_timeout(&loopback, CONNECT).is_ok()
+        } else {
+            // QUIC answers only a real handshake; a port someone holds cannot be bound.
+            std::net::UdpSocket::bind(loopback).is_err()
+        };
+        if !open {
+            closed.push(format!("{proto}/{port}"));
+        }
+    }
+    let all: Vec<String> = ports.iter().map(|(p, n)| format!("{p}/{n}")).collect();
+    if closed.is_empty() {
+        ok("p2p", format!("federation listens on {}", all.join(", ")))
+    } else {
+        bad(
             "p2p",
             Status::Fail,
-            format!("federation's port {port} does not accept connections on 127.0.0.1: {e}"),
+            format!("federation's {} not open on 127.0.0.1", closed.join(", ")),
             "look at mnemon serve's log; another program may hold the port",
-        ),
+        )
     }
 }
 

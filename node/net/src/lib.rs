@@ -116,6 +116,13 @@ pub struct PeerInfo {
     pub bytes_received: u64,
 }
 
+/// A DID shortened for logs and metric labels: `did:key:…` and its last 8 characters.
+pub fn short_did(did: &Did) -> String {
+    let text = did.to_string();
+    let tail = text.len().saturating_sub(8);
+    format!("…{}", &text[tail..])
+}
+
 /// How one collection synced with a peer stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CollectionSync {
@@ -992,7 +999,13 @@ impl Driver {
             next
         };
         let _ = self.superseded.send(peer);
-        let reason = match self.session(peer, did, stream, generation).await {
+        let span = tracing::info_span!("sync", peer = %short_did(&did), session = generation);
+        let reason = match tracing::Instrument::instrument(
+            self.session(peer, did, stream, generation),
+            span,
+        )
+        .await
+        {
             Ok(reason) => reason,
             Err(e) => format!("{e:#}"),
         };

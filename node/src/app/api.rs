@@ -580,6 +580,40 @@ impl Api for Service {
                 values: vec![(vec![], status.vectors_stored as f64)],
             });
         }
+        if let Some(network) = self.network.get() {
+            let peers = network.peers();
+            gauges.push(Gauge {
+                name: "mnemon_peers_connected",
+                help: "Peers with an open connection (each has one sync session).",
+                values: vec![(vec![], peers.iter().filter(|p| p.connected).count() as f64)],
+            });
+            let label = |did: &str| {
+                did.parse::<mnemon_identity::Did>()
+                    .map_or_else(|_| did.to_owned(), |d| mnemon_net::short_did(&d))
+            };
+            gauges.push(Gauge {
+                name: "mnemon_sync_bytes",
+                help: "Bytes on sync streams per peer and direction since the node started.",
+                values: peers
+                    .iter()
+                    .flat_map(|p| {
+                        [
+                            (
+                                vec![("peer", label(&p.did)), ("direction", "sent".to_owned())],
+                                p.bytes_sent as f64,
+                            ),
+                            (
+                                vec![
+                                    ("peer", label(&p.did)),
+                                    ("direction", "received".to_owned()),
+                                ],
+                                p.bytes_received as f64,
+                            ),
+                        ]
+                    })
+                    .collect(),
+            });
+        }
         let (lag_changes, _) = self.index_lag();
         gauges.push(Gauge {
             name: "mnemon_index_lag_changes",

@@ -358,11 +358,14 @@ impl Schedule {
     pub fn from_config(config: Option<&BackupConfig>, data: &Path) -> Result<Option<Schedule>> {
         let Some(c) = config else { return Ok(None) };
         let interval = match &c.interval {
-            Some(text) => crate::cli::parse_duration(text)
+            Some(text) => mnemon_api::parse_duration(text)
                 .map(Duration::from_secs)
                 .map_err(|e| anyhow::anyhow!("[backup] interval: {e}"))?,
             None => DEFAULT_INTERVAL,
         };
+        if interval.is_zero() {
+            bail!("[backup] interval must be at least 1s");
+        }
         let keep = c.keep.unwrap_or(DEFAULT_KEEP);
         if keep == 0 {
             bail!("[backup] keep must be at least 1");

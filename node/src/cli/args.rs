@@ -112,7 +112,7 @@ pub enum Command {
         #[arg(long, default_value = "read")]
         role: Role,
         /// How long the ticket is valid: e.g. 30m, 12h, 7d (at most 365d).
-        #[arg(long, default_value = "7d", value_parser = parse_duration)]
+        #[arg(long, default_value = "7d", value_parser = mnemon_api::parse_duration)]
         expires: u64,
         /// Print JSON.
         #[arg(long)]
@@ -494,28 +494,6 @@ pub enum CollectionCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-/// Parses a duration such as `90s`, `30m`, `12h` or `7d` into seconds.
-pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30m, 12h or 7d"))?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        other => return Err(format!("unknown unit {other:?}: use s, m, h or d")),
-    };
-    number
-        .checked_mul(scale)
-        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 /// Arguments of `mnemon serve`.

@@ -19,7 +19,6 @@ use clap::Parser;
 use mnemon_api::Api;
 use mnemon_crdt::{MemoryId, Store};
 
-pub(crate) use args::parse_duration;
 pub use args::{
     AddArgs, BackupArgs, BackupCommand, Cli, CollectionCommand, Command, EditArgs, LogFormat,
     ModelCommand, SearchArgs, ServeArgs, ServiceCommand, TaskCommand,

@@ -93,7 +93,8 @@ pub use memory::{
     Page, PatchMemory, SourceView, TaskBoard, TaskFields, TaskList, TaskStatus, TaskView,
 };
 pub use search::{
-    AnswerView, AskEvent, AskRequest, CitationView, HitView, SearchMode, SearchQuery, parse_time,
+    AnswerView, AskEvent, AskRequest, CitationView, HitView, SearchMode, SearchQuery,
+    parse_duration, parse_time,
 };
 pub use sharing::{
     CollectionView, CreateCollection, DialRequest, InviteRequest, InviteView, JoinRequest,
