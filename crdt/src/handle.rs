@@ -90,6 +90,9 @@ struct WriterStats {
     groups: AtomicU64,
     /// Memory writes committed in them.
     writes: AtomicU64,
+    /// Time spent running and committing them (each group from its transaction's start
+    /// to its durable commit), in microseconds.
+    busy_micros: AtomicU64,
 }
 
 /// A test hook: while set, the writer thread stops before committing a group.
@@ -224,6 +227,13 @@ impl StoreHandle {
         self.hold.holding.load(Ordering::Acquire) as usize
     }
 
+    /// Time the writer thread spent in group transactions that committed, from their start
+    /// to their durable commit (divided by [`StoreHandle::commits`]' groups: the mean
+    /// write latency on the writer's side).
+    pub fn commit_time(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.stats.busy_micros.load(Ordering::Relaxed))
+    }
+
     /// Group commits so far, and the memory writes they committed.
     pub fn commits(&self) -> (u64, u64) {
         (
@@ -310,6 +320,7 @@ fn commit(
     stats: &WriterStats,
 ) {
     while !writes.is_empty() {
+        let started = std::time::Instant::now();
         if let Err(e) = store.begin_group() {
             for write in writes {
                 write.answer(Err(&e));
@@ -330,6 +341,9 @@ fn commit(
                 }
                 match store.commit_group() {
                     Ok(_) => {
+                        let micros =
+                            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        stats.busy_micros.fetch_add(micros, Ordering::Relaxed);
                         stats.groups.fetch_add(1, Ordering::Relaxed);
                         stats
                             .writes

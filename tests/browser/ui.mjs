@@ -186,6 +186,17 @@ try {
   await step("status, collections and the API reference", async () => {
     await page.goto(base + "/status");
     assert.equal((await page.textContent("#status-memories")).trim(), "3");
+    assert.match(await page.textContent("#backup-status"), /none taken yet/);
+    // A backup, downloaded from the status page, sealed with the passphrase typed.
+    await page.fill('form.backup input[name="passphrase"]', process.env.MNEMON_BACKUP_PASSPHRASE);
+    const [download] = await Promise.all([
+      page.waitForEvent("download"),
+      page.click('form.backup button[type="submit"]'),
+    ]);
+    assert.match(download.suggestedFilename(), /^mnemon-\d{8}T\d{6}\.\d{3}Z\.mnemonbak$/);
+    await download.saveAs(process.env.MNEMON_BACKUP_OUT);
+    await page.goto(base + "/status");
+    assert.match(await page.textContent("#backup-status"), /ago\) · 3 memories/);
     await shot("10-status");
     await page.goto(base + "/collections");
     await page.fill('input[name="name"]', "recipes");

@@ -39,12 +39,17 @@ fn the_web_ui_in_headless_chromium() {
     let token = cli.run(&["token"]).ok().to_owned();
     let served = Served::start(&cli);
     let shots = root.join("target/screenshots");
+    let downloads = tempfile::tempdir().expect("tempdir");
+    let backup = downloads.path().join("from-the-ui.mnemonbak");
+    let passphrase = "typed in the browser";
     let output = Command::new("node")
         .arg(&script)
         .env("MNEMON_URL", &served.url)
         .env("MNEMON_TOKEN", token.trim())
         .env("MNEMON_SHOTS", &shots)
         .env("MNEMON_CHROMIUM", &chromium)
+        .env("MNEMON_BACKUP_OUT", &backup)
+        .env("MNEMON_BACKUP_PASSPHRASE", passphrase)
         .output()
         .expect("run node (is nodejs installed?)");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -62,6 +67,20 @@ fn the_web_ui_in_headless_chromium() {
     let beta = result["beta"].as_str().expect("beta");
     let list = cli.run(&["list", "--json"]).json();
     assert_eq!(list.as_array().map(Vec::len), Some(4), "{list}");
+    // The backup the status page downloaded opens with the passphrase typed there.
+    let verified = cli
+        .run_with(
+            &[
+                "backup",
+                "verify",
+                backup.to_str().expect("utf-8"),
+                "--json",
+            ],
+            &[("MNEMON_BACKUP_PASSPHRASE", passphrase)],
+            None,
+        )
+        .json();
+    assert_eq!(verified["backup"]["memories"], 3, "{verified}");
     let tasks = cli.run(&["task", "list", "--json"]).json();
     assert_eq!(tasks["xp_earned"], 30, "{tasks}");
     assert!(

@@ -225,6 +225,16 @@ fn scheduled_backups_keep_the_newest_n_and_status_reports_the_last() {
         "{metrics}"
     );
     assert!(metrics.contains("\nmnemon_backup_overdue 0"), "{metrics}");
+    for counter in [
+        "mnemon_store_commits_total",
+        "mnemon_store_commit_seconds_total",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {counter} counter\n{counter} ")),
+            "{metrics}"
+        );
+    }
+    assert!(metrics.contains("\nmnemon_store_file_bytes "), "{metrics}");
     served.stop();
     let kept = backups_in(&folder);
     assert_eq!(kept.len(), 2, "{kept:?}");

@@ -88,7 +88,8 @@ impl Metrics {
         }
         for gauge in gauges {
             let _ = writeln!(out, "# HELP {} {}", gauge.name, gauge.help);
-            let _ = writeln!(out, "# TYPE {} gauge", gauge.name);
+            let kind = if gauge.counter { "counter" } else { "gauge" };
+            let _ = writeln!(out, "# TYPE {} {kind}", gauge.name);
             for (labels, value) in &gauge.values {
                 let labels: Vec<String> = labels
                     .iter()

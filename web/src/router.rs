@@ -562,6 +562,13 @@ pub(crate) async fn backup(
 ) -> Result<Response, HttpError> {
     let backend = state.backend.clone();
     let file = blocking(move || backend.backup(body)).await?;
+    backup_response(file)
+}
+
+/// A backup as an answer: its bytes streamed from the blocking pool, a chunk at a time as
+/// the client takes them, with `X-Mnemon-Backup` saying what it holds (the API's route and
+/// the UI's download).
+pub(crate) fn backup_response(file: mnemon_api::BackupFile) -> Result<Response, HttpError> {
     let view = serde_json::to_string(&file.view)
         .map_err(|e| HttpError::from(Error::internal(e.to_string())))?;
     // The file is read on the blocking pool, a chunk at a time, as the client takes it.

@@ -548,6 +548,7 @@ impl Api for Service {
             gauges.push(Gauge {
                 name: "mnemon_memories",
                 help: "Memories in the store.",
+                counter: false,
                 values: vec![(vec![], count as f64)],
             });
         }
@@ -555,6 +556,7 @@ impl Api for Service {
             gauges.push(Gauge {
                 name: "mnemon_index_memories",
                 help: "Memories in each search index.",
+                counter: false,
                 values: vec![
                     (
                         vec![
@@ -572,11 +574,13 @@ impl Api for Service {
             gauges.push(Gauge {
                 name: "mnemon_index_pending",
                 help: "Memories changed but not yet in the vector index.",
+                counter: false,
                 values: vec![(vec![("model", status.model)], status.pending as f64)],
             });
             gauges.push(Gauge {
                 name: "mnemon_vectors_stored",
                 help: "Vectors stored, live and stale.",
+                counter: false,
                 values: vec![(vec![], status.vectors_stored as f64)],
             });
         }
@@ -585,6 +589,7 @@ impl Api for Service {
             gauges.push(Gauge {
                 name: "mnemon_peers_connected",
                 help: "Peers with an open connection (each has one sync session).",
+                counter: false,
                 values: vec![(vec![], peers.iter().filter(|p| p.connected).count() as f64)],
             });
             let label = |did: &str| {
@@ -592,8 +597,9 @@ impl Api for Service {
                     .map_or_else(|_| did.to_owned(), |d| mnemon_net::short_did(&d))
             };
             gauges.push(Gauge {
-                name: "mnemon_sync_bytes",
+                name: "mnemon_sync_bytes_total",
                 help: "Bytes on sync streams per peer and direction since the node started.",
+                counter: true,
                 values: peers
                     .iter()
                     .flat_map(|p| {
@@ -614,10 +620,42 @@ impl Api for Service {
                     .collect(),
             });
         }
+        let (groups, writes) = self.writer.commits();
+        gauges.push(Gauge {
+            name: "mnemon_store_commits_total",
+            help: "Durable group commits of the store's writer.",
+            counter: true,
+            values: vec![(vec![], groups as f64)],
+        });
+        gauges.push(Gauge {
+            name: "mnemon_store_writes_total",
+            help: "Memory writes committed (several share a commit).",
+            counter: true,
+            values: vec![(vec![], writes as f64)],
+        });
+        gauges.push(Gauge {
+            name: "mnemon_store_commit_seconds_total",
+            help: "Time the writer spent in committed groups, start to durable commit (over mnemon_store_commits_total: the mean write latency).",
+            counter: true,
+            values: vec![(vec![], self.writer.commit_time().as_secs_f64())],
+        });
+        if let Some(bytes) = self
+            .backups()
+            .and_then(|b| std::fs::metadata(b.data.db_path()).ok())
+            .map(|m| m.len())
+        {
+            gauges.push(Gauge {
+                name: "mnemon_store_file_bytes",
+                help: "Size of the store's database file.",
+                counter: false,
+                values: vec![(vec![], bytes as f64)],
+            });
+        }
         let (lag_changes, _) = self.index_lag();
         gauges.push(Gauge {
             name: "mnemon_index_lag_changes",
             help: "Change-log entries the keyword index has yet to apply.",
+            counter: false,
             values: vec![(vec![], lag_changes as f64)],
         });
         if let Some(backups) = self.backups() {
@@ -626,6 +664,7 @@ impl Api for Service {
                 gauges.push(Gauge {
                     name: "mnemon_backup_last_success_timestamp_seconds",
                     help: "When the last backup was taken (Unix time).",
+                    counter: false,
                     values: vec![(vec![], last.at_ms as f64 / 1000.0)],
                 });
             }
@@ -633,6 +672,7 @@ impl Api for Service {
                 gauges.push(Gauge {
                     name: "mnemon_backup_age_seconds",
                     help: "How old the last backup is.",
+                    counter: false,
                     values: vec![(vec![], age as f64)],
                 });
             }
@@ -644,6 +684,7 @@ impl Api for Service {
                 gauges.push(Gauge {
                     name: "mnemon_backup_overdue",
                     help: "1 when the last backup is older than twice the backup interval.",
+                    counter: false,
                     values: vec![(vec![], f64::from(u8::from(overdue)))],
                 });
             }
@@ -652,6 +693,7 @@ impl Api for Service {
             gauges.push(Gauge {
                 name: "mnemon_store_table_bytes",
                 help: "Bytes stored per database table.",
+                counter: false,
                 values: sizes
                     .into_iter()
                     .map(|(table, bytes)| (vec![("table", table.to_owned())], bytes as f64))

@@ -19,6 +19,8 @@ pub struct Gauge {
     pub name: &'static str,
     /// What it measures.
     pub help: &'static str,
+    /// A counter (only ever grows; Prometheus takes its rate) rather than a gauge.
+    pub counter: bool,
     /// Labels and values.
     pub values: Vec<(Vec<(&'static str, String)>, f64)>,
 }

@@ -127,6 +127,7 @@ pub(crate) fn routes(state: &AppState) -> axum::Router<AppState> {
             get(collections_page).post(create_collection),
         )
         .route("/status", get(status_page))
+        .route("/backup", post(download_backup))
         .route("/api", get(reference::reference_page))
         .route("/signout", post(sign_out))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -1105,6 +1106,8 @@ async fn status_page(State(state): State<AppState>) -> UiResult {
                 progress max=((indexed + pending).max(1)) value=(indexed) {}
             }
         }
+        h2 #backups { "Backups" }
+        (backup_section(&status["backup"], state.security.csrf()))
         h2 { "Peers" }
         @if let Some(network) = status["network"].as_object() {
             p .meta {
@@ -1148,6 +1151,89 @@ async fn status_page(State(state): State<AppState>) -> UiResult {
         }
     };
     Ok(layout(&state, Nav::Status, "Status", "status", content).into_response())
+}
+
+/// `1h 5m`, `3d 2h`, `40s`.
+fn age(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86_400 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d {}h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}
+
+/// The status page's backups: the last one, the schedule, a warning when overdue or
+/// failing, and a form that downloads one now.
+fn backup_section(backup: &serde_json::Value, csrf: &str) -> Markup {
+    let last = &backup["last"];
+    let when = last["at"]
+        .as_i64()
+        .map(|ms| mnemon_crdt::Timestamp::from_millis(ms).to_string());
+    html! {
+        @if backup["overdue"] == true {
+            p .warning #backup-overdue { "The last successful backup is older than twice the backup interval. Is the backup folder there and writable?" }
+        }
+        @if let Some(message) = backup["last_error"]["message"].as_str() {
+            p .warning { "The last backup failed: " (message) }
+        }
+        dl .status #backup-status {
+            dt { "Last backup" }
+            dd {
+                @match (&when, last["age_secs"].as_u64()) {
+                    (Some(when), Some(secs)) => {
+                        time datetime=(when) { (short_time(when)) } " (" (age(secs)) " ago) · " (last["memories"]) " memories"
+                        @if let Some(file) = last["file"].as_str() { " · " code { (file) } }
+                    }
+                    _ => { "none taken yet" }
+                }
+            }
+            dt { "Schedule" }
+            dd {
+                @if let (Some(interval), Some(folder)) = (backup["interval_secs"].as_u64(), backup["folder"].as_str()) {
+                    "every " (age(interval)) " into " code { (folder) } ", keeping the newest " (backup["keep"])
+                } @else {
+                    "none: add " code { "[backup]" } " to " code { "config.toml" } " (README: Running it for years)"
+                }
+            }
+        }
+        form .backup method="post" action="/backup" {
+            input type="hidden" name="csrf" value=(csrf);
+            label {
+                "Download a backup now, sealed with a passphrase "
+                input type="password" name="passphrase" minlength=(mnemon_api::MIN_PASSPHRASE) required autocomplete="new-password";
+            }
+            button type="submit" { "Download backup" }
+            p .meta { "The store, the key and the configuration, as one file; keep the passphrase: without it the file cannot be opened. " code { "mnemon restore FILE" } " makes a node from it." }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct BackupForm {
+    csrf: String,
+    passphrase: String,
+}
+
+impl std::fmt::Debug for BackupForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupForm").finish_non_exhaustive()
+    }
+}
+
+/// `POST /backup`: a backup, downloaded.
+async fn download_backup(
+    State(state): State<AppState>,
+    Form(mut form): Form<BackupForm>,
+) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    let backend = state.backend.clone();
+    // Moved, not copied: the request zeroes it when dropped.
+    let request = mnemon_api::BackupRequest {
+        passphrase: Some(std::mem::take(&mut form.passphrase)),
+    };
+    let file = blocking(move || backend.backup(request)).await?;
+    Ok(crate::router::backup_response(file)?)
 }
 
 // ---------------------------------------------------------------------------------------
