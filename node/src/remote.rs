@@ -92,6 +92,16 @@ impl Remote {
             .map_err(|e| ApiError::internal(format!("the service answered unexpectedly: {e}")))
     }
 
+    /// A link that signs a browser in to the service's web UI, once.
+    pub fn sign_in_link(&self) -> Result<String, ApiError> {
+        let answer: serde_json::Value =
+            self.send_json("POST", "/signin-links", &serde_json::json!({}))?;
+        answer["url"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::internal("the service's answer has no url"))
+    }
+
     fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
         self.get_query(path, &[])
     }

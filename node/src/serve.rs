@@ -10,7 +10,7 @@
 //! finish, saves the indexes and removes `serve.json`. Every write was durable before it
 //! was acknowledged, so nothing acknowledged is lost however the process ends.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -239,6 +239,9 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
         .context("starting the async runtime")?;
     let service = Arc::new(service);
     let serve_file: PathBuf = data.join(SERVE_FILE);
+    // The first sign-in link, printed below for a person at a terminal only: a service's
+    // output goes to logs, where a link that signs anyone in does not belong.
+    let sign_in_code = mnemon_web::random_code();
     let result = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(options.http)
             .await
@@ -255,6 +258,7 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
             body_timeout: mnemon_web::DEFAULT_BODY_TIMEOUT,
             write_timeout: mnemon_web::DEFAULT_WRITE_TIMEOUT,
             sessions: Some(data.join(SESSIONS_FILE)),
+            sign_in_code: Some(sign_in_code.clone()),
         };
         service.forward_events();
         let mcp_cancel = tokio_util::sync::CancellationToken::new();
@@ -305,6 +309,15 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
                         .with(libp2p::multiaddr::Protocol::P2p(network.peer_id))
                 );
             }
+        }
+        if std::io::stdout().is_terminal() {
+            println!(
+                "mnemon: open {} to sign in to the web UI (works once, for {} minutes; `mnemon signin` makes another)",
+                mnemon_web::sign_in_url(&url, &sign_in_code),
+                mnemon_web::SIGN_IN_LINK_LIFETIME.as_secs() / 60
+            );
+        } else {
+            println!("mnemon: to sign in to the web UI, run `mnemon signin` for a link");
         }
         let _ = std::io::stdout().flush();
         tracing::info!(%url, "serving");

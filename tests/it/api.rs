@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 const TOKEN: &str = "test-token-0123456789";
 const CSRF: &str = "csrf-0123";
+const SIGN_IN_CODE: &str = "first-sign-in-code";
 
 /// The router over a real store in a temporary folder, served on an ephemeral port.
 struct Api {
@@ -84,6 +85,7 @@ impl Api {
             body_timeout: Duration::from_millis(500),
             write_timeout: Duration::from_millis(500),
             sessions: None,
+            sign_in_code: Some(SIGN_IN_CODE.into()),
         };
         let app = {
             let _guard = runtime.enter();

@@ -462,3 +462,66 @@ fn version_completions_and_man_page_come_from_the_binary() {
     cli.run(&["completions", "tcsh"])
         .fails_with("invalid value");
 }
+
+#[test]
+fn one_command_from_an_empty_folder_to_a_signed_in_browser() {
+    let cli = TestCli::new();
+    cli.run(&["signin"]).fails_with("not initialised");
+    // `serve` on a new folder makes the node.
+    let served = Served::start(&cli);
+    assert!(cli.data_dir().join("identity.key").exists());
+    assert!(cli.run(&["id"]).ok().starts_with("did:key:z6Mk"));
+    let link = cli.run(&["signin"]).ok().to_owned();
+    let prefix = format!("{}/signin?code=", served.url);
+    let code = link
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{link}"))
+        .to_owned();
+    let agent = ureq::Agent::config_builder()
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let answer = agent.get(&link).call().expect("sign in");
+    assert_eq!(answer.status(), 303);
+    assert_eq!(
+        answer.headers()["location"],
+        "/",
+        "the code is not kept in the address"
+    );
+    let cookie = answer.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_owned();
+    let session = cookie.split(';').next().expect("pair").to_owned();
+    assert!(
+        session.starts_with("mnemon_session=") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let mut home = agent
+        .get(&format!("{}/", served.url))
+        .header("Cookie", &session)
+        .call()
+        .expect("home");
+    assert_eq!(home.status(), 200);
+    assert!(
+        home.body_mut()
+            .read_to_string()
+            .expect("page")
+            .contains("id=\"capture\"")
+    );
+    // A link works once.
+    let mut again = agent.get(&link).call().expect("again");
+    assert_eq!(again.status(), 401);
+    let page = again.body_mut().read_to_string().expect("page");
+    assert!(page.contains("used already or has expired"), "{page}");
+    // A guessed code is refused the same way, and never signs in.
+    let guessed = agent
+        .get(&format!("{prefix}{}", "0".repeat(64)))
+        .call()
+        .expect("guess");
+    assert_eq!(guessed.status(), 401);
+    assert!(guessed.headers().get("set-cookie").is_none());
+    let log = served.stop();
+    assert!(!log.contains(&code), "the sign-in code was logged");
+}

@@ -24,7 +24,9 @@ pub use app::{router, router_with};
 pub use error::{ErrorBody, ErrorDetail, HttpError, status_of};
 pub use openapi::ApiDoc;
 pub use router::DEFAULT_BODY_LIMIT;
-pub use security::{FAILURE_DELAY, MAX_FAILURES, serve_proof};
+pub use security::{
+    FAILURE_DELAY, MAX_FAILURES, SIGN_IN_LINK_LIFETIME, random_code, serve_proof, sign_in_url,
+};
 pub use server::{MAX_CONNECTIONS, serve};
 pub use state::{
     DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_UNDO_WINDOW, DEFAULT_WRITE_TIMEOUT,

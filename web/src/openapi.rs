@@ -33,6 +33,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::router::backup,
         crate::router::events,
         crate::router::session,
+        crate::router::sign_in_link,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

@@ -621,6 +621,18 @@ pub(crate) async fn status(State(state): State<AppState>) -> Result<impl IntoRes
     Ok(Json(blocking(move || backend.status()).await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/signin-links", tag = "node",
+    responses((status = 201, description = "`{\"url\": …, \"expires_in_secs\": 600}`: a link that signs a browser in to the web UI, once, within its lifetime", body = Object), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn sign_in_link(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "url": state.security.new_sign_in_link(),
+            "expires_in_secs": crate::security::SIGN_IN_LINK_LIFETIME.as_secs(),
+        })),
+    )
+}
+
 /// For a signed-in UI: the CSRF token to send with changes.
 #[utoipa::path(get, path = "/api/v1/session", tag = "node",
     responses((status = 200, description = "`{\"csrf_token\": …}`: what a browser client sends as X-CSRF-Token", body = Object), (status = 401, description = "No or wrong token", body = ErrorBody)))]

@@ -18,6 +18,11 @@ pub(crate) const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// How long a failed sign-in waits before it is answered.
 pub const FAILURE_DELAY: Duration = Duration::from_millis(250);
 
+/// How long a sign-in link works (it works once).
+pub const SIGN_IN_LINK_LIFETIME: Duration = Duration::from_secs(600);
+/// Sign-in links outstanding at once; making another forgets the oldest.
+const MAX_SIGN_IN_CODES: usize = 16;
+
 /// The name of the web UI's session cookie.
 pub(crate) const SESSION_COOKIE: &str = "mnemon_session";
 
@@ -32,6 +37,8 @@ pub(crate) struct Security {
     csrf: String,
     hosts: HashSet<String>,
     failures: Mutex<HashMap<IpAddr, Vec<Instant>>>,
+    /// Sign-in links not used yet: the SHA-256 of each code, and when it was made.
+    codes: Mutex<Vec<([u8; 32], Instant)>>,
 }
 
 impl Security {
@@ -62,7 +69,44 @@ impl Security {
             csrf,
             hosts,
             failures: Mutex::new(HashMap::new()),
+            codes: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Registers `code` as a sign-in link's code, usable once within
+    /// [`SIGN_IN_LINK_LIFETIME`] of `now`.
+    pub(crate) fn add_sign_in_code(&self, code: &str, now: Instant) {
+        let mut codes = self
+            .codes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        codes.retain(|(_, made)| now.saturating_duration_since(*made) < SIGN_IN_LINK_LIFETIME);
+        if codes.len() >= MAX_SIGN_IN_CODES {
+            codes.remove(0);
+        }
+        codes.push((sha256(code), now));
+    }
+
+    /// A new sign-in link: its URL (this server's `/signin?code=…`).
+    pub(crate) fn new_sign_in_link(&self) -> String {
+        let code = random_code();
+        self.add_sign_in_code(&code, Instant::now());
+        sign_in_url(&self.url, &code)
+    }
+
+    /// Whether `code` is a sign-in link's code that has not been used and has not expired
+    /// at `now`; it is used up either way.
+    pub(crate) fn take_sign_in_code(&self, code: &str, now: Instant) -> bool {
+        let hash = sha256(code);
+        let mut codes = self
+            .codes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(at) = codes.iter().position(|(h, _)| constant_time_eq(h, &hash)) else {
+            return false;
+        };
+        let (_, made) = codes.remove(at);
+        now.saturating_duration_since(made) < SIGN_IN_LINK_LIFETIME
     }
 
     /// Whether `host` (the `Host` header) names this server.
@@ -146,6 +190,23 @@ impl Security {
             times.iter().filter(|t| now - **t < FAILURE_WINDOW).count() >= MAX_FAILURES
         })
     }
+}
+
+/// A fresh sign-in code: 32 random bytes in hex.
+pub fn random_code() -> String {
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    hex(&secret)
+}
+
+/// The link that signs a browser in to the server at `base` with `code`.
+pub fn sign_in_url(base: &str, code: &str) -> String {
+    format!("{}/signin?code={code}", base.trim_end_matches('/'))
+}
+
+fn sha256(text: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes()).into()
 }
 
 /// The answer a server that knows `token` gives to a client's `nonce` when the client
@@ -306,6 +367,46 @@ pub(crate) const SECURITY_HEADERS: [(&str, &str); 5] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sign_in_code_works_once_and_not_after_it_expires() {
+        let bind: SocketAddr = "127.0.0.1:7777".parse().expect("addr");
+        let s = Security::new("t0ken".into(), "csrf".into(), bind, &[], None);
+        let now = Instant::now();
+        s.add_sign_in_code("first", now);
+        s.add_sign_in_code("second", now);
+        assert!(
+            !s.take_sign_in_code("firs", now),
+            "a prefix is not the code"
+        );
+        assert!(s.take_sign_in_code("first", now + Duration::from_secs(1)));
+        assert!(
+            !s.take_sign_in_code("first", now + Duration::from_secs(2)),
+            "used twice"
+        );
+        assert!(
+            !s.take_sign_in_code("second", now + SIGN_IN_LINK_LIFETIME),
+            "expired"
+        );
+        assert!(
+            !s.take_sign_in_code("second", now),
+            "an expired code is used up too"
+        );
+        for i in 0..=MAX_SIGN_IN_CODES {
+            s.add_sign_in_code(&format!("code {i}"), now);
+        }
+        assert!(
+            !s.take_sign_in_code("code 0", now),
+            "the oldest is forgotten"
+        );
+        assert!(s.take_sign_in_code(&format!("code {MAX_SIGN_IN_CODES}"), now));
+        let link = s.new_sign_in_link();
+        let code = link
+            .strip_prefix("http://127.0.0.1:7777/signin?code=")
+            .expect("link");
+        assert_eq!(code.len(), 64);
+        assert!(s.take_sign_in_code(code, Instant::now()));
+    }
 
     #[test]
     fn hosts_tokens_and_failures() {

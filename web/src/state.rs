@@ -39,6 +39,9 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// Where the web UI's sessions are kept between runs (`None`: in memory only).
     pub sessions: Option<std::path::PathBuf>,
+    /// A sign-in link's code, valid once for [`crate::SIGN_IN_LINK_LIFETIME`] from the
+    /// start (`mnemon serve` prints its link).
+    pub sign_in_code: Option<String>,
 }
 
 /// Event streams open at once: each holds a connection as long as it lasts.
@@ -80,15 +83,19 @@ pub(crate) struct AppState {
 impl AppState {
     /// The state of a server for `backend` set up by `config`.
     pub(crate) fn new(backend: Arc<dyn Api>, config: &ServerConfig) -> AppState {
+        let security = Security::new(
+            config.token.clone(),
+            config.csrf.clone(),
+            config.bind,
+            &config.extra_hosts,
+            config.sessions.clone(),
+        );
+        if let Some(code) = &config.sign_in_code {
+            security.add_sign_in_code(code, std::time::Instant::now());
+        }
         AppState {
             backend,
-            security: Arc::new(Security::new(
-                config.token.clone(),
-                config.csrf.clone(),
-                config.bind,
-                &config.extra_hosts,
-                config.sessions.clone(),
-            )),
+            security: Arc::new(security),
             metrics: Arc::new(Metrics::default()),
             deleted: Arc::new(Mutex::new(HashMap::new())),
             undo_window: config.undo_window,

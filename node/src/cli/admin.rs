@@ -11,6 +11,7 @@ use super::args::ServeArgs;
 use super::{Ctx, configured_embedder, embed_with_progress, embedder_factory};
 use crate::app::Service;
 use crate::config::Config;
+use crate::remote::Remote;
 use crate::search::SearchIndex;
 
 /// `mnemon init`: a new identity (or the one kept), and the API token.
@@ -20,6 +21,9 @@ pub(super) fn init(cx: &Ctx, out: &mut impl Write, seal: bool) -> Result<()> {
     crate::serve::token(cx.data_dir.root(), false)?;
     if created {
         eprintln!("Initialised {}", cx.data_dir.root().display());
+        eprintln!(
+            "next: `mnemon serve`, then open the sign-in link it prints (or `mnemon add \"a first note\"` right here)"
+        );
     } else {
         eprintln!(
             "{} is already initialised; its identity is kept",
@@ -203,6 +207,15 @@ pub(super) fn serve(cx: &Ctx, args: ServeArgs) -> Result<()> {
             running.pid
         );
     }
+    if !cx.data_dir.key_file().exists() {
+        // A new folder: made now, so one command goes from nothing to a running node.
+        let (did, _) = cx.data_dir.init(false, &cx.passphrase)?;
+        crate::serve::token(cx.data_dir.root(), false)?;
+        eprintln!(
+            "Initialised {} for the new node {did}",
+            cx.data_dir.root().display()
+        );
+    }
     let keypair = cx.data_dir.unlock(&cx.passphrase)?;
     let store = cx.data_dir.open_store_with(keypair.clone())?;
     let service = Service::open(
@@ -237,6 +250,22 @@ pub(super) fn serve(cx: &Ctx, args: ServeArgs) -> Result<()> {
             net: net.map(|config| (keypair, config)),
         },
     )?;
+    Ok(())
+}
+
+/// `mnemon signin`: a one-time sign-in link from the running service.
+pub(super) fn signin(cx: &Ctx, out: &mut impl Write) -> Result<()> {
+    cx.data_dir.did()?;
+    let Some(running) = crate::serve::running(cx.data_dir.root()) else {
+        bail!(
+            "mnemon serve is not running on {}: start it (it prints a sign-in link), then run \
+             this again for another",
+            cx.data_dir.root().display()
+        );
+    };
+    let token = crate::serve::token(cx.data_dir.root(), false)?;
+    let link = Remote::new(&running.url, token).sign_in_link()?;
+    writeln!(out, "{link}")?;
     Ok(())
 }
 

@@ -233,6 +233,9 @@ pub enum Command {
     /// Run `mnemon serve` as a systemd service.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Print a link that signs a browser in to the web UI of the running `mnemon serve`
+    /// (it works once, for 10 minutes).
+    Signin,
     /// Print the API's bearer token.
     Token {
         /// Make a new token; the old one stops working when the service restarts.

@@ -74,6 +74,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Id { json } => admin::id(&cx, out, json)?,
         Command::Status { json } => admin::status(&cx, out, json)?,
         Command::Token { rotate } => admin::token(&cx, out, rotate)?,
+        Command::Signin => admin::signin(&cx, out)?,
         Command::Backup(args) => ops::backup(&cx, out, args)?,
         Command::Restore {
             file,

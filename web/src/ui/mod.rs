@@ -1239,9 +1239,20 @@ async fn download_backup(
 // ---------------------------------------------------------------------------------------
 // Signing in and out
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 struct SignInQuery {
     next: Option<String>,
+    /// A sign-in link's code.
+    code: Option<String>,
+}
+
+impl std::fmt::Debug for SignInQuery {
+    // Never print the code.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignInQuery")
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `next` (already percent-decoded) if it is a path on this site, else `/`. Browsers
@@ -1274,7 +1285,7 @@ fn sign_in_form(next: &str, error: Option<&str>) -> Markup {
                         input type="hidden" name="next" value=(next);
                         label for="token" { "API token" }
                         input #token type="password" name="token" required autofocus autocomplete="current-password";
-                        p .hint { "Run " code { "mnemon token" } " on this node to see it." }
+                        p .hint { "Run " code { "mnemon signin" } " on this node for a link that signs you in, or " code { "mnemon token" } " to see the token." }
                         @if let Some(error) = error { p .error role="alert" { (error) } }
                         button type="submit" { "Sign in" }
                     }
@@ -1284,8 +1295,38 @@ fn sign_in_form(next: &str, error: Option<&str>) -> Markup {
     }
 }
 
-async fn sign_in_page(Query(q): Query<SignInQuery>) -> Markup {
-    sign_in_form(local_path(q.next.as_deref()), None)
+/// The sign-in page; with a sign-in link's `code`, signs the browser in (once) and goes on
+/// to a URL without the code.
+async fn sign_in_page(State(state): State<AppState>, Query(q): Query<SignInQuery>) -> Response {
+    let next = local_path(q.next.as_deref()).to_owned();
+    let Some(code) = q.code else {
+        return sign_in_form(&next, None).into_response();
+    };
+    if state.security.take_sign_in_code(&code, Instant::now()) {
+        return signed_in(&state, &next);
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        sign_in_form(
+            &next,
+            Some("This sign-in link was used already or has expired. Run `mnemon signin` for a new one, or paste the token."),
+        ),
+    )
+        .into_response()
+}
+
+/// A new session's cookie, and on to `next`.
+fn signed_in(state: &AppState, next: &str) -> Response {
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        state.security.new_session(),
+        SESSION_LIFETIME.as_secs()
+    );
+    let mut response = Redirect::to(next).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1304,16 +1345,7 @@ async fn sign_in(State(state): State<AppState>, request: Request) -> Response {
     };
     let next = local_path(Some(&form.next)).to_owned();
     if state.security.token_ok(form.token.trim()) {
-        let cookie = format!(
-            "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-            state.security.new_session(),
-            SESSION_LIFETIME.as_secs()
-        );
-        let mut response = Redirect::to(&next).into_response();
-        if let Ok(value) = HeaderValue::from_str(&cookie) {
-            response.headers_mut().insert(header::SET_COOKIE, value);
-        }
-        return response;
+        return signed_in(&state, &next);
     }
     let started = Instant::now();
     let over = state.security.over_limit(ip) || state.security.record_failure(ip);
