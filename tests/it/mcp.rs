@@ -12,9 +12,18 @@ fn args(value: Value) -> serde_json::Map<String, Value> {
     value.as_object().expect("an object").clone()
 }
 
+/// A tool's answer: its structured content, which its text content repeats for clients
+/// that read only text (an error has text only).
 fn text(result: &CallToolResult) -> Value {
     let text = &result.content[0].as_text().expect("text content").text;
-    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()))
+    let parsed = serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()));
+    if let Some(structured) = &result.structured_content {
+        assert_eq!(
+            &parsed, structured,
+            "the text and the structured content differ"
+        );
+    }
+    parsed
 }
 
 async fn call(
@@ -30,13 +39,46 @@ async fn call(
 /// What an agent does: list tools, remember, recall, read, link, forget, and get clear
 /// errors for bad arguments.
 async fn agent_session(client: RunningService<RoleClient, ()>) {
-    let tools: Vec<String> = client
-        .list_all_tools()
-        .await
-        .expect("tools")
-        .into_iter()
-        .map(|t| t.name.to_string())
+    let listed = client.list_all_tools().await.expect("tools");
+    let tools: Vec<String> = listed.iter().map(|t| t.name.to_string()).collect();
+    // Every tool has a title, says what it does to the store, and describes its answer.
+    let schemas: std::collections::HashMap<String, Value> = listed
+        .iter()
+        .map(|t| {
+            assert!(
+                t.title.as_ref().is_some_and(|title| !title.is_empty()),
+                "{} has no title",
+                t.name
+            );
+            let hints = t
+                .annotations
+                .as_ref()
+                .unwrap_or_else(|| panic!("{} has no annotations", t.name));
+            assert_eq!(hints.open_world_hint, Some(false), "{}", t.name);
+            let read_only = hints
+                .read_only_hint
+                .unwrap_or_else(|| panic!("{}: read-only?", t.name));
+            let reads =
+                ["recall", "get", "list_collections", "list_tasks"].contains(&t.name.as_ref());
+            assert_eq!(read_only, reads, "{}", t.name);
+            assert_eq!(
+                hints.destructive_hint,
+                Some(["update", "forget"].contains(&t.name.as_ref())),
+                "{}",
+                t.name
+            );
+            let schema = t
+                .output_schema
+                .as_ref()
+                .unwrap_or_else(|| panic!("{} has no output schema", t.name));
+            (t.name.to_string(), Value::Object(schema.as_ref().clone()))
+        })
         .collect();
+    let valid = |tool: &str, result: &Value| {
+        if let Err(e) = mnemon_tests::validate_schema(&schemas[tool], result) {
+            panic!("{tool}'s answer does not fit its output schema: {e}\n{result}");
+        }
+    };
     for name in [
         "remember",
         "recall",
@@ -63,6 +105,7 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
     .await
     .expect("remember");
     let kept = text(&kept);
+    valid("remember", &kept);
     let id = kept["id"].as_str().expect("an id").to_owned();
     assert_eq!(kept["tags"], json!(["house"]));
     let other = call(&client, "remember", json!({"content": "Plumber: 555-0100"}))
@@ -78,9 +121,18 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
     .await
     .expect("recall");
     let hits = text(&hits);
-    assert_eq!(hits[0]["id"], id.as_str(), "{hits}");
+    valid("recall", &hits);
+    assert_eq!(hits["hits"][0]["id"], id.as_str(), "{hits}");
 
     let got = text(&call(&client, "get", json!({"id": id})).await.expect("get"));
+    valid("get", &got);
+    // The check can fail: an answer of the wrong shape does not fit.
+    let mut wrong = got.clone();
+    wrong["tags"] = json!("house");
+    assert!(mnemon_tests::validate_schema(&schemas["get"], &wrong).is_err());
+    wrong = got.clone();
+    wrong.as_object_mut().expect("object").remove("id");
+    assert!(mnemon_tests::validate_schema(&schemas["get"], &wrong).is_err());
     assert_eq!(got["content"], "The boiler service is due every October");
     let updated = call(
         &client,
@@ -106,7 +158,12 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
             .await
             .expect("collections"),
     );
-    assert!(collections.as_array().is_some_and(|c| !c.is_empty()));
+    valid("list_collections", &collections);
+    assert!(
+        collections["collections"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+    );
 
     // Memories are resources too.
     let resources = client.list_all_resources().await.expect("resources");
@@ -173,7 +230,7 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
     )
     .await
     .expect("recall by meaning");
-    assert_eq!(text(&by_meaning).as_array().map(Vec::len), Some(1));
+    assert_eq!(text(&by_meaning)["hits"].as_array().map(Vec::len), Some(1));
     expect_error(
         call(&client, "get", json!({"id": "not-an-id"})).await,
         "not-an-id",
@@ -214,6 +271,7 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
         .expect("add_task"),
     );
     let board = text(&call(&client, "list_tasks", json!({})).await.expect("list"));
+    valid("list_tasks", &board);
     let order = mnemon_tests::ids(&board["tasks"]);
     assert_eq!(
         order,
@@ -249,9 +307,13 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
     );
 
     // Forget removes it, and recall no longer finds it.
-    call(&client, "forget", json!({"id": id}))
-        .await
-        .expect("forget");
+    let forgot = text(
+        &call(&client, "forget", json!({"id": id}))
+            .await
+            .expect("forget"),
+    );
+    valid("forget", &forgot);
+    assert_eq!(forgot["forgot"], id.as_str());
     expect_error(call(&client, "get", json!({"id": id})).await, &id);
     let hits = text(
         &call(
@@ -263,7 +325,8 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
         .expect("recall"),
     );
     assert!(
-        hits.as_array()
+        hits["hits"]
+            .as_array()
             .is_some_and(|h| h.iter().all(|h| h["id"] != id.as_str())),
         "{hits}"
     );

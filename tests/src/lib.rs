@@ -1,6 +1,7 @@
 //! Helpers for Mnemon's integration tests: running the real `mnemon` binary on temporary
 //! data folders.
 
+use serde_json::Value;
 use std::io::{BufRead as _, Read as _, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -945,4 +946,119 @@ pub fn ids(memories: &serde_json::Value) -> Vec<&str> {
         .iter()
         .map(|m| m["id"].as_str().expect("each memory has an id"))
         .collect()
+}
+
+/// Checks `value` against a JSON Schema: the subset schemars writes (`type`, one or a
+/// list; `properties`, `required`, `additionalProperties: false`, `items`, `enum`,
+/// `const`, `$ref` into `$defs`/`definitions`, `anyOf`/`oneOf`/`allOf`, `minimum`,
+/// `maximum`). Returns the first mismatch, with its path.
+pub fn validate_schema(schema: &Value, value: &Value) -> Result<(), String> {
+    check_schema(schema, schema, value, "$")
+}
+
+fn check_schema(root: &Value, schema: &Value, value: &Value, path: &str) -> Result<(), String> {
+    let rules = match schema {
+        Value::Bool(true) => return Ok(()),
+        Value::Bool(false) => return Err(format!("{path}: nothing is allowed here")),
+        Value::Object(rules) => rules,
+        other => return Err(format!("{path}: the schema {other} is not a schema")),
+    };
+    if let Some(reference) = rules.get("$ref").and_then(Value::as_str) {
+        let target = reference
+            .strip_prefix("#/")
+            .map(|p| p.split('/').fold(root, |at, part| &at[part]))
+            .filter(|t| !t.is_null())
+            .ok_or_else(|| format!("{path}: cannot resolve {reference}"))?;
+        check_schema(root, target, value, path)?;
+    }
+    if let Some(types) = rules.get("type") {
+        let allowed: Vec<&str> = match types {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        let fits = |t: &str| match t {
+            "object" => value.is_object(),
+            "array" => value.is_array(),
+            "string" => value.is_string(),
+            "boolean" => value.is_boolean(),
+            "null" => value.is_null(),
+            "number" => value.is_number(),
+            "integer" => {
+                value.is_i64() || value.is_u64() || value.as_f64().is_some_and(|f| f.fract() == 0.0)
+            }
+            _ => false,
+        };
+        if !allowed.iter().any(|t| fits(t)) {
+            return Err(format!("{path}: {value} is not of type {types}"));
+        }
+    }
+    if let Some(options) = rules.get("enum").and_then(Value::as_array)
+        && !options.contains(value)
+    {
+        return Err(format!("{path}: {value} is not one of {options:?}"));
+    }
+    if let Some(constant) = rules.get("const")
+        && constant != value
+    {
+        return Err(format!("{path}: {value} is not {constant}"));
+    }
+    for key in ["anyOf", "oneOf"] {
+        if let Some(alternatives) = rules.get(key).and_then(Value::as_array) {
+            let errors: Vec<String> = alternatives
+                .iter()
+                .filter_map(|a| check_schema(root, a, value, path).err())
+                .collect();
+            if errors.len() == alternatives.len() {
+                return Err(format!("{path}: fits none of {key}: {}", errors.join("; ")));
+            }
+        }
+    }
+    for part in rules
+        .get("allOf")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        check_schema(root, part, value, path)?;
+    }
+    if let Value::Object(fields) = value {
+        for name in rules
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = name.as_str().unwrap_or("");
+            if !fields.contains_key(name) {
+                return Err(format!("{path}: {name} is required"));
+            }
+        }
+        let properties = rules.get("properties").and_then(Value::as_object);
+        for (name, field) in fields {
+            match properties.and_then(|p| p.get(name)) {
+                Some(rule) => check_schema(root, rule, field, &format!("{path}.{name}"))?,
+                None if rules.get("additionalProperties") == Some(&Value::Bool(false)) => {
+                    return Err(format!("{path}: {name} is not allowed"));
+                }
+                None => {}
+            }
+        }
+    }
+    if let (Value::Array(items), Some(rule)) = (value, rules.get("items")) {
+        for (i, item) in items.iter().enumerate() {
+            check_schema(root, rule, item, &format!("{path}[{i}]"))?;
+        }
+    }
+    if let (Some(n), Some(min)) = (value.as_f64(), rules.get("minimum").and_then(Value::as_f64))
+        && n < min
+    {
+        return Err(format!("{path}: {n} is below {min}"));
+    }
+    if let (Some(n), Some(max)) = (value.as_f64(), rules.get("maximum").and_then(Value::as_f64))
+        && n > max
+    {
+        return Err(format!("{path}: {n} is above {max}"));
+    }
+    Ok(())
 }

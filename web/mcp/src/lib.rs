@@ -16,17 +16,17 @@ use mnemon_api::{
 };
 use mnemon_api::{CreateMemory, LinkView, ListQuery, PatchMemory, SearchQuery, TaskFields};
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::wrapper::Parameters;
+use rmcp::handler::server::wrapper::{Json, Parameters};
 use rmcp::model::{
-    CallToolResult, ContentBlock, Implementation, ListResourcesResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
-    ResourceContents, ServerCapabilities, ServerConfig,
+    Implementation, ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ServerCapabilities,
+    ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The URI prefix of memories as resources.
 const MEMORY_URI: &str = "mnemon://memory/";
@@ -49,6 +49,27 @@ impl std::fmt::Debug for Mcp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mcp").finish_non_exhaustive()
     }
+}
+
+/// What `recall` answers: the hits, best first.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Hits {
+    /// The hits, best first.
+    pub hits: Vec<mnemon_api::HitView>,
+}
+
+/// What `list_collections` answers.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Collections {
+    /// Every collection this node holds.
+    pub collections: Vec<mnemon_api::CollectionView>,
+}
+
+/// What `forget` answers.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Forgotten {
+    /// The id of the memory forgotten.
+    pub forgot: String,
 }
 
 /// `remember`: store a new memory.
@@ -189,12 +210,6 @@ fn mcp_error(e: ApiError) -> McpError {
     }
 }
 
-fn json_result(value: &impl serde::Serialize) -> Result<CallToolResult, McpError> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| McpError::internal_error(e.to_string(), None))?;
-    Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
-}
-
 impl Mcp {
     /// The server over `backend`.
     pub fn new(backend: Arc<dyn Api>) -> Mcp {
@@ -229,12 +244,19 @@ impl Mcp {
 #[tool_router]
 impl Mcp {
     #[tool(
-        description = "Store a new memory (a note, fact, conversation or task) and return it with its id."
+        title = "Remember",
+        description = "Store a new memory (a note, fact, conversation or task) and return it with its id.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
     )]
     async fn remember(
         &self,
         Parameters(args): Parameters<RememberArgs>,
-    ) -> Result<CallToolResult, McpError> {
+    ) -> Result<Json<mnemon_api::MemoryView>, McpError> {
         let memory = self
             .call(move |b| {
                 b.create(CreateMemory {
@@ -248,16 +270,23 @@ impl Mcp {
             })
             .await?;
         self.wrote(&memory);
-        json_result(&memory)
+        Ok(Json(memory))
     }
 
     #[tool(
-        description = "Search the memories by meaning and by words; returns hits with ids, titles, scores and snippets."
+        title = "Recall",
+        description = "Search the memories by meaning and by words; returns hits with ids, titles, scores and snippets.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn recall(
         &self,
         Parameters(args): Parameters<RecallArgs>,
-    ) -> Result<CallToolResult, McpError> {
+    ) -> Result<Json<Hits>, McpError> {
         if args.query.trim().is_empty() {
             return Err(McpError::invalid_params("query: must not be empty", None));
         }
@@ -290,22 +319,41 @@ impl Mcp {
                 })
             })
             .await?;
-        json_result(&hits)
-    }
-
-    #[tool(description = "Read one memory in full by its id.")]
-    async fn get(&self, Parameters(args): Parameters<IdArgs>) -> Result<CallToolResult, McpError> {
-        let memory = self.call(move |b| b.get(&args.id)).await?;
-        json_result(&memory)
+        Ok(Json(Hits { hits }))
     }
 
     #[tool(
-        description = "Change a memory's title, content or tags; fields left out stay as they are."
+        title = "Read a memory",
+        description = "Read one memory in full by its id.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn get(
+        &self,
+        Parameters(args): Parameters<IdArgs>,
+    ) -> Result<Json<mnemon_api::MemoryView>, McpError> {
+        let memory = self.call(move |b| b.get(&args.id)).await?;
+        Ok(Json(memory))
+    }
+
+    #[tool(
+        title = "Update a memory",
+        description = "Change a memory's title, content or tags; fields left out stay as they are.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn update(
         &self,
         Parameters(args): Parameters<UpdateArgs>,
-    ) -> Result<CallToolResult, McpError> {
+    ) -> Result<Json<mnemon_api::MemoryView>, McpError> {
         let memory = self
             .call(move |b| {
                 b.update(
@@ -321,26 +369,42 @@ impl Mcp {
             })
             .await?;
         self.wrote(&memory);
-        json_result(&memory)
+        Ok(Json(memory))
     }
 
-    #[tool(description = "Forget a memory for good (it is purged from the disk).")]
+    #[tool(
+        title = "Forget a memory",
+        description = "Forget a memory for good (it is purged from the disk).",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
     async fn forget(
         &self,
         Parameters(args): Parameters<IdArgs>,
-    ) -> Result<CallToolResult, McpError> {
+    ) -> Result<Json<Forgotten>, McpError> {
         let id = args.id.clone();
         self.call(move |b| b.delete(&args.id)).await?;
-        Ok(CallToolResult::success(vec![ContentBlock::text(format!(
-            "forgot {id}"
-        ))]))
+        Ok(Json(Forgotten { forgot: id }))
     }
 
-    #[tool(description = "Link one memory to another with a relation name.")]
+    #[tool(
+        title = "Link two memories",
+        description = "Link one memory to another with a relation name.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
     async fn link(
         &self,
         Parameters(args): Parameters<LinkArgs>,
-    ) -> Result<CallToolResult, McpError> {
+    ) -> Result<Json<mnemon_api::MemoryView>, McpError> {
         let memory = self
             .call(move |b| {
                 b.get(&args.to)?;
@@ -357,24 +421,38 @@ impl Mcp {
             })
             .await?;
         self.wrote(&memory);
-        json_result(&memory)
+        Ok(Json(memory))
     }
 
     #[tool(
-        description = "List the collections this node holds (its own and those shared with it)."
+        title = "List collections",
+        description = "List the collections this node holds (its own and those shared with it).",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
-    async fn list_collections(&self) -> Result<CallToolResult, McpError> {
+    async fn list_collections(&self) -> Result<Json<Collections>, McpError> {
         let collections = self.call(|b| b.collections()).await?;
-        json_result(&collections)
+        Ok(Json(Collections { collections }))
     }
 
     #[tool(
-        description = "Add a task (a to-do) with an optional due date, priority and difficulty; returns it with its id."
+        title = "Add a task",
+        description = "Add a task (a to-do) with an optional due date, priority and difficulty; returns it with its id.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
     )]
     async fn add_task(
         &self,
         Parameters(args): Parameters<AddTaskArgs>,
-    ) -> Result<CallToolResult, McpError> {
+    ) -> Result<Json<mnemon_api::MemoryView>, McpError> {
         let memory = self
             .call(move |b| {
                 b.create(CreateMemory {
@@ -393,16 +471,23 @@ impl Mcp {
             })
             .await?;
         self.wrote(&memory);
-        json_result(&memory)
+        Ok(Json(memory))
     }
 
     #[tool(
-        description = "The task list: open tasks by due date, then priority (finished ones too with all=true), with counts and the points earned."
+        title = "List tasks",
+        description = "The task list: open tasks by due date, then priority (finished ones too with all=true), with counts and the points earned.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn list_tasks(
         &self,
         Parameters(args): Parameters<ListTasksArgs>,
-    ) -> Result<CallToolResult, McpError> {
+    ) -> Result<Json<mnemon_api::TaskList>, McpError> {
         let tasks = self
             .call(move |b| {
                 b.list_all(&ListQuery {
@@ -412,17 +497,26 @@ impl Mcp {
                 })
             })
             .await?;
-        json_result(&TaskBoard::new(tasks).list(args.all))
+        Ok(Json(TaskBoard::new(tasks).list(args.all)))
     }
 
-    #[tool(description = "Mark a task done by its id; returns it, with the points it earned.")]
+    #[tool(
+        title = "Complete a task",
+        description = "Mark a task done by its id; returns it, with the points it earned.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
     async fn complete_task(
         &self,
         Parameters(args): Parameters<IdArgs>,
-    ) -> Result<CallToolResult, McpError> {
+    ) -> Result<Json<mnemon_api::MemoryView>, McpError> {
         let memory = self.call(move |b| b.complete_task(&args.id)).await?;
         self.wrote(&memory);
-        json_result(&memory)
+        Ok(Json(memory))
     }
 }
 
