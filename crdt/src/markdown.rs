@@ -78,6 +78,18 @@ pub fn title_key(title: &str) -> String {
     title.trim().to_lowercase()
 }
 
+/// A text as two writes of the same fact compare: folded to lower case, every run of
+/// whitespace one space, and what is not a letter or digit trimmed from both ends
+/// ("The boiler is due in October." and "the boiler is due  in october" read the same).
+pub fn same_text_key(text: &str) -> String {
+    let folded = text.to_lowercase();
+    let words: Vec<&str> = folded.split_whitespace().collect();
+    words
+        .join(" ")
+        .trim_matches(|c: char| !c.is_alphanumeric())
+        .to_owned()
+}
+
 /// The key a wikilink target resolves by: its last path segment, folded like a title
 /// (`[[dir/Note]]` and `[[note]]` both look for a memory titled "Note").
 pub fn wikilink_key(target: &str) -> String {

@@ -31,7 +31,7 @@ mod view;
 pub use snapshot::{StoreSummary, inspect_file};
 
 pub use crate::markdown::title_key;
-use view::{MENTIONS, TITLES, VIEWS};
+use view::{FINGERPRINTS, MENTIONS, TITLES, VIEWS};
 
 pub use share::{HeadsDigest, MAX_ACL_BATCH, Member, SharedCollection, heads_digest};
 
@@ -111,6 +111,7 @@ pub const TABLE_NAMES: &[&str] = &[
     "views-1",
     "titles-1",
     "mentions-1",
+    "fingerprints-1",
 ];
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -496,11 +497,25 @@ impl Store {
         let links_exist = exists(LINKS.name())?;
         let views_exist = exists(VIEWS.name())?;
         let mentions_exist = exists(MENTIONS.name())?;
+        let fingerprints_exist = exists(FINGERPRINTS.name())?;
         txn.open_table(LINKS).map_err(|e| err(&e))?;
         txn.open_table(BACKLINKS).map_err(|e| err(&e))?;
         txn.open_table(VIEWS).map_err(|e| err(&e))?;
         txn.open_table(TITLES).map_err(|e| err(&e))?;
         txn.open_table(MENTIONS).map_err(|e| err(&e))?;
+        txn.open_table(FINGERPRINTS).map_err(|e| err(&e))?;
+        if views_exist && !fingerprints_exist {
+            // A store written before the fingerprints table: derive it once from the views.
+            let views = txn.open_table(VIEWS).map_err(|e| err(&e))?;
+            let mut fingerprints = txn.open_table(FINGERPRINTS).map_err(|e| err(&e))?;
+            for entry in views.iter().map_err(|e| err(&e))? {
+                let (key, value) = entry.map_err(|e| err(&e))?;
+                let memory = view::decode(key.value(), value.value()).map_err(|e| err(&e))?;
+                fingerprints
+                    .insert((view::fingerprint(&memory.content), key.value()), ())
+                    .map_err(|e| err(&e))?;
+            }
+        }
         if !links_exist || !views_exist || !mentions_exist {
             // A store written before the link tables or the read views existed: derive
             // what is missing once, from every document.
@@ -1628,6 +1643,36 @@ impl StoreReader {
         ids_under(&txn.open_table(MENTIONS)?, name)
     }
 
+    /// The memories of `collection` whose text reads the same as `text` (case, spacing
+    /// and punctuation at the ends aside: [`crate::markdown::same_text_key`]), oldest
+    /// first. One range read of the fingerprints table, then the views it names.
+    pub fn same_text(
+        &self,
+        collection: CollectionId,
+        text: &str,
+    ) -> Result<Vec<Memory>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let fingerprints = txn.open_table(FINGERPRINTS)?;
+        let views = txn.open_table(VIEWS)?;
+        let print = view::fingerprint(text);
+        let key = crate::markdown::same_text_key(text);
+        let mut found = Vec::new();
+        for entry in fingerprints.range((print, 0)..=(print, u128::MAX))? {
+            let id = entry?.0.value().1;
+            let Some(bytes) = views.get(id)? else {
+                continue;
+            };
+            let memory = view::decode(id, bytes.value())?;
+            if memory.collection == collection
+                && crate::markdown::same_text_key(&memory.content) == key
+            {
+                found.push(memory);
+            }
+        }
+        found.sort_by_key(|m| (m.created_at, m.id));
+        Ok(found)
+    }
+
     /// How many live memories the store holds.
     pub fn count(&self) -> Result<u64, StoreError> {
         let txn = self.db().begin_read()?;
@@ -1717,6 +1762,7 @@ impl StoreReader {
         let views = txn.open_table(VIEWS)?;
         let titles = txn.open_table(TITLES)?;
         let mentions = txn.open_table(MENTIONS)?;
+        let fingerprints = txn.open_table(FINGERPRINTS)?;
         let mut checked = 0;
         let mut mentioned = 0u64;
         for entry in metas.iter()? {
@@ -1746,6 +1792,15 @@ impl StoreReader {
                     read.id
                 )));
             }
+            if fingerprints
+                .get((view::fingerprint(&read.content), id))?
+                .is_none()
+            {
+                return Err(StoreError::Storage(format!(
+                    "the text of {} is not in the fingerprints table",
+                    read.id
+                )));
+            }
             for name in crate::markdown::wikilink_keys(&read.content) {
                 if mentions.get((name.as_str(), id))?.is_none() {
                     return Err(StoreError::Storage(format!(
@@ -1759,6 +1814,7 @@ impl StoreReader {
         }
         if views.len()? != checked as u64
             || titles.len()? != checked as u64
+            || fingerprints.len()? != checked as u64
             || mentions.len()? != mentioned
         {
             return Err(StoreError::Storage(format!(
@@ -1794,6 +1850,7 @@ impl StoreReader {
         out.insert("views-1", txn.open_table(VIEWS)?.len()?);
         out.insert("titles-1", txn.open_table(TITLES)?.len()?);
         out.insert("mentions-1", txn.open_table(MENTIONS)?.len()?);
+        out.insert("fingerprints-1", txn.open_table(FINGERPRINTS)?.len()?);
         Ok(out)
     }
 }

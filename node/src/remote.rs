@@ -144,6 +144,7 @@ impl Api for Remote {
         let mut view = self.get(&created.id)?;
         // The read does not carry the write's change-log position; the creation did.
         view.seq = view.seq.max(created.seq);
+        view.created = created.created;
         Ok(view)
     }
 

@@ -628,3 +628,66 @@ fn a_missing_or_empty_database_is_refused_and_a_failed_init_leaves_no_key() {
     other.run(&["init"]).fails_with("creating the database");
     assert!(!other.data_dir().join("identity.key").exists());
 }
+
+#[test]
+fn add_with_dedupe_answers_the_memory_that_already_says_the_same() {
+    let cli = TestCli::new();
+    cli.init();
+    let first = cli
+        .run(&["add", "Water the ficus on Sundays."])
+        .ok()
+        .to_owned();
+    let again = cli.run(&["add", "--dedupe", "near", "water the ficus   on sundays"]);
+    assert_eq!(again.ok(), first);
+    assert!(
+        again.stderr.contains("already says the same"),
+        "{}",
+        again.stderr
+    );
+    let json = cli
+        .run(&[
+            "add",
+            "--dedupe",
+            "exact",
+            "Water the ficus on Sundays.",
+            "--json",
+        ])
+        .json();
+    assert_eq!(
+        (json["id"].as_str(), &json["created"]),
+        (Some(first.as_str()), &serde_json::json!(false))
+    );
+    // Not the same bytes: exact writes it; without --dedupe a copy is written as asked.
+    let json = cli
+        .run(&[
+            "add",
+            "--dedupe",
+            "exact",
+            "water the ficus on sundays",
+            "--json",
+        ])
+        .json();
+    assert_eq!(json["created"], true);
+    let copy = cli
+        .run(&["add", "Water the ficus on Sundays."])
+        .ok()
+        .to_owned();
+    assert_ne!(copy, first);
+    assert_eq!(cli.count(), 3);
+    // Another collection is not the same place.
+    cli.run(&["collection", "new", "plants"]).ok();
+    let elsewhere = cli
+        .run(&[
+            "add",
+            "--dedupe",
+            "near",
+            "-c",
+            "plants",
+            "Water the ficus on Sundays.",
+        ])
+        .ok()
+        .to_owned();
+    assert_ne!(elsewhere, first);
+    cli.run(&["add", "--dedupe", "sometimes", "x"])
+        .fails_with("dedupe must be off, exact or near");
+}

@@ -108,6 +108,36 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
     valid("remember", &kept);
     let id = kept["id"].as_str().expect("an id").to_owned();
     assert_eq!(kept["tags"], json!(["house"]));
+    // The same fact again (another case, a full stop) is the same memory, not a copy.
+    let again = text(
+        &call(
+            &client,
+            "remember",
+            json!({"content": "the boiler service is due every october.", "tags": ["house"]}),
+        )
+        .await
+        .expect("remember again"),
+    );
+    valid("remember", &again);
+    assert_eq!(
+        (again["id"].as_str(), &again["created"]),
+        (Some(id.as_str()), &json!(false))
+    );
+    assert_eq!(kept["created"], true);
+    let copy = text(
+        &call(
+            &client,
+            "remember",
+            json!({"content": "the boiler service is due every october.", "dedupe": "exact"}),
+        )
+        .await
+        .expect("remember exact"),
+    );
+    assert_eq!(copy["created"], true, "exact asks for the same bytes");
+    let copy_id = copy["id"].as_str().expect("id").to_owned();
+    call(&client, "forget", json!({"id": copy_id}))
+        .await
+        .expect("forget the copy");
     let other = call(&client, "remember", json!({"content": "Plumber: 555-0100"}))
         .await
         .expect("remember");

@@ -332,18 +332,24 @@ pub(crate) async fn list_memories(
 }
 
 #[utoipa::path(post, path = "/api/v1/memories", tag = "memories", request_body = CreateMemory,
-    responses((status = 201, description = "Stored", body = Created), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "A field is invalid (named in the message)", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+    responses((status = 201, description = "Stored", body = Created), (status = 200, description = "With `dedupe`: a memory of the collection already says the same; its id, `created: false`", body = Created), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "A field is invalid (named in the message)", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
 pub(crate) async fn create_memory(
     State(state): State<AppState>,
     JsonBody(new): JsonBody<CreateMemory>,
 ) -> Result<impl IntoResponse, HttpError> {
     let backend = state.backend.clone();
     let memory = blocking(move || backend.create(new)).await?;
+    let status = if memory.created == Some(false) {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((
-        StatusCode::CREATED,
+        status,
         Json(Created {
             id: memory.id,
             seq: memory.seq,
+            created: memory.created,
         }),
     ))
 }

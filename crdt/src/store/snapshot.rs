@@ -13,7 +13,7 @@ use redb::{
     ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction,
 };
 
-use super::view::{MENTIONS, TITLES, VIEWS};
+use super::view::{FINGERPRINTS, MENTIONS, TITLES, VIEWS};
 use super::{
     ACL, BACKLINKS, CHANGELOG, COLLECTIONS, DESCRIPTORS, DOCS, HEADS, INVITES, JOIN_REFUSALS,
     JOINS, LINKS, MEMBERS, MEMORY_META, META, SIGNATURES, StoreReader, TOMBSTONES, builder,
@@ -104,5 +104,6 @@ pub(super) fn copy_all(read: &ReadTransaction, write: &WriteTransaction) -> Resu
     copy_table(read, write, VIEWS)?;
     copy_table(read, write, TITLES)?;
     copy_table(read, write, MENTIONS)?;
+    copy_table(read, write, FINGERPRINTS)?;
     Ok(())
 }

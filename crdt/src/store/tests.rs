@@ -187,6 +187,59 @@ fn garbage_file_is_reported_not_panicked() {
 }
 
 #[test]
+fn same_text_finds_a_memory_that_says_the_same_in_its_collection_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open(&dir, "a.redb", &Keypair::generate());
+    let home = store.default_collection();
+    let other = store.create_collection("work").expect("collection").id;
+    let kept = store
+        .add(note("The boiler service is due every October."))
+        .expect("add");
+    store
+        .add(NewMemory {
+            collection: Some(other),
+            ..note("The boiler service is due every October.")
+        })
+        .expect("add");
+    store
+        .add(note("The boiler service is due every November."))
+        .expect("add");
+    let found = |store: &Store, text: &str| -> Vec<MemoryId> {
+        store
+            .same_text(home, text)
+            .expect("same_text")
+            .iter()
+            .map(|m| m.id)
+            .collect()
+    };
+    assert_eq!(
+        found(&store, "the boiler service is  due\nevery october"),
+        [kept.id]
+    );
+    assert_eq!(
+        found(&store, "  THE BOILER SERVICE IS DUE EVERY OCTOBER!"),
+        [kept.id]
+    );
+    assert!(found(&store, "The boiler service is due every").is_empty());
+    // An edit moves it; a delete takes it out; the tables stay consistent throughout.
+    store
+        .edit(
+            kept.id,
+            &MemoryEdit {
+                content: Some("Gas meter reading: 4711".into()),
+                ..MemoryEdit::default()
+            },
+        )
+        .expect("edit");
+    assert!(found(&store, "The boiler service is due every October.").is_empty());
+    assert_eq!(found(&store, "gas meter reading: 4711"), [kept.id]);
+    store.verify_views().expect("consistent");
+    store.remove(&[kept.id]).expect("remove");
+    assert!(found(&store, "gas meter reading: 4711").is_empty());
+    store.verify_views().expect("consistent");
+}
+
+#[test]
 fn vacuum_copies_every_table() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = open(&dir, "a.redb", &Keypair::generate());

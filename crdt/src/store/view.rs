@@ -20,6 +20,21 @@ pub(super) const TITLES: TableDefinition<(&str, u128), ()> = TableDefinition::ne
 /// title finds the memories waiting for it.
 pub(super) const MENTIONS: TableDefinition<(&str, u128), ()> = TableDefinition::new("mentions-1");
 
+/// Key: (the first 16 bytes of the SHA-256 of a memory's text as
+/// [`crate::markdown::same_text_key`] reads it, memory id). Value: nothing. How a write finds
+/// a memory that already says the same (`StoreReader::same_text`).
+pub(super) const FINGERPRINTS: TableDefinition<(u128, u128), ()> =
+    TableDefinition::new("fingerprints-1");
+
+/// The fingerprint of a text (see [`FINGERPRINTS`]).
+pub(super) fn fingerprint(text: &str) -> u128 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(crate::markdown::same_text_key(text).as_bytes());
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(first)
+}
+
 /// The stored form of a [`Memory`] (without its id, which is the key).
 #[derive(Debug, Serialize, Deserialize)]
 struct ViewRecord {
@@ -125,6 +140,11 @@ pub(super) fn put(txn: &WriteTransaction, memory: &Memory) -> Result<(), StoreEr
     views.insert(id, encode(memory)?.as_slice())?;
     titles.insert((new_key.as_str(), id), ())?;
     if old.as_ref().is_none_or(|old| old.content != memory.content) {
+        let mut fingerprints = txn.open_table(FINGERPRINTS)?;
+        if let Some(old) = &old {
+            fingerprints.remove((fingerprint(&old.content), id))?;
+        }
+        fingerprints.insert((fingerprint(&memory.content), id), ())?;
         let old_names = old.map(|o| wikilink_keys(&o.content)).unwrap_or_default();
         put_mentions(txn, id, &old_names, &wikilink_keys(&memory.content))?;
     }
@@ -157,6 +177,8 @@ pub(super) fn remove(txn: &WriteTransaction, id: MemoryId) -> Result<(), StoreEr
     let old = decode(id, old.value())?;
     txn.open_table(TITLES)?
         .remove((title_key(&old.title).as_str(), id))?;
+    txn.open_table(FINGERPRINTS)?
+        .remove((fingerprint(&old.content), id))?;
     put_mentions(txn, id, &wikilink_keys(&old.content), &[])?;
     Ok(())
 }

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use mnemon_api::{
     AnswerView, AskEvent, AskRequest, BackupFile, BackupRequest, CollectionView, CreateMemory,
-    DialRequest, EventView, GraphQuery, GraphView, HitView, InviteRequest, InviteView, JoinRequest,
-    JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery,
-    ShareRequest,
+    Dedupe, DialRequest, EventView, GraphQuery, GraphView, HitView, InviteRequest, InviteView,
+    JoinRequest, JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView,
+    SearchQuery, ShareRequest,
 };
 use mnemon_api::{Api, Error as ApiError, Gauge};
 use mnemon_crdt::{ListFilter, MemoryEdit, MemoryId, NewMemory, Source, Store, Task, Timestamp};
@@ -69,6 +69,7 @@ impl Api for Service {
             .map(|c| store.resolve_collection(c))
             .transpose()
             .map_err(store_error)?;
+        let dedupe = new.dedupe.unwrap_or_default();
         let memory = NewMemory {
             title: new.title,
             content: new.content,
@@ -89,15 +90,32 @@ impl Api for Service {
             .builder()
             .prepare(&memory)
             .map_err(store_error)?;
-        let (memory, seq) = self
+        let (title, content) = (memory.title.clone(), memory.content.clone());
+        let (memory, seq, created) = self
             .writer
             .write_blocking(move |s: &mut Store| {
+                // On the writer thread: no write committed meanwhile can slip between the
+                // check and the write.
+                if dedupe != Dedupe::Off {
+                    let collection = collection.unwrap_or_else(|| s.default_collection());
+                    let existing = s.same_text(collection, &content)?.into_iter().find(|m| {
+                        dedupe == Dedupe::Near
+                            || (m.content == content
+                                && title.as_ref().is_none_or(|t| *t == m.title))
+                    });
+                    if let Some(existing) = existing {
+                        return Ok((existing, None, false));
+                    }
+                }
                 let memory = s.add_prepared(prepared.clone())?;
-                Ok((memory, s.last_write_seq()))
+                Ok((memory, Some(s.last_write_seq()), true))
             })
             .map_err(store_error)?;
         let mut view = MemoryView::new(&memory, &self.names(store)?);
-        view.seq = Some(seq);
+        view.seq = seq;
+        if dedupe != Dedupe::Off {
+            view.created = Some(created);
+        }
         Ok(view)
     }
 

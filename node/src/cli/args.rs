@@ -387,7 +387,12 @@ pub struct AddArgs {
     /// each id as soon as it is on disk.
     #[arg(long)]
     pub lines: bool,
-    /// Print JSON: {"id": …}.
+    /// If a memory of the collection already says the same, print its id and write
+    /// nothing: `exact` (byte for byte) or `near` (case, spacing and punctuation at the
+    /// ends aside).
+    #[arg(long, value_name = "MODE")]
+    pub dedupe: Option<mnemon_api::Dedupe>,
+    /// Print JSON: {"id": …} (with --dedupe also "created": true or false).
     #[arg(long)]
     pub json: bool,
 }

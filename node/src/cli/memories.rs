@@ -6,8 +6,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use mnemon_api::{
-    Api, CreateMemory, HitView, ListQuery, PatchMemory, SearchMode, SearchQuery, TaskBoard,
-    TaskFields, TaskStatus,
+    Api, CreateMemory, HitView, ListQuery, MemoryView, PatchMemory, SearchMode, SearchQuery,
+    TaskBoard, TaskFields, TaskStatus,
 };
 use mnemon_crdt::normalize_tag;
 
@@ -250,13 +250,22 @@ fn add_memories(api: &dyn Api, args: AddArgs, out: &mut impl Write) -> Result<()
         collection: args.collection.clone(),
         kind: args.kind.clone(),
         importance: args.importance,
+        dedupe: args.dedupe,
         ..CreateMemory::default()
     };
-    let print = |out: &mut dyn Write, id: &str| -> Result<()> {
+    let print = |out: &mut dyn Write, memory: &MemoryView| -> Result<()> {
+        let id = &memory.id;
         if args.json {
-            writeln!(out, "{}", output::json(&serde_json::json!({ "id": id })))?;
+            let mut value = serde_json::json!({ "id": id });
+            if let Some(created) = memory.created {
+                value["created"] = created.into();
+            }
+            writeln!(out, "{}", output::json(&value))?;
         } else {
             writeln!(out, "{id}")?;
+            if memory.created == Some(false) {
+                eprintln!("mnemon: {id} already says the same; nothing was written");
+            }
         }
         out.flush()?;
         Ok(())
@@ -276,7 +285,7 @@ fn add_memories(api: &dyn Api, args: AddArgs, out: &mut impl Write) -> Result<()
                 content: line,
                 ..template.clone()
             })?;
-            print(out, &memory.id)?;
+            print(out, &memory)?;
         }
         return Ok(());
     }
@@ -289,7 +298,7 @@ fn add_memories(api: &dyn Api, args: AddArgs, out: &mut impl Write) -> Result<()
         content,
         ..template
     })?;
-    print(out, &memory.id)
+    print(out, &memory)
 }
 
 fn edit_memory(api: &dyn Api, args: EditArgs, out: &mut impl Write) -> Result<()> {

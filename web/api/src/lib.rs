@@ -89,8 +89,9 @@ pub use backup::{BackupFile, BackupRequest, BackupView, MIN_PASSPHRASE};
 pub use error::{Error, ErrorKind};
 pub use graph::{GraphEdge, GraphNode, GraphQuery, GraphView};
 pub use memory::{
-    CreateMemory, Created, EventKind, EventView, LinkView, ListQuery, MAX_LIST_PAGE, MemoryView,
-    Page, PatchMemory, SourceView, TaskBoard, TaskFields, TaskList, TaskStatus, TaskView,
+    CreateMemory, Created, Dedupe, EventKind, EventView, LinkView, ListQuery, MAX_LIST_PAGE,
+    MemoryView, Page, PatchMemory, SourceView, TaskBoard, TaskFields, TaskList, TaskStatus,
+    TaskView,
 };
 pub use search::{
     AnswerView, AskEvent, AskRequest, CitationView, HitView, SearchMode, SearchQuery,

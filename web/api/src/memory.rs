@@ -43,6 +43,27 @@ pub struct MemoryView {
     /// to a search to see the write in its results (read-your-writes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// After a create with `dedupe`: whether this memory is new (`false`: it already said
+    /// the same, and nothing was written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
+}
+
+names! {
+    /// What a create does when a memory of the same collection already says the same.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema, JsonSchema)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Dedupe as "dedupe" {
+        /// Write it anyway (the default of the API and the CLI).
+        #[default]
+        Off = "off",
+        /// Answer with the existing memory if its text is byte for byte the same (and its
+        /// title, when one is given).
+        Exact = "exact",
+        /// Answer with the existing memory if its text reads the same: case, spacing and
+        /// punctuation at the ends aside (the default of MCP's `remember`).
+        Near = "near",
+    }
 }
 
 names! {
@@ -281,6 +302,7 @@ impl MemoryView {
                 .collect(),
             task: memory.task.as_ref().map(TaskView::from),
             seq: None,
+            created: None,
         }
     }
 }
@@ -321,6 +343,10 @@ pub struct CreateMemory {
     /// When it last changed, if not now (RFC 3339; for imports).
     #[serde(default)]
     pub updated_at: Option<String>,
+    /// `exact` or `near`: if a memory of the collection already says the same, answer
+    /// with it (`created: false`) instead of writing a second copy. Default `off`.
+    #[serde(default)]
+    pub dedupe: Option<Dedupe>,
 }
 
 impl From<&MemoryView> for CreateMemory {
@@ -345,6 +371,7 @@ impl From<&MemoryView> for CreateMemory {
             source: view.source.clone(),
             created_at: Some(view.created_at.clone()),
             updated_at: Some(view.updated_at.clone()),
+            dedupe: None,
         }
     }
 }
@@ -437,6 +464,10 @@ pub struct Created {
     /// see the new memory in the results (read-your-writes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// With `dedupe`: `false` when a memory of the collection already said the same (its
+    /// id is answered, nothing was written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
 }
 
 /// A change to a memory, as `/api/v1/events` streams it.

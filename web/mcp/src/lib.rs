@@ -90,6 +90,11 @@ pub struct RememberArgs {
     /// Kind: note, fact, conversation, task…; default note.
     #[serde(default)]
     pub kind: Option<String>,
+    /// If a memory of the collection already says the same: `near` (the default: case,
+    /// spacing and punctuation at the ends aside) or `exact` answers with it
+    /// (`created: false`) and writes nothing; `off` writes a second copy.
+    #[serde(default)]
+    pub dedupe: Option<mnemon_api::Dedupe>,
 }
 
 /// `recall`: search by meaning and by words.
@@ -245,11 +250,11 @@ impl Mcp {
 impl Mcp {
     #[tool(
         title = "Remember",
-        description = "Store a new memory (a note, fact, conversation or task) and return it with its id.",
+        description = "Store a new memory (a note, fact, conversation or task) and return it with its id. A memory of the same collection that already says the same is returned instead (created: false).",
         annotations(
             read_only_hint = false,
             destructive_hint = false,
-            idempotent_hint = false,
+            idempotent_hint = true,
             open_world_hint = false
         )
     )]
@@ -265,6 +270,7 @@ impl Mcp {
                     tags: args.tags,
                     collection: args.collection,
                     kind: args.kind,
+                    dedupe: Some(args.dedupe.unwrap_or(mnemon_api::Dedupe::Near)),
                     ..CreateMemory::default()
                 })
             })
