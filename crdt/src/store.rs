@@ -28,7 +28,7 @@ mod share;
 mod snapshot;
 mod view;
 
-pub use snapshot::{StoreSummary, inspect_file};
+pub use snapshot::{StoreSummary, inspect_file, inspect_snapshot};
 
 pub use crate::markdown::title_key;
 use view::{FINGERPRINTS, MENTIONS, TITLES, VIEWS};

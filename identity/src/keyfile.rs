@@ -196,29 +196,42 @@ impl KeyFile {
             path: self.path.clone(),
             source,
         })?);
-        if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
-            return Err(KeyFileError::Corrupt("not a Mnemon key file".into()));
-        }
-        if bytes[8] != VERSION {
-            return Err(KeyFileError::UnsupportedVersion(bytes[8]));
-        }
-        let expected_len = match bytes[9] {
-            KIND_PLAIN => PLAIN_LEN,
-            KIND_SEALED => SEALED_LEN,
-            other => return Err(KeyFileError::Corrupt(format!("unknown key kind {other}"))),
-        };
-        if bytes.len() != expected_len {
-            return Err(KeyFileError::Corrupt(format!(
-                "expected {expected_len} bytes, found {}",
-                bytes.len()
-            )));
-        }
-        let (body, checksum) = bytes.split_at(expected_len - CHECKSUM_LEN);
-        if Sha256::digest(body).as_slice() != checksum {
-            return Err(KeyFileError::Corrupt("checksum mismatch".into()));
-        }
+        check_bytes(&bytes)?;
         Ok(bytes)
     }
+
+    /// The DID a key file's bytes hold (in the clear, no passphrase needed), once its
+    /// format and checksum are checked: what a backup's key file is checked by.
+    pub fn did_in(bytes: &[u8]) -> Result<Did, KeyFileError> {
+        check_bytes(bytes)?;
+        header_did(bytes)
+    }
+}
+
+/// Checks a key file's magic, version, kind, length and checksum.
+fn check_bytes(bytes: &[u8]) -> Result<(), KeyFileError> {
+    if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
+        return Err(KeyFileError::Corrupt("not a Mnemon key file".into()));
+    }
+    if bytes[8] != VERSION {
+        return Err(KeyFileError::UnsupportedVersion(bytes[8]));
+    }
+    let expected_len = match bytes[9] {
+        KIND_PLAIN => PLAIN_LEN,
+        KIND_SEALED => SEALED_LEN,
+        other => return Err(KeyFileError::Corrupt(format!("unknown key kind {other}"))),
+    };
+    if bytes.len() != expected_len {
+        return Err(KeyFileError::Corrupt(format!(
+            "expected {expected_len} bytes, found {}",
+            bytes.len()
+        )));
+    }
+    let (body, checksum) = bytes.split_at(expected_len - CHECKSUM_LEN);
+    if Sha256::digest(body).as_slice() != checksum {
+        return Err(KeyFileError::Corrupt("checksum mismatch".into()));
+    }
+    Ok(())
 }
 
 fn header(keypair: &Keypair, kind: u8) -> Vec<u8> {

@@ -84,8 +84,19 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        toml::from_str(&text)
-            .with_context(|| format!("{} is not a valid configuration", path.display()))
+        // The parser's message alone, without the line it quotes: that line may hold a
+        // secret written where it does not belong.
+        toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            anyhow::anyhow!(
+                "{} is not a valid configuration{}: {}",
+                path.display(),
+                line.map(|l| format!(" (line {l})")).unwrap_or_default(),
+                e.message()
+            )
+        })
     }
 
     /// The backup schedule `[backup]` sets for the data folder `data`.

@@ -215,17 +215,28 @@ fn store_and_indexes(data: &DataDir, passphrase: &PassphraseSource) -> Vec<Check
         Ok(store) => store,
         Err(e) => {
             let text = format!("{e:#}");
-            let sealed = text.contains("sealed");
-            return vec![bad(
-                "store",
-                if sealed { Status::Warn } else { Status::Fail },
-                text,
-                if sealed {
-                    "give the key's passphrase (MNEMON_PASSPHRASE or --passphrase-file) to check the store"
-                } else {
-                    "restore the store from a backup (`mnemon restore`)"
-                },
-            )];
+            let key = e
+                .chain()
+                .find_map(|cause| cause.downcast_ref::<mnemon_identity::KeyFileError>());
+            let (status, fix) = match key {
+                Some(mnemon_identity::KeyFileError::InsecurePermissions { path, .. }) => (
+                    Status::Fail,
+                    format!("chmod 600 {}", path.display()),
+                ),
+                _ if text.contains("sealed") => (
+                    Status::Warn,
+                    "give the key's passphrase (MNEMON_PASSPHRASE or --passphrase-file) to check the store".to_owned(),
+                ),
+                Some(_) => (
+                    Status::Fail,
+                    "put the node's key file back (from a backup: `mnemon restore` into a new folder)".to_owned(),
+                ),
+                None => (
+                    Status::Fail,
+                    "restore the store from a backup (`mnemon restore` into a new folder)".to_owned(),
+                ),
+            };
+            return vec![bad("store", status, text, fix)];
         }
     };
     let mut checks = Vec::new();
@@ -519,6 +530,14 @@ fn backups(root: &Path, config: &Config) -> Check {
             "add [backup] to config.toml, or run `mnemon backup DEST` now and then",
         ),
         Some(schedule) => {
+            if let Some(warning) = &state.warning {
+                return bad(
+                    "backup",
+                    Status::Warn,
+                    format!("{last}; {warning}"),
+                    "see the message: old backups pile up until it is fixed",
+                );
+            }
             if let Some(failed) = &state.last_error {
                 return bad(
                     "backup",

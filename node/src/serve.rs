@@ -363,18 +363,23 @@ fn spawn_backups(
         .name("mnemon-backup".into())
         .spawn(move || {
             let interval = u64::try_from(schedule.interval.as_millis()).unwrap_or(u64::MAX);
-            let retry = interval.min(60_000);
             let mut warned_at = 0u64;
+            let mut warned_future = false;
             while !stop.load(Ordering::Relaxed) {
                 let state = crate::backup::State::load(setup.data.root());
                 let now = crate::backup::now_ms();
-                let due = match (&state.last, &state.last_error) {
-                    (_, Some(failed)) => failed.at_ms.saturating_add(retry),
-                    (Some(last), None) => last.at_ms.saturating_add(interval),
-                    (None, None) => 0,
-                };
-                if now >= due {
-                    let result = service.read_store(|store| schedule.run_once(store, &setup.data));
+                if !warned_future
+                    && state
+                        .last_scheduled
+                        .as_ref()
+                        .is_some_and(|t| t.at_ms > now.saturating_add(60_000))
+                {
+                    warned_future = true;
+                    tracing::warn!("the last backup is dated in the future (was the clock set back?); taking one now");
+                }
+                if now >= state.next_due_ms(schedule.interval, now) {
+                    let result = service
+                        .read_store(|store| schedule.run_once(store, &setup.data));
                     match result {
                         Ok(path) => tracing::info!(path = %path.display(), "backup taken"),
                         Err(e) => tracing::error!(error = %format!("{e:#}"), "backup failed"),

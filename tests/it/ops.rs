@@ -196,6 +196,30 @@ fn scheduled_backups_keep_the_newest_n_and_status_reports_the_last() {
     );
     mnemon_identity::private::write_private(&cli.data_dir().join("config.toml"), config.as_bytes())
         .expect("config");
+    // Files in the folder that the schedule did not write for this node are never removed:
+    // one renamed by hand, one of another node, one named like a backup but a folder.
+    let did = cli.run(&["id"]).ok().to_owned();
+    let tail = &did[did.len() - 8..];
+    std::fs::create_dir_all(&folder).expect("folder");
+    let foreign = [
+        folder.join("mnemon-before-upgrade.mnemonbak"),
+        folder.join("mnemon-abcdefgh-20200101T000000.000Z.mnemonbak"),
+    ];
+    for file in &foreign {
+        std::fs::write(file, b"not ours").expect("write");
+    }
+    std::fs::create_dir(folder.join(format!("mnemon-{tail}-20000101T000000.000Z.mnemonbak")))
+        .expect("dir");
+    let backups_in = |folder: &std::path::Path| -> Vec<std::path::PathBuf> {
+        backups_in(folder)
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("mnemon-{tail}-")) && p.is_file())
+            })
+            .collect()
+    };
     let served = Served::spawn_with_env(&cli, &["--no-p2p"], &[("TEST_BACKUP_PASS", PASSPHRASE)]);
     let taken = |log: &str| log.matches("backup taken").count();
     let token = cli.run(&["token"]).ok().to_owned();
@@ -238,6 +262,9 @@ fn scheduled_backups_keep_the_newest_n_and_status_reports_the_last() {
     served.stop();
     let kept = backups_in(&folder);
     assert_eq!(kept.len(), 2, "{kept:?}");
+    for file in &foreign {
+        assert_eq!(std::fs::read(file).expect("still there"), b"not ours");
+    }
     // The newest may have been taken between the status and the stop.
     assert!(
         kept.iter().any(|k| k.to_str() == Some(last.as_str())),

@@ -6,9 +6,11 @@
 //! bytes of a deleted memory can survive in the live file until their pages are reused.
 //! A copy of the entries holds only what is live, so forgetting holds in copies too.
 
+use std::fs::File;
 use std::path::Path;
 
 use mnemon_identity::Did;
+use redb::backends::FileBackend;
 use redb::{
     ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction,
 };
@@ -17,7 +19,7 @@ use super::view::{FINGERPRINTS, MENTIONS, TITLES, VIEWS};
 use super::{
     ACL, BACKLINKS, CHANGELOG, COLLECTIONS, DESCRIPTORS, DOCS, HEADS, INVITES, JOIN_REFUSALS,
     JOINS, LINKS, MEMBERS, MEMORY_META, META, SIGNATURES, StoreReader, TOMBSTONES, builder,
-    copy_table, create_private_file,
+    copy_table,
 };
 use crate::error::StoreError;
 
@@ -35,24 +37,41 @@ pub struct StoreSummary {
 }
 
 impl StoreReader {
-    /// Writes a consistent copy of the store, as one read transaction sees it, into a new
-    /// redb file at `path` (created with mode `0600`; it must not exist). Writers keep
-    /// going meanwhile. Returns what the copy holds, counted in the same transaction.
-    pub fn snapshot_to(&self, path: &Path) -> Result<StoreSummary, StoreError> {
-        let storage = |e: &dyn std::fmt::Display| {
-            StoreError::Storage(format!("writing the snapshot {}: {e}", path.display()))
-        };
-        if path.exists() {
-            return Err(storage(&"the file exists"));
-        }
-        create_private_file(path).map_err(|e| storage(&e))?;
-        let copy = builder().create(path).map_err(|e| storage(&e))?;
+    /// Writes a consistent copy of the store, as one read transaction sees it, into
+    /// `file` (empty; typically one already removed from its folder, so nothing is left
+    /// behind if the process dies). Writers keep going meanwhile. Returns what the copy
+    /// holds, counted in the same transaction.
+    pub fn snapshot_into(&self, file: &File) -> Result<StoreSummary, StoreError> {
+        let storage =
+            |e: &dyn std::fmt::Display| StoreError::Storage(format!("writing a snapshot: {e}"));
+        let backend = FileBackend::new(file.try_clone().map_err(|e| storage(&e))?)
+            .map_err(|e| storage(&e))?;
+        let copy = builder()
+            .create_with_backend(backend)
+            .map_err(|e| storage(&e))?;
         let read = self.db().begin_read()?;
         let write = copy.begin_write()?;
         copy_all(&read, &write)?;
         write.commit()?;
         summary(&read)
     }
+}
+
+/// Opens the store held in `file` (a snapshot, not open elsewhere), checks its integrity
+/// and says what it holds, without the node's key.
+pub fn inspect_snapshot(file: &File) -> Result<StoreSummary, StoreError> {
+    let storage =
+        |e: &dyn std::fmt::Display| StoreError::Storage(format!("opening a snapshot: {e}"));
+    if file.metadata().map_err(|e| storage(&e))?.len() == 0 {
+        return Err(storage(&"it is empty"));
+    }
+    let backend =
+        FileBackend::new(file.try_clone().map_err(|e| storage(&e))?).map_err(|e| storage(&e))?;
+    let db = builder()
+        .create_with_backend(backend)
+        .map_err(|e| storage(&e))?;
+    let read = db.begin_read()?;
+    summary(&read)
 }
 
 /// Opens the store file at `path` (not open elsewhere), checks its integrity and says what

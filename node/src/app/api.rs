@@ -488,12 +488,14 @@ impl Api for Service {
                 }
             },
         };
+        // Not recorded as the last backup: only the caller knows whether it kept the file
+        // (`mnemon backup` records it once written).
         let (manifest, bytes, file) =
             crate::backup::create_unnamed(self.store(), &setup.data, passphrase.as_bytes())
-                .map_err(|e| ApiError::internal(format!("taking a backup: {e:#}")))?;
-        if let Err(e) = crate::backup::State::record(setup.data.root(), None, &manifest, bytes) {
-            tracing::warn!(error = %format!("{e:#}"), "recording the backup");
-        }
+                .map_err(|e| match e.downcast_ref::<crate::backup::Busy>() {
+                    Some(busy) => ApiError::unavailable(busy.to_string()),
+                    None => ApiError::internal(format!("taking a backup: {e:#}")),
+                })?;
         Ok(BackupFile {
             view: crate::backup::view_of(&manifest, bytes),
             body: Box::new(file),

@@ -29,7 +29,7 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use mnemon_identity::{KeyFileError, SealParams};
+use mnemon_identity::SealParams;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -44,6 +44,8 @@ const CHECKSUM_LEN: usize = 32;
 const CHUNK: usize = 1 << 20;
 /// Chunk sizes a reader accepts (a hostile header cannot make it allocate much).
 const CHUNK_RANGE: std::ops::RangeInclusive<usize> = 4096..=(16 << 20);
+/// The most Argon2id memory a reader spends (256 MiB; backups are written with 64).
+const MAX_MEMORY_KIB: u32 = 256 * 1024;
 /// Longest manifest a reader accepts.
 const MAX_MANIFEST: usize = 1 << 20;
 /// File name ending of backups.
@@ -99,8 +101,8 @@ pub enum ArchiveError {
     #[error("wrong passphrase for this backup")]
     WrongPassphrase,
     /// The key derivation's parameters are out of range.
-    #[error("the backup's passphrase parameters are not supported: {0}")]
-    Params(KeyFileError),
+    #[error("the backup's key derivation parameters are not supported ({0:?})")]
+    Params(SealParams),
     /// Reading or writing failed.
     #[error("{0}")]
     Io(#[from] io::Error),
@@ -158,7 +160,7 @@ pub fn write(
     rand::rngs::OsRng.fill_bytes(&mut prefix);
     let key = params
         .derive_key(passphrase, &salt)
-        .map_err(ArchiveError::Params)?;
+        .map_err(|_| ArchiveError::Params(params))?;
     let mut header = Vec::with_capacity(HEADER_LEN);
     header.extend_from_slice(MAGIC);
     header.push(VERSION);
@@ -306,6 +308,11 @@ pub fn open(mut file: File, passphrase: &[u8]) -> Result<Opened, ArchiveError> {
         iterations: u32_at(13),
         parallelism: u32_at(17),
     };
+    // At most four times what a backup is written with: a hostile header cannot make
+    // opening it take a gigabyte and minutes.
+    if params.memory_kib > MAX_MEMORY_KIB || params.iterations > 12 || params.parallelism > 4 {
+        return Err(ArchiveError::Params(params));
+    }
     let chunk = u32_at(56) as usize;
     if !CHUNK_RANGE.contains(&chunk) {
         return Err(ArchiveError::Damaged(format!(
@@ -336,7 +343,7 @@ pub fn open(mut file: File, passphrase: &[u8]) -> Result<Opened, ArchiveError> {
     prefix.copy_from_slice(&header[37..56]);
     let key = params
         .derive_key(passphrase, &salt)
-        .map_err(ArchiveError::Params)?;
+        .map_err(|_| ArchiveError::Params(params))?;
     file.seek(SeekFrom::Start(HEADER_LEN as u64))?;
     let mut parts = Opener {
         file: BufReader::new(file),

@@ -1,26 +1,31 @@
 //! Backups: one sealed file holding a consistent snapshot of the store, the key file and
 //! the configuration — not the search indexes, which a restore rebuilds.
 //!
-//! - [`create`] copies the store from one read transaction ([`StoreReader::snapshot_to`]),
-//!   so writers keep going, and seals it with the other parts ([`archive`]). Only live
-//!   entries are copied: a memory deleted before the backup is not in it.
-//! - [`verify`] opens a backup, checks every part's checksum and that the store in it
-//!   opens, without restoring anything.
+//! - [`create`] copies the store from one read transaction
+//!   ([`StoreReader::snapshot_into`]), so writers keep going, and seals it with the other
+//!   parts ([`archive`]). Only live entries are copied: a memory deleted before the backup
+//!   is not in it. One backup is taken at a time ([`Busy`]).
+//! - [`verify`] opens a backup, checks every part's checksum, that the store in it opens
+//!   and holds what the manifest says, and that its key file is the store's node.
 //! - [`restore`] writes the parts into a new, empty data folder.
 //! - [`Schedule`] is `[backup]` in `config.toml`: `mnemon serve` takes a backup every
-//!   `interval` into `folder`, keeps the newest `keep`, and records the outcome in
-//!   `DATA/backup-state.json` ([`State`]), which `status`, `/metrics` and `doctor` read.
+//!   `interval` into `folder`, keeps the newest `keep` of its own, and records the outcome
+//!   in `DATA/backup-state.json` ([`State`]), which `status`, `/metrics` and `doctor` read.
+//!
+//! Scratch files (the store's snapshot, a backup for the API) are removed from their
+//! folder as soon as they are made: a process that dies leaves no plaintext behind.
 
 pub mod archive;
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use mnemon_crdt::{StoreReader, StoreSummary, Timestamp};
-use mnemon_identity::SealParams;
+use mnemon_identity::{KeyFile, SealParams};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -32,33 +37,68 @@ use crate::data_dir::{DB_FILE, DataDir, KEY_FILE, PassphraseSource};
 const CONFIG_FILE: &str = "config.toml";
 /// Where the outcome of the last backups is kept, in the data folder.
 pub const STATE_FILE: &str = "backup-state.json";
+/// The largest key file a backup may hold (they are 106 or 174 bytes).
+const MAX_KEY_FILE: u64 = 4096;
+
+/// One backup at a time: each holds a copy of the store and Argon2id's memory.
+static TAKING: Mutex<()> = Mutex::new(());
+
+/// A backup is being taken already.
+#[derive(Debug, thiserror::Error)]
+#[error("a backup is being taken already; try again when it is done")]
+pub struct Busy;
+
+fn taking(wait: bool) -> Result<MutexGuard<'static, ()>> {
+    if wait {
+        return Ok(TAKING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+    match TAKING.try_lock() {
+        Ok(guard) => Ok(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Ok(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => Err(Busy.into()),
+    }
+}
 
 /// Now, in milliseconds since the epoch.
 pub fn now_ms() -> u64 {
     u64::try_from(Timestamp::now().as_millis()).unwrap_or(0)
 }
 
-/// Removes a file when dropped (a snapshot or a half-written backup).
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
+/// A new file readable by its owner only.
+fn private_file(path: &Path) -> io::Result<File> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
     }
+    options.open(path)
 }
 
-fn scratch_path(dir: &Path, what: &str) -> PathBuf {
-    dir.join(format!(".{what}-{:016x}.tmp", rand::random::<u64>()))
+/// A private file in `dir` that no folder names: gone with the last handle, whatever
+/// happens to the process.
+fn unnamed_file(dir: &Path) -> io::Result<File> {
+    let path = dir.join(format!(
+        ".mnemon-scratch-{:016x}.tmp",
+        rand::random::<u64>()
+    ));
+    let file = private_file(&path)?;
+    fs::remove_file(&path)?;
+    Ok(file)
 }
 
 /// Writes a backup of the node in `data` (its store read through `store`) to `out`, sealed
-/// with `passphrase`. The store's snapshot is made in the data folder and removed after.
+/// with `passphrase`; waits for a backup being taken to finish first.
 pub fn create(
     store: &StoreReader,
     data: &DataDir,
     passphrase: &[u8],
     out: impl Write,
 ) -> Result<(Manifest, u64)> {
+    let _one = taking(true)?;
     create_with(store, data, passphrase, SealParams::default(), out)
 }
 
@@ -69,11 +109,11 @@ fn create_with(
     params: SealParams,
     out: impl Write,
 ) -> Result<(Manifest, u64)> {
-    let snapshot = Scratch(scratch_path(data.root(), "backup-snapshot"));
+    let snapshot = unnamed_file(data.root()).context("making room for the store's snapshot")?;
     let summary = store
-        .snapshot_to(&snapshot.0)
+        .snapshot_into(&snapshot)
         .context("taking a snapshot of the store")?;
-    let mut files = vec![(DB_FILE, File::open(&snapshot.0)?)];
+    let mut files = vec![(DB_FILE, snapshot)];
     files.push((
         KEY_FILE,
         File::open(data.root().join(KEY_FILE)).context("reading the key file")?,
@@ -118,10 +158,20 @@ pub fn create_file(
     write_new(dest, |file| create(store, data, passphrase, file))
 }
 
+/// Removes a file when dropped (a backup written half-way).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
 /// Writes the new file `dest` (mode `0600`; refused if it exists) with `fill`: first into
-/// a temporary beside it, synced, then linked into place, so `dest` is whole or absent.
+/// a temporary beside it (sealed bytes only), synced, then put in place, so `dest` is
+/// whole or absent.
 pub fn write_new<T>(dest: &Path, fill: impl FnOnce(&mut File) -> Result<T>) -> Result<T> {
-    if dest.exists() {
+    if fs::symlink_metadata(dest).is_ok() {
         bail!(
             "{} exists: a backup never overwrites a file",
             dest.display()
@@ -131,41 +181,41 @@ pub fn write_new<T>(dest: &Path, fill: impl FnOnce(&mut File) -> Result<T>) -> R
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let partial = Scratch(scratch_path(dir, "backup"));
+    let partial = Scratch(dir.join(format!(".backup-{:016x}.tmp", rand::random::<u64>())));
     let mut file = private_file(&partial.0)
         .with_context(|| format!("creating a backup in {}", dir.display()))?;
     let value = fill(&mut file)?;
     file.sync_all()?;
-    // A link, not a rename: it fails rather than replace a file made meanwhile.
-    fs::hard_link(&partial.0, dest).with_context(|| format!("writing {}", dest.display()))?;
+    // A link, not a rename: it fails rather than replace a file made meanwhile. Where
+    // links do not exist (FAT on a USB stick, some network shares), a rename.
+    match fs::hard_link(&partial.0, dest) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            bail!(
+                "{} exists: a backup never overwrites a file",
+                dest.display()
+            )
+        }
+        Err(_) if fs::symlink_metadata(dest).is_err() => {
+            fs::rename(&partial.0, dest).with_context(|| format!("writing {}", dest.display()))?
+        }
+        Err(e) => return Err(e).with_context(|| format!("writing {}", dest.display())),
+    }
     File::open(dir)?.sync_all()?;
     Ok(value)
 }
 
-/// A new file readable by its owner only.
-fn private_file(path: &Path) -> io::Result<File> {
-    let mut options = fs::OpenOptions::new();
-    options.read(true).write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)
-}
-
-/// A backup written into an unnamed file (removed from the folder at once), to be sent
-/// somewhere: what `POST /api/v1/backups` streams.
+/// A backup written into an unnamed file, to be sent somewhere: what
+/// `POST /api/v1/backups` streams. [`Busy`] while another backup is being taken.
 pub fn create_unnamed(
     store: &StoreReader,
     data: &DataDir,
     passphrase: &[u8],
 ) -> Result<(Manifest, u64, File)> {
-    let path = scratch_path(data.root(), "backup");
-    let mut file = private_file(&path)?;
-    let _ = fs::remove_file(&path);
-    let (manifest, bytes) = create(store, data, passphrase, &file)?;
-    io::Seek::seek(&mut file, io::SeekFrom::Start(0))?;
+    let _one = taking(false)?;
+    let mut file = unnamed_file(data.root())?;
+    let (manifest, bytes) = create_with(store, data, passphrase, SealParams::default(), &mut file)?;
+    file.seek(io::SeekFrom::Start(0))?;
     Ok((manifest, bytes, file))
 }
 
@@ -178,11 +228,41 @@ pub fn view_of(manifest: &Manifest, bytes: u64) -> mnemon_api::BackupView {
         memories: manifest.memories,
         collections: manifest.collections,
         bytes,
-        file_name: format!(
-            "mnemon-{}.{EXTENSION}",
-            created.to_string().replace(['-', ':'], "")
-        ),
+        file_name: file_name(&manifest.node, created),
     }
+}
+
+/// `mnemon-<the DID's last 8 characters>-20261130T091502.117Z.mnemonbak`: whose, and
+/// when, in a form that sorts by time.
+fn file_name(node: &str, at: Timestamp) -> String {
+    let tail = &node[node.len().saturating_sub(8)..];
+    let stamp = at.to_string().replace(['-', ':'], "");
+    format!("mnemon-{tail}-{stamp}.{EXTENSION}")
+}
+
+/// The time in a name [`file_name`] made for `node`, if it is one.
+fn time_in_name(name: &str, node: &str) -> Option<Timestamp> {
+    let tail = &node[node.len().saturating_sub(8)..];
+    let stamp = name
+        .strip_prefix("mnemon-")?
+        .strip_prefix(tail)?
+        .strip_prefix('-')?
+        .strip_suffix(&format!(".{EXTENSION}"))?;
+    // 20261130T091502.117Z
+    let b = stamp.as_bytes();
+    if b.len() != 20 || b[8] != b'T' || b[15] != b'.' || b[19] != b'Z' {
+        return None;
+    }
+    let rfc3339 = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &stamp[0..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..19]
+    );
+    rfc3339.parse().ok()
 }
 
 /// What [`verify`] found.
@@ -195,22 +275,28 @@ pub struct Verified {
 }
 
 /// Checks a backup without restoring it: its checksum, the passphrase, every part's
-/// SHA-256 and length, and that the store in it opens and holds what the manifest says.
+/// SHA-256 and length, that the store in it opens and holds what the manifest says, and
+/// that its key file belongs to the store's node. Nothing it decrypts is left on disk.
 pub fn verify(path: &Path, passphrase: &[u8]) -> Result<Verified> {
-    let scratch_dir = std::env::temp_dir();
-    let db = Scratch(scratch_path(&scratch_dir, "mnemon-verify"));
-    let manifest = unpack(path, passphrase, |name| {
-        Ok(if name == DB_FILE {
-            Some(private_file(&db.0)?)
-        } else {
-            None
-        })
+    let mut db = unnamed_file(&std::env::temp_dir()).context("making room to check the store")?;
+    let mut key = Zeroizing::new(Vec::new());
+    let manifest = unpack(path, passphrase, |name, bytes| {
+        match name {
+            DB_FILE => db.write_all(bytes)?,
+            KEY_FILE => key.extend_from_slice(bytes),
+            _ => {}
+        }
+        Ok(())
     })?;
-    check_store(&manifest, &db.0).map(|store| Verified { manifest, store })
+    db.sync_all()?;
+    let store =
+        mnemon_crdt::inspect_snapshot(&db).context("the store in the backup does not open")?;
+    check_parts(&manifest, &store, &key)?;
+    Ok(Verified { manifest, store })
 }
 
-fn check_store(manifest: &Manifest, db: &Path) -> Result<StoreSummary> {
-    let store = mnemon_crdt::inspect_file(db).context("the store in the backup does not open")?;
+/// The store and the key file agree with each other and with the manifest.
+fn check_parts(manifest: &Manifest, store: &StoreSummary, key: &[u8]) -> Result<()> {
     if store.did.to_string() != manifest.node
         || store.memories != manifest.memories
         || store.collections != manifest.collections
@@ -226,27 +312,45 @@ fn check_store(manifest: &Manifest, db: &Path) -> Result<StoreSummary> {
             manifest.node
         );
     }
-    Ok(store)
+    let key_did = KeyFile::did_in(key).context("the key file in the backup is not a key file")?;
+    if key_did != store.did {
+        bail!(
+            "the key file in the backup is {key_did}'s, but its store is {}'s",
+            store.did
+        );
+    }
+    Ok(())
 }
 
-/// Opens the backup at `path` and reads each part in order, handing its bytes to the file
-/// `sink(name)` returns (or checking them only, for `None`). Every part's length and
-/// SHA-256 are checked against the manifest.
+/// Opens the backup at `path` and hands each part's bytes, in order, to `sink(name,
+/// bytes)`. Every part's name (known, once), length and SHA-256 are checked against the
+/// manifest.
 fn unpack(
     path: &Path,
     passphrase: &[u8],
-    mut sink: impl FnMut(&str) -> io::Result<Option<File>>,
+    mut sink: impl FnMut(&str, &[u8]) -> io::Result<()>,
 ) -> Result<Manifest> {
+    let meta = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a file", path.display());
+    }
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut opened = archive::open(file, passphrase)?;
+    let mut seen = Vec::new();
     for part in &opened.manifest.parts {
         if !matches!(part.name.as_str(), DB_FILE | KEY_FILE | CONFIG_FILE) {
             return Err(
                 ArchiveError::Damaged(format!("it names an unknown part {:?}", part.name)).into(),
             );
         }
+        if seen.contains(&part.name) {
+            return Err(ArchiveError::Damaged(format!("it names {} twice", part.name)).into());
+        }
+        if part.name == KEY_FILE && part.bytes > MAX_KEY_FILE {
+            return Err(ArchiveError::Damaged("its key file is far too long".into()).into());
+        }
+        seen.push(part.name.clone());
         let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-        let mut out = sink(&part.name)?;
         let mut reader = Read::by_ref(&mut opened.parts).take(part.bytes);
         let mut buf = Zeroizing::new(vec![0u8; 64 * 1024]);
         let mut got = 0u64;
@@ -256,9 +360,7 @@ fn unpack(
                 break;
             }
             sha2::Digest::update(&mut hasher, &buf[..n]);
-            if let Some(out) = &mut out {
-                out.write_all(&buf[..n])?;
-            }
+            sink(&part.name, &buf[..n])?;
             got += n as u64;
         }
         if got != part.bytes {
@@ -271,13 +373,8 @@ fn unpack(
             ))
             .into());
         }
-        if let Some(out) = out {
-            out.sync_all()?;
-        }
     }
-    if !opened.manifest.parts.iter().any(|p| p.name == DB_FILE)
-        || !opened.manifest.parts.iter().any(|p| p.name == KEY_FILE)
-    {
+    if !seen.iter().any(|p| p == DB_FILE) || !seen.iter().any(|p| p == KEY_FILE) {
         return Err(ArchiveError::Damaged("it lacks the store or the key file".into()).into());
     }
     opened.parts.finish()?;
@@ -286,7 +383,8 @@ fn unpack(
 
 /// Writes the backup at `path` into `target`, which must be empty or missing: the store,
 /// the key file and the configuration. The search indexes are not in a backup; the
-/// caller rebuilds them.
+/// caller rebuilds them. On failure, the files this restore made are removed (and only
+/// those).
 pub fn restore(path: &Path, passphrase: &[u8], target: &DataDir) -> Result<Manifest> {
     let root = target.root();
     if root.exists() {
@@ -302,13 +400,42 @@ pub fn restore(path: &Path, passphrase: &[u8], target: &DataDir) -> Result<Manif
     }
     mnemon_identity::private::create_private_dir(root)
         .with_context(|| format!("creating {}", root.display()))?;
-    let result = unpack(path, passphrase, |name| {
-        private_file(&root.join(name)).map(Some)
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", root.display()))?;
+    }
+    let mut made: Vec<(String, File)> = Vec::new();
+    let mut key = Zeroizing::new(Vec::new());
+    let result = unpack(path, passphrase, |name, bytes| {
+        if made.last().is_none_or(|(last, _)| last != name) {
+            let file = private_file(&root.join(name)).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("creating {}: {e}", root.join(name).display()),
+                )
+            })?;
+            made.push((name.to_owned(), file));
+        }
+        if name == KEY_FILE {
+            key.extend_from_slice(bytes);
+        }
+        made.last_mut()
+            .map_or(Ok(()), |(_, file)| file.write_all(bytes))
     })
-    .and_then(|manifest| check_store(&manifest, &target.db_path()).map(|_| manifest));
+    .and_then(|manifest| {
+        for (_, file) in &made {
+            file.sync_all()?;
+        }
+        let store = mnemon_crdt::inspect_file(&target.db_path())
+            .context("the store in the backup does not open")?;
+        check_parts(&manifest, &store, &key)?;
+        Ok(manifest)
+    });
     if result.is_err() {
         // Nothing half-restored is left to be mistaken for a node.
-        for name in [DB_FILE, KEY_FILE, CONFIG_FILE] {
+        for (name, _) in &made {
             let _ = fs::remove_file(root.join(name));
         }
     }
@@ -390,7 +517,7 @@ impl Schedule {
         }))
     }
 
-    /// The configured passphrase.
+    /// The configured passphrase (at least [`mnemon_api::MIN_PASSPHRASE`] characters).
     pub fn passphrase(&self) -> Result<Zeroizing<String>> {
         let source = PassphraseSource {
             env: match &self.passphrase_env {
@@ -402,24 +529,44 @@ impl Schedule {
             file: self.passphrase_file.clone(),
             var: "[backup] passphrase_env",
         };
-        source.get_quiet()?.context("[backup] gives no passphrase")
+        let passphrase = source
+            .get_quiet()?
+            .context("[backup] gives no passphrase")?;
+        if passphrase.chars().count() < mnemon_api::MIN_PASSPHRASE {
+            bail!(
+                "[backup]'s passphrase is shorter than {} characters",
+                mnemon_api::MIN_PASSPHRASE
+            );
+        }
+        Ok(passphrase)
     }
 
-    /// Takes one backup into the folder and removes the oldest beyond `keep`. Records the
-    /// outcome in the state file either way.
+    /// Takes one backup into the folder and removes this node's oldest beyond `keep`.
+    /// Records the outcome in the state file either way (a failed clean-up is a warning:
+    /// the backup was taken).
     pub fn run_once(&self, store: &StoreReader, data: &DataDir) -> Result<PathBuf> {
         let result = self.take(store, data);
         let mut state = State::load(data.root());
         let now = now_ms();
+        state.interval_secs = Some(self.interval.as_secs());
         match &result {
             Ok((path, manifest, bytes)) => {
-                state.last = Some(Taken {
+                let taken = Taken {
                     at_ms: now,
                     file: Some(path.display().to_string()),
                     bytes: *bytes,
                     memories: manifest.memories,
-                });
+                };
+                state.last = Some(taken.clone());
+                state.last_scheduled = Some(taken);
                 state.last_error = None;
+                state.warning = match self.prune(path, &manifest.node) {
+                    Ok(()) => None,
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "removing old backups");
+                        Some(format!("removing old backups: {e:#}"))
+                    }
+                };
             }
             Err(e) => {
                 state.last_error = Some(Failed {
@@ -428,7 +575,6 @@ impl Schedule {
                 });
             }
         }
-        state.interval_secs = Some(self.interval.as_secs());
         state.save(data.root())?;
         result.map(|(path, _, _)| path)
     }
@@ -437,40 +583,45 @@ impl Schedule {
         mnemon_identity::private::create_private_dir(&self.folder)
             .with_context(|| format!("creating {}", self.folder.display()))?;
         let passphrase = self.passphrase()?;
-        // 2026-11-30T09:15:02.117Z as 20261130T091502.117Z: a name that sorts by time.
-        let stamp = Timestamp::now().to_string().replace(['-', ':'], "");
-        let name = format!("mnemon-{stamp}.{EXTENSION}");
-        // The same name the API gives a download (`view_of`).
-        let path = self.folder.join(name);
+        let did = store.did().to_string();
+        let path = self.folder.join(file_name(&did, Timestamp::now()));
         let (manifest, bytes) = create_file(store, data, passphrase.as_bytes(), &path)?;
-        self.prune()?;
         Ok((path, manifest, bytes))
     }
 
-    /// The scheduled backups in the folder, oldest first.
-    pub fn existing(&self) -> Result<Vec<PathBuf>> {
+    /// This node's scheduled backups in the folder, oldest first (by the time in their
+    /// names); files of other nodes, or named otherwise, are not among them.
+    pub fn existing(&self, node: &str) -> Result<Vec<PathBuf>> {
         let mut found = Vec::new();
         let entries = match fs::read_dir(&self.folder) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e).with_context(|| format!("reading {}", self.folder.display())),
         };
         for entry in entries {
-            let name = entry?.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with("mnemon-") && name.ends_with(&format!(".{EXTENSION}")) {
-                found.push(self.folder.join(name.as_ref()));
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(at) = name.to_str().and_then(|n| time_in_name(n, node)) else {
+                continue;
+            };
+            if entry.file_type()?.is_file() {
+                found.push((at, entry.path()));
             }
         }
-        // The names hold the time, in a form that sorts.
         found.sort();
-        Ok(found)
+        Ok(found.into_iter().map(|(_, path)| path).collect())
     }
 
-    fn prune(&self) -> Result<()> {
-        let existing = self.existing()?;
-        let extra = existing.len().saturating_sub(self.keep);
-        for old in &existing[..extra] {
+    /// Removes this node's oldest scheduled backups beyond `keep`, never `newest` (the one
+    /// just taken, whatever the clock said).
+    fn prune(&self, newest: &Path, node: &str) -> Result<()> {
+        let others: Vec<PathBuf> = self
+            .existing(node)?
+            .into_iter()
+            .filter(|p| p != newest)
+            .collect();
+        let extra = others.len().saturating_sub(self.keep.saturating_sub(1));
+        for old in &others[..extra] {
             fs::remove_file(old)
                 .with_context(|| format!("removing the old backup {}", old.display()))?;
         }
@@ -481,10 +632,16 @@ impl Schedule {
 /// The outcome of the last backups, in `DATA/backup-state.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct State {
-    /// The last backup that was taken.
+    /// The last backup written to a file (by the schedule or `mnemon backup`).
     pub last: Option<Taken>,
-    /// The last failure, cleared by the next success.
+    /// The last backup the schedule took (when the next is due).
+    #[serde(default)]
+    pub last_scheduled: Option<Taken>,
+    /// The schedule's last failure, cleared by its next success.
     pub last_error: Option<Failed>,
+    /// Something to know that did not stop the last backup (old ones not removed).
+    #[serde(default)]
+    pub warning: Option<String>,
     /// The schedule's interval when it last ran, in seconds.
     pub interval_secs: Option<u64>,
 }
@@ -494,7 +651,7 @@ pub struct State {
 pub struct Taken {
     /// When, in milliseconds since the epoch.
     pub at_ms: u64,
-    /// Where it was written (none for a download).
+    /// Where it was written.
     pub file: Option<String>,
     /// Its size.
     pub bytes: u64,
@@ -526,41 +683,39 @@ impl State {
             .with_context(|| format!("writing {STATE_FILE}"))
     }
 
-    /// Records a backup taken outside the schedule (`mnemon backup`, the API).
-    pub fn record(data: &Path, file: Option<&Path>, manifest: &Manifest, bytes: u64) -> Result<()> {
+    /// Records a backup written, whole, to `file` outside the schedule (`mnemon backup`).
+    pub fn record_view(data: &Path, file: &Path, view: &mnemon_api::BackupView) -> Result<()> {
         let mut state = State::load(data);
         state.last = Some(Taken {
             at_ms: now_ms(),
-            file: file.map(|f| f.display().to_string()),
-            bytes,
-            memories: manifest.memories,
-        });
-        state.last_error = None;
-        state.save(data)
-    }
-
-    /// Records a backup the API handed out, written to `file` by the caller.
-    pub fn record_view(
-        data: &Path,
-        file: Option<&Path>,
-        view: &mnemon_api::BackupView,
-    ) -> Result<()> {
-        let mut state = State::load(data);
-        state.last = Some(Taken {
-            at_ms: now_ms(),
-            file: file.map(|f| f.display().to_string()),
+            file: Some(file.display().to_string()),
             bytes: view.bytes,
             memories: view.memories,
         });
-        state.last_error = None;
         state.save(data)
     }
 
-    /// How old the last backup is at `now_ms`, in seconds.
+    /// How old the last backup is at `now_ms`, in seconds (0 for one from the future).
     pub fn age_secs(&self, now_ms: u64) -> Option<u64> {
         self.last
             .as_ref()
             .map(|t| now_ms.saturating_sub(t.at_ms) / 1000)
+    }
+
+    /// When the schedule's next backup is due: an interval after its last, at once when
+    /// there is none or the last claims to be from the future (a clock set back), a minute
+    /// (or an interval, if shorter) after a failure.
+    pub fn next_due_ms(&self, interval: Duration, now_ms: u64) -> u64 {
+        let interval = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        if let Some(failed) = &self.last_error {
+            return failed.at_ms.saturating_add(interval.min(60_000));
+        }
+        match &self.last_scheduled {
+            Some(last) if last.at_ms <= now_ms.saturating_add(60_000) => {
+                last.at_ms.saturating_add(interval)
+            }
+            _ => 0,
+        }
     }
 
     /// The state as `status` shows it, with whether it is overdue for `schedule`.
@@ -583,6 +738,7 @@ impl State {
                 "at": f.at_ms,
                 "message": f.message,
             })),
+            "warning": self.warning,
             "overdue": overdue(age, interval),
         })
     }
@@ -595,5 +751,99 @@ pub fn overdue(age: Option<u64>, interval: Option<u64>) -> bool {
         (_, None) => false,
         (None, Some(_)) => true,
         (Some(age), Some(interval)) => age > interval.saturating_mul(2),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_node_and_a_time_that_reads_back() {
+        let node = "did:key:z6MkgukfzPunJXADY8BDgTMcGr5aMFidEJP7GjLSufxFhyQn";
+        let at: Timestamp = "2026-11-30T09:15:02.117Z".parse().expect("time");
+        let name = file_name(node, at);
+        assert_eq!(
+            name,
+            format!(
+                "mnemon-{}-20261130T091502.117Z.mnemonbak",
+                &node[node.len() - 8..]
+            )
+        );
+        assert_eq!(time_in_name(&name, node), Some(at));
+        assert_eq!(time_in_name(&name, "did:key:z6MkOTHERNODEabcdefgh"), None);
+        assert_eq!(time_in_name("mnemon-before-upgrade.mnemonbak", node), None);
+    }
+
+    #[test]
+    fn a_key_file_of_another_node_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (
+            mnemon_identity::Keypair::generate(),
+            mnemon_identity::Keypair::generate(),
+        );
+        let key = KeyFile::new(dir.path().join("a.key"));
+        key.create(&a, None, SealParams::default()).expect("key");
+        let bytes = fs::read(dir.path().join("a.key")).expect("read");
+        let manifest = |node: &mnemon_identity::Did| Manifest {
+            format: 1,
+            node: node.to_string(),
+            created_ms: 0,
+            mnemon_version: String::new(),
+            memories: 3,
+            collections: 1,
+            last_seq: 3,
+            parts: Vec::new(),
+        };
+        let store = |node: mnemon_identity::Did| StoreSummary {
+            did: node,
+            memories: 3,
+            collections: 1,
+            last_seq: 3,
+        };
+        check_parts(&manifest(&a.did()), &store(a.did()), &bytes).expect("a's key, a's store");
+        let err = check_parts(&manifest(&b.did()), &store(b.did()), &bytes).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("key file in the backup is"),
+            "{err:#}"
+        );
+        let err = check_parts(&manifest(&a.did()), &store(b.did()), &bytes).unwrap_err();
+        assert!(format!("{err:#}").contains("manifest says"), "{err:#}");
+        assert!(check_parts(&manifest(&a.did()), &store(a.did()), b"MNEMKEY").is_err());
+    }
+
+    #[test]
+    fn the_next_backup_is_due_after_an_interval_or_at_once() {
+        let hour = Duration::from_secs(3600);
+        let now = 10_000_000;
+        let taken = |at_ms| Taken {
+            at_ms,
+            file: None,
+            bytes: 0,
+            memories: 0,
+        };
+        let mut state = State::default();
+        assert_eq!(state.next_due_ms(hour, now), 0, "none yet: at once");
+        state.last_scheduled = Some(taken(now - 1000));
+        assert_eq!(state.next_due_ms(hour, now), now - 1000 + 3_600_000);
+        state.last_scheduled = Some(taken(now + 86_400_000));
+        assert_eq!(state.next_due_ms(hour, now), 0, "from the future: at once");
+        state.last_error = Some(Failed {
+            at_ms: now,
+            message: String::new(),
+        });
+        assert_eq!(
+            state.next_due_ms(hour, now),
+            now + 60_000,
+            "a minute after a failure"
+        );
+        // A manual backup does not move the schedule.
+        let mut state = State {
+            last: Some(taken(now)),
+            ..State::default()
+        };
+        assert_eq!(state.next_due_ms(hour, now), 0);
+        state.last_scheduled = Some(taken(now - 7_200_000));
+        assert_eq!(state.next_due_ms(hour, now), now - 3_600_000);
     }
 }

@@ -311,6 +311,7 @@ fn backup_line(backup: &serde_json::Value) -> String {
                 .map(|f| format!(", {f}"))
                 .unwrap_or_default()
         ),
+        None if backup["scheduled"] == true => "none taken yet".to_owned(),
         None => "none taken (`mnemon backup DEST`, or [backup] in config.toml)".to_owned(),
     };
     if let Some(interval) = backup["interval_secs"].as_u64() {
@@ -321,6 +322,9 @@ fn backup_line(backup: &serde_json::Value) -> String {
     }
     if let Some(message) = backup["last_error"]["message"].as_str() {
         line.push_str(&format!(" — last attempt FAILED: {message}"));
+    }
+    if let Some(warning) = backup["warning"].as_str() {
+        line.push_str(&format!(" — {warning}"));
     }
     line
 }

@@ -82,7 +82,7 @@ pub(super) fn backup(cx: &Ctx, out: &mut impl Write, args: BackupArgs) -> Result
         );
     }
     let dest = std::fs::canonicalize(&dest).unwrap_or(dest);
-    if let Err(e) = State::record_view(cx.data_dir.root(), Some(&dest), &taken.view) {
+    if let Err(e) = State::record_view(cx.data_dir.root(), &dest, &taken.view) {
         tracing::warn!(error = %format!("{e:#}"), "recording the backup");
     }
     if args.json {

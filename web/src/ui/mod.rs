@@ -1204,7 +1204,7 @@ fn backup_section(backup: &serde_json::Value, csrf: &str) -> Markup {
                 input type="password" name="passphrase" minlength=(mnemon_api::MIN_PASSPHRASE) required autocomplete="new-password";
             }
             button type="submit" { "Download backup" }
-            p .meta { "The store, the key and the configuration, as one file; keep the passphrase: without it the file cannot be opened. " code { "mnemon restore FILE" } " makes a node from it." }
+            p .meta { "The store, the key and the configuration, as one file; keep the passphrase: without it the file cannot be opened. " code { "mnemon restore FILE" } " makes a node from it. A download is not counted as the last backup: only backups the node writes to a file are (scheduled ones and " code { "mnemon backup" } ")." }
         }
     }
 }
