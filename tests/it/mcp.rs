@@ -58,8 +58,8 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
             let read_only = hints
                 .read_only_hint
                 .unwrap_or_else(|| panic!("{}: read-only?", t.name));
-            let reads =
-                ["recall", "get", "list_collections", "list_tasks"].contains(&t.name.as_ref());
+            let reads = ["recall", "get", "list", "list_collections", "list_tasks"]
+                .contains(&t.name.as_ref());
             assert_eq!(read_only, reads, "{}", t.name);
             assert_eq!(
                 hints.destructive_hint,
@@ -87,6 +87,7 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
         "forget",
         "link",
         "list_collections",
+        "list",
         "add_task",
         "list_tasks",
         "complete_task",
@@ -195,6 +196,153 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
             .is_some_and(|c| !c.is_empty())
     );
 
+    let expect_error = |result: Result<CallToolResult, ServiceError>, needle: &str| match result {
+        Err(ServiceError::McpError(e)) => {
+            assert!(
+                e.message.contains(needle),
+                "{e:?} should mention {needle:?}"
+            )
+        }
+        Ok(r) if r.is_error == Some(true) => {
+            let message = text(&r).to_string();
+            assert!(
+                message.contains(needle),
+                "{message} should mention {needle:?}"
+            )
+        }
+        other => panic!("expected an MCP error mentioning {needle:?}, got {other:?}"),
+    };
+    // Reads that fit: recall pages through its hits a budget at a time, and the pages add
+    // up to the whole answer; get reads a long text on from a cursor; list is brief.
+    for i in 0..12 {
+        call(
+            &client,
+            "remember",
+            json!({"content": format!("Pagination marker {i}: the crate of {i} apples"), "tags": ["paging"]}),
+        )
+        .await
+        .expect("remember");
+    }
+    let query = json!({"query": "pagination marker apples", "mode": "keyword", "k": 12, "max_tokens": 100000});
+    let whole = text(
+        &call(&client, "recall", query.clone())
+            .await
+            .expect("recall"),
+    );
+    valid("recall", &whole);
+    let whole_ids = mnemon_tests::ids(&whole["hits"]);
+    assert_eq!(whole_ids.len(), 12, "{whole}");
+    assert!(
+        whole.get("next_cursor").is_none() && whole.get("cut").is_none(),
+        "{whole}"
+    );
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut args = query.clone();
+        args["max_tokens"] = json!(100);
+        if let Some(c) = &cursor {
+            args["cursor"] = json!(c);
+        }
+        let page = text(&call(&client, "recall", args).await.expect("recall page"));
+        valid("recall", &page);
+        pages += 1;
+        paged.extend(
+            mnemon_tests::ids(&page["hits"])
+                .into_iter()
+                .map(str::to_owned),
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) => {
+                assert!(
+                    page["cut"]
+                        .as_str()
+                        .is_some_and(|c| c.contains("later pages")),
+                    "{page}"
+                );
+                cursor = Some(next.to_owned());
+            }
+            None => break,
+        }
+        assert!(pages < 20, "recall never ends");
+    }
+    assert!(pages > 1, "a small budget pages");
+    assert_eq!(paged, whole_ids, "the pages add up to the whole answer");
+    let full = text(
+        &call(
+            &client,
+            "recall",
+            json!({"query": "pagination marker apples", "mode": "keyword", "k": 1, "full": true}),
+        )
+        .await
+        .expect("recall full"),
+    );
+    assert!(
+        full["hits"][0]["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("apples")),
+        "{full}"
+    );
+    expect_error(
+        call(
+            &client,
+            "recall",
+            json!({"query": "apples", "cursor": "soon"}),
+        )
+        .await,
+        "cursor",
+    );
+    let long: String = (0..400)
+        .map(|i| format!("line {i} of a long memory\n"))
+        .collect();
+    let long_id = text(
+        &call(&client, "remember", json!({"content": long}))
+            .await
+            .expect("remember long"),
+    )["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let mut read = String::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut args = json!({"id": long_id, "max_tokens": 500});
+        if let Some(c) = &cursor {
+            args["cursor"] = json!(c);
+        }
+        let part = text(&call(&client, "get", args).await.expect("get part"));
+        valid("get", &part);
+        assert_eq!(part["total_chars"], long.chars().count());
+        assert!(part["content"].as_str().expect("content").chars().count() <= 2000);
+        read.push_str(part["content"].as_str().expect("content"));
+        match part["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(read, long, "the parts add up to the whole text");
+    let briefs = text(
+        &call(&client, "list", json!({"tag": "paging", "max_tokens": 100}))
+            .await
+            .expect("list"),
+    );
+    valid("list", &briefs);
+    let first = &briefs["memories"][0];
+    assert!(
+        first["first_lines"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("Pagination marker")),
+        "{briefs}"
+    );
+    assert!(first.get("content").is_none(), "a brief has no full text");
+    assert!(briefs["next_cursor"].is_string(), "{briefs}");
+    for id in whole_ids.iter().copied().chain([long_id.as_str()]) {
+        call(&client, "forget", json!({"id": id}))
+            .await
+            .expect("forget");
+    }
+
     // Memories are resources too.
     let resources = client.list_all_resources().await.expect("resources");
     let uri = format!("mnemon://memory/{id}");
@@ -214,22 +362,6 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
     // Bad arguments are MCP errors with a clear message (a protocol error, or a tool
     // result marked as an error, which is how rmcp reports arguments that do not parse),
     // and the session goes on.
-    let expect_error = |result: Result<CallToolResult, ServiceError>, needle: &str| match result {
-        Err(ServiceError::McpError(e)) => {
-            assert!(
-                e.message.contains(needle),
-                "{e:?} should mention {needle:?}"
-            )
-        }
-        Ok(r) if r.is_error == Some(true) => {
-            let message = text(&r).to_string();
-            assert!(
-                message.contains(needle),
-                "{message} should mention {needle:?}"
-            )
-        }
-        other => panic!("expected an MCP error mentioning {needle:?}, got {other:?}"),
-    };
     expect_error(
         call(&client, "remember", json!({"title": "no content"})).await,
         "content",

@@ -78,6 +78,7 @@ fn one_of(names: &[&str]) -> String {
 
 mod api;
 mod backup;
+pub mod budget;
 mod error;
 mod graph;
 mod memory;

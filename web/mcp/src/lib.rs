@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use mnemon_api::{
-    Api, Error as ApiError, ErrorKind, SearchMode, TaskBoard, TaskStatus, parse_time,
+    Api, Error as ApiError, ErrorKind, SearchMode, TaskBoard, TaskStatus, budget, parse_time,
 };
 use mnemon_api::{CreateMemory, LinkView, ListQuery, PatchMemory, SearchQuery, TaskFields};
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -51,11 +51,111 @@ impl std::fmt::Debug for Mcp {
     }
 }
 
-/// What `recall` answers: the hits, best first.
+/// Tokens a read answers with when no budget is given.
+const DEFAULT_BUDGET: usize = 2000;
+
+/// What `recall` answers: a page of the hits, best first, within the budget.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Hits {
     /// The hits, best first.
-    pub hits: Vec<mnemon_api::HitView>,
+    pub hits: Vec<RecallHit>,
+    /// Where the rest starts: pass it as `cursor` (with the same query and `k`) for the
+    /// next page. Absent when this page ends the results.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// What was left out of this page for the budget, if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cut: Option<String>,
+}
+
+/// One hit of `recall`: its id, title, date, score and the passage that matched; with
+/// `full`, the memory's text too.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct RecallHit {
+    /// The hit.
+    #[serde(flatten)]
+    pub hit: mnemon_api::HitView,
+    /// With `full`: the memory's text (cut to the budget; `get` with a cursor reads on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// What `get` answers: the memory, its text cut to the budget.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Got {
+    /// The memory; `content` starts at the cursor and fits the budget.
+    #[serde(flatten)]
+    pub memory: mnemon_api::MemoryView,
+    /// How long the whole text is, in characters.
+    pub total_chars: usize,
+    /// Where the rest of the text starts: pass it as `cursor` to read on. Absent when
+    /// `content` reaches the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A memory in brief, for scanning: what `list` answers.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Brief {
+    /// Its id (`get` reads it in full).
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// When it last changed (RFC 3339).
+    pub updated_at: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Its first lines.
+    pub first_lines: String,
+}
+
+/// What `list` answers: a page of memories in brief, most recently changed first.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Briefs {
+    /// The memories.
+    pub memories: Vec<Brief>,
+    /// Where the rest starts: pass it as `cursor` for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `list`: memories, most recently changed first, in brief.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListArgs {
+    /// Only this collection (id or name).
+    #[serde(default)]
+    pub collection: Option<String>,
+    /// Only memories with this tag.
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// Only this kind.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// The most tokens to answer with (default 2000; about 4 characters each).
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    /// From a previous answer's `next_cursor`.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// `get`: one memory, its text read a budget at a time.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetArgs {
+    /// The memory's id.
+    pub id: String,
+    /// The most tokens of text to answer with (default 2000; about 4 characters each).
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    /// From a previous answer's `next_cursor`: where in the text to go on.
+    #[serde(default)]
+    pub cursor: Option<String>,
 }
 
 /// What `list_collections` answers.
@@ -126,6 +226,16 @@ pub struct RecallArgs {
     /// Only memories created before this time (`2026-11-21` or RFC 3339).
     #[serde(default)]
     pub until: Option<String>,
+    /// The most tokens to answer with (default 2000; about 4 characters each). Hits
+    /// beyond it are left for the next page (`next_cursor`).
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    /// From a previous answer's `next_cursor` (with the same query and `k`).
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Each hit with its memory's whole text (cut to the budget), not only the passage.
+    #[serde(default)]
+    pub full: bool,
 }
 
 /// A memory's id.
@@ -281,7 +391,7 @@ impl Mcp {
 
     #[tool(
         title = "Recall",
-        description = "Search the memories by meaning and by words; returns hits with ids, titles, scores and snippets.",
+        description = "Search the memories by meaning and by words; returns hits with ids, titles, dates, scores and the passages that matched, a budget's worth at a time (`next_cursor` gives the next page; `full` adds each memory's text).",
         annotations(
             read_only_hint = true,
             destructive_hint = false,
@@ -309,9 +419,12 @@ impl Mcp {
             0 => None,
             seq => Some(seq),
         };
-        let hits = self
+        let from = budget::read_cursor(args.cursor.as_deref()).map_err(mcp_error)?;
+        let chars = budget::chars_for(args.max_tokens.unwrap_or(DEFAULT_BUDGET));
+        let full = args.full;
+        let (hits, total) = self
             .call(move |b| {
-                b.search(&SearchQuery {
+                let all = b.search(&SearchQuery {
                     after,
                     q: args.query,
                     k: Some(args.k.unwrap_or(10)),
@@ -322,15 +435,39 @@ impl Mcp {
                     since,
                     until,
                     ..SearchQuery::default()
-                })
+                })?;
+                let total = all.len();
+                let mut page = Vec::new();
+                for hit in all.into_iter().skip(from) {
+                    let content = if full {
+                        let (text, _) = budget::window(&b.get(&hit.id)?.content, 0, chars);
+                        Some(text)
+                    } else {
+                        None
+                    };
+                    page.push(RecallHit { hit, content });
+                }
+                Ok((page, total))
             })
             .await?;
-        Ok(Json(Hits { hits }))
+        let (hits, cut) = budget::fit(hits, chars);
+        let end = from + hits.len();
+        Ok(Json(Hits {
+            cut: cut.then(|| {
+                format!(
+                    "{} of {total} hits are on later pages (the budget is about {} tokens)",
+                    total - end,
+                    chars / budget::CHARS_PER_TOKEN
+                )
+            }),
+            next_cursor: (end < total).then(|| end.to_string()),
+            hits,
+        }))
     }
 
     #[tool(
         title = "Read a memory",
-        description = "Read one memory in full by its id.",
+        description = "Read one memory by its id: its fields, and its text a budget at a time (`next_cursor` reads on).",
         annotations(
             read_only_hint = true,
             destructive_hint = false,
@@ -338,12 +475,65 @@ impl Mcp {
             open_world_hint = false
         )
     )]
-    async fn get(
-        &self,
-        Parameters(args): Parameters<IdArgs>,
-    ) -> Result<Json<mnemon_api::MemoryView>, McpError> {
-        let memory = self.call(move |b| b.get(&args.id)).await?;
-        Ok(Json(memory))
+    async fn get(&self, Parameters(args): Parameters<GetArgs>) -> Result<Json<Got>, McpError> {
+        let from = budget::read_cursor(args.cursor.as_deref()).map_err(mcp_error)?;
+        let chars = budget::chars_for(args.max_tokens.unwrap_or(DEFAULT_BUDGET));
+        let mut memory = self.call(move |b| b.get(&args.id)).await?;
+        let total_chars = memory.content.chars().count();
+        let (content, next) = budget::window(&memory.content, from, chars);
+        memory.content = content;
+        Ok(Json(Got {
+            memory,
+            total_chars,
+            next_cursor: next.map(|n| n.to_string()),
+        }))
+    }
+
+    #[tool(
+        title = "List memories",
+        description = "Memories in brief (id, title, dates, kind, tags, first lines), most recently changed first, a budget's worth at a time; `get` reads one in full.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn list(&self, Parameters(args): Parameters<ListArgs>) -> Result<Json<Briefs>, McpError> {
+        let from = budget::read_cursor(args.cursor.as_deref()).map_err(mcp_error)?;
+        let chars = budget::chars_for(args.max_tokens.unwrap_or(DEFAULT_BUDGET));
+        let page = self
+            .call(move |b| {
+                b.list(&ListQuery {
+                    collection: args.collection,
+                    tag: args.tag,
+                    kind: args.kind,
+                    offset: Some(from),
+                    limit: Some(100),
+                    ..ListQuery::default()
+                })
+            })
+            .await?;
+        let more = page.next_offset.is_some();
+        let briefs: Vec<Brief> = page
+            .items
+            .into_iter()
+            .map(|m| Brief {
+                first_lines: budget::first_lines(&m.content, 200),
+                id: m.id,
+                title: m.title,
+                created_at: m.created_at,
+                updated_at: m.updated_at,
+                kind: m.kind,
+                tags: m.tags,
+            })
+            .collect();
+        let (memories, cut) = budget::fit(briefs, chars);
+        let end = from + memories.len();
+        Ok(Json(Briefs {
+            next_cursor: (cut || more).then(|| end.to_string()),
+            memories,
+        }))
     }
 
     #[tool(
