@@ -92,6 +92,15 @@ impl Remote {
             .map_err(|e| ApiError::internal(format!("the service answered unexpectedly: {e}")))
     }
 
+    /// Has the service replace its token (the old one, this client's, stops working).
+    pub fn rotate_token(&self) -> Result<String, ApiError> {
+        let answer: serde_json::Value = self.send_json("POST", "/token", &serde_json::json!({}))?;
+        answer["token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::internal("the service's answer has no token"))
+    }
+
     /// A link that signs a browser in to the service's web UI, once.
     pub fn sign_in_link(&self) -> Result<String, ApiError> {
         let answer: serde_json::Value =

@@ -259,6 +259,7 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
             write_timeout: mnemon_web::DEFAULT_WRITE_TIMEOUT,
             sessions: Some(data.join(SESSIONS_FILE)),
             sign_in_code: Some(sign_in_code.clone()),
+            token_file: Some(data.join(TOKEN_FILE)),
         };
         service.forward_events();
         let mcp_cancel = tokio_util::sync::CancellationToken::new();

@@ -86,6 +86,7 @@ impl Api {
             write_timeout: Duration::from_millis(500),
             sessions: None,
             sign_in_code: Some(SIGN_IN_CODE.into()),
+            token_file: None,
         };
         let app = {
             let _guard = runtime.enter();

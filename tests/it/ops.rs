@@ -552,3 +552,79 @@ fn one_command_from_an_empty_folder_to_a_signed_in_browser() {
     let log = served.stop();
     assert!(!log.contains(&code), "the sign-in code was logged");
 }
+
+#[test]
+fn rotating_the_token_while_serving_ends_the_old_one_and_every_session_at_once() {
+    let cli = TestCli::new();
+    cli.init();
+    let served = Served::start(&cli);
+    let old = cli.run(&["token"]).ok().to_owned();
+    let agent = ureq::Agent::config_builder()
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let link = cli.run(&["signin"]).ok().to_owned();
+    let signed_in = agent.get(&link).call().expect("sign in");
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let home = |cookie: &str| {
+        agent
+            .get(&format!("{}/", served.url))
+            .header("Cookie", cookie)
+            .call()
+            .expect("home")
+            .status()
+    };
+    assert_eq!(home(&cookie), 200);
+    let status = |token: &str| {
+        agent
+            .get(&format!("{}/api/v1/status", served.url))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .expect("status")
+            .status()
+    };
+    assert_eq!(status(&old), 200);
+
+    let new = cli.run(&["token", "--rotate"]).ok().to_owned();
+    assert!(new.starts_with("mnm_") && new != old, "{new}");
+    assert_eq!(
+        cli.run(&["token"]).ok(),
+        new,
+        "the file holds the new token"
+    );
+    assert_eq!(status(&old), 401, "the old token works no more");
+    assert_eq!(status(&new), 200);
+    assert_ne!(
+        home(&cookie),
+        200,
+        "the browser's session ended with the old token"
+    );
+    let mcp = agent
+        .post(&format!("{}/mcp", served.url))
+        .header("Authorization", &format!("Bearer {old}"))
+        .header("Accept", "application/json, text/event-stream")
+        .send_json(json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+        .expect("mcp");
+    assert_eq!(mcp.status(), 401, "MCP takes the new token only");
+    // The CLI goes on through the service with the new token.
+    let id = cli
+        .run(&["add", "written after the rotation"])
+        .ok()
+        .to_owned();
+    assert_eq!(
+        cli.run(&["get", &id, "--json"]).json()["content"],
+        "written after the rotation"
+    );
+    let log = served.stop();
+    assert!(
+        !log.contains(&new) && !log.contains(&old),
+        "a token was logged"
+    );
+}

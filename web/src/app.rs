@@ -14,8 +14,8 @@ use crate::error::HttpError;
 use crate::router::{
     ask, authenticate, backlinks, backup, collections, create_collection, create_memory,
     delete_memory, dial, events, get_memory, graph, guard, invite_collection, join, list_memories,
-    members, metrics, peers, proof, ready, search, session, share_collection, sign_in_link, status,
-    tag_route, unshare_collection, update_memory,
+    members, metrics, peers, proof, ready, rotate_token, search, session, share_collection,
+    sign_in_link, status, tag_route, unshare_collection, update_memory,
 };
 use crate::state::{AppState, ServerConfig};
 
@@ -114,6 +114,7 @@ pub fn router_with(backend: Arc<dyn Api>, config: &ServerConfig, protected: Rout
         .route("/events", get(events))
         .route("/session", get(session))
         .route("/signin-links", axum::routing::post(sign_in_link))
+        .route("/token", axum::routing::post(rotate_token))
         .route("/openapi.json", get(crate::openapi::document))
         .fallback(|| async { HttpError::from(Error::not_found("no such API route")) })
         .method_not_allowed_fallback(method_not_allowed)

@@ -34,6 +34,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::router::events,
         crate::router::session,
         crate::router::sign_in_link,
+        crate::router::rotate_token,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

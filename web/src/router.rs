@@ -627,6 +627,17 @@ pub(crate) async fn status(State(state): State<AppState>) -> Result<impl IntoRes
     Ok(Json(blocking(move || backend.status()).await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/token", tag = "node",
+    responses((status = 200, description = "`{\"token\": …}`: a new bearer token, in force at once; the old one and every web UI session end (`mnemon token --rotate` calls this while `mnemon serve` runs)", body = Object), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn rotate_token(State(state): State<AppState>) -> Result<Response, HttpError> {
+    let token = state
+        .security
+        .rotate_token()
+        .map_err(|e| HttpError::from(Error::internal(format!("keeping the new token: {e}"))))?;
+    tracing::info!("the API token was replaced; every session ended");
+    Ok(Json(serde_json::json!({ "token": token })).into_response())
+}
+
 #[utoipa::path(post, path = "/api/v1/signin-links", tag = "node",
     responses((status = 201, description = "`{\"url\": …, \"expires_in_secs\": 600}`: a link that signs a browser in to the web UI, once, within its lifetime", body = Object), (status = 401, description = "No or wrong token", body = ErrorBody)))]
 pub(crate) async fn sign_in_link(State(state): State<AppState>) -> impl IntoResponse {

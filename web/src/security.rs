@@ -29,7 +29,10 @@ pub(crate) const SESSION_COOKIE: &str = "mnemon_session";
 /// Security settings of one server.
 #[derive(Debug)]
 pub(crate) struct Security {
-    token: String,
+    /// The bearer token; replaced at once by [`Security::rotate_token`].
+    token: std::sync::RwLock<String>,
+    /// Where the token is kept (so a rotation reaches the CLI), if anywhere.
+    token_file: Option<PathBuf>,
     /// The UI's sessions: the SHA-256 of each session's secret, and when it ends.
     sessions: Mutex<Sessions>,
     /// The server's own address, as a client reaches it (`http://127.0.0.1:7777`).
@@ -50,6 +53,7 @@ impl Security {
         bind: SocketAddr,
         extra_hosts: &[String],
         sessions: Option<PathBuf>,
+        token_file: Option<PathBuf>,
     ) -> Security {
         let port = bind.port();
         let mut hosts: HashSet<String> = ["localhost", "127.0.0.1", "[::1]"]
@@ -64,7 +68,8 @@ impl Security {
         let sessions = Sessions::load(sessions, &token);
         Security {
             sessions: Mutex::new(sessions),
-            token,
+            token: std::sync::RwLock::new(token),
+            token_file,
             url: format!("http://{bind}"),
             csrf,
             hosts,
@@ -114,14 +119,37 @@ impl Security {
         self.hosts.contains(&host.to_ascii_lowercase())
     }
 
+    fn current_token(&self) -> std::sync::RwLockReadGuard<'_, String> {
+        self.token
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Whether `presented` is the token, compared in constant time.
     pub(crate) fn token_ok(&self, presented: &str) -> bool {
-        constant_time_eq(presented.as_bytes(), self.token.as_bytes())
+        constant_time_eq(presented.as_bytes(), self.current_token().as_bytes())
     }
 
     /// This server's answer to a client's `nonce` ([`serve_proof`]).
     pub(crate) fn proof(&self, nonce: &str) -> String {
-        serve_proof(&self.token, &self.url, nonce)
+        serve_proof(&self.current_token(), &self.url, nonce)
+    }
+
+    /// Replaces the token with a new one, at once: the old one and every UI session end
+    /// with it. The new token is written to the token file first (when there is one), so
+    /// the CLI finds it; if that fails, nothing changes.
+    pub(crate) fn rotate_token(&self) -> std::io::Result<String> {
+        let token = format!("mnm_{}", random_code());
+        if let Some(path) = &self.token_file {
+            mnemon_identity::private::write_private(path, format!("{token}\n").as_bytes())?;
+        }
+        let mut current = self
+            .token
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.lock_sessions().reset(&token);
+        *current = token.clone();
+        Ok(token)
     }
 
     /// Whether `presented` is the CSRF token.
@@ -303,6 +331,13 @@ impl Sessions {
         sha256_hex(&[b"mnemon-session-1\0", value.as_bytes()])
     }
 
+    /// Ends every session: they belonged to an old token.
+    fn reset(&mut self, token: &str) {
+        self.token = sha256_hex(&[b"mnemon-sessions-token-1\0", token.as_bytes()]);
+        self.ends.clear();
+        self.save();
+    }
+
     fn insert(&mut self, value: &str) {
         let now = unix_now();
         self.ends.retain(|_, end| *end > now);
@@ -371,7 +406,7 @@ mod tests {
     #[test]
     fn a_sign_in_code_works_once_and_not_after_it_expires() {
         let bind: SocketAddr = "127.0.0.1:7777".parse().expect("addr");
-        let s = Security::new("t0ken".into(), "csrf".into(), bind, &[], None);
+        let s = Security::new("t0ken".into(), "csrf".into(), bind, &[], None, None);
         let now = Instant::now();
         s.add_sign_in_code("first", now);
         s.add_sign_in_code("second", now);
@@ -411,7 +446,7 @@ mod tests {
     #[test]
     fn hosts_tokens_and_failures() {
         let bind: SocketAddr = "127.0.0.1:7777".parse().expect("addr");
-        let s = Security::new("t0ken".into(), "csrf".into(), bind, &[], None);
+        let s = Security::new("t0ken".into(), "csrf".into(), bind, &[], None, None);
         assert!(s.host_allowed("localhost:7777"));
         assert!(s.host_allowed("127.0.0.1:7777"));
         assert!(s.host_allowed("[::1]:7777"));
@@ -461,8 +496,16 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let file = dir.join("sessions.json");
         let bind: SocketAddr = "127.0.0.1:7777".parse().expect("addr");
-        let server =
-            |token: &str| Security::new(token.into(), "csrf".into(), bind, &[], Some(file.clone()));
+        let server = |token: &str| {
+            Security::new(
+                token.into(),
+                "csrf".into(),
+                bind,
+                &[],
+                Some(file.clone()),
+                None,
+            )
+        };
         let cookies = |value: &str| {
             let mut headers = axum::http::HeaderMap::new();
             headers.insert(

@@ -42,6 +42,8 @@ pub struct ServerConfig {
     /// A sign-in link's code, valid once for [`crate::SIGN_IN_LINK_LIFETIME`] from the
     /// start (`mnemon serve` prints its link).
     pub sign_in_code: Option<String>,
+    /// The file the token is kept in: `POST /api/v1/token` writes the new one there.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// Event streams open at once: each holds a connection as long as it lasts.
@@ -89,6 +91,7 @@ impl AppState {
             config.bind,
             &config.extra_hosts,
             config.sessions.clone(),
+            config.token_file.clone(),
         );
         if let Some(code) = &config.sign_in_code {
             security.add_sign_in_code(code, std::time::Instant::now());

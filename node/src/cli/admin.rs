@@ -272,6 +272,13 @@ pub(super) fn signin(cx: &Ctx, out: &mut impl Write) -> Result<()> {
 /// `mnemon token`: prints (or rotates) the API token.
 pub(super) fn token(cx: &Ctx, out: &mut impl Write, rotate: bool) -> Result<()> {
     cx.data_dir.did()?;
+    if rotate && let Some(running) = crate::serve::running(cx.data_dir.root()) {
+        // The running service replaces it, in force at once, and writes the file.
+        let old = crate::serve::token(cx.data_dir.root(), false)?;
+        let new = Remote::new(&running.url, old).rotate_token()?;
+        writeln!(out, "{new}")?;
+        return Ok(());
+    }
     writeln!(out, "{}", crate::serve::token(cx.data_dir.root(), rotate)?)?;
     Ok(())
 }
