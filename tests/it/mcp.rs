@@ -468,6 +468,106 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
         "someday",
     );
 
+    // Templates name memories and collections; a collection reads as its memories.
+    let templates: Vec<String> = client
+        .list_all_resource_templates()
+        .await
+        .expect("templates")
+        .into_iter()
+        .map(|t| t.uri_template.clone())
+        .collect();
+    assert_eq!(
+        templates,
+        ["mnemon://memory/{id}", "mnemon://collection/{name}"]
+    );
+    let read = client
+        .read_resource(ReadResourceRequestParams::new(
+            "mnemon://collection/default",
+        ))
+        .await
+        .expect("read collection");
+    let listing = serde_json::to_value(&read.contents[0]).expect("json");
+    assert!(
+        listing["text"]
+            .as_str()
+            .is_some_and(|t| t.contains(&format!("(mnemon://memory/{id})")) && t.contains("Boiler")),
+        "{listing}"
+    );
+    // Completions: collection names, and memories by the start of their titles.
+    assert_eq!(
+        client
+            .complete_resource_simple("mnemon://collection/{name}", "name", "DEF")
+            .await
+            .expect("complete"),
+        ["default"]
+    );
+    assert_eq!(
+        client
+            .complete_resource_simple("mnemon://memory/{id}", "id", "boil")
+            .await
+            .expect("complete"),
+        [id.as_str()]
+    );
+    assert_eq!(
+        client
+            .complete_prompt_simple("what_do_i_know", "collection", "d")
+            .await
+            .expect("complete"),
+        ["default"]
+    );
+    // Prompts built from the node's own search and task list.
+    let prompts: Vec<String> = client
+        .list_all_prompts()
+        .await
+        .expect("prompts")
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(prompts, ["what_do_i_know", "summarise_week", "plan_tasks"]);
+    let prompt_text = |result: &rmcp::model::GetPromptResult| {
+        serde_json::to_value(&result.messages[0].content).expect("json")["text"]
+            .as_str()
+            .expect("text")
+            .to_owned()
+    };
+    let known = client
+        .get_prompt(
+            rmcp::model::GetPromptRequestParams::new("what_do_i_know")
+                .with_arguments(args(json!({"topic": "boiler october"}))),
+        )
+        .await
+        .expect("prompt");
+    assert!(
+        prompt_text(&known).contains(&format!("[{id}] Boiler")),
+        "{}",
+        prompt_text(&known)
+    );
+    let week = client
+        .get_prompt(rmcp::model::GetPromptRequestParams::new("summarise_week"))
+        .await
+        .expect("prompt");
+    assert!(
+        prompt_text(&week).contains(&other_id),
+        "{}",
+        prompt_text(&week)
+    );
+    let plan = client
+        .get_prompt(rmcp::model::GetPromptRequestParams::new("plan_tasks"))
+        .await
+        .expect("prompt");
+    assert!(
+        prompt_text(&plan).contains("Book the boiler service"),
+        "{}",
+        prompt_text(&plan)
+    );
+    assert!(
+        client
+            .get_prompt(rmcp::model::GetPromptRequestParams::new("what_do_i_know"))
+            .await
+            .is_err(),
+        "a prompt without its required argument is refused"
+    );
+
     // Forget removes it, and recall no longer finds it.
     let forgot = text(
         &call(&client, "forget", json!({"id": id}))

@@ -18,9 +18,12 @@ use mnemon_api::{CreateMemory, LinkView, ListQuery, PatchMemory, SearchQuery, Ta
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::{Json, Parameters};
 use rmcp::model::{
-    Implementation, ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ServerCapabilities,
-    ServerConfig,
+    CompleteRequestParams, CompleteResult, CompletionInfo, GetPromptRequestParams,
+    GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams, Prompt,
+    PromptArgument, PromptMessage, ReadResourceRequestParams, ReadResourceResponse,
+    ReadResourceResult, Reference, Resource, ResourceContents, ResourceTemplate,
+    ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{
@@ -30,6 +33,10 @@ use serde::{Deserialize, Serialize};
 
 /// The URI prefix of memories as resources.
 const MEMORY_URI: &str = "mnemon://memory/";
+/// The URI prefix of collections as resources (a collection's memories, in brief).
+const COLLECTION_URI: &str = "mnemon://collection/";
+/// Memories a collection resource names (the newest first), and completions at most.
+const COLLECTION_PAGE: usize = 100;
 
 /// How many memories `resources/list` names (the newest first); the rest are reachable
 /// through `recall` and `get`.
@@ -723,6 +730,8 @@ impl ServerHandler for Mcp {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
+                .enable_prompts()
+                .enable_completions()
                 .build(),
         )
         .with_server_info(Implementation::new("mnemon", env!("CARGO_PKG_VERSION")))
@@ -757,15 +766,273 @@ impl ServerHandler for Mcp {
         Ok(ListResourcesResult::with_all_items(resources))
     }
 
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Ok(ListResourceTemplatesResult::with_all_items(vec![
+            ResourceTemplate::new(format!("{MEMORY_URI}{{id}}"), "memory")
+                .with_title("A memory")
+                .with_description("One memory in Markdown: its title, text and tags.")
+                .with_mime_type("text/markdown"),
+            ResourceTemplate::new(format!("{COLLECTION_URI}{{name}}"), "collection")
+                .with_title("A collection")
+                .with_description("A collection's memories in brief, most recently changed first, each linking to its memory.")
+                .with_mime_type("text/markdown"),
+        ]))
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        let collection = || {
+            PromptArgument::new("collection")
+                .with_description("Only this collection (id or name)")
+                .with_required(false)
+        };
+        Ok(ListPromptsResult::with_all_items(vec![
+            Prompt::new(
+                "what_do_i_know",
+                Some("What do I know about a topic: the memories that match it, to answer from."),
+                Some(vec![
+                    PromptArgument::new("topic")
+                        .with_description("What to look for")
+                        .with_required(true),
+                    collection(),
+                ]),
+            )
+            .with_title("What do I know about …"),
+            Prompt::new(
+                "summarise_week",
+                Some("Summarise this week: the memories created in the last seven days."),
+                Some(vec![collection()]),
+            )
+            .with_title("Summarise this week"),
+            Prompt::new(
+                "plan_tasks",
+                Some("Plan my open tasks: the to-do list by due date and priority."),
+                Some(vec![collection()]),
+            )
+            .with_title("Plan my open tasks"),
+        ]))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        let args = request.arguments.unwrap_or_default();
+        let arg = |name: &str| {
+            args.get(name)
+                .and_then(serde_json::Value::as_str)
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let collection = arg("collection");
+        let (description, text) = match request.name.as_str() {
+            "what_do_i_know" => {
+                let topic = arg("topic")
+                    .ok_or_else(|| McpError::invalid_params("topic: what to look for", None))?;
+                let query = topic.clone();
+                let hits = self
+                    .call(move |b| {
+                        b.search(&SearchQuery {
+                            q: query,
+                            k: Some(10),
+                            collection,
+                            ..SearchQuery::default()
+                        })
+                    })
+                    .await?;
+                let mut text = format!(
+                    "What do I know about \"{topic}\"? Answer from these memories of mine only, citing their ids; say so if they do not answer it.\n\n"
+                );
+                for hit in &hits {
+                    text.push_str(&format!(
+                        "[{}] {} ({}): {}\n",
+                        hit.id,
+                        hit.title,
+                        &hit.created_at[..10.min(hit.created_at.len())],
+                        hit.snippet
+                    ));
+                }
+                if hits.is_empty() {
+                    text.push_str("(No memory matches it.)\n");
+                }
+                (format!("What do I know about {topic}"), text)
+            }
+            "summarise_week" => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                let since = now - 7 * 86_400_000;
+                let memories = self
+                    .call(move |b| {
+                        b.list_all(&ListQuery {
+                            collection,
+                            ..ListQuery::default()
+                        })
+                    })
+                    .await?;
+                let mut text = String::from(
+                    "Summarise my week from the memories I wrote in the last seven days, by theme, citing their ids.\n\n",
+                );
+                let week: Vec<_> = memories
+                    .iter()
+                    .filter(|m| parse_time("created_at", &m.created_at).is_ok_and(|t| t >= since))
+                    .collect();
+                for m in &week {
+                    text.push_str(&format!(
+                        "[{}] {} ({}): {}\n",
+                        m.id,
+                        m.title,
+                        &m.created_at[..10.min(m.created_at.len())],
+                        budget::first_lines(&m.content, 300).replace('\n', " ")
+                    ));
+                }
+                if week.is_empty() {
+                    text.push_str("(Nothing was written this week.)\n");
+                }
+                ("Summarise this week".to_owned(), text)
+            }
+            "plan_tasks" => {
+                let tasks = self
+                    .call(move |b| {
+                        b.list_all(&ListQuery {
+                            collection,
+                            kind: Some("task".to_owned()),
+                            ..ListQuery::default()
+                        })
+                    })
+                    .await?;
+                let board = TaskBoard::new(tasks).list(false);
+                let mut text = String::from(
+                    "Plan my open tasks: what to do first and why, given their due dates, priorities and difficulty. Cite their ids.\n\n",
+                );
+                for t in &board.tasks {
+                    let task = t.task.as_ref();
+                    text.push_str(&format!(
+                        "[{}] {} — due {}, priority {}, difficulty {}\n",
+                        t.id,
+                        t.title,
+                        task.and_then(|t| t.due.clone())
+                            .unwrap_or_else(|| "any time".to_owned()),
+                        task.map_or(0, |t| t.priority),
+                        task.map_or(1, |t| t.difficulty),
+                    ));
+                }
+                if board.tasks.is_empty() {
+                    text.push_str("(No open tasks.)\n");
+                }
+                ("Plan my open tasks".to_owned(), text)
+            }
+            other => {
+                return Err(McpError::invalid_params(
+                    format!("no prompt {other:?}: what_do_i_know, summarise_week or plan_tasks"),
+                    None,
+                ));
+            }
+        };
+        Ok(
+            GetPromptResult::new(vec![PromptMessage::new_text(rmcp::model::Role::User, text)])
+                .with_description(description)
+                .into(),
+        )
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        let typed = request.argument.value.to_lowercase();
+        let name = request.argument.name.clone();
+        let target = match &request.r#ref {
+            Reference::Resource(r) if r.uri.starts_with(COLLECTION_URI) => "collection",
+            Reference::Resource(r) if r.uri.starts_with(MEMORY_URI) => "memory",
+            Reference::Prompt(_) if name == "collection" => "collection",
+            _ => "",
+        };
+        let values: Vec<String> = match target {
+            "collection" => self
+                .call(|b| b.collections())
+                .await?
+                .into_iter()
+                .map(|c| c.name)
+                .filter(|n| n.to_lowercase().starts_with(&typed))
+                .collect(),
+            // A memory's id, found by the start of its title (or of its id).
+            "memory" => self
+                .call(|b| {
+                    b.list(&ListQuery {
+                        limit: Some(1000),
+                        ..ListQuery::default()
+                    })
+                })
+                .await?
+                .items
+                .into_iter()
+                .filter(|m| {
+                    m.title.to_lowercase().starts_with(&typed)
+                        || m.id.to_lowercase().starts_with(&typed)
+                })
+                .map(|m| m.id)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let total = values.len();
+        let shown: Vec<String> = values.into_iter().take(COLLECTION_PAGE).collect();
+        let mut info =
+            CompletionInfo::new(shown.clone()).map_err(|e| McpError::internal_error(e, None))?;
+        info.total = u32::try_from(total).ok();
+        info.has_more = Some(total > shown.len());
+        Ok(CompleteResult::new(info))
+    }
+
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         let uri = request.uri;
+        if let Some(name) = uri.strip_prefix(COLLECTION_URI) {
+            let name = percent_decode(name);
+            let page = self
+                .call(move |b| {
+                    b.list(&ListQuery {
+                        collection: Some(name),
+                        limit: Some(COLLECTION_PAGE),
+                        ..ListQuery::default()
+                    })
+                })
+                .await?;
+            let mut text = String::new();
+            for m in &page.items {
+                text.push_str(&format!(
+                    "- [{}]({MEMORY_URI}{}) ({}): {}\n",
+                    m.title,
+                    m.id,
+                    &m.created_at[..10.min(m.created_at.len())],
+                    budget::first_lines(&m.content, 160).replace('\n', " ")
+                ));
+            }
+            if page.next_offset.is_some() {
+                text.push_str(&format!(
+                    "\n(the {COLLECTION_PAGE} most recently changed; `list` with this collection pages through the rest)\n"
+                ));
+            }
+            return Ok(ReadResourceResult::new(vec![ResourceContents::text(text, uri)]).into());
+        }
         let Some(id) = uri.strip_prefix(MEMORY_URI).map(str::to_owned) else {
             return Err(McpError::resource_not_found(
-                format!("{uri}: not a memory (they are {MEMORY_URI}ID)"),
+                format!(
+                    "{uri}: not a memory ({MEMORY_URI}ID) or a collection ({COLLECTION_URI}NAME)"
+                ),
                 None,
             ));
         };
@@ -937,4 +1204,25 @@ async fn read_line(input: &mut (impl tokio::io::AsyncBufRead + Unpin), max: usiz
             });
         }
     }
+}
+
+/// `%XX` escapes in a resource URI's last part, decoded (a collection named with spaces).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = text
+                .get(i + 1..i + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
