@@ -54,12 +54,20 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
                 .annotations
                 .as_ref()
                 .unwrap_or_else(|| panic!("{} has no annotations", t.name));
-            assert_eq!(hints.open_world_hint, Some(false), "{}", t.name);
+            // Only `ask` reaches outside the node (the chat model).
+            assert_eq!(hints.open_world_hint, Some(t.name == "ask"), "{}", t.name);
             let read_only = hints
                 .read_only_hint
                 .unwrap_or_else(|| panic!("{}: read-only?", t.name));
-            let reads = ["recall", "get", "list", "list_collections", "list_tasks"]
-                .contains(&t.name.as_ref());
+            let reads = [
+                "recall",
+                "get",
+                "list",
+                "list_collections",
+                "list_tasks",
+                "ask",
+            ]
+            .contains(&t.name.as_ref());
             assert_eq!(read_only, reads, "{}", t.name);
             assert_eq!(
                 hints.destructive_hint,
@@ -88,6 +96,7 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
         "link",
         "list_collections",
         "list",
+        "ask",
         "add_task",
         "list_tasks",
         "complete_task",
@@ -468,6 +477,24 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
         "someday",
     );
 
+    // Questions are answered by the configured chat model, citing the memories.
+    let answer = text(
+        &call(
+            &client,
+            "ask",
+            json!({"question": "When is the boiler service due?"}),
+        )
+        .await
+        .expect("ask"),
+    );
+    valid("ask", &answer);
+    assert_eq!(
+        answer["answer"], "From your notes: The boiler service is due every October [1].",
+        "{answer}"
+    );
+    assert_eq!(answer["sources"][0]["id"], id.as_str(), "{answer}");
+    assert_eq!(answer["cited"], json!([1]));
+
     // Templates name memories and collections; a collection reads as its memories.
     let templates: Vec<String> = client
         .list_all_resource_templates()
@@ -595,6 +622,19 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
     client.cancel().await.expect("close");
 }
 
+/// A local chat server speaking the chat-completions protocol, configured as `[chat]`.
+fn with_chat(cli: &TestCli) -> mnemon_tests::ChatServer {
+    let chat = mnemon_tests::ChatServer::start(None);
+    let config = format!(
+        "[chat]\nurl = \"{}\"\nmodel = \"{}\"\n",
+        chat.url(),
+        mnemon_tests::TEST_CHAT_MODEL
+    );
+    mnemon_identity::private::write_private(&cli.data_dir().join("config.toml"), config.as_bytes())
+        .expect("config");
+    chat
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -607,6 +647,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn an_agent_uses_mnemon_mcp_over_stdio() {
     let cli = TestCli::new();
     cli.init();
+    let _chat = with_chat(&cli);
     let mut command = tokio::process::Command::new(mnemon_bin());
     command.arg("mcp");
     for (k, v) in cli.command().get_envs() {
@@ -635,6 +676,7 @@ fn an_agent_uses_mcp_over_http_with_the_token_and_nothing_without_it() {
     use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
     let cli = TestCli::new();
     cli.init();
+    let _chat = with_chat(&cli);
     let served = Served::start(&cli);
     let token = cli.run(&["token"]).ok().trim().to_owned();
     let url = format!("{}/mcp", served.url);

@@ -628,6 +628,30 @@ impl Mcp {
     }
 
     #[tool(
+        title = "Ask",
+        description = "Answer a question from the memories with the owner's configured chat model ([chat] in config.toml): the answer cites its sources as [n], listed with their ids.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = true
+        )
+    )]
+    async fn ask(
+        &self,
+        Parameters(args): Parameters<mnemon_api::AskRequest>,
+    ) -> Result<Json<mnemon_api::AnswerView>, McpError> {
+        if args.question.trim().is_empty() {
+            return Err(McpError::invalid_params(
+                "question: must not be empty",
+                None,
+            ));
+        }
+        let answer = self.call(move |b| b.ask(&args, &mut |_| {})).await?;
+        Ok(Json(answer))
+    }
+
+    #[tool(
         title = "List collections",
         description = "List the collections this node holds (its own and those shared with it).",
         annotations(
