@@ -1,6 +1,8 @@
 //! The MCP server through rmcp's own client: over stdio (`mnemon mcp`, the real binary as
 //! a child process) and over streamable HTTP (`/mcp` of a real `mnemon serve`).
 
+use std::time::Duration;
+
 use rmcp::model::{CallToolRequestParams, CallToolResult, ReadResourceRequestParams};
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::{ServiceError, ServiceExt};
@@ -622,6 +624,40 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
     client.cancel().await.expect("close");
 }
 
+/// A client that passes on the URIs of `notifications/resources/updated`.
+#[derive(Clone)]
+struct Watcher(tokio::sync::mpsc::UnboundedSender<String>);
+
+impl rmcp::ClientHandler for Watcher {
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        let _ = self.0.send(params.uri);
+    }
+}
+
+async fn call_as(
+    client: &RunningService<RoleClient, Watcher>,
+    tool: &str,
+    arguments: Value,
+) -> Result<CallToolResult, ServiceError> {
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args(arguments)))
+        .await
+}
+
+/// Checks a finished CLI command succeeded.
+fn edit_ok(output: std::io::Result<std::process::Output>) {
+    let output = output.expect("run the CLI");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// A local chat server speaking the chat-completions protocol, configured as `[chat]`.
 fn with_chat(cli: &TestCli) -> mnemon_tests::ChatServer {
     let chat = mnemon_tests::ChatServer::start(None);
@@ -689,6 +725,46 @@ fn an_agent_uses_mcp_over_http_with_the_token_and_nothing_without_it() {
             ().serve(anonymous).await.is_err(),
             "initialised without a token"
         );
+        // A subscription to a memory fires when the memory is edited through the CLI.
+        let (updates, mut updated) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = Watcher(updates)
+            .serve(StreamableHttpClientTransport::from_config(
+                StreamableHttpClientTransportConfig::with_uri(url.clone())
+                    .auth_header(token.clone()),
+            ))
+            .await
+            .expect("initialize");
+        let watched = text(
+            &call_as(
+                &watcher,
+                "remember",
+                json!({"content": "The bike lock code is 4711"}),
+            )
+            .await
+            .expect("remember"),
+        );
+        let watched_id = watched["id"].as_str().expect("id").to_owned();
+        let uri = format!("mnemon://memory/{watched_id}");
+        #[allow(deprecated)]
+        watcher
+            .subscribe(rmcp::model::SubscribeRequestParams::new(uri.clone()))
+            .await
+            .expect("subscribe");
+        let edit = cli
+            .command()
+            .args(["edit", &watched_id, "--title", "Bike lock"])
+            .output();
+        edit_ok(edit);
+        let notified = tokio::time::timeout(Duration::from_secs(30), updated.recv())
+            .await
+            .expect("a notification within 30 s")
+            .expect("a notification");
+        assert_eq!(notified, uri);
+        call_as(&watcher, "forget", json!({"id": watched_id}))
+            .await
+            .expect("forget");
+        watcher.cancel().await.expect("close");
+
         let transport = StreamableHttpClientTransport::from_config(
             StreamableHttpClientTransportConfig::with_uri(url.clone()).auth_header(token),
         );

@@ -25,7 +25,11 @@ use rmcp::model::{
     ReadResourceResult, Reference, Resource, ResourceContents, ResourceTemplate,
     ServerCapabilities, ServerConfig,
 };
-use rmcp::service::RequestContext;
+use rmcp::model::{
+    ResourceUpdatedNotificationParam, SubscribeRequestParams, SubscriptionFilter,
+    UnsubscribeRequestParams,
+};
+use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router,
 };
@@ -50,6 +54,10 @@ pub struct Mcp {
     /// The change-log position of this session's last write: its searches wait for the
     /// index to reach it (read-your-writes).
     last_write: Arc<std::sync::atomic::AtomicU64>,
+    /// The memories this session subscribed to (`resources/subscribe`), by URI.
+    watched: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Whether this session's forwarder of changes runs.
+    forwarding: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Mcp {
@@ -339,6 +347,8 @@ impl Mcp {
             backend,
             tool_router: Self::tool_router(),
             last_write: Arc::default(),
+            watched: Arc::default(),
+            forwarding: Arc::default(),
         }
     }
 
@@ -754,6 +764,7 @@ impl ServerHandler for Mcp {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
+                .enable_resources_subscribe()
                 .enable_prompts()
                 .enable_completions()
                 .build(),
@@ -788,6 +799,128 @@ impl ServerHandler for Mcp {
             })
             .collect();
         Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    /// `resources/subscribe` (protocol versions up to 2025-11-25): the session is told
+    /// (`notifications/resources/updated`) when the memory changes or goes, whoever
+    /// changed it, through the node's own change feed.
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let uri = request.uri;
+        let Some(id) = uri.strip_prefix(MEMORY_URI).map(str::to_owned) else {
+            return Err(McpError::invalid_params(
+                format!("{uri}: only memories ({MEMORY_URI}ID) can be subscribed to"),
+                None,
+            ));
+        };
+        self.call(move |b| b.get(&id)).await?;
+        self.watched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(uri);
+        if !self
+            .forwarding
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            let (watched, peer) = (self.watched.clone(), context.peer.clone());
+            let mut events = self.backend.events();
+            tokio::spawn(async move {
+                loop {
+                    match events.recv().await {
+                        Ok(event) => {
+                            let uri = format!("{MEMORY_URI}{}", event.id);
+                            let wanted = watched
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .contains(&uri);
+                            if wanted
+                                && peer
+                                    .notify_resource_updated(ResourceUpdatedNotificationParam::new(
+                                        uri,
+                                    ))
+                                    .await
+                                    .is_err()
+                            {
+                                return; // the session is gone
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.watched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&request.uri);
+        Ok(())
+    }
+
+    /// Subscriptions (`subscriptions/listen`): to memories, by their URIs.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let memories: Vec<String> = requested
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .filter(|uri| uri.starts_with(MEMORY_URI))
+            .cloned()
+            .collect();
+        Some(
+            SubscriptionFilter::builder()
+                .resource_subscriptions(memories)
+                .build(),
+        )
+    }
+
+    /// Tells the subscriber when a memory it subscribed to changes or goes, whoever
+    /// changed it (the CLI, the UI, another agent, a peer): the node's own change feed.
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let watched: std::collections::HashSet<String> = context
+            .accepted()
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let mut events = self.backend.events();
+        loop {
+            tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                event = events.recv() => match event {
+                    Ok(event) => {
+                        let uri = format!("{MEMORY_URI}{}", event.id);
+                        if watched.contains(&uri)
+                            && context.sink().notify_resource_updated(uri).await.is_err()
+                        {
+                            return Ok(());
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        // No feed here (a CLI process talking to a service has none).
+                        context.cancelled().await;
+                        return Ok(());
+                    }
+                }
+            }
+        }
     }
 
     async fn list_resource_templates(
