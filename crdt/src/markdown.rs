@@ -79,14 +79,15 @@ pub fn title_key(title: &str) -> String {
 }
 
 /// A text as two writes of the same fact compare: folded to lower case, every run of
-/// whitespace one space, and what is not a letter or digit trimmed from both ends
-/// ("The boiler is due in October." and "the boiler is due  in october" read the same).
+/// whitespace one space, and sentence punctuation (`.!?,;:`) trimmed from its end — and
+/// nothing else: "+20%" and "-20%", "C" and "C++", "👍" and "👎" stay different ("The
+/// boiler is due in October." and "the boiler is due  in october" read the same).
 pub fn same_text_key(text: &str) -> String {
     let folded = text.to_lowercase();
     let words: Vec<&str> = folded.split_whitespace().collect();
     words
         .join(" ")
-        .trim_matches(|c: char| !c.is_alphanumeric())
+        .trim_end_matches(['.', '!', '?', ',', ';', ':', ' '])
         .to_owned()
 }
 

@@ -551,6 +551,16 @@ fn one_command_from_an_empty_folder_to_a_signed_in_browser() {
     assert!(guessed.headers().get("set-cookie").is_none());
     let log = served.stop();
     assert!(!log.contains(&code), "the sign-in code was logged");
+    // With a passphrase given, the node `serve` makes has its key sealed.
+    let sealed = TestCli::new();
+    let served = Served::spawn_with_env(
+        &sealed,
+        &["--no-p2p"],
+        &[("MNEMON_PASSPHRASE", "a passphrase for the key")],
+    );
+    let key = std::fs::read(sealed.data_dir().join("identity.key")).expect("key");
+    assert_eq!(key[9], 1, "the key file is sealed");
+    drop(served);
 }
 
 #[test]
@@ -592,8 +602,44 @@ fn rotating_the_token_while_serving_ends_the_old_one_and_every_session_at_once()
     };
     assert_eq!(status(&old), 200);
 
+    // A web UI session cannot make lasting credentials: no sign-in links, no new token.
+    let csrf = agent
+        .get(&format!("{}/api/v1/session", served.url))
+        .header("Cookie", &cookie)
+        .call()
+        .expect("session")
+        .body_mut()
+        .read_json::<serde_json::Value>()
+        .expect("json")["csrf_token"]
+        .as_str()
+        .expect("csrf")
+        .to_owned();
+    for route in ["signin-links", "token"] {
+        let refused = agent
+            .post(&format!("{}/api/v1/{route}", served.url))
+            .header("Cookie", &cookie)
+            .header("X-CSRF-Token", &csrf)
+            .send_empty()
+            .expect("post");
+        assert_eq!(refused.status(), 403, "{route} by a session");
+    }
+    // A link made before the rotation dies with the old token.
+    let early_link = cli.run(&["signin"]).ok().to_owned();
+    // A service the CLI cannot reach but that holds the store: no silent file-only rotation.
+    let serve_json = cli.data_dir().join("serve.json");
+    let hidden = cli.data_dir().join("serve.json.aside");
+    std::fs::rename(&serve_json, &hidden).expect("hide serve.json");
+    cli.run(&["token", "--rotate"])
+        .fails_with("held by a running mnemon serve");
+    std::fs::rename(&hidden, &serve_json).expect("put serve.json back");
+    assert_eq!(cli.run(&["token"]).ok(), old, "nothing was rotated");
+
     let new = cli.run(&["token", "--rotate"]).ok().to_owned();
     assert!(new.starts_with("mnm_") && new != old, "{new}");
+    assert_eq!(
+        agent.get(&early_link).call().expect("early link").status(),
+        401
+    );
     assert_eq!(
         cli.run(&["token"]).ok(),
         new,

@@ -256,6 +256,8 @@ pub(crate) async fn authenticate(
     }
     // A browser sends the session cookie by itself, so a change made with it always needs
     // the CSRF token; a bearer token is never sent by a browser on its own.
+    let mut request = request;
+    request.extensions_mut().insert(BySession(by_session));
     if changes_state(request.method()) && (by_session || cross_origin(request.headers())) {
         let csrf = request
             .headers()
@@ -272,6 +274,23 @@ pub(crate) async fn authenticate(
         }
     }
     next.run(request).await
+}
+
+/// Whether a request was let in by a web UI session cookie (not the bearer token).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BySession(pub(crate) bool);
+
+/// What only the bearer token may do (replace itself, make sign-in links): a browser's
+/// session cannot turn itself into a lasting credential.
+fn bearer_only(by_session: Option<axum::Extension<BySession>>) -> Result<(), HttpError> {
+    if by_session.is_some_and(|s| s.0.0) {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "bearer_only",
+            "only the API token may do this, not a web UI session",
+        ));
+    }
+    Ok(())
 }
 
 /// The token in an `Authorization` value: the scheme `Bearer` in any case, then the token.
@@ -629,7 +648,11 @@ pub(crate) async fn status(State(state): State<AppState>) -> Result<impl IntoRes
 
 #[utoipa::path(post, path = "/api/v1/token", tag = "node",
     responses((status = 200, description = "`{\"token\": …}`: a new bearer token, in force at once; the old one and every web UI session end (`mnemon token --rotate` calls this while `mnemon serve` runs)", body = Object), (status = 401, description = "No or wrong token", body = ErrorBody)))]
-pub(crate) async fn rotate_token(State(state): State<AppState>) -> Result<Response, HttpError> {
+pub(crate) async fn rotate_token(
+    State(state): State<AppState>,
+    by_session: Option<axum::Extension<BySession>>,
+) -> Result<Response, HttpError> {
+    bearer_only(by_session)?;
     let token = state
         .security
         .rotate_token()
@@ -640,14 +663,18 @@ pub(crate) async fn rotate_token(State(state): State<AppState>) -> Result<Respon
 
 #[utoipa::path(post, path = "/api/v1/signin-links", tag = "node",
     responses((status = 201, description = "`{\"url\": …, \"expires_in_secs\": 600}`: a link that signs a browser in to the web UI, once, within its lifetime", body = Object), (status = 401, description = "No or wrong token", body = ErrorBody)))]
-pub(crate) async fn sign_in_link(State(state): State<AppState>) -> impl IntoResponse {
-    (
+pub(crate) async fn sign_in_link(
+    State(state): State<AppState>,
+    by_session: Option<axum::Extension<BySession>>,
+) -> Result<impl IntoResponse, HttpError> {
+    bearer_only(by_session)?;
+    Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({
             "url": state.security.new_sign_in_link(),
             "expires_in_secs": crate::security::SIGN_IN_LINK_LIFETIME.as_secs(),
         })),
-    )
+    ))
 }
 
 /// For a signed-in UI: the CSRF token to send with changes.
@@ -669,18 +696,22 @@ pub(crate) async fn events(State(state): State<AppState>) -> Result<Response, Ht
             format!("{MAX_EVENT_STREAMS} event streams are open already"),
         ));
     };
-    let stream = BroadcastStream::new(state.backend.events()).filter_map(move |event| {
-        let _held = &slot;
-        // A lagging client misses events; it sees the gap in `seq` and reloads.
-        let event = event.ok()?;
-        let data = serde_json::to_string(&event).ok()?;
-        Some(Ok::<_, Infallible>(
-            Event::default()
-                .event(event.kind.as_str())
-                .id(event.seq.to_string())
-                .data(data),
-        ))
-    });
+    // A stream opened before the token was replaced gets nothing more.
+    let (security, opened) = (state.security.clone(), state.security.rotations());
+    let stream = BroadcastStream::new(state.backend.events())
+        .take_while(move |_| security.rotations() == opened)
+        .filter_map(move |event| {
+            let _held = &slot;
+            // A lagging client misses events; it sees the gap in `seq` and reloads.
+            let event = event.ok()?;
+            let data = serde_json::to_string(&event).ok()?;
+            Some(Ok::<_, Infallible>(
+                Event::default()
+                    .event(event.kind.as_str())
+                    .id(event.seq.to_string())
+                    .data(data),
+            ))
+        });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())

@@ -42,6 +42,8 @@ pub(crate) struct Security {
     failures: Mutex<HashMap<IpAddr, Vec<Instant>>>,
     /// Sign-in links not used yet: the SHA-256 of each code, and when it was made.
     codes: Mutex<Vec<([u8; 32], Instant)>>,
+    /// How many times the token was replaced: a stream opened before ends.
+    rotations: std::sync::atomic::AtomicU64,
 }
 
 impl Security {
@@ -75,6 +77,7 @@ impl Security {
             hosts,
             failures: Mutex::new(HashMap::new()),
             codes: Mutex::new(Vec::new()),
+            rotations: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -138,18 +141,33 @@ impl Security {
     /// Replaces the token with a new one, at once: the old one and every UI session end
     /// with it. The new token is written to the token file first (when there is one), so
     /// the CLI finds it; if that fails, nothing changes.
+    ///
+    /// Sign-in links made before end too, and event streams opened before get nothing
+    /// more. Rotations run one at a time (the lock is held across the file write), so the
+    /// file and the server never disagree.
     pub(crate) fn rotate_token(&self) -> std::io::Result<String> {
-        let token = format!("mnm_{}", random_code());
-        if let Some(path) = &self.token_file {
-            mnemon_identity::private::write_private(path, format!("{token}\n").as_bytes())?;
-        }
         let mut current = self
             .token
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let token = format!("mnm_{}", random_code());
+        if let Some(path) = &self.token_file {
+            mnemon_identity::private::write_private(path, format!("{token}\n").as_bytes())?;
+        }
         self.lock_sessions().reset(&token);
+        self.codes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        self.rotations
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         *current = token.clone();
         Ok(token)
+    }
+
+    /// How many times the token was replaced so far.
+    pub(crate) fn rotations(&self) -> u64 {
+        self.rotations.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether `presented` is the CSRF token.

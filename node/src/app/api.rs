@@ -90,7 +90,13 @@ impl Api for Service {
             .builder()
             .prepare(&memory)
             .map_err(store_error)?;
+        // A duplicate says the same, is of the same kind, has the title given (if one is)
+        // and every tag given: nothing the caller asked for is dropped by answering it.
         let (title, content) = (memory.title.clone(), memory.content.clone());
+        let (kind, tags) = (
+            memory.kind.clone().unwrap_or_else(|| "note".to_owned()),
+            memory.tags.clone(),
+        );
         let (memory, seq, created) = self
             .writer
             .write_blocking(move |s: &mut Store| {
@@ -99,9 +105,14 @@ impl Api for Service {
                 if dedupe != Dedupe::Off {
                     let collection = collection.unwrap_or_else(|| s.default_collection());
                     let existing = s.same_text(collection, &content)?.into_iter().find(|m| {
-                        dedupe == Dedupe::Near
-                            || (m.content == content
-                                && title.as_ref().is_none_or(|t| *t == m.title))
+                        let same_text = dedupe == Dedupe::Near || m.content == content;
+                        let same_title = title.as_ref().is_none_or(|t| {
+                            mnemon_crdt::title_key(t) == mnemon_crdt::title_key(&m.title)
+                        });
+                        let tagged = tags.iter().all(|t| {
+                            mnemon_crdt::normalize_tag(t).is_ok_and(|t| m.tags.contains(&t))
+                        });
+                        same_text && same_title && tagged && m.kind == kind
                     });
                     if let Some(existing) = existing {
                         return Ok((existing, None, false));
@@ -616,6 +627,20 @@ impl Api for Service {
                 did.parse::<mnemon_identity::Did>()
                     .map_or_else(|_| did.to_owned(), |d| mnemon_net::short_did(&d))
             };
+            gauges.push(Gauge {
+                name: "mnemon_peer_connected",
+                help: "1 while a peer is connected (with its one sync session), else 0.",
+                counter: false,
+                values: peers
+                    .iter()
+                    .map(|p| {
+                        (
+                            vec![("peer", label(&p.did))],
+                            f64::from(u8::from(p.connected)),
+                        )
+                    })
+                    .collect(),
+            });
             gauges.push(Gauge {
                 name: "mnemon_sync_bytes_total",
                 help: "Bytes on sync streams per peer and direction since the node started.",

@@ -207,9 +207,17 @@ pub(super) fn serve(cx: &Ctx, args: ServeArgs) -> Result<()> {
             running.pid
         );
     }
+    if !http.ip().is_loopback() && !allow_non_loopback {
+        bail!(
+            "refusing to listen on {http}, which is not a loopback address: pass \
+             --allow-non-loopback to do it anyway (the API always requires the token)"
+        );
+    }
     if !cx.data_dir.key_file().exists() {
         // A new folder: made now, so one command goes from nothing to a running node.
-        let (did, _) = cx.data_dir.init(false, &cx.passphrase)?;
+        // With a passphrase given (MNEMON_PASSPHRASE, --passphrase-file), the key is sealed.
+        let seal = cx.passphrase.env.is_some() || cx.passphrase.file.is_some();
+        let (did, _) = cx.data_dir.init(seal, &cx.passphrase)?;
         crate::serve::token(cx.data_dir.root(), false)?;
         eprintln!(
             "Initialised {} for the new node {did}",
@@ -278,6 +286,16 @@ pub(super) fn token(cx: &Ctx, out: &mut impl Write, rotate: bool) -> Result<()> 
         let new = Remote::new(&running.url, old).rotate_token()?;
         writeln!(out, "{new}")?;
         return Ok(());
+    }
+    if rotate && let Err(e) = mnemon_crdt::inspect_file(&cx.data_dir.db_path()) {
+        // Not found as running, yet the store is held: a service this command cannot
+        // reach would go on with the old token while the file said otherwise.
+        if format!("{e}").contains("already open") || format!("{e}").contains("lock") {
+            bail!(
+                "the store is held by a running mnemon serve that cannot be reached here \
+                 (serve.json missing or unproven): stop it, then rotate the token"
+            );
+        }
     }
     writeln!(out, "{}", crate::serve::token(cx.data_dir.root(), rotate)?)?;
     Ok(())

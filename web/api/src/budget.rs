@@ -60,6 +60,22 @@ pub fn window(text: &str, from: usize, max: usize) -> (String, Option<usize>) {
     (piece, (end < total).then_some(end))
 }
 
+/// Like [`window`], but `max` counts the piece as JSON writes it (quotes and escapes
+/// included), so a text full of `"` or control characters still fits. At least one
+/// character when any is left, so a reader always moves on.
+pub fn json_window(text: &str, from: usize, max: usize) -> (String, Option<usize>) {
+    let mut take = max;
+    loop {
+        let (piece, next) = window(text, from, take);
+        let size = json_chars(&piece);
+        if size <= max || take <= 1 {
+            return (piece, next);
+        }
+        // Shrink in proportion, and by at least one character.
+        take = (take * max / size).min(take - 1).max(1);
+    }
+}
+
 /// The first lines of `text`, at most `max` characters, with `…` when cut: what a brief
 /// shows of a memory.
 pub fn first_lines(text: &str, max: usize) -> String {
@@ -116,6 +132,10 @@ mod tests {
         assert_eq!(read_cursor(Some("12")).expect("cursor"), 12);
         assert!(read_cursor(Some("twelve")).is_err());
         assert_eq!(first_lines("a\n\nb\nc\nd", 100), "a\nb\nc…");
+        let quoted = "\"".repeat(100);
+        let (piece, next) = json_window(&quoted, 0, 50);
+        assert!(json_chars(&piece) <= 50 && !piece.is_empty(), "{piece}");
+        assert_eq!(next, Some(piece.chars().count()));
         assert_eq!(first_lines("abcdef", 4), "abc…");
     }
 }

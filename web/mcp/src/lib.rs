@@ -93,6 +93,9 @@ pub struct RecallHit {
     /// With `full`: the memory's text (cut to the budget; `get` with a cursor reads on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// With `full`, when the text was cut: where `get` reads on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_next_cursor: Option<String>,
 }
 
 /// What `get` answers: the memory, its text cut to the budget.
@@ -455,14 +458,24 @@ impl Mcp {
                 })?;
                 let total = all.len();
                 let mut page = Vec::new();
+                // With `full`, each text gets at most half the budget, and only as many hits
+                // are read as could fit.
+                let mut used = 0;
                 for hit in all.into_iter().skip(from) {
-                    let content = if full {
-                        let (text, _) = budget::window(&b.get(&hit.id)?.content, 0, chars);
-                        Some(text)
+                    let (content, content_next_cursor) = if full && used < chars {
+                        let (text, next) =
+                            budget::json_window(&b.get(&hit.id)?.content, 0, chars / 2);
+                        (Some(text), next.map(|n| n.to_string()))
                     } else {
-                        None
+                        (None, None)
                     };
-                    page.push(RecallHit { hit, content });
+                    let hit = RecallHit {
+                        hit,
+                        content,
+                        content_next_cursor,
+                    };
+                    used += budget::json_chars(&hit);
+                    page.push(hit);
                 }
                 Ok((page, total))
             })
@@ -497,7 +510,10 @@ impl Mcp {
         let chars = budget::chars_for(args.max_tokens.unwrap_or(DEFAULT_BUDGET));
         let mut memory = self.call(move |b| b.get(&args.id)).await?;
         let total_chars = memory.content.chars().count();
-        let (content, next) = budget::window(&memory.content, from, chars);
+        let text = std::mem::take(&mut memory.content);
+        // The budget is for the whole answer: the text gets what the rest leaves.
+        let rest = budget::json_chars(&memory) + 64;
+        let (content, next) = budget::json_window(&text, from, chars.saturating_sub(rest).max(64));
         memory.content = content;
         Ok(Json(Got {
             memory,

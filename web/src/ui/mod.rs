@@ -1297,11 +1297,19 @@ fn sign_in_form(next: &str, error: Option<&str>) -> Markup {
 
 /// The sign-in page; with a sign-in link's `code`, signs the browser in (once) and goes on
 /// to a URL without the code.
-async fn sign_in_page(State(state): State<AppState>, Query(q): Query<SignInQuery>) -> Response {
+async fn sign_in_page(
+    State(state): State<AppState>,
+    method: axum::http::Method,
+    Query(q): Query<SignInQuery>,
+) -> Response {
     let next = local_path(q.next.as_deref()).to_owned();
     let Some(code) = q.code else {
         return sign_in_form(&next, None).into_response();
     };
+    if method == axum::http::Method::HEAD {
+        // A link checker's look does not use the link up.
+        return StatusCode::OK.into_response();
+    }
     if state.security.take_sign_in_code(&code, Instant::now()) {
         return signed_in(&state, &next);
     }
