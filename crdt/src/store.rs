@@ -2115,7 +2115,7 @@ fn vacuum_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-fn open_error(path: &Path, e: DatabaseError) -> OpenStoreError {
+pub(super) fn open_error(path: &Path, e: DatabaseError) -> OpenStoreError {
     match e {
         DatabaseError::DatabaseAlreadyOpen => OpenStoreError::Locked(path.to_owned()),
         DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => OpenStoreError::Corrupt {

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use mnemon_api::budget::human_age;
+
 use crate::backup::{State, now_ms, overdue};
 use crate::config::Config;
 use crate::data_dir::{DataDir, KEY_FILE, PassphraseSource};
@@ -566,16 +568,6 @@ fn backups(root: &Path, config: &Config) -> Check {
                 ),
             )
         }
-    }
-}
-
-/// `3d 4h`, `5h 2m`, `40s`.
-pub fn human_age(secs: u64) -> String {
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3600 => format!("{}m", secs / 60),
-        3600..86_400 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
-        _ => format!("{}d {}h", secs / 86_400, secs % 86_400 / 3600),
     }
 }
 

@@ -398,7 +398,15 @@ fn spawn_backups(
                         "the last successful backup is older than twice the backup interval"
                     );
                 }
-                std::thread::sleep(Duration::from_millis(250));
+                // The state file is read again when the next backup is due, or after a
+                // minute (a `mnemon backup` meanwhile changes what is overdue); until then
+                // the thread only watches for the stop.
+                let wake = state
+                    .next_due_ms(schedule.interval, now)
+                    .min(now.saturating_add(60_000));
+                while !stop.load(Ordering::Relaxed) && crate::backup::now_ms() < wake {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
             }
         })?;
     Ok(Some(handle))

@@ -28,8 +28,8 @@ fn text(result: &CallToolResult) -> Value {
     parsed
 }
 
-async fn call(
-    client: &RunningService<RoleClient, ()>,
+async fn call<H: rmcp::ClientHandler>(
+    client: &RunningService<RoleClient, H>,
     tool: &str,
     arguments: Value,
 ) -> Result<CallToolResult, ServiceError> {
@@ -638,16 +638,6 @@ impl rmcp::ClientHandler for Watcher {
     }
 }
 
-async fn call_as(
-    client: &RunningService<RoleClient, Watcher>,
-    tool: &str,
-    arguments: Value,
-) -> Result<CallToolResult, ServiceError> {
-    client
-        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args(arguments)))
-        .await
-}
-
 /// Checks a finished CLI command succeeded.
 fn edit_ok(output: std::io::Result<std::process::Output>) {
     let output = output.expect("run the CLI");
@@ -735,7 +725,7 @@ fn an_agent_uses_mcp_over_http_with_the_token_and_nothing_without_it() {
             .await
             .expect("initialize");
         let watched = text(
-            &call_as(
+            &call(
                 &watcher,
                 "remember",
                 json!({"content": "The bike lock code is 4711"}),
@@ -760,7 +750,7 @@ fn an_agent_uses_mcp_over_http_with_the_token_and_nothing_without_it() {
             .expect("a notification within 30 s")
             .expect("a notification");
         assert_eq!(notified, uri);
-        call_as(&watcher, "forget", json!({"id": watched_id}))
+        call(&watcher, "forget", json!({"id": watched_id}))
             .await
             .expect("forget");
         watcher.cancel().await.expect("close");

@@ -19,9 +19,9 @@ use super::view::{FINGERPRINTS, MENTIONS, TITLES, VIEWS};
 use super::{
     ACL, BACKLINKS, CHANGELOG, COLLECTIONS, DESCRIPTORS, DOCS, HEADS, INVITES, JOIN_REFUSALS,
     JOINS, LINKS, MEMBERS, MEMORY_META, META, SIGNATURES, StoreReader, TOMBSTONES, builder,
-    copy_table,
+    copy_table, open_error,
 };
-use crate::error::StoreError;
+use crate::error::{OpenStoreError, StoreError};
 
 /// What a store file (or a snapshot of one) holds, read without its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,12 +76,15 @@ pub fn inspect_snapshot(file: &File) -> Result<StoreSummary, StoreError> {
 
 /// Opens the store file at `path` (not open elsewhere), checks its integrity and says what
 /// it holds, without the node's key.
-pub fn inspect_file(path: &Path) -> Result<StoreSummary, StoreError> {
-    let db = builder()
-        .open(path)
-        .map_err(|e| StoreError::Storage(format!("opening {}: {e}", path.display())))?;
-    let read = db.begin_read()?;
-    summary(&read)
+/// Opening errors are the store's own ([`OpenStoreError::Locked`] while another process
+/// holds it).
+pub fn inspect_file(path: &Path) -> Result<StoreSummary, OpenStoreError> {
+    let db = builder().open(path).map_err(|e| open_error(path, e))?;
+    let read = || -> Result<StoreSummary, StoreError> { summary(&db.begin_read()?) };
+    read().map_err(|e| OpenStoreError::Storage {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 fn summary(read: &ReadTransaction) -> Result<StoreSummary, StoreError> {

@@ -287,15 +287,16 @@ pub(super) fn token(cx: &Ctx, out: &mut impl Write, rotate: bool) -> Result<()> 
         writeln!(out, "{new}")?;
         return Ok(());
     }
-    if rotate && let Err(e) = mnemon_crdt::inspect_file(&cx.data_dir.db_path()) {
+    if rotate
+        && let Err(mnemon_crdt::OpenStoreError::Locked(_)) =
+            mnemon_crdt::inspect_file(&cx.data_dir.db_path())
+    {
         // Not found as running, yet the store is held: a service this command cannot
         // reach would go on with the old token while the file said otherwise.
-        if format!("{e}").contains("already open") || format!("{e}").contains("lock") {
-            bail!(
-                "the store is held by a running mnemon serve that cannot be reached here \
-                 (serve.json missing or unproven): stop it, then rotate the token"
-            );
-        }
+        bail!(
+            "the store is held by a running mnemon serve that cannot be reached here \
+             (serve.json missing or unproven): stop it, then rotate the token"
+        );
     }
     writeln!(out, "{}", crate::serve::token(cx.data_dir.root(), rotate)?)?;
     Ok(())
@@ -329,7 +330,7 @@ fn backup_line(backup: &serde_json::Value) -> String {
     let mut line = match last["age_secs"].as_u64() {
         Some(age) => format!(
             "last {} ago, {} memories{}",
-            crate::doctor::human_age(age),
+            mnemon_api::budget::human_age(age),
             last["memories"],
             last["file"]
                 .as_str()
@@ -340,7 +341,10 @@ fn backup_line(backup: &serde_json::Value) -> String {
         None => "none taken (`mnemon backup DEST`, or [backup] in config.toml)".to_owned(),
     };
     if let Some(interval) = backup["interval_secs"].as_u64() {
-        line.push_str(&format!("; every {}", crate::doctor::human_age(interval)));
+        line.push_str(&format!(
+            "; every {}",
+            mnemon_api::budget::human_age(interval)
+        ));
     }
     if backup["overdue"].as_bool() == Some(true) {
         line.push_str(" — OVERDUE: the last success is older than twice the interval");

@@ -76,6 +76,16 @@ pub fn json_window(text: &str, from: usize, max: usize) -> (String, Option<usize
     }
 }
 
+/// A duration for people: `40s`, `5m`, `3h 12m`, `2d 4h`.
+pub fn human_age(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86_400 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d {}h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}
+
 /// The first lines of `text`, at most `max` characters, with `…` when cut: what a brief
 /// shows of a memory.
 pub fn first_lines(text: &str, max: usize) -> String {

@@ -1153,16 +1153,6 @@ async fn status_page(State(state): State<AppState>) -> UiResult {
     Ok(layout(&state, Nav::Status, "Status", "status", content).into_response())
 }
 
-/// `1h 5m`, `3d 2h`, `40s`.
-fn age(secs: u64) -> String {
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3600 => format!("{}m", secs / 60),
-        3600..86_400 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
-        _ => format!("{}d {}h", secs / 86_400, secs % 86_400 / 3600),
-    }
-}
-
 /// The status page's backups: the last one, the schedule, a warning when overdue or
 /// failing, and a form that downloads one now.
 fn backup_section(backup: &serde_json::Value, csrf: &str) -> Markup {
@@ -1182,7 +1172,7 @@ fn backup_section(backup: &serde_json::Value, csrf: &str) -> Markup {
             dd {
                 @match (&when, last["age_secs"].as_u64()) {
                     (Some(when), Some(secs)) => {
-                        time datetime=(when) { (short_time(when)) } " (" (age(secs)) " ago) · " (last["memories"]) " memories"
+                        time datetime=(when) { (short_time(when)) } " (" (mnemon_api::budget::human_age(secs)) " ago) · " (last["memories"]) " memories"
                         @if let Some(file) = last["file"].as_str() { " · " code { (file) } }
                     }
                     _ => { "none taken yet" }
@@ -1191,7 +1181,7 @@ fn backup_section(backup: &serde_json::Value, csrf: &str) -> Markup {
             dt { "Schedule" }
             dd {
                 @if let (Some(interval), Some(folder)) = (backup["interval_secs"].as_u64(), backup["folder"].as_str()) {
-                    "every " (age(interval)) " into " code { (folder) } ", keeping the newest " (backup["keep"])
+                    "every " (mnemon_api::budget::human_age(interval)) " into " code { (folder) } ", keeping the newest " (backup["keep"])
                 } @else {
                     "none: add " code { "[backup]" } " to " code { "config.toml" } " (README: Running it for years)"
                 }
