@@ -152,7 +152,10 @@ pub(super) fn doctor(cx: &Ctx, out: &mut impl Write, json: bool) -> Result<ExitC
 
 /// `mnemon completions SHELL`.
 pub(super) fn completions(out: &mut impl Write, shell: clap_complete::Shell) -> Result<()> {
-    clap_complete::generate(shell, &mut Cli::command(), "mnemon", out);
+    // Into a buffer first: clap_complete panics when its writer fails (`| head`).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "mnemon", &mut script);
+    out.write_all(&script)?;
     Ok(())
 }
 
