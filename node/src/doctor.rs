@@ -421,12 +421,19 @@ fn disk(root: &Path) -> Check {
             let free = st.f_bavail.saturating_mul(st.f_frsize);
             let total = st.f_blocks.saturating_mul(st.f_frsize).max(1);
             let text = format!("{} MB free of {} MB", free >> 20, total >> 20);
-            if free < LOW_DISK || free.saturating_mul(100) / total < 2 {
+            if free < LOW_DISK {
                 bad(
                     "disk",
                     Status::Fail,
                     text,
                     "free space: writes fail when the disk is full",
+                )
+            } else if free.saturating_mul(100) / total < 2 {
+                bad(
+                    "disk",
+                    Status::Warn,
+                    text,
+                    "free space: under 2% of the disk is left",
                 )
             } else {
                 ok("disk", text)
