@@ -360,6 +360,7 @@ pub fn answer(
         k: Some(k),
         mode: Some(mnemon_api::SearchMode::Hybrid),
         collection: request.collection.clone(),
+        within: request.within.clone(),
         ..SearchQuery::default()
     })?;
     let mut sources = Vec::new();

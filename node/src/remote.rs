@@ -5,13 +5,12 @@ use std::time::Duration;
 
 use mnemon_api::{
     AnswerView, AskEvent, AskRequest, BackupFile, BackupRequest, BackupView, CollectionView,
-    CreateCollection, CreateMemory, Created, DialRequest, EventView, GraphQuery, GraphView,
-    HitView, InviteRequest, InviteView, JoinRequest, JoinView, ListQuery, MemberView, MemoryView,
-    Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
+    CreateCollection, CreateMemory, Created, DialRequest, Events, GraphQuery, GraphView, HitView,
+    InviteRequest, InviteView, JoinRequest, JoinView, ListQuery, MemberView, MemoryView, Page,
+    PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
 use mnemon_api::{Api, Error as ApiError, ErrorKind, Gauge};
 use serde::de::DeserializeOwned;
-use tokio::sync::broadcast;
 
 /// The kind of an error the running `serve` answered with: the code in its body when it
 /// is one of the application's, else what its HTTP status means.
@@ -99,6 +98,34 @@ impl Remote {
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| ApiError::internal("the service's answer has no token"))
+    }
+
+    /// Has the service make a capability token.
+    pub fn create_token(
+        &self,
+        request: &mnemon_api::NewToken,
+    ) -> Result<mnemon_api::IssuedToken, ApiError> {
+        self.send_json("POST", "/tokens", request)
+    }
+
+    /// The service's capability tokens.
+    pub fn list_tokens(&self) -> Result<Vec<mnemon_api::TokenView>, ApiError> {
+        self.get_json("/tokens")
+    }
+
+    /// Has the service revoke the capability token `name`, at once.
+    pub fn revoke_token(&self, name: &str) -> Result<(), ApiError> {
+        let _: serde_json::Value = Self::answer(
+            self.agent
+                .delete(&format!(
+                    "{}/api/v1/tokens/{}",
+                    self.base,
+                    mnemon_web::encode_component(name)
+                ))
+                .header("Authorization", &format!("Bearer {}", self.token))
+                .call(),
+        )?;
+        Ok(())
     }
 
     /// A link that signs a browser in to the service's web UI, once.
@@ -405,16 +432,16 @@ impl Api for Remote {
             .unwrap_or(true))
     }
 
-    fn events(&self) -> broadcast::Receiver<EventView> {
+    fn events(&self) -> Events {
         // The CLI never subscribes through a remote; an empty, closed feed.
-        broadcast::channel(1).1
+        Events::closed()
     }
 
     fn ready(&self) -> bool {
         true
     }
 
-    fn gauges(&self) -> Vec<Gauge> {
-        Vec::new()
+    fn gauges(&self) -> Result<Vec<Gauge>, ApiError> {
+        Ok(Vec::new())
     }
 }

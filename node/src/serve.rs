@@ -31,6 +31,8 @@ pub const TOKEN_FILE: &str = "api-token";
 pub const SERVE_FILE: &str = "serve.json";
 /// The web UI's sessions (hashes only), kept between runs.
 pub const SESSIONS_FILE: &str = "ui-sessions.json";
+/// The capability tokens the owner made (names, scopes, hashes of the secrets).
+pub const TOKENS_FILE: &str = "tokens.json";
 /// The default HTTP address.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:7777";
 
@@ -232,6 +234,8 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
         );
     }
     let token = token(data, false)?;
+    let tokens = mnemon_web::tokens::Tokens::open(&data.join(TOKENS_FILE))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mnemon-http")
@@ -260,6 +264,7 @@ pub fn serve(data: &Path, service: Service, options: ServeOptions) -> Result<()>
             sessions: Some(data.join(SESSIONS_FILE)),
             sign_in_code: Some(sign_in_code.clone()),
             token_file: Some(data.join(TOKEN_FILE)),
+            tokens,
         };
         service.forward_events();
         let mcp_cancel = tokio_util::sync::CancellationToken::new();

@@ -87,6 +87,7 @@ impl Api {
             sessions: None,
             sign_in_code: Some(SIGN_IN_CODE.into()),
             token_file: None,
+            tokens: mnemon_web::tokens::Tokens::in_memory(),
         };
         let app = {
             let _guard = runtime.enter();

@@ -13,5 +13,6 @@ mod mcp;
 mod minilm;
 mod netns;
 mod ops;
+mod scopes;
 mod search;
 mod tidy;

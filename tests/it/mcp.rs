@@ -16,7 +16,7 @@ fn args(value: Value) -> serde_json::Map<String, Value> {
 
 /// A tool's answer: its structured content, which its text content repeats for clients
 /// that read only text (an error has text only).
-fn text(result: &CallToolResult) -> Value {
+pub(crate) fn text(result: &CallToolResult) -> Value {
     let text = &result.content[0].as_text().expect("text content").text;
     let parsed = serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()));
     if let Some(structured) = &result.structured_content {
@@ -28,7 +28,7 @@ fn text(result: &CallToolResult) -> Value {
     parsed
 }
 
-async fn call<H: rmcp::ClientHandler>(
+pub(crate) async fn call<H: rmcp::ClientHandler>(
     client: &RunningService<RoleClient, H>,
     tool: &str,
     arguments: Value,
@@ -661,7 +661,7 @@ fn with_chat(cli: &TestCli) -> mnemon_tests::ChatServer {
     chat
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -13,9 +13,10 @@ use mnemon_api::{Api, Error};
 use crate::error::HttpError;
 use crate::router::{
     ask, authenticate, backlinks, backup, collections, create_collection, create_memory,
-    delete_memory, dial, events, get_memory, graph, guard, invite_collection, join, list_memories,
-    members, metrics, peers, proof, ready, rotate_token, search, session, share_collection,
-    sign_in_link, status, tag_route, unshare_collection, update_memory,
+    create_token, delete_memory, dial, events, get_memory, graph, guard, invite_collection, join,
+    list_memories, list_tokens, members, metrics, peers, proof, ready, revoke_token, rotate_token,
+    search, session, share_collection, sign_in_link, status, tag_route, unshare_collection,
+    update_memory,
 };
 use crate::state::{AppState, ServerConfig};
 
@@ -115,6 +116,8 @@ pub fn router_with(backend: Arc<dyn Api>, config: &ServerConfig, protected: Rout
         .route("/session", get(session))
         .route("/signin-links", axum::routing::post(sign_in_link))
         .route("/token", axum::routing::post(rotate_token))
+        .route("/tokens", get(list_tokens).post(create_token))
+        .route("/tokens/{name}", axum::routing::delete(revoke_token))
         .route("/openapi.json", get(crate::openapi::document))
         .fallback(|| async { HttpError::from(Error::not_found("no such API route")) })
         .method_not_allowed_fallback(method_not_allowed)

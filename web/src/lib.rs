@@ -2,9 +2,10 @@
 //! events, health and metrics, the OpenAPI document, and the web UI.
 //!
 //! The crate serves any [`mnemon_api::Api`] and never knows how storage or networking
-//! work; application errors become HTTP statuses here, by their kind. [`router`] builds the axum router over a backend with
-//! every protection in place: the `Host` allow-list (DNS rebinding), bearer-token
-//! authentication with a brake on failed attempts, CSRF protection for cross-origin
+//! work; application errors become HTTP statuses here, by their kind. [`router`] builds
+//! the axum router over a backend with every protection in place: the `Host` allow-list
+//! (DNS rebinding), bearer-token authentication (the owner's token or a capability
+//! token, whose scope [`mnemon_api::Caller::api`] applies) with a brake on failed attempts, CSRF protection for cross-origin
 //! changes, a body limit, security headers, a request id on every response, and
 //! per-route latency metrics.
 
@@ -16,6 +17,7 @@ mod router;
 mod security;
 mod server;
 mod state;
+pub mod tokens;
 mod ui;
 
 pub use ui::encode_component;

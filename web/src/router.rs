@@ -12,20 +12,19 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use tokio_stream::StreamExt as _;
-use tokio_stream::wrappers::BroadcastStream;
 use tracing::Instrument as _;
 
 use mnemon_api::Error;
 use mnemon_api::{
     AskEvent, AskRequest, BackupRequest, CollectionView, CreateCollection, CreateMemory, Created,
-    DialRequest, EventView, GraphQuery, GraphView, HitView, InviteRequest, InviteView, JoinRequest,
-    JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView, SearchQuery,
-    ShareRequest,
+    DialRequest, EventView, GraphQuery, GraphView, HitView, InviteRequest, InviteView, IssuedToken,
+    JoinRequest, JoinView, ListQuery, MemberView, MemoryView, NewToken, Page, PatchMemory,
+    PeerView, SearchQuery, ShareRequest, TokenView,
 };
 
 use crate::error::{ErrorBody, HttpError};
 use crate::security::{FAILURE_DELAY, SECURITY_HEADERS};
-use crate::state::{AppState, MAX_EVENT_STREAMS, blocking, client_ip};
+use crate::state::{AppState, MAX_EVENT_STREAMS, as_caller, blocking, client_ip};
 
 /// Default request body limit: 16 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 16 << 20;
@@ -230,34 +229,36 @@ pub(crate) async fn authenticate(
         .and_then(|v| v.to_str().ok())
         .and_then(bearer);
     let ip = client_ip(&request);
-    let by_session = presented.is_none() && state.security.signed_in(request.headers());
-    match presented {
-        Some(token) if state.security.token_ok(token) => {}
-        None if by_session => {}
-        _ => {
-            // Every failure waits, braked or not: an address over the limit learns
-            // nothing faster.
-            let over = state.security.over_limit(ip) || state.security.record_failure(ip);
-            tokio::time::sleep(FAILURE_DELAY).await;
-            if over {
-                return too_many();
-            }
-            let mut response = HttpError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "sign in: send Authorization: Bearer <token> (`mnemon token` prints it)",
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return response;
+    let caller = match presented {
+        Some(token) => state.security.bearer_caller(token),
+        None => state.security.session_caller(request.headers()),
+    };
+    let by_session = presented.is_none() && caller.is_some();
+    let Some(caller) = caller else {
+        // Every failure waits, braked or not: an address over the limit learns
+        // nothing faster.
+        let over = state.security.over_limit(ip) || state.security.record_failure(ip);
+        tokio::time::sleep(FAILURE_DELAY).await;
+        if over {
+            return too_many();
         }
-    }
+        let mut response = HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "sign in: send Authorization: Bearer <token> (`mnemon token` prints it)",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    };
     // A browser sends the session cookie by itself, so a change made with it always needs
     // the CSRF token; a bearer token is never sent by a browser on its own.
     let mut request = request;
     request.extensions_mut().insert(BySession(by_session));
+    // The caller travels with the request too: MCP's handlers run apart from it.
+    request.extensions_mut().insert(caller.clone());
     if changes_state(request.method()) && (by_session || cross_origin(request.headers())) {
         let csrf = request
             .headers()
@@ -273,16 +274,27 @@ pub(crate) async fn authenticate(
             .into_response();
         }
     }
-    next.run(request).await
+    as_caller(caller, next.run(request)).await
 }
 
 /// Whether a request was let in by a web UI session cookie (not the bearer token).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BySession(pub(crate) bool);
 
-/// What only the bearer token may do (replace itself, make sign-in links): a browser's
-/// session cannot turn itself into a lasting credential.
-fn bearer_only(by_session: Option<axum::Extension<BySession>>) -> Result<(), HttpError> {
+/// What only the owner's bearer token may do (replace itself, make sign-in links and
+/// capability tokens): a browser's session cannot turn itself into a lasting credential,
+/// and a capability token cannot widen itself.
+fn owners_bearer_only(
+    state: &AppState,
+    by_session: Option<axum::Extension<BySession>>,
+) -> Result<(), HttpError> {
+    if !state.caller().is_owner() {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only the owner's token may do this, not a capability token",
+        ));
+    }
     if by_session.is_some_and(|s| s.0.0) {
         return Err(HttpError::new(
             StatusCode::FORBIDDEN,
@@ -291,6 +303,19 @@ fn bearer_only(by_session: Option<axum::Extension<BySession>>) -> Result<(), Htt
         ));
     }
     Ok(())
+}
+
+/// What only the owner may do, by token or signed in to the web UI.
+fn owner_only(state: &AppState) -> Result<(), HttpError> {
+    if state.caller().is_owner() {
+        Ok(())
+    } else {
+        Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only the owner's token may manage tokens",
+        ))
+    }
 }
 
 /// The token in an `Authorization` value: the scheme `Bearer` in any case, then the token.
@@ -346,7 +371,7 @@ pub(crate) async fn list_memories(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<impl IntoResponse, HttpError> {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     Ok(Json(blocking(move || backend.list(&query)).await?))
 }
 
@@ -356,7 +381,7 @@ pub(crate) async fn create_memory(
     State(state): State<AppState>,
     JsonBody(new): JsonBody<CreateMemory>,
 ) -> Result<impl IntoResponse, HttpError> {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     let memory = blocking(move || backend.create(new)).await?;
     let status = if memory.created == Some(false) {
         StatusCode::OK
@@ -381,7 +406,7 @@ pub(crate) async fn get_memory(
 ) -> Result<impl IntoResponse, HttpError> {
     // A read of one memory is a snapshot read of a few microseconds that never waits for a
     // writer (the `Api::get` contract): on this worker, not a blocking-pool hop.
-    Ok(Json(state.backend.get(&id)?))
+    Ok(Json(state.backend().get(&id)?))
 }
 
 #[utoipa::path(get, path = "/api/v1/memories/{id}/backlinks", tag = "memories", params(("id" = String, Path, description = "The memory's id")),
@@ -390,7 +415,7 @@ pub(crate) async fn backlinks(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, HttpError> {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     Ok(Json(blocking(move || backend.backlinks(&id)).await?))
 }
 
@@ -401,7 +426,7 @@ pub(crate) async fn update_memory(
     Path(id): Path<String>,
     JsonBody(patch): JsonBody<PatchMemory>,
 ) -> Result<impl IntoResponse, HttpError> {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     Ok(Json(blocking(move || backend.update(&id, patch)).await?))
 }
 
@@ -411,7 +436,7 @@ pub(crate) async fn delete_memory(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, HttpError> {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     blocking(move || backend.delete(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -422,7 +447,7 @@ pub(crate) async fn members(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, HttpError> {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     Ok(Json(blocking(move || backend.members(&id)).await?))
 }
 
@@ -433,7 +458,7 @@ pub(crate) async fn share_collection(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ShareRequest>,
 ) -> Result<impl IntoResponse, HttpError> {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     let member = blocking(move || backend.share(&id, body)).await?;
     Ok((StatusCode::CREATED, Json(member)))
 }
@@ -444,7 +469,7 @@ pub(crate) async fn unshare_collection(
     State(state): State<AppState>,
     Path((id, did)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, HttpError> {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     blocking(move || backend.unshare(&id, &did)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -456,7 +481,7 @@ pub(crate) async fn invite_collection(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<InviteRequest>,
 ) -> Result<impl IntoResponse, HttpError> {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     let invite = blocking(move || backend.invite(&id, body)).await?;
     Ok((StatusCode::CREATED, Json(invite)))
 }
@@ -467,7 +492,7 @@ pub(crate) async fn join(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<JoinRequest>,
 ) -> Result<impl IntoResponse, HttpError> {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     let joined = blocking(move || backend.join(body)).await?;
     Ok((StatusCode::ACCEPTED, Json(joined)))
 }
@@ -478,7 +503,7 @@ pub(crate) async fn dial(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<DialRequest>,
 ) -> Result<impl IntoResponse, HttpError> {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     blocking(move || backend.dial(body)).await?;
     Ok(StatusCode::ACCEPTED)
 }
@@ -486,7 +511,7 @@ pub(crate) async fn dial(
 #[utoipa::path(get, path = "/api/v1/peers", tag = "sharing",
     responses((status = 200, description = "The peers federation knows, connected or not", body = Vec<PeerView>), (status = 401, description = "No or wrong token", body = ErrorBody)))]
 pub(crate) async fn peers(State(state): State<AppState>) -> Result<impl IntoResponse, HttpError> {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     Ok(Json(blocking(move || backend.peers()).await?))
 }
 
@@ -496,7 +521,7 @@ pub(crate) async fn search(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<SearchQuery>,
 ) -> Result<impl IntoResponse, HttpError> {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     Ok(Json(blocking(move || backend.search(&query)).await?))
 }
 
@@ -506,7 +531,7 @@ pub(crate) async fn graph(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<GraphQuery>,
 ) -> Result<impl IntoResponse, HttpError> {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     Ok(Json(blocking(move || backend.graph(&query)).await?))
 }
 
@@ -518,7 +543,7 @@ pub(crate) async fn ask(
     JsonBody(request): JsonBody<AskRequest>,
 ) -> Response {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Event, HttpError>>(256);
-    let backend = state.backend.clone();
+    let backend = state.backend();
     tokio::task::spawn_blocking(move || {
         let mut on_event = |event: AskEvent| {
             let event = match event {
@@ -564,7 +589,7 @@ pub(crate) async fn ask(
 pub(crate) async fn collections(
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, HttpError> {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     Ok(Json(blocking(move || backend.collections()).await?))
 }
 
@@ -574,7 +599,7 @@ pub(crate) async fn create_collection(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateCollection>,
 ) -> Result<impl IntoResponse, HttpError> {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     let collection = blocking(move || backend.create_collection(&body.name)).await?;
     Ok((StatusCode::CREATED, Json(collection)))
 }
@@ -585,7 +610,7 @@ pub(crate) async fn backup(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<BackupRequest>,
 ) -> Result<Response, HttpError> {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     let file = blocking(move || backend.backup(body)).await?;
     backup_response(file)
 }
@@ -642,7 +667,7 @@ pub(crate) fn backup_response(file: mnemon_api::BackupFile) -> Result<Response, 
 #[utoipa::path(get, path = "/api/v1/status", tag = "node",
     responses((status = 200, description = "Identity, counts and index progress per model", body = Object), (status = 401, description = "No or wrong token", body = ErrorBody)))]
 pub(crate) async fn status(State(state): State<AppState>) -> Result<impl IntoResponse, HttpError> {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     Ok(Json(blocking(move || backend.status()).await?))
 }
 
@@ -652,7 +677,7 @@ pub(crate) async fn rotate_token(
     State(state): State<AppState>,
     by_session: Option<axum::Extension<BySession>>,
 ) -> Result<Response, HttpError> {
-    bearer_only(by_session)?;
+    owners_bearer_only(&state, by_session)?;
     let token = state
         .security
         .rotate_token()
@@ -667,7 +692,7 @@ pub(crate) async fn sign_in_link(
     State(state): State<AppState>,
     by_session: Option<axum::Extension<BySession>>,
 ) -> Result<impl IntoResponse, HttpError> {
-    bearer_only(by_session)?;
+    owners_bearer_only(&state, by_session)?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({
@@ -675,6 +700,42 @@ pub(crate) async fn sign_in_link(
             "expires_in_secs": crate::security::SIGN_IN_LINK_LIFETIME.as_secs(),
         })),
     ))
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "node", request_body = NewToken,
+    responses((status = 201, description = "The new capability token: its secret (shown this once) and its scope (`mnemon token new` calls this while `mnemon serve` runs)", body = IssuedToken), (status = 403, description = "Not the owner's bearer token", body = ErrorBody), (status = 404, description = "An unknown collection", body = ErrorBody), (status = 409, description = "The name is taken", body = ErrorBody)))]
+pub(crate) async fn create_token(
+    State(state): State<AppState>,
+    by_session: Option<axum::Extension<BySession>>,
+    JsonBody(request): JsonBody<NewToken>,
+) -> Result<Response, HttpError> {
+    owners_bearer_only(&state, by_session)?;
+    let (backend, tokens) = (state.backend(), state.security.tokens().clone());
+    let issued = blocking(move || crate::tokens::issue(&*backend, &tokens, &request)).await?;
+    tracing::info!(name = %issued.view.name, scope = %issued.view.scope.describe(), "a capability token was made");
+    Ok((StatusCode::CREATED, Json(issued)).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "node",
+    responses((status = 200, description = "The capability tokens (never their secrets)", body = [TokenView]), (status = 403, description = "Not the owner", body = ErrorBody)))]
+pub(crate) async fn list_tokens(State(state): State<AppState>) -> Result<Response, HttpError> {
+    owner_only(&state)?;
+    let (backend, tokens) = (state.backend(), state.security.tokens().clone());
+    let views = blocking(move || crate::tokens::list(&*backend, &tokens)).await?;
+    Ok(Json(views).into_response())
+}
+
+#[utoipa::path(delete, path = "/api/v1/tokens/{name}", tag = "node",
+    params(("name" = String, Path, description = "The token's name")),
+    responses((status = 204, description = "Revoked: it stops working at once, on every stream and session"), (status = 403, description = "Not the owner", body = ErrorBody), (status = 404, description = "No token by that name", body = ErrorBody)))]
+pub(crate) async fn revoke_token(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, HttpError> {
+    owner_only(&state)?;
+    state.security.tokens().revoke(&name)?;
+    tracing::info!(name = %name, "a capability token was revoked");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// For a signed-in UI: the CSRF token to send with changes.
@@ -698,27 +759,35 @@ pub(crate) async fn events(State(state): State<AppState>) -> Result<Response, Ht
     };
     // A stream opened before the token was replaced gets nothing more.
     let (security, opened) = (state.security.clone(), state.security.rotations());
-    let stream = BroadcastStream::new(state.backend.events())
-        .take_while(move |_| security.rotations() == opened)
-        .filter_map(move |event| {
-            let _held = &slot;
-            // A lagging client misses events; it sees the gap in `seq` and reloads.
-            let event = event.ok()?;
-            let data = serde_json::to_string(&event).ok()?;
-            Some(Ok::<_, Infallible>(
-                Event::default()
-                    .event(event.kind.as_str())
-                    .id(event.seq.to_string())
-                    .data(data),
-            ))
-        });
+    let events = state.backend().events();
+    let stream = futures::stream::unfold(events, |mut events| async move {
+        loop {
+            match events.recv().await {
+                Ok(event) => return Some((event, events)),
+                // A lagging client misses events; it sees the gap in `seq` and reloads.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .take_while(move |_| security.rotations() == opened)
+    .filter_map(move |event| {
+        let _held = &slot;
+        let data = serde_json::to_string(&event).ok()?;
+        Some(Ok::<_, Infallible>(
+            Event::default()
+                .event(event.kind.as_str())
+                .id(event.seq.to_string())
+                .data(data),
+        ))
+    });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
 
 pub(crate) async fn ready(State(state): State<AppState>) -> Response {
-    if state.backend.ready() {
+    if state.ready() {
         "ready".into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
@@ -745,10 +814,11 @@ pub(crate) async fn proof(
 }
 
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let backend = state.backend.clone();
-    let gauges = tokio::task::spawn_blocking(move || backend.gauges())
-        .await
-        .unwrap_or_default();
+    let backend = state.backend();
+    let gauges = match blocking(move || backend.gauges()).await {
+        Ok(gauges) => gauges,
+        Err(e) => return HttpError::from(e).into_response(),
+    };
     let text = state.metrics.render(&gauges);
     (
         [(

@@ -6,9 +6,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use mnemon_api::Caller;
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::tokens::{Tokens, unix_ms};
 
 /// Failed sign-ins one address may make per [`FAILURE_WINDOW`] before it is refused
 /// outright (429). A request with the right token is never refused.
@@ -44,6 +48,8 @@ pub(crate) struct Security {
     codes: Mutex<Vec<([u8; 32], Instant)>>,
     /// How many times the token was replaced: a stream opened before ends.
     rotations: std::sync::atomic::AtomicU64,
+    /// The capability tokens the owner made.
+    tokens: Arc<Tokens>,
 }
 
 impl Security {
@@ -56,6 +62,7 @@ impl Security {
         extra_hosts: &[String],
         sessions: Option<PathBuf>,
         token_file: Option<PathBuf>,
+        tokens: Arc<Tokens>,
     ) -> Security {
         let port = bind.port();
         let mut hosts: HashSet<String> = ["localhost", "127.0.0.1", "[::1]"]
@@ -78,6 +85,33 @@ impl Security {
             failures: Mutex::new(HashMap::new()),
             codes: Mutex::new(Vec::new()),
             rotations: std::sync::atomic::AtomicU64::new(0),
+            tokens,
+        }
+    }
+
+    /// The capability tokens.
+    pub(crate) fn tokens(&self) -> &Arc<Tokens> {
+        &self.tokens
+    }
+
+    /// Who `presented` (a bearer token) makes: the owner for the full token, a capability
+    /// token's grant for one that stands, nobody otherwise.
+    pub(crate) fn bearer_caller(&self, presented: &str) -> Option<Caller> {
+        if self.token_ok(presented) {
+            Some(Caller::Owner)
+        } else {
+            self.tokens.caller(presented, unix_ms())
+        }
+    }
+
+    /// Who the session cookie in `headers` signed in as, if it is a session that has not
+    /// ended (and, for a capability token's session, whose token still stands).
+    pub(crate) fn session_caller(&self, headers: &axum::http::HeaderMap) -> Option<Caller> {
+        let value = session_cookie(headers)?;
+        let signed_in_as = self.lock_sessions().signed_in_as(value)?;
+        match signed_in_as {
+            None => Some(Caller::Owner),
+            Some(name) => self.tokens.session_caller(&name, unix_ms()),
         }
     }
 
@@ -180,13 +214,17 @@ impl Security {
         &self.csrf
     }
 
-    /// A new session for the UI: the cookie's value (a random secret, kept here only as
-    /// its hash, for [`SESSION_LIFETIME`]).
-    pub(crate) fn new_session(&self) -> String {
+    /// A new session for the UI, signed in as `caller`: the cookie's value (a random
+    /// secret, kept here only as its hash, for [`SESSION_LIFETIME`]).
+    pub(crate) fn new_session(&self, caller: &Caller) -> String {
         let mut secret = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut secret);
         let value = hex(&secret);
-        self.lock_sessions().insert(&value);
+        let token = match caller {
+            Caller::Owner => None,
+            Caller::Token(grant) => Some(grant.name.as_str()),
+        };
+        self.lock_sessions().insert(&value, token);
         value
     }
 
@@ -195,11 +233,6 @@ impl Security {
         if let Some(value) = session_cookie(headers) {
             self.lock_sessions().remove(value);
         }
-    }
-
-    /// Whether `headers` carry the cookie of a session that has not ended.
-    pub(crate) fn signed_in(&self, headers: &axum::http::HeaderMap) -> bool {
-        session_cookie(headers).is_some_and(|value| self.lock_sessions().contains(value))
     }
 
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
@@ -325,6 +358,10 @@ struct Sessions {
     token: String,
     /// Hash of a session's cookie → when it ends (Unix seconds).
     ends: HashMap<String, u64>,
+    /// Hash of a session's cookie → the capability token it signed in with (absent: the
+    /// owner's token).
+    #[serde(default)]
+    tokens: HashMap<String, String>,
     #[serde(skip)]
     file: Option<PathBuf>,
 }
@@ -340,9 +377,16 @@ impl Sessions {
         let mut sessions = kept.unwrap_or_default();
         sessions.token = token;
         sessions.file = file;
-        let now = unix_now();
-        sessions.ends.retain(|_, end| *end > now);
+        sessions.forget_ended();
         sessions
+    }
+
+    /// Forgets sessions that have ended.
+    fn forget_ended(&mut self) {
+        let now = unix_now();
+        self.ends.retain(|_, end| *end > now);
+        let ends = &self.ends;
+        self.tokens.retain(|key, _| ends.contains_key(key));
     }
 
     fn key(value: &str) -> String {
@@ -353,35 +397,46 @@ impl Sessions {
     fn reset(&mut self, token: &str) {
         self.token = sha256_hex(&[b"mnemon-sessions-token-1\0", token.as_bytes()]);
         self.ends.clear();
+        self.tokens.clear();
         self.save();
     }
 
-    fn insert(&mut self, value: &str) {
+    fn insert(&mut self, value: &str, token: Option<&str>) {
         let now = unix_now();
-        self.ends.retain(|_, end| *end > now);
+        self.forget_ended();
         while self.ends.len() >= MAX_SESSIONS {
             let oldest = self
                 .ends
                 .iter()
                 .min_by_key(|(_, end)| **end)
                 .map(|(key, _)| key.clone());
-            oldest.map(|key| self.ends.remove(&key));
+            if let Some(key) = oldest {
+                self.ends.remove(&key);
+                self.tokens.remove(&key);
+            }
         }
-        self.ends
-            .insert(Self::key(value), now + SESSION_LIFETIME.as_secs());
+        let key = Self::key(value);
+        if let Some(token) = token {
+            self.tokens.insert(key.clone(), token.to_owned());
+        }
+        self.ends.insert(key, now + SESSION_LIFETIME.as_secs());
         self.save();
     }
 
     fn remove(&mut self, value: &str) {
-        if self.ends.remove(&Self::key(value)).is_some() {
+        let key = Self::key(value);
+        self.tokens.remove(&key);
+        if self.ends.remove(&key).is_some() {
             self.save();
         }
     }
 
-    fn contains(&self, value: &str) -> bool {
-        self.ends
-            .get(&Self::key(value))
-            .is_some_and(|end| *end > unix_now())
+    /// For a session that has not ended: `Some(None)` if it signed in with the owner's
+    /// token, `Some(Some(name))` with the capability token `name`.
+    fn signed_in_as(&self, value: &str) -> Option<Option<String>> {
+        let key = Self::key(value);
+        let end = self.ends.get(&key)?;
+        (*end > unix_now()).then(|| self.tokens.get(&key).cloned())
     }
 
     fn save(&self) {
@@ -424,7 +479,15 @@ mod tests {
     #[test]
     fn a_sign_in_code_works_once_and_not_after_it_expires() {
         let bind: SocketAddr = "127.0.0.1:7777".parse().expect("addr");
-        let s = Security::new("t0ken".into(), "csrf".into(), bind, &[], None, None);
+        let s = Security::new(
+            "t0ken".into(),
+            "csrf".into(),
+            bind,
+            &[],
+            None,
+            None,
+            Tokens::in_memory(),
+        );
         let now = Instant::now();
         s.add_sign_in_code("first", now);
         s.add_sign_in_code("second", now);
@@ -464,7 +527,15 @@ mod tests {
     #[test]
     fn hosts_tokens_and_failures() {
         let bind: SocketAddr = "127.0.0.1:7777".parse().expect("addr");
-        let s = Security::new("t0ken".into(), "csrf".into(), bind, &[], None, None);
+        let s = Security::new(
+            "t0ken".into(),
+            "csrf".into(),
+            bind,
+            &[],
+            None,
+            None,
+            Tokens::in_memory(),
+        );
         assert!(s.host_allowed("localhost:7777"));
         assert!(s.host_allowed("127.0.0.1:7777"));
         assert!(s.host_allowed("[::1]:7777"));
@@ -491,14 +562,17 @@ mod tests {
             );
             headers
         };
-        let session = s.new_session();
+        let session = s.new_session(&Caller::Owner);
         assert_eq!(session.len(), 64);
-        assert!(s.signed_in(&cookies(&session)));
-        assert!(!s.signed_in(&cookies(&format!("x{session}"))));
-        let other = s.new_session();
+        assert!(s.session_caller(&cookies(&session)).is_some());
+        assert!(s.session_caller(&cookies(&format!("x{session}"))).is_none());
+        let other = s.new_session(&Caller::Owner);
         s.end_session(&cookies(&session));
-        assert!(!s.signed_in(&cookies(&session)), "signed out");
-        assert!(s.signed_in(&cookies(&other)), "only that session");
+        assert!(s.session_caller(&cookies(&session)).is_none(), "signed out");
+        assert!(
+            s.session_caller(&cookies(&other)).is_some(),
+            "only that session"
+        );
     }
 
     #[test]
@@ -522,6 +596,7 @@ mod tests {
                 &[],
                 Some(file.clone()),
                 None,
+                Tokens::in_memory(),
             )
         };
         let cookies = |value: &str| {
@@ -533,16 +608,16 @@ mod tests {
             headers
         };
         let first = server("t0ken");
-        let kept = first.new_session();
-        let ended = first.new_session();
+        let kept = first.new_session(&Caller::Owner);
+        let ended = first.new_session(&Caller::Owner);
         first.end_session(&cookies(&ended));
         let text = std::fs::read_to_string(&file).expect("saved");
         assert!(!text.contains(&kept), "only hashes are kept");
         let again = server("t0ken");
-        assert!(again.signed_in(&cookies(&kept)));
-        assert!(!again.signed_in(&cookies(&ended)));
+        assert!(again.session_caller(&cookies(&kept)).is_some());
+        assert!(again.session_caller(&cookies(&ended)).is_none());
         let rotated = server("new");
-        assert!(!rotated.signed_in(&cookies(&kept)));
+        assert!(rotated.session_caller(&cookies(&kept)).is_none());
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 }

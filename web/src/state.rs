@@ -9,10 +9,22 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request};
 
-use mnemon_api::{Api, Error, MemoryView};
+use mnemon_api::{Api, Caller, Error, Grant, MemoryView, Scope};
 
 use crate::metrics::Metrics;
 use crate::security::Security;
+use crate::tokens::Tokens;
+
+tokio::task_local! {
+    /// Who the request being handled came from: set by the authentication middleware
+    /// around the handler, read by [`AppState::backend`].
+    static CALLER: Caller;
+}
+
+/// Runs `handler` (the rest of a request's handling) as `caller`.
+pub(crate) async fn as_caller<T>(caller: Caller, handler: impl Future<Output = T>) -> T {
+    CALLER.scope(caller, handler).await
+}
 
 /// How the server is set up.
 #[derive(Debug, Clone)]
@@ -44,6 +56,9 @@ pub struct ServerConfig {
     pub sign_in_code: Option<String>,
     /// The file the token is kept in: `POST /api/v1/token` writes the new one there.
     pub token_file: Option<std::path::PathBuf>,
+    /// The capability tokens the owner made ([`Tokens::open`]), honoured with their
+    /// scopes.
+    pub tokens: Arc<Tokens>,
 }
 
 /// Event streams open at once: each holds a connection as long as it lasts.
@@ -70,7 +85,9 @@ pub(crate) struct Deleted {
 
 #[derive(Clone)]
 pub(crate) struct AppState {
-    pub(crate) backend: Arc<dyn Api>,
+    /// The node, whole: handlers reach it through [`AppState::backend`], as their caller
+    /// may use it.
+    node: Arc<dyn Api>,
     pub(crate) security: Arc<Security>,
     pub(crate) metrics: Arc<Metrics>,
     /// Memories deleted in the UI, with when: Undo writes them again within the window.
@@ -92,12 +109,13 @@ impl AppState {
             &config.extra_hosts,
             config.sessions.clone(),
             config.token_file.clone(),
+            config.tokens.clone(),
         );
         if let Some(code) = &config.sign_in_code {
             security.add_sign_in_code(code, std::time::Instant::now());
         }
         AppState {
-            backend,
+            node: backend,
             security: Arc::new(security),
             metrics: Arc::new(Metrics::default()),
             deleted: Arc::new(Mutex::new(HashMap::new())),
@@ -105,6 +123,23 @@ impl AppState {
             body_limit: config.body_limit,
             streams: Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS)),
         }
+    }
+
+    /// Who the request being handled came from. Outside a request's handling (never, for
+    /// a handler behind the authentication middleware) a caller that may do nothing.
+    pub(crate) fn caller(&self) -> Caller {
+        CALLER.try_with(Caller::clone).unwrap_or_else(|_| nobody())
+    }
+
+    /// The node as the request's caller may use it: the owner's whole node, or a
+    /// capability token's view of it ([`mnemon_api::Caller::api`]).
+    pub(crate) fn backend(&self) -> Arc<dyn Api> {
+        self.caller().api(self.node.clone())
+    }
+
+    /// Whether the node is ready (for the health check, which needs no credential).
+    pub(crate) fn ready(&self) -> bool {
+        self.node.ready()
     }
 
     /// Keeps a memory just deleted in the UI, for Undo during the undo window.
@@ -147,6 +182,19 @@ impl AppState {
             .filter(|(at, _)| at.elapsed() < self.undo_window)
             .map(|(_, memory)| memory)
     }
+}
+
+/// A caller that sees nothing and may do nothing: what a handler gets if it ever runs
+/// without the authentication middleware's caller (fails closed).
+fn nobody() -> Caller {
+    Caller::Token(Arc::new(Grant {
+        name: "(no credential)".to_owned(),
+        scope: Scope {
+            collections: Some(Vec::new()),
+            write: false,
+        },
+        live: Box::new(|| false),
+    }))
 }
 
 /// Runs a blocking backend call on tokio's blocking pool.

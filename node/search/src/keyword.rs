@@ -290,8 +290,12 @@ impl KeywordIndex {
                 IndexRecordOption::Basic,
             ))
         };
-        if let Some(collection) = filter.collection {
-            clauses.push((Occur::Must, exact(f.collection, &id_text(collection))));
+        if let Some(ids) = &filter.collections {
+            let any: Vec<(Occur, Box<dyn Query>)> = ids
+                .iter()
+                .map(|id| (Occur::Should, exact(f.collection, &id_text(*id))))
+                .collect();
+            clauses.push((Occur::Must, Box::new(BooleanQuery::new(any))));
         }
         if let Some(tag) = &filter.tag {
             clauses.push((Occur::Must, exact(f.tag, tag)));

@@ -109,8 +109,8 @@ pub enum Mode {
 /// Which memories a search may return.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    /// Only this collection.
-    pub collection: Option<u128>,
+    /// Only these collections (none: every collection).
+    pub collections: Option<Vec<u128>>,
     /// Only memories with this tag.
     pub tag: Option<String>,
     /// Only this kind.
@@ -125,7 +125,7 @@ pub struct Filter {
 
 impl Filter {
     fn is_empty(&self) -> bool {
-        self.collection.is_none()
+        self.collections.is_none()
             && self.tag.is_none()
             && self.kind.is_none()
             && self.since.is_none()
@@ -134,7 +134,9 @@ impl Filter {
     }
 
     fn accepts(&self, meta: &DocMeta) -> bool {
-        self.collection.is_none_or(|c| c == meta.collection)
+        self.collections
+            .as_ref()
+            .is_none_or(|ids| ids.contains(&meta.collection))
             && self.tag.as_ref().is_none_or(|t| meta.tags.contains(t))
             && self.kind.as_ref().is_none_or(|k| *k == meta.kind)
             && self.since.is_none_or(|s| meta.created >= s)

@@ -7,13 +7,12 @@ use std::time::Instant;
 
 use mnemon_api::{
     AnswerView, AskEvent, AskRequest, BackupFile, BackupRequest, CollectionView, CreateMemory,
-    Dedupe, DialRequest, EventView, GraphQuery, GraphView, HitView, InviteRequest, InviteView,
+    Dedupe, DialRequest, Events, GraphQuery, GraphView, HitView, InviteRequest, InviteView,
     JoinRequest, JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView,
     SearchQuery, ShareRequest,
 };
 use mnemon_api::{Api, Error as ApiError, Gauge};
 use mnemon_crdt::{ListFilter, MemoryEdit, MemoryId, NewMemory, Source, Store, Task, Timestamp};
-use tokio::sync::broadcast;
 
 use crate::search::{Filter, Mode, Query, SearchIndex};
 
@@ -271,6 +270,20 @@ impl Api for Service {
             }
             None => store.list(&filter).map_err(store_error)?,
         };
+        // A caller held to some collections sees only those.
+        let all = match &query.within {
+            None => all,
+            Some(ids) => {
+                let ids: HashSet<mnemon_crdt::CollectionId> = ids
+                    .iter()
+                    .map(|c| store.resolve_collection(c))
+                    .collect::<Result<_, _>>()
+                    .map_err(store_error)?;
+                all.into_iter()
+                    .filter(|m| ids.contains(&m.collection))
+                    .collect()
+            }
+        };
         let names = self.names(store)?;
         let total = all.len();
         let items: Vec<MemoryView> = all
@@ -400,13 +413,28 @@ impl Api for Service {
             self.index_now();
         }
         let store = self.store();
+        let collection = query
+            .collection
+            .as_deref()
+            .map(|c| SearchIndex::collection_filter(store, c))
+            .transpose()
+            .map_err(search_error)?;
+        let within = query
+            .within
+            .as_ref()
+            .map(|ids| {
+                ids.iter()
+                    .map(|c| SearchIndex::collection_filter(store, c))
+                    .collect::<Result<Vec<u128>, _>>()
+            })
+            .transpose()
+            .map_err(search_error)?;
         let filter = Filter {
-            collection: query
-                .collection
-                .as_deref()
-                .map(|c| SearchIndex::collection_filter(store, c))
-                .transpose()
-                .map_err(search_error)?,
+            collections: match (collection, within) {
+                (Some(c), Some(within)) => Some(if within.contains(&c) { vec![c] } else { vec![] }),
+                (Some(c), None) => Some(vec![c]),
+                (None, within) => within,
+            },
             tag: query
                 .tag
                 .as_deref()
@@ -560,8 +588,8 @@ impl Api for Service {
         }))
     }
 
-    fn events(&self) -> broadcast::Receiver<EventView> {
-        self.events.subscribe()
+    fn events(&self) -> Events {
+        Events::new(self.events.subscribe())
     }
 
     fn ready(&self) -> bool {
@@ -572,7 +600,7 @@ impl Api for Service {
         self.with_index_read(|index| Ok(index.searches_meaning()))
     }
 
-    fn gauges(&self) -> Vec<Gauge> {
+    fn gauges(&self) -> Result<Vec<Gauge>, ApiError> {
         let store = self.store();
         let mut gauges = Vec::new();
         if let Ok(count) = store.count() {
@@ -745,6 +773,6 @@ impl Api for Service {
                     .collect(),
             });
         }
-        gauges
+        Ok(gauges)
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
-use super::args::ServeArgs;
+use super::args::{ServeArgs, TokenCommand};
 use super::{Ctx, configured_embedder, embed_with_progress, embedder_factory};
 use crate::app::Service;
 use crate::config::Config;
@@ -50,10 +50,124 @@ pub(super) fn id(cx: &Ctx, out: &mut impl Write, json: bool) -> Result<()> {
 }
 
 /// `mnemon mcp`: MCP over stdio.
-pub(super) fn mcp(cx: &Ctx) -> Result<()> {
-    let node = cx.node()?;
-    mnemon_mcp::serve_stdio(node.into_backend())?;
+pub(super) fn mcp(cx: &Ctx, token: Option<String>) -> Result<()> {
+    let Some(token) = token else {
+        mnemon_mcp::serve_stdio(cx.node()?.into_backend())?;
+        return Ok(());
+    };
+    let backend = if let Some(running) = crate::serve::running(cx.data_dir.root()) {
+        // The running service checks the token on every call.
+        Arc::new(Remote::new(&running.url, token)) as Arc<dyn mnemon_api::Api>
+    } else {
+        let tokens = capability_tokens(cx)?;
+        let Some(caller) = tokens.caller(&token, mnemon_web::tokens::unix_ms()) else {
+            bail!("--token is not a token of this node (or it was revoked, or has expired)");
+        };
+        caller.api(cx.node()?.into_backend())
+    };
+    mnemon_mcp::serve_stdio(backend)?;
     Ok(())
+}
+
+/// The capability tokens kept in the data folder.
+fn capability_tokens(cx: &Ctx) -> Result<Arc<mnemon_web::tokens::Tokens>> {
+    cx.data_dir.did()?;
+    mnemon_web::tokens::Tokens::open(&cx.data_dir.root().join(crate::serve::TOKENS_FILE))
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// `mnemon token new|list|revoke`: through the running service (in force at once), or
+/// in the data folder.
+pub(super) fn tokens(cx: &Ctx, out: &mut impl Write, action: TokenCommand) -> Result<()> {
+    let node = cx.node()?;
+    let remote = match &node {
+        super::Node::Remote(remote, _) => Some(remote),
+        super::Node::Local(_) => None,
+    };
+    let local = || capability_tokens(cx);
+    match action {
+        TokenCommand::New {
+            name,
+            collections,
+            read_only,
+            expires,
+            json,
+        } => {
+            let request = mnemon_api::NewToken {
+                name,
+                collections,
+                read_only,
+                expires_in: expires,
+            };
+            let issued = match remote {
+                Some(remote) => remote.create_token(&request)?,
+                None => mnemon_web::tokens::issue(node.api(), &*local()?, &request)?,
+            };
+            if json {
+                writeln!(out, "{}", crate::output::json(&issued))?;
+            } else {
+                writeln!(out, "{}", issued.token)?;
+                eprintln!(
+                    "{}: {} (shown this once; `mnemon token revoke {}` ends it)",
+                    issued.view.name,
+                    describe(&issued.view),
+                    issued.view.name
+                );
+            }
+        }
+        TokenCommand::List { json } => {
+            let views = match remote {
+                Some(remote) => remote.list_tokens()?,
+                None => mnemon_web::tokens::list(node.api(), &*local()?)?,
+            };
+            if json {
+                writeln!(out, "{}", crate::output::json(&views))?;
+            } else if views.is_empty() {
+                writeln!(
+                    out,
+                    "no capability tokens (`mnemon token new --name NAME` makes one)"
+                )?;
+            } else {
+                for view in &views {
+                    writeln!(
+                        out,
+                        "{}\t{}\tmade {}\tlast used {}\t{}",
+                        view.name,
+                        describe(view),
+                        view.created_at,
+                        view.last_used_at.as_deref().unwrap_or("never"),
+                        match (&view.expires_at, view.expired) {
+                            (Some(at), true) => format!("expired {at}"),
+                            (Some(at), false) => format!("expires {at}"),
+                            (None, _) => "never expires".to_owned(),
+                        }
+                    )?;
+                }
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            match remote {
+                Some(remote) => remote.revoke_token(&name)?,
+                None => local()?.revoke(&name)?,
+            }
+            writeln!(out, "revoked {name}")?;
+        }
+    }
+    node.finish()
+}
+
+/// `read-only in work, notes` / `read-write in every collection`.
+fn describe(view: &mnemon_api::TokenView) -> String {
+    let rights = if view.scope.write {
+        "read-write"
+    } else {
+        "read-only"
+    };
+    if view.collection_names.is_empty() {
+        format!("{rights} in every collection")
+    } else {
+        format!("{rights} in {}", view.collection_names.join(", "))
+    }
 }
 
 /// `mnemon compact`: vacuums the store and the indexes.

@@ -138,7 +138,17 @@ pub enum Command {
     /// Serve the Model Context Protocol on stdin/stdout, for AI agents (Claude Desktop,
     /// editors…): tools remember, recall, get, update, forget, link, list_collections,
     /// and every memory as a resource. Logs go to stderr.
-    Mcp,
+    Mcp {
+        /// A capability token (`mnemon token new`): the agent gets exactly its rights.
+        /// Without one, the owner's.
+        #[arg(
+            long,
+            env = "MNEMON_TOKEN",
+            hide_env_values = true,
+            value_name = "TOKEN"
+        )]
+        token: Option<String>,
+    },
     /// The peers this node has met while `mnemon serve` runs: connected or not, the
     /// collections synced, the last sync and the last error.
     Peers {
@@ -236,11 +246,51 @@ pub enum Command {
     /// Print a link that signs a browser in to the web UI of the running `mnemon serve`
     /// (it works once, for 10 minutes).
     Signin,
-    /// Print the API's bearer token.
+    /// Print the owner's API token, or make, list and revoke capability tokens for agents
+    /// and people (`mnemon token new --name claude --collection work --read-only`).
+    #[command(args_conflicts_with_subcommands = true)]
     Token {
-        /// Make a new token; the old one stops working when the service restarts.
+        /// Replace the owner's token; the old one and every web UI session end (at once
+        /// while `mnemon serve` runs).
         #[arg(long)]
         rotate: bool,
+        /// What to do with capability tokens.
+        #[command(subcommand)]
+        action: Option<TokenCommand>,
+    },
+}
+
+/// `mnemon token new|list|revoke`: capability tokens.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token with just these rights and print it (shown this once).
+    New {
+        /// Its name (letters, digits, `-`, `_`, `.`): how `list` and `revoke` name it.
+        #[arg(long)]
+        name: String,
+        /// A collection it sees (id or name); repeat for more. None: every collection.
+        #[arg(long = "collection", value_name = "COLLECTION")]
+        collections: Vec<String>,
+        /// It may read, not write.
+        #[arg(long)]
+        read_only: bool,
+        /// How long it works (`30d`, `12h`, `90m`); default: until revoked.
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+        /// Print the token and its scope as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The tokens: name, scope, when made, last used, when they expire.
+    List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a token at once (on a running node too).
+    Revoke {
+        /// Its name.
+        name: String,
     },
 }
 

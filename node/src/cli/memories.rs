@@ -131,6 +131,7 @@ pub(super) fn search(cx: &Ctx, out: &mut impl Write, args: SearchArgs) -> Result
         until: args.until,
         min_importance: args.min_importance,
         after,
+        within: None,
     })?;
     print_hits(out, &hits, args.json)?;
     node.finish()?;
@@ -209,6 +210,7 @@ pub(super) fn ask(
         question: question.join(" "),
         k: Some(k),
         collection,
+        within: None,
     };
     let mut failed = None;
     let answer = node.api().ask(&request, &mut |event| {

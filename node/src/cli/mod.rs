@@ -73,7 +73,11 @@ pub fn run() -> Result<ExitCode> {
         Command::Init { passphrase } => admin::init(&cx, out, passphrase)?,
         Command::Id { json } => admin::id(&cx, out, json)?,
         Command::Status { json } => admin::status(&cx, out, json)?,
-        Command::Token { rotate } => admin::token(&cx, out, rotate)?,
+        Command::Token {
+            action: Some(action),
+            ..
+        } => admin::tokens(&cx, out, action)?,
+        Command::Token { rotate, .. } => admin::token(&cx, out, rotate)?,
         Command::Signin => admin::signin(&cx, out)?,
         Command::Backup(args) => ops::backup(&cx, out, args)?,
         Command::Restore {
@@ -84,7 +88,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Completions { shell } => ops::completions(out, shell)?,
         Command::Man => ops::man(out)?,
         Command::Service(command) => ops::service(out, command)?,
-        Command::Mcp => admin::mcp(&cx)?,
+        Command::Mcp { token } => admin::mcp(&cx, token)?,
         Command::Compact => admin::compact(&cx, out)?,
         Command::Reindex => admin::reindex(&cx, out)?,
         Command::Model(ModelCommand::Install { path, no_reembed }) => {

@@ -109,9 +109,70 @@ pub trait Api: Send + Sync + 'static {
     /// words and spellings (the built-in embedder). Cheap, unlike [`Api::status`].
     fn searches_meaning(&self) -> Result<bool, Error>;
     /// Memory changes as they happen.
-    fn events(&self) -> broadcast::Receiver<EventView>;
+    fn events(&self) -> Events;
     /// Whether the store is open and the indexes loaded.
     fn ready(&self) -> bool;
     /// Gauges for `/metrics`.
-    fn gauges(&self) -> Vec<Gauge>;
+    fn gauges(&self) -> Result<Vec<Gauge>, Error>;
+}
+
+/// For each event: `None` ends the feed, `Some(false)` skips the event.
+type Keep = Box<dyn Fn(&EventView) -> Option<bool> + Send + Sync>;
+
+/// A feed of memory changes ([`Api::events`]), possibly held to what a caller may see.
+pub struct Events {
+    rx: broadcast::Receiver<EventView>,
+    keep: Option<Keep>,
+}
+
+impl Events {
+    /// Every event `rx` receives.
+    pub fn new(rx: broadcast::Receiver<EventView>) -> Events {
+        Events { rx, keep: None }
+    }
+
+    /// A feed that never says anything (and is closed).
+    pub fn closed() -> Events {
+        Events::new(broadcast::channel(1).1)
+    }
+
+    /// This feed, held to the events `keep` keeps (`Some(true)`); it ends when `keep`
+    /// answers `None`. Applied after any earlier filter.
+    pub fn filtered(
+        self,
+        keep: impl Fn(&EventView) -> Option<bool> + Send + Sync + 'static,
+    ) -> Events {
+        let keep: Keep = match self.keep {
+            None => Box::new(keep),
+            Some(first) => Box::new(move |event| match first(event)? {
+                false => Some(false),
+                true => keep(event),
+            }),
+        };
+        Events {
+            rx: self.rx,
+            keep: Some(keep),
+        }
+    }
+
+    /// The next event this feed keeps. `Lagged` when events were missed (the caller sees
+    /// the gap in `seq`); `Closed` when the feed ended.
+    pub async fn recv(&mut self) -> Result<EventView, broadcast::error::RecvError> {
+        loop {
+            let event = self.rx.recv().await?;
+            match self.keep.as_ref().map_or(Some(true), |keep| keep(&event)) {
+                Some(true) => return Ok(event),
+                Some(false) => {}
+                None => return Err(broadcast::error::RecvError::Closed),
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("filtered", &self.keep.is_some())
+            .finish_non_exhaustive()
+    }
 }

@@ -82,10 +82,11 @@ pub mod budget;
 mod error;
 mod graph;
 mod memory;
+mod scope;
 mod search;
 mod sharing;
 
-pub use api::{Api, Gauge};
+pub use api::{Api, Events, Gauge};
 pub use backup::{BackupFile, BackupRequest, BackupView, MIN_PASSPHRASE};
 pub use error::{Error, ErrorKind};
 pub use graph::{GraphEdge, GraphNode, GraphQuery, GraphView};
@@ -94,6 +95,7 @@ pub use memory::{
     MemoryView, Page, PatchMemory, SourceView, TaskBoard, TaskFields, TaskList, TaskStatus,
     TaskView,
 };
+pub use scope::{Caller, Grant, IssuedToken, NewToken, Scope, TokenView, check_token_name};
 pub use search::{
     AnswerView, AskEvent, AskRequest, CitationView, HitView, SearchMode, SearchQuery,
     parse_duration, parse_time,

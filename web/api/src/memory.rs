@@ -442,6 +442,12 @@ pub struct ListQuery {
     pub offset: Option<usize>,
     /// At most this many (default 50, at most 1000).
     pub limit: Option<usize>,
+    /// Only these collections (ids), when the caller is held to some: set by the
+    /// application layer from a token's scope, never read from a request.
+    #[serde(skip)]
+    #[schemars(skip)]
+    #[param(ignore)]
+    pub within: Option<Vec<String>>,
 }
 
 /// A page of a list.

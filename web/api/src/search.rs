@@ -30,6 +30,12 @@ pub struct SearchQuery {
     /// Wait (up to a few seconds) until the index reflects this change-log position, the
     /// `seq` a write answered with; 503 if it does not get there in time.
     pub after: Option<u64>,
+    /// Only these collections (ids), when the caller is held to some: set by the
+    /// application layer from a token's scope, never read from a request.
+    #[serde(skip)]
+    #[schemars(skip)]
+    #[param(ignore)]
+    pub within: Option<Vec<String>>,
 }
 
 names! {
@@ -84,6 +90,12 @@ pub struct AskRequest {
     /// Only memories of this collection (id or name).
     #[serde(default)]
     pub collection: Option<String>,
+    /// Only these collections (ids), when the caller is held to some: set by the
+    /// application layer from a token's scope, never read from a request.
+    #[serde(skip)]
+    #[schemars(skip)]
+    #[schema(ignore)]
+    pub within: Option<Vec<String>>,
 }
 
 /// A memory given to the model, numbered as the answer cites it (`[1]`).

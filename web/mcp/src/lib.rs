@@ -58,6 +58,9 @@ pub struct Mcp {
     watched: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Whether this session's forwarder of changes runs.
     forwarding: Arc<std::sync::atomic::AtomicBool>,
+    /// Served at `/mcp`: each request is answered as the caller its credential makes
+    /// (the owner or a capability token), which the HTTP authentication put on it.
+    over_http: bool,
 }
 
 impl std::fmt::Debug for Mcp {
@@ -352,7 +355,26 @@ impl Mcp {
             last_write: Arc::default(),
             watched: Arc::default(),
             forwarding: Arc::default(),
+            over_http: false,
         }
+    }
+
+    /// The server as the caller of one request may use it. Over stdio, the process's own
+    /// backend (already scoped if `mnemon mcp` was given a capability token); over HTTP,
+    /// the node as the request's credential allows, and nothing without one.
+    fn for_request(&self, context: &RequestContext<RoleServer>) -> Result<Mcp, McpError> {
+        if !self.over_http {
+            return Ok(self.clone());
+        }
+        let caller = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<mnemon_api::Caller>())
+            .ok_or_else(|| McpError::invalid_request("the request carries no credential", None))?;
+        Ok(Mcp {
+            backend: caller.api(self.backend.clone()),
+            ..self.clone()
+        })
     }
 
     /// Remembers the position of a write this session made.
@@ -775,6 +797,17 @@ impl Mcp {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for Mcp {
+    /// Every tool runs as the request's caller ([`Mcp::for_request`]).
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, McpError> {
+        let this = self.for_request(&context)?;
+        let call = rmcp::handler::server::tool::ToolCallContext::new(&this, request, context);
+        self.tool_router.call(call).await
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
@@ -795,9 +828,10 @@ impl ServerHandler for Mcp {
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
-        let page = self
+        let this = self.for_request(&context)?;
+        let page = this
             .call(|b| {
                 b.list(&ListQuery {
                     limit: Some(RESOURCE_LIMIT),
@@ -826,6 +860,7 @@ impl ServerHandler for Mcp {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        let this = self.for_request(&context)?;
         let uri = request.uri;
         let Some(id) = uri.strip_prefix(MEMORY_URI).map(str::to_owned) else {
             return Err(McpError::invalid_params(
@@ -833,17 +868,17 @@ impl ServerHandler for Mcp {
                 None,
             ));
         };
-        self.call(move |b| b.get(&id)).await?;
-        self.watched
+        this.call(move |b| b.get(&id)).await?;
+        this.watched
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(uri);
-        if !self
+        if !this
             .forwarding
             .swap(true, std::sync::atomic::Ordering::AcqRel)
         {
-            let (watched, peer) = (self.watched.clone(), context.peer.clone());
-            let mut events = self.backend.events();
+            let (watched, peer) = (this.watched.clone(), context.peer.clone());
+            let mut events = this.backend.events();
             tokio::spawn(async move {
                 loop {
                     match events.recv().await {
@@ -908,6 +943,7 @@ impl ServerHandler for Mcp {
     /// Tells the subscriber when a memory it subscribed to changes or goes, whoever
     /// changed it (the CLI, the UI, another agent, a peer): the node's own change feed.
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let this = self.for_request(context.request_context())?;
         let watched: std::collections::HashSet<String> = context
             .accepted()
             .resource_subscriptions
@@ -915,7 +951,7 @@ impl ServerHandler for Mcp {
             .flatten()
             .cloned()
             .collect();
-        let mut events = self.backend.events();
+        let mut events = this.backend.events();
         loop {
             tokio::select! {
                 () = context.cancelled() => return Ok(()),
@@ -996,8 +1032,9 @@ impl ServerHandler for Mcp {
     async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
+        let this = self.for_request(&context)?;
         let args = request.arguments.unwrap_or_default();
         let arg = |name: &str| {
             args.get(name)
@@ -1012,7 +1049,7 @@ impl ServerHandler for Mcp {
                 let topic = arg("topic")
                     .ok_or_else(|| McpError::invalid_params("topic: what to look for", None))?;
                 let query = topic.clone();
-                let hits = self
+                let hits = this
                     .call(move |b| {
                         b.search(&SearchQuery {
                             q: query,
@@ -1044,7 +1081,7 @@ impl ServerHandler for Mcp {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
                 let since = now - 7 * 86_400_000;
-                let memories = self
+                let memories = this
                     .call(move |b| {
                         b.list_all(&ListQuery {
                             collection,
@@ -1074,7 +1111,7 @@ impl ServerHandler for Mcp {
                 ("Summarise this week".to_owned(), text)
             }
             "plan_tasks" => {
-                let tasks = self
+                let tasks = this
                     .call(move |b| {
                         b.list_all(&ListQuery {
                             collection,
@@ -1121,8 +1158,9 @@ impl ServerHandler for Mcp {
     async fn complete(
         &self,
         request: CompleteRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, McpError> {
+        let this = self.for_request(&context)?;
         let typed = request.argument.value.to_lowercase();
         let name = request.argument.name.clone();
         let target = match &request.r#ref {
@@ -1132,7 +1170,7 @@ impl ServerHandler for Mcp {
             _ => "",
         };
         let values: Vec<String> = match target {
-            "collection" => self
+            "collection" => this
                 .call(|b| b.collections())
                 .await?
                 .into_iter()
@@ -1140,7 +1178,7 @@ impl ServerHandler for Mcp {
                 .filter(|n| n.to_lowercase().starts_with(&typed))
                 .collect(),
             // A memory's id, found by the start of its title (or of its id).
-            "memory" => self
+            "memory" => this
                 .call(|b| {
                     b.list(&ListQuery {
                         limit: Some(1000),
@@ -1170,12 +1208,13 @@ impl ServerHandler for Mcp {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
+        let this = self.for_request(&context)?;
         let uri = request.uri;
         if let Some(name) = uri.strip_prefix(COLLECTION_URI) {
             let name = percent_decode(name);
-            let page = self
+            let page = this
                 .call(move |b| {
                     b.list(&ListQuery {
                         collection: Some(name),
@@ -1209,7 +1248,7 @@ impl ServerHandler for Mcp {
                 None,
             ));
         };
-        let memory = self.call(move |b| b.get(&id)).await?;
+        let memory = this.call(move |b| b.get(&id)).await?;
         let text = format!(
             "# {}\n\n{}\n\ntags: {}\n",
             memory.title,
@@ -1231,7 +1270,12 @@ pub fn http_router(
         StreamableHttpServerConfig, StreamableHttpService,
     };
     let service: StreamableHttpService<Mcp, LocalSessionManager> = StreamableHttpService::new(
-        move || Ok(Mcp::new(backend.clone())),
+        move || {
+            Ok(Mcp {
+                over_http: true,
+                ..Mcp::new(backend.clone())
+            })
+        },
         Arc::default(),
         StreamableHttpServerConfig::default().with_cancellation_token(cancel),
     );

@@ -58,7 +58,7 @@ pub(super) struct AskForm {
 
 pub(super) async fn ask(State(state): State<AppState>, Form(form): Form<AskForm>) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
-    let backend = state.backend.clone();
+    let backend = state.backend();
     let request = AskRequest {
         question: form.question.clone(),
         ..AskRequest::default()

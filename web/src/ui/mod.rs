@@ -25,8 +25,8 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 
 use mnemon_api::{
-    Api, CollectionView, CreateMemory, Error, GraphNode, GraphQuery, HitView, LinkView, ListQuery,
-    MAX_LIST_PAGE, MemoryView, PatchMemory, SearchMode, SearchQuery, TaskStatus,
+    Api, Caller, CollectionView, CreateMemory, Error, GraphNode, GraphQuery, HitView, LinkView,
+    ListQuery, MAX_LIST_PAGE, MemoryView, PatchMemory, SearchMode, SearchQuery, TaskStatus,
 };
 
 use crate::error::HttpError;
@@ -85,8 +85,8 @@ pub(crate) async fn require_session(
     request: Request,
     next: Next,
 ) -> Response {
-    if state.security.signed_in(request.headers()) {
-        return next.run(request).await;
+    if let Some(caller) = state.security.session_caller(request.headers()) {
+        return crate::state::as_caller(caller, next.run(request)).await;
     }
     if request.method() == axum::http::Method::GET {
         let next_path = request
@@ -379,7 +379,7 @@ async fn home(
 ) -> UiResult {
     let collection = non_empty(q.collection);
     let tag = non_empty(q.tag);
-    let backend = state.backend.clone();
+    let backend = state.backend();
     let query = ListQuery {
         collection: collection.clone(),
         tag: tag.clone(),
@@ -498,7 +498,7 @@ async fn create(State(state): State<AppState>, Form(form): Form<CaptureForm>) ->
         collection: non_empty(Some(form.collection)),
         ..Default::default()
     };
-    let backend = state.backend.clone();
+    let backend = state.backend();
     let memory = blocking(move || backend.create(new)).await?;
     Ok(Redirect::to(&format!("/m/{}", memory.id)).into_response())
 }
@@ -517,7 +517,7 @@ async fn memory_page(State(state): State<AppState>, Path(id): Path<String>) -> U
         };
         return Ok(layout(&state, Nav::Memories, "Deleted", "memory", content).into_response());
     }
-    let backend = state.backend.clone();
+    let backend = state.backend();
     let lookup = id.clone();
     let (memory, backlinks, targets) = blocking(move || {
         let memory = backend.get(&lookup)?;
@@ -639,7 +639,7 @@ async fn edit(
             Error::invalid(format!("importance: “{text}” is not a number from 0 to 1"))
         })?),
     };
-    let backend = state.backend.clone();
+    let backend = state.backend();
     let target = id.clone();
     blocking(move || {
         let current = backend.get(&target)?;
@@ -676,7 +676,7 @@ async fn add_link(
     Form(form): Form<LinkForm>,
 ) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
-    let backend = state.backend.clone();
+    let backend = state.backend();
     let source = id.clone();
     blocking(move || {
         let wanted = form.target.trim().to_owned();
@@ -734,7 +734,7 @@ async fn remove_link(
     Form(form): Form<LinkForm>,
 ) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
-    let backend = state.backend.clone();
+    let backend = state.backend();
     let source = id.clone();
     blocking(move || {
         backend.update(
@@ -765,7 +765,7 @@ async fn delete(
     Form(form): Form<CsrfForm>,
 ) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
-    let backend = state.backend.clone();
+    let backend = state.backend();
     let deleted = blocking(move || {
         let memory = backend.get(&id)?;
         let linked_from = backend
@@ -804,7 +804,7 @@ async fn undo(
             "too late to undo: the memory was deleted more than a few seconds ago",
         )));
     };
-    let backend = state.backend.clone();
+    let backend = state.backend();
     let made = blocking(move || {
         let made = match backend.create(CreateMemory::from(&deleted.memory)) {
             Ok(made) => made,
@@ -867,7 +867,7 @@ async fn search_page(
     let results = if q.trim().is_empty() {
         None
     } else {
-        let backend = state.backend.clone();
+        let backend = state.backend();
         let query = SearchQuery {
             q: q.clone(),
             k: Some(20),
@@ -890,9 +890,9 @@ async fn search_page(
         };
         return Ok((status, results_markup).into_response());
     }
-    let backend = state.backend.clone();
+    let backend = state.backend();
     let collections = blocking(move || backend.collections()).await?;
-    let backend = state.backend.clone();
+    let backend = state.backend();
     // Without a model of meaning, "semantic" search compares spellings: say so.
     let meaning = blocking(move || backend.searches_meaning())
         .await
@@ -943,7 +943,7 @@ struct GraphParams {
 }
 
 async fn graph_page(State(state): State<AppState>, Query(params): Query<GraphParams>) -> UiResult {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     let query = GraphQuery {
         center: params.center.clone().filter(|c| !c.is_empty()),
         depth: params.depth,
@@ -1018,7 +1018,7 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 async fn collections_page(State(state): State<AppState>) -> UiResult {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     let collections = blocking(move || backend.collections()).await?;
     let content = html! {
         h1 { "Collections" }
@@ -1060,7 +1060,7 @@ async fn create_collection(
     Form(form): Form<CollectionForm>,
 ) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
-    let backend = state.backend.clone();
+    let backend = state.backend();
     blocking(move || backend.create_collection(form.name.trim())).await?;
     Ok(Redirect::to("/collections").into_response())
 }
@@ -1083,7 +1083,7 @@ fn short_id(id: &str) -> String {
 }
 
 async fn status_page(State(state): State<AppState>) -> UiResult {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     let (status, peers) = blocking(move || Ok((backend.status()?, backend.peers()?))).await?;
     let models = status["index"]["models"]
         .as_array()
@@ -1217,7 +1217,7 @@ async fn download_backup(
     Form(mut form): Form<BackupForm>,
 ) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
-    let backend = state.backend.clone();
+    let backend = state.backend();
     // Moved, not copied: the request zeroes it when dropped.
     let request = mnemon_api::BackupRequest {
         passphrase: Some(std::mem::take(&mut form.passphrase)),
@@ -1301,7 +1301,7 @@ async fn sign_in_page(
         return StatusCode::OK.into_response();
     }
     if state.security.take_sign_in_code(&code, Instant::now()) {
-        return signed_in(&state, &next);
+        return signed_in(&state, &Caller::Owner, &next);
     }
     (
         StatusCode::UNAUTHORIZED,
@@ -1313,11 +1313,11 @@ async fn sign_in_page(
         .into_response()
 }
 
-/// A new session's cookie, and on to `next`.
-fn signed_in(state: &AppState, next: &str) -> Response {
+/// A new session's cookie (signed in as `caller`), and on to `next`.
+fn signed_in(state: &AppState, caller: &Caller, next: &str) -> Response {
     let cookie = format!(
         "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        state.security.new_session(),
+        state.security.new_session(caller),
         SESSION_LIFETIME.as_secs()
     );
     let mut response = Redirect::to(next).into_response();
@@ -1342,8 +1342,8 @@ async fn sign_in(State(state): State<AppState>, request: Request) -> Response {
         Err(e) => return UiError::from(Error::bad_request(e.body_text())).into_response(),
     };
     let next = local_path(Some(&form.next)).to_owned();
-    if state.security.token_ok(form.token.trim()) {
-        return signed_in(&state, &next);
+    if let Some(caller) = state.security.bearer_caller(form.token.trim()) {
+        return signed_in(&state, &caller, &next);
     }
     let started = Instant::now();
     let over = state.security.over_limit(ip) || state.security.record_failure(ip);

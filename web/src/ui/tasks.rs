@@ -13,7 +13,7 @@ use mnemon_api::{CreateMemory, ListQuery, TaskBoard, TaskFields, TaskStatus};
 use crate::state::{AppState, blocking};
 
 pub(super) async fn tasks_page(State(state): State<AppState>) -> UiResult {
-    let backend = state.backend.clone();
+    let backend = state.backend();
     let tasks = blocking(move || {
         backend.list_all(&ListQuery {
             kind: Some("task".into()),
@@ -120,7 +120,7 @@ pub(super) async fn add_task(
         }),
         ..CreateMemory::default()
     };
-    let backend = state.backend.clone();
+    let backend = state.backend();
     blocking(move || backend.create(new)).await?;
     Ok(Redirect::to("/tasks").into_response())
 }
@@ -137,7 +137,7 @@ pub(super) async fn finish_task(
     Form(form): Form<DoneForm>,
 ) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
-    let backend = state.backend.clone();
+    let backend = state.backend();
     blocking(move || backend.complete_task(&id)).await?;
     Ok(Redirect::to("/tasks").into_response())
 }
