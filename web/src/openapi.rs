@@ -9,7 +9,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 /// Mnemon's HTTP API, as OpenAPI 3.1.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "Mnemon API", description = "A personal memory node's HTTP API. Every route needs `Authorization: Bearer <token>` (`mnemon token` prints it)."),
+    info(title = "Mnemon API", description = "A personal memory node's HTTP API. Every route needs `Authorization: Bearer <token>`: the owner's token (`mnemon token` prints it) or a capability token (`mnemon token new --name NAME [--collection C]... [--read-only] [--expires 30d]`).\n\nA capability token sees only its collections: any other collection, and every memory in it, answers 404 exactly as an unknown id would, and is left out of lists, search, the graph, links and events. Each operation's `x-mnemon-access` says what it needs: `read` (any token, within its collections), `write` (a token that may write, within its collections; a read-only token gets 403 naming its scope) or `owner` (the owner's token only; 403 for any capability token). A revoked or expired token gets 401."),
     paths(
         crate::router::list_memories,
         crate::router::create_memory,
@@ -39,7 +39,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::router::list_tokens,
         crate::router::revoke_token,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Access),
     security(("bearer" = [])),
     tags(
         (name = "memories", description = "Notes, facts, conversations and tasks"),
@@ -60,6 +60,57 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// States on every operation what a capability token needs for it (`x-mnemon-access`).
+struct Access;
+
+/// What an operation needs: `owner`, `write` or `read`. Documentation of the rules that
+/// `mnemon_api::Caller::api` enforces (a test checks every operation has one).
+fn access(method: &str, path: &str) -> &'static str {
+    let owners = [
+        "/api/v1/status",
+        "/api/v1/peers",
+        "/api/v1/backups",
+        "/api/v1/join",
+        "/api/v1/token",
+        "/api/v1/tokens",
+        "/api/v1/tokens/{name}",
+        "/api/v1/signin-links",
+    ];
+    if owners.contains(&path)
+        || path.starts_with("/api/v1/collections/")
+        || (path == "/api/v1/collections" && method == "post")
+    {
+        "owner"
+    } else if path.starts_with("/api/v1/memories") && matches!(method, "post" | "patch" | "delete")
+    {
+        "write"
+    } else {
+        "read"
+    }
+}
+
+impl utoipa::Modify for Access {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in &mut openapi.paths.paths {
+            let operations = [
+                ("get", &mut item.get),
+                ("post", &mut item.post),
+                ("patch", &mut item.patch),
+                ("delete", &mut item.delete),
+                ("put", &mut item.put),
+            ];
+            for (method, operation) in operations {
+                if let Some(operation) = operation {
+                    operation
+                        .extensions
+                        .get_or_insert_with(Default::default)
+                        .insert("x-mnemon-access".to_owned(), access(method, path).into());
+                }
+            }
+        }
     }
 }
 
@@ -104,6 +155,30 @@ mod tests {
         ] {
             assert!(schemas.contains_key(name), "{name} missing");
         }
+        // What the application layer sets from a token's scope is no request field.
+        assert!(!doc.to_string().contains("\"within\""));
+        // Every operation says what a capability token needs for it.
+        for (path, item) in paths {
+            for (method, operation) in item.as_object().expect("operations") {
+                assert!(
+                    ["read", "write", "owner"]
+                        .contains(&operation["x-mnemon-access"].as_str().unwrap_or("")),
+                    "{method} {path} states no access"
+                );
+            }
+        }
+        assert_eq!(
+            doc["paths"]["/api/v1/tokens"]["post"]["x-mnemon-access"],
+            "owner"
+        );
+        assert_eq!(
+            doc["paths"]["/api/v1/memories"]["post"]["x-mnemon-access"],
+            "write"
+        );
+        assert_eq!(
+            doc["paths"]["/api/v1/search"]["get"]["x-mnemon-access"],
+            "read"
+        );
         let params: Vec<&str> = doc["paths"]["/api/v1/search"]["get"]["parameters"]
             .as_array()
             .expect("params")
@@ -111,7 +186,9 @@ mod tests {
             .filter_map(|p| p["name"].as_str())
             .collect();
         assert!(
-            params.contains(&"q") && params.contains(&"min_importance"),
+            params.contains(&"q")
+                && params.contains(&"min_importance")
+                && !params.contains(&"within"),
             "{params:?}"
         );
     }
