@@ -150,6 +150,64 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
     call(&client, "forget", json!({"id": copy_id}))
         .await
         .expect("forget the copy");
+    // Several at once: each answered in order; one already there is not written again.
+    let several = text(
+        &call(
+            &client,
+            "remember",
+            json!({"collection": "default", "kind": "note", "memories": [
+                {"content": "The gate code is 2468", "kind": "fact"},
+                {"content": "The boiler service is due every October", "tags": ["house"]},
+                {"content": "Bins go out on Thursday", "title": "Bins", "tags": ["bulk"]},
+            ]}),
+        )
+        .await
+        .expect("remember several"),
+    );
+    valid("remember", &several);
+    let written = several["memories"].as_array().expect("memories");
+    assert_eq!(written.len(), 3, "{several}");
+    assert_eq!(
+        several["id"], written[0]["id"],
+        "the first is the answer's memory"
+    );
+    assert_eq!(
+        written
+            .iter()
+            .map(|m| m["created"].clone())
+            .collect::<Vec<_>>(),
+        [json!(true), json!(false), json!(true)]
+    );
+    assert_eq!(written[1]["id"], id.as_str());
+    assert_eq!(written[0]["kind"], "fact");
+    assert_eq!(written[2]["title"], "Bins");
+    assert_eq!(written[2]["tags"], json!(["bulk"]));
+    for memory in [&written[0], &written[2]] {
+        call(&client, "forget", json!({"id": memory["id"]}))
+            .await
+            .expect("forget");
+    }
+    let refused = call(
+        &client,
+        "remember",
+        json!({"memories": [{"content": "  "}, {"content": "never written"}]}),
+    )
+    .await
+    .expect_err("an empty memory");
+    assert!(
+        refused.to_string().contains("memories[0]") && refused.to_string().contains("none"),
+        "{refused}"
+    );
+    assert!(
+        call(
+            &client,
+            "remember",
+            json!({"content": "x", "memories": [{"content": "y"}]})
+        )
+        .await
+        .is_err(),
+        "content and memories"
+    );
     let other = call(&client, "remember", json!({"content": "Plumber: 555-0100"}))
         .await
         .expect("remember");

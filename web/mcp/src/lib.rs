@@ -193,10 +193,42 @@ pub struct Forgotten {
     pub forgot: String,
 }
 
-/// `remember`: store a new memory.
+/// `remember`: store a new memory, or several.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RememberArgs {
+    /// What to remember (Markdown). Leave it out to write a list (`memories`).
+    #[serde(default)]
+    pub content: Option<String>,
+    /// A title; default: the first line of the content.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Tags (with `memories`: added to each).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Collection id or name; default: the owner's private collection (with `memories`:
+    /// for those that name none).
+    #[serde(default)]
+    pub collection: Option<String>,
+    /// Kind: note, fact, conversation, task…; default note (with `memories`: for those
+    /// that name none).
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// If a memory of the collection already says the same: `near` (the default: case,
+    /// spacing and punctuation at the ends aside) or `exact` answers with it
+    /// (`created: false`) and writes nothing; `off` writes a second copy.
+    #[serde(default)]
+    pub dedupe: Option<mnemon_api::Dedupe>,
+    /// Several memories at once (1 to 100), instead of `content` and `title`; written
+    /// in order, each answered in `memories`.
+    #[serde(default)]
+    pub memories: Vec<RememberItem>,
+}
+
+/// One memory of a `remember` list.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RememberItem {
     /// What to remember (Markdown).
     pub content: String,
     /// A title; default: the first line of the content.
@@ -205,17 +237,77 @@ pub struct RememberArgs {
     /// Tags.
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Collection id or name; default: the owner's private collection.
+    /// Collection id or name.
     #[serde(default)]
     pub collection: Option<String>,
-    /// Kind: note, fact, conversation, task…; default note.
+    /// Kind.
     #[serde(default)]
     pub kind: Option<String>,
-    /// If a memory of the collection already says the same: `near` (the default: case,
-    /// spacing and punctuation at the ends aside) or `exact` answers with it
-    /// (`created: false`) and writes nothing; `off` writes a second copy.
-    #[serde(default)]
-    pub dedupe: Option<mnemon_api::Dedupe>,
+}
+
+/// The most memories one `remember` writes.
+pub const MAX_REMEMBER: usize = 100;
+
+/// What `remember` answers: the memory written (or found), and with a list, every one.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Remembered {
+    /// The memory (the first, for a list).
+    #[serde(flatten)]
+    pub memory: mnemon_api::MemoryView,
+    /// With `memories`: every memory, in the order given (`created: false` for one
+    /// already there).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub memories: Vec<mnemon_api::MemoryView>,
+}
+
+impl RememberArgs {
+    /// The memories to write, in order.
+    fn into_creates(self) -> Result<Vec<CreateMemory>, McpError> {
+        let dedupe = Some(self.dedupe.unwrap_or(mnemon_api::Dedupe::Near));
+        match (self.content, self.memories.is_empty()) {
+            (Some(content), true) => Ok(vec![CreateMemory {
+                title: self.title,
+                content,
+                tags: self.tags,
+                collection: self.collection,
+                kind: self.kind,
+                dedupe,
+                ..CreateMemory::default()
+            }]),
+            (None, false) if self.title.is_some() => Err(McpError::invalid_params(
+                "title: give each of `memories` its own title",
+                None,
+            )),
+            (None, false) if self.memories.len() > MAX_REMEMBER => Err(McpError::invalid_params(
+                format!(
+                    "memories: at most {MAX_REMEMBER} at once, not {}",
+                    self.memories.len()
+                ),
+                None,
+            )),
+            (None, false) => Ok(self
+                .memories
+                .into_iter()
+                .map(|item| CreateMemory {
+                    title: item.title,
+                    content: item.content,
+                    tags: self.tags.iter().cloned().chain(item.tags).collect(),
+                    collection: item.collection.or_else(|| self.collection.clone()),
+                    kind: item.kind.or_else(|| self.kind.clone()),
+                    dedupe,
+                    ..CreateMemory::default()
+                })
+                .collect()),
+            (Some(_), false) => Err(McpError::invalid_params(
+                "give `content` for one memory or `memories` for several, not both",
+                None,
+            )),
+            (None, true) => Err(McpError::invalid_params(
+                "content: what to remember (or `memories`, a list)",
+                None,
+            )),
+        }
+    }
 }
 
 /// `recall`: search by meaning and by words.
@@ -402,7 +494,7 @@ impl Mcp {
 impl Mcp {
     #[tool(
         title = "Remember",
-        description = "Store a new memory (a note, fact, conversation or task) and return it with its id. A memory of the same collection that already says the same is returned instead (created: false).",
+        description = "Store a new memory (a note, fact, conversation or task) and return it with its id; or several at once (`memories`, up to 100), each returned in `memories`. A memory of the same collection that already says the same is returned instead (created: false).",
         annotations(
             read_only_hint = false,
             destructive_hint = false,
@@ -413,22 +505,51 @@ impl Mcp {
     async fn remember(
         &self,
         Parameters(args): Parameters<RememberArgs>,
-    ) -> Result<Json<mnemon_api::MemoryView>, McpError> {
-        let memory = self
+    ) -> Result<Json<Remembered>, McpError> {
+        let creates = args.into_creates()?;
+        let single = creates.len() == 1;
+        let memories = self
             .call(move |b| {
-                b.create(CreateMemory {
-                    title: args.title,
-                    content: args.content,
-                    tags: args.tags,
-                    collection: args.collection,
-                    kind: args.kind,
-                    dedupe: Some(args.dedupe.unwrap_or(mnemon_api::Dedupe::Near)),
-                    ..CreateMemory::default()
-                })
+                let mut written: Vec<mnemon_api::MemoryView> = Vec::new();
+                for (i, new) in creates.into_iter().enumerate() {
+                    match b.create(new) {
+                        Ok(memory) => written.push(memory),
+                        Err(e) if single => return Err(e),
+                        Err(e) => {
+                            let before: Vec<&str> = written.iter().map(|m| m.id.as_str()).collect();
+                            return Err(ApiError::new(
+                                e.kind,
+                                format!(
+                                    "memories[{i}]: {} (the {} before it were written: {})",
+                                    e.message,
+                                    before.len(),
+                                    if before.is_empty() {
+                                        "none".to_owned()
+                                    } else {
+                                        before.join(", ")
+                                    }
+                                ),
+                            ));
+                        }
+                    }
+                }
+                Ok(written)
             })
             .await?;
-        self.wrote(&memory);
-        Ok(Json(memory))
+        for memory in &memories {
+            self.wrote(memory);
+        }
+        let mut memories = memories.into_iter();
+        let memory = memories
+            .next()
+            .ok_or_else(|| McpError::internal_error("nothing was written", None))?;
+        let rest: Vec<mnemon_api::MemoryView> = memories.collect();
+        let memories = if single {
+            Vec::new()
+        } else {
+            std::iter::once(memory.clone()).chain(rest).collect()
+        };
+        Ok(Json(Remembered { memory, memories }))
     }
 
     #[tool(
