@@ -391,6 +391,42 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
         }
     }
     assert_eq!(read, long, "the parts add up to the whole text");
+    // The memory as a resource takes the same budget: the text says where to read on.
+    let mut read = String::new();
+    let mut uri = format!("mnemon://memory/{long_id}?max_tokens=500");
+    for _ in 0..100 {
+        let part = client
+            .read_resource(ReadResourceRequestParams::new(uri.clone()))
+            .await
+            .expect("read part");
+        let part = serde_json::to_value(&part.contents[0]).expect("json")["text"]
+            .as_str()
+            .expect("text")
+            .to_owned();
+        assert!(part.chars().count() <= 2000, "{} characters", part.len());
+        let body = part
+            .strip_prefix("# line 0 of a long memory\n\n")
+            .expect("the title");
+        let (body, rest) = body.split_once("\n\ntags: ").expect("the tags");
+        read.push_str(body);
+        match rest.split_once("?cursor=") {
+            Some((_, next)) => {
+                let next: String = next.chars().take_while(char::is_ascii_digit).collect();
+                uri = format!("mnemon://memory/{long_id}?max_tokens=500&cursor={next}");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(read, long, "the resource's parts add up to the whole text");
+    assert!(
+        client
+            .read_resource(ReadResourceRequestParams::new(format!(
+                "mnemon://memory/{long_id}?pages=2"
+            )))
+            .await
+            .is_err(),
+        "a parameter resources do not take"
+    );
     let briefs = text(
         &call(&client, "list", json!({"tag": "paging", "max_tokens": 100}))
             .await
@@ -565,7 +601,10 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
         .collect();
     assert_eq!(
         templates,
-        ["mnemon://memory/{id}", "mnemon://collection/{name}"]
+        [
+            "mnemon://memory/{id}{?max_tokens,cursor}",
+            "mnemon://collection/{name}{?max_tokens,cursor}"
+        ]
     );
     let read = client
         .read_resource(ReadResourceRequestParams::new(
@@ -808,6 +847,66 @@ fn an_agent_uses_mcp_over_http_with_the_token_and_nothing_without_it() {
             .expect("a notification within 30 s")
             .expect("a notification");
         assert_eq!(notified, uri);
+        // A client that initialises negotiates 2025-11-25, the last version with
+        // `initialize`.
+        assert_eq!(
+            watcher.peer_info().map(|i| i.protocol_version.to_string()),
+            Some("2025-11-25".to_owned())
+        );
+        // Protocol 2026-07-28 (stateless): `server/discover`, and `subscriptions/listen`
+        // to the same memory, told of an edit made through the CLI.
+        use rmcp::service::{ClientLifecycleMode, ClientServiceExt as _};
+        let modern = ()
+            .serve_with_lifecycle(
+                StreamableHttpClientTransport::from_config(
+                    StreamableHttpClientTransportConfig::with_uri(url.clone())
+                        .auth_header(token.clone()),
+                ),
+                ClientLifecycleMode::Discover {
+                    preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+                },
+            )
+            .await
+            .expect("server/discover");
+        let discovered = modern
+            .discover(rmcp::model::RequestMetaObject::default())
+            .await
+            .expect("server/discover");
+        assert!(
+            serde_json::to_string(&discovered)
+                .expect("json")
+                .contains("2026-07-28"),
+            "{discovered:?}"
+        );
+        let mut listening = modern
+            .listen(
+                rmcp::model::SubscriptionFilter::builder()
+                    .resource_subscriptions(vec![uri.clone()])
+                    .build(),
+            )
+            .await
+            .expect("subscriptions/listen");
+        edit_ok(
+            cli.command()
+                .args(["edit", &watched_id, "--title", "Bike lock, new code"])
+                .output(),
+        );
+        let heard = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match listening.next().await.expect("a notification") {
+                    Some(rmcp::model::ServerNotification::ResourceUpdatedNotification(n)) => {
+                        return n.params.uri;
+                    }
+                    Some(_) => {}
+                    None => panic!("the subscription ended"),
+                }
+            }
+        })
+        .await
+        .expect("told within 30 s");
+        assert_eq!(heard, uri);
+        drop(listening);
+        modern.cancel().await.expect("close");
         call(&watcher, "forget", json!({"id": watched_id}))
             .await
             .expect("forget");

@@ -1102,13 +1102,13 @@ impl ServerHandler for Mcp {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
         Ok(ListResourceTemplatesResult::with_all_items(vec![
-            ResourceTemplate::new(format!("{MEMORY_URI}{{id}}"), "memory")
+            ResourceTemplate::new(format!("{MEMORY_URI}{{id}}{{?max_tokens,cursor}}"), "memory")
                 .with_title("A memory")
-                .with_description("One memory in Markdown: its title, text and tags.")
+                .with_description("One memory in Markdown: its title, text and tags; its text cut to max_tokens (default 2000), the rest from cursor on (the text says where).")
                 .with_mime_type("text/markdown"),
-            ResourceTemplate::new(format!("{COLLECTION_URI}{{name}}"), "collection")
+            ResourceTemplate::new(format!("{COLLECTION_URI}{{name}}{{?max_tokens,cursor}}"), "collection")
                 .with_title("A collection")
-                .with_description("A collection's memories in brief, most recently changed first, each linking to its memory.")
+                .with_description("A collection's memories in brief, most recently changed first, each linking to its memory; as many as fit max_tokens (default 2000), the rest from cursor on (the text says where).")
                 .with_mime_type("text/markdown"),
         ]))
     }
@@ -1333,35 +1333,44 @@ impl ServerHandler for Mcp {
     ) -> Result<ReadResourceResponse, McpError> {
         let this = self.for_request(&context)?;
         let uri = request.uri;
-        if let Some(name) = uri.strip_prefix(COLLECTION_URI) {
+        let (base, query) = uri.split_once('?').unwrap_or((uri.as_str(), ""));
+        let (chars, from) = resource_budget(query)?;
+        if let Some(name) = base.strip_prefix(COLLECTION_URI) {
             let name = percent_decode(name);
             let page = this
                 .call(move |b| {
                     b.list(&ListQuery {
                         collection: Some(name),
+                        offset: Some(from),
                         limit: Some(COLLECTION_PAGE),
                         ..ListQuery::default()
                     })
                 })
                 .await?;
-            let mut text = String::new();
-            for m in &page.items {
+            let lines: Vec<String> = page
+                .items
+                .iter()
+                .map(|m| {
+                    format!(
+                        "- [{}]({MEMORY_URI}{}) ({}): {}\n",
+                        m.title,
+                        m.id,
+                        &m.created_at[..10.min(m.created_at.len())],
+                        budget::first_lines(&m.content, 160).replace('\n', " ")
+                    )
+                })
+                .collect();
+            let (lines, cut) = budget::fit(lines, chars);
+            let mut text = lines.concat();
+            if cut || page.next_offset.is_some() {
+                let next = from + lines.len();
                 text.push_str(&format!(
-                    "- [{}]({MEMORY_URI}{}) ({}): {}\n",
-                    m.title,
-                    m.id,
-                    &m.created_at[..10.min(m.created_at.len())],
-                    budget::first_lines(&m.content, 160).replace('\n', " ")
-                ));
-            }
-            if page.next_offset.is_some() {
-                text.push_str(&format!(
-                    "\n(the {COLLECTION_PAGE} most recently changed; `list` with this collection pages through the rest)\n"
+                    "\n(more: read {base}?cursor={next} for the next memories, most recently changed first)\n"
                 ));
             }
             return Ok(ReadResourceResult::new(vec![ResourceContents::text(text, uri)]).into());
         }
-        let Some(id) = uri.strip_prefix(MEMORY_URI).map(str::to_owned) else {
+        let Some(id) = base.strip_prefix(MEMORY_URI).map(str::to_owned) else {
             return Err(McpError::resource_not_found(
                 format!(
                     "{uri}: not a memory ({MEMORY_URI}ID) or a collection ({COLLECTION_URI}NAME)"
@@ -1370,14 +1379,50 @@ impl ServerHandler for Mcp {
             ));
         };
         let memory = this.call(move |b| b.get(&id)).await?;
-        let text = format!(
-            "# {}\n\n{}\n\ntags: {}\n",
-            memory.title,
-            memory.content,
-            memory.tags.join(", ")
-        );
+        let head = format!("# {}\n\n", memory.title);
+        let foot = format!("\n\ntags: {}\n", memory.tags.join(", "));
+        // Room for the note that says where to read on, too.
+        let note = 64 + base.len() + 2 * 20;
+        let room = chars.saturating_sub(head.len() + foot.len() + note).max(64);
+        let (content, next) = budget::window(&memory.content, from, room);
+        let mut text = format!("{head}{content}{foot}");
+        if let Some(next) = next {
+            text.push_str(&format!(
+                "\n(cut at character {next} of {}: read {base}?cursor={next} for the rest)\n",
+                memory.content.chars().count()
+            ));
+        }
         Ok(ReadResourceResult::new(vec![ResourceContents::text(text, uri)]).into())
     }
+}
+
+/// A resource's budget from its URI's query (`max_tokens`, `cursor`): the characters it
+/// may take and where to start.
+fn resource_budget(query: &str) -> Result<(usize, usize), McpError> {
+    let mut max_tokens = DEFAULT_BUDGET;
+    let mut cursor = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "max_tokens" => {
+                max_tokens = value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    McpError::invalid_params(
+                        format!("max_tokens: a positive number, not {value:?}"),
+                        None,
+                    )
+                })?;
+            }
+            "cursor" => cursor = Some(percent_decode(value)),
+            other => {
+                return Err(McpError::invalid_params(
+                    format!("{other:?}: a resource takes max_tokens and cursor"),
+                    None,
+                ));
+            }
+        }
+    }
+    let from = budget::read_cursor(cursor.as_deref()).map_err(mcp_error)?;
+    Ok((budget::chars_for(max_tokens), from))
 }
 
 /// The MCP endpoint for `mnemon serve`: streamable HTTP at `/mcp`. Its SSE streams end
