@@ -603,7 +603,8 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
         templates,
         [
             "mnemon://memory/{id}{?max_tokens,cursor}",
-            "mnemon://collection/{name}{?max_tokens,cursor}"
+            "mnemon://collection/{name}{?max_tokens,cursor}",
+            "mnemon://tag/{tag}{?max_tokens,cursor}"
         ]
     );
     let read = client
@@ -640,6 +641,25 @@ async fn agent_session(client: RunningService<RoleClient, ()>) {
             .await
             .expect("complete"),
         ["default"]
+    );
+    // Tags: completed, and a tag reads as its memories.
+    assert_eq!(
+        client
+            .complete_resource_simple("mnemon://tag/{tag}", "tag", "HO")
+            .await
+            .expect("complete"),
+        ["house"]
+    );
+    let tagged = client
+        .read_resource(ReadResourceRequestParams::new("mnemon://tag/house"))
+        .await
+        .expect("read tag");
+    let tagged = serde_json::to_value(&tagged.contents[0]).expect("json");
+    assert!(
+        tagged["text"].as_str().is_some_and(
+            |t| t.contains(&format!("(mnemon://memory/{id})")) && t.lines().count() == 1
+        ),
+        "{tagged}"
     );
     // Prompts built from the node's own search and task list.
     let prompts: Vec<String> = client

@@ -39,6 +39,8 @@ use serde::{Deserialize, Serialize};
 const MEMORY_URI: &str = "mnemon://memory/";
 /// The URI prefix of collections as resources (a collection's memories, in brief).
 const COLLECTION_URI: &str = "mnemon://collection/";
+/// The URI prefix of tags as resources (the memories with a tag, in brief).
+const TAG_URI: &str = "mnemon://tag/";
 /// Memories a collection resource names (the newest first), and completions at most.
 const COLLECTION_PAGE: usize = 100;
 
@@ -1110,6 +1112,10 @@ impl ServerHandler for Mcp {
                 .with_title("A collection")
                 .with_description("A collection's memories in brief, most recently changed first, each linking to its memory; as many as fit max_tokens (default 2000), the rest from cursor on (the text says where).")
                 .with_mime_type("text/markdown"),
+            ResourceTemplate::new(format!("{TAG_URI}{{tag}}{{?max_tokens,cursor}}"), "tag")
+                .with_title("A tag")
+                .with_description("The memories with a tag, in brief, most recently changed first, each linking to its memory; as many as fit max_tokens (default 2000), the rest from cursor on.")
+                .with_mime_type("text/markdown"),
         ]))
     }
 
@@ -1287,6 +1293,7 @@ impl ServerHandler for Mcp {
         let target = match &request.r#ref {
             Reference::Resource(r) if r.uri.starts_with(COLLECTION_URI) => "collection",
             Reference::Resource(r) if r.uri.starts_with(MEMORY_URI) => "memory",
+            Reference::Resource(r) if r.uri.starts_with(TAG_URI) => "tag",
             Reference::Prompt(_) if name == "collection" => "collection",
             _ => "",
         };
@@ -1315,6 +1322,22 @@ impl ServerHandler for Mcp {
                 })
                 .map(|m| m.id)
                 .collect(),
+            // The tags of the most recently changed memories.
+            "tag" => this
+                .call(|b| {
+                    b.list(&ListQuery {
+                        limit: Some(1000),
+                        ..ListQuery::default()
+                    })
+                })
+                .await?
+                .items
+                .into_iter()
+                .flat_map(|m| m.tags)
+                .filter(|t| t.to_lowercase().starts_with(&typed))
+                .collect::<std::collections::BTreeSet<String>>()
+                .into_iter()
+                .collect(),
             _ => Vec::new(),
         };
         let total = values.len();
@@ -1335,15 +1358,24 @@ impl ServerHandler for Mcp {
         let uri = request.uri;
         let (base, query) = uri.split_once('?').unwrap_or((uri.as_str(), ""));
         let (chars, from) = resource_budget(query)?;
-        if let Some(name) = base.strip_prefix(COLLECTION_URI) {
-            let name = percent_decode(name);
+        let listing = if let Some(name) = base.strip_prefix(COLLECTION_URI) {
+            Some(ListQuery {
+                collection: Some(percent_decode(name)),
+                ..ListQuery::default()
+            })
+        } else {
+            base.strip_prefix(TAG_URI).map(|tag| ListQuery {
+                tag: Some(percent_decode(tag)),
+                ..ListQuery::default()
+            })
+        };
+        if let Some(query) = listing {
             let page = this
                 .call(move |b| {
                     b.list(&ListQuery {
-                        collection: Some(name),
                         offset: Some(from),
                         limit: Some(COLLECTION_PAGE),
-                        ..ListQuery::default()
+                        ..query
                     })
                 })
                 .await?;
@@ -1373,7 +1405,7 @@ impl ServerHandler for Mcp {
         let Some(id) = base.strip_prefix(MEMORY_URI).map(str::to_owned) else {
             return Err(McpError::resource_not_found(
                 format!(
-                    "{uri}: not a memory ({MEMORY_URI}ID) or a collection ({COLLECTION_URI}NAME)"
+                    "{uri}: not a memory ({MEMORY_URI}ID), a collection ({COLLECTION_URI}NAME) or a tag ({TAG_URI}TAG)"
                 ),
                 None,
             ));
