@@ -1375,3 +1375,76 @@ fn slow_idle_and_oversize_clients_are_cut_off_with_json_errors() {
         1
     );
 }
+
+/// Notes read like a notes app's: wikilinks link (a note written later too), an unwritten
+/// note offers to start it, `![[…]]` shows the other note inline, bare addresses and
+/// tags are links, and lists show plain text, not Markdown.
+#[test]
+fn web_ui_renders_wikilinks_embeds_addresses_and_plain_previews() {
+    let api = Api::start(mnemon_web::DEFAULT_BODY_LIMIT);
+    let cookie = api.sign_in();
+    let create = |title: &str, content: &str| {
+        api.call(
+            "POST",
+            "/api/v1/memories",
+            Some(json!({"title": title, "content": content})),
+        )
+        .json()["id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    };
+    let plan = create(
+        "Weekly plan",
+        "# Plan\n\nMake [[Pizza dough|the dough]] first, see [[Pizza dough#Proofing]].\n\n![[Pizza dough]]\n\n| day | what |\n|---|---|\n| Mon | bake |\n\nMore at https://example.org/pizza. #Cooking",
+    );
+    let page = api.page(&format!("/m/{plan}"), &cookie).body;
+    assert!(
+        page.contains(
+            "<a href=\"/?title=Pizza%20dough#capture\" title=\"Create this note\">the dough</a>"
+        ),
+        "an unwritten note offers to start it: {page}"
+    );
+    assert!(
+        page.contains("<a href=\"https://example.org/pizza\">https://example.org/pizza</a>."),
+        "{page}"
+    );
+    assert!(
+        page.contains("<a href=\"/?tag=cooking\">#Cooking</a>"),
+        "{page}"
+    );
+    // The offer opens the capture form with the title filled in.
+    let home = api.page("/?title=Pizza%20dough", &cookie).body;
+    assert!(home.contains("value=\"Pizza dough\""), "{home}");
+    // Written later, the note is what the links reach, and it shows inline.
+    let dough = create(
+        "Pizza dough",
+        "## Proofing\n\nLet it rise for **two** hours.",
+    );
+    let page = api.page(&format!("/m/{plan}"), &cookie).body;
+    assert!(
+        page.contains(&format!("<a href=\"/m/{dough}\">the dough</a>")),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("href=\"/m/{dough}#proofing\"")),
+        "{page}"
+    );
+    assert!(
+        page.contains("<figure class=\"embed\">")
+            && page.contains("Let it rise for <strong>two</strong> hours."),
+        "{page}"
+    );
+    let target = api.page(&format!("/m/{dough}"), &cookie).body;
+    assert!(
+        target.contains("<h2 id=\"proofing\">Proofing</h2>"),
+        "{target}"
+    );
+    // Lists show the words, not the Markdown.
+    let home = api.page("/", &cookie).body;
+    assert!(home.contains("Plan Make the dough first"), "{home}");
+    assert!(
+        !home.contains("| day |") && !home.contains("# Plan"),
+        "{home}"
+    );
+}

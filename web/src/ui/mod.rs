@@ -288,14 +288,48 @@ fn snippet(text: &str) -> Markup {
     }
 }
 
-/// The start of `content` on one line, without Markdown's emphasis markers.
+/// How the wikilinks of `content` resolve, as the caller sees the memories: each title
+/// to the id of the memory that has it (the most recently changed, if several do), and
+/// the text of each memory shown inline (`![[…]]`), rendered without embeds of its own.
+fn resolve_wikilinks(backend: &dyn Api, content: &str) -> Result<markdown::Links, Error> {
+    let mut links = markdown::Links::default();
+    for (title, embedded) in markdown::wikilinks(content).into_iter().take(100) {
+        let key = markdown::key(&title);
+        if key.is_empty() {
+            continue;
+        }
+        if !links.ids.contains_key(&key) {
+            let found = backend.list(&ListQuery {
+                title: Some(title.clone()),
+                limit: Some(1),
+                ..ListQuery::default()
+            })?;
+            if let Some(memory) = found.items.into_iter().next() {
+                links.ids.insert(key.clone(), memory.id.clone());
+                if embedded {
+                    links.embedded.insert(
+                        memory.id,
+                        markdown::render(&memory.content, &markdown::Links::default()),
+                    );
+                }
+            }
+        } else if embedded
+            && let Some(id) = links.ids.get(&key).cloned()
+            && !links.embedded.contains_key(&id)
+        {
+            let memory = backend.get(&id)?;
+            links.embedded.insert(
+                id,
+                markdown::render(&memory.content, &markdown::Links::default()),
+            );
+        }
+    }
+    Ok(links)
+}
+
+/// The start of `content` on one line, as plain text (no Markdown marks).
 fn preview(content: &str) -> String {
-    let flat: String = content
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .replace("**", "")
-        .replace("__", "");
+    let flat = markdown::plain(content);
     match flat.char_indices().nth(160) {
         Some((at, _)) => format!("{}…", &flat[..at]),
         None => flat,
@@ -370,6 +404,8 @@ struct HomeQuery {
     tag: Option<String>,
     offset: Option<usize>,
     deleted: Option<String>,
+    /// A title to start a new memory with (an unwritten note's wikilink).
+    title: Option<String>,
 }
 
 async fn home(
@@ -379,6 +415,7 @@ async fn home(
 ) -> UiResult {
     let collection = non_empty(q.collection);
     let tag = non_empty(q.tag);
+    let new_title = non_empty(q.title).unwrap_or_default();
     let backend = state.backend();
     let query = ListQuery {
         collection: collection.clone(),
@@ -427,7 +464,7 @@ async fn home(
         section .capture aria-label="New memory" {
             form #capture method="post" action="/memories" {
                 input type="hidden" name="csrf" value=(csrf);
-                input #capture-title name="title" placeholder="Title (optional)" aria-label="Title" autocomplete="off";
+                input #capture-title name="title" placeholder="Title (optional)" aria-label="Title" autocomplete="off" value=(new_title);
                 textarea #capture-content name="content" rows="4" required placeholder="Write a memory… (Markdown)" aria-label="Content" {}
                 div .row {
                     input name="tags" placeholder="tags, comma separated" aria-label="Tags" autocomplete="off";
@@ -519,9 +556,10 @@ async fn memory_page(State(state): State<AppState>, Path(id): Path<String>) -> U
     }
     let backend = state.backend();
     let lookup = id.clone();
-    let (memory, backlinks, targets) = blocking(move || {
+    let (memory, backlinks, targets, links) = blocking(move || {
         let memory = backend.get(&lookup)?;
         let backlinks = backend.backlinks(&lookup)?;
+        let links = resolve_wikilinks(&*backend, &memory.content)?;
         let targets: HashMap<String, String> = memory
             .links
             .iter()
@@ -532,7 +570,7 @@ async fn memory_page(State(state): State<AppState>, Path(id): Path<String>) -> U
                     .map(|t| (l.target.clone(), t.title))
             })
             .collect();
-        Ok((memory, backlinks, targets))
+        Ok((memory, backlinks, targets, links))
     })
     .await?;
     let backlinks: Vec<&MemoryView> = backlinks.iter().collect();
@@ -559,7 +597,7 @@ async fn memory_page(State(state): State<AppState>, Path(id): Path<String>) -> U
                     }
                 }
             }
-            div #memory-content .content { (PreEscaped(markdown::render(&memory.content))) }
+            div #memory-content .content { (PreEscaped(markdown::render(&memory.content, &links))) }
         }
         section .links aria-label="Links" {
             h2 { "Links" }
