@@ -1448,3 +1448,86 @@ fn web_ui_renders_wikilinks_embeds_addresses_and_plain_previews() {
         "{home}"
     );
 }
+
+/// Tasks in the web UI: an overdue one stands out, one can be changed, and a done one
+/// opened again (its points no longer earned).
+#[test]
+fn web_ui_tasks_are_marked_overdue_changed_and_reopened() {
+    let api = Api::start(mnemon_web::DEFAULT_BODY_LIMIT);
+    let cookie = api.sign_in();
+    let late = api
+        .call(
+            "POST",
+            "/api/v1/memories",
+            Some(json!({"content": "File the taxes", "task": {"due": "2020-04-15", "difficulty": 3}})),
+        )
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let page = api.page("/tasks", &cookie).body;
+    assert!(page.contains("class=\"task overdue\""), "{page}");
+    assert!(page.contains("overdue-label"), "{page}");
+    let r = api.form(
+        &format!("/tasks/{late}/edit"),
+        &cookie,
+        &[
+            ("csrf", CSRF),
+            ("priority", "5"),
+            ("due", "2999-01-01"),
+            ("difficulty", "1"),
+        ],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let task = api
+        .call("GET", &format!("/api/v1/memories/{late}"), None)
+        .json()["task"]
+        .clone();
+    assert_eq!(
+        (task["priority"].clone(), task["difficulty"].clone()),
+        (json!(5), json!(1))
+    );
+    assert!(
+        task["due"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("2999-01-01")),
+        "{task}"
+    );
+    let page = api.page("/tasks", &cookie).body;
+    assert!(
+        !page.contains("class=\"task overdue\""),
+        "no longer overdue: {page}"
+    );
+    let bad = api.form(
+        &format!("/tasks/{late}/edit"),
+        &cookie,
+        &[("csrf", CSRF), ("priority", "high")],
+    );
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert_eq!(
+        api.form(&format!("/tasks/{late}/done"), &cookie, &[("csrf", CSRF)])
+            .status,
+        303
+    );
+    let page = api.page("/tasks", &cookie).body;
+    assert!(
+        page.contains("10 xp</strong> earned") || page.contains(">10 xp<"),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("action=\"/tasks/{late}/reopen\"")),
+        "{page}"
+    );
+    assert_eq!(
+        api.form(&format!("/tasks/{late}/reopen"), &cookie, &[("csrf", CSRF)])
+            .status,
+        303
+    );
+    let task = api
+        .call("GET", &format!("/api/v1/memories/{late}"), None)
+        .json()["task"]
+        .clone();
+    assert_eq!(task["status"], "open");
+    let page = api.page("/tasks", &cookie).body;
+    assert!(page.contains("0 xp</strong>"), "{page}");
+}

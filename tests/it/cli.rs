@@ -450,6 +450,44 @@ fn tasks_are_added_listed_by_due_date_and_done_for_points() {
         "{text}"
     );
     assert!(text.contains("2 open, 1 done, 40 xp earned"), "{text}");
+    // Reopened, its points are no longer earned; changed, it moves in the order.
+    let again = cli.run(&["task", "reopen", &later]).ok().to_owned();
+    assert!(again.contains("open again: Paint the fence"), "{again}");
+    assert_eq!(cli.run(&["task", "list", "--json"]).json()["xp_earned"], 0);
+    let changed = cli
+        .run(&[
+            "task",
+            "edit",
+            &later,
+            "--due",
+            "2020-01-01",
+            "--priority",
+            "-3",
+            "--difficulty",
+            "2",
+        ])
+        .ok()
+        .to_owned();
+    assert!(
+        changed.contains("priority -3, difficulty 2, due 2020-01-01"),
+        "{changed}"
+    );
+    let list = cli.run(&["task", "list", "--json"]).json();
+    assert_eq!(
+        list["tasks"][0]["id"],
+        later.as_str(),
+        "the earliest due first: {list}"
+    );
+    assert_eq!(
+        list["tasks"][0]["task"]["xp"], 20,
+        "points follow the difficulty"
+    );
+    let cleared = cli
+        .run(&["task", "edit", &later, "--no-due", "--json"])
+        .json();
+    assert!(cleared["task"].get("due").is_none(), "{cleared}");
+    cli.run(&["task", "edit", &later])
+        .fails_with("nothing to change");
     cli.run(&["task", "add", "x", "--difficulty", "7"])
         .fails_with("difficulty 7 is not from 1 to 5");
     cli.run(&["task", "add", "x", "--due", "soonish"])
@@ -459,6 +497,10 @@ fn tasks_are_added_listed_by_due_date_and_done_for_points() {
     // Finishing is for tasks, here as in MCP and the UI.
     let note = cli.run(&["add", "just a note"]).ok().trim().to_owned();
     cli.run(&["task", "done", &note])
+        .fails_with("is a note, not a task");
+    cli.run(&["task", "reopen", &note])
+        .fails_with("is a note, not a task");
+    cli.run(&["task", "edit", &note, "--priority", "1"])
         .fails_with("is a note, not a task");
 }
 

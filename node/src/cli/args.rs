@@ -497,6 +497,34 @@ pub enum TaskCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Open a done task again.
+    Reopen {
+        /// The task's id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a task's due date, priority or difficulty.
+    Edit {
+        /// The task's id.
+        id: String,
+        /// When it is due: a date (2026-12-01) or an RFC 3339 time.
+        #[arg(long, conflicts_with = "no_due")]
+        due: Option<String>,
+        /// It is due no more.
+        #[arg(long)]
+        no_due: bool,
+        /// Higher is more urgent.
+        #[arg(long, short, allow_negative_numbers = true)]
+        priority: Option<i64>,
+        /// How hard, 1 to 5.
+        #[arg(long, short)]
+        difficulty: Option<u8>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Arguments of `mnemon edit`.

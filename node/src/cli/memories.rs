@@ -406,6 +406,64 @@ fn run_task(api: &dyn Api, command: TaskCommand, out: &mut impl Write) -> Result
                 writeln!(out, "done: {} (+{xp} xp)", memory.title)?;
             }
         }
+        TaskCommand::Reopen { id, json } => {
+            let id = parse_memory_id(&id)?.to_string();
+            let memory = api.reopen_task(&id)?;
+            if json {
+                writeln!(out, "{}", output::json(&memory))?;
+            } else {
+                writeln!(out, "open again: {}", memory.title)?;
+            }
+        }
+        TaskCommand::Edit {
+            id,
+            due,
+            no_due,
+            priority,
+            difficulty,
+            json,
+        } => {
+            let id = parse_memory_id(&id)?.to_string();
+            let current = api.get(&id)?;
+            if current.task.is_none() {
+                anyhow::bail!(
+                    "{id} is a {}, not a task (`mnemon edit` changes it)",
+                    current.kind
+                );
+            }
+            let fields = mnemon_api::TaskFields {
+                due: if no_due { Some(String::new()) } else { due },
+                priority,
+                difficulty,
+                ..mnemon_api::TaskFields::default()
+            };
+            if fields == mnemon_api::TaskFields::default() {
+                anyhow::bail!(
+                    "nothing to change: give --due, --no-due, --priority or --difficulty"
+                );
+            }
+            let memory = api.update(
+                &id,
+                mnemon_api::PatchMemory {
+                    task: Some(fields),
+                    ..mnemon_api::PatchMemory::default()
+                },
+            )?;
+            if json {
+                writeln!(out, "{}", output::json(&memory))?;
+            } else {
+                let task = memory.task.as_ref();
+                writeln!(
+                    out,
+                    "{}: priority {}, difficulty {}, {}",
+                    memory.title,
+                    task.map_or(0, |t| t.priority),
+                    task.map_or(1, |t| t.difficulty),
+                    task.and_then(|t| t.due.as_deref())
+                        .map_or("no due date".to_owned(), |d| format!("due {d}"))
+                )?;
+            }
+        }
     }
     Ok(())
 }

@@ -77,6 +77,18 @@ pub trait Api: Send + Sync + 'static {
         }
         self.update(id, PatchMemory::task_done())
     }
+    /// Opens a done task again (its points are no longer earned). As with
+    /// [`Api::complete_task`], a memory that is not a task is refused by name.
+    fn reopen_task(&self, id: &str) -> Result<MemoryView, Error> {
+        let current = self.get(id)?;
+        if current.task.is_none() {
+            return Err(Error::invalid(format!(
+                "{id} is a {}, not a task",
+                current.kind
+            )));
+        }
+        self.update(id, PatchMemory::task_reopened())
+    }
     /// Deletes a memory for good.
     fn delete(&self, id: &str) -> Result<(), Error>;
     /// Searches.

@@ -104,6 +104,19 @@ pub struct TaskView {
     pub xp: u32,
 }
 
+impl TaskView {
+    /// Whether it is open and its due time is before `now` (RFC 3339, as views write
+    /// times; a due time that cannot be read is not overdue).
+    pub fn is_overdue(&self, now: &str) -> bool {
+        let due = self
+            .due
+            .as_deref()
+            .and_then(|d| d.parse::<Timestamp>().ok());
+        let now = now.parse::<Timestamp>().ok();
+        self.status == TaskStatus::Open && matches!((due, now), (Some(due), Some(now)) if due < now)
+    }
+}
+
 impl From<&Task> for TaskView {
     fn from(task: &Task) -> TaskView {
         TaskView {
@@ -413,6 +426,17 @@ pub struct PatchMemory {
 pub const MAX_LIST_PAGE: usize = 1000;
 
 impl PatchMemory {
+    /// The patch that opens a done task again.
+    pub fn task_reopened() -> PatchMemory {
+        PatchMemory {
+            task: Some(TaskFields {
+                status: Some(TaskStatus::Open),
+                ..TaskFields::default()
+            }),
+            ..PatchMemory::default()
+        }
+    }
+
     /// The patch that marks a task done (and so earns its points).
     pub fn task_done() -> PatchMemory {
         PatchMemory {

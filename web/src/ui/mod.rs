@@ -121,6 +121,8 @@ pub(crate) fn routes(state: &AppState) -> axum::Router<AppState> {
         .route("/graph", get(graph_page))
         .route("/tasks", get(tasks::tasks_page).post(tasks::add_task))
         .route("/tasks/{id}/done", post(tasks::finish_task))
+        .route("/tasks/{id}/reopen", post(tasks::reopen_task))
+        .route("/tasks/{id}/edit", post(tasks::edit_task))
         .route("/chat", get(chat::chat_page).post(chat::ask))
         .route(
             "/collections",
@@ -587,12 +589,18 @@ async fn memory_page(State(state): State<AppState>, Path(id): Path<String>) -> U
             @if let Some(task) = &memory.task {
                 p #task .meta {
                     "Task: " strong { (task.status) } " · priority " (task.priority) " · difficulty " (task.difficulty) " · " (task.xp) " xp"
-                    @if let Some(due) = &task.due { " · due " (due.get(..10).unwrap_or(due)) }
+                    @if let Some(due) = &task.due { " · due " time datetime=(due) { (due.get(..10).unwrap_or(due)) } }
+                    @if task.is_overdue(&mnemon_crdt::Timestamp::now().to_string()) { " · " strong .overdue { "overdue" } }
+                    " "
                     @if task.status != TaskStatus::Done {
-                        " "
                         form .inline method="post" action={ "/tasks/" (memory.id) "/done" } {
                             input type="hidden" name="csrf" value=(csrf);
                             button .done type="submit" { "Done" }
+                        }
+                    } @else {
+                        form .inline method="post" action={ "/tasks/" (memory.id) "/reopen" } {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button .reopen type="submit" { "Reopen" }
                         }
                     }
                 }

@@ -8,7 +8,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::{Nav, UiResult, csrf_ok, layout, non_empty, short_time};
-use mnemon_api::{CreateMemory, ListQuery, TaskBoard, TaskFields, TaskStatus};
+use mnemon_api::{CreateMemory, ListQuery, PatchMemory, TaskBoard, TaskFields, TaskStatus};
 
 use crate::state::{AppState, blocking};
 
@@ -25,6 +25,7 @@ pub(super) async fn tasks_page(State(state): State<AppState>) -> UiResult {
     let earned = board.xp_earned();
     let TaskBoard { open, done } = board;
     let csrf = state.security.csrf().to_owned();
+    let now = mnemon_crdt::Timestamp::now().to_string();
     let content = html! {
         h1 { "Tasks" }
         p .meta #xp { (open.len()) " open · " (done.len()) " done · " strong { (earned) " xp" } " earned" }
@@ -46,15 +47,31 @@ pub(super) async fn tasks_page(State(state): State<AppState>) -> UiResult {
         ul #open-tasks .tasks {
             @for m in &open {
                 @let t = m.task.as_ref().expect("tasks only");
-                li .task data-id=(m.id) {
+                @let overdue = t.is_overdue(&now);
+                li .task .overdue[overdue] data-id=(m.id) {
                     form .inline method="post" action={ "/tasks/" (m.id) "/done" } {
                         input type="hidden" name="csrf" value=(csrf);
                         button .done type="submit" aria-label={ "Mark " (m.title) " done" } { "Done" }
                     }
                     " " a href={ "/m/" (m.id) } { (m.title) }
                     span .meta {
+                        @if overdue { " · " strong .overdue-label { "overdue" } }
                         " · priority " (t.priority) " · difficulty " (t.difficulty) " · " (t.xp) " xp"
                         @if let Some(due) = &t.due { " · due " time datetime=(due) { (due.get(..10).unwrap_or(due)) } }
+                    }
+                    details .task-edit {
+                        summary aria-label={ "Change " (m.title) } { "change" }
+                        form .row method="post" action={ "/tasks/" (m.id) "/edit" } {
+                            input type="hidden" name="csrf" value=(csrf);
+                            label { "Priority " input name="priority" type="number" value=(t.priority) size="3"; }
+                            label { "Due " input name="due" type="date" value=(t.due.as_deref().and_then(|d| d.get(..10)).unwrap_or("")); }
+                            label { "Difficulty "
+                                select name="difficulty" {
+                                    @for d in 1..=5u8 { option value=(d) selected[d == t.difficulty] { (d) } }
+                                }
+                            }
+                            button type="submit" { "Save" }
+                        }
                     }
                 }
             }
@@ -63,9 +80,13 @@ pub(super) async fn tasks_page(State(state): State<AppState>) -> UiResult {
             h2 { "Done" }
             ul #done-tasks .tasks {
                 @for m in &done {
-                    li .task .finished {
-                        a href={ "/m/" (m.id) } { (m.title) }
-                        span .meta { " · " (m.task.as_ref().map_or(0, |t| t.xp)) " xp · " (short_time(&m.updated_at)) }
+                    li .task .finished data-id=(m.id) {
+                        form .inline method="post" action={ "/tasks/" (m.id) "/reopen" } {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button .reopen type="submit" aria-label={ "Reopen " (m.title) } { "Reopen" }
+                        }
+                        " " a href={ "/m/" (m.id) } { (m.title) }
+                        span .meta { " · " (m.task.as_ref().map_or(0, |t| t.xp)) " xp · " time datetime=(m.updated_at) { (short_time(&m.updated_at)) } }
                     }
                 }
             }
@@ -93,16 +114,7 @@ pub(super) async fn add_task(
     Form(form): Form<TaskForm>,
 ) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
-    let number = |field: &str, value: &str| -> Result<Option<i64>, mnemon_api::Error> {
-        non_empty(Some(value.to_owned()))
-            .map(|v| {
-                v.parse::<i64>().map_err(|_| {
-                    mnemon_api::Error::invalid(format!("{field} {v:?} is not a whole number"))
-                })
-            })
-            .transpose()
-    };
-    let difficulty = number("difficulty", &form.difficulty)?
+    let difficulty = whole("difficulty", &form.difficulty)?
         .map(|d| {
             u8::try_from(d).map_err(|_| {
                 mnemon_api::Error::invalid(format!("difficulty {d} is not from 1 to 5"))
@@ -113,7 +125,7 @@ pub(super) async fn add_task(
         content: form.text,
         task: Some(TaskFields {
             status: Some(TaskStatus::Open),
-            priority: number("priority", &form.priority)?,
+            priority: whole("priority", &form.priority)?,
             due: non_empty(Some(form.due)),
             difficulty,
             xp: None,
@@ -140,4 +152,74 @@ pub(super) async fn finish_task(
     let backend = state.backend();
     blocking(move || backend.complete_task(&id)).await?;
     Ok(Redirect::to("/tasks").into_response())
+}
+
+pub(super) async fn reopen_task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Form(form): Form<DoneForm>,
+) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    let backend = state.backend();
+    blocking(move || backend.reopen_task(&id)).await?;
+    Ok(Redirect::to("/tasks").into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct EditForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    priority: String,
+    #[serde(default)]
+    due: String,
+    #[serde(default)]
+    difficulty: String,
+}
+
+/// Changes a task's priority, due date (empty: none) and difficulty.
+pub(super) async fn edit_task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Form(form): Form<EditForm>,
+) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    let fields = TaskFields {
+        priority: whole("priority", &form.priority)?,
+        due: Some(form.due.trim().to_owned()),
+        difficulty: whole("difficulty", &form.difficulty)?
+            .map(|d| {
+                u8::try_from(d).map_err(|_| {
+                    mnemon_api::Error::invalid(format!("difficulty {d} is not from 1 to 5"))
+                })
+            })
+            .transpose()?,
+        ..TaskFields::default()
+    };
+    let backend = state.backend();
+    blocking(move || {
+        if backend.get(&id)?.task.is_none() {
+            return Err(mnemon_api::Error::invalid(format!("{id} is not a task")));
+        }
+        backend.update(
+            &id,
+            PatchMemory {
+                task: Some(fields),
+                ..PatchMemory::default()
+            },
+        )
+    })
+    .await?;
+    Ok(Redirect::to("/tasks").into_response())
+}
+
+/// A whole number a form field holds, if it holds one.
+fn whole(field: &str, value: &str) -> Result<Option<i64>, mnemon_api::Error> {
+    non_empty(Some(value.to_owned()))
+        .map(|v| {
+            v.parse::<i64>().map_err(|_| {
+                mnemon_api::Error::invalid(format!("{field} {v:?} is not a whole number"))
+            })
+        })
+        .transpose()
 }
