@@ -1539,12 +1539,12 @@ impl StoreReader {
     }
 
     /// For each of `ids`, the live memories one link away from it either way (each once, in
-    /// id order), only those in `collection` if one is given. Reads the link tables and
+    /// id order), only those in `collections` if given. Reads the link tables and
     /// metadata, never documents: a breadth-first walk calls it once per level.
     pub fn link_neighbours(
         &self,
         ids: &[MemoryId],
-        collection: Option<CollectionId>,
+        collections: Option<&[CollectionId]>,
     ) -> Result<Vec<Vec<MemoryId>>, StoreError> {
         let txn = self.db().begin_read()?;
         let links = txn.open_table(LINKS)?;
@@ -1568,9 +1568,9 @@ impl StoreReader {
                 let Some(meta) = metas.get(other)? else {
                     continue;
                 };
-                if let Some(c) = collection {
+                if let Some(allowed) = collections {
                     let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
-                    if meta.collection != c.to_u128() {
+                    if !allowed.iter().any(|c| c.to_u128() == meta.collection) {
                         continue;
                     }
                 }
@@ -1582,9 +1582,12 @@ impl StoreReader {
     }
 
     /// Every live memory that links to, or is linked from, another live memory (only
-    /// links within `collection` count if one is given), most recently changed first.
+    /// links within `collections` count if given), most recently changed first.
     /// Reads the link table and metadata, never documents.
-    pub fn linked(&self, collection: Option<CollectionId>) -> Result<Vec<MemoryId>, StoreError> {
+    pub fn linked(
+        &self,
+        collections: Option<&[CollectionId]>,
+    ) -> Result<Vec<MemoryId>, StoreError> {
         let txn = self.db().begin_read()?;
         let links = txn.open_table(LINKS)?;
         let metas = txn.open_table(MEMORY_META)?;
@@ -1596,8 +1599,10 @@ impl StoreReader {
             let found = match metas.get(id)? {
                 Some(meta) => {
                     let meta: MemoryMeta = postcard::from_bytes(meta.value())?;
-                    collection
-                        .is_none_or(|c| c.to_u128() == meta.collection)
+                    collections
+                        .is_none_or(|allowed| {
+                            allowed.iter().any(|c| c.to_u128() == meta.collection)
+                        })
                         .then_some(meta.updated_at)
                 }
                 None => None,

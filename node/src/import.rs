@@ -937,6 +937,7 @@ fn create(api: &dyn Api, note: &Note, collection: Option<String>) -> Result<Memo
         created_at: note.created.map(|t| t.to_string()),
         updated_at: note.updated.map(|t| t.to_string()),
         dedupe: None,
+        within: None,
     })
 }
 

@@ -591,6 +591,13 @@ impl Api {
         self.send("GET", path, &[("cookie", cookie)], None)
     }
 
+    /// The CSRF token of the session `cookie`, as the page's script reads it.
+    fn csrf_of(&self, cookie: &str) -> String {
+        let r = self.send("GET", "/api/v1/session", &[("cookie", cookie)], None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["csrf_token"].as_str().expect("csrf").to_owned()
+    }
+
     /// Signs in through the form; returns the `Cookie` header to send.
     fn sign_in(&self) -> String {
         let r = self.form("/signin", "", &[("token", TOKEN), ("next", "/")]);
@@ -653,11 +660,39 @@ fn web_ui_sessions_csrf_and_escaping() {
     let page = api.page("/signin?next=/%09/evil.example", "");
     assert!(!page.body.contains("evil.example"), "{}", page.body);
     let cookie = api.sign_in();
+    let csrf = api.csrf_of(&cookie);
     let forged = "mnemon_session=0000000000000000000000000000000000000000000000000000000000000000";
     assert_eq!(api.page("/", forged).status, 303);
     let home = api.page("/", &cookie);
     assert_eq!(home.status, 200);
-    assert!(home.body.contains(CSRF), "the page carries the CSRF token");
+    assert!(
+        home.body.contains(&csrf),
+        "the page carries the session's CSRF token"
+    );
+    // Each session has its own: the server's, or another session's, changes nothing.
+    let other = api.sign_in();
+    assert_ne!(api.csrf_of(&other), csrf);
+    assert_ne!(csrf, CSRF);
+    for wrong in [CSRF.to_owned(), api.csrf_of(&other)] {
+        let r = api.form(
+            "/memories",
+            &cookie,
+            &[("csrf", &wrong), ("content", "forged")],
+        );
+        assert_eq!(r.status, 403, "{}", r.body);
+    }
+    // A form posted from another site is refused even with the right token.
+    let r = api.send(
+        "POST",
+        "/memories",
+        &[
+            ("cookie", &cookie),
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("origin", "http://127.0.0.1:9999"),
+        ],
+        Some(&format!("csrf={csrf}&content=cross-site")),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
     // A form without the CSRF token changes nothing.
     let r = api.form("/memories", &cookie, &[("content", "no token")]);
     assert_eq!(r.status, 403);
@@ -671,7 +706,7 @@ fn web_ui_sessions_csrf_and_escaping() {
         "/memories",
         &cookie,
         &[
-            ("csrf", CSRF),
+            ("csrf", &csrf),
             ("title", "<script>alert(1)</script>"),
             (
                 "content",
@@ -718,7 +753,7 @@ fn web_ui_sessions_csrf_and_escaping() {
         &[
             ("cookie", &cookie),
             ("content-type", "application/json"),
-            ("x-csrf-token", CSRF),
+            ("x-csrf-token", &csrf),
         ],
         Some(&body),
     );
@@ -752,7 +787,7 @@ fn web_ui_sessions_csrf_and_escaping() {
     // Signing out clears the cookie and ends the session: a copy of the cookie no longer
     // opens anything; another session goes on.
     let other = api.sign_in();
-    let r = api.form("/signout", &cookie, &[("csrf", CSRF)]);
+    let r = api.form("/signout", &cookie, &[("csrf", &csrf)]);
     assert_eq!(r.status, 303);
     assert!(
         r.header("set-cookie")
@@ -768,6 +803,7 @@ fn web_ui_sessions_csrf_and_escaping() {
 fn web_ui_links_edits_and_delete_with_undo() {
     let api = Api::start(mnemon_web::DEFAULT_BODY_LIMIT);
     let cookie = api.sign_in();
+    let csrf = api.csrf_of(&cookie);
     let create = |title: &str| {
         api.call(
             "POST",
@@ -785,7 +821,7 @@ fn web_ui_links_edits_and_delete_with_undo() {
     let r = api.form(
         &format!("/m/{b}/links"),
         &cookie,
-        &[("csrf", CSRF), ("target", "alpha NOTE")],
+        &[("csrf", &csrf), ("target", "alpha NOTE")],
     );
     assert_eq!(r.status, 303, "{}", r.body);
     let links = api
@@ -802,14 +838,14 @@ fn web_ui_links_edits_and_delete_with_undo() {
     let r = api.form(
         &format!("/m/{b}/links"),
         &cookie,
-        &[("csrf", CSRF), ("target", "Gamma")],
+        &[("csrf", &csrf), ("target", "Gamma")],
     );
     assert_eq!(r.status, 404);
     assert!(r.body.contains("no memory is titled “Gamma”"), "{}", r.body);
     let r = api.form(
         &format!("/m/{a}/links"),
         &cookie,
-        &[("csrf", CSRF), ("target", &a)],
+        &[("csrf", &csrf), ("target", &a)],
     );
     assert_eq!(r.status, 422);
     // An edit from the form: title, tags and a bad importance.
@@ -817,7 +853,7 @@ fn web_ui_links_edits_and_delete_with_undo() {
         &format!("/m/{a}"),
         &cookie,
         &[
-            ("csrf", CSRF),
+            ("csrf", &csrf),
             ("title", "Alpha, edited"),
             ("content", "Alpha body"),
             ("tags", "x, y"),
@@ -837,7 +873,7 @@ fn web_ui_links_edits_and_delete_with_undo() {
         &format!("/m/{a}"),
         &cookie,
         &[
-            ("csrf", CSRF),
+            ("csrf", &csrf),
             ("title", "Alpha, edited"),
             ("content", "Alpha body"),
             ("importance", "lots"),
@@ -847,7 +883,7 @@ fn web_ui_links_edits_and_delete_with_undo() {
     assert!(r.body.contains("importance"), "{}", r.body);
     // Delete: forgotten at once (a kill -9 now must not bring it back), with Undo for the
     // window (300 ms in these tests), which writes it again and mends the links to it.
-    let r = api.form(&format!("/m/{a}/delete"), &cookie, &[("csrf", CSRF)]);
+    let r = api.form(&format!("/m/{a}/delete"), &cookie, &[("csrf", &csrf)]);
     assert_eq!(r.status, 303);
     assert_eq!(
         r.header("location"),
@@ -865,7 +901,7 @@ fn web_ui_links_edits_and_delete_with_undo() {
         !home.contains(&format!("data-id=\"{a}\"")),
         "gone from the list"
     );
-    let r = api.form(&format!("/m/{a}/undo"), &cookie, &[("csrf", CSRF)]);
+    let r = api.form(&format!("/m/{a}/undo"), &cookie, &[("csrf", &csrf)]);
     assert_eq!(r.status, 303, "{}", r.body);
     let again = r
         .header("location")
@@ -886,10 +922,10 @@ fn web_ui_links_edits_and_delete_with_undo() {
         .clone();
     assert_eq!(links, json!([{"target": again, "relation": "related"}]));
     // Undo happens once.
-    let r = api.form(&format!("/m/{a}/undo"), &cookie, &[("csrf", CSRF)]);
+    let r = api.form(&format!("/m/{a}/undo"), &cookie, &[("csrf", &csrf)]);
     assert_eq!(r.status, 409);
     // Without undo it stays forgotten; once the window passes undo is too late.
-    let r = api.form(&format!("/m/{b}/delete"), &cookie, &[("csrf", CSRF)]);
+    let r = api.form(&format!("/m/{b}/delete"), &cookie, &[("csrf", &csrf)]);
     assert_eq!(r.status, 303);
     assert_eq!(
         api.call("GET", &format!("/api/v1/memories/{b}"), None)
@@ -897,7 +933,7 @@ fn web_ui_links_edits_and_delete_with_undo() {
         404
     );
     std::thread::sleep(Duration::from_millis(400));
-    let r = api.form(&format!("/m/{b}/undo"), &cookie, &[("csrf", CSRF)]);
+    let r = api.form(&format!("/m/{b}/undo"), &cookie, &[("csrf", &csrf)]);
     assert_eq!(r.status, 409);
     assert!(r.body.contains("too late"), "{}", r.body);
 }
@@ -1455,6 +1491,7 @@ fn web_ui_renders_wikilinks_embeds_addresses_and_plain_previews() {
 fn web_ui_tasks_are_marked_overdue_changed_and_reopened() {
     let api = Api::start(mnemon_web::DEFAULT_BODY_LIMIT);
     let cookie = api.sign_in();
+    let csrf = api.csrf_of(&cookie);
     let late = api
         .call(
             "POST",
@@ -1472,7 +1509,7 @@ fn web_ui_tasks_are_marked_overdue_changed_and_reopened() {
         &format!("/tasks/{late}/edit"),
         &cookie,
         &[
-            ("csrf", CSRF),
+            ("csrf", &csrf),
             ("priority", "5"),
             ("due", "2999-01-01"),
             ("difficulty", "1"),
@@ -1501,11 +1538,11 @@ fn web_ui_tasks_are_marked_overdue_changed_and_reopened() {
     let bad = api.form(
         &format!("/tasks/{late}/edit"),
         &cookie,
-        &[("csrf", CSRF), ("priority", "high")],
+        &[("csrf", &csrf), ("priority", "high")],
     );
     assert_eq!(bad.status, 422, "{}", bad.body);
     assert_eq!(
-        api.form(&format!("/tasks/{late}/done"), &cookie, &[("csrf", CSRF)])
+        api.form(&format!("/tasks/{late}/done"), &cookie, &[("csrf", &csrf)])
             .status,
         303
     );
@@ -1519,8 +1556,12 @@ fn web_ui_tasks_are_marked_overdue_changed_and_reopened() {
         "{page}"
     );
     assert_eq!(
-        api.form(&format!("/tasks/{late}/reopen"), &cookie, &[("csrf", CSRF)])
-            .status,
+        api.form(
+            &format!("/tasks/{late}/reopen"),
+            &cookie,
+            &[("csrf", &csrf)]
+        )
+        .status,
         303
     );
     let task = api

@@ -245,8 +245,19 @@ fn a_scoped_token_sees_its_collections_only_writes_only_if_allowed_and_ends_when
         .map(|c| c["name"].as_str().expect("name"))
         .collect();
     assert_eq!(names, ["work"]);
+    // The plan's only link leads into `private`: for the reader it links nowhere, and a
+    // walk around it does not pass through what it cannot see.
     let graph = http.ok(&reader, "GET", "/api/v1/graph", None);
-    assert_eq!(ids(&graph["nodes"]), [plan_id.as_str()], "{graph}");
+    assert_eq!(graph["nodes"], json!([]), "{graph}");
+    let around = http.ok(
+        &reader,
+        "GET",
+        &format!("/api/v1/graph?center={plan_id}"),
+        None,
+    );
+    assert_eq!(ids(&around["nodes"]), [plan_id.as_str()], "{around}");
+    let owners_graph = http.ok(&owner, "GET", "/api/v1/graph", None);
+    assert_eq!(ids(&owners_graph["nodes"]).len(), 2, "{owners_graph}");
     let read_plan = http.ok(&reader, "GET", &format!("/api/v1/memories/{plan_id}"), None);
     assert_eq!(
         read_plan["links"],
@@ -358,19 +369,71 @@ fn a_scoped_token_sees_its_collections_only_writes_only_if_allowed_and_ends_when
         None,
     );
     assert_eq!(written["collection_name"], "work", "{written}");
+    // Its wikilinks resolve within its collections only: a title in `private` is a note
+    // not written yet, for it, and nothing links there.
+    let probe = http.ok(
+        &writer,
+        "POST",
+        "/api/v1/memories",
+        Some(json!({"content": "probing [[Wombat diary]] and [[Quokka plan]]"})),
+    );
+    let probe_id = probe["id"].as_str().expect("id");
+    let probed = http.ok(&owner, "GET", &format!("/api/v1/memories/{probe_id}"), None);
+    assert_eq!(
+        probed["links"],
+        json!([{"target": plan_id, "relation": "wikilink"}]),
+        "{probed}"
+    );
+    // Nor can it undo the owner's link into `private`: that target is unknown to it.
+    let (status, _) = http.call(
+        &writer,
+        "PATCH",
+        &format!("/api/v1/memories/{plan_id}"),
+        Some(json!({"remove_links": [secret_id]})),
+    );
+    assert_eq!(status, 404);
+    let owners_plan = http.ok(&owner, "GET", &format!("/api/v1/memories/{plan_id}"), None);
+    assert_eq!(
+        owners_plan["links"][0]["target"],
+        secret_id.as_str(),
+        "the link stays"
+    );
+    // A deleted memory in `private` reads as one that never was.
+    let gone = http.ok(
+        &owner,
+        "POST",
+        "/api/v1/memories",
+        Some(json!({"content": "to be forgotten", "collection": "private"})),
+    );
+    let gone_id = gone["id"].as_str().expect("id").to_owned();
+    http.ok(
+        &owner,
+        "DELETE",
+        &format!("/api/v1/memories/{gone_id}"),
+        None,
+    );
+    let (status, answer) = http.call(&writer, "GET", &format!("/api/v1/memories/{gone_id}"), None);
+    assert_eq!(
+        (status, answer["error"]["message"].clone()),
+        (404, json!(format!("no memory with id {gone_id}")))
+    );
 
     // The web UI, signed in with the reader, shows only `work`.
     let cookie = http.sign_in(&reader);
     let (status, home) = http.page(&cookie, "/");
     assert_eq!(status, 200);
     assert!(
-        home.contains("Quokka plan") && !home.contains("Wombat diary"),
+        home.contains("Quokka plan")
+            && !home.contains(&secret_id)
+            && !home.contains("Pelican secret"),
         "{home}"
     );
     let (status, search) = http.page(&cookie, "/search?q=pelican");
     assert_eq!(status, 200);
     assert!(
-        search.contains("Quokka plan") && !search.contains("Wombat diary"),
+        search.contains("Quokka plan")
+            && !search.contains(&secret_id)
+            && !search.contains("Pelican secret"),
         "{search}"
     );
     assert_eq!(http.page(&cookie, &format!("/m/{secret_id}")).0, 404);

@@ -24,7 +24,8 @@ use mnemon_api::{
 
 use crate::error::{ErrorBody, HttpError};
 use crate::security::{FAILURE_DELAY, SECURITY_HEADERS};
-use crate::state::{AppState, MAX_EVENT_STREAMS, as_caller, blocking, client_ip};
+use crate::security::{RequestAuth, as_caller};
+use crate::state::{AppState, MAX_EVENT_STREAMS, blocking, client_ip};
 
 /// Default request body limit: 16 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 16 << 20;
@@ -259,13 +260,22 @@ pub(crate) async fn authenticate(
     request.extensions_mut().insert(BySession(by_session));
     // The caller travels with the request too: MCP's handlers run apart from it.
     request.extensions_mut().insert(caller.clone());
+    let caller = caller;
+    let session_csrf = by_session
+        .then(|| state.security.session_csrf(request.headers()))
+        .flatten();
+    let auth = RequestAuth {
+        caller,
+        csrf: session_csrf,
+    };
     if changes_state(request.method()) && (by_session || cross_origin(request.headers())) {
         let csrf = request
             .headers()
             .get("x-csrf-token")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if !state.security.csrf_ok(csrf) {
+        let ok = as_caller(auth.clone(), async { state.security.csrf_ok(csrf) }).await;
+        if !ok {
             return HttpError::new(
                 StatusCode::FORBIDDEN,
                 "csrf",
@@ -274,7 +284,7 @@ pub(crate) async fn authenticate(
             .into_response();
         }
     }
-    as_caller(caller, next.run(request)).await
+    as_caller(auth, next.run(request)).await
 }
 
 /// Whether a request was let in by a web UI session cookie (not the bearer token).
@@ -345,12 +355,18 @@ fn changes_state(method: &Method) -> bool {
 
 /// Whether a browser says the request comes from another site: `Origin` not matching
 /// `Host`, or `Sec-Fetch-Site` other than same-origin or none.
-fn cross_origin(headers: &HeaderMap) -> bool {
+pub(crate) fn cross_origin(headers: &HeaderMap) -> bool {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+    // A page under `Referrer-Policy: no-referrer` (ours) posts forms with `Origin: null`:
+    // that says nothing, and `Sec-Fetch-Site` decides.
+    if let Some(origin) = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .filter(|o| *o != "null")
+    {
         let origin_host = origin
             .strip_prefix("http://")
             .or_else(|| origin.strip_prefix("https://"))

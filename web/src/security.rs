@@ -27,6 +27,31 @@ pub const SIGN_IN_LINK_LIFETIME: Duration = Duration::from_secs(600);
 /// Sign-in links outstanding at once; making another forgets the oldest.
 const MAX_SIGN_IN_CODES: usize = 16;
 
+tokio::task_local! {
+    /// Who the request being handled came from, and its session's CSRF token: set by the
+    /// authentication middleware around the handler.
+    static REQUEST: RequestAuth;
+}
+
+/// What the authentication middleware learnt about a request.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestAuth {
+    /// Who it came from.
+    pub(crate) caller: Caller,
+    /// The CSRF token of the web UI session it came with, if it came with one.
+    pub(crate) csrf: Option<String>,
+}
+
+/// Runs `handler` (the rest of a request's handling) as `auth` says.
+pub(crate) async fn as_caller<T>(auth: RequestAuth, handler: impl Future<Output = T>) -> T {
+    REQUEST.scope(auth, handler).await
+}
+
+/// What the middleware learnt about the request being handled, if one is.
+pub(crate) fn current() -> Option<RequestAuth> {
+    REQUEST.try_with(RequestAuth::clone).ok()
+}
+
 /// The name of the web UI's session cookie.
 pub(crate) const SESSION_COOKIE: &str = "mnemon_session";
 
@@ -111,7 +136,7 @@ impl Security {
         let signed_in_as = self.lock_sessions().signed_in_as(value)?;
         match signed_in_as {
             None => Some(Caller::Owner),
-            Some(name) => self.tokens.session_caller(&name, unix_ms()),
+            Some(id) => self.tokens.session_caller(&id, unix_ms()),
         }
     }
 
@@ -204,14 +229,29 @@ impl Security {
         self.rotations.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Whether `presented` is the CSRF token.
+    /// Whether `presented` is the CSRF token of the request being handled ([`Self::csrf`]).
     pub(crate) fn csrf_ok(&self, presented: &str) -> bool {
-        constant_time_eq(presented.as_bytes(), self.csrf.as_bytes())
+        constant_time_eq(presented.as_bytes(), self.csrf().as_bytes())
     }
 
-    /// The CSRF token (for a signed-in UI).
-    pub(crate) fn csrf(&self) -> &str {
-        &self.csrf
+    /// The CSRF token for the request being handled: its web UI session's own (so a
+    /// token that can read one session's cannot forge another's requests), or the
+    /// server's for a request without a session.
+    pub(crate) fn csrf(&self) -> String {
+        current()
+            .and_then(|auth| auth.csrf)
+            .unwrap_or_else(|| self.csrf.clone())
+    }
+
+    /// The CSRF token of the session whose cookie is `headers`', if it has one.
+    pub(crate) fn session_csrf(&self, headers: &axum::http::HeaderMap) -> Option<String> {
+        use hmac::Mac as _;
+        let value = session_cookie(headers)?;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.csrf.as_bytes())
+            .expect("HMAC takes a key of any length");
+        mac.update(b"mnemon-session-csrf-1\0");
+        mac.update(value.as_bytes());
+        Some(hex(&mac.finalize().into_bytes()))
     }
 
     /// A new session for the UI, signed in as `caller`: the cookie's value (a random
@@ -222,7 +262,7 @@ impl Security {
         let value = hex(&secret);
         let token = match caller {
             Caller::Owner => None,
-            Caller::Token(grant) => Some(grant.name.as_str()),
+            Caller::Token(grant) => Some(grant.id.as_str()),
         };
         self.lock_sessions().insert(&value, token);
         value
@@ -358,8 +398,8 @@ struct Sessions {
     token: String,
     /// Hash of a session's cookie → when it ends (Unix seconds).
     ends: HashMap<String, u64>,
-    /// Hash of a session's cookie → the capability token it signed in with (absent: the
-    /// owner's token).
+    /// Hash of a session's cookie → the id of the capability token it signed in with
+    /// (absent: the owner's token).
     #[serde(default)]
     tokens: HashMap<String, String>,
     #[serde(skip)]
@@ -432,7 +472,7 @@ impl Sessions {
     }
 
     /// For a session that has not ended: `Some(None)` if it signed in with the owner's
-    /// token, `Some(Some(name))` with the capability token `name`.
+    /// token, `Some(Some(id))` with the capability token `id`.
     fn signed_in_as(&self, value: &str) -> Option<Option<String>> {
         let key = Self::key(value);
         let end = self.ends.get(&key)?;

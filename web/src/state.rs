@@ -15,17 +15,6 @@ use crate::metrics::Metrics;
 use crate::security::Security;
 use crate::tokens::Tokens;
 
-tokio::task_local! {
-    /// Who the request being handled came from: set by the authentication middleware
-    /// around the handler, read by [`AppState::backend`].
-    static CALLER: Caller;
-}
-
-/// Runs `handler` (the rest of a request's handling) as `caller`.
-pub(crate) async fn as_caller<T>(caller: Caller, handler: impl Future<Output = T>) -> T {
-    CALLER.scope(caller, handler).await
-}
-
 /// How the server is set up.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -83,6 +72,9 @@ pub(crate) struct Deleted {
     pub(crate) linked_from: Vec<(String, String)>,
 }
 
+/// A memory deleted in the UI: when, by whom ([`AppState::caller_key`]), and its state.
+type Held = (Instant, String, Deleted);
+
 #[derive(Clone)]
 pub(crate) struct AppState {
     /// The node, whole: handlers reach it through [`AppState::backend`], as their caller
@@ -90,8 +82,9 @@ pub(crate) struct AppState {
     node: Arc<dyn Api>,
     pub(crate) security: Arc<Security>,
     pub(crate) metrics: Arc<Metrics>,
-    /// Memories deleted in the UI, with when: Undo writes them again within the window.
-    deleted: Arc<Mutex<HashMap<String, (Instant, Deleted)>>>,
+    /// Memories deleted in the UI, with when and by whom: Undo writes them again within
+    /// the window, for the caller who deleted them only.
+    deleted: Arc<Mutex<HashMap<String, Held>>>,
     undo_window: Duration,
     /// Largest request body, in bytes.
     pub(crate) body_limit: usize,
@@ -128,7 +121,7 @@ impl AppState {
     /// Who the request being handled came from. Outside a request's handling (never, for
     /// a handler behind the authentication middleware) a caller that may do nothing.
     pub(crate) fn caller(&self) -> Caller {
-        CALLER.try_with(Caller::clone).unwrap_or_else(|_| nobody())
+        crate::security::current().map_or_else(nobody, |auth| auth.caller)
     }
 
     /// The node as the request's caller may use it: the owner's whole node, or a
@@ -142,16 +135,25 @@ impl AppState {
         self.node.ready()
     }
 
+    /// Who the caller is, for Undo: the owner, or one capability token.
+    fn caller_key(&self) -> String {
+        match self.caller() {
+            Caller::Owner => "owner".to_owned(),
+            Caller::Token(grant) => format!("token {}", grant.id),
+        }
+    }
+
     /// Keeps a memory just deleted in the UI, for Undo during the undo window.
     pub(crate) fn deleted(&self, memory: Deleted) {
         let now = Instant::now();
+        let by = self.caller_key();
         let mut deleted = self
             .deleted
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        deleted.retain(|_, (at, _)| now.duration_since(*at) < self.undo_window);
+        deleted.retain(|_, (at, _, _)| now.duration_since(*at) < self.undo_window);
         let id = memory.memory.id.clone();
-        deleted.insert(id.clone(), (now, memory));
+        deleted.insert(id.clone(), (now, by, memory));
         drop(deleted);
         // Its text is not kept past the window.
         let (kept, window) = (self.deleted.clone(), self.undo_window);
@@ -159,28 +161,35 @@ impl AppState {
             tokio::time::sleep(window).await;
             kept.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .retain(|held, (at, _)| *held != id || *at != now);
+                .retain(|held, (at, _, _)| *held != id || *at != now);
         });
     }
 
-    /// Whether the memory `id` was deleted in the UI within the undo window.
+    /// Whether the caller deleted the memory `id` in the UI within the undo window.
     pub(crate) fn can_undo(&self, id: &str) -> bool {
+        let by = self.caller_key();
         self.deleted
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(id)
-            .is_some_and(|(at, _)| at.elapsed() < self.undo_window)
+            .is_some_and(|(at, who, _)| at.elapsed() < self.undo_window && *who == by)
     }
 
-    /// The last state of the memory `id` deleted in the UI, if the undo window is open
-    /// (taken: an undo happens once).
+    /// The last state of the memory `id` the caller deleted in the UI, if the undo window
+    /// is open (taken: an undo happens once).
     pub(crate) fn take_deleted(&self, id: &str) -> Option<Deleted> {
-        self.deleted
+        let by = self.caller_key();
+        let mut deleted = self
+            .deleted
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if deleted.get(id).is_none_or(|(_, who, _)| *who != by) {
+            return None;
+        }
+        deleted
             .remove(id)
-            .filter(|(at, _)| at.elapsed() < self.undo_window)
-            .map(|(_, memory)| memory)
+            .filter(|(at, _, _)| at.elapsed() < self.undo_window)
+            .map(|(_, _, memory)| memory)
     }
 }
 
@@ -188,6 +197,7 @@ impl AppState {
 /// without the authentication middleware's caller (fails closed).
 fn nobody() -> Caller {
     Caller::Token(Arc::new(Grant {
+        id: String::new(),
         name: "(no credential)".to_owned(),
         scope: Scope {
             collections: Some(Vec::new()),

@@ -28,6 +28,8 @@ const VERSION: u32 = 1;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Entry {
+    /// Random, never reused: what a web UI session signed in with this token remembers.
+    id: String,
     name: String,
     /// Hex SHA-256 of the secret ([`hash`]).
     hash: String,
@@ -178,7 +180,11 @@ impl Tokens {
             return Err(Error::invalid("expires_in: a token must work for a while"));
         }
         let mut loaded = self.lock();
-        if loaded.entries.iter().any(|e| e.name == name) {
+        if loaded
+            .entries
+            .iter()
+            .any(|e| e.name.eq_ignore_ascii_case(name))
+        {
             return Err(Error::conflict(format!(
                 "a token named {name:?} exists already; revoke it first or pick another name"
             )));
@@ -190,6 +196,7 @@ impl Tokens {
         }
         let secret = format!("{TOKEN_PREFIX}{}", random_hex());
         let entry = Entry {
+            id: random_hex()[..32].to_owned(),
             name: name.to_owned(),
             hash: hash(&secret),
             scope,
@@ -246,48 +253,51 @@ impl Tokens {
         if changed {
             entry.last_used = Some(now);
         }
-        let (name, scope) = (entry.name.clone(), entry.scope.clone());
+        let (id, name, scope) = (entry.id.clone(), entry.name.clone(), entry.scope.clone());
         // Best effort: a last use that cannot be written down refuses no one.
         if changed && let Err(e) = self.save(&mut loaded) {
             tracing::warn!(error = %e.message, "cannot note a token's last use");
         }
         drop(loaded);
-        Some(self.grant(name, scope, wanted))
+        Some(self.grant(id, name, scope))
     }
 
-    /// The caller a web UI session signed in with the token named `name` makes, if it
-    /// still stands.
-    pub fn session_caller(self: &Arc<Tokens>, name: &str, now: i64) -> Option<Caller> {
-        let (scope, hash) = {
+    /// The caller a web UI session signed in with the token `id` ([`Grant::id`]) makes,
+    /// if that very token still stands (revoked and made again under its name is another
+    /// token).
+    pub fn session_caller(self: &Arc<Tokens>, id: &str, now: i64) -> Option<Caller> {
+        let (name, scope) = {
             let loaded = self.lock();
             let entry = loaded
                 .entries
                 .iter()
-                .find(|e| e.name == name && e.stands(now))?;
-            (entry.scope.clone(), entry.hash.clone())
+                .find(|e| e.id == id && e.stands(now))?;
+            (entry.name.clone(), entry.scope.clone())
         };
-        Some(self.grant(name.to_owned(), scope, hash))
+        Some(self.grant(id.to_owned(), name, scope))
     }
 
-    fn grant(self: &Arc<Tokens>, name: String, scope: Scope, hash: String) -> Caller {
+    fn grant(self: &Arc<Tokens>, id: String, name: String, scope: Scope) -> Caller {
         let tokens = Arc::downgrade(self);
+        let stands = id.clone();
         Caller::Token(Arc::new(Grant {
+            id,
             name,
             scope,
             live: Box::new(move || {
                 tokens
                     .upgrade()
-                    .is_some_and(|tokens| tokens.stands(&hash, unix_ms()))
+                    .is_some_and(|tokens| tokens.stands(&stands, unix_ms()))
             }),
         }))
     }
 
-    /// Whether the token whose secret hashes to `hash` exists and has not expired.
-    fn stands(&self, hash: &str, now: i64) -> bool {
+    /// Whether the token `id` exists and has not expired.
+    fn stands(&self, id: &str, now: i64) -> bool {
         self.lock()
             .entries
             .iter()
-            .any(|e| e.hash == hash && e.stands(now))
+            .any(|e| e.id == id && e.stands(now))
     }
 }
 
@@ -296,12 +306,19 @@ impl Tokens {
 /// /api/v1/tokens`.
 pub fn issue(node: &dyn Api, tokens: &Tokens, request: &NewToken) -> Result<IssuedToken, Error> {
     let now = unix_ms();
-    let collections = if request.collections.is_empty() {
-        None
-    } else {
+    let collections = match &request.collections {
+        None => None,
+        Some(wanted) if wanted.is_empty() => {
+            return Err(Error::invalid(
+                "collections: name at least one, or leave it out for every collection",
+            ));
+        }
+        Some(wanted) => Some(wanted),
+    };
+    let collections = if let Some(wanted) = collections {
         let known = node.collections()?;
         let mut ids = Vec::new();
-        for wanted in &request.collections {
+        for wanted in wanted {
             let found: Vec<_> = known
                 .iter()
                 .filter(|c| c.id == *wanted || c.name == *wanted)
@@ -324,6 +341,8 @@ pub fn issue(node: &dyn Api, tokens: &Tokens, request: &NewToken) -> Result<Issu
             }
         }
         Some(ids)
+    } else {
+        None
     };
     let expires = match &request.expires_in {
         None => None,
@@ -464,12 +483,20 @@ mod tests {
         assert!(!(grant.live)());
         assert!(tokens.caller(&secret, now + 1).is_none());
         assert!(tokens.revoke("claude").is_err(), "gone");
-        // A token made again under the same name is a new secret; the old one stays dead.
+        // A token made again under the same name is another token: a new secret, a new
+        // id, and what the old one signed in stays signed out.
         let (second, _) = tokens
             .issue("claude", read_only("c1"), None, now)
             .expect("again");
         assert_ne!(second, secret);
         assert!(tokens.caller(&secret, now).is_none());
+        assert!(tokens.session_caller(&grant.id, now).is_none());
+        assert!(!(grant.live)());
+        let Some(Caller::Token(again)) = tokens.caller(&second, now) else {
+            panic!("the new token stands");
+        };
+        assert_ne!(again.id, grant.id);
+        assert!(tokens.session_caller(&again.id, now).is_some());
         std::fs::write(&file, b"{not json").expect("damage");
         let err = Tokens::open(&file).expect_err("a damaged file is an error");
         assert!(err.message.contains("tokens.json"), "{}", err.message);

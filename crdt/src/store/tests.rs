@@ -898,13 +898,15 @@ fn link_tables_follow_every_write_and_are_derived_for_an_older_store() {
     std::thread::sleep(std::time::Duration::from_millis(3));
     store.edit(z, &link(&[w, x])).expect("edit");
     assert_eq!(
-        store.link_neighbours(&[z], Some(work)).expect("neighbours"),
+        store
+            .link_neighbours(&[z], Some(&[work]))
+            .expect("neighbours"),
         [vec![w]]
     );
     // Every memory in a live link, most recently changed first; x → y counts no more.
     assert_eq!(store.linked(None).expect("linked"), [z, w, x]);
     assert!(
-        store.linked(Some(work)).expect("linked").is_empty(),
+        store.linked(Some(&[work])).expect("linked").is_empty(),
         "z is not in work"
     );
 

@@ -26,7 +26,10 @@ impl Api for Service {
         let mut links = Self::links(&new.links)?;
         // Imports resolve wikilinks themselves, with the vault's own names.
         if new.source.as_ref().is_none_or(|s| s.kind != "import") {
-            for target in self.resolve_titles(&Self::wikilink_names(&new.content), None) {
+            let within = resolve_within(self.store(), new.within.as_deref())?;
+            for target in
+                self.resolve_titles(&Self::wikilink_names(&new.content), None, within.as_deref())
+            {
                 if !links.iter().any(|(t, _)| *t == target) {
                     links.push((target, WIKILINK.to_owned()));
                 }
@@ -172,8 +175,16 @@ impl Api for Service {
             .map(|c| store.resolve_collection(c))
             .transpose()
             .map_err(store_error)?;
+        let within = resolve_within(store, query.within.as_deref())?;
+        // The collections the walk may enter: the one asked for, within the caller's.
+        let allowed: Option<Vec<mnemon_crdt::CollectionId>> = match (collection, within) {
+            (Some(c), Some(within)) => Some(within.into_iter().filter(|w| *w == c).collect()),
+            (Some(c), None) => Some(vec![c]),
+            (None, within) => within,
+        };
+        let allowed = allowed.as_deref();
         if let Some(center) = center_memory
-            && collection.is_none_or(|c| c == center.collection)
+            && allowed.is_none_or(|a| a.contains(&center.collection))
         {
             // Walk the link tables level by level, and load only the memories kept (plus
             // one, so `truncated` is told right).
@@ -186,7 +197,7 @@ impl Api for Service {
                 }
                 let mut next = Vec::new();
                 for neighbours in store
-                    .link_neighbours(&level, collection)
+                    .link_neighbours(&level, allowed)
                     .map_err(store_error)?
                 {
                     for id in neighbours {
@@ -206,7 +217,7 @@ impl Api for Service {
         }
         // No center (or one outside the collection asked for): every linked memory, most
         // recently changed first, loading only those kept.
-        let linked = store.linked(collection).map_err(store_error)?;
+        let linked = store.linked(allowed).map_err(store_error)?;
         let memories = load_live(store, &linked[..linked.len().min(limit)])?;
         Ok(crate::graph::of_linked(&memories, linked.len() > limit))
     }
@@ -315,7 +326,8 @@ impl Api for Service {
         // gone from it go.
         if let (Some(content), Some(current)) = (&patch.content, &current) {
             let names = Self::wikilink_names(content);
-            let targets = self.resolve_titles(&names, Some(id));
+            let within = resolve_within(self.store(), patch.within.as_deref())?;
+            let targets = self.resolve_titles(&names, Some(id), within.as_deref());
             for target in &targets {
                 if !current.links.contains_key(target)
                     && !add_links.iter().any(|(t, _)| t == target)
@@ -775,4 +787,19 @@ impl Api for Service {
         }
         Ok(gauges)
     }
+}
+
+/// The collections a caller held to some may reach (`None`: every collection).
+fn resolve_within(
+    store: &mnemon_crdt::StoreReader,
+    within: Option<&[String]>,
+) -> Result<Option<Vec<mnemon_crdt::CollectionId>>, ApiError> {
+    within
+        .map(|ids| {
+            ids.iter()
+                .map(|c| store.resolve_collection(c))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()
+        .map_err(store_error)
 }

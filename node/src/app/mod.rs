@@ -350,11 +350,28 @@ impl Service {
     /// The memories wikilink `names` resolve to: for each, the one memory with that title
     /// (trimmed, any case, from the store's titles table, so right however far the index
     /// lags); names that match none or several are left alone, and so is `this`.
-    fn resolve_titles(&self, names: &[String], this: Option<MemoryId>) -> Vec<MemoryId> {
+    /// The memories `names` (wikilink names) resolve to: the one memory with each title,
+    /// among those in `within` if given (a caller held to some collections never links
+    /// into the others, nor learns which titles they hold).
+    fn resolve_titles(
+        &self,
+        names: &[String],
+        this: Option<MemoryId>,
+        within: Option<&[mnemon_crdt::CollectionId]>,
+    ) -> Vec<MemoryId> {
         let mut out = Vec::new();
         for name in names {
-            if let Ok(ids) = self.store.titled(name)
-                && let [only] = ids[..]
+            let Ok(mut ids) = self.store.titled(name) else {
+                continue;
+            };
+            if let Some(allowed) = within {
+                ids.retain(|id| {
+                    self.store
+                        .get(*id)
+                        .is_ok_and(|m| allowed.contains(&m.collection))
+                });
+            }
+            if let [only] = ids[..]
                 && Some(only) != this
                 && !out.contains(&only)
             {

@@ -95,7 +95,7 @@ pub(super) fn tokens(cx: &Ctx, out: &mut impl Write, action: TokenCommand) -> Re
         } => {
             let request = mnemon_api::NewToken {
                 name,
-                collections,
+                collections: (!collections.is_empty()).then_some(collections),
                 read_only,
                 expires_in: expires,
             };

@@ -18,6 +18,13 @@ pub struct GraphQuery {
     pub collection: Option<String>,
     /// At most this many memories (default 300, at most 2000); the nearest are kept.
     pub limit: Option<usize>,
+    /// Only these collections (ids), when the caller is held to some: set by the
+    /// application layer from a token's scope, never read from a request. The walk
+    /// around a center never passes through a memory outside them.
+    #[serde(skip)]
+    #[schemars(skip)]
+    #[param(ignore)]
+    pub within: Option<Vec<String>>,
 }
 
 /// Memories and the links between them.

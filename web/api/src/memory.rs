@@ -360,6 +360,12 @@ pub struct CreateMemory {
     /// with it (`created: false`) instead of writing a second copy. Default `off`.
     #[serde(default)]
     pub dedupe: Option<Dedupe>,
+    /// The collections (ids) its `[[wikilinks]]` may resolve into, when the caller is held
+    /// to some: set by the application layer from a token's scope, never read.
+    #[serde(skip)]
+    #[schemars(skip)]
+    #[schema(ignore)]
+    pub within: Option<Vec<String>>,
 }
 
 impl From<&MemoryView> for CreateMemory {
@@ -385,6 +391,7 @@ impl From<&MemoryView> for CreateMemory {
             created_at: Some(view.created_at.clone()),
             updated_at: Some(view.updated_at.clone()),
             dedupe: None,
+            within: None,
         }
     }
 }
@@ -420,6 +427,12 @@ pub struct PatchMemory {
     /// Task fields to set (on a memory that is not a task yet, it becomes one).
     #[serde(default)]
     pub task: Option<TaskFields>,
+    /// The collections (ids) its `[[wikilinks]]` may resolve into, when the caller is held
+    /// to some: set by the application layer from a token's scope, never read.
+    #[serde(skip)]
+    #[schemars(skip)]
+    #[schema(ignore)]
+    pub within: Option<Vec<String>>,
 }
 
 /// The largest page `GET /api/v1/memories` gives.

@@ -23,9 +23,9 @@ use utoipa::ToSchema;
 
 use crate::{
     AnswerView, Api, AskEvent, AskRequest, BackupFile, BackupRequest, CollectionView, CreateMemory,
-    DialRequest, Error, Events, Gauge, GraphQuery, GraphView, HitView, InviteRequest, InviteView,
-    JoinRequest, JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView,
-    SearchQuery, ShareRequest,
+    DialRequest, Error, ErrorKind, Events, Gauge, GraphQuery, GraphView, HitView, InviteRequest,
+    InviteView, JoinRequest, JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory,
+    PeerView, SearchQuery, ShareRequest,
 };
 
 /// What a capability token may see and do.
@@ -63,6 +63,9 @@ impl Scope {
 /// A capability token as a request presents it: its name, its scope, and whether it
 /// still stands.
 pub struct Grant {
+    /// What tells this token apart from every other, even one made again under the same
+    /// name: what a web UI session signed in with it remembers.
+    pub id: String,
     /// The token's name (`claude-desktop`).
     pub name: String,
     /// What it may see and do.
@@ -121,9 +124,9 @@ impl Caller {
 pub struct NewToken {
     /// Its name: letters, digits, `-`, `_` and `.`, 1 to 64 of them, unique on the node.
     pub name: String,
-    /// The collections it sees (ids or names); none: every collection.
+    /// The collections it sees (ids or names), at least one; left out: every collection.
     #[serde(default)]
-    pub collections: Vec<String>,
+    pub collections: Option<Vec<String>>,
     /// Read only (default: it may also write in what it sees).
     #[serde(default)]
     pub read_only: bool,
@@ -164,9 +167,14 @@ pub struct IssuedToken {
     pub view: TokenView,
 }
 
-/// Whether `name` may name a token.
+/// Whether `name` may name a token: a letter or digit, then letters, digits, `-`, `_` or
+/// `.`, 64 at most (no name a shell or a path would read as something else).
 pub fn check_token_name(name: &str) -> Result<(), Error> {
     let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
@@ -174,7 +182,8 @@ pub fn check_token_name(name: &str) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::invalid(format!(
-            "name: a token's name is 1 to 64 letters, digits, '-', '_' or '.', not {:?}",
+            "name: a token's name starts with a letter or digit, then up to 63 letters, \
+             digits, '-', '_' or '.', not {:?}",
             name.chars().take(70).collect::<String>()
         )))
     }
@@ -259,11 +268,18 @@ impl Scoped {
 
     /// The memory `id` if the token sees it; otherwise not found, as for an unknown id.
     fn memory(&self, id: &str) -> Result<MemoryView, Error> {
-        let memory = self.node.get(id)?;
+        // One answer for every memory the token cannot read: unknown, deleted or hidden
+        // (a deleted memory's tombstone would otherwise say it existed).
+        let unknown = || Error::not_found(format!("no memory with id {id}"));
+        let memory = match self.node.get(id) {
+            Ok(memory) => memory,
+            Err(e) if e.kind == ErrorKind::NotFound => return Err(unknown()),
+            Err(e) => return Err(e),
+        };
         if self.scope().sees(&memory.collection) {
             Ok(self.trim_links(memory))
         } else {
-            Err(Error::not_found(format!("no memory with id {id}")))
+            Err(unknown())
         }
     }
 
@@ -298,6 +314,7 @@ impl Api for Scoped {
             None => self.within().and_then(|ids| ids.into_iter().next()),
         };
         self.check_links(new.links.iter().map(|l| l.target.as_str()))?;
+        new.within = self.within();
         let memory = self.node.create(new)?;
         Ok(self.trim_links(memory))
     }
@@ -324,6 +341,7 @@ impl Api for Scoped {
         if let Some(wanted) = &query.collection {
             query.collection = Some(self.collection(wanted)?);
         }
+        query.within = self.within();
         let mut graph = self.node.graph(&query)?;
         graph.nodes.retain(|n| self.scope().sees(&n.collection));
         let kept: HashSet<&str> = graph.nodes.iter().map(|n| n.id.as_str()).collect();
@@ -364,11 +382,19 @@ impl Api for Scoped {
         Ok(page)
     }
 
-    fn update(&self, id: &str, patch: PatchMemory) -> Result<MemoryView, Error> {
+    fn update(&self, id: &str, mut patch: PatchMemory) -> Result<MemoryView, Error> {
         self.live()?;
         self.memory(id)?;
         self.read_only()?;
-        self.check_links(patch.add_links.iter().map(|l| l.target.as_str()))?;
+        // Links to memories it cannot see are neither made nor undone by it.
+        self.check_links(
+            patch
+                .add_links
+                .iter()
+                .map(|l| l.target.as_str())
+                .chain(patch.remove_links.iter().map(String::as_str)),
+        )?;
+        patch.within = self.within();
         let memory = self.node.update(id, patch)?;
         Ok(self.trim_links(memory))
     }

@@ -42,7 +42,7 @@ pub(super) async fn chat_page(State(state): State<AppState>) -> UiResult {
     let content = html! {
         h1 { "Ask your memories" }
         p .meta { "The best-matching memories go to the chat model set in " code { "[chat]" } " of config.toml; the answer cites them." }
-        (chat_form(state.security.csrf(), ""))
+        (chat_form(&state.security.csrf(), ""))
         (answer_view(None))
     };
     Ok(layout(&state, Nav::Chat, "Chat", "chat", content).into_response())
@@ -66,7 +66,7 @@ pub(super) async fn ask(State(state): State<AppState>, Form(form): Form<AskForm>
     let answer = blocking(move || backend.ask(&request, &mut |_| {})).await?;
     let content = html! {
         h1 { "Ask your memories" }
-        (chat_form(state.security.csrf(), &form.question))
+        (chat_form(&state.security.csrf(), &form.question))
         (answer_view(Some(&answer)))
     };
     Ok(layout(&state, Nav::Chat, "Chat", "chat", content).into_response())

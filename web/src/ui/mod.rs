@@ -86,7 +86,23 @@ pub(crate) async fn require_session(
     next: Next,
 ) -> Response {
     if let Some(caller) = state.security.session_caller(request.headers()) {
-        return crate::state::as_caller(caller, next.run(request)).await;
+        // A form posted from another origin is refused whatever it carries.
+        if request.method() != axum::http::Method::GET
+            && request.method() != axum::http::Method::HEAD
+            && crate::router::cross_origin(request.headers())
+        {
+            return UiError(HttpError::new(
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "a form from another site may not change anything here",
+            ))
+            .into_response();
+        }
+        let auth = crate::security::RequestAuth {
+            caller,
+            csrf: state.security.session_csrf(request.headers()),
+        };
+        return crate::security::as_caller(auth, next.run(request)).await;
     }
     if request.method() == axum::http::Method::GET {
         let next_path = request
@@ -995,6 +1011,7 @@ async fn graph_page(State(state): State<AppState>, Query(params): Query<GraphPar
         depth: params.depth,
         collection: None,
         limit: Some(GRAPH_LIMIT),
+        within: None,
     };
     let graph = blocking(move || backend.graph(&query)).await?;
     let nodes: Vec<&GraphNode> = graph.nodes.iter().collect();
@@ -1153,7 +1170,7 @@ async fn status_page(State(state): State<AppState>) -> UiResult {
             }
         }
         h2 #backups { "Backups" }
-        (backup_section(&status["backup"], state.security.csrf()))
+        (backup_section(&status["backup"], &state.security.csrf()))
         h2 { "Peers" }
         @if let Some(network) = status["network"].as_object() {
             p .meta {
