@@ -27,7 +27,7 @@ const page = await context.newPage();
 const consoleErrors = [];
 // Resource errors the steps cause on purpose (a wrong token, a link to nothing) are
 // expected; anything else in the console is a failure.
-const expectedFailures = [/\/signin$/, /\/m\/[0-9A-Z]{26}\/links$/];
+const expectedFailures = [/\/signin$/, /\/m\/[0-9A-Z]{26}\/links$/, /\/no\/such\/page$/];
 page.on("console", (m) => {
   if (m.type() !== "error") return;
   const url = m.location()?.url ?? "";
@@ -155,6 +155,8 @@ try {
     await page.goto(`${base}/m/${beta}`);
     await page.click('#delete-form button[type="submit"]');
     await page.waitForSelector("#undo");
+    // The banner counts down the seconds left.
+    await page.waitForFunction(() => /^Undo \(\d+\)$/.test(document.querySelector("#undo")?.textContent ?? ""));
     assert.equal(await page.locator(`#list li[data-id="${beta}"]`).count(), 0, "hidden at once");
     assert.equal(await page.locator(`#list li[data-id="${alpha}"]`).count(), 1);
     await shot("08-deleted-with-undo");
@@ -250,11 +252,57 @@ try {
     await page.waitForURL(base + href);
   });
 
-  await step("readable on a phone", async () => {
+  await step("notes link by title, even to a note written later", async () => {
+    await page.goto(base + "/");
+    await page.fill("#capture-title", "Trip plan");
+    await page.fill("#capture-content", "Pack by [[Packing list]] first.\n\nSee https://example.org/trip #travel");
+    await page.click('#capture button[type="submit"]');
+    await page.waitForURL(/\/m\/[0-9A-Z]{26}$/);
+    const plan = page.url();
+    // Not written yet: shown as such, and clicking it starts that note.
+    await page.click("#memory-content .unresolved a");
+    await page.waitForURL(/\/\?title=Packing%20list/);
+    assert.equal(await page.inputValue("#capture-title"), "Packing list");
+    await page.fill("#capture-content", "- [ ] passport\n- [ ] charger");
+    await page.click('#capture button[type="submit"]');
+    await page.waitForURL(/\/m\/[0-9A-Z]{26}$/);
+    await page.goto(plan);
+    assert.equal(await page.locator("#memory-content .unresolved").count(), 0, "resolved");
+    await page.click('#memory-content a:text("Packing list")');
+    await page.waitForURL(/\/m\/[0-9A-Z]{26}$/);
+    assert.equal(await page.textContent("#memory-title"), "Packing list");
+    await page.goto(plan);
+    assert.equal(await page.getAttribute('#memory-content a:text("#travel")', "href"), "/?tag=travel");
+    await shot("13-wikilinks");
+  });
+
+  await step("times in the browser's time zone, a real 404, an installable app", async () => {
+    await page.goto(base + "/");
+    const time = page.locator("#list time").first();
+    assert.notEqual(await time.textContent(), (await time.getAttribute("datetime")).slice(0, 16), "formatted for people");
+    const missing = await page.goto(base + "/no/such/page");
+    assert.equal(missing.status(), 404);
+    assert.equal(await page.textContent("h1"), "Nothing here");
+    assert.equal(await page.locator('.error-nav a[href="/"]').count(), 1, "a way on");
+    await shot("14-not-found");
+    const manifest = await (await page.request.get(base + "/manifest.webmanifest")).json();
+    assert.equal(manifest.share_target.action, "/share");
+    await page.goto(base + "/");
+    await page.waitForFunction(async () => (await navigator.serviceWorker.getRegistration()) !== undefined);
+    await page.goto(base + "/share?title=Shared&text=From%20another%20app&url=https%3A%2F%2Fexample.org%2Fx");
+    assert.equal(await page.inputValue("#capture-title"), "Shared");
+    assert.equal(await page.inputValue("#capture-content"), "From another app\n\nhttps://example.org/x");
+  });
+
+  await step("readable on a phone, no page wider than 360 px", async () => {
+    await page.setViewportSize({ width: 360, height: 780 });
+    for (const path of ["/", "/search?q=kitchen", "/graph", "/tasks", "/chat", "/collections", "/status", "/api", "/no/such/page"]) {
+      await page.goto(base + path);
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 0, `${path} is ${overflow}px wider than the phone`);
+    }
     await page.setViewportSize({ width: 390, height: 844 });
     await page.goto(base + "/");
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    assert.ok(overflow <= 0, `the page is ${overflow}px wider than the phone`);
     await shot("12-phone");
   });
 
@@ -265,7 +313,7 @@ try {
     await page.waitForURL(/\/signin/);
   });
 
-  assert.deepEqual(consoleErrors, [], "the browser console had errors");
+  assert.deepEqual(consoleErrors, [], `the browser console had errors: ${consoleErrors.join("; ")}`);
   console.log(JSON.stringify({ ok: true, alpha, beta }));
 } catch (e) {
   console.error(`FAILED at step "${stepName}": ${e.stack ?? e}`);

@@ -59,14 +59,24 @@ fn the_web_ui_in_headless_chromium() {
         "the browser test failed (screenshots in {}):\n{stdout}\n{stderr}",
         shots.display()
     );
-    // What the browser did is in the store: the CLI (through the service) sees the four
-    // memories (three notes and a task, done), the link, and the collection.
+    // What the browser did is in the store: the CLI (through the service) sees the six
+    // memories (three notes, a task, done, and a trip plan whose wikilink found the
+    // packing list written after it), the links, and the collection.
     let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
         .unwrap_or_else(|e| panic!("{e}: {stdout}"));
     let alpha = result["alpha"].as_str().expect("alpha");
     let beta = result["beta"].as_str().expect("beta");
     let list = cli.run(&["list", "--json"]).json();
-    assert_eq!(list.as_array().map(Vec::len), Some(4), "{list}");
+    assert_eq!(list.as_array().map(Vec::len), Some(6), "{list}");
+    let plan = list
+        .as_array()
+        .and_then(|all| all.iter().find(|m| m["title"] == "Trip plan"))
+        .expect("the trip plan");
+    let packing = list
+        .as_array()
+        .and_then(|all| all.iter().find(|m| m["title"] == "Packing list"))
+        .expect("the packing list");
+    assert_eq!(plan["links"][0]["target"], packing["id"], "{plan}");
     // The backup the status page downloaded opens with the passphrase typed there.
     let verified = cli
         .run_with(

@@ -212,3 +212,36 @@
     fetch(url, { ...options, credentials: "same-origin",
       headers: { ...(options.headers || {}), "X-CSRF-Token": csrf } });
 })();
+
+// Times in the browser's own time zone (the page carries them in UTC), the undo banner's
+// countdown, and the service worker that makes the UI installable.
+(function () {
+  const format = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+  const dateOnly = new Intl.DateTimeFormat(undefined, { dateStyle: "medium" });
+  for (const time of document.querySelectorAll("time[datetime]")) {
+    const iso = time.getAttribute("datetime");
+    const at = new Date(iso);
+    if (Number.isNaN(at.getTime())) continue;
+    // A due date at midnight UTC is a day, not a moment.
+    const day = /T00:00(:00(\.0+)?)?Z$/.test(iso);
+    time.textContent = day ? dateOnly.format(at) : format.format(at);
+    time.title = iso;
+  }
+
+  const banner = document.querySelector(".notice.undo[data-undo-ms]");
+  if (banner) {
+    const until = Date.now() + Number(banner.dataset.undoMs);
+    const button = banner.querySelector("button");
+    const tick = () => {
+      const left = Math.ceil((until - Date.now()) / 1000);
+      if (left <= 0) { banner.remove(); return; }
+      if (button) button.textContent = "Undo (" + left + ")";
+      setTimeout(tick, 250);
+    };
+    tick();
+  }
+
+  if ("serviceWorker" in navigator && window.isSecureContext) {
+    navigator.serviceWorker.register("/sw.js").catch(() => {});
+  }
+})();

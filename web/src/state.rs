@@ -167,12 +167,19 @@ impl AppState {
 
     /// Whether the caller deleted the memory `id` in the UI within the undo window.
     pub(crate) fn can_undo(&self, id: &str) -> bool {
+        self.undo_left(id).is_some()
+    }
+
+    /// How long the caller has left to undo deleting the memory `id`, if any time.
+    pub(crate) fn undo_left(&self, id: &str) -> Option<Duration> {
         let by = self.caller_key();
         self.deleted
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(id)
-            .is_some_and(|(at, who, _)| at.elapsed() < self.undo_window && *who == by)
+            .filter(|(_, who, _)| *who == by)
+            .and_then(|(at, _, _)| self.undo_window.checked_sub(at.elapsed()))
+            .filter(|left| !left.is_zero())
     }
 
     /// The last state of the memory `id` the caller deleted in the UI, if the undo window

@@ -34,6 +34,10 @@ use crate::security::{FAILURE_DELAY, SESSION_COOKIE, SESSION_LIFETIME};
 use crate::state::{AppState, Deleted, blocking, client_ip};
 
 const APP_JS: &str = include_str!("../../assets/app.js");
+/// The web app manifest: the UI installs as an app, and other apps can share to it.
+const MANIFEST: &str = include_str!("../../assets/manifest.webmanifest");
+/// The service worker: the app's shell offline, and nothing cached that holds memories.
+const SERVICE_WORKER: &str = include_str!("../../assets/sw.js");
 const APP_CSS: &str = include_str!("../../assets/app.css");
 const ICON_SVG: &str = include_str!("../../assets/icon.svg");
 /// Memories on one page of the list.
@@ -59,15 +63,26 @@ impl From<Error> for UiError {
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {
         let status = self.0.status;
+        let heading = match status {
+            StatusCode::NOT_FOUND => "Nothing here",
+            StatusCode::FORBIDDEN => "Not allowed",
+            StatusCode::UNAUTHORIZED => "Sign in first",
+            s if s.is_client_error() => "That did not work",
+            _ => "Something went wrong",
+        };
         let page = html! {
             (DOCTYPE)
             html lang="en" {
-                head { (head_basics("Error")) }
-                body {
+                head { (head_basics(heading)) }
+                body data-page="error" {
                     main .narrow {
-                        h1 { "Something was wrong" }
+                        h1 { (heading) }
                         p .error role="alert" { (self.0.message) }
-                        p { a href="/" { "Back to your memories" } }
+                        nav .error-nav aria-label="Where to go" {
+                            a href="/" { "Your memories" }
+                            " · " a href="/search" { "Search" }
+                            " · " a href="/tasks" { "Tasks" }
+                        }
                     }
                 }
             }
@@ -148,6 +163,7 @@ pub(crate) fn routes(state: &AppState) -> axum::Router<AppState> {
         .route("/backup", post(download_backup))
         .route("/api", get(reference::reference_page))
         .route("/signout", post(sign_out))
+        .route("/share", get(share))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_session,
@@ -171,6 +187,51 @@ pub(crate) fn routes(state: &AppState) -> axum::Router<AppState> {
             "/favicon.ico",
             get(|| async { asset(ICON_SVG, "image/svg+xml") }),
         )
+        .route(
+            "/manifest.webmanifest",
+            get(|| async { asset(MANIFEST, "application/manifest+json") }),
+        )
+        // At the root, so it may look after every page.
+        .route(
+            "/sw.js",
+            get(|| async { asset(SERVICE_WORKER, "text/javascript; charset=utf-8") }),
+        )
+        .fallback(not_found)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ShareQuery {
+    title: Option<String>,
+    text: Option<String>,
+    url: Option<String>,
+}
+
+/// What another app shared (the manifest's share target): the capture form, filled in
+/// with it, for the owner to look over and save.
+async fn share(Query(q): Query<ShareQuery>) -> Response {
+    let url = non_empty(q.url);
+    let text = non_empty(q.text);
+    // Apps put a link in `text` as often as in `url`: say it once.
+    let body = match (text, url) {
+        (Some(text), Some(url)) if text.contains(&url) => text,
+        (Some(text), Some(url)) => format!("{text}\n\n{url}"),
+        (Some(text), None) => text,
+        (None, Some(url)) => url,
+        (None, None) => String::new(),
+    };
+    let mut target = String::from("/?");
+    if let Some(title) = non_empty(q.title) {
+        target.push_str(&format!("title={}&", encode_component(&title)));
+    }
+    target.push_str(&format!("text={}#capture", encode_component(&body)));
+    Redirect::to(&target).into_response()
+}
+
+/// Any other address: a page that says so and offers a way on.
+async fn not_found() -> UiError {
+    UiError::from(Error::not_found(
+        "There is no page at this address. It may have moved, or the link was mistyped.",
+    ))
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
@@ -243,6 +304,8 @@ fn head_basics(title: &str) -> Markup {
         title { (title) " · Mnemon" }
         link rel="stylesheet" href="/assets/app.css";
         link rel="icon" href="/assets/icon.svg" type="image/svg+xml";
+        link rel="manifest" href="/manifest.webmanifest";
+        meta name="theme-color" content="#2f5d8a";
     }
 }
 
@@ -422,8 +485,10 @@ struct HomeQuery {
     tag: Option<String>,
     offset: Option<usize>,
     deleted: Option<String>,
-    /// A title to start a new memory with (an unwritten note's wikilink).
+    /// A title to start a new memory with (an unwritten note's wikilink, a share).
     title: Option<String>,
+    /// Text to start a new memory with (a share from another app).
+    text: Option<String>,
 }
 
 async fn home(
@@ -434,6 +499,7 @@ async fn home(
     let collection = non_empty(q.collection);
     let tag = non_empty(q.tag);
     let new_title = non_empty(q.title).unwrap_or_default();
+    let new_text = non_empty(q.text).unwrap_or_default();
     let backend = state.backend();
     let query = ListQuery {
         collection: collection.clone(),
@@ -467,11 +533,11 @@ async fn home(
     if wants_fragment(&headers) {
         return Ok(list.into_response());
     }
-    let deleted = non_empty(q.deleted).filter(|id| state.can_undo(id));
+    let deleted = non_empty(q.deleted).and_then(|id| state.undo_left(&id).map(|left| (id, left)));
     let csrf = state.security.csrf().to_owned();
     let content = html! {
-        @if let Some(id) = deleted {
-            div .notice .undo role="status" {
+        @if let Some((id, left)) = deleted {
+            div .notice .undo role="status" data-undo-ms=(left.as_millis()) {
                 "Memory deleted. "
                 form .inline method="post" action={ "/m/" (id) "/undo" } {
                     input type="hidden" name="csrf" value=(csrf);
@@ -483,7 +549,7 @@ async fn home(
             form #capture method="post" action="/memories" {
                 input type="hidden" name="csrf" value=(csrf);
                 input #capture-title name="title" placeholder="Title (optional)" aria-label="Title" autocomplete="off" value=(new_title);
-                textarea #capture-content name="content" rows="4" required placeholder="Write a memory… (Markdown)" aria-label="Content" {}
+                textarea #capture-content name="content" rows="4" required placeholder="Write a memory… (Markdown)" aria-label="Content" { (new_text) }
                 div .row {
                     input name="tags" placeholder="tags, comma separated" aria-label="Tags" autocomplete="off";
                     select name="collection" aria-label="Collection" { (collection_options(&collections, collection.as_deref(), false)) }
