@@ -1572,3 +1572,32 @@ fn web_ui_tasks_are_marked_overdue_changed_and_reopened() {
     let page = api.page("/tasks", &cookie).body;
     assert!(page.contains("0 xp</strong>"), "{page}");
 }
+
+/// A title taken from the first line follows the first line through edits, until the
+/// owner gives the memory a title of its own.
+#[test]
+fn a_derived_title_follows_the_first_line_until_one_is_set() {
+    let api = Api::start(mnemon_web::DEFAULT_BODY_LIMIT);
+    let id = api
+        .call(
+            "POST",
+            "/api/v1/memories",
+            Some(json!({"content": "# Groceries\nmilk"})),
+        )
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let path = format!("/api/v1/memories/{id}");
+    let title = |body: Value| api.call("PATCH", &path, Some(body)).json()["title"].clone();
+    assert_eq!(
+        title(json!({"content": "# Shopping list\nmilk, eggs"})),
+        "Shopping list"
+    );
+    assert_eq!(title(json!({"title": "Errands"})), "Errands");
+    assert_eq!(
+        title(json!({"content": "# Something else\nbread"})),
+        "Errands",
+        "a title of its own stays"
+    );
+}

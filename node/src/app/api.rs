@@ -364,8 +364,19 @@ impl Api for Service {
             }
             _ => (None, patch.kind),
         };
+        // A title that was derived from the first line follows it, until one is set.
+        let title = match (patch.title, &patch.content, &current) {
+            (None, Some(content), Some(current))
+                if current.title == mnemon_crdt::derive_title(&current.content)
+                    && mnemon_crdt::derive_title(content) != current.title
+                    && !mnemon_crdt::derive_title(content).is_empty() =>
+            {
+                Some(mnemon_crdt::derive_title(content))
+            }
+            (title, _, _) => title,
+        };
         let edit = MemoryEdit {
-            title: patch.title,
+            title,
             content: patch.content,
             add_tags: patch.add_tags,
             remove_tags: patch.remove_tags,
