@@ -681,6 +681,18 @@ fn web_ui_sessions_csrf_and_escaping() {
         );
         assert_eq!(r.status, 403, "{}", r.body);
     }
+    // Another site cannot sign a visitor in, not even with a good token.
+    let r = api.send(
+        "POST",
+        "/signin",
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("origin", "http://evil.example"),
+        ],
+        Some(&format!("token={TOKEN}&next=/")),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.header("set-cookie").is_none());
     // A form posted from another site is refused even with the right token.
     let r = api.send(
         "POST",

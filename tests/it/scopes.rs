@@ -398,6 +398,31 @@ fn a_scoped_token_sees_its_collections_only_writes_only_if_allowed_and_ends_when
         secret_id.as_str(),
         "the link stays"
     );
+    // Rewriting a text the owner wrote keeps the owner's wikilinks into `private`.
+    let owners_note = http.ok(
+        &owner,
+        "POST",
+        "/api/v1/memories",
+        Some(json!({"content": "Owner's note on [[Wombat diary]]", "collection": "work"})),
+    );
+    let owners_note = owners_note["id"].as_str().expect("id").to_owned();
+    http.ok(
+        &writer,
+        "PATCH",
+        &format!("/api/v1/memories/{owners_note}"),
+        Some(json!({"content": "rewritten by the agent"})),
+    );
+    let kept = http.ok(
+        &owner,
+        "GET",
+        &format!("/api/v1/memories/{owners_note}"),
+        None,
+    );
+    assert_eq!(
+        kept["links"],
+        json!([{"target": secret_id, "relation": "wikilink"}]),
+        "{kept}"
+    );
     // A deleted memory in `private` reads as one that never was.
     let gone = http.ok(
         &owner,

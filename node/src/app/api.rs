@@ -341,6 +341,14 @@ impl Api for Service {
                 {
                     continue;
                 }
+                // A caller held to some collections leaves links into the others alone.
+                if let Some(allowed) = &within
+                    && !store
+                        .get(*target)
+                        .is_ok_and(|m| allowed.contains(&m.collection))
+                {
+                    continue;
+                }
                 // Still named, though no longer resolvable to it alone: kept.
                 let named = store
                     .get(*target)

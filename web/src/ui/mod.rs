@@ -1160,10 +1160,13 @@ async fn collections_page(State(state): State<AppState>) -> UiResult {
                 }
             }
         }
-        form .row method="post" action="/collections" {
-            input type="hidden" name="csrf" value=(state.security.csrf());
-            input name="name" required placeholder="New collection" aria-label="Collection name" autocomplete="off";
-            button type="submit" { "Create" }
+        // Making collections is the owner's (a capability token cannot).
+        @if state.caller().is_owner() {
+            form .row method="post" action="/collections" {
+                input type="hidden" name="csrf" value=(state.security.csrf());
+                input name="name" required placeholder="New collection" aria-label="Collection name" autocomplete="off";
+                button type="submit" { "Create" }
+            }
         }
     };
     Ok(layout(
@@ -1466,6 +1469,15 @@ struct SignInForm {
 
 async fn sign_in(State(state): State<AppState>, request: Request) -> Response {
     let ip = client_ip(&request);
+    // Another site may not sign a visitor in (to a token of its choosing).
+    if crate::router::cross_origin(request.headers()) {
+        return UiError(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "a sign-in from another site is refused: open this page here and sign in",
+        ))
+        .into_response();
+    }
     let form = match Form::<SignInForm>::from_request(request, &()).await {
         Ok(Form(form)) => form,
         Err(e) => return UiError::from(Error::bad_request(e.body_text())).into_response(),
