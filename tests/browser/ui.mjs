@@ -276,6 +276,19 @@ try {
     await shot("13-wikilinks");
   });
 
+  await step("tick a checkbox in a note's text", async () => {
+    await page.goto(`${base}/m/${alpha}`);
+    const box = page.locator('#memory-content input.tick[data-task="1"]');
+    assert.equal(await box.isChecked(), false);
+    const ticked = page.waitForResponse((r) => r.url().endsWith(`/m/${alpha}/tick`) || r.url().endsWith(`/m/${alpha}`));
+    await box.check();
+    await ticked;
+    await page.waitForFunction(() => !document.querySelector('#memory-content input.tick[data-task="1"]').disabled);
+    await page.reload();
+    assert.equal(await page.locator('#memory-content input.tick[data-task="1"]').isChecked(), true, "kept");
+    await shot("15-ticked");
+  });
+
   await step("times in the browser's time zone, a real 404, an installable app", async () => {
     await page.goto(base + "/");
     const time = page.locator("#list time").first();

@@ -1613,3 +1613,51 @@ fn a_derived_title_follows_the_first_line_until_one_is_set() {
         "a title of its own stays"
     );
 }
+
+/// A task-list checkbox in a memory's text ticks: one character of the text changes.
+#[test]
+fn web_ui_ticks_a_checkbox_in_the_text() {
+    let api = Api::start(mnemon_web::DEFAULT_BODY_LIMIT);
+    let cookie = api.sign_in();
+    let csrf = api.csrf_of(&cookie);
+    let id = api
+        .call(
+            "POST",
+            "/api/v1/memories",
+            Some(json!({"title": "Packing", "content": "- [ ] passport\n- [ ] charger\n\n`- [ ] code`"})),
+        )
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let page = api.page(&format!("/m/{id}"), &cookie).body;
+    assert!(page.contains("data-task=\"1\""), "{page}");
+    let tick = |task: &str, done: &str| {
+        api.form(
+            &format!("/m/{id}/tick"),
+            &cookie,
+            &[("csrf", &csrf), ("task", task), ("done", done)],
+        )
+    };
+    assert_eq!(tick("1", "true").status, 303);
+    let content = |api: &Api| {
+        api.call("GET", &format!("/api/v1/memories/{id}"), None)
+            .json()["content"]
+            .clone()
+    };
+    assert_eq!(
+        content(&api),
+        "- [ ] passport\n- [x] charger\n\n`- [ ] code`"
+    );
+    assert_eq!(tick("1", "false").status, 303);
+    assert_eq!(
+        content(&api),
+        "- [ ] passport\n- [ ] charger\n\n`- [ ] code`"
+    );
+    let r = tick("2", "true");
+    assert_eq!(r.status, 422, "code is not a checkbox: {}", r.body);
+    assert_eq!(
+        content(&api),
+        "- [ ] passport\n- [ ] charger\n\n`- [ ] code`"
+    );
+}

@@ -245,3 +245,29 @@
     navigator.serviceWorker.register("/sw.js").catch(() => {});
   }
 })();
+
+// Task-list checkboxes in a memory's text tick as they are clicked: one character of the
+// text changes on the node (so it merges with edits made elsewhere).
+(function () {
+  const content = document.getElementById("memory-content");
+  if (!content) return;
+  const csrf = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
+  content.addEventListener("change", async (e) => {
+    const box = e.target;
+    if (!(box instanceof HTMLInputElement) || !box.classList.contains("tick")) return;
+    box.disabled = true;
+    const body = new URLSearchParams({ csrf, task: box.dataset.task, done: String(box.checked) });
+    try {
+      const response = await fetch("/m/" + content.dataset.id + "/tick", {
+        method: "POST", body, credentials: "same-origin",
+      });
+      if (!response.ok) throw new Error("HTTP " + response.status);
+    } catch (err) {
+      box.checked = !box.checked;
+      const notice = document.getElementById("live-notice");
+      if (notice) { notice.textContent = "Could not tick it: " + err.message; notice.hidden = false; }
+    } finally {
+      box.disabled = false;
+    }
+  });
+})();

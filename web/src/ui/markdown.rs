@@ -77,9 +77,38 @@ fn anchor(heading: &str) -> String {
 }
 
 /// Renders `source` (CommonMark with tables, strikethrough, task lists and wikilinks) to
-/// HTML, wikilinks resolved through `links`.
+/// HTML, wikilinks resolved through `links`; task-list checkboxes are shown, not ticked.
 pub(crate) fn render(source: &str, links: &Links) -> String {
+    render_with(source, links, false)
+}
+
+/// Like [`render`], for the memory's own page: each task-list checkbox can be ticked
+/// (`data-task` numbers them in order, as [`tick`] counts them).
+pub(crate) fn render_page(source: &str, links: &Links) -> String {
+    render_with(source, links, true)
+}
+
+/// `source` with its `n`th task-list checkbox (from 0) ticked or not: the one character
+/// between its brackets changes, so the edit merges with any other. `None` if it has no
+/// such checkbox.
+pub(crate) fn tick(source: &str, n: usize, done: bool) -> Option<String> {
+    let (_, range) = Parser::new_ext(source, options())
+        .into_offset_iter()
+        .filter(|(event, _)| matches!(event, Event::TaskListMarker(_)))
+        .nth(n)?;
+    // The marker's text is `[ ]`, `[x]` or `[X]`: the character inside is what changes.
+    let marker = source.get(range.clone())?;
+    let inside = range.start + marker.find('[')? + 1;
+    let mut text = String::with_capacity(source.len());
+    text.push_str(&source[..inside]);
+    text.push(if done { 'x' } else { ' ' });
+    text.push_str(&source[inside + 1..]);
+    Some(text)
+}
+
+fn render_with(source: &str, links: &Links, tickable: bool) -> String {
     let mut out: Vec<Event<'_>> = Vec::new();
+    let mut tasks = 0usize;
     // Inside a link or image (no links within links), a code block, or an embed's alt
     // text (skipped: the embed replaces it).
     let mut in_link = 0usize;
@@ -196,6 +225,13 @@ pub(crate) fn render(source: &str, links: &Links) -> String {
                 out.push(Event::End(TagEnd::CodeBlock));
             }
             Event::Text(text) if in_link == 0 && !in_code => linkify(text, &mut out),
+            Event::TaskListMarker(done) if tickable => {
+                out.push(Event::Html(CowStr::from(format!(
+                    "<input type=\"checkbox\" class=\"tick\" data-task=\"{tasks}\" aria-label=\"Done\"{}> ",
+                    if done { " checked" } else { "" }
+                ))));
+                tasks += 1;
+            }
             other => out.push(other),
         }
     }
@@ -453,6 +489,28 @@ mod tests {
         assert!(!html.contains("href=\"https://y.example"), "{html}");
         assert!(!html.contains("href=\"https://z.example"), "{html}");
         assert!(html.contains("href=\"https://w.example\""), "{html}");
+    }
+
+    #[test]
+    fn a_tick_changes_one_character_of_the_right_checkbox() {
+        let source =
+            "Shopping:\n\n- [ ] milk\n- [X] eggs\n  - [ ] free range\n\n`- [ ] not a task`\n";
+        assert_eq!(
+            tick(source, 0, true).as_deref(),
+            Some("Shopping:\n\n- [x] milk\n- [X] eggs\n  - [ ] free range\n\n`- [ ] not a task`\n")
+        );
+        assert_eq!(
+            tick(source, 1, false).as_deref(),
+            Some("Shopping:\n\n- [ ] milk\n- [ ] eggs\n  - [ ] free range\n\n`- [ ] not a task`\n")
+        );
+        assert_eq!(
+            tick(source, 2, true).as_deref(),
+            Some("Shopping:\n\n- [ ] milk\n- [X] eggs\n  - [x] free range\n\n`- [ ] not a task`\n")
+        );
+        assert_eq!(tick(source, 3, true), None, "code is not a task");
+        let html = render_page(source, &Links::default());
+        assert!(html.contains("<input type=\"checkbox\" class=\"tick\" data-task=\"1\" aria-label=\"Done\" checked>"), "{html}");
+        assert!(!render(source, &Links::default()).contains("data-task"));
     }
 
     #[test]

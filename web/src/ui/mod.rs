@@ -145,6 +145,7 @@ pub(crate) fn routes(state: &AppState) -> axum::Router<AppState> {
         .route("/memories", post(create))
         .route("/m/{id}", get(memory_page).post(edit))
         .route("/m/{id}/links", post(add_link))
+        .route("/m/{id}/tick", post(tick))
         .route("/m/{id}/links/remove", post(remove_link))
         .route("/m/{id}/delete", post(delete))
         .route("/m/{id}/undo", post(undo))
@@ -687,7 +688,7 @@ async fn memory_page(State(state): State<AppState>, Path(id): Path<String>) -> U
                     }
                 }
             }
-            div #memory-content .content { (PreEscaped(markdown::render(&memory.content, &links))) }
+            div #memory-content .content data-id=(memory.id) { (PreEscaped(markdown::render_page(&memory.content, &links))) }
         }
         section .links aria-label="Links" {
             h2 { "Links" }
@@ -870,6 +871,46 @@ async fn remove_link(
             PatchMemory {
                 remove_links: vec![form.target],
                 ..Default::default()
+            },
+        )
+    })
+    .await?;
+    Ok(Redirect::to(&format!("/m/{id}")).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct TickForm {
+    #[serde(default)]
+    csrf: String,
+    /// Which checkbox of the text, from 0.
+    task: usize,
+    /// Ticked (`true`) or not.
+    #[serde(default)]
+    done: bool,
+}
+
+/// Ticks (or unticks) one task-list checkbox of a memory's text: one character changes.
+async fn tick(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Form(form): Form<TickForm>,
+) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    let backend = state.backend();
+    let target = id.clone();
+    blocking(move || {
+        let memory = backend.get(&target)?;
+        let content = markdown::tick(&memory.content, form.task, form.done).ok_or_else(|| {
+            Error::invalid(format!("task: the text has no checkbox {}", form.task))
+        })?;
+        if content == memory.content {
+            return Ok(memory);
+        }
+        backend.update(
+            &target,
+            PatchMemory {
+                content: Some(content),
+                ..PatchMemory::default()
             },
         )
     })
