@@ -309,12 +309,15 @@ try {
 
   await step("readable on a phone, no page wider than 360 px", async () => {
     await page.setViewportSize({ width: 360, height: 780 });
-    for (const path of ["/", "/search?q=kitchen", "/graph", "/tasks", "/chat", "/collections", "/status", "/api", "/no/such/page"]) {
+    for (const path of ["/", "/search?q=kitchen", "/graph", "/tasks", "/chat", "/collections", "/status", "/settings", "/api", "/no/such/page"]) {
       await page.goto(base + path);
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
       assert.ok(overflow <= 0, `${path} is ${overflow}px wider than the phone`);
     }
     await page.setViewportSize({ width: 390, height: 844 });
+    await page.goto(base + "/settings");
+    assert.match(await page.textContent("#model-h"), /Search/);
+    await shot("16-settings-phone");
     await page.goto(base + "/");
     await shot("12-phone");
   });

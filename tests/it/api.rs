@@ -1661,3 +1661,51 @@ fn web_ui_ticks_a_checkbox_in_the_text() {
         "- [ ] passport\n- [ ] charger\n\n`- [ ] code`"
     );
 }
+
+/// The settings page: the capability tokens with a way to revoke each, and replacing the
+/// owner's token, which signs every browser out and stops the old token at once.
+#[test]
+fn web_ui_settings_revoke_a_token_and_replace_the_owners() {
+    let api = Api::start(mnemon_web::DEFAULT_BODY_LIMIT);
+    let cookie = api.sign_in();
+    let csrf = api.csrf_of(&cookie);
+    let made = api.call(
+        "POST",
+        "/api/v1/tokens",
+        Some(json!({"name": "agent-one", "read_only": true})),
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+    let page = api.page("/settings", &cookie);
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("agent-one") && page.body.contains("every collection"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("mnt_"), "no secret on the page");
+    let r = api.form(
+        "/settings/tokens/agent-one/revoke",
+        &cookie,
+        &[("csrf", &csrf)],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(api.call("GET", "/api/v1/tokens", None).json(), json!([]));
+    let r = api.form("/settings/rotate", &cookie, &[("csrf", &csrf)]);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location"), Some("/signin?rotated=1"));
+    assert_eq!(
+        api.page("/", &cookie).status,
+        303,
+        "this browser is signed out too"
+    );
+    assert_eq!(
+        api.call("GET", "/api/v1/status", None).status,
+        401,
+        "the old token stops"
+    );
+    assert!(
+        api.page("/signin?rotated=1", "")
+            .body
+            .contains("The token was replaced")
+    );
+}

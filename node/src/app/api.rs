@@ -578,6 +578,7 @@ impl Api for Service {
         let (lag_changes, lag_ms) = self.index_lag();
         Ok(serde_json::json!({
             "did": store.did().to_string(),
+            "chat": self.chat.get().map(|chat| serde_json::json!({ "model": chat.model() })),
             "memories": status.memories,
             "collections": store.collections().map_err(store_error)?.len(),
             "index": {
