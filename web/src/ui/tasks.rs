@@ -109,27 +109,36 @@ pub(super) struct TaskForm {
     difficulty: String,
 }
 
+impl TaskForm {
+    /// The task fields the form gives: priority, due (as typed, trimmed) and difficulty.
+    fn fields(&self) -> Result<TaskFields, mnemon_api::Error> {
+        let difficulty = whole("difficulty", &self.difficulty)?
+            .map(|d| {
+                u8::try_from(d).map_err(|_| {
+                    mnemon_api::Error::invalid(format!("difficulty {d} is not from 1 to 5"))
+                })
+            })
+            .transpose()?;
+        Ok(TaskFields {
+            priority: whole("priority", &self.priority)?,
+            due: Some(self.due.trim().to_owned()),
+            difficulty,
+            ..TaskFields::default()
+        })
+    }
+}
+
 pub(super) async fn add_task(
     State(state): State<AppState>,
     Form(form): Form<TaskForm>,
 ) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
-    let difficulty = whole("difficulty", &form.difficulty)?
-        .map(|d| {
-            u8::try_from(d).map_err(|_| {
-                mnemon_api::Error::invalid(format!("difficulty {d} is not from 1 to 5"))
-            })
-        })
-        .transpose()?;
+    let mut fields = form.fields()?;
+    fields.status = Some(TaskStatus::Open);
+    fields.due = non_empty(fields.due);
     let new = CreateMemory {
         content: form.text,
-        task: Some(TaskFields {
-            status: Some(TaskStatus::Open),
-            priority: whole("priority", &form.priority)?,
-            due: non_empty(Some(form.due)),
-            difficulty,
-            xp: None,
-        }),
+        task: Some(fields),
         ..CreateMemory::default()
     };
     let backend = state.backend();
@@ -165,37 +174,15 @@ pub(super) async fn reopen_task(
     Ok(Redirect::to("/tasks").into_response())
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct EditForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    priority: String,
-    #[serde(default)]
-    due: String,
-    #[serde(default)]
-    difficulty: String,
-}
-
 /// Changes a task's priority, due date (empty: none) and difficulty.
 pub(super) async fn edit_task(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Form(form): Form<EditForm>,
+    Form(form): Form<TaskForm>,
 ) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
-    let fields = TaskFields {
-        priority: whole("priority", &form.priority)?,
-        due: Some(form.due.trim().to_owned()),
-        difficulty: whole("difficulty", &form.difficulty)?
-            .map(|d| {
-                u8::try_from(d).map_err(|_| {
-                    mnemon_api::Error::invalid(format!("difficulty {d} is not from 1 to 5"))
-                })
-            })
-            .transpose()?,
-        ..TaskFields::default()
-    };
+    // An empty due date clears it.
+    let fields = form.fields()?;
     let backend = state.backend();
     blocking(move || {
         if backend.get(&id)?.task.is_none() {
