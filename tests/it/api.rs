@@ -97,10 +97,14 @@ impl Api {
         runtime.spawn(async move {
             mnemon_web::serve(listener, app, &config, std::future::pending()).await
         });
+        // The server closes a connection idle for its header timeout (500 ms here): the
+        // client lets go of idle ones well before, so it never sends on one the server
+        // is closing at that moment.
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .max_redirects(0)
+            .max_idle_age(Duration::from_millis(150))
             .build()
             .new_agent();
         Api {

@@ -22,8 +22,11 @@ struct Http {
 impl Http {
     fn new(served: &Served) -> Http {
         Http {
+            // A fresh connection a request: a refusal may close one before its body is
+            // read, and a reused one would then fail for reasons of its own.
             agent: ureq::Agent::config_builder()
                 .max_redirects(0)
+                .max_idle_connections(0)
                 .http_status_as_error(false)
                 .build()
                 .new_agent(),
