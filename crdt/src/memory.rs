@@ -155,6 +155,31 @@ pub struct NewMemory {
     pub updated_at: Option<Timestamp>,
 }
 
+impl From<&Memory> for NewMemory {
+    /// `memory` as it reads, to be written again as a new memory: the same collection,
+    /// title, text, tags, kind, importance, source, links, task and times.
+    fn from(memory: &Memory) -> NewMemory {
+        NewMemory {
+            title: Some(memory.title.clone()),
+            content: memory.content.clone(),
+            tags: memory.tags.iter().cloned().collect(),
+            kind: Some(memory.kind.clone()),
+            importance: Some(memory.importance),
+            source: memory.source.clone(),
+            collection: Some(memory.collection),
+            links: memory
+                .links
+                .iter()
+                .filter(|(target, _)| **target != memory.id)
+                .map(|(target, relation)| (*target, relation.clone()))
+                .collect(),
+            task: memory.task.clone(),
+            created_at: Some(memory.created_at),
+            updated_at: Some(memory.updated_at),
+        }
+    }
+}
+
 /// Changes to a memory. Fields left `None` or empty are not touched.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryEdit {

@@ -955,6 +955,95 @@ impl Store {
         Ok(Written::new((), events))
     }
 
+    /// Rewrites a memory without its history: a new memory, one signed change from the
+    /// current state (same collection, title, text, tags, kind, importance, links, task,
+    /// source and times; written by this node), takes its place, the memories that link to
+    /// it link to the new one, and the old one is deleted for good (tombstoned, so every
+    /// peer that holds its history erases it too, and the file is vacuumed). One durable
+    /// transaction; returns the new memory.
+    ///
+    /// The id changes because the old history cannot be taken back from peers that hold
+    /// it: a document under the same id would merge with it again.
+    pub fn forget_history(&mut self, id: MemoryId) -> Result<Memory, StoreError> {
+        let (txn, grouped) = self.open_write()?;
+        let result = self.forget_history_in(&txn, id).map(|w| Written {
+            vacuum: self.path.is_some(),
+            ..w
+        });
+        self.finish_write(txn, grouped, result)
+    }
+
+    fn forget_history_in(
+        &self,
+        txn: &WriteTransaction,
+        id: MemoryId,
+    ) -> Result<Written<Memory>, StoreError> {
+        let current = {
+            let views = txn.open_table(VIEWS)?;
+            let Some(bytes) = views.get(id.to_u128())? else {
+                drop(views);
+                let deleted = txn.open_table(TOMBSTONES)?.get(id.to_u128())?.is_some();
+                return Err(if deleted {
+                    StoreError::Deleted(id)
+                } else {
+                    StoreError::NotFound(id)
+                });
+            };
+            view::decode(id.to_u128(), bytes.value())?
+        };
+        share::check_write(txn, current.collection, &self.did)?;
+        let again = NewMemory::from(&current);
+        let valid = again.validate()?;
+        let now = Timestamp::now();
+        let built = build_one(
+            &self.keypair,
+            MemoryId::new(now),
+            &valid,
+            current.collection,
+            now,
+        );
+        let mut written = self.add_built(txn, vec![built], &[current.collection])?;
+        let memory = written
+            .value
+            .pop()
+            .ok_or_else(|| StoreError::Storage("nothing was added".into()))?;
+        let sources: Vec<MemoryId> = txn
+            .open_table(BACKLINKS)?
+            .range((id.to_u128(), 0)..=(id.to_u128(), u128::MAX))?
+            .map(|entry| entry.map(|(key, _)| MemoryId::from_u128(key.value().1)))
+            .collect::<Result<_, _>>()?;
+        for source in sources {
+            if source == id {
+                continue;
+            }
+            let (collection, relation) = {
+                let views = txn.open_table(VIEWS)?;
+                let Some(bytes) = views.get(source.to_u128())? else {
+                    continue;
+                };
+                let linking = view::decode(source.to_u128(), bytes.value())?;
+                let Some(relation) = linking.links.get(&id).cloned() else {
+                    continue;
+                };
+                (linking.collection, relation)
+            };
+            // A memory this node may not write keeps its link, which now leads nowhere.
+            if share::check_write(txn, collection, &self.did).is_err() {
+                continue;
+            }
+            let relink = MemoryEdit {
+                add_links: vec![(memory.id, relation)],
+                remove_links: vec![id],
+                ..MemoryEdit::default()
+            };
+            written
+                .events
+                .extend(self.edit_in(txn, source, &relink)?.events);
+        }
+        written.events.extend(self.remove_in(txn, &[id])?.events);
+        Ok(Written::new(memory, written.events))
+    }
+
     // ----- grouped writes ----------------------------------------------------------------
 
     /// Opens one transaction for the writes that follow, until [`Store::commit_group`] or

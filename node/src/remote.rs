@@ -298,6 +298,17 @@ impl Api for Remote {
         Ok(())
     }
 
+    fn forget_history(&self, id: &str) -> Result<MemoryView, ApiError> {
+        self.send_json(
+            "POST",
+            &format!(
+                "/memories/{}/forget-history",
+                mnemon_web::encode_component(id)
+            ),
+            &serde_json::json!({}),
+        )
+    }
+
     fn search(&self, query: &SearchQuery) -> Result<Vec<HitView>, ApiError> {
         self.get_query(
             "/search",

@@ -127,6 +127,20 @@ try {
     await shot("05-edited-and-found");
   });
 
+  await step("forget a memory's earlier versions", async () => {
+    await page.goto(`${base}/m/${alpha}`);
+    await page.click("#edit summary");
+    await page.click('#forget-history-form button[type="submit"]');
+    await page.waitForSelector("#history-forgotten");
+    const fresh = new URL(page.url()).pathname.split("/m/")[1];
+    assert.notEqual(fresh, alpha, "the memory is written again under a new id");
+    assert.equal(await page.textContent("#memory-title"), "Plumber invoice (paid in March)");
+    assert.ok(await page.isVisible('.meta a.tag:has-text("#paid")'));
+    const old = await page.request.get(`${base}/m/${alpha}`);
+    assert.equal(old.status(), 404, "the old id is gone");
+    alpha = fresh;
+  });
+
   await step("link two memories and see the backlink", async () => {
     await page.goto(`${base}/m/${beta}`);
     await page.fill("#link-target", "Plumber invoice (paid in March)");

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 
-use mnemon_tests::{TestCli, count_in_files};
+use mnemon_tests::{Served, TestCli, count_in_files};
 
 #[test]
 fn uninitialised_folder_is_reported() {
@@ -732,4 +732,57 @@ fn add_with_dedupe_answers_the_memory_that_already_says_the_same() {
     assert_ne!(elsewhere, first);
     cli.run(&["add", "--dedupe", "sometimes", "x"])
         .fails_with("dedupe must be off, exact or near");
+}
+
+#[test]
+fn forget_history_keeps_the_text_and_erases_earlier_versions_through_serve() {
+    let cli = TestCli::new();
+    cli.init();
+    // Upper-case letters the new text lacks: the text diff keeps them in one run.
+    let canary = "QZXJWQZXJW";
+    let id = cli
+        .run(&[
+            "add",
+            "--title",
+            "Door code",
+            &format!("the code was {canary}"),
+        ])
+        .ok()
+        .to_owned();
+    cli.run(&["edit", &id, "--content", "the code is 8080"])
+        .ok();
+    // The live document (not a freed page) holds the earlier text.
+    cli.run(&["compact"]).ok();
+    assert!(count_in_files(&cli.data_dir(), canary.as_bytes()) > 0);
+    let served = Served::start(&cli);
+    let linking = cli
+        .run(&["add", "see [[Door code]] before you leave"])
+        .ok()
+        .to_owned();
+    assert_eq!(
+        cli.run(&["get", &linking, "--json"]).json()["links"][0]["target"],
+        id.as_str()
+    );
+    let fresh = cli.run(&["forget-history", &id, "--json"]).json();
+    let fresh_id = fresh["id"].as_str().expect("id");
+    assert_ne!(fresh_id, id);
+    assert_eq!(fresh["content"], "the code is 8080");
+    assert_eq!(fresh["title"], "Door code");
+    cli.run(&["get", &id]).fails_with("deleted");
+    assert_eq!(
+        cli.run(&["get", &linking, "--json"]).json()["links"][0]["target"],
+        fresh_id
+    );
+    let hits = cli
+        .run(&["search", "8080", "--mode", "keyword", "--json"])
+        .json();
+    // (The linking note, written just after, matches too: by its context.)
+    let hits = mnemon_tests::ids(&hits);
+    assert_eq!(hits[0], fresh_id);
+    assert!(!hits.contains(&id.as_str()), "{hits:?}");
+    cli.run(&["forget-history", "01J0000000000000000000000Z"])
+        .fails_with("no memory with id");
+    served.stop();
+    assert_eq!(count_in_files(&cli.data_dir(), canary.as_bytes()), 0);
+    assert_eq!(cli.count(), 2);
 }

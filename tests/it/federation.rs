@@ -7,7 +7,7 @@ use mnemon_api::{
     CreateMemory, ErrorKind, InviteRequest, JoinRequest, PatchMemory, Role, SearchQuery,
     ShareRequest, SyncState,
 };
-use mnemon_tests::{Served, TestCli, TestNet, eventually};
+use mnemon_tests::{Served, TestCli, TestNet, count_in_files, eventually};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -118,6 +118,38 @@ fn two_nodes_share_a_collection_and_edits_flow_both_ways_and_merge() {
                 && p[0].sync[0].state == SyncState::InSync
         })
     });
+
+    // Forgetting a memory's history reaches the peer: the old id and every earlier text
+    // go from both nodes' files, and what the memory says now stays, under a new id.
+    // Upper-case letters the new text lacks: the text diff keeps them in one run.
+    let code = a
+        .create(note("alarm code QZXJWQZXJW", &family.id))
+        .expect("add");
+    a.update(
+        &code.id,
+        PatchMemory {
+            content: Some("alarm code 2468".into()),
+            ..PatchMemory::default()
+        },
+    )
+    .expect("edit");
+    eventually("B has the new code", WAIT, || {
+        b.get(&code.id)
+            .is_ok_and(|v| v.content == "alarm code 2468")
+    });
+    assert!(count_in_files(net.data_dir(1), b"QZXJWQZXJW") > 0);
+    let fresh = a.forget_history(&code.id).expect("forget history");
+    assert_eq!(fresh.content, "alarm code 2468");
+    eventually(
+        "B has the rewritten memory and not the old one",
+        WAIT,
+        || b.get(&fresh.id).is_ok() && b.get(&code.id).is_err(),
+    );
+    for node in 0..2 {
+        eventually("no file holds the earlier text", WAIT, || {
+            count_in_files(net.data_dir(node), b"QZXJWQZXJW") == 0
+        });
+    }
 }
 
 #[test]

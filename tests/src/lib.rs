@@ -935,6 +935,11 @@ impl TestNet {
     pub fn api(&self, i: usize) -> &dyn mnemon_api::Api {
         &*self.nodes[i].service
     }
+
+    /// Node `i`'s data folder (its store and index).
+    pub fn data_dir(&self, i: usize) -> &Path {
+        self.nodes[i]._dir.path()
+    }
 }
 
 /// The `id` of each memory in a JSON array of memories, in order (panics, naming the

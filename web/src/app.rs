@@ -13,10 +13,10 @@ use mnemon_api::{Api, Error};
 use crate::error::HttpError;
 use crate::router::{
     ask, authenticate, backlinks, backup, collections, create_collection, create_memory,
-    create_token, delete_memory, dial, events, get_memory, graph, guard, invite_collection, join,
-    list_memories, list_tokens, members, metrics, peers, proof, ready, revoke_token, rotate_token,
-    search, session, share_collection, sign_in_link, status, tag_route, unshare_collection,
-    update_memory,
+    create_token, delete_memory, dial, events, forget_history, get_memory, graph, guard,
+    invite_collection, join, list_memories, list_tokens, members, metrics, peers, proof, ready,
+    revoke_token, rotate_token, search, session, share_collection, sign_in_link, status, tag_route,
+    unshare_collection, update_memory,
 };
 use crate::state::{AppState, ServerConfig};
 
@@ -92,6 +92,10 @@ pub fn router_with(backend: Arc<dyn Api>, config: &ServerConfig, protected: Rout
             get(get_memory).patch(update_memory).delete(delete_memory),
         )
         .route("/memories/{id}/backlinks", get(backlinks))
+        .route(
+            "/memories/{id}/forget-history",
+            axum::routing::post(forget_history),
+        )
         .route("/search", get(search))
         .route("/graph", get(graph))
         .route("/ask", axum::routing::post(ask))

@@ -16,6 +16,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::router::get_memory,
         crate::router::update_memory,
         crate::router::delete_memory,
+        crate::router::forget_history,
         crate::router::backlinks,
         crate::router::search,
         crate::router::graph,

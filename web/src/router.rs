@@ -457,6 +457,16 @@ pub(crate) async fn delete_memory(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/api/v1/memories/{id}/forget-history", tag = "memories", params(("id" = String, Path, description = "The memory's id")),
+    responses((status = 200, description = "The memory rewritten as one change from what it says now, under a new id; the old id and its earlier versions are deleted for good, here and on every peer, and memories that linked to it link to the new one", body = MemoryView), (status = 404, description = "No such memory", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn forget_history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, HttpError> {
+    let backend = state.backend();
+    Ok(Json(blocking(move || backend.forget_history(&id)).await?))
+}
+
 #[utoipa::path(get, path = "/api/v1/collections/{id}/members", tag = "sharing", params(("id" = String, Path, description = "The collection's id or unique name")),
     responses((status = 200, description = "Who the collection is shared with", body = Vec<MemberView>), (status = 404, description = "No such collection", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
 pub(crate) async fn members(

@@ -1184,3 +1184,83 @@ fn a_waiting_link_never_reveals_a_private_memory_to_a_shared_collection() {
         "a collection with an open invite"
     );
 }
+
+#[test]
+fn forget_history_keeps_what_a_memory_says_and_erases_what_it_said_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = open(&dir, "a.redb", &Keypair::generate());
+    let mut b = open(&dir, "b.redb", &Keypair::generate());
+    let collection = share_with(&mut a, &mut b, Role::Write);
+    // Upper-case letters the new text lacks: the text diff keeps them in one run.
+    let before = "the code QZXJWQZXJW";
+    let memory = a
+        .add(NewMemory {
+            title: Some("Door code".into()),
+            tags: vec!["home".into()],
+            collection: Some(collection),
+            created_at: Some(Timestamp::from_millis(1_600_000_000_000)),
+            ..note(before)
+        })
+        .expect("add");
+    let memory = a
+        .edit(
+            memory.id,
+            &MemoryEdit {
+                content: Some("the code 9902".into()),
+                ..MemoryEdit::default()
+            },
+        )
+        .expect("edit");
+    let linking = a
+        .add(NewMemory {
+            collection: Some(collection),
+            links: vec![(memory.id, "see-also".into())],
+            ..note("where the door code is")
+        })
+        .expect("add");
+    // B holds the whole history, as a peer would.
+    for m in [&memory, &linking] {
+        b.apply_changes(collection, m.id, &a.signed_changes(m.id).expect("changes"))
+            .expect("apply");
+    }
+    // Live documents (not freed pages) hold the earlier text.
+    a.vacuum().expect("vacuum");
+    b.vacuum().expect("vacuum");
+    assert_eq!(count_in_dir(dir.path(), b"QZXJWQZXJW"), 2);
+
+    let fresh = a.forget_history(memory.id).expect("forget history");
+    assert_ne!(fresh.id, memory.id);
+    for (field, same) in [
+        ("title", fresh.title == memory.title),
+        ("content", fresh.content == memory.content),
+        ("tags", fresh.tags == memory.tags),
+        ("created_at", fresh.created_at == memory.created_at),
+        ("collection", fresh.collection == memory.collection),
+    ] {
+        assert!(same, "{field} changed");
+    }
+    assert_eq!(a.signed_changes(fresh.id).expect("changes").len(), 1);
+    assert!(matches!(a.get(memory.id), Err(StoreError::Deleted(_))));
+    let relinked = a.get(linking.id).expect("linking");
+    assert_eq!(
+        relinked.links.into_iter().collect::<Vec<_>>(),
+        [(fresh.id, "see-also".to_owned())]
+    );
+    assert_eq!(a.backlinks(fresh.id).expect("backlinks")[0].id, linking.id);
+    a.verify_views().expect("views");
+
+    // The peer erases the old history with the tombstone and takes the new memory.
+    b.apply_tombstones(collection, &a.tombstones(collection).expect("tombstones"))
+        .expect("tombstone");
+    for id in [fresh.id, linking.id] {
+        b.apply_changes(collection, id, &a.signed_changes(id).expect("changes"))
+            .expect("apply");
+    }
+    drop(b);
+    assert_eq!(
+        count_in_dir(dir.path(), b"QZXJWQZXJW"),
+        0,
+        "the earlier text is in no file"
+    );
+    assert_eq!(a.get(fresh.id).expect("fresh").content, "the code 9902");
+}

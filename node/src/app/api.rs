@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use mnemon_api::{
     AnswerView, AskEvent, AskRequest, BackupFile, BackupRequest, CollectionView, CreateMemory,
@@ -17,8 +16,8 @@ use mnemon_crdt::{ListFilter, MemoryEdit, MemoryId, NewMemory, Source, Store, Ta
 use crate::search::{Filter, Mode, Query, SearchIndex};
 
 use super::{
-    DEFAULT_PAGE, MAX_GRAPH_DEPTH, MAX_GRAPH_NODES, MAX_PAGE, Service, WIKILINK,
-    WRITE_VECTOR_BUDGET, load_live, parse_id, search_error, sharing, store_error,
+    DEFAULT_PAGE, MAX_GRAPH_DEPTH, MAX_GRAPH_NODES, MAX_PAGE, Service, WIKILINK, load_live,
+    parse_id, search_error, sharing, store_error,
 };
 
 impl Api for Service {
@@ -414,22 +413,23 @@ impl Api for Service {
         self.writer
             .write_blocking(move |s: &mut Store| s.remove(&[id]))
             .map_err(store_error)?;
-        // Forget it in the index files now, whatever position they are at; if the index
-        // cannot be opened, its next catch-up forgets it.
-        // The indexer, if one runs, applies the rest of the log; a CLI process catches up.
-        let store = self.store();
-        let inline = !self.indexer.load(Ordering::Relaxed);
-        let result = self.with_index(|index| {
-            index.forget_now(store, &[id])?;
-            if inline {
-                index.catch_up_within(store, Some(Instant::now() + WRITE_VECTOR_BUDGET))?;
-            }
-            Ok(())
-        });
-        if let Err(e) = result {
-            tracing::warn!("deleted, but the search index will forget later: {e}");
-        }
+        self.forget_in_index(id);
         Ok(())
+    }
+
+    fn forget_history(&self, id: &str) -> Result<MemoryView, ApiError> {
+        let id = parse_id(id)?;
+        let (memory, seq) = self
+            .writer
+            .write_blocking(move |s: &mut Store| {
+                let memory = s.forget_history(id)?;
+                Ok((memory, s.last_write_seq()))
+            })
+            .map_err(store_error)?;
+        self.forget_in_index(id);
+        let mut view = MemoryView::new(&memory, &self.names(self.store())?);
+        view.seq = Some(seq);
+        Ok(view)
     }
 
     fn search(&self, query: &SearchQuery) -> Result<Vec<HitView>, ApiError> {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mnemon_api::EventView;
 use mnemon_api::{Error as ApiError, EventKind};
-use mnemon_crdt::{ChangeKind, Timestamp};
+use mnemon_crdt::{ChangeKind, MemoryId, Timestamp};
 use tokio::sync::broadcast;
 
 use crate::search::{SearchError, SearchIndex};
@@ -26,6 +26,24 @@ fn event_kind(kind: ChangeKind) -> EventKind {
 }
 
 impl Service {
+    /// After a delete: forgets `id` in the index files now, whatever position they are
+    /// at (if the index cannot be opened, its next catch-up forgets it). The indexer, if
+    /// one runs, applies the rest of the log; a CLI process catches up here.
+    pub(super) fn forget_in_index(&self, id: MemoryId) {
+        let store = self.store();
+        let inline = !self.indexer.load(Ordering::Relaxed);
+        let result = self.with_index(|index| {
+            index.forget_now(store, &[id])?;
+            if inline {
+                index.catch_up_within(store, Some(Instant::now() + WRITE_VECTOR_BUDGET))?;
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            tracing::warn!("deleted, but the search index will forget later: {e}");
+        }
+    }
+
     /// Runs `f` on the search index, opening it first if need be.
     #[track_caller]
     pub(super) fn with_index<T>(

@@ -73,6 +73,17 @@ pub enum Command {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Drop a memory's earlier versions: it is written again as one change from what it
+    /// says now, under a new id; the old id and its whole history are deleted for good,
+    /// here and on every peer, and memories that linked to it link to the new one.
+    #[command(name = "forget-history")]
+    ForgetHistory {
+        /// The memory's id.
+        id: String,
+        /// Print the new memory as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage collections.
     #[command(subcommand)]
     Collection(CollectionCommand),

@@ -102,6 +102,24 @@ pub(super) fn rm(cx: &Ctx, out: &mut impl Write, ids: Vec<String>) -> Result<()>
     Ok(())
 }
 
+/// `mnemon forget-history`: rewrites a memory without its earlier versions.
+pub(super) fn forget_history(cx: &Ctx, out: &mut impl Write, id: &str, json: bool) -> Result<()> {
+    parse_memory_id(id)?;
+    let node = cx.node()?;
+    let memory = node.api().forget_history(id)?;
+    if json {
+        writeln!(out, "{}", output::json(&memory))?;
+    } else {
+        writeln!(
+            out,
+            "{} now holds what {id} says, without its earlier versions; {id} is deleted",
+            memory.id
+        )?;
+    }
+    node.finish()?;
+    Ok(())
+}
+
 /// `mnemon search`: waits for the index to reach every earlier write.
 pub(super) fn search(cx: &Ctx, out: &mut impl Write, args: SearchArgs) -> Result<()> {
     let node = cx.node()?;

@@ -106,6 +106,7 @@ pub fn run() -> Result<ExitCode> {
         } => memories::list(&cx, out, collection, tag, kind, limit, json)?,
         Command::Edit(args) => memories::edit(&cx, out, args)?,
         Command::Rm { ids } => memories::rm(&cx, out, ids)?,
+        Command::ForgetHistory { id, json } => memories::forget_history(&cx, out, &id, json)?,
         Command::Search(args) => memories::search(&cx, out, args)?,
         Command::Ask {
             question,

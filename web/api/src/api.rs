@@ -91,6 +91,10 @@ pub trait Api: Send + Sync + 'static {
     }
     /// Deletes a memory for good.
     fn delete(&self, id: &str) -> Result<(), Error>;
+    /// Rewrites a memory without its earlier versions: a new memory (a new id) says what
+    /// it says now, the memories that linked to it link to the new one, and the old one
+    /// is deleted for good, on every peer too. Returns the new memory.
+    fn forget_history(&self, id: &str) -> Result<MemoryView, Error>;
     /// Searches.
     fn search(&self, query: &SearchQuery) -> Result<Vec<HitView>, Error>;
     /// Every collection.

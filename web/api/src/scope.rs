@@ -406,6 +406,14 @@ impl Api for Scoped {
         self.node.delete(id)
     }
 
+    fn forget_history(&self, id: &str) -> Result<MemoryView, Error> {
+        self.live()?;
+        self.memory(id)?;
+        self.read_only()?;
+        let memory = self.node.forget_history(id)?;
+        Ok(self.trim_links(memory))
+    }
+
     fn search(&self, query: &SearchQuery) -> Result<Vec<HitView>, Error> {
         self.live()?;
         let mut query = query.clone();

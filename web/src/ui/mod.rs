@@ -150,6 +150,7 @@ pub(crate) fn routes(state: &AppState) -> axum::Router<AppState> {
         .route("/m/{id}/links/remove", post(remove_link))
         .route("/m/{id}/delete", post(delete))
         .route("/m/{id}/undo", post(undo))
+        .route("/m/{id}/forget-history", post(forget_history))
         .route("/search", get(search_page))
         .route("/graph", get(graph_page))
         .route("/tasks", get(tasks::tasks_page).post(tasks::add_task))
@@ -634,7 +635,16 @@ async fn create(State(state): State<AppState>, Form(form): Form<CaptureForm>) ->
     Ok(Redirect::to(&format!("/m/{}", memory.id)).into_response())
 }
 
-async fn memory_page(State(state): State<AppState>, Path(id): Path<String>) -> UiResult {
+#[derive(Debug, Default, Deserialize)]
+struct MemoryPageQuery {
+    history: Option<String>,
+}
+
+async fn memory_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<MemoryPageQuery>,
+) -> UiResult {
     let csrf = state.security.csrf().to_owned();
     if state.can_undo(&id) {
         let content = html! {
@@ -669,6 +679,9 @@ async fn memory_page(State(state): State<AppState>, Path(id): Path<String>) -> U
     .await?;
     let backlinks: Vec<&MemoryView> = backlinks.iter().collect();
     let content = html! {
+        @if query.history.as_deref() == Some("forgotten") {
+            div #history-forgotten .notice role="status" { "Earlier versions are forgotten: this memory now holds only what it says, here and on the nodes it is shared with." }
+        }
         article .memory-page data-id=(memory.id) {
             h1 #memory-title { (memory.title) }
             p .meta {
@@ -739,6 +752,11 @@ async fn memory_page(State(state): State<AppState>, Path(id): Path<String>) -> U
                     label { "Importance" input name="importance" type="number" min="0" max="1" step="0.05" value=(memory.importance); }
                     button type="submit" { "Save changes" }
                 }
+            }
+            form #forget-history-form method="post" action={ "/m/" (memory.id) "/forget-history" } {
+                input type="hidden" name="csrf" value=(csrf);
+                p .hint { "Edits keep every earlier version of the text in this memory's history, here and on the nodes it is shared with. Forgetting them writes the memory again as it reads now, under a new address; memories that link here follow it." }
+                button type="submit" { "Forget earlier versions" }
             }
         }
         form #delete-form .danger method="post" action={ "/m/" (memory.id) "/delete" } {
@@ -969,6 +987,17 @@ async fn delete(
     let id = deleted.memory.id.clone();
     state.deleted(deleted);
     Ok(Redirect::to(&format!("/?deleted={id}")).into_response())
+}
+
+async fn forget_history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    let backend = state.backend();
+    let fresh = blocking(move || backend.forget_history(&id)).await?;
+    Ok(Redirect::to(&format!("/m/{}?history=forgotten", fresh.id)).into_response())
 }
 
 async fn undo(
