@@ -84,6 +84,10 @@ pub enum StoreError {
     /// This store cannot do that (for example vacuum a store that is not a file).
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
+    /// The disk refused a write (full or failing): nothing of the write was stored, and
+    /// writes succeed again once it takes them.
+    #[error("the disk refused the write (is it full?): {0}; nothing of it was stored")]
+    Disk(String),
     /// The database failed.
     #[error("storage error: {0}")]
     Storage(String),
@@ -142,5 +146,56 @@ macro_rules! storage_from {
     };
 }
 
-storage_from!(StoreError: redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, postcard::Error, automerge::AutomergeError);
+storage_from!(StoreError: postcard::Error, automerge::AutomergeError);
+
+/// A redb failure: [`StoreError::Disk`] when the file refused an operation (the database
+/// is reopened and the disk probed, see `store/disk.rs`), else [`StoreError::Storage`].
+fn from_redb(storage: Option<&redb::StorageError>, e: &dyn std::fmt::Display) -> StoreError {
+    match storage {
+        Some(redb::StorageError::Io(io)) => StoreError::Disk(io.to_string()),
+        Some(redb::StorageError::PreviousIo | redb::StorageError::DatabaseClosed) => {
+            StoreError::Disk("an earlier write failed; the database is being opened again".into())
+        }
+        _ => StoreError::Storage(e.to_string()),
+    }
+}
+
+impl From<redb::StorageError> for StoreError {
+    fn from(e: redb::StorageError) -> StoreError {
+        from_redb(Some(&e), &e)
+    }
+}
+
+impl From<redb::TransactionError> for StoreError {
+    fn from(e: redb::TransactionError) -> StoreError {
+        match &e {
+            redb::TransactionError::Storage(s) => from_redb(Some(s), &e),
+            _ => from_redb(None, &e),
+        }
+    }
+}
+
+impl From<redb::TableError> for StoreError {
+    fn from(e: redb::TableError) -> StoreError {
+        match &e {
+            redb::TableError::Storage(s) => from_redb(Some(s), &e),
+            _ => from_redb(None, &e),
+        }
+    }
+}
+
+impl From<redb::CommitError> for StoreError {
+    fn from(e: redb::CommitError) -> StoreError {
+        match &e {
+            redb::CommitError::Storage(s) => from_redb(Some(s), &e),
+            _ => from_redb(None, &e),
+        }
+    }
+}
 storage_from!(ApplyError: redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, postcard::Error, automerge::AutomergeError);
+
+impl From<StoreError> for ApplyError {
+    fn from(e: StoreError) -> ApplyError {
+        ApplyError::Storage(e.to_string())
+    }
+}

@@ -25,6 +25,8 @@ use crate::store::{MemoryBuilder, Store, StoreReader};
 pub const QUEUE_DEPTH: usize = 1024;
 /// Most writes committed in one group.
 pub const MAX_GROUP: usize = 512;
+/// How long the writer waits between probes of a disk that refuses writes.
+const DISK_PROBE_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A write that can join a group and run again if another write of the group fails.
 trait GroupWrite: Send {
@@ -293,7 +295,26 @@ where
 /// commit.
 fn writer(mut store: Store, mut rx: mpsc::Receiver<Job>, hold: &Hold, stats: &WriterStats) {
     let mut group: Vec<Box<dyn GroupWrite>> = Vec::new();
-    while let Some(job) = rx.blocking_recv() {
+    loop {
+        // While the disk refuses writes, probe it between jobs until it takes one again.
+        let job = if store.disk_refusing().is_some() {
+            store.recover_disk();
+            match rx.try_recv() {
+                Ok(job) => job,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if store.disk_refusing().is_some() {
+                        std::thread::sleep(DISK_PROBE_PAUSE);
+                    }
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match rx.blocking_recv() {
+                Some(job) => job,
+                None => break,
+            }
+        };
         let mut next = Some(job);
         while let Some(job) = next.take() {
             match job {
@@ -308,6 +329,8 @@ fn writer(mut store: Store, mut rx: mpsc::Receiver<Job>, hold: &Hold, stats: &Wr
             }
         }
         commit(&mut store, std::mem::take(&mut group), hold, stats);
+        // A write the disk refused leaves the database closed to reads too: open it again.
+        store.recover_disk();
     }
 }
 

@@ -24,9 +24,12 @@ use crate::id::{CollectionId, MemoryId, Timestamp};
 use crate::memory::{Memory, MemoryDoc, MemoryEdit, NewMemory, ValidNew, normalize_tag};
 use crate::signed::{SignedChange, VerifiedChange, sign_change};
 
+mod disk;
 mod share;
 mod snapshot;
 mod view;
+
+use disk::{DiskHealth, WatchedFile};
 
 pub use snapshot::{StoreSummary, inspect_file, inspect_snapshot};
 
@@ -341,8 +344,11 @@ impl std::fmt::Debug for Group {
 #[derive(Debug, Clone)]
 pub struct StoreReader {
     /// The database; replaced (under this lock, for an instant) when a vacuum rewrites the
-    /// file. Readers clone the `Arc` and let go of the lock at once.
-    db: Arc<RwLock<Arc<Database>>>,
+    /// file or after the disk refused a write. Readers clone the `Arc` and let go of the
+    /// lock at once. `None` only while a reopen after a failed write could not open it.
+    db: Arc<RwLock<Option<Arc<Database>>>>,
+    /// What the file did last (see `disk.rs`).
+    health: Arc<DiskHealth>,
     keypair: Arc<Keypair>,
     did: Did,
     default_collection: CollectionId,
@@ -384,8 +390,11 @@ impl Store {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        let db = builder().create(&path).map_err(|e| open_error(&path, e))?;
-        Store::init(db, Some(path), keypair)
+        let health = Arc::new(DiskHealth::default());
+        let db = WatchedFile::open(&path, health.clone())
+            .and_then(|file| builder().create_with_backend(file))
+            .map_err(|e| open_error(&path, e))?;
+        Store::init(db, Some(path), keypair, health)
     }
 
     /// Opens (or creates) a store on a custom redb storage backend (used by crash tests).
@@ -396,7 +405,7 @@ impl Store {
         let db = builder()
             .create_with_backend(backend)
             .map_err(|e| open_error(Path::new("<backend>"), e))?;
-        Store::init(db, None, keypair)
+        Store::init(db, None, keypair, Arc::default())
     }
 
     /// Opens a fresh store that lives in memory only (the protocol simulator uses it).
@@ -408,6 +417,7 @@ impl Store {
         db: Database,
         path: Option<PathBuf>,
         keypair: Keypair,
+        health: Arc<DiskHealth>,
     ) -> Result<Store, OpenStoreError> {
         let shown = path.clone().unwrap_or_else(|| PathBuf::from("<backend>"));
         let err = |e: &dyn std::fmt::Display| OpenStoreError::Storage {
@@ -574,7 +584,8 @@ impl Store {
         };
         Ok(Store {
             reader: StoreReader {
-                db: Arc::new(RwLock::new(Arc::new(db))),
+                db: Arc::new(RwLock::new(Some(Arc::new(db)))),
+                health,
                 keypair: Arc::new(keypair),
                 did,
                 default_collection,
@@ -612,7 +623,7 @@ impl Store {
             owner: *self.did.public_key(),
             created_at: now.as_millis(),
         };
-        let txn = self.db().begin_write()?;
+        let txn = self.db()?.begin_write()?;
         txn.open_table(COLLECTIONS)?
             .insert(id.to_u128(), postcard::to_allocvec(&record)?.as_slice())?;
         txn.commit()?;
@@ -1053,7 +1064,7 @@ impl Store {
     pub fn begin_group(&mut self) -> Result<(), StoreError> {
         if self.group.is_none() {
             self.group = Some(Group {
-                txn: Some(self.db().begin_write()?),
+                txn: Some(self.db()?.begin_write()?),
                 events: Vec::new(),
                 vacuum: false,
             });
@@ -1104,7 +1115,7 @@ impl Store {
         if let Some(txn) = self.group.as_mut().and_then(|g| g.txn.take()) {
             return Ok((txn, true));
         }
-        Ok((self.db().begin_write()?, false))
+        Ok((self.db()?.begin_write()?, false))
     }
 
     /// Ends a memory write: in a group, hands the transaction back (the group commits it);
@@ -1159,7 +1170,7 @@ impl Store {
             .create(&tmp)
             .map_err(|e| StoreError::Storage(format!("creating {}: {e}", tmp.display())))?;
         {
-            let read = self.db().begin_read()?;
+            let read = self.db()?.begin_read()?;
             let write = copy.begin_write()?;
             snapshot::copy_all(&read, &write)?;
             write.commit()?;
@@ -1173,8 +1184,8 @@ impl Store {
                 .and_then(|d| d.sync_all())
                 .map_err(io)?;
         }
-        let reopened = builder()
-            .create(&path)
+        let reopened = WatchedFile::open(&path, self.health.clone())
+            .and_then(|file| builder().create_with_backend(file))
             .map_err(|e| StoreError::Storage(format!("reopening after vacuum: {e}")))?;
         // Readers still in a transaction on the old file finish there (it is unlinked, not
         // gone); new ones start on the new file.
@@ -1182,12 +1193,90 @@ impl Store {
             .reader
             .db
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(reopened);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(reopened));
         let bytes_after = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         Ok(VacuumReport {
             bytes_before,
             bytes_after,
         })
+    }
+
+    /// After the disk refused an operation: opens the database again at once, so reads
+    /// answer again (redb refuses everything on a handle after its first I/O error), and,
+    /// while writes are refused, checks whether the disk takes one again (a probe file
+    /// beside the store, then an empty durable commit). The writer thread calls it between
+    /// writes; a failed commit stored nothing, so nothing is lost. Cheap when all is well.
+    pub fn recover_disk(&mut self) {
+        if !self.health.latched() && self.health.refusing().is_none() {
+            return;
+        }
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        if self.group.as_ref().is_some_and(|g| g.txn.is_some()) {
+            return;
+        }
+        if self.health.latched()
+            && let Err(e) = self.reopen(&path)
+        {
+            tracing::warn!("the store could not be opened again yet: {e}");
+            return;
+        }
+        if self.health.refusing().is_none() {
+            return;
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let probed = disk::probe(dir).map_err(|e| StoreError::Disk(e.to_string()));
+        match probed.and_then(|()| {
+            let txn = self.db()?.begin_write()?;
+            txn.commit()?;
+            Ok(())
+        }) {
+            Ok(()) => {
+                self.health.recovered();
+                tracing::info!("the disk takes writes again");
+            }
+            Err(e) => self.health.still_refusing(&e.to_string()),
+        }
+    }
+
+    /// Drops the database handle and opens the file again, once no reader holds it.
+    fn reopen(&mut self, path: &Path) -> Result<(), StoreError> {
+        let mut slot = self
+            .reader
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Readers hold the handle only while they begin a transaction; new ones wait on the
+        // lock. (A read transaction already begun goes on without it.)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while slot.as_ref().is_some_and(|db| Arc::strong_count(db) > 1) {
+            if std::time::Instant::now() > deadline {
+                return Err(StoreError::Storage(
+                    "readers still hold the database handle".into(),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // The old handle goes first: it holds the file's lock.
+        drop(slot.take());
+        self.health.reopened();
+        match WatchedFile::open(path, self.health.clone())
+            .and_then(|file| builder().create_with_backend(file))
+        {
+            Ok(db) => {
+                *slot = Some(Arc::new(db));
+                tracing::info!("the store was opened again after the disk refused a write");
+                Ok(())
+            }
+            Err(e) => {
+                self.health.relatch();
+                Err(StoreError::Disk(format!(
+                    "opening {} again: {e}",
+                    path.display()
+                )))
+            }
+        }
     }
 
     /// Applies signed changes of memory `id` in `collection` received from elsewhere.
@@ -1227,7 +1316,7 @@ impl Store {
             .iter()
             .map(|(_, changes)| verify_changes(changes))
             .collect();
-        let txn = self.db().begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let access = {
             let collections = txn.open_table(COLLECTIONS)?;
             let acl = txn.open_table(ACL)?;
@@ -1415,11 +1504,23 @@ impl StoreReader {
     }
 
     /// A sender for the change feed, so a handle can hand out subscriptions.
-    pub(crate) fn db(&self) -> Arc<Database> {
+    pub(crate) fn db(&self) -> Result<Arc<Database>, StoreError> {
         self.db
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+            .ok_or_else(|| {
+                StoreError::Disk(
+                    "the database could not be opened again after the disk refused a write"
+                        .to_owned(),
+                )
+            })
+    }
+
+    /// Why writes cannot succeed now (the disk refused the last one and no probe has
+    /// succeeded since), or `None` when they can.
+    pub fn disk_refusing(&self) -> Option<String> {
+        self.health.refusing()
     }
 
     /// Waits until a change after `seq` is committed, for at most `wait`; returns the last
@@ -1454,7 +1555,7 @@ impl StoreReader {
     /// that keep derived data (the search indexes) remember the last `seq` they applied and
     /// catch up from here after a restart.
     pub fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let log = txn.open_table(CHANGELOG)?;
         let mut out = Vec::new();
         for entry in log.range(seq.saturating_add(1)..)?.take(limit) {
@@ -1467,14 +1568,14 @@ impl StoreReader {
 
     /// The sequence number of the latest change (0 if none).
     pub fn last_seq(&self) -> Result<u64, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let log = txn.open_table(CHANGELOG)?;
         Ok(log.last()?.map_or(0, |(k, _)| k.value()))
     }
 
     /// Every collection, oldest first.
     pub fn collections(&self) -> Result<Vec<Collection>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(COLLECTIONS)?;
         let members = txn.open_table(MEMBERS)?;
         let mut out = Vec::new();
@@ -1500,7 +1601,7 @@ impl StoreReader {
 
     /// Every collection's id and name, without counting members (cheap).
     pub fn collection_names(&self) -> Result<Vec<(CollectionId, String)>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(COLLECTIONS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -1545,14 +1646,14 @@ impl StoreReader {
 
     /// Reads a memory.
     pub fn get(&self, id: MemoryId) -> Result<Memory, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         get_in(&txn, id)
     }
 
     /// One memory and the name of its collection, from one snapshot: what a read of one
     /// memory shows.
     pub fn get_named(&self, id: MemoryId) -> Result<(Memory, Option<String>), StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let memory = get_in(&txn, id)?;
         let name = match txn
             .open_table(COLLECTIONS)?
@@ -1567,7 +1668,7 @@ impl StoreReader {
     /// Lists memories, most recently changed first.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<Memory>, StoreError> {
         let tag = filter.tag.as_deref().map(normalize_tag).transpose()?;
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let metas = txn.open_table(MEMORY_META)?;
         let mut matches: Vec<(i64, u128, u128)> = Vec::new();
         for entry in metas.iter()? {
@@ -1611,7 +1712,7 @@ impl StoreReader {
     /// The live memories that link to `id`, most recently changed first (as [`Store::list`]
     /// orders them). One range read of the backlink table, then only those documents.
     pub fn backlinks(&self, id: MemoryId) -> Result<Vec<Memory>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let back = txn.open_table(BACKLINKS)?;
         let metas = txn.open_table(MEMORY_META)?;
         let mut sources: Vec<(i64, u128, u128)> = Vec::new();
@@ -1635,7 +1736,7 @@ impl StoreReader {
         ids: &[MemoryId],
         collections: Option<&[CollectionId]>,
     ) -> Result<Vec<Vec<MemoryId>>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let links = txn.open_table(LINKS)?;
         let back = txn.open_table(BACKLINKS)?;
         let metas = txn.open_table(MEMORY_META)?;
@@ -1677,7 +1778,7 @@ impl StoreReader {
         &self,
         collections: Option<&[CollectionId]>,
     ) -> Result<Vec<MemoryId>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let links = txn.open_table(LINKS)?;
         let metas = txn.open_table(MEMORY_META)?;
         let mut known: HashMap<u128, Option<i64>> = HashMap::new();
@@ -1726,14 +1827,14 @@ impl StoreReader {
         if key.is_empty() {
             return Ok(Vec::new());
         }
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         ids_under(&txn.open_table(TITLES)?, &key)
     }
 
     /// The live memories whose text has a wikilink with key `name` (see
     /// [`crate::markdown::wikilink_key`]), resolved or not, in id order.
     pub fn mentioning(&self, name: &str) -> Result<Vec<MemoryId>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         ids_under(&txn.open_table(MENTIONS)?, name)
     }
 
@@ -1745,7 +1846,7 @@ impl StoreReader {
         collection: CollectionId,
         text: &str,
     ) -> Result<Vec<Memory>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let fingerprints = txn.open_table(FINGERPRINTS)?;
         let views = txn.open_table(VIEWS)?;
         let print = view::fingerprint(text);
@@ -1769,14 +1870,14 @@ impl StoreReader {
 
     /// How many live memories the store holds.
     pub fn count(&self) -> Result<u64, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         Ok(txn.open_table(MEMORY_META)?.len()?)
     }
 
     /// Where every memory sits in time: (memory, collection, created), in no order. Reads
     /// only the small metadata table.
     pub fn placements(&self) -> Result<Vec<(MemoryId, CollectionId, Timestamp)>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let metas = txn.open_table(MEMORY_META)?;
         let mut out = Vec::with_capacity(usize::try_from(metas.len()?).unwrap_or(0));
         for entry in metas.iter()? {
@@ -1795,7 +1896,7 @@ impl StoreReader {
 
     /// Every change of a memory with its signature, in causal order.
     pub fn signed_changes(&self, id: MemoryId) -> Result<Vec<SignedChange>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let bytes = txn
             .open_table(DOCS)?
             .get(id.to_u128())?
@@ -1827,7 +1928,7 @@ impl StoreReader {
     /// changes were checked. Used by `mnemon check` and tests.
     pub fn verify_all(&self) -> Result<usize, StoreError> {
         let ids: Vec<MemoryId> = {
-            let txn = self.db().begin_read()?;
+            let txn = self.db()?.begin_read()?;
             let metas = txn.open_table(MEMORY_META)?;
             metas
                 .iter()?
@@ -1850,7 +1951,7 @@ impl StoreReader {
     /// reads as, and that there is no view without a document; returns how many views were
     /// checked. Used by `mnemon check` and the property tests.
     pub fn verify_views(&self) -> Result<usize, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let docs = txn.open_table(DOCS)?;
         let metas = txn.open_table(MEMORY_META)?;
         let views = txn.open_table(VIEWS)?;
@@ -1924,7 +2025,7 @@ impl StoreReader {
 
     /// Per-table entry counts, for status output and tests.
     pub fn table_sizes(&self) -> Result<BTreeMap<&'static str, u64>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let mut out = BTreeMap::new();
         out.insert("collections-1", txn.open_table(COLLECTIONS)?.len()?);
         out.insert("members-1", txn.open_table(MEMBERS)?.len()?);

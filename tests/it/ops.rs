@@ -674,3 +674,144 @@ fn rotating_the_token_while_serving_ends_the_old_one_and_every_session_at_once()
         "a token was logged"
     );
 }
+
+/// A small tmpfs mounted on a folder for one test, unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `megabytes` on `dir`; `None` (the test then skips, saying why)
+    /// where this machine does not let the test mount one.
+    fn mount(dir: &std::path::Path, megabytes: u32) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m,mode=0700")])
+            .arg("tmpfs")
+            .arg(dir)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(SmallDisk(dir.to_owned())),
+            Ok(out) => {
+                eprintln!(
+                    "skipped: cannot mount a tmpfs here: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("skipped: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+
+    /// Fills what is left of it with one file; returns the file.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).expect("filler");
+        let chunk = vec![7u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_writes_clearly_and_writes_resume_when_space_returns() {
+    let cli = TestCli::new();
+    let Some(disk) = SmallDisk::mount(&cli.data_dir(), 32) else {
+        return;
+    };
+    cli.init();
+    let served = Served::start(&cli);
+    let token = cli.run(&["token"]).ok().to_owned();
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let post = |content: &str| {
+        let mut r = agent
+            .post(&format!("{}/api/v1/memories", served.url))
+            .header("Authorization", &format!("Bearer {token}"))
+            .send_json(json!({ "content": content }))
+            .expect("post");
+        let body: Value = r.body_mut().read_json().unwrap_or(Value::Null);
+        (r.status().as_u16(), body)
+    };
+    let ready = || {
+        agent
+            .get(&format!("{}/health/ready", served.url))
+            .call()
+            .expect("ready")
+            .status()
+            .as_u16()
+    };
+    let mut kept = Vec::new();
+    for i in 0..5 {
+        let (status, body) = post(&format!("written before the disk filled up, number {i}"));
+        assert_eq!(status, 201, "{body}");
+        kept.push(body["id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(ready(), 200);
+
+    let filler = disk.fill();
+    // Big memories, so each needs the file to grow; the first that cannot is refused.
+    let big = "a long text that will not fit on the disk ".repeat(40_000);
+    let refused = (0..20).find_map(|i| {
+        let (status, body) = post(&format!("{i} {big}"));
+        match status {
+            201 => {
+                kept.push(body["id"].as_str().expect("id").to_owned());
+                None
+            }
+            _ => Some((status, body)),
+        }
+    });
+    let (status, body) = refused.expect("a write on a full disk is refused");
+    assert_eq!(status, 503, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("disk refused"), "{body}");
+    assert_eq!(ready(), 503, "not ready while writes cannot succeed");
+    // Reads go on: the store was opened again at once.
+    eventually(
+        "acknowledged memories read back",
+        Duration::from_secs(30),
+        || {
+            kept.iter().all(|id| {
+                agent
+                    .get(&format!("{}/api/v1/memories/{id}", served.url))
+                    .header("Authorization", &format!("Bearer {token}"))
+                    .call()
+                    .is_ok_and(|r| r.status() == 200)
+            })
+        },
+    );
+
+    std::fs::remove_file(&filler).expect("free the disk");
+    eventually(
+        "ready again once the disk has room",
+        Duration::from_secs(30),
+        || ready() == 200,
+    );
+    let (status, body) = post("written after the disk had room again");
+    assert_eq!(status, 201, "{body}");
+    kept.push(body["id"].as_str().expect("id").to_owned());
+    served.stop();
+
+    // Every acknowledged memory is there after a restart, and nothing refused is.
+    let listed = listed_ids(&cli);
+    for id in &kept {
+        assert!(listed.contains(id), "{id} was acknowledged but is lost");
+    }
+    assert_eq!(listed.len(), kept.len());
+    drop(disk);
+}

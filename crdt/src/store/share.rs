@@ -218,7 +218,7 @@ impl Store {
                 "the default collection is private; create a collection to share".into(),
             ));
         }
-        let txn = self.db().begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let signed = {
             let collections = txn.open_table(super::COLLECTIONS)?;
             let mut acl = txn.open_table(ACL)?;
@@ -264,7 +264,7 @@ impl Store {
                 ops.len()
             )));
         }
-        let txn = self.db().begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let mut new = 0;
         {
             let collections = txn.open_table(super::COLLECTIONS)?;
@@ -344,7 +344,7 @@ impl Store {
             expires_at: expires_at.as_millis(),
             redeemed_by: None,
         };
-        let txn = self.db().begin_write()?;
+        let txn = self.db()?.begin_write()?;
         txn.open_table(INVITES)?
             .insert(nonce, postcard::to_allocvec(&record)?.as_slice())?;
         txn.commit()?;
@@ -368,7 +368,7 @@ impl Store {
             .verify(Timestamp::now().as_millis())
             .map_err(|e| refuse(&e.to_string()))?;
         let record: InviteRecord = {
-            let txn = self.db().begin_read()?;
+            let txn = self.db()?.begin_read()?;
             let table = txn.open_table(INVITES)?;
             let Some(value) = table.get(invite.nonce)? else {
                 return Err(refuse("it is not known here"));
@@ -389,7 +389,7 @@ impl Store {
         if self.access(collection, by)? != Some(Access::Member(role)) {
             self.share(collection, by, role)?;
         }
-        let txn = self.db().begin_write()?;
+        let txn = self.db()?.begin_write()?;
         txn.open_table(INVITES)?.insert(
             invite.nonce,
             postcard::to_allocvec(&InviteRecord {
@@ -405,7 +405,7 @@ impl Store {
     /// Keeps a ticket this node was given, to redeem its invite with the owner when they
     /// meet (and to dial the owner's addresses).
     pub fn add_join(&mut self, ticket: &mnemon_identity::Ticket) -> Result<(), StoreError> {
-        let txn = self.db().begin_write()?;
+        let txn = self.db()?.begin_write()?;
         txn.open_table(JOINS)?
             .insert(ticket.invite.nonce, ticket.to_string().as_bytes())?;
         txn.commit()?;
@@ -421,7 +421,7 @@ impl Store {
         owner: &Did,
         reason: &str,
     ) -> Result<Option<CollectionId>, StoreError> {
-        let txn = self.db().begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let collection = {
             let mut joins = txn.open_table(JOINS)?;
             let ticket = joins.get(*nonce)?.and_then(|value| {
@@ -455,7 +455,7 @@ impl Store {
             .verify()
             .map_err(|e| StoreError::Sharing(format!("collection descriptor refused: {e}")))?;
         let id = signed.id();
-        let txn = self.db().begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut collections = txn.open_table(super::COLLECTIONS)?;
             if let Some(existing) = collections.get(id.to_u128())? {
@@ -492,7 +492,7 @@ impl Store {
         if tombstones.len() > super::MAX_APPLY_BATCH {
             return Err(ApplyError::TooMany(tombstones.len()));
         }
-        let txn = self.db().begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let mut removed = Vec::new();
         {
             let (owner, members) = {
@@ -573,7 +573,7 @@ impl Store {
 impl StoreReader {
     /// The current members of `collection` (not counting its owner).
     pub fn members(&self, collection: CollectionId) -> Result<Vec<Member>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let (_, members, _) = read_access(
             &txn.open_table(super::COLLECTIONS)?,
             &txn.open_table(ACL)?,
@@ -598,7 +598,7 @@ impl StoreReader {
         collection: CollectionId,
         did: &Did,
     ) -> Result<Option<Access>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         Ok(read_access(
             &txn.open_table(super::COLLECTIONS)?,
             &txn.open_table(ACL)?,
@@ -610,7 +610,7 @@ impl StoreReader {
     /// The collections this node may sync with `peer`: both must have access (the owner
     /// counts). Nothing about any other collection is returned, so nothing else can leak.
     pub fn shared_with(&self, peer: &Did) -> Result<Vec<SharedCollection>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let collections = txn.open_table(super::COLLECTIONS)?;
         let acl = txn.open_table(ACL)?;
         let mut out = Vec::new();
@@ -635,7 +635,7 @@ impl StoreReader {
         collection: CollectionId,
         seq: u64,
     ) -> Result<Vec<SignedAclOp>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let acl = txn.open_table(ACL)?;
         let c = collection.to_u128();
         let mut out = Vec::new();
@@ -647,7 +647,7 @@ impl StoreReader {
 
     /// Joins the collections' owners refused, oldest first.
     pub fn join_refusals(&self) -> Result<Vec<JoinRefusal>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(JOIN_REFUSALS)?;
         let mut out: Vec<JoinRefusal> = Vec::new();
         for entry in table.iter()? {
@@ -672,7 +672,7 @@ impl StoreReader {
         &self,
         owner: Option<&Did>,
     ) -> Result<Vec<mnemon_identity::Ticket>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(JOINS)?;
         let mut pending = Vec::new();
         for entry in table.iter()? {
@@ -702,7 +702,7 @@ impl StoreReader {
     /// The signed descriptor of `collection`: signed now if this node owns it, the stored
     /// one if it joined it.
     pub fn descriptor(&self, collection: CollectionId) -> Result<SignedDescriptor, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let record = txn
             .open_table(super::COLLECTIONS)?
             .get(collection.to_u128())?
@@ -735,7 +735,7 @@ impl StoreReader {
         &self,
         collection: CollectionId,
     ) -> Result<Vec<(MemoryId, HeadsDigest)>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let members = txn.open_table(MEMBERS)?;
         let heads = txn.open_table(HEADS)?;
         let c = collection.to_u128();
@@ -753,7 +753,7 @@ impl StoreReader {
 
     /// The heads of a memory (`None` if it is not here).
     pub fn heads(&self, id: MemoryId) -> Result<Option<Vec<ChangeHash>>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         Ok(txn
             .open_table(HEADS)?
             .get(id.to_u128())?
@@ -762,7 +762,7 @@ impl StoreReader {
 
     /// Which memory `id`'s collection is, if it is live here.
     pub fn collection_of(&self, id: MemoryId) -> Result<Option<CollectionId>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let Some(meta) = txn.open_table(MEMORY_META)?.get(id.to_u128())? else {
             return Ok(None);
         };
@@ -806,7 +806,7 @@ impl StoreReader {
         } else {
             am.get_changes(&held)
         };
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let signatures = txn.open_table(SIGNATURES)?;
         changes
             .into_iter()
@@ -829,7 +829,7 @@ impl StoreReader {
     }
 
     fn load_doc(&self, id: MemoryId) -> Result<MemoryDoc, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let bytes = txn
             .open_table(DOCS)?
             .get(id.to_u128())?
@@ -841,7 +841,7 @@ impl StoreReader {
 
     /// The tombstones of `collection`.
     pub fn tombstones(&self, collection: CollectionId) -> Result<Vec<SignedTombstone>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(TOMBSTONES)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -857,7 +857,7 @@ impl StoreReader {
 
     /// The tombstone of memory `id`, if it was deleted.
     pub fn tombstone(&self, id: MemoryId) -> Result<Option<SignedTombstone>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let Some(value) = txn.open_table(TOMBSTONES)?.get(id.to_u128())? else {
             return Ok(None);
         };
@@ -867,7 +867,7 @@ impl StoreReader {
 
     /// How many ACL operations the store holds in all (for status output).
     pub fn acl_len(&self) -> Result<u64, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         Ok(txn.open_table(ACL)?.len()?)
     }
 }

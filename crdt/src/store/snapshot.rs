@@ -49,7 +49,7 @@ impl StoreReader {
         let copy = builder()
             .create_with_backend(backend)
             .map_err(|e| storage(&e))?;
-        let read = self.db().begin_read()?;
+        let read = self.db()?.begin_read()?;
         let write = copy.begin_write()?;
         copy_all(&read, &write)?;
         write.commit()?;

@@ -246,7 +246,7 @@ fn vacuum_copies_every_table() {
     store.add(note("keep me")).expect("add");
     let before = store.table_sizes().expect("sizes");
     store.vacuum().expect("vacuum");
-    let txn = store.db().begin_read().expect("read");
+    let txn = store.db().expect("db").begin_read().expect("read");
     let mut names: Vec<String> = txn
         .list_tables()
         .expect("tables")
@@ -977,7 +977,7 @@ fn read_views_and_titles_are_derived_once_for_a_store_made_before_them() {
     // one that has views but not yet the mentions table. Each is derived on open.
     let mut store = store;
     for views_too in [true, false] {
-        let txn = store.db().begin_write().expect("txn");
+        let txn = store.db().expect("db").begin_write().expect("txn");
         if views_too {
             assert!(txn.delete_table(VIEWS).expect("delete"));
             assert!(txn.delete_table(TITLES).expect("delete"));

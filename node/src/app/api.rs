@@ -597,6 +597,7 @@ impl Api for Service {
                 "lag_ms": lag_ms,
                 "seq": store.last_seq().map_err(store_error)?,
             },
+            "disk_refusing": store.disk_refusing(),
             "joins": {
                 "pending": store.pending_joins(None).map_err(store_error)?.iter().map(|t| serde_json::json!({
                     "collection": mnemon_crdt::CollectionId::from_u128(u128::from_be_bytes(t.invite.collection)).to_string(),
@@ -625,7 +626,8 @@ impl Api for Service {
     }
 
     fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        // Not ready while the disk refuses writes: the store probes it until it takes one.
+        self.ready.load(Ordering::Relaxed) && self.store().disk_refusing().is_none()
     }
 
     fn searches_meaning(&self) -> Result<bool, ApiError> {
