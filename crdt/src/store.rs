@@ -250,6 +250,9 @@ pub struct Collection {
     pub is_default: bool,
     /// How many live memories it holds.
     pub memories: u64,
+    /// What this node may do in it by its ACL log: `None` when it is not (or no longer) a
+    /// member, such as after a revocation.
+    pub access: Option<Access>,
 }
 
 /// Which memories [`Store::list`] returns.
@@ -634,6 +637,7 @@ impl Store {
             created_at: now,
             is_default: false,
             memories: 0,
+            access: Some(Access::Owner),
         })
     }
 
@@ -1578,6 +1582,7 @@ impl StoreReader {
         let txn = self.db()?.begin_read()?;
         let table = txn.open_table(COLLECTIONS)?;
         let members = txn.open_table(MEMBERS)?;
+        let acl = txn.open_table(ACL)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
             let (key, value) = entry?;
@@ -1594,6 +1599,8 @@ impl StoreReader {
                 created_at: Timestamp::from_millis(record.created_at),
                 is_default: id == self.default_collection,
                 memories,
+                access: share::read_access(&table, &acl, id)?
+                    .and_then(|(owner, members, _)| share::access_of(&owner, &members, &self.did)),
             });
         }
         Ok(out)

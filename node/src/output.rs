@@ -194,9 +194,14 @@ pub(crate) fn print_collections(
     collections: &[CollectionView],
 ) -> std::io::Result<()> {
     for c in collections {
+        let access = match c.access.as_str() {
+            "owner" => String::new(),
+            "none" => "  (no access: its owner removed this node)".to_owned(),
+            role => format!("  ({role})"),
+        };
         writeln!(
             out,
-            "{}  {:<24} {:>6} memories{}",
+            "{}  {:<24} {:>6} memories{}{access}",
             c.id,
             c.name,
             c.memories,

@@ -534,8 +534,14 @@ impl Session {
         // Everything about a collection needs it active, except its offer.
         if let Some(c) = message.collection() {
             let c = CollectionId::from_u128(c);
+            // The owner's signed log is taken for a collection either side offered: it
+            // may tell this node it was revoked while away (apply_acl checks every
+            // signature and that nothing is missing).
             let acl_for_offered = matches!(message, Message::Acl { .. })
-                && self.collections.get(&c).is_some_and(|s| s.peer_offered);
+                && self
+                    .collections
+                    .get(&c)
+                    .is_some_and(|s| s.peer_offered || s.offered);
             let usable = self.is_active(c) && self.may_sync(store, c);
             if !acl_for_offered && !usable {
                 // Reordered, from before a revocation, or probing: ignore without a word,
@@ -706,7 +712,19 @@ impl Session {
             }
             if known.is_some() {
                 // We hold it but did not offer it: the peer may not see it per our ACL
-                // (it may have been revoked, or our log is behind). Stay silent.
+                // (it may have been revoked, or our log is behind). A member revoked while
+                // it was away is told by the owner's log, up to its revocation; anyone
+                // else hears nothing.
+                if let Ok(Some(ops)) = store.revocation_for(c, &self.peer, offer.acl_seq)
+                    && !ops.is_empty()
+                {
+                    for chunk in ops.chunks(MAX_BATCH) {
+                        self.send(Message::Acl {
+                            collection: c.to_u128(),
+                            ops: chunk.to_vec(),
+                        });
+                    }
+                }
                 continue;
             }
             // An unknown collection: take it only from its owner.

@@ -216,6 +216,64 @@ fn outsiders_get_nothing_readers_cannot_write_and_revoked_readers_get_nothing_ne
 }
 
 #[test]
+fn a_member_revoked_while_away_learns_it_when_it_returns() {
+    let net = TestNet::new(2);
+    let (a, b) = (net.api(0), net.api(1));
+    let family = a.create_collection("family").expect("collection");
+    share(&net, 0, &family.id, 1, Role::Write);
+    let later = a.create_collection("later").expect("collection");
+    net.connect(1, 0);
+    let m = a.create(note("shared before", &family.id)).expect("add");
+    eventually("B receives the memory", WAIT, || b.get(&m.id).is_ok());
+    let access = |node: &dyn mnemon_api::Api| {
+        node.collections()
+            .expect("collections")
+            .into_iter()
+            .find(|c| c.id == family.id)
+            .map(|c| c.access)
+    };
+    assert_eq!(access(b).as_deref(), Some("write"));
+    net.runtime
+        .block_on(net.nodes[1].network.disconnect(&net.nodes[0].did))
+        .expect("disconnect");
+    eventually("B is away", WAIT, || {
+        b.peers().is_ok_and(|p| p.iter().all(|p| !p.connected))
+    });
+    // While B is away: A revokes B, then shares another collection with someone else,
+    // which B must not learn of.
+    a.unshare(&family.id, &net.nodes[1].did.to_string())
+        .expect("revoke");
+    a.share(
+        &family.id,
+        ShareRequest {
+            did: mnemon_identity::Keypair::generate().did().to_string(),
+            role: Role::Read,
+        },
+    )
+    .expect("share with a third");
+    assert_eq!(access(b).as_deref(), Some("write"), "B has not heard yet");
+    net.connect(1, 0);
+    eventually("B learns it was removed", WAIT, || {
+        access(b).as_deref() == Some("none")
+    });
+    // B's own writes there are refused now, by B itself.
+    let err = b
+        .create(note("written after the revocation", &family.id))
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Forbidden, "{err}");
+    // B learnt the log up to its revocation, not what A did after it.
+    let members = b.members(&family.id).expect("members");
+    assert!(members.is_empty(), "{members:?}");
+    // Nothing about A's other collection reached B.
+    assert!(
+        b.collections()
+            .expect("collections")
+            .iter()
+            .all(|c| c.id != later.id)
+    );
+}
+
+#[test]
 fn a_members_relays_the_owners_changes_while_the_owner_is_offline() {
     // A owns and shares with B and C; C meets A once (to join), then only B.
     let net = TestNet::new(3);

@@ -645,6 +645,34 @@ impl StoreReader {
         Ok(out)
     }
 
+    /// For a peer that was a member of `collection` and no longer is: the ACL operations
+    /// after its position `seq` up to the one that removed it, so a member revoked while
+    /// it was away learns it (and nothing the log says after). `None` when `did` has access,
+    /// or never had any.
+    pub fn revocation_for(
+        &self,
+        collection: CollectionId,
+        did: &Did,
+        seq: u64,
+    ) -> Result<Option<Vec<SignedAclOp>>, StoreError> {
+        if self.access(collection, did)?.is_some() {
+            return Ok(None);
+        }
+        let ops = self.acl_since(collection, 0)?;
+        let Some(last) = ops
+            .iter()
+            .rposition(|op| op.op.action.member() == *did.public_key())
+        else {
+            return Ok(None);
+        };
+        Ok(Some(
+            ops.into_iter()
+                .take(last + 1)
+                .filter(|op| op.op.seq > seq)
+                .collect(),
+        ))
+    }
+
     /// Joins the collections' owners refused, oldest first.
     pub fn join_refusals(&self) -> Result<Vec<JoinRefusal>, StoreError> {
         let txn = self.db()?.begin_read()?;

@@ -20,6 +20,9 @@ pub struct CollectionView {
     pub default: bool,
     /// How many memories it holds.
     pub memories: u64,
+    /// What this node may do in it: `owner`, `write`, `read`, or `none` when it is not (or
+    /// no longer: its owner revoked it) a member.
+    pub access: String,
 }
 
 impl From<&Collection> for CollectionView {
@@ -31,6 +34,11 @@ impl From<&Collection> for CollectionView {
             created_at: c.created_at.to_string(),
             default: c.is_default,
             memories: c.memories,
+            access: match c.access {
+                Some(mnemon_crdt::Access::Owner) => "owner".to_owned(),
+                Some(mnemon_crdt::Access::Member(role)) => role.to_string(),
+                None => "none".to_owned(),
+            },
         }
     }
 }

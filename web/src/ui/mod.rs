@@ -1236,6 +1236,11 @@ async fn collections_page(State(state): State<AppState>) -> UiResult {
                     a href={ "/?collection=" (c.id) } { (c.name) }
                     " · " (c.memories) " memories"
                     @if c.default { " · private (never shared)" }
+                    @match c.access.as_str() {
+                        "owner" => {}
+                        "none" => { " · " span .revoked { "no access: its owner removed this node" } }
+                        role => { " · shared with you (" (role) ")" }
+                    }
                 }
             }
         }
