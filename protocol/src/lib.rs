@@ -23,8 +23,8 @@ mod sim_tests;
 
 pub use frame::{FrameDecoder, FrameError, MAX_FRAME_LEN, encode_frame};
 pub use message::{
-    DecodeError, DocChanges, DocHeads, MAX_BATCH, MAX_REASON, Message, Offer, PROTOCOL_VERSION,
-    WireChange, summary_digest,
+    DecodeError, DocChanges, DocHeads, MAX_ADDR_LEN, MAX_BATCH, MAX_INTRODUCED, MAX_MEMBER_ADDRS,
+    MAX_REASON, MemberAddrs, Message, Offer, PROTOCOL_VERSION, WireChange, summary_digest,
 };
 pub use session::{Event, Output, Session, SessionConfig, SyncState, Traffic};
 

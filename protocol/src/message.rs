@@ -13,7 +13,24 @@ use crate::frame::MAX_FRAME_LEN;
 ///
 /// 2: a memory's content above 64 KiB may be one automerge string rather than a text
 /// (`mnemon_crdt::MAX_MERGED_TEXT_BYTES`), which a version-1 node would read as empty.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 3: [`Message::InviteRefused`]. 4: [`Message::Members`].
+pub const PROTOCOL_VERSION: u16 = 4;
+
+/// Most members one [`Message::Members`] introduces.
+pub const MAX_INTRODUCED: usize = 64;
+/// Most addresses per introduced member, and the longest address.
+pub const MAX_MEMBER_ADDRS: usize = 8;
+/// The longest address an introduction carries, in bytes.
+pub const MAX_ADDR_LEN: usize = 256;
+
+/// Where another member of a collection was last seen listening.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAddrs {
+    /// The member's public key (its DID).
+    pub member: [u8; 32],
+    /// Its listen addresses, as multiaddr text.
+    pub addrs: Vec<String>,
+}
 
 /// Most entries of any list in one message; larger lists are split over messages.
 pub const MAX_BATCH: usize = 4096;
@@ -187,6 +204,15 @@ pub enum Message {
         /// How many ACL operations the sender holds.
         acl_seq: u64,
     },
+    /// Where the other members of a collection both sides sync can be reached, as the
+    /// sender sees them connected: members meet, and relay to each other, without the
+    /// owner. Only members of the collection (by the receiver's own ACL log) are taken.
+    Members {
+        /// The collection.
+        collection: u128,
+        /// The members and their addresses.
+        peers: Vec<MemberAddrs>,
+    },
     /// The owner refused an invite the receiver redeemed (used already, expired, not
     /// known): the joiner stops waiting for it and shows why.
     InviteRefused {
@@ -212,6 +238,7 @@ impl Message {
             Message::Close { .. } => "close",
             Message::Fingerprint { .. } => "fingerprint",
             Message::InviteRefused { .. } => "invite_refused",
+            Message::Members { .. } => "members",
         }
     }
 
@@ -224,7 +251,8 @@ impl Message {
             | Message::Have { collection, .. }
             | Message::Changes { collection, .. }
             | Message::Tombstones { collection, .. }
-            | Message::Fingerprint { collection, .. } => Some(*collection),
+            | Message::Fingerprint { collection, .. }
+            | Message::Members { collection, .. } => Some(*collection),
             _ => None,
         }
     }
@@ -278,6 +306,28 @@ impl Message {
                 });
             }
             Message::InviteRefused { .. } => 0,
+            Message::Members { peers, .. } => {
+                let too_long = peers.iter().find_map(|p| {
+                    (p.addrs.len() > MAX_MEMBER_ADDRS)
+                        .then_some(p.addrs.len())
+                        .or_else(|| p.addrs.iter().map(String::len).find(|l| *l > MAX_ADDR_LEN))
+                });
+                match too_long {
+                    Some(len) => {
+                        return Err(DecodeError::Limit {
+                            kind: self.kind(),
+                            len,
+                        });
+                    }
+                    None if peers.len() > MAX_INTRODUCED => {
+                        return Err(DecodeError::Limit {
+                            kind: self.kind(),
+                            len: peers.len(),
+                        });
+                    }
+                    None => 0,
+                }
+            }
         };
         if len > MAX_BATCH {
             return Err(DecodeError::Limit {
@@ -356,6 +406,36 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn introductions_are_bounded() {
+        let member = |addrs: Vec<String>| MemberAddrs {
+            member: [1; 32],
+            addrs,
+        };
+        let ok = Message::Members {
+            collection: 1,
+            peers: vec![member(vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()])],
+        };
+        assert_eq!(Message::decode(&ok.encode()), Ok(ok));
+        for peers in [
+            vec![member(vec!["/ip4/127.0.0.1/udp/1/quic-v1".into()]); MAX_INTRODUCED + 1],
+            vec![member(vec!["/ip4/127.0.0.1".into(); MAX_MEMBER_ADDRS + 1])],
+            vec![member(vec!["x".repeat(MAX_ADDR_LEN + 1)])],
+        ] {
+            let message = Message::Members {
+                collection: 1,
+                peers,
+            };
+            assert!(matches!(
+                Message::decode(&message.encode()),
+                Err(DecodeError::Limit {
+                    kind: "members",
+                    ..
+                })
+            ));
+        }
     }
 
     proptest! {

@@ -27,7 +27,7 @@ use mnemon_crdt::{
 };
 use mnemon_identity::Did;
 
-use crate::message::{DocChanges, DocHeads, MAX_BATCH, Message, Offer, WireChange};
+use crate::message::{DocChanges, DocHeads, MAX_BATCH, MemberAddrs, Message, Offer, WireChange};
 
 /// Limits and timers of a session.
 #[derive(Debug, Clone)]
@@ -106,6 +106,13 @@ pub enum Event {
     InSync(CollectionId),
     /// Something from the peer was refused; the session goes on.
     Refused(String),
+    /// The peer says where another member of a collection both sync listens.
+    Introduced {
+        /// The member.
+        did: Did,
+        /// Its addresses, as multiaddr text (unchecked).
+        addrs: Vec<String>,
+    },
     /// The peer (a collection's owner) refused an invite this node redeemed; the join
     /// was dropped and the refusal kept.
     JoinRefused {
@@ -197,6 +204,9 @@ pub struct Session {
     violations: u32,
     /// Invite nonces sent to the peer in this session.
     redeemed: HashSet<[u8; 16]>,
+    /// The members last introduced to the peer, per collection (sent again only when it
+    /// changes).
+    introduced: HashMap<CollectionId, Vec<MemberAddrs>>,
     closed: bool,
     started: bool,
     traffic: Traffic,
@@ -223,6 +233,7 @@ impl Session {
             current: None,
             violations: 0,
             redeemed: HashSet::new(),
+            introduced: HashMap::new(),
             closed: false,
             started: false,
             traffic: Traffic::default(),
@@ -232,6 +243,43 @@ impl Session {
     /// The peer's DID.
     pub fn peer(&self) -> Did {
         self.peer
+    }
+
+    /// Tells the peer where the other members of each collection both sides sync can be
+    /// reached (`addresses_of` says where this node sees a member connected; empty when
+    /// it does not), so members meet without the owner. Only what changed since the last
+    /// call goes out.
+    pub fn introduce(&mut self, store: &StoreReader, addresses_of: &dyn Fn(&Did) -> Vec<String>) {
+        for c in self.active() {
+            let Ok(members) = store.members(c) else {
+                continue;
+            };
+            let owner = store.descriptor(c).ok().and_then(|d| d.verify().ok());
+            let mut peers: Vec<MemberAddrs> = owner
+                .into_iter()
+                .chain(members.into_iter().map(|m| m.did))
+                .filter(|did| *did != self.peer && *did != self.local)
+                .filter_map(|did| {
+                    let mut addrs = addresses_of(&did);
+                    addrs.retain(|a| a.len() <= crate::message::MAX_ADDR_LEN);
+                    addrs.truncate(crate::message::MAX_MEMBER_ADDRS);
+                    (!addrs.is_empty()).then(|| MemberAddrs {
+                        member: *did.public_key(),
+                        addrs,
+                    })
+                })
+                .take(crate::message::MAX_INTRODUCED)
+                .collect();
+            peers.sort_by_key(|p| p.member);
+            if peers.is_empty() || self.introduced.get(&c) == Some(&peers) {
+                continue;
+            }
+            self.introduced.insert(c, peers.clone());
+            self.send(Message::Members {
+                collection: c.to_u128(),
+                peers,
+            });
+        }
     }
 
     /// Whether the session is over.
@@ -668,6 +716,25 @@ impl Session {
                 acl_seq,
             } => {
                 self.check_fingerprint(store, CollectionId::from_u128(collection), digest, acl_seq)
+            }
+            Message::Members { collection, peers } => {
+                let c = CollectionId::from_u128(collection);
+                for peer in peers {
+                    let Ok(did) = Did::from_public_key(&peer.member) else {
+                        continue;
+                    };
+                    // Only members of the collection by this node's own log, and never
+                    // this node or the sender.
+                    if did == self.local || did == self.peer {
+                        continue;
+                    }
+                    if matches!(store.access(c, &did), Ok(Some(_))) {
+                        self.event(Event::Introduced {
+                            did,
+                            addrs: peer.addrs,
+                        });
+                    }
+                }
             }
             Message::InviteRefused { nonce, reason } => {
                 // Only the owner of the invite can refuse it; anything else is dropped.

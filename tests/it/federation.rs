@@ -183,7 +183,9 @@ fn outsiders_get_nothing_readers_cannot_write_and_revoked_readers_get_nothing_ne
             .iter()
             .find(|p| p.did == net.nodes[2].did.to_string())
             .expect("C is a peer");
-        for kind in ["summary", "heads", "have", "changes", "acl", "offer"] {
+        for kind in [
+            "summary", "heads", "have", "changes", "acl", "offer", "members",
+        ] {
             assert_eq!(to_c.sent.get(kind), None, "node {node} sent {kind} to C");
         }
     }
@@ -315,6 +317,44 @@ fn a_members_relays_the_owners_changes_while_the_owner_is_offline() {
         .read_store(|s| s.verify_all())
         .expect("every stored signature verifies");
     assert!(verified >= 1);
+}
+
+#[test]
+fn members_who_only_met_the_owner_meet_each_other_and_sync_while_it_is_away() {
+    // B and C are members; each dials only A. A introduces them to each other.
+    let net = TestNet::new(3);
+    let (a, b, c) = (net.api(0), net.api(1), net.api(2));
+    let family = a.create_collection("family").expect("collection");
+    share(&net, 0, &family.id, 1, Role::Write);
+    share(&net, 0, &family.id, 2, Role::Write);
+    let private = a.create_collection("only-b").expect("collection");
+    share(&net, 0, &private.id, 1, Role::Write);
+    net.connect(1, 0);
+    net.connect(2, 0);
+    let connected_to = |node: &dyn mnemon_api::Api, other: usize| {
+        node.peers().is_ok_and(|p| {
+            p.iter()
+                .any(|p| p.did == net.nodes[other].did.to_string() && p.connected)
+        })
+    };
+    eventually("B and C meet, introduced by A", WAIT, || {
+        connected_to(b, 2) && connected_to(c, 1)
+    });
+    // A goes away; what B writes reaches C directly.
+    net.runtime.block_on(net.nodes[0].network.shutdown());
+    let m = b
+        .create(note("written while the owner was away", &family.id))
+        .expect("add");
+    eventually("C receives B's memory from B", WAIT, || {
+        c.get(&m.id).is_ok()
+    });
+    // C learnt nothing of the collection only B shares with A.
+    assert!(
+        c.collections()
+            .expect("collections")
+            .iter()
+            .all(|col| col.id != private.id)
+    );
 }
 
 #[test]

@@ -83,6 +83,12 @@ pub fn did_of(peer: &PeerId) -> Option<Did> {
     Did::from_public_key(&ed.to_bytes()).ok()
 }
 
+/// The `PeerId` of a `did:key` (the inverse of [`did_of`]).
+pub fn peer_of(did: &Did) -> Option<PeerId> {
+    let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(did.public_key()).ok()?;
+    Some(PublicKey::from(key).to_peer_id())
+}
+
 /// What this node knows about a peer.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -93,8 +99,12 @@ pub struct PeerInfo {
     pub peer_id: String,
     /// Addresses it was seen at.
     pub addresses: Vec<String>,
-    /// Addresses it listens on, as it told us (identify): dialed after a restart.
+    /// Addresses it listens on, as it told us (identify) or as another member of a
+    /// collection both sync said (`introduced`): dialed after a restart.
     pub listen_addrs: Vec<String>,
+    /// Another member introduced it (a member of a collection this node syncs, never met
+    /// yet): dialed, with backoff, until met.
+    pub introduced: bool,
     /// Whether a connection is open.
     pub connected: bool,
     /// Collections synced with it in the current session (ids).
@@ -189,6 +199,8 @@ struct Behaviour {
 
 enum Command {
     Dial(Multiaddr),
+    /// Dial a peer at any of these addresses, unless connected (or dialing) already.
+    DialPeer(PeerId, Vec<Multiaddr>),
     Disconnect(PeerId),
     /// Close every connection (peers learn at once that this node is gone), then stop.
     Shutdown(tokio::sync::oneshot::Sender<()>),
@@ -217,6 +229,7 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Command::Dial(a) => write!(f, "Dial({a})"),
+            Command::DialPeer(p, _) => write!(f, "DialPeer({p})"),
             Command::Disconnect(p) => write!(f, "Disconnect({p})"),
             Command::Shutdown(_) => f.write_str("Shutdown"),
         }
@@ -385,6 +398,7 @@ impl Network {
         let (commands, mut command_rx) = mpsc::channel(64);
         let (refresh, _) = broadcast::channel(64);
         let driver = Driver {
+            commands: commands.clone(),
             store: store.clone(),
             local: local_did,
             config: config.session.clone(),
@@ -431,6 +445,14 @@ impl Network {
                         Some(Command::Dial(addr)) => {
                             if let Err(e) = swarm.dial(addr.clone()) {
                                 tracing::warn!(%addr, error = %e, "dial failed");
+                            }
+                        }
+                        Some(Command::DialPeer(peer, addrs)) => {
+                            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                                .addresses(addrs)
+                                .build();
+                            if let Err(e) = swarm.dial(opts) {
+                                tracing::debug!(%peer, error = %e, "dialing an introduced member failed");
                             }
                         }
                         Some(Command::Disconnect(peer)) => {
@@ -742,6 +764,8 @@ fn handle_swarm_event(
             for addr in info.listen_addrs {
                 swarm.behaviour_mut().kad.add_address(&peer_id, addr);
             }
+            // Sessions may now tell other members where this peer listens.
+            let _ = driver.refresh.send(());
         }
         _ => {}
     }
@@ -871,7 +895,7 @@ fn redial_peers(
                 if info.connected || swarm.is_connected(peer) {
                     return false;
                 }
-                !info.sync.is_empty() && backoff.due(peer, now)
+                (!info.sync.is_empty() || info.introduced) && backoff.due(peer, now)
             })
             .map(|(peer, info)| {
                 let addrs = info
@@ -914,9 +938,70 @@ struct Driver {
     reachability: Arc<Mutex<String>>,
     /// Raw writers onto current sessions (tests only).
     raw: RawSenders,
+    /// The swarm's commands (dialing introduced members).
+    commands: mpsc::Sender<Command>,
 }
 
 impl Driver {
+    /// Where this node sees `did` connected and listening (what it tells other members).
+    fn addresses_of(&self, did: &Did) -> Vec<String> {
+        let Some(peer) = peer_of(did) else {
+            return Vec::new();
+        };
+        self.peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&peer)
+            .filter(|info| info.connected)
+            .map(|info| info.listen_addrs.clone())
+            .unwrap_or_default()
+    }
+
+    /// A member of a collection this node syncs, introduced by the peer: remembered, and
+    /// dialed unless connected. Addresses that do not parse, or name another peer, are
+    /// dropped.
+    fn introduced(&self, did: &Did, addrs: &[String]) {
+        use libp2p::multiaddr::Protocol;
+        let Some(peer) = peer_of(did) else {
+            return;
+        };
+        let addrs: Vec<Multiaddr> = addrs
+            .iter()
+            .filter_map(|a| a.parse::<Multiaddr>().ok())
+            .filter_map(|mut a| match a.iter().last() {
+                Some(Protocol::P2p(p)) if p == peer => {
+                    a.pop();
+                    Some(a)
+                }
+                Some(Protocol::P2p(_)) => None,
+                _ => Some(a),
+            })
+            .take(mnemon_protocol::MAX_MEMBER_ADDRS)
+            .collect();
+        if addrs.is_empty() {
+            return;
+        }
+        let connected = {
+            let mut table = self
+                .peers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let info = table.entry(peer).or_default();
+            if info.did.is_empty() {
+                info.did = did.to_string();
+                info.peer_id = peer.to_string();
+            }
+            if info.listen_addrs.is_empty() {
+                info.listen_addrs = addrs.iter().map(ToString::to_string).collect();
+            }
+            info.introduced = true;
+            info.connected
+        };
+        if !connected {
+            let _ = self.commands.try_send(Command::DialPeer(peer, addrs));
+        }
+    }
+
     fn note_error(&self, peer: PeerId, error: String) {
         let mut table = self
             .peers
@@ -1053,7 +1138,13 @@ impl Driver {
         let mut decoder = FrameDecoder::new(MAX_FRAME_LEN);
         let mut buf = vec![0u8; 64 * 1024];
         let mut out = Vec::new();
+        // Tell the peer where the other members are: at the start, when what may be
+        // synced or who is connected changed, and at each timeout.
+        let mut introduce = true;
         loop {
+            if std::mem::take(&mut introduce) {
+                session.introduce(&store, &|member| self.addresses_of(member));
+            }
             // Carry out what the session asks.
             while let Some(output) = session.poll_output() {
                 match output {
@@ -1073,6 +1164,10 @@ impl Driver {
                         | Event::Active(_)
                         | Event::Redeemed(_) => {
                             let _ = self.refresh.send(());
+                            introduce = true;
+                        }
+                        Event::Introduced { did: member, addrs } => {
+                            self.introduced(&member, &addrs);
                         }
                         Event::Refused(reason) => {
                             tracing::warn!(peer = %did, %reason, "refused from peer");
@@ -1145,7 +1240,10 @@ impl Driver {
                     Some(None) => session.resync(&store),
                     None => return Ok("the store closed".into()),
                 },
-                _ = refresh.recv() => session.refresh(&store),
+                _ = refresh.recv() => {
+                    session.refresh(&store);
+                    introduce = true;
+                }
                 Some(bytes) = raw_rx.recv() => {
                     writer.write_all(&bytes).await.context("sending")?;
                 }
@@ -1158,6 +1256,7 @@ impl Driver {
                 _ = tokio::time::sleep(wake) => {
                     let at = now();
                     session.handle_timeout(at, &store);
+                    introduce = true;
                 }
             }
         }
