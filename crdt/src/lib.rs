@@ -35,10 +35,10 @@ pub use memory::{
 };
 pub use signed::{ChangeError, MAX_CHANGE_BYTES, SignedChange, VerifiedChange};
 pub use store::{
-    ApplyOutcome, Collection, FEED_CAPACITY, HeadsDigest, JoinRefusal, ListFilter, MAX_ACL_BATCH,
-    MAX_APPLY_BATCH, Member, MemoryBuilder, PreparedMemory, SCHEMA_VERSION, SharedCollection,
-    Store, StoreReader, StoreSummary, TABLE_NAMES, VacuumReport, heads_digest, inspect_file,
-    inspect_snapshot, title_key,
+    ApplyOutcome, Collection, Conflict, FEED_CAPACITY, HeadsDigest, JoinRefusal, ListFilter,
+    MAX_ACL_BATCH, MAX_APPLY_BATCH, Member, MemoryBuilder, PreparedMemory, SCHEMA_VERSION,
+    SharedCollection, Store, StoreReader, StoreSummary, TABLE_NAMES, VacuumReport, heads_digest,
+    inspect_file, inspect_snapshot, title_key,
 };
 
 /// Re-exported so users of [`MemoryDoc::automerge`] and the sync layer name the same crate.

@@ -24,11 +24,14 @@ use crate::id::{CollectionId, MemoryId, Timestamp};
 use crate::memory::{Memory, MemoryDoc, MemoryEdit, NewMemory, ValidNew, normalize_tag};
 use crate::signed::{SignedChange, VerifiedChange, sign_change};
 
+mod conflict;
 mod disk;
 mod share;
 mod snapshot;
 mod view;
 
+use conflict::CONFLICTS;
+pub use conflict::Conflict;
 use disk::{DiskHealth, WatchedFile};
 
 pub use snapshot::{StoreSummary, inspect_file, inspect_snapshot};
@@ -115,6 +118,7 @@ pub const TABLE_NAMES: &[&str] = &[
     "titles-1",
     "mentions-1",
     "fingerprints-1",
+    "conflicts-1",
 ];
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -517,6 +521,7 @@ impl Store {
         txn.open_table(TITLES).map_err(|e| err(&e))?;
         txn.open_table(MENTIONS).map_err(|e| err(&e))?;
         txn.open_table(FINGERPRINTS).map_err(|e| err(&e))?;
+        txn.open_table(CONFLICTS).map_err(|e| err(&e))?;
         if views_exist && !fingerprints_exist {
             // A store written before the fingerprints table: derive it once from the views.
             let views = txn.open_table(VIEWS).map_err(|e| err(&e))?;
@@ -811,6 +816,10 @@ impl Store {
             memory = doc.read(id, collection);
             retitled = title_before.is_some_and(|t| title_key(&t) != title_key(&memory.title));
             changed = hash.is_some();
+            // The owner wrote the text anew (or picked a side): settled.
+            if edit.content.is_some() {
+                conflict::clear(txn, id)?;
+            }
             if let Some(hash) = hash {
                 txn.open_table(HEADS)?
                     .insert(id.to_u128(), share::encode_heads(&doc.heads()).as_slice())?;
@@ -942,6 +951,7 @@ impl Store {
                 share::check_write(txn, CollectionId::from_u128(meta.collection), &self.did)?;
                 docs.remove(id.to_u128())?;
                 view::remove(txn, id)?;
+                conflict::clear(txn, id)?;
                 heads.remove(id.to_u128())?;
                 set_links(txn, id, [])?;
                 members.remove((meta.collection, id.to_u128()))?;
@@ -1417,6 +1427,13 @@ impl Store {
             return Ok(Err(ApplyError::MissingDependencies(missing)));
         }
         let heads = doc.heads();
+        // Concurrent edits of the same words are marked, not merged silently.
+        let mark = if created || heads == before {
+            None
+        } else {
+            let marked = txn.open_table(CONFLICTS)?.get(id.to_u128())?.is_some();
+            conflict::detect(doc.automerge(), &before, marked)
+        };
         let changed = (heads != before).then(|| {
             let memory = doc.read(id, collection);
             (memory, doc.save())
@@ -1426,6 +1443,7 @@ impl Store {
             created,
             changed,
             verified,
+            mark,
         }))
     }
 }
@@ -1437,6 +1455,8 @@ struct PreparedApply {
     /// The memory as it now reads and its saved document, if its heads moved.
     changed: Option<(Memory, Vec<u8>)>,
     verified: Vec<VerifiedChange>,
+    /// What the merge did to the memory's conflict mark.
+    mark: Option<conflict::Mark>,
 }
 
 /// Parses every change and checks its signature.
@@ -1479,6 +1499,11 @@ fn write_applied(
         for v in &prepared.verified {
             signatures.insert((id.to_u128(), v.hash().0), v.signature.as_bytes())?;
         }
+    }
+    match &prepared.mark {
+        Some(conflict::Mark::Set(found)) => conflict::put(txn, id, found)?,
+        Some(conflict::Mark::Clear) => conflict::clear(txn, id)?,
+        None => {}
     }
     Ok(
         (prepared.outcome.new_changes > 0).then_some(if prepared.created {
@@ -1657,9 +1682,35 @@ impl StoreReader {
         get_in(&txn, id)
     }
 
-    /// One memory and the name of its collection, from one snapshot: what a read of one
-    /// memory shows.
-    pub fn get_named(&self, id: MemoryId) -> Result<(Memory, Option<String>), StoreError> {
+    /// The conflict a memory is marked with: two concurrent edits of the same words (see
+    /// `store/conflict.rs`), or `None`.
+    pub fn conflict(&self, id: MemoryId) -> Result<Option<Conflict>, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        conflict::get(&txn.open_table(CONFLICTS)?, id)
+    }
+
+    /// The memories marked conflicted, oldest mark first.
+    pub fn conflicted(&self) -> Result<Vec<MemoryId>, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let table = txn.open_table(CONFLICTS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (key, _) = entry?;
+            let id = MemoryId::from_u128(key.value());
+            if let Some(found) = conflict::get(&table, id)? {
+                out.push((found.at, id));
+            }
+        }
+        out.sort();
+        Ok(out.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// One memory, the name of its collection and its conflict mark, from one snapshot:
+    /// what a read of one memory shows.
+    pub fn get_named(
+        &self,
+        id: MemoryId,
+    ) -> Result<(Memory, Option<String>, Option<Conflict>), StoreError> {
         let txn = self.db()?.begin_read()?;
         let memory = get_in(&txn, id)?;
         let name = match txn
@@ -1669,7 +1720,8 @@ impl StoreReader {
             Some(record) => Some(postcard::from_bytes::<CollectionRecord>(record.value())?.name),
             None => None,
         };
-        Ok((memory, name))
+        let conflict = conflict::get(&txn.open_table(CONFLICTS)?, id)?;
+        Ok((memory, name, conflict))
     }
 
     /// Lists memories, most recently changed first.

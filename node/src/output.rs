@@ -168,7 +168,20 @@ pub(crate) fn print_memory(out: &mut impl Write, memory: &MemoryView) -> std::io
         writeln!(out, "link:       {} → {}", link.relation, link.target)?;
     }
     writeln!(out)?;
-    writeln!(out, "{}", memory.content)
+    writeln!(out, "{}", memory.content)?;
+    if let Some(conflict) = &memory.conflict {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "conflict:   this node and a peer changed the same words at the same time \
+             ({}); the text above is how they merged. Keep one with \
+             `mnemon resolve {} --keep ours|theirs`, or write it anew with `mnemon edit`.",
+            conflict.at, memory.id
+        )?;
+        writeln!(out, "ours:       {}", conflict.ours)?;
+        writeln!(out, "theirs:     {}", conflict.theirs)?;
+    }
+    Ok(())
 }
 
 pub(crate) fn print_list(out: &mut impl Write, memories: &[MemoryView]) -> std::io::Result<()> {

@@ -320,6 +320,62 @@ fn a_members_relays_the_owners_changes_while_the_owner_is_offline() {
 }
 
 #[test]
+fn concurrent_edits_of_the_same_words_are_marked_on_both_and_settled_by_one() {
+    let net = TestNet::new(2);
+    let (a, b) = (net.api(0), net.api(1));
+    let family = a.create_collection("family").expect("collection");
+    share(&net, 0, &family.id, 1, Role::Write);
+    net.connect(1, 0);
+    let m = a
+        .create(note("Dentist on Wednesday at 10:30", &family.id))
+        .expect("add");
+    eventually("B receives it", WAIT, || b.get(&m.id).is_ok());
+    net.runtime
+        .block_on(net.nodes[1].network.disconnect(&net.nodes[0].did))
+        .expect("disconnect");
+    eventually("apart", WAIT, || {
+        b.peers().is_ok_and(|p| p.iter().all(|p| !p.connected))
+    });
+    let edit = |node: &dyn mnemon_api::Api, text: &str| {
+        node.update(
+            &m.id,
+            PatchMemory {
+                content: Some(text.into()),
+                ..PatchMemory::default()
+            },
+        )
+        .expect("edit");
+    };
+    edit(a, "Dentist on Tuesday at 9:15");
+    edit(b, "Dentist on Thursday at 16:00");
+    net.connect(1, 0);
+    for (name, node, ours) in [
+        ("A", a, "Dentist on Tuesday at 9:15"),
+        ("B", b, "Dentist on Thursday at 16:00"),
+    ] {
+        eventually(&format!("{name} marks the conflict"), WAIT, || {
+            node.get(&m.id)
+                .is_ok_and(|v| v.conflict.as_ref().is_some_and(|c| c.ours == ours))
+        });
+    }
+    // A memory without a conflict cannot be "resolved".
+    let calm = a.create(note("no conflict here", &family.id)).expect("add");
+    assert_eq!(
+        a.resolve_conflict(&calm.id, true).unwrap_err().kind,
+        ErrorKind::Invalid
+    );
+    // A keeps B's version; both settle on it.
+    let kept = a.resolve_conflict(&m.id, true).expect("resolve");
+    assert_eq!(kept.content, "Dentist on Thursday at 16:00");
+    for (name, node) in [("A", a), ("B", b)] {
+        eventually(&format!("{name} is settled"), WAIT, || {
+            node.get(&m.id)
+                .is_ok_and(|v| v.conflict.is_none() && v.content == "Dentist on Thursday at 16:00")
+        });
+    }
+}
+
+#[test]
 fn members_who_only_met_the_owner_meet_each_other_and_sync_while_it_is_away() {
     // B and C are members; each dials only A. A introduces them to each other.
     let net = TestNet::new(3);

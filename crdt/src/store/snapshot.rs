@@ -127,5 +127,6 @@ pub(super) fn copy_all(read: &ReadTransaction, write: &WriteTransaction) -> Resu
     copy_table(read, write, TITLES)?;
     copy_table(read, write, MENTIONS)?;
     copy_table(read, write, FINGERPRINTS)?;
+    copy_table(read, write, super::conflict::CONFLICTS)?;
     Ok(())
 }

@@ -1264,3 +1264,88 @@ fn forget_history_keeps_what_a_memory_says_and_erases_what_it_said_before() {
     );
     assert_eq!(a.get(fresh.id).expect("fresh").content, "the code 9902");
 }
+
+#[test]
+fn concurrent_edits_of_the_same_words_are_marked_and_settled_by_a_new_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = open(&dir, "a.redb", &Keypair::generate());
+    let mut b = open(&dir, "b.redb", &Keypair::generate());
+    let collection = share_with(&mut a, &mut b, Role::Write);
+    let sync = |from: &Store, to: &mut Store, id: MemoryId| {
+        to.apply_changes(collection, id, &from.signed_changes(id).expect("changes"))
+            .expect("apply");
+    };
+    let set = |store: &mut Store, id: MemoryId, text: &str| {
+        store
+            .edit(
+                id,
+                &MemoryEdit {
+                    content: Some(text.into()),
+                    ..MemoryEdit::default()
+                },
+            )
+            .expect("edit");
+    };
+    let base = "Meeting on Wednesday at 10:30 in room 4";
+    let m = a
+        .add(NewMemory {
+            collection: Some(collection),
+            ..note(base)
+        })
+        .expect("add")
+        .id;
+    sync(&a, &mut b, m);
+
+    // Different parts: merged, no mark.
+    set(&mut a, m, "Meeting on Tuesday at 10:30 in room 4");
+    set(&mut b, m, "Meeting on Wednesday at 10:30 in room 7");
+    sync(&b, &mut a, m);
+    sync(&a, &mut b, m);
+    assert_eq!(
+        a.get(m).expect("get").content,
+        "Meeting on Tuesday at 10:30 in room 7"
+    );
+    assert_eq!(a.conflict(m).expect("read"), None);
+    assert_eq!(b.conflict(m).expect("read"), None);
+
+    // The same words: both sides see the mark, with both versions.
+    set(&mut a, m, "Meeting on Tuesday at 9:15 in room 7");
+    set(&mut b, m, "Meeting on Tuesday at 11:45 in room 7");
+    sync(&b, &mut a, m);
+    sync(&a, &mut b, m);
+    let found = a.conflict(m).expect("read").expect("A marks it");
+    assert_eq!(found.ours, "Meeting on Tuesday at 9:15 in room 7");
+    assert_eq!(found.theirs, "Meeting on Tuesday at 11:45 in room 7");
+    let on_b = b.conflict(m).expect("read").expect("B marks it");
+    assert_eq!(on_b.ours, found.theirs);
+    assert_eq!(a.conflicted().expect("list"), [m]);
+    // The marks survive a vacuum, and a tag edit settles nothing.
+    a.vacuum().expect("vacuum");
+    a.edit(
+        m,
+        &MemoryEdit {
+            add_tags: vec!["work".into()],
+            ..MemoryEdit::default()
+        },
+    )
+    .expect("tag");
+    assert!(a.conflict(m).expect("read").is_some());
+
+    // A picks a text: settled on A, and on B once the new text arrives.
+    set(&mut a, m, "Meeting on Tuesday at 11:45 in room 7");
+    assert_eq!(a.conflict(m).expect("read"), None);
+    sync(&a, &mut b, m);
+    assert_eq!(b.conflict(m).expect("read"), None);
+    assert_eq!(
+        b.get(m).expect("get").content,
+        "Meeting on Tuesday at 11:45 in room 7"
+    );
+
+    // A deleted memory leaves no mark.
+    set(&mut a, m, "at noon");
+    set(&mut b, m, "at one");
+    sync(&b, &mut a, m);
+    assert!(a.conflict(m).expect("read").is_some());
+    a.remove(&[m]).expect("remove");
+    assert!(a.conflicted().expect("list").is_empty());
+}

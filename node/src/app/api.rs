@@ -598,6 +598,7 @@ impl Api for Service {
                 "seq": store.last_seq().map_err(store_error)?,
             },
             "disk_refusing": store.disk_refusing(),
+            "conflicts": store.conflicted().map_err(store_error)?.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "joins": {
                 "pending": store.pending_joins(None).map_err(store_error)?.iter().map(|t| serde_json::json!({
                     "collection": mnemon_crdt::CollectionId::from_u128(u128::from_be_bytes(t.invite.collection)).to_string(),

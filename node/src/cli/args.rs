@@ -73,6 +73,15 @@ pub enum Command {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Settle a conflict (a peer and this node changed the same words at the same time):
+    /// keep one of the two versions as the memory's text.
+    Resolve {
+        /// The memory's id.
+        id: String,
+        /// Which version to keep: `ours` (this node's) or `theirs` (the peer's).
+        #[arg(long, value_parser = ["ours", "theirs"])]
+        keep: String,
+    },
     /// Drop a memory's earlier versions: it is written again as one change from what it
     /// says now, under a new id; the old id and its whole history are deleted for good,
     /// here and on every peer, and memories that linked to it link to the new one.

@@ -102,6 +102,16 @@ pub(super) fn rm(cx: &Ctx, out: &mut impl Write, ids: Vec<String>) -> Result<()>
     Ok(())
 }
 
+/// `mnemon resolve`: keeps one side of a conflict as the memory's text.
+pub(super) fn resolve(cx: &Ctx, out: &mut impl Write, id: &str, keep: &str) -> Result<()> {
+    parse_memory_id(id)?;
+    let node = cx.node()?;
+    let memory = node.api().resolve_conflict(id, keep == "theirs")?;
+    writeln!(out, "{}: kept {keep}", memory.id)?;
+    node.finish()?;
+    Ok(())
+}
+
 /// `mnemon forget-history`: rewrites a memory without its earlier versions.
 pub(super) fn forget_history(cx: &Ctx, out: &mut impl Write, id: &str, json: bool) -> Result<()> {
     parse_memory_id(id)?;

@@ -107,6 +107,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Edit(args) => memories::edit(&cx, out, args)?,
         Command::Rm { ids } => memories::rm(&cx, out, ids)?,
         Command::ForgetHistory { id, json } => memories::forget_history(&cx, out, &id, json)?,
+        Command::Resolve { id, keep } => memories::resolve(&cx, out, &id, &keep)?,
         Command::Search(args) => memories::search(&cx, out, args)?,
         Command::Ask {
             question,

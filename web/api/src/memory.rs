@@ -47,6 +47,32 @@ pub struct MemoryView {
     /// the same, and nothing was written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<bool>,
+    /// When a peer's edit and this node's, made at the same time, changed the same words:
+    /// the two versions (the text reads as they merged, likely neither). Shown on a read
+    /// of one memory; settled by writing the text anew (such as one of the two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<ConflictView>,
+}
+
+/// Two concurrent edits of a memory's text that changed the same words.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
+pub struct ConflictView {
+    /// This node's text before the merge.
+    pub ours: String,
+    /// The peer's text.
+    pub theirs: String,
+    /// When the merge found it.
+    pub at: String,
+}
+
+impl From<&mnemon_crdt::Conflict> for ConflictView {
+    fn from(c: &mnemon_crdt::Conflict) -> ConflictView {
+        ConflictView {
+            ours: c.ours.clone(),
+            theirs: c.theirs.clone(),
+            at: c.at.to_string(),
+        }
+    }
 }
 
 names! {
@@ -316,6 +342,7 @@ impl MemoryView {
             task: memory.task.as_ref().map(TaskView::from),
             seq: None,
             created: None,
+            conflict: None,
         }
     }
 }

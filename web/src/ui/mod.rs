@@ -151,6 +151,7 @@ pub(crate) fn routes(state: &AppState) -> axum::Router<AppState> {
         .route("/m/{id}/delete", post(delete))
         .route("/m/{id}/undo", post(undo))
         .route("/m/{id}/forget-history", post(forget_history))
+        .route("/m/{id}/resolve", post(resolve))
         .route("/search", get(search_page))
         .route("/graph", get(graph_page))
         .route("/tasks", get(tasks::tasks_page).post(tasks::add_task))
@@ -684,6 +685,25 @@ async fn memory_page(
         }
         article .memory-page data-id=(memory.id) {
             h1 #memory-title { (memory.title) }
+            @if let Some(conflict) = &memory.conflict {
+                section #conflict .conflict role="alert" aria-label="Conflicting edits" {
+                    h2 { "Two edits of the same words" }
+                    p { "This node and a peer changed the same words at the same time, so the text below is how they merged. Keep one version, or edit the text yourself." }
+                    div .versions {
+                        @for (label, side, text) in [("This node's version", "ours", &conflict.ours), ("The peer's version", "theirs", &conflict.theirs)] {
+                            div .version data-side=(side) {
+                                h3 { (label) }
+                                div .content { (PreEscaped(markdown::render_page(text, &links))) }
+                                form method="post" action={ "/m/" (memory.id) "/resolve" } {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    input type="hidden" name="keep" value=(side);
+                                    button type="submit" { "Keep this version" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             p .meta {
                 span .kind { (memory.kind) }
                 @if let Some(name) = &memory.collection_name { " · " a href={ "/?collection=" (memory.collection) } { (name) } }
@@ -987,6 +1007,34 @@ async fn delete(
     let id = deleted.memory.id.clone();
     state.deleted(deleted);
     Ok(Redirect::to(&format!("/?deleted={id}")).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ResolveForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    keep: String,
+}
+
+async fn resolve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Form(form): Form<ResolveForm>,
+) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    let theirs = match form.keep.as_str() {
+        "ours" => false,
+        "theirs" => true,
+        other => {
+            return Err(UiError::from(Error::invalid(format!(
+                "keep: {other:?} is neither ours nor theirs"
+            ))));
+        }
+    };
+    let backend = state.backend();
+    let kept = blocking(move || backend.resolve_conflict(&id, theirs)).await?;
+    Ok(Redirect::to(&format!("/m/{}", kept.id)).into_response())
 }
 
 async fn forget_history(

@@ -1,0 +1,187 @@
+//! Concurrent edits of the same words. automerge merges concurrent edits of a text
+//! character by character, which is right when they touched different parts and a mess
+//! when they touched the same words ("WedTuesesday at 91:315"). So when a peer's changes
+//! merge with local edits made meanwhile, the two versions are compared with what both
+//! started from; if both changed the same part, the memory is marked conflicted here
+//! (both versions kept beside it) until the owner picks one or writes the text anew.
+//! The document's history has both sides either way; the mark is this node's own.
+
+use automerge::{AutoCommit, ChangeHash, ObjType, ReadDoc, Value};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::id::{MemoryId, Timestamp};
+
+/// Key: memory id. Value: postcard [`Record`]: the two versions of a conflicted memory.
+pub(super) const CONFLICTS: TableDefinition<u128, &[u8]> = TableDefinition::new("conflicts-1");
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    ours: String,
+    theirs: String,
+    at: i64,
+}
+
+/// Two concurrent edits of a memory's text that changed the same words: the memory now
+/// reads as automerge merged them, which is likely neither.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// This node's text before the merge.
+    pub ours: String,
+    /// The peer's text.
+    pub theirs: String,
+    /// When the merge found it.
+    pub at: Timestamp,
+}
+
+/// What a merge did to a memory's conflict mark.
+#[derive(Debug, Clone)]
+pub(super) enum Mark {
+    /// The merge found concurrent edits of the same words.
+    Set(Conflict),
+    /// A change made on top of both sides rewrote the text: the conflict is settled.
+    Clear,
+}
+
+/// After the peer's changes were applied to `doc` (whose heads were `before`): whether
+/// they and the local edits since both sides parted changed the same part of the text
+/// (`Set`), or, for a memory `marked` conflicted, whether a change on top of both sides
+/// rewrote its text (`Clear`).
+pub(super) fn detect(doc: &mut AutoCommit, before: &[ChangeHash], marked: bool) -> Option<Mark> {
+    let Some((Value::Object(ObjType::Text), text)) =
+        doc.get(automerge::ROOT, "content").ok().flatten()
+    else {
+        return None;
+    };
+    // The peer's changes that are new here, and where they branched off this history.
+    let new = doc.get_changes_meta(before);
+    if new.is_empty() {
+        return None;
+    }
+    let new_hashes: std::collections::HashSet<ChangeHash> = new.iter().map(|c| c.hash).collect();
+    let depended: std::collections::HashSet<ChangeHash> =
+        new.iter().flat_map(|c| c.deps.iter().copied()).collect();
+    let theirs_heads: Vec<ChangeHash> = new_hashes
+        .iter()
+        .filter(|h| !depended.contains(h))
+        .copied()
+        .collect();
+    let mut base_heads: Vec<ChangeHash> = depended
+        .iter()
+        .filter(|h| !new_hashes.contains(h))
+        .copied()
+        .collect();
+    base_heads.sort();
+    let mut ours_heads = before.to_vec();
+    ours_heads.sort();
+    if base_heads == ours_heads {
+        // The peer built on everything this node had: nothing concurrent. If the text
+        // was marked conflicted and this rewrote it, a change on top of both sides
+        // settled it.
+        if !marked {
+            return None;
+        }
+        let merged = doc.text(&text).ok()?;
+        let ours = doc.text_at(&text, &ours_heads).ok()?;
+        return (merged != ours).then_some(Mark::Clear);
+    }
+    let merged = doc.text(&text).ok()?;
+    let base = doc.text_at(&text, &base_heads).ok()?;
+    let ours = doc.text_at(&text, &ours_heads).ok()?;
+    let theirs = doc.text_at(&text, &theirs_heads).ok()?;
+    if ours == base || theirs == base || ours == theirs || merged == ours || merged == theirs {
+        return None;
+    }
+    overlapping(&base, &ours, &theirs).then(|| {
+        Mark::Set(Conflict {
+            ours,
+            theirs,
+            at: Timestamp::now(),
+        })
+    })
+}
+
+/// Whether the edits from `base` to `a` and from `base` to `b` touch the same
+/// characters of `base` (an insertion counts as touching the character it goes before).
+fn overlapping(base: &str, a: &str, b: &str) -> bool {
+    let ranges = |other: &str| -> Vec<(usize, usize)> {
+        similar::TextDiff::from_chars(base, other)
+            .ops()
+            .iter()
+            .filter(|op| op.tag() != similar::DiffTag::Equal)
+            .map(|op| {
+                let old = op.old_range();
+                (old.start, old.end.max(old.start + 1))
+            })
+            .collect()
+    };
+    let (a, b) = (ranges(a), ranges(b));
+    a.iter()
+        .any(|(s1, e1)| b.iter().any(|(s2, e2)| s1 < e2 && s2 < e1))
+}
+
+pub(super) fn put(
+    txn: &WriteTransaction,
+    id: MemoryId,
+    conflict: &Conflict,
+) -> Result<(), StoreError> {
+    let record = Record {
+        ours: conflict.ours.clone(),
+        theirs: conflict.theirs.clone(),
+        at: conflict.at.as_millis(),
+    };
+    txn.open_table(CONFLICTS)?
+        .insert(id.to_u128(), postcard::to_allocvec(&record)?.as_slice())?;
+    Ok(())
+}
+
+pub(super) fn clear(txn: &WriteTransaction, id: MemoryId) -> Result<(), StoreError> {
+    txn.open_table(CONFLICTS)?.remove(id.to_u128())?;
+    Ok(())
+}
+
+pub(super) fn get(
+    table: &impl ReadableTable<u128, &'static [u8]>,
+    id: MemoryId,
+) -> Result<Option<Conflict>, StoreError> {
+    let Some(bytes) = table.get(id.to_u128())? else {
+        return Ok(None);
+    };
+    let record: Record = postcard::from_bytes(bytes.value())?;
+    Ok(Some(Conflict {
+        ours: record.ours,
+        theirs: record.theirs,
+        at: Timestamp::from_millis(record.at),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overlapping;
+
+    #[test]
+    fn edits_of_the_same_words_overlap_and_edits_far_apart_do_not() {
+        let base = "Meeting on Wednesday at 10:30 in room 4";
+        assert!(overlapping(
+            base,
+            "Meeting on Tuesday at 10:30 in room 4",
+            "Meeting on Thursday at 10:30 in room 4"
+        ));
+        assert!(overlapping(
+            base,
+            "Meeting on Wednesday at 9:15 in room 4",
+            "Meeting on Wednesday at 11:45 in room 4"
+        ));
+        assert!(!overlapping(
+            base,
+            "Meeting on Tuesday at 10:30 in room 4",
+            "Meeting on Wednesday at 10:30 in room 7"
+        ));
+        assert!(!overlapping(
+            base,
+            "Urgent: Meeting on Wednesday at 10:30 in room 4",
+            "Meeting on Wednesday at 10:30 in room 4, bring slides"
+        ));
+    }
+}
