@@ -83,12 +83,25 @@ pub fn title_key(title: &str) -> String {
 /// nothing else: "+20%" and "-20%", "C" and "C++", "👍" and "👎" stay different ("The
 /// boiler is due in October." and "the boiler is due  in october" read the same).
 pub fn same_text_key(text: &str) -> String {
-    let folded = text.to_lowercase();
-    let words: Vec<&str> = folded.split_whitespace().collect();
-    words
-        .join(" ")
+    // One buffer of the text's size (a memory may be megabytes). Folding word by word is
+    // folding the whole text: whitespace is neither cased nor case-ignorable, so a final
+    // sigma reads the same either way.
+    let mut key = String::with_capacity(text.len());
+    for word in text.split_whitespace() {
+        if !key.is_empty() {
+            key.push(' ');
+        }
+        if word.is_ascii() {
+            key.extend(word.chars().map(|c| c.to_ascii_lowercase()));
+        } else {
+            key.push_str(&word.to_lowercase());
+        }
+    }
+    let end = key
         .trim_end_matches(['.', '!', '?', ',', ';', ':', ' '])
-        .to_owned()
+        .len();
+    key.truncate(end);
+    key
 }
 
 /// The key a wikilink target resolves by: its last path segment, folded like a title
@@ -126,6 +139,33 @@ pub fn wikilink_keys(text: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+
+    /// The key as it was first written: the whole text folded, split and joined.
+    fn same_text_key_plain(text: &str) -> String {
+        let folded = text.to_lowercase();
+        let words: Vec<&str> = folded.split_whitespace().collect();
+        words
+            .join(" ")
+            .trim_end_matches(['.', '!', '?', ',', ';', ':', ' '])
+            .to_owned()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn same_text_key_in_one_buffer_reads_as_the_plain_one(
+            text in "(\\PC|[ \\t\\n.!?,;:ΣσςİIi]){0,40}"
+        ) {
+            proptest::prop_assert_eq!(same_text_key(&text), same_text_key_plain(&text));
+        }
+    }
+
+    #[test]
+    fn same_text_key_folds_a_final_sigma_as_the_whole_text_does() {
+        for text in ["ΟΔΟΣ ΟΔΟΣ.", "Σ", "AΣ b", "ΑΣ'Σ x", "İstanbul  İSTANBUL!"] {
+            assert_eq!(same_text_key(text), same_text_key_plain(text), "{text}");
+        }
+    }
+
     use super::*;
 
     #[test]

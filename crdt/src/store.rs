@@ -671,7 +671,11 @@ impl Store {
         // the cores, then write everything in one transaction.
         let built = build_parallel(&self.keypair, &valid, &collections, now);
         let (txn, grouped) = self.open_write()?;
-        let result = self.add_built(&txn, built, &collections);
+        let result = self.add_built(&txn, &built, &collections).map(|w| Written {
+            value: built.into_iter().map(|b| b.memory).collect(),
+            events: w.events,
+            vacuum: w.vacuum,
+        });
         self.finish_write(txn, grouped, result)
     }
 
@@ -685,14 +689,15 @@ impl Store {
 
     /// Stores a memory prepared by [`MemoryBuilder::prepare`], durably (or in the open
     /// group), with the checks that need the store: its collection exists and this node
-    /// may write in it.
-    pub fn add_prepared(&mut self, prepared: PreparedMemory) -> Result<Memory, StoreError> {
+    /// may write in it. Written from the caller's copy: a memory may be megabytes, and
+    /// the memory stored is [`PreparedMemory::memory`].
+    pub fn add_prepared(&mut self, prepared: &PreparedMemory) -> Result<(), StoreError> {
         if prepared.0.memory.author != self.did.to_string() {
             return Err(StoreError::Unsupported(
                 "a memory prepared by another identity's builder",
             ));
         }
-        let built = Arc::unwrap_or_clone(prepared.0);
+        let built = &*prepared.0;
         let collections = [built.memory.collection];
         let id = built.memory.id;
         let (txn, grouped) = self.open_write()?;
@@ -709,19 +714,18 @@ impl Store {
             }
             Ok(())
         };
-        let result = fresh().and_then(|()| self.add_built(&txn, vec![built], &collections));
-        self.finish_write(txn, grouped, result)?
-            .pop()
-            .ok_or_else(|| StoreError::Storage("nothing was added".into()))
+        let result =
+            fresh().and_then(|()| self.add_built(&txn, std::slice::from_ref(built), &collections));
+        self.finish_write(txn, grouped, result)
     }
 
     fn add_built(
         &self,
         txn: &WriteTransaction,
-        built: Vec<Built>,
+        built: &[Built],
         collections: &[CollectionId],
-    ) -> Result<Written<Vec<Memory>>, StoreError> {
-        let mut added = Vec::with_capacity(built.len());
+    ) -> Result<Written<()>, StoreError> {
+        let added: Vec<&Memory> = built.iter().map(|b| &b.memory).collect();
         {
             let known = txn.open_table(COLLECTIONS)?;
             let mut checked = std::collections::HashSet::new();
@@ -749,13 +753,12 @@ impl Store {
                 } = built;
                 let id = memory.id.to_u128();
                 docs.insert(id, saved.as_slice())?;
-                metas.insert(id, meta_bytes(&memory)?.as_slice())?;
-                view::put(txn, &memory)?;
+                metas.insert(id, meta_bytes(memory)?.as_slice())?;
+                view::put(txn, memory)?;
                 members.insert((memory.collection.to_u128(), id), ())?;
                 signatures.insert((id, hash.0), signature.as_bytes())?;
                 heads.insert(id, hash.0.as_slice())?;
                 links.add(id, memory.links.keys().copied())?;
-                added.push(memory);
             }
         }
         let mut events = append_log(
@@ -764,10 +767,10 @@ impl Store {
                 .iter()
                 .map(|m| (m.id, m.collection, ChangeKind::Created, Origin::Local)),
         )?;
-        for memory in &added {
+        for memory in added {
             events.extend(self.link_mentions(txn, memory)?);
         }
-        Ok(Written::new(added, events))
+        Ok(Written::new((), events))
     }
 
     /// Edits a memory, durably, and returns it as it is afterwards.
@@ -1027,11 +1030,9 @@ impl Store {
             current.collection,
             now,
         );
-        let mut written = self.add_built(txn, vec![built], &[current.collection])?;
-        let memory = written
-            .value
-            .pop()
-            .ok_or_else(|| StoreError::Storage("nothing was added".into()))?;
+        let mut written =
+            self.add_built(txn, std::slice::from_ref(&built), &[current.collection])?;
+        let memory = built.memory;
         let sources: Vec<MemoryId> = txn
             .open_table(BACKLINKS)?
             .range((id.to_u128(), 0)..=(id.to_u128(), u128::MAX))?

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    tune_allocator();
     // Everything this process creates (the store, the search indexes tantivy writes, the
     // files of a backup or an export) is its owner's alone, whatever the shell's umask.
     #[cfg(unix)]
@@ -15,3 +16,22 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Buffers of a megabyte and more (a large memory's text, its document, its view, a
+/// search segment) are mapped on their own and given back to the kernel when freed.
+/// glibc otherwise raises its mmap threshold after the first such free and keeps later
+/// ones in the freeing thread's arena: the request, the writer and the indexer threads
+/// each then held their own copies, and one 8 MB memory cost 23× its size in resident
+/// memory instead of under 10× (`node/benches/wrk/large.sh`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    // SAFETY: `mallopt` only sets an allocator parameter; it is called before any other
+    // thread exists, and a refusal (0) leaves glibc's defaults, which are safe too.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}

@@ -50,6 +50,27 @@ fn every_source_file_starts_with_a_module_doc() {
 }
 
 #[test]
+fn unsafe_code_is_only_the_allocator_tuning() {
+    let needle = ["un", "safe {"].concat();
+    let allowed = ["allow(un", "safe_code)"].concat();
+    let offenders: Vec<_> = all_rust_files()
+        .into_iter()
+        .filter(|f| !f.ends_with("node/src/main.rs"))
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).expect("read");
+            text.contains(&needle) || text.contains(&allowed)
+        })
+        .collect();
+    assert!(offenders.is_empty(), "unsafe code in {offenders:?}");
+    let main = std::fs::read_to_string(root().join("node/src/main.rs")).expect("main");
+    assert_eq!(
+        main.matches(&needle).count(),
+        1,
+        "one unsafe block in main.rs"
+    );
+}
+
+#[test]
 fn no_ignored_tests() {
     let needle = ["#[", "ignore"].concat();
     let offenders: Vec<_> = all_rust_files()

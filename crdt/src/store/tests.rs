@@ -1096,22 +1096,23 @@ fn memories_prepared_off_the_writer_are_stored_with_the_writers_checks() {
     let prepared = builder
         .prepare(&note("Prepared elsewhere\nbody [[Prepared elsewhere]]"))
         .expect("prepare");
-    let added = store.add_prepared(prepared.clone()).expect("add");
-    assert_eq!(&added, prepared.memory());
+    store.add_prepared(&prepared).expect("add");
+    let added = prepared.memory().clone();
     assert_eq!(store.get(added.id).expect("get"), added);
     // The same prepared memory again neither overwrites it nor, once deleted, revives it.
-    assert!(store.add_prepared(prepared.clone()).is_err());
+    assert!(store.add_prepared(&prepared).is_err());
     let gone = builder.prepare(&note("to be deleted")).expect("prepare");
-    let gone_id = store.add_prepared(gone.clone()).expect("add").id;
+    store.add_prepared(&gone).expect("add");
+    let gone_id = gone.memory().id;
     store.remove(&[gone_id]).expect("remove");
     assert!(matches!(
-        store.add_prepared(gone),
+        store.add_prepared(&gone),
         Err(StoreError::Deleted(id)) if id == gone_id
     ));
     // Another identity's builder is refused.
     let stranger = open(&dir, "other.redb", &Keypair::generate()).builder();
     let foreign = stranger.prepare(&note("not mine")).expect("prepare");
-    assert!(store.add_prepared(foreign).is_err());
+    assert!(store.add_prepared(&foreign).is_err());
     assert_eq!(added.author, me.did().to_string());
     store.verify_all().expect("signatures");
     store.verify_views().expect("views");
@@ -1128,7 +1129,7 @@ fn memories_prepared_off_the_writer_are_stored_with_the_writers_checks() {
         })
         .expect("prepare");
     assert!(matches!(
-        store.add_prepared(orphan),
+        store.add_prepared(&orphan),
         Err(StoreError::UnknownCollection(_))
     ));
     assert_eq!(store.count().expect("count"), 1);

@@ -52,6 +52,24 @@ struct ViewRecord {
     task: Option<TaskRecord>,
 }
 
+/// [`ViewRecord`] borrowing the memory it is written from: the same fields in the same
+/// order, so the same bytes (a memory may be megabytes; no copy of its text is made).
+#[derive(Serialize)]
+struct ViewRecordRef<'a> {
+    collection: u128,
+    title: &'a str,
+    content: &'a str,
+    tags: Vec<&'a str>,
+    kind: &'a str,
+    importance: f64,
+    source: Option<(&'a str, Option<&'a str>)>,
+    created_at: i64,
+    updated_at: i64,
+    author: &'a str,
+    links: Vec<(u128, &'a str)>,
+    task: Option<TaskRecord>,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct TaskRecord {
     status: String,
@@ -62,24 +80,24 @@ struct TaskRecord {
 }
 
 pub(super) fn encode(memory: &Memory) -> Result<Vec<u8>, StoreError> {
-    let record = ViewRecord {
+    let record = ViewRecordRef {
         collection: memory.collection.to_u128(),
-        title: memory.title.clone(),
-        content: memory.content.clone(),
-        tags: memory.tags.iter().cloned().collect(),
-        kind: memory.kind.clone(),
+        title: &memory.title,
+        content: &memory.content,
+        tags: memory.tags.iter().map(String::as_str).collect(),
+        kind: &memory.kind,
         importance: memory.importance,
         source: memory
             .source
             .as_ref()
-            .map(|s| (s.kind.clone(), s.uri.clone())),
+            .map(|s| (s.kind.as_str(), s.uri.as_deref())),
         created_at: memory.created_at.as_millis(),
         updated_at: memory.updated_at.as_millis(),
-        author: memory.author.clone(),
+        author: &memory.author,
         links: memory
             .links
             .iter()
-            .map(|(id, relation)| (id.to_u128(), relation.clone()))
+            .map(|(id, relation)| (id.to_u128(), relation.as_str()))
             .collect(),
         task: memory.task.as_ref().map(|t| TaskRecord {
             status: t.status.clone(),
@@ -89,7 +107,9 @@ pub(super) fn encode(memory: &Memory) -> Result<Vec<u8>, StoreError> {
             xp: t.xp,
         }),
     };
-    Ok(postcard::to_allocvec(&record)?)
+    // Sized once: growing by doubling would hold twice a large text.
+    let size = postcard::experimental::serialized_size(&record)?;
+    Ok(postcard::to_extend(&record, Vec::with_capacity(size))?)
 }
 
 pub(super) fn decode(id: u128, bytes: &[u8]) -> Result<Memory, StoreError> {

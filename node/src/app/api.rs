@@ -93,12 +93,22 @@ impl Api for Service {
             .map_err(store_error)?;
         // A duplicate says the same, is of the same kind, has the title given (if one is)
         // and every tag given: nothing the caller asked for is dropped by answering it.
-        let (title, content) = (memory.title.clone(), memory.content.clone());
-        let (kind, tags) = (
-            memory.kind.clone().unwrap_or_else(|| "note".to_owned()),
-            memory.tags.clone(),
-        );
-        let (memory, seq, created) = self
+        // (The text is kept for the check only when one is asked for: it may be megabytes.)
+        let NewMemory {
+            title,
+            content,
+            kind,
+            tags,
+            ..
+        } = memory;
+        let content = if dedupe == Dedupe::Off {
+            String::new()
+        } else {
+            content
+        };
+        let kind = kind.unwrap_or_else(|| "note".to_owned());
+        let stored = prepared.clone();
+        let (existing, seq, created) = self
             .writer
             .write_blocking(move |s: &mut Store| {
                 // On the writer thread: no write committed meanwhile can slip between the
@@ -116,14 +126,15 @@ impl Api for Service {
                         same_text && same_title && tagged && m.kind == kind
                     });
                     if let Some(existing) = existing {
-                        return Ok((existing, None, false));
+                        return Ok((Some(existing), None, false));
                     }
                 }
-                let memory = s.add_prepared(prepared.clone())?;
-                Ok((memory, Some(s.last_write_seq()), true))
+                s.add_prepared(&stored)?;
+                Ok((None, Some(s.last_write_seq()), true))
             })
             .map_err(store_error)?;
-        let mut view = MemoryView::new(&memory, &self.names(store)?);
+        let memory = existing.as_ref().unwrap_or_else(|| prepared.memory());
+        let mut view = MemoryView::new(memory, &self.names(store)?);
         view.seq = seq;
         if dedupe != Dedupe::Off {
             view.created = Some(created);
