@@ -375,11 +375,18 @@ fn check_task(task: &Task) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Tags are told apart without regard to case: of `#Daily` and `#daily`, the first
+/// spelling given is kept.
 fn normalize_tags(tags: &[String]) -> Result<BTreeSet<String>, ValidationError> {
-    let tags = tags
-        .iter()
-        .map(|t| normalize_tag(t))
-        .collect::<Result<BTreeSet<_>, _>>()?;
+    let mut seen = std::collections::HashSet::new();
+    let mut kept = BTreeSet::new();
+    for tag in tags {
+        let tag = normalize_tag(tag)?;
+        if seen.insert(tag.to_lowercase()) {
+            kept.insert(tag);
+        }
+    }
+    let tags = kept;
     if tags.len() > MAX_TAGS {
         return Err(ValidationError::TooManyTags(tags.len()));
     }
@@ -590,16 +597,26 @@ impl MemoryDoc {
             put_content(doc, content)?;
         }
         if !edit.add_tags.is_empty() || !edit.remove_tags.is_empty() {
+            // Without regard to case: removing `daily` removes `#Daily`, and adding `daily`
+            // to a memory tagged `#Daily` keeps the spelling it has.
             let tags = ensure_object(doc, &root, "tags", ObjType::Map)?;
+            let held = |doc: &AutoCommit, tag: &str| -> Vec<String> {
+                let folded = tag.to_lowercase();
+                doc.keys(&tags)
+                    .filter(|k| k.to_lowercase() == folded)
+                    .collect()
+            };
             for tag in &edit.remove_tags {
-                if let Ok(tag) = normalize_tag(tag)
-                    && doc.get(&tags, tag.as_str())?.is_some()
-                {
-                    doc.delete(&tags, tag.as_str())?;
+                if let Ok(tag) = normalize_tag(tag) {
+                    for key in held(doc, &tag) {
+                        doc.delete(&tags, key.as_str())?;
+                    }
                 }
             }
             for tag in &edit.add_tags {
-                if let Ok(tag) = normalize_tag(tag) {
+                if let Ok(tag) = normalize_tag(tag)
+                    && held(doc, &tag).is_empty()
+                {
                     doc.put(&tags, tag.as_str(), true)?;
                 }
             }

@@ -1727,7 +1727,13 @@ impl StoreReader {
 
     /// Lists memories, most recently changed first.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<Memory>, StoreError> {
-        let tag = filter.tag.as_deref().map(normalize_tag).transpose()?;
+        // Tags match without regard to case.
+        let tag = filter
+            .tag
+            .as_deref()
+            .map(normalize_tag)
+            .transpose()?
+            .map(|t| t.to_lowercase());
         let txn = self.db()?.begin_read()?;
         let metas = txn.open_table(MEMORY_META)?;
         let mut matches: Vec<(i64, u128, u128)> = Vec::new();
@@ -1740,7 +1746,10 @@ impl StoreReader {
             {
                 continue;
             }
-            if tag.as_ref().is_some_and(|t| !meta.tags.contains(t)) {
+            if tag
+                .as_ref()
+                .is_some_and(|t| !meta.tags.iter().any(|m| m.to_lowercase() == *t))
+            {
                 continue;
             }
             if filter.kind.as_ref().is_some_and(|k| *k != meta.kind) {

@@ -454,10 +454,17 @@ fn search_from_the_command_line() {
             .expect("snippet")
             .contains("**flower**")
     );
-    let tagged = cli
-        .run(&["search", "milk key", "--tag", "garden", "--json"])
-        .json();
-    assert_eq!(tagged.as_array().expect("array").len(), 1);
+    // Tags match without regard to case, by words and by meaning.
+    for (tag, mode) in [
+        ("garden", "hybrid"),
+        ("Garden", "keyword"),
+        ("GARDEN", "semantic"),
+    ] {
+        let tagged = cli
+            .run(&["search", "milk key", "--tag", tag, "--mode", mode, "--json"])
+            .json();
+        assert_eq!(mnemon_tests::ids(&tagged), [id.as_str()], "{tag} {mode}");
+    }
     cli.run(&["search", "   "]).fails_with("query is empty");
     cli.run(&["search", "x", "--k", "0"])
         .fails_with("k must be from 1");

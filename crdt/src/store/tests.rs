@@ -1350,3 +1350,60 @@ fn concurrent_edits_of_the_same_words_are_marked_and_settled_by_a_new_text() {
     a.remove(&[m]).expect("remove");
     assert!(a.conflicted().expect("list").is_empty());
 }
+
+#[test]
+fn tags_are_told_apart_without_regard_to_case() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open(&dir, "t.redb", &Keypair::generate());
+    let m = store
+        .add(NewMemory {
+            tags: vec![
+                "Daily".into(),
+                "daily".into(),
+                "#DAILY".into(),
+                "work".into(),
+            ],
+            ..note("standup notes")
+        })
+        .expect("add");
+    assert_eq!(m.tags.iter().collect::<Vec<_>>(), ["Daily", "work"]);
+    let other = store
+        .add(NewMemory {
+            tags: vec!["daily".into()],
+            ..note("another day")
+        })
+        .expect("add");
+    // Adding another spelling keeps the one it has; a filter in any case finds both.
+    let m = store
+        .edit(
+            m.id,
+            &MemoryEdit {
+                add_tags: vec!["dAILY".into()],
+                ..MemoryEdit::default()
+            },
+        )
+        .expect("edit");
+    assert_eq!(m.tags.iter().collect::<Vec<_>>(), ["Daily", "work"]);
+    for spelling in ["daily", "DAILY", "#Daily"] {
+        let found = store
+            .list(&ListFilter {
+                tag: Some(spelling.into()),
+                ..ListFilter::default()
+            })
+            .expect("list");
+        assert_eq!(found.len(), 2, "{spelling}");
+    }
+    // Removing in another case removes it.
+    let m = store
+        .edit(
+            m.id,
+            &MemoryEdit {
+                remove_tags: vec!["DAILY".into()],
+                ..MemoryEdit::default()
+            },
+        )
+        .expect("edit");
+    assert_eq!(m.tags.iter().collect::<Vec<_>>(), ["work"]);
+    assert_eq!(store.get(other.id).expect("get").tags.len(), 1);
+    store.verify_views().expect("views");
+}

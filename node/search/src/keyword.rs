@@ -46,7 +46,9 @@ fn schema() -> (Schema, Fields) {
         context: builder.add_text_field("context", text.clone()),
         context_of: builder.add_text_field("context_of", STRING),
         tags_text: builder.add_text_field("tags_text", text),
-        tag: builder.add_text_field("tag", STRING),
+        // Folded to lower case: tags match without regard to case. (Renamed from `tag`
+        // when that began, so an older index is rebuilt.)
+        tag: builder.add_text_field("tag_folded", STRING),
         kind: builder.add_text_field("kind", STRING),
         collection: builder.add_text_field("collection", STRING),
         created: builder.add_i64_field("created", INDEXED | FAST),
@@ -189,7 +191,7 @@ impl KeywordIndex {
             f.importance => memory.importance,
         );
         for tag in &memory.tags {
-            document.add_text(f.tag, tag);
+            document.add_text(f.tag, tag.to_lowercase());
         }
         for id in memory.context_ids {
             document.add_text(f.context_of, id_text(*id));
@@ -298,7 +300,7 @@ impl KeywordIndex {
             clauses.push((Occur::Must, Box::new(BooleanQuery::new(any))));
         }
         if let Some(tag) = &filter.tag {
-            clauses.push((Occur::Must, exact(f.tag, tag)));
+            clauses.push((Occur::Must, exact(f.tag, &tag.to_lowercase())));
         }
         if let Some(kind) = &filter.kind {
             clauses.push((Occur::Must, exact(f.kind, kind)));

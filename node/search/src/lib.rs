@@ -137,7 +137,10 @@ impl Filter {
         self.collections
             .as_ref()
             .is_none_or(|ids| ids.contains(&meta.collection))
-            && self.tag.as_ref().is_none_or(|t| meta.tags.contains(t))
+            && self.tag.as_ref().is_none_or(|t| {
+                let t = t.to_lowercase();
+                meta.tags.iter().any(|m| m.to_lowercase() == t)
+            })
             && self.kind.as_ref().is_none_or(|k| *k == meta.kind)
             && self.since.is_none_or(|s| meta.created >= s)
             && self.until.is_none_or(|u| meta.created < u)

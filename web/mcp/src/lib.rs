@@ -1335,8 +1335,10 @@ impl ServerHandler for Mcp {
                 .into_iter()
                 .flat_map(|m| m.tags)
                 .filter(|t| t.to_lowercase().starts_with(&typed))
-                .collect::<std::collections::BTreeSet<String>>()
-                .into_iter()
+                // One spelling per tag: tags match without regard to case.
+                .map(|t| (t.to_lowercase(), t))
+                .collect::<std::collections::BTreeMap<String, String>>()
+                .into_values()
                 .collect(),
             _ => Vec::new(),
         };
