@@ -86,7 +86,7 @@ pub enum StoreError {
     Unsupported(&'static str),
     /// The disk refused a write (full or failing): nothing of the write was stored, and
     /// writes succeed again once it takes them.
-    #[error("the disk refused the write (is it full?): {0}; nothing of it was stored")]
+    #[error("the disk refused the write (is it full?): {0}; it was not acknowledged")]
     Disk(String),
     /// The database failed.
     #[error("storage error: {0}")]

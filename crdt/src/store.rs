@@ -1256,31 +1256,41 @@ impl Store {
     }
 
     /// Drops the database handle and opens the file again, once no reader holds it.
+    /// Readers never wait for the open (redb may repair the file first): meanwhile they
+    /// are told the store is being opened again.
     fn reopen(&mut self, path: &Path) -> Result<(), StoreError> {
-        let mut slot = self
-            .reader
-            .db
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Readers hold the handle only while they begin a transaction; new ones wait on the
-        // lock. (A read transaction already begun goes on without it.)
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while slot.as_ref().is_some_and(|db| Arc::strong_count(db) > 1) {
-            if std::time::Instant::now() > deadline {
-                return Err(StoreError::Storage(
-                    "readers still hold the database handle".into(),
-                ));
+        let old = {
+            let mut slot = self
+                .reader
+                .db
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Readers hold the handle only while they begin a transaction; new ones wait
+            // on the lock for that instant. (A read transaction already begun goes on
+            // without it, and ends at its next read of the file.)
+            let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+            while slot.as_ref().is_some_and(|db| Arc::strong_count(db) > 1) {
+                if std::time::Instant::now() > deadline {
+                    return Err(StoreError::Storage(
+                        "readers still hold the database handle".into(),
+                    ));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+            slot.take()
+        };
         // The old handle goes first: it holds the file's lock.
-        drop(slot.take());
+        drop(old);
         self.health.reopened();
-        match WatchedFile::open(path, self.health.clone())
-            .and_then(|file| builder().create_with_backend(file))
-        {
+        let opened = WatchedFile::open(path, self.health.clone())
+            .and_then(|file| builder().create_with_backend(file));
+        match opened {
             Ok(db) => {
-                *slot = Some(Arc::new(db));
+                *self
+                    .reader
+                    .db
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(db));
                 tracing::info!("the store was opened again after the disk refused a write");
                 Ok(())
             }
@@ -1541,8 +1551,7 @@ impl StoreReader {
             .clone()
             .ok_or_else(|| {
                 StoreError::Disk(
-                    "the database could not be opened again after the disk refused a write"
-                        .to_owned(),
+                    "the store is being opened again after the disk refused a write".to_owned(),
                 )
             })
     }
@@ -2115,6 +2124,7 @@ impl StoreReader {
         out.insert("titles-1", txn.open_table(TITLES)?.len()?);
         out.insert("mentions-1", txn.open_table(MENTIONS)?.len()?);
         out.insert("fingerprints-1", txn.open_table(FINGERPRINTS)?.len()?);
+        out.insert("conflicts-1", txn.open_table(CONFLICTS)?.len()?);
         Ok(out)
     }
 }

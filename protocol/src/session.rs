@@ -254,7 +254,11 @@ impl Session {
             let Ok(members) = store.members(c) else {
                 continue;
             };
-            let owner = store.descriptor(c).ok().and_then(|d| d.verify().ok());
+            // (This node owns it: its descriptor would be signed for nothing.)
+            let owner = match store.access(c, &self.local) {
+                Ok(Some(mnemon_crdt::Access::Owner)) => None,
+                _ => store.descriptor(c).ok().and_then(|d| d.verify().ok()),
+            };
             let mut peers: Vec<MemberAddrs> = owner
                 .into_iter()
                 .chain(members.into_iter().map(|m| m.did))

@@ -446,6 +446,59 @@ fn a_scoped_token_sees_its_collections_only_writes_only_if_allowed_and_ends_when
         (404, json!(format!("no memory with id {gone_id}")))
     );
 
+    // Forgetting a memory's history relinks the memories that link to it: the writer may
+    // not when one it cannot see does (the plan in `work` is linked to from `private`).
+    let linker = http.ok(
+        &owner,
+        "POST",
+        "/api/v1/memories",
+        Some(json!({"content": "Pelican notes", "collection": "private", "links": [{"target": plan_id}]})),
+    );
+    let (status, answer) = http.call(
+        &writer,
+        "POST",
+        &format!("/api/v1/memories/{plan_id}/forget-history"),
+        None,
+    );
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(
+        http.ok(
+            &owner,
+            "GET",
+            &format!("/api/v1/memories/{}", linker["id"].as_str().expect("id")),
+            None
+        )["links"][0]["target"],
+        json!(plan_id),
+        "the hidden linker was not touched"
+    );
+    // One only its own collection links to, it may.
+    let own = http.ok(
+        &writer,
+        "POST",
+        "/api/v1/memories",
+        Some(json!({"content": "Pelican draft", "collection": "work"})),
+    );
+    let own_id = own["id"].as_str().expect("id").to_owned();
+    let fresh = http.ok(
+        &writer,
+        "POST",
+        &format!("/api/v1/memories/{own_id}/forget-history"),
+        None,
+    );
+    assert_eq!(fresh["content"], "Pelican draft");
+    assert_ne!(fresh["id"], json!(own_id));
+    // The reader may not at all.
+    let (status, _) = http.call(
+        &reader,
+        "POST",
+        &format!(
+            "/api/v1/memories/{}/forget-history",
+            fresh["id"].as_str().expect("id")
+        ),
+        None,
+    );
+    assert_eq!(status, 403);
+
     // The web UI, signed in with the reader, shows only `work`.
     let cookie = http.sign_in(&reader);
     let (status, home) = http.page(&cookie, "/");

@@ -102,11 +102,24 @@ pub(super) fn detect(doc: &mut AutoCommit, before: &[ChangeHash], marked: bool) 
     })
 }
 
+/// Texts longer than this (in bytes) are compared by the one region each side changed
+/// (from the first to the last difference) instead of a character diff: a diff costs
+/// O(length × differences), and this runs inside a write.
+const DIFF_LIMIT: usize = 16 * 1024;
+
+/// How long a character diff may take before it settles for a coarser answer.
+const DIFF_DEADLINE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Whether the edits from `base` to `a` and from `base` to `b` touch the same
 /// characters of `base` (an insertion counts as touching the character it goes before).
 fn overlapping(base: &str, a: &str, b: &str) -> bool {
     let ranges = |other: &str| -> Vec<(usize, usize)> {
-        similar::TextDiff::from_chars(base, other)
+        if base.len().max(other.len()) > DIFF_LIMIT {
+            return vec![changed_region(base, other)];
+        }
+        let mut ranges: Vec<(usize, usize)> = similar::TextDiff::configure()
+            .deadline(std::time::Instant::now() + DIFF_DEADLINE)
+            .diff_chars(base, other)
             .ops()
             .iter()
             .filter(|op| op.tag() != similar::DiffTag::Equal)
@@ -114,11 +127,47 @@ fn overlapping(base: &str, a: &str, b: &str) -> bool {
                 let old = op.old_range();
                 (old.start, old.end.max(old.start + 1))
             })
-            .collect()
+            .collect();
+        ranges.sort_unstable();
+        ranges
     };
     let (a, b) = (ranges(a), ranges(b));
-    a.iter()
-        .any(|(s1, e1)| b.iter().any(|(s2, e2)| s1 < e2 && s2 < e1))
+    // Both sorted by start: one sweep.
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let ((s1, e1), (s2, e2)) = (a[i], b[j]);
+        if s1 < e2 && s2 < e1 {
+            return true;
+        }
+        if e1 <= e2 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    false
+}
+
+/// The characters of `base` between its first and last difference from `other` (an
+/// insertion touches the character it goes before).
+fn changed_region(base: &str, other: &str) -> (usize, usize) {
+    let prefix = base
+        .chars()
+        .zip(other.chars())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let base_len = base.chars().count();
+    let other_len = other.chars().count();
+    let suffix = base
+        .chars()
+        .rev()
+        .zip(other.chars().rev())
+        .take_while(|(x, y)| x == y)
+        .count()
+        .min(base_len - prefix)
+        .min(other_len - prefix);
+    let end = base_len - suffix;
+    (prefix, end.max(prefix + 1))
 }
 
 pub(super) fn put(
@@ -183,5 +232,19 @@ mod tests {
             "Urgent: Meeting on Wednesday at 10:30 in room 4",
             "Meeting on Wednesday at 10:30 in room 4, bring slides"
         ));
+    }
+
+    #[test]
+    fn long_texts_are_compared_by_the_region_each_side_changed() {
+        let base = "word ".repeat(10_000);
+        let start = format!("first {}", &base[5..]);
+        let end = format!("{}last ", &base[..base.len() - 5]);
+        let also_start = format!("other {}", &base[5..]);
+        assert!(!overlapping(&base, &start, &end));
+        assert!(overlapping(&base, &start, &also_start));
+        // Whole rewrites of long texts answer at once.
+        let rewrite_a = "a".repeat(60_000);
+        let rewrite_b = "b".repeat(60_000);
+        assert!(overlapping(&base, &rewrite_a, &rewrite_b));
     }
 }

@@ -535,6 +535,9 @@ impl Store {
                 metas.remove(t.memory)?;
                 super::view::remove(&txn, MemoryId::from_u128(t.memory))
                     .map_err(|e| ApplyError::Storage(e.to_string()))?;
+                // Both versions of a conflict go with it: a deletion leaves no text behind.
+                super::conflict::clear(&txn, MemoryId::from_u128(t.memory))
+                    .map_err(|e| ApplyError::Storage(e.to_string()))?;
                 docs.remove(t.memory)?;
                 heads.remove(t.memory)?;
                 super::set_links(&txn, MemoryId::from_u128(t.memory), [])

@@ -1346,9 +1346,16 @@ fn concurrent_edits_of_the_same_words_are_marked_and_settled_by_a_new_text() {
     set(&mut a, m, "at noon");
     set(&mut b, m, "at one");
     sync(&b, &mut a, m);
+    sync(&a, &mut b, m);
     assert!(a.conflict(m).expect("read").is_some());
+    assert!(b.conflict(m).expect("read").is_some());
     a.remove(&[m]).expect("remove");
     assert!(a.conflicted().expect("list").is_empty());
+    // Nor does a deletion from a peer: both versions go with the memory.
+    b.apply_tombstones(collection, &a.tombstones(collection).expect("tombstones"))
+        .expect("tombstone");
+    assert!(b.conflicted().expect("list").is_empty());
+    assert_eq!(b.table_sizes().expect("sizes")["conflicts-1"], 0);
 }
 
 #[test]

@@ -103,8 +103,12 @@ pub struct PeerInfo {
     /// collection both sync said (`introduced`): dialed after a restart.
     pub listen_addrs: Vec<String>,
     /// Another member introduced it (a member of a collection this node syncs, never met
-    /// yet): dialed, with backoff, until met.
+    /// yet): dialed, with backoff, until met. Not saved: a restart forgets it.
+    #[serde(skip)]
     pub introduced: bool,
+    /// Where the introducer said it listens (not saved; tried after its own addresses).
+    #[serde(skip)]
+    pub introduced_addrs: Vec<String>,
     /// Whether a connection is open.
     pub connected: bool,
     /// Collections synced with it in the current session (ids).
@@ -676,6 +680,8 @@ fn handle_swarm_event(
                 info.did = did.to_string();
                 info.peer_id = peer_id.to_string();
                 info.connected = true;
+                // Met: from now on it is redialed for what it syncs, not for an introduction.
+                info.introduced = false;
                 let addr = endpoint.get_remote_address().to_string();
                 if !info.addresses.contains(&addr) {
                     info.addresses.push(addr);
@@ -902,6 +908,7 @@ fn redial_peers(
                     .listen_addrs
                     .iter()
                     .chain(&info.addresses)
+                    .chain(&info.introduced_addrs)
                     .filter_map(|a| a.parse::<Multiaddr>().ok())
                     .take(8)
                     .collect();
@@ -981,7 +988,7 @@ impl Driver {
         if addrs.is_empty() {
             return;
         }
-        let connected = {
+        let dial_now = {
             let mut table = self
                 .peers
                 .lock()
@@ -991,13 +998,14 @@ impl Driver {
                 info.did = did.to_string();
                 info.peer_id = peer.to_string();
             }
-            if info.listen_addrs.is_empty() {
-                info.listen_addrs = addrs.iter().map(ToString::to_string).collect();
-            }
-            info.introduced = true;
-            info.connected
+            let first = !info.introduced;
+            info.introduced = !info.connected;
+            info.introduced_addrs = addrs.iter().map(ToString::to_string).collect();
+            // The first introduction is dialed at once; later ones wait for the redial
+            // and its backoff, so a member cannot make this node dial at its pace.
+            first && !info.connected
         };
-        if !connected {
+        if dial_now {
             let _ = self.commands.try_send(Command::DialPeer(peer, addrs));
         }
     }

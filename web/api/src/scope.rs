@@ -410,6 +410,19 @@ impl Api for Scoped {
         self.live()?;
         self.memory(id)?;
         self.read_only()?;
+        // Forgetting relinks every memory that links here: it may not edit memories it
+        // cannot see.
+        if let Some(visible) = self.within()
+            && self
+                .node
+                .backlinks(id)?
+                .iter()
+                .any(|m| !visible.contains(&m.collection))
+        {
+            return Err(Error::forbidden(
+                "memories outside this token's collections link to this one; only the owner can forget its history",
+            ));
+        }
         let memory = self.node.forget_history(id)?;
         Ok(self.trim_links(memory))
     }
