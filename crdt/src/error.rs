@@ -84,6 +84,9 @@ pub enum StoreError {
     /// This store cannot do that (for example vacuum a store that is not a file).
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
+    /// The memory has no conflict to resolve.
+    #[error("{0} has no conflict to resolve")]
+    NoConflict(MemoryId),
     /// The disk refused a write (full or failing): nothing of the write was stored, and
     /// writes succeed again once it takes them.
     #[error("the disk refused the write (is it full?): {0}; it was not acknowledged")]

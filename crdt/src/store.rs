@@ -1070,6 +1070,24 @@ impl Store {
         Ok(Written::new(memory, written.events))
     }
 
+    /// Settles a memory's conflict by keeping one of its two versions (`theirs`: the
+    /// peer's) as its text, on the writer: a merge that lands meanwhile is either before
+    /// it (and its mark is the one settled) or after it.
+    pub fn resolve_conflict(&mut self, id: MemoryId, theirs: bool) -> Result<Memory, StoreError> {
+        let (txn, grouped) = self.open_write()?;
+        let result = (|| {
+            let Some(found) = conflict::get(&txn.open_table(CONFLICTS)?, id)? else {
+                return Err(StoreError::NoConflict(id));
+            };
+            let edit = MemoryEdit {
+                content: Some(if theirs { found.theirs } else { found.ours }),
+                ..MemoryEdit::default()
+            };
+            self.edit_in(&txn, id, &edit)
+        })();
+        self.finish_write(txn, grouped, result)
+    }
+
     // ----- grouped writes ----------------------------------------------------------------
 
     /// Opens one transaction for the writes that follow, until [`Store::commit_group`] or

@@ -298,6 +298,20 @@ impl Api for Remote {
         Ok(())
     }
 
+    fn resolve_conflict(&self, id: &str, theirs: bool) -> Result<MemoryView, ApiError> {
+        self.send_json(
+            "POST",
+            &format!("/memories/{}/resolve", mnemon_web::encode_component(id)),
+            &mnemon_api::ResolveConflict {
+                keep: if theirs {
+                    mnemon_api::Keep::Theirs
+                } else {
+                    mnemon_api::Keep::Ours
+                },
+            },
+        )
+    }
+
     fn forget_history(&self, id: &str) -> Result<MemoryView, ApiError> {
         self.send_json(
             "POST",

@@ -250,6 +250,26 @@ fn crud_search_and_collections_through_the_api() {
     assert_eq!(page["next_offset"], Value::Null);
     let tagged = api.call("GET", "/api/v1/memories?tag=kitchen", None).json();
     assert_eq!(tagged["total"], 1);
+    // Resolving a conflict: refused by name for a memory without one, and for a side
+    // that is neither ours nor theirs. (Conflicts themselves: tests/it/federation.rs.)
+    let calm = api.call(
+        "POST",
+        &format!("/api/v1/memories/{id}/resolve"),
+        Some(json!({"keep": "theirs"})),
+    );
+    assert_eq!(calm.status, 422, "{}", calm.body);
+    assert!(
+        calm.body.contains("has no conflict to resolve"),
+        "{}",
+        calm.body
+    );
+    let odd = api.call(
+        "POST",
+        &format!("/api/v1/memories/{id}/resolve"),
+        Some(json!({"keep": "both"})),
+    );
+    assert_eq!(odd.status, 422, "{}", odd.body);
+    assert!(odd.body.contains("keep"), "{}", odd.body);
     let status = api.call("GET", "/api/v1/status", None).json();
     assert_eq!(status["memories"], 7, "{status}");
     // Delete: gone from reads and from search.

@@ -15,8 +15,8 @@ use crate::router::{
     ask, authenticate, backlinks, backup, collections, create_collection, create_memory,
     create_token, delete_memory, dial, events, forget_history, get_memory, graph, guard,
     invite_collection, join, list_memories, list_tokens, members, metrics, peers, proof, ready,
-    revoke_token, rotate_token, search, session, share_collection, sign_in_link, status, tag_route,
-    unshare_collection, update_memory,
+    resolve_conflict, revoke_token, rotate_token, search, session, share_collection, sign_in_link,
+    status, tag_route, unshare_collection, update_memory,
 };
 use crate::state::{AppState, ServerConfig};
 
@@ -95,6 +95,10 @@ pub fn router_with(backend: Arc<dyn Api>, config: &ServerConfig, protected: Rout
         .route(
             "/memories/{id}/forget-history",
             axum::routing::post(forget_history),
+        )
+        .route(
+            "/memories/{id}/resolve",
+            axum::routing::post(resolve_conflict),
         )
         .route("/search", get(search))
         .route("/graph", get(graph))

@@ -17,6 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::router::update_memory,
         crate::router::delete_memory,
         crate::router::forget_history,
+        crate::router::resolve_conflict,
         crate::router::backlinks,
         crate::router::search,
         crate::router::graph,

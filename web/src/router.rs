@@ -457,6 +457,20 @@ pub(crate) async fn delete_memory(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/api/v1/memories/{id}/resolve", tag = "memories", params(("id" = String, Path, description = "The memory's id")), request_body = mnemon_api::ResolveConflict,
+    responses((status = 200, description = "The memory with the version kept as its text; its conflict is settled", body = MemoryView), (status = 404, description = "No such memory", body = ErrorBody), (status = 422, description = "The memory has no conflict, or `keep` is neither ours nor theirs", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn resolve_conflict(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<mnemon_api::ResolveConflict>,
+) -> Result<impl IntoResponse, HttpError> {
+    let backend = state.backend();
+    let theirs = request.keep == mnemon_api::Keep::Theirs;
+    Ok(Json(
+        blocking(move || backend.resolve_conflict(&id, theirs)).await?,
+    ))
+}
+
 #[utoipa::path(post, path = "/api/v1/memories/{id}/forget-history", tag = "memories", params(("id" = String, Path, description = "The memory's id")),
     responses((status = 200, description = "The memory rewritten as one change from what it says now, under a new id; the old id and its earlier versions are deleted for good, here and on every peer, and memories that linked to it link to the new one", body = MemoryView), (status = 404, description = "No such memory", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
 pub(crate) async fn forget_history(

@@ -428,6 +428,20 @@ impl Api for Service {
         Ok(())
     }
 
+    fn resolve_conflict(&self, id: &str, theirs: bool) -> Result<MemoryView, ApiError> {
+        let id = parse_id(id)?;
+        let (memory, seq) = self
+            .writer
+            .write_blocking(move |s: &mut Store| {
+                let memory = s.resolve_conflict(id, theirs)?;
+                Ok((memory, s.last_write_seq()))
+            })
+            .map_err(store_error)?;
+        let mut view = MemoryView::new(&memory, &self.names(self.store())?);
+        view.seq = Some(seq);
+        Ok(view)
+    }
+
     fn forget_history(&self, id: &str) -> Result<MemoryView, ApiError> {
         let id = parse_id(id)?;
         let (memory, seq) = self

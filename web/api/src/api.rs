@@ -91,7 +91,9 @@ pub trait Api: Send + Sync + 'static {
     }
     /// Settles a memory's conflict by keeping one of its two versions (`theirs`: the
     /// peer's, else this node's) as its text. A memory without a conflict is refused by
-    /// name. The CLI, the UI and MCP settle conflicts through this.
+    /// name. The CLI, the UI and MCP settle conflicts through this. (The node itself
+    /// does it on its writer, so a merge landing meanwhile is not overwritten; this
+    /// default, a read then an edit, serves a client of a node.)
     fn resolve_conflict(&self, id: &str, theirs: bool) -> Result<MemoryView, Error> {
         let current = self.get(id)?;
         let Some(conflict) = current.conflict else {

@@ -91,9 +91,9 @@ pub use backup::{BackupFile, BackupRequest, BackupView, MIN_PASSPHRASE};
 pub use error::{Error, ErrorKind};
 pub use graph::{GraphEdge, GraphNode, GraphQuery, GraphView};
 pub use memory::{
-    ConflictView, CreateMemory, Created, Dedupe, EventKind, EventView, LinkView, ListQuery,
-    MAX_LIST_PAGE, MemoryView, Page, PatchMemory, SourceView, TaskBoard, TaskFields, TaskList,
-    TaskStatus, TaskView,
+    ConflictView, CreateMemory, Created, Dedupe, EventKind, EventView, Keep, LinkView, ListQuery,
+    MAX_LIST_PAGE, MemoryView, Page, PatchMemory, ResolveConflict, SourceView, TaskBoard,
+    TaskFields, TaskList, TaskStatus, TaskView,
 };
 pub use scope::{Caller, Grant, IssuedToken, NewToken, Scope, TokenView, check_token_name};
 pub use search::{

@@ -54,6 +54,24 @@ pub struct MemoryView {
     pub conflict: Option<ConflictView>,
 }
 
+/// `POST /api/v1/memories/{id}/resolve`: which version of a conflict to keep.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveConflict {
+    /// `ours` (this node's version) or `theirs` (the peer's).
+    pub keep: Keep,
+}
+
+/// A side of a conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Keep {
+    /// This node's version.
+    Ours,
+    /// The peer's version.
+    Theirs,
+}
+
 /// Two concurrent edits of a memory's text that changed the same words.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
 pub struct ConflictView {

@@ -406,6 +406,14 @@ impl Api for Scoped {
         self.node.delete(id)
     }
 
+    fn resolve_conflict(&self, id: &str, theirs: bool) -> Result<MemoryView, Error> {
+        self.live()?;
+        self.memory(id)?;
+        self.read_only()?;
+        let memory = self.node.resolve_conflict(id, theirs)?;
+        Ok(self.trim_links(memory))
+    }
+
     fn forget_history(&self, id: &str) -> Result<MemoryView, Error> {
         self.live()?;
         self.memory(id)?;
