@@ -12,6 +12,10 @@
 //! - the bulk baseline: the initial sync's bytes sent over a bare quinn connection on
 //!   127.0.0.1 in the same run (one stream, 64 KiB writes), and the ratio of the two
 //!   throughputs;
+//! - restarts (`MNEMON_SYNC_RESTARTS`, default 20): B's network stops and starts again on
+//!   a new port, dialing A, and A edits a memory at once; the time from the stop until B
+//!   holds the edit, p50 and p99 (the process's own start, opening the store and index,
+//!   is not in it);
 //! - idle: the bytes per minute each way while nothing changes (`MNEMON_SYNC_IDLE_SECS`,
 //!   default 150: two resyncs);
 //! - change-to-visible latency: `MNEMON_SYNC_EDITS` (default 200) single edits one after
@@ -33,6 +37,16 @@ struct Node {
     service: Arc<Service>,
     network: Network,
     did: mnemon_identity::Did,
+    keypair: Keypair,
+}
+
+fn net_config(peers: Vec<libp2p::Multiaddr>) -> NetConfig {
+    NetConfig {
+        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr")],
+        mdns: false,
+        peers,
+        ..NetConfig::default()
+    }
 }
 
 async fn node() -> Node {
@@ -48,23 +62,16 @@ async fn node() -> Node {
     .expect("service");
     service.load_index().expect("index");
     let service = Arc::new(service);
-    let network = Network::start(
-        service.writer().clone(),
-        &keypair,
-        NetConfig {
-            listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr")],
-            mdns: false,
-            ..NetConfig::default()
-        },
-    )
-    .await
-    .expect("network");
+    let network = Network::start(service.writer().clone(), &keypair, net_config(Vec::new()))
+        .await
+        .expect("network");
     service.set_network(network.clone());
     Node {
         _dir: dir,
         service,
         network,
         did: keypair.did(),
+        keypair,
     }
 }
 
@@ -247,6 +254,47 @@ fn main() {
     let (sent_a4, recv_a4) = bytes(&a);
     let session = a.network.peers().into_iter().next().expect("B");
 
+    // Restarts: B's network stops (closing its connections, as a stopping node does) and
+    // starts again on a new port, dialing A as a restarted node dials its saved peers; A
+    // edits a memory at once. The time from the stop to B holding the edit, each time.
+    let restarts: usize = std::env::var("MNEMON_SYNC_RESTARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let mut restart_ms = Vec::with_capacity(restarts);
+    let mut b_network = b.network.clone();
+    for r in 0..restarts {
+        let started = Instant::now();
+        runtime.block_on(b_network.shutdown());
+        b_network = runtime
+            .block_on(Network::start(
+                b.service.writer().clone(),
+                &b.keypair,
+                net_config(vec![a.network.dial_address().expect("addr")]),
+            ))
+            .expect("restart");
+        let id = ids[(r * 104_729) % n];
+        let want = a
+            .service
+            .write_store(move |s| {
+                s.edit(
+                    id,
+                    &MemoryEdit {
+                        title: Some(format!("after restart {r}")),
+                        ..MemoryEdit::default()
+                    },
+                )
+                .expect("edit");
+                s.heads(id).expect("heads")
+            })
+            .expect("store");
+        wait("the first change after a restart", || {
+            b.service.read_store(|s| s.heads(id).expect("heads")) == want
+        });
+        restart_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    restart_ms.sort_by(f64::total_cmp);
+
     // Idle: nothing changes on either side for a while; what crosses the wire is the
     // resyncs' cost (the session's default resync interval, 60 s).
     let idle_secs: u64 = std::env::var("MNEMON_SYNC_IDLE_SECS")
@@ -298,6 +346,13 @@ fn main() {
                 "sync_mb_per_sec": bulk_bytes as f64 / initial.as_secs_f64() / 1e6,
                 "bare_quinn_mb_per_sec": bulk_bytes as f64 / bare.as_secs_f64() / 1e6,
                 "sync_over_bare_throughput": bare.as_secs_f64() / initial.as_secs_f64(),
+            },
+            "restart_to_first_change_ms": {
+                "restarts": restarts,
+                "p50": restart_ms.get(restarts / 2),
+                "p99": (!restart_ms.is_empty()).then(|| percentile(&restart_ms, 0.99)),
+                "max": restart_ms.last(),
+                "goal_p99": 2000,
             },
             "change_to_visible_ms": {
                 "edits": edits,
