@@ -90,6 +90,27 @@ fn wait(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Retitles memory `id` on `node`; returns its heads afterwards.
+fn retitle(
+    node: &Node,
+    id: MemoryId,
+    title: String,
+) -> Option<Vec<mnemon_crdt::automerge::ChangeHash>> {
+    node.service
+        .write_store(move |s| {
+            s.edit(
+                id,
+                &MemoryEdit {
+                    title: Some(title),
+                    ..MemoryEdit::default()
+                },
+            )
+            .expect("edit");
+            s.heads(id).expect("heads")
+        })
+        .expect("store")
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -190,20 +211,7 @@ fn main() {
     for i in 0..edits {
         let id = ids[(i * 7919) % n];
         let started = Instant::now();
-        let want = a
-            .service
-            .write_store(move |s| {
-                s.edit(
-                    id,
-                    &MemoryEdit {
-                        title: Some(format!("latency {i}")),
-                        ..MemoryEdit::default()
-                    },
-                )
-                .expect("edit");
-                s.heads(id).expect("heads")
-            })
-            .expect("store");
+        let want = retitle(&a, id, format!("latency {i}"));
         wait("an edit", || {
             b.service.read_store(|s| s.heads(id).expect("heads")) == want
         });
@@ -274,20 +282,7 @@ fn main() {
             ))
             .expect("restart");
         let id = ids[(r * 104_729) % n];
-        let want = a
-            .service
-            .write_store(move |s| {
-                s.edit(
-                    id,
-                    &MemoryEdit {
-                        title: Some(format!("after restart {r}")),
-                        ..MemoryEdit::default()
-                    },
-                )
-                .expect("edit");
-                s.heads(id).expect("heads")
-            })
-            .expect("store");
+        let want = retitle(&a, id, format!("after restart {r}"));
         wait("the first change after a restart", || {
             b.service.read_store(|s| s.heads(id).expect("heads")) == want
         });

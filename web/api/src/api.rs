@@ -90,27 +90,10 @@ pub trait Api: Send + Sync + 'static {
         self.update(id, PatchMemory::task_reopened())
     }
     /// Settles a memory's conflict by keeping one of its two versions (`theirs`: the
-    /// peer's, else this node's) as its text. A memory without a conflict is refused by
-    /// name. The CLI, the UI and MCP settle conflicts through this. (The node itself
-    /// does it on its writer, so a merge landing meanwhile is not overwritten; this
-    /// default, a read then an edit, serves a client of a node.)
-    fn resolve_conflict(&self, id: &str, theirs: bool) -> Result<MemoryView, Error> {
-        let current = self.get(id)?;
-        let Some(conflict) = current.conflict else {
-            return Err(Error::invalid(format!("{id} has no conflict to resolve")));
-        };
-        self.update(
-            id,
-            PatchMemory {
-                content: Some(if theirs {
-                    conflict.theirs
-                } else {
-                    conflict.ours
-                }),
-                ..PatchMemory::default()
-            },
-        )
-    }
+    /// peer's, else this node's) as its text; a memory without a conflict is refused by
+    /// name. The node does it on its writer, so a merge landing meanwhile is not
+    /// overwritten. The CLI, the UI and MCP settle conflicts through this.
+    fn resolve_conflict(&self, id: &str, theirs: bool) -> Result<MemoryView, Error>;
     /// Deletes a memory for good.
     fn delete(&self, id: &str) -> Result<(), Error>;
     /// Rewrites a memory without its earlier versions: a new memory (a new id) says what
