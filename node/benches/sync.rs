@@ -179,6 +179,7 @@ fn main() {
     wait("initial sync", || holds(&b, collection) == n);
     let initial = started.elapsed();
     let (sent_a, recv_a) = bytes(&a);
+    let initial_session = a.network.peers().into_iter().next().expect("B");
 
     // Incremental: 10 memories edited while connected.
     let started = Instant::now();
@@ -316,6 +317,8 @@ fn main() {
                 "bytes_a_received": recv_a,
                 "collection_change_bytes": change_bytes,
                 "wire_over_collection": sent_a as f64 / change_bytes as f64,
+                "messages_a_sent": initial_session.sent,
+                "messages_a_received": initial_session.received,
             },
             "incremental_10_of_n": {
                 "seconds": incremental.as_secs_f64(),

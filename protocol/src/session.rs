@@ -129,10 +129,10 @@ pub enum SyncState {
     /// The last comparison of both sides' summaries found them equal, and every change
     /// since was pushed (the stream is reliable) or applied.
     InSync,
-    /// Not yet compared, or `differ` memories differed at the last comparison and are
-    /// being exchanged.
+    /// Not yet compared, or `differ` memories still differ and are being exchanged.
     Behind {
-        /// Memories that differed at the last comparison (0 before the first).
+        /// Memories that differed at the last comparison, less those whose changes have
+        /// arrived since (0 before the first comparison, and once all have).
         differ: usize,
     },
     /// Something about this collection from the peer was refused (until a later
@@ -194,6 +194,12 @@ pub struct Session {
     peer_has: HashMap<MemoryId, HashSet<ChangeHash>>,
     /// The peer's heads of a memory, as last learnt.
     peer_heads: HashMap<MemoryId, Vec<ChangeHash>>,
+    /// Memories whose changes we asked the peer for (our heads sent in `Heads`) and that
+    /// have not arrived: when, and our heads then. A summary compared while the answer is
+    /// still on its way (a large join streams for seconds) does not ask again, so nothing
+    /// is sent twice; an answer that never comes is asked for again after
+    /// [`SessionConfig::resync_interval`].
+    asked: HashMap<MemoryId, (u64, Vec<ChangeHash>)>,
     outbox: VecDeque<Output>,
     last_heard: u64,
     /// The latest time the driver gave (ms).
@@ -227,6 +233,7 @@ impl Session {
             collections: HashMap::new(),
             peer_has: HashMap::new(),
             peer_heads: HashMap::new(),
+            asked: HashMap::new(),
             outbox: VecDeque::new(),
             last_heard: now,
             now,
@@ -530,29 +537,55 @@ impl Session {
         collection: CollectionId,
         memory: MemoryId,
     ) {
-        if self.closed || !self.is_active(collection) || !self.may_sync(store, collection) {
+        self.local_changes(store, &[(collection, memory)]);
+    }
+
+    /// Memories that changed in this store, oldest first (what the change feed held):
+    /// pushes what the peer lacks of each, per collection in as few messages as fit.
+    pub fn local_changes(&mut self, store: &StoreReader, changes: &[(CollectionId, MemoryId)]) {
+        if self.closed {
             return;
         }
-        match store.tombstone(memory) {
-            Ok(Some(t)) => {
-                self.send(Message::Tombstones {
-                    collection: collection.to_u128(),
-                    tombstones: vec![t],
-                });
-                return;
+        let mut syncs: HashMap<CollectionId, bool> = HashMap::new();
+        let mut requests: Vec<(CollectionId, Vec<(MemoryId, Vec<ChangeHash>, bool)>)> = Vec::new();
+        for &(collection, memory) in changes {
+            let syncs = *syncs
+                .entry(collection)
+                .or_insert_with(|| self.is_active(collection) && self.may_sync(store, collection));
+            if !syncs {
+                continue;
             }
-            Ok(None) => {}
-            Err(e) => {
-                self.event(Event::Refused(format!("reading {memory}: {e}")));
-                return;
+            // The peer holds exactly what we hold (a deleted memory has no heads): the
+            // usual case for what the peer itself just sent, so one read.
+            if let Some(known) = self.peer_heads.get(&memory)
+                && !known.is_empty()
+                && store.heads(memory).ok().flatten().as_ref() == Some(known)
+            {
+                continue;
+            }
+            match store.tombstone(memory) {
+                Ok(Some(t)) => {
+                    self.send(Message::Tombstones {
+                        collection: collection.to_u128(),
+                        tombstones: vec![t],
+                    });
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.event(Event::Refused(format!("reading {memory}: {e}")));
+                    continue;
+                }
+            }
+            let known = self.peer_heads.get(&memory).cloned().unwrap_or_default();
+            match requests.last_mut() {
+                Some((c, list)) if *c == collection => list.push((memory, known, false)),
+                _ => requests.push((collection, vec![(memory, known, false)])),
             }
         }
-        let known = self.peer_heads.get(&memory).cloned().unwrap_or_default();
-        if !known.is_empty() && store.heads(memory).ok().flatten().as_ref() == Some(&known) {
-            // The peer holds exactly what we hold.
-            return;
+        for (collection, list) in requests {
+            self.send_changes(store, collection, &list);
         }
-        self.send_changes(store, collection, &[(memory, known, false)]);
     }
 
     /// Handles one frame payload from the peer.
@@ -690,6 +723,10 @@ impl Session {
                         let hashes: Vec<ChangeHash> =
                             d.hashes.into_iter().map(ChangeHash).collect();
                         let memory = MemoryId::from_u128(d.memory);
+                        // The answer to what we asked: the peer lacks changes of
+                        // ours, which we send (what it holds that we lack follows once
+                        // it has merged them).
+                        self.asked.remove(&memory);
                         self.peer_has
                             .insert(memory, hashes.iter().copied().collect());
                         (memory, hashes, true)
@@ -1040,6 +1077,7 @@ impl Session {
         }
 
         let mut differing = Vec::new();
+        let mut awaited = 0;
         for (m, digest) in &theirs_map {
             if my_dead.contains(m) {
                 continue;
@@ -1052,8 +1090,14 @@ impl Session {
                         self.peer_heads.insert(memory, heads);
                     }
                 }
-                Some(_) => differing.push(MemoryId::from_u128(*m)),
-                None => differing.push(MemoryId::from_u128(*m)),
+                _ => {
+                    let memory = MemoryId::from_u128(*m);
+                    if self.awaiting(store, memory) {
+                        awaited += 1;
+                    } else {
+                        differing.push(memory);
+                    }
+                }
             }
         }
         let missing = mine
@@ -1062,8 +1106,11 @@ impl Session {
             .count();
         // Deleted there, alive here: the peer sends the deletions once it sees our summary.
         let deleted_there = their_dead.iter().filter(|m| mine.contains_key(m)).count();
-        let in_sync =
-            differing.is_empty() && missing == 0 && missing_dead.is_empty() && deleted_there == 0;
+        let in_sync = differing.is_empty()
+            && awaited == 0
+            && missing == 0
+            && missing_dead.is_empty()
+            && deleted_there == 0;
         let (now, delay, cap) = (
             self.now,
             self.config.confirm_delay,
@@ -1088,7 +1135,11 @@ impl Session {
                 // A refusal stays on show until both sides agree again.
                 if !matches!(state.state, Some(SyncState::Error(_))) {
                     state.state = Some(SyncState::Behind {
-                        differ: differing.len() + missing + missing_dead.len() + deleted_there,
+                        differ: differing.len()
+                            + awaited
+                            + missing
+                            + missing_dead.len()
+                            + deleted_there,
                     });
                 }
                 let backoff = state.confirm_backoff.max(delay);
@@ -1106,17 +1157,7 @@ impl Session {
         }
         let docs: Vec<DocHeads> = differing
             .into_iter()
-            .map(|memory| DocHeads {
-                memory: memory.to_u128(),
-                hashes: store
-                    .heads(memory)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|h| h.0)
-                    .collect(),
-            })
+            .map(|memory| self.ask(store, memory))
             .collect();
         for chunk in docs.chunks(MAX_BATCH) {
             self.send(Message::Heads {
@@ -1124,6 +1165,27 @@ impl Session {
                 docs: chunk.to_vec(),
             });
         }
+    }
+
+    /// Our heads of `memory`, to send the peer so it answers with what we lack; recorded
+    /// as asked.
+    fn ask(&mut self, store: &StoreReader, memory: MemoryId) -> DocHeads {
+        let heads = store.heads(memory).ok().flatten().unwrap_or_default();
+        let hashes = heads.iter().map(|h| h.0).collect();
+        self.asked.insert(memory, (self.now, heads));
+        DocHeads {
+            memory: memory.to_u128(),
+            hashes,
+        }
+    }
+
+    /// Whether the changes of `memory` were asked for recently and nothing has arrived
+    /// since (our heads are those we sent): the answer is still on its way.
+    fn awaiting(&self, store: &StoreReader, memory: MemoryId) -> bool {
+        self.asked.get(&memory).is_some_and(|(at, heads)| {
+            self.now < at + self.config.resync_interval
+                && store.heads(memory).ok().flatten().unwrap_or_default() == *heads
+        })
     }
 
     fn handle_heads(&mut self, store: &StoreReader, c: CollectionId, docs: Vec<DocHeads>) {
@@ -1138,12 +1200,18 @@ impl Session {
                 // of another collection: nothing to send.
                 _ => continue,
             }
-            let mine = store.change_hashes(memory).unwrap_or_default();
-            let mine_set: HashSet<&ChangeHash> = mine.iter().collect();
             // What the peer says it holds replaces what we assumed (a message we sent may
             // have been lost): its heads' ancestors are what it has.
             self.peer_has.remove(&memory);
             self.peer_heads.insert(memory, hashes.clone());
+            // A peer that lacks the memory (no heads) gets all of it: no need to read our
+            // change hashes (a document load) to see that.
+            let mine = if hashes.is_empty() {
+                Vec::new()
+            } else {
+                store.change_hashes(memory).unwrap_or_default()
+            };
+            let mine_set: HashSet<&ChangeHash> = mine.iter().collect();
             if hashes.iter().all(|h| mine_set.contains(h)) {
                 send.push((memory, hashes, false));
             } else {
@@ -1252,7 +1320,9 @@ impl Session {
                 }
             }
         }
+        let mut answered = 0;
         for ((memory, changes), result) in batch.into_iter().zip(results) {
+            answered += usize::from(self.asked.remove(&memory).is_some());
             match result {
                 Ok(outcome) => {
                     let has = self.peer_has.entry(memory).or_default();
@@ -1279,17 +1349,7 @@ impl Session {
                 }
                 Err(ApplyError::MissingDependencies(_)) => {
                     // We are behind in a way the peer did not know: tell it our heads.
-                    repair.push(DocHeads {
-                        memory: memory.to_u128(),
-                        hashes: store
-                            .heads(memory)
-                            .ok()
-                            .flatten()
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|h| h.0)
-                            .collect(),
-                    });
+                    repair.push(self.ask(store, memory));
                 }
                 // Deleted here: the deletion wins; the peer learns it from our summary.
                 Err(ApplyError::Deleted(_)) => {}
@@ -1297,6 +1357,14 @@ impl Session {
                 Err(ApplyError::Storage(_)) => {}
                 Err(e) => self.violation(format!("changes to {memory}: {e}")),
             }
+        }
+        // Progress: what we asked for and got no longer differs.
+        if let Some(CollectionState {
+            state: Some(SyncState::Behind { differ }),
+            ..
+        }) = self.collections.get_mut(&c)
+        {
+            *differ = differ.saturating_sub(answered);
         }
         for chunk in repair.chunks(MAX_BATCH) {
             self.send(Message::Heads {

@@ -312,10 +312,9 @@ impl Sim {
             if let Some(last) = events.last() {
                 n.seen = last.seq;
             }
-            for event in &events {
-                for (_, session) in n.sessions.values_mut() {
-                    session.local_change(&n.store, event.collection, event.memory);
-                }
+            let changed: Vec<_> = events.iter().map(|e| (e.collection, e.memory)).collect();
+            for (_, session) in n.sessions.values_mut() {
+                session.local_changes(&n.store, &changed);
             }
             let mut refresh = false;
             let mut outgoing = Vec::new();

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use mnemon_crdt::automerge::ChangeHash;
-use mnemon_crdt::{MemoryEdit, MemoryId, Role, StoreError};
+use mnemon_crdt::{MemoryEdit, MemoryId, NewMemory, Role, StoreError};
 use proptest::prelude::*;
 
 use crate::message::{DocChanges, Message};
@@ -22,6 +22,100 @@ fn config() -> SessionConfig {
 fn settle(sim: &mut Sim) {
     let until = sim.now + 10_000;
     sim.run_until(until);
+}
+
+#[test]
+fn a_summary_compared_while_a_join_streams_asks_for_nothing_twice_and_progress_counts_down() {
+    let mut sim = Sim::new(
+        2,
+        7,
+        SessionConfig {
+            max_changes_docs: 10,
+            ..config()
+        },
+    );
+    // Messages take 20–400 ms, so the join's changes are on their way for a while.
+    sim.faults = Faults {
+        latency: (20, 400),
+        ..Faults::NONE
+    };
+    let c = sim.shared_collection(Role::Write);
+    let n: usize = 300;
+    sim.nodes[0]
+        .store
+        .add_batch(
+            (0..n)
+                .map(|i| NewMemory {
+                    content: format!("note {i}"),
+                    collection: Some(c),
+                    ..NewMemory::default()
+                })
+                .collect(),
+        )
+        .expect("add");
+    sim.connect(0, 1);
+    let sent = |sim: &Sim, from: usize, to: usize, kind: &str| {
+        sim.session(from, to)
+            .and_then(|s| s.traffic().sent.get(kind).copied())
+            .unwrap_or(0)
+    };
+    // B asks for what it lacks...
+    while sent(&sim, 1, 0, "heads") == 0 {
+        let next = sim.now + 1;
+        sim.run_until(next);
+        assert!(sim.now < 5_000, "B never asked for the memories");
+    }
+    // ...and, while the answer is on its way, compares A's summary again (as after a
+    // resync, or a fingerprint answered by a summary).
+    let entries = sim.nodes[0]
+        .store
+        .heads_summary(c)
+        .expect("summary")
+        .into_iter()
+        .map(|(m, d)| (m.to_u128(), d))
+        .collect();
+    let acl_seq = sim.nodes[0].store.acl_since(c, 0).expect("acl").len() as u64;
+    sim.inject(
+        0,
+        1,
+        Message::Summary {
+            collection: c.to_u128(),
+            entries,
+            tombstones: Vec::new(),
+            acl_seq,
+            last: true,
+        },
+    );
+    let mut differ_seen = BTreeSet::new();
+    let until = sim.now + 10_000;
+    while sim.now < until {
+        let next = sim.now + 5;
+        sim.run_until(next);
+        for (_, state) in sim.session(1, 0).expect("session").sync_states() {
+            if let SyncState::Behind { differ } = state {
+                differ_seen.insert(differ);
+            }
+        }
+    }
+    assert_eq!(
+        sim.views(c)[0],
+        sim.views(c)[1],
+        "B holds all of A's memories"
+    );
+    assert_eq!(sent(&sim, 1, 0, "heads"), 1, "B asked once");
+    assert_eq!(
+        sent(&sim, 0, 1, "changes"),
+        (n / 10) as u64,
+        "every memory's changes were sent once"
+    );
+    assert!(
+        differ_seen.iter().any(|d| *d > 0 && *d < n),
+        "the count of memories still to come went down as they arrived: {differ_seen:?}"
+    );
+    assert_eq!(
+        sim.session(1, 0).expect("session").sync_states(),
+        vec![(c, SyncState::InSync)]
+    );
 }
 
 #[test]

@@ -1406,6 +1406,35 @@ fn slow_idle_and_oversize_clients_are_cut_off_with_json_errors() {
     );
     assert_eq!(r.status, 431);
     assert_eq!(r.error_code(), "headers_too_large");
+    // A head larger than the server reads at all, and a request line that is not HTTP:
+    // refused by the HTTP parser before the router, and still in JSON.
+    for (request, status, code) in [
+        (
+            format!(
+                "GET /api/v1/status HTTP/1.1\r\nHost: {}\r\nX-Big: {}\r\n\r\n",
+                api.addr,
+                "c".repeat(70_000)
+            ),
+            "431",
+            "headers_too_large",
+        ),
+        (
+            "GET /\u{1} HTTP/1.1\r\n\r\n".to_owned(),
+            "400",
+            "malformed_request",
+        ),
+    ] {
+        let answer = raw(api.addr, request.as_bytes(), wait);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{answer}"
+        );
+        assert!(
+            answer.contains("content-type: application/json"),
+            "{answer}"
+        );
+        assert!(answer.contains(&format!("\"{code}\"")), "{answer}");
+    }
     let r = api.call("DELETE", "/api/v1/search", None);
     assert_eq!(r.status, 405);
     assert_eq!(r.error_code(), "method_not_allowed");

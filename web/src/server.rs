@@ -82,7 +82,7 @@ pub async fn serve(
                 Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
             }
         });
-        let stream = WriteTimeout::new(stream, config.write_timeout);
+        let stream = WriteTimeout::new(JsonParseErrors::new(stream), config.write_timeout);
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -197,5 +197,234 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteTimeout<S>
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+/// A stream that turns hyper's own answers to a request it could not parse (a head over
+/// [`READ_BUFFER`], a malformed request line: 400, 414 or 431 with an empty body, written
+/// before the router sees anything) into the JSON errors every other refusal gets. Any
+/// other bytes pass through untouched.
+///
+/// After such an answer the client may still be sending the rest of its request; closing
+/// with that unread would reset the connection and could destroy the answer before the
+/// client reads it. So the shutdown that follows reads and discards what still comes, for
+/// at most [`LINGER`].
+struct JsonParseErrors<S> {
+    inner: S,
+    /// The replacement being written, how far, and how many bytes of the caller's it
+    /// stands for.
+    replacing: Option<(Vec<u8>, usize, usize)>,
+    /// Armed once a replacement went out: the end of the lingering close.
+    linger: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// How long a connection refused by the HTTP parser is drained before it closes.
+const LINGER: Duration = Duration::from_secs(2);
+
+impl<S> JsonParseErrors<S> {
+    fn new(inner: S) -> JsonParseErrors<S> {
+        JsonParseErrors {
+            inner,
+            replacing: None,
+            linger: None,
+        }
+    }
+}
+
+/// The JSON response for `buf` if it is one of hyper's automatic error answers: a whole
+/// head of status 400, 414 or 431, `content-length: 0` and no content type.
+fn automatic_error(buf: &[u8]) -> Option<Vec<u8>> {
+    use axum::http::StatusCode;
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    if end + 4 != buf.len() {
+        return None;
+    }
+    let head = std::str::from_utf8(&buf[..end]).ok()?.to_ascii_lowercase();
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.strip_prefix("http/1.1 ")?.get(..3)?;
+    let (status, code, message) = match status {
+        "400" => (
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            "the request could not be read as HTTP/1.1".to_owned(),
+        ),
+        "414" => (
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!(
+                "the request target is longer than {} bytes",
+                crate::router::MAX_URI
+            ),
+        ),
+        "431" => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request's head is larger than {READ_BUFFER} bytes"),
+        ),
+        _ => return None,
+    };
+    let headers: Vec<&str> = lines.collect();
+    if !headers.contains(&"content-length: 0")
+        || headers.iter().any(|h| h.starts_with("content-type:"))
+    {
+        return None;
+    }
+    let body =
+        serde_json::to_vec(&crate::error::HttpError::new(status, code, message).body()).ok()?;
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         cache-control: no-store\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    Some(out)
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> JsonParseErrors<S> {
+    /// Writes the pending replacement; ready with the caller's byte count once it is out.
+    fn poll_replacing(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        while let Some((bytes, written, stands_for)) = self.replacing.as_mut() {
+            if *written == bytes.len() {
+                let n = *stands_for;
+                self.replacing = None;
+                self.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
+                return Poll::Ready(Ok(n));
+            }
+            match std::pin::Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => *written += n,
+                other => return other,
+            }
+        }
+        Poll::Ready(Ok(0))
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for JsonParseErrors<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + tokio::io::AsyncRead + Unpin> tokio::io::AsyncWrite
+    for JsonParseErrors<S>
+{
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.replacing.is_none() {
+            match automatic_error(buf) {
+                Some(json) => self.replacing = Some((json, 0, buf.len())),
+                None => return std::pin::Pin::new(&mut self.inner).poll_write(cx, buf),
+            }
+        }
+        self.poll_replacing(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.replacing.is_none() {
+            // hyper's automatic answer is its head alone (the body is empty).
+            let first = bufs.iter().find(|b| !b.is_empty());
+            let total: usize = bufs.iter().map(|b| b.len()).sum();
+            match first
+                .filter(|b| b.len() == total)
+                .and_then(|b| automatic_error(b))
+            {
+                Some(json) => self.replacing = Some((json, 0, total)),
+                None => return std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),
+            }
+        }
+        self.poll_replacing(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.linger.is_none() {
+            return std::pin::Pin::new(&mut this.inner).poll_shutdown(cx);
+        }
+        // Our side ends first (the client sees the answer end), then what the client still
+        // sends is read until it closes too, or the linger runs out.
+        std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_shutdown(cx))?;
+        let mut scratch = [0u8; 8192];
+        // At most 1 MiB at a time: a client that keeps sending is closed on.
+        for _ in 0..128 {
+            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+            match std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
+                Poll::Ready(_) => break,
+                Poll::Pending => {
+                    let timer = this.linger.as_mut().expect("armed");
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    break;
+                }
+            }
+        }
+        this.linger = None;
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::automatic_error;
+
+    #[test]
+    fn only_hypers_own_bodiless_parse_errors_become_json() {
+        let json = automatic_error(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Mon, 30 Nov 2026 22:00:00 GMT\r\n\r\n",
+        )
+        .expect("replaced");
+        let text = String::from_utf8(json).expect("utf-8");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head");
+        assert!(head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+        assert!(head.contains("content-type: application/json"));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let body: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert_eq!(body["error"]["code"], "headers_too_large");
+        // Our own answers (with a body and a type), other statuses, and partial heads
+        // pass through.
+        for untouched in [
+            &b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 12\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n",
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n{}",
+        ] {
+            assert_eq!(automatic_error(untouched), None, "{}", String::from_utf8_lossy(untouched));
+        }
     }
 }

@@ -1046,7 +1046,7 @@ impl Driver {
                     }
                     SyncState::Behind { differ } => (
                         SyncPhase::Behind,
-                        Some(format!("{differ} memories differed at the last comparison")),
+                        Some(format!("{differ} memories still to exchange")),
                     ),
                     SyncState::Error(reason) => (SyncPhase::Error, Some(reason)),
                 };
@@ -1135,6 +1135,9 @@ impl Driver {
         let mut session = Session::new(self.local, did, self.config.clone(), now());
         let mut feed = self.store.subscribe();
         let store = self.store.reader().clone();
+        // The change log's position this session has seen up to (events at or before it
+        // that the feed still delivers are skipped).
+        let mut seen = store.last_seq().unwrap_or(0);
         let mut refresh = self.refresh.subscribe();
         let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<Vec<u8>>();
         self.raw
@@ -1240,14 +1243,27 @@ impl Driver {
                     }
                     self.record(peer, &session, true);
                 }
-                event = next_change(&mut feed) => match event {
-                    Some(Some(event)) => {
-                        session.local_change(&store, event.collection, event.memory)
+                event = feed.recv() => {
+                    let Some(events) = changes(event, &mut feed, &store, seen) else {
+                        return Ok("the store closed".into());
+                    };
+                    match events {
+                        Some(events) => {
+                            let fresh: Vec<_> = events
+                                .iter()
+                                .filter(|e| e.seq > seen)
+                                .map(|e| (e.collection, e.memory))
+                                .collect();
+                            seen = events.last().map_or(seen, |e| e.seq.max(seen));
+                            session.local_changes(&store, &fresh);
+                        }
+                        // Too far behind to read the log: a summary catches up.
+                        None => {
+                            seen = store.last_seq().unwrap_or(seen);
+                            session.resync(&store);
+                        }
                     }
-                    // Lagged: a summary catches up.
-                    Some(None) => session.resync(&store),
-                    None => return Ok("the store closed".into()),
-                },
+                }
                 _ = refresh.recv() => {
                     session.refresh(&store);
                     introduce = true;
@@ -1281,12 +1297,53 @@ fn offline(reason: &str) -> impl Fn(&CollectionSync) -> CollectionSync + '_ {
     }
 }
 
-/// The next change of the store: `Some(None)` if this subscriber fell behind.
-async fn next_change(feed: &mut broadcast::Receiver<ChangeEvent>) -> Option<Option<ChangeEvent>> {
-    match feed.recv().await {
-        Ok(event) => Some(Some(event)),
-        Err(broadcast::error::RecvError::Lagged(_)) => Some(None),
-        Err(broadcast::error::RecvError::Closed) => None,
+/// Most changes a session reads back from the change log after its feed fell behind;
+/// further behind, it compares summaries instead.
+const MAX_CATCH_UP: usize = 100_000;
+
+/// The store's changes after `seen`, starting with `first` from the feed: everything else
+/// the feed holds now (a peer's large sync applies hundreds per transaction, and one at a
+/// time the feed would fall behind), or, if it fell behind, the change log read back.
+/// `None`: the store closed; `Some(None)`: too far behind for the log.
+fn changes(
+    first: Result<ChangeEvent, broadcast::error::RecvError>,
+    feed: &mut broadcast::Receiver<ChangeEvent>,
+    store: &mnemon_crdt::StoreReader,
+    seen: u64,
+) -> Option<Option<Vec<ChangeEvent>>> {
+    use broadcast::error::{RecvError, TryRecvError};
+    let mut events = Vec::new();
+    let mut lagged = match first {
+        Ok(event) => {
+            events.push(event);
+            false
+        }
+        Err(RecvError::Lagged(_)) => true,
+        Err(RecvError::Closed) => return None,
+    };
+    while !lagged && events.len() < mnemon_crdt::FEED_CAPACITY {
+        match feed.try_recv() {
+            Ok(event) => events.push(event),
+            Err(TryRecvError::Lagged(_)) => lagged = true,
+            Err(TryRecvError::Empty) => break,
+            Err(TryRecvError::Closed) => return None,
+        }
+    }
+    if !lagged {
+        return Some(Some(events));
+    }
+    // The log holds every change in order: read it back from where this session was.
+    let mut events = Vec::new();
+    loop {
+        let from = events.last().map_or(seen, |e: &ChangeEvent| e.seq);
+        match store.changes_since(from, 4096) {
+            Ok(more) if more.is_empty() => return Some(Some(events)),
+            Ok(more) => events.extend(more),
+            Err(_) => return Some(None),
+        }
+        if events.len() > MAX_CATCH_UP {
+            return Some(None);
+        }
     }
 }
 
