@@ -87,15 +87,29 @@ pub enum AclAction {
         /// The member's public key.
         member: [u8; 32],
     },
+    /// The collection is called `name` from now on (the owner renamed it; members show
+    /// the new name once this operation reaches them).
+    Rename {
+        /// The new name.
+        name: String,
+    },
 }
 
 impl AclAction {
-    /// The DID the action is about.
-    pub fn member(&self) -> [u8; 32] {
+    /// The member the action is about (`None` for a rename).
+    pub fn member(&self) -> Option<[u8; 32]> {
         match self {
-            AclAction::Grant { member, .. } | AclAction::Revoke { member } => *member,
+            AclAction::Grant { member, .. } | AclAction::Revoke { member } => Some(*member),
+            AclAction::Rename { .. } => None,
         }
     }
+}
+
+/// Whether `name` may name a collection: 1 to 64 characters after trimming, no control
+/// characters. (A local name also may not read as a collection id; see the store.)
+pub(crate) fn acceptable_name(name: &str) -> bool {
+    let name = name.trim();
+    !name.is_empty() && name.chars().count() <= 64 && !name.chars().any(char::is_control)
 }
 
 /// An operation of a collection's ACL log.
@@ -185,6 +199,7 @@ pub fn fold_members<'a>(ops: impl IntoIterator<Item = &'a AclOp>) -> BTreeMap<[u
             AclAction::Revoke { member } => {
                 members.remove(&member);
             }
+            AclAction::Rename { .. } => {}
         }
     }
     members
@@ -227,8 +242,7 @@ impl SignedDescriptor {
     /// Checks the owner's signature; returns the owner.
     pub fn verify(&self) -> Result<Did, RecordError> {
         let name = &self.descriptor.name;
-        if name.trim().is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control)
-        {
+        if !acceptable_name(name) {
             return Err(RecordError::Invalid(format!(
                 "collection name {:?} is not acceptable",
                 name.chars().take(80).collect::<String>()

@@ -611,23 +611,11 @@ impl Store {
 
     /// Creates a collection owned by this node.
     pub fn create_collection(&mut self, name: &str) -> Result<Collection, StoreError> {
-        let name = name.trim();
-        if name.is_empty()
-            || name.chars().count() > 64
-            || name.chars().any(char::is_control)
-            || name.parse::<CollectionId>().is_ok()
-        {
-            return Err(StoreError::InvalidCollectionName(
-                name.chars().take(80).collect(),
-            ));
-        }
-        if self.collection_names()?.iter().any(|(_, n)| n == name) {
-            return Err(StoreError::DuplicateCollectionName(name.to_owned()));
-        }
+        let name = self.check_collection_name(name, None)?;
         let now = Timestamp::now();
         let id = CollectionId::new(now);
         let record = CollectionRecord {
-            name: name.to_owned(),
+            name,
             owner: *self.did.public_key(),
             created_at: now.as_millis(),
         };
@@ -644,6 +632,29 @@ impl Store {
             memories: 0,
             access: Some(Access::Owner),
         })
+    }
+
+    /// `name` trimmed, if it may name a collection here (`renaming` that one): acceptable
+    /// and not another collection's name.
+    fn check_collection_name(
+        &self,
+        name: &str,
+        renaming: Option<CollectionId>,
+    ) -> Result<String, StoreError> {
+        let name = name.trim();
+        if !crate::acl::acceptable_name(name) || name.parse::<CollectionId>().is_ok() {
+            return Err(StoreError::InvalidCollectionName(
+                name.chars().take(80).collect(),
+            ));
+        }
+        if self
+            .collection_names()?
+            .iter()
+            .any(|(id, n)| n == name && Some(*id) != renaming)
+        {
+            return Err(StoreError::DuplicateCollectionName(name.to_owned()));
+        }
+        Ok(name.to_owned())
     }
 
     // ----- memories ----------------------------------------------------------------------
@@ -994,17 +1005,33 @@ impl Store {
     /// it: a document under the same id would merge with it again.
     pub fn forget_history(&mut self, id: MemoryId) -> Result<Memory, StoreError> {
         let (txn, grouped) = self.open_write()?;
-        let result = self.forget_history_in(&txn, id).map(|w| Written {
+        let result = self.rewrite_in(&txn, id, None).map(|w| Written {
             vacuum: self.path.is_some(),
             ..w
         });
         self.finish_write(txn, grouped, result)
     }
 
-    fn forget_history_in(
+    /// Moves memory `id` to collection `to`: it is written there anew, as for
+    /// [`Store::forget_history`] (a new id; links to it follow; the old one deleted), so
+    /// its earlier versions do not travel into a collection shared with others. This node
+    /// must be able to write in both collections. Returns the memory as it is now.
+    pub fn move_memory(&mut self, id: MemoryId, to: CollectionId) -> Result<Memory, StoreError> {
+        let (txn, grouped) = self.open_write()?;
+        let result = self.rewrite_in(&txn, id, Some(to)).map(|w| Written {
+            vacuum: self.path.is_some(),
+            ..w
+        });
+        self.finish_write(txn, grouped, result)
+    }
+
+    /// Writes memory `id` anew from its current state, in collection `to` (else its own),
+    /// relinks what linked to it, and deletes the old one.
+    fn rewrite_in(
         &self,
         txn: &WriteTransaction,
         id: MemoryId,
+        to: Option<CollectionId>,
     ) -> Result<Written<Memory>, StoreError> {
         let current = {
             let views = txn.open_table(VIEWS)?;
@@ -1020,18 +1047,19 @@ impl Store {
             view::decode(id.to_u128(), bytes.value())?
         };
         share::check_write(txn, current.collection, &self.did)?;
-        let again = NewMemory::from(&current);
+        let collection = to.unwrap_or(current.collection);
+        if collection == current.collection && to.is_some() {
+            return Ok(Written::new(current, Vec::new()));
+        }
+        share::check_write(txn, collection, &self.did)?;
+        let again = NewMemory {
+            collection: Some(collection),
+            ..NewMemory::from(&current)
+        };
         let valid = again.validate()?;
         let now = Timestamp::now();
-        let built = build_one(
-            &self.keypair,
-            MemoryId::new(now),
-            &valid,
-            current.collection,
-            now,
-        );
-        let mut written =
-            self.add_built(txn, std::slice::from_ref(&built), &[current.collection])?;
+        let built = build_one(&self.keypair, MemoryId::new(now), &valid, collection, now);
+        let mut written = self.add_built(txn, std::slice::from_ref(&built), &[collection])?;
         let memory = built.memory;
         let sources: Vec<MemoryId> = txn
             .open_table(BACKLINKS)?

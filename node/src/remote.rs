@@ -323,6 +323,16 @@ impl Api for Remote {
         )
     }
 
+    fn move_memory(&self, id: &str, collection: &str) -> Result<MemoryView, ApiError> {
+        self.send_json(
+            "POST",
+            &format!("/memories/{}/move", mnemon_web::encode_component(id)),
+            &mnemon_api::MoveMemory {
+                collection: collection.to_owned(),
+            },
+        )
+    }
+
     fn search(&self, query: &SearchQuery) -> Result<Vec<HitView>, ApiError> {
         self.get_query(
             "/search",
@@ -354,6 +364,32 @@ impl Api for Remote {
             &CreateCollection {
                 name: name.to_owned(),
             },
+        )
+    }
+
+    fn rename_collection(&self, collection: &str, name: &str) -> Result<CollectionView, ApiError> {
+        self.send_json(
+            "PATCH",
+            &format!("/collections/{}", mnemon_web::encode_component(collection)),
+            &mnemon_api::RenameCollection {
+                name: name.to_owned(),
+            },
+        )
+    }
+
+    fn delete_collection(
+        &self,
+        collection: &str,
+    ) -> Result<mnemon_api::CollectionDeleted, ApiError> {
+        Self::answer(
+            self.agent
+                .delete(&format!(
+                    "{}/api/v1/collections/{}",
+                    self.base,
+                    mnemon_web::encode_component(collection)
+                ))
+                .header("Authorization", &format!("Bearer {}", self.token))
+                .call(),
         )
     }
 

@@ -183,6 +183,10 @@ struct CollectionState {
 /// A summary's entries: (memory, digest of its heads).
 type SummaryEntries = Vec<(u128, [u8; 16])>;
 
+/// What to send of a memory: the changes not under these hashes (its heads as the peer
+/// holds them), or with `true` not among them (every hash the peer holds).
+type ChangeRequest = (MemoryId, Vec<ChangeHash>, bool);
+
 /// The sync session with one peer.
 #[derive(Debug)]
 pub struct Session {
@@ -547,7 +551,7 @@ impl Session {
             return;
         }
         let mut syncs: HashMap<CollectionId, bool> = HashMap::new();
-        let mut requests: Vec<(CollectionId, Vec<(MemoryId, Vec<ChangeHash>, bool)>)> = Vec::new();
+        let mut requests: Vec<(CollectionId, Vec<ChangeRequest>)> = Vec::new();
         for &(collection, memory) in changes {
             let syncs = *syncs
                 .entry(collection)
@@ -717,7 +721,7 @@ impl Session {
             }
             Message::Have { collection, docs } => {
                 let c = CollectionId::from_u128(collection);
-                let requests: Vec<(MemoryId, Vec<ChangeHash>, bool)> = docs
+                let requests: Vec<ChangeRequest> = docs
                     .into_iter()
                     .map(|d| {
                         let hashes: Vec<ChangeHash> =
@@ -1233,12 +1237,7 @@ impl Session {
 
     /// Sends, per memory, the changes the peer lacks given `known` (its heads, or with
     /// `exact` its every hash), minus what it is known to hold.
-    fn send_changes(
-        &mut self,
-        store: &StoreReader,
-        c: CollectionId,
-        requests: &[(MemoryId, Vec<ChangeHash>, bool)],
-    ) {
+    fn send_changes(&mut self, store: &StoreReader, c: CollectionId, requests: &[ChangeRequest]) {
         let mut batch: Vec<DocChanges> = Vec::new();
         let mut bytes = 0usize;
         for (memory, known, exact) in requests {

@@ -217,8 +217,8 @@ try {
     assert.match(await page.textContent("#backup-status"), /none taken yet/);
     await shot("10-status");
     await page.goto(base + "/collections");
-    await page.fill('input[name="name"]', "recipes");
-    await page.click('form.row button[type="submit"]');
+    await page.fill('#new-collection input[name="name"]', "recipes");
+    await page.click('#new-collection button[type="submit"]');
     await page.locator('ul.collections a:has-text("recipes")').waitFor();
     await page.goto(base + "/api");
     assert.ok(await page.isVisible('code:has-text("/api/v1/memories/{id}/backlinks")'));
@@ -319,6 +319,42 @@ try {
     await page.goto(base + "/share?title=Shared&text=From%20another%20app&url=https%3A%2F%2Fexample.org%2Fx");
     assert.equal(await page.inputValue("#capture-title"), "Shared");
     assert.equal(await page.inputValue("#capture-content"), "From another app\n\nhttps://example.org/x");
+  });
+
+  await step("move a note to a new collection, rename that, delete it with its note", async () => {
+    const ferry = await capture("Ferry times", "Boats leave at 7:15 and 9:40", "travel");
+    await page.goto(base + "/collections");
+    await page.fill('#new-collection input[name="name"]', "Trips");
+    await page.click('#new-collection button[type="submit"]');
+    await page.locator('ul.collections a:text-is("Trips")').waitFor();
+    await page.goto(`${base}/m/${ferry}`);
+    await page.click("#edit summary");
+    await page.selectOption('#move-form select[name="collection"]', { label: "Trips" });
+    await shot("17-move");
+    await page.click('#move-form button[type="submit"]');
+    await page.waitForURL((url) => url.pathname.startsWith("/m/") && !url.pathname.endsWith(ferry));
+    const moved = idFromUrl(page.url());
+    assert.equal(await page.textContent("#memory-title"), "Ferry times");
+    assert.ok(await page.isVisible('.meta a:text-is("Trips")'), "shown in its new collection");
+    assert.equal((await page.request.get(`${base}/m/${ferry}`)).status(), 404, "the old address is gone");
+    await page.goto(base + "/collections");
+    const trips = page.locator('li.collection:has(a:text-is("Trips"))');
+    await trips.locator("summary").click();
+    await trips.locator('form.rename input[name="name"]').fill("Holidays");
+    await trips.locator('form.rename button[type="submit"]').click();
+    const holidays = page.locator('li.collection:has(a:text-is("Holidays"))');
+    await holidays.waitFor();
+    await holidays.locator("summary").click();
+    assert.match(await holidays.locator("form.delete .hint").textContent(), /and its 1 memory, for good/);
+    await shot("18-renamed-about-to-delete");
+    // The box must be ticked: the browser keeps the form until it is.
+    await holidays.locator('form.delete button[type="submit"]').click();
+    assert.equal(await holidays.count(), 1, "not deleted without the tick");
+    await holidays.locator('form.delete input[name="confirm"]').check();
+    await holidays.locator('form.delete button[type="submit"]').click();
+    await page.waitForURL(/\/collections$/);
+    assert.equal(await page.locator('li.collection:has(a:text-is("Holidays"))').count(), 0);
+    assert.equal((await page.request.get(`${base}/m/${moved}`)).status(), 404, "its note went with it");
   });
 
   await step("readable on a phone, no page wider than 360 px", async () => {

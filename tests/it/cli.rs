@@ -786,3 +786,91 @@ fn forget_history_keeps_the_text_and_erases_earlier_versions_through_serve() {
     assert_eq!(count_in_files(&cli.data_dir(), canary.as_bytes()), 0);
     assert_eq!(cli.count(), 2);
 }
+
+#[test]
+fn collections_are_renamed_and_deleted_and_memories_moved_through_serve() {
+    let cli = TestCli::new();
+    cli.init();
+    let served = Served::start(&cli);
+    let work = cli.run(&["collection", "new", "Work"]).ok().to_owned();
+    cli.run(&["collection", "new", "Archive"]).ok();
+    let plan = cli
+        .run(&[
+            "add",
+            "--title",
+            "Plan",
+            "--collection",
+            "Work",
+            "ship it by Friday",
+        ])
+        .ok()
+        .to_owned();
+    let linking = cli
+        .run(&["add", "see [[Plan]] for the dates"])
+        .ok()
+        .to_owned();
+    let names = |cli: &TestCli| -> Vec<String> {
+        cli.run(&["collection", "list", "--json"])
+            .json()
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|c| c["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+
+    // Rename: by id or name; a taken or empty name is refused by name.
+    let renamed = cli
+        .run(&["collection", "rename", "Work", "Projects", "--json"])
+        .json();
+    assert_eq!(renamed["id"], work.as_str());
+    assert_eq!(renamed["name"], "Projects");
+    assert!(names(&cli).contains(&"Projects".to_owned()));
+    cli.run(&["collection", "rename", "Projects", "Archive"])
+        .fails_with("exists already");
+    cli.run(&["collection", "rename", "Projects", " "])
+        .fails_with("invalid collection name");
+
+    // Move: written anew in the other collection; the link follows.
+    let moved = cli
+        .run(&["move", &plan, "--to", "Archive", "--json"])
+        .json();
+    let moved_id = moved["id"].as_str().expect("id").to_owned();
+    assert_ne!(moved_id, plan);
+    assert_eq!(moved["collection_name"], "Archive");
+    assert_eq!(moved["content"], "ship it by Friday");
+    cli.run(&["get", &plan]).fails_with("deleted");
+    assert_eq!(
+        cli.run(&["get", &linking, "--json"]).json()["links"][0]["target"],
+        moved_id.as_str()
+    );
+    cli.run(&["move", &moved_id, "--to", "Nowhere"])
+        .fails_with("Nowhere");
+
+    // Delete: an empty collection goes at once; one that holds memories needs --yes,
+    // and then its memories go with it.
+    let deleted = cli
+        .run(&["collection", "delete", "Projects", "--json"])
+        .json();
+    assert_eq!(deleted["memories"], 0);
+    cli.run(&["collection", "delete", "Archive"])
+        .fails_with("--yes");
+    assert_eq!(
+        cli.run(&["get", &moved_id, "--json"]).json()["content"],
+        "ship it by Friday",
+        "refused without --yes: nothing deleted"
+    );
+    cli.run(&["collection", "delete", "Archive", "--yes"]).ok();
+    cli.run(&["get", &moved_id]).fails_with("deleted");
+    assert_eq!(names(&cli), vec!["default".to_owned()]);
+    let hits = cli
+        .run(&["search", "Friday", "--mode", "keyword", "--json"])
+        .json();
+    assert!(
+        !mnemon_tests::ids(&hits).contains(&moved_id.as_str()),
+        "a deleted collection's memories are not found"
+    );
+    cli.run(&["collection", "delete", "default", "--yes"])
+        .fails_with("default collection");
+    served.stop();
+}

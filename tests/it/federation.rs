@@ -150,6 +150,42 @@ fn two_nodes_share_a_collection_and_edits_flow_both_ways_and_merge() {
             count_in_files(net.data_dir(node), b"QZXJWQZXJW") == 0
         });
     }
+
+    // The owner renames the collection: the member shows the new name, and may not
+    // rename it itself.
+    a.rename_collection(&family.id, "Household")
+        .expect("rename");
+    eventually("B shows the new name", WAIT, || {
+        b.collections().is_ok_and(|cs| {
+            cs.iter()
+                .any(|c| c.id == family.id && c.name == "Household")
+        })
+    });
+    let refused = b
+        .rename_collection(&family.id, "Mine")
+        .expect_err("a member renames");
+    assert!(refused.message.contains("only the owner"), "{refused:?}");
+    // A private note moved into the shared collection reaches B, without the versions
+    // it had while private.
+    a.update(
+        &private.id,
+        PatchMemory {
+            content: Some("my diary, fit to share".into()),
+            ..PatchMemory::default()
+        },
+    )
+    .expect("edit");
+    let moved = a.move_memory(&private.id, "Household").expect("move");
+    eventually("B receives the moved memory", WAIT, || {
+        b.get(&moved.id)
+            .is_ok_and(|v| v.content == "my diary, fit to share")
+    });
+    assert_eq!(count_in_files(net.data_dir(1), b"my private diary"), 0);
+    // Shared, the collection is not deleted: its members' copies would stay.
+    let refused = a
+        .delete_collection(&family.id)
+        .expect_err("deleting a shared collection");
+    assert!(refused.message.contains("revoke"), "{refused:?}");
 }
 
 #[test]

@@ -498,6 +498,31 @@ fn a_scoped_token_sees_its_collections_only_writes_only_if_allowed_and_ends_when
         None,
     );
     assert_eq!(status, 403);
+    // Moving rewrites as forgetting does: never into a collection the token does not see
+    // (answered as unknown), and renaming or deleting collections is the owner's.
+    let (status, answer) = http.call(
+        &writer,
+        "POST",
+        &format!(
+            "/api/v1/memories/{}/move",
+            fresh["id"].as_str().expect("id")
+        ),
+        Some(json!({"collection": "private"})),
+    );
+    assert_eq!(status, 404, "{answer}");
+    for (method, path, body) in [
+        (
+            "PATCH",
+            "/api/v1/collections/work",
+            Some(json!({"name": "Play"})),
+        ),
+        ("DELETE", "/api/v1/collections/work", None),
+    ] {
+        let (status, answer) = http.call(&writer, method, path, body.clone());
+        assert_eq!(status, 403, "{method} {path}: {answer}");
+        let (status, _) = http.call(&writer, method, "/api/v1/collections/private", body);
+        assert_eq!(status, 404, "{method} on a hidden collection");
+    }
 
     // The web UI, signed in with the reader, shows only `work`.
     let cookie = http.sign_in(&reader);

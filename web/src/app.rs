@@ -13,10 +13,11 @@ use mnemon_api::{Api, Error};
 use crate::error::HttpError;
 use crate::router::{
     ask, authenticate, backlinks, backup, collections, create_collection, create_memory,
-    create_token, delete_memory, dial, events, forget_history, get_memory, graph, guard,
-    invite_collection, join, list_memories, list_tokens, members, metrics, peers, proof, ready,
-    resolve_conflict, revoke_token, rotate_token, search, session, share_collection, sign_in_link,
-    status, tag_route, unshare_collection, update_memory,
+    create_token, delete_collection, delete_memory, dial, events, forget_history, get_memory,
+    graph, guard, invite_collection, join, list_memories, list_tokens, members, metrics,
+    move_memory, peers, proof, ready, rename_collection, resolve_conflict, revoke_token,
+    rotate_token, search, session, share_collection, sign_in_link, status, tag_route,
+    unshare_collection, update_memory,
 };
 use crate::state::{AppState, ServerConfig};
 
@@ -100,10 +101,15 @@ pub fn router_with(backend: Arc<dyn Api>, config: &ServerConfig, protected: Rout
             "/memories/{id}/resolve",
             axum::routing::post(resolve_conflict),
         )
+        .route("/memories/{id}/move", axum::routing::post(move_memory))
         .route("/search", get(search))
         .route("/graph", get(graph))
         .route("/ask", axum::routing::post(ask))
         .route("/collections", get(collections).post(create_collection))
+        .route(
+            "/collections/{id}",
+            axum::routing::patch(rename_collection).delete(delete_collection),
+        )
         .route(
             "/collections/{id}/members",
             get(members).post(share_collection),

@@ -481,6 +481,44 @@ pub(crate) async fn forget_history(
     Ok(Json(blocking(move || backend.forget_history(&id)).await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/memories/{id}/move", tag = "memories", params(("id" = String, Path, description = "The memory's id")), request_body = mnemon_api::MoveMemory,
+    responses((status = 200, description = "The memory in its new collection, written there anew under a new id (its earlier versions do not travel with it); the old id is deleted for good, and memories that linked to it link to the new one", body = MemoryView), (status = 404, description = "No such memory or collection", body = ErrorBody), (status = 403, description = "This node may only read one of the two collections", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn move_memory(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<mnemon_api::MoveMemory>,
+) -> Result<impl IntoResponse, HttpError> {
+    let backend = state.backend();
+    Ok(Json(
+        blocking(move || backend.move_memory(&id, &body.collection)).await?,
+    ))
+}
+
+#[utoipa::path(patch, path = "/api/v1/collections/{id}", tag = "collections", params(("id" = String, Path, description = "The collection's id or unique name")), request_body = mnemon_api::RenameCollection,
+    responses((status = 200, description = "Renamed; members show the new name once the owner's signed log reaches them", body = CollectionView), (status = 404, description = "No such collection", body = ErrorBody), (status = 409, description = "The name is taken", body = ErrorBody), (status = 422, description = "The name is invalid, or this node is not the owner", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn rename_collection(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<mnemon_api::RenameCollection>,
+) -> Result<impl IntoResponse, HttpError> {
+    let backend = state.backend();
+    Ok(Json(
+        blocking(move || backend.rename_collection(&id, &body.name)).await?,
+    ))
+}
+
+#[utoipa::path(delete, path = "/api/v1/collections/{id}", tag = "collections", params(("id" = String, Path, description = "The collection's id or unique name")),
+    responses((status = 200, description = "Deleted, with every memory in it (deleted for good)", body = mnemon_api::CollectionDeleted), (status = 404, description = "No such collection", body = ErrorBody), (status = 422, description = "The default collection, one shared with members (revoke them first), or not the owner", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn delete_collection(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, HttpError> {
+    let backend = state.backend();
+    Ok(Json(
+        blocking(move || backend.delete_collection(&id)).await?,
+    ))
+}
+
 #[utoipa::path(get, path = "/api/v1/collections/{id}/members", tag = "sharing", params(("id" = String, Path, description = "The collection's id or unique name")),
     responses((status = 200, description = "Who the collection is shared with", body = Vec<MemberView>), (status = 404, description = "No such collection", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
 pub(crate) async fn members(

@@ -10,7 +10,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use super::{
     ACL, CollectionRecord, DESCRIPTORS, DOCS, HEADS, INVITES, InviteRecord, JOIN_REFUSALS, JOINS,
     JoinRefusal, JoinRefusalRecord, MEMBERS, MEMORY_META, MemoryMeta, SIGNATURES, Store,
-    StoreReader, TOMBSTONES, Tombstone, append_log,
+    StoreReader, TOMBSTONES, Tombstone, Written, append_log,
 };
 use crate::acl::{
     Access, AclAction, AclOp, Descriptor, Role, SignedAclOp, SignedDescriptor, SignedTombstone,
@@ -219,33 +219,126 @@ impl Store {
             ));
         }
         let txn = self.db()?.begin_write()?;
-        let signed = {
-            let collections = txn.open_table(super::COLLECTIONS)?;
-            let mut acl = txn.open_table(ACL)?;
-            let (owner, _, seq) = read_access(&collections, &acl, collection)?
-                .ok_or_else(|| StoreError::UnknownCollection(collection.to_string()))?;
-            if owner != self.did {
-                return Err(StoreError::Sharing(format!(
-                    "only the owner {owner} can change who has access to {collection}"
-                )));
-            }
-            let signed = SignedAclOp::sign(
-                &self.keypair,
-                AclOp {
-                    collection: collection.to_u128(),
-                    seq: seq + 1,
-                    action,
-                    at: Timestamp::now().as_millis(),
-                },
-            );
-            acl.insert(
-                (collection.to_u128(), seq + 1),
-                postcard::to_allocvec(&signed)?.as_slice(),
-            )?;
-            signed
-        };
+        let signed = self.append_acl_in(&txn, collection, action)?;
         txn.commit()?;
         Ok(signed)
+    }
+
+    /// Signs `action` as the next operation of `collection`'s log (this node must own it)
+    /// and stores it in `txn`.
+    fn append_acl_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        collection: CollectionId,
+        action: AclAction,
+    ) -> Result<SignedAclOp, StoreError> {
+        let collections = txn.open_table(super::COLLECTIONS)?;
+        let mut acl = txn.open_table(ACL)?;
+        let (owner, _, seq) = read_access(&collections, &acl, collection)?
+            .ok_or_else(|| StoreError::UnknownCollection(collection.to_string()))?;
+        if owner != self.did {
+            return Err(StoreError::Sharing(format!(
+                "only the owner {owner} can change who has access to {collection}, or its name"
+            )));
+        }
+        let signed = SignedAclOp::sign(
+            &self.keypair,
+            AclOp {
+                collection: collection.to_u128(),
+                seq: seq + 1,
+                action,
+                at: Timestamp::now().as_millis(),
+            },
+        );
+        acl.insert(
+            (collection.to_u128(), seq + 1),
+            postcard::to_allocvec(&signed)?.as_slice(),
+        )?;
+        Ok(signed)
+    }
+
+    /// Renames `collection`. A shared collection is renamed by its owner only, with an
+    /// operation of its signed ACL log, so every member shows the new name once the log
+    /// reaches it; the default collection (never shared) just changes its name here.
+    pub fn rename_collection(
+        &mut self,
+        collection: CollectionId,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        let name = self.check_collection_name(name, Some(collection))?;
+        let txn = self.db()?.begin_write()?;
+        if collection != self.default_collection {
+            self.append_acl_in(&txn, collection, AclAction::Rename { name: name.clone() })?;
+        }
+        set_collection_name(&txn, collection, name)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Deletes `collection`, owned here and shared with nobody, with every memory in it
+    /// (as deletions, like [`Store::remove`]). The default
+    /// collection cannot be deleted, nor a collection with members: their copies would
+    /// stay, so they are revoked first. Returns the memories deleted.
+    pub fn delete_collection(
+        &mut self,
+        collection: CollectionId,
+    ) -> Result<Vec<MemoryId>, StoreError> {
+        if collection == self.default_collection {
+            return Err(StoreError::Sharing(
+                "the default collection cannot be deleted".into(),
+            ));
+        }
+        let (txn, grouped) = self.open_write()?;
+        let result = self
+            .delete_collection_in(&txn, collection)
+            .map(|w| Written {
+                vacuum: self.path.is_some(),
+                ..w
+            });
+        self.finish_write(txn, grouped, result)
+    }
+
+    fn delete_collection_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        collection: CollectionId,
+    ) -> Result<Written<Vec<MemoryId>>, StoreError> {
+        let c = collection.to_u128();
+        let (owner, members, _) = read_access(
+            &txn.open_table(super::COLLECTIONS)?,
+            &txn.open_table(ACL)?,
+            collection,
+        )?
+        .ok_or_else(|| StoreError::UnknownCollection(collection.to_string()))?;
+        if owner != self.did {
+            return Err(StoreError::Sharing(format!(
+                "only its owner {owner} can delete {collection}"
+            )));
+        }
+        if !members.is_empty() {
+            return Err(StoreError::Sharing(format!(
+                "{collection} is shared with {} member(s): revoke them first (their copies \
+                 would stay otherwise)",
+                members.len()
+            )));
+        }
+        let ids: Vec<MemoryId> = txn
+            .open_table(super::MEMBERS)?
+            .range((c, 0)..=(c, u128::MAX))?
+            .map(|entry| entry.map(|(key, _)| MemoryId::from_u128(key.value().1)))
+            .collect::<Result<_, _>>()?;
+        let removed = self.remove_in(txn, &ids)?;
+        txn.open_table(super::COLLECTIONS)?.remove(c)?;
+        txn.open_table(DESCRIPTORS)?.remove(c)?;
+        let mut acl = txn.open_table(ACL)?;
+        let held: Vec<(u128, u64)> = acl
+            .range((c, 0)..=(c, u64::MAX))?
+            .map(|entry| entry.map(|(key, _)| key.value()))
+            .collect::<Result<_, _>>()?;
+        for key in held {
+            acl.remove(key)?;
+        }
+        Ok(Written::new(ids, removed.events))
     }
 
     /// Applies ACL operations received from elsewhere for `collection` (known here). Each
@@ -266,6 +359,7 @@ impl Store {
         }
         let txn = self.db()?.begin_write()?;
         let mut new = 0;
+        let mut renamed = None;
         {
             let collections = txn.open_table(super::COLLECTIONS)?;
             let mut acl = txn.open_table(ACL)?;
@@ -295,10 +389,22 @@ impl Store {
                 if signed.op.seq != seq + 1 {
                     return Err(refuse(format!("#{} does not follow #{seq}", signed.op.seq)));
                 }
+                if let AclAction::Rename { name } = &signed.op.action {
+                    if !crate::acl::acceptable_name(name) {
+                        return Err(refuse(format!(
+                            "#{} renames it to an unacceptable name",
+                            signed.op.seq
+                        )));
+                    }
+                    renamed = Some(name.trim().to_owned());
+                }
                 acl.insert(key, postcard::to_allocvec(signed)?.as_slice())?;
                 seq += 1;
                 new += 1;
             }
+        }
+        if let Some(name) = renamed {
+            set_collection_name(&txn, collection, name)?;
         }
         txn.commit()?;
         Ok(new)
@@ -664,7 +770,7 @@ impl StoreReader {
         let ops = self.acl_since(collection, 0)?;
         let Some(last) = ops
             .iter()
-            .rposition(|op| op.op.action.member() == *did.public_key())
+            .rposition(|op| op.op.action.member() == Some(*did.public_key()))
         else {
             return Ok(None);
         };
@@ -913,4 +1019,23 @@ fn tombstone_to_wire(memory: u128, t: &Tombstone) -> Result<SignedTombstone, Sto
             StoreError::Storage("a stored tombstone signature is not 64 bytes".into())
         })?,
     })
+}
+
+/// Sets the name of `collection`'s record in `txn`.
+fn set_collection_name(
+    txn: &redb::WriteTransaction,
+    collection: CollectionId,
+    name: String,
+) -> Result<(), StoreError> {
+    let mut collections = txn.open_table(super::COLLECTIONS)?;
+    let mut record: CollectionRecord = match collections.get(collection.to_u128())? {
+        Some(bytes) => postcard::from_bytes(bytes.value())?,
+        None => return Err(StoreError::UnknownCollection(collection.to_string())),
+    };
+    record.name = name;
+    collections.insert(
+        collection.to_u128(),
+        postcard::to_allocvec(&record)?.as_slice(),
+    )?;
+    Ok(())
 }

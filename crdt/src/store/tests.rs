@@ -1414,3 +1414,117 @@ fn tags_are_told_apart_without_regard_to_case() {
     assert_eq!(store.get(other.id).expect("get").tags.len(), 1);
     store.verify_views().expect("views");
 }
+
+#[test]
+fn a_rename_travels_to_members_a_move_rewrites_and_a_delete_needs_no_members() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = open(&dir, "a.redb", &Keypair::generate());
+    let mut b = open(&dir, "b.redb", &Keypair::generate());
+    let shared = share_with(&mut a, &mut b, Role::Write);
+    let name_of = |s: &Store, c: CollectionId| {
+        s.collections()
+            .expect("collections")
+            .into_iter()
+            .find(|x| x.id == c)
+            .map(|x| x.name)
+    };
+
+    // Rename: the owner's signed log carries it; the member shows it once applied.
+    a.rename_collection(shared, "  Family recipes ")
+        .expect("rename");
+    assert_eq!(name_of(&a, shared).as_deref(), Some("Family recipes"));
+    assert_eq!(name_of(&b, shared).as_deref(), Some("shared"));
+    sync_acl(&a, &mut b, shared);
+    assert_eq!(name_of(&b, shared).as_deref(), Some("Family recipes"));
+    // Only the owner renames; names stay valid and unique.
+    assert!(matches!(
+        b.rename_collection(shared, "mine now"),
+        Err(StoreError::Sharing(_))
+    ));
+    let other = a.create_collection("Work").expect("collection").id;
+    assert!(matches!(
+        a.rename_collection(other, "Family recipes"),
+        Err(StoreError::DuplicateCollectionName(_))
+    ));
+    assert!(matches!(
+        a.rename_collection(other, "bad\u{7}name"),
+        Err(StoreError::InvalidCollectionName(_))
+    ));
+    // A peer's rename to an unacceptable name (signed by the owner all the same) is refused.
+    let evil = SignedAclOp::sign(
+        &a.keypair,
+        crate::acl::AclOp {
+            collection: shared.to_u128(),
+            seq: a.acl_since(shared, 0).expect("acl").len() as u64 + 1,
+            action: crate::acl::AclAction::Rename {
+                name: "\u{1b}[2J".into(),
+            },
+            at: 0,
+        },
+    );
+    assert!(b.apply_acl(shared, &[evil]).is_err());
+    assert_eq!(name_of(&b, shared).as_deref(), Some("Family recipes"));
+    // The default collection renames locally.
+    let default = a.default_collection();
+    a.rename_collection(default, "Inbox")
+        .expect("rename default");
+    assert_eq!(name_of(&a, default).as_deref(), Some("Inbox"));
+
+    // Move: the memory is written anew in the target; what linked to it follows.
+    let note_a = a
+        .add(NewMemory {
+            title: Some("Soup".into()),
+            collection: Some(other),
+            ..note("leek and potato")
+        })
+        .expect("add");
+    let linking = a
+        .add(NewMemory {
+            collection: Some(other),
+            links: vec![(note_a.id, "see-also".into())],
+            ..note("dinner ideas")
+        })
+        .expect("add");
+    let moved = a.move_memory(note_a.id, shared).expect("move");
+    assert_ne!(moved.id, note_a.id);
+    assert_eq!(moved.collection, shared);
+    assert_eq!(
+        (moved.title.as_str(), moved.content.as_str()),
+        ("Soup", "leek and potato")
+    );
+    assert!(matches!(a.get(note_a.id), Err(StoreError::Deleted(_))));
+    let relinked = a.get(linking.id).expect("get");
+    assert!(relinked.links.contains_key(&moved.id));
+    assert!(!relinked.links.contains_key(&note_a.id));
+    // A move into a collection this node may only read is refused, and nothing changes.
+    let read_only = share_with(&mut b, &mut a, Role::Read);
+    assert!(matches!(
+        a.move_memory(moved.id, read_only),
+        Err(StoreError::ReadOnly(_))
+    ));
+    assert_eq!(a.get(moved.id).expect("still there").collection, shared);
+
+    // Delete: refused while shared, for the default, and for a non-owner.
+    assert!(matches!(
+        a.delete_collection(shared),
+        Err(StoreError::Sharing(_))
+    ));
+    assert!(matches!(
+        a.delete_collection(default),
+        Err(StoreError::Sharing(_))
+    ));
+    assert!(matches!(
+        a.delete_collection(read_only),
+        Err(StoreError::Sharing(_))
+    ));
+    // Unshared, it goes with its memories.
+    let deleted = a.delete_collection(other).expect("delete");
+    assert_eq!(deleted, vec![linking.id], "the linking note");
+    assert!(name_of(&a, other).is_none());
+    assert!(matches!(a.get(linking.id), Err(StoreError::Deleted(_))));
+    assert!(a.get(moved.id).is_ok(), "other collections are untouched");
+    assert!(matches!(
+        a.resolve_collection("Work"),
+        Err(StoreError::UnknownCollection(_))
+    ));
+}

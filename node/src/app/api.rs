@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use mnemon_api::{
-    AnswerView, AskEvent, AskRequest, BackupFile, BackupRequest, CollectionView, CreateMemory,
-    Dedupe, DialRequest, Events, GraphQuery, GraphView, HitView, InviteRequest, InviteView,
-    JoinRequest, JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory, PeerView,
-    SearchQuery, ShareRequest,
+    AnswerView, AskEvent, AskRequest, BackupFile, BackupRequest, CollectionDeleted, CollectionView,
+    CreateMemory, Dedupe, DialRequest, Events, GraphQuery, GraphView, HitView, InviteRequest,
+    InviteView, JoinRequest, JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory,
+    PeerView, SearchQuery, ShareRequest,
 };
 use mnemon_api::{Api, Error as ApiError, Gauge};
 use mnemon_crdt::{ListFilter, MemoryEdit, MemoryId, NewMemory, Source, Store, Task, Timestamp};
@@ -424,7 +424,7 @@ impl Api for Service {
         self.writer
             .write_blocking(move |s: &mut Store| s.remove(&[id]))
             .map_err(store_error)?;
-        self.forget_in_index(id);
+        self.forget_in_index(&[id]);
         Ok(())
     }
 
@@ -451,7 +451,28 @@ impl Api for Service {
                 Ok((memory, s.last_write_seq()))
             })
             .map_err(store_error)?;
-        self.forget_in_index(id);
+        self.forget_in_index(&[id]);
+        let mut view = MemoryView::new(&memory, &self.names(self.store())?);
+        view.seq = Some(seq);
+        Ok(view)
+    }
+
+    fn move_memory(&self, id: &str, collection: &str) -> Result<MemoryView, ApiError> {
+        let id = parse_id(id)?;
+        let to = self
+            .store()
+            .resolve_collection(collection)
+            .map_err(store_error)?;
+        let (memory, seq) = self
+            .writer
+            .write_blocking(move |s: &mut Store| {
+                let memory = s.move_memory(id, to)?;
+                Ok((memory, s.last_write_seq()))
+            })
+            .map_err(store_error)?;
+        if memory.id != id {
+            self.forget_in_index(&[id]);
+        }
         let mut view = MemoryView::new(&memory, &self.names(self.store())?);
         view.seq = Some(seq);
         Ok(view)
@@ -528,6 +549,14 @@ impl Api for Service {
 
     fn create_collection(&self, name: &str) -> Result<CollectionView, ApiError> {
         sharing::create_collection(self, name)
+    }
+
+    fn rename_collection(&self, collection: &str, name: &str) -> Result<CollectionView, ApiError> {
+        sharing::rename_collection(self, collection, name)
+    }
+
+    fn delete_collection(&self, collection: &str) -> Result<CollectionDeleted, ApiError> {
+        sharing::delete_collection(self, collection)
     }
 
     fn members(&self, collection: &str) -> Result<Vec<MemberView>, ApiError> {

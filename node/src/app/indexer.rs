@@ -26,14 +26,14 @@ fn event_kind(kind: ChangeKind) -> EventKind {
 }
 
 impl Service {
-    /// After a delete: forgets `id` in the index files now, whatever position they are
-    /// at (if the index cannot be opened, its next catch-up forgets it). The indexer, if
+    /// After a delete: forgets `ids` in the index files now, whatever position they are
+    /// at (if the index cannot be opened, its next catch-up forgets them). The indexer, if
     /// one runs, applies the rest of the log; a CLI process catches up here.
-    pub(super) fn forget_in_index(&self, id: MemoryId) {
+    pub(super) fn forget_in_index(&self, ids: &[MemoryId]) {
         let store = self.store();
         let inline = !self.indexer.load(Ordering::Relaxed);
         let result = self.with_index(|index| {
-            index.forget_now(store, &[id])?;
+            index.forget_now(store, ids)?;
             if inline {
                 index.catch_up_within(store, Some(Instant::now() + WRITE_VECTOR_BUDGET))?;
             }

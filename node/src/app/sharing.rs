@@ -2,8 +2,8 @@
 //! a collection syncs with (what the network driver reports).
 
 use mnemon_api::{
-    CollectionView, InviteRequest, InviteView, JoinRequest, JoinView, MemberView, PeerView,
-    ShareRequest,
+    CollectionDeleted, CollectionView, InviteRequest, InviteView, JoinRequest, JoinView,
+    MemberView, PeerView, ShareRequest,
 };
 use mnemon_api::{Error as ApiError, Role, SyncState};
 use mnemon_crdt::CollectionId;
@@ -24,6 +24,56 @@ pub(super) fn create_collection(service: &Service, name: &str) -> Result<Collect
     let name = name.to_owned();
     let collection = service.solo(move |s| s.create_collection(&name))?;
     Ok(CollectionView::from(&collection))
+}
+
+pub(super) fn rename_collection(
+    service: &Service,
+    collection: &str,
+    name: &str,
+) -> Result<CollectionView, ApiError> {
+    let id = service
+        .store()
+        .resolve_collection(collection)
+        .map_err(store_error)?;
+    let name = name.to_owned();
+    service.solo(move |s| s.rename_collection(id, &name))?;
+    // Sessions send members the operation that carries the name.
+    if let Some(network) = service.network.get() {
+        network.refresh();
+    }
+    collection_view(service, id)
+}
+
+pub(super) fn delete_collection(
+    service: &Service,
+    collection: &str,
+) -> Result<CollectionDeleted, ApiError> {
+    let id = service
+        .store()
+        .resolve_collection(collection)
+        .map_err(store_error)?;
+    let view = collection_view(service, id)?;
+    let deleted = service.solo(move |s| s.delete_collection(id))?;
+    service.forget_in_index(&deleted);
+    if let Some(network) = service.network.get() {
+        network.refresh();
+    }
+    Ok(CollectionDeleted {
+        id: view.id,
+        name: view.name,
+        memories: deleted.len() as u64,
+    })
+}
+
+fn collection_view(service: &Service, id: CollectionId) -> Result<CollectionView, ApiError> {
+    service
+        .store()
+        .collections()
+        .map_err(store_error)?
+        .iter()
+        .find(|c| c.id == id)
+        .map(CollectionView::from)
+        .ok_or_else(|| store_error(mnemon_crdt::StoreError::UnknownCollection(id.to_string())))
 }
 
 pub(super) fn members(service: &Service, collection: &str) -> Result<Vec<MemberView>, ApiError> {

@@ -93,6 +93,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Move a memory to another collection. It is written there anew, under a new id (its
+    /// earlier versions stay behind and are deleted); memories that linked to it link to
+    /// the new one.
+    Move {
+        /// The memory's id.
+        id: String,
+        /// The collection to move it to (id or unique name).
+        #[arg(long = "to")]
+        collection: String,
+        /// Print the moved memory as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage collections.
     #[command(subcommand)]
     Collection(CollectionCommand),
@@ -588,6 +601,29 @@ pub enum CollectionCommand {
     },
     /// List collections.
     List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rename a collection (this node must own it; members see the new name once they
+    /// sync).
+    Rename {
+        /// The collection (id or unique name).
+        collection: String,
+        /// Its new name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a collection this node owns and shares with nobody, with every memory in it
+    /// (for good). A collection that holds memories needs --yes.
+    Delete {
+        /// The collection (id or unique name).
+        collection: String,
+        /// Delete its memories too, without asking.
+        #[arg(long)]
+        yes: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,

@@ -112,6 +112,36 @@ pub(super) fn resolve(cx: &Ctx, out: &mut impl Write, id: &str, keep: &str) -> R
     Ok(())
 }
 
+/// `mnemon move`: moves a memory to another collection.
+pub(super) fn move_memory(
+    cx: &Ctx,
+    out: &mut impl Write,
+    id: &str,
+    collection: &str,
+    json: bool,
+) -> Result<()> {
+    parse_memory_id(id)?;
+    let node = cx.node()?;
+    let memory = node.api().move_memory(id, collection)?;
+    let name = memory
+        .collection_name
+        .as_deref()
+        .unwrap_or(&memory.collection);
+    if json {
+        writeln!(out, "{}", output::json(&memory))?;
+    } else if memory.id == id {
+        writeln!(out, "{id} is in {name} already")?;
+    } else {
+        writeln!(
+            out,
+            "moved to {name}: {} (was {id}, now deleted)",
+            memory.id
+        )?;
+    }
+    node.finish()?;
+    Ok(())
+}
+
 /// `mnemon forget-history`: rewrites a memory without its earlier versions.
 pub(super) fn forget_history(cx: &Ctx, out: &mut impl Write, id: &str, json: bool) -> Result<()> {
     parse_memory_id(id)?;

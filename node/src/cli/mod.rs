@@ -133,6 +133,21 @@ pub fn run() -> Result<ExitCode> {
         Command::Collection(CollectionCommand::List { json }) => {
             sharing::collection_list(&cx, out, json)?;
         }
+        Command::Collection(CollectionCommand::Rename {
+            collection,
+            name,
+            json,
+        }) => sharing::collection_rename(&cx, out, &collection, &name, json)?,
+        Command::Collection(CollectionCommand::Delete {
+            collection,
+            yes,
+            json,
+        }) => sharing::collection_delete(&cx, out, &collection, yes, json)?,
+        Command::Move {
+            id,
+            collection,
+            json,
+        } => memories::move_memory(&cx, out, &id, &collection, json)?,
         Command::Collection(CollectionCommand::Members { collection, json }) => {
             sharing::members(&cx, out, &collection, json)?;
         }

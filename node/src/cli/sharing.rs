@@ -32,6 +32,64 @@ pub(super) fn collection_list(cx: &Ctx, out: &mut impl Write, json: bool) -> Res
     Ok(())
 }
 
+/// `mnemon collection rename`.
+pub(super) fn collection_rename(
+    cx: &Ctx,
+    out: &mut impl Write,
+    collection: &str,
+    name: &str,
+    json: bool,
+) -> Result<()> {
+    let node = cx.node()?;
+    let renamed = node.api().rename_collection(collection, name)?;
+    if json {
+        writeln!(out, "{}", output::json(&renamed))?;
+    } else {
+        writeln!(out, "{} is now named {:?}", renamed.id, renamed.name)?;
+    }
+    node.finish()?;
+    Ok(())
+}
+
+/// `mnemon collection delete`: refuses to take memories with it unless told `--yes`.
+pub(super) fn collection_delete(
+    cx: &Ctx,
+    out: &mut impl Write,
+    collection: &str,
+    yes: bool,
+    json: bool,
+) -> Result<()> {
+    let node = cx.node()?;
+    let api = node.api();
+    if !yes {
+        let held = api
+            .collections()?
+            .into_iter()
+            .filter(|c| c.id == collection || c.name == collection)
+            .map(|c| c.memories)
+            .max()
+            .unwrap_or(0);
+        if held > 0 {
+            anyhow::bail!(
+                "{collection} holds {held} memories, which would be deleted for good with it; \
+                 run again with --yes to delete them, or move them first (mnemon move ID --to OTHER)"
+            );
+        }
+    }
+    let deleted = api.delete_collection(collection)?;
+    if json {
+        writeln!(out, "{}", output::json(&deleted))?;
+    } else {
+        writeln!(
+            out,
+            "deleted {} ({}) and its {} memories",
+            deleted.name, deleted.id, deleted.memories
+        )?;
+    }
+    node.finish()?;
+    Ok(())
+}
+
 /// `mnemon collection members`: who a collection is shared with, and how it syncs.
 pub(super) fn members(cx: &Ctx, out: &mut impl Write, collection: &str, json: bool) -> Result<()> {
     let node = cx.node()?;

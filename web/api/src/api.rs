@@ -6,10 +6,10 @@
 use tokio::sync::broadcast;
 
 use crate::{
-    AnswerView, AskEvent, AskRequest, BackupFile, BackupRequest, CollectionView, CreateMemory,
-    DialRequest, Error, EventView, GraphQuery, GraphView, HitView, InviteRequest, InviteView,
-    JoinRequest, JoinView, ListQuery, MAX_LIST_PAGE, MemberView, MemoryView, Page, PatchMemory,
-    PeerView, SearchQuery, ShareRequest,
+    AnswerView, AskEvent, AskRequest, BackupFile, BackupRequest, CollectionDeleted, CollectionView,
+    CreateMemory, DialRequest, Error, EventView, GraphQuery, GraphView, HitView, InviteRequest,
+    InviteView, JoinRequest, JoinView, ListQuery, MAX_LIST_PAGE, MemberView, MemoryView, Page,
+    PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
 
 /// A gauge the node reports on `/metrics`.
@@ -100,12 +100,22 @@ pub trait Api: Send + Sync + 'static {
     /// it says now, the memories that linked to it link to the new one, and the old one
     /// is deleted for good, on every peer too. Returns the new memory.
     fn forget_history(&self, id: &str) -> Result<MemoryView, Error>;
+    /// Moves a memory to another collection (id or unique name). It is written there anew
+    /// (a new id, as for [`Api::forget_history`]; the memories that linked to it link to
+    /// the new one), so its earlier versions do not travel into a collection shared with
+    /// others. Returns the memory as it is now.
+    fn move_memory(&self, id: &str, collection: &str) -> Result<MemoryView, Error>;
     /// Searches.
     fn search(&self, query: &SearchQuery) -> Result<Vec<HitView>, Error>;
     /// Every collection.
     fn collections(&self) -> Result<Vec<CollectionView>, Error>;
     /// Makes a collection.
     fn create_collection(&self, name: &str) -> Result<CollectionView, Error>;
+    /// Renames a collection: its owner's signed log carries the name to every member.
+    fn rename_collection(&self, collection: &str, name: &str) -> Result<CollectionView, Error>;
+    /// Deletes a collection this node owns and shares with nobody, with every memory in
+    /// it (deleted for good, as by [`Api::delete`]).
+    fn delete_collection(&self, collection: &str) -> Result<CollectionDeleted, Error>;
     /// The members of a collection (its owner not counted).
     fn members(&self, collection: &str) -> Result<Vec<MemberView>, Error>;
     /// Shares a collection this node owns with a DID.

@@ -101,6 +101,7 @@ pub use search::{
     parse_duration, parse_time,
 };
 pub use sharing::{
-    CollectionView, CreateCollection, DialRequest, InviteRequest, InviteView, JoinRequest,
-    JoinView, MemberView, PeerView, Role, ShareRequest, SyncState, SyncView,
+    CollectionDeleted, CollectionView, CreateCollection, DialRequest, InviteRequest, InviteView,
+    JoinRequest, JoinView, MemberView, MoveMemory, PeerView, RenameCollection, Role, ShareRequest,
+    SyncState, SyncView,
 };

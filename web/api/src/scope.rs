@@ -22,10 +22,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::{
-    AnswerView, Api, AskEvent, AskRequest, BackupFile, BackupRequest, CollectionView, CreateMemory,
-    DialRequest, Error, ErrorKind, Events, Gauge, GraphQuery, GraphView, HitView, InviteRequest,
-    InviteView, JoinRequest, JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory,
-    PeerView, SearchQuery, ShareRequest,
+    AnswerView, Api, AskEvent, AskRequest, BackupFile, BackupRequest, CollectionDeleted,
+    CollectionView, CreateMemory, DialRequest, Error, ErrorKind, Events, Gauge, GraphQuery,
+    GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView, ListQuery, MemberView,
+    MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
 };
 
 /// What a capability token may see and do.
@@ -231,6 +231,25 @@ impl Scoped {
         }
     }
 
+    /// That the token may write memory `id` anew (forget its history, move it): it sees
+    /// and may change it, and sees every memory that links to it (those are relinked).
+    fn rewritable(&self, id: &str, what: &str) -> Result<(), Error> {
+        self.memory(id)?;
+        self.read_only()?;
+        if let Some(visible) = self.within()
+            && self
+                .node
+                .backlinks(id)?
+                .iter()
+                .any(|m| !visible.contains(&m.collection))
+        {
+            return Err(Error::forbidden(format!(
+                "memories outside this token's collections link to this one; only the owner can {what}"
+            )));
+        }
+        Ok(())
+    }
+
     /// The collections the token sees, as the node lists them.
     fn visible_collections(&self) -> Result<Vec<CollectionView>, Error> {
         let mut all = self.node.collections()?;
@@ -416,22 +435,16 @@ impl Api for Scoped {
 
     fn forget_history(&self, id: &str) -> Result<MemoryView, Error> {
         self.live()?;
-        self.memory(id)?;
-        self.read_only()?;
-        // Forgetting relinks every memory that links here: it may not edit memories it
-        // cannot see.
-        if let Some(visible) = self.within()
-            && self
-                .node
-                .backlinks(id)?
-                .iter()
-                .any(|m| !visible.contains(&m.collection))
-        {
-            return Err(Error::forbidden(
-                "memories outside this token's collections link to this one; only the owner can forget its history",
-            ));
-        }
+        self.rewritable(id, "forget its history")?;
         let memory = self.node.forget_history(id)?;
+        Ok(self.trim_links(memory))
+    }
+
+    fn move_memory(&self, id: &str, collection: &str) -> Result<MemoryView, Error> {
+        self.live()?;
+        let to = self.collection(collection)?;
+        self.rewritable(id, "move it")?;
+        let memory = self.node.move_memory(id, &to)?;
         Ok(self.trim_links(memory))
     }
 
@@ -453,6 +466,18 @@ impl Api for Scoped {
     fn create_collection(&self, _name: &str) -> Result<CollectionView, Error> {
         self.live()?;
         Err(self.owners_only("making a collection"))
+    }
+
+    fn rename_collection(&self, collection: &str, _name: &str) -> Result<CollectionView, Error> {
+        self.live()?;
+        self.collection(collection)?;
+        Err(self.owners_only("renaming a collection"))
+    }
+
+    fn delete_collection(&self, collection: &str) -> Result<CollectionDeleted, Error> {
+        self.live()?;
+        self.collection(collection)?;
+        Err(self.owners_only("deleting a collection"))
     }
 
     fn members(&self, collection: &str) -> Result<Vec<MemberView>, Error> {

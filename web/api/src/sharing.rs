@@ -51,6 +51,33 @@ pub struct CreateCollection {
     pub name: String,
 }
 
+/// `PATCH /api/v1/collections/{id}`: rename a collection.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenameCollection {
+    /// The new name.
+    pub name: String,
+}
+
+/// `POST /api/v1/memories/{id}/move`: move a memory to another collection.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveMemory {
+    /// The collection to move it to (id or unique name).
+    pub collection: String,
+}
+
+/// What deleting a collection did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, JsonSchema, PartialEq, Eq)]
+pub struct CollectionDeleted {
+    /// The collection's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// How many memories were deleted with it.
+    pub memories: u64,
+}
+
 /// A member of a collection.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, JsonSchema, PartialEq, Eq)]
 pub struct MemberView {

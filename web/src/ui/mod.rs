@@ -151,6 +151,7 @@ pub(crate) fn routes(state: &AppState) -> axum::Router<AppState> {
         .route("/m/{id}/delete", post(delete))
         .route("/m/{id}/undo", post(undo))
         .route("/m/{id}/forget-history", post(forget_history))
+        .route("/m/{id}/move", post(move_memory))
         .route("/m/{id}/resolve", post(resolve))
         .route("/search", get(search_page))
         .route("/graph", get(graph_page))
@@ -163,6 +164,8 @@ pub(crate) fn routes(state: &AppState) -> axum::Router<AppState> {
             "/collections",
             get(collections_page).post(create_collection),
         )
+        .route("/collections/{id}/rename", post(rename_collection))
+        .route("/collections/{id}/delete", post(delete_collection))
         .route("/status", get(status_page))
         .route("/settings", get(settings::settings_page))
         .route("/settings/rotate", post(settings::rotate_token))
@@ -661,8 +664,9 @@ async fn memory_page(
     }
     let backend = state.backend();
     let lookup = id.clone();
-    let (memory, backlinks, targets, links) = blocking(move || {
+    let (memory, backlinks, targets, links, collections) = blocking(move || {
         let memory = backend.get(&lookup)?;
+        let collections = backend.collections()?;
         let backlinks = backend.backlinks(&lookup)?;
         let links = resolve_wikilinks(&*backend, &memory.content)?;
         let targets: HashMap<String, String> = memory
@@ -675,10 +679,15 @@ async fn memory_page(
                     .map(|t| (l.target.clone(), t.title))
             })
             .collect();
-        Ok((memory, backlinks, targets, links))
+        Ok((memory, backlinks, targets, links, collections))
     })
     .await?;
     let backlinks: Vec<&MemoryView> = backlinks.iter().collect();
+    // Where it can move: the other collections this node may write in.
+    let destinations: Vec<&CollectionView> = collections
+        .iter()
+        .filter(|c| c.id != memory.collection && matches!(c.access.as_str(), "owner" | "write"))
+        .collect();
     let content = html! {
         @if query.history.as_deref() == Some("forgotten") {
             div #history-forgotten .notice role="status" { "Earlier versions are forgotten: this memory now holds only what it says, here and on the nodes it is shared with." }
@@ -772,6 +781,18 @@ async fn memory_page(
                     label { "Importance" input name="importance" type="number" min="0" max="1" step="0.05" value=(memory.importance); }
                     button type="submit" { "Save changes" }
                 }
+            }
+            @if !destinations.is_empty() {
+                form #move-form .row method="post" action={ "/m/" (memory.id) "/move" } {
+                    input type="hidden" name="csrf" value=(csrf);
+                    label { "Move to "
+                        select name="collection" {
+                            @for c in &destinations { option value=(c.id) { (c.name) } }
+                        }
+                    }
+                    button type="submit" { "Move" }
+                }
+                p .hint { "A move writes the memory anew in the other collection, under a new address, without its earlier versions; memories that link here follow it." }
             }
             form #forget-history-form method="post" action={ "/m/" (memory.id) "/forget-history" } {
                 input type="hidden" name="csrf" value=(csrf);
@@ -1037,6 +1058,25 @@ async fn resolve(
     Ok(Redirect::to(&format!("/m/{}", kept.id)).into_response())
 }
 
+#[derive(Debug, Default, Deserialize)]
+struct MoveForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    collection: String,
+}
+
+async fn move_memory(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Form(form): Form<MoveForm>,
+) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    let backend = state.backend();
+    let moved = blocking(move || backend.move_memory(&id, &form.collection)).await?;
+    Ok(Redirect::to(&format!("/m/{}", moved.id)).into_response())
+}
+
 async fn forget_history(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -1276,25 +1316,49 @@ fn truncate(s: &str, max: usize) -> String {
 async fn collections_page(State(state): State<AppState>) -> UiResult {
     let backend = state.backend();
     let collections = blocking(move || backend.collections()).await?;
+    let owner = state.caller().is_owner();
+    let csrf = state.security.csrf().to_owned();
     let content = html! {
         h1 { "Collections" }
         ul .collections {
             @for c in &collections {
-                li {
+                li .collection data-id=(c.id) {
                     a href={ "/?collection=" (c.id) } { (c.name) }
-                    " · " (c.memories) " memories"
+                    " · " (memories(c.memories))
                     @if c.default { " · private (never shared)" }
                     @match c.access.as_str() {
                         "owner" => {}
                         "none" => { " · " span .revoked { "no access: its owner removed this node" } }
                         role => { " · shared with you (" (role) ")" }
                     }
+                    @if owner && c.access == "owner" {
+                        details .manage {
+                            summary { @if c.default { "Rename" } @else { "Rename or delete" } }
+                            form .row .rename method="post" action={ "/collections/" (c.id) "/rename" } {
+                                input type="hidden" name="csrf" value=(csrf);
+                                input name="name" required value=(c.name) aria-label={ "New name for " (c.name) } autocomplete="off";
+                                button type="submit" { "Rename" }
+                            }
+                            @if !c.default {
+                                form .delete .danger method="post" action={ "/collections/" (c.id) "/delete" } {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    p .hint {
+                                        @if c.memories == 0 { "Deleting removes this empty collection." }
+                                        @else { "Deleting removes this collection and its " (memories(c.memories)) ", for good. Move any you want to keep first (from their Edit panel)." }
+                                        " A collection shared with others is deleted once its members are revoked."
+                                    }
+                                    label { input type="checkbox" name="confirm" value="yes" required; " Yes, delete " (c.name) @if c.memories > 0 { " and its " (memories(c.memories)) } }
+                                    button type="submit" { "Delete collection" }
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
         // Making collections is the owner's (a capability token cannot).
         @if state.caller().is_owner() {
-            form .row method="post" action="/collections" {
+            form #new-collection .row method="post" action="/collections" {
                 input type="hidden" name="csrf" value=(state.security.csrf());
                 input name="name" required placeholder="New collection" aria-label="Collection name" autocomplete="off";
                 button type="submit" { "Create" }
@@ -1327,6 +1391,50 @@ async fn create_collection(
     let backend = state.backend();
     blocking(move || backend.create_collection(form.name.trim())).await?;
     Ok(Redirect::to("/collections").into_response())
+}
+
+async fn rename_collection(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Form(form): Form<CollectionForm>,
+) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    let backend = state.backend();
+    blocking(move || backend.rename_collection(&id, form.name.trim())).await?;
+    Ok(Redirect::to("/collections").into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct DeleteCollectionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+async fn delete_collection(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Form(form): Form<DeleteCollectionForm>,
+) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    if form.confirm != "yes" {
+        return Err(UiError::from(Error::invalid(
+            "tick the box to confirm: deleting a collection deletes its memories for good",
+        )));
+    }
+    let backend = state.backend();
+    blocking(move || backend.delete_collection(&id)).await?;
+    Ok(Redirect::to("/collections").into_response())
+}
+
+/// "1 memory", "3 memories".
+fn memories(n: u64) -> String {
+    if n == 1 {
+        "1 memory".to_owned()
+    } else {
+        format!("{n} memories")
+    }
 }
 
 /// `did:key:z6Mk…` shortened to its first and last characters.
