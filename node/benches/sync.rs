@@ -111,6 +111,23 @@ fn retitle(
         .expect("store")
 }
 
+/// Waits until both nodes' networks say every collection they sync with the other is in
+/// sync, and then for the exchange that confirmed it to end (so the next phase's bytes are
+/// its own).
+fn settled(networks: [&Network; 2]) {
+    wait("both sides in sync", || {
+        networks.iter().all(|network| {
+            network.peers().iter().all(|p| {
+                !p.connected
+                    || p.sync
+                        .iter()
+                        .all(|s| s.state == mnemon_node::net::SyncPhase::InSync)
+            })
+        })
+    });
+    std::thread::sleep(Duration::from_secs(3));
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -181,7 +198,10 @@ fn main() {
     let (sent_a, recv_a) = bytes(&a);
     let initial_session = a.network.peers().into_iter().next().expect("B");
 
-    // Incremental: 10 memories edited while connected.
+    // Incremental: 10 memories edited while connected (once the initial sync's
+    // confirming exchange is over).
+    settled([&a.network, &b.network]);
+    let (settled_sent, settled_recv) = bytes(&a);
     let started = Instant::now();
     let edited: Vec<MemoryId> = ids.iter().step_by(n / 10).take(10).copied().collect();
     for &id in &edited {
@@ -297,6 +317,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(150);
+    // (The last restart's session compares summaries after its edit arrived: not idle.)
+    settled([&a.network, &b_network]);
     let (idle_sent_before, idle_recv_before) = bytes(&a);
     std::thread::sleep(Duration::from_secs(idle_secs));
     let (idle_sent_after, idle_recv_after) = bytes(&a);
@@ -322,8 +344,8 @@ fn main() {
             },
             "incremental_10_of_n": {
                 "seconds": incremental.as_secs_f64(),
-                "bytes_a_sent": sent_a2 - sent_a,
-                "bytes_a_received": recv_a2 - recv_a,
+                "bytes_a_sent": sent_a2 - settled_sent,
+                "bytes_a_received": recv_a2 - settled_recv,
             },
             "incremental_10_of_n_after_reconnect": {
                 "seconds": reconnect.as_secs_f64(),

@@ -5,7 +5,7 @@
 //   MNEMON_SHOTS the folder to keep screenshots in
 // Exits non-zero, naming the step, when anything a person would see is wrong.
 import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import assert from "node:assert/strict";
 
 const base = process.env.MNEMON_URL;
@@ -37,6 +37,18 @@ page.on("console", (m) => {
 page.on("pageerror", (e) => consoleErrors.push(String(e)));
 
 let stepName = "";
+
+// axe-core, evaluated in the page through the DevTools protocol (the page's own CSP
+// forbids injected scripts, rightly).
+const axeSource = readFileSync(new URL("./node_modules/axe-core/axe.min.js", import.meta.url), "utf8");
+async function seriousViolations(path) {
+  await page.goto(base + path);
+  await page.evaluate(axeSource);
+  const result = await page.evaluate(() => globalThis.axe.run(document, { resultTypes: ["violations"] }));
+  return result.violations
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${path}: ${v.id} (${v.impact}) at ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join("; ")}`);
+}
 async function step(name, body) {
   stepName = name;
   process.stdout.write(`step: ${name}\n`);
@@ -321,6 +333,38 @@ try {
     assert.equal(await page.inputValue("#capture-content"), "From another app\n\nhttps://example.org/x");
   });
 
+  await step("share a collection: an invite ticket, a member, a role changed, revoked", async () => {
+    await page.goto(base + "/collections");
+    await page.click('li.collection:has(a:text-is("recipes")) a.sharing');
+    await page.waitForURL(/\/collections\/[0-9A-Z]{26}$/);
+    assert.equal(await page.textContent("#collection-name"), "recipes");
+    assert.match(await page.textContent("main"), /Shared with nobody yet/);
+    await page.selectOption('#invite-form select[name="role"]', "write");
+    await page.click('#invite-form button[type="submit"]');
+    await page.locator("#ticket").waitFor();
+    assert.match(await page.textContent("#ticket-text"), /^mnemon1[0-9a-z]+$/);
+    assert.match(await page.textContent("#ticket"), /as write/);
+    await page.click("#copy-ticket");
+    await page.waitForFunction(() => document.getElementById("copy-ticket").textContent !== "Copy");
+    await shot("19-invite-ticket");
+    // Sharing with a node never met warns (a typo would share with nobody).
+    const other = process.env.MNEMON_OTHER_DID;
+    await page.fill('#share-form input[name="did"]', other);
+    await page.click('#share-form button[type="submit"]');
+    await page.locator("#share-warning").waitFor();
+    const row = page.locator(`#members tr[data-did="${other}"]`);
+    assert.equal(await row.locator('select[name="role"]').inputValue(), "read");
+    assert.match(await row.textContent(), /not met yet/);
+    await row.locator('select[name="role"]').selectOption("write");
+    await row.locator('form.role button[type="submit"]').click();
+    await page.waitForURL(/\/collections\/[0-9A-Z]{26}$/);
+    assert.equal(await page.locator(`#members tr[data-did="${other}"] select[name="role"]`).inputValue(), "write");
+    await shot("20-members");
+    await page.locator(`#members tr[data-did="${other}"] form.revoke button`).click();
+    await page.waitForURL(/\/collections\/[0-9A-Z]{26}$/);
+    assert.equal(await page.locator(`#members tr[data-did="${other}"]`).count(), 0, "revoked");
+  });
+
   await step("move a note to a new collection, rename that, delete it with its note", async () => {
     const ferry = await capture("Ferry times", "Boats leave at 7:15 and 9:40", "travel");
     await page.goto(base + "/collections");
@@ -357,9 +401,25 @@ try {
     assert.equal((await page.request.get(`${base}/m/${moved}`)).status(), 404, "its note went with it");
   });
 
+  await step("accessible: no serious or critical axe-core finding on any page, light or dark", async () => {
+    const recipes = await page.goto(base + "/collections").then(() =>
+      page.getAttribute('li.collection:has(a:text-is("recipes")) a.sharing', "href"));
+    const pages = ["/", `/m/${alpha}`, "/search?q=kitchen", "/graph", `/graph?center=${alpha}&depth=2`, "/tasks",
+      "/chat", "/collections", recipes, "/status", "/settings", "/api", "/no/such/page"];
+    const found = [];
+    for (const scheme of ["light", "dark"]) {
+      await page.emulateMedia({ colorScheme: scheme });
+      for (const path of pages) found.push(...(await seriousViolations(path)).map((f) => `${scheme} ${f}`));
+    }
+    await page.emulateMedia({ colorScheme: "light" });
+    assert.deepEqual(found, [], found.join("\n"));
+  });
+
   await step("readable on a phone, no page wider than 360 px", async () => {
     await page.setViewportSize({ width: 360, height: 780 });
-    for (const path of ["/", "/search?q=kitchen", "/graph", "/tasks", "/chat", "/collections", "/status", "/settings", "/api", "/no/such/page"]) {
+    await page.goto(base + "/collections");
+    const sharing = await page.getAttribute('li.collection:has(a:text-is("recipes")) a.sharing', "href");
+    for (const path of ["/", "/search?q=kitchen", "/graph", "/tasks", "/chat", "/collections", sharing, "/status", "/settings", "/api", "/no/such/page"]) {
       await page.goto(base + path);
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
       assert.ok(overflow <= 0, `${path} is ${overflow}px wider than the phone`);
@@ -370,6 +430,13 @@ try {
     await shot("16-settings-phone");
     await page.goto(base + "/");
     await shot("12-phone");
+    // Dark, on a phone.
+    await page.emulateMedia({ colorScheme: "dark" });
+    await page.goto(`${base}/m/${alpha}`);
+    await shot("21-memory-dark-phone");
+    await page.goto(base + "/collections");
+    await shot("22-collections-dark-phone");
+    await page.emulateMedia({ colorScheme: "light" });
   });
 
   await step("sign out", async () => {
@@ -377,6 +444,7 @@ try {
     await page.waitForURL(/\/signin/);
     await page.goto(base + "/");
     await page.waitForURL(/\/signin/);
+    assert.deepEqual(await seriousViolations("/signin"), [], "the sign-in page is accessible");
   });
 
   assert.deepEqual(consoleErrors, [], `the browser console had errors: ${consoleErrors.join("; ")}`);

@@ -50,6 +50,11 @@ fn the_web_ui_in_headless_chromium() {
         .env("MNEMON_CHROMIUM", &chromium)
         .env("MNEMON_BACKUP_OUT", &backup)
         .env("MNEMON_BACKUP_PASSPHRASE", passphrase)
+        // Another node's identity, to share a collection with.
+        .env(
+            "MNEMON_OTHER_DID",
+            mnemon_identity::Keypair::generate().did().to_string(),
+        )
         .output()
         .expect("run node (is nodejs installed?)");
     let stdout = String::from_utf8_lossy(&output.stdout);

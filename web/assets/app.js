@@ -271,3 +271,25 @@
     }
   });
 })();
+
+// Copy buttons (an invite ticket): the text of the element named by data-copy goes to the
+// clipboard; where the clipboard is not allowed, the text is selected for Ctrl+C.
+(function () {
+  document.addEventListener("click", async (e) => {
+    const button = e.target instanceof Element ? e.target.closest("button[data-copy]") : null;
+    if (!button) return;
+    const source = document.getElementById(button.dataset.copy);
+    if (!source) return;
+    try {
+      await navigator.clipboard.writeText(source.textContent);
+      button.textContent = "Copied";
+    } catch {
+      const range = document.createRange();
+      range.selectNodeContents(source);
+      const selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      button.textContent = "Selected: press Ctrl+C";
+    }
+  });
+})();

@@ -12,6 +12,7 @@ mod graph;
 mod markdown;
 mod reference;
 mod settings;
+mod sharing;
 mod tasks;
 
 use std::collections::{BTreeSet, HashMap};
@@ -162,10 +163,14 @@ pub(crate) fn routes(state: &AppState) -> axum::Router<AppState> {
         .route("/chat", get(chat::chat_page).post(chat::ask))
         .route(
             "/collections",
-            get(collections_page).post(create_collection),
+            get(sharing::collections_page).post(sharing::create_collection),
         )
-        .route("/collections/{id}/rename", post(rename_collection))
-        .route("/collections/{id}/delete", post(delete_collection))
+        .route("/collections/{id}", get(sharing::sharing_page))
+        .route("/collections/{id}/rename", post(sharing::rename_collection))
+        .route("/collections/{id}/delete", post(sharing::delete_collection))
+        .route("/collections/{id}/invite", post(sharing::invite))
+        .route("/collections/{id}/share", post(sharing::share))
+        .route("/collections/{id}/revoke", post(sharing::revoke))
         .route("/status", get(status_page))
         .route("/settings", get(settings::settings_page))
         .route("/settings/rotate", post(settings::rotate_token))
@@ -1288,7 +1293,7 @@ async fn graph_page(State(state): State<AppState>, Query(params): Query<GraphPar
         @if edges.is_empty() && center.is_none() {
             p .empty { "No links yet: link memories from their pages, or write [[wikilinks]] in notes you import." }
         } @else {
-            svg #graph .graph viewBox={ "0 0 " (w) " " (h) } role="img" aria-label="Links between memories" {
+            svg #graph .graph viewBox={ "0 0 " (w) " " (h) } role="group" aria-label="Links between memories: each circle is a memory and links to it" {
                 @for (a, b, relation) in &edges {
                     line x1=(placed[*a].x * w) y1=(placed[*a].y * h) x2=(placed[*b].x * w) y2=(placed[*b].y * h) { title { (relation) } }
                 }
@@ -1310,147 +1315,6 @@ fn truncate(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((at, _)) => format!("{}…", &s[..at]),
         None => s.to_owned(),
-    }
-}
-
-async fn collections_page(State(state): State<AppState>) -> UiResult {
-    let backend = state.backend();
-    let collections = blocking(move || backend.collections()).await?;
-    let owner = state.caller().is_owner();
-    let csrf = state.security.csrf().to_owned();
-    let content = html! {
-        h1 { "Collections" }
-        ul .collections {
-            @for c in &collections {
-                li .collection data-id=(c.id) {
-                    a href={ "/?collection=" (c.id) } { (c.name) }
-                    " · " (memories(c.memories))
-                    @if c.default { " · private (never shared)" }
-                    @match c.access.as_str() {
-                        "owner" => {}
-                        "none" => { " · " span .revoked { "no access: its owner removed this node" } }
-                        role => { " · shared with you (" (role) ")" }
-                    }
-                    @if owner && c.access == "owner" {
-                        details .manage {
-                            summary { @if c.default { "Rename" } @else { "Rename or delete" } }
-                            form .row .rename method="post" action={ "/collections/" (c.id) "/rename" } {
-                                input type="hidden" name="csrf" value=(csrf);
-                                input name="name" required value=(c.name) aria-label={ "New name for " (c.name) } autocomplete="off";
-                                button type="submit" { "Rename" }
-                            }
-                            @if !c.default {
-                                form .delete .danger method="post" action={ "/collections/" (c.id) "/delete" } {
-                                    input type="hidden" name="csrf" value=(csrf);
-                                    p .hint {
-                                        @if c.memories == 0 { "Deleting removes this empty collection." }
-                                        @else { "Deleting removes this collection and its " (memories(c.memories)) ", for good. Move any you want to keep first (from their Edit panel)." }
-                                        " A collection shared with others is deleted once its members are revoked."
-                                    }
-                                    label { input type="checkbox" name="confirm" value="yes" required; " Yes, delete " (c.name) @if c.memories > 0 { " and its " (memories(c.memories)) } }
-                                    button type="submit" { "Delete collection" }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        // Making collections is the owner's (a capability token cannot).
-        @if state.caller().is_owner() {
-            form #new-collection .row method="post" action="/collections" {
-                input type="hidden" name="csrf" value=(state.security.csrf());
-                input name="name" required placeholder="New collection" aria-label="Collection name" autocomplete="off";
-                button type="submit" { "Create" }
-            }
-        }
-    };
-    Ok(layout(
-        &state,
-        Nav::Collections,
-        "Collections",
-        "collections",
-        content,
-    )
-    .into_response())
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct CollectionForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    name: String,
-}
-
-async fn create_collection(
-    State(state): State<AppState>,
-    Form(form): Form<CollectionForm>,
-) -> UiResult {
-    csrf_ok(&state, &form.csrf)?;
-    let backend = state.backend();
-    blocking(move || backend.create_collection(form.name.trim())).await?;
-    Ok(Redirect::to("/collections").into_response())
-}
-
-async fn rename_collection(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    Form(form): Form<CollectionForm>,
-) -> UiResult {
-    csrf_ok(&state, &form.csrf)?;
-    let backend = state.backend();
-    blocking(move || backend.rename_collection(&id, form.name.trim())).await?;
-    Ok(Redirect::to("/collections").into_response())
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct DeleteCollectionForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    confirm: String,
-}
-
-async fn delete_collection(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    Form(form): Form<DeleteCollectionForm>,
-) -> UiResult {
-    csrf_ok(&state, &form.csrf)?;
-    if form.confirm != "yes" {
-        return Err(UiError::from(Error::invalid(
-            "tick the box to confirm: deleting a collection deletes its memories for good",
-        )));
-    }
-    let backend = state.backend();
-    blocking(move || backend.delete_collection(&id)).await?;
-    Ok(Redirect::to("/collections").into_response())
-}
-
-/// "1 memory", "3 memories".
-fn memories(n: u64) -> String {
-    if n == 1 {
-        "1 memory".to_owned()
-    } else {
-        format!("{n} memories")
-    }
-}
-
-/// `did:key:z6Mk…` shortened to its first and last characters.
-fn short_did(did: &str) -> String {
-    let key = did.strip_prefix("did:key:").unwrap_or(did);
-    if key.len() <= 16 {
-        return did.to_owned();
-    }
-    format!("{}…{}", &key[..8], &key[key.len() - 6..])
-}
-
-/// A collection id shortened to its last characters (the full id is in the title).
-fn short_id(id: &str) -> String {
-    match id.char_indices().rev().nth(7) {
-        Some((i, _)) => format!("…{}", &id[i..]),
-        None => id.to_owned(),
     }
 }
 
@@ -1497,14 +1361,14 @@ async fn status_page(State(state): State<AppState>) -> UiResult {
                 tbody {
                     @for p in &peers {
                         tr {
-                            td { code title=(p.did) { (short_did(&p.did)) } }
+                            td { code title=(p.did) { (sharing::short_did(&p.did)) } }
                             td { @if p.connected { "connected" } @else { "offline" } }
                             td {
                                 @if p.sync.is_empty() { "none" }
                                 ul .sync {
                                     @for s in &p.sync {
                                         li title=(s.detail.as_deref().unwrap_or("")) {
-                                            code title=(s.collection) { (short_id(&s.collection)) } " "
+                                            a href={ "/collections/" (s.collection) } { (s.collection_name.as_deref().unwrap_or("a collection not on this node")) } " "
                                             span class={ "sync " (s.state) } { (s.state.label()) }
                                             @if let Some(detail) = &s.detail { " — " (detail) }
                                             @if let Some(refused) = s.last_refused.as_ref().filter(|r| s.detail.as_ref() != Some(*r)) {
