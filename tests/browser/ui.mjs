@@ -27,7 +27,7 @@ const page = await context.newPage();
 const consoleErrors = [];
 // Resource errors the steps cause on purpose (a wrong token, a link to nothing) are
 // expected; anything else in the console is a failure.
-const expectedFailures = [/\/signin$/, /\/m\/[0-9A-Z]{26}\/links$/, /\/no\/such\/page$/];
+const expectedFailures = [/\/signin$/, /\/m\/[0-9A-Z]{26}\/links$/, /\/no\/such\/page$/, /\/collections$/, /\/memories$/];
 page.on("console", (m) => {
   if (m.type() !== "error") return;
   const url = m.location()?.url ?? "";
@@ -169,12 +169,40 @@ try {
     await shot("07-graph");
   });
 
-  await step("a link to a title that does not exist is a clear error", async () => {
+  await step("form errors show where they happen and keep what was typed", async () => {
+    // A link to a title that does not exist: said beside the link form, on the page.
     await page.goto(`${base}/m/${beta}`);
     await page.fill("#link-target", "No such memory at all");
+    await page.fill('#link-form input[name="relation"]', "cites");
     await page.click('#link-form button[type="submit"]');
-    await page.waitForSelector(".error");
-    assert.match(await page.textContent(".error"), /no memory is titled “No such memory at all”/);
+    await page.waitForSelector("#link-error");
+    assert.match(await page.textContent("#link-error"), /no memory is titled “No such memory at all”/);
+    assert.equal(await page.textContent("#memory-title"), "Kitchen renovation plan", "still the memory's page");
+    assert.equal(await page.inputValue("#link-target"), "No such memory at all");
+    assert.equal(await page.inputValue('#link-form input[name="relation"]'), "cites");
+    await shot("06b-link-error-inline");
+    // A collection name taken: said beside the form, the name kept.
+    await page.goto(base + "/collections");
+    await page.fill('#new-collection input[name="name"]', "default");
+    await page.click('#new-collection button[type="submit"]');
+    await page.waitForSelector("#new-collection-error");
+    assert.match(await page.textContent("#new-collection-error"), /exists already/);
+    assert.equal(await page.inputValue('#new-collection input[name="name"]'), "default");
+    // A capture the node refuses (a collection that does not exist, as a stale page
+    // would send): the text typed is all still there.
+    await page.goto(base + "/");
+    await page.fill("#capture-title", "Draft");
+    await page.fill("#capture-content", "words I do not want to type again");
+    await page.evaluate(() => {
+      const select = document.querySelector('#capture select[name="collection"]');
+      select.add(new Option("gone", "01J0000000000000000000000Z"));
+      select.value = "01J0000000000000000000000Z";
+    });
+    await page.click('#capture button[type="submit"]');
+    await page.waitForSelector("#capture-error");
+    assert.equal(await page.inputValue("#capture-content"), "words I do not want to type again");
+    assert.equal(await page.inputValue("#capture-title"), "Draft");
+    assert.ok(await page.isVisible('nav a[href="/"]'), "with the navigation");
   });
 
   await step("delete and undo", async () => {

@@ -516,10 +516,53 @@ async fn home(
     headers: HeaderMap,
     Query(q): Query<HomeQuery>,
 ) -> UiResult {
+    home_page(&state, &headers, q, None).await
+}
+
+/// A form sent back to be corrected: what was wrong, said beside it, and what was typed.
+#[derive(Debug, Default)]
+pub(super) struct Refused<F> {
+    error: String,
+    form: F,
+}
+
+/// Whether an error is the form's fault (shown beside it, keeping what was typed) rather
+/// than the node's (an error page).
+pub(super) fn form_error(e: &Error) -> bool {
+    use mnemon_api::ErrorKind;
+    matches!(
+        e.kind,
+        ErrorKind::BadRequest | ErrorKind::Invalid | ErrorKind::NotFound | ErrorKind::Conflict
+    )
+}
+
+/// A page answering a refused form: the error's status, the page as it was with the form
+/// filled in again.
+pub(super) fn refused_page(e: &Error, page: axum::response::Response) -> axum::response::Response {
+    let mut page = page;
+    *page.status_mut() = HttpError::from(e.clone()).status;
+    page
+}
+
+async fn home_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    q: HomeQuery,
+    refused: Option<Refused<CaptureForm>>,
+) -> UiResult {
     let collection = non_empty(q.collection);
     let tag = non_empty(q.tag);
     let new_title = non_empty(q.title).unwrap_or_default();
     let new_text = non_empty(q.text).unwrap_or_default();
+    let (new_title, new_text, new_tags, new_collection) = match &refused {
+        Some(r) => (
+            r.form.title.clone(),
+            r.form.content.clone(),
+            r.form.tags.clone(),
+            non_empty(Some(r.form.collection.clone())),
+        ),
+        None => (new_title, new_text, String::new(), collection.clone()),
+    };
     let backend = state.backend();
     let query = ListQuery {
         collection: collection.clone(),
@@ -550,7 +593,7 @@ async fn home(
             }
         }
     };
-    if wants_fragment(&headers) {
+    if wants_fragment(headers) {
         return Ok(list.into_response());
     }
     let deleted = non_empty(q.deleted).and_then(|id| state.undo_left(&id).map(|left| (id, left)));
@@ -566,13 +609,16 @@ async fn home(
             }
         }
         section .capture aria-label="New memory" {
-            form #capture method="post" action="/memories" {
+            form #capture method="post" action="/memories" aria-describedby=[refused.as_ref().map(|_| "capture-error")] {
+                @if let Some(r) = &refused {
+                    p #capture-error .error .form-error role="alert" { (r.error) }
+                }
                 input type="hidden" name="csrf" value=(csrf);
                 input #capture-title name="title" placeholder="Title (optional)" aria-label="Title" autocomplete="off" value=(new_title);
                 textarea #capture-content name="content" rows="4" required placeholder="Write a memory… (Markdown)" aria-label="Content" { (new_text) }
                 div .row {
-                    input name="tags" placeholder="tags, comma separated" aria-label="Tags" autocomplete="off";
-                    select name="collection" aria-label="Collection" { (collection_options(&collections, collection.as_deref(), false)) }
+                    input name="tags" placeholder="tags, comma separated" aria-label="Tags" autocomplete="off" value=(new_tags);
+                    select name="collection" aria-label="Collection" { (collection_options(&collections, new_collection.as_deref(), false)) }
                     button type="submit" { "Save" }
                 }
             }
@@ -594,7 +640,7 @@ async fn home(
         }
         (list)
     };
-    Ok(layout(&state, Nav::Memories, "Memories", "home", content).into_response())
+    Ok(layout(state, Nav::Memories, "Memories", "home", content).into_response())
 }
 
 fn page_link(collection: Option<&str>, tag: Option<&str>, offset: usize) -> String {
@@ -630,18 +676,32 @@ fn split_tags(tags: &str) -> Vec<String> {
         .collect()
 }
 
-async fn create(State(state): State<AppState>, Form(form): Form<CaptureForm>) -> UiResult {
+async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<CaptureForm>,
+) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
     let new = mnemon_api::CreateMemory {
-        title: non_empty(Some(form.title)),
-        content: form.content,
+        title: non_empty(Some(form.title.clone())),
+        content: form.content.clone(),
         tags: split_tags(&form.tags),
-        collection: non_empty(Some(form.collection)),
+        collection: non_empty(Some(form.collection.clone())),
         ..Default::default()
     };
     let backend = state.backend();
-    let memory = blocking(move || backend.create(new)).await?;
-    Ok(Redirect::to(&format!("/m/{}", memory.id)).into_response())
+    match blocking(move || backend.create(new)).await {
+        Ok(memory) => Ok(Redirect::to(&format!("/m/{}", memory.id)).into_response()),
+        Err(e) if form_error(&e) => {
+            let refused = Refused {
+                error: e.message.clone(),
+                form,
+            };
+            let page = home_page(&state, &headers, HomeQuery::default(), Some(refused)).await?;
+            Ok(refused_page(&e, page))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -654,6 +714,15 @@ async fn memory_page(
     Path(id): Path<String>,
     Query(query): Query<MemoryPageQuery>,
 ) -> UiResult {
+    memory_view(&state, id, query, None).await
+}
+
+async fn memory_view(
+    state: &AppState,
+    id: String,
+    query: MemoryPageQuery,
+    link: Option<Refused<LinkForm>>,
+) -> UiResult {
     let csrf = state.security.csrf().to_owned();
     if state.can_undo(&id) {
         let content = html! {
@@ -665,7 +734,7 @@ async fn memory_page(
                 }
             }
         };
-        return Ok(layout(&state, Nav::Memories, "Deleted", "memory", content).into_response());
+        return Ok(layout(state, Nav::Memories, "Deleted", "memory", content).into_response());
     }
     let backend = state.backend();
     let lookup = id.clone();
@@ -762,11 +831,14 @@ async fn memory_page(
                     }
                 }
             }
-            form #link-form .row method="post" action={ "/m/" (memory.id) "/links" } {
+            @if let Some(r) = &link {
+                p #link-error .error .form-error role="alert" { (r.error) }
+            }
+            form #link-form .row method="post" action={ "/m/" (memory.id) "/links" } aria-describedby=[link.as_ref().map(|_| "link-error")] {
                 input type="hidden" name="csrf" value=(csrf);
-                input #link-target name="target" required placeholder="Title or id of a memory to link to" aria-label="Link to" list="link-suggestions" autocomplete="off";
+                input #link-target name="target" required placeholder="Title or id of a memory to link to" aria-label="Link to" list="link-suggestions" autocomplete="off" value=[link.as_ref().map(|r| r.form.target.as_str())];
                 datalist #link-suggestions {}
-                input name="relation" placeholder="related" aria-label="Relation" size="10";
+                input name="relation" placeholder="related" aria-label="Relation" size="10" value=[link.as_ref().map(|r| r.form.relation.as_str())];
                 button type="submit" { "Link" }
             }
             h2 { "Backlinks" }
@@ -810,7 +882,7 @@ async fn memory_page(
             button type="submit" { "Delete" }
         }
     };
-    Ok(layout(&state, Nav::Memories, &memory.title, "memory", content).into_response())
+    Ok(layout(state, Nav::Memories, &memory.title, "memory", content).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -880,7 +952,12 @@ async fn add_link(
     csrf_ok(&state, &form.csrf)?;
     let backend = state.backend();
     let source = id.clone();
-    blocking(move || {
+    let typed = LinkForm {
+        csrf: String::new(),
+        target: form.target.clone(),
+        relation: form.relation.clone(),
+    };
+    let added = blocking(move || {
         let wanted = form.target.trim().to_owned();
         if wanted.is_empty() {
             return Err(Error::invalid(
@@ -900,8 +977,19 @@ async fn add_link(
             },
         )
     })
-    .await?;
-    Ok(Redirect::to(&format!("/m/{id}")).into_response())
+    .await;
+    match added {
+        Ok(_) => Ok(Redirect::to(&format!("/m/{id}")).into_response()),
+        Err(e) if form_error(&e) => {
+            let refused = Refused {
+                error: e.message.clone(),
+                form: typed,
+            };
+            let page = memory_view(&state, id, MemoryPageQuery::default(), Some(refused)).await?;
+            Ok(refused_page(&e, page))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The id of the memory `wanted` names: its id, or its exact title (ignoring case).

@@ -8,13 +8,19 @@ use axum::response::{IntoResponse, Redirect};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{Nav, UiError, UiResult, csrf_ok, layout, short_time};
+use super::{
+    Nav, Refused, UiError, UiResult, csrf_ok, form_error, layout, refused_page, short_time,
+};
 use crate::state::{AppState, blocking};
 use mnemon_api::{
     CollectionView, Error, InviteRequest, InviteView, MemberView, PeerView, Role, ShareRequest,
 };
 
 pub(super) async fn collections_page(State(state): State<AppState>) -> UiResult {
+    collections_view(&state, None).await
+}
+
+async fn collections_view(state: &AppState, refused: Option<Refused<CollectionForm>>) -> UiResult {
     let backend = state.backend();
     let collections = blocking(move || backend.collections()).await?;
     let owner = state.caller().is_owner();
@@ -60,15 +66,18 @@ pub(super) async fn collections_page(State(state): State<AppState>) -> UiResult 
         }
         // Making collections is the owner's (a capability token cannot).
         @if state.caller().is_owner() {
-            form #new-collection .row method="post" action="/collections" {
+            @if let Some(r) = &refused {
+                p #new-collection-error .error .form-error role="alert" { (r.error) }
+            }
+            form #new-collection .row method="post" action="/collections" aria-describedby=[refused.as_ref().map(|_| "new-collection-error")] {
                 input type="hidden" name="csrf" value=(state.security.csrf());
-                input name="name" required placeholder="New collection" aria-label="Collection name" autocomplete="off";
+                input name="name" required placeholder="New collection" aria-label="Collection name" autocomplete="off" value=[refused.as_ref().map(|r| r.form.name.as_str())];
                 button type="submit" { "Create" }
             }
         }
     };
     Ok(layout(
-        &state,
+        state,
         Nav::Collections,
         "Collections",
         "collections",
@@ -91,8 +100,21 @@ pub(super) async fn create_collection(
 ) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
     let backend = state.backend();
-    blocking(move || backend.create_collection(form.name.trim())).await?;
-    Ok(Redirect::to("/collections").into_response())
+    let name = form.name.trim().to_owned();
+    match blocking(move || backend.create_collection(&name)).await {
+        Ok(_) => Ok(Redirect::to("/collections").into_response()),
+        Err(e) if form_error(&e) => {
+            let refused = Refused {
+                error: e.message.clone(),
+                form,
+            };
+            Ok(refused_page(
+                &e,
+                collections_view(&state, Some(refused)).await?,
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub(super) async fn rename_collection(
