@@ -429,6 +429,31 @@ try {
     assert.equal((await page.request.get(`${base}/m/${moved}`)).status(), 404, "its note went with it");
   });
 
+  await step("edit in place: a live preview and [[ completion from titles", async () => {
+    await page.goto(`${base}/m/${alpha}`);
+    const editAt = await page.locator("#edit").boundingBox();
+    const linksAt = await page.locator("section.links").boundingBox();
+    assert.ok(editAt.y < linksAt.y, "the editor is at the top, above the links");
+    await page.click("#edit summary");
+    // The rendered text gives way to the editor.
+    await page.locator("#memory-content").waitFor({ state: "hidden" });
+    await page.locator("#edit-preview li").first().waitFor();
+    const box = page.locator("#edit-content");
+    await box.focus();
+    await page.keyboard.press("Control+End");
+    await page.keyboard.type("\n\n**Checked** with [[Kitchen");
+    const offer = page.locator('#wikilink-suggestions button:text-is("Kitchen renovation plan")');
+    await offer.waitFor();
+    await shot("23-edit-in-place");
+    await page.keyboard.press("Tab");
+    assert.ok((await box.inputValue()).endsWith("**Checked** with [[Kitchen renovation plan]]"), await box.inputValue());
+    await page.locator('#edit-preview a:text-is("Kitchen renovation plan")').waitFor();
+    await page.locator('#edit-preview strong:text-is("Checked")').waitFor();
+    // Nothing is saved until Save: the memory reads as before.
+    await page.goto(`${base}/m/${alpha}`);
+    assert.equal(await page.locator('#memory-content a:text-is("Kitchen renovation plan")').count(), 0);
+  });
+
   await step("accessible: no serious or critical axe-core finding on any page, light or dark", async () => {
     const recipes = await page.goto(base + "/collections").then(() =>
       page.getAttribute('li.collection:has(a:text-is("recipes")) a.sharing', "href"));

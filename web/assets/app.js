@@ -293,3 +293,91 @@
     }
   });
 })();
+
+// Editing in place: while the Edit panel is open the rendered text gives way to it, a
+// live preview renders what is typed (on the node, as the page will), and typing `[[`
+// and a few letters of a title offers the notes to link.
+(function () {
+  const edit = document.getElementById("edit");
+  const textarea = document.getElementById("edit-content");
+  const preview = document.getElementById("edit-preview");
+  const list = document.getElementById("wikilink-suggestions");
+  if (!edit || !textarea || !preview || !list) return;
+  const rendered = document.getElementById("memory-content");
+  const csrf = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
+  let timer = 0;
+  let inflight = null;
+  async function refresh() {
+    if (inflight) inflight.abort();
+    inflight = new AbortController();
+    try {
+      const response = await fetch("/preview", {
+        method: "POST", body: new URLSearchParams({ csrf, content: textarea.value }),
+        credentials: "same-origin", signal: inflight.signal,
+      });
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      preview.innerHTML = await response.text();
+    } catch (e) {
+      if (e.name !== "AbortError") preview.textContent = "No preview: " + e.message;
+    }
+  }
+  edit.addEventListener("toggle", () => {
+    if (rendered) rendered.hidden = edit.open;
+    if (edit.open) refresh();
+  });
+
+  const opening = /\[\[([^[\]\n|#]{0,60})$/;
+  const typed = () => textarea.value.slice(0, textarea.selectionStart).match(opening)?.[1] ?? null;
+  function insert(title) {
+    const at = textarea.selectionStart;
+    const before = textarea.value.slice(0, at).replace(opening, "[[" + title + "]]");
+    const after = textarea.value.slice(at).replace(/^\]\]/, "");
+    textarea.value = before + after;
+    textarea.selectionStart = textarea.selectionEnd = before.length;
+    list.hidden = true;
+    textarea.focus();
+    refresh();
+  }
+  let asking = 0;
+  function complete() {
+    clearTimeout(asking);
+    const partial = typed();
+    if (partial === null || partial.trim() === "") { list.hidden = true; return; }
+    asking = setTimeout(async () => {
+      const params = new URLSearchParams({ q: partial, k: "6", mode: "keyword" });
+      const response = await fetch("/api/v1/search?" + params, { credentials: "same-origin" });
+      if (!response.ok || typed() !== partial) return;
+      // Not the memory being edited.
+      const hits = (await response.json()).filter((hit) => hit.id !== rendered?.dataset.id);
+      list.replaceChildren(...hits.map((hit) => {
+        const item = document.createElement("li");
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = "link";
+        button.textContent = hit.title;
+        button.addEventListener("click", () => insert(hit.title));
+        item.append(button);
+        return item;
+      }));
+      list.hidden = hits.length === 0;
+    }, 120);
+  }
+  textarea.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(refresh, 200);
+    complete();
+  });
+  textarea.addEventListener("keydown", (e) => {
+    if (list.hidden) return;
+    const first = list.querySelector("button");
+    if (first && (e.key === "Tab" || (e.key === "Enter" && !e.ctrlKey && !e.metaKey))) {
+      e.preventDefault();
+      insert(first.textContent);
+    } else if (first && e.key === "ArrowDown") {
+      e.preventDefault();
+      first.focus();
+    } else if (e.key === "Escape") {
+      list.hidden = true;
+    }
+  });
+})();

@@ -153,6 +153,7 @@ pub(crate) fn routes(state: &AppState) -> axum::Router<AppState> {
         .route("/m/{id}/undo", post(undo))
         .route("/m/{id}/forget-history", post(forget_history))
         .route("/m/{id}/move", post(move_memory))
+        .route("/preview", post(live_preview))
         .route("/m/{id}/resolve", post(resolve))
         .route("/search", get(search_page))
         .route("/graph", get(graph_page))
@@ -813,6 +814,43 @@ async fn memory_view(
                     }
                 }
             }
+            details #edit .edit {
+                summary { "Edit" }
+                form #edit-form method="post" action={ "/m/" (memory.id) } {
+                    input type="hidden" name="csrf" value=(csrf);
+                    label { "Title" input name="title" value=(memory.title) required; }
+                    label { "Content (Markdown)" textarea #edit-content name="content" rows="10" required aria-describedby="wikilink-hint" { (memory.content) } }
+                    p #wikilink-hint .hint { "Type " code { "[[" } " and a few letters of a title to link a note." }
+                    ul #wikilink-suggestions .suggestions aria-label="Notes to link" hidden {}
+                    div .preview-wrap {
+                        p .hint { "Preview" }
+                        div #edit-preview .content aria-live="polite" {}
+                    }
+                    label { "Tags" input name="tags" value=(memory.tags.join(", ")); }
+                    div .row {
+                        label { "Kind" input name="kind" value=(memory.kind) size="10"; }
+                        label { "Importance" input name="importance" type="number" min="0" max="1" step="0.05" value=(memory.importance); }
+                        button type="submit" { "Save changes" }
+                    }
+                }
+                @if !destinations.is_empty() {
+                    form #move-form .row method="post" action={ "/m/" (memory.id) "/move" } {
+                        input type="hidden" name="csrf" value=(csrf);
+                        label { "Move to "
+                            select name="collection" {
+                                @for c in &destinations { option value=(c.id) { (c.name) } }
+                            }
+                        }
+                        button type="submit" { "Move" }
+                    }
+                    p .hint { "A move writes the memory anew in the other collection, under a new address, without its earlier versions; memories that link here follow it." }
+                }
+                form #forget-history-form method="post" action={ "/m/" (memory.id) "/forget-history" } {
+                    input type="hidden" name="csrf" value=(csrf);
+                    p .hint { "Edits keep every earlier version of the text in this memory's history, here and on the nodes it is shared with. Forgetting them writes the memory again as it reads now, under a new address; memories that link here follow it." }
+                    button type="submit" { "Forget earlier versions" }
+                }
+            }
             div #memory-content .content data-id=(memory.id) { (PreEscaped(markdown::render_page(&memory.content, &links))) }
         }
         section .links aria-label="Links" {
@@ -845,37 +883,6 @@ async fn memory_view(
             @if backlinks.is_empty() { p .empty { "Nothing links here." } }
             ul #backlinks { @for m in &backlinks { li { a href={ "/m/" (m.id) } { (m.title) } } } }
             p { a #graph-around href={ "/graph?center=" (memory.id) "&depth=2" } { "Graph of links around this memory" } }
-        }
-        details #edit .edit {
-            summary { "Edit" }
-            form #edit-form method="post" action={ "/m/" (memory.id) } {
-                input type="hidden" name="csrf" value=(csrf);
-                label { "Title" input name="title" value=(memory.title) required; }
-                label { "Content (Markdown)" textarea name="content" rows="10" required { (memory.content) } }
-                label { "Tags" input name="tags" value=(memory.tags.join(", ")); }
-                div .row {
-                    label { "Kind" input name="kind" value=(memory.kind) size="10"; }
-                    label { "Importance" input name="importance" type="number" min="0" max="1" step="0.05" value=(memory.importance); }
-                    button type="submit" { "Save changes" }
-                }
-            }
-            @if !destinations.is_empty() {
-                form #move-form .row method="post" action={ "/m/" (memory.id) "/move" } {
-                    input type="hidden" name="csrf" value=(csrf);
-                    label { "Move to "
-                        select name="collection" {
-                            @for c in &destinations { option value=(c.id) { (c.name) } }
-                        }
-                    }
-                    button type="submit" { "Move" }
-                }
-                p .hint { "A move writes the memory anew in the other collection, under a new address, without its earlier versions; memories that link here follow it." }
-            }
-            form #forget-history-form method="post" action={ "/m/" (memory.id) "/forget-history" } {
-                input type="hidden" name="csrf" value=(csrf);
-                p .hint { "Edits keep every earlier version of the text in this memory's history, here and on the nodes it is shared with. Forgetting them writes the memory again as it reads now, under a new address; memories that link here follow it." }
-                button type="submit" { "Forget earlier versions" }
-            }
         }
         form #delete-form .danger method="post" action={ "/m/" (memory.id) "/delete" } {
             input type="hidden" name="csrf" value=(csrf);
@@ -1149,6 +1156,27 @@ async fn resolve(
     let backend = state.backend();
     let kept = blocking(move || backend.resolve_conflict(&id, theirs)).await?;
     Ok(Redirect::to(&format!("/m/{}", kept.id)).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PreviewForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    content: String,
+}
+
+/// `POST /preview`: Markdown rendered as a memory's page renders it (wikilinks resolved
+/// against the caller's titles), for the editor's live preview.
+async fn live_preview(State(state): State<AppState>, Form(form): Form<PreviewForm>) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    let backend = state.backend();
+    let html = blocking(move || {
+        let links = resolve_wikilinks(&*backend, &form.content)?;
+        Ok(markdown::render_page(&form.content, &links))
+    })
+    .await?;
+    Ok(axum::response::Html(html).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
