@@ -166,6 +166,20 @@ try {
     await page.goto(`${base}/graph`);
     assert.equal(await page.locator("#graph circle").count(), 2);
     assert.equal(await page.locator("#graph line").count(), 1);
+    assert.equal(await page.getAttribute("#graph line", "marker-end"), "url(#arrow)", "links have a direction");
+    await page.click('[data-zoom="in"]');
+    const zoomed = (await page.getAttribute("#graph", "viewBox")).split(" ").map(Number);
+    assert.ok(zoomed[2] < 1000, `zoomed in: ${zoomed}`);
+    // Dragging pans.
+    const box = await page.locator("#graph").boundingBox();
+    await page.mouse.move(box.x + 20, box.y + 20);
+    await page.mouse.down();
+    await page.mouse.move(box.x + 120, box.y + 80, { steps: 5 });
+    await page.mouse.up();
+    const panned = (await page.getAttribute("#graph", "viewBox")).split(" ").map(Number);
+    assert.ok(panned[0] < zoomed[0] && panned[1] < zoomed[1], `panned: ${zoomed} -> ${panned}`);
+    await page.click('[data-zoom="reset"]');
+    assert.equal(await page.getAttribute("#graph", "viewBox"), "0 0 1000 700");
     await shot("07-graph");
   });
 

@@ -381,3 +381,55 @@
     }
   });
 })();
+
+// The graph zooms (the wheel, the buttons) and pans (dragging) by moving its viewBox.
+(function () {
+  const svg = document.getElementById("graph");
+  if (!svg) return;
+  const full = { x: 0, y: 0, w: Number(svg.dataset.width), h: Number(svg.dataset.height) };
+  let view = { ...full };
+  const show = () => svg.setAttribute("viewBox", `${view.x} ${view.y} ${view.w} ${view.h}`);
+  // Zooms by `factor` keeping the drawing's point (px, py) where it is on the screen.
+  function zoom(factor, px = view.x + view.w / 2, py = view.y + view.h / 2) {
+    const w = Math.min(full.w * 2, Math.max(full.w / 12, view.w * factor));
+    const scale = w / view.w;
+    view = { x: px - (px - view.x) * scale, y: py - (py - view.y) * scale, w, h: view.h * scale };
+    show();
+  }
+  const toDrawing = (e) => {
+    const box = svg.getBoundingClientRect();
+    return [view.x + (e.clientX - box.left) / box.width * view.w, view.y + (e.clientY - box.top) / box.height * view.h];
+  };
+  svg.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    zoom(e.deltaY > 0 ? 1.2 : 1 / 1.2, ...toDrawing(e));
+  }, { passive: false });
+  let drag = null;
+  svg.addEventListener("pointerdown", (e) => {
+    if (e.button !== 0) return;
+    drag = { x: e.clientX, y: e.clientY, view: { ...view }, moved: false };
+  });
+  svg.addEventListener("pointermove", (e) => {
+    if (!drag) return;
+    const box = svg.getBoundingClientRect();
+    const dx = (e.clientX - drag.x) / box.width * view.w;
+    const dy = (e.clientY - drag.y) / box.height * view.h;
+    if (!drag.moved && Math.hypot(e.clientX - drag.x, e.clientY - drag.y) < 4) return;
+    if (!drag.moved) { drag.moved = true; svg.setPointerCapture(e.pointerId); }
+    view = { ...view, x: drag.view.x - dx, y: drag.view.y - dy };
+    show();
+  });
+  const end = (e) => {
+    // A drag is not a click on the memory under it.
+    if (drag?.moved) svg.addEventListener("click", (c) => c.preventDefault(), { capture: true, once: true });
+    drag = null;
+    if (svg.hasPointerCapture?.(e.pointerId)) svg.releasePointerCapture(e.pointerId);
+  };
+  svg.addEventListener("pointerup", end);
+  svg.addEventListener("pointercancel", end);
+  document.querySelectorAll("[data-zoom]").forEach((button) => button.addEventListener("click", () => {
+    if (button.dataset.zoom === "in") zoom(1 / 1.5);
+    else if (button.dataset.zoom === "out") zoom(1.5);
+    else { view = { ...full }; show(); }
+  }));
+})();

@@ -1388,6 +1388,32 @@ async fn graph_page(State(state): State<AppState>, Query(params): Query<GraphPar
     let pairs: Vec<(usize, usize)> = edges.iter().map(|(a, b, _)| (*a, *b)).collect();
     let placed = graph::layout(nodes.len(), &pairs);
     let (w, h) = (1000.0, 700.0);
+    let points: Vec<(f64, f64)> = placed.iter().map(|p| (p.x * w, p.y * h)).collect();
+    let titles: Vec<String> = nodes.iter().map(|n| truncate(&n.title, 40)).collect();
+    // Labels go to the centre first, then to the most linked.
+    let mut degree = vec![0usize; nodes.len()];
+    for (a, b) in &pairs {
+        degree[*a] += 1;
+        degree[*b] += 1;
+    }
+    let mut order: Vec<usize> = (0..nodes.len()).collect();
+    order.sort_by_key(|&i| (nodes[i].distance != Some(0), std::cmp::Reverse(degree[i])));
+    let chars: Vec<usize> = titles.iter().map(|t| t.chars().count()).collect();
+    let labels = graph::place_labels(&points, &chars, &order, (w, h));
+    let radius = |i: usize| {
+        if nodes[i].distance == Some(0) {
+            10.0
+        } else {
+            7.0
+        }
+    };
+    // An edge ends at the edge of its target's circle, where its arrowhead points.
+    let ends = |a: usize, b: usize| {
+        let ((x1, y1), (x2, y2)) = (points[a], points[b]);
+        let length = ((x2 - x1).powi(2) + (y2 - y1).powi(2)).sqrt().max(1e-6);
+        let back = (radius(b) + 2.0) / length;
+        (x1, y1, x2 - (x2 - x1) * back, y2 - (y2 - y1) * back)
+    };
     let depth = params.depth.unwrap_or(2);
     let center = nodes.first().filter(|n| n.distance == Some(0));
     let content = html! {
@@ -1409,16 +1435,29 @@ async fn graph_page(State(state): State<AppState>, Query(params): Query<GraphPar
         @if edges.is_empty() && center.is_none() {
             p .empty { "No links yet: link memories from their pages, or write [[wikilinks]] in notes you import." }
         } @else {
-            svg #graph .graph viewBox={ "0 0 " (w) " " (h) } role="group" aria-label="Links between memories: each circle is a memory and links to it" {
+            div .graph-tools role="toolbar" aria-label="Zoom" {
+                button type="button" data-zoom="in" aria-label="Zoom in" { "+" }
+                button type="button" data-zoom="out" aria-label="Zoom out" { "−" }
+                button type="button" data-zoom="reset" { "Fit" }
+                span .hint { "Drag to move; the wheel zooms. Labels that would cover others show when you point at their memory." }
+            }
+            svg #graph .graph viewBox={ "0 0 " (w) " " (h) } data-width=(w) data-height=(h) role="group" aria-label="Links between memories: each circle is a memory and links to it; arrows point from a memory to what it links to" {
+                defs {
+                    marker #arrow viewBox="0 0 8 8" refX="8" refY="4" markerWidth="7" markerHeight="7" orient="auto" {
+                        path d="M0,0 L8,4 L0,8 z" {}
+                    }
+                }
                 @for (a, b, relation) in &edges {
-                    line x1=(placed[*a].x * w) y1=(placed[*a].y * h) x2=(placed[*b].x * w) y2=(placed[*b].y * h) { title { (relation) } }
+                    @let (x1, y1, x2, y2) = ends(*a, *b);
+                    line x1=(x1) y1=(y1) x2=(x2) y2=(y2) marker-end="url(#arrow)" { title { (relation) } }
                 }
                 @for (p, n) in nodes.iter().enumerate() {
-                    a href={ "/m/" (n.id) } {
-                        circle .center[n.distance == Some(0)] cx=(placed[p].x * w) cy=(placed[p].y * h) r=(if n.distance == Some(0) { "10" } else { "7" }) {}
-                        // Labels on the right half sit left of their node, so none runs off.
-                        @let right = placed[p].x > 0.5;
-                        text x=(placed[p].x * w + if right { -12.0 } else { 12.0 }) y=(placed[p].y * h + 4.0) text-anchor=(if right { "end" } else { "start" }) { (truncate(&n.title, 40)) }
+                    a href={ "/m/" (n.id) } aria-label=(n.title) {
+                        title { (n.title) }
+                        circle .center[n.distance == Some(0)] cx=(points[p].0) cy=(points[p].1) r=(radius(p)) {}
+                        @if let Some(label) = labels[p] {
+                            text x=(label.x) y=(label.y) text-anchor=(if label.end { "end" } else { "start" }) { (titles[p]) }
+                        }
                     }
                 }
             }
