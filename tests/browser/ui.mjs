@@ -21,7 +21,7 @@ const browser = await chromium.launch({
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
   ],
 });
-const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
 context.setDefaultTimeout(15000);
 const page = await context.newPage();
 const consoleErrors = [];
@@ -81,12 +81,22 @@ try {
     await shot("01-sign-in-refused");
   });
 
-  await step("sign in", async () => {
-    await page.fill("#token", token);
-    await page.click('#signin button[type="submit"]');
+  await step("sign in with a one-time link (what `mnemon serve` prints)", async () => {
+    const made = await page.request.post(base + "/api/v1/signin-links", { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(made.status(), 201);
+    const { url } = await made.json();
+    assert.match(url, /\/signin\?code=/);
+    await page.goto(url);
     await page.waitForSelector("#capture");
-    assert.equal(new URL(page.url()).pathname, "/");
+    assert.equal(new URL(page.url()).search, "", "the code is gone from the address");
     await shot("02-home-empty");
+    // Once used, the link signs nobody else in.
+    const other = await browser.newContext();
+    const again = await other.newPage();
+    await again.goto(url);
+    await again.waitForURL(/\/signin/);
+    assert.equal(await again.locator("#capture").count(), 0);
+    await other.close();
   });
 
   let alpha, beta;
@@ -303,6 +313,9 @@ try {
     await page.locator('#done-tasks li:has-text("Water the plants")').waitFor();
     assert.ok((await page.textContent("#xp")).includes("30 xp"));
     await shot("15-task-done");
+    // A done task reopens.
+    await page.locator('#done-tasks li:has-text("Water the plants") button.reopen').click();
+    await page.locator('#open-tasks li:has-text("Water the plants")').waitFor();
   });
 
   await step("chat: the answer streams in with citations linked to memories", async () => {
@@ -504,6 +517,27 @@ try {
     await page.goto(base + "/collections");
     await shot("22-collections-dark-phone");
     await page.emulateMedia({ colorScheme: "light" });
+  });
+
+  await step("every page at 1280 and 390 px, light and dark, without sideways scroll", async () => {
+    await page.goto(base + "/collections");
+    const sharing = await page.getAttribute('li.collection:has(a:text-is("recipes")) a.sharing', "href");
+    const pages = [["home", "/"], ["memory", `/m/${alpha}`], ["search", "/search?q=kitchen"], ["graph", "/graph"],
+      ["tasks", "/tasks"], ["collections", "/collections"], ["sharing", sharing], ["status", "/status"], ["settings", "/settings"]];
+    for (const [width, height] of [[1280, 800], [390, 844]]) {
+      await page.setViewportSize({ width, height });
+      for (const scheme of ["light", "dark"]) {
+        await page.emulateMedia({ colorScheme: scheme });
+        for (const [name, path] of pages) {
+          await page.goto(base + path);
+          const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+          assert.ok(overflow <= 0, `${path} at ${width} px (${scheme}) is ${overflow}px too wide`);
+          await shot(`all-${width}-${scheme}-${name}`);
+        }
+      }
+    }
+    await page.emulateMedia({ colorScheme: "light" });
+    await page.setViewportSize({ width: 1280, height: 800 });
   });
 
   await step("sign out", async () => {
