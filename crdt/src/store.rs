@@ -95,6 +95,9 @@ const BACKLINKS: TableDefinition<(u128, u128), ()> = TableDefinition::new("backl
 /// Key: change sequence number, from 1, one per memory created, updated or deleted.
 /// Value: postcard [`LogRecord`]. Ids only, never content, so forgetting stays complete.
 const CHANGELOG: TableDefinition<u64, &[u8]> = TableDefinition::new("changelog-1");
+/// Key: another node's Ed25519 public key. Value: the name this node's owner gave it
+/// (a petname: local, never sent).
+const NAMES: TableDefinition<[u8; 32], &str> = TableDefinition::new("names-1");
 
 /// The names of every table, so tests can check that vacuum copies them all.
 pub const TABLE_NAMES: &[&str] = &[
@@ -119,6 +122,7 @@ pub const TABLE_NAMES: &[&str] = &[
     "mentions-1",
     "fingerprints-1",
     "conflicts-1",
+    "names-1",
 ];
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -505,6 +509,7 @@ impl Store {
         txn.open_table(INVITES).map_err(|e| err(&e))?;
         txn.open_table(JOINS).map_err(|e| err(&e))?;
         txn.open_table(JOIN_REFUSALS).map_err(|e| err(&e))?;
+        txn.open_table(NAMES).map_err(|e| err(&e))?;
         let exists = |name: &str| -> Result<bool, OpenStoreError> {
             Ok(txn
                 .list_tables()
@@ -632,6 +637,39 @@ impl Store {
             memories: 0,
             access: Some(Access::Owner),
         })
+    }
+
+    /// Names another node (`None`, or an empty name: forgets its name). The name is this
+    /// node's own label for it, shown instead of its DID; it never leaves this node.
+    pub fn name_node(&mut self, did: &Did, name: Option<&str>) -> Result<(), StoreError> {
+        let name = name.map(str::trim).filter(|n| !n.is_empty());
+        if let Some(name) = name
+            && !crate::acl::acceptable_name(name)
+        {
+            return Err(StoreError::Sharing(format!(
+                "a node's name is 1 to 64 characters without control characters, not {:?}",
+                name.chars().take(80).collect::<String>()
+            )));
+        }
+        if *did == self.did {
+            return Err(StoreError::Sharing(
+                "this node is \"this node\"; names are for other nodes".into(),
+            ));
+        }
+        let txn = self.db()?.begin_write()?;
+        {
+            let mut names = txn.open_table(NAMES)?;
+            match name {
+                Some(name) => {
+                    names.insert(*did.public_key(), name)?;
+                }
+                None => {
+                    names.remove(*did.public_key())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// `name` trimmed, if it may name a collection here (`renaming` that one): acceptable
@@ -1651,6 +1689,20 @@ impl StoreReader {
         Ok(out)
     }
 
+    /// The names this node's owner gave other nodes, by DID.
+    pub fn node_names(&self) -> Result<HashMap<Did, String>, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let table = txn.open_table(NAMES)?;
+        let mut out = HashMap::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            if let Ok(did) = Did::from_public_key(&key.value()) {
+                out.insert(did, value.value().to_owned());
+            }
+        }
+        Ok(out)
+    }
+
     /// The sequence number of the latest change (0 if none).
     pub fn last_seq(&self) -> Result<u64, StoreError> {
         let txn = self.db()?.begin_read()?;
@@ -2164,6 +2216,7 @@ impl StoreReader {
         out.insert("invites-1", txn.open_table(INVITES)?.len()?);
         out.insert("joins-1", txn.open_table(JOINS)?.len()?);
         out.insert("join_refusals-1", txn.open_table(JOIN_REFUSALS)?.len()?);
+        out.insert("names-1", txn.open_table(NAMES)?.len()?);
         out.insert("links-1", txn.open_table(LINKS)?.len()?);
         out.insert("backlinks-1", txn.open_table(BACKLINKS)?.len()?);
         out.insert("views-1", txn.open_table(VIEWS)?.len()?);

@@ -367,6 +367,17 @@ impl Api for Remote {
         )
     }
 
+    fn name_node(&self, did: &str, name: &str) -> Result<(), ApiError> {
+        let _: serde_json::Value = self.send_json(
+            "PUT",
+            &format!("/names/{}", mnemon_web::encode_component(did)),
+            &mnemon_api::NameNode {
+                name: name.to_owned(),
+            },
+        )?;
+        Ok(())
+    }
+
     fn rename_collection(&self, collection: &str, name: &str) -> Result<CollectionView, ApiError> {
         self.send_json(
             "PATCH",

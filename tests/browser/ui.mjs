@@ -410,6 +410,12 @@ try {
     const row = page.locator(`#members tr[data-did="${other}"]`);
     assert.equal(await row.locator('select[name="role"]').inputValue(), "read");
     assert.match(await row.textContent(), /not met yet/);
+    // A name in place of the DID.
+    await row.locator("details.name-node summary").click();
+    await row.locator('form.name input[name="name"]').fill("Grandma's laptop");
+    await row.locator('form.name button[type="submit"]').click();
+    await page.waitForURL(/\/collections\/[0-9A-Z]{26}$/);
+    assert.equal(await row.locator(".node-name").textContent(), "Grandma's laptop");
     await row.locator('select[name="role"]').selectOption("write");
     await row.locator('form.role button[type="submit"]').click();
     await page.waitForURL(/\/collections\/[0-9A-Z]{26}$/);

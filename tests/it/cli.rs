@@ -874,3 +874,37 @@ fn collections_are_renamed_and_deleted_and_memories_moved_through_serve() {
         .fails_with("default collection");
     served.stop();
 }
+
+#[test]
+fn other_nodes_are_listed_by_the_names_given_them() {
+    let cli = TestCli::new();
+    cli.init();
+    let served = Served::start(&cli);
+    let other = mnemon_identity::Keypair::generate().did().to_string();
+    cli.run(&["collection", "new", "Family"]).ok();
+    cli.run(&["share", "Family", &other, "--role", "read"]).ok();
+    cli.run(&["name", &other, "Grandma's laptop"]).ok();
+    let members = cli
+        .run(&["collection", "members", "Family", "--json"])
+        .json();
+    assert_eq!(members[0]["did"], other.as_str());
+    assert_eq!(members[0]["name"], "Grandma's laptop");
+    let table = cli
+        .run(&["collection", "members", "Family"])
+        .ok()
+        .to_owned();
+    assert!(
+        table.contains("Grandma's laptop") && !table.contains(&other),
+        "{table}"
+    );
+    cli.run(&["name", &other, "bad\u{7}name"])
+        .fails_with("control characters");
+    cli.run(&["name", "did:key:nonsense", "x"])
+        .fails_with("not a did:key");
+    cli.run(&["name", &other, ""]).ok();
+    let members = cli
+        .run(&["collection", "members", "Family", "--json"])
+        .json();
+    assert!(members[0].get("name").is_none(), "{members}");
+    served.stop();
+}

@@ -15,7 +15,7 @@ use crate::router::{
     ask, authenticate, backlinks, backup, collections, create_collection, create_memory,
     create_token, delete_collection, delete_memory, dial, events, forget_history, get_memory,
     graph, guard, invite_collection, join, list_memories, list_tokens, members, metrics,
-    move_memory, peers, proof, ready, rename_collection, resolve_conflict, revoke_token,
+    move_memory, name_node, peers, proof, ready, rename_collection, resolve_conflict, revoke_token,
     rotate_token, search, session, share_collection, sign_in_link, status, tag_route,
     unshare_collection, update_memory,
 };
@@ -123,6 +123,7 @@ pub fn router_with(backend: Arc<dyn Api>, config: &ServerConfig, protected: Rout
             axum::routing::post(invite_collection),
         )
         .route("/join", axum::routing::post(join))
+        .route("/names/{did}", axum::routing::put(name_node))
         .route("/peers", get(peers).post(dial))
         .route("/status", get(status))
         .route("/backups", axum::routing::post(backup))

@@ -33,6 +33,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::router::invite_collection,
         crate::router::join,
         crate::router::peers,
+        crate::router::name_node,
         crate::router::dial,
         crate::router::status,
         crate::router::backup,
@@ -83,6 +84,7 @@ fn access(method: &str, path: &str) -> &'static str {
         "/api/v1/tokens",
         "/api/v1/tokens/{name}",
         "/api/v1/signin-links",
+        "/api/v1/names/{did}",
     ];
     if owners.contains(&path)
         || path.starts_with("/api/v1/collections/")

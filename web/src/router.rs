@@ -519,6 +519,24 @@ pub(crate) async fn delete_collection(
     ))
 }
 
+#[utoipa::path(put, path = "/api/v1/names/{did}", tag = "sharing", params(("did" = String, Path, description = "The other node's DID")), request_body = mnemon_api::NameNode,
+    responses((status = 200, description = "`{\"did\": …, \"name\": …}`: the node is listed by this name from now on (null: by its DID)", body = Object), (status = 422, description = "Not a DID, this node's own, or a name that is empty, too long or holds control characters", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub(crate) async fn name_node(
+    State(state): State<AppState>,
+    Path(did): Path<String>,
+    JsonBody(body): JsonBody<mnemon_api::NameNode>,
+) -> Result<impl IntoResponse, HttpError> {
+    let backend = state.backend();
+    let name = body.name.trim().to_owned();
+    let named = did.clone();
+    let kept = name.clone();
+    blocking(move || backend.name_node(&named, &kept)).await?;
+    Ok(Json(serde_json::json!({
+        "did": did,
+        "name": (!name.is_empty()).then_some(name),
+    })))
+}
+
 #[utoipa::path(get, path = "/api/v1/collections/{id}/members", tag = "sharing", params(("id" = String, Path, description = "The collection's id or unique name")),
     responses((status = 200, description = "Who the collection is shared with", body = Vec<MemberView>), (status = 404, description = "No such collection", body = ErrorBody), (status = 401, description = "No or wrong token", body = ErrorBody)))]
 pub(crate) async fn members(

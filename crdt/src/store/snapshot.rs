@@ -12,13 +12,14 @@ use std::path::Path;
 use mnemon_identity::Did;
 use redb::backends::FileBackend;
 use redb::{
-    ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction,
+    ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle,
+    WriteTransaction,
 };
 
 use super::view::{FINGERPRINTS, MENTIONS, TITLES, VIEWS};
 use super::{
     ACL, BACKLINKS, CHANGELOG, COLLECTIONS, DESCRIPTORS, DOCS, HEADS, INVITES, JOIN_REFUSALS,
-    JOINS, LINKS, MEMBERS, MEMORY_META, META, SIGNATURES, StoreReader, TOMBSTONES, builder,
+    JOINS, LINKS, MEMBERS, MEMORY_META, META, NAMES, SIGNATURES, StoreReader, TOMBSTONES, builder,
     copy_table, open_error,
 };
 use crate::error::{OpenStoreError, StoreError};
@@ -128,5 +129,18 @@ pub(super) fn copy_all(read: &ReadTransaction, write: &WriteTransaction) -> Resu
     copy_table(read, write, MENTIONS)?;
     copy_table(read, write, FINGERPRINTS)?;
     copy_table(read, write, super::conflict::CONFLICTS)?;
+    copy_table(read, write, NAMES)?;
+    // A table this list forgot would be lost by every vacuum and backup: refuse instead.
+    let copied: std::collections::HashSet<String> =
+        write.list_tables()?.map(|t| t.name().to_owned()).collect();
+    if let Some(missing) = read
+        .list_tables()?
+        .map(|t| t.name().to_owned())
+        .find(|name| !copied.contains(name))
+    {
+        return Err(StoreError::Storage(format!(
+            "copying the store would lose its table {missing:?}"
+        )));
+    }
     Ok(())
 }

@@ -1528,3 +1528,23 @@ fn a_rename_travels_to_members_a_move_rewrites_and_a_delete_needs_no_members() {
         Err(StoreError::UnknownCollection(_))
     ));
 }
+
+#[test]
+fn other_nodes_get_names_that_stay_here() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = open(&dir, "a.redb", &Keypair::generate());
+    let b = Keypair::generate().did();
+    a.name_node(&b, Some("  Grandma's laptop ")).expect("name");
+    assert_eq!(
+        a.node_names().expect("names").get(&b).map(String::as_str),
+        Some("Grandma's laptop")
+    );
+    assert!(matches!(
+        a.name_node(&b, Some("bad\u{1b}name")),
+        Err(StoreError::Sharing(_))
+    ));
+    let me = a.did();
+    assert!(a.name_node(&me, Some("me")).is_err(), "not this node");
+    a.name_node(&b, Some("")).expect("forget");
+    assert!(a.node_names().expect("names").is_empty());
+}

@@ -543,6 +543,10 @@ impl Api for Service {
             .collect())
     }
 
+    fn name_node(&self, did: &str, name: &str) -> Result<(), ApiError> {
+        sharing::name_node(self, did, name)
+    }
+
     fn collections(&self) -> Result<Vec<CollectionView>, ApiError> {
         sharing::collections(self)
     }

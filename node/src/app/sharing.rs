@@ -1,6 +1,8 @@
 //! Collections and sharing: members and their roles, invites and joins, and the peers
 //! a collection syncs with (what the network driver reports).
 
+use std::collections::HashMap;
+
 use mnemon_api::{
     CollectionDeleted, CollectionView, InviteRequest, InviteView, JoinRequest, JoinView,
     MemberView, PeerView, ShareRequest,
@@ -91,6 +93,7 @@ pub(super) fn members(service: &Service, collection: &str) -> Result<Vec<MemberV
             .map(|s| sync_view(s, &names))
     };
     let me = store.did().to_string();
+    let named = store.node_names().map_err(store_error)?;
     Ok(store
         .members(id)
         .map_err(store_error)?
@@ -98,6 +101,7 @@ pub(super) fn members(service: &Service, collection: &str) -> Result<Vec<MemberV
         .map(|m| {
             let did = m.did.to_string();
             MemberView {
+                name: named.get(&m.did).cloned(),
                 sync: sync_of(&did),
                 this_node: did == me,
                 did,
@@ -135,11 +139,25 @@ pub(super) fn share(
                  there); a DID with a typo shares the collection with nobody"
             )
         }),
+        name: service
+            .store()
+            .node_names()
+            .map_err(store_error)?
+            .remove(&did),
         did: did.to_string(),
         role: request.role,
         sync: None,
         this_node: false,
     })
+}
+
+pub(super) fn name_node(service: &Service, did: &str, name: &str) -> Result<(), ApiError> {
+    let did: mnemon_identity::Did = did
+        .trim()
+        .parse()
+        .map_err(|e| ApiError::invalid(format!("{did:?} is not a did:key: {e}")))?;
+    let name = name.to_owned();
+    service.solo(move |s| s.name_node(&did, Some(&name)))
 }
 
 pub(super) fn unshare(service: &Service, collection: &str, did: &str) -> Result<(), ApiError> {
@@ -266,6 +284,13 @@ pub(super) fn dial(service: &Service, address: &str) -> Result<(), ApiError> {
 
 pub(super) fn peers(service: &Service) -> Result<Vec<PeerView>, ApiError> {
     let names = collection_names(service);
+    let named: HashMap<String, String> = service
+        .store()
+        .node_names()
+        .map_err(store_error)?
+        .into_iter()
+        .map(|(did, name)| (did.to_string(), name))
+        .collect();
     Ok(service
         .network
         .get()
@@ -273,6 +298,7 @@ pub(super) fn peers(service: &Service) -> Result<Vec<PeerView>, ApiError> {
             n.peers()
                 .into_iter()
                 .map(|p| PeerView {
+                    name: named.get(&p.did).cloned(),
                     did: p.did,
                     peer_id: p.peer_id,
                     addresses: p.addresses,

@@ -189,6 +189,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Name another node: `peers`, `collection members` and the web UI show the name
+    /// instead of its DID. The name stays on this node; "" forgets it.
+    Name {
+        /// The node's DID.
+        did: String,
+        /// Its name.
+        name: String,
+    },
     /// Dial a peer now, through the running `mnemon serve` (its address ends in
     /// `/p2p/PEER_ID`: what the other node's `mnemon serve` prints as `p2p`).
     Dial {

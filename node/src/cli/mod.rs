@@ -143,6 +143,7 @@ pub fn run() -> Result<ExitCode> {
             yes,
             json,
         }) => sharing::collection_delete(&cx, out, &collection, yes, json)?,
+        Command::Name { did, name } => sharing::name(&cx, out, &did, &name)?,
         Command::Move {
             id,
             collection,

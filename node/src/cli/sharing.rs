@@ -106,7 +106,8 @@ pub(super) fn members(cx: &Ctx, out: &mut impl Write, collection: &str, json: bo
                 Some(sync) => output::sync_state(sync),
                 None => "never met".to_owned(),
             };
-            writeln!(out, "{:<56}  {:<5}  {sync}", m.did, m.role.as_str())?;
+            let shown = m.name.as_deref().unwrap_or(&m.did);
+            writeln!(out, "{shown:<56}  {:<5}  {sync}", m.role.as_str())?;
         }
     }
     Ok(())
@@ -243,6 +244,18 @@ pub(super) fn unshare(cx: &Ctx, out: &mut impl Write, collection: &str, did: &st
     Ok(())
 }
 
+/// `mnemon name DID NAME`: this node's name for another node ("" forgets it).
+pub(super) fn name(cx: &Ctx, out: &mut impl Write, did: &str, name: &str) -> Result<()> {
+    let node = cx.node()?;
+    node.api().name_node(did, name)?;
+    if name.trim().is_empty() {
+        writeln!(out, "{did} is listed by its DID again")?;
+    } else {
+        writeln!(out, "{did} is listed as {:?}", name.trim())?;
+    }
+    Ok(())
+}
+
 /// `mnemon peers`.
 pub(super) fn peers(cx: &Ctx, out: &mut impl Write, json: bool) -> Result<()> {
     let node = cx.node()?;
@@ -255,7 +268,11 @@ pub(super) fn peers(cx: &Ctx, out: &mut impl Write, json: bool) -> Result<()> {
         writeln!(out, "{:<56}  {:<9}  ADDRESSES", "PEER", "STATE")?;
         for p in peers {
             let state = if p.connected { "connected" } else { "offline" };
-            writeln!(out, "{:<56}  {state:<9}  {}", p.did, p.addresses.join(" "))?;
+            let shown = p.name.as_deref().unwrap_or(&p.did);
+            writeln!(out, "{shown:<56}  {state:<9}  {}", p.addresses.join(" "))?;
+            if p.name.is_some() {
+                writeln!(out, "  {}", p.did)?;
+            }
             for s in &p.sync {
                 let name = s.collection_name.as_deref().unwrap_or(&s.collection);
                 writeln!(out, "  {name:<54}  {}", output::sync_state(s))?;

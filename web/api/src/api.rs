@@ -107,6 +107,9 @@ pub trait Api: Send + Sync + 'static {
     fn move_memory(&self, id: &str, collection: &str) -> Result<MemoryView, Error>;
     /// Searches.
     fn search(&self, query: &SearchQuery) -> Result<Vec<HitView>, Error>;
+    /// Names another node (its DID): shown instead of the DID wherever this node lists
+    /// it; an empty name forgets it. The name stays on this node.
+    fn name_node(&self, did: &str, name: &str) -> Result<(), Error>;
     /// Every collection.
     fn collections(&self) -> Result<Vec<CollectionView>, Error>;
     /// Makes a collection.

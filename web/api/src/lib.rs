@@ -102,6 +102,6 @@ pub use search::{
 };
 pub use sharing::{
     CollectionDeleted, CollectionView, CreateCollection, DialRequest, InviteRequest, InviteView,
-    JoinRequest, JoinView, MemberView, MoveMemory, PeerView, RenameCollection, Role, ShareRequest,
-    SyncState, SyncView,
+    JoinRequest, JoinView, MemberView, MoveMemory, NameNode, PeerView, RenameCollection, Role,
+    ShareRequest, SyncState, SyncView,
 };

@@ -463,6 +463,11 @@ impl Api for Scoped {
         self.visible_collections()
     }
 
+    fn name_node(&self, _did: &str, _name: &str) -> Result<(), Error> {
+        self.live()?;
+        Err(self.owners_only("naming nodes"))
+    }
+
     fn create_collection(&self, _name: &str) -> Result<CollectionView, Error> {
         self.live()?;
         Err(self.owners_only("making a collection"))

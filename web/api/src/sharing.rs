@@ -59,6 +59,14 @@ pub struct RenameCollection {
     pub name: String,
 }
 
+/// `PUT /api/v1/names/{did}`: name another node (an empty name forgets it).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NameNode {
+    /// The name, shown instead of its DID (1 to 64 characters; empty: none).
+    pub name: String,
+}
+
 /// `POST /api/v1/memories/{id}/move`: move a memory to another collection.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +91,9 @@ pub struct CollectionDeleted {
 pub struct MemberView {
     /// The member's DID.
     pub did: String,
+    /// The name this node's owner gave the member's node, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// What the member may do.
     pub role: Role,
     /// How this collection stands with the member's node, if this node has met it.
@@ -189,6 +200,9 @@ pub struct JoinView {
 pub struct PeerView {
     /// Its DID.
     pub did: String,
+    /// The name this node's owner gave it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Its libp2p peer id.
     pub peer_id: String,
     /// Addresses it was seen at.

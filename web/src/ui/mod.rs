@@ -172,6 +172,7 @@ pub(crate) fn routes(state: &AppState) -> axum::Router<AppState> {
         .route("/collections/{id}/invite", post(sharing::invite))
         .route("/collections/{id}/share", post(sharing::share))
         .route("/collections/{id}/revoke", post(sharing::revoke))
+        .route("/collections/{id}/name", post(sharing::name))
         .route("/status", get(status_page))
         .route("/settings", get(settings::settings_page))
         .route("/settings/rotate", post(settings::rotate_token))
@@ -1516,7 +1517,7 @@ async fn status_page(State(state): State<AppState>) -> UiResult {
                 tbody {
                     @for p in &peers {
                         tr {
-                            td { code title=(p.did) { (sharing::short_did(&p.did)) } }
+                            td { (sharing::node_label(&p.did, p.name.as_deref())) }
                             td { @if p.connected { "connected" } @else { "offline" } }
                             td {
                                 @if p.sync.is_empty() { "none" }

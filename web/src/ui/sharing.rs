@@ -161,6 +161,17 @@ fn memories(n: u64) -> String {
     }
 }
 
+/// A node as people know it: the name its owner gave it, else its DID shortened (the
+/// whole DID on hover).
+pub(super) fn node_label(did: &str, name: Option<&str>) -> Markup {
+    html! {
+        @match name {
+            Some(name) => { span .node-name title=(did) { (name) } }
+            None => { code title=(did) { (short_did(did)) } }
+        }
+    }
+}
+
 /// `did:key:z6Mk…` shortened to its first and last characters.
 pub(super) fn short_did(did: &str) -> String {
     let key = did.strip_prefix("did:key:").unwrap_or(did);
@@ -280,7 +291,7 @@ async fn sharing(state: &AppState, id: String, fresh: Fresh) -> UiResult {
                 ul .sync-peers {
                     @for (peer, sync) in &syncing {
                         li {
-                            code title=(peer.did) { (short_did(&peer.did)) }
+                            (node_label(&peer.did, peer.name.as_deref()))
                             " · " @if peer.connected { "connected" } @else { "offline" }
                             " · " span class={ "sync " (sync.state) } { (sync.state.label()) }
                             @if let Some(detail) = &sync.detail { " — " (detail) }
@@ -312,7 +323,21 @@ fn members_table(collection: &CollectionView, members: &[MemberView], csrf: &str
                 tbody {
                     @for m in &others {
                         tr data-did=(m.did) {
-                            td { code title=(m.did) { (short_did(&m.did)) } }
+                            td {
+                                @match &m.name {
+                                    Some(name) => { strong .node-name title=(m.did) { (name) } }
+                                    None => { code title=(m.did) { (short_did(&m.did)) } }
+                                }
+                                details .name-node {
+                                    summary { @if m.name.is_some() { "Rename" } @else { "Name" } }
+                                    form .inline .name method="post" action={ "/collections/" (collection.id) "/name" } {
+                                        input type="hidden" name="csrf" value=(csrf);
+                                        input type="hidden" name="did" value=(m.did);
+                                        input name="name" value=[m.name.as_deref()] placeholder="e.g. Grandma's laptop" aria-label={ "Name for " (short_did(&m.did)) } autocomplete="off" size="16";
+                                        button .link type="submit" { "Save" }
+                                    }
+                                }
+                            }
                             td {
                                 form .inline .role method="post" action={ "/collections/" (collection.id) "/share" } {
                                     input type="hidden" name="csrf" value=(csrf);
@@ -420,6 +445,8 @@ pub(super) struct MemberForm {
     did: String,
     #[serde(default)]
     role: String,
+    #[serde(default)]
+    name: String,
 }
 
 /// Shares with a DID, or changes a member's role (a new grant replaces the old).
@@ -447,6 +474,19 @@ pub(super) async fn share(
         }
         None => Ok(Redirect::to(&format!("/collections/{id}")).into_response()),
     }
+}
+
+/// Names a member's node (an empty name forgets it).
+pub(super) async fn name(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Form(form): Form<MemberForm>,
+) -> UiResult {
+    csrf_ok(&state, &form.csrf)?;
+    let backend = state.backend();
+    let MemberForm { did, name, .. } = form;
+    blocking(move || backend.name_node(did.trim(), &name)).await?;
+    Ok(Redirect::to(&format!("/collections/{id}")).into_response())
 }
 
 pub(super) async fn revoke(
