@@ -105,11 +105,31 @@ impl AclAction {
     }
 }
 
-/// Whether `name` may name a collection: 1 to 64 characters after trimming, no control
-/// characters. (A local name also may not read as a collection id; see the store.)
+/// Whether `name` may name a collection or a node: 1 to 64 characters after trimming, no
+/// control characters and no invisible ones that reorder or hide text (a name from a peer
+/// must not pass for another). (A local collection name also may not read as a collection
+/// id; see the store.)
 pub(crate) fn acceptable_name(name: &str) -> bool {
     let name = name.trim();
-    !name.is_empty() && name.chars().count() <= 64 && !name.chars().any(char::is_control)
+    !name.is_empty()
+        && name.chars().count() <= 64
+        && !name.chars().any(|c| c.is_control() || invisible(c))
+}
+
+/// Format characters that show nothing or reorder what follows: soft hyphen, zero-width
+/// marks and joiners, bidirectional embeddings, overrides and isolates, word joiners, the
+/// byte-order mark.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{FEFF}'
+    )
 }
 
 /// An operation of a collection's ACL log.

@@ -87,6 +87,12 @@ pub enum StoreError {
     /// The memory has no conflict to resolve.
     #[error("{0} has no conflict to resolve")]
     NoConflict(MemoryId),
+    /// The memory holds two conflicting versions: rewriting it (moving it, forgetting its
+    /// history) would keep one and lose the other.
+    #[error(
+        "{0} holds two conflicting versions of its text: keep one first (`mnemon resolve {0} --keep ours|theirs`), so neither is lost unseen"
+    )]
+    Conflicted(MemoryId),
     /// The disk refused a write (full or failing): nothing of the write was stored, and
     /// writes succeed again once it takes them.
     #[error("the disk refused the write (is it full?): {0}; it was not acknowledged")]

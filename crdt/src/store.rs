@@ -1085,6 +1085,9 @@ impl Store {
             view::decode(id.to_u128(), bytes.value())?
         };
         share::check_write(txn, current.collection, &self.did)?;
+        if txn.open_table(CONFLICTS)?.get(id.to_u128())?.is_some() {
+            return Err(StoreError::Conflicted(id));
+        }
         let collection = to.unwrap_or(current.collection);
         if collection == current.collection && to.is_some() {
             return Ok(Written::new(current, Vec::new()));

@@ -13,8 +13,9 @@ use crate::frame::MAX_FRAME_LEN;
 ///
 /// 2: a memory's content above 64 KiB may be one automerge string rather than a text
 /// (`mnemon_crdt::MAX_MERGED_TEXT_BYTES`), which a version-1 node would read as empty.
-/// 3: [`Message::InviteRefused`]. 4: [`Message::Members`].
-pub const PROTOCOL_VERSION: u16 = 4;
+/// 3: [`Message::InviteRefused`]. 4: [`Message::Members`]. 5: ACL operations may rename
+/// a collection (`AclAction::Rename`), which a version-4 node cannot decode.
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Most members one [`Message::Members`] introduces.
 pub const MAX_INTRODUCED: usize = 64;

@@ -1080,6 +1080,9 @@ impl Session {
             });
         }
 
+        // Answers that never came are forgotten (and asked for again below).
+        let (now, patience) = (self.now, self.config.resync_interval);
+        self.asked.retain(|_, (at, _)| now < *at + patience);
         let mut differing = Vec::new();
         let mut awaited = 0;
         for (m, digest) in &theirs_map {

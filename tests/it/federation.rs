@@ -394,6 +394,17 @@ fn concurrent_edits_of_the_same_words_are_marked_on_both_and_settled_by_one() {
         ErrorKind::Invalid
     );
     // A keeps B's version; both settle on it.
+    // While both versions stand, neither a move nor forgetting the history (each keeps
+    // only one) is allowed.
+    for refused in [
+        a.forget_history(&m.id)
+            .expect_err("forget while conflicted"),
+        a.move_memory(&m.id, &family.id)
+            .expect_err("move while conflicted"),
+    ] {
+        assert_eq!(refused.kind, mnemon_api::ErrorKind::Conflict, "{refused:?}");
+        assert!(refused.message.contains("mnemon resolve"), "{refused:?}");
+    }
     let kept = a.resolve_conflict(&m.id, true).expect("resolve");
     assert_eq!(kept.content, "Dentist on Thursday at 16:00");
     for (name, node) in [("A", a), ("B", b)] {

@@ -330,7 +330,8 @@
   const typed = () => textarea.value.slice(0, textarea.selectionStart).match(opening)?.[1] ?? null;
   function insert(title) {
     const at = textarea.selectionStart;
-    const before = textarea.value.slice(0, at).replace(opening, "[[" + title + "]]");
+    // (A function, so a `$` in a title is text, not a replacement pattern.)
+    const before = textarea.value.slice(0, at).replace(opening, () => "[[" + title + "]]");
     const after = textarea.value.slice(at).replace(/^\]\]/, "");
     textarea.value = before + after;
     textarea.selectionStart = textarea.selectionEnd = before.length;

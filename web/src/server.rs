@@ -154,22 +154,15 @@ impl<S> WriteTimeout<S> {
     }
 }
 
-/// Reads pass through a stream wrapper that only acts on writes (to its `inner`).
-macro_rules! reads_pass_through {
-    ($wrapper:ident) => {
-        impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for $wrapper<S> {
-            fn poll_read(
-                mut self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                buf: &mut tokio::io::ReadBuf<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
-            }
-        }
-    };
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteTimeout<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
 }
-
-reads_pass_through!(WriteTimeout);
 
 impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteTimeout<S> {
     fn poll_write(
@@ -223,6 +216,10 @@ struct JsonParseErrors<S> {
     replacing: Option<(Vec<u8>, usize, usize)>,
     /// Armed once a replacement went out: the end of the lingering close.
     linger: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// The last thing on the connection was a read that brought bytes: what is written
+    /// now starts an answer (hyper answers a head it cannot parse right after reading it;
+    /// a body's later pieces follow writes, so are never taken for such an answer).
+    after_read: bool,
 }
 
 /// How long a connection refused by the HTTP parser is drained before it closes.
@@ -234,6 +231,7 @@ impl<S> JsonParseErrors<S> {
             inner,
             replacing: None,
             linger: None,
+            after_read: false,
         }
     }
 }
@@ -314,7 +312,20 @@ impl<S: tokio::io::AsyncWrite + Unpin> JsonParseErrors<S> {
     }
 }
 
-reads_pass_through!(JsonParseErrors);
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for JsonParseErrors<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.after_read = true;
+        }
+        polled
+    }
+}
 
 impl<S: tokio::io::AsyncWrite + tokio::io::AsyncRead + Unpin> tokio::io::AsyncWrite
     for JsonParseErrors<S>
@@ -325,9 +336,12 @@ impl<S: tokio::io::AsyncWrite + tokio::io::AsyncRead + Unpin> tokio::io::AsyncWr
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
         if self.replacing.is_none() {
-            match automatic_error(buf) {
+            match automatic_error(buf).filter(|_| self.after_read) {
                 Some(json) => self.replacing = Some((json, 0, buf.len())),
-                None => return std::pin::Pin::new(&mut self.inner).poll_write(cx, buf),
+                None => {
+                    self.after_read = false;
+                    return std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+                }
             }
         }
         self.poll_replacing(cx)
@@ -342,12 +356,15 @@ impl<S: tokio::io::AsyncWrite + tokio::io::AsyncRead + Unpin> tokio::io::AsyncWr
             // hyper's automatic answer is its head alone (the body is empty).
             let first = bufs.iter().find(|b| !b.is_empty());
             let total: usize = bufs.iter().map(|b| b.len()).sum();
-            match first
-                .filter(|b| b.len() == total)
-                .and_then(|b| automatic_error(b))
-            {
+            let automatic = first
+                .filter(|b| b.len() == total && self.after_read)
+                .and_then(|b| automatic_error(b));
+            match automatic {
                 Some(json) => self.replacing = Some((json, 0, total)),
-                None => return std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),
+                None => {
+                    self.after_read = false;
+                    return std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+                }
             }
         }
         self.poll_replacing(cx)

@@ -338,6 +338,19 @@ impl Store {
         for key in held {
             acl.remove(key)?;
         }
+        // Its invites go too (a ticket handed out is refused as for an unknown collection).
+        let mut invites = txn.open_table(INVITES)?;
+        let mut stale = Vec::new();
+        for entry in invites.iter()? {
+            let (nonce, value) = entry?;
+            let record: InviteRecord = postcard::from_bytes(value.value())?;
+            if record.collection == c {
+                stale.push(nonce.value());
+            }
+        }
+        for nonce in stale {
+            invites.remove(nonce)?;
+        }
         Ok(Written::new(ids, removed.events))
     }
 

@@ -1446,10 +1446,15 @@ fn a_rename_travels_to_members_a_move_rewrites_and_a_delete_needs_no_members() {
         a.rename_collection(other, "Family recipes"),
         Err(StoreError::DuplicateCollectionName(_))
     ));
-    assert!(matches!(
-        a.rename_collection(other, "bad\u{7}name"),
-        Err(StoreError::InvalidCollectionName(_))
-    ));
+    for bad in ["bad\u{7}name", "Fam\u{200B}ily", "\u{202E}yliamF"] {
+        assert!(
+            matches!(
+                a.rename_collection(other, bad),
+                Err(StoreError::InvalidCollectionName(_))
+            ),
+            "{bad:?}"
+        );
+    }
     // A peer's rename to an unacceptable name (signed by the owner all the same) is refused.
     let evil = SignedAclOp::sign(
         &a.keypair,
@@ -1517,8 +1522,12 @@ fn a_rename_travels_to_members_a_move_rewrites_and_a_delete_needs_no_members() {
         a.delete_collection(read_only),
         Err(StoreError::Sharing(_))
     ));
-    // Unshared, it goes with its memories.
+    // Unshared, it goes with its memories (and a ticket to it handed out goes too).
+    a.create_invite(other, Role::Read, Timestamp::from_millis(i64::MAX / 2))
+        .expect("invite");
+    assert_eq!(a.table_sizes().expect("sizes")["invites-1"], 1);
     let deleted = a.delete_collection(other).expect("delete");
+    assert_eq!(a.table_sizes().expect("sizes")["invites-1"], 0);
     assert_eq!(deleted, vec![linking.id], "the linking note");
     assert!(name_of(&a, other).is_none());
     assert!(matches!(a.get(linking.id), Err(StoreError::Deleted(_))));

@@ -187,6 +187,7 @@ fn store_error(e: StoreError) -> ApiError {
         StoreError::ReadOnly(_) => ApiError::forbidden(e.to_string()),
         StoreError::Disk(_) => ApiError::unavailable(e.to_string()),
         StoreError::NoConflict(_) => ApiError::invalid(e.to_string()),
+        StoreError::Conflicted(_) => ApiError::conflict(e.to_string()),
         other => ApiError::internal(other.to_string()),
     }
 }

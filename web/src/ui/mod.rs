@@ -466,12 +466,24 @@ fn short_time(rfc3339: &str) -> &str {
     rfc3339.get(..16).unwrap_or(rfc3339)
 }
 
+/// A collection as a choice: its name, and whose it is when it is not this node's (a name
+/// comes from its owner, and may match one of this node's own).
+fn collection_label(c: &CollectionView) -> String {
+    if c.default {
+        format!("{} (private)", c.name)
+    } else if c.access == "owner" {
+        c.name.clone()
+    } else {
+        format!("{} (shared by {})", c.name, sharing::short_did(&c.owner))
+    }
+}
+
 fn collection_options(collections: &[CollectionView], selected: Option<&str>, any: bool) -> Markup {
     html! {
         @if any { option value="" { "All collections" } }
         @for c in collections {
             option value=(c.id) selected[selected == Some(c.id.as_str()) || selected == Some(c.name.as_str())] {
-                (c.name) @if c.default { " (private)" }
+                (collection_label(c))
             }
         }
     }
@@ -839,7 +851,7 @@ async fn memory_view(
                         input type="hidden" name="csrf" value=(csrf);
                         label { "Move to "
                             select name="collection" {
-                                @for c in &destinations { option value=(c.id) { (c.name) } }
+                                @for c in &destinations { option value=(c.id) { (collection_label(c)) } }
                             }
                         }
                         button type="submit" { "Move" }
@@ -1517,7 +1529,15 @@ async fn status_page(State(state): State<AppState>) -> UiResult {
                 tbody {
                     @for p in &peers {
                         tr {
-                            td { (sharing::node_label(&p.did, p.name.as_deref())) }
+                            td {
+                                (sharing::node_label(&p.did, p.name.as_deref()))
+                                @if !p.addresses.is_empty() {
+                                    details .addresses {
+                                        summary { (p.addresses.len()) @if p.addresses.len() == 1 { " address" } @else { " addresses" } }
+                                        ul { @for address in &p.addresses { li { code { (address) } } } }
+                                    }
+                                }
+                            }
                             td { @if p.connected { "connected" } @else { "offline" } }
                             td {
                                 @if p.sync.is_empty() { "none" }
