@@ -27,7 +27,7 @@ const page = await context.newPage();
 const consoleErrors = [];
 // Resource errors the steps cause on purpose (a wrong token, a link to nothing) are
 // expected; anything else in the console is a failure.
-const expectedFailures = [/\/signin$/, /\/m\/[0-9A-Z]{26}\/links$/, /\/no\/such\/page$/, /\/collections$/, /\/memories$/];
+const expectedFailures = [/\/signin$/, /\/m\/[0-9A-Z]{26}\/links$/, /\/no\/such\/page$/, /\/collections$/, /\/memories$/, /\/m\/[0-9A-Z]{26}$/, /\/collections\/[0-9A-Z]{26}\/(share|rename)$/, /\/tasks$/];
 page.on("console", (m) => {
   if (m.type() !== "error") return;
   const url = m.location()?.url ?? "";
@@ -227,6 +227,18 @@ try {
     assert.equal(await page.inputValue("#capture-content"), "words I do not want to type again");
     assert.equal(await page.inputValue("#capture-title"), "Draft");
     assert.ok(await page.isVisible('nav a[href="/"]'), "with the navigation");
+    // An edit the node refuses (an importance out of range, past the browser's own
+    // check): the panel stays open with the error and every field as typed.
+    await page.goto(`${base}/m/${beta}`);
+    await page.click("#edit summary");
+    await page.evaluate(() => { document.getElementById("edit-form").noValidate = true; });
+    await page.fill('#edit-form input[name="title"]', "Kitchen plan, revised");
+    await page.fill('#edit-form input[name="importance"]', "7");
+    await page.click('#edit-form button[type="submit"]');
+    await page.waitForSelector("#edit-error");
+    assert.match(await page.textContent("#edit-error"), /importance/);
+    assert.equal(await page.inputValue('#edit-form input[name="title"]'), "Kitchen plan, revised");
+    assert.equal(await page.textContent("#memory-title"), "Kitchen renovation plan", "nothing was saved");
   });
 
   await step("delete and undo", async () => {
@@ -309,6 +321,18 @@ try {
     await item.waitFor();
     assert.ok((await item.textContent()).includes("30 xp"));
     await shot("14-task-open");
+    // A difficulty the node refuses (past the page's own choices): said above the form,
+    // the task's text kept.
+    await page.fill("#task-text", "Mow the lawn");
+    await page.evaluate(() => {
+      const select = document.querySelector('#task-form select[name="difficulty"]');
+      select.add(new Option("9", "9"));
+      select.value = "9";
+    });
+    await page.click('#task-form button[type="submit"]');
+    await page.waitForSelector("#task-error");
+    assert.equal(await page.inputValue("#task-text"), "Mow the lawn");
+    await page.goto(base + "/tasks");
     await item.locator("button.done").click();
     await page.locator('#done-tasks li:has-text("Water the plants")').waitFor();
     assert.ok((await page.textContent("#xp")).includes("30 xp"));
@@ -402,6 +426,12 @@ try {
     await page.click("#copy-ticket");
     await page.waitForFunction(() => document.getElementById("copy-ticket").textContent !== "Copy");
     await shot("19-invite-ticket");
+    // Not a DID at all: said beside the form, what was typed kept.
+    await page.fill('#share-form input[name="did"]', "did:key:typo");
+    await page.click('#share-form button[type="submit"]');
+    await page.waitForSelector("#share-error");
+    assert.match(await page.textContent("#share-error"), /not a did:key/);
+    assert.equal(await page.inputValue('#share-form input[name="did"]'), "did:key:typo");
     // Sharing with a node never met warns (a typo would share with nobody).
     const other = process.env.MNEMON_OTHER_DID;
     await page.fill('#share-form input[name="did"]', other);
@@ -445,6 +475,12 @@ try {
     await page.goto(base + "/collections");
     const trips = page.locator('li.collection:has(a:text-is("Trips"))');
     await trips.locator("summary").click();
+    // A name taken: said beside that collection's form, the panel open, the name kept.
+    await trips.locator('form.rename input[name="name"]').fill("recipes");
+    await trips.locator('form.rename button[type="submit"]').click();
+    await trips.locator(".rename-error").waitFor();
+    assert.match(await trips.locator(".rename-error").textContent(), /exists already/);
+    assert.equal(await trips.locator('form.rename input[name="name"]').inputValue(), "recipes");
     await trips.locator('form.rename input[name="name"]').fill("Holidays");
     await trips.locator('form.rename button[type="submit"]').click();
     const holidays = page.locator('li.collection:has(a:text-is("Holidays"))');

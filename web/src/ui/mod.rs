@@ -728,7 +728,7 @@ async fn memory_page(
     Path(id): Path<String>,
     Query(query): Query<MemoryPageQuery>,
 ) -> UiResult {
-    memory_view(&state, id, query, None).await
+    memory_view(&state, id, query, None, None).await
 }
 
 async fn memory_view(
@@ -736,6 +736,7 @@ async fn memory_view(
     id: String,
     query: MemoryPageQuery,
     link: Option<Refused<LinkForm>>,
+    edited: Option<Refused<EditForm>>,
 ) -> UiResult {
     let csrf = state.security.csrf().to_owned();
     if state.can_undo(&id) {
@@ -827,22 +828,26 @@ async fn memory_view(
                     }
                 }
             }
-            details #edit .edit {
+            @let typed = edited.as_ref().map(|r| &r.form);
+            details #edit .edit open[edited.is_some()] {
                 summary { "Edit" }
+                @if let Some(r) = &edited {
+                    p #edit-error .error .form-error role="alert" { (r.error) }
+                }
                 form #edit-form method="post" action={ "/m/" (memory.id) } {
                     input type="hidden" name="csrf" value=(csrf);
-                    label { "Title" input name="title" value=(memory.title) required; }
-                    label { "Content (Markdown)" textarea #edit-content name="content" rows="10" required aria-describedby="wikilink-hint" { (memory.content) } }
+                    label { "Title" input name="title" value=(typed.map_or(memory.title.as_str(), |t| t.title.as_str())) required; }
+                    label { "Content (Markdown)" textarea #edit-content name="content" rows="10" required aria-describedby="wikilink-hint" { (typed.map_or(memory.content.as_str(), |t| t.content.as_str())) } }
                     p #wikilink-hint .hint { "Type " code { "[[" } " and a few letters of a title to link a note." }
                     ul #wikilink-suggestions .suggestions aria-label="Notes to link" hidden {}
                     div .preview-wrap {
                         p .hint { "Preview" }
                         div #edit-preview .content aria-live="polite" {}
                     }
-                    label { "Tags" input name="tags" value=(memory.tags.join(", ")); }
+                    label { "Tags" input name="tags" value=(typed.map_or_else(|| memory.tags.join(", "), |t| t.tags.clone())); }
                     div .row {
-                        label { "Kind" input name="kind" value=(memory.kind) size="10"; }
-                        label { "Importance" input name="importance" type="number" min="0" max="1" step="0.05" value=(memory.importance); }
+                        label { "Kind" input name="kind" value=(typed.map_or(memory.kind.as_str(), |t| t.kind.as_str())) size="10"; }
+                        label { "Importance" input name="importance" type="number" min="0" max="1" step="0.05" value=(typed.map_or_else(|| memory.importance.to_string(), |t| t.importance.clone())); }
                         button type="submit" { "Save changes" }
                     }
                 }
@@ -905,7 +910,7 @@ async fn memory_view(
     Ok(layout(state, Nav::Memories, &memory.title, "memory", content).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 struct EditForm {
     #[serde(default)]
     csrf: String,
@@ -927,6 +932,27 @@ async fn edit(
     Form(form): Form<EditForm>,
 ) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
+    let typed = EditForm {
+        csrf: String::new(),
+        ..form.clone()
+    };
+    match save_edit(&state, &id, form).await {
+        Ok(()) => Ok(Redirect::to(&format!("/m/{id}")).into_response()),
+        Err(e) if form_error(&e) => {
+            let refused = Refused {
+                error: e.message.clone(),
+                form: typed,
+            };
+            let page =
+                memory_view(&state, id, MemoryPageQuery::default(), None, Some(refused)).await?;
+            Ok(refused_page(&e, page))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Saves what the edit form holds: only the fields that changed.
+async fn save_edit(state: &AppState, id: &str, form: EditForm) -> Result<(), Error> {
     let importance = match form.importance.trim() {
         "" => None,
         text => Some(text.parse::<f64>().map_err(|_| {
@@ -934,7 +960,7 @@ async fn edit(
         })?),
     };
     let backend = state.backend();
-    let target = id.clone();
+    let target = id.to_owned();
     blocking(move || {
         let current = backend.get(&target)?;
         let wanted: BTreeSet<String> = split_tags(&form.tags).into_iter().collect();
@@ -948,10 +974,20 @@ async fn edit(
             importance: importance.filter(|i| (*i - current.importance).abs() > f64::EPSILON),
             ..Default::default()
         };
+        let unchanged = patch.title.is_none()
+            && patch.content.is_none()
+            && patch.add_tags.is_empty()
+            && patch.remove_tags.is_empty()
+            && patch.kind.is_none()
+            && patch.importance.is_none();
+        if unchanged {
+            // Saved as it was: nothing to write.
+            return Ok(current);
+        }
         backend.update(&target, patch)
     })
-    .await?;
-    Ok(Redirect::to(&format!("/m/{id}")).into_response())
+    .await
+    .map(|_| ())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1005,7 +1041,8 @@ async fn add_link(
                 error: e.message.clone(),
                 form: typed,
             };
-            let page = memory_view(&state, id, MemoryPageQuery::default(), Some(refused)).await?;
+            let page =
+                memory_view(&state, id, MemoryPageQuery::default(), Some(refused), None).await?;
             Ok(refused_page(&e, page))
         }
         Err(e) => Err(e.into()),

@@ -17,10 +17,16 @@ use mnemon_api::{
 };
 
 pub(super) async fn collections_page(State(state): State<AppState>) -> UiResult {
-    collections_view(&state, None).await
+    collections_view(&state, None, None).await
 }
 
-async fn collections_view(state: &AppState, refused: Option<Refused<CollectionForm>>) -> UiResult {
+/// The collections page; `refused` a new collection the node refused, `renaming` a rename
+/// it refused (of the collection with that id), each shown beside its form as typed.
+async fn collections_view(
+    state: &AppState,
+    refused: Option<Refused<CollectionForm>>,
+    renaming: Option<(String, Refused<CollectionForm>)>,
+) -> UiResult {
     let backend = state.backend();
     let collections = blocking(move || backend.collections()).await?;
     let owner = state.caller().is_owner();
@@ -40,11 +46,15 @@ async fn collections_view(state: &AppState, refused: Option<Refused<CollectionFo
                         role => { " · shared with you (" (role) ")" }
                     }
                     @if owner && c.access == "owner" {
-                        details .manage {
+                        @let renamed = renaming.as_ref().filter(|(id, _)| *id == c.id).map(|(_, r)| r);
+                        details .manage open[renamed.is_some()] {
                             summary { @if c.default { "Rename" } @else { "Rename or delete" } }
+                            @if let Some(r) = renamed {
+                                p .error .form-error .rename-error role="alert" { (r.error) }
+                            }
                             form .row .rename method="post" action={ "/collections/" (c.id) "/rename" } {
                                 input type="hidden" name="csrf" value=(csrf);
-                                input name="name" required value=(c.name) aria-label={ "New name for " (c.name) } autocomplete="off";
+                                input name="name" required value=(renamed.map_or(c.name.as_str(), |r| r.form.name.as_str())) aria-label={ "New name for " (c.name) } autocomplete="off";
                                 button type="submit" { "Rename" }
                             }
                             @if !c.default {
@@ -110,7 +120,7 @@ pub(super) async fn create_collection(
             };
             Ok(refused_page(
                 &e,
-                collections_view(&state, Some(refused)).await?,
+                collections_view(&state, Some(refused), None).await?,
             ))
         }
         Err(e) => Err(e.into()),
@@ -124,8 +134,19 @@ pub(super) async fn rename_collection(
 ) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
     let backend = state.backend();
-    blocking(move || backend.rename_collection(&id, form.name.trim())).await?;
-    Ok(Redirect::to("/collections").into_response())
+    let (collection, name) = (id.clone(), form.name.trim().to_owned());
+    match blocking(move || backend.rename_collection(&collection, &name)).await {
+        Ok(_) => Ok(Redirect::to("/collections").into_response()),
+        Err(e) if form_error(&e) => {
+            let refused = Refused {
+                error: e.message.clone(),
+                form,
+            };
+            let page = collections_view(&state, None, Some((id, refused))).await?;
+            Ok(refused_page(&e, page))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +208,8 @@ pub(super) fn short_did(did: &str) -> String {
 struct Fresh {
     invite: Option<InviteView>,
     warning: Option<String>,
+    /// A share the node refused, with what was typed.
+    refused: Option<Refused<MemberForm>>,
 }
 
 /// `/collections/{id}`: who a collection is shared with and how each stands; for its
@@ -286,10 +309,13 @@ async fn sharing(state: &AppState, id: String, fresh: Fresh) -> UiResult {
                 button type="submit" { "Make an invite ticket" }
             }
             h2 #share-h { "Share with a node you know" }
+            @if let Some(r) = &fresh.refused {
+                p #share-error .error .form-error role="alert" { (r.error) }
+            }
             form #share-form .row method="post" action={ "/collections/" (collection.id) "/share" } aria-labelledby="share-h" {
                 input type="hidden" name="csrf" value=(csrf);
-                input name="did" required placeholder="did:key:z6Mk…" aria-label="The node's DID" autocomplete="off" spellcheck="false";
-                (role_select("role", Role::Read))
+                input name="did" required placeholder="did:key:z6Mk…" aria-label="The node's DID" autocomplete="off" spellcheck="false" value=[fresh.refused.as_ref().map(|r| r.form.did.as_str())];
+                (role_select("role", fresh.refused.as_ref().and_then(|r| parse_role(&r.form.role).ok()).unwrap_or(Role::Read)))
                 button type="submit" { "Share" }
             }
         } @else if collection.access == "owner" {
@@ -477,7 +503,20 @@ pub(super) async fn share(
         did: form.did.trim().to_owned(),
         role,
     };
-    let member = blocking(move || backend.share(&collection, request)).await?;
+    let member = match blocking(move || backend.share(&collection, request)).await {
+        Ok(member) => member,
+        Err(e) if form_error(&e) => {
+            let fresh = Fresh {
+                refused: Some(Refused {
+                    error: e.message.clone(),
+                    form,
+                }),
+                ..Fresh::default()
+            };
+            return Ok(refused_page(&e, sharing(&state, id, fresh).await?));
+        }
+        Err(e) => return Err(e.into()),
+    };
     match member.warning {
         Some(warning) => {
             let fresh = Fresh {

@@ -7,12 +7,18 @@ use axum::response::{IntoResponse, Redirect};
 use maud::html;
 use serde::Deserialize;
 
-use super::{Nav, UiResult, csrf_ok, layout, non_empty, short_time};
+use super::{
+    Nav, Refused, UiResult, csrf_ok, form_error, layout, non_empty, refused_page, short_time,
+};
 use mnemon_api::{CreateMemory, ListQuery, PatchMemory, TaskBoard, TaskFields, TaskStatus};
 
 use crate::state::{AppState, blocking};
 
 pub(super) async fn tasks_page(State(state): State<AppState>) -> UiResult {
+    tasks_view(&state, None).await
+}
+
+async fn tasks_view(state: &AppState, refused: Option<Refused<TaskForm>>) -> UiResult {
     let backend = state.backend();
     let tasks = blocking(move || {
         backend.list_all(&ListQuery {
@@ -29,15 +35,19 @@ pub(super) async fn tasks_page(State(state): State<AppState>) -> UiResult {
     let content = html! {
         h1 { "Tasks" }
         p .meta #xp { (open.len()) " open · " (done.len()) " done · " strong { (earned) " xp" } " earned" }
+        @let typed = refused.as_ref().map(|r| &r.form);
+        @if let Some(r) = &refused {
+            p #task-error .error .form-error role="alert" { (r.error) }
+        }
         form #task-form .capture method="post" action="/tasks" {
             input type="hidden" name="csrf" value=(csrf);
-            input #task-text name="text" required placeholder="What needs doing?" aria-label="Task";
+            input #task-text name="text" required placeholder="What needs doing?" aria-label="Task" value=[typed.map(|t| t.text.as_str())];
             div .row {
-                label { "Priority " input name="priority" type="number" value="0" size="3" aria-label="Priority"; }
-                label { "Due " input name="due" type="date" aria-label="Due"; }
+                label { "Priority " input name="priority" type="number" value=(typed.map_or("0", |t| t.priority.as_str())) size="3" aria-label="Priority"; }
+                label { "Due " input name="due" type="date" aria-label="Due" value=[typed.map(|t| t.due.as_str())]; }
                 label { "Difficulty "
                     select name="difficulty" aria-label="Difficulty" {
-                        @for d in 1..=5u8 { option value=(d) { (d) } }
+                        @for d in 1..=5u8 { option value=(d) selected[typed.is_some_and(|t| t.difficulty == d.to_string())] { (d) } }
                     }
                 }
                 button type="submit" { "Add task" }
@@ -92,7 +102,7 @@ pub(super) async fn tasks_page(State(state): State<AppState>) -> UiResult {
             }
         }
     };
-    Ok(layout(&state, Nav::Tasks, "Tasks", "tasks", content).into_response())
+    Ok(layout(state, Nav::Tasks, "Tasks", "tasks", content).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,17 +143,31 @@ pub(super) async fn add_task(
     Form(form): Form<TaskForm>,
 ) -> UiResult {
     csrf_ok(&state, &form.csrf)?;
-    let mut fields = form.fields()?;
-    fields.status = Some(TaskStatus::Open);
-    fields.due = non_empty(fields.due);
-    let new = CreateMemory {
-        content: form.text,
-        task: Some(fields),
-        ..CreateMemory::default()
+    let added = match form.fields() {
+        Ok(mut fields) => {
+            fields.status = Some(TaskStatus::Open);
+            fields.due = non_empty(fields.due);
+            let new = CreateMemory {
+                content: form.text.clone(),
+                task: Some(fields),
+                ..CreateMemory::default()
+            };
+            let backend = state.backend();
+            blocking(move || backend.create(new)).await
+        }
+        Err(e) => Err(e),
     };
-    let backend = state.backend();
-    blocking(move || backend.create(new)).await?;
-    Ok(Redirect::to("/tasks").into_response())
+    match added {
+        Ok(_) => Ok(Redirect::to("/tasks").into_response()),
+        Err(e) if form_error(&e) => {
+            let refused = Refused {
+                error: e.message.clone(),
+                form,
+            };
+            Ok(refused_page(&e, tasks_view(&state, Some(refused)).await?))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[derive(Debug, Deserialize)]
