@@ -62,13 +62,7 @@ pub(super) fn collection_delete(
     let node = cx.node()?;
     let api = node.api();
     if !yes {
-        let held = api
-            .collections()?
-            .into_iter()
-            .filter(|c| c.id == collection || c.name == collection)
-            .map(|c| c.memories)
-            .max()
-            .unwrap_or(0);
+        let held = mnemon_api::find_collection(&api.collections()?, collection)?.memories;
         if held > 0 {
             anyhow::bail!(
                 "{collection} holds {held} memories, which would be deleted for good with it; \

@@ -103,5 +103,5 @@ pub use search::{
 pub use sharing::{
     CollectionDeleted, CollectionView, CreateCollection, DialRequest, InviteRequest, InviteView,
     JoinRequest, JoinView, MemberView, MoveMemory, NameNode, PeerView, RenameCollection, Role,
-    ShareRequest, SyncState, SyncView,
+    ShareRequest, SyncState, SyncView, find_collection,
 };

@@ -260,24 +260,11 @@ impl Scoped {
     /// The id of the collection `wanted` (an id or a name) among those the token sees;
     /// one it does not see is unknown, in the node's own words.
     fn collection(&self, wanted: &str) -> Result<String, Error> {
-        let visible = self.visible_collections()?;
-        if let Some(c) = visible.iter().find(|c| c.id == wanted) {
-            return Ok(c.id.clone());
-        }
-        let named: Vec<&CollectionView> = visible.iter().filter(|c| c.name == wanted).collect();
-        match named.as_slice() {
-            [one] => Ok(one.id.clone()),
-            [] => Err(Error::not_found(format!(
-                "no collection named or with id {wanted:?}"
-            ))),
-            many => Err(Error::conflict(format!(
-                "several collections are named {wanted:?}; use one of their ids: {}",
-                many.iter()
-                    .map(|c| c.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
-        }
+        Ok(
+            crate::find_collection(&self.visible_collections()?, wanted)?
+                .id
+                .clone(),
+        )
     }
 
     /// The ids a query without a collection is held to (`None`: every collection).

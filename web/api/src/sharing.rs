@@ -43,6 +43,31 @@ impl From<&Collection> for CollectionView {
     }
 }
 
+/// The collection `wanted` names among `collections`: the one with that id, else the one
+/// with that name; none is unknown, several are ambiguous (each in the node's own words).
+pub fn find_collection<'a>(
+    collections: &'a [CollectionView],
+    wanted: &str,
+) -> Result<&'a CollectionView, crate::Error> {
+    if let Some(c) = collections.iter().find(|c| c.id == wanted) {
+        return Ok(c);
+    }
+    let named: Vec<&CollectionView> = collections.iter().filter(|c| c.name == wanted).collect();
+    match named.as_slice() {
+        [one] => Ok(one),
+        [] => Err(crate::Error::not_found(format!(
+            "no collection named or with id {wanted:?}"
+        ))),
+        many => Err(crate::Error::conflict(format!(
+            "several collections are named {wanted:?}; use one of their ids: {}",
+            many.iter()
+                .map(|c| c.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 /// `POST /api/v1/collections`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -225,23 +225,7 @@ async fn sharing(state: &AppState, id: String, fresh: Fresh) -> UiResult {
     let backend = state.backend();
     let owner_caller = state.caller().is_owner();
     let (collection, members, peers) = blocking(move || {
-        let collections = backend.collections()?;
-        let by_id = collections.iter().find(|c| c.id == id);
-        let named: Vec<_> = collections.iter().filter(|c| c.name == id).collect();
-        let collection = match (by_id, named.as_slice()) {
-            (Some(c), _) => c.clone(),
-            (None, [c]) => (*c).clone(),
-            (None, []) => {
-                return Err(Error::not_found(format!(
-                    "no collection named or with id {id:?}"
-                )));
-            }
-            (None, _) => {
-                return Err(Error::conflict(format!(
-                    "several collections are named {id:?}: open one from the collections page"
-                )));
-            }
-        };
+        let collection = mnemon_api::find_collection(&backend.collections()?, &id)?.clone();
         let owns = collection.access == "owner" && !collection.default;
         let members = if owns && owner_caller {
             backend.members(&collection.id)?
