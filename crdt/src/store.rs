@@ -647,7 +647,7 @@ impl Store {
             && !crate::acl::acceptable_name(name)
         {
             return Err(StoreError::Sharing(format!(
-                "a node's name is 1 to 64 characters without control characters, not {:?}",
+                "a node's name is 1 to 64 characters without control characters or invisible ones, not {:?}",
                 name.chars().take(80).collect::<String>()
             )));
         }
