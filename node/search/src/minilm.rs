@@ -1,6 +1,6 @@
-//! A sentence-transformers BERT model (all-MiniLM-L6-v2 and its kin) run in pure Rust
-//! with candle: WordPiece tokens, the BERT encoder, mean pooling over real tokens, L2
-//! normalisation.
+//! A sentence-transformers BERT model (all-MiniLM-L6-v2 and its kin) run in pure Rust:
+//! WordPiece tokens, the BERT encoder ([`super::bert`]), mean pooling over the text's
+//! tokens, L2 normalisation.
 //!
 //! A model folder holds `config.json` (a BERT config), `tokenizer.json` (a Hugging Face
 //! tokenizer, read by the `tokenizers` crate without its C regex engine) and
@@ -11,13 +11,11 @@
 use std::fs;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config, HiddenAct};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
 
+use super::bert::{Bert, Config, Input, Pool};
 use super::embed::{EmbedError, Embedder, normalize};
 
 /// The files a model folder must have.
@@ -30,8 +28,10 @@ pub const MAX_WEIGHTS_BYTES: u64 = 2 << 30;
 pub const MAX_SMALL_FILE_BYTES: u64 = 32 << 20;
 /// Tokens per text; longer texts are truncated (the model was trained on 256).
 const MAX_TOKENS: usize = 256;
-/// Texts run through the network at once.
-const BATCH: usize = 32;
+/// Tokens run through the network at once, at most (a batch holds at least one text):
+/// enough rows for the matrix kernel to reuse each weight panel many times, few enough
+/// that a batch's activations stay in the caches.
+pub(crate) const BATCH_TOKENS: usize = 2048;
 
 /// Why a model folder could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +83,7 @@ struct PoolingConfig {
 
 /// A sentence-embedding BERT model, loaded and ready.
 pub struct BertEmbedder {
-    model: BertModel,
+    model: Bert,
     tokenizer: Tokenizer,
     dimension: usize,
     model_id: String,
@@ -121,61 +121,115 @@ fn read_capped(dir: &Path, file: &'static str, limit: u64) -> Result<Vec<u8>, Mo
     fs::read(&path).map_err(|source| ModelError::Io { file, source })
 }
 
-/// Checks the numbers in `config.json` before any tensor is allocated from them.
-fn check_config(config: &Config) -> Result<(), ModelError> {
-    let bad = |what: &str, value: usize, max: usize| {
-        invalid(
-            "config.json",
-            format!("{what} is {value}, expected 1 to {max}"),
-        )
-    };
-    for (what, value, max) in [
-        ("hidden_size", config.hidden_size, 4096),
-        ("num_hidden_layers", config.num_hidden_layers, 48),
-        ("num_attention_heads", config.num_attention_heads, 64),
-        ("intermediate_size", config.intermediate_size, 16384),
-        ("vocab_size", config.vocab_size, 1 << 20),
-        (
-            "max_position_embeddings",
-            config.max_position_embeddings,
-            8192,
-        ),
-        ("type_vocab_size", config.type_vocab_size, 16),
-    ] {
-        if value == 0 || value > max {
-            return Err(bad(what, value, max));
-        }
-    }
-    if !config
-        .hidden_size
-        .is_multiple_of(config.num_attention_heads)
-    {
-        return Err(invalid(
-            "config.json",
-            "hidden_size is not a multiple of num_attention_heads",
-        ));
-    }
-    if config.hidden_act != HiddenAct::Gelu && config.hidden_act != HiddenAct::GeluApproximate {
-        return Err(invalid("config.json", "hidden_act must be gelu"));
-    }
-    Ok(())
-}
-
 /// The model id every node derives from the same weights: the first 12 hex digits of
 /// their SHA-256.
 pub fn model_id_of(weights: &[u8]) -> String {
+    format!("sbert-mean-{}", hex_id(weights))
+}
+
+/// Reads and checks `config.json`, the tokenizer (truncating as the model allows) and the
+/// weights of the BERT model in `dir`; `head` loads a cross-encoder's classifier too.
+pub(crate) fn load_bert(
+    dir: &Path,
+    head: bool,
+) -> Result<(Bert, Tokenizer, String, String), ModelError> {
+    let config_bytes = read_capped(dir, "config.json", MAX_SMALL_FILE_BYTES)?;
+    let config: Config = serde_json::from_slice(&config_bytes)
+        .map_err(|e| invalid("config.json", format!("not a BERT config: {e}")))?;
+    config.check().map_err(|e| invalid("config.json", e))?;
+    let tokenizer_bytes = read_capped(dir, "tokenizer.json", MAX_SMALL_FILE_BYTES)?;
+    let mut tokenizer = Tokenizer::from_bytes(&tokenizer_bytes)
+        .map_err(|e| invalid("tokenizer.json", format!("not a tokenizer: {e}")))?;
+    let max_tokens = MAX_TOKENS.min(config.max_position_embeddings);
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: max_tokens,
+            ..TruncationParams::default()
+        }))
+        .map_err(|e| invalid("tokenizer.json", e))?;
+    // A batch stacks its texts' tokens; nothing is padded.
+    tokenizer.with_padding(None);
+    let weights = read_capped(dir, "model.safetensors", MAX_WEIGHTS_BYTES)?;
+    let model_id = hex_id(&weights);
+    let vocab = config.vocab_size;
+    let model = Bert::load(config, &weights, head).map_err(|e| {
+        invalid(
+            "model.safetensors",
+            format!("does not hold the model config.json describes: {e}"),
+        )
+    })?;
+    let highest = tokenizer.get_vocab(true).into_values().max().unwrap_or(0);
+    if highest as usize >= vocab {
+        return Err(invalid(
+            "tokenizer.json",
+            format!("has token id {highest}, past the model's vocabulary of {vocab}"),
+        ));
+    }
+    let name = serde_json::from_slice::<serde_json::Value>(&config_bytes)
+        .ok()
+        .and_then(|v| v.get("_name_or_path")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "bert".to_owned());
+    Ok((model, tokenizer, model_id, name))
+}
+
+/// Texts tokenised, in batches of similar length (at most [`BATCH_TOKENS`] tokens each):
+/// `(index of the text, ids, segments)` per text.
+pub(crate) type Encoded = (usize, Vec<u32>, Vec<u32>);
+
+/// Sorts `encoded` by length and cuts it into batches.
+pub(crate) fn batches(mut encoded: Vec<Encoded>) -> Vec<Vec<Encoded>> {
+    encoded.sort_by_key(|(_, ids, _)| ids.len());
+    let mut out: Vec<Vec<Encoded>> = Vec::new();
+    let mut tokens = 0;
+    for text in encoded {
+        let len = text.1.len();
+        match out.last_mut() {
+            Some(batch) if tokens + len <= BATCH_TOKENS => batch.push(text),
+            _ => {
+                tokens = 0;
+                out.push(vec![text]);
+            }
+        }
+        tokens += len;
+    }
+    out
+}
+
+/// Runs `batches` through `model` on every core; one result per text, in text order.
+pub(crate) fn run(
+    model: &Bert,
+    batches: &[Vec<Encoded>],
+    pool: Pool,
+    count: usize,
+) -> Vec<Vec<f32>> {
+    let inputs: Vec<Vec<Input<'_>>> = batches
+        .iter()
+        .map(|batch| {
+            batch
+                .iter()
+                .map(|(_, ids, types)| Input { ids, types })
+                .collect()
+        })
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let results = model.run_batches(&inputs, pool, threads);
+    let mut out = vec![Vec::new(); count];
+    for (batch, vectors) in batches.iter().zip(results) {
+        for ((i, _, _), vector) in batch.iter().zip(vectors) {
+            out[*i] = vector;
+        }
+    }
+    out
+}
+
+fn hex_id(weights: &[u8]) -> String {
     let digest = Sha256::digest(weights);
-    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("sbert-mean-{hex}")
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
 impl BertEmbedder {
     /// Loads and checks the model in `dir`.
     pub fn load(dir: &Path) -> Result<BertEmbedder, ModelError> {
-        let config_bytes = read_capped(dir, "config.json", MAX_SMALL_FILE_BYTES)?;
-        let config: Config = serde_json::from_slice(&config_bytes)
-            .map_err(|e| invalid("config.json", format!("not a BERT config: {e}")))?;
-        check_config(&config)?;
         match read_capped(dir, "1_Pooling/config.json", MAX_SMALL_FILE_BYTES) {
             Ok(bytes) => {
                 let pooling: PoolingConfig = serde_json::from_slice(&bytes)
@@ -190,36 +244,12 @@ impl BertEmbedder {
             Err(ModelError::Missing(_)) => {}
             Err(e) => return Err(e),
         }
-        let tokenizer_bytes = read_capped(dir, "tokenizer.json", MAX_SMALL_FILE_BYTES)?;
-        let mut tokenizer = Tokenizer::from_bytes(&tokenizer_bytes)
-            .map_err(|e| invalid("tokenizer.json", format!("not a tokenizer: {e}")))?;
-        let max_tokens = MAX_TOKENS.min(config.max_position_embeddings);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: max_tokens,
-                ..TruncationParams::default()
-            }))
-            .map_err(|e| invalid("tokenizer.json", e))?;
-        tokenizer.with_padding(Some(PaddingParams::default()));
-        let weights = read_capped(dir, "model.safetensors", MAX_WEIGHTS_BYTES)?;
-        let model_id = model_id_of(&weights);
-        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu)
-            .map_err(|e| invalid("model.safetensors", e))?;
-        let model = BertModel::load(vb, &config).map_err(|e| {
-            invalid(
-                "model.safetensors",
-                format!("does not hold the model config.json describes: {e}"),
-            )
-        })?;
-        let name = serde_json::from_slice::<serde_json::Value>(&config_bytes)
-            .ok()
-            .and_then(|v| v.get("_name_or_path")?.as_str().map(str::to_owned))
-            .unwrap_or_else(|| "bert".to_owned());
+        let (model, tokenizer, hex, name) = load_bert(dir, false)?;
         Ok(BertEmbedder {
+            dimension: model.hidden_size(),
             model,
             tokenizer,
-            dimension: config.hidden_size,
-            model_id,
+            model_id: format!("sbert-mean-{hex}"),
             name,
         })
     }
@@ -237,35 +267,6 @@ impl BertEmbedder {
             .map_err(|e| EmbedError::Failed(format!("tokenizing: {e}")))?;
         Ok(encoding.get_ids().to_vec())
     }
-
-    fn embed_batch(&self, texts: &[&str]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| candle_core::Error::Msg(format!("tokenizing: {e}")))?;
-        let len = encodings.first().map_or(0, |e| e.get_ids().len());
-        let mut ids = Vec::with_capacity(texts.len() * len);
-        let mut mask = Vec::with_capacity(texts.len() * len);
-        for encoding in &encodings {
-            ids.extend_from_slice(encoding.get_ids());
-            mask.extend_from_slice(encoding.get_attention_mask());
-        }
-        let device = &self.model.device;
-        let ids = Tensor::from_vec(ids, (texts.len(), len), device)?;
-        let mask = Tensor::from_vec(mask, (texts.len(), len), device)?;
-        let types = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
-        // Mean over the real tokens only.
-        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-        let counts = mask.sum(1)?.clamp(1.0, f64::MAX)?;
-        let mean = summed.broadcast_div(&counts)?;
-        let mut rows: Vec<Vec<f32>> = mean.to_vec2()?;
-        for row in &mut rows {
-            normalize(row);
-        }
-        Ok(rows)
-    }
 }
 
 impl Embedder for BertEmbedder {
@@ -278,18 +279,18 @@ impl Embedder for BertEmbedder {
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        // Similar lengths together, so a batch pads little; answers go back in order.
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| texts[i].len());
-        let mut out = vec![Vec::new(); texts.len()];
-        for batch in order.chunks(BATCH) {
-            let batch_texts: Vec<&str> = batch.iter().map(|&i| texts[i]).collect();
-            let vectors = self
-                .embed_batch(&batch_texts)
-                .map_err(|e| EmbedError::Failed(format!("{}: {e}", self.model_id)))?;
-            for (&i, vector) in batch.iter().zip(vectors) {
-                out[i] = vector;
-            }
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| EmbedError::Failed(format!("{}: tokenizing: {e}", self.model_id)))?;
+        let encoded = encodings
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| (i, e.get_ids().to_vec(), Vec::new()))
+            .collect();
+        let mut out = run(&self.model, &batches(encoded), Pool::Mean, texts.len());
+        for vector in &mut out {
+            normalize(vector);
         }
         Ok(out)
     }
