@@ -356,10 +356,15 @@ impl Bert {
     /// longer than [`Bert::max_tokens`]; tokenizers built from the model's own files
     /// never make them, and callers truncate.
     pub fn run(&self, texts: &[Input<'_>], pool: Pool) -> Vec<Vec<f32>> {
+        self.run_in(texts, pool, &mut Workspace::default())
+    }
+
+    fn run_in(&self, texts: &[Input<'_>], pool: Pool, work: &mut Workspace) -> Vec<Vec<f32>> {
         ARCH.dispatch(Forward {
             bert: self,
             texts,
             pool,
+            work,
         })
     }
 
@@ -372,7 +377,11 @@ impl Bert {
     ) -> Vec<Vec<Vec<f32>>> {
         let threads = threads.clamp(1, batches.len().max(1));
         if threads == 1 {
-            return batches.iter().map(|b| self.run(b, pool)).collect();
+            let mut work = Workspace::default();
+            return batches
+                .iter()
+                .map(|b| self.run_in(b, pool, &mut work))
+                .collect();
         }
         let next = std::sync::atomic::AtomicUsize::new(0);
         let mut out: Vec<Vec<Vec<f32>>> = vec![Vec::new(); batches.len()];
@@ -380,10 +389,11 @@ impl Bert {
         std::thread::scope(|scope| {
             for _ in 0..threads {
                 scope.spawn(|| {
+                    let mut work = Workspace::default();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(batch) = batches.get(i) else { break };
-                        let result = self.run(batch, pool);
+                        let result = self.run_in(batch, pool, &mut work);
                         done.lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .push((i, result));
@@ -416,10 +426,23 @@ pub enum Pool {
     Score,
 }
 
+/// The buffers of a forward pass, kept by a thread from batch to batch (every value is
+/// written before it is read, so growing them is all the work they need).
+#[derive(Default)]
+struct Workspace {
+    x: Vec<f32>,
+    qkv: Vec<f32>,
+    context: Vec<f32>,
+    mid: Vec<f32>,
+    wide: Vec<f32>,
+    scratch: Scratch,
+}
+
 struct Forward<'a> {
     bert: &'a Bert,
     texts: &'a [Input<'a>],
     pool: Pool,
+    work: &'a mut Workspace,
 }
 
 impl pulp::WithSimd for Forward<'_> {
@@ -427,26 +450,44 @@ impl pulp::WithSimd for Forward<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> Vec<Vec<f32>> {
-        forward(simd, self.bert, self.texts, self.pool)
+        forward(simd, self.bert, self.texts, self.pool, self.work)
     }
 }
 
 /// Rows of the activation handled by one call of the matrix kernel.
 const fn rows_per_kernel<S: Simd>() -> usize {
     // 2 vectors of accumulators per row; leave registers for the weights and a broadcast.
-    if S::F32_LANES >= 16 { 12 } else { 6 }
+    if S::F32_LANES >= 16 { 14 } else { 6 }
 }
 
 #[inline(always)]
-fn forward<S: Simd>(simd: S, bert: &Bert, texts: &[Input<'_>], pool: Pool) -> Vec<Vec<f32>> {
+fn forward<S: Simd>(
+    simd: S,
+    bert: &Bert,
+    texts: &[Input<'_>],
+    pool: Pool,
+    work: &mut Workspace,
+) -> Vec<Vec<f32>> {
     let c = &bert.config;
     let h = c.hidden_size;
     let tokens: usize = texts.iter().map(|t| t.ids.len()).sum();
     if tokens == 0 {
         return texts.iter().map(|_| vec![0.0; h]).collect();
     }
+    let Workspace {
+        x,
+        qkv,
+        context,
+        mid,
+        wide,
+        scratch,
+    } = work;
+    let x = room(x, tokens * h);
+    let qkv = room(qkv, tokens * 3 * h);
+    let context = room(context, tokens * h);
+    let mid = room(mid, tokens * h);
+    let wide = room(wide, tokens * c.intermediate_size);
     // Embeddings.
-    let mut x = vec![0.0f32; tokens * h];
     let mut row = 0;
     for text in texts {
         assert!(
@@ -466,36 +507,23 @@ fn forward<S: Simd>(simd: S, bert: &Bert, texts: &[Input<'_>], pool: Pool) -> Ve
             row += 1;
         }
     }
-    let mut qkv = vec![0.0f32; tokens * 3 * h];
-    let mut context = vec![0.0f32; tokens * h];
-    let mut mid = vec![0.0f32; tokens * h];
-    let mut wide = vec![0.0f32; tokens * c.intermediate_size];
-    let mut scratch = Scratch::default();
     let tanh = c.tanh_gelu();
     for layer in &bert.layers {
-        gemm(
-            simd,
-            &layer.qkv,
-            &x,
-            tokens,
-            &mut qkv,
-            Epilogue::Bias,
-            &mut scratch,
-        );
+        gemm(simd, &layer.qkv, x, tokens, qkv, Epilogue::Bias, scratch);
         let mut start = 0;
         for text in texts {
             let len = text.ids.len();
-            attention(simd, c, &qkv, start, len, &mut context, &mut scratch);
+            attention(simd, c, qkv, start, len, context, scratch);
             start += len;
         }
         gemm(
             simd,
             &layer.attention_out,
-            &context,
+            context,
             tokens,
-            &mut mid,
-            Epilogue::Residual(&x),
-            &mut scratch,
+            mid,
+            Epilogue::Residual(x),
+            scratch,
         );
         for r in mid.chunks_exact_mut(h) {
             layer_norm(r, &layer.attention_norm);
@@ -503,20 +531,20 @@ fn forward<S: Simd>(simd: S, bert: &Bert, texts: &[Input<'_>], pool: Pool) -> Ve
         gemm(
             simd,
             &layer.up,
-            &mid,
+            mid,
             tokens,
-            &mut wide,
+            wide,
             Epilogue::Gelu { tanh },
-            &mut scratch,
+            scratch,
         );
         gemm(
             simd,
             &layer.down,
-            &wide,
+            wide,
             tokens,
-            &mut x,
-            Epilogue::Residual(&mid),
-            &mut scratch,
+            x,
+            Epilogue::Residual(mid),
+            scratch,
         );
         for r in x.chunks_exact_mut(h) {
             layer_norm(r, &layer.output_norm);
@@ -574,17 +602,49 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
+/// The first `len` values of `buffer`, grown (never shrunk, so never zeroed again) to
+/// hold them; the caller writes every value before reading it.
 #[inline(always)]
-fn layer_norm(row: &mut [f32], norm: &LayerNorm) {
-    let n = row.len() as f32;
+fn room(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    &mut buffer[..len]
+}
+
+/// The sum, in 16 lanes so that it vectorises.
+#[inline(always)]
+fn sum(values: &[f32]) -> f32 {
     let mut acc = [0.0f32; 16];
-    let (chunks, tail) = row.as_chunks::<16>();
+    let (chunks, tail) = values.as_chunks::<16>();
     for c in chunks {
         for i in 0..16 {
             acc[i] += c[i];
         }
     }
-    let mean = (acc.iter().sum::<f32>() + tail.iter().sum::<f32>()) / n;
+    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+/// The largest value, in 16 lanes so that it vectorises.
+#[inline(always)]
+fn max(values: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let (chunks, tail) = values.as_chunks::<16>();
+    for c in chunks {
+        for i in 0..16 {
+            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+        }
+    }
+    acc.iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+}
+
+#[inline(always)]
+fn layer_norm(row: &mut [f32], norm: &LayerNorm) {
+    let n = row.len() as f32;
+    let mean = sum(row) / n;
+    let (chunks, tail) = row.as_chunks::<16>();
     let mut acc = [0.0f32; 16];
     for c in chunks {
         for i in 0..16 {
@@ -653,10 +713,11 @@ fn gelu_in_place(values: &mut [f32], tanh: bool) {
 /// Buffers reused across the kernels of one forward pass.
 #[derive(Default)]
 struct Scratch {
-    packed: Vec<f32>,
-    keys: Vec<f32>,
-    values: Vec<f32>,
+    rows: Vec<f32>,
+    columns: Vec<f32>,
     scores: Vec<f32>,
+    probabilities: Vec<f32>,
+    sums: Vec<f32>,
 }
 
 /// What a kernel applies to its results on their way out.
@@ -674,6 +735,113 @@ enum Epilogue<'a> {
 /// every weight panel passes over them.
 const PANELS_PER_BLOCK: usize = 8;
 
+/// Packs `rows × k` values (`at(row, i)`) into panels of `MR` rows, input by input, rows
+/// past the end zero: the left operand of [`multiply`].
+#[inline(always)]
+fn pack_rows<const MR: usize>(
+    rows: usize,
+    k: usize,
+    at: impl Fn(usize, usize) -> f32,
+    dst: &mut Vec<f32>,
+) {
+    let panels = rows.div_ceil(MR);
+    // Every value is written below, padding rows with zeros.
+    let dst = room(dst, panels * k * MR);
+    for p in 0..panels {
+        let panel = &mut dst[p * k * MR..][..k * MR];
+        let (steps, _) = panel.as_chunks_mut::<MR>();
+        let first = p * MR;
+        let real = MR.min(rows - first);
+        for (i, step) in steps.iter_mut().enumerate() {
+            for (r, v) in step.iter_mut().enumerate() {
+                *v = if r < real { at(first + r, i) } else { 0.0 };
+            }
+        }
+    }
+}
+
+/// Packs `k × columns` values (`at(i, column)`) into panels of `nr` columns, input by
+/// input, columns past the end zero: the right operand of [`multiply`].
+#[inline(always)]
+fn pack_columns(
+    k: usize,
+    columns: usize,
+    nr: usize,
+    at: impl Fn(usize, usize) -> f32,
+    dst: &mut Vec<f32>,
+) {
+    let panels = columns.div_ceil(nr);
+    let dst = room(dst, panels * k * nr);
+    for p in 0..panels {
+        let panel = &mut dst[p * k * nr..][..k * nr];
+        let first = p * nr;
+        let real = nr.min(columns - first);
+        for (i, step) in panel.chunks_exact_mut(nr).enumerate() {
+            for (c, v) in step.iter_mut().enumerate() {
+                *v = if c < real { at(i, first + c) } else { 0.0 };
+            }
+        }
+    }
+}
+
+/// Where the results of [`multiply`] go: `row`, the first of the panel's columns, and two
+/// vectors of sums. (A trait, not a closure: a closure would not inline into code
+/// compiled for the detected instruction set.)
+trait Emit<S: Simd> {
+    fn emit(&mut self, simd: S, row: usize, col: usize, acc: &[S::f32s; 2]);
+}
+
+/// The left operand of [`multiply`], `MR` rows at a time.
+trait Left<S: Simd, const MR: usize> {
+    /// Its rows.
+    fn rows(&self) -> usize;
+    /// Row panel `panel` times the column panel `weights`, over `k` inputs.
+    fn product(&self, simd: S, panel: usize, weights: &[S::f32s], k: usize) -> [[S::f32s; 2]; MR];
+}
+
+/// Rows packed by [`pack_rows`].
+struct Packed<'a> {
+    data: &'a [f32],
+    rows: usize,
+}
+
+impl<S: Simd, const MR: usize> Left<S, MR> for Packed<'_> {
+    #[inline(always)]
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    #[inline(always)]
+    fn product(&self, simd: S, panel: usize, weights: &[S::f32s], k: usize) -> [[S::f32s; 2]; MR] {
+        kernel::<S, MR>(simd, &self.data[panel * k * MR..][..k * MR], weights, k)
+    }
+}
+
+/// The product of a left operand and `columns` columns (packed by [`pack_columns`] with
+/// two vectors per panel) over `k` inputs, each result handed to `out`; columns past the
+/// end are zero.
+#[inline(always)]
+fn multiply<S: Simd, const MR: usize>(
+    simd: S,
+    left: &impl Left<S, MR>,
+    columns_packed: &[f32],
+    columns: usize,
+    k: usize,
+    out: &mut impl Emit<S>,
+) {
+    let nr = 2 * S::F32_LANES;
+    let rows = left.rows();
+    for cp in 0..columns.div_ceil(nr) {
+        let (weights, _) = S::as_simd_f32s(&columns_packed[cp * k * nr..][..k * nr]);
+        for rp in 0..rows.div_ceil(MR) {
+            let acc = left.product(simd, rp, weights, k);
+            for (i, acc) in acc.iter().enumerate().take(rows - rp * MR) {
+                out.emit(simd, rp * MR + i, cp * nr, acc);
+            }
+        }
+    }
+}
+
 /// `out[m × n] = epilogue(a[m × k] · W)` for `W` packed in `lin`.
 #[inline(always)]
 fn gemm<S: Simd>(
@@ -685,8 +853,8 @@ fn gemm<S: Simd>(
     epilogue: Epilogue<'_>,
     scratch: &mut Scratch,
 ) {
-    if rows_per_kernel::<S>() == 12 {
-        gemm_with::<S, 12>(simd, lin, a, m, out, epilogue, scratch);
+    if rows_per_kernel::<S>() == 14 {
+        gemm_with::<S, 14>(simd, lin, a, m, out, epilogue, scratch);
     } else {
         gemm_with::<S, 6>(simd, lin, a, m, out, epilogue, scratch);
     }
@@ -702,75 +870,132 @@ fn gemm_with<S: Simd, const MR: usize>(
     epilogue: Epilogue<'_>,
     scratch: &mut Scratch,
 ) {
-    let mr = MR;
-    let lanes = S::F32_LANES;
-    let nr = 2 * lanes;
     let (k, n) = (lin.inputs, lin.outputs);
     debug_assert_eq!(a.len(), m * k);
     debug_assert_eq!(out.len(), m * n);
-    let block_rows = mr * PANELS_PER_BLOCK;
-    let mut tmp = [0.0f32; 64];
+    let block_rows = MR * PANELS_PER_BLOCK;
     for block_start in (0..m).step_by(block_rows) {
         let rows = block_rows.min(m - block_start);
-        let panels = rows.div_ceil(mr);
-        // Pack the block's rows k-major, `mr` values per k, zero rows past the end.
-        let packed = &mut scratch.packed;
-        packed.clear();
-        packed.resize(panels * k * mr, 0.0);
-        for p in 0..panels {
-            let dst = &mut packed[p * k * mr..][..k * mr];
-            for i in 0..mr {
-                let r = block_start + p * mr + i;
-                if r >= m {
-                    break;
-                }
-                let src = &a[r * k..][..k];
-                for (kk, &v) in src.iter().enumerate() {
-                    dst[kk * mr + i] = v;
+        pack_rows::<MR>(
+            rows,
+            k,
+            |r, i| a[(block_start + r) * k + i],
+            &mut scratch.rows,
+        );
+        let left = Packed {
+            data: &scratch.rows,
+            rows,
+        };
+        let mut emit = LinearOut {
+            lin,
+            out: &mut *out,
+            block_start,
+            epilogue,
+        };
+        multiply::<S, MR>(simd, &left, &lin.packed, n, k, &mut emit);
+    }
+}
+
+/// A dense layer's results: bias and epilogue applied, written to the output rows.
+struct LinearOut<'a> {
+    lin: &'a Linear,
+    out: &'a mut [f32],
+    block_start: usize,
+    epilogue: Epilogue<'a>,
+}
+
+impl<S: Simd> Emit<S> for LinearOut<'_> {
+    #[inline(always)]
+    fn emit(&mut self, simd: S, row: usize, col: usize, acc: &[S::f32s; 2]) {
+        let nr = 2 * S::F32_LANES;
+        let n = self.lin.outputs;
+        let r = self.block_start + row;
+        let width = nr.min(n - col);
+        let dst = &mut self.out[r * n + col..][..width];
+        if width == nr
+            && let Epilogue::Gelu { tanh } = self.epilogue
+        {
+            // Through registers and the stack, so the output is written once.
+            let mut tmp = [0.0f32; 64];
+            let (bias, _) = S::as_simd_f32s(&self.lin.bias[col..col + nr]);
+            let (v, _) = S::as_mut_simd_f32s(&mut tmp[..nr]);
+            v[0] = simd.add_f32s(acc[0], bias[0]);
+            v[1] = simd.add_f32s(acc[1], bias[1]);
+            gelu_in_place(&mut tmp[..nr], tanh);
+            dst.copy_from_slice(&tmp[..nr]);
+            return;
+        }
+        if width == nr {
+            let (bias, _) = S::as_simd_f32s(&self.lin.bias[col..col + nr]);
+            let (v, _) = S::as_mut_simd_f32s(dst);
+            v[0] = simd.add_f32s(acc[0], bias[0]);
+            v[1] = simd.add_f32s(acc[1], bias[1]);
+        } else {
+            let mut tmp = [0.0f32; 64];
+            let (v, _) = S::as_mut_simd_f32s(&mut tmp[..nr]);
+            v[0] = acc[0];
+            v[1] = acc[1];
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = tmp[j] + self.lin.bias[col + j];
+            }
+        }
+        match self.epilogue {
+            Epilogue::Bias => {}
+            Epilogue::Gelu { tanh } => gelu_in_place(dst, tanh),
+            Epilogue::Residual(residual) => {
+                for (d, r) in dst.iter_mut().zip(&residual[r * n + col..][..width]) {
+                    *d += r;
                 }
             }
         }
-        for jp in 0..n.div_ceil(nr) {
-            let (weights, _) = S::as_simd_f32s(&lin.packed[jp * k * nr..][..k * nr]);
-            let col = jp * nr;
-            let width = nr.min(n - col);
-            let (bias_full, _) = if width == nr {
-                S::as_simd_f32s(&lin.bias[col..col + nr])
-            } else {
-                (&[][..], &[][..])
-            };
-            for p in 0..panels {
-                let panel = &packed[p * k * mr..][..k * mr];
-                let acc = kernel::<S, MR>(simd, panel, weights, k);
-                for (i, acc) in acc.iter().enumerate() {
-                    let r = block_start + p * mr + i;
-                    if r >= m {
-                        break;
-                    }
-                    let dst = &mut out[r * n + col..][..width];
-                    if width == nr {
-                        let (v, _) = S::as_mut_simd_f32s(dst);
-                        v[0] = simd.add_f32s(acc[0], bias_full[0]);
-                        v[1] = simd.add_f32s(acc[1], bias_full[1]);
-                    } else {
-                        let (v, _) = S::as_mut_simd_f32s(&mut tmp[..nr]);
-                        v[0] = acc[0];
-                        v[1] = acc[1];
-                        for (j, d) in dst.iter_mut().enumerate() {
-                            *d = tmp[j] + lin.bias[col + j];
-                        }
-                    }
-                    match epilogue {
-                        Epilogue::Bias => {}
-                        Epilogue::Gelu { tanh } => gelu_in_place(dst, tanh),
-                        Epilogue::Residual(residual) => {
-                            for (d, r) in dst.iter_mut().zip(&residual[r * n + col..][..width]) {
-                                *d += r;
-                            }
-                        }
-                    }
-                }
-            }
+    }
+}
+
+/// Attention scores, one row of `stride` per query.
+struct ScoresOut<'a> {
+    scores: &'a mut [f32],
+    stride: usize,
+}
+
+impl<S: Simd> Emit<S> for ScoresOut<'_> {
+    #[inline(always)]
+    fn emit(&mut self, _: S, row: usize, col: usize, acc: &[S::f32s; 2]) {
+        let nr = 2 * S::F32_LANES;
+        let (v, _) = S::as_mut_simd_f32s(&mut self.scores[row * self.stride + col..][..nr]);
+        v[0] = acc[0];
+        v[1] = acc[1];
+    }
+}
+
+/// A head's context vectors, each divided by its softmax sum, into their columns of the
+/// context rows.
+struct ContextOut<'a> {
+    context: &'a mut [f32],
+    sums: &'a [f32],
+    /// First row of the text, width of a row, first column of the head, its width.
+    start: usize,
+    hidden: usize,
+    at: usize,
+    width: usize,
+}
+
+impl<S: Simd> Emit<S> for ContextOut<'_> {
+    #[inline(always)]
+    fn emit(&mut self, simd: S, row: usize, col: usize, acc: &[S::f32s; 2]) {
+        let nr = 2 * S::F32_LANES;
+        let inv = simd.splat_f32s(1.0 / self.sums[row]);
+        let dst = &mut self.context[(self.start + row) * self.hidden + self.at + col..];
+        if col + nr <= self.width {
+            let (v, _) = S::as_mut_simd_f32s(&mut dst[..nr]);
+            v[0] = simd.mul_f32s(acc[0], inv);
+            v[1] = simd.mul_f32s(acc[1], inv);
+        } else {
+            let mut tmp = [0.0f32; 64];
+            let (v, _) = S::as_mut_simd_f32s(&mut tmp[..nr]);
+            v[0] = simd.mul_f32s(acc[0], inv);
+            v[1] = simd.mul_f32s(acc[1], inv);
+            let width = self.width - col;
+            dst[..width].copy_from_slice(&tmp[..width]);
         }
     }
 }
@@ -799,7 +1024,8 @@ fn kernel<S: Simd, const MR: usize>(
 }
 
 /// Self-attention of one text (`len` tokens from row `start`) for every head, written to
-/// `context`. Scores are `q·k / √d`; softmax runs over the text's own tokens only.
+/// `context`. Scores are `q·k / √d`; softmax runs over the text's own tokens only. Both
+/// products run through the matrix kernel.
 #[inline(always)]
 fn attention<S: Simd>(
     simd: S,
@@ -810,67 +1036,83 @@ fn attention<S: Simd>(
     context: &mut [f32],
     scratch: &mut Scratch,
 ) {
-    let h = c.hidden_size;
-    let heads = c.num_attention_heads;
-    let d = h / heads;
-    let scale = 1.0 / (d as f32).sqrt();
-    let Scratch {
-        keys,
-        values,
-        scores,
-        ..
-    } = scratch;
-    keys.clear();
-    keys.resize(d * len, 0.0);
-    values.clear();
-    values.resize(len * d, 0.0);
-    scores.clear();
-    scores.resize(len, 0.0);
-    for head in 0..heads {
-        // Keys transposed (d × len) and values (len × d) of this head, contiguous.
-        for j in 0..len {
-            let row = &qkv[(start + j) * 3 * h..][..3 * h];
-            let key = &row[h + head * d..][..d];
-            for (c, &v) in key.iter().enumerate() {
-                keys[c * len + j] = v;
-            }
-            values[j * d..][..d].copy_from_slice(&row[2 * h + head * d..][..d]);
-        }
-        for i in 0..len {
-            let q = &qkv[(start + i) * 3 * h + head * d..][..d];
-            scores.iter_mut().for_each(|s| *s = 0.0);
-            for (cc, &qv) in q.iter().enumerate() {
-                axpy(simd, qv * scale, &keys[cc * len..][..len], scores);
-            }
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for s in scores.iter_mut() {
-                *s = exp(*s - max);
-            }
-            for s in scores.iter() {
-                sum += s;
-            }
-            let inv = 1.0 / sum;
-            let out = &mut context[(start + i) * h + head * d..][..d];
-            out.iter_mut().for_each(|o| *o = 0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                axpy(simd, p * inv, &values[j * d..][..d], out);
-            }
-        }
+    if rows_per_kernel::<S>() == 14 {
+        attention_with::<S, 14>(simd, c, qkv, start, len, context, scratch);
+    } else {
+        attention_with::<S, 6>(simd, c, qkv, start, len, context, scratch);
     }
 }
 
-/// `y += a·x`
 #[inline(always)]
-fn axpy<S: Simd>(simd: S, a: f32, x: &[f32], y: &mut [f32]) {
-    let av = simd.splat_f32s(a);
-    let (xv, xt) = S::as_simd_f32s(x);
-    let (yv, yt) = S::as_mut_simd_f32s(y);
-    for (y, x) in yv.iter_mut().zip(xv) {
-        *y = simd.mul_add_e_f32s(av, *x, *y);
-    }
-    for (y, x) in yt.iter_mut().zip(xt) {
-        *y += a * x;
+fn attention_with<S: Simd, const MR: usize>(
+    simd: S,
+    c: &Config,
+    qkv: &[f32],
+    start: usize,
+    len: usize,
+    context: &mut [f32],
+    scratch: &mut Scratch,
+) {
+    let h = c.hidden_size;
+    let d = h / c.num_attention_heads;
+    let nr = 2 * S::F32_LANES;
+    let stride = len.div_ceil(nr) * nr;
+    let scale = 1.0 / (d as f32).sqrt();
+    let row = |j: usize| &qkv[(start + j) * 3 * h..][..3 * h];
+    for head in 0..c.num_attention_heads {
+        let at = head * d;
+        // scores = Q·Kᵀ
+        pack_rows::<MR>(len, d, |i, x| row(i)[at + x], &mut scratch.rows);
+        pack_columns(d, len, nr, |x, j| row(j)[h + at + x], &mut scratch.columns);
+        // Every score (padding columns too) is written by the product.
+        let scores = room(&mut scratch.scores, len * stride);
+        let mut out = ScoresOut {
+            scores: &mut *scores,
+            stride,
+        };
+        let left = Packed {
+            data: &scratch.rows,
+            rows: len,
+        };
+        multiply::<S, MR>(simd, &left, &scratch.columns, len, d, &mut out);
+        // softmax over each row's `len` real scores; the sums divide at the end.
+        scratch.sums.clear();
+        for r in scores.chunks_exact_mut(stride) {
+            let r = &mut r[..len];
+            let max = max(r);
+            for s in r.iter_mut() {
+                *s = exp((*s - max) * scale);
+            }
+            scratch.sums.push(sum(r));
+        }
+        // context = P·V
+        let scores = &scores[..len * stride];
+        pack_rows::<MR>(
+            len,
+            len,
+            |i, j| scores[i * stride + j],
+            &mut scratch.probabilities,
+        );
+        pack_columns(
+            len,
+            d,
+            nr,
+            |j, x| row(j)[2 * h + at + x],
+            &mut scratch.columns,
+        );
+        let mut out = ContextOut {
+            context: &mut *context,
+            sums: &scratch.sums,
+            start,
+            hidden: h,
+            at,
+            width: d,
+        };
+        let left = Packed {
+            data: &scratch.probabilities,
+            rows: len,
+        };
+        multiply::<S, MR>(simd, &left, &scratch.columns, d, len, &mut out);
     }
 }
 

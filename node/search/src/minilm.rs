@@ -31,7 +31,7 @@ const MAX_TOKENS: usize = 256;
 /// Tokens run through the network at once, at most (a batch holds at least one text):
 /// enough rows for the matrix kernel to reuse each weight panel many times, few enough
 /// that a batch's activations stay in the caches.
-pub(crate) const BATCH_TOKENS: usize = 2048;
+pub(crate) const BATCH_TOKENS: usize = 1024;
 
 /// Why a model folder could not be loaded.
 #[derive(Debug, thiserror::Error)]
