@@ -11,8 +11,7 @@
 //! detection, and its wrappers of the intrinsics (including `_mm_prefetch`) are safe to
 //! call with a token. [`dispatch`] runs a whole search under one token so these inline.
 
-/// Dot product. On x86-64 with AVX2 and FMA (detected at run time, through `pulp`, which
-/// already comes with candle) it runs 8 lanes wide with fused multiply-adds; elsewhere the
+/// Dot product. On x86-64 with AVX2 and FMA (detected at run time, through `pulp`) it runs 8 lanes wide with fused multiply-adds; elsewhere the
 /// same code runs on the baseline instruction set.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let len = a.len().min(b.len());
