@@ -454,10 +454,15 @@ impl pulp::WithSimd for Forward<'_> {
     }
 }
 
-/// Rows of the activation handled by one call of the matrix kernel.
-const fn rows_per_kernel<S: Simd>() -> usize {
-    // 2 vectors of accumulators per row; leave registers for the weights and a broadcast.
-    if S::F32_LANES >= 16 { 14 } else { 6 }
+/// Rows of the activation per call of the matrix kernel: two vectors of accumulators per
+/// row, leaving registers for the weights and a broadcast (32 registers under AVX-512, 16
+/// below it).
+const WIDE_ROWS: usize = 14;
+const NARROW_ROWS: usize = 6;
+
+/// Whether `S` has the 32 vector registers of AVX-512.
+const fn wide<S: Simd>() -> bool {
+    S::F32_LANES >= 16
 }
 
 #[inline(always)]
@@ -853,10 +858,10 @@ fn gemm<S: Simd>(
     epilogue: Epilogue<'_>,
     scratch: &mut Scratch,
 ) {
-    if rows_per_kernel::<S>() == 14 {
-        gemm_with::<S, 14>(simd, lin, a, m, out, epilogue, scratch);
+    if wide::<S>() {
+        gemm_with::<S, WIDE_ROWS>(simd, lin, a, m, out, epilogue, scratch);
     } else {
-        gemm_with::<S, 6>(simd, lin, a, m, out, epilogue, scratch);
+        gemm_with::<S, NARROW_ROWS>(simd, lin, a, m, out, epilogue, scratch);
     }
 }
 
@@ -1036,10 +1041,10 @@ fn attention<S: Simd>(
     context: &mut [f32],
     scratch: &mut Scratch,
 ) {
-    if rows_per_kernel::<S>() == 14 {
-        attention_with::<S, 14>(simd, c, qkv, start, len, context, scratch);
+    if wide::<S>() {
+        attention_with::<S, WIDE_ROWS>(simd, c, qkv, start, len, context, scratch);
     } else {
-        attention_with::<S, 6>(simd, c, qkv, start, len, context, scratch);
+        attention_with::<S, NARROW_ROWS>(simd, c, qkv, start, len, context, scratch);
     }
 }
 
