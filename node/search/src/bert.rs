@@ -17,7 +17,7 @@ use pulp::Simd;
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
-use super::kernel::ARCH;
+use super::kernel::{ARCH, dot_with};
 
 /// A BERT config (`config.json`), the fields the encoder needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -578,7 +578,7 @@ fn forward<S: Simd>(
                 let mut score = head.classifier_bias;
                 if !cls.is_empty() {
                     for (j, w) in head.pooler_weight.chunks_exact(h).enumerate() {
-                        let pooled = (dot(w, cls) + head.pooler_bias[j]).tanh();
+                        let pooled = (dot_with(simd, w, cls) + head.pooler_bias[j]).tanh();
                         score += pooled * head.classifier_weight[j];
                     }
                 }
@@ -588,23 +588,6 @@ fn forward<S: Simd>(
         start += len;
     }
     out
-}
-
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let (ac, at) = a.as_chunks::<16>();
-    let (bc, bt) = b.as_chunks::<16>();
-    for (x, y) in ac.iter().zip(bc) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut sum: f32 = acc.iter().sum();
-    for (x, y) in at.iter().zip(bt) {
-        sum += x * y;
-    }
-    sum
 }
 
 /// The first `len` values of `buffer`, grown (never shrunk, so never zeroed again) to
