@@ -985,4 +985,21 @@ fn forged_garbage_and_oversized_input_from_a_member_is_refused_and_the_node_stay
         .create(note("still syncing with A", &family.id))
         .expect("add");
     eventually("C still syncs with A", WAIT, || c.get(&later.id).is_ok());
+
+    // 4. The connection stayed up, so a new session is opened on it: with A gone, B's
+    // next edit reaches C straight from B.
+    net.runtime.block_on(net.nodes[0].network.shutdown());
+    b.update(
+        &m.id,
+        PatchMemory {
+            title: Some("Spare key, blue".into()),
+            ..PatchMemory::default()
+        },
+    )
+    .expect("B edits again");
+    eventually(
+        "C receives B's edit over a new session with B",
+        WAIT,
+        || c.get(&m.id).is_ok_and(|v| v.title == "Spare key, blue"),
+    );
 }

@@ -872,6 +872,13 @@ pub struct TestNet {
 impl TestNet {
     /// Starts `n` nodes.
     pub fn new(n: usize) -> TestNet {
+        // `MNEMON_TEST_LOG=mnemon_net=debug` shows what the nodes' networks do.
+        if let Ok(filter) = std::env::var("MNEMON_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -37,6 +37,10 @@ pub const DEFAULT_P2P: &str = "/ip4/0.0.0.0/udp/0/quic-v1";
 
 /// How often opening a sync stream is tried before giving up until the next connection.
 const OPEN_ATTEMPTS: u32 = 5;
+/// The first pause before a session that ended while connected is opened again.
+const REOPEN_PAUSE: Duration = Duration::from_secs(2);
+/// The longest such pause; a session that lasted longer starts over at the first.
+const REOPEN_PAUSE_MAX: Duration = Duration::from_secs(30);
 
 /// How the swarm is set up.
 #[derive(Debug, Clone)]
@@ -412,6 +416,7 @@ impl Network {
             superseded: broadcast::channel(64).0,
             reachability: Arc::new(Mutex::new("unknown".to_owned())),
             raw: Arc::default(),
+            keepers: Arc::default(),
         };
         let (reachability, raw) = (driver.reachability.clone(), driver.raw.clone());
 
@@ -421,7 +426,9 @@ impl Network {
             tokio::spawn(async move {
                 while let Some((peer, stream)) = incoming.next().await {
                     let driver = driver.clone();
-                    tokio::spawn(async move { driver.run(peer, stream).await });
+                    tokio::spawn(async move {
+                        driver.run(peer, stream).await;
+                    });
                 }
             });
         }
@@ -693,25 +700,11 @@ fn handle_swarm_event(
             // restarted, is replaced).
             let _ = num_established;
             if local < peer_id {
-                let mut control = control.clone();
-                let protocol = protocol.clone();
                 let driver = driver.clone();
-                tokio::spawn(async move {
-                    // The stream may be tried on an older connection that died unnoticed
-                    // (a peer that restarted); once that one times out, a retry uses the
-                    // new connection.
-                    for attempt in 1..=OPEN_ATTEMPTS {
-                        match control.open_stream(peer_id, protocol.clone()).await {
-                            Ok(stream) => return driver.run(peer_id, stream).await,
-                            Err(e) => {
-                                tracing::warn!(peer = %did, attempt, error = %e, "cannot open a sync stream");
-                                driver
-                                    .note_error(peer_id, format!("cannot open a sync stream: {e}"));
-                                tokio::time::sleep(Duration::from_secs(1)).await;
-                            }
-                        }
-                    }
-                });
+                let (control, protocol) = (control.clone(), protocol.clone());
+                tokio::spawn(
+                    async move { driver.keep_session(peer_id, did, control, protocol).await },
+                );
             }
         }
         SwarmEvent::ConnectionClosed {
@@ -947,6 +940,8 @@ struct Driver {
     raw: RawSenders,
     /// The swarm's commands (dialing introduced members).
     commands: mpsc::Sender<Command>,
+    /// The newest keeper per peer (on the side that opens sessions); an older one stops.
+    keepers: Arc<Mutex<std::collections::HashMap<PeerId, u64>>>,
 }
 
 impl Driver {
@@ -1078,9 +1073,87 @@ impl Driver {
         }
     }
 
-    async fn run(self, peer: PeerId, stream: libp2p::Stream) {
+    /// Keeps one session open with `peer` for as long as it is connected, on the side that
+    /// opens sessions (the smaller peer id), from a new connection on. A session can end
+    /// while its connection stays up: the two sides may see two sessions opened on two
+    /// connections (simultaneous dials) arrive in opposite orders, and each keep the one
+    /// the other closed. So a session that ends while still the newest on this side is
+    /// opened again (after a pause that doubles while sessions keep ending soon), until
+    /// the peer disconnects or a newer connection's keeper takes over.
+    async fn keep_session(
+        self,
+        peer: PeerId,
+        did: Did,
+        mut control: libp2p_stream::Control,
+        protocol: StreamProtocol,
+    ) {
+        let keeper = {
+            let mut keepers = self
+                .keepers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let next = keepers.get(&peer).map_or(1, |k| k + 1);
+            keepers.insert(peer, next);
+            next
+        };
+        let newest = |driver: &Driver| {
+            driver
+                .keepers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&peer)
+                == Some(&keeper)
+        };
+        let connected = |driver: &Driver| {
+            driver
+                .peers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&peer)
+                .is_some_and(|info| info.connected)
+        };
+        let mut pause = REOPEN_PAUSE;
+        loop {
+            // The stream may be tried on an older connection that died unnoticed (a peer
+            // that restarted); once that one times out, a retry uses the new connection.
+            let mut stream = None;
+            for attempt in 1..=OPEN_ATTEMPTS {
+                match control.open_stream(peer, protocol.clone()).await {
+                    Ok(opened) => {
+                        stream = Some(opened);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(peer = %did, attempt, error = %e, "cannot open a sync stream");
+                        self.note_error(peer, format!("cannot open a sync stream: {e}"));
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            let Some(stream) = stream else { return };
+            let began = Instant::now();
+            let still_newest = self.clone().run(peer, stream).await;
+            if !still_newest || !newest(&self) {
+                return;
+            }
+            pause = if began.elapsed() > REOPEN_PAUSE_MAX {
+                REOPEN_PAUSE
+            } else {
+                (pause * 2).min(REOPEN_PAUSE_MAX)
+            };
+            tokio::time::sleep(pause).await;
+            if !newest(&self) || !connected(&self) {
+                return;
+            }
+            tracing::debug!(peer = %did, "the session ended while connected: opening another");
+        }
+    }
+
+    /// Runs one session over `stream` until it ends; true if it was still this peer's
+    /// newest session then.
+    async fn run(self, peer: PeerId, stream: libp2p::Stream) -> bool {
         let Some(did) = did_of(&peer) else {
-            return;
+            return false;
         };
         let generation = {
             let mut generations = self
@@ -1103,7 +1176,8 @@ impl Driver {
             Err(e) => format!("{e:#}"),
         };
         tracing::info!(peer = %did, %reason, "sync session ended");
-        if self.is_current(peer, generation) {
+        let current = self.is_current(peer, generation);
+        if current {
             let mut table = self
                 .peers
                 .lock()
@@ -1112,6 +1186,7 @@ impl Driver {
             info.sync = info.sync.iter().map(offline(&reason)).collect();
         }
         self.note_error(peer, reason);
+        current
     }
 
     fn is_current(&self, peer: PeerId, generation: u64) -> bool {
