@@ -182,6 +182,7 @@ fn main() {
                     k: 10,
                     mode,
                     filter: Filter::default(),
+                    rerank: Vec::new(),
                 };
                 std::hint::black_box(index.search(&store, &query).expect("search"));
                 start.elapsed().as_secs_f64() * 1000.0

@@ -8,7 +8,13 @@
 //! model = "nomic-embed-text"
 //! api_key_env = "OPENAI_API_KEY"       # read the key from this variable (or: api_key = "…")
 //!
-//! [chat]                               # for `mnemon ask` and the chat page
+//! [search]
+//! rerank = "model"                     # a second stage over the best hits: "model" (the
+//!                                      # cross-encoder `mnemon model install` installed),
+//!                                      # "llm" (the [chat] model orders the best 20),
+//!                                      # "model+llm" (both, in that order); default "off"
+//!
+//! [chat]                               # for `mnemon ask`, the chat page and rerank = "llm"
 //! url = "http://127.0.0.1:11434/v1"    # default: a local Ollama
 //! model = "llama3.2"                   # default
 //! api_key_env = "OPENAI_API_KEY"       # or api_key = "…"; none by default
@@ -37,6 +43,9 @@ pub struct Config {
     /// Which embedder search uses.
     #[serde(default)]
     pub embedder: EmbedderConfig,
+    /// How search ranks.
+    #[serde(default)]
+    pub search: SearchConfig,
     /// The chat model questions are answered with.
     #[serde(default)]
     pub chat: ChatConfig,
@@ -57,6 +66,56 @@ pub struct ChatConfig {
     pub api_key: Option<String>,
     /// The environment variable holding the API key.
     pub api_key_env: Option<String>,
+}
+
+/// The `[search]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchConfig {
+    /// The second stages: `off` (default), `model`, `llm` or `model+llm`.
+    pub rerank: Option<String>,
+}
+
+/// A second stage `[search] rerank` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rerank {
+    /// The installed cross-encoder.
+    Model,
+    /// The `[chat]` model.
+    Llm,
+}
+
+impl SearchConfig {
+    /// The second stages `rerank` names, in order.
+    pub fn rerank(&self) -> Result<Vec<Rerank>> {
+        let Some(text) = self.rerank.as_deref() else {
+            return Ok(Vec::new());
+        };
+        let text = text.trim();
+        if text == "off" {
+            return Ok(Vec::new());
+        }
+        let mut stages = Vec::new();
+        for part in text.split('+').map(str::trim) {
+            let stage = match part {
+                "model" => Rerank::Model,
+                "llm" => Rerank::Llm,
+                other => bail!(
+                    "[search] rerank {other:?} is not one of \"off\", \"model\", \"llm\" or \"model+llm\""
+                ),
+            };
+            if stages.contains(&stage) {
+                bail!("[search] rerank names {part:?} twice");
+            }
+            stages.push(stage);
+        }
+        Ok(stages)
+    }
+
+    /// Whether the installed cross-encoder is one of the second stages.
+    pub fn reranks_with_model(&self) -> Result<bool> {
+        Ok(self.rerank()?.contains(&Rerank::Model))
+    }
 }
 
 /// The `[embedder]` table.
@@ -114,6 +173,24 @@ impl Config {
             key,
         )
         .context("[chat] in config.toml")
+    }
+
+    /// The second stages `[search] rerank` names, loaded (the cross-encoder from the data
+    /// folder `data`, the chat model's client).
+    pub fn rerankers(&self, data: &Path) -> Result<Vec<Arc<dyn crate::search::rerank::Reranker>>> {
+        let mut out: Vec<Arc<dyn crate::search::rerank::Reranker>> = Vec::new();
+        for stage in self.search.rerank()? {
+            match stage {
+                Rerank::Model => match crate::model::load_reranker(data)? {
+                    Some(model) => out.push(Arc::new(model)),
+                    None => bail!(
+                        "[search] rerank = \"model\" but no cross-encoder is installed: run `mnemon model install PATH` with one"
+                    ),
+                },
+                Rerank::Llm => out.push(Arc::new(crate::rerank::LlmReranker::new(self.chat()?))),
+            }
+        }
+        Ok(out)
     }
 
     /// The embedder the configuration names, for the data folder `data`.

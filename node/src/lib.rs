@@ -14,6 +14,7 @@ pub mod import;
 pub mod model;
 mod output;
 pub mod remote;
+pub mod rerank;
 pub use mnemon_net as net;
 pub use mnemon_search as search;
 pub mod app;

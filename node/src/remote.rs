@@ -349,6 +349,8 @@ impl Api for Remote {
                     "min_importance",
                     query.min_importance.map(|m| m.to_string()),
                 ),
+                ("after", query.after.map(|s| s.to_string())),
+                ("rerank", query.rerank.map(|r| r.to_string())),
             ],
         )
     }

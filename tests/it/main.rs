@@ -13,6 +13,7 @@ mod mcp;
 mod minilm;
 mod netns;
 mod ops;
+mod rerank;
 mod scopes;
 mod search;
 mod tidy;

@@ -64,6 +64,7 @@ fn query(text: &str, k: usize, mode: Mode) -> Query {
         k,
         mode,
         filter: Filter::default(),
+        rerank: Vec::new(),
     }
 }
 

@@ -6,6 +6,8 @@ use std::io::{BufRead as _, Read as _, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod tiny_bert;
+
 /// The `mnemon` binary of this build: `$MNEMON_BIN`, else `target/<profile>/mnemon` beside
 /// the test executable. Build it first (`cargo build`), as the README's test command does.
 pub fn mnemon_bin() -> PathBuf {
@@ -549,8 +551,15 @@ impl Drop for ChatServer {
     }
 }
 
-/// The test model's answer to a prompt: the first sentence of memory `[1]`, cited.
+/// The test model's answer to a prompt: to a re-ranking prompt (`Query: …` and numbered
+/// passages), the passages' numbers last first; to a question, the first sentence of
+/// memory `[1]`, cited.
 pub fn test_chat_answer(prompt: &str) -> String {
+    if prompt.starts_with("Query: ") {
+        let passages = prompt.lines().filter(|l| l.starts_with('[')).count();
+        let order: Vec<String> = (1..=passages).rev().map(|n| n.to_string()).collect();
+        return format!("[{}]", order.join(", "));
+    }
     let first = prompt
         .split("\n[1] ")
         .nth(1)

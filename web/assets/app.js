@@ -55,7 +55,7 @@
       timer = setTimeout(async () => {
         const text = linkTarget.value.trim();
         if (text.length < 2) return;
-        const params = new URLSearchParams({ q: text, k: "8", mode: "keyword" });
+        const params = new URLSearchParams({ q: text, k: "8", mode: "keyword", rerank: "false" });
         const response = await fetch("/api/v1/search?" + params, { credentials: "same-origin" });
         if (!response.ok) return;
         const hits = await response.json();
@@ -345,7 +345,7 @@
     const partial = typed();
     if (partial === null || partial.trim() === "") { list.hidden = true; return; }
     asking = setTimeout(async () => {
-      const params = new URLSearchParams({ q: partial, k: "6", mode: "keyword" });
+      const params = new URLSearchParams({ q: partial, k: "6", mode: "keyword", rerank: "false" });
       const response = await fetch("/api/v1/search?" + params, { credentials: "same-origin" });
       if (!response.ok || typed() !== partial) return;
       // Not the memory being edited.

@@ -16,6 +16,7 @@ mod keyword;
 pub mod minilm;
 pub mod openai;
 pub mod query;
+pub mod rerank;
 pub mod vector;
 
 use std::collections::{HashMap, HashSet};
@@ -160,6 +161,9 @@ pub struct Query {
     pub mode: Mode,
     /// Which memories.
     pub filter: Filter,
+    /// Second stages, applied in order over the best of the ranking (none: the ranking
+    /// as it is).
+    pub rerank: Vec<std::sync::Arc<dyn rerank::Reranker>>,
 }
 
 /// One search result.
@@ -931,6 +935,9 @@ impl SearchIndex {
         let mut analysed = query::analyse(text, (!explicit_time).then(Timestamp::now));
         let depth = (query.k * 4).max(CANDIDATES);
         let mut vector = self.query_vector(&analysed, query.mode)?;
+        // The leading memories that stay ahead of the rest whatever a re-ranker says
+        // (those of the time the query names).
+        let mut ahead = 0;
         let mut ranked = match analysed.when {
             None => self.rank(
                 &analysed,
@@ -971,12 +978,24 @@ impl SearchIndex {
                     r.score += lift;
                 }
                 let seen: HashSet<u128> = first.iter().map(|r| r.id).collect();
+                ahead = first.len();
                 first.extend(rest.into_iter().filter(|r| !seen.contains(&r.id)));
                 first
             }
         };
-        ranked.truncate(query.k);
         let mut analyser = query::analyser();
+        for reranker in &query.rerank {
+            let depth = reranker.depth().min(ranked.len());
+            let passages = passages(store, &ranked[..depth], &mut analyser, &analysed.stems)?;
+            let texts: Vec<&str> = passages.iter().map(String::as_str).collect();
+            // A re-ranker that fails (a chat endpoint gone) leaves the ranking as it was.
+            if let Ok(scores) = reranker.score(text, &texts)
+                && scores.len() == depth
+            {
+                reorder(&mut ranked, &scores, ahead);
+            }
+        }
+        ranked.truncate(query.k);
         let mut hits = Vec::with_capacity(ranked.len());
         for Ranked {
             id, score, chunk, ..
@@ -1220,6 +1239,68 @@ fn min_max(scores: &[f32]) -> Vec<f32> {
 }
 
 /// The chunk holding most of the query's word stems (the first if none).
+/// What a re-ranker reads of each of `ranked`: the memory's title and the chunk that
+/// matched (the one with the most of the query's words, when no vector named one). A
+/// memory deleted since the index caught up reads as nothing (it is left out later).
+fn passages(
+    store: &StoreReader,
+    ranked: &[Ranked],
+    analyser: &mut TextAnalyzer,
+    stems: &[String],
+) -> Result<Vec<String>, SearchError> {
+    let mut out = Vec::with_capacity(ranked.len());
+    for r in ranked {
+        let memory = match store.get(MemoryId::from_u128(r.id)) {
+            Ok(memory) => memory,
+            Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {
+                out.push(String::new());
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let pieces = chunks(&memory.content);
+        let chunk = r
+            .chunk
+            .filter(|c| (*c as usize) < pieces.len())
+            .unwrap_or_else(|| best_chunk(analyser, &pieces, stems));
+        let text = pieces
+            .get(chunk as usize)
+            .map_or(memory.content.as_str(), |(_, t)| *t);
+        out.push(format!("{}\n{text}", memory.title));
+    }
+    Ok(out)
+}
+
+/// Orders the first `scores.len()` of `ranked` by `scores` (0 to 1, higher first; ties
+/// keep their order), the first `ahead` staying ahead of the others. Scores become the
+/// re-ranker's (plus 1 for those ahead), and those past the re-ranked ones are scaled
+/// below them, so scores still fall down the list.
+fn reorder(ranked: &mut [Ranked], scores: &[f32], ahead: usize) {
+    let depth = scores.len();
+    let lift = |i: usize| if i < ahead { 1.0 } else { 0.0 };
+    for (i, (r, s)) in ranked.iter_mut().zip(scores).enumerate() {
+        r.score = if s.is_finite() {
+            s.clamp(0.0, 1.0)
+        } else {
+            0.0
+        } + lift(i);
+    }
+    let (window, tail) = ranked.split_at_mut(depth);
+    let split = ahead.min(depth);
+    let by_score = |a: &Ranked, b: &Ranked| b.score.total_cmp(&a.score);
+    window[..split].sort_by(by_score);
+    window[split..].sort_by(by_score);
+    let lowest = window.iter().map(|r| r.score).fold(f32::INFINITY, f32::min);
+    if let Some(top) = tail.first().map(|r| r.score)
+        && lowest.is_finite()
+    {
+        let top = top.max(f32::MIN_POSITIVE);
+        for r in tail {
+            r.score = lowest * 0.999 * (r.score / top).clamp(0.0, 1.0);
+        }
+    }
+}
+
 fn best_chunk(analyser: &mut TextAnalyzer, pieces: &[(usize, &str)], stems: &[String]) -> u32 {
     let mut best = (0, 0);
     for (i, (_, text)) in pieces.iter().enumerate() {
@@ -1283,6 +1364,38 @@ fn snippet_with(analyser: &mut TextAnalyzer, text: &str, stems: &[String]) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ranked(scores: &[f32]) -> Vec<Ranked> {
+        scores
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Ranked {
+                id: i as u128,
+                score: *s,
+                chunk: None,
+                evidence: true,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_second_stage_reorders_its_window_keeps_the_dated_ahead_and_scores_fall() {
+        // Six ranked, the first two of the time the query named; the re-ranker reads four.
+        let mut list = ranked(&[9.0, 8.0, 7.0, 6.0, 5.0, 4.0]);
+        reorder(&mut list, &[0.1, 0.7, 0.9, 0.2], 2);
+        let order: Vec<u128> = list.iter().map(|r| r.id).collect();
+        // 1 before 0 (ahead, by score), then 2 before 3 (by score), then the untouched.
+        assert_eq!(order, vec![1, 0, 2, 3, 4, 5]);
+        let scores: Vec<f32> = list.iter().map(|r| r.score).collect();
+        assert_eq!(&scores[..4], &[1.7, 1.1, 0.9, 0.2]);
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+        assert!(scores[4] < 0.2 && scores[5] < scores[4] && scores[5] > 0.0);
+        // Ties keep their order; scores that are not numbers count as 0.
+        let mut list = ranked(&[3.0, 2.0, 1.0]);
+        reorder(&mut list, &[0.5, f32::NAN, 0.5], 0);
+        let order: Vec<u128> = list.iter().map(|r| r.id).collect();
+        assert_eq!(order, vec![0, 2, 1]);
+    }
 
     #[test]
     fn chunks_cover_the_text_at_boundaries() {

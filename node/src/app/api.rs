@@ -523,11 +523,21 @@ impl Api for Service {
             until: query.until,
             min_importance: query.min_importance,
         };
+        let rerank = match query.rerank {
+            Some(false) => Vec::new(),
+            Some(true) if self.rerankers()?.is_empty() => {
+                return Err(ApiError::invalid(
+                    "no re-ranker is set up: set [search] rerank in config.toml (\"model\" after `mnemon model install` with a cross-encoder, or \"llm\" with a [chat] endpoint)",
+                ));
+            }
+            _ => self.rerankers()?,
+        };
         let query = Query {
             text: query.q.clone(),
             k: query.k.unwrap_or(10),
             mode,
             filter,
+            rerank,
         };
         let hits = self.with_index_read(|index| index.search(store, &query))?;
         Ok(hits
@@ -637,6 +647,7 @@ impl Api for Service {
         Ok(serde_json::json!({
             "did": store.did().to_string(),
             "chat": self.chat.get().map(|chat| serde_json::json!({ "model": chat.model() })),
+            "rerank": self.rerankers.get().map(|r| r.iter().map(|r| r.name().to_owned()).collect::<Vec<_>>()),
             "memories": status.memories,
             "collections": store.collections().map_err(store_error)?.len(),
             "index": {

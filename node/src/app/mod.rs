@@ -80,11 +80,20 @@ pub struct Service {
     peers_file: std::sync::OnceLock<PathBuf>,
     /// The chat model questions are answered with.
     chat: std::sync::OnceLock<crate::ask::ChatClient>,
+    /// What loads the second stages `[search] rerank` names (on the first search).
+    rerank_loader: std::sync::OnceLock<RerankLoader>,
+    /// The second stages, once loaded.
+    rerankers: std::sync::OnceLock<Rerankers>,
     /// Writes leave the indexes to one catch-up at the end (an import in this process).
     bulk: AtomicBool,
     /// The data folder and `[backup]`, for backups and their state in `status`.
     backups: std::sync::OnceLock<Backups>,
 }
+
+/// Second stages of search, in order.
+pub type Rerankers = Vec<Arc<dyn crate::search::rerank::Reranker>>;
+/// Loads the second stages (`[search] rerank`) when first needed.
+pub type RerankLoader = Box<dyn Fn() -> anyhow::Result<Rerankers> + Send + Sync>;
 
 /// What backups need besides the store: the data folder (key file, configuration) and the
 /// schedule, if `[backup]` sets one.
@@ -233,6 +242,8 @@ impl Service {
             network: std::sync::OnceLock::new(),
             peers_file: std::sync::OnceLock::new(),
             chat: std::sync::OnceLock::new(),
+            rerank_loader: std::sync::OnceLock::new(),
+            rerankers: std::sync::OnceLock::new(),
             bulk: AtomicBool::new(false),
             backups: std::sync::OnceLock::new(),
             index_dir: index_dir.to_owned(),
@@ -268,6 +279,24 @@ impl Service {
     /// Sets the chat model questions are answered with (once).
     pub fn set_chat(&self, chat: crate::ask::ChatClient) {
         let _ = self.chat.set(chat);
+    }
+
+    /// What loads the second stages searches use unless a query turns them off (set once,
+    /// by the composition root; called on the first search).
+    pub fn set_rerankers(&self, load: RerankLoader) {
+        let _ = self.rerank_loader.set(load);
+    }
+
+    /// The second stages, loaded on first use.
+    fn rerankers(&self) -> Result<Rerankers, ApiError> {
+        if let Some(loaded) = self.rerankers.get() {
+            return Ok(loaded.clone());
+        }
+        let Some(load) = self.rerank_loader.get() else {
+            return Ok(Vec::new());
+        };
+        let loaded = load().map_err(|e| ApiError::unavailable(format!("{e:#}")))?;
+        Ok(self.rerankers.get_or_init(|| loaded).clone())
     }
 
     /// Where backups come from and go (set once, by the composition root).

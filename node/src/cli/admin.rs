@@ -266,17 +266,37 @@ pub(super) fn model_install(
 ) -> Result<()> {
     let store = cx.data_dir.open_store(&cx.passphrase)?;
     let (installed, model) = crate::model::install(cx.data_dir.root(), path)?;
+    let done = if installed.already {
+        "already installed:"
+    } else {
+        "installed"
+    };
+    let model = match model {
+        crate::model::Model::Embedder(model) => model,
+        crate::model::Model::Reranker(_) => {
+            writeln!(
+                out,
+                "{done} the cross-encoder {} ({}) in {}",
+                installed.model_id,
+                installed.name,
+                installed.path.display()
+            )?;
+            let config = Config::load(cx.data_dir.root())?;
+            if !config.search.reranks_with_model()? {
+                writeln!(
+                    out,
+                    "note: search re-ranks with it once config.toml says so: [search] rerank = \"model\""
+                )?;
+            }
+            return Ok(());
+        }
+    };
     writeln!(
         out,
-        "{} {} ({}, {} dimensions) in {}",
-        if installed.already {
-            "already installed:"
-        } else {
-            "installed"
-        },
+        "{done} {} ({}, {} dimensions) in {}",
         installed.model_id,
         installed.name,
-        installed.dimension,
+        installed.dimension.unwrap_or(0),
         installed.path.display()
     )?;
     let config = Config::load(cx.data_dir.root())?;
@@ -348,6 +368,10 @@ pub(super) fn serve(cx: &Ctx, args: ServeArgs) -> Result<()> {
     )?;
     let config = Config::load(cx.data_dir.root())?;
     service.set_chat(config.chat()?);
+    // A long-running node loads its second stages now: a setting that cannot work stops
+    // it here, not at the first search.
+    let rerankers = config.rerankers(cx.data_dir.root())?;
+    service.set_rerankers(Box::new(move || Ok(rerankers.clone())));
     service.set_backups(crate::app::Backups {
         data: cx.data_dir.clone(),
         schedule: config.backup_schedule(cx.data_dir.root())?,

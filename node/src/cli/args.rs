@@ -449,6 +449,9 @@ pub struct SearchArgs {
     /// Only memories at least this important (0 to 1).
     #[arg(long)]
     pub min_importance: Option<f64>,
+    /// Leave out the second stage `[search] rerank` sets up (the ranking as it is).
+    #[arg(long)]
+    pub no_rerank: bool,
     /// Print JSON: an array of {id, title, created_at, score, snippet, chunk}.
     #[arg(long)]
     pub json: bool,

@@ -189,6 +189,7 @@ pub(super) fn search(cx: &Ctx, out: &mut impl Write, args: SearchArgs) -> Result
         until: args.until,
         min_importance: args.min_importance,
         after,
+        rerank: args.no_rerank.then_some(false),
         within: None,
     })?;
     print_hits(out, &hits, args.json)?;

@@ -255,6 +255,10 @@ impl Node {
         )?;
         let config = Config::load(data_dir.root())?;
         service.set_chat(config.chat()?);
+        // Checked now, loaded by the first search (most commands never search).
+        config.search.rerank()?;
+        let data = data_dir.root().to_owned();
+        service.set_rerankers(Box::new(move || Config::load(&data)?.rerankers(&data)));
         service.set_backups(crate::app::Backups {
             data: data_dir.clone(),
             schedule: config.backup_schedule(data_dir.root())?,

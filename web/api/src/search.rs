@@ -30,6 +30,10 @@ pub struct SearchQuery {
     /// Wait (up to a few seconds) until the index reflects this change-log position, the
     /// `seq` a write answered with; 503 if it does not get there in time.
     pub after: Option<u64>,
+    /// Whether the node's second stage (`[search] rerank`: a cross-encoder or the chat
+    /// model) orders the best hits again; default: when one is set up. `true` without one
+    /// is refused.
+    pub rerank: Option<bool>,
     /// Only these collections (ids), when the caller is held to some: set by the
     /// application layer from a token's scope, never read from a request.
     #[serde(skip)]

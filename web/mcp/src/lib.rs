@@ -351,6 +351,10 @@ pub struct RecallArgs {
     /// Each hit with its memory's whole text (cut to the budget), not only the passage.
     #[serde(default)]
     pub full: bool,
+    /// `false` leaves out the node's second stage (a cross-encoder or the chat model
+    /// ordering the best hits again), when its owner set one up.
+    #[serde(default)]
+    pub rerank: Option<bool>,
 }
 
 /// A memory's id.
@@ -599,6 +603,7 @@ impl Mcp {
                     kind: args.kind,
                     since,
                     until,
+                    rerank: args.rerank,
                     ..SearchQuery::default()
                 })?;
                 let total = all.len();
