@@ -9,7 +9,9 @@
 //! descriptions that have several, then with the one-line summaries alone, as a notebook
 //! holds long notes and short facts side by side. `MNEMON_BENCH_MODEL=DIR` (an installed `DATA/models/<id>`
 //! folder) adds the sentence model's texts per second, on 1,000 descriptions cut to one
-//! chunk (1,000 characters) as the index embeds them.
+//! chunk (1,000 characters) as the index embeds them, and search latency over the same
+//! memories embedded with the model (the query's embedding included; building that index
+//! embeds every memory, about 15 minutes for 100,000 on 2 cores).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,6 +77,35 @@ fn memories(corpus: Vec<(String, String)>, n: usize) -> Vec<(String, String, Par
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// p50 and p99 of `queries` (k = 10) in each mode.
+fn latency(index: &SearchIndex, store: &Store, queries: &[String]) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for mode in [Mode::Hybrid, Mode::Keyword, Mode::Semantic] {
+        let mut ms: Vec<f64> = queries
+            .iter()
+            .map(|q| {
+                let start = Instant::now();
+                let query = Query {
+                    text: q.clone(),
+                    k: 10,
+                    mode,
+                    filter: Filter::default(),
+                    rerank: Vec::new(),
+                };
+                std::hint::black_box(index.search(store, &query).expect("search"));
+                start.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        out.push(serde_json::json!({
+            "mode": format!("{mode:?}").to_lowercase(),
+            "p50_ms": percentile(&ms, 0.5),
+            "p99_ms": percentile(&ms, 0.99),
+        }));
+    }
+    out
 }
 
 fn main() {
@@ -171,33 +202,22 @@ fn main() {
         })
         .filter(|q| !q.is_empty())
         .collect();
-    let mut latencies = Vec::new();
-    for mode in [Mode::Hybrid, Mode::Keyword, Mode::Semantic] {
-        let mut ms: Vec<f64> = queries
-            .iter()
-            .map(|q| {
-                let start = Instant::now();
-                let query = Query {
-                    text: q.clone(),
-                    k: 10,
-                    mode,
-                    filter: Filter::default(),
-                    rerank: Vec::new(),
-                };
-                std::hint::black_box(index.search(&store, &query).expect("search"));
-                start.elapsed().as_secs_f64() * 1000.0
-            })
-            .collect();
-        ms.sort_by(f64::total_cmp);
-        latencies.push(serde_json::json!({
-            "mode": format!("{mode:?}").to_lowercase(),
-            "p50_ms": percentile(&ms, 0.5),
-            "p99_ms": percentile(&ms, 0.99),
-        }));
-    }
-    // 3. The sentence-embedding model, if one is named: texts per second on every core.
-    let model = std::env::var_os("MNEMON_BENCH_MODEL").map(|dir| {
-        let model = BertEmbedder::load(std::path::Path::new(&dir)).expect("load model");
+    let latencies = latency(&index, &store, &queries);
+    // 3. The sentence-embedding model, if one is named: texts per second on every core,
+    // and search latency over the same memories embedded with it (the query's embedding
+    // included).
+    let model = std::env::var_os("MNEMON_BENCH_MODEL").map(|model_dir| {
+        let model = BertEmbedder::load(std::path::Path::new(&model_dir)).expect("load model");
+        let start = Instant::now();
+        let with_model = SearchIndex::open(
+            &dir.path().join("index-model"),
+            Arc::new(BertEmbedder::load(std::path::Path::new(&model_dir)).expect("load model")),
+            &store,
+        )
+        .expect("index");
+        let index_secs = start.elapsed().as_secs_f64();
+        eprintln!("embedded {n} memories with the model in {index_secs:.0} s");
+        let with_model_latency = latency(&with_model, &store, &queries);
         let texts: Vec<String> = corpus[..1000.min(n)]
             .iter()
             .map(|(t, l, _)| format!("{t}\n\n{}", l.chars().take(1000).collect::<String>()))
@@ -212,6 +232,8 @@ fn main() {
         let secs = start.elapsed().as_secs_f64();
         serde_json::json!({
             "model": model.model_id(),
+            "index_build_secs": index_secs,
+            "latency": with_model_latency,
             "texts": refs.len(),
             "mean_tokens": tokens as f64 / refs.len() as f64,
             "texts_per_sec": refs.len() as f64 / secs,

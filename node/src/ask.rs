@@ -63,6 +63,24 @@ pub struct Message {
     pub content: String,
 }
 
+impl Message {
+    /// A system message: instructions.
+    pub fn system(content: impl Into<String>) -> Message {
+        Message {
+            role: "system".into(),
+            content: content.into(),
+        }
+    }
+
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> Message {
+        Message {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct ChatRequest<'a> {
     model: &'a str,
@@ -300,14 +318,8 @@ pub fn prompt(question: &str, memories: &[(String, String)]) -> Vec<Message> {
         context.push_str("(no memories matched)\n\n");
     }
     vec![
-        Message {
-            role: "system".into(),
-            content: SYSTEM_PROMPT.into(),
-        },
-        Message {
-            role: "user".into(),
-            content: format!("Memories:\n\n{context}Question: {question}"),
-        },
+        Message::system(SYSTEM_PROMPT),
+        Message::user(format!("Memories:\n\n{context}Question: {question}")),
     ]
 }
 

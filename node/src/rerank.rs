@@ -47,16 +47,7 @@ pub fn prompt(query: &str, passages: &[&str]) -> Vec<Message> {
             .collect();
         user.push_str(&format!("[{}] {text}\n", i + 1));
     }
-    vec![
-        Message {
-            role: "system".into(),
-            content: SYSTEM_PROMPT.into(),
-        },
-        Message {
-            role: "user".into(),
-            content: user,
-        },
-    ]
+    vec![Message::system(SYSTEM_PROMPT), Message::user(user)]
 }
 
 /// The passages (0-based) an answer names, in its order: the numbers of its first

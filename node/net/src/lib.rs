@@ -1087,15 +1087,7 @@ impl Driver {
         mut control: libp2p_stream::Control,
         protocol: StreamProtocol,
     ) {
-        let keeper = {
-            let mut keepers = self
-                .keepers
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let next = keepers.get(&peer).map_or(1, |k| k + 1);
-            keepers.insert(peer, next);
-            next
-        };
+        let keeper = next_number(&self.keepers, peer);
         let newest = |driver: &Driver| {
             driver
                 .keepers
@@ -1155,15 +1147,7 @@ impl Driver {
         let Some(did) = did_of(&peer) else {
             return false;
         };
-        let generation = {
-            let mut generations = self
-                .generations
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let next = generations.get(&peer).map_or(1, |g| g + 1);
-            generations.insert(peer, next);
-            next
-        };
+        let generation = next_number(&self.generations, peer);
         let _ = self.superseded.send(peer);
         let span = tracing::info_span!("sync", peer = %short_did(&did), session = generation);
         let reason = match tracing::Instrument::instrument(
@@ -1360,6 +1344,16 @@ impl Driver {
             }
         }
     }
+}
+
+/// The peer's next number in `numbers` (1 first), recorded as its newest.
+fn next_number(numbers: &Mutex<std::collections::HashMap<PeerId, u64>>, peer: PeerId) -> u64 {
+    let mut numbers = numbers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let next = numbers.get(&peer).map_or(1, |n| n + 1);
+    numbers.insert(peer, next);
+    next
 }
 
 /// A collection's sync state once its session is over.
