@@ -42,6 +42,8 @@ pub struct ChatClient {
     model: String,
     key: Option<String>,
     agent: ureq::Agent,
+    /// Sent when set (0 for answers that must not vary from call to call).
+    temperature: Option<f32>,
 }
 
 impl std::fmt::Debug for ChatClient {
@@ -86,6 +88,8 @@ struct ChatRequest<'a> {
     model: &'a str,
     messages: &'a [Message],
     stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
 }
 
 /// One streamed chunk (`chat.completion.chunk`) or a whole answer (`chat.completion`).
@@ -139,7 +143,21 @@ impl ChatClient {
             model: model.to_owned(),
             key,
             agent,
+            temperature: None,
         })
+    }
+
+    /// The same client for ordering search results: each request bounded by `limit` as a
+    /// whole (a search cannot wait as long as an answer streamed to a person), and
+    /// temperature 0, so the same query gets the same order (pages stay consistent).
+    pub fn for_ranking(mut self, limit: Duration) -> ChatClient {
+        self.agent = ureq::Agent::config_builder()
+            .timeout_global(Some(limit))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        self.temperature = Some(0.0);
+        self
     }
 
     /// The model's name.
@@ -174,6 +192,7 @@ impl ChatClient {
                 model: &self.model,
                 messages,
                 stream: true,
+                temperature: self.temperature,
             })
             .map_err(|e| {
                 fail(

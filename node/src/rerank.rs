@@ -13,6 +13,9 @@ use crate::search::rerank::Reranker;
 
 /// How many of the best hits the model orders.
 pub const LLM_DEPTH: usize = 20;
+/// The longest a re-ranking request may take, answer included; then the search answers
+/// in its own order.
+const LLM_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
 /// Characters of each passage put into the prompt.
 const PASSAGE_CHARS: usize = 600;
 
@@ -32,7 +35,10 @@ impl LlmReranker {
     /// Re-ranks with the model `chat` talks to.
     pub fn new(chat: ChatClient) -> LlmReranker {
         let name = format!("llm:{}", chat.model());
-        LlmReranker { chat, name }
+        LlmReranker {
+            chat: chat.for_ranking(LLM_LIMIT),
+            name,
+        }
     }
 }
 
@@ -43,7 +49,13 @@ pub fn prompt(query: &str, passages: &[&str]) -> Vec<Message> {
         let text: String = passage
             .chars()
             .take(PASSAGE_CHARS)
-            .map(|c| if c == '\n' { ' ' } else { c })
+            .map(|c| {
+                if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+                    ' '
+                } else {
+                    c
+                }
+            })
             .collect();
         user.push_str(&format!("[{}] {text}\n", i + 1));
     }
@@ -51,8 +63,13 @@ pub fn prompt(query: &str, passages: &[&str]) -> Vec<Message> {
 }
 
 /// The passages (0-based) an answer names, in its order: the numbers of its first
-/// bracketed list, each from 1 to `count` and once. None when it names none.
+/// bracketed list outside a reasoning model's `<think>…</think>`, each from 1 to `count`
+/// and once. None when it names none.
 pub fn ranking(answer: &str, count: usize) -> Option<Vec<usize>> {
+    let answer = match answer.rfind("</think>") {
+        Some(end) => &answer[end + "</think>".len()..],
+        None => answer,
+    };
     let start = answer.find('[')?;
     let end = start + answer[start..].find(']')?;
     let mut order = Vec::new();
@@ -122,6 +139,10 @@ mod tests {
         assert_eq!(ranking("none of them", 4), None);
         assert_eq!(ranking("[]", 4), None);
         assert_eq!(ranking("[7]", 4), None);
+        assert_eq!(
+            ranking("<think>passage [4] looks off-topic</think>\n[2, 1]", 4),
+            Some(vec![1, 0])
+        );
     }
 
     #[test]

@@ -341,6 +341,11 @@ impl Bert {
         self.config.hidden_size
     }
 
+    /// How many segments (token types) an input may have.
+    pub fn type_vocab_size(&self) -> usize {
+        self.config.type_vocab_size
+    }
+
     /// The longest input in tokens.
     pub fn max_tokens(&self) -> usize {
         self.config.max_position_embeddings

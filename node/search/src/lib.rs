@@ -910,6 +910,13 @@ impl SearchIndex {
 
     /// Searches. The caller has validated nothing; this checks the query.
     pub fn search(&self, store: &StoreReader, query: &Query) -> Result<Vec<Hit>, SearchError> {
+        self.first_stage(query)?.finish(store)
+    }
+
+    /// The ranking from the indexes: what needs the index. [`Candidates::finish`] (the
+    /// second stages and the hits) needs only the store, so a caller that holds the index
+    /// behind a lock lets go of it before a re-ranker takes its time.
+    pub fn first_stage(&self, query: &Query) -> Result<Candidates, SearchError> {
         let text = query.text.trim();
         if text.is_empty() {
             return Err(SearchError::EmptyQuery);
@@ -938,7 +945,7 @@ impl SearchIndex {
         // The leading memories that stay ahead of the rest whatever a re-ranker says
         // (those of the time the query names).
         let mut ahead = 0;
-        let mut ranked = match analysed.when {
+        let ranked = match analysed.when {
             None => self.rank(
                 &analysed,
                 vector.as_deref(),
@@ -983,19 +990,53 @@ impl SearchIndex {
                 first
             }
         };
+        Ok(Candidates {
+            text: text.to_owned(),
+            k: query.k,
+            rerank: query.rerank.clone(),
+            ranked,
+            ahead,
+            stems: analysed.stems,
+        })
+    }
+}
+
+/// The first stage's ranking of a search, before its second stages and hits.
+#[derive(Debug)]
+pub struct Candidates {
+    text: String,
+    k: usize,
+    rerank: Vec<std::sync::Arc<dyn rerank::Reranker>>,
+    ranked: Vec<Ranked>,
+    /// The leading memories that stay ahead whatever a re-ranker says.
+    ahead: usize,
+    stems: Vec<String>,
+}
+
+impl Candidates {
+    /// Applies the second stages and reads the best `k` from the store.
+    pub fn finish(self, store: &StoreReader) -> Result<Vec<Hit>, SearchError> {
+        let Candidates {
+            text,
+            k,
+            rerank,
+            mut ranked,
+            ahead,
+            stems,
+        } = self;
         let mut analyser = query::analyser();
-        for reranker in &query.rerank {
+        for reranker in &rerank {
             let depth = reranker.depth().min(ranked.len());
-            let passages = passages(store, &ranked[..depth], &mut analyser, &analysed.stems)?;
+            let passages = passages(store, &ranked[..depth], &mut analyser, &stems)?;
             let texts: Vec<&str> = passages.iter().map(String::as_str).collect();
             // A re-ranker that fails (a chat endpoint gone) leaves the ranking as it was.
-            if let Ok(scores) = reranker.score(text, &texts)
+            if let Ok(scores) = reranker.score(&text, &texts)
                 && scores.len() == depth
             {
                 reorder(&mut ranked, &scores, ahead);
             }
         }
-        ranked.truncate(query.k);
+        ranked.truncate(k);
         let mut hits = Vec::with_capacity(ranked.len());
         for Ranked {
             id, score, chunk, ..
@@ -1012,7 +1053,7 @@ impl SearchIndex {
             // (A short memory's second vector, its context's, names no chunk of its own.)
             let chunk = chunk
                 .filter(|c| (*c as usize) < pieces.len())
-                .unwrap_or_else(|| best_chunk(&mut analyser, &pieces, &analysed.stems));
+                .unwrap_or_else(|| best_chunk(&mut analyser, &pieces, &stems));
             let text = pieces
                 .get(chunk as usize)
                 .map_or(memory.content.as_str(), |(_, t)| *t);
@@ -1021,13 +1062,15 @@ impl SearchIndex {
                 title: memory.title,
                 created: memory.created_at,
                 score,
-                snippet: snippet_with(&mut analyser, text, &analysed.stems),
+                snippet: snippet_with(&mut analyser, text, &stems),
                 chunk,
             });
         }
         Ok(hits)
     }
+}
 
+impl SearchIndex {
     /// One ranking of the memories `filter` lets through, best first: (memory, score, the
     /// chunk whose vector matched).
     ///

@@ -68,6 +68,26 @@ impl CrossEncoder {
     /// Loads and checks the cross-encoder in `dir` (its classifier must have one output).
     pub fn load(dir: &Path) -> Result<CrossEncoder, ModelError> {
         let (model, tokenizer, hex, name) = minilm::load_bert(dir, true)?;
+        // A pair's second text has segment 1: the model must have a row for every segment
+        // its tokenizer gives, or it could not run on any pair.
+        let probe =
+            tokenizer
+                .encode(("query", "passage"), true)
+                .map_err(|e| ModelError::Invalid {
+                    file: "tokenizer.json",
+                    reason: format!("cannot encode a pair: {e}"),
+                })?;
+        let segments = model.type_vocab_size();
+        if let Some(highest) = probe.get_type_ids().iter().max()
+            && *highest as usize >= segments
+        {
+            return Err(ModelError::Invalid {
+                file: "config.json",
+                reason: format!(
+                    "type_vocab_size {segments} has no segment {highest}, which the tokenizer gives a pair's passage"
+                ),
+            });
+        }
         Ok(CrossEncoder {
             model,
             tokenizer,
@@ -121,7 +141,7 @@ impl Reranker for CrossEncoder {
         );
         Ok(scores
             .into_iter()
-            .map(|s| 1.0 / (1.0 + (-s[0]).exp()))
+            .map(|s| s.first().map_or(0.0, |s| 1.0 / (1.0 + (-s).exp())))
             .collect())
     }
 }

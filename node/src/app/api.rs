@@ -539,7 +539,10 @@ impl Api for Service {
             filter,
             rerank,
         };
-        let hits = self.with_index_read(|index| index.search(store, &query))?;
+        // The index is held for the first stage only: a re-ranker (a chat endpoint) can
+        // take its time without holding up other searches or the indexer.
+        let candidates = self.with_index_read(|index| index.first_stage(&query))?;
+        let hits = candidates.finish(store).map_err(search_error)?;
         Ok(hits
             .into_iter()
             .map(|h| HitView {
