@@ -152,6 +152,15 @@ impl TestCli {
         Run::from_output(child.wait_with_output().expect("wait"))
     }
 
+    /// The model id search embeds with, as `status` reports it.
+    pub fn embedder(&self) -> String {
+        let status = self.run(&["status", "--json"]).json();
+        status["index"]["models"][0]["model"]
+            .as_str()
+            .unwrap_or_else(|| panic!("status names a model: {status}"))
+            .to_owned()
+    }
+
     /// How many memories `mnemon list --json` shows.
     #[track_caller]
     pub fn count(&self) -> usize {

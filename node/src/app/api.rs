@@ -523,14 +523,16 @@ impl Api for Service {
             until: query.until,
             min_importance: query.min_importance,
         };
-        let rerank = match query.rerank {
-            Some(false) => Vec::new(),
-            Some(true) if self.rerankers()?.is_empty() => {
+        let rerank = if query.rerank == Some(false) {
+            Vec::new()
+        } else {
+            let configured = self.rerankers()?;
+            if query.rerank == Some(true) && configured.is_empty() {
                 return Err(ApiError::invalid(
                     "no re-ranker is set up: set [search] rerank in config.toml (\"model\" after `mnemon model install` with a cross-encoder, or \"llm\" with a [chat] endpoint)",
                 ));
             }
-            _ => self.rerankers()?,
+            configured
         };
         let query = Query {
             text: query.q.clone(),
