@@ -318,12 +318,12 @@ fn words_are_indexed_while_the_embedder_is_down() {
 }
 
 #[test]
-fn a_deferred_keyword_commit_runs_apart_from_the_index_and_then_counts() {
+fn deferred_commits_and_vector_saves_run_apart_from_the_index_and_then_count() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut store, ids) = store_with(&dir, 100);
     let mut index =
         SearchIndex::open(&dir.path().join("index"), embedder(), &store).expect("index");
-    index.defer_keyword_commits(true);
+    index.defer_commits(true);
     let found = |index: &SearchIndex, store: &Store| {
         index
             .search(store, &query("zanzibarquokka", 5, Mode::Keyword))
@@ -390,6 +390,53 @@ fn a_deferred_keyword_commit_runs_apart_from_the_index_and_then_counts() {
     result.expect("commit");
     assert_eq!(index.positions().0, store.last_seq().expect("seq"));
     assert_eq!(found(&index, &store), None);
+
+    // The vectors are saved apart too: nothing was written while the caller defers, the
+    // save is a job, and an index opened from what it wrote has the edit and not the
+    // deleted memory.
+    let path = dir.path().join("index");
+    let saved_at = |path: &std::path::Path| {
+        std::fs::read_dir(path)
+            .expect("index dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("vectors-"))
+            .map(|e| e.metadata().expect("meta").modified().expect("mtime"))
+            .max()
+    };
+    let before = saved_at(&path);
+    let other = ids[9];
+    set_content(
+        &mut store,
+        other,
+        "a quokka photographed in zanzibar at dawn",
+    );
+    index
+        .step(
+            &store,
+            std::time::Instant::now() + std::time::Duration::from_secs(5),
+        )
+        .expect("step");
+    assert_eq!(saved_at(&path), before, "nothing written meanwhile");
+    let save = index
+        .vector_save_job(true)
+        .expect("job")
+        .expect("a save is due");
+    let result = save.run();
+    index.vector_saved(&save, &result);
+    result.expect("save");
+    assert!(
+        index.vector_save_job(true).expect("job").is_none(),
+        "nothing more is due"
+    );
+    // (The keyword commit jobs share the index's writer: they go with it.)
+    drop((index, job, failed, retry));
+    let reopened = SearchIndex::open_lagging(&path, embedder(), &store).expect("reopen");
+    assert_eq!(reopened.positions().1, store.last_seq().expect("seq"));
+    let hits = reopened
+        .search(&store, &query("quokka zanzibar dawn", 5, Mode::Semantic))
+        .expect("search");
+    assert_eq!(hits.first().map(|h| h.id), Some(other));
+    assert!(hits.iter().all(|h| h.id != target));
 }
 
 #[test]

@@ -75,7 +75,7 @@ impl Ord for Near {
 }
 
 /// An HNSW graph over unit vectors of one dimension.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Hnsw {
     dim: usize,
     m: usize,
@@ -194,6 +194,18 @@ impl Hnsw {
     /// The codes of the vectors, made on first use.
     fn codes(&self) -> &Codes {
         self.codes.get_or_init(|| Codes::of(&self.data, self.dim))
+    }
+
+    /// Erases node `id`'s vector (zeroes it, and its code): the node still links the
+    /// graph, but is as far from every query as a vector can be, and its data is gone.
+    pub fn erase(&mut self, id: u32) {
+        let start = id as usize * self.dim;
+        if let Some(row) = self.data.get_mut(start..start + self.dim) {
+            row.fill(0.0);
+        }
+        if let Some(codes) = self.codes.get_mut() {
+            codes.erase(id);
+        }
     }
 
     /// How many vectors the graph holds.

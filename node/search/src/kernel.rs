@@ -207,7 +207,7 @@ const CODE_MAX: f32 = 127.0;
 /// its largest component is ±127. For a 384-dimension sentence embedding the error of a
 /// dot product through the codes is about 1% of the typical gap between neighbours, and
 /// the search re-ranks its final candidates exactly anyway.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Codes {
     dim: usize,
     codes: Vec<i8>,
@@ -242,6 +242,17 @@ impl Codes {
     pub(crate) fn code(&self, id: u32) -> &[i8] {
         let start = id as usize * self.dim;
         &self.codes[start..start + self.dim]
+    }
+
+    /// Zeroes row `id` (its vector was erased).
+    pub(crate) fn erase(&mut self, id: u32) {
+        let start = id as usize * self.dim;
+        if let Some(row) = self.codes.get_mut(start..start + self.dim) {
+            row.fill(0);
+        }
+        if let Some(scale) = self.scales.get_mut(id as usize) {
+            *scale = 0.0;
+        }
     }
 
     /// Row `id`'s scale.

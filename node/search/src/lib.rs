@@ -62,9 +62,10 @@ const CATCH_UP_BATCH: usize = 2048;
 const EMBED_BATCH: usize = 128;
 /// How often a long vector catch-up saves its progress.
 const SAVE_EVERY: Duration = Duration::from_secs(10);
-/// Version 2: a short memory has a second vector, of it with its context (the first start
-/// after an upgrade re-embeds every memory in the background; words find them throughout).
-const STATE_FORMAT: u32 = 2;
+/// Version 2: a short memory has a second vector, of it with its context. Version 3: each
+/// sealed segment in its own file. (The first start after an upgrade re-embeds every memory
+/// in the background; words find them throughout.)
+const STATE_FORMAT: u32 = 3;
 
 /// Why a search failed.
 #[derive(Debug, thiserror::Error)]
@@ -220,12 +221,23 @@ struct DocMeta {
     with_context: bool,
 }
 
-#[derive(Serialize, Deserialize)]
+/// What a vector save writes to `vectors-MODEL.bin`, borrowed from the index; the sealed
+/// segments go to files of their own in `vectors-MODEL.d/`.
+#[derive(Serialize)]
+struct VectorStateRef<'a> {
+    format: u32,
+    seq: u64,
+    meta: &'a HashMap<u128, DocMeta>,
+    vectors: vector::ManifestRef<'a>,
+}
+
+/// A saved [`VectorStateRef`], read back.
+#[derive(Deserialize)]
 struct VectorState {
     format: u32,
     seq: u64,
     meta: HashMap<u128, DocMeta>,
-    vectors: VectorIndex,
+    vectors: vector::Manifest,
 }
 
 /// The search indexes of one node.
@@ -255,11 +267,19 @@ pub struct SearchIndex {
     keyword_staged: u64,
     /// Whether a memory was removed since the last keyword commit (the next one purges).
     keyword_purge: bool,
-    /// Whether keyword commits are left to the caller ([`SearchIndex::keyword_commit_job`]).
-    defer_keyword_commits: bool,
+    /// Whether keyword commits and vector saves are left to the caller
+    /// ([`SearchIndex::keyword_commit_job`], [`SearchIndex::vector_save_job`]).
+    defer_commits: bool,
     vector_seq: u64,
     last_vector_save: Instant,
-    vectors_dirty: bool,
+    /// Changes to the vectors (and their memories' metadata), and how many of them the
+    /// last save held.
+    vector_changes: u64,
+    saved_changes: u64,
+    /// The number of the last vector save taken, and (shared with every save) of the last
+    /// one written: a save never overwrites a newer one.
+    saves_taken: u64,
+    saves_written: Arc<std::sync::Mutex<u64>>,
     /// Whether a background thread seals the vector index (see [`SearchIndex::seal_job`]).
     background_seal: bool,
 }
@@ -305,11 +325,62 @@ pub struct Progress {
     pub last: u64,
 }
 
-impl std::fmt::Debug for VectorState {
+/// A save of the vector index to run apart from the index (see
+/// [`SearchIndex::vector_save_job`]): the new sealed segments, then the rest, then the
+/// files of segments no longer listed go.
+pub struct VectorSave {
+    number: u64,
+    written: Arc<std::sync::Mutex<u64>>,
+    state_path: PathBuf,
+    segment_dir: PathBuf,
+    state: Vec<u8>,
+    segments: Vec<(u64, Arc<vector::Segment>)>,
+    keep: HashSet<u64>,
+    changes: u64,
+}
+
+impl std::fmt::Debug for VectorSave {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VectorState")
-            .field("seq", &self.seq)
+        f.debug_struct("VectorSave")
+            .field("number", &self.number)
+            .field("state_bytes", &self.state.len())
+            .field("segments", &self.segments.len())
             .finish_non_exhaustive()
+    }
+}
+
+impl VectorSave {
+    /// Writes it (unless a newer save was written first: then it does nothing).
+    pub fn run(&self) -> Result<(), SearchError> {
+        let mut written = self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *written > self.number {
+            return Ok(());
+        }
+        mnemon_identity::private::create_private_dir(&self.segment_dir).map_err(index_err)?;
+        for (id, segment) in &self.segments {
+            write_segment(&segment_path(&self.segment_dir, *id), segment)?;
+        }
+        write_atomically(&self.state_path, &self.state)?;
+        *written = self.number;
+        // The segments merged or replaced since (a failure here only leaves a file behind,
+        // removed by the next save).
+        if let Ok(entries) = std::fs::read_dir(&self.segment_dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let listed = name
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".seg"))
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|id| self.keep.contains(&id));
+                if !listed {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -360,11 +431,18 @@ impl SearchIndex {
         std::fs::create_dir_all(dir).map_err(index_err)?;
         let (keyword, fresh_keyword) = KeywordIndex::open(&dir.join("keyword"))?;
         let last = store.last_seq()?;
-        let loaded = load_vectors(&vector_path(dir, embedder.model_id()))
+        let path = vector_path(dir, embedder.model_id());
+        let loaded = load_vectors(&path)
             .filter(|s| s.format == STATE_FORMAT && s.seq <= last)
-            .filter(|s| {
-                s.vectors
-                    .is_compatible(embedder.model_id(), embedder.dimension())
+            .and_then(|s| {
+                let segments = segment_dir(&path);
+                let vectors = VectorIndex::from_saved(
+                    s.vectors,
+                    embedder.model_id(),
+                    embedder.dimension(),
+                    |id| load_segment(&segment_path(&segments, id)),
+                )?;
+                Some((s.seq, s.meta, vectors))
             });
         let mut index = SearchIndex {
             dir: dir.to_owned(),
@@ -378,19 +456,22 @@ impl SearchIndex {
             keyword_seq: 0,
             keyword_staged: 0,
             keyword_purge: false,
-            defer_keyword_commits: false,
+            defer_commits: false,
             vector_seq: 0,
             last_vector_save: Instant::now(),
-            vectors_dirty: false,
+            vector_changes: 0,
+            saved_changes: 0,
+            saves_taken: 0,
+            saves_written: Arc::new(std::sync::Mutex::new(0)),
             background_seal: false,
         };
         let keyword_seq = index.keyword.committed_seq();
         let keyword_ok = !fresh_keyword && keyword_seq <= last;
         match loaded {
-            Some(state) => {
-                index.vector_seq = state.seq;
-                index.meta = state.meta;
-                index.vectors = state.vectors;
+            Some((seq, meta, vectors)) => {
+                index.vector_seq = seq;
+                index.meta = meta;
+                index.vectors = vectors;
             }
             // Nothing saved for this model: one pass fills both, if both are empty.
             None if !keyword_ok => {
@@ -432,7 +513,8 @@ impl SearchIndex {
         self.keyword_purge = false;
         self.vector_seq = seq;
         self.keyword.commit(seq, Merging::All)?;
-        self.save_vectors(true)?;
+        self.vector_changes += 1;
+        self.save_vectors()?;
         // Changes made while rebuilding are applied now (re-applying is harmless).
         self.catch_up(store)?;
         Ok(memories.len())
@@ -467,14 +549,16 @@ impl SearchIndex {
     pub fn step(&mut self, store: &StoreReader, deadline: Instant) -> Result<usize, SearchError> {
         let mut applied = 0;
         let mut vectors_failed = None;
-        if self.keyword_staged == self.vector_seq {
+        // The vectors wait while the recent segment waits for the sealer.
+        let vectors = !self.vectors.is_full();
+        if vectors && self.keyword_staged == self.vector_seq {
             match self.apply(store, Part::Both, Some(deadline), &mut |_| {}) {
                 Ok(n) => applied += n,
                 Err(e) => vectors_failed = Some(e),
             }
         }
         applied += self.apply(store, Part::Keyword, Some(deadline), &mut |_| {})?;
-        if vectors_failed.is_none() {
+        if vectors && vectors_failed.is_none() {
             match self.apply(store, Part::Vectors, Some(deadline), &mut |_| {}) {
                 Ok(n) => applied += n,
                 Err(e) => vectors_failed = Some(e),
@@ -484,6 +568,11 @@ impl SearchIndex {
             Some(e) => Err(e),
             None => Ok(applied),
         }
+    }
+
+    /// Whether the vectors wait for the sealer (see [`vector::RECENT_CAP`]).
+    pub fn vectors_full(&self) -> bool {
+        self.vectors.is_full()
     }
 
     /// The change-log positions the keyword and the vector index reflect.
@@ -499,6 +588,9 @@ impl SearchIndex {
         deadline: Option<Instant>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<usize, SearchError> {
+        if self.vectors.is_full() {
+            return Ok(0);
+        }
         self.apply(store, Part::Vectors, deadline, progress)
     }
 
@@ -522,7 +614,6 @@ impl SearchIndex {
         };
         let mut seq = start;
         let mut applied = 0;
-        let mut purge_vectors = false;
         loop {
             // At least one batch, however late, so a deadline never starves the index.
             if applied > 0 && deadline.is_some_and(|d| Instant::now() >= d) {
@@ -530,6 +621,14 @@ impl SearchIndex {
             }
             let events = store.changes_since(seq, batch)?;
             let Some(last) = events.last().map(|e| e.seq) else {
+                // Caught up with the log: what is still owed a new context follows.
+                if part.vectors() && !self.refresh[1].is_empty() {
+                    let memories = self.take_refresh(store, part, &HashSet::new())?;
+                    self.index_memories(store, &memories, part)?;
+                    self.vector_changes += 1;
+                    applied += 1;
+                    continue;
+                }
                 break;
             };
             let mut upsert: Vec<MemoryId> = Vec::new();
@@ -569,20 +668,20 @@ impl SearchIndex {
             if part.keyword() {
                 self.keyword_staged = last;
                 self.keyword_purge |= deleted;
-                if !self.defer_keyword_commits {
+                if !self.defer_commits {
                     self.commit_keyword()?;
                 }
             }
 
             if part.vectors() {
                 self.vector_seq = last;
-                purge_vectors |= deleted;
-                // Saving every vector after every small batch would cost more than the
-                // batch: save deletes at once (forgetting must reach the disk), the rest
-                // every few seconds.
-                if deleted || self.last_vector_save.elapsed() >= SAVE_EVERY {
-                    self.save_vectors(purge_vectors)?;
-                    purge_vectors = false;
+                self.vector_changes += 1;
+                // Saving after every small batch would cost more than the batch: save
+                // deletes at once (forgetting must reach the disk), the rest every few
+                // seconds. (With deferred commits the caller saves.)
+                if !self.defer_commits && (deleted || self.last_vector_save.elapsed() >= SAVE_EVERY)
+                {
+                    self.save_vectors()?;
                 }
             }
             progress(Progress {
@@ -591,11 +690,12 @@ impl SearchIndex {
                 last: last_seq.max(last),
             });
         }
-        if part.vectors() && applied > 0 {
-            self.vectors_dirty = true;
-            if purge_vectors || self.last_vector_save.elapsed() >= SAVE_EVERY {
-                self.save_vectors(purge_vectors)?;
-            }
+        if part.vectors()
+            && applied > 0
+            && !self.defer_commits
+            && self.last_vector_save.elapsed() >= SAVE_EVERY
+        {
+            self.save_vectors()?;
         }
         Ok(applied)
     }
@@ -610,8 +710,14 @@ impl SearchIndex {
         let gone: HashSet<MemoryId> = ids.iter().copied().collect();
         let followers = self.take_refresh(store, Part::Both, &gone)?;
         self.index_memories(store, &followers, Part::Both)?;
-        // Both files are rewritten even if one fails.
-        let vectors = self.save_vectors(true);
+        self.vector_changes += 1;
+        // Both files are rewritten even if one fails. (With deferred commits the caller
+        // saves the vectors, at once.)
+        let vectors = if self.defer_commits {
+            Ok(())
+        } else {
+            self.save_vectors()
+        };
         self.keyword_purge = true;
         self.commit_keyword()?;
         vectors
@@ -653,7 +759,13 @@ impl SearchIndex {
             ids.extend(owed);
         }
         if part.vectors() {
-            ids.extend(self.refresh[1].drain());
+            // Embedding is slow: a few at a time, so a batch keeps to its deadline (the
+            // rest wait for the next batches).
+            let owed: Vec<u128> = self.refresh[1].iter().take(EMBED_BATCH).copied().collect();
+            for id in &owed {
+                self.refresh[1].remove(id);
+            }
+            ids.extend(owed);
         }
         let mut memories = Vec::new();
         for id in ids.into_iter().map(MemoryId::from_u128) {
@@ -693,7 +805,8 @@ impl SearchIndex {
 
     /// Leaves sealing the vector index's recent segment to a background thread, which
     /// calls [`SearchIndex::seal_job`], builds the job without holding the index, and
-    /// hands it to [`SearchIndex::install_seal`]. Writers then never wait for a graph.
+    /// hands it to [`SearchIndex::install_seal`]. Writers then never wait for a graph (the
+    /// recent segment, searched exactly, grows meanwhile).
     pub fn seal_in_background(&mut self, on: bool) {
         self.background_seal = on;
         self.vectors.set_deferred_seal(on);
@@ -704,10 +817,10 @@ impl SearchIndex {
         self.vectors.seal_job()
     }
 
-    /// The seal due while writes stream in: only once the recent segment is half way to
-    /// the point where a write would seal it inline, so graph builds stay few.
+    /// The seal due while writes stream in: only once the recent segment is twice its
+    /// usual size, so graph builds stay few.
     pub fn seal_job_while_writing(&self) -> Option<vector::SealJob> {
-        self.vectors.seal_job_at(vector::SEAL_BACKSTOP / 2)
+        self.vectors.seal_job_at(2 * vector::SEAL_AT)
     }
 
     /// Installs a seal built off the lock; false if the index changed under it (the next
@@ -715,7 +828,7 @@ impl SearchIndex {
     pub fn install_seal(&mut self, built: vector::BuiltSeal) -> bool {
         let installed = self.vectors.install(built);
         if installed {
-            self.vectors_dirty = true;
+            self.vector_changes += 1;
         }
         installed
     }
@@ -800,32 +913,60 @@ impl SearchIndex {
         Ok(())
     }
 
-    fn save_vectors(&mut self, purge: bool) -> Result<(), SearchError> {
-        if purge {
-            // Drop the deleted memories' vectors from sealed segments too.
-            self.vectors.purge();
-        }
-        let state = VectorState {
-            format: STATE_FORMAT,
-            seq: self.vector_seq,
-            meta: std::mem::take(&mut self.meta),
-            vectors: std::mem::replace(
-                &mut self.vectors,
-                VectorIndex::new(self.embedder.model_id(), self.embedder.dimension()),
-            ),
-        };
-        let result = postcard::to_allocvec(&state)
-            .map_err(index_err)
-            .and_then(|bytes| {
-                write_atomically(&vector_path(&self.dir, self.embedder.model_id()), &bytes)
-            });
-        self.meta = state.meta;
-        self.vectors = state.vectors;
-        self.last_vector_save = Instant::now();
-        if result.is_ok() {
-            self.vectors_dirty = false;
+    /// Saves the vector index here and now.
+    fn save_vectors(&mut self) -> Result<(), SearchError> {
+        let job = self.vector_save_job(true)?;
+        let result = job.as_ref().map_or(Ok(()), VectorSave::run);
+        if let Some(job) = &job {
+            self.vector_saved(job, &result);
         }
         result
+    }
+
+    /// The vector index's save, if it changed since the last one: when `now`, or every
+    /// few seconds. Cheap under the index's lock (the sealed segments are shared, not
+    /// copied); [`VectorSave::run`] writes it without the lock, then
+    /// [`SearchIndex::vector_saved`].
+    pub fn vector_save_job(&mut self, now: bool) -> Result<Option<VectorSave>, SearchError> {
+        let segments = self.vectors.unsaved();
+        if self.vector_changes == self.saved_changes && segments.is_empty() {
+            return Ok(None);
+        }
+        if !now && self.last_vector_save.elapsed() < SAVE_EVERY {
+            return Ok(None);
+        }
+        let manifest = self.vectors.manifest();
+        let keep = manifest.segments().iter().copied().collect();
+        let state = postcard::to_allocvec(&VectorStateRef {
+            format: STATE_FORMAT,
+            seq: self.vector_seq,
+            meta: &self.meta,
+            vectors: manifest,
+        })
+        .map_err(index_err)?;
+        self.saves_taken += 1;
+        let state_path = vector_path(&self.dir, self.embedder.model_id());
+        Ok(Some(VectorSave {
+            number: self.saves_taken,
+            written: self.saves_written.clone(),
+            segment_dir: segment_dir(&state_path),
+            state_path,
+            state,
+            segments,
+            keep,
+            changes: self.vector_changes,
+        }))
+    }
+
+    /// Records how a [`VectorSave`] went.
+    pub fn vector_saved(&mut self, job: &VectorSave, result: &Result<(), SearchError>) {
+        self.last_vector_save = Instant::now();
+        if result.is_ok() {
+            for (id, segment) in &job.segments {
+                self.vectors.mark_saved(*id, segment);
+            }
+            self.saved_changes = self.saved_changes.max(job.changes);
+        }
     }
 
     /// Writes the vector index to disk if it changed since it was last written. Vectors
@@ -835,10 +976,7 @@ impl SearchIndex {
         if self.keyword_staged > self.keyword_seq || self.keyword_purge {
             self.commit_keyword()?;
         }
-        if self.vectors_dirty {
-            self.save_vectors(false)?;
-        }
-        Ok(())
+        self.save_vectors()
     }
 
     /// Commits what was given to the keyword index.
@@ -878,8 +1016,8 @@ impl SearchIndex {
     /// Leaves keyword commits to the caller: changes are given to the keyword index, and
     /// [`SearchIndex::keyword_commit_job`] hands out the commit, to run without holding
     /// the index (a tantivy commit takes tens of milliseconds; searches go on meanwhile).
-    pub fn defer_keyword_commits(&mut self, on: bool) {
-        self.defer_keyword_commits = on;
+    pub fn defer_commits(&mut self, on: bool) {
+        self.defer_commits = on;
     }
 
     /// The keyword commit that is due, if any: run it with [`KeywordCommit::run`], then
@@ -1239,6 +1377,41 @@ fn vector_path(dir: &Path, model: &str) -> PathBuf {
 fn load_vectors(path: &Path) -> Option<VectorState> {
     let bytes = std::fs::read(path).ok()?;
     postcard::from_bytes(&bytes).ok()
+}
+
+/// Where the sealed segments of the vector index saved at `state` go.
+fn segment_dir(state: &Path) -> PathBuf {
+    state.with_extension("d")
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id}.seg"))
+}
+
+fn load_segment(path: &Path) -> Option<vector::Segment> {
+    let bytes = std::fs::read(path).ok()?;
+    postcard::from_bytes(&bytes).ok()
+}
+
+/// Writes a sealed segment as it is serialised (no copy of it in memory), whole or not at
+/// all, readable by its owner only.
+fn write_segment(path: &Path, segment: &vector::Segment) -> Result<(), SearchError> {
+    use mnemon_identity::private::{private_options, temp_beside};
+    use std::io::Write as _;
+    let tmp = temp_beside(path);
+    let result = (|| -> Result<(), SearchError> {
+        let file = private_options().open(&tmp).map_err(index_err)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        postcard::to_io(segment, &mut out).map_err(index_err)?;
+        out.flush().map_err(index_err)?;
+        let file = out.into_inner().map_err(index_err)?;
+        file.sync_all().map_err(index_err)?;
+        std::fs::rename(&tmp, path).map_err(index_err)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SearchError> {

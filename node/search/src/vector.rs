@@ -1,15 +1,22 @@
 //! The vector index: sealed HNSW segments (our patched instant-distance, [`super::hnsw`])
 //! plus an exact segment of recent writes.
 //!
-//! A sealed graph is built in one batch and never changed. New vectors go to the `recent`
-//! segment, searched exactly; once it holds [`SEAL_AT`] vectors it is built into a sealed
-//! HNSW segment. Edits and deletes never touch a sealed segment:
-//! every memory has a live version, each vector is keyed by (memory, version, chunk), and a
-//! vector whose version is not the live one is a tombstone, skipped by search and dropped
-//! when segments are merged. More than [`MAX_SEGMENTS`] sealed segments are merged into one.
+//! A sealed graph is built in one batch and never rebuilt in place. New vectors go to the
+//! `recent` segment, searched exactly; once it holds [`SEAL_AT`] vectors it is built into
+//! a sealed HNSW segment, merged with the newest sealed segments that are no larger than
+//! what the seal gathered so far (a binary counter: a vector is rebuilt about log₂(n /
+//! `SEAL_AT`) times in all, and there are about as many segments). Edits never touch a
+//! sealed segment: every memory has a live version, each vector is keyed by (memory,
+//! version, chunk), and a vector whose version is not the live one is a tombstone, skipped
+//! by search and dropped when segments are merged. A removed memory's vectors are also
+//! erased where they lie (zeroed), so its data leaves the files at the next save.
+//!
+//! Each sealed segment is saved once, in its own file; the periodic save writes only the
+//! small part (the recent vectors, which versions are live, the list of segments).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,10 +25,12 @@ pub use super::kernel::dot;
 
 /// Recent vectors searched exactly before they are sealed into an HNSW segment.
 pub const SEAL_AT: usize = 4096;
-/// Sealed segments kept before they are merged into one.
-pub const MAX_SEGMENTS: usize = 4;
-/// Format version of the persisted index (2: our own HNSW graphs).
-pub const FORMAT: u32 = 2;
+/// With background sealing, the recent segment's size at which the index takes no more
+/// vectors until the sealer has caught up (the vectors lag instead; words do not): it is
+/// searched exactly and saved whole every few seconds, so it must stay small.
+pub const RECENT_CAP: usize = 8 * SEAL_AT;
+/// Format version of the persisted index (3: each sealed segment in its own file).
+pub const FORMAT: u32 = 3;
 
 /// A unit-length vector.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,10 +56,35 @@ impl Vector {
 }
 
 /// A sealed segment: an HNSW graph and the key of each of its nodes.
-#[derive(Serialize, Deserialize)]
-struct Segment {
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Segment {
     graph: Hnsw,
     keys: Vec<VectorKey>,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("vectors", &self.keys.len())
+            .finish()
+    }
+}
+
+impl Segment {
+    /// Whether the graph is whole and its vectors are of `dimension`.
+    fn is_valid(&self, dimension: usize) -> bool {
+        self.keys.len() == self.graph.len()
+            && (self.graph.is_empty()
+                || (self.graph.validate().is_ok() && self.graph.vector(0).len() == dimension))
+    }
+}
+
+/// A sealed segment in the index: its number (its file's name) and whether that file
+/// holds it as it is.
+struct Sealed {
+    id: u64,
+    segment: Arc<Segment>,
+    saved: bool,
 }
 
 thread_local! {
@@ -81,47 +115,99 @@ pub struct VectorHit {
 }
 
 /// The vector index of one embedding model.
-#[derive(Serialize, Deserialize)]
 pub struct VectorIndex {
-    format: u32,
     model: String,
     dimension: usize,
-    sealed: Vec<Segment>,
+    /// Oldest (largest) first.
+    sealed: Vec<Sealed>,
     recent: Vec<(VectorKey, Vector)>,
     live: HashMap<u128, u32>,
     ef_search: usize,
+    /// The number the next sealed segment gets.
+    next_segment: u64,
     /// While false (during a bulk load), `upsert` does not seal; the caller seals once.
-    #[serde(skip, default = "yes")]
     auto_seal: bool,
     /// Whether sealing is left to a background thread ([`VectorIndex::seal_job`]); `upsert`
-    /// then seals by itself only if the recent segment grows to [`SEAL_BACKSTOP`].
-    #[serde(skip)]
+    /// then never seals by itself.
     defer_seal: bool,
-    /// Bumped whenever the sealed segments change, so a background seal built from an older
-    /// state is not installed over a newer one.
-    #[serde(skip)]
-    generation: u64,
 }
 
-/// With background sealing, the size at which `upsert` seals anyway (the background has
-/// fallen far behind).
-pub const SEAL_BACKSTOP: usize = 4 * SEAL_AT;
+/// What a save writes besides the segments: borrowed from the index.
+#[derive(Serialize)]
+pub struct ManifestRef<'a> {
+    format: u32,
+    model: &'a str,
+    dimension: usize,
+    recent: &'a [(VectorKey, Vector)],
+    live: &'a HashMap<u128, u32>,
+    ef_search: usize,
+    segments: Vec<u64>,
+    next_segment: u64,
+}
+
+impl std::fmt::Debug for ManifestRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManifestRef")
+            .field("segments", &self.segments)
+            .field("recent", &self.recent.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Manifest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manifest")
+            .field("segments", &self.segments)
+            .field("recent", &self.recent.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ManifestRef<'_> {
+    /// The sealed segments it lists, by number.
+    pub fn segments(&self) -> &[u64] {
+        &self.segments
+    }
+}
+
+/// A saved [`ManifestRef`], read back.
+#[derive(Deserialize)]
+pub struct Manifest {
+    format: u32,
+    model: String,
+    dimension: usize,
+    recent: Vec<(VectorKey, Vector)>,
+    live: HashMap<u128, u32>,
+    ef_search: usize,
+    segments: Vec<u64>,
+    next_segment: u64,
+}
+
+impl Manifest {
+    /// The sealed segments it lists, by number.
+    pub fn segments(&self) -> &[u64] {
+        &self.segments
+    }
+}
 
 /// A seal to build off the index's lock: the vectors to build into a graph.
 pub struct SealJob {
+    /// The recent segment's live vectors.
     entries: Vec<(VectorKey, Vector)>,
     /// The recent keys the new segment replaces (live or stale).
-    taken: std::collections::HashSet<VectorKey>,
-    merge: bool,
-    generation: u64,
+    taken: HashSet<VectorKey>,
+    /// The sealed segments it merges (by number), shared (their vectors are read while
+    /// building), with their nodes that were live.
+    merging: Vec<(Arc<Segment>, Vec<u32>)>,
+    merged: Vec<u64>,
     dimension: usize,
 }
 
 impl std::fmt::Debug for SealJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SealJob")
-            .field("vectors", &self.entries.len())
-            .field("merge", &self.merge)
+            .field("vectors", &self.len())
+            .field("merged", &self.merged.len())
             .finish()
     }
 }
@@ -129,45 +215,52 @@ impl std::fmt::Debug for SealJob {
 /// A built [`SealJob`], ready for [`VectorIndex::install`].
 pub struct BuiltSeal {
     segment: Option<Segment>,
-    taken: std::collections::HashSet<VectorKey>,
-    merge: bool,
-    generation: u64,
+    taken: HashSet<VectorKey>,
+    merged: Vec<u64>,
 }
 
 impl std::fmt::Debug for BuiltSeal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BuiltSeal")
-            .field("merge", &self.merge)
+            .field("merged", &self.merged.len())
             .finish()
     }
 }
 
 impl SealJob {
+    /// How many vectors it builds into a graph.
+    pub fn len(&self) -> usize {
+        self.entries.len() + self.merging.iter().map(|(_, n)| n.len()).sum::<usize>()
+    }
+
+    /// Whether it builds no graph (everything it took is stale).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Builds the graph (the slow part: run it without holding the index).
     pub fn build(self) -> BuiltSeal {
-        let segment =
-            (!self.entries.is_empty()).then(|| build_segment(self.dimension, self.entries));
+        let segment = (!self.is_empty()).then(|| {
+            let mut keys: Vec<VectorKey> = self.entries.iter().map(|(k, _)| *k).collect();
+            for (segment, nodes) in &self.merging {
+                keys.extend(nodes.iter().map(|&i| segment.keys[i as usize]));
+            }
+            let vectors =
+                self.entries
+                    .into_iter()
+                    .map(|(_, v)| v.0)
+                    .chain(self.merging.iter().flat_map(|(segment, nodes)| {
+                        nodes.iter().map(|&i| segment.graph.vector(i).to_vec())
+                    }));
+            let graph = Hnsw::build(self.dimension, vectors, Params::default());
+            Segment { graph, keys }
+        });
         BuiltSeal {
             segment,
             taken: self.taken,
-            merge: self.merge,
-            generation: self.generation,
+            merged: self.merged,
         }
     }
-}
-
-fn build_segment(dimension: usize, entries: Vec<(VectorKey, Vector)>) -> Segment {
-    let (keys, points): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
-    let graph = Hnsw::build(
-        dimension,
-        points.into_iter().map(|p| p.0),
-        Params::default(),
-    );
-    Segment { graph, keys }
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl std::fmt::Debug for VectorIndex {
@@ -185,16 +278,92 @@ impl VectorIndex {
     /// An empty index for vectors of `dimension` from `model`.
     pub fn new(model: &str, dimension: usize) -> VectorIndex {
         VectorIndex {
-            format: FORMAT,
             model: model.to_owned(),
             dimension,
             sealed: Vec::new(),
             recent: Vec::new(),
             live: HashMap::new(),
             ef_search: 256,
+            next_segment: 1,
             auto_seal: true,
             defer_seal: false,
-            generation: 0,
+        }
+    }
+
+    /// The index a save wrote, for `model` and `dimension`: `load` reads a sealed segment
+    /// by number. `None` if it is of another format, model or dimension, or any segment is
+    /// missing or damaged (the index is then rebuilt, never searched).
+    pub fn from_saved(
+        manifest: Manifest,
+        model: &str,
+        dimension: usize,
+        mut load: impl FnMut(u64) -> Option<Segment>,
+    ) -> Option<VectorIndex> {
+        if manifest.format != FORMAT
+            || manifest.model != model
+            || manifest.dimension != dimension
+            || manifest.recent.iter().any(|(_, v)| v.0.len() != dimension)
+        {
+            return None;
+        }
+        let mut sealed = Vec::with_capacity(manifest.segments.len());
+        for id in manifest.segments {
+            let segment = load(id).filter(|s| s.is_valid(dimension))?;
+            sealed.push(Sealed {
+                id,
+                segment: Arc::new(segment),
+                saved: true,
+            });
+        }
+        let next_segment = sealed
+            .iter()
+            .map(|s| s.id + 1)
+            .max()
+            .unwrap_or(1)
+            .max(manifest.next_segment);
+        Some(VectorIndex {
+            model: manifest.model,
+            dimension,
+            sealed,
+            recent: manifest.recent,
+            live: manifest.live,
+            ef_search: manifest.ef_search,
+            next_segment,
+            auto_seal: true,
+            defer_seal: false,
+        })
+    }
+
+    /// What a save writes besides the segments.
+    pub fn manifest(&self) -> ManifestRef<'_> {
+        ManifestRef {
+            format: FORMAT,
+            model: &self.model,
+            dimension: self.dimension,
+            recent: &self.recent,
+            live: &self.live,
+            ef_search: self.ef_search,
+            segments: self.sealed.iter().map(|s| s.id).collect(),
+            next_segment: self.next_segment,
+        }
+    }
+
+    /// The sealed segments whose files do not hold them as they are, by number.
+    pub fn unsaved(&self) -> Vec<(u64, Arc<Segment>)> {
+        self.sealed
+            .iter()
+            .filter(|s| !s.saved)
+            .map(|s| (s.id, s.segment.clone()))
+            .collect()
+    }
+
+    /// Records that segment `id` was saved as it was when `saved` was taken (a segment
+    /// erased from since stays unsaved).
+    pub fn mark_saved(&mut self, id: u64, saved: &Arc<Segment>) {
+        if let Some(s) = self.sealed.iter_mut().find(|s| s.id == id)
+            && Arc::ptr_eq(&s.segment, saved)
+        {
+            s.saved = true;
         }
     }
 
@@ -204,8 +373,8 @@ impl VectorIndex {
         self.defer_seal = on;
     }
 
-    /// The seal due now, if the recent segment is full: its vectors (and, when there are
-    /// too many segments, every sealed segment's live vectors, to merge them).
+    /// The seal due now, if the recent segment is full: its vectors and those of the
+    /// sealed segments it merges with.
     pub fn seal_job(&self) -> Option<SealJob> {
         self.seal_job_at(SEAL_AT)
     }
@@ -217,51 +386,85 @@ impl VectorIndex {
         if self.recent.len() < at {
             return None;
         }
-        Some(self.job(self.sealed.len() >= MAX_SEGMENTS))
+        Some(self.job())
     }
 
-    fn job(&self, merge: bool) -> SealJob {
+    /// How many of the newest sealed segments a seal of `gathered` vectors merges: each
+    /// no larger than all it gathered before it.
+    fn mergeable(&self, mut gathered: usize) -> usize {
+        let mut n = 0;
+        for s in self.sealed.iter().rev() {
+            if s.segment.keys.len() > gathered {
+                break;
+            }
+            gathered += s.segment.keys.len();
+            n += 1;
+        }
+        n
+    }
+
+    fn job(&self) -> SealJob {
         let taken = self.recent.iter().map(|(k, _)| *k).collect();
-        let mut entries: Vec<(VectorKey, Vector)> = self
+        let entries: Vec<(VectorKey, Vector)> = self
             .recent
             .iter()
             .filter(|(k, _)| self.is_live(k))
             .cloned()
             .collect();
-        if merge {
-            for segment in &self.sealed {
-                for (i, key) in segment.keys.iter().enumerate() {
-                    if self.is_live(key) {
-                        entries.push((*key, Vector(segment.graph.vector(i as u32).to_vec())));
-                    }
-                }
-            }
-        }
+        let merge = self.mergeable(self.recent.len());
+        let merged = &self.sealed[self.sealed.len() - merge..];
+        let merging = merged
+            .iter()
+            .map(|s| {
+                let live = (0..s.segment.keys.len() as u32)
+                    .filter(|&i| self.is_live(&s.segment.keys[i as usize]))
+                    .collect();
+                (s.segment.clone(), live)
+            })
+            .collect();
         SealJob {
             entries,
             taken,
-            merge,
-            generation: self.generation,
+            merging,
+            merged: merged.iter().map(|s| s.id).collect(),
             dimension: self.dimension,
         }
     }
 
-    /// Puts a built seal in place; false (and nothing changes) if the sealed segments
-    /// changed since its job was taken. Vectors edited or deleted meanwhile are tombstones
-    /// in the new segment, as in any other.
+    /// Puts a built seal in place; false (and nothing changes) if a segment it merges is
+    /// gone since its job was taken. Vectors edited meanwhile are tombstones in the new
+    /// segment, as in any other; those of memories removed meanwhile are erased.
     pub fn install(&mut self, built: BuiltSeal) -> bool {
-        if built.generation != self.generation {
+        if !built
+            .merged
+            .iter()
+            .all(|id| self.sealed.iter().any(|s| s.id == *id))
+        {
             return false;
         }
         self.recent.retain(|(k, _)| !built.taken.contains(k));
-        if built.merge {
-            self.sealed.clear();
+        self.sealed.retain(|s| !built.merged.contains(&s.id));
+        if let Some(mut segment) = built.segment {
+            let live = &self.live;
+            let gone: Vec<u32> = (0..segment.keys.len() as u32)
+                .filter(|&i| !live.contains_key(&segment.keys[i as usize].memory))
+                .collect();
+            for i in gone {
+                segment.graph.erase(i);
+            }
+            self.push_sealed(segment);
         }
-        if let Some(segment) = built.segment {
-            self.sealed.push(segment);
-        }
-        self.generation += 1;
         true
+    }
+
+    fn push_sealed(&mut self, segment: Segment) {
+        let id = self.next_segment;
+        self.next_segment += 1;
+        self.sealed.push(Sealed {
+            id,
+            segment: Arc::new(segment),
+            saved: false,
+        });
     }
 
     /// Starts (`false`) or ends (`true`) a bulk load: without automatic sealing, a rebuild
@@ -278,18 +481,10 @@ impl VectorIndex {
         &self.model
     }
 
-    /// Whether this index was written in the current format for `model` and `dimension`,
-    /// and every graph in it is whole (a damaged file is rebuilt, never searched).
-    pub fn is_compatible(&self, model: &str, dimension: usize) -> bool {
-        self.format == FORMAT
-            && self.model == model
-            && self.dimension == dimension
-            && self.recent.iter().all(|(_, v)| v.0.len() == dimension)
-            && self.sealed.iter().all(|s| {
-                s.keys.len() == s.graph.len()
-                    && (s.graph.is_empty() || s.graph.validate().is_ok())
-                    && (s.graph.is_empty() || s.graph.vector(0).len() == dimension)
-            })
+    /// Whether the recent segment is at [`RECENT_CAP`] with background sealing: vectors
+    /// wait until the sealer has caught up.
+    pub fn is_full(&self) -> bool {
+        self.defer_seal && self.recent.len() >= RECENT_CAP
     }
 
     /// How many memories have vectors.
@@ -299,7 +494,12 @@ impl VectorIndex {
 
     /// Vectors stored, live or stale, and sealed segments.
     pub fn sizes(&self) -> (usize, usize) {
-        let stored = self.recent.len() + self.sealed.iter().map(|s| s.keys.len()).sum::<usize>();
+        let stored = self.recent.len()
+            + self
+                .sealed
+                .iter()
+                .map(|s| s.segment.keys.len())
+                .sum::<usize>();
         (stored, self.sealed.len())
     }
 
@@ -316,73 +516,42 @@ impl VectorIndex {
             };
             self.recent.push((key, Vector(values)));
         }
-        let limit = if self.defer_seal {
-            SEAL_BACKSTOP
-        } else {
-            SEAL_AT
-        };
-        if self.auto_seal && self.recent.len() >= limit {
+        if self.auto_seal && !self.defer_seal && self.recent.len() >= SEAL_AT {
             self.seal();
         }
     }
 
-    /// Removes `memory`'s vectors.
+    /// Removes `memory`'s vectors, and erases them from the sealed segments (the segments
+    /// that held them are saved again).
     pub fn remove(&mut self, memory: u128) {
-        self.live.remove(&memory);
+        if self.live.remove(&memory).is_none() {
+            return;
+        }
         self.recent.retain(|(key, _)| key.memory != memory);
+        for s in &mut self.sealed {
+            let nodes: Vec<u32> = (0..s.segment.keys.len() as u32)
+                .filter(|&i| s.segment.keys[i as usize].memory == memory)
+                .collect();
+            if nodes.is_empty() {
+                continue;
+            }
+            let segment = Arc::make_mut(&mut s.segment);
+            for i in nodes {
+                segment.graph.erase(i);
+            }
+            s.saved = false;
+        }
     }
 
     fn is_live(&self, key: &VectorKey) -> bool {
         self.live.get(&key.memory) == Some(&key.version)
     }
 
-    /// Builds the recent vectors into a sealed HNSW segment; merges segments when there
-    /// are too many.
+    /// Builds the recent vectors into a sealed HNSW segment, merged as [`VectorIndex::job`]
+    /// says, here and now.
     pub fn seal(&mut self) {
-        let recent = std::mem::take(&mut self.recent);
-        let mut entries: Vec<(VectorKey, Vector)> = recent
-            .into_iter()
-            .filter(|(k, _)| self.is_live(k))
-            .collect();
-        if self.sealed.len() >= MAX_SEGMENTS {
-            for segment in std::mem::take(&mut self.sealed) {
-                for (i, key) in segment.keys.iter().enumerate() {
-                    if self.is_live(key) {
-                        entries.push((*key, Vector(segment.graph.vector(i as u32).to_vec())));
-                    }
-                }
-            }
-        }
-        self.generation += 1;
-        if entries.is_empty() {
-            return;
-        }
-        let segment = build_segment(self.dimension, entries);
-        self.sealed.push(segment);
-    }
-
-    /// Rebuilds every sealed segment that holds stale vectors (of deleted or edited
-    /// memories), so those vectors leave the index. Costs a rebuild of the affected segments.
-    pub fn purge(&mut self) {
-        self.seal();
-        for segment in std::mem::take(&mut self.sealed) {
-            if segment.keys.iter().all(|k| self.is_live(k)) {
-                self.sealed.push(segment);
-                continue;
-            }
-            let entries: Vec<(VectorKey, Vector)> = segment
-                .keys
-                .iter()
-                .enumerate()
-                .filter(|(_, k)| self.is_live(k))
-                .map(|(i, k)| (*k, Vector(segment.graph.vector(i as u32).to_vec())))
-                .collect();
-            self.generation += 1;
-            if !entries.is_empty() {
-                let segment = build_segment(self.dimension, entries);
-                self.sealed.push(segment);
-            }
-        }
+        let built = self.job().build();
+        self.install(built);
     }
 
     /// The `k` memories nearest to `query`, best chunk per memory, for memories `allow`
@@ -417,7 +586,7 @@ impl VectorIndex {
         for (key, point) in &self.recent {
             offer(key, point.distance(query));
         }
-        for segment in &self.sealed {
+        for segment in self.sealed.iter().map(|s| &s.segment) {
             if exact {
                 for (i, key) in segment.keys.iter().enumerate() {
                     offer(key, 1.0 - dot(query, segment.graph.vector(i as u32)));
@@ -517,13 +686,142 @@ pub(crate) mod tests {
                     .all(|h| h.memory != 0)
             );
         }
-        // A job taken before a purge is stale and is refused.
+        // A job whose segment was merged meanwhile is stale and is refused.
         for m in 0..SEAL_AT as u128 {
             index.upsert(10_000 + m, vec![random_unit(&mut seed, 8)]);
         }
         let job = index.seal_job().expect("due again");
-        index.purge();
+        assert_eq!(
+            job.merged.len(),
+            1,
+            "the sealed segment is no larger: merged"
+        );
+        index.seal();
         assert!(!index.install(job.build()));
+        assert_eq!(index.sizes().1, 1);
+    }
+
+    #[test]
+    fn seals_merge_like_a_binary_counter() {
+        let mut seed = 9;
+        let mut index = VectorIndex::new("test", 4);
+        let mut sizes = Vec::new();
+        for seal in 1..=7u128 {
+            for m in 0..SEAL_AT as u128 {
+                index.upsert(seal * 100_000 + m, vec![random_unit(&mut seed, 4)]);
+            }
+            sizes.push(
+                index
+                    .sealed
+                    .iter()
+                    .map(|s| s.segment.keys.len() / SEAL_AT)
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(
+            sizes,
+            [
+                vec![1],
+                vec![2],
+                vec![2, 1],
+                vec![4],
+                vec![4, 1],
+                vec![4, 2],
+                vec![4, 2, 1]
+            ]
+        );
+        assert_eq!(index.memories(), 7 * SEAL_AT);
+    }
+
+    #[test]
+    fn a_saved_index_reads_back_from_its_manifest_and_segment_files() {
+        let mut seed = 11;
+        let mut index = VectorIndex::new("test", 8);
+        let mut probes = Vec::new();
+        for m in 0..(SEAL_AT + 10) as u128 {
+            let v = random_unit(&mut seed, 8);
+            if m % 1000 == 0 {
+                probes.push((m, v.clone()));
+            }
+            index.upsert(m, vec![v]);
+        }
+        index.remove(2000);
+        assert_eq!(index.sizes(), (SEAL_AT + 10, 1));
+        let manifest = postcard::to_allocvec(&index.manifest()).expect("manifest");
+        let files: HashMap<u64, Vec<u8>> = index
+            .unsaved()
+            .into_iter()
+            .map(|(id, s)| (id, postcard::to_allocvec(&*s).expect("segment")))
+            .collect();
+        let read = |files: &HashMap<u64, Vec<u8>>| {
+            VectorIndex::from_saved(
+                postcard::from_bytes(&manifest).expect("manifest back"),
+                "test",
+                8,
+                |id| postcard::from_bytes(files.get(&id)?).ok(),
+            )
+        };
+        let back = read(&files).expect("reads back");
+        assert_eq!(back.sizes(), index.sizes());
+        assert_eq!(back.memories(), index.memories());
+        assert!(back.unsaved().is_empty(), "what was read is saved");
+        for (m, v) in &probes {
+            let hits = back.search(v, 1, false, &|_| true, &|_, _| 1.0);
+            if *m == 2000 {
+                assert_ne!(hits[0].memory, 2000);
+            } else {
+                assert_eq!(hits[0].memory, *m);
+            }
+        }
+        // Another model, or a missing or damaged segment: nothing is read.
+        assert!(
+            VectorIndex::from_saved(
+                postcard::from_bytes(&manifest).expect("manifest back"),
+                "other",
+                8,
+                |_| None
+            )
+            .is_none()
+        );
+        assert!(read(&HashMap::new()).is_none());
+        let damaged: HashMap<u64, Vec<u8>> = files
+            .iter()
+            .map(|(id, bytes)| (*id, bytes[..bytes.len() / 2].to_vec()))
+            .collect();
+        assert!(read(&damaged).is_none());
+    }
+
+    #[test]
+    fn a_removed_memory_is_erased_from_sealed_segments_and_saved_again() {
+        let mut seed = 3;
+        let mut index = VectorIndex::new("test", 8);
+        let kept = random_unit(&mut seed, 8);
+        let gone = random_unit(&mut seed, 8);
+        index.upsert(1, vec![kept.clone()]);
+        index.upsert(2, vec![gone.clone(), kept.clone()]);
+        index.seal();
+        let saved: Vec<_> = index.unsaved();
+        assert_eq!(saved.len(), 1);
+        index.mark_saved(saved[0].0, &saved[0].1);
+        assert!(index.unsaved().is_empty());
+        index.remove(2);
+        // Both of its vectors are zero now, the other memory's is as it was.
+        let segment = &index.sealed[0].segment;
+        for (i, key) in segment.keys.iter().enumerate() {
+            let values = segment.graph.vector(i as u32);
+            if key.memory == 2 {
+                assert!(values.iter().all(|x| *x == 0.0), "{values:?}");
+            } else {
+                assert_eq!(values, kept.as_slice());
+            }
+        }
+        // The file that held it is to be written again; the old copy is not marked saved.
+        let unsaved = index.unsaved();
+        assert_eq!(unsaved.len(), 1);
+        index.mark_saved(saved[0].0, &saved[0].1);
+        assert_eq!(index.unsaved().len(), 1);
+        let hits = index.search(&gone, 10, false, &|_| true, &|_, _| 1.0);
+        assert_eq!(hits.iter().map(|h| h.memory).collect::<Vec<_>>(), [1]);
     }
 
     #[test]

@@ -39,9 +39,24 @@ impl Service {
             }
             Ok(())
         });
-        if let Err(e) = result {
+        // Forgetting reaches the vector files at once (written without holding the index).
+        if let Err(e) = result.and_then(|()| self.save_vectors(true)) {
             tracing::warn!("deleted, but the search index will forget later: {e}");
         }
+    }
+
+    /// Saves the vector index if that is due (`now`: whenever anything changed), writing
+    /// the files without holding the index.
+    pub(super) fn save_vectors(&self, now: bool) -> Result<(), ApiError> {
+        let Some(job) = self.with_index(|index| index.vector_save_job(now))? else {
+            return Ok(());
+        };
+        let result = job.run();
+        self.with_index(|index| {
+            index.vector_saved(&job, &result);
+            Ok(())
+        })?;
+        result.map_err(search_error)
     }
 
     /// Runs `f` on the search index, opening it first if need be.
@@ -59,8 +74,9 @@ impl Service {
         let held = Instant::now();
         let result = self.open_index(&mut slot).and_then(|index| {
             index.seal_in_background(self.background_seal.load(Ordering::Relaxed));
-            // The indexer thread commits the keyword index itself, off the lock.
-            index.defer_keyword_commits(self.indexer.load(Ordering::Relaxed));
+            // The indexer thread commits the keyword index and saves the vectors itself,
+            // off the lock.
+            index.defer_commits(self.indexer.load(Ordering::Relaxed));
             f(index).map_err(search_error)
         });
         let ms = held.elapsed().as_millis();
@@ -186,15 +202,39 @@ impl Service {
     }
 
     /// Starts the indexer: one thread that follows the store's change log, applies it to
-    /// the keyword and vector indexes in bounded batches, seals the vector index's recent
-    /// segment in the background and re-embeds after a model change. Ends when `stop` is
-    /// set.
+    /// the keyword and vector indexes in bounded batches and re-embeds after a model
+    /// change, and beside it the sealer, which builds the vector index's graphs (a merge
+    /// at 100,000 memories takes a minute: the log is followed meanwhile). Both end when
+    /// `stop` is set; the handle is the indexer's (the sealer is not waited for: what it
+    /// has not installed stays in the recent segment).
     pub fn spawn_indexer(
         self: &Arc<Self>,
         stop: Arc<AtomicBool>,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         self.indexer.store(true, Ordering::Relaxed);
         self.seal_in_background();
+        let sealer = self.clone();
+        let done = stop.clone();
+        std::thread::Builder::new()
+            .name("mnemon-sealer".into())
+            .spawn(move || {
+                lower_priority();
+                while !done.load(Ordering::Relaxed) {
+                    let behind = sealer.store.last_seq().unwrap_or(0) > sealer.progress.get();
+                    match sealer.seal_if_due(!behind) {
+                        Ok(true) => {
+                            if let Err(e) = sealer.save_vectors(true) {
+                                tracing::warn!("saving the vector index failed: {e}");
+                            }
+                        }
+                        Ok(false) => std::thread::sleep(Duration::from_millis(200)),
+                        Err(e) => {
+                            tracing::warn!("sealing the vector index failed: {e}");
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                    }
+                }
+            })?;
         let service = self.clone();
         std::thread::Builder::new()
             .name("mnemon-indexer".into())
@@ -264,14 +304,24 @@ impl Service {
                 self.progress.behind_since.store(0, Ordering::Relaxed);
             }
             if seq < store.last_seq().map_err(store_error)? {
-                // Under a steady stream of writes the index may never be caught up: seal
-                // the vector index's recent segment off the lock as soon as it is due, or
-                // it grows until a write seals it while holding the index.
-                self.seal_if_due(false)?;
+                self.save_vectors(false)?;
                 return Ok(true);
             }
         }
-        self.background_step(Duration::from_millis(250))
+        // In short slices: the index is held meanwhile.
+        let pending = self.vector_step(INDEX_SLICE)?;
+        self.save_vectors(false)?;
+        Ok(pending)
+    }
+
+    /// Moves the vector index on for at most `slice`. Returns whether work remains that
+    /// can be done now (not while the vectors wait for the sealer).
+    fn vector_step(&self, slice: Duration) -> Result<bool, ApiError> {
+        let store = &self.store;
+        self.with_index(|index| {
+            index.catch_up_vectors(store, Some(Instant::now() + slice), &mut |_| {})?;
+            Ok(index.positions().1 < store.last_seq()? && !index.vectors_full())
+        })
     }
 
     /// Seals the vector index's recent segment if that is due: while writes stream in,
@@ -317,11 +367,7 @@ impl Service {
     /// seals its recent segment when that is due (building the graph without holding the
     /// index, so searches and writes go on meanwhile). Returns whether work remains.
     pub fn background_step(&self, slice: Duration) -> Result<bool, ApiError> {
-        let store = &self.store;
-        let pending = self.with_index(|index| {
-            index.catch_up_vectors(store, Some(Instant::now() + slice), &mut |_| {})?;
-            Ok(index.positions().1 < store.last_seq()?)
-        })?;
+        let pending = self.vector_step(slice)?;
         Ok(self.seal_if_due(!pending)? || pending)
     }
 
@@ -335,5 +381,14 @@ impl Service {
             Some(index) => index.save(),
             None => Ok(()),
         }
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10): the sealer's graph builds
+/// take the CPU the requests and the indexer leave, not theirs.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
+        tracing::debug!("could not lower the sealer's priority: {e}");
     }
 }
