@@ -428,6 +428,24 @@ fn deferred_commits_and_vector_saves_run_apart_from_the_index_and_then_count() {
         index.vector_save_job(true).expect("job").is_none(),
         "nothing more is due"
     );
+    // A delete (from a peer, say) makes the next save due at once, not in a few seconds:
+    // forgetting must reach the disk.
+    let gone = ids[11];
+    store.remove(&[gone]).expect("remove");
+    index
+        .step(
+            &store,
+            std::time::Instant::now() + std::time::Duration::from_secs(5),
+        )
+        .expect("step");
+    let save = index
+        .vector_save_job(false)
+        .expect("job")
+        .expect("due at once after a delete");
+    let result = save.run();
+    index.vector_saved(&save, &result);
+    result.expect("save");
+    assert!(index.vector_save_job(false).expect("job").is_none());
     // (The keyword commit jobs share the index's writer: they go with it.)
     drop((index, job, failed, retry));
     let reopened = SearchIndex::open_lagging(&path, embedder(), &store).expect("reopen");
@@ -436,7 +454,7 @@ fn deferred_commits_and_vector_saves_run_apart_from_the_index_and_then_count() {
         .search(&store, &query("quokka zanzibar dawn", 5, Mode::Semantic))
         .expect("search");
     assert_eq!(hits.first().map(|h| h.id), Some(other));
-    assert!(hits.iter().all(|h| h.id != target));
+    assert!(hits.iter().all(|h| h.id != target && h.id != gone));
 }
 
 #[test]

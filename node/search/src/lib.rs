@@ -276,6 +276,9 @@ pub struct SearchIndex {
     /// last save held.
     vector_changes: u64,
     saved_changes: u64,
+    /// Whether a memory was removed from the vectors since the last save (the next save
+    /// is due at once: forgetting must reach the disk).
+    vectors_forgot: bool,
     /// The number of the last vector save taken, and (shared with every save) of the last
     /// one written: a save never overwrites a newer one.
     saves_taken: u64,
@@ -337,6 +340,7 @@ pub struct VectorSave {
     segments: Vec<(u64, Arc<vector::Segment>)>,
     keep: HashSet<u64>,
     changes: u64,
+    forgot: bool,
 }
 
 impl std::fmt::Debug for VectorSave {
@@ -461,6 +465,7 @@ impl SearchIndex {
             last_vector_save: Instant::now(),
             vector_changes: 0,
             saved_changes: 0,
+            vectors_forgot: false,
             saves_taken: 0,
             saves_written: Arc::new(std::sync::Mutex::new(0)),
             background_seal: false,
@@ -676,6 +681,7 @@ impl SearchIndex {
             if part.vectors() {
                 self.vector_seq = last;
                 self.vector_changes += 1;
+                self.vectors_forgot |= deleted;
                 // Saving after every small batch would cost more than the batch: save
                 // deletes at once (forgetting must reach the disk), the rest every few
                 // seconds. (With deferred commits the caller saves.)
@@ -711,6 +717,7 @@ impl SearchIndex {
         let followers = self.take_refresh(store, Part::Both, &gone)?;
         self.index_memories(store, &followers, Part::Both)?;
         self.vector_changes += 1;
+        self.vectors_forgot = true;
         // Both files are rewritten even if one fails. (With deferred commits the caller
         // saves the vectors, at once.)
         let vectors = if self.defer_commits {
@@ -932,7 +939,7 @@ impl SearchIndex {
         if self.vector_changes == self.saved_changes && segments.is_empty() {
             return Ok(None);
         }
-        if !now && self.last_vector_save.elapsed() < SAVE_EVERY {
+        if !now && !self.vectors_forgot && self.last_vector_save.elapsed() < SAVE_EVERY {
             return Ok(None);
         }
         let manifest = self.vectors.manifest();
@@ -945,6 +952,7 @@ impl SearchIndex {
         })
         .map_err(index_err)?;
         self.saves_taken += 1;
+        let forgot = std::mem::take(&mut self.vectors_forgot);
         let state_path = vector_path(&self.dir, self.embedder.model_id());
         Ok(Some(VectorSave {
             number: self.saves_taken,
@@ -955,6 +963,7 @@ impl SearchIndex {
             segments,
             keep,
             changes: self.vector_changes,
+            forgot,
         }))
     }
 
@@ -966,6 +975,8 @@ impl SearchIndex {
                 self.vectors.mark_saved(*id, segment);
             }
             self.saved_changes = self.saved_changes.max(job.changes);
+        } else {
+            self.vectors_forgot |= job.forgot;
         }
     }
 
