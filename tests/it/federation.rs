@@ -939,8 +939,21 @@ fn forged_garbage_and_oversized_input_from_a_member_is_refused_and_the_node_stay
     // honest edit still comes straight from B.
     let mut garbage = Vec::new();
     encode_frame(&[0xff; 64], &mut garbage).expect("frame");
-    assert!(net.nodes[1].network.send_raw(&net.nodes[2].did, garbage));
+    assert!(
+        net.nodes[1]
+            .network
+            .send_raw(&net.nodes[2].did, garbage.clone())
+    );
+    // (Sent again every second until C shows it: on a loaded machine the session B wrote
+    // it on may have just been replaced by a newer one, which C reads instead.)
+    let mut polls = 0u32;
     eventually("C refused the garbage", WAIT, || {
+        polls += 1;
+        if polls % 20 == 0 {
+            net.nodes[1]
+                .network
+                .send_raw(&net.nodes[2].did, garbage.clone());
+        }
         c_view_of_b().is_some_and(|p| {
             p.last_error
                 .as_deref()
