@@ -949,7 +949,7 @@ fn forged_garbage_and_oversized_input_from_a_member_is_refused_and_the_node_stay
     let mut polls = 0u32;
     eventually("C refused the garbage", WAIT, || {
         polls += 1;
-        if polls % 20 == 0 {
+        if polls.is_multiple_of(20) {
             net.nodes[1]
                 .network
                 .send_raw(&net.nodes[2].did, garbage.clone());
