@@ -10,10 +10,19 @@ use rand::RngCore as _;
 /// Replaces `path` with `bytes` atomically: a private temporary file beside it, synced,
 /// then renamed over it. A reader sees the old content or the new, never a part.
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_private_with(path, |file| file.write_all(bytes))
+}
+
+/// As [`write_private`], with the content written by `write` (to stream what would be
+/// large to hold in memory whole).
+pub fn write_private_with(
+    path: &Path,
+    write: impl FnOnce(&mut fs::File) -> io::Result<()>,
+) -> io::Result<()> {
     let tmp = temp_beside(path);
     let result = (|| {
         let mut file = private_options().open(&tmp)?;
-        file.write_all(bytes)?;
+        write(&mut file)?;
         file.sync_all()?;
         drop(file);
         fs::rename(&tmp, path)

@@ -1407,22 +1407,13 @@ fn load_segment(path: &Path) -> Option<vector::Segment> {
 /// Writes a sealed segment as it is serialised (no copy of it in memory), whole or not at
 /// all, readable by its owner only.
 fn write_segment(path: &Path, segment: &vector::Segment) -> Result<(), SearchError> {
-    use mnemon_identity::private::{private_options, temp_beside};
     use std::io::Write as _;
-    let tmp = temp_beside(path);
-    let result = (|| -> Result<(), SearchError> {
-        let file = private_options().open(&tmp).map_err(index_err)?;
+    mnemon_identity::private::write_private_with(path, |file| {
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        postcard::to_io(segment, &mut out).map_err(index_err)?;
-        out.flush().map_err(index_err)?;
-        let file = out.into_inner().map_err(index_err)?;
-        file.sync_all().map_err(index_err)?;
-        std::fs::rename(&tmp, path).map_err(index_err)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+        postcard::to_io(segment, &mut out).map_err(std::io::Error::other)?;
+        out.flush()
+    })
+    .map_err(index_err)
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SearchError> {
