@@ -434,6 +434,20 @@ fn members_who_only_met_the_owner_meet_each_other_and_sync_while_it_is_away() {
     eventually("B and C meet, introduced by A", WAIT, || {
         connected_to(b, 2) && connected_to(c, 1)
     });
+    // Each member has A's signed log up to both grants before A leaves: B may write, and
+    // each knows the other is a member.
+    let knows_both = |node: &dyn mnemon_api::Api| {
+        node.members(&family.id).is_ok_and(|members| {
+            [1, 2].iter().all(|&i| {
+                members
+                    .iter()
+                    .any(|m| m.did == net.nodes[i].did.to_string() && m.role == Role::Write)
+            })
+        })
+    };
+    eventually("B and C have both grants", WAIT, || {
+        knows_both(b) && knows_both(c)
+    });
     // A goes away; what B writes reaches C directly.
     net.runtime.block_on(net.nodes[0].network.shutdown());
     let m = b
