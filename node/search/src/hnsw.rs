@@ -8,20 +8,20 @@
 //! - a neighbour's list is re-pruned with the heuristic only when it is full (instant-
 //!   distance re-ran the heuristic over all 64 neighbours for every back-link, about
 //!   130,000 distance computations per insert), and pruned candidates are not kept;
-//! - vectors live in one flat `f32` array and neighbours in flat `u32` arrays with a
-//!   count per node, so a hop reads contiguous memory;
+//! - a built graph keeps its vectors only as 8-bit codes ([`Codes`], a quarter of the
+//!   floats' memory) and neighbours in flat `u32` arrays with a count per node, so a hop
+//!   reads contiguous memory;
 //! - the visited set is a `u32` generation stamp per node (no clearing between queries);
-//! - a query walks the graph over 8-bit codes of the vectors ([`Codes`], a quarter of the
-//!   memory traffic), prefetching the unvisited neighbours of a node together before
-//!   scoring them, and re-ranks the `ef` candidates it ends with by their exact vectors,
-//!   so the distances it returns are exact.
+//! - a query walks the graph over the codes, prefetching the unvisited neighbours of a
+//!   node together before scoring them; its distances are the query's (widened to 16
+//!   bits, so all but exact) to each vector's code.
 //!
-//! Inserts are sequential (one thread) and use exact distances, which keeps the build
-//! deterministic for a seed. Distances are cosine distances of unit vectors, `1 - a·b`.
+//! Inserts are sequential (one thread) and re-rank their candidates by the floats, which
+//! the build holds until it ends; that keeps the build deterministic for a seed. Distances
+//! are cosine distances of unit vectors, `1 - a·b`.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
-use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -79,8 +79,12 @@ impl Ord for Near {
 pub struct Hnsw {
     dim: usize,
     m: usize,
-    /// Vectors, node `i` at `[i * dim, (i + 1) * dim)`.
+    /// The vectors while the graph is built, node `i` at `[i * dim, (i + 1) * dim)`;
+    /// empty once it is: the codes stand for them.
+    #[serde(skip)]
     data: Vec<f32>,
+    /// 8-bit codes of the vectors: all a built graph keeps of them.
+    codes: Codes,
     /// Layer 0: per node, a count then `2m` slots.
     zero: Vec<u32>,
     /// Each node's top layer.
@@ -91,9 +95,38 @@ pub struct Hnsw {
     upper: Vec<u32>,
     entry: u32,
     top: u8,
-    /// 8-bit codes of `data`: derived, so not stored; made on the first search.
-    #[serde(skip)]
-    codes: OnceLock<Codes>,
+}
+
+/// A graph as format 3 of the vector index stored it: its vectors as floats, no codes.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+pub(crate) struct HnswV3 {
+    dim: usize,
+    m: usize,
+    data: Vec<f32>,
+    zero: Vec<u32>,
+    levels: Vec<u8>,
+    upper_at: Vec<u32>,
+    upper: Vec<u32>,
+    entry: u32,
+    top: u8,
+}
+
+impl From<HnswV3> for Hnsw {
+    fn from(old: HnswV3) -> Hnsw {
+        Hnsw {
+            codes: Codes::of(&old.data, old.dim),
+            dim: old.dim,
+            m: old.m,
+            data: Vec::new(),
+            zero: old.zero,
+            levels: old.levels,
+            upper_at: old.upper_at,
+            upper: old.upper,
+            entry: old.entry,
+            top: old.top,
+        }
+    }
 }
 
 impl std::fmt::Debug for Hnsw {
@@ -155,17 +188,18 @@ impl Hnsw {
             data.resize(data.len().div_ceil(dim.max(1)) * dim.max(1), 0.0);
         }
         let n = data.len().checked_div(dim).unwrap_or(0);
+        let codes = Codes::of(&data, dim);
         let mut graph = Hnsw {
             dim,
             m,
             data,
+            codes,
             zero: vec![0; n * (2 * m + 1)],
             levels: Vec::with_capacity(n),
             upper_at: Vec::with_capacity(n),
             upper: Vec::new(),
             entry: 0,
             top: 0,
-            codes: OnceLock::new(),
         };
         // Levels: -ln(U) / ln(M), from a xorshift generator seeded by the caller.
         let ml = 1.0 / (m as f64).ln();
@@ -183,29 +217,38 @@ impl Hnsw {
             graph.levels.push(level);
         }
         let ef = params.ef_construction.max(m);
-        graph.codes();
         dispatch(BuildOp {
             graph: &mut graph,
             ef,
         });
+        graph.data = Vec::new();
         graph
     }
 
-    /// The codes of the vectors, made on first use.
-    fn codes(&self) -> &Codes {
-        self.codes.get_or_init(|| Codes::of(&self.data, self.dim))
+    /// Erases node `id`'s vector (zeroes its code): the node still links the graph, but
+    /// is as far from every query as a vector can be, and its data is gone.
+    pub fn erase(&mut self, id: u32) {
+        self.codes.erase(id);
     }
 
-    /// Erases node `id`'s vector (zeroes it, and its code): the node still links the
-    /// graph, but is as far from every query as a vector can be, and its data is gone.
-    pub fn erase(&mut self, id: u32) {
-        let start = id as usize * self.dim;
-        if let Some(row) = self.data.get_mut(start..start + self.dim) {
-            row.fill(0.0);
+    /// The dimension of its vectors.
+    pub fn dimension(&self) -> usize {
+        self.dim
+    }
+
+    /// Node `id`'s vector as its code holds it (for a merge into a new graph: coding it
+    /// again gives the same code).
+    pub fn decode(&self, id: u32) -> Vec<f32> {
+        self.codes.decode(id)
+    }
+
+    /// The distance from `query` to every node, in node order (an exact scan, by the
+    /// codes).
+    pub fn scan(&self, query: &[f32]) -> Vec<f32> {
+        if query.len() != self.dim {
+            return vec![f32::INFINITY; self.len()];
         }
-        if let Some(codes) = self.codes.get_mut() {
-            codes.erase(id);
-        }
+        dispatch(ScanOp { graph: self, query })
     }
 
     /// How many vectors the graph holds.
@@ -218,9 +261,9 @@ impl Hnsw {
         self.levels.is_empty()
     }
 
-    /// Node `id`'s vector.
+    /// Node `id`'s vector, while the graph is built.
     #[inline(always)]
-    pub fn vector(&self, id: u32) -> &[f32] {
+    fn vector(&self, id: u32) -> &[f32] {
         let start = id as usize * self.dim;
         &self.data[start..start + self.dim]
     }
@@ -390,14 +433,14 @@ impl Hnsw {
         let mut wide = std::mem::take(&mut scratch.wide);
         wide.set(&query);
         let approximate = Approximate {
-            codes: self.codes(),
+            codes: &self.codes,
             kernel,
             query: &wide,
         };
         let mut entry = vec![self.descend(&approximate, level + 1)];
         for layer in (0..=level.min(self.top)).rev() {
             let approximate = Approximate {
-                codes: self.codes(),
+                codes: &self.codes,
                 kernel,
                 query: &wide,
             };
@@ -462,8 +505,7 @@ impl Hnsw {
         })
     }
 
-    /// [`Hnsw::search`], inside code dispatched to one instruction set: the walk over the
-    /// codes, then the exact re-ranking.
+    /// [`Hnsw::search`], inside code dispatched to one instruction set.
     #[inline(always)]
     fn search_with<K: Kernel>(
         &self,
@@ -476,19 +518,18 @@ impl Hnsw {
         let mut wide = std::mem::take(&mut scratch.wide);
         wide.set(query);
         let approximate = Approximate {
-            codes: self.codes(),
+            codes: &self.codes,
             kernel,
             query: &wide,
         };
         let current = self.descend(&approximate, 1);
-        let found = self.search_layer(&approximate, &[current], ef.max(k), 0, scratch);
+        let mut found = self.search_layer(&approximate, &[current], ef.max(k), 0, scratch);
         scratch.wide = wide;
-        let mut exact = self.rerank(kernel, query, &found);
-        exact.truncate(k);
-        exact.into_iter().map(|n| (n.distance, n.id)).collect()
+        found.truncate(k);
+        found.into_iter().map(|n| (n.distance, n.id)).collect()
     }
 
-    /// `found` by exact distance to `query`, nearest first.
+    /// `found` by exact distance to `query`, nearest first (while the graph is built).
     #[inline(always)]
     fn rerank<K: Kernel>(&self, kernel: K, query: &[f32], found: &[Near]) -> Vec<Near> {
         // Each vector starts loading two places ahead of its turn.
@@ -518,7 +559,7 @@ impl Hnsw {
         if self.dim == 0 || !(2..=MAX_M).contains(&m) {
             return Err(format!("bad parameters: dim {}, m {m}", self.dim));
         }
-        if self.data.len() != n * self.dim || self.zero.len() != n * (2 * m + 1) {
+        if !self.codes.holds(n, self.dim) || self.zero.len() != n * (2 * m + 1) {
             return Err("array lengths do not match the node count".into());
         }
         if self.upper_at.len() != n || (n > 0 && self.entry as usize >= n) {
@@ -563,7 +604,7 @@ trait Measure {
     fn prefetch(&self, id: u32);
 }
 
-/// By the 8-bit codes (before re-ranking by the vectors).
+/// By the 8-bit codes.
 struct Approximate<'a, K> {
     codes: &'a Codes,
     kernel: K,
@@ -601,6 +642,32 @@ impl KernelOp for BuildOp<'_> {
     }
 }
 
+/// An exact scan under one instruction-set dispatch.
+struct ScanOp<'a> {
+    graph: &'a Hnsw,
+    query: &'a [f32],
+}
+
+impl KernelOp for ScanOp<'_> {
+    type Output = Vec<f32>;
+
+    #[inline(always)]
+    fn run<K: Kernel>(self, kernel: K) -> Vec<f32> {
+        let mut wide = Wide::default();
+        wide.set(self.query);
+        let measure = Approximate {
+            codes: &self.graph.codes,
+            kernel,
+            query: &wide,
+        };
+        let mut distances = Vec::with_capacity(self.graph.len());
+        for id in 0..self.graph.len() as u32 {
+            distances.push(measure.distance(id));
+        }
+        distances
+    }
+}
+
 /// One search under one instruction-set dispatch.
 struct SearchOp<'a> {
     graph: &'a Hnsw,
@@ -621,11 +688,26 @@ impl KernelOp for SearchOp<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::embed::normalize;
     use crate::kernel::dot;
     use crate::vector::tests::random_unit;
+
+    /// `graph` as format 3 stored it, with `data` as its vectors.
+    pub(crate) fn as_format_3(graph: &Hnsw, data: Vec<f32>) -> HnswV3 {
+        HnswV3 {
+            dim: graph.dim,
+            m: graph.m,
+            data,
+            zero: graph.zero.clone(),
+            levels: graph.levels.clone(),
+            upper_at: graph.upper_at.clone(),
+            upper: graph.upper.clone(),
+            entry: graph.entry,
+            top: graph.top,
+        }
+    }
 
     #[test]
     fn finds_the_exact_neighbours_of_clustered_vectors() {
@@ -667,7 +749,7 @@ mod tests {
         assert!(recall >= 0.95, "recall@10 {recall}");
         // Each vector finds itself.
         for i in [0u32, 1, 999, 2999] {
-            let found = graph.search(graph.vector(i), 1, 32, &mut scratch);
+            let found = graph.search(&vectors[i as usize], 1, 32, &mut scratch);
             assert_eq!(found[0].1, i);
         }
     }
@@ -676,26 +758,35 @@ mod tests {
     fn a_graph_read_back_searches_exactly_as_the_one_built() {
         let mut seed = 5;
         let dim = 48;
-        let graph = Hnsw::build(
-            dim,
-            (0..2000).map(|_| random_unit(&mut seed, dim)),
-            Params::default(),
+        let vectors: Vec<Vec<f32>> = (0..2000).map(|_| random_unit(&mut seed, dim)).collect();
+        let graph = Hnsw::build(dim, vectors.clone(), Params::default());
+        assert!(
+            graph.data.is_empty(),
+            "a built graph keeps codes, not floats"
         );
         let bytes = postcard::to_allocvec(&graph).expect("encode");
         let read: Hnsw = postcard::from_bytes(&bytes).expect("decode");
         read.validate().expect("valid");
-        assert!(read.codes.get().is_none(), "codes are derived, not stored");
         let (mut a, mut b) = (Scratch::default(), Scratch::default());
         for _ in 0..50 {
             let query = random_unit(&mut seed, dim);
             let built = graph.search(&query, 10, 40, &mut a);
             let loaded = read.search(&query, 10, 40, &mut b);
             assert_eq!(built, loaded);
-            // Returned distances are exact, not the codes' estimates.
+            // Returned distances are those of the codes, within a hair of the exact ones,
+            // and the scan gives the same.
+            let scan = read.scan(&query);
             for (distance, id) in built {
-                let exact = 1.0 - dot(&query, graph.vector(id));
-                assert!((distance - exact).abs() < 1e-6, "{distance} vs {exact}");
+                let exact = 1.0 - dot(&query, &vectors[id as usize]);
+                assert!((distance - exact).abs() < 0.02, "{distance} vs {exact}");
+                assert_eq!(distance, scan[id as usize]);
             }
+            // A decoded vector codes to the same code again.
+            let id = (seed % 2000) as u32;
+            assert_eq!(
+                Codes::of(&read.decode(id), dim).code(0),
+                read.codes.code(id)
+            );
         }
     }
 
@@ -718,6 +809,9 @@ mod tests {
             Params::default(),
         );
         graph.validate().expect("valid");
+        let mut short = graph.clone();
+        short.codes = Codes::of(&[0.5; 8 * 99], 8);
+        assert!(short.validate().is_err(), "a code missing");
         graph.zero[1] = 5000;
         assert!(graph.validate().is_err());
     }

@@ -205,9 +205,8 @@ const CODE_MAX: f32 = 127.0;
 
 /// 8-bit codes of vectors, one scale per vector: `v ≈ scale · code`, each vector scaled so
 /// its largest component is ±127. For a 384-dimension sentence embedding the error of a
-/// dot product through the codes is about 1% of the typical gap between neighbours, and
-/// the search re-ranks its final candidates exactly anyway.
-#[derive(Debug, Default, Clone)]
+/// dot product through the codes is about 1% of the typical gap between neighbours.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Codes {
     dim: usize,
     codes: Vec<i8>,
@@ -242,6 +241,21 @@ impl Codes {
     pub(crate) fn code(&self, id: u32) -> &[i8] {
         let start = id as usize * self.dim;
         &self.codes[start..start + self.dim]
+    }
+
+    /// Row `id` as the vector its code stands for.
+    pub(crate) fn decode(&self, id: u32) -> Vec<f32> {
+        let scale = self.scale(id);
+        self.code(id).iter().map(|&c| c as f32 * scale).collect()
+    }
+
+    /// Whether it holds `rows` rows of `dim` codes, each with a finite scale (a check of
+    /// codes read from a file).
+    pub(crate) fn holds(&self, rows: usize, dim: usize) -> bool {
+        self.dim == dim
+            && self.scales.len() == rows
+            && Some(self.codes.len()) == rows.checked_mul(dim)
+            && self.scales.iter().all(|s| s.is_finite() && *s >= 0.0)
     }
 
     /// Zeroes row `id` (its vector was erased).

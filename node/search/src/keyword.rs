@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use tantivy::collector::TopDocs;
 use tantivy::merge_policy::{LogMergePolicy, MergePolicy as _};
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TantivyDocument,
     TextFieldIndexing, TextOptions, Value,
@@ -25,6 +25,10 @@ struct Fields {
     context: Field,
     context_of: Field,
     tags_text: Field,
+    /// The words of title, content, context and tags together, without frequencies or
+    /// norms: what a query with every word intersects (one posting list per word, rather
+    /// than a union of four).
+    all: Field,
     tag: Field,
     kind: Field,
     collection: Field,
@@ -46,6 +50,15 @@ fn schema() -> (Schema, Fields) {
         context: builder.add_text_field("context", text.clone()),
         context_of: builder.add_text_field("context_of", STRING),
         tags_text: builder.add_text_field("tags_text", text),
+        all: builder.add_text_field(
+            "all",
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer("en_stem")
+                    .set_index_option(IndexRecordOption::Basic)
+                    .set_fieldnorms(false),
+            ),
+        ),
         // Folded to lower case: tags match without regard to case. (Renamed from `tag`
         // when that began, so an older index is rebuilt.)
         tag: builder.add_text_field("tag_folded", STRING),
@@ -190,6 +203,12 @@ impl KeywordIndex {
             f.created => memory.created,
             f.importance => memory.importance,
         );
+        for text in [memory.title, memory.content, memory.context]
+            .into_iter()
+            .chain(memory.tags.iter().copied())
+        {
+            document.add_text(f.all, text);
+        }
         for tag in &memory.tags {
             document.add_text(f.tag, tag.to_lowercase());
         }
@@ -271,21 +290,137 @@ impl KeywordIndex {
         filter: &Filter,
         all_words: bool,
     ) -> Result<Vec<(u128, f32)>, SearchError> {
+        let filters = self.filter_clauses(filter);
+        match self.plain_terms(text) {
+            // Plain words: flat queries tantivy runs fast.
+            Some(terms) => {
+                let scored = || -> Vec<(Occur, Box<dyn Query>)> {
+                    self.scored_terms(&terms)
+                        .into_iter()
+                        .map(|q| (Occur::Should, q))
+                        .collect()
+                };
+                if all_words {
+                    // Every word somewhere (one posting list per word, intersected), scored
+                    // by the fields as below. Counted first: when no memory has them all
+                    // (common with common words), the scoring union is never set up.
+                    let mut clauses = filters;
+                    clauses.extend(terms.iter().map(|t| {
+                        let every: Box<dyn Query> = Box::new(BoostQuery::new(
+                            Box::new(TermQuery::new(
+                                Term::from_field_text(self.fields.all, t),
+                                IndexRecordOption::Basic,
+                            )),
+                            0.0,
+                        ));
+                        (Occur::Must, every)
+                    }));
+                    let every = BooleanQuery::new(
+                        clauses.iter().map(|(o, q)| (*o, q.box_clone())).collect(),
+                    );
+                    let found = self
+                        .reader
+                        .searcher()
+                        .search(&every, &tantivy::collector::Count)
+                        .map_err(err)?;
+                    if found == 0 {
+                        return Ok(Vec::new());
+                    }
+                    clauses.extend(scored());
+                    self.top(&BooleanQuery::new(clauses), k)
+                } else if filters.is_empty() {
+                    // A union of term queries alone: tantivy prunes it (block-max WAND).
+                    self.top(&BooleanQuery::new(scored()), k)
+                } else {
+                    let mut clauses = filters;
+                    clauses.push((Occur::Must, Box::new(BooleanQuery::new(scored()))));
+                    self.top(&BooleanQuery::new(clauses), k)
+                }
+            }
+            None => {
+                let mut clauses = vec![(Occur::Must, self.parsed(text, all_words))];
+                clauses.extend(filters);
+                self.top(&BooleanQuery::new(clauses), k)
+            }
+        }
+    }
+
+    /// The weight of a word in each field searched.
+    fn field_boosts(&self) -> [(Field, f32); 4] {
         let f = self.fields;
+        // What came before a short memory counts, at half a word of its own.
+        [
+            (f.title, 2.0),
+            (f.content, 1.0),
+            (f.context, 0.5),
+            (f.tags_text, 1.5),
+        ]
+    }
+
+    /// `text` through tantivy's query parser (quotes, operators, fields), every word
+    /// required if `all_words`.
+    fn parsed(&self, text: &str, all_words: bool) -> Box<dyn Query> {
+        let boosts = self.field_boosts();
         let mut parser = QueryParser::for_index(
             &self.committer.index,
-            vec![f.title, f.content, f.context, f.tags_text],
+            boosts.iter().map(|(field, _)| *field).collect(),
         );
-        parser.set_field_boost(f.title, 2.0);
-        // What came before a short memory counts, at half a word of its own.
-        parser.set_field_boost(f.context, 0.5);
-        parser.set_field_boost(f.tags_text, 1.5);
+        for (field, boost) in boosts {
+            parser.set_field_boost(field, boost);
+        }
         if all_words {
             parser.set_conjunction_by_default();
         }
         // Lenient: user input with stray quotes or operators still searches its words.
-        let (text_query, _errors) = parser.parse_query_lenient(text);
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, text_query)];
+        parser.parse_query_lenient(text).0
+    }
+
+    /// The terms of `text` if it is plain words (letters and digits between spaces, each
+    /// one term): what the parser would read as one term query per word and field.
+    fn plain_terms(&self, text: &str) -> Option<Vec<String>> {
+        let mut analyser = crate::query::analyser();
+        let mut terms: Vec<String> = Vec::new();
+        for word in text.split_whitespace() {
+            if !word.chars().all(char::is_alphanumeric)
+                || ["AND", "OR", "NOT", "IN"].contains(&word)
+            {
+                return None;
+            }
+            match crate::query::stems(&mut analyser, word).as_slice() {
+                [term] => {
+                    if !terms.contains(term) {
+                        terms.push(term.clone());
+                    }
+                }
+                _ => return None,
+            }
+        }
+        (!terms.is_empty()).then_some(terms)
+    }
+
+    /// One boosted term query per term and field: summed, the parser's score.
+    fn scored_terms(&self, terms: &[String]) -> Vec<Box<dyn Query>> {
+        let mut queries: Vec<Box<dyn Query>> = Vec::new();
+        for term in terms {
+            for (field, boost) in self.field_boosts() {
+                let query = Box::new(TermQuery::new(
+                    Term::from_field_text(field, term),
+                    IndexRecordOption::WithFreqs,
+                ));
+                queries.push(if boost == 1.0 {
+                    query
+                } else {
+                    Box::new(BoostQuery::new(query, boost))
+                });
+            }
+        }
+        queries
+    }
+
+    /// The clauses of `filter`, each required.
+    fn filter_clauses(&self, filter: &Filter) -> Vec<(Occur, Box<dyn Query>)> {
+        let f = self.fields;
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         let exact = |field: Field, value: &str| -> Box<dyn Query> {
             Box::new(TermQuery::new(
                 Term::from_field_text(field, value),
@@ -330,7 +465,7 @@ impl KeywordIndex {
                 )),
             ));
         }
-        self.top(&BooleanQuery::new(clauses), k)
+        clauses
     }
 
     /// The `k` best memories for `query`, with their scores.
@@ -418,5 +553,108 @@ impl Committer {
 impl std::fmt::Debug for Committer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Committer").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WORDS: [&str; 12] = [
+        "garden", "invoice", "kettle", "meeting", "rust", "paper", "trip", "doctor", "budget",
+        "recipe", "bicycle", "lecture",
+    ];
+
+    /// `(id, score)` lists equal up to float noise; among hits tied with the last one,
+    /// which ones made the cut may differ.
+    fn same_ranking(a: &[(u128, f32)], b: &[(u128, f32)], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: {a:?} against {b:?}");
+        let last = a.last().map_or(0.0, |h| h.1);
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x.1 - y.1).abs() <= 1e-4 * x.1.abs().max(1.0),
+                "{what}: {a:?} against {b:?}"
+            );
+            if (x.1 - last).abs() > 1e-4 {
+                assert_eq!(x.0, y.0, "{what}: {a:?} against {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn plain_words_rank_exactly_as_the_query_parser_ranks_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut index, created) = KeywordIndex::open(dir.path()).expect("open");
+        assert!(created);
+        let mut seed = 5u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for id in 0..600u128 {
+            let words: Vec<&str> = (0..2 + next(12)).map(|_| WORDS[next(12)]).collect();
+            let title = if id % 3 == 0 { WORDS[next(12)] } else { "" };
+            let context = if id % 4 == 0 { WORDS[next(12)] } else { "" };
+            let tags = if id % 5 == 0 {
+                vec![WORDS[next(12)]]
+            } else {
+                vec![]
+            };
+            index
+                .upsert(&KeywordDoc {
+                    id,
+                    title,
+                    content: &words.join(" "),
+                    context,
+                    context_ids: &[],
+                    tags,
+                    kind: if id % 2 == 0 { "note" } else { "fact" },
+                    collection: 1,
+                    created: id as i64,
+                    importance: 0.5,
+                })
+                .expect("upsert");
+        }
+        index.commit(1, Merging::All).expect("commit");
+        let note = Filter {
+            kind: Some("note".into()),
+            ..Filter::default()
+        };
+        for text in [
+            "kettle garden budget",
+            "Gardens",
+            "rust rust paper",
+            "doctor lecture",
+        ] {
+            assert!(index.plain_terms(text).is_some(), "{text}");
+            for all_words in [true, false] {
+                for filter in [&Filter::default(), &note] {
+                    let flat = index
+                        .search_with(text, 25, filter, all_words)
+                        .expect("flat");
+                    let mut clauses = vec![(Occur::Must, index.parsed(text, all_words))];
+                    clauses.extend(index.filter_clauses(filter));
+                    let parsed = index.top(&BooleanQuery::new(clauses), 25).expect("parsed");
+                    assert!(!parsed.is_empty() || all_words, "{text}: nothing found");
+                    same_ranking(
+                        &flat,
+                        &parsed,
+                        &format!("{text} all={all_words} {filter:?}"),
+                    );
+                }
+            }
+        }
+        // Anything but plain words goes to the parser.
+        for text in [
+            "\"kettle garden\"",
+            "kettle -garden",
+            "title:kettle",
+            "e-mail",
+            "a AND b",
+        ] {
+            assert!(index.plain_terms(text).is_none(), "{text}");
+        }
     }
 }

@@ -33,6 +33,10 @@ use self::embed::{EmbedError, Embedder};
 use self::keyword::{KeywordDoc, KeywordIndex, Merging};
 use self::vector::VectorIndex;
 
+/// A map keyed by memory id, with a fast hasher (seeded at random per process): searches
+/// look up every candidate in several of them.
+pub type IdMap<V> = HashMap<u128, V, foldhash::fast::RandomState>;
+
 /// Largest `k` a search accepts.
 pub const MAX_K: usize = 1000;
 /// Longest query accepted, in bytes.
@@ -227,7 +231,7 @@ struct DocMeta {
 struct VectorStateRef<'a> {
     format: u32,
     seq: u64,
-    meta: &'a HashMap<u128, DocMeta>,
+    meta: &'a IdMap<DocMeta>,
     vectors: vector::ManifestRef<'a>,
 }
 
@@ -236,7 +240,7 @@ struct VectorStateRef<'a> {
 struct VectorState {
     format: u32,
     seq: u64,
-    meta: HashMap<u128, DocMeta>,
+    meta: IdMap<DocMeta>,
     vectors: vector::Manifest,
 }
 
@@ -252,7 +256,7 @@ pub struct SearchIndex {
     embedder: Arc<dyn Embedder>,
     keyword: KeywordIndex,
     vectors: VectorIndex,
-    meta: HashMap<u128, DocMeta>,
+    meta: IdMap<DocMeta>,
     /// Every memory's place in time, for the context of short memories.
     timeline: Timeline,
     /// Memories whose context changed (a memory before them changed or went), to index
@@ -444,7 +448,7 @@ impl SearchIndex {
                     s.vectors,
                     embedder.model_id(),
                     embedder.dimension(),
-                    |id| load_segment(&segment_path(&segments, id)),
+                    |id| std::fs::read(segment_path(&segments, id)).ok(),
                 )?;
                 Some((s.seq, s.meta, vectors))
             });
@@ -453,7 +457,7 @@ impl SearchIndex {
             keyword,
             vectors: VectorIndex::new(embedder.model_id(), embedder.dimension()),
             embedder,
-            meta: HashMap::new(),
+            meta: IdMap::default(),
             timeline: Timeline::load(store)?,
             refresh: [HashSet::new(), HashSet::new()],
             keyword_refreshed: HashSet::new(),
@@ -822,6 +826,12 @@ impl SearchIndex {
     /// The vector index's due seal, if any (see [`SearchIndex::seal_in_background`]).
     pub fn seal_job(&self) -> Option<vector::SealJob> {
         self.vectors.seal_job()
+    }
+
+    /// The seal due once writes have stopped: the recent segment sealed at a small size
+    /// too, so searches at rest walk graphs only.
+    pub fn seal_job_when_quiet(&self) -> Option<vector::SealJob> {
+        self.vectors.seal_job_at(vector::QUIET_SEAL_AT)
     }
 
     /// The seal due while writes stream in: only once the recent segment is twice its
@@ -1270,7 +1280,7 @@ impl SearchIndex {
         } else {
             Vec::new()
         };
-        let mut fused: HashMap<u128, (f32, Option<u32>)> = HashMap::new();
+        let mut fused: IdMap<(f32, Option<u32>)> = IdMap::default();
         match mode {
             Mode::Keyword => {
                 for (id, score) in &keyword {
@@ -1397,11 +1407,6 @@ fn segment_dir(state: &Path) -> PathBuf {
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id}.seg"))
-}
-
-fn load_segment(path: &Path) -> Option<vector::Segment> {
-    let bytes = std::fs::read(path).ok()?;
-    postcard::from_bytes(&bytes).ok()
 }
 
 /// Writes a sealed segment as it is serialised (no copy of it in memory), whole or not at

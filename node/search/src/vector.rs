@@ -11,26 +11,33 @@
 //! by search and dropped when segments are merged. A removed memory's vectors are also
 //! erased where they lie (zeroed), so its data leaves the files at the next save.
 //!
-//! Each sealed segment is saved once, in its own file; the periodic save writes only the
-//! small part (the recent vectors, which versions are live, the list of segments).
+//! A sealed segment keeps its vectors as 8-bit codes only (a quarter of the floats; a merge
+//! decodes them, and coding a decoded vector again gives the same code). Each sealed
+//! segment is saved once, in its own file; the periodic save writes only the small part
+//! (the recent vectors, which versions are live, the list of segments).
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::hnsw::{Hnsw, Params, Scratch};
+use super::IdMap;
+use super::hnsw::{Hnsw, HnswV3, Params, Scratch};
 pub use super::kernel::dot;
 
 /// Recent vectors searched exactly before they are sealed into an HNSW segment.
 pub const SEAL_AT: usize = 4096;
+/// The recent segment's size from which it is sealed once writes have stopped (an exact
+/// scan of fewer costs a search little).
+pub const QUIET_SEAL_AT: usize = 256;
 /// With background sealing, the recent segment's size at which the index takes no more
 /// vectors until the sealer has caught up (the vectors lag instead; words do not): it is
 /// searched exactly and saved whole every few seconds, so it must stay small.
 pub const RECENT_CAP: usize = 8 * SEAL_AT;
-/// Format version of the persisted index (3: each sealed segment in its own file).
-pub const FORMAT: u32 = 3;
+/// Format version of the persisted index (3: each sealed segment in its own file; 4: a
+/// sealed segment keeps codes, not floats). An index of format 3 is read and converted.
+pub const FORMAT: u32 = 4;
 
 /// A unit-length vector.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,12 +77,31 @@ impl std::fmt::Debug for Segment {
     }
 }
 
+/// A sealed segment as format 3 stored it.
+#[derive(Deserialize)]
+struct SegmentV3 {
+    graph: HnswV3,
+    keys: Vec<VectorKey>,
+}
+
 impl Segment {
     /// Whether the graph is whole and its vectors are of `dimension`.
     fn is_valid(&self, dimension: usize) -> bool {
         self.keys.len() == self.graph.len()
-            && (self.graph.is_empty()
-                || (self.graph.validate().is_ok() && self.graph.vector(0).len() == dimension))
+            && self.graph.dimension() == dimension
+            && self.graph.validate().is_ok()
+    }
+
+    /// A segment from its file's bytes, as the index of `format` wrote it (a format-3
+    /// segment is coded as it is read; a save writes it again as format 4).
+    fn decode(bytes: &[u8], format: u32) -> Option<Segment> {
+        postcard::from_bytes(bytes).ok().or_else(|| {
+            let old: SegmentV3 = (format == 3).then(|| postcard::from_bytes(bytes).ok())??;
+            Some(Segment {
+                graph: old.graph.into(),
+                keys: old.keys,
+            })
+        })
     }
 }
 
@@ -121,7 +147,7 @@ pub struct VectorIndex {
     /// Oldest (largest) first.
     sealed: Vec<Sealed>,
     recent: Vec<(VectorKey, Vector)>,
-    live: HashMap<u128, u32>,
+    live: IdMap<u32>,
     ef_search: usize,
     /// The number the next sealed segment gets.
     next_segment: u64,
@@ -139,7 +165,7 @@ pub struct ManifestRef<'a> {
     model: &'a str,
     dimension: usize,
     recent: &'a [(VectorKey, Vector)],
-    live: &'a HashMap<u128, u32>,
+    live: &'a IdMap<u32>,
     ef_search: usize,
     segments: Vec<u64>,
     next_segment: u64,
@@ -177,7 +203,7 @@ pub struct Manifest {
     model: String,
     dimension: usize,
     recent: Vec<(VectorKey, Vector)>,
-    live: HashMap<u128, u32>,
+    live: IdMap<u32>,
     ef_search: usize,
     segments: Vec<u64>,
     next_segment: u64,
@@ -245,13 +271,11 @@ impl SealJob {
             for (segment, nodes) in &self.merging {
                 keys.extend(nodes.iter().map(|&i| segment.keys[i as usize]));
             }
-            let vectors =
-                self.entries
-                    .into_iter()
-                    .map(|(_, v)| v.0)
-                    .chain(self.merging.iter().flat_map(|(segment, nodes)| {
-                        nodes.iter().map(|&i| segment.graph.vector(i).to_vec())
-                    }));
+            let vectors = self.entries.into_iter().map(|(_, v)| v.0).chain(
+                self.merging
+                    .iter()
+                    .flat_map(|(segment, nodes)| nodes.iter().map(|&i| segment.graph.decode(i))),
+            );
             let graph = Hnsw::build(self.dimension, vectors, Params::default());
             Segment { graph, keys }
         });
@@ -282,7 +306,7 @@ impl VectorIndex {
             dimension,
             sealed: Vec::new(),
             recent: Vec::new(),
-            live: HashMap::new(),
+            live: IdMap::default(),
             ef_search: 256,
             next_segment: 1,
             auto_seal: true,
@@ -290,16 +314,16 @@ impl VectorIndex {
         }
     }
 
-    /// The index a save wrote, for `model` and `dimension`: `load` reads a sealed segment
-    /// by number. `None` if it is of another format, model or dimension, or any segment is
-    /// missing or damaged (the index is then rebuilt, never searched).
+    /// The index a save wrote, for `model` and `dimension`: `load` reads a sealed
+    /// segment's file by number. `None` if it is of another format, model or dimension,
+    /// or any segment is missing or damaged (the index is then rebuilt, never searched).
     pub fn from_saved(
         manifest: Manifest,
         model: &str,
         dimension: usize,
-        mut load: impl FnMut(u64) -> Option<Segment>,
+        mut load: impl FnMut(u64) -> Option<Vec<u8>>,
     ) -> Option<VectorIndex> {
-        if manifest.format != FORMAT
+        if !(3..=FORMAT).contains(&manifest.format)
             || manifest.model != model
             || manifest.dimension != dimension
             || manifest.recent.iter().any(|(_, v)| v.0.len() != dimension)
@@ -308,11 +332,12 @@ impl VectorIndex {
         }
         let mut sealed = Vec::with_capacity(manifest.segments.len());
         for id in manifest.segments {
-            let segment = load(id).filter(|s| s.is_valid(dimension))?;
+            let segment =
+                Segment::decode(&load(id)?, manifest.format).filter(|s| s.is_valid(dimension))?;
             sealed.push(Sealed {
                 id,
                 segment: Arc::new(segment),
-                saved: true,
+                saved: manifest.format == FORMAT,
             });
         }
         let next_segment = sealed
@@ -567,7 +592,7 @@ impl VectorIndex {
         allow: &dyn Fn(u128) -> bool,
         weight: &dyn Fn(u128, u32) -> f32,
     ) -> Vec<VectorHit> {
-        let mut best: HashMap<u128, VectorHit> = HashMap::new();
+        let mut best: IdMap<VectorHit> = IdMap::default();
         let mut offer = |key: &VectorKey, distance: f32| {
             if !self.is_live(key) || !allow(key.memory) {
                 return;
@@ -583,18 +608,31 @@ impl VectorIndex {
                 entry.chunk = key.chunk;
             }
         };
-        for (key, point) in &self.recent {
-            offer(key, point.distance(query));
+        // The recent vectors by exact distance; unless a filter may leave few of them, only
+        // the nearest `ef` are offered (as a graph would find them), so the lookups of the
+        // rest are saved.
+        let ef = self.ef_search.max(k);
+        let mut near: Vec<(f32, u32)> = self
+            .recent
+            .iter()
+            .enumerate()
+            .map(|(i, (_, point))| (point.distance(query), i as u32))
+            .collect();
+        if !exact && near.len() > ef {
+            near.select_nth_unstable_by(ef, |a, b| a.0.total_cmp(&b.0));
+            near.truncate(ef);
+        }
+        for (distance, i) in near {
+            offer(&self.recent[i as usize].0, distance);
         }
         for segment in self.sealed.iter().map(|s| &s.segment) {
             if exact {
-                for (i, key) in segment.keys.iter().enumerate() {
-                    offer(key, 1.0 - dot(query, segment.graph.vector(i as u32)));
+                for (key, distance) in segment.keys.iter().zip(segment.graph.scan(query)) {
+                    offer(key, distance);
                 }
             } else {
                 // `ef` results rather than `k`, so chunks of one memory, stale versions and
                 // filtered-out memories leave enough behind.
-                let ef = self.ef_search.max(k);
                 let found = SCRATCH.with(|scratch| {
                     segment
                         .graph
@@ -618,6 +656,8 @@ impl VectorIndex {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::collections::HashMap;
+
     use super::*;
     use crate::embed::normalize;
 
@@ -758,7 +798,7 @@ pub(crate) mod tests {
                 postcard::from_bytes(&manifest).expect("manifest back"),
                 "test",
                 8,
-                |id| postcard::from_bytes(files.get(&id)?).ok(),
+                |id| files.get(&id).cloned(),
             )
         };
         let back = read(&files).expect("reads back");
@@ -792,6 +832,72 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn recent_vectors_offer_only_their_nearest_and_find_what_an_exact_scan_finds() {
+        let mut seed = 23;
+        let mut index = VectorIndex::new("test", 16);
+        index.set_deferred_seal(true);
+        let n = 3 * index.ef_search;
+        for m in 0..n as u128 {
+            index.upsert(m, vec![random_unit(&mut seed, 16)]);
+        }
+        // Edits: their old vectors are stale and must never be found.
+        for m in 0..50 {
+            index.upsert(m, vec![random_unit(&mut seed, 16)]);
+        }
+        assert_eq!(index.sizes(), (n + 50, 0), "all recent");
+        for _ in 0..20 {
+            let query = random_unit(&mut seed, 16);
+            let near = index.search(&query, 10, false, &|_| true, &|_, _| 1.0);
+            let exact = index.search(&query, 10, true, &|_| true, &|_, _| 1.0);
+            assert_eq!(near, exact);
+            assert_eq!(near.len(), 10);
+        }
+    }
+
+    #[test]
+    fn an_index_of_format_3_is_read_with_its_floats_coded_and_then_saved_again() {
+        let mut seed = 17;
+        let mut index = VectorIndex::new("test", 8);
+        let vectors: Vec<Vec<f32>> = (0..SEAL_AT + 5)
+            .map(|_| random_unit(&mut seed, 8))
+            .collect();
+        for (m, v) in vectors.iter().enumerate() {
+            index.upsert(m as u128, vec![v.clone()]);
+        }
+        let mut manifest: Manifest =
+            postcard::from_bytes(&postcard::to_allocvec(&index.manifest()).expect("manifest"))
+                .expect("manifest back");
+        manifest.format = 3;
+        // The files as format 3 wrote them: each graph with its vectors as floats.
+        let files: HashMap<u64, Vec<u8>> = index
+            .unsaved()
+            .into_iter()
+            .map(|(id, s)| {
+                let floats: Vec<f32> = s
+                    .keys
+                    .iter()
+                    .flat_map(|k| vectors[k.memory as usize].clone())
+                    .collect();
+                let old = crate::hnsw::tests::as_format_3(&s.graph, floats);
+                let bytes = postcard::to_allocvec(&(old, &s.keys)).expect("segment");
+                (id, bytes)
+            })
+            .collect();
+        let back = VectorIndex::from_saved(manifest, "test", 8, |id| files.get(&id).cloned())
+            .expect("format 3 reads");
+        assert_eq!(back.sizes(), index.sizes());
+        assert_eq!(
+            back.unsaved().len(),
+            files.len(),
+            "its segments are saved again"
+        );
+        for (m, v) in vectors.iter().enumerate().step_by(500) {
+            let hits = back.search(v, 1, false, &|_| true, &|_, _| 1.0);
+            assert_eq!(hits[0].memory, m as u128);
+        }
+    }
+
+    #[test]
     fn a_removed_memory_is_erased_from_sealed_segments_and_saved_again() {
         let mut seed = 3;
         let mut index = VectorIndex::new("test", 8);
@@ -808,11 +914,11 @@ pub(crate) mod tests {
         // Both of its vectors are zero now, the other memory's is as it was.
         let segment = &index.sealed[0].segment;
         for (i, key) in segment.keys.iter().enumerate() {
-            let values = segment.graph.vector(i as u32);
+            let values = segment.graph.decode(i as u32);
             if key.memory == 2 {
                 assert!(values.iter().all(|x| *x == 0.0), "{values:?}");
             } else {
-                assert_eq!(values, kept.as_slice());
+                assert!(dot(&values, &kept) > 0.999, "{values:?} against {kept:?}");
             }
         }
         // The file that held it is to be written again; the old copy is not marked saved.

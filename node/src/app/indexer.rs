@@ -17,6 +17,22 @@ use super::{
     INDEX_SLICE, READ_YOUR_WRITES_WAIT, Service, WRITE_VECTOR_BUDGET, search_error, store_error,
 };
 
+/// How long the store goes without a change before the sealer seals even a small recent
+/// segment (searched exactly until then, which costs every search at rest).
+const QUIET: Duration = Duration::from_secs(10);
+
+/// When a seal of the vector index's recent segment is due.
+#[derive(Debug, Clone, Copy)]
+enum Due {
+    /// While writes stream in: only once the segment is large, so few graph builds compete
+    /// with them.
+    Writing,
+    /// Once the index has caught up: at the segment's usual size.
+    CaughtUp,
+    /// Once nothing has changed for [`QUIET`]: at a small size too.
+    Quiet,
+}
+
 fn event_kind(kind: ChangeKind) -> EventKind {
     match kind {
         ChangeKind::Created => EventKind::Created,
@@ -219,9 +235,21 @@ impl Service {
             .name("mnemon-sealer".into())
             .spawn(move || {
                 lower_priority();
+                // The last change seen, and since when the store has been at it.
+                let mut last = (0, Instant::now());
                 while !done.load(Ordering::Relaxed) {
-                    let behind = sealer.store.last_seq().unwrap_or(0) > sealer.progress.get();
-                    match sealer.seal_if_due(!behind) {
+                    let at = sealer.store.last_seq().unwrap_or(0);
+                    if at != last.0 {
+                        last = (at, Instant::now());
+                    }
+                    let due = if at > sealer.progress.get() {
+                        Due::Writing
+                    } else if last.1.elapsed() >= QUIET {
+                        Due::Quiet
+                    } else {
+                        Due::CaughtUp
+                    };
+                    match sealer.seal_if_due(due) {
                         Ok(true) => {
                             if let Err(e) = sealer.save_vectors(true) {
                                 tracing::warn!("saving the vector index failed: {e}");
@@ -324,16 +352,14 @@ impl Service {
         })
     }
 
-    /// Seals the vector index's recent segment if that is due: while writes stream in,
-    /// only once it is large (few graph builds compete with the writes); once `caught_up`,
-    /// at its usual size. The graph is built without holding the index. Returns whether it
-    /// sealed.
-    fn seal_if_due(&self, caught_up: bool) -> Result<bool, ApiError> {
+    /// Seals the vector index's recent segment if that is `due`. The graph is built without
+    /// holding the index. Returns whether it sealed.
+    fn seal_if_due(&self, due: Due) -> Result<bool, ApiError> {
         let job = self.with_index_read(|index| {
-            Ok(if caught_up {
-                index.seal_job()
-            } else {
-                index.seal_job_while_writing()
+            Ok(match due {
+                Due::Writing => index.seal_job_while_writing(),
+                Due::CaughtUp => index.seal_job(),
+                Due::Quiet => index.seal_job_when_quiet(),
             })
         })?;
         let Some(job) = job else {
@@ -368,7 +394,8 @@ impl Service {
     /// index, so searches and writes go on meanwhile). Returns whether work remains.
     pub fn background_step(&self, slice: Duration) -> Result<bool, ApiError> {
         let pending = self.vector_step(slice)?;
-        Ok(self.seal_if_due(!pending)? || pending)
+        let due = if pending { Due::Writing } else { Due::CaughtUp };
+        Ok(self.seal_if_due(due)? || pending)
     }
 
     /// Saves what the indexes hold (before the process ends).
