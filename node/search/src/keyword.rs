@@ -10,7 +10,7 @@ use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TantivyDocument,
     TextFieldIndexing, TextOptions, Value,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Term, doc};
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Term, doc};
 
 use super::{Filter, SearchError};
 
@@ -111,6 +111,10 @@ pub(super) enum Merging {
     /// Small segments by size level (tantivy's log merge policy, in the foreground): while
     /// writes stream in, a commit never rewrites the whole index.
     ByLevel,
+    /// Once writes have stopped: every segment but the largest into one (or all of them,
+    /// if the largest is not most of the index), so a search reads at most two segments
+    /// and the merge costs what the small segments hold.
+    Small,
 }
 
 /// Commits a keyword index's staged changes: a handle that can run apart from the
@@ -120,6 +124,9 @@ pub(super) struct Committer {
     index: Index,
     reader: IndexReader,
     writer: Arc<Mutex<IndexWriter>>,
+    /// Held while segments merge (the writer is not: writes go on meanwhile). A commit
+    /// that would merge by level skips its merges while another merge runs.
+    merging: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for KeywordIndex {
@@ -169,6 +176,7 @@ impl KeywordIndex {
                     index,
                     reader: reader.clone(),
                     writer: Arc::new(Mutex::new(writer)),
+                    merging: Arc::new(Mutex::new(())),
                 },
                 reader,
                 fields,
@@ -253,6 +261,26 @@ impl KeywordIndex {
     /// A handle that commits this index's staged changes without it.
     pub(super) fn committer(&self) -> Committer {
         self.committer.clone()
+    }
+
+    /// The memories and scores of `found` (in its order).
+    fn ids(
+        &self,
+        searcher: &tantivy::Searcher,
+        found: Vec<(f32, DocAddress)>,
+    ) -> Result<Vec<(u128, f32)>, SearchError> {
+        let mut out = Vec::with_capacity(found.len());
+        for (score, address) in found {
+            let document: TantivyDocument = searcher.doc(address).map_err(err)?;
+            if let Some(id) = document
+                .get_first(self.fields.id)
+                .and_then(|v| v.as_str())
+                .and_then(|s| u128::from_str_radix(s, 16).ok())
+            {
+                out.push((id, score));
+            }
+        }
+        Ok(out)
     }
 
     /// Memories matching `text` and `filter`, best first, with their BM25 scores: first
@@ -474,18 +502,7 @@ impl KeywordIndex {
         let top = searcher
             .search(query, &TopDocs::with_limit(k).order_by_score())
             .map_err(err)?;
-        let mut out = Vec::with_capacity(top.len());
-        for (score, address) in top {
-            let document: TantivyDocument = searcher.doc(address).map_err(err)?;
-            if let Some(id) = document
-                .get_first(self.fields.id)
-                .and_then(|v| v.as_str())
-                .and_then(|s| u128::from_str_radix(s, 16).ok())
-            {
-                out.push((id, score));
-            }
-        }
-        Ok(out)
+        self.ids(&searcher, top)
     }
 
     /// The memories (committed) whose context holds `id`.
@@ -519,34 +536,87 @@ impl Committer {
     }
 
     /// Commits pending changes with the change-log position `seq`, then merges segments
-    /// as `merging` says.
+    /// as `merging` says. The merges run without the writer held, so changes can be
+    /// staged and committed meanwhile.
     pub(super) fn commit(&self, seq: u64, merging: Merging) -> Result<(), SearchError> {
-        let mut writer = self.writer();
-        let mut prepared = writer.prepare_commit().map_err(err)?;
-        prepared.set_payload(&seq.to_string());
-        prepared.commit().map_err(err)?;
-        let metas = self.index.searchable_segment_metas().map_err(err)?;
-        let all = || vec![metas.iter().map(|m| m.id()).collect::<Vec<_>>()];
-        let merges: Vec<Vec<tantivy::index::SegmentId>> = match merging {
-            _ if metas.len() < 2 && merging != Merging::All => Vec::new(),
-            Merging::All if metas.is_empty() => Vec::new(),
-            Merging::All => all(),
-            Merging::IfMany if metas.len() > MAX_SEGMENTS => all(),
-            Merging::IfMany => Vec::new(),
-            Merging::ByLevel => LogMergePolicy::default()
-                .compute_merge_candidates(&metas)
-                .into_iter()
-                .map(|candidate| candidate.0)
-                .collect(),
+        let lock = || {
+            self.merging
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
         };
-        for segments in &merges {
-            writer.merge(segments).wait().map_err(err)?;
+        // A purge or a compaction waits for a merge that runs; merges by level give way.
+        let merge_guard = match merging {
+            Merging::ByLevel => self.merging.try_lock().ok(),
+            Merging::All | Merging::IfMany | Merging::Small => Some(lock()),
+        };
+        let running = {
+            let mut writer = self.writer();
+            let mut prepared = writer.prepare_commit().map_err(err)?;
+            prepared.set_payload(&seq.to_string());
+            prepared.commit().map_err(err)?;
+            let metas = self.index.searchable_segment_metas().map_err(err)?;
+            let merges = match merge_guard {
+                Some(_) => merges(&metas, merging),
+                None => Vec::new(),
+            };
+            merges
+                .iter()
+                .map(|segments| writer.merge(segments))
+                .collect::<Vec<_>>()
+        };
+        let merged = !running.is_empty();
+        for merge in running {
+            merge.wait().map_err(err)?;
         }
-        if !merges.is_empty() {
-            writer.garbage_collect_files().wait().map_err(err)?;
+        if merged {
+            self.writer().garbage_collect_files().wait().map_err(err)?;
         }
+        drop(merge_guard);
         self.reader.reload().map_err(err)?;
         Ok(())
+    }
+
+    /// How many segments the committed index has.
+    pub(super) fn segments(&self) -> usize {
+        self.index
+            .searchable_segment_metas()
+            .map_or(0, |metas| metas.len())
+    }
+}
+
+/// The merges `merging` asks of the segments `metas`.
+fn merges(
+    metas: &[tantivy::index::SegmentMeta],
+    merging: Merging,
+) -> Vec<Vec<tantivy::index::SegmentId>> {
+    let all = || vec![metas.iter().map(|m| m.id()).collect::<Vec<_>>()];
+    match merging {
+        _ if metas.len() < 2 && merging != Merging::All => Vec::new(),
+        Merging::All if metas.is_empty() => Vec::new(),
+        Merging::All => all(),
+        Merging::IfMany if metas.len() > MAX_SEGMENTS => all(),
+        Merging::IfMany => Vec::new(),
+        Merging::ByLevel => LogMergePolicy::default()
+            .compute_merge_candidates(metas)
+            .into_iter()
+            .map(|candidate| candidate.0)
+            .collect(),
+        Merging::Small => {
+            let docs = |m: &tantivy::index::SegmentMeta| u64::from(m.max_doc());
+            let total: u64 = metas.iter().map(docs).sum();
+            let largest = metas.iter().max_by_key(|m| docs(m));
+            match largest {
+                _ if metas.len() < 3 => Vec::new(),
+                Some(largest) if 2 * docs(largest) >= total => vec![
+                    metas
+                        .iter()
+                        .filter(|m| m.id() != largest.id())
+                        .map(|m| m.id())
+                        .collect(),
+                ],
+                _ => all(),
+            }
+        }
     }
 }
 
@@ -569,6 +639,18 @@ mod tests {
     /// which ones made the cut may differ.
     fn same_ranking(a: &[(u128, f32)], b: &[(u128, f32)], what: &str) {
         assert_eq!(a.len(), b.len(), "{what}: {a:?} against {b:?}");
+        // Equal scores in either order.
+        let canon = |v: &[(u128, f32)]| {
+            let mut v = v.to_vec();
+            v.sort_by(|x, y| {
+                (y.1 * 1000.0)
+                    .round()
+                    .total_cmp(&(x.1 * 1000.0).round())
+                    .then(x.0.cmp(&y.0))
+            });
+            v
+        };
+        let (a, b) = (&canon(a)[..], &canon(b)[..]);
         let last = a.last().map_or(0.0, |h| h.1);
         for (x, y) in a.iter().zip(b) {
             assert!(
@@ -579,6 +661,72 @@ mod tests {
                 assert_eq!(x.0, y.0, "{what}: {a:?} against {b:?}");
             }
         }
+    }
+
+    fn note(id: u128, content: &str) -> KeywordDoc<'_> {
+        KeywordDoc {
+            id,
+            title: "",
+            content,
+            context: "",
+            context_ids: &[],
+            tags: vec![],
+            kind: "note",
+            collection: 1,
+            created: 0,
+            importance: 0.5,
+        }
+    }
+
+    #[test]
+    fn a_compaction_merges_the_small_segments_and_keeps_every_memory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut index, _) = KeywordIndex::open(dir.path()).expect("open");
+        // One large segment and four small ones.
+        let mut id = 0u128;
+        for (seq, size) in [100, 10, 10, 10, 10].into_iter().enumerate() {
+            for _ in 0..size {
+                index
+                    .upsert(&note(id, WORDS[id as usize % 12]))
+                    .expect("upsert");
+                id += 1;
+            }
+            index
+                .commit(seq as u64 + 1, Merging::ByLevel)
+                .expect("commit");
+        }
+        let committer = index.committer();
+        assert_eq!(committer.segments(), 5);
+        let garden = |index: &KeywordIndex| {
+            let mut ids: Vec<u128> = index
+                .search("garden", 100, &Filter::default())
+                .expect("search")
+                .into_iter()
+                .map(|h| h.0)
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        let before = garden(&index);
+        assert_eq!(before.len(), 12);
+        committer.commit(6, Merging::Small).expect("compact");
+        assert_eq!(committer.segments(), 2, "the largest and the rest merged");
+        assert_eq!(garden(&index), before);
+        assert_eq!(index.committed_seq(), 6);
+        // Two segments are left alone; of five alike, all are merged.
+        committer.commit(7, Merging::Small).expect("compact");
+        assert_eq!(committer.segments(), 2);
+        for seq in 8..11 {
+            for _ in 0..60 {
+                index.upsert(&note(id, "kettle")).expect("upsert");
+                id += 1;
+            }
+            index.commit(seq, Merging::ByLevel).expect("commit");
+        }
+        assert_eq!(committer.segments(), 5);
+        committer.commit(11, Merging::Small).expect("compact");
+        assert_eq!(committer.segments(), 1, "no segment is most of the index");
+        assert_eq!(index.len(), id as u64);
     }
 
     #[test]

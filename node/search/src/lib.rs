@@ -297,6 +297,8 @@ pub struct KeywordCommit {
     committer: keyword::Committer,
     seq: u64,
     purge: bool,
+    /// Whether it merges the small segments (see [`SearchIndex::keyword_compact_job`]).
+    compact: bool,
 }
 
 impl KeywordCommit {
@@ -304,6 +306,8 @@ impl KeywordCommit {
     pub fn run(&self) -> Result<(), SearchError> {
         let merging = if self.purge {
             Merging::All
+        } else if self.compact {
+            Merging::Small
         } else {
             Merging::ByLevel
         };
@@ -829,9 +833,12 @@ impl SearchIndex {
     }
 
     /// The seal due once writes have stopped: the recent segment sealed at a small size
-    /// too, so searches at rest walk graphs only.
+    /// too, so searches at rest walk graphs only; else a compaction of the sealed
+    /// segments into two, if one is due ([`vector::VectorIndex::compact_job`]).
     pub fn seal_job_when_quiet(&self) -> Option<vector::SealJob> {
-        self.vectors.seal_job_at(vector::QUIET_SEAL_AT)
+        self.vectors
+            .seal_job_at(vector::QUIET_SEAL_AT)
+            .or_else(|| self.vectors.compact_job())
     }
 
     /// The seal due while writes stream in: only once the recent segment is twice its
@@ -1051,6 +1058,22 @@ impl SearchIndex {
             committer: self.keyword.committer(),
             seq: self.keyword_staged,
             purge: std::mem::take(&mut self.keyword_purge),
+            compact: false,
+        })
+    }
+
+    /// For a store that has stopped changing: a commit that merges the keyword index's
+    /// small segments into one, if it has three or more (so a search reads at most two).
+    /// Run and report it as [`SearchIndex::keyword_commit_job`]'s.
+    pub fn keyword_compact_job(&mut self) -> Option<KeywordCommit> {
+        if self.keyword.committer().segments() < 3 {
+            return None;
+        }
+        Some(KeywordCommit {
+            committer: self.keyword.committer(),
+            seq: self.keyword_staged.max(self.keyword_seq),
+            purge: std::mem::take(&mut self.keyword_purge),
+            compact: true,
         })
     }
 

@@ -28,6 +28,9 @@ pub use super::kernel::dot;
 
 /// Recent vectors searched exactly before they are sealed into an HNSW segment.
 pub const SEAL_AT: usize = 4096;
+/// A compaction rebuilds at most this many vectors per vector sealed since the last one,
+/// so a trickle of writes never rebuilds a large segment again and again.
+const COMPACT_COST: usize = 8;
 /// The recent segment's size from which it is sealed once writes have stopped (an exact
 /// scan of fewer costs a search little).
 pub const QUIET_SEAL_AT: usize = 256;
@@ -156,6 +159,9 @@ pub struct VectorIndex {
     /// Whether sealing is left to a background thread ([`VectorIndex::seal_job`]); `upsert`
     /// then never seals by itself.
     defer_seal: bool,
+    /// Vectors sealed since the last compaction ([`VectorIndex::compact_job`]); as many as
+    /// there are vectors when the index is read back, so it may compact once.
+    sealed_since_compaction: usize,
 }
 
 /// What a save writes besides the segments: borrowed from the index.
@@ -227,6 +233,8 @@ pub struct SealJob {
     merging: Vec<(Arc<Segment>, Vec<u32>)>,
     merged: Vec<u64>,
     dimension: usize,
+    /// Whether it is a compaction.
+    compaction: bool,
 }
 
 impl std::fmt::Debug for SealJob {
@@ -243,6 +251,7 @@ pub struct BuiltSeal {
     segment: Option<Segment>,
     taken: HashSet<VectorKey>,
     merged: Vec<u64>,
+    compaction: bool,
 }
 
 impl std::fmt::Debug for BuiltSeal {
@@ -283,6 +292,7 @@ impl SealJob {
             segment,
             taken: self.taken,
             merged: self.merged,
+            compaction: self.compaction,
         }
     }
 }
@@ -311,6 +321,7 @@ impl VectorIndex {
             next_segment: 1,
             auto_seal: true,
             defer_seal: false,
+            sealed_since_compaction: 0,
         }
     }
 
@@ -340,6 +351,7 @@ impl VectorIndex {
                 saved: manifest.format == FORMAT,
             });
         }
+        let stored = sealed.iter().map(|s| s.segment.keys.len()).sum();
         let next_segment = sealed
             .iter()
             .map(|s| s.id + 1)
@@ -356,6 +368,7 @@ impl VectorIndex {
             next_segment,
             auto_seal: true,
             defer_seal: false,
+            sealed_since_compaction: stored,
         })
     }
 
@@ -428,7 +441,37 @@ impl VectorIndex {
         n
     }
 
+    /// For an index that has stopped changing, with three or more sealed segments: a job
+    /// that merges every one but the oldest (the largest), or all of them if that is not
+    /// most of the vectors, with the recent vectors, so a search walks at most two graphs.
+    /// `None` if that would rebuild more than [`COMPACT_COST`] vectors per vector sealed
+    /// since the last compaction.
+    pub fn compact_job(&self) -> Option<SealJob> {
+        if self.sealed.len() < 3 {
+            return None;
+        }
+        let sizes: Vec<usize> = self.sealed.iter().map(|s| s.segment.keys.len()).collect();
+        let total: usize = sizes.iter().sum();
+        let merge = if 2 * sizes[0] >= total {
+            sizes.len() - 1
+        } else {
+            sizes.len()
+        };
+        let rebuilt: usize = sizes[sizes.len() - merge..].iter().sum();
+        if rebuilt > COMPACT_COST.saturating_mul(self.sealed_since_compaction) {
+            return None;
+        }
+        let mut job = self.job_merging(merge);
+        job.compaction = true;
+        Some(job)
+    }
+
     fn job(&self) -> SealJob {
+        self.job_merging(self.mergeable(self.recent.len()))
+    }
+
+    /// A seal of the recent vectors that merges the newest `merge` sealed segments.
+    fn job_merging(&self, merge: usize) -> SealJob {
         let taken = self.recent.iter().map(|(k, _)| *k).collect();
         let entries: Vec<(VectorKey, Vector)> = self
             .recent
@@ -436,7 +479,6 @@ impl VectorIndex {
             .filter(|(k, _)| self.is_live(k))
             .cloned()
             .collect();
-        let merge = self.mergeable(self.recent.len());
         let merged = &self.sealed[self.sealed.len() - merge..];
         let merging = merged
             .iter()
@@ -453,6 +495,7 @@ impl VectorIndex {
             merging,
             merged: merged.iter().map(|s| s.id).collect(),
             dimension: self.dimension,
+            compaction: false,
         }
     }
 
@@ -469,6 +512,11 @@ impl VectorIndex {
         }
         self.recent.retain(|(k, _)| !built.taken.contains(k));
         self.sealed.retain(|s| !built.merged.contains(&s.id));
+        if built.compaction {
+            self.sealed_since_compaction = 0;
+        } else {
+            self.sealed_since_compaction += built.taken.len();
+        }
         if let Some(mut segment) = built.segment {
             let live = &self.live;
             let gone: Vec<u32> = (0..segment.keys.len() as u32)
@@ -829,6 +877,46 @@ pub(crate) mod tests {
             .map(|(id, bytes)| (*id, bytes[..bytes.len() / 2].to_vec()))
             .collect();
         assert!(read(&damaged).is_none());
+    }
+
+    #[test]
+    fn a_compaction_leaves_two_segments_but_not_for_a_trickle_of_writes() {
+        let mut seed = 29;
+        let mut index = VectorIndex::new("test", 8);
+        index.set_deferred_seal(true);
+        let mut probes = Vec::new();
+        let mut m = 0u128;
+        let mut add = |index: &mut VectorIndex, probes: &mut Vec<(u128, Vec<f32>)>, n: usize| {
+            for _ in 0..n {
+                let v = random_unit(&mut seed, 8);
+                if m.is_multiple_of(97) {
+                    probes.push((m, v.clone()));
+                }
+                index.upsert(m, vec![v]);
+                m += 1;
+            }
+            let job = index.seal_job_at(1).expect("a seal");
+            assert!(index.install(job.build()));
+        };
+        // Sizes the binary counter leaves apart: 3,000, then 1,000 and 500.
+        add(&mut index, &mut probes, 3000);
+        add(&mut index, &mut probes, 1000);
+        add(&mut index, &mut probes, 500);
+        assert_eq!(index.sizes(), (4500, 3));
+        let job = index.compact_job().expect("a compaction");
+        assert!(index.install(job.build()));
+        assert_eq!(index.sizes(), (4500, 2));
+        for (m, v) in &probes {
+            let hits = index.search(v, 1, false, &|_| true, &|_, _| 1.0);
+            assert_eq!(hits[0].memory, *m);
+        }
+        assert!(index.compact_job().is_none(), "two segments");
+        // A few more vectors: rebuilding the 1,500 for them is not worth it.
+        add(&mut index, &mut probes, 100);
+        assert_eq!(index.sizes(), (4600, 3));
+        assert!(index.compact_job().is_none(), "a trickle");
+        add(&mut index, &mut probes, 200);
+        assert!(index.compact_job().is_some(), "enough new vectors");
     }
 
     #[test]

@@ -255,6 +255,12 @@ impl Service {
                                 tracing::warn!("saving the vector index failed: {e}");
                             }
                         }
+                        Ok(false) if matches!(due, Due::Quiet) => {
+                            if let Err(e) = sealer.compact_keywords() {
+                                tracing::warn!("merging the keyword index failed: {e}");
+                            }
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
                         Ok(false) => std::thread::sleep(Duration::from_millis(200)),
                         Err(e) => {
                             tracing::warn!("sealing the vector index failed: {e}");
@@ -374,6 +380,26 @@ impl Service {
             "sealed the vector index's recent segment"
         );
         Ok(true)
+    }
+
+    /// Merges the keyword index's small segments if it has many (for a store that has
+    /// stopped changing), without holding the index: searches and writes go on meanwhile.
+    fn compact_keywords(&self) -> Result<(), ApiError> {
+        let Some(job) = self.with_index(|index| Ok(index.keyword_compact_job()))? else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let result = job.run();
+        self.with_index(|index| {
+            index.keyword_committed(&job, &result);
+            Ok(())
+        })?;
+        result.map_err(search_error)?;
+        tracing::info!(
+            seconds = started.elapsed().as_secs_f64(),
+            "merged the keyword index's small segments"
+        );
+        Ok(())
     }
 
     /// Leaves sealing the vector index to [`Service::background_step`] (for a long-running
