@@ -317,6 +317,14 @@ fn words_are_indexed_while_the_embedder_is_down() {
     assert_eq!(index.positions(), (last, last));
 }
 
+/// Runs the vector save that must be due (`due` says why), as the indexer does.
+fn save_vectors(index: &mut SearchIndex, now: bool, due: &str) {
+    let save = index.vector_save_job(now).expect("job").expect(due);
+    let result = save.run();
+    index.vector_saved(&save, &result);
+    result.expect("save");
+}
+
 #[test]
 fn deferred_commits_and_vector_saves_run_apart_from_the_index_and_then_count() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -417,13 +425,7 @@ fn deferred_commits_and_vector_saves_run_apart_from_the_index_and_then_count() {
         )
         .expect("step");
     assert_eq!(saved_at(&path), before, "nothing written meanwhile");
-    let save = index
-        .vector_save_job(true)
-        .expect("job")
-        .expect("a save is due");
-    let result = save.run();
-    index.vector_saved(&save, &result);
-    result.expect("save");
+    save_vectors(&mut index, true, "a save is due");
     assert!(
         index.vector_save_job(true).expect("job").is_none(),
         "nothing more is due"
@@ -438,13 +440,7 @@ fn deferred_commits_and_vector_saves_run_apart_from_the_index_and_then_count() {
             std::time::Instant::now() + std::time::Duration::from_secs(5),
         )
         .expect("step");
-    let save = index
-        .vector_save_job(false)
-        .expect("job")
-        .expect("due at once after a delete");
-    let result = save.run();
-    index.vector_saved(&save, &result);
-    result.expect("save");
+    save_vectors(&mut index, false, "due at once after a delete");
     assert!(index.vector_save_job(false).expect("job").is_none());
     // (The keyword commit jobs share the index's writer: they go with it.)
     drop((index, job, failed, retry));

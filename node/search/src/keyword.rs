@@ -576,11 +576,9 @@ impl Committer {
         Ok(())
     }
 
-    /// How many segments the committed index has.
+    /// How many segments searches read (as of the last commit; no file is read).
     pub(super) fn segments(&self) -> usize {
-        self.index
-            .searchable_segment_metas()
-            .map_or(0, |metas| metas.len())
+        self.reader.searcher().segment_readers().len()
     }
 }
 

@@ -1062,11 +1062,16 @@ impl SearchIndex {
         })
     }
 
+    /// Whether [`SearchIndex::keyword_compact_job`] has work: three or more segments.
+    pub fn keyword_compaction_due(&self) -> bool {
+        self.keyword.committer().segments() >= 3
+    }
+
     /// For a store that has stopped changing: a commit that merges the keyword index's
     /// small segments into one, if it has three or more (so a search reads at most two).
     /// Run and report it as [`SearchIndex::keyword_commit_job`]'s.
     pub fn keyword_compact_job(&mut self) -> Option<KeywordCommit> {
-        if self.keyword.committer().segments() < 3 {
+        if !self.keyword_compaction_due() {
             return None;
         }
         Some(KeywordCommit {

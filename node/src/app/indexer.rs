@@ -385,6 +385,10 @@ impl Service {
     /// Merges the keyword index's small segments if it has many (for a store that has
     /// stopped changing), without holding the index: searches and writes go on meanwhile.
     fn compact_keywords(&self) -> Result<(), ApiError> {
+        // Asked under the read lock first: a quiet store is asked every 200 ms.
+        if !self.with_index_read(|index| Ok(index.keyword_compaction_due()))? {
+            return Ok(());
+        }
         let Some(job) = self.with_index(|index| Ok(index.keyword_compact_job()))? else {
             return Ok(());
         };
