@@ -593,6 +593,18 @@ impl SearchIndex {
         (self.keyword_seq, self.vector_seq)
     }
 
+    /// The change-log position given to the keyword index, committed or not (with
+    /// deferred commits, ahead of [`SearchIndex::positions`] until the next commit).
+    pub fn keyword_staged(&self) -> u64 {
+        self.keyword_staged.max(self.keyword_seq)
+    }
+
+    /// Whether the next keyword commit removes memories (a delete, or a purge owed by a
+    /// failed commit): such a commit should not wait.
+    pub fn keyword_purge_owed(&self) -> bool {
+        self.keyword_purge
+    }
+
     /// Moves the vector index towards the store's last change, until `deadline` if one is
     /// given, reporting progress after every batch. Returns how many changes it applied.
     pub fn catch_up_vectors(

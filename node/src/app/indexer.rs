@@ -14,7 +14,8 @@ use tokio::sync::broadcast;
 use crate::search::{SearchError, SearchIndex};
 
 use super::{
-    INDEX_SLICE, READ_YOUR_WRITES_WAIT, Service, WRITE_VECTOR_BUDGET, search_error, store_error,
+    INDEX_SLICE, KEYWORD_COMMIT_WINDOW, READ_YOUR_WRITES_WAIT, Service, WRITE_VECTOR_BUDGET,
+    search_error, store_error,
 };
 
 /// How long the store goes without a change before the sealer seals even a small recent
@@ -31,6 +32,18 @@ enum Due {
     CaughtUp,
     /// Once nothing has changed for [`QUIET`]: at a small size too.
     Quiet,
+}
+
+/// What the indexer does after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Next {
+    /// More can be done at once.
+    Busy,
+    /// Nothing, until the store changes.
+    Idle,
+    /// Every change is given to the keyword index, whose commit waits until this instant
+    /// (or until a search waits for its writes).
+    CommitAt(Instant),
 }
 
 fn event_kind(kind: ChangeKind) -> EventKind {
@@ -274,11 +287,15 @@ impl Service {
             .name("mnemon-indexer".into())
             .spawn(move || {
                 let mut failures = 0u32;
+                // The first commit is not held back.
+                let mut committed = Instant::now()
+                    .checked_sub(KEYWORD_COMMIT_WINDOW)
+                    .unwrap_or_else(Instant::now);
                 while !stop.load(Ordering::Relaxed) {
-                    let busy = match service.index_step() {
-                        Ok(busy) => {
+                    let next = match service.index_step(&mut committed) {
+                        Ok(next) => {
                             failures = 0;
-                            busy
+                            next
                         }
                         Err(e) => {
                             failures = failures.saturating_add(1);
@@ -291,20 +308,26 @@ impl Service {
                             continue;
                         }
                     };
-                    if !busy {
+                    match next {
+                        Next::Busy => {}
                         // Sleep until the next commit (or a moment, to notice `stop`).
-                        let at = service.progress.get();
-                        service
-                            .store
-                            .wait_for_change(at, Duration::from_millis(200));
+                        Next::Idle => {
+                            let at = service.progress.get();
+                            service
+                                .store
+                                .wait_for_change(at, Duration::from_millis(200));
+                        }
+                        Next::CommitAt(at) => service.progress.wait_wanted(at),
                     }
                 }
             })
     }
 
     /// One step of the indexer: the store's changes into both indexes for a bounded slice,
-    /// then background work on the vector index. Returns whether work remains.
-    pub(super) fn index_step(&self) -> Result<bool, ApiError> {
+    /// then background work on the vector index. While changes stream in, the keyword
+    /// index is committed at most once per [`KEYWORD_COMMIT_WINDOW`] (`committed`: when it
+    /// last was), sooner for a search that waits for its writes or for a delete.
+    pub(super) fn index_step(&self, committed: &mut Instant) -> Result<Next, ApiError> {
         let store = &self.store;
         let last = store.last_seq().map_err(store_error)?;
         if last > self.progress.get() {
@@ -316,13 +339,23 @@ impl Service {
             );
             // A step that failed (the vectors, say) may still have given the keyword
             // index changes to commit.
-            let (mut seq, commit, stepped) = self.with_index(|index| {
+            let window_over = committed.elapsed() >= KEYWORD_COMMIT_WINDOW;
+            let (mut seq, staged, commit, stepped) = self.with_index(|index| {
                 let stepped = index.step(store, Instant::now() + INDEX_SLICE).err();
-                Ok((index.positions().0, index.keyword_commit_job(), stepped))
+                let due = window_over
+                    || index.keyword_purge_owed()
+                    || self.progress.wanted() > index.positions().0;
+                let commit = if due {
+                    index.keyword_commit_job()
+                } else {
+                    None
+                };
+                Ok((index.positions().0, index.keyword_staged(), commit, stepped))
             })?;
             // The keyword commit (tens of milliseconds: segment files and fsync) runs
             // without holding the index, so searches go on meanwhile.
             if let Some(commit) = commit {
+                *committed = Instant::now();
                 let result = commit.run();
                 seq = self.with_index(|index| {
                     index.keyword_committed(&commit, &result);
@@ -337,15 +370,20 @@ impl Service {
             if seq >= last {
                 self.progress.behind_since.store(0, Ordering::Relaxed);
             }
-            if seq < store.last_seq().map_err(store_error)? {
+            let last = store.last_seq().map_err(store_error)?;
+            if seq < last {
                 self.save_vectors(false)?;
-                return Ok(true);
+                return Ok(if staged < last {
+                    Next::Busy
+                } else {
+                    Next::CommitAt(*committed + KEYWORD_COMMIT_WINDOW)
+                });
             }
         }
         // In short slices: the index is held meanwhile.
         let pending = self.vector_step(INDEX_SLICE)?;
         self.save_vectors(false)?;
-        Ok(pending)
+        Ok(if pending { Next::Busy } else { Next::Idle })
     }
 
     /// Moves the vector index on for at most `slice`. Returns whether work remains that

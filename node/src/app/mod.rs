@@ -50,6 +50,10 @@ const WRITE_VECTOR_BUDGET: Duration = Duration::from_secs(2);
 const INDEX_SLICE: Duration = Duration::from_millis(50);
 /// How long a search with `after` waits for the index to reach that position.
 const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
+/// While changes stream in, the indexer commits the keyword index at most once per this
+/// window (each commit is a new segment, fsynced, which delays the store's own commits on
+/// a shared disk), unless a search waits for its writes or a delete is to be applied.
+const KEYWORD_COMMIT_WINDOW: Duration = Duration::from_secs(1);
 
 /// Makes the embedder when the search index is first needed.
 pub type EmbedderFactory = Box<dyn Fn() -> anyhow::Result<Arc<dyn Embedder>> + Send + Sync>;
@@ -120,6 +124,8 @@ impl std::fmt::Debug for Service {
 struct IndexProgress {
     seq: Mutex<u64>,
     moved: Condvar,
+    /// The furthest position a search waits for (changed under `seq`'s lock).
+    wanted: AtomicU64,
     /// When the indexer first saw itself behind, as milliseconds since the epoch (0: not
     /// behind).
     behind_since: AtomicU64,
@@ -151,6 +157,11 @@ impl IndexProgress {
             .seq
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *at < seq {
+            // Tell the indexer, which may be holding a commit back.
+            self.wanted.fetch_max(seq, Ordering::Relaxed);
+            self.moved.notify_all();
+        }
         while *at < seq {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -163,6 +174,30 @@ impl IndexProgress {
                 .0;
         }
         *at
+    }
+
+    /// The furthest position a search has waited for.
+    fn wanted(&self) -> u64 {
+        self.wanted.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `deadline`, or until a search waits for a position beyond this one.
+    fn wait_wanted(&self, deadline: Instant) {
+        let mut at = self
+            .seq
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while self.wanted.load(Ordering::Relaxed) <= *at {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            at = self
+                .moved
+                .wait_timeout(at, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
     }
 }
 
@@ -420,5 +455,34 @@ impl Service {
             .iter()
             .map(|l| Ok((parse_id(&l.target)?, l.relation.clone())))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A search that waits for its write wakes an indexer holding its keyword commit back
+    /// for the commit window: it is not made to wait out the window.
+    #[test]
+    fn a_waiting_search_cuts_the_indexers_commit_window_short() {
+        let progress = Arc::new(IndexProgress::default());
+        progress.set(4);
+        let woke = Arc::new(AtomicBool::new(false));
+        let indexer = {
+            let (progress, woke) = (progress.clone(), woke.clone());
+            std::thread::spawn(move || {
+                progress.wait_wanted(Instant::now() + Duration::from_secs(600));
+                woke.store(true, Ordering::Relaxed);
+            })
+        };
+        // Nothing wanted beyond where the index is: the indexer keeps waiting.
+        assert_eq!(progress.wait_for(4, Duration::from_millis(50)), 4);
+        assert!(!woke.load(Ordering::Relaxed));
+        // A search waits for change 5: the indexer wakes (while that search still waits).
+        assert_eq!(progress.wait_for(5, Duration::from_secs(2)), 4);
+        assert!(woke.load(Ordering::Relaxed), "the indexer slept on");
+        assert_eq!(progress.wanted(), 5);
+        indexer.join().expect("indexer");
     }
 }
