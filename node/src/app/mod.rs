@@ -152,17 +152,36 @@ impl IndexProgress {
 
     /// Waits until the position is at least `seq`, for at most `wait`; returns where it is.
     fn wait_for(&self, seq: u64, wait: Duration) -> u64 {
-        let deadline = Instant::now() + wait;
+        let mut first = true;
+        self.wait_until(Instant::now() + wait, |at| {
+            if at < seq && std::mem::take(&mut first) {
+                // Tell the indexer, which may be holding a commit back (once: under the
+                // lock it waits on, so it cannot miss it).
+                self.wanted.fetch_max(seq, Ordering::Relaxed);
+                self.moved.notify_all();
+            }
+            at >= seq
+        })
+    }
+
+    /// The furthest position a search has waited for.
+    fn wanted(&self) -> u64 {
+        self.wanted.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `deadline`, or until a search waits for a position beyond this one.
+    fn wait_wanted(&self, deadline: Instant) {
+        self.wait_until(deadline, |at| self.wanted.load(Ordering::Relaxed) > at);
+    }
+
+    /// Waits until `done` holds for the position (checked under its lock) or `deadline`
+    /// passes; returns the position.
+    fn wait_until(&self, deadline: Instant, mut done: impl FnMut(u64) -> bool) -> u64 {
         let mut at = self
             .seq
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *at < seq {
-            // Tell the indexer, which may be holding a commit back.
-            self.wanted.fetch_max(seq, Ordering::Relaxed);
-            self.moved.notify_all();
-        }
-        while *at < seq {
+        while !done(*at) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -174,30 +193,6 @@ impl IndexProgress {
                 .0;
         }
         *at
-    }
-
-    /// The furthest position a search has waited for.
-    fn wanted(&self) -> u64 {
-        self.wanted.load(Ordering::Relaxed)
-    }
-
-    /// Waits until `deadline`, or until a search waits for a position beyond this one.
-    fn wait_wanted(&self, deadline: Instant) {
-        let mut at = self
-            .seq
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while self.wanted.load(Ordering::Relaxed) <= *at {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            at = self
-                .moved
-                .wait_timeout(at, left)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
     }
 }
 
