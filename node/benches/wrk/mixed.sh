@@ -3,7 +3,8 @@
 # release binary (`cargo build --release`) on a fresh data folder with the built-in
 # embedder, `wrk` on 127.0.0.1. Seeds N memories first (default 5,000) and waits for the
 # indexer. Then the service is killed with SIGKILL, restarted, and every add that was
-# acknowledged with a 201 is read back: prints how many were lost (must be 0).
+# acknowledged with a 201 is read back: prints how many were lost (must be 0). Also prints
+# the service's own time per route, from its request log.
 # Run from the repository root: node/benches/wrk/mixed.sh (M=path/to/mnemon, N=seed size,
 # T=seconds of mixed load).
 set -euo pipefail
@@ -47,6 +48,20 @@ MNEMON_IDS=$D/ids MNEMON_ACKED=$D/acked wrk -t2 -c50 -d${T}s --latency -s $here/
 ps -o rss= -p $SPID | awk '{print "resident MB", $1/1024}'
 cat $D/acked.* > $D/acked
 echo "acknowledged adds: $(wc -l < $D/acked)"
+# The service's own time per route (its request log), without wrk's and the sockets' queueing.
+python3 - "$D/serve.log" <<'PY'
+import collections, re, sys
+times = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    m = re.search(r"method=(\w+) route=(\S+) status=\d+ ms=([\d.]+)", line)
+    if m:
+        times[m.group(1) + " " + m.group(2)].append(float(m.group(3)))
+for route, ms in sorted(times.items()):
+    if len(ms) >= 100:
+        ms.sort()
+        at = lambda q: ms[min(len(ms) - 1, int(len(ms) * q))]
+        print(f"service time, {route}: {len(ms)} requests, p50 {at(0.5):.2f} ms, p90 {at(0.9):.2f} ms, p99 {at(0.99):.2f} ms")
+PY
 echo "== kill -9, restart, read every acknowledged id back"
 kill -9 $SPID; wait $SPID 2>/dev/null || true
 start

@@ -46,8 +46,9 @@ pub const MAX_GRAPH_DEPTH: usize = 5;
 pub const MAX_GRAPH_NODES: usize = 2000;
 /// How long a delete may spend bringing the indexes up to date.
 const WRITE_VECTOR_BUDGET: Duration = Duration::from_secs(2);
-/// How long one indexer step may hold the index for writing (at least one batch).
-const INDEX_SLICE: Duration = Duration::from_millis(50);
+/// How long one indexer step may hold the index for writing (at least one batch): searches
+/// wait meanwhile.
+const INDEX_SLICE: Duration = Duration::from_millis(10);
 /// How long a search with `after` waits for the index to reach that position.
 const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
 /// While changes stream in, the indexer commits the keyword index at most once per this
