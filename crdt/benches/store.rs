@@ -158,22 +158,53 @@ fn main() {
     let raw4_elapsed = start.elapsed();
     drop(raw4);
 
-    // 2. The add path's CPU work without storage: build + save the document, sign.
+    // 2. CPU work without storage: an automerge document built op by op and saved (what an
+    // add did before it encoded the first change directly), and signing.
     let keypair = Keypair::generate();
     let did = keypair.did();
     let cpu_n = 2_000;
     let start = Instant::now();
     let mut saved_bytes = 0;
+    let mut saved_docs = Vec::with_capacity(cpu_n);
     for i in 0..cpu_n {
         let (mut doc, _hash) = MemoryDoc::create(&did, &memory(i), Timestamp::now()).expect("doc");
-        saved_bytes += doc.save().len();
+        let saved = doc.save();
+        saved_bytes += saved.len();
+        saved_docs.push(saved);
     }
     let doc_elapsed = start.elapsed();
+    // Loading a new memory (to edit or sync it) from a saved document, and from its one
+    // change, which is what the store keeps for a new memory.
+    let changes: Vec<Vec<u8>> = saved_docs
+        .iter()
+        .map(|saved| {
+            let mut doc = MemoryDoc::load(saved, &did).expect("load");
+            doc.automerge().get_changes(&[])[0].bytes().into_owned()
+        })
+        .collect();
+    let time_loads = |all: &[Vec<u8>]| {
+        let start = Instant::now();
+        for bytes in all {
+            std::hint::black_box(MemoryDoc::load(bytes, &did).expect("load"));
+        }
+        start.elapsed().as_secs_f64() * 1e6 / all.len() as f64
+    };
+    let (load_doc_us, load_change_us) = (time_loads(&saved_docs), time_loads(&changes));
     let start = Instant::now();
     for i in 0..cpu_n {
         std::hint::black_box(keypair.sign(&(i as u64).to_le_bytes()));
     }
     let sign_elapsed = start.elapsed();
+    // What an add really does off the writer thread: validate, encode the first change
+    // straight from the input, sign it (against building a document op by op, above).
+    let builder = Store::open(dir.path().join("builder.redb"), keypair.clone())
+        .expect("store")
+        .builder();
+    let start = Instant::now();
+    for i in 0..cpu_n {
+        std::hint::black_box(builder.prepare(&memory(i)).expect("prepare"));
+    }
+    let prepare_elapsed = start.elapsed();
 
     // 3. Durable single adds through the store, up to n memories.
     let mut store = Store::open(dir.path().join("single.redb"), keypair.clone()).expect("store");
@@ -289,7 +320,11 @@ fn main() {
         "ratio_single_to_raw": single_rate / raw_rate,
         "ratio_batched_to_single": batch_rate / single_rate,
         "cpu_doc_build_and_save_us": doc_elapsed.as_secs_f64() * 1e6 / cpu_n as f64,
+        "load_saved_doc_us": load_doc_us,
+        "load_first_change_us": load_change_us,
         "cpu_sign_us": sign_elapsed.as_secs_f64() * 1e6 / cpu_n as f64,
+        "cpu_prepare_us": prepare_elapsed.as_secs_f64() * 1e6 / cpu_n as f64,
+        "ratio_doc_build_to_prepare": doc_elapsed.as_secs_f64() / prepare_elapsed.as_secs_f64(),
         "saved_doc_bytes_avg": saved_bytes / cpu_n,
         "single_file_bytes": single_file,
         "backlinks_ms": table_ms,

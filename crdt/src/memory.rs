@@ -418,10 +418,198 @@ pub(crate) struct ValidNew {
     kind: String,
     importance: f64,
     source: Option<Source>,
-    links: Vec<(MemoryId, String)>,
+    /// One relation per target: a target given twice keeps the last.
+    links: BTreeMap<MemoryId, String>,
     task: Option<Task>,
     created_at: Option<Timestamp>,
     updated_at: Option<Timestamp>,
+}
+
+impl ValidNew {
+    /// When the new memory was made and last changed: as given, else `now`.
+    fn times(&self, now: Timestamp) -> (Timestamp, Timestamp) {
+        let created = self.created_at.unwrap_or(now);
+        (created, self.updated_at.unwrap_or(created.max(now)))
+    }
+
+    /// The first (and only) change of the new memory's document, encoded straight from
+    /// the input: byte for byte the change [`MemoryDoc::create_valid`] commits through an
+    /// automerge document (a property test holds them equal), without building that
+    /// document's op set, which was most of the CPU an add costs. A document loads from
+    /// the change's bytes as it does from a saved document.
+    pub(crate) fn first_change(&self, author: &Did, now: Timestamp) -> automerge::Change {
+        use automerge::legacy::ObjectId;
+        let mut ops = OpWriter::new(actor_id(author), 16 + self.content.len());
+        let root = ObjectId::Root;
+        ops.put(&root, "title", self.title.as_str().into());
+        if self.content.len() > MAX_MERGED_TEXT_BYTES {
+            ops.put(&root, "content", self.content.as_str().into());
+        } else {
+            let text = ops.make(&root, "content", ObjType::Text);
+            ops.insert_chars(&text, &self.content);
+        }
+        let tags = ops.make(&root, "tags", ObjType::Map);
+        for tag in &self.tags {
+            ops.put(&tags, tag, ScalarValue::Boolean(true));
+        }
+        ops.put(&root, "kind", self.kind.as_str().into());
+        ops.put(&root, "importance", ScalarValue::F64(self.importance));
+        if let Some(source) = &self.source {
+            let obj = ops.make(&root, "source", ObjType::Map);
+            ops.put(&obj, "kind", source.kind.as_str().into());
+            if let Some(uri) = &source.uri {
+                ops.put(&obj, "uri", uri.as_str().into());
+            }
+        }
+        let (created, updated) = self.times(now);
+        ops.put(
+            &root,
+            "created_at",
+            ScalarValue::Timestamp(created.as_millis()),
+        );
+        ops.put(
+            &root,
+            "updated_at",
+            ScalarValue::Timestamp(updated.as_millis()),
+        );
+        ops.put(&root, "author", author.to_string().into());
+        let links = ops.make(&root, "links", ObjType::Map);
+        for (target, relation) in &self.links {
+            ops.put(&links, &target.to_string(), relation.as_str().into());
+        }
+        if let Some(task) = &self.task {
+            let obj = ops.make(&root, "task", ObjType::Map);
+            ops.put(&obj, "status", task.status.as_str().into());
+            ops.put(&obj, "priority", ScalarValue::Int(task.priority));
+            ops.put(&obj, "difficulty", ScalarValue::Int(task.difficulty.into()));
+            ops.put(&obj, "xp", ScalarValue::Int(task.xp.into()));
+            if let Some(due) = task.due {
+                ops.put(&obj, "due", ScalarValue::Timestamp(due.as_millis()));
+            }
+        }
+        automerge::Change::from(automerge::ExpandedChange {
+            operations: ops.ops,
+            actor_id: ops.actor,
+            hash: None,
+            seq: 1,
+            start_op: std::num::NonZeroU64::MIN,
+            time: now.as_millis(),
+            message: None,
+            deps: Vec::new(),
+            extra_bytes: Vec::new(),
+            author: None,
+        })
+    }
+
+    /// What the store keeps for the new memory's document, and the hash of its one change.
+    /// Up to [`FIRST_CHANGE_MAX_CONTENT`] of content, the change itself
+    /// ([`ValidNew::first_change`]): a document loads from it, and its history is that one
+    /// change without loading. A longer text is saved as a document, built op by op: a
+    /// load replays a change's operations one by one, which for a long text costs more
+    /// time and memory than building the document once.
+    pub(crate) fn stored(&self, author: &Did, now: Timestamp) -> (Vec<u8>, ChangeHash) {
+        if self.content.len() <= FIRST_CHANGE_MAX_CONTENT {
+            let mut change = self.first_change(author, now);
+            (change.bytes().into_owned(), change.hash())
+        } else {
+            let (mut doc, hash) = MemoryDoc::create_valid(author, self, now);
+            (doc.save(), hash)
+        }
+    }
+
+    /// The new memory as its document reads (see [`ValidNew::stored`]).
+    pub(crate) fn memory(
+        &self,
+        id: MemoryId,
+        collection: CollectionId,
+        author: &Did,
+        now: Timestamp,
+    ) -> Memory {
+        let (created_at, updated_at) = self.times(now);
+        Memory {
+            id,
+            collection,
+            title: self.title.clone(),
+            content: self.content.clone(),
+            tags: self.tags.clone(),
+            kind: self.kind.clone(),
+            importance: self.importance,
+            source: self.source.clone(),
+            created_at,
+            updated_at,
+            author: author.to_string(),
+            links: self.links.clone(),
+            task: self.task.clone(),
+        }
+    }
+}
+
+/// The longest content a new memory is stored as its first change (see [`ValidNew::stored`]).
+const FIRST_CHANGE_MAX_CONTENT: usize = 8 * 1024;
+
+/// The operations of a new document's first change, numbered from 1 in order.
+struct OpWriter {
+    actor: ActorId,
+    ops: Vec<automerge::legacy::Op>,
+}
+
+impl OpWriter {
+    fn new(actor: ActorId, capacity: usize) -> OpWriter {
+        OpWriter {
+            actor,
+            ops: Vec::with_capacity(capacity),
+        }
+    }
+
+    fn next_id(&self) -> automerge::legacy::OpId {
+        automerge::legacy::OpId(self.ops.len() as u64 + 1, self.actor.clone())
+    }
+
+    fn push(
+        &mut self,
+        obj: &automerge::legacy::ObjectId,
+        key: automerge::legacy::Key,
+        action: automerge::legacy::OpType,
+        insert: bool,
+    ) {
+        self.ops.push(automerge::legacy::Op {
+            action,
+            obj: obj.clone(),
+            key,
+            pred: automerge::legacy::SortedVec::new(),
+            insert,
+        });
+    }
+
+    fn put(&mut self, obj: &automerge::legacy::ObjectId, key: &str, value: ScalarValue) {
+        let key = automerge::legacy::Key::Map(key.into());
+        self.push(obj, key, automerge::legacy::OpType::Put(value), false);
+    }
+
+    /// Makes an object at `key` of `obj` and returns it.
+    fn make(
+        &mut self,
+        obj: &automerge::legacy::ObjectId,
+        key: &str,
+        kind: ObjType,
+    ) -> automerge::legacy::ObjectId {
+        let id = self.next_id();
+        let key = automerge::legacy::Key::Map(key.into());
+        self.push(obj, key, automerge::legacy::OpType::Make(kind), false);
+        automerge::legacy::ObjectId::Id(id)
+    }
+
+    /// Inserts `text` into the empty text `obj`, one code point per operation, each after
+    /// the one before (what a splice at 0 does).
+    fn insert_chars(&mut self, obj: &automerge::legacy::ObjectId, text: &str) {
+        use automerge::legacy::{ElementId, Key, OpType};
+        let mut after = ElementId::Head;
+        for c in text.chars() {
+            let id = self.next_id();
+            self.push(obj, Key::Seq(after), OpType::Put(c.into()), true);
+            after = ElementId::Id(id);
+        }
+    }
 }
 
 impl NewMemory {
@@ -457,7 +645,7 @@ impl NewMemory {
             kind,
             importance,
             source: self.source.clone(),
-            links: self.links.clone(),
+            links: self.links.iter().cloned().collect(),
             task: self.task.clone(),
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -537,8 +725,7 @@ impl MemoryDoc {
             if let Some(source) = &new.source {
                 put_source(&mut doc, source)?;
             }
-            let created = new.created_at.unwrap_or(now);
-            let updated = new.updated_at.unwrap_or(created.max(now));
+            let (created, updated) = new.times(now);
             doc.put(
                 &root,
                 "created_at",
@@ -822,6 +1009,90 @@ mod tests {
     use mnemon_identity::Keypair;
 
     use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// The first change encoded from the input is the change an automerge document
+        /// commits for it, byte for byte, and the document it loads into reads as the
+        /// memory the store writes beside it.
+        #[test]
+        fn a_new_memorys_first_change_is_the_documents(
+            title in proptest::option::of("[ a-zA-Zé😀]{0,12}"),
+            content in "(?s).{0,40}",
+            tags in proptest::collection::vec("[a-zA-Z][a-z0-9/_-]{0,6}", 0..4),
+            kind in proptest::option::of("[a-z]{1,8}"),
+            importance in proptest::option::of(0.0f64..=1.0),
+            source in proptest::option::of(("[a-z]{1,6}", proptest::option::of("[a-z:/.]{0,12}"))),
+            links in proptest::collection::vec((0u64..4, "[a-z]{1,8}"), 0..4),
+            task in proptest::option::of((-3i64..9, proptest::option::of(0i64..1 << 42), 1u8..=5, 0u32..500)),
+            times in proptest::option::of((0i64..1 << 41, proptest::option::of(0i64..1 << 20))),
+            now in 1i64..1 << 42,
+        ) {
+            let keypair = Keypair::generate();
+            let did = keypair.did();
+            let now = Timestamp::from_millis(now);
+            let new = NewMemory {
+                title,
+                content,
+                tags: tags.into_iter().collect(),
+                kind,
+                importance,
+                source: source.map(|(kind, uri)| Source { kind, uri }),
+                links: links
+                    .into_iter()
+                    .map(|(n, relation)| (MemoryId::new(Timestamp::from_millis(n as i64 + 1)), relation))
+                    .collect(),
+                task: task.map(|(priority, due, difficulty, xp)| Task {
+                    status: "open".into(),
+                    priority,
+                    due: due.map(Timestamp::from_millis),
+                    difficulty,
+                    xp,
+                }),
+                created_at: times.map(|(c, _)| Timestamp::from_millis(c)),
+                updated_at: times.and_then(|(c, u)| u.map(|u| Timestamp::from_millis(c + u))),
+                ..NewMemory::default()
+            };
+            let Ok(valid) = new.validate() else {
+                return Ok(());
+            };
+            let (mut doc, hash) = MemoryDoc::create_valid(&did, &valid, now);
+            let mut change = valid.first_change(&did, now);
+            proptest::prop_assert_eq!(change.hash(), hash);
+            let committed = doc.automerge().get_changes(&[]);
+            proptest::prop_assert_eq!(committed.len(), 1);
+            proptest::prop_assert_eq!(change.raw_bytes(), committed[0].raw_bytes());
+            let id = MemoryId::new(now);
+            let collection = CollectionId::new(now);
+            let mut loaded = MemoryDoc::load(&change.bytes(), &did).expect("loads");
+            let memory = valid.memory(id, collection, &did, now);
+            proptest::prop_assert_eq!(&loaded.read(id, collection), &memory);
+            proptest::prop_assert_eq!(&doc.read(id, collection), &memory);
+            proptest::prop_assert_eq!(loaded.heads(), vec![hash]);
+        }
+    }
+
+    #[test]
+    fn a_long_memorys_first_change_is_the_documents_too() {
+        let keypair = Keypair::generate();
+        let did = keypair.did();
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        // Just above the merged-text limit the content is one string; below it, text.
+        for content in [
+            "ä".repeat(MAX_MERGED_TEXT_BYTES / 2 + 1),
+            "line with ü and 😀\n".repeat(100),
+        ] {
+            let valid = new(&content).validate().expect("valid");
+            let (mut doc, hash) = MemoryDoc::create_valid(&did, &valid, now);
+            let change = valid.first_change(&did, now);
+            assert_eq!(change.hash(), hash);
+            assert_eq!(
+                change.raw_bytes(),
+                doc.automerge().get_changes(&[])[0].raw_bytes()
+            );
+        }
+    }
 
     fn new(content: &str) -> NewMemory {
         NewMemory {

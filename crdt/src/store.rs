@@ -2073,36 +2073,6 @@ impl StoreReader {
 
     // ----- changes from elsewhere --------------------------------------------------------
 
-    /// Every change of a memory with its signature, in causal order.
-    pub fn signed_changes(&self, id: MemoryId) -> Result<Vec<SignedChange>, StoreError> {
-        let txn = self.db()?.begin_read()?;
-        let bytes = txn
-            .open_table(DOCS)?
-            .get(id.to_u128())?
-            .ok_or(StoreError::NotFound(id))?
-            .value()
-            .to_vec();
-        let mut doc = MemoryDoc::load(&bytes, &self.did)?;
-        let signatures = txn.open_table(SIGNATURES)?;
-        let mut out = Vec::new();
-        for mut change in doc.automerge().get_changes(&[]) {
-            let signature = signatures
-                .get((id.to_u128(), change.hash().0))?
-                .ok_or_else(|| {
-                    StoreError::Storage(format!(
-                        "change {} of {id} has no signature",
-                        change.hash()
-                    ))
-                })?
-                .value();
-            out.push(SignedChange {
-                bytes: change.bytes().into_owned(),
-                signature: Signature::from_bytes(signature),
-            });
-        }
-        Ok(out)
-    }
-
     /// Verifies the signature of every stored change against its author; returns how many
     /// changes were checked. Used by `mnemon check` and tests.
     pub fn verify_all(&self) -> Result<usize, StoreError> {
@@ -2334,10 +2304,10 @@ fn build_one(
     now: Timestamp,
 ) -> Built {
     let did = keypair.did();
-    let (mut doc, hash) = MemoryDoc::create_valid(&did, valid, now);
+    let (saved, hash) = valid.stored(&did, now);
     Built {
-        memory: doc.read(id, collection),
-        saved: doc.save(),
+        memory: valid.memory(id, collection, &did, now),
+        saved,
         hash,
         signature: sign_change(keypair, &hash),
     }

@@ -922,13 +922,24 @@ impl StoreReader {
 
     /// The hashes of every change of a memory.
     pub fn change_hashes(&self, id: MemoryId) -> Result<Vec<ChangeHash>, StoreError> {
-        let mut doc = self.load_doc(id)?;
-        Ok(doc
-            .automerge()
-            .get_changes(&[])
-            .iter()
-            .map(|c| c.hash())
-            .collect())
+        Ok(match self.history(id)? {
+            History::One(change) => vec![change.hash()],
+            History::Doc(mut doc) => doc
+                .automerge()
+                .get_changes(&[])
+                .iter()
+                .map(|c| c.hash())
+                .collect(),
+        })
+    }
+
+    /// Every change of a memory with its signature, in causal order.
+    pub fn signed_changes(&self, id: MemoryId) -> Result<Vec<SignedChange>, StoreError> {
+        let changes = match self.history(id)? {
+            History::One(change) => vec![*change],
+            History::Doc(mut doc) => doc.automerge().get_changes(&[]),
+        };
+        self.signed(id, changes)
     }
 
     /// The signed changes of a memory that are not `known` and not ancestors of the heads
@@ -940,22 +951,37 @@ impl StoreReader {
         known: &[ChangeHash],
         exact: bool,
     ) -> Result<Vec<SignedChange>, StoreError> {
-        let mut doc = self.load_doc(id)?;
-        let am = doc.automerge();
-        let held: Vec<ChangeHash> = known
-            .iter()
-            .copied()
-            .filter(|h| am.get_change_by_hash(h).is_some())
-            .collect();
-        let changes: Vec<automerge::Change> = if exact {
-            let known: HashSet<ChangeHash> = known.iter().copied().collect();
-            am.get_changes(&[])
-                .into_iter()
-                .filter(|c| !known.contains(&c.hash()))
-                .collect()
-        } else {
-            am.get_changes(&held)
+        let changes = match self.history(id)? {
+            // Its one change has no ancestors: the peer lacks it unless it names it.
+            History::One(change) if known.contains(&change.hash()) => Vec::new(),
+            History::One(change) => vec![*change],
+            History::Doc(mut doc) => {
+                let am = doc.automerge();
+                if exact {
+                    let known: HashSet<ChangeHash> = known.iter().copied().collect();
+                    am.get_changes(&[])
+                        .into_iter()
+                        .filter(|c| !known.contains(&c.hash()))
+                        .collect()
+                } else {
+                    let held: Vec<ChangeHash> = known
+                        .iter()
+                        .copied()
+                        .filter(|h| am.get_change_by_hash(h).is_some())
+                        .collect();
+                    am.get_changes(&held)
+                }
+            }
         };
+        self.signed(id, changes)
+    }
+
+    /// `changes` of memory `id`, each with its stored signature.
+    fn signed(
+        &self,
+        id: MemoryId,
+        changes: Vec<automerge::Change>,
+    ) -> Result<Vec<SignedChange>, StoreError> {
         let txn = self.db()?.begin_read()?;
         let signatures = txn.open_table(SIGNATURES)?;
         changes
@@ -978,13 +1004,23 @@ impl StoreReader {
             .collect()
     }
 
-    fn load_doc(&self, id: MemoryId) -> Result<MemoryDoc, StoreError> {
+    /// Memory `id`'s history as stored.
+    fn history(&self, id: MemoryId) -> Result<History, StoreError> {
         let txn = self.db()?.begin_read()?;
         let bytes = txn
             .open_table(DOCS)?
             .get(id.to_u128())?
             .ok_or(StoreError::NotFound(id))?;
-        Ok(MemoryDoc::load(bytes.value(), &self.did)?)
+        let bytes = bytes.value();
+        // Automerge's binary format: 4 bytes of magic, 4 of checksum, then the chunk's
+        // type: 0 a document, 1 a change, 2 a compressed change.
+        if matches!(bytes.get(8), Some(1 | 2)) {
+            let change = automerge::Change::try_from(bytes).map_err(|e| {
+                StoreError::Storage(format!("the stored change of {id} does not load: {e}"))
+            })?;
+            return Ok(History::One(Box::new(change)));
+        }
+        Ok(History::Doc(Box::new(MemoryDoc::load(bytes, &self.did)?)))
     }
 
     // ----- tombstones ----------------------------------------------------------------------
@@ -1051,4 +1087,13 @@ fn set_collection_name(
         postcard::to_allocvec(&record)?.as_slice(),
     )?;
     Ok(())
+}
+
+/// A memory's history as stored.
+enum History {
+    /// A memory not changed since it was made here is stored as its one change
+    /// (`ValidNew::stored`): its history, without building its document.
+    One(Box<automerge::Change>),
+    /// Any other memory: its document.
+    Doc(Box<MemoryDoc>),
 }

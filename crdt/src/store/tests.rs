@@ -1557,3 +1557,55 @@ fn other_nodes_get_names_that_stay_here() {
     a.name_node(&b, Some("")).expect("forget");
     assert!(a.node_names().expect("names").is_empty());
 }
+
+#[test]
+fn a_new_memorys_history_is_its_one_change_short_or_long() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let me = Keypair::generate();
+    let mut a = open(&dir, "a.redb", &me);
+    let mut b = open(&dir, "b.redb", &Keypair::generate());
+    // A short memory is stored as its first change, a long one as a document: both give
+    // the same answers, and a peer takes either.
+    for content in [
+        "a short note".to_owned(),
+        "long line of text\n".repeat(1000),
+    ] {
+        let memory = a.add(note(&content)).expect("add");
+        let hashes = a.change_hashes(memory.id).expect("hashes");
+        assert_eq!(hashes.len(), 1);
+        assert_eq!(a.heads(memory.id).expect("heads"), Some(hashes.clone()));
+        let changes = a.signed_changes(memory.id).expect("changes");
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            a.changes_for_peer(memory.id, &[], false).expect("all"),
+            changes
+        );
+        for exact in [false, true] {
+            assert!(
+                a.changes_for_peer(memory.id, &hashes, exact)
+                    .expect("none")
+                    .is_empty()
+            );
+        }
+        let collection = memory.collection;
+        b.adopt_collection(&a.descriptor(collection).expect("descriptor"))
+            .expect("adopt");
+        b.apply_changes(collection, memory.id, &changes)
+            .expect("apply");
+        assert_eq!(b.get(memory.id).expect("get"), memory);
+        // Once edited, its history is read from its document: two changes.
+        retitle(&mut a, memory.id, "edited");
+        assert_eq!(a.change_hashes(memory.id).expect("hashes").len(), 2);
+        let missing = a
+            .changes_for_peer(memory.id, &hashes, false)
+            .expect("missing");
+        assert_eq!(missing.len(), 1);
+        b.apply_changes(collection, memory.id, &missing)
+            .expect("apply");
+        assert_eq!(b.get(memory.id).expect("get").title, "edited");
+        assert_eq!(
+            a.verify_views().expect("views"),
+            b.verify_views().expect("views")
+        );
+    }
+}
