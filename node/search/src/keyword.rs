@@ -330,7 +330,7 @@ impl KeywordIndex {
                 };
                 if all_words {
                     // Every word somewhere (one posting list per word, intersected), scored
-                    // by the fields as below. Counted first: when no memory has them all
+                    // by the fields as below. Looked for first: when no memory has them all
                     // (common with common words), the scoring union is never set up.
                     let mut clauses = filters;
                     clauses.extend(terms.iter().map(|t| {
@@ -346,12 +346,7 @@ impl KeywordIndex {
                     let every = BooleanQuery::new(
                         clauses.iter().map(|(o, q)| (*o, q.box_clone())).collect(),
                     );
-                    let found = self
-                        .reader
-                        .searcher()
-                        .search(&every, &tantivy::collector::Count)
-                        .map_err(err)?;
-                    if found == 0 {
+                    if !self.any_match(&every)? {
                         return Ok(Vec::new());
                     }
                     clauses.extend(scored());
@@ -371,6 +366,32 @@ impl KeywordIndex {
                 self.top(&BooleanQuery::new(clauses), k)
             }
         }
+    }
+
+    /// Whether any live memory matches `query`: stops at the first (a count would walk
+    /// every match, and with common words that is most of the index).
+    fn any_match(&self, query: &dyn Query) -> Result<bool, SearchError> {
+        use tantivy::{DocSet as _, TERMINATED};
+        let searcher = self.reader.searcher();
+        let weight = query
+            .weight(tantivy::query::EnableScoring::disabled_from_searcher(
+                &searcher,
+            ))
+            .map_err(err)?;
+        for segment in searcher.segment_readers() {
+            let mut scorer = weight.scorer(segment, 1.0).map_err(err)?;
+            let mut doc = scorer.doc();
+            while doc != TERMINATED {
+                if segment
+                    .alive_bitset()
+                    .is_none_or(|alive| alive.is_alive(doc))
+                {
+                    return Ok(true);
+                }
+                doc = scorer.advance();
+            }
+        }
+        Ok(false)
     }
 
     /// The weight of a word in each field searched.
@@ -674,6 +695,45 @@ mod tests {
             created: 0,
             importance: 0.5,
         }
+    }
+
+    #[test]
+    fn a_memory_with_every_word_is_found_until_it_is_deleted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut index, _) = KeywordIndex::open(dir.path()).expect("open");
+        index.upsert(&note(1, "garden kettle")).expect("upsert");
+        index.upsert(&note(2, "garden")).expect("upsert");
+        index.commit(1, Merging::ByLevel).expect("commit");
+        let every_word = |index: &KeywordIndex| {
+            let terms = index.plain_terms("garden kettle").expect("plain words");
+            let clauses: Vec<(Occur, Box<dyn Query>)> = terms
+                .iter()
+                .map(|t| {
+                    let q: Box<dyn Query> = Box::new(TermQuery::new(
+                        Term::from_field_text(index.fields.all, t),
+                        IndexRecordOption::Basic,
+                    ));
+                    (Occur::Must, q)
+                })
+                .collect();
+            index.any_match(&BooleanQuery::new(clauses)).expect("any")
+        };
+        let ids = |index: &KeywordIndex, every: bool| -> Vec<u128> {
+            index
+                .search_with("garden kettle", 10, &Filter::default(), every)
+                .expect("search")
+                .into_iter()
+                .map(|h| h.0)
+                .collect()
+        };
+        assert!(every_word(&index));
+        assert_eq!(ids(&index, true), [1]);
+        // Deleted, it still sits in its segment until a merge: it must not count.
+        index.remove(1);
+        index.commit(2, Merging::ByLevel).expect("commit");
+        assert!(!every_word(&index));
+        assert!(ids(&index, true).is_empty());
+        assert_eq!(ids(&index, false), [2]);
     }
 
     #[test]
