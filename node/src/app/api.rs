@@ -543,7 +543,11 @@ impl Api for Service {
         };
         // The index is held for the first stage only: a re-ranker (a chat endpoint) can
         // take its time without holding up other searches or the indexer.
-        let candidates = self.with_index_read(|index| index.first_stage(&query))?;
+        // The first stage (most of a search's work) is taken in turns: see [`Turns`].
+        let candidates = {
+            let _turn = self.search_turns.wait();
+            self.with_index_read(|index| index.first_stage(&query))?
+        };
         let hits = candidates.finish(store).map_err(search_error)?;
         Ok(hits
             .into_iter()

@@ -93,6 +93,34 @@ pub struct Service {
     bulk: AtomicBool,
     /// The data folder and `[backup]`, for backups and their state in `status`.
     backups: std::sync::OnceLock<Backups>,
+    /// Admits searches to the index in turn.
+    search_turns: Turns,
+}
+
+/// Admission for CPU-bound work, first come first served, a few at a time (twice the
+/// cores: the rest of a request runs outside its turn). Fifty searches let in at once on
+/// two cores share them, so each finishes about as late as the last and an unlucky one
+/// waits far longer; in turn, each waits for those ahead of it and then runs at full
+/// speed (at 50 connections this halves hybrid search's p99 for a little throughput:
+/// README, Benchmarks).
+struct Turns(tokio::sync::Semaphore);
+
+impl Turns {
+    fn new(at_once: usize) -> Turns {
+        Turns(tokio::sync::Semaphore::new(at_once.max(1)))
+    }
+
+    fn per_core() -> Turns {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        Turns::new(2 * cores)
+    }
+
+    /// Waits for this caller's turn, which lasts as long as what it returns. Blocks: call
+    /// it off the async runtime's workers (as every blocking call of the service).
+    fn wait(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        // Never closed, so never `None`: a closed semaphore would let the caller through.
+        futures::executor::block_on(self.0.acquire()).ok()
+    }
 }
 
 /// Second stages of search, in order.
@@ -282,6 +310,7 @@ impl Service {
             events,
             ready: AtomicBool::new(false),
             source,
+            search_turns: Turns::per_core(),
         })
     }
 
@@ -480,5 +509,31 @@ mod tests {
         assert!(woke.load(Ordering::Relaxed), "the indexer slept on");
         assert_eq!(progress.wanted(), 5);
         indexer.join().expect("indexer");
+    }
+
+    /// No more searches take their turn at once than the turns allow; the next goes in
+    /// as soon as one ends.
+    #[test]
+    fn searches_take_their_turns() {
+        let turns = Arc::new(Turns::new(2));
+        let (first, second) = (turns.wait(), turns.wait());
+        assert!(first.is_some() && second.is_some());
+        let (went_in, gone_in) = std::sync::mpsc::channel();
+        let third = {
+            let turns = turns.clone();
+            std::thread::spawn(move || {
+                let _turn = turns.wait();
+                went_in.send(()).expect("send");
+            })
+        };
+        assert!(
+            gone_in.recv_timeout(Duration::from_millis(200)).is_err(),
+            "a third went in beside two"
+        );
+        drop(first);
+        gone_in
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the third went in once a turn ended");
+        third.join().expect("third");
     }
 }
