@@ -510,7 +510,12 @@ impl ValidNew {
     pub(crate) fn stored(&self, author: &Did, now: Timestamp) -> (Vec<u8>, ChangeHash) {
         if self.content.len() <= FIRST_CHANGE_MAX_CONTENT {
             let mut change = self.first_change(author, now);
-            (change.bytes().into_owned(), change.hash())
+            let bytes = if change.raw_bytes().len() <= FIRST_CHANGE_DEFLATED_FROM {
+                change.raw_bytes().to_vec()
+            } else {
+                change.bytes().into_owned()
+            };
+            (bytes, change.hash())
         } else {
             let (mut doc, hash) = MemoryDoc::create_valid(author, self, now);
             (doc.save(), hash)
@@ -546,6 +551,10 @@ impl ValidNew {
 
 /// The longest content a new memory is stored as its first change (see [`ValidNew::stored`]).
 const FIRST_CHANGE_MAX_CONTENT: usize = 8 * 1024;
+/// A first change longer than this is stored deflated (as automerge keeps a change), a
+/// shorter one as it is: setting up deflate costs about as much CPU as the rest of a short
+/// memory's change (20–30 µs) to save a few dozen bytes, and both load alike.
+const FIRST_CHANGE_DEFLATED_FROM: usize = 1024;
 
 /// The operations of a new document's first change, numbered from 1 in order.
 struct OpWriter {
@@ -1091,6 +1100,32 @@ mod tests {
                 change.raw_bytes(),
                 doc.automerge().get_changes(&[])[0].raw_bytes()
             );
+        }
+    }
+
+    /// A short memory's change is stored as it is, a longer one deflated; both load into
+    /// the same document.
+    #[test]
+    fn a_short_first_change_is_stored_as_it_is_and_a_longer_one_deflated() {
+        let keypair = Keypair::generate();
+        let did = keypair.did();
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let (id, collection) = (MemoryId::new(now), CollectionId::new(now));
+        for (content, deflated) in [
+            ("a short note about the kettle".to_owned(), false),
+            ("the kettle and the garden budget ".repeat(100), true),
+        ] {
+            let valid = new(&content).validate().expect("valid");
+            let change = valid.first_change(&did, now);
+            let (stored, hash) = valid.stored(&did, now);
+            assert_eq!(hash, change.hash());
+            if deflated {
+                assert!(stored.len() < change.raw_bytes().len() / 2, "not deflated");
+            } else {
+                assert_eq!(stored, change.raw_bytes());
+            }
+            let loaded = MemoryDoc::load(&stored, &did).expect("loads");
+            assert_eq!(loaded.read(id, collection).content, content);
         }
     }
 
