@@ -510,7 +510,7 @@ impl ValidNew {
     pub(crate) fn stored(&self, author: &Did, now: Timestamp) -> (Vec<u8>, ChangeHash) {
         if self.content.len() <= FIRST_CHANGE_MAX_CONTENT {
             let mut change = self.first_change(author, now);
-            let bytes = if change.raw_bytes().len() <= FIRST_CHANGE_DEFLATED_FROM {
+            let bytes = if change.raw_bytes().len() <= FIRST_CHANGE_KEPT_AS_IS_UP_TO {
                 change.raw_bytes().to_vec()
             } else {
                 change.bytes().into_owned()
@@ -554,7 +554,7 @@ const FIRST_CHANGE_MAX_CONTENT: usize = 8 * 1024;
 /// A first change longer than this is stored deflated (as automerge keeps a change), a
 /// shorter one as it is: setting up deflate costs about as much CPU as the rest of a short
 /// memory's change (20–30 µs) to save a few dozen bytes, and both load alike.
-const FIRST_CHANGE_DEFLATED_FROM: usize = 1024;
+const FIRST_CHANGE_KEPT_AS_IS_UP_TO: usize = 1024;
 
 /// The operations of a new document's first change, numbered from 1 in order.
 struct OpWriter {

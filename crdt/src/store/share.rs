@@ -923,7 +923,7 @@ impl StoreReader {
     /// The hashes of every change of a memory.
     pub fn change_hashes(&self, id: MemoryId) -> Result<Vec<ChangeHash>, StoreError> {
         Ok(match self.history(id)? {
-            History::One(change) => vec![change.hash()],
+            History::One(change, _) => vec![change.hash()],
             History::Doc(mut doc) => doc
                 .automerge()
                 .get_changes(&[])
@@ -936,8 +936,13 @@ impl StoreReader {
     /// Every change of a memory with its signature, in causal order.
     pub fn signed_changes(&self, id: MemoryId) -> Result<Vec<SignedChange>, StoreError> {
         let changes = match self.history(id)? {
-            History::One(change) => vec![*change],
-            History::Doc(mut doc) => doc.automerge().get_changes(&[]),
+            History::One(change, stored) => vec![(change.hash(), stored)],
+            History::Doc(mut doc) => doc
+                .automerge()
+                .get_changes(&[])
+                .iter_mut()
+                .map(sendable)
+                .collect(),
         };
         self.signed(id, changes)
     }
@@ -953,11 +958,11 @@ impl StoreReader {
     ) -> Result<Vec<SignedChange>, StoreError> {
         let changes = match self.history(id)? {
             // Its one change has no ancestors: the peer lacks it unless it names it.
-            History::One(change) if known.contains(&change.hash()) => Vec::new(),
-            History::One(change) => vec![*change],
+            History::One(change, _) if known.contains(&change.hash()) => Vec::new(),
+            History::One(change, stored) => vec![(change.hash(), stored)],
             History::Doc(mut doc) => {
                 let am = doc.automerge();
-                if exact {
+                let mut changes = if exact {
                     let known: HashSet<ChangeHash> = known.iter().copied().collect();
                     am.get_changes(&[])
                         .into_iter()
@@ -970,34 +975,32 @@ impl StoreReader {
                         .filter(|h| am.get_change_by_hash(h).is_some())
                         .collect();
                     am.get_changes(&held)
-                }
+                };
+                changes.iter_mut().map(sendable).collect()
             }
         };
         self.signed(id, changes)
     }
 
-    /// `changes` of memory `id`, each with its stored signature.
+    /// `changes` of memory `id` (hash and bytes), each with its stored signature.
     fn signed(
         &self,
         id: MemoryId,
-        changes: Vec<automerge::Change>,
+        changes: Vec<(ChangeHash, Vec<u8>)>,
     ) -> Result<Vec<SignedChange>, StoreError> {
         let txn = self.db()?.begin_read()?;
         let signatures = txn.open_table(SIGNATURES)?;
         changes
             .into_iter()
-            .map(|mut change| {
+            .map(|(hash, bytes)| {
                 let signature = signatures
-                    .get((id.to_u128(), change.hash().0))?
+                    .get((id.to_u128(), hash.0))?
                     .ok_or_else(|| {
-                        StoreError::Storage(format!(
-                            "change {} of {id} has no signature",
-                            change.hash()
-                        ))
+                        StoreError::Storage(format!("change {hash} of {id} has no signature"))
                     })?
                     .value();
                 Ok(SignedChange {
-                    bytes: change.bytes().into_owned(),
+                    bytes,
                     signature: Signature::from_bytes(signature),
                 })
             })
@@ -1018,7 +1021,7 @@ impl StoreReader {
             let change = automerge::Change::try_from(bytes).map_err(|e| {
                 StoreError::Storage(format!("the stored change of {id} does not load: {e}"))
             })?;
-            return Ok(History::One(Box::new(change)));
+            return Ok(History::One(Box::new(change), bytes.to_vec()));
         }
         Ok(History::Doc(Box::new(MemoryDoc::load(bytes, &self.did)?)))
     }
@@ -1089,11 +1092,17 @@ fn set_collection_name(
     Ok(())
 }
 
+/// A change of a document, as it is sent: its hash and its bytes.
+fn sendable(change: &mut automerge::Change) -> (ChangeHash, Vec<u8>) {
+    (change.hash(), change.bytes().into_owned())
+}
+
 /// A memory's history as stored.
 enum History {
     /// A memory not changed since it was made here is stored as its one change
-    /// (`ValidNew::stored`): its history, without building its document.
-    One(Box<automerge::Change>),
+    /// (`ValidNew::stored`): its history, without building its document, and its bytes
+    /// as stored (sent as they are).
+    One(Box<automerge::Change>, Vec<u8>),
     /// Any other memory: its document.
     Doc(Box<MemoryDoc>),
 }

@@ -1576,6 +1576,10 @@ fn a_new_memorys_history_is_its_one_change_short_or_long() {
         assert_eq!(a.heads(memory.id).expect("heads"), Some(hashes.clone()));
         let changes = a.signed_changes(memory.id).expect("changes");
         assert_eq!(changes.len(), 1);
+        if content.len() < 100 {
+            // Sent as stored (chunk type 1, a change), not deflated again (type 2).
+            assert_eq!(changes[0].bytes.get(8), Some(&1));
+        }
         assert_eq!(
             a.changes_for_peer(memory.id, &[], false).expect("all"),
             changes
