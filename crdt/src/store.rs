@@ -2375,8 +2375,14 @@ fn build_parallel(
 ) -> Vec<Built> {
     // Ids first, in the batch's order (ids of one millisecond follow the order of making).
     let ids: Vec<MemoryId> = valid.iter().map(|_| MemoryId::new(now)).collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if valid.len() < 16 || threads < 2 {
+    // Asked only for a batch worth spreading: std reads the cgroup files on every call,
+    // which costs a single add about as much as one of its table writes.
+    let threads = if valid.len() < 16 {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
+    if threads < 2 {
         return valid
             .iter()
             .zip(collections)

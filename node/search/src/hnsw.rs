@@ -245,10 +245,7 @@ impl Hnsw {
     /// The distance from `query` to every node, in node order (an exact scan, by the
     /// codes).
     pub fn scan(&self, query: &[f32]) -> Vec<f32> {
-        if query.len() != self.dim {
-            return vec![f32::INFINITY; self.len()];
-        }
-        dispatch(ScanOp { graph: self, query })
+        self.codes.scan(query)
     }
 
     /// How many vectors the graph holds.
@@ -614,8 +611,7 @@ struct Approximate<'a, K> {
 impl<K: Kernel> Measure for Approximate<'_, K> {
     #[inline(always)]
     fn distance(&self, id: u32) -> f32 {
-        let dot = self.kernel.dot_i8(&self.query.values, self.codes.code(id));
-        1.0 - self.query.scale * self.codes.scale(id) * dot as f32
+        self.codes.distance(self.kernel, self.query, id)
     }
 
     #[inline(always)]
@@ -639,32 +635,6 @@ impl KernelOp for BuildOp<'_> {
         for id in 0..self.graph.len() as u32 {
             self.graph.insert(kernel, id, self.ef, &mut scratch);
         }
-    }
-}
-
-/// An exact scan under one instruction-set dispatch.
-struct ScanOp<'a> {
-    graph: &'a Hnsw,
-    query: &'a [f32],
-}
-
-impl KernelOp for ScanOp<'_> {
-    type Output = Vec<f32>;
-
-    #[inline(always)]
-    fn run<K: Kernel>(self, kernel: K) -> Vec<f32> {
-        let mut wide = Wide::default();
-        wide.set(self.query);
-        let measure = Approximate {
-            codes: &self.graph.codes,
-            kernel,
-            query: &wide,
-        };
-        let mut distances = Vec::with_capacity(self.graph.len());
-        for id in 0..self.graph.len() as u32 {
-            distances.push(measure.distance(id));
-        }
-        distances
     }
 }
 

@@ -217,23 +217,81 @@ impl Codes {
     /// The codes of `data`, rows of `dim` values.
     pub(crate) fn of(data: &[f32], dim: usize) -> Codes {
         let rows = data.len().checked_div(dim).unwrap_or(0);
-        let mut codes = Vec::with_capacity(rows * dim);
-        let mut scales = Vec::with_capacity(rows);
+        let mut codes = Codes {
+            dim,
+            codes: Vec::with_capacity(rows * dim),
+            scales: Vec::with_capacity(rows),
+        };
         for row in data.chunks_exact(dim.max(1)).take(rows) {
-            let max = row.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-            let scale = if max > 0.0 && max.is_finite() {
-                max / CODE_MAX
-            } else {
-                0.0
-            };
-            let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            codes.extend(
-                row.iter()
-                    .map(|x| (x * inverse).round().clamp(-CODE_MAX, CODE_MAX) as i8),
-            );
-            scales.push(scale);
+            codes.push(row);
         }
-        Codes { dim, codes, scales }
+        codes
+    }
+
+    /// Appends the code of `row` (`dim` values).
+    pub(crate) fn push(&mut self, row: &[f32]) {
+        debug_assert_eq!(row.len(), self.dim);
+        let max = row.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let scale = if max > 0.0 && max.is_finite() {
+            max / CODE_MAX
+        } else {
+            0.0
+        };
+        let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        self.codes.extend(
+            row.iter()
+                .map(|x| (x * inverse).round().clamp(-CODE_MAX, CODE_MAX) as i8),
+        );
+        self.scales.push(scale);
+    }
+
+    /// Keeps the rows `keep` accepts (by row number), in their order.
+    pub(crate) fn retain_rows(&mut self, mut keep: impl FnMut(usize) -> bool) {
+        let mut kept = 0;
+        for row in 0..self.scales.len() {
+            if !keep(row) {
+                continue;
+            }
+            if kept != row {
+                self.codes
+                    .copy_within(row * self.dim..(row + 1) * self.dim, kept * self.dim);
+                self.scales[kept] = self.scales[row];
+            }
+            kept += 1;
+        }
+        self.codes.truncate(kept * self.dim);
+        self.scales.truncate(kept);
+    }
+
+    /// Cosine distance from `query` to row `id`, through its code.
+    #[inline(always)]
+    pub(crate) fn distance<K: Kernel>(&self, kernel: K, query: &Wide, id: u32) -> f32 {
+        let dot = kernel.dot_i8(&query.values, self.code(id));
+        1.0 - query.scale * self.scale(id) * dot as f32
+    }
+
+    /// Cosine distances from `query` to every row, through their codes.
+    pub(crate) fn scan(&self, query: &[f32]) -> Vec<f32> {
+        struct Scan<'a>(&'a Codes, &'a [f32]);
+        impl KernelOp for Scan<'_> {
+            type Output = Vec<f32>;
+            #[inline(always)]
+            fn run<K: Kernel>(self, kernel: K) -> Vec<f32> {
+                let mut wide = Wide::default();
+                wide.set(self.1);
+                // A plain loop: a closure here may not be inlined under the kernel's
+                // instruction set.
+                let mut distances = Vec::with_capacity(self.0.len());
+                for id in 0..self.0.len() as u32 {
+                    distances.push(self.0.distance(kernel, &wide, id));
+                }
+                distances
+            }
+        }
+        if query.len() != self.dim {
+            return vec![f32::INFINITY; self.len()];
+        }
+        dispatch(Scan(self, query))
     }
 
     /// Row `id`'s codes.
@@ -276,7 +334,6 @@ impl Codes {
     }
 
     /// How many rows.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.scales.len()
     }

@@ -13,6 +13,7 @@ use tantivy::schema::{
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Term, doc};
 
 use super::{Filter, SearchError};
+use crate::background::with_background_priority;
 
 /// Memory the index writer may use before it flushes a segment.
 const WRITER_HEAP: usize = 50 * 1024 * 1024;
@@ -166,7 +167,10 @@ impl KeywordIndex {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()
             .map_err(err)?;
-        let writer = index.writer_with_num_threads(1, WRITER_HEAP).map_err(err)?;
+        // The writer's threads (indexing, doc store compression, merges) run at
+        // background priority: they inherit it from the thread that starts them.
+        let writer = with_background_priority(|| index.writer_with_num_threads(1, WRITER_HEAP))
+            .map_err(err)?;
         // Merges happen in `commit`, in the foreground: a background merge would race the
         // purge's explicit merge, and a process may end before a background merge does.
         writer.set_merge_policy(Box::new(tantivy::merge_policy::NoMergePolicy));
@@ -255,7 +259,9 @@ impl KeywordIndex {
     /// Drops what was staged since the last commit (after a failed commit; the caller
     /// stages it again). A failure here is logged by the next commit's failure.
     pub(super) fn rollback(&mut self) {
-        let _ = self.committer.writer().rollback();
+        let mut writer = self.committer.writer();
+        let writer: &mut IndexWriter = &mut writer;
+        let _ = with_background_priority(move || writer.rollback());
     }
 
     /// A handle that commits this index's staged changes without it.
@@ -572,9 +578,14 @@ impl Committer {
         };
         let running = {
             let mut writer = self.writer();
-            let mut prepared = writer.prepare_commit().map_err(err)?;
-            prepared.set_payload(&seq.to_string());
-            prepared.commit().map_err(err)?;
+            let staged: &mut IndexWriter = &mut writer;
+            // A commit starts the writer's next indexing threads.
+            with_background_priority(move || {
+                let mut prepared = staged.prepare_commit()?;
+                prepared.set_payload(&seq.to_string());
+                prepared.commit()
+            })
+            .map_err(err)?;
             let metas = self.index.searchable_segment_metas().map_err(err)?;
             let merges = match merge_guard {
                 Some(_) => merges(&metas, merging),
@@ -695,6 +706,42 @@ mod tests {
             created: 0,
             importance: 0.5,
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_writer_threads_run_at_background_priority() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut index, _) = KeywordIndex::open(dir.path()).expect("open");
+        // A commit starts the writer's next indexing threads (from this thread, at the
+        // usual priority).
+        index.upsert(&note(1, "garden kettle")).expect("upsert");
+        index.commit(1, Merging::ByLevel).expect("commit");
+        // tantivy names its indexing threads `thrd-tantivy-index{N}`; every writer open in
+        // this process (other tests' too) started its own.
+        let mut nices = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").expect("tasks") {
+            let path = task.expect("task").path();
+            let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
+                continue; // the thread ended meanwhile
+            };
+            if !comm.starts_with("thrd-tantivy-in") {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+                continue;
+            };
+            // After the command's closing parenthesis: state is field 3, nice field 19.
+            let fields: Vec<&str> = stat[stat.rfind(')').expect("stat") + 2..]
+                .split(' ')
+                .collect();
+            nices.push(fields[16].parse::<i32>().expect("nice"));
+        }
+        assert!(!nices.is_empty(), "no tantivy writer thread found");
+        assert!(
+            nices.iter().all(|&n| n == 10),
+            "writer threads' nice: {nices:?}"
+        );
     }
 
     #[test]

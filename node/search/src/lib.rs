@@ -7,6 +7,7 @@
 //! when missing, unreadable or made for another model they are rebuilt from the store.
 //! This crate knows no HTTP, no CLI and no network.
 
+pub mod background;
 pub mod bert;
 pub mod context;
 pub mod embed;

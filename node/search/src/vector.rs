@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::IdMap;
 use super::hnsw::{Hnsw, HnswV3, Params, Scratch};
+use super::kernel::Codes;
 pub use super::kernel::dot;
 
 /// Recent vectors searched exactly before they are sealed into an HNSW segment.
@@ -38,6 +39,10 @@ pub const QUIET_SEAL_AT: usize = 256;
 /// vectors until the sealer has caught up (the vectors lag instead; words do not): it is
 /// searched exactly and saved whole every few seconds, so it must stay small.
 pub const RECENT_CAP: usize = 8 * SEAL_AT;
+/// A search measures exactly this many times `ef` of the recent vectors, the nearest by
+/// their codes (when there are more; the codes' error is about 1% of the gap between
+/// neighbours).
+const RECENT_SHORTLIST: usize = 2;
 /// Format version of the persisted index (3: each sealed segment in its own file; 4: a
 /// sealed segment keeps codes, not floats). An index of format 3 is read and converted.
 pub const FORMAT: u32 = 4;
@@ -150,6 +155,9 @@ pub struct VectorIndex {
     /// Oldest (largest) first.
     sealed: Vec<Sealed>,
     recent: Vec<(VectorKey, Vector)>,
+    /// The recent vectors' 8-bit codes, row for row: a search scans these (a quarter of
+    /// the floats' bytes) and measures only the nearest exactly.
+    recent_codes: Codes,
     live: IdMap<u32>,
     ef_search: usize,
     /// The number the next sealed segment gets.
@@ -316,6 +324,7 @@ impl VectorIndex {
             dimension,
             sealed: Vec::new(),
             recent: Vec::new(),
+            recent_codes: Codes::of(&[], dimension),
             live: IdMap::default(),
             ef_search: 256,
             next_segment: 1,
@@ -362,6 +371,7 @@ impl VectorIndex {
             model: manifest.model,
             dimension,
             sealed,
+            recent_codes: codes_of(&manifest.recent, dimension),
             recent: manifest.recent,
             live: manifest.live,
             ef_search: manifest.ef_search,
@@ -510,7 +520,7 @@ impl VectorIndex {
         {
             return false;
         }
-        self.recent.retain(|(k, _)| !built.taken.contains(k));
+        self.retain_recent(|k| !built.taken.contains(k));
         self.sealed.retain(|s| !built.merged.contains(&s.id));
         if built.compaction {
             self.sealed_since_compaction = 0;
@@ -587,6 +597,7 @@ impl VectorIndex {
                 version,
                 chunk: chunk as u32,
             };
+            self.recent_codes.push(&values);
             self.recent.push((key, Vector(values)));
         }
         if self.auto_seal && !self.defer_seal && self.recent.len() >= SEAL_AT {
@@ -600,7 +611,7 @@ impl VectorIndex {
         if self.live.remove(&memory).is_none() {
             return;
         }
-        self.recent.retain(|(key, _)| key.memory != memory);
+        self.retain_recent(|key| key.memory != memory);
         for s in &mut self.sealed {
             let nodes: Vec<u32> = (0..s.segment.keys.len() as u32)
                 .filter(|&i| s.segment.keys[i as usize].memory == memory)
@@ -614,6 +625,13 @@ impl VectorIndex {
             }
             s.saved = false;
         }
+    }
+
+    /// Keeps the recent vectors (and their codes) whose keys `keep` accepts.
+    fn retain_recent(&mut self, keep: impl Fn(&VectorKey) -> bool) {
+        let recent = &self.recent;
+        self.recent_codes.retain_rows(|row| keep(&recent[row].0));
+        self.recent.retain(|(key, _)| keep(key));
     }
 
     fn is_live(&self, key: &VectorKey) -> bool {
@@ -660,12 +678,24 @@ impl VectorIndex {
         // the nearest `ef` are offered (as a graph would find them), so the lookups of the
         // rest are saved.
         let ef = self.ef_search.max(k);
-        let mut near: Vec<(f32, u32)> = self
-            .recent
-            .iter()
-            .enumerate()
-            .map(|(i, (_, point))| (point.distance(query), i as u32))
-            .collect();
+        let shortlist = RECENT_SHORTLIST * ef;
+        let mut near: Vec<(f32, u32)> = if exact || self.recent.len() <= shortlist {
+            self.recent
+                .iter()
+                .enumerate()
+                .map(|(i, (_, point))| (point.distance(query), i as u32))
+                .collect()
+        } else {
+            // Through the codes first, then exactly for the nearest few.
+            let mut coded: Vec<(f32, u32)> =
+                self.recent_codes.scan(query).into_iter().zip(0..).collect();
+            coded.select_nth_unstable_by(shortlist, |a, b| a.0.total_cmp(&b.0));
+            coded.truncate(shortlist);
+            coded
+                .into_iter()
+                .map(|(_, i)| (self.recent[i as usize].1.distance(query), i))
+                .collect()
+        };
         if !exact && near.len() > ef {
             near.select_nth_unstable_by(ef, |a, b| a.0.total_cmp(&b.0));
             near.truncate(ef);
@@ -700,6 +730,15 @@ impl VectorIndex {
         hits.truncate(k);
         hits
     }
+}
+
+/// The codes of `recent`'s vectors, row for row.
+fn codes_of(recent: &[(VectorKey, Vector)], dimension: usize) -> Codes {
+    let mut codes = Codes::of(&[], dimension);
+    for (_, vector) in recent {
+        codes.push(&vector.0);
+    }
+    codes
 }
 
 #[cfg(test)]
@@ -939,6 +978,69 @@ pub(crate) mod tests {
             let exact = index.search(&query, 10, true, &|_| true, &|_, _| 1.0);
             assert_eq!(near, exact);
             assert_eq!(near.len(), 10);
+        }
+    }
+
+    #[test]
+    fn recent_codes_follow_removes_and_seals_so_searches_find_what_an_exact_scan_finds() {
+        let mut seed = 29;
+        let dim = 32;
+        let mut index = VectorIndex::new("test", dim);
+        index.set_deferred_seal(true);
+        let n = 4 * index.ef_search as u128;
+        for m in 0..n {
+            index.upsert(m, vec![random_unit(&mut seed, dim)]);
+        }
+        // A seal taken now and installed after more writes and removes: the vectors it
+        // took leave the recent segment, those written meanwhile stay.
+        let job = index.seal_job_at(1).expect("a seal is due");
+        for m in n..2 * n {
+            index.upsert(m, vec![random_unit(&mut seed, dim)]);
+        }
+        for m in (0..2 * n).step_by(3) {
+            index.remove(m);
+        }
+        assert!(index.install(job.build()));
+        for m in 2 * n..3 * n {
+            index.upsert(
+                m,
+                vec![random_unit(&mut seed, dim), random_unit(&mut seed, dim)],
+            );
+        }
+        for m in (n..3 * n).step_by(5) {
+            index.remove(m);
+        }
+        assert!(index.recent.len() > RECENT_SHORTLIST * index.ef_search);
+        assert_eq!(index.recent_codes.len(), index.recent.len());
+        let recent = &index.recent;
+        for (row, (_, vector)) in recent.iter().enumerate() {
+            let coded = index.recent_codes.decode(row as u32);
+            let error: f32 = coded
+                .iter()
+                .zip(&vector.0)
+                .map(|(a, b)| (a - b).abs())
+                .sum();
+            assert!(
+                error < 0.05 * dim as f32,
+                "row {row} holds another vector's code"
+            );
+        }
+        for _ in 0..20 {
+            let query = random_unit(&mut seed, dim);
+            let near = index.search(&query, 10, false, &|_| true, &|_, _| 1.0);
+            let exact = index.search(&query, 10, true, &|_| true, &|_, _| 1.0);
+            let ids = |hits: &[VectorHit]| hits.iter().map(|h| h.memory).collect::<Vec<_>>();
+            // The sealed segment is searched through its graph: the recent part must not
+            // lose what the exact scan has.
+            let recent_ids: HashSet<u128> = recent.iter().map(|(k, _)| k.memory).collect();
+            for hit in exact.iter().filter(|h| recent_ids.contains(&h.memory)) {
+                assert!(
+                    ids(&near).contains(&hit.memory),
+                    "{:?} not in {:?}",
+                    hit,
+                    ids(&near)
+                );
+            }
         }
     }
 

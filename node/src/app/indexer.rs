@@ -235,7 +235,9 @@ impl Service {
     /// change, and beside it the sealer, which builds the vector index's graphs (a merge
     /// at 100,000 memories takes a minute: the log is followed meanwhile). Both end when
     /// `stop` is set; the handle is the indexer's (the sealer is not waited for: what it
-    /// has not installed stays in the recent segment).
+    /// has not installed stays in the recent segment). Both run at background priority,
+    /// like the keyword index's writer threads: a burst of writes is answered first and
+    /// indexed after, and the index's lag says how far behind it is meanwhile.
     pub fn spawn_indexer(
         self: &Arc<Self>,
         stop: Arc<AtomicBool>,
@@ -247,7 +249,7 @@ impl Service {
         std::thread::Builder::new()
             .name("mnemon-sealer".into())
             .spawn(move || {
-                lower_priority();
+                lower_priority("sealer");
                 // The last change seen, and since when the store has been at it.
                 let mut last = (0, Instant::now());
                 while !done.load(Ordering::Relaxed) {
@@ -286,6 +288,9 @@ impl Service {
         std::thread::Builder::new()
             .name("mnemon-indexer".into())
             .spawn(move || {
+                // Writes are answered once durable; indexing them takes what CPU the
+                // requests leave (a search waiting for its writes waits for this thread).
+                lower_priority("indexer");
                 let mut failures = 0u32;
                 // The first commit is not held back.
                 let mut committed = Instant::now()
@@ -479,11 +484,9 @@ impl Service {
     }
 }
 
-/// Lowers the calling thread's scheduling priority (nice 10): the sealer's graph builds
-/// take the CPU the requests and the indexer leave, not theirs.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
-        tracing::debug!("could not lower the sealer's priority: {e}");
+/// Lowers the calling thread's scheduling priority (see [`mnemon_search::background`]).
+fn lower_priority(thread: &str) {
+    if let Err(e) = mnemon_search::background::lower_priority() {
+        tracing::debug!("could not lower the {thread}'s priority: {e}");
     }
 }
