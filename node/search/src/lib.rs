@@ -63,7 +63,8 @@ const CANDIDATES: usize = 50;
 const EXACT_BELOW: usize = 2048;
 /// Change-log entries applied per batch while catching up.
 const CATCH_UP_BATCH: usize = 2048;
-/// Change-log entries embedded per batch while the vector index catches up.
+/// Change-log entries embedded per batch while the vector index catches up, and applied
+/// per batch by a step under a deadline (the index is held for a batch).
 const EMBED_BATCH: usize = 128;
 /// How often a long vector catch-up saves its progress.
 const SAVE_EVERY: Duration = Duration::from_secs(10);
@@ -633,7 +634,9 @@ impl SearchIndex {
         };
         let last_seq = store.last_seq()?;
         // Re-embedding is slow: small batches keep progress and deadlines fine-grained.
-        let batch = if part == Part::Keyword {
+        // So do words under a deadline: the index is held for a whole batch, and
+        // searches wait meanwhile.
+        let batch = if part == Part::Keyword && deadline.is_none() {
             CATCH_UP_BATCH
         } else {
             EMBED_BATCH
