@@ -291,6 +291,30 @@ pub struct SearchIndex {
     saves_written: Arc<std::sync::Mutex<u64>>,
     /// Whether a background thread seals the vector index (see [`SearchIndex::seal_job`]).
     background_seal: bool,
+    /// Vectors made ahead without the index held ([`SearchIndex::embedding_ahead`]), by
+    /// text: the batch that embeds those texts takes them instead of embedding again.
+    ahead: std::sync::Mutex<HashMap<String, Vec<f32>>>,
+}
+
+/// The texts the vector index's next batch will embed, and the embedder: run without the
+/// index held (see [`SearchIndex::embedding_ahead`]).
+#[derive(Debug)]
+pub struct EmbedAhead {
+    embedder: Arc<dyn Embedder>,
+    texts: Vec<String>,
+}
+
+/// Vectors made by [`EmbedAhead::run`], for [`SearchIndex::offer_embeddings`].
+#[derive(Debug)]
+pub struct Embedded(Vec<(String, Vec<f32>)>);
+
+impl EmbedAhead {
+    /// Embeds the texts (the slow part of indexing with a model of meaning).
+    pub fn run(self) -> Result<Embedded, SearchError> {
+        let refs: Vec<&str> = self.texts.iter().map(String::as_str).collect();
+        let vectors = self.embedder.embed(&refs)?;
+        Ok(Embedded(self.texts.into_iter().zip(vectors).collect()))
+    }
 }
 
 /// A keyword commit to run apart from the index (see [`SearchIndex::keyword_commit_job`]).
@@ -479,6 +503,7 @@ impl SearchIndex {
             saves_taken: 0,
             saves_written: Arc::new(std::sync::Mutex::new(0)),
             background_seal: false,
+            ahead: std::sync::Mutex::new(HashMap::new()),
         };
         let keyword_seq = index.keyword.committed_seq();
         let keyword_ok = !fresh_keyword && keyword_seq <= last;
@@ -913,24 +938,7 @@ impl SearchIndex {
         let mut counts: Vec<usize> = Vec::new();
         for (memory, context) in memories.iter().zip(&contexts) {
             let start = texts.len();
-            // A long memory is found by meaning through its first chunks (and by words
-            // through all of it): the vectors of one memory stay bounded.
-            // A long memory is found by meaning through its first chunks (and by words
-            // through all of it): the vectors of one memory stay bounded.
-            for (_, chunk) in chunks(&memory.content)
-                .into_iter()
-                .take(MAX_EMBEDDED_CHUNKS)
-            {
-                texts.push(format!("{}\n\n{}", memory.title, chunk));
-            }
-            // A short memory is also found through what came just before it, by a second
-            // vector (its own stays: notes jotted in a row need not be about one thing).
-            if !context.text.is_empty() {
-                texts.push(format!(
-                    "{}\n\n{}\n{}",
-                    memory.title, context.text, memory.content
-                ));
-            }
+            texts.extend(vector_texts(memory, context));
             counts.push(texts.len() - start);
             self.meta.insert(
                 memory.id.to_u128(),
@@ -944,13 +952,96 @@ impl SearchIndex {
                 },
             );
         }
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let mut vectors = self.embedder.embed(&refs)?.into_iter();
+        let mut vectors = self.embed(texts)?.into_iter();
         for (memory, count) in memories.iter().zip(counts) {
             let chunk_vectors: Vec<Vec<f32>> = vectors.by_ref().take(count).collect();
             self.vectors.upsert(memory.id.to_u128(), chunk_vectors);
         }
         Ok(())
+    }
+
+    /// Vectors of `texts`, in order: those made ahead taken, the rest embedded now.
+    fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, SearchError> {
+        let mut made: Vec<Option<Vec<f32>>> = {
+            let mut ahead = self
+                .ahead
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            texts.iter().map(|text| ahead.remove(text)).collect()
+        };
+        let missing: Vec<&str> = texts
+            .iter()
+            .zip(&made)
+            .filter(|(_, vector)| vector.is_none())
+            .map(|(text, _)| text.as_str())
+            .collect();
+        if !missing.is_empty() {
+            let mut embedded = self.embedder.embed(&missing)?.into_iter();
+            for slot in made.iter_mut().filter(|v| v.is_none()) {
+                *slot = embedded.next();
+            }
+        }
+        made.into_iter()
+            .map(|vector| {
+                vector.ok_or_else(|| {
+                    SearchError::Embed(embed::EmbedError::Failed(
+                        "the embedder returned fewer vectors than texts".into(),
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// The texts the vector index's next batch will embed, to embed without the index
+    /// held (a model of meaning takes most of a second for a batch, and searches would
+    /// wait meanwhile): [`EmbedAhead::run`], then [`SearchIndex::offer_embeddings`]. Only
+    /// for a model of meaning whose vectors lag the words (the words' batch has put the
+    /// memories in the timeline, so their contexts read as the batch will read them);
+    /// `None` otherwise. A text whose memory changes meanwhile is embedded again, then.
+    pub fn embedding_ahead(&self, store: &StoreReader) -> Result<Option<EmbedAhead>, SearchError> {
+        if !self.searches_meaning()
+            || self.vectors.is_full()
+            || self.vector_seq >= self.keyword_staged()
+        {
+            return Ok(None);
+        }
+        let events = store.changes_since(self.vector_seq, EMBED_BATCH)?;
+        let mut seen = HashSet::new();
+        let mut memories = Vec::new();
+        for event in events.iter().rev() {
+            if !seen.insert(event.memory) || event.kind == ChangeKind::Deleted {
+                continue;
+            }
+            match store.get(event.memory) {
+                Ok(memory) => memories.push(memory),
+                Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let known: HashMap<u128, &str> = memories
+            .iter()
+            .map(|m| (m.id.to_u128(), m.content.as_str()))
+            .collect();
+        let mut texts = Vec::new();
+        for memory in &memories {
+            let context =
+                context::context_of(&self.timeline, store, memory.id, &memory.content, &known)?;
+            texts.extend(vector_texts(memory, &context));
+        }
+        Ok((!texts.is_empty()).then(|| EmbedAhead {
+            embedder: self.embedder.clone(),
+            texts,
+        }))
+    }
+
+    /// Keeps vectors made ahead for the batch that embeds their texts (only the last
+    /// offer's: what a batch did not take is not kept longer).
+    pub fn offer_embeddings(&self, made: Embedded) {
+        let mut ahead = self
+            .ahead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *ahead = made.0.into_iter().collect();
     }
 
     /// Saves the vector index here and now.
@@ -1469,6 +1560,26 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SearchError> {
     mnemon_identity::private::write_private(path, bytes).map_err(index_err)
 }
 
+/// The texts a memory's vectors are made of: its first chunks, each with its title (a long
+/// memory is found by meaning through those, and by words through all of it, so the
+/// vectors of one memory stay bounded), and for a short memory with a context, it after
+/// what came just before it (a second vector; its own stays: notes jotted in a row need
+/// not be about one thing).
+fn vector_texts(memory: &Memory, context: &context::Context) -> Vec<String> {
+    let mut texts: Vec<String> = chunks(&memory.content)
+        .into_iter()
+        .take(MAX_EMBEDDED_CHUNKS)
+        .map(|(_, chunk)| format!("{}\n\n{}", memory.title, chunk))
+        .collect();
+    if !context.text.is_empty() {
+        texts.push(format!(
+            "{}\n\n{}\n{}",
+            memory.title, context.text, memory.content
+        ));
+    }
+    texts
+}
+
 /// Splits text into chunks of about [`CHUNK_CHARS`] characters at paragraph, sentence or
 /// word boundaries. Returns (start char offset, chunk). Empty text is one empty chunk.
 pub fn chunks(text: &str) -> Vec<(usize, &str)> {
@@ -1631,6 +1742,98 @@ fn snippet_with(analyser: &mut TextAnalyzer, text: &str, stems: &[String]) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The built-in embedder's vectors under another name, as a model of meaning, counting
+    /// the texts it embeds.
+    #[derive(Debug, Default)]
+    struct Counted {
+        inner: embed::HashEmbedder,
+        texts: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Embedder for Counted {
+        fn model_id(&self) -> &str {
+            "counted-meaning"
+        }
+        fn dimension(&self) -> usize {
+            self.inner.dimension()
+        }
+        fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, embed::EmbedError> {
+            self.texts
+                .fetch_add(texts.len(), std::sync::atomic::Ordering::Relaxed);
+            self.inner.embed(texts)
+        }
+    }
+
+    #[test]
+    fn vectors_embedded_ahead_are_taken_by_their_batch_and_are_what_it_would_have_made() {
+        let mut store = mnemon_crdt::Store::open_in_memory(mnemon_identity::Keypair::generate())
+            .expect("store");
+        for i in 0..EMBED_BATCH + 40 {
+            store
+                .add(mnemon_crdt::NewMemory {
+                    content: format!("note {i} on the garden, the kettle {} and tea", i % 7),
+                    ..Default::default()
+                })
+                .expect("add");
+        }
+        let reader = store.reader();
+        // Indexed by words (and the built-in embedder) first, then opened for another
+        // model: its vectors start empty and lag the words.
+        let open = |dir: &Path| {
+            SearchIndex::open(dir, Arc::new(embed::HashEmbedder::default()), &reader)
+                .expect("open with the built-in embedder");
+            let counted = Arc::new(Counted::default());
+            let index = SearchIndex::open_lagging(dir, counted.clone(), &reader).expect("open");
+            (index, counted)
+        };
+        let (dir, plain_dir) = (
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        );
+        let (mut index, counted) = open(dir.path());
+        let (mut plain, plain_counted) = open(plain_dir.path());
+        // The words are caught up, the vectors (a new model's) are not.
+        let ahead = index
+            .embedding_ahead(&reader)
+            .expect("ahead")
+            .expect("the vectors lag the words");
+        let made = ahead.run().expect("embedded");
+        index.offer_embeddings(made);
+        let embedded = counted.texts.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(embedded > 0);
+        // One batch each (the deadline is past: at least one batch).
+        for index in [&mut index, &mut plain] {
+            index
+                .catch_up_vectors(&reader, Some(Instant::now()), &mut |_| {})
+                .expect("a batch");
+        }
+        // The batch embeds what it would have without the texts made ahead: those of the
+        // memories whose context it changes (which cannot be known ahead).
+        let count = |c: &Counted| c.texts.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            count(&counted) - embedded,
+            count(&plain_counted) - embedded,
+            "the batch embedded again what was made ahead"
+        );
+        assert_eq!(index.positions(), plain.positions());
+        let query = embed::HashEmbedder::default()
+            .embed(&["kettle 3 tea"])
+            .expect("query")
+            .remove(0);
+        let near = |index: &SearchIndex| {
+            index
+                .vectors
+                .search(&query, 20, true, &|_| true, &|_, _| 1.0)
+        };
+        assert_eq!(near(&index), near(&plain));
+        assert_eq!(near(&index).len(), 20);
+        // The rest was not made ahead: the next batch embeds it.
+        index
+            .catch_up_vectors(&reader, None, &mut |_| {})
+            .expect("the rest");
+        assert!(counted.texts.load(std::sync::atomic::Ordering::Relaxed) > embedded);
+    }
 
     fn ranked(scores: &[f32]) -> Vec<Ranked> {
         scores

@@ -333,6 +333,7 @@ impl Service {
     /// index is committed at most once per [`KEYWORD_COMMIT_WINDOW`] (`committed`: when it
     /// last was), sooner for a search that waits for its writes or for a delete.
     pub(super) fn index_step(&self, committed: &mut Instant) -> Result<Next, ApiError> {
+        self.embed_ahead();
         let store = &self.store;
         let last = store.last_seq().map_err(store_error)?;
         if last > self.progress.get() {
@@ -389,6 +390,30 @@ impl Service {
         let pending = self.vector_step(INDEX_SLICE)?;
         self.save_vectors(false)?;
         Ok(if pending { Next::Busy } else { Next::Idle })
+    }
+
+    /// With a model of meaning, embedding is most of a step (most of a second a batch):
+    /// the next batch's texts are embedded first without the index held, so searches go
+    /// on, and the step takes the vectors made (see [`SearchIndex::embedding_ahead`]).
+    fn embed_ahead(&self) {
+        let store = &self.store;
+        let ahead = match self.with_index_read(|index| index.embedding_ahead(store)) {
+            Ok(Some(ahead)) => ahead,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!("could not embed ahead (the step will): {e}");
+                return;
+            }
+        };
+        match ahead.run() {
+            Ok(made) => {
+                let _ = self.with_index_read(|index| {
+                    index.offer_embeddings(made);
+                    Ok(())
+                });
+            }
+            Err(e) => tracing::debug!("embedding ahead failed (the step embeds again): {e}"),
+        }
     }
 
     /// Moves the vector index on for at most `slice`. Returns whether work remains that
