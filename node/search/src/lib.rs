@@ -591,7 +591,9 @@ impl SearchIndex {
         let mut vectors_failed = None;
         // The vectors wait while the recent segment waits for the sealer.
         let vectors = !self.vectors.is_full();
-        if vectors && self.keyword_staged == self.vector_seq {
+        // Both in one pass shares the reads; but a model of meaning embeds apart, after
+        // the words, so its batches can be embedded ahead (see `embedding_ahead`).
+        if vectors && self.keyword_staged == self.vector_seq && !self.searches_meaning() {
             match self.apply(store, Part::Both, Some(deadline), &mut |_| {}) {
                 Ok(n) => applied += n,
                 Err(e) => vectors_failed = Some(e),
