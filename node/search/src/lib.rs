@@ -294,6 +294,12 @@ pub struct SearchIndex {
     /// Vectors made ahead without the index held ([`SearchIndex::embedding_ahead`]), by
     /// text: the batch that embeds those texts takes them instead of embedding again.
     ahead: std::sync::Mutex<HashMap<String, Vec<f32>>>,
+    /// Whether the last embedding ahead failed (the next batch embeds, and reports why).
+    ahead_failed: std::sync::atomic::AtomicBool,
+    /// Whether the caller embeds ahead ([`SearchIndex::embed_ahead`]): a vector batch under
+    /// a deadline then waits for its vectors to be made, rather than embed with the index
+    /// held.
+    embeds_ahead: bool,
 }
 
 /// The texts the vector index's next batch will embed, and the embedder: run without the
@@ -504,6 +510,8 @@ impl SearchIndex {
             saves_written: Arc::new(std::sync::Mutex::new(0)),
             background_seal: false,
             ahead: std::sync::Mutex::new(HashMap::new()),
+            ahead_failed: std::sync::atomic::AtomicBool::new(false),
+            embeds_ahead: false,
         };
         let keyword_seq = index.keyword.committed_seq();
         let keyword_ok = !fresh_keyword && keyword_seq <= last;
@@ -676,6 +684,13 @@ impl SearchIndex {
                 break;
             }
             let events = store.changes_since(seq, batch)?;
+            if part == Part::Vectors
+                && !events.is_empty()
+                && deadline.is_some()
+                && self.waits_for_ahead()
+            {
+                break;
+            }
             let Some(last) = events.last().map(|e| e.seq) else {
                 // Caught up with the log: what is still owed a new context follows.
                 if part.vectors() && !self.refresh[1].is_empty() {
@@ -969,7 +984,12 @@ impl SearchIndex {
                 .ahead
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            texts.iter().map(|text| ahead.remove(text)).collect()
+            let made = texts.iter().map(|text| ahead.remove(text)).collect();
+            // Made for this batch: what it did not take is of no later one.
+            ahead.clear();
+            self.ahead_failed
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            made
         };
         let missing: Vec<&str> = texts
             .iter()
@@ -1037,13 +1057,34 @@ impl SearchIndex {
     }
 
     /// Keeps vectors made ahead for the batch that embeds their texts (only the last
-    /// offer's: what a batch did not take is not kept longer).
-    pub fn offer_embeddings(&self, made: Embedded) {
+    /// offer's). `None`: making them failed; the next batch embeds with the index held,
+    /// and its error says why.
+    pub fn offer_embeddings(&self, made: Option<Embedded>) {
         let mut ahead = self
             .ahead
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *ahead = made.0.into_iter().collect();
+        match made {
+            Some(made) => *ahead = made.0.into_iter().collect(),
+            None => {
+                ahead.clear();
+                self.ahead_failed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether a vector batch is to wait for its vectors to be made ahead (see
+    /// [`SearchIndex::embed_ahead`]).
+    fn waits_for_ahead(&self) -> bool {
+        self.embeds_ahead
+            && self.searches_meaning()
+            && !self.ahead_failed.load(std::sync::atomic::Ordering::Relaxed)
+            && self
+                .ahead
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_empty()
     }
 
     /// Saves the vector index here and now.
@@ -1155,6 +1196,14 @@ impl SearchIndex {
     /// the index (a tantivy commit takes tens of milliseconds; searches go on meanwhile).
     pub fn defer_commits(&mut self, on: bool) {
         self.defer_commits = on;
+    }
+
+    /// Says that the caller embeds the next vector batch ahead, without the index held
+    /// ([`SearchIndex::embedding_ahead`]), before each step: with a model of meaning, a
+    /// vector batch under a deadline then runs only once its vectors are made (or making
+    /// them failed), so the index is never held for an embedding.
+    pub fn embed_ahead(&mut self, on: bool) {
+        self.embeds_ahead = on;
     }
 
     /// The keyword commit that is due, if any: run it with [`KeywordCommit::run`], then
@@ -1771,13 +1820,15 @@ mod tests {
     fn vectors_embedded_ahead_are_taken_by_their_batch_and_are_what_it_would_have_made() {
         let mut store = mnemon_crdt::Store::open_in_memory(mnemon_identity::Keypair::generate())
             .expect("store");
+        let mut ids = Vec::new();
         for i in 0..EMBED_BATCH + 40 {
-            store
+            let memory = store
                 .add(mnemon_crdt::NewMemory {
                     content: format!("note {i} on the garden, the kettle {} and tea", i % 7),
                     ..Default::default()
                 })
                 .expect("add");
+            ids.push(memory.id);
         }
         let reader = store.reader();
         // Indexed by words (and the built-in embedder) first, then opened for another
@@ -1786,55 +1837,75 @@ mod tests {
             SearchIndex::open(dir, Arc::new(embed::HashEmbedder::default()), &reader)
                 .expect("open with the built-in embedder");
             let counted = Arc::new(Counted::default());
-            let index = SearchIndex::open_lagging(dir, counted.clone(), &reader).expect("open");
+            let mut index = SearchIndex::open_lagging(dir, counted.clone(), &reader).expect("open");
+            index.embed_ahead(true);
             (index, counted)
         };
+        let count = |c: &Counted| c.texts.load(std::sync::atomic::Ordering::Relaxed);
         let (dir, plain_dir) = (
             tempfile::tempdir().expect("dir"),
             tempfile::tempdir().expect("dir"),
         );
         let (mut index, counted) = open(dir.path());
         let (mut plain, plain_counted) = open(plain_dir.path());
-        // The words are caught up, the vectors (a new model's) are not.
+        plain.embed_ahead(false);
+        // Nothing made ahead yet: a step under a deadline leaves the vectors alone.
+        let vectors_at = index.positions().1;
+        index
+            .step(&reader, Instant::now() + Duration::from_secs(5))
+            .expect("a step");
+        assert_eq!((index.positions().1, count(&counted)), (vectors_at, 0));
         let ahead = index
             .embedding_ahead(&reader)
             .expect("ahead")
             .expect("the vectors lag the words");
-        let made = ahead.run().expect("embedded");
-        index.offer_embeddings(made);
-        let embedded = counted.texts.load(std::sync::atomic::Ordering::Relaxed);
+        index.offer_embeddings(Some(ahead.run().expect("embedded")));
+        let embedded = count(&counted);
         assert!(embedded > 0);
+        // A memory edited after its vectors were made: its new text is embedded.
+        store
+            .edit(
+                ids[5],
+                &mnemon_crdt::MemoryEdit {
+                    content: Some("a kettle of a different colour".into()),
+                    ..Default::default()
+                },
+            )
+            .expect("edit");
         // One batch each (the deadline is past: at least one batch).
         for index in [&mut index, &mut plain] {
             index
                 .catch_up_vectors(&reader, Some(Instant::now()), &mut |_| {})
                 .expect("a batch");
         }
-        // The batch embeds what it would have without the texts made ahead: those of the
-        // memories whose context it changes (which cannot be known ahead).
-        let count = |c: &Counted| c.texts.load(std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(
-            count(&counted) - embedded,
-            count(&plain_counted) - embedded,
-            "the batch embedded again what was made ahead"
-        );
+        assert!(index.positions().1 > vectors_at, "the batch ran");
         assert_eq!(index.positions(), plain.positions());
         let query = embed::HashEmbedder::default()
-            .embed(&["kettle 3 tea"])
+            .embed(&["kettle 3 tea colour"])
             .expect("query")
             .remove(0);
         let near = |index: &SearchIndex| {
             index
                 .vectors
-                .search(&query, 20, true, &|_| true, &|_, _| 1.0)
+                .search(&query, 30, true, &|_| true, &|_, _| 1.0)
         };
         assert_eq!(near(&index), near(&plain));
-        assert_eq!(near(&index).len(), 20);
-        // The rest was not made ahead: the next batch embeds it.
+        assert!(near(&index).iter().any(|h| h.memory == ids[5].to_u128()));
+        // The batch embedded only what was not made ahead: the edited memory's new text
+        // and the memories whose context it changed, as the plain index did beside all
+        // the rest.
+        let in_batch = count(&counted) - embedded;
+        assert!(
+            in_batch > 0 && in_batch < count(&plain_counted) / 10,
+            "{in_batch} embedded in the batch"
+        );
+        // Making them failed: the next batch embeds them itself.
+        index.offer_embeddings(None);
+        let before = count(&counted);
         index
-            .catch_up_vectors(&reader, None, &mut |_| {})
-            .expect("the rest");
-        assert!(counted.texts.load(std::sync::atomic::Ordering::Relaxed) > embedded);
+            .catch_up_vectors(&reader, Some(Instant::now()), &mut |_| {})
+            .expect("a batch");
+        assert!(count(&counted) > before);
     }
 
     fn ranked(scores: &[f32]) -> Vec<Ranked> {

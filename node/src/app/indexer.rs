@@ -106,6 +106,7 @@ impl Service {
             // The indexer thread commits the keyword index and saves the vectors itself,
             // off the lock.
             index.defer_commits(self.indexer.load(Ordering::Relaxed));
+            index.embed_ahead(self.indexer.load(Ordering::Relaxed));
             f(index).map_err(search_error)
         });
         let ms = held.elapsed().as_millis();
@@ -243,6 +244,9 @@ impl Service {
         stop: Arc<AtomicBool>,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         self.indexer.store(true, Ordering::Relaxed);
+        // Queries are tokenized on the tokenizers' shared pool: it starts here, at the
+        // caller's priority, before a background thread can be the first to use it.
+        mnemon_search::background::start_shared_pool();
         self.seal_in_background();
         let sealer = self.clone();
         let done = stop.clone();
@@ -397,23 +401,16 @@ impl Service {
     /// on, and the step takes the vectors made (see [`SearchIndex::embedding_ahead`]).
     fn embed_ahead(&self) {
         let store = &self.store;
-        let ahead = match self.with_index_read(|index| index.embedding_ahead(store)) {
-            Ok(Some(ahead)) => ahead,
+        // A failure is the next batch's to report: it embeds with the index held.
+        let made = match self.with_index_read(|index| index.embedding_ahead(store)) {
             Ok(None) => return,
-            Err(e) => {
-                tracing::debug!("could not embed ahead (the step will): {e}");
-                return;
-            }
+            Ok(Some(ahead)) => ahead.run().ok(),
+            Err(_) => None,
         };
-        match ahead.run() {
-            Ok(made) => {
-                let _ = self.with_index_read(|index| {
-                    index.offer_embeddings(made);
-                    Ok(())
-                });
-            }
-            Err(e) => tracing::debug!("embedding ahead failed (the step embeds again): {e}"),
-        }
+        let _ = self.with_index_read(|index| {
+            index.offer_embeddings(made);
+            Ok(())
+        });
     }
 
     /// Moves the vector index on for at most `slice`. Returns whether work remains that
