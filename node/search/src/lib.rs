@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mnemon_crdt::{ChangeKind, CollectionId, Memory, MemoryId, StoreError, StoreReader, Timestamp};
+use mnemon_crdt::{
+    ChangeEvent, ChangeKind, CollectionId, Memory, MemoryId, StoreError, StoreReader, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 use tantivy::tokenizer::TextAnalyzer;
 
@@ -704,20 +706,16 @@ impl SearchIndex {
             };
             let mut upsert: Vec<MemoryId> = Vec::new();
             let mut deleted = false;
-            let mut seen = HashSet::new();
-            // Latest event per memory wins; walk backwards.
-            for event in events.iter().rev() {
-                if !seen.insert(event.memory) {
-                    continue;
-                }
-                match event.kind {
+            for (memory, kind) in latest_per_memory(&events) {
+                match kind {
                     ChangeKind::Deleted => {
-                        self.forget(event.memory, part);
+                        self.forget(memory, part);
                         deleted = true;
                     }
-                    ChangeKind::Created | ChangeKind::Updated => upsert.push(event.memory),
+                    ChangeKind::Created | ChangeKind::Updated => upsert.push(memory),
                 }
             }
+            let seen: HashSet<MemoryId> = events.iter().map(|e| e.memory).collect();
             let mut memories = Vec::with_capacity(upsert.len());
             for id in upsert {
                 match store.get(id) {
@@ -923,14 +921,7 @@ impl SearchIndex {
     ) -> Result<(), SearchError> {
         // (A rebuild or a model change makes a new vector index: keep its sealing mode.)
         self.vectors.set_deferred_seal(self.background_seal);
-        let known: HashMap<u128, &str> = memories
-            .iter()
-            .map(|m| (m.id.to_u128(), m.content.as_str()))
-            .collect();
-        let contexts = memories
-            .iter()
-            .map(|m| context::context_of(&self.timeline, store, m.id, &m.content, &known))
-            .collect::<Result<Vec<context::Context>, SearchError>>()?;
+        let contexts = self.contexts(store, memories)?;
         if part.keyword() {
             for (memory, context) in memories.iter().zip(&contexts) {
                 let tags: Vec<&str> = memory.tags.iter().map(String::as_str).collect();
@@ -975,6 +966,22 @@ impl SearchIndex {
             self.vectors.upsert(memory.id.to_u128(), chunk_vectors);
         }
         Ok(())
+    }
+
+    /// The context of each of `memories` (those among them count as written already).
+    fn contexts(
+        &self,
+        store: &StoreReader,
+        memories: &[Memory],
+    ) -> Result<Vec<context::Context>, SearchError> {
+        let known: HashMap<u128, &str> = memories
+            .iter()
+            .map(|m| (m.id.to_u128(), m.content.as_str()))
+            .collect();
+        memories
+            .iter()
+            .map(|m| context::context_of(&self.timeline, store, m.id, &m.content, &known))
+            .collect()
     }
 
     /// Vectors of `texts`, in order: those made ahead taken, the rest embedded now.
@@ -1028,28 +1035,22 @@ impl SearchIndex {
             return Ok(None);
         }
         let events = store.changes_since(self.vector_seq, EMBED_BATCH)?;
-        let mut seen = HashSet::new();
         let mut memories = Vec::new();
-        for event in events.iter().rev() {
-            if !seen.insert(event.memory) || event.kind == ChangeKind::Deleted {
+        for (id, kind) in latest_per_memory(&events) {
+            if kind == ChangeKind::Deleted {
                 continue;
             }
-            match store.get(event.memory) {
+            match store.get(id) {
                 Ok(memory) => memories.push(memory),
                 Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        let known: HashMap<u128, &str> = memories
+        let texts: Vec<String> = memories
             .iter()
-            .map(|m| (m.id.to_u128(), m.content.as_str()))
+            .zip(self.contexts(store, &memories)?)
+            .flat_map(|(memory, context)| vector_texts(memory, &context))
             .collect();
-        let mut texts = Vec::new();
-        for memory in &memories {
-            let context =
-                context::context_of(&self.timeline, store, memory.id, &memory.content, &known)?;
-            texts.extend(vector_texts(memory, &context));
-        }
         Ok((!texts.is_empty()).then(|| EmbedAhead {
             embedder: self.embedder.clone(),
             texts,
@@ -1609,6 +1610,17 @@ fn write_segment(path: &Path, segment: &vector::Segment) -> Result<(), SearchErr
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SearchError> {
     mnemon_identity::private::write_private(path, bytes).map_err(index_err)
+}
+
+/// Each memory of `events` once, with its latest event (newest first).
+fn latest_per_memory(events: &[ChangeEvent]) -> Vec<(MemoryId, ChangeKind)> {
+    let mut seen = HashSet::new();
+    events
+        .iter()
+        .rev()
+        .filter(|event| seen.insert(event.memory))
+        .map(|event| (event.memory, event.kind))
+        .collect()
 }
 
 /// The texts a memory's vectors are made of: its first chunks, each with its title (a long
