@@ -217,16 +217,15 @@ impl Service {
         Ok(())
     }
 
-    /// How far the keyword index is behind the store: changes, and milliseconds since the
-    /// indexer first saw itself behind (0 when caught up).
+    /// How far the keyword index is behind the store: changes, and how many milliseconds
+    /// the oldest of them has waited since the indexer first saw it (0 when caught up).
     pub fn index_lag(&self) -> (u64, u64) {
         let last = self.store.last_seq().unwrap_or(0);
         let changes = last.saturating_sub(self.progress.get());
-        let since = self.progress.behind_since.load(Ordering::Relaxed);
-        let ms = if changes == 0 || since == 0 {
+        let ms = if changes == 0 {
             0
         } else {
-            (Timestamp::now().as_millis() as u64).saturating_sub(since)
+            self.progress.lag_ms(now_ms())
         };
         (changes, ms)
     }
@@ -341,12 +340,7 @@ impl Service {
         let store = &self.store;
         let last = store.last_seq().map_err(store_error)?;
         if last > self.progress.get() {
-            let _ = self.progress.behind_since.compare_exchange(
-                0,
-                Timestamp::now().as_millis() as u64,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+            self.progress.saw(last, now_ms());
             // A step that failed (the vectors, say) may still have given the keyword
             // index changes to commit.
             let window_over = committed.elapsed() >= KEYWORD_COMMIT_WINDOW;
@@ -376,9 +370,6 @@ impl Service {
             self.progress.set(seq);
             if let Some(e) = stepped {
                 return Err(search_error(e));
-            }
-            if seq >= last {
-                self.progress.behind_since.store(0, Ordering::Relaxed);
             }
             let last = store.last_seq().map_err(store_error)?;
             if seq < last {
@@ -511,4 +502,9 @@ fn lower_priority(thread: &str) {
     if let Err(e) = mnemon_search::background::lower_priority() {
         tracing::debug!("could not lower the {thread}'s priority: {e}");
     }
+}
+
+/// Now, in milliseconds since the epoch.
+fn now_ms() -> u64 {
+    Timestamp::now().as_millis().max(0) as u64
 }

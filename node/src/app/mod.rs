@@ -155,10 +155,15 @@ struct IndexProgress {
     moved: Condvar,
     /// The furthest position a search waits for (changed under `seq`'s lock).
     wanted: AtomicU64,
-    /// When the indexer first saw itself behind, as milliseconds since the epoch (0: not
-    /// behind).
-    behind_since: AtomicU64,
+    /// The changes the index has not reached, as (the last position the indexer saw, when
+    /// it first saw it, in milliseconds since the epoch), oldest first: how long the oldest
+    /// change not yet searchable has waited.
+    seen: Mutex<std::collections::VecDeque<(u64, u64)>>,
 }
+
+/// At most this many moments are kept for the lag; beyond them, later changes count from
+/// the last one kept (the lag reads a little older, never younger).
+const LAG_MOMENTS: usize = 4096;
 
 impl IndexProgress {
     fn set(&self, seq: u64) {
@@ -170,6 +175,38 @@ impl IndexProgress {
             *at = seq;
             self.moved.notify_all();
         }
+        drop(at);
+        let mut seen = self.seen();
+        while seen.front().is_some_and(|&(last, _)| last <= seq) {
+            seen.pop_front();
+        }
+    }
+
+    /// The indexer has seen the store's log reach `last` at `now_ms`.
+    fn saw(&self, last: u64, now_ms: u64) {
+        if last <= self.get() {
+            return;
+        }
+        let mut seen = self.seen();
+        if seen.back().is_none_or(|&(at, _)| at < last) && seen.len() < LAG_MOMENTS {
+            seen.push_back((last, now_ms));
+        }
+    }
+
+    /// How long, at `now_ms`, the oldest change the index has not reached has waited (0 when
+    /// it has reached them all).
+    fn lag_ms(&self, now_ms: u64) -> u64 {
+        let at = self.get();
+        self.seen()
+            .iter()
+            .find(|&&(last, _)| last > at)
+            .map_or(0, |&(_, since)| now_ms.saturating_sub(since))
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, u64)>> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn get(&self) -> u64 {
@@ -509,6 +546,37 @@ mod tests {
         assert!(woke.load(Ordering::Relaxed), "the indexer slept on");
         assert_eq!(progress.wanted(), 5);
         indexer.join().expect("indexer");
+    }
+
+    /// The lag is how long the oldest change the index has not reached has waited, not
+    /// how long the index has been behind: under writes that never stop, it stays the
+    /// age of what is waiting.
+    #[test]
+    fn the_lag_is_the_age_of_the_oldest_change_not_yet_indexed() {
+        let progress = IndexProgress::default();
+        assert_eq!(progress.lag_ms(5_000), 0);
+        progress.saw(10, 1_000);
+        progress.saw(10, 1_500); // nothing new: still first seen at 1,000
+        progress.saw(20, 2_000);
+        progress.saw(30, 3_000);
+        assert_eq!(progress.lag_ms(4_000), 3_000);
+        // Changes up to 10 indexed: the oldest waiting (11..=20) was first seen at 2,000.
+        progress.set(10);
+        assert_eq!(progress.lag_ms(4_000), 2_000);
+        // Part of what was seen at 2,000 (up to 20) is still waiting.
+        progress.set(15);
+        assert_eq!(progress.lag_ms(4_000), 2_000);
+        progress.set(20);
+        assert_eq!(progress.lag_ms(4_000), 1_000);
+        // Writes go on: the lag is the age of the oldest, not the time since it fell behind.
+        progress.saw(40, 4_000);
+        progress.set(30);
+        assert_eq!(progress.lag_ms(4_500), 500);
+        progress.set(40);
+        assert_eq!(progress.lag_ms(9_000), 0);
+        // What the index had already reached is not a lag.
+        progress.saw(40, 9_000);
+        assert_eq!(progress.lag_ms(10_000), 0);
     }
 
     /// No more searches take their turn at once than the turns allow; the next goes in
