@@ -27,6 +27,37 @@ pub trait Embedder: Send + Sync + fmt::Debug {
     }
 }
 
+/// `embedder`'s vectors for `texts`, checked before an index takes them: one per text,
+/// each of the embedder's dimension, every value a finite number. A vector of another
+/// length would make every later search of the index mis-measure or fail, so a model that
+/// answers wrongly fails its batch instead, naming what was wrong.
+pub fn embed_checked(embedder: &dyn Embedder, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    let vectors = embedder.embed(texts)?;
+    let model = embedder.model_id();
+    if vectors.len() != texts.len() {
+        return Err(EmbedError::Failed(format!(
+            "{model} returned {} vectors for {} texts",
+            vectors.len(),
+            texts.len()
+        )));
+    }
+    let dimension = embedder.dimension();
+    for vector in &vectors {
+        if vector.len() != dimension {
+            return Err(EmbedError::Failed(format!(
+                "{model} returned a vector of {} dimensions, expected {dimension}",
+                vector.len()
+            )));
+        }
+        if vector.iter().any(|x| !x.is_finite()) {
+            return Err(EmbedError::Failed(format!(
+                "{model} returned a vector holding a value that is not a finite number"
+            )));
+        }
+    }
+    Ok(vectors)
+}
+
 /// How hybrid search weighs an embedder's ranking beside the keyword index's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Profile {
@@ -173,7 +204,7 @@ pub fn normalize(vector: &mut [f32]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -199,5 +230,54 @@ mod tests {
         let nonzero = known[0].iter().filter(|x| **x != 0.0).count();
         assert_eq!(nonzero, 7, "one word feature and six trigrams");
         assert_eq!(e.embed(&[""]).expect("embed")[0], vec![0.0; 512]);
+    }
+
+    /// The built-in embedder, answering wrongly for texts that say how.
+    #[derive(Debug, Default)]
+    pub(crate) struct Wrong(HashEmbedder);
+
+    impl Embedder for Wrong {
+        fn model_id(&self) -> &str {
+            "wrong-model"
+        }
+        fn dimension(&self) -> usize {
+            self.0.dimension()
+        }
+        fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+            let mut out = self.0.embed(texts)?;
+            for (text, vector) in texts.iter().zip(&mut out) {
+                if text.contains("short") {
+                    vector.pop();
+                }
+                if text.contains("nan") {
+                    vector[0] = f32::NAN;
+                }
+            }
+            if texts.iter().any(|t| t.contains("missing")) {
+                out.pop();
+            }
+            Ok(out)
+        }
+    }
+
+    #[test]
+    fn vectors_of_the_wrong_length_count_or_values_are_refused_naming_what_was_wrong() {
+        let wrong = Wrong::default();
+        let fine = embed_checked(&wrong, &["a kettle", "the garden"]).expect("fine");
+        assert_eq!(fine.len(), 2);
+        let refused = |texts: &[&str]| {
+            embed_checked(&wrong, texts)
+                .expect_err("refused")
+                .to_string()
+        };
+        let e = refused(&["a kettle", "a short one"]);
+        assert!(
+            e.contains("wrong-model") && e.contains("511 dimensions, expected 512"),
+            "{e}"
+        );
+        let e = refused(&["a nan here"]);
+        assert!(e.contains("not a finite number"), "{e}");
+        let e = refused(&["a kettle", "missing"]);
+        assert!(e.contains("1 vectors for 2 texts"), "{e}");
     }
 }

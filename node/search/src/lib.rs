@@ -320,7 +320,7 @@ impl EmbedAhead {
     /// Embeds the texts (the slow part of indexing with a model of meaning).
     pub fn run(self) -> Result<Embedded, SearchError> {
         let refs: Vec<&str> = self.texts.iter().map(String::as_str).collect();
-        let vectors = self.embedder.embed(&refs)?;
+        let vectors = embed::embed_checked(&*self.embedder, &refs)?;
         Ok(Embedded(self.texts.into_iter().zip(vectors).collect()))
     }
 }
@@ -1005,7 +1005,7 @@ impl SearchIndex {
             .map(|(text, _)| text.as_str())
             .collect();
         if !missing.is_empty() {
-            let mut embedded = self.embedder.embed(&missing)?.into_iter();
+            let mut embedded = embed::embed_checked(&*self.embedder, &missing)?.into_iter();
             for slot in made.iter_mut().filter(|v| v.is_none()) {
                 *slot = embedded.next();
             }
@@ -1521,7 +1521,7 @@ impl SearchIndex {
         if mode == Mode::Keyword {
             return Ok(None);
         }
-        let embedded = self.embedder.embed(&[analysed.meaning.as_str()])?;
+        let embedded = embed::embed_checked(&*self.embedder, &[analysed.meaning.as_str()])?;
         Ok(Some(embedded.into_iter().next().unwrap_or_default()))
     }
 
@@ -1918,6 +1918,68 @@ mod tests {
             .catch_up_vectors(&reader, Some(Instant::now()), &mut |_| {})
             .expect("a batch");
         assert!(count(&counted) > before);
+    }
+
+    /// A model that answers with a vector of the wrong length fails its batch, naming
+    /// the model, and the index takes nothing from it: searches go on.
+    #[test]
+    fn a_vector_of_the_wrong_length_fails_its_batch_and_the_index_takes_nothing() {
+        let mut store = mnemon_crdt::Store::open_in_memory(mnemon_identity::Keypair::generate())
+            .expect("store");
+        for content in ["a kettle of tea", "a short note on the kettle"] {
+            store
+                .add(mnemon_crdt::NewMemory {
+                    content: content.into(),
+                    ..Default::default()
+                })
+                .expect("add");
+        }
+        let reader = store.reader();
+        let dir = tempfile::tempdir().expect("dir");
+        // A fresh index embeds everything as it opens: a wrong model fails it there.
+        let e = SearchIndex::open(
+            dir.path(),
+            Arc::new(embed::tests::Wrong::default()),
+            &reader,
+        )
+        .expect_err("refused");
+        assert!(e.to_string().contains("511 dimensions"), "{e}");
+        // Words indexed already (with the built-in embedder), the vectors lag.
+        SearchIndex::open(
+            dir.path(),
+            Arc::new(embed::HashEmbedder::default()),
+            &reader,
+        )
+        .expect("open with the built-in embedder");
+        let mut index = SearchIndex::open_lagging(
+            dir.path(),
+            Arc::new(embed::tests::Wrong::default()),
+            &reader,
+        )
+        .expect("open");
+        let vectors_at = index.positions().1;
+        let e = index
+            .catch_up_vectors(&reader, None, &mut |_| {})
+            .expect_err("the batch fails");
+        assert!(
+            e.to_string()
+                .contains("wrong-model returned a vector of 511 dimensions"),
+            "{e}"
+        );
+        assert_eq!(index.positions().1, vectors_at);
+        assert_eq!(index.vectors.memories(), 0);
+        let search = |text: &str| {
+            index.first_stage(&Query {
+                text: text.into(),
+                k: 5,
+                mode: Mode::Hybrid,
+                filter: Filter::default(),
+                rerank: Vec::new(),
+            })
+        };
+        assert!(search("kettle").is_ok());
+        let e = search("short kettle").expect_err("the query's vector is refused");
+        assert!(e.to_string().contains("511 dimensions"), "{e}");
     }
 
     fn ranked(scores: &[f32]) -> Vec<Ranked> {

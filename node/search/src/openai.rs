@@ -137,19 +137,8 @@ impl OpenAiEmbedder {
                 .ok_or_else(|| fail(format!("embedding index {} out of range", item.index)))?;
             *slot = item.embedding;
         }
+        // Lengths and values are checked where every embedder's are (`embed_checked`).
         for vector in &mut out {
-            if vector.iter().any(|x| !x.is_finite()) {
-                return Err(fail(
-                    "an embedding holds a value that is not a finite number".into(),
-                ));
-            }
-            if self.dimension != 0 && vector.len() != self.dimension {
-                return Err(fail(format!(
-                    "an embedding has {} dimensions, expected {}",
-                    vector.len(),
-                    self.dimension
-                )));
-            }
             normalize(vector);
         }
         Ok(out)
