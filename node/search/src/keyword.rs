@@ -264,6 +264,15 @@ impl KeywordIndex {
         let _ = with_background_priority(move || writer.rollback());
     }
 
+    /// Whether a commit holds the writer now (one run apart from the index, as a delete's
+    /// purge is): staging a change would wait for it.
+    pub(super) fn committing(&self) -> bool {
+        matches!(
+            self.committer.writer.try_lock(),
+            Err(std::sync::TryLockError::WouldBlock)
+        )
+    }
+
     /// A handle that commits this index's staged changes without it.
     pub(super) fn committer(&self) -> Committer {
         self.committer.clone()
@@ -576,16 +585,23 @@ impl Committer {
             Merging::ByLevel => self.merging.try_lock().ok(),
             Merging::All | Merging::IfMany | Merging::Small => Some(lock()),
         };
-        let running = {
+        // The writer is held only to prepare the commit: the commit itself waits its turn
+        // behind the merges' ends, and changes can be staged for the next one meanwhile
+        // (the indexer would wait for the writer with the search index held).
+        let committed = {
             let mut writer = self.writer();
             let staged: &mut IndexWriter = &mut writer;
             // A commit starts the writer's next indexing threads.
             with_background_priority(move || {
                 let mut prepared = staged.prepare_commit()?;
                 prepared.set_payload(&seq.to_string());
-                prepared.commit()
+                Ok::<_, tantivy::TantivyError>(prepared.commit_future())
             })
-            .map_err(err)?;
+            .map_err(err)?
+        };
+        committed.wait().map_err(err)?;
+        let running = {
+            let mut writer = self.writer();
             let metas = self.index.searchable_segment_metas().map_err(err)?;
             let merges = match merge_guard {
                 Some(_) => merges(&metas, merging),
@@ -601,7 +617,8 @@ impl Committer {
             merge.wait().map_err(err)?;
         }
         if merged {
-            self.writer().garbage_collect_files().wait().map_err(err)?;
+            let collected = self.writer().garbage_collect_files();
+            collected.wait().map_err(err)?;
         }
         drop(merge_guard);
         self.reader.reload().map_err(err)?;

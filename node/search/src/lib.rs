@@ -266,6 +266,10 @@ pub struct SearchIndex {
     /// Memories whose context changed (a memory before them changed or went), to index
     /// again: by the keyword index and by the vector index.
     refresh: [HashSet<u128>; 2],
+    /// Memories [`SearchIndex::forget_now`] removed, whose files were (or are to be, by
+    /// the caller) rewritten without them, until their delete comes through the change
+    /// log: it needs no second rewrite. For the keyword index and for the vector index.
+    purged: [HashSet<u128>; 2],
     /// Those given to the keyword index again since its last commit (owed again if the
     /// commit fails).
     keyword_refreshed: HashSet<u128>,
@@ -498,6 +502,7 @@ impl SearchIndex {
             meta: IdMap::default(),
             timeline: Timeline::load(store)?,
             refresh: [HashSet::new(), HashSet::new()],
+            purged: [HashSet::new(), HashSet::new()],
             keyword_refreshed: HashSet::new(),
             keyword_seq: 0,
             keyword_staged: 0,
@@ -601,15 +606,20 @@ impl SearchIndex {
         let mut vectors_failed = None;
         // The vectors wait while the recent segment waits for the sealer.
         let vectors = !self.vectors.is_full();
+        // The words wait while a commit runs apart from the index (a delete's purge): they
+        // would wait for it with the index held, and searches with them.
+        let words = !self.keyword_committing();
         // Both in one pass shares the reads; but a model of meaning embeds apart, after
         // the words, so its batches can be embedded ahead (see `embedding_ahead`).
-        if vectors && self.keyword_staged == self.vector_seq && !self.searches_meaning() {
+        if words && vectors && self.keyword_staged == self.vector_seq && !self.searches_meaning() {
             match self.apply(store, Part::Both, Some(deadline), &mut |_| {}) {
                 Ok(n) => applied += n,
                 Err(e) => vectors_failed = Some(e),
             }
         }
-        applied += self.apply(store, Part::Keyword, Some(deadline), &mut |_| {})?;
+        if words {
+            applied += self.apply(store, Part::Keyword, Some(deadline), &mut |_| {})?;
+        }
         if vectors && vectors_failed.is_none() {
             match self.apply(store, Part::Vectors, Some(deadline), &mut |_| {}) {
                 Ok(n) => applied += n,
@@ -620,6 +630,12 @@ impl SearchIndex {
             Some(e) => Err(e),
             None => Ok(applied),
         }
+    }
+
+    /// Whether a keyword commit runs apart from the index now: [`SearchIndex::step`]
+    /// leaves the words until it ends.
+    pub fn keyword_committing(&self) -> bool {
+        self.keyword.committing()
     }
 
     /// Whether the vectors wait for the sealer (see [`vector::RECENT_CAP`]).
@@ -710,7 +726,7 @@ impl SearchIndex {
                 match kind {
                     ChangeKind::Deleted => {
                         self.forget(memory, part);
-                        deleted = true;
+                        deleted |= !self.purged_already(memory, part, true);
                     }
                     ChangeKind::Created | ChangeKind::Updated => upsert.push(memory),
                 }
@@ -725,7 +741,8 @@ impl SearchIndex {
                     }
                     Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {
                         self.forget(id, part);
-                        deleted = true;
+                        // (Its delete is further on in the log: that is where it is let go.)
+                        deleted |= !self.purged_already(id, part, false);
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -773,23 +790,29 @@ impl SearchIndex {
     /// Removes `ids` from both indexes and rewrites their files without any deleted
     /// memory's data, whatever position the indexes are at.
     /// The memories whose context held `ids` are indexed again first.
+    ///
+    /// With deferred commits the files are left to the caller, to write without holding
+    /// the index (rewriting the keyword files merges every segment: most of a second at
+    /// 25,000 memories): [`SearchIndex::keyword_commit_job`] then holds the purge, and
+    /// [`SearchIndex::vector_save_job`] the vectors.
     pub fn forget_now(&mut self, store: &StoreReader, ids: &[MemoryId]) -> Result<(), SearchError> {
         for id in ids {
             self.forget(*id, Part::Both);
+            for purged in &mut self.purged {
+                purged.insert(id.to_u128());
+            }
         }
         let gone: HashSet<MemoryId> = ids.iter().copied().collect();
         let followers = self.take_refresh(store, Part::Both, &gone)?;
         self.index_memories(store, &followers, Part::Both)?;
         self.vector_changes += 1;
         self.vectors_forgot = true;
-        // Both files are rewritten even if one fails. (With deferred commits the caller
-        // saves the vectors, at once.)
-        let vectors = if self.defer_commits {
-            Ok(())
-        } else {
-            self.save_vectors()
-        };
         self.keyword_purge = true;
+        if self.defer_commits {
+            return Ok(());
+        }
+        // Both files are rewritten even if one fails.
+        let vectors = self.save_vectors();
         self.commit_keyword()?;
         vectors
     }
@@ -851,6 +874,23 @@ impl SearchIndex {
             }
         }
         Ok(memories)
+    }
+
+    /// Whether [`SearchIndex::forget_now`] has had `part`'s files rewritten without `id`
+    /// already; with `done`, the change log has reached its delete, and it is let go.
+    fn purged_already(&mut self, id: MemoryId, part: Part, done: bool) -> bool {
+        let id = id.to_u128();
+        let mut purged = true;
+        for (set, touched) in self.purged.iter_mut().zip([part.keyword(), part.vectors()]) {
+            if touched {
+                purged &= if done {
+                    set.remove(&id)
+                } else {
+                    set.contains(&id)
+                };
+            }
+        }
+        purged
     }
 
     fn forget(&mut self, id: MemoryId, part: Part) {
@@ -1980,6 +2020,59 @@ mod tests {
         assert!(search("kettle").is_ok());
         let e = search("short kettle").expect_err("the query's vector is refused");
         assert!(e.to_string().contains("511 dimensions"), "{e}");
+    }
+
+    /// A delete forgotten at once has its files rewritten once: when the change log
+    /// brings the same delete to the indexer, it owes no second purge (each merges every
+    /// keyword segment). A delete that comes only through the log still purges.
+    #[test]
+    fn a_delete_forgotten_at_once_is_purged_once() {
+        let mut store = mnemon_crdt::Store::open_in_memory(mnemon_identity::Keypair::generate())
+            .expect("store");
+        let mut ids = Vec::new();
+        for content in [
+            "the canary xq7c4f1d2e9b7",
+            "the canary yv3d2e9b7c4f1",
+            "a kettle",
+        ] {
+            ids.push(
+                store
+                    .add(mnemon_crdt::NewMemory {
+                        content: content.into(),
+                        ..Default::default()
+                    })
+                    .expect("add")
+                    .id,
+            );
+        }
+        let reader = store.reader();
+        let dir = tempfile::tempdir().expect("dir");
+        let mut index = SearchIndex::open(
+            dir.path(),
+            Arc::new(embed::HashEmbedder::default()),
+            &reader,
+        )
+        .expect("open");
+        index.defer_commits(true);
+        // Deleted and forgotten at once: the caller runs the purge.
+        store.remove(&ids[..1]).expect("remove");
+        index.forget_now(&reader, &ids[..1]).expect("forget");
+        let purge = index.keyword_commit_job().expect("a purge is due");
+        let result = purge.run();
+        index.keyword_committed(&purge, &result);
+        result.expect("purged");
+        assert!(!index.keyword_purge_owed());
+        // The log brings the same delete: nothing more to purge.
+        index
+            .step(&reader, Instant::now() + Duration::from_secs(5))
+            .expect("step");
+        assert!(!index.keyword_purge_owed(), "purged twice");
+        // A delete that only the log brings is purged.
+        store.remove(&ids[1..2]).expect("remove");
+        index
+            .step(&reader, Instant::now() + Duration::from_secs(5))
+            .expect("step");
+        assert!(index.keyword_purge_owed());
     }
 
     fn ranked(scores: &[f32]) -> Vec<Ranked> {

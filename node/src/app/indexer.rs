@@ -11,7 +11,7 @@ use mnemon_api::{Error as ApiError, EventKind};
 use mnemon_crdt::{ChangeKind, MemoryId, Timestamp};
 use tokio::sync::broadcast;
 
-use crate::search::{SearchError, SearchIndex};
+use crate::search::{KeywordCommit, SearchError, SearchIndex};
 
 use super::{
     INDEX_SLICE, KEYWORD_COMMIT_WINDOW, READ_YOUR_WRITES_WAIT, Service, WRITE_VECTOR_BUDGET,
@@ -21,6 +21,10 @@ use super::{
 /// How long the store goes without a change before the sealer seals even a small recent
 /// segment (searched exactly until then, which costs every search at rest).
 const QUIET: Duration = Duration::from_secs(10);
+
+/// How long the indexer waits before it looks again while a keyword commit runs apart
+/// from the index (a delete's purge merges every segment: up to seconds).
+const COMMIT_PAUSE: Duration = Duration::from_millis(5);
 
 /// When a seal of the vector index's recent segment is due.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +45,8 @@ pub(super) enum Next {
     Busy,
     /// Nothing, until the store changes.
     Idle,
+    /// Nothing for a moment: the words wait for a commit run apart from the index.
+    Pause(Duration),
     /// Every change is given to the keyword index, whose commit waits until this instant
     /// (or until a search waits for its writes).
     CommitAt(Instant),
@@ -61,17 +67,40 @@ impl Service {
     pub(super) fn forget_in_index(&self, ids: &[MemoryId]) {
         let store = self.store();
         let inline = !self.indexer.load(Ordering::Relaxed);
-        let result = self.with_index(|index| {
+        let started = Instant::now();
+        let purge = self.with_index(|index| {
             index.forget_now(store, ids)?;
             if inline {
                 index.catch_up_within(store, Some(Instant::now() + WRITE_VECTOR_BUDGET))?;
             }
-            Ok(())
+            Ok(index.keyword_commit_job())
         });
-        // Forgetting reaches the vector files at once (written without holding the index).
-        if let Err(e) = result.and_then(|()| self.save_vectors(true)) {
+        // Forgetting reaches the keyword and vector files at once, written without holding
+        // the index: searches go on meanwhile (the memories are gone from both already).
+        let forgotten = started.elapsed();
+        let written = purge
+            .and_then(|job| job.map_or(Ok(0), |job| self.keyword_commit(&job)))
+            .and_then(|_| self.save_vectors(true));
+        tracing::debug!(
+            forget_ms = forgotten.as_millis(),
+            files_ms = (started.elapsed() - forgotten).as_millis(),
+            "forgot deleted memories in the search index"
+        );
+        if let Err(e) = written {
             tracing::warn!("deleted, but the search index will forget later: {e}");
         }
+    }
+
+    /// Runs a keyword commit without holding the index, then records it; returns the
+    /// keyword index's position after it.
+    fn keyword_commit(&self, job: &KeywordCommit) -> Result<u64, ApiError> {
+        let result = job.run();
+        let seq = self.with_index(|index| {
+            index.keyword_committed(job, &result);
+            Ok(index.positions().0)
+        })?;
+        result.map_err(search_error)?;
+        Ok(seq)
     }
 
     /// Saves the vector index if that is due (`now`: whenever anything changed), writing
@@ -326,6 +355,7 @@ impl Service {
                                 .wait_for_change(at, Duration::from_millis(200));
                         }
                         Next::CommitAt(at) => service.progress.wait_wanted(at),
+                        Next::Pause(pause) => std::thread::sleep(pause),
                     }
                 }
             })
@@ -344,7 +374,7 @@ impl Service {
             // A step that failed (the vectors, say) may still have given the keyword
             // index changes to commit.
             let window_over = committed.elapsed() >= KEYWORD_COMMIT_WINDOW;
-            let (mut seq, staged, commit, stepped) = self.with_index(|index| {
+            let (mut seq, staged, commit, stepped, committing) = self.with_index(|index| {
                 let stepped = index.step(store, Instant::now() + INDEX_SLICE).err();
                 let due = window_over
                     || index.keyword_purge_owed()
@@ -354,18 +384,21 @@ impl Service {
                 } else {
                     None
                 };
-                Ok((index.positions().0, index.keyword_staged(), commit, stepped))
+                let committing = index.keyword_committing();
+                Ok((
+                    index.positions().0,
+                    index.keyword_staged(),
+                    commit,
+                    stepped,
+                    committing,
+                ))
             })?;
             // The keyword commit (tens of milliseconds: segment files and fsync) runs
             // without holding the index, so searches go on meanwhile.
+            let committed_now = commit.is_some();
             if let Some(commit) = commit {
                 *committed = Instant::now();
-                let result = commit.run();
-                seq = self.with_index(|index| {
-                    index.keyword_committed(&commit, &result);
-                    Ok(index.positions().0)
-                })?;
-                result.map_err(search_error)?;
+                seq = self.keyword_commit(&commit)?;
             }
             self.progress.set(seq);
             if let Some(e) = stepped {
@@ -374,7 +407,10 @@ impl Service {
             let last = store.last_seq().map_err(store_error)?;
             if seq < last {
                 self.save_vectors(false)?;
-                return Ok(if staged < last {
+                return Ok(if staged < last && committing && !committed_now {
+                    // The words wait for a commit run apart (see `SearchIndex::step`).
+                    Next::Pause(COMMIT_PAUSE)
+                } else if staged < last {
                     Next::Busy
                 } else {
                     Next::CommitAt(*committed + KEYWORD_COMMIT_WINDOW)
@@ -449,12 +485,7 @@ impl Service {
             return Ok(());
         };
         let started = Instant::now();
-        let result = job.run();
-        self.with_index(|index| {
-            index.keyword_committed(&job, &result);
-            Ok(())
-        })?;
-        result.map_err(search_error)?;
+        self.keyword_commit(&job)?;
         tracing::info!(
             seconds = started.elapsed().as_secs_f64(),
             "merged the keyword index's small segments"
