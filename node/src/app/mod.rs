@@ -188,8 +188,12 @@ impl IndexProgress {
             return;
         }
         let mut seen = self.seen();
-        if seen.back().is_none_or(|&(at, _)| at < last) && seen.len() < LAG_MOMENTS {
-            seen.push_back((last, now_ms));
+        let full = seen.len() >= LAG_MOMENTS;
+        match seen.back_mut() {
+            Some((at, _)) if *at >= last => {}
+            // Full: the newest moment kept takes these changes too, at its older time.
+            Some((at, _)) if full => *at = last,
+            _ => seen.push_back((last, now_ms)),
         }
     }
 
@@ -577,6 +581,18 @@ mod tests {
         // What the index had already reached is not a lag.
         progress.saw(40, 9_000);
         assert_eq!(progress.lag_ms(10_000), 0);
+        // With every moment kept, later changes count from the newest kept one: the lag
+        // reads older, never younger, and never 0 while changes wait.
+        for i in 0..LAG_MOMENTS as u64 {
+            progress.saw(41 + i, 20_000 + i);
+        }
+        let newest = 40 + LAG_MOMENTS as u64;
+        progress.saw(newest + 100, 90_000);
+        progress.set(newest);
+        assert_eq!(
+            progress.lag_ms(100_000),
+            100_000 - (20_000 + LAG_MOMENTS as u64 - 1)
+        );
     }
 
     /// No more searches take their turn at once than the turns allow; the next goes in
