@@ -138,6 +138,42 @@ fn install_switches_search_to_the_model_and_re_embeds() {
     assert!(again.ok().contains("already installed"), "{}", again.stdout);
 }
 
+/// An import without a running service embeds everything it imported before it returns
+/// (with a model, embedding is slower than the import's inline budget): what it imported is
+/// searchable by meaning at once, and a service started after it has nothing to catch up.
+#[test]
+fn an_offline_import_is_embedded_when_it_returns() {
+    let cli = TestCli::new();
+    cli.init();
+    installed(&cli);
+    let vault = tempfile::tempdir().expect("vault");
+    let topics = [
+        "the garden",
+        "a kettle",
+        "the budget",
+        "a bicycle trip",
+        "the lecture",
+    ];
+    for i in 0..600 {
+        std::fs::write(
+            vault.path().join(format!("note-{i}.md")),
+            format!(
+                "Note {i} on {} and what came of it on day {}.\n",
+                topics[i % 5],
+                i % 31
+            ),
+        )
+        .expect("note");
+    }
+    cli.run(&["import", vault.path().to_str().expect("utf-8"), "--json"])
+        .ok();
+    let status = cli.run(&["status", "--json"]).json();
+    let model = &status["index"]["models"][0];
+    assert_eq!(model["meaning"], true, "{status}");
+    assert_eq!(model["pending"], 0, "{status}");
+    assert_eq!(model["indexed"], 600, "{status}");
+}
+
 fn write_zip(path: &Path, files: &[(&str, &[u8])]) {
     let file = std::fs::File::create(path).expect("create zip");
     let mut zip = zip::ZipWriter::new(file);

@@ -219,6 +219,20 @@ pub(super) fn import(
     let summary = crate::import::import(node.api(), path, &options);
     if let Node::Local(service) = &node {
         service.set_bulk(false);
+        // No service runs to embed what was imported: it is all embedded here, so what
+        // this command imported is searchable by meaning as soon as it returns.
+        if summary.is_ok() {
+            loop {
+                match service.background_step(VECTOR_BUDGET) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::warn!("imported; the rest is embedded later: {e}");
+                        break;
+                    }
+                }
+            }
+        }
     }
     let summary = summary?;
     if json {
