@@ -128,6 +128,10 @@ pub(super) struct Committer {
     /// Held while segments merge (the writer is not: writes go on meanwhile). A commit
     /// that would merge by level skips its merges while another merge runs.
     merging: Arc<Mutex<()>>,
+    /// How many times the writer was rolled back. A rollback drops what a commit waiting
+    /// to finish holds (tantivy then skips that commit and still reports success), so a
+    /// commit begun before one does not count (see [`KeywordIndex::generation`]).
+    rollbacks: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for KeywordIndex {
@@ -181,6 +185,7 @@ impl KeywordIndex {
                     reader: reader.clone(),
                     writer: Arc::new(Mutex::new(writer)),
                     merging: Arc::new(Mutex::new(())),
+                    rollbacks: Arc::default(),
                 },
                 reader,
                 fields,
@@ -253,15 +258,28 @@ impl KeywordIndex {
     /// Commits pending changes with the change-log position `seq` (see
     /// [`Committer::commit`]).
     pub(super) fn commit(&mut self, seq: u64, merging: Merging) -> Result<(), SearchError> {
-        self.committer.commit(seq, merging)
+        self.committer.commit(seq, merging, self.generation())
     }
 
     /// Drops what was staged since the last commit (after a failed commit; the caller
     /// stages it again). A failure here is logged by the next commit's failure.
     pub(super) fn rollback(&mut self) {
         let mut writer = self.committer.writer();
-        let writer: &mut IndexWriter = &mut writer;
-        let _ = with_background_priority(move || writer.rollback());
+        let staged: &mut IndexWriter = &mut writer;
+        let _ = with_background_priority(move || staged.rollback());
+        // A rollback makes a new writer, with tantivy's default merge policy.
+        writer.set_merge_policy(Box::new(tantivy::merge_policy::NoMergePolicy));
+        self.committer
+            .rollbacks
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Which writer, counted in rollbacks, changes are staged into now: a commit made
+    /// under an earlier one committed nothing for sure.
+    pub(super) fn generation(&self) -> u64 {
+        self.committer
+            .rollbacks
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether a commit holds the writer now (one run apart from the index, as a delete's
@@ -574,7 +592,14 @@ impl Committer {
     /// Commits pending changes with the change-log position `seq`, then merges segments
     /// as `merging` says. The merges run without the writer held, so changes can be
     /// staged and committed meanwhile.
-    pub(super) fn commit(&self, seq: u64, merging: Merging) -> Result<(), SearchError> {
+    /// A commit made for an earlier writer (`generation`, see [`KeywordIndex::generation`])
+    /// fails: the writer it was made for was rolled back.
+    pub(super) fn commit(
+        &self,
+        seq: u64,
+        merging: Merging,
+        generation: u64,
+    ) -> Result<(), SearchError> {
         let lock = || {
             self.merging
                 .lock()
@@ -590,6 +615,12 @@ impl Committer {
         // (the indexer would wait for the writer with the search index held).
         let committed = {
             let mut writer = self.writer();
+            // (A rollback counts itself with the writer held.)
+            if self.rollbacks.load(std::sync::atomic::Ordering::SeqCst) != generation {
+                return Err(SearchError::Index(
+                    "the keyword writer was rolled back since this commit was made".into(),
+                ));
+            }
             let staged: &mut IndexWriter = &mut writer;
             // A commit starts the writer's next indexing threads.
             with_background_priority(move || {
@@ -831,12 +862,16 @@ mod tests {
         };
         let before = garden(&index);
         assert_eq!(before.len(), 12);
-        committer.commit(6, Merging::Small).expect("compact");
+        committer
+            .commit(6, Merging::Small, index.generation())
+            .expect("compact");
         assert_eq!(committer.segments(), 2, "the largest and the rest merged");
         assert_eq!(garden(&index), before);
         assert_eq!(index.committed_seq(), 6);
         // Two segments are left alone; of five alike, all are merged.
-        committer.commit(7, Merging::Small).expect("compact");
+        committer
+            .commit(7, Merging::Small, index.generation())
+            .expect("compact");
         assert_eq!(committer.segments(), 2);
         for seq in 8..11 {
             for _ in 0..60 {
@@ -846,7 +881,9 @@ mod tests {
             index.commit(seq, Merging::ByLevel).expect("commit");
         }
         assert_eq!(committer.segments(), 5);
-        committer.commit(11, Merging::Small).expect("compact");
+        committer
+            .commit(11, Merging::Small, index.generation())
+            .expect("compact");
         assert_eq!(committer.segments(), 1, "no segment is most of the index");
         assert_eq!(index.len(), id as u64);
     }

@@ -267,9 +267,10 @@ pub struct SearchIndex {
     /// again: by the keyword index and by the vector index.
     refresh: [HashSet<u128>; 2],
     /// Memories [`SearchIndex::forget_now`] removed, whose files were (or are to be, by
-    /// the caller) rewritten without them, until their delete comes through the change
-    /// log: it needs no second rewrite. For the keyword index and for the vector index.
-    purged: [HashSet<u128>; 2],
+    /// the caller) rewritten without them, with the log's position then: their delete,
+    /// when the change log brings it, needs no second rewrite. Let go once the index has
+    /// passed that position. For the keyword index and for the vector index.
+    purged: [HashMap<u128, u64>; 2],
     /// Those given to the keyword index again since its last commit (owed again if the
     /// commit fails).
     keyword_refreshed: HashSet<u128>,
@@ -335,6 +336,8 @@ pub struct KeywordCommit {
     committer: keyword::Committer,
     seq: u64,
     purge: bool,
+    /// The writer it commits (see `KeywordIndex::generation`).
+    generation: u64,
     /// Whether it merges the small segments (see [`SearchIndex::keyword_compact_job`]).
     compact: bool,
 }
@@ -349,7 +352,7 @@ impl KeywordCommit {
         } else {
             Merging::ByLevel
         };
-        self.committer.commit(self.seq, merging)
+        self.committer.commit(self.seq, merging, self.generation)
     }
 
     /// The change-log position the commit makes the keyword index reflect.
@@ -502,7 +505,7 @@ impl SearchIndex {
             meta: IdMap::default(),
             timeline: Timeline::load(store)?,
             refresh: [HashSet::new(), HashSet::new()],
-            purged: [HashSet::new(), HashSet::new()],
+            purged: [HashMap::new(), HashMap::new()],
             keyword_refreshed: HashSet::new(),
             keyword_seq: 0,
             keyword_staged: 0,
@@ -754,6 +757,7 @@ impl SearchIndex {
             if part.keyword() {
                 self.keyword_staged = last;
                 self.keyword_purge |= deleted;
+                self.purged[0].retain(|_, at| *at > last);
                 if !self.defer_commits {
                     self.commit_keyword()?;
                 }
@@ -763,6 +767,7 @@ impl SearchIndex {
                 self.vector_seq = last;
                 self.vector_changes += 1;
                 self.vectors_forgot |= deleted;
+                self.purged[1].retain(|_, at| *at > last);
                 // Saving after every small batch would cost more than the batch: save
                 // deletes at once (forgetting must reach the disk), the rest every few
                 // seconds. (With deferred commits the caller saves.)
@@ -796,18 +801,20 @@ impl SearchIndex {
     /// 25,000 memories): [`SearchIndex::keyword_commit_job`] then holds the purge, and
     /// [`SearchIndex::vector_save_job`] the vectors.
     pub fn forget_now(&mut self, store: &StoreReader, ids: &[MemoryId]) -> Result<(), SearchError> {
+        // The rewrites are owed before anything here can fail (the followers are embedded).
+        self.vector_changes += 1;
+        self.vectors_forgot = true;
+        self.keyword_purge = true;
+        let at = store.last_seq()?;
         for id in ids {
             self.forget(*id, Part::Both);
             for purged in &mut self.purged {
-                purged.insert(id.to_u128());
+                purged.insert(id.to_u128(), at);
             }
         }
         let gone: HashSet<MemoryId> = ids.iter().copied().collect();
         let followers = self.take_refresh(store, Part::Both, &gone)?;
         self.index_memories(store, &followers, Part::Both)?;
-        self.vector_changes += 1;
-        self.vectors_forgot = true;
-        self.keyword_purge = true;
         if self.defer_commits {
             return Ok(());
         }
@@ -884,9 +891,9 @@ impl SearchIndex {
         for (set, touched) in self.purged.iter_mut().zip([part.keyword(), part.vectors()]) {
             if touched {
                 purged &= if done {
-                    set.remove(&id)
+                    set.remove(&id).is_some()
                 } else {
-                    set.contains(&id)
+                    set.contains_key(&id)
                 };
             }
         }
@@ -1224,6 +1231,8 @@ impl SearchIndex {
     /// change log (a failed tantivy commit may have lost it), and a purge stays owed.
     fn keyword_commit_failed(&mut self, purge: bool) {
         self.keyword.rollback();
+        // What `forget_now` staged may be gone: the log's deletes purge again.
+        self.purged[0].clear();
         self.keyword_staged = self.keyword_seq;
         self.keyword_purge |= purge;
         // The change log gives the writes again, not the memories whose context they
@@ -1257,6 +1266,7 @@ impl SearchIndex {
             committer: self.keyword.committer(),
             seq: self.keyword_staged,
             purge: std::mem::take(&mut self.keyword_purge),
+            generation: self.keyword.generation(),
             compact: false,
         })
     }
@@ -1277,6 +1287,7 @@ impl SearchIndex {
             committer: self.keyword.committer(),
             seq: self.keyword_staged.max(self.keyword_seq),
             purge: std::mem::take(&mut self.keyword_purge),
+            generation: self.keyword.generation(),
             compact: true,
         })
     }
@@ -1285,6 +1296,13 @@ impl SearchIndex {
     /// position; on failure what it held is given again from the change log, and its purge
     /// is owed to the next commit.
     pub fn keyword_committed(&mut self, job: &KeywordCommit, result: &Result<(), SearchError>) {
+        // The writer was rolled back since the job was made (another commit failed): what
+        // it held was dropped, and is given again from the change log already; its purge
+        // is owed.
+        if job.generation != self.keyword.generation() {
+            self.keyword_purge |= job.purge;
+            return;
+        }
         match result {
             Ok(()) => {
                 self.keyword_seq = self.keyword_seq.max(job.seq);
@@ -2073,6 +2091,74 @@ mod tests {
             .step(&reader, Instant::now() + Duration::from_secs(5))
             .expect("step");
         assert!(index.keyword_purge_owed());
+    }
+
+    /// A rollback (after another commit failed) drops what a commit waiting to finish
+    /// holds, and tantivy still reports that commit done: a commit made before a rollback
+    /// moves nothing, and its purge stays owed, as does the change log's delete.
+    #[test]
+    fn a_commit_made_before_a_rollback_counts_for_nothing_and_its_purge_stays_owed() {
+        let mut store = mnemon_crdt::Store::open_in_memory(mnemon_identity::Keypair::generate())
+            .expect("store");
+        let ids: Vec<MemoryId> = ["the canary xq7c4f1d2e9b7", "a kettle"]
+            .into_iter()
+            .map(|content| {
+                store
+                    .add(mnemon_crdt::NewMemory {
+                        content: content.into(),
+                        ..Default::default()
+                    })
+                    .expect("add")
+                    .id
+            })
+            .collect();
+        let reader = store.reader();
+        let dir = tempfile::tempdir().expect("dir");
+        let mut index = SearchIndex::open(
+            dir.path(),
+            Arc::new(embed::HashEmbedder::default()),
+            &reader,
+        )
+        .expect("open");
+        index.defer_commits(true);
+        let at = index.positions().0;
+        // A delete's purge, made but not yet run...
+        store.remove(&ids[..1]).expect("remove");
+        index.forget_now(&reader, &ids[..1]).expect("forget");
+        let purge = index.keyword_commit_job().expect("a purge is due");
+        // ...while another commit fails, and the writer is rolled back.
+        store
+            .edit(
+                ids[1],
+                &mnemon_crdt::MemoryEdit {
+                    content: Some("a kettle of tea".into()),
+                    ..Default::default()
+                },
+            )
+            .expect("edit");
+        index
+            .step(&reader, Instant::now() + Duration::from_secs(5))
+            .expect("step");
+        let other = index.keyword_commit_job().expect("a commit is due");
+        index.keyword_committed(&other, &Err(SearchError::Index("disk full".into())));
+        let result = purge.run();
+        index.keyword_committed(&purge, &result);
+        assert_eq!(
+            index.positions().0,
+            at,
+            "a commit from before the rollback moved"
+        );
+        assert!(index.keyword_purge_owed(), "the purge is owed again");
+        // The log gives both changes again; the retry purges and moves on.
+        index
+            .step(&reader, Instant::now() + Duration::from_secs(5))
+            .expect("step");
+        let retry = index.keyword_commit_job().expect("due");
+        assert!(retry.purges());
+        let result = retry.run();
+        index.keyword_committed(&retry, &result);
+        result.expect("commit");
+        assert_eq!(index.positions().0, reader.last_seq().expect("seq"));
     }
 
     fn ranked(scores: &[f32]) -> Vec<Ranked> {

@@ -78,9 +78,9 @@ impl Service {
         // Forgetting reaches the keyword and vector files at once, written without holding
         // the index: searches go on meanwhile (the memories are gone from both already).
         let forgotten = started.elapsed();
-        let written = purge
-            .and_then(|job| job.map_or(Ok(0), |job| self.keyword_commit(&job)))
-            .and_then(|_| self.save_vectors(true));
+        // Both files are rewritten even if one fails.
+        let keyword = purge.and_then(|job| job.map_or(Ok(0), |job| self.keyword_commit(&job)));
+        let written = self.save_vectors(true).and(keyword);
         tracing::debug!(
             forget_ms = forgotten.as_millis(),
             files_ms = (started.elapsed() - forgotten).as_millis(),
