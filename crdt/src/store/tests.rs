@@ -74,6 +74,8 @@ fn add_get_edit_list_remove() {
         .expect("list");
     assert_eq!(tagged.iter().map(|m| m.id).collect::<Vec<_>>(), [a.id]);
 
+    // Times are in milliseconds: the edit must come after `b` was made to be newer.
+    std::thread::sleep(std::time::Duration::from_millis(3));
     let edited = store
         .edit(
             a.id,
