@@ -2040,38 +2040,52 @@ mod tests {
         assert!(e.to_string().contains("511 dimensions"), "{e}");
     }
 
+    /// A store holding one memory of each of `contents`, and an index of it with the
+    /// built-in embedder that leaves its commits to the caller, as under the indexer.
+    fn indexed(
+        contents: &[&str],
+    ) -> (
+        mnemon_crdt::Store,
+        Vec<MemoryId>,
+        tempfile::TempDir,
+        SearchIndex,
+    ) {
+        let mut store = mnemon_crdt::Store::open_in_memory(mnemon_identity::Keypair::generate())
+            .expect("store");
+        let ids = contents
+            .iter()
+            .map(|content| {
+                store
+                    .add(mnemon_crdt::NewMemory {
+                        content: (*content).into(),
+                        ..Default::default()
+                    })
+                    .expect("add")
+                    .id
+            })
+            .collect();
+        let dir = tempfile::tempdir().expect("dir");
+        let mut index = SearchIndex::open(
+            dir.path(),
+            Arc::new(embed::HashEmbedder::default()),
+            &store.reader(),
+        )
+        .expect("open");
+        index.defer_commits(true);
+        (store, ids, dir, index)
+    }
+
     /// A delete forgotten at once has its files rewritten once: when the change log
     /// brings the same delete to the indexer, it owes no second purge (each merges every
     /// keyword segment). A delete that comes only through the log still purges.
     #[test]
     fn a_delete_forgotten_at_once_is_purged_once() {
-        let mut store = mnemon_crdt::Store::open_in_memory(mnemon_identity::Keypair::generate())
-            .expect("store");
-        let mut ids = Vec::new();
-        for content in [
+        let (mut store, ids, _dir, mut index) = indexed(&[
             "the canary xq7c4f1d2e9b7",
             "the canary yv3d2e9b7c4f1",
             "a kettle",
-        ] {
-            ids.push(
-                store
-                    .add(mnemon_crdt::NewMemory {
-                        content: content.into(),
-                        ..Default::default()
-                    })
-                    .expect("add")
-                    .id,
-            );
-        }
+        ]);
         let reader = store.reader();
-        let dir = tempfile::tempdir().expect("dir");
-        let mut index = SearchIndex::open(
-            dir.path(),
-            Arc::new(embed::HashEmbedder::default()),
-            &reader,
-        )
-        .expect("open");
-        index.defer_commits(true);
         // Deleted and forgotten at once: the caller runs the purge.
         store.remove(&ids[..1]).expect("remove");
         index.forget_now(&reader, &ids[..1]).expect("forget");
@@ -2098,29 +2112,8 @@ mod tests {
     /// moves nothing, and its purge stays owed, as does the change log's delete.
     #[test]
     fn a_commit_made_before_a_rollback_counts_for_nothing_and_its_purge_stays_owed() {
-        let mut store = mnemon_crdt::Store::open_in_memory(mnemon_identity::Keypair::generate())
-            .expect("store");
-        let ids: Vec<MemoryId> = ["the canary xq7c4f1d2e9b7", "a kettle"]
-            .into_iter()
-            .map(|content| {
-                store
-                    .add(mnemon_crdt::NewMemory {
-                        content: content.into(),
-                        ..Default::default()
-                    })
-                    .expect("add")
-                    .id
-            })
-            .collect();
+        let (mut store, ids, _dir, mut index) = indexed(&["the canary xq7c4f1d2e9b7", "a kettle"]);
         let reader = store.reader();
-        let dir = tempfile::tempdir().expect("dir");
-        let mut index = SearchIndex::open(
-            dir.path(),
-            Arc::new(embed::HashEmbedder::default()),
-            &reader,
-        )
-        .expect("open");
-        index.defer_commits(true);
         let at = index.positions().0;
         // A delete's purge, made but not yet run...
         store.remove(&ids[..1]).expect("remove");
