@@ -6,7 +6,7 @@
 //! again) and, while the disk refuses writes, probes it until a write succeeds again.
 //!
 //! It also writes zeros a little ahead into the part of the file redb has grown but not yet
-//! written ([`ZERO_AHEAD`]), so a commit's `fdatasync` seldom has to allocate blocks.
+//! written ([`ZERO_CHUNK`]), so a commit's `fdatasync` seldom has to allocate blocks.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -89,29 +89,76 @@ impl DiskHealth {
 pub(crate) struct WatchedFile {
     inner: FileBackend,
     health: std::sync::Arc<DiskHealth>,
-    /// Where the file's never-written tail begins: every byte at or past it was added by
-    /// `set_len` in this process and not written since (so it reads as zero). See
-    /// [`ZERO_AHEAD`].
-    zeroed_to: Mutex<ZeroAhead>,
+    /// The part of the file redb grew in this process, for [`ZERO_CHUNK`].
+    grown: Mutex<Grown>,
 }
 
-/// How far past a write into the file's never-written tail the file is filled with zeros.
+/// The grain in which the part of the file redb grew is filled with zeros.
 ///
 /// redb grows its file with `set_len`, which leaves a hole: the filesystem allocates blocks
 /// only when a commit first writes there, and then `fdatasync` must also write the file's
 /// block map (on ext4 without a journal, a second synchronous write; with one, a journal
-/// commit). A third of the single adds did that. Zeros written ahead, once per mebibyte,
-/// take the allocation out of those commits (as PostgreSQL zero-fills its log files).
-const ZERO_AHEAD: u64 = 1 << 20;
+/// commit). A third of the single adds did that. So the first write into a chunk of the
+/// grown part first fills the whole chunk, and the next one, with zeros (as PostgreSQL
+/// zero-fills its log files): the commits after it find their blocks allocated. Big
+/// commits (groups of concurrent writes) fill new chunks themselves, and zeros would only
+/// double their writes: after a commit that took more than two new chunks, nothing is
+/// zeroed until commits are small again.
+const ZERO_CHUNK: u64 = 1 << 16;
 
-#[derive(Debug)]
-struct ZeroAhead {
-    /// The start of the never-written tail.
-    from: u64,
+/// Which chunks of the grown part may hold data.
+#[derive(Debug, Default)]
+struct Grown {
+    /// Chunks from this one on were added by `set_len` in this process; below it, the file
+    /// as found at open.
+    first: u64,
+    /// One bit per chunk from `first`: written (or zeroed) since it was added.
+    touched: Vec<u64>,
     /// The file's length as last set.
     len: u64,
-    /// A zero fill failed (a full disk, say): leave the tail alone until the file grows.
+    /// A zero fill failed (a full disk, say): no zeros until the file grows again.
     off: bool,
+    /// Chunks first touched since the last sync, and whether that was too many to help.
+    fresh: u64,
+    big: bool,
+}
+
+impl Grown {
+    fn new(len: u64) -> Grown {
+        Grown {
+            first: len.div_ceil(ZERO_CHUNK),
+            len,
+            ..Grown::default()
+        }
+    }
+
+    /// Marks `chunk` touched, and says whether it was untouched (so nothing in it was ever
+    /// written: it reads as zero and may be overwritten with zeros).
+    fn touch(&mut self, chunk: u64) -> bool {
+        if chunk < self.first || chunk * ZERO_CHUNK >= self.len {
+            return false;
+        }
+        let bit = (chunk - self.first) as usize;
+        if self.touched.len() <= bit / 64 {
+            self.touched.resize(bit / 64 + 1, 0);
+        }
+        let word = &mut self.touched[bit / 64];
+        let fresh = *word & (1 << (bit % 64)) == 0;
+        *word |= 1 << (bit % 64);
+        fresh
+    }
+
+    fn set_len(&mut self, len: u64) {
+        if len > self.len {
+            self.off = false;
+        }
+        // Chunks wholly cut off are holes again; one cut in part keeps what it holds.
+        let kept = len.div_ceil(ZERO_CHUNK).saturating_sub(self.first) as usize;
+        for bit in kept..self.touched.len() * 64 {
+            self.touched[bit / 64] &= !(1 << (bit % 64));
+        }
+        self.len = len;
+    }
 }
 
 impl WatchedFile {
@@ -129,43 +176,34 @@ impl WatchedFile {
         Ok(WatchedFile {
             inner: FileBackend::new(file)?,
             health,
-            zeroed_to: Mutex::new(ZeroAhead {
-                from: len,
-                len,
-                off: false,
-            }),
+            grown: Mutex::new(Grown::new(len)),
         })
     }
 
-    /// Fills the never-written tail with zeros up to [`ZERO_AHEAD`] past a write ending at
-    /// `end`, before the write. Best effort: a failed fill costs nothing but the speed-up.
-    fn zero_ahead(&self, end: u64) {
-        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-        let mut tail = self
-            .zeroed_to
+    /// Before a write of `offset..end`: fills each chunk of the grown part it is the first
+    /// to touch, and the chunk after it, with zeros. Best effort: a failed fill costs only
+    /// the speed-up.
+    fn zero_ahead(&self, offset: u64, end: u64) {
+        static ZEROS: [u8; ZERO_CHUNK as usize] = [0; ZERO_CHUNK as usize];
+        let mut grown = self
+            .grown
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if end <= tail.from {
-            return;
-        }
-        // Zeros go only where nothing was written: from the tail's start, never past the
-        // file's length (the write itself may go past it, and then moves it).
-        let stop = if tail.off {
-            tail.from
-        } else {
-            tail.len.min(end + ZERO_AHEAD)
-        };
-        let mut at = tail.from;
-        while at < stop {
-            let n = (stop - at).min(ZEROS.len() as u64);
-            if self.inner.write(at, &ZEROS[..n as usize]).is_err() {
-                tail.off = true;
-                break;
+        // A write past the end grows the file itself.
+        grown.len = grown.len.max(end);
+        let last = end.div_ceil(ZERO_CHUNK);
+        let ahead = if grown.big { 0 } else { 1 };
+        for chunk in offset / ZERO_CHUNK..last + ahead {
+            if !grown.touch(chunk) {
+                continue;
             }
-            at += n;
+            grown.fresh += 1;
+            let at = chunk * ZERO_CHUNK;
+            let n = ZERO_CHUNK.min(grown.len - at) as usize;
+            if !grown.off && !grown.big && self.inner.write(at, &ZEROS[..n]).is_err() {
+                grown.off = true;
+            }
         }
-        tail.from = at.max(end);
-        tail.len = tail.len.max(end);
     }
 
     fn watch<T>(&self, result: Result<T, std::io::Error>) -> Result<T, std::io::Error> {
@@ -186,25 +224,29 @@ impl StorageBackend for WatchedFile {
     }
 
     fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-        let mut tail = self
-            .zeroed_to
+        let mut grown = self
+            .grown
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.watch(self.inner.set_len(len))?;
-        if len > tail.len {
-            tail.off = false;
-        }
-        tail.len = len;
-        tail.from = tail.from.min(len);
+        grown.set_len(len);
         Ok(())
     }
 
     fn sync_data(&self) -> Result<(), std::io::Error> {
+        {
+            let mut grown = self
+                .grown
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            grown.big = grown.fresh > 2;
+            grown.fresh = 0;
+        }
         self.watch(self.inner.sync_data())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-        self.zero_ahead(offset + data.len() as u64);
+        self.zero_ahead(offset, offset + data.len() as u64);
         self.watch(self.inner.write(offset, data))
     }
 
@@ -281,54 +323,87 @@ mod tests {
     }
 
     #[test]
-    fn a_write_into_the_grown_tail_zeroes_ahead_and_never_over_what_was_written() {
+    fn a_chunk_of_the_grown_part_is_zeroed_before_its_first_write_and_never_after() {
+        const C: u64 = ZERO_CHUNK;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("file");
         let file = open(&path);
-        file.set_len(4096).expect("grow");
-        file.write(0, &[1; 4096]).expect("write");
         // redb doubles its file as it grows; the new part is a hole.
         file.set_len(16 << 20).expect("grow");
-        file.write(8192, &[2; 4096]).expect("write past a gap");
+        file.write(8192, &[2; 4096]).expect("write");
         #[cfg(unix)]
         {
             let blocks = allocated(&path);
             assert!(
-                blocks >= 8192 + ZERO_AHEAD,
-                "the tail past the write is allocated ahead: {blocks} bytes"
+                blocks >= 2 * C,
+                "its chunk and the next are allocated: {blocks}"
             );
-            assert!(blocks < 4 << 20, "and only a little of it: {blocks} bytes");
+            assert!(blocks < 4 * C, "and no more: {blocks}");
         }
-        // Writes below, inside and just past the zeroed part keep every byte written.
-        file.write(4096, &[3; 4096]).expect("write in the gap");
-        file.write(ZERO_AHEAD, &[4; 4096])
-            .expect("write in the zeroed part");
-        file.write(3 * ZERO_AHEAD, &[5; 100])
+        file.write(4096, &[3; 4096]).expect("write beside it");
+        file.write(5 * C + 100, &[5; 100])
             .expect("write far past it");
-        assert_eq!(read(&file, 0, 4096), vec![1; 4096]);
-        assert_eq!(read(&file, 4096, 4096), vec![3; 4096]);
-        assert_eq!(read(&file, 8192, 4096), vec![2; 4096]);
-        assert_eq!(read(&file, ZERO_AHEAD, 4096), vec![4; 4096]);
-        assert_eq!(read(&file, 3 * ZERO_AHEAD, 100), vec![5; 100]);
-        assert_eq!(read(&file, 12288, 4096), vec![0; 4096]);
+        file.write(4 * C, &[4; 4096])
+            .expect("write in the chunk before that");
+        file.write(2 * C, &[9; 10])
+            .expect("write in a chunk zeroed ahead");
+        let check = |what: &str| {
+            assert_eq!(read(&file, 8192, 4096), vec![2; 4096], "{what}");
+            assert_eq!(read(&file, 4096, 4096), vec![3; 4096], "{what}");
+            assert_eq!(read(&file, 5 * C + 100, 100), vec![5; 100], "{what}");
+            assert_eq!(read(&file, 4 * C, 4096), vec![4; 4096], "{what}");
+            assert_eq!(read(&file, 2 * C, 10), vec![9; 10], "{what}");
+            assert_eq!(read(&file, 12288, 4096), vec![0; 4096], "{what}");
+        };
+        check("written");
         assert_eq!(
             file.len().expect("len"),
             16 << 20,
             "zeros never grow the file"
         );
 
-        // Shrunk and grown again: what was written below the new length stays.
-        file.set_len(2 * ZERO_AHEAD).expect("shrink");
+        // Shrunk into a chunk and grown again: what that chunk holds below the cut stays.
+        file.set_len(2 * C + 10).expect("shrink");
         file.set_len(16 << 20).expect("grow");
-        file.write(5 * ZERO_AHEAD, &[6; 10])
-            .expect("write past the old tail");
-        assert_eq!(read(&file, ZERO_AHEAD, 4096), vec![4; 4096]);
+        file.write(2 * C + 4096, &[6; 10])
+            .expect("write in the cut chunk");
+        file.write(5 * C, &[7; 10])
+            .expect("write in a chunk cut off");
+        assert_eq!(read(&file, 2 * C, 10), vec![9; 10]);
+        assert_eq!(read(&file, 2 * C + 4096, 10), vec![6; 10]);
         assert_eq!(
-            read(&file, 3 * ZERO_AHEAD, 100),
+            read(&file, 5 * C + 100, 100),
             vec![0; 100],
             "cut off by the shrink"
         );
-        assert_eq!(read(&file, 5 * ZERO_AHEAD, 10), vec![6; 10]);
+        assert_eq!(read(&file, 5 * C, 10), vec![7; 10]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn after_a_big_commit_nothing_is_zeroed_until_commits_are_small_again() {
+        const C: u64 = ZERO_CHUNK;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("file");
+        let file = open(&path);
+        file.set_len(64 << 20).expect("grow");
+        let page = [1u8; 4096];
+        // A group commit: pages in several new chunks.
+        for chunk in 0..4 {
+            file.write(chunk * 4 * C, &page).expect("write");
+        }
+        file.sync_data().expect("sync");
+        let before = allocated(&path);
+        file.write(100 * C, &page).expect("write");
+        let grown = allocated(&path) - before;
+        assert!(grown < C, "no zeros after a big commit: {grown}");
+        file.sync_data().expect("sync");
+        let before = allocated(&path);
+        file.write(200 * C, &page).expect("write");
+        let grown = allocated(&path) - before;
+        assert!(grown >= 2 * C, "zeros again after a small one: {grown}");
+        assert_eq!(read(&file, 100 * C, 4096), page.to_vec());
+        assert_eq!(read(&file, 200 * C, 4096), page.to_vec());
     }
 
     #[test]
@@ -342,12 +417,13 @@ mod tests {
         }
         let file = open(&path);
         // Everything below the length found at open may hold data, holes or not.
-        file.write(0, &[8; 4096]).expect("write");
+        file.write((512 << 10) + 8192, &[8; 4096])
+            .expect("write beside it");
         file.set_len(4 << 20).expect("grow");
         file.write(2 << 20, &[9; 4096])
             .expect("write in the new tail");
         assert_eq!(read(&file, 512 << 10, 4096), vec![7; 4096]);
-        assert_eq!(read(&file, 0, 4096), vec![8; 4096]);
+        assert_eq!(read(&file, (512 << 10) + 8192, 4096), vec![8; 4096]);
         assert_eq!(read(&file, 2 << 20, 4096), vec![9; 4096]);
     }
 }
