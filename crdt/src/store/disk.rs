@@ -198,6 +198,8 @@ impl WatchedFile {
                 continue;
             }
             grown.fresh += 1;
+            // A big write (a group, a bulk copy) shows itself before its sync.
+            grown.big |= grown.fresh > 2;
             let at = chunk * ZERO_CHUNK;
             let n = ZERO_CHUNK.min(grown.len - at) as usize;
             if !grown.off && !grown.big && self.inner.write(at, &ZEROS[..n]).is_err() {
