@@ -532,7 +532,7 @@ mod tests {
                         shadow.resize(len as usize, 0);
                     }
                     1..=3 => file.sync_data().expect("sync"),
-                    2 => {
+                    4 => {
                         drop(file);
                         file = open(&path);
                     }
