@@ -1023,7 +1023,9 @@ impl Driver {
         info.bytes_received += received;
     }
 
-    fn record(&self, peer: PeerId, session: &Session, heard: bool) {
+    /// Notes how the session with `peer` stands; `synced`: a collection came in sync since
+    /// the last refusal.
+    fn record(&self, peer: PeerId, session: &Session, heard: bool, synced: bool) {
         let mut table = self
             .peers
             .lock()
@@ -1053,8 +1055,9 @@ impl Driver {
                 }
             })
             .collect();
-        // A session in sync with every collection makes an older error history.
-        if !info.sync.is_empty() && info.sync.iter().all(|s| s.state == SyncPhase::InSync) {
+        // Coming in sync with every collection after an error makes the error history.
+        if synced && !info.sync.is_empty() && info.sync.iter().all(|s| s.state == SyncPhase::InSync)
+        {
             info.last_error = None;
         }
         let traffic = session.traffic();
@@ -1211,6 +1214,9 @@ impl Driver {
         // Tell the peer where the other members are: at the start, when what may be
         // synced or who is connected changed, and at each timeout.
         let mut introduce = true;
+        // A collection came in sync since the last refusal: only that makes the last error
+        // history (a refusal while every collection is in sync stays on show).
+        let mut synced = false;
         loop {
             if std::mem::take(&mut introduce) {
                 session.introduce(&store, &|member| self.addresses_of(member));
@@ -1242,10 +1248,12 @@ impl Driver {
                         Event::Refused(reason) => {
                             tracing::warn!(peer = %did, %reason, "refused from peer");
                             self.note_error(peer, reason);
+                            synced = false;
                         }
-                        Event::InSync(_) => {}
+                        Event::InSync(_) => synced = true,
                         Event::JoinRefused { collection, reason } => {
                             tracing::warn!(peer = %did, %collection, %reason, "the owner refused our invite");
+                            synced = false;
                             self.note_error(
                                 peer,
                                 format!("invite to {collection} refused: {reason}"),
@@ -1260,7 +1268,7 @@ impl Driver {
                 }
             }
             writer.flush().await.context("sending")?;
-            self.record(peer, &session, false);
+            self.record(peer, &session, false, std::mem::take(&mut synced));
             let wake = session
                 .poll_timeout()
                 .map_or(Duration::from_secs(3600), |t| {
@@ -1300,7 +1308,7 @@ impl Driver {
                             .await
                             .map_err(|_| anyhow::anyhow!("the store closed"))?;
                     }
-                    self.record(peer, &session, true);
+                    self.record(peer, &session, true, false);
                 }
                 event = feed.recv() => {
                     let Some(events) = changes(event, &mut feed, &store, seen) else {
