@@ -317,6 +317,16 @@ pub(crate) fn probe(dir: &Path) -> Result<(), std::io::Error> {
 mod tests {
     use super::*;
 
+    /// The chunk, short.
+    const C: u64 = ZERO_CHUNK;
+
+    /// A folder of its own and a file path in it.
+    fn scratch() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("file");
+        (dir, path)
+    }
+
     fn open(path: &Path) -> WatchedFile {
         WatchedFile::open(path, Default::default()).expect("open")
     }
@@ -354,9 +364,7 @@ mod tests {
 
     #[test]
     fn a_chunk_of_the_grown_part_is_zeroed_before_its_first_write_and_never_after() {
-        const C: u64 = ZERO_CHUNK;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("file");
+        let (dir, path) = scratch();
         let file = open(&path);
         // redb doubles its file as it grows; the new part is a hole.
         file.set_len(16 << 20).expect("grow");
@@ -418,9 +426,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn after_a_big_commit_nothing_is_zeroed_until_commits_are_small_again() {
-        const C: u64 = ZERO_CHUNK;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("file");
+        let (dir, path) = scratch();
         if !counts_blocks(dir.path()) {
             return;
         }
@@ -447,9 +453,7 @@ mod tests {
 
     #[test]
     fn a_reopened_file_never_zeroes_what_it_holds() {
-        const C: u64 = ZERO_CHUNK;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("file");
+        let (_dir, path) = scratch();
         // A length that ends inside a chunk: the data in that chunk is kept.
         let len = 16 * C + 1000;
         {
@@ -476,9 +480,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn what_another_process_wrote_before_the_first_write_is_kept() {
-        const C: u64 = ZERO_CHUNK;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("file");
+        let (_dir, path) = scratch();
         let file = open(&path);
         // Until redb locks the file, another process may grow and write it.
         {
@@ -498,9 +500,7 @@ mod tests {
 
     #[test]
     fn a_write_past_the_end_is_kept_when_the_file_grows_again() {
-        const C: u64 = ZERO_CHUNK;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("file");
+        let (_dir, path) = scratch();
         let file = open(&path);
         file.set_len(C).expect("grow");
         file.write(3 * C + 8192, &[1; 100])
@@ -517,7 +517,6 @@ mod tests {
     #[test]
     fn every_byte_reads_as_last_written_through_random_resizes_writes_and_reopens() {
         use rand::{Rng, SeedableRng};
-        const C: u64 = ZERO_CHUNK;
         let dir = tempfile::tempdir().expect("tempdir");
         for seed in 0..8u64 {
             let path = dir.path().join(format!("file{seed}"));
