@@ -112,7 +112,7 @@ const ZERO_CHUNK: u64 = 1 << 16;
 #[derive(Debug, Default)]
 struct Grown {
     /// Chunks from this one on were added by `set_len` in this process; below it, the file
-    /// as found at open.
+    /// as found at its first resize or write.
     first: u64,
     /// One bit per chunk from `first`: written (or zeroed) since it was added.
     touched: Vec<u64>,
@@ -387,16 +387,13 @@ mod tests {
             .expect("write in the chunk zeroed ahead");
         file.write(2 * C, &[9; 10])
             .expect("write in a chunk of its own");
-        let check = |what: &str| {
-            assert_eq!(read(&file, 8192, 4096), vec![2; 4096], "{what}");
-            assert_eq!(read(&file, 4096, 4096), vec![3; 4096], "{what}");
-            assert_eq!(read(&file, 5 * C + 100, 100), vec![5; 100], "{what}");
-            assert_eq!(read(&file, 4 * C, 4096), vec![4; 4096], "{what}");
-            assert_eq!(read(&file, C + 10, 10), vec![8; 10], "{what}");
-            assert_eq!(read(&file, 2 * C, 10), vec![9; 10], "{what}");
-            assert_eq!(read(&file, 12288, 4096), vec![0; 4096], "{what}");
-        };
-        check("written");
+        assert_eq!(read(&file, 8192, 4096), vec![2; 4096]);
+        assert_eq!(read(&file, 4096, 4096), vec![3; 4096]);
+        assert_eq!(read(&file, 5 * C + 100, 100), vec![5; 100]);
+        assert_eq!(read(&file, 4 * C, 4096), vec![4; 4096]);
+        assert_eq!(read(&file, C + 10, 10), vec![8; 10]);
+        assert_eq!(read(&file, 2 * C, 10), vec![9; 10]);
+        assert_eq!(read(&file, 12288, 4096), vec![0; 4096]);
         assert_eq!(
             file.len().expect("len"),
             16 << 20,
