@@ -728,7 +728,8 @@ impl Drop for SmallDisk {
 #[test]
 fn a_full_disk_refuses_writes_clearly_and_writes_resume_when_space_returns() {
     let cli = TestCli::new();
-    let Some(disk) = SmallDisk::mount(&cli.data_dir(), 32) else {
+    // Room for the search indexes of what was acknowledged once the disk is freed again.
+    let Some(disk) = SmallDisk::mount(&cli.data_dir(), 64) else {
         return;
     };
     cli.init();
