@@ -10,7 +10,7 @@
 //! the order of writing). Only memories that came earlier count, so adding memories at the
 //! end of a conversation never changes the context of those already indexed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use mnemon_crdt::{MemoryId, StoreReader};
 
@@ -65,15 +65,27 @@ impl Timeline {
         let Some(&(collection, created)) = self.place.get(&id) else {
             return Vec::new();
         };
+        self.just_before((collection, created, id), &HashSet::new())
+            .map(|(_, _, earlier)| earlier)
+            .collect()
+    }
+
+    /// The places just before `at` in its collection, nearest first, less those of `skip`.
+    fn just_before<'a>(
+        &'a self,
+        at: (u128, i64, u128),
+        skip: &'a HashSet<u128>,
+    ) -> impl Iterator<Item = (u128, i64, u128)> + 'a {
+        let (collection, created, _) = at;
         self.order
-            .range(..(collection, created, id))
+            .range(..at)
             .rev()
-            .take_while(|(c, t, _)| {
+            .filter(|(_, _, id)| !skip.contains(id))
+            .take_while(move |(c, t, _)| {
                 *c == collection && created.saturating_sub(*t) <= CONTEXT_SPAN_MS
             })
             .take(CONTEXT_MEMORIES)
-            .map(|(_, _, earlier)| *earlier)
-            .collect()
+            .copied()
     }
 
     /// The memories whose context holds `id` (those just after it): they are indexed
@@ -94,6 +106,58 @@ impl Timeline {
     }
 }
 
+/// The timeline as it will be once a batch of changes is in, read without changing it (a
+/// batch is made ready while searches read the index, and put in briefly after).
+#[derive(Debug)]
+pub(crate) struct Patched<'a> {
+    base: &'a Timeline,
+    /// The batch's memories at their new places.
+    patch: Timeline,
+    /// Those whose place in `base` no longer holds: moved by the batch, or gone.
+    moved: HashSet<u128>,
+}
+
+impl<'a> Patched<'a> {
+    /// `base` with `placed` (id, collection, created) set and `removed` gone.
+    pub(crate) fn new(
+        base: &'a Timeline,
+        placed: impl IntoIterator<Item = (u128, u128, i64)>,
+        removed: impl IntoIterator<Item = u128>,
+    ) -> Patched<'a> {
+        let mut patch = Timeline::default();
+        let mut moved: HashSet<u128> = removed.into_iter().collect();
+        for (id, collection, created) in placed {
+            patch.set(id, collection, created);
+            moved.insert(id);
+        }
+        Patched { base, patch, moved }
+    }
+
+    /// [`Timeline::before`], as it will read.
+    pub(crate) fn before(&self, id: u128) -> Vec<u128> {
+        let place = match self.patch.place.get(&id) {
+            Some(place) => place,
+            None if self.moved.contains(&id) => return Vec::new(),
+            None => match self.base.place.get(&id) {
+                Some(place) => place,
+                None => return Vec::new(),
+            },
+        };
+        let at = (place.0, place.1, id);
+        let none = HashSet::new();
+        let mut near: Vec<(u128, i64, u128)> = self
+            .base
+            .just_before(at, &self.moved)
+            .chain(self.patch.just_before(at, &none))
+            .collect();
+        near.sort_unstable_by(|a, b| b.cmp(a));
+        near.into_iter()
+            .take(CONTEXT_MEMORIES)
+            .map(|(_, _, earlier)| earlier)
+            .collect()
+    }
+}
+
 /// A short memory's context: the memories just before it, and their texts, oldest first,
 /// each cut to a few hundred characters. Empty when it has none or is not short.
 #[derive(Debug, Default)]
@@ -102,11 +166,12 @@ pub(crate) struct Context {
     pub(crate) text: String,
 }
 
-/// The context of a memory. `known` holds memories already read (the batch being indexed).
+/// The context of a memory of `content`, of the memories just `before` it (nearest first,
+/// as [`Timeline::before`] gives them). `known` holds memories already read (the batch
+/// being indexed).
 pub(crate) fn context_of(
-    timeline: &Timeline,
+    before: Vec<u128>,
     store: &StoreReader,
-    id: MemoryId,
     content: &str,
     known: &HashMap<u128, &str>,
 ) -> Result<Context, SearchError> {
@@ -115,7 +180,7 @@ pub(crate) fn context_of(
     }
     let mut parts = Vec::new();
     let mut ids = Vec::new();
-    for earlier in timeline.before(id.to_u128()).into_iter().rev() {
+    for earlier in before.into_iter().rev() {
         let text = match known.get(&earlier) {
             Some(text) => (*text).to_owned(),
             None => match store.get(MemoryId::from_u128(earlier)) {
@@ -172,5 +237,62 @@ mod tests {
         t.set(11, 9, i64::MAX);
         assert_eq!(t.before(11), Vec::<u128>::new());
         assert_eq!(t.after(10), Vec::<u128>::new());
+    }
+
+    /// A timeline patched with a batch reads as the timeline with the batch applied, for
+    /// every memory, over random timelines and batches (a small xorshift for the dice).
+    #[test]
+    fn a_patched_timeline_reads_as_the_timeline_after_its_batch() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut roll = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for _ in 0..300 {
+            let mut base = Timeline::default();
+            // Few collections and times close together, so contexts overlap and tie.
+            let place = |roll: &mut dyn FnMut(u64) -> u64| {
+                (roll(3) as u128, roll(6) as i64 * CONTEXT_SPAN_MS / 3)
+            };
+            for id in 0..roll(20) as u128 {
+                let (c, t) = place(&mut roll);
+                base.set(id, c, t);
+            }
+            let mut placed = Vec::new();
+            let mut removed = Vec::new();
+            for _ in 0..roll(8) {
+                let id = roll(26) as u128;
+                if roll(3) == 0 {
+                    removed.push(id);
+                } else {
+                    let (c, t) = place(&mut roll);
+                    placed.push((id, c, t));
+                }
+            }
+            // A batch places what it read last; what it removed is not read again.
+            placed.retain(|(id, _, _)| !removed.contains(id));
+            let mut last = HashMap::new();
+            for (id, c, t) in &placed {
+                last.insert(*id, (*c, *t));
+            }
+            let placed: Vec<(u128, u128, i64)> =
+                last.iter().map(|(id, (c, t))| (*id, *c, *t)).collect();
+            let patched = Patched::new(&base, placed.iter().copied(), removed.iter().copied());
+            let mut after = Timeline {
+                order: base.order.clone(),
+                place: base.place.clone(),
+            };
+            for id in &removed {
+                after.remove(*id);
+            }
+            for (id, c, t) in &placed {
+                after.set(*id, *c, *t);
+            }
+            for id in 0..26 {
+                assert_eq!(patched.before(id), after.before(id), "memory {id}");
+            }
+        }
     }
 }

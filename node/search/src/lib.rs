@@ -298,36 +298,230 @@ pub struct SearchIndex {
     saves_written: Arc<std::sync::Mutex<u64>>,
     /// Whether a background thread seals the vector index (see [`SearchIndex::seal_job`]).
     background_seal: bool,
-    /// Vectors made ahead without the index held ([`SearchIndex::embedding_ahead`]), by
-    /// text: the batch that embeds those texts takes them instead of embedding again.
-    ahead: std::sync::Mutex<HashMap<String, Vec<f32>>>,
-    /// Whether the last embedding ahead failed (the next batch embeds, and reports why).
-    ahead_failed: std::sync::atomic::AtomicBool,
-    /// Whether the caller embeds ahead ([`SearchIndex::embed_ahead`]): a vector batch under
-    /// a deadline then waits for its vectors to be made, rather than embed with the index
-    /// held.
-    embeds_ahead: bool,
+    /// Counts the changes to what a [`Batch`] is made ready from (the timeline, the
+    /// positions, the refresh owed): a batch is put in only at the generation it was
+    /// made at.
+    generation: u64,
 }
 
-/// The texts the vector index's next batch will embed, and the embedder: run without the
-/// index held (see [`SearchIndex::embedding_ahead`]).
-#[derive(Debug)]
-pub struct EmbedAhead {
-    embedder: Arc<dyn Embedder>,
-    texts: Vec<String>,
+/// How the owner of a [`SearchIndex`] lets the indexer hold it: for reading while a batch of
+/// changes is made ready (searches go on meanwhile), and for writing only to put it in.
+pub trait Hold {
+    /// What holding the index can fail with.
+    type Error;
+    /// The error for a failure of the index's own.
+    fn fail(e: SearchError) -> Self::Error;
+    /// Runs `f` with the index held for reading.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&SearchIndex) -> Result<T, SearchError>,
+    ) -> Result<T, Self::Error>;
+    /// Runs `f` with the index held for writing.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut SearchIndex) -> Result<T, SearchError>,
+    ) -> Result<T, Self::Error>;
 }
 
-/// Vectors made by [`EmbedAhead::run`], for [`SearchIndex::offer_embeddings`].
-#[derive(Debug)]
-pub struct Embedded(Vec<(String, Vec<f32>)>);
-
-impl EmbedAhead {
-    /// Embeds the texts (the slow part of indexing with a model of meaning).
-    pub fn run(self) -> Result<Embedded, SearchError> {
-        let refs: Vec<&str> = self.texts.iter().map(String::as_str).collect();
-        let vectors = embed::embed_checked(&*self.embedder, &refs)?;
-        Ok(Embedded(self.texts.into_iter().zip(vectors).collect()))
+/// An index borrowed whole (its one user holds it throughout).
+impl Hold for std::sync::Mutex<&mut SearchIndex> {
+    type Error = SearchError;
+    fn fail(e: SearchError) -> SearchError {
+        e
     }
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&SearchIndex) -> Result<T, SearchError>,
+    ) -> Result<T, SearchError> {
+        f(&self
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut SearchIndex) -> Result<T, SearchError>,
+    ) -> Result<T, SearchError> {
+        f(&mut self
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+/// A batch of the change log made ready for the indexes without holding them for writing:
+/// its memories read, their contexts taken as they will be once it is in, and (after
+/// [`Batch::embed`]) their vectors made. [`SearchIndex::install`] puts it in only where the
+/// index still is (same position, same generation).
+#[derive(Debug)]
+struct Batch {
+    part: Part,
+    start: u64,
+    generation: u64,
+    /// Its last change; none for a batch of memories owed a new context only.
+    last: Option<u64>,
+    changes: usize,
+    /// In the order the index takes them.
+    steps: Vec<Step>,
+    seen: HashSet<MemoryId>,
+    memories: Vec<Memory>,
+    contexts: Vec<context::Context>,
+    /// The texts to embed, and how many of them are each memory's.
+    texts: Vec<String>,
+    counts: Vec<usize>,
+    vectors: Option<Vec<Vec<f32>>>,
+    embedder: Arc<dyn Embedder>,
+}
+
+/// One memory's change in a [`Batch`].
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// Deleted in the log.
+    Deleted(MemoryId),
+    /// Read: the batch's memory at this place.
+    Read(usize),
+    /// Changed in the log but gone from the store since (its delete is further on).
+    Gone(MemoryId),
+}
+
+/// What putting a batch in did.
+#[derive(Debug, Clone, Copy)]
+struct Done {
+    changes: usize,
+    last: Option<u64>,
+}
+
+impl Batch {
+    /// Makes its vectors (the slow part of indexing), without the index held.
+    fn embed(mut self) -> Result<Batch, SearchError> {
+        if self.part.vectors() && self.vectors.is_none() {
+            let texts: Vec<&str> = self.texts.iter().map(String::as_str).collect();
+            self.vectors = Some(if texts.is_empty() {
+                Vec::new()
+            } else {
+                embed::embed_checked(&*self.embedder, &texts)?
+            });
+        }
+        Ok(self)
+    }
+}
+
+/// One bounded step of the indexer: applies the store's changes to both indexes until
+/// `deadline` (at least one batch each if any is pending), each batch made ready with the
+/// index held for reading and embedded without it held, then put in with it held for
+/// writing (briefly: searches wait only for that). Returns how many changes it applied.
+/// The keyword index moves on even when the vectors cannot (the embedder is unreachable,
+/// say): the vectors' error is returned after it did.
+pub fn step<H: Hold>(held: &H, store: &StoreReader, deadline: Instant) -> Result<usize, H::Error> {
+    let (words, vectors, both) = held.read(|index| {
+        // The vectors wait while the recent segment waits for the sealer.
+        let vectors = !index.vectors.is_full();
+        // The words wait while a commit runs apart from the index (a delete's purge): they
+        // would wait for it with the index held, and searches with them.
+        let words = !index.keyword_committing();
+        // Both in one pass shares the reads; but a model of meaning embeds apart, after
+        // the words, so the words never wait for its slow batches.
+        let both = words
+            && vectors
+            && index.keyword_staged == index.vector_seq
+            && !index.searches_meaning();
+        Ok((words, vectors, both))
+    })?;
+    let mut applied = 0;
+    let mut vectors_failed = None;
+    if both {
+        match run(held, store, Part::Both, Some(deadline), &mut |_| {}) {
+            Ok(n) => applied += n,
+            Err(e) => vectors_failed = Some(e),
+        }
+    }
+    if words {
+        applied += run(held, store, Part::Keyword, Some(deadline), &mut |_| {})?;
+    }
+    if vectors && vectors_failed.is_none() {
+        match run(held, store, Part::Vectors, Some(deadline), &mut |_| {}) {
+            Ok(n) => applied += n,
+            Err(e) => vectors_failed = Some(e),
+        }
+    }
+    match vectors_failed {
+        Some(e) => Err(e),
+        None => Ok(applied),
+    }
+}
+
+/// Moves the vector index on until `deadline` (at least one batch), held as [`step`] holds
+/// it; nothing while the vectors wait for the sealer. Returns how many changes it applied.
+pub fn step_vectors<H: Hold>(
+    held: &H,
+    store: &StoreReader,
+    deadline: Instant,
+) -> Result<usize, H::Error> {
+    if held.read(|index| Ok(index.vectors.is_full()))? {
+        return Ok(0);
+    }
+    run(held, store, Part::Vectors, Some(deadline), &mut |_| {})
+}
+
+/// Applies the store's changes to `part` in batches, until `deadline` if one is given (at
+/// least one batch, however late, so a deadline never starves the index), reporting
+/// progress after every batch. Returns how many changes it applied.
+fn run<H: Hold>(
+    held: &H,
+    store: &StoreReader,
+    part: Part,
+    deadline: Option<Instant>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<usize, H::Error> {
+    let start = held.read(|index| Ok(index.position(part)))?;
+    let last_seq = store.last_seq().map_err(|e| H::fail(e.into()))?;
+    // Re-embedding is slow: small batches keep progress and deadlines fine-grained. So do
+    // words under a deadline.
+    let size = if part == Part::Keyword && deadline.is_none() {
+        CATCH_UP_BATCH
+    } else {
+        EMBED_BATCH
+    };
+    let mut applied = 0;
+    loop {
+        if applied > 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let Some(ready) = held.read(|index| index.prepare(store, part, size))? else {
+            break;
+        };
+        let ready = ready.embed().map_err(H::fail)?;
+        let done = match held.write(|index| index.install(store, ready))? {
+            Some(done) => done,
+            // The index moved meanwhile (a delete forgotten at once): again, held throughout.
+            None => {
+                let again = held.write(|index| match index.prepare(store, part, size)? {
+                    Some(ready) => index.install(store, ready),
+                    None => Ok(None),
+                })?;
+                match again {
+                    Some(done) => done,
+                    None => break,
+                }
+            }
+        };
+        applied += done.changes;
+        if let Some(last) = done.last {
+            progress(Progress {
+                start,
+                done: last,
+                last: last_seq.max(last),
+            });
+        }
+    }
+    if part.vectors() && applied > 0 {
+        held.write(|index| {
+            // What the last batches left unsaved.
+            if !index.defer_commits && index.last_vector_save.elapsed() >= SAVE_EVERY {
+                index.save_vectors()?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(applied)
 }
 
 /// A keyword commit to run apart from the index (see [`SearchIndex::keyword_commit_job`]).
@@ -519,9 +713,7 @@ impl SearchIndex {
             saves_taken: 0,
             saves_written: Arc::new(std::sync::Mutex::new(0)),
             background_seal: false,
-            ahead: std::sync::Mutex::new(HashMap::new()),
-            ahead_failed: std::sync::atomic::AtomicBool::new(false),
-            embeds_ahead: false,
+            generation: 0,
         };
         let keyword_seq = index.keyword.committed_seq();
         let keyword_ok = !fresh_keyword && keyword_seq <= last;
@@ -551,6 +743,7 @@ impl SearchIndex {
     /// Drops both indexes and indexes every memory in the store again.
     pub fn rebuild(&mut self, store: &StoreReader) -> Result<usize, SearchError> {
         let seq = store.last_seq()?;
+        self.generation += 1;
         self.keyword.clear()?;
         self.vectors = VectorIndex::new(self.embedder.model_id(), self.embedder.dimension());
         self.meta.clear();
@@ -599,40 +792,9 @@ impl SearchIndex {
         Ok(applied)
     }
 
-    /// One bounded step of the indexer: applies the store's changes to both indexes until
-    /// `deadline` (at least one batch each if any is pending). Returns how many changes it
-    /// applied.
-    /// The keyword index moves on even when the vectors cannot (the embedder is
-    /// unreachable, say): the vectors' error is returned after it did.
+    /// One bounded step of the indexer, with the index held throughout (see [`step`]).
     pub fn step(&mut self, store: &StoreReader, deadline: Instant) -> Result<usize, SearchError> {
-        let mut applied = 0;
-        let mut vectors_failed = None;
-        // The vectors wait while the recent segment waits for the sealer.
-        let vectors = !self.vectors.is_full();
-        // The words wait while a commit runs apart from the index (a delete's purge): they
-        // would wait for it with the index held, and searches with them.
-        let words = !self.keyword_committing();
-        // Both in one pass shares the reads; but a model of meaning embeds apart, after
-        // the words, so its batches can be embedded ahead (see `embedding_ahead`).
-        if words && vectors && self.keyword_staged == self.vector_seq && !self.searches_meaning() {
-            match self.apply(store, Part::Both, Some(deadline), &mut |_| {}) {
-                Ok(n) => applied += n,
-                Err(e) => vectors_failed = Some(e),
-            }
-        }
-        if words {
-            applied += self.apply(store, Part::Keyword, Some(deadline), &mut |_| {})?;
-        }
-        if vectors && vectors_failed.is_none() {
-            match self.apply(store, Part::Vectors, Some(deadline), &mut |_| {}) {
-                Ok(n) => applied += n,
-                Err(e) => vectors_failed = Some(e),
-            }
-        }
-        match vectors_failed {
-            Some(e) => Err(e),
-            None => Ok(applied),
-        }
+        step(&std::sync::Mutex::new(self), store, deadline)
     }
 
     /// Whether a keyword commit runs apart from the index now: [`SearchIndex::step`]
@@ -684,112 +846,163 @@ impl SearchIndex {
         deadline: Option<Instant>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<usize, SearchError> {
-        let start = match part {
+        run(
+            &std::sync::Mutex::new(self),
+            store,
+            part,
+            deadline,
+            progress,
+        )
+    }
+
+    /// The change-log position `part` has been given.
+    fn position(&self, part: Part) -> u64 {
+        match part {
             Part::Keyword => self.keyword_staged,
             Part::Vectors | Part::Both => self.vector_seq,
-        };
-        let last_seq = store.last_seq()?;
-        // Re-embedding is slow: small batches keep progress and deadlines fine-grained.
-        // So do words under a deadline: the index is held for a whole batch, and
-        // searches wait meanwhile.
-        let batch = if part == Part::Keyword && deadline.is_none() {
-            CATCH_UP_BATCH
-        } else {
-            EMBED_BATCH
-        };
-        let mut seq = start;
-        let mut applied = 0;
-        loop {
-            // At least one batch, however late, so a deadline never starves the index.
-            if applied > 0 && deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
-            }
-            let events = store.changes_since(seq, batch)?;
-            if part == Part::Vectors
-                && !events.is_empty()
-                && deadline.is_some()
-                && self.waits_for_ahead()
-            {
-                break;
-            }
-            let Some(last) = events.last().map(|e| e.seq) else {
-                // Caught up with the log: what is still owed a new context follows.
-                if part.vectors() && !self.refresh[1].is_empty() {
-                    let memories = self.take_refresh(store, part, &HashSet::new())?;
-                    self.index_memories(store, &memories, part)?;
-                    self.vector_changes += 1;
-                    applied += 1;
-                    continue;
-                }
-                break;
-            };
-            let mut upsert: Vec<MemoryId> = Vec::new();
-            let mut deleted = false;
-            for (memory, kind) in latest_per_memory(&events) {
-                match kind {
-                    ChangeKind::Deleted => {
-                        self.forget(memory, part);
-                        deleted |= !self.purged_already(memory, part, true);
-                    }
-                    ChangeKind::Created | ChangeKind::Updated => upsert.push(memory),
-                }
-            }
-            let seen: HashSet<MemoryId> = events.iter().map(|e| e.memory).collect();
-            let mut memories = Vec::with_capacity(upsert.len());
-            for id in upsert {
-                match store.get(id) {
-                    Ok(memory) => {
-                        self.timeline_set(&memory);
-                        memories.push(memory);
-                    }
-                    Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {
-                        self.forget(id, part);
-                        // (Its delete is further on in the log: that is where it is let go.)
-                        deleted |= !self.purged_already(id, part, false);
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            memories.extend(self.take_refresh(store, part, &seen)?);
-            self.index_memories(store, &memories, part)?;
-            applied += events.len();
-            seq = last;
-            if part.keyword() {
-                self.keyword_staged = last;
-                self.keyword_purge |= deleted;
-                self.purged[0].retain(|_, at| *at > last);
-                if !self.defer_commits {
-                    self.commit_keyword()?;
-                }
-            }
+        }
+    }
 
-            if part.vectors() {
-                self.vector_seq = last;
-                self.vector_changes += 1;
-                self.vectors_forgot |= deleted;
-                self.purged[1].retain(|_, at| *at > last);
-                // Saving after every small batch would cost more than the batch: save
-                // deletes at once (forgetting must reach the disk), the rest every few
-                // seconds. (With deferred commits the caller saves.)
-                if !self.defer_commits && (deleted || self.last_vector_save.elapsed() >= SAVE_EVERY)
-                {
-                    self.save_vectors()?;
+    /// Makes the next batch of at most `size` changes for `part` ready, without changing
+    /// the index: reads its memories and takes their contexts as they will be once it is
+    /// in. `None` when there is nothing to do.
+    fn prepare(
+        &self,
+        store: &StoreReader,
+        part: Part,
+        size: usize,
+    ) -> Result<Option<Batch>, SearchError> {
+        let start = self.position(part);
+        let events = store.changes_since(start, size)?;
+        let mut batch = Batch {
+            part,
+            start,
+            generation: self.generation,
+            last: events.last().map(|e| e.seq),
+            changes: events.len(),
+            steps: Vec::new(),
+            seen: events.iter().map(|e| e.memory).collect(),
+            memories: Vec::new(),
+            contexts: Vec::new(),
+            texts: Vec::new(),
+            counts: Vec::new(),
+            vectors: None,
+            embedder: self.embedder.clone(),
+        };
+        if events.is_empty() {
+            // Caught up with the log: what is still owed a new context follows (read and
+            // embedded as it is put in: rare, and it depends on the timeline then).
+            if part.vectors() && !self.refresh[1].is_empty() {
+                batch.vectors = Some(Vec::new());
+                return Ok(Some(batch));
+            }
+            return Ok(None);
+        }
+        let mut upserts = Vec::new();
+        for (memory, kind) in latest_per_memory(&events) {
+            match kind {
+                ChangeKind::Deleted => batch.steps.push(Step::Deleted(memory)),
+                ChangeKind::Created | ChangeKind::Updated => upserts.push(memory),
+            }
+        }
+        for id in upserts {
+            match store.get(id) {
+                Ok(memory) => {
+                    batch.steps.push(Step::Read(batch.memories.len()));
+                    batch.memories.push(memory);
+                }
+                Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {
+                    batch.steps.push(Step::Gone(id));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let placed = batch.memories.iter().map(|m| {
+            (
+                m.id.to_u128(),
+                m.collection.to_u128(),
+                m.created_at.as_millis(),
+            )
+        });
+        let removed = batch.steps.iter().filter_map(|step| match step {
+            Step::Deleted(id) | Step::Gone(id) => Some(id.to_u128()),
+            Step::Read(_) => None,
+        });
+        let timeline = context::Patched::new(&self.timeline, placed, removed);
+        batch.contexts = contexts(store, &batch.memories, |id| timeline.before(id))?;
+        if part.vectors() {
+            (batch.texts, batch.counts) = texts_of(&batch.memories, &batch.contexts);
+        }
+        Ok(Some(batch))
+    }
+
+    /// Puts a batch made ready by [`SearchIndex::prepare`] in, embedding it first if that
+    /// was not done. `None`, and nothing changed, when the index has moved since it was
+    /// made ready (another batch, a delete forgotten at once): make it ready again.
+    fn install(&mut self, store: &StoreReader, batch: Batch) -> Result<Option<Done>, SearchError> {
+        let batch = batch.embed()?;
+        let part = batch.part;
+        if batch.generation != self.generation || batch.start != self.position(part) {
+            return Ok(None);
+        }
+        self.generation += 1;
+        let Some(last) = batch.last else {
+            let memories = self.take_refresh(store, part, &HashSet::new())?;
+            self.index_memories(store, &memories, part)?;
+            self.vector_changes += 1;
+            return Ok(Some(Done {
+                changes: 1,
+                last: None,
+            }));
+        };
+        let mut deleted = false;
+        for step in &batch.steps {
+            match *step {
+                Step::Deleted(id) => {
+                    self.forget(id, part);
+                    deleted |= !self.purged_already(id, part, true);
+                }
+                Step::Read(at) => self.timeline_set(&batch.memories[at]),
+                Step::Gone(id) => {
+                    self.forget(id, part);
+                    // (Its delete is further on in the log: that is where it is let go.)
+                    deleted |= !self.purged_already(id, part, false);
                 }
             }
-            progress(Progress {
-                start,
-                done: last,
-                last: last_seq.max(last),
-            });
         }
-        if part.vectors()
-            && applied > 0
-            && !self.defer_commits
-            && self.last_vector_save.elapsed() >= SAVE_EVERY
-        {
-            self.save_vectors()?;
+        let owed = self.take_refresh(store, part, &batch.seen)?;
+        self.index_memories(store, &owed, part)?;
+        self.put(
+            &batch.memories,
+            &batch.contexts,
+            &batch.counts,
+            batch.vectors.unwrap_or_default(),
+            part,
+        )?;
+        if part.keyword() {
+            self.keyword_staged = last;
+            self.keyword_purge |= deleted;
+            self.purged[0].retain(|_, at| *at > last);
+            if !self.defer_commits {
+                self.commit_keyword()?;
+            }
         }
-        Ok(applied)
+        if part.vectors() {
+            self.vector_seq = last;
+            self.vector_changes += 1;
+            self.vectors_forgot |= deleted;
+            self.purged[1].retain(|_, at| *at > last);
+            // Saving after every small batch would cost more than the batch: save deletes
+            // at once (forgetting must reach the disk), the rest every few seconds. (With
+            // deferred commits the caller saves.)
+            if !self.defer_commits && (deleted || self.last_vector_save.elapsed() >= SAVE_EVERY) {
+                self.save_vectors()?;
+            }
+        }
+        Ok(Some(Done {
+            changes: batch.changes,
+            last: Some(last),
+        }))
     }
 
     /// Removes `ids` from both indexes and rewrites their files without any deleted
@@ -802,6 +1015,7 @@ impl SearchIndex {
     /// [`SearchIndex::vector_save_job`] the vectors.
     pub fn forget_now(&mut self, store: &StoreReader, ids: &[MemoryId]) -> Result<(), SearchError> {
         // The rewrites are owed before anything here can fail (the followers are embedded).
+        self.generation += 1;
         self.vector_changes += 1;
         self.vectors_forgot = true;
         self.keyword_purge = true;
@@ -960,17 +1174,42 @@ impl SearchIndex {
         installed
     }
 
+    /// Indexes `memories` in `part` with the index held: their contexts, their vectors.
     fn index_memories(
         &mut self,
         store: &StoreReader,
         memories: &[Memory],
         part: Part,
     ) -> Result<(), SearchError> {
+        let contexts = contexts(store, memories, |id| self.timeline.before(id))?;
+        let (texts, counts) = if part.vectors() {
+            texts_of(memories, &contexts)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let vectors = if texts.is_empty() {
+            Vec::new()
+        } else {
+            embed::embed_checked(&*self.embedder, &texts)?
+        };
+        self.put(memories, &contexts, &counts, vectors, part)
+    }
+
+    /// Puts `memories` in `part`, with their `contexts` and (for the vectors) `vectors`,
+    /// `counts[i]` of them the `i`th memory's.
+    fn put(
+        &mut self,
+        memories: &[Memory],
+        contexts: &[context::Context],
+        counts: &[usize],
+        vectors: Vec<Vec<f32>>,
+        part: Part,
+    ) -> Result<(), SearchError> {
         // (A rebuild or a model change makes a new vector index: keep its sealing mode.)
         self.vectors.set_deferred_seal(self.background_seal);
-        let contexts = self.contexts(store, memories)?;
         if part.keyword() {
-            for (memory, context) in memories.iter().zip(&contexts) {
+            for (memory, context) in memories.iter().zip(contexts) {
                 let tags: Vec<&str> = memory.tags.iter().map(String::as_str).collect();
                 self.keyword.upsert(&KeywordDoc {
                     id: memory.id.to_u128(),
@@ -989,12 +1228,13 @@ impl SearchIndex {
         if !part.vectors() {
             return Ok(());
         }
-        let mut texts: Vec<String> = Vec::new();
-        let mut counts: Vec<usize> = Vec::new();
-        for (memory, context) in memories.iter().zip(&contexts) {
-            let start = texts.len();
-            texts.extend(vector_texts(memory, context));
-            counts.push(texts.len() - start);
+        if vectors.len() != counts.iter().sum::<usize>() {
+            return Err(SearchError::Embed(embed::EmbedError::Failed(
+                "the embedder returned fewer vectors than texts".into(),
+            )));
+        }
+        let mut vectors = vectors.into_iter();
+        for ((memory, context), count) in memories.iter().zip(contexts).zip(counts) {
             self.meta.insert(
                 memory.id.to_u128(),
                 DocMeta {
@@ -1006,133 +1246,10 @@ impl SearchIndex {
                     with_context: !context.text.is_empty(),
                 },
             );
-        }
-        let mut vectors = self.embed(texts)?.into_iter();
-        for (memory, count) in memories.iter().zip(counts) {
-            let chunk_vectors: Vec<Vec<f32>> = vectors.by_ref().take(count).collect();
+            let chunk_vectors: Vec<Vec<f32>> = vectors.by_ref().take(*count).collect();
             self.vectors.upsert(memory.id.to_u128(), chunk_vectors);
         }
         Ok(())
-    }
-
-    /// The context of each of `memories` (those among them count as written already).
-    fn contexts(
-        &self,
-        store: &StoreReader,
-        memories: &[Memory],
-    ) -> Result<Vec<context::Context>, SearchError> {
-        let known: HashMap<u128, &str> = memories
-            .iter()
-            .map(|m| (m.id.to_u128(), m.content.as_str()))
-            .collect();
-        memories
-            .iter()
-            .map(|m| context::context_of(&self.timeline, store, m.id, &m.content, &known))
-            .collect()
-    }
-
-    /// Vectors of `texts`, in order: those made ahead taken, the rest embedded now.
-    fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, SearchError> {
-        let mut made: Vec<Option<Vec<f32>>> = {
-            let mut ahead = self
-                .ahead
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let made = texts.iter().map(|text| ahead.remove(text)).collect();
-            // Made for this batch: what it did not take is of no later one.
-            ahead.clear();
-            self.ahead_failed
-                .store(false, std::sync::atomic::Ordering::Relaxed);
-            made
-        };
-        let missing: Vec<&str> = texts
-            .iter()
-            .zip(&made)
-            .filter(|(_, vector)| vector.is_none())
-            .map(|(text, _)| text.as_str())
-            .collect();
-        if !missing.is_empty() {
-            let mut embedded = embed::embed_checked(&*self.embedder, &missing)?.into_iter();
-            for slot in made.iter_mut().filter(|v| v.is_none()) {
-                *slot = embedded.next();
-            }
-        }
-        made.into_iter()
-            .map(|vector| {
-                vector.ok_or_else(|| {
-                    SearchError::Embed(embed::EmbedError::Failed(
-                        "the embedder returned fewer vectors than texts".into(),
-                    ))
-                })
-            })
-            .collect()
-    }
-
-    /// The texts the vector index's next batch will embed, to embed without the index
-    /// held (a model of meaning takes most of a second for a batch, and searches would
-    /// wait meanwhile): [`EmbedAhead::run`], then [`SearchIndex::offer_embeddings`]. Only
-    /// for a model of meaning whose vectors lag the words (the words' batch has put the
-    /// memories in the timeline, so their contexts read as the batch will read them);
-    /// `None` otherwise. A text whose memory changes meanwhile is embedded again, then.
-    pub fn embedding_ahead(&self, store: &StoreReader) -> Result<Option<EmbedAhead>, SearchError> {
-        if !self.searches_meaning()
-            || self.vectors.is_full()
-            || self.vector_seq >= self.keyword_staged()
-        {
-            return Ok(None);
-        }
-        let events = store.changes_since(self.vector_seq, EMBED_BATCH)?;
-        let mut memories = Vec::new();
-        for (id, kind) in latest_per_memory(&events) {
-            if kind == ChangeKind::Deleted {
-                continue;
-            }
-            match store.get(id) {
-                Ok(memory) => memories.push(memory),
-                Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let texts: Vec<String> = memories
-            .iter()
-            .zip(self.contexts(store, &memories)?)
-            .flat_map(|(memory, context)| vector_texts(memory, &context))
-            .collect();
-        Ok((!texts.is_empty()).then(|| EmbedAhead {
-            embedder: self.embedder.clone(),
-            texts,
-        }))
-    }
-
-    /// Keeps vectors made ahead for the batch that embeds their texts (only the last
-    /// offer's). `None`: making them failed; the next batch embeds with the index held,
-    /// and its error says why.
-    pub fn offer_embeddings(&self, made: Option<Embedded>) {
-        let mut ahead = self
-            .ahead
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match made {
-            Some(made) => *ahead = made.0.into_iter().collect(),
-            None => {
-                ahead.clear();
-                self.ahead_failed
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Whether a vector batch is to wait for its vectors to be made ahead (see
-    /// [`SearchIndex::embed_ahead`]).
-    fn waits_for_ahead(&self) -> bool {
-        self.embeds_ahead
-            && self.searches_meaning()
-            && !self.ahead_failed.load(std::sync::atomic::Ordering::Relaxed)
-            && self
-                .ahead
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .is_empty()
     }
 
     /// Saves the vector index here and now.
@@ -1246,14 +1363,6 @@ impl SearchIndex {
     /// the index (a tantivy commit takes tens of milliseconds; searches go on meanwhile).
     pub fn defer_commits(&mut self, on: bool) {
         self.defer_commits = on;
-    }
-
-    /// Says that the caller embeds the next vector batch ahead, without the index held
-    /// ([`SearchIndex::embedding_ahead`]), before each step: with a model of meaning, a
-    /// vector batch under a deadline then runs only once its vectors are made (or making
-    /// them failed), so the index is never held for an embedding.
-    pub fn embed_ahead(&mut self, on: bool) {
-        self.embeds_ahead = on;
     }
 
     /// The keyword commit that is due, if any: run it with [`KeywordCommit::run`], then
@@ -1686,6 +1795,36 @@ fn latest_per_memory(events: &[ChangeEvent]) -> Vec<(MemoryId, ChangeKind)> {
 /// vectors of one memory stay bounded), and for a short memory with a context, it after
 /// what came just before it (a second vector; its own stays: notes jotted in a row need
 /// not be about one thing).
+/// The context of each of `memories` (those among them count as written already), of the
+/// memories `before` each gives (see [`context::Timeline::before`]).
+fn contexts(
+    store: &StoreReader,
+    memories: &[Memory],
+    before: impl Fn(u128) -> Vec<u128>,
+) -> Result<Vec<context::Context>, SearchError> {
+    let known: HashMap<u128, &str> = memories
+        .iter()
+        .map(|m| (m.id.to_u128(), m.content.as_str()))
+        .collect();
+    memories
+        .iter()
+        .map(|m| context::context_of(before(m.id.to_u128()), store, &m.content, &known))
+        .collect()
+}
+
+/// The texts the vector index embeds for `memories` with their `contexts`, and how many
+/// of them are each memory's.
+fn texts_of(memories: &[Memory], contexts: &[context::Context]) -> (Vec<String>, Vec<usize>) {
+    let mut texts = Vec::new();
+    let mut counts = Vec::with_capacity(memories.len());
+    for (memory, context) in memories.iter().zip(contexts) {
+        let start = texts.len();
+        texts.extend(vector_texts(memory, context));
+        counts.push(texts.len() - start);
+    }
+    (texts, counts)
+}
+
 fn vector_texts(memory: &Memory, context: &context::Context) -> Vec<String> {
     let mut texts: Vec<String> = chunks(&memory.content)
         .into_iter()
@@ -1864,92 +2003,118 @@ fn snippet_with(analyser: &mut TextAnalyzer, text: &str, stems: &[String]) -> St
 mod tests {
     use super::*;
 
-    /// The built-in embedder's vectors under another name, as a model of meaning, counting
-    /// the texts it embeds.
+    /// The built-in embedder's vectors under another name, as a model of meaning, that
+    /// once armed stops inside its next embedding until let go.
     #[derive(Debug, Default)]
-    struct Counted {
+    struct Gated {
         inner: embed::HashEmbedder,
-        texts: std::sync::atomic::AtomicUsize,
+        armed: std::sync::atomic::AtomicBool,
+        /// Met once the embedding has started, and once to let it go on.
+        gate: Option<Arc<std::sync::Barrier>>,
     }
 
-    impl Embedder for Counted {
+    impl Embedder for Gated {
         fn model_id(&self) -> &str {
-            "counted-meaning"
+            "gated-meaning"
         }
         fn dimension(&self) -> usize {
             self.inner.dimension()
         }
         fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, embed::EmbedError> {
-            self.texts
-                .fetch_add(texts.len(), std::sync::atomic::Ordering::Relaxed);
+            if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst)
+                && let Some(gate) = &self.gate
+            {
+                gate.wait();
+                gate.wait();
+            }
             self.inner.embed(texts)
         }
     }
 
+    /// The index behind a lock, as a service holds it.
+    impl Hold for std::sync::RwLock<SearchIndex> {
+        type Error = SearchError;
+        fn fail(e: SearchError) -> SearchError {
+            e
+        }
+        fn read<T>(
+            &self,
+            f: impl FnOnce(&SearchIndex) -> Result<T, SearchError>,
+        ) -> Result<T, SearchError> {
+            f(&self.read().expect("lock"))
+        }
+        fn write<T>(
+            &self,
+            f: impl FnOnce(&mut SearchIndex) -> Result<T, SearchError>,
+        ) -> Result<T, SearchError> {
+            f(&mut self.write().expect("lock"))
+        }
+    }
+
+    /// While a step embeds its batch, the index is not held at all: a writer (and so any
+    /// search) gets it at once. The batch is then put in as a step with the index held
+    /// throughout puts it: the same vectors, the same positions.
     #[test]
-    fn vectors_embedded_ahead_are_taken_by_their_batch_and_are_what_it_would_have_made() {
+    fn a_step_embeds_without_the_index_held_and_puts_in_what_a_held_step_would() {
         let mut store = mnemon_crdt::Store::open_in_memory(mnemon_identity::Keypair::generate())
             .expect("store");
-        let mut ids = Vec::new();
-        for i in 0..EMBED_BATCH + 40 {
-            let memory = store
+        let add = |store: &mut mnemon_crdt::Store, i: usize| {
+            store
                 .add(mnemon_crdt::NewMemory {
                     content: format!("note {i} on the garden, the kettle {} and tea", i % 7),
                     ..Default::default()
                 })
-                .expect("add");
-            ids.push(memory.id);
+                .expect("add")
+                .id
+        };
+        for i in 0..20 {
+            add(&mut store, i);
         }
         let reader = store.reader();
-        // Indexed by words (and the built-in embedder) first, then opened for another
-        // model: its vectors start empty and lag the words.
-        let open = |dir: &Path| {
-            SearchIndex::open(dir, Arc::new(embed::HashEmbedder::default()), &reader)
-                .expect("open with the built-in embedder");
-            let counted = Arc::new(Counted::default());
-            let mut index = SearchIndex::open_lagging(dir, counted.clone(), &reader).expect("open");
-            index.embed_ahead(true);
-            (index, counted)
-        };
-        let count = |c: &Counted| c.texts.load(std::sync::atomic::Ordering::Relaxed);
+        let gate = Arc::new(std::sync::Barrier::new(2));
+        let gated = Arc::new(Gated {
+            gate: Some(gate.clone()),
+            ..Gated::default()
+        });
         let (dir, plain_dir) = (
             tempfile::tempdir().expect("dir"),
             tempfile::tempdir().expect("dir"),
         );
-        let (mut index, counted) = open(dir.path());
-        let (mut plain, plain_counted) = open(plain_dir.path());
-        plain.embed_ahead(false);
-        // Nothing made ahead yet: a step under a deadline leaves the vectors alone.
-        let vectors_at = index.positions().1;
-        index
-            .step(&reader, Instant::now() + Duration::from_secs(5))
-            .expect("a step");
-        assert_eq!((index.positions().1, count(&counted)), (vectors_at, 0));
-        let ahead = index
-            .embedding_ahead(&reader)
-            .expect("ahead")
-            .expect("the vectors lag the words");
-        index.offer_embeddings(Some(ahead.run().expect("embedded")));
-        let embedded = count(&counted);
-        assert!(embedded > 0);
-        // A memory edited after its vectors were made: its new text is embedded.
+        let held = std::sync::RwLock::new(
+            SearchIndex::open(dir.path(), gated.clone(), &reader).expect("open"),
+        );
+        let mut plain =
+            SearchIndex::open(plain_dir.path(), Arc::new(Gated::default()), &reader).expect("open");
+        // New memories, one edited: a batch with contexts that follow one another.
+        let ids: Vec<MemoryId> = (20..40).map(|i| add(&mut store, i)).collect();
         store
             .edit(
-                ids[5],
+                ids[3],
                 &mnemon_crdt::MemoryEdit {
                     content: Some("a kettle of a different colour".into()),
                     ..Default::default()
                 },
             )
             .expect("edit");
-        // One batch each (the deadline is past: at least one batch).
-        for index in [&mut index, &mut plain] {
-            index
-                .catch_up_vectors(&reader, Some(Instant::now()), &mut |_| {})
-                .expect("a batch");
-        }
-        assert!(index.positions().1 > vectors_at, "the batch ran");
+        gated.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let applied = std::thread::scope(|scope| {
+            let stepping = scope.spawn(|| {
+                step(&held, &reader, Instant::now() + Duration::from_secs(30)).expect("a step")
+            });
+            gate.wait();
+            // Embedding: nobody holds the index.
+            let free = held.try_write().is_ok();
+            gate.wait();
+            assert!(free, "the index was held while the batch was embedded");
+            stepping.join().expect("the step")
+        });
+        assert!(applied > 0);
+        plain
+            .step(&reader, Instant::now() + Duration::from_secs(30))
+            .expect("a held step");
+        let index = held.into_inner().expect("lock");
         assert_eq!(index.positions(), plain.positions());
+        assert_eq!(index.positions().1, reader.last_seq().expect("seq"));
         let query = embed::HashEmbedder::default()
             .embed(&["kettle 3 tea colour"])
             .expect("query")
@@ -1957,25 +2122,41 @@ mod tests {
         let near = |index: &SearchIndex| {
             index
                 .vectors
-                .search(&query, 30, true, &|_| true, &|_, _| 1.0)
+                .search(&query, 60, true, &|_| true, &|_, _| 1.0)
         };
         assert_eq!(near(&index), near(&plain));
-        assert!(near(&index).iter().any(|h| h.memory == ids[5].to_u128()));
-        // The batch embedded only what was not made ahead: the edited memory's new text
-        // and the memories whose context it changed, as the plain index did beside all
-        // the rest.
-        let in_batch = count(&counted) - embedded;
-        assert!(
-            in_batch > 0 && in_batch < count(&plain_counted) / 10,
-            "{in_batch} embedded in the batch"
-        );
-        // Making them failed: the next batch embeds them itself.
-        index.offer_embeddings(None);
-        let before = count(&counted);
-        index
-            .catch_up_vectors(&reader, Some(Instant::now()), &mut |_| {})
+        assert!(near(&index).iter().any(|h| h.memory == ids[3].to_u128()));
+    }
+
+    /// A batch made ready before the index moved (a delete forgotten at once) is not put
+    /// in, and the next step makes it ready again: the deleted memory stays out.
+    #[test]
+    fn a_batch_made_ready_before_a_delete_is_not_put_in() {
+        let (mut store, ids, _dir, mut index) = indexed(&["a kettle", "a teapot"]);
+        let reader = store.reader();
+        let canary = store
+            .add(mnemon_crdt::NewMemory {
+                content: "the canary xq7c4f1d2e9b7".into(),
+                ..Default::default()
+            })
+            .expect("add")
+            .id;
+        let at = index.positions();
+        let ready = index
+            .prepare(&reader, Part::Both, EMBED_BATCH)
+            .expect("prepare")
             .expect("a batch");
-        assert!(count(&counted) > before);
+        assert!(ready.memories.iter().any(|m| m.id == canary));
+        store.remove(&[canary]).expect("remove");
+        index.forget_now(&reader, &[canary]).expect("forget");
+        assert!(index.install(&reader, ready).expect("install").is_none());
+        assert_eq!(index.positions(), at, "nothing put in");
+        index
+            .step(&reader, Instant::now() + Duration::from_secs(5))
+            .expect("step");
+        assert_eq!(index.positions().1, reader.last_seq().expect("seq"));
+        assert!(!index.meta.contains_key(&canary.to_u128()));
+        assert!(index.meta.contains_key(&ids[0].to_u128()));
     }
 
     /// A model that answers with a vector of the wrong length fails its batch, naming

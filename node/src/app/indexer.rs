@@ -135,7 +135,6 @@ impl Service {
             // The indexer thread commits the keyword index and saves the vectors itself,
             // off the lock.
             index.defer_commits(self.indexer.load(Ordering::Relaxed));
-            index.embed_ahead(self.indexer.load(Ordering::Relaxed));
             f(index).map_err(search_error)
         });
         let ms = held.elapsed().as_millis();
@@ -366,7 +365,6 @@ impl Service {
     /// index is committed at most once per [`KEYWORD_COMMIT_WINDOW`] (`committed`: when it
     /// last was), sooner for a search that waits for its writes or for a delete.
     pub(super) fn index_step(&self, committed: &mut Instant) -> Result<Next, ApiError> {
-        self.embed_ahead();
         let store = &self.store;
         let last = store.last_seq().map_err(store_error)?;
         if last > self.progress.get() {
@@ -374,8 +372,9 @@ impl Service {
             // A step that failed (the vectors, say) may still have given the keyword
             // index changes to commit.
             let window_over = committed.elapsed() >= KEYWORD_COMMIT_WINDOW;
-            let (mut seq, staged, commit, stepped, committing) = self.with_index(|index| {
-                let stepped = index.step(store, Instant::now() + INDEX_SLICE).err();
+            let stepped =
+                mnemon_search::step(&Held(self), store, Instant::now() + INDEX_SLICE).err();
+            let (mut seq, staged, commit, committing) = self.with_index(|index| {
                 let due = window_over
                     || index.keyword_purge_owed()
                     || self.progress.wanted() > index.positions().0;
@@ -389,7 +388,6 @@ impl Service {
                     index.positions().0,
                     index.keyword_staged(),
                     commit,
-                    stepped,
                     committing,
                 ))
             })?;
@@ -402,7 +400,7 @@ impl Service {
             }
             self.progress.set(seq);
             if let Some(e) = stepped {
-                return Err(search_error(e));
+                return Err(e);
             }
             let last = store.last_seq().map_err(store_error)?;
             if seq < last {
@@ -423,29 +421,12 @@ impl Service {
         Ok(if pending { Next::Busy } else { Next::Idle })
     }
 
-    /// With a model of meaning, embedding is most of a step (most of a second a batch):
-    /// the next batch's texts are embedded first without the index held, so searches go
-    /// on, and the step takes the vectors made (see [`SearchIndex::embedding_ahead`]).
-    fn embed_ahead(&self) {
-        let store = &self.store;
-        // A failure is the next batch's to report: it embeds with the index held.
-        let made = match self.with_index_read(|index| index.embedding_ahead(store)) {
-            Ok(None) => return,
-            Ok(Some(ahead)) => ahead.run().ok(),
-            Err(_) => None,
-        };
-        let _ = self.with_index_read(|index| {
-            index.offer_embeddings(made);
-            Ok(())
-        });
-    }
-
     /// Moves the vector index on for at most `slice`. Returns whether work remains that
     /// can be done now (not while the vectors wait for the sealer).
     fn vector_step(&self, slice: Duration) -> Result<bool, ApiError> {
         let store = &self.store;
-        self.with_index(|index| {
-            index.catch_up_vectors(store, Some(Instant::now() + slice), &mut |_| {})?;
+        mnemon_search::step_vectors(&Held(self), store, Instant::now() + slice)?;
+        self.with_index_read(|index| {
             Ok(index.positions().1 < store.last_seq()? && !index.vectors_full())
         })
     }
@@ -525,6 +506,29 @@ impl Service {
             Some(index) => index.save(),
             None => Ok(()),
         }
+    }
+}
+
+/// The service's search index as the indexer holds it: for reading while it makes a batch
+/// ready (searches go on meanwhile), for writing only to put the batch in.
+struct Held<'a>(&'a Service);
+
+impl mnemon_search::Hold for Held<'_> {
+    type Error = ApiError;
+    fn fail(e: SearchError) -> ApiError {
+        search_error(e)
+    }
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&SearchIndex) -> Result<T, SearchError>,
+    ) -> Result<T, ApiError> {
+        self.0.with_index_read(f)
+    }
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut SearchIndex) -> Result<T, SearchError>,
+    ) -> Result<T, ApiError> {
+        self.0.with_index(f)
     }
 }
 
