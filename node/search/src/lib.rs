@@ -362,7 +362,13 @@ struct Batch {
     /// In the order the index takes them.
     steps: Vec<Step>,
     seen: HashSet<MemoryId>,
+    /// The batch's memories, then those owed a new context in the vector index.
     memories: Vec<Memory>,
+    /// How many of `memories` are the batch's.
+    own: usize,
+    /// The memories owed a new context in the vector index this batch takes (read or
+    /// gone).
+    refreshed: Vec<u128>,
     contexts: Vec<context::Context>,
     /// The texts to embed, and how many of them are each memory's.
     texts: Vec<String>,
@@ -883,19 +889,16 @@ impl SearchIndex {
             steps: Vec::new(),
             seen: events.iter().map(|e| e.memory).collect(),
             memories: Vec::new(),
+            own: 0,
+            refreshed: Vec::new(),
             contexts: Vec::new(),
             texts: Vec::new(),
             counts: Vec::new(),
             vectors: None,
             embedder: self.embedder.clone(),
         };
-        if events.is_empty() {
-            // Caught up with the log: what is still owed a new context follows (read and
-            // embedded as it is put in: rare, and it depends on the timeline then).
-            if part.vectors() && !self.refresh[1].is_empty() {
-                batch.vectors = Some(Vec::new());
-                return Ok(Some(batch));
-            }
+        // Caught up with the log: what is still owed a new context follows.
+        if events.is_empty() && (!part.vectors() || self.refresh[1].is_empty()) {
             return Ok(None);
         }
         let mut upserts = Vec::new();
@@ -917,7 +920,27 @@ impl SearchIndex {
                 Err(e) => return Err(e.into()),
             }
         }
-        let placed = batch.memories.iter().map(|m| {
+        batch.own = batch.memories.len();
+        // The memories owed a new context in the vector index (a memory before them changed
+        // or went) come along: embedding them is as slow as the batch. (What this batch
+        // makes owed follows with the next one; the words take theirs as it is put in.)
+        if part.vectors() {
+            batch.refreshed = self.refresh[1]
+                .iter()
+                .copied()
+                .filter(|id| !batch.seen.contains(&MemoryId::from_u128(*id)))
+                .take(EMBED_BATCH)
+                .collect();
+            for &id in &batch.refreshed {
+                match store.get(MemoryId::from_u128(id)) {
+                    Ok(memory) => batch.memories.push(memory),
+                    // Gone: its delete is in the log, and forgets it.
+                    Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let placed = batch.memories[..batch.own].iter().map(|m| {
             (
                 m.id.to_u128(),
                 m.collection.to_u128(),
@@ -946,9 +969,24 @@ impl SearchIndex {
             return Ok(None);
         }
         self.generation += 1;
+        let own = batch.own;
+        let split = batch.counts.iter().take(own).sum::<usize>();
+        let mut vectors = batch.vectors.unwrap_or_default();
+        let refreshed_vectors = vectors.split_off(split.min(vectors.len()));
+        let refresh = |index: &mut SearchIndex| {
+            for id in &batch.refreshed {
+                index.refresh[1].remove(id);
+            }
+            index.put(
+                &batch.memories[own..],
+                &batch.contexts[own..],
+                batch.counts.get(own..).unwrap_or_default(),
+                refreshed_vectors,
+                Part::Vectors,
+            )
+        };
         let Some(last) = batch.last else {
-            let memories = self.take_refresh(store, part, &HashSet::new())?;
-            self.index_memories(store, &memories, part)?;
+            refresh(self)?;
             self.vector_changes += 1;
             return Ok(Some(Done {
                 changes: 1,
@@ -970,13 +1008,22 @@ impl SearchIndex {
                 }
             }
         }
-        let owed = self.take_refresh(store, part, &batch.seen)?;
-        self.index_memories(store, &owed, part)?;
+        // The batch's memories are put in with their contexts as they are now.
+        if part.vectors() {
+            for id in &batch.seen {
+                self.refresh[1].remove(&id.to_u128());
+            }
+        }
+        refresh(self)?;
+        if part.keyword() {
+            let owed = self.take_refresh(store, Part::Keyword, &batch.seen)?;
+            self.index_memories(store, &owed, Part::Keyword)?;
+        }
         self.put(
-            &batch.memories,
-            &batch.contexts,
-            &batch.counts,
-            batch.vectors.unwrap_or_default(),
+            &batch.memories[..own],
+            &batch.contexts[..own],
+            batch.counts.get(..own).unwrap_or_default(),
+            vectors,
             part,
         )?;
         if part.keyword() {
@@ -2031,26 +2078,6 @@ mod tests {
         }
     }
 
-    /// The index behind a lock, as a service holds it.
-    impl Hold for std::sync::RwLock<SearchIndex> {
-        type Error = SearchError;
-        fn fail(e: SearchError) -> SearchError {
-            e
-        }
-        fn read<T>(
-            &self,
-            f: impl FnOnce(&SearchIndex) -> Result<T, SearchError>,
-        ) -> Result<T, SearchError> {
-            f(&self.read().expect("lock"))
-        }
-        fn write<T>(
-            &self,
-            f: impl FnOnce(&mut SearchIndex) -> Result<T, SearchError>,
-        ) -> Result<T, SearchError> {
-            f(&mut self.write().expect("lock"))
-        }
-    }
-
     /// While a step embeds its batch, the index is not held at all: a writer (and so any
     /// search) gets it at once. The batch is then put in as a step with the index held
     /// throughout puts it: the same vectors, the same positions.
@@ -2058,10 +2085,16 @@ mod tests {
     fn a_step_embeds_without_the_index_held_and_puts_in_what_a_held_step_would() {
         let mut store = mnemon_crdt::Store::open_in_memory(mnemon_identity::Keypair::generate())
             .expect("store");
+        let now = Timestamp::now().as_millis();
         let add = |store: &mut mnemon_crdt::Store, i: usize| {
+            // The later ones in an order of their own within the last minute, before the
+            // first ones: each is context of memories indexed already, owed a new one.
+            let created = (i >= 20)
+                .then(|| Timestamp::from_millis(now - 60_000 + ((i as i64 * 7919) % 40) * 1000));
             store
                 .add(mnemon_crdt::NewMemory {
                     content: format!("note {i} on the garden, the kettle {} and tea", i % 7),
+                    created_at: created,
                     ..Default::default()
                 })
                 .expect("add")
@@ -2080,9 +2113,7 @@ mod tests {
             tempfile::tempdir().expect("dir"),
             tempfile::tempdir().expect("dir"),
         );
-        let held = std::sync::RwLock::new(
-            SearchIndex::open(dir.path(), gated.clone(), &reader).expect("open"),
-        );
+        let mut index = SearchIndex::open(dir.path(), gated.clone(), &reader).expect("open");
         let mut plain =
             SearchIndex::open(plain_dir.path(), Arc::new(Gated::default()), &reader).expect("open");
         // New memories, one edited: a batch with contexts that follow one another.
@@ -2097,13 +2128,14 @@ mod tests {
             )
             .expect("edit");
         gated.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let held = std::sync::Mutex::new(&mut index);
         let applied = std::thread::scope(|scope| {
             let stepping = scope.spawn(|| {
                 step(&held, &reader, Instant::now() + Duration::from_secs(30)).expect("a step")
             });
             gate.wait();
             // Embedding: nobody holds the index.
-            let free = held.try_write().is_ok();
+            let free = held.try_lock().is_ok();
             gate.wait();
             assert!(free, "the index was held while the batch was embedded");
             stepping.join().expect("the step")
@@ -2124,8 +2156,26 @@ mod tests {
                 .vectors
                 .search(&query, 60, true, &|_| true, &|_, _| 1.0)
         };
-        assert_eq!(near(&index), near(&plain));
-        assert!(near(&index).iter().any(|h| h.memory == ids[3].to_u128()));
+        assert_eq!(near(index), near(&plain));
+        assert!(near(index).iter().any(|h| h.memory == ids[3].to_u128()));
+        // Every memory with the context it has now, as a rebuild from the store gives it
+        // (those owed a new one were made ready with the next batch).
+        let rebuilt_dir = tempfile::tempdir().expect("dir");
+        let rebuilt = SearchIndex::open(rebuilt_dir.path(), Arc::new(Gated::default()), &reader)
+            .expect("rebuilt");
+        // (Sealed, as the rebuilt one is: the recent segment keeps its vectors in another
+        // precision.)
+        index.vectors.seal();
+        let all = |index: &SearchIndex| {
+            let mut hits: Vec<(u128, u32, i64)> = near(index)
+                .iter()
+                .map(|h| (h.memory, h.chunk, (h.similarity * 1e5).round() as i64))
+                .collect();
+            hits.sort_unstable();
+            hits
+        };
+        assert_eq!(all(index).len(), 40);
+        assert_eq!(all(index), all(&rebuilt));
     }
 
     /// A batch made ready before the index moved (a delete forgotten at once) is not put
