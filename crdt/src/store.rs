@@ -26,6 +26,7 @@ use crate::signed::{SignedChange, VerifiedChange, sign_change};
 
 mod conflict;
 mod disk;
+mod journal;
 mod share;
 mod snapshot;
 mod view;
@@ -313,6 +314,8 @@ pub struct Store {
     written_seq: u64,
     /// A vacuum after a grouped delete failed and is still owed.
     vacuum_due: bool,
+    /// The commit journal of the file at `path` (see `journal.rs`).
+    journal: Option<Arc<Mutex<journal::Journal>>>,
 }
 
 /// A transaction shared by several writes, committed once.
@@ -383,6 +386,16 @@ impl std::ops::Deref for Store {
     }
 }
 
+/// The store file at `path` as a database, through [`WatchedFile`] and its journal.
+fn open_file(
+    path: &Path,
+    health: &Arc<DiskHealth>,
+) -> Result<(Database, Arc<Mutex<journal::Journal>>), DatabaseError> {
+    let file = WatchedFile::open(path, health.clone())?;
+    let journal = file.journal();
+    Ok((builder().create_with_backend(file)?, journal))
+}
+
 fn builder() -> Builder {
     let mut builder = Builder::new();
     // A damaged file then fails to open with an error instead of being trusted.
@@ -402,10 +415,10 @@ impl Store {
             reason: e.to_string(),
         })?;
         let health = Arc::new(DiskHealth::default());
-        let db = WatchedFile::open(&path, health.clone())
-            .and_then(|file| builder().create_with_backend(file))
-            .map_err(|e| open_error(&path, e))?;
-        Store::init(db, Some(path), keypair, health)
+        let (db, journal) = open_file(&path, &health).map_err(|e| open_error(&path, e))?;
+        let mut store = Store::init(db, Some(path), keypair, health)?;
+        store.journal = Some(journal);
+        Ok(store)
     }
 
     /// Opens (or creates) a store on a custom redb storage backend (used by crash tests).
@@ -609,6 +622,7 @@ impl Store {
             group: None,
             written_seq: 0,
             vacuum_due: false,
+            journal: None,
         })
     }
 
@@ -1280,15 +1294,24 @@ impl Store {
         drop(copy);
         let io =
             |e: std::io::Error| StoreError::Storage(format!("vacuum of {}: {e}", path.display()));
+        // The old file, synced, lets its journals go before another file takes its name
+        // (and them); readers may still read it.
+        if let Some(journal) = &self.journal {
+            journal
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .detach()
+                .map_err(io)?;
+        }
         std::fs::rename(&tmp, &path).map_err(io)?;
         if let Some(dir) = path.parent() {
             std::fs::File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(io)?;
         }
-        let reopened = WatchedFile::open(&path, self.health.clone())
-            .and_then(|file| builder().create_with_backend(file))
+        let (reopened, journal) = open_file(&path, &self.health)
             .map_err(|e| StoreError::Storage(format!("reopening after vacuum: {e}")))?;
+        self.journal = Some(journal);
         // Readers still in a transaction on the old file finish there (it is unlinked, not
         // gone); new ones start on the new file.
         *self
@@ -1369,10 +1392,9 @@ impl Store {
         // The old handle goes first: it holds the file's lock.
         drop(old);
         self.health.reopened();
-        let opened = WatchedFile::open(path, self.health.clone())
-            .and_then(|file| builder().create_with_backend(file));
-        match opened {
-            Ok(db) => {
+        match open_file(path, &self.health) {
+            Ok((db, journal)) => {
+                self.journal = Some(journal);
                 *self
                     .reader
                     .db

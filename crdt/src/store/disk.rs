@@ -5,18 +5,19 @@
 //! shared [`DiskHealth`]; the writer thread then reopens the database at once (reads work
 //! again) and, while the disk refuses writes, probes it until a write succeeds again.
 //!
-//! It also writes zeros a little ahead into the part of the file redb has grown but not yet
-//! written ([`ZERO_CHUNK`]), so a commit's `fdatasync` seldom has to allocate blocks.
+//! Its commits are made durable by the commit journal beside it ([`super::journal`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
+
+use super::journal::{Backend, FileId, Journal};
 
 /// What the store's file did last, shared by the writer and every reader.
 #[derive(Debug, Default)]
@@ -84,89 +85,21 @@ impl DiskHealth {
     }
 }
 
-/// redb's `FileBackend` for the file at `path`, reporting every failure to `health`.
+/// redb's `FileBackend` for the file at `path`, reporting every failure to `health`, its
+/// commits made durable by the journal.
 #[derive(Debug)]
 pub(crate) struct WatchedFile {
-    inner: FileBackend,
-    health: std::sync::Arc<DiskHealth>,
-    /// The part of the file redb grew in this process, for [`ZERO_CHUNK`]; set up at the
-    /// first `set_len` or write, under redb's lock on the file (another process may write
-    /// the file until then).
-    grown: Mutex<Option<Grown>>,
-}
-
-/// The grain in which the part of the file redb grew is filled with zeros.
-///
-/// redb grows its file with `set_len`, which leaves a hole: the filesystem allocates blocks
-/// only when a commit first writes there, and then `fdatasync` must also write the file's
-/// block map (on ext4 without a journal, a second synchronous write; with one, a journal
-/// commit). A third of the single adds did that. So the first write into a chunk of the
-/// grown part first fills the whole chunk, and the next one, with zeros (as PostgreSQL
-/// zero-fills its log files): the commits after it find their blocks allocated. Big
-/// commits (groups of concurrent writes) fill new chunks themselves, and zeros would only
-/// double their writes: after a commit that took more than two new chunks, nothing is
-/// zeroed until commits are small again.
-const ZERO_CHUNK: u64 = 1 << 16;
-
-/// Which chunks of the grown part may hold data.
-#[derive(Debug, Default)]
-struct Grown {
-    /// Chunks from this one on were added by `set_len` in this process; below it, the file
-    /// as found at its first resize or write.
-    first: u64,
-    /// One bit per chunk from `first`: written (or zeroed) since it was added.
-    touched: Vec<u64>,
-    /// The file's length as last set.
-    len: u64,
-    /// A zero fill failed (a full disk, say): no zeros until the file grows again.
-    off: bool,
-    /// Chunks first touched since the last sync, and whether that was too many to help.
-    fresh: u64,
-    big: bool,
-}
-
-impl Grown {
-    fn new(len: u64) -> Grown {
-        Grown {
-            first: len.div_ceil(ZERO_CHUNK),
-            len,
-            ..Grown::default()
-        }
-    }
-
-    /// Marks `chunk` touched, and says whether it was untouched (so nothing in it was ever
-    /// written: it reads as zero and may be overwritten with zeros).
-    fn touch(&mut self, chunk: u64) -> bool {
-        if chunk < self.first || chunk * ZERO_CHUNK >= self.len {
-            return false;
-        }
-        let bit = (chunk - self.first) as usize;
-        if self.touched.len() <= bit / 64 {
-            self.touched.resize(bit / 64 + 1, 0);
-        }
-        let word = &mut self.touched[bit / 64];
-        let fresh = *word & (1 << (bit % 64)) == 0;
-        *word |= 1 << (bit % 64);
-        fresh
-    }
-
-    fn set_len(&mut self, len: u64) {
-        if len > self.len {
-            self.off = false;
-        }
-        // Chunks wholly cut off are holes again; one cut in part keeps what it holds.
-        let kept = len.div_ceil(ZERO_CHUNK).saturating_sub(self.first) as usize;
-        for bit in kept..self.touched.len() * 64 {
-            self.touched[bit / 64] &= !(1 << (bit % 64));
-        }
-        self.len = len;
-    }
+    inner: Backend,
+    health: Arc<DiskHealth>,
+    journal: Arc<Mutex<Journal>>,
 }
 
 impl WatchedFile {
+    /// Opens the store file at `path` and takes its journals (writing what they hold into
+    /// it). Fails with `DatabaseAlreadyOpen` if another process has them.
     pub(crate) fn open(
         path: &Path,
-        health: std::sync::Arc<DiskHealth>,
+        health: Arc<DiskHealth>,
     ) -> Result<WatchedFile, redb::DatabaseError> {
         let file = OpenOptions::new()
             .read(true)
@@ -174,52 +107,48 @@ impl WatchedFile {
             .create(true)
             .truncate(false)
             .open(path)?;
+        let id = FileId::of(&file)?;
+        let inner: Backend = Arc::new(FileBackend::new(file)?);
+        let journal = Journal::open(path, inner.clone(), id).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                redb::DatabaseError::DatabaseAlreadyOpen
+            } else {
+                health.failed(&e);
+                e.into()
+            }
+        })?;
         Ok(WatchedFile {
-            inner: FileBackend::new(file)?,
+            inner,
             health,
-            grown: Mutex::new(None),
+            journal: Arc::new(Mutex::new(journal)),
         })
     }
 
-    /// Runs `f` on the grown part's record, set up first from the file's length now (redb
-    /// locks the file before it resizes or writes it). `None` if the length is unknown.
-    fn with_grown<T>(&self, f: impl FnOnce(&mut Grown) -> T) -> Option<T> {
-        let mut grown = self
-            .grown
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if grown.is_none() {
-            *grown = Some(Grown::new(self.inner.len().ok()?));
-        }
-        grown.as_mut().map(f)
+    /// A store file and its journals on given files (a test's model disk).
+    #[cfg(test)]
+    pub(crate) fn on(
+        main: Backend,
+        journals: [Backend; 2],
+        id: FileId,
+        switch_bytes: u64,
+    ) -> std::io::Result<WatchedFile> {
+        let journal = Journal::start(main.clone(), journals, id, None, switch_bytes)?;
+        Ok(WatchedFile {
+            inner: main,
+            health: Arc::default(),
+            journal: Arc::new(Mutex::new(journal)),
+        })
     }
 
-    /// Before a write of `offset..end`: fills each chunk of the grown part it is the first
-    /// to touch, and the chunk after it, with zeros. Best effort: a failed fill costs only
-    /// the speed-up.
-    fn zero_ahead(&self, offset: u64, end: u64) {
-        static ZEROS: [u8; ZERO_CHUNK as usize] = [0; ZERO_CHUNK as usize];
-        // redb never resizes the file between this and the write that follows it (it
-        // serializes writes with resizes), so no shrink can cut the chunk in between.
-        self.with_grown(|grown| {
-            // A write past the end grows the file itself.
-            grown.len = grown.len.max(end);
-            let last = end.div_ceil(ZERO_CHUNK);
-            let ahead = if grown.big { 0 } else { 1 };
-            for chunk in offset / ZERO_CHUNK..last + ahead {
-                if !grown.touch(chunk) {
-                    continue;
-                }
-                grown.fresh += 1;
-                // A big write (a group, a bulk copy) shows itself before its sync.
-                grown.big |= grown.fresh > 2;
-                let at = chunk * ZERO_CHUNK;
-                let n = ZERO_CHUNK.min(grown.len - at) as usize;
-                if !grown.off && !grown.big && self.inner.write(at, &ZEROS[..n]).is_err() {
-                    grown.off = true;
-                }
-            }
-        });
+    /// The journal, for [`Journal::detach`] while redb still holds this file.
+    pub(crate) fn journal(&self) -> Arc<Mutex<Journal>> {
+        self.journal.clone()
+    }
+
+    fn journal_mut(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn watch<T>(&self, result: Result<T, std::io::Error>) -> Result<T, std::io::Error> {
@@ -240,29 +169,29 @@ impl StorageBackend for WatchedFile {
     }
 
     fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-        self.with_grown(|grown| {
-            self.watch(self.inner.set_len(len))?;
-            grown.set_len(len);
-            Ok(())
-        })
-        .unwrap_or_else(|| self.watch(self.inner.set_len(len)))
+        self.watch(self.inner.set_len(len))?;
+        self.journal_mut().resized(len);
+        Ok(())
     }
 
     fn sync_data(&self) -> Result<(), std::io::Error> {
-        self.with_grown(|grown| {
-            grown.big = grown.fresh > 2;
-            grown.fresh = 0;
-        });
-        self.watch(self.inner.sync_data())
+        let synced = self.journal_mut().sync();
+        self.watch(synced)
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-        self.zero_ahead(offset, offset + data.len() as u64);
-        self.watch(self.inner.write(offset, data))
+        self.watch(self.inner.write(offset, data))?;
+        self.journal_mut().wrote(offset, data);
+        Ok(())
     }
 
     fn close(&self) -> Result<(), std::io::Error> {
-        self.inner.close()
+        // Read transactions may keep this file past the database: the journals (and
+        // their lock) go now, so the file can be opened again.
+        let detached = self.journal_mut().detach();
+        let closed = self.inner.close();
+        self.watch(detached)?;
+        closed
     }
 
     fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
@@ -311,258 +240,4 @@ pub(crate) fn probe(dir: &Path) -> Result<(), std::io::Error> {
     })();
     let _ = std::fs::remove_file(&path);
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The chunk, short.
-    const C: u64 = ZERO_CHUNK;
-
-    /// A folder of its own and a file path in it.
-    fn scratch() -> (tempfile::TempDir, std::path::PathBuf) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("file");
-        (dir, path)
-    }
-
-    fn open(path: &Path) -> WatchedFile {
-        WatchedFile::open(path, Default::default()).expect("open")
-    }
-
-    fn read(file: &WatchedFile, offset: u64, len: usize) -> Vec<u8> {
-        let mut out = vec![0xee; len];
-        file.read(offset, &mut out).expect("read");
-        out
-    }
-
-    #[cfg(unix)]
-    fn allocated(path: &Path) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(path).expect("metadata").blocks() * 512
-    }
-
-    /// Whether the filesystem under `dir` leaves `set_len` a hole and stores written zeros
-    /// (not so with compression, say): the block counts below mean something only then.
-    #[cfg(unix)]
-    fn counts_blocks(dir: &Path) -> bool {
-        let path = dir.join("probe");
-        let file = std::fs::File::create(&path).expect("probe");
-        file.set_len(1 << 20).expect("grow");
-        let hole = allocated(&path) < ZERO_CHUNK;
-        std::os::unix::fs::FileExt::write_all_at(&file, &[0; ZERO_CHUNK as usize], 0)
-            .expect("write");
-        file.sync_all().expect("sync");
-        let kept = allocated(&path) >= ZERO_CHUNK;
-        let _ = std::fs::remove_file(&path);
-        if !(hole && kept) {
-            eprintln!("skipped: this filesystem does not keep holes and zeros apart");
-        }
-        hole && kept
-    }
-
-    #[test]
-    fn a_chunk_of_the_grown_part_is_zeroed_before_its_first_write_and_never_after() {
-        let (dir, path) = scratch();
-        let file = open(&path);
-        // redb doubles its file as it grows; the new part is a hole.
-        file.set_len(16 << 20).expect("grow");
-        file.write(8192, &[2; 4096]).expect("write");
-        #[cfg(unix)]
-        if counts_blocks(dir.path()) {
-            let blocks = allocated(&path);
-            assert!(
-                blocks >= 2 * C,
-                "its chunk and the next are allocated: {blocks}"
-            );
-            assert!(blocks < 4 * C, "and no more: {blocks}");
-        }
-        file.write(4096, &[3; 4096]).expect("write beside it");
-        file.write(5 * C + 100, &[5; 100])
-            .expect("write far past it");
-        file.write(4 * C, &[4; 4096])
-            .expect("write in the chunk before that");
-        file.write(C + 10, &[8; 10])
-            .expect("write in the chunk zeroed ahead");
-        file.write(2 * C, &[9; 10])
-            .expect("write in a chunk of its own");
-        assert_eq!(read(&file, 8192, 4096), vec![2; 4096]);
-        assert_eq!(read(&file, 4096, 4096), vec![3; 4096]);
-        assert_eq!(read(&file, 5 * C + 100, 100), vec![5; 100]);
-        assert_eq!(read(&file, 4 * C, 4096), vec![4; 4096]);
-        assert_eq!(read(&file, C + 10, 10), vec![8; 10]);
-        assert_eq!(read(&file, 2 * C, 10), vec![9; 10]);
-        assert_eq!(read(&file, 12288, 4096), vec![0; 4096]);
-        assert_eq!(
-            file.len().expect("len"),
-            16 << 20,
-            "zeros never grow the file"
-        );
-
-        // Shrunk into a chunk and grown again: what that chunk holds below the cut stays.
-        // (Two syncs with nothing between: commits are small again, so zeros are on.)
-        file.sync_data().expect("sync");
-        file.sync_data().expect("sync");
-        file.set_len(2 * C + 10).expect("shrink");
-        file.set_len(16 << 20).expect("grow");
-        file.write(2 * C + 4096, &[6; 10])
-            .expect("write in the cut chunk");
-        file.write(5 * C, &[7; 10])
-            .expect("write in a chunk cut off");
-        assert_eq!(read(&file, 2 * C, 10), vec![9; 10]);
-        assert_eq!(read(&file, 2 * C + 4096, 10), vec![6; 10]);
-        assert_eq!(
-            read(&file, 5 * C + 100, 100),
-            vec![0; 100],
-            "cut off by the shrink"
-        );
-        assert_eq!(read(&file, 5 * C, 10), vec![7; 10]);
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn after_a_big_commit_nothing_is_zeroed_until_commits_are_small_again() {
-        let (dir, path) = scratch();
-        if !counts_blocks(dir.path()) {
-            return;
-        }
-        let file = open(&path);
-        file.set_len(64 << 20).expect("grow");
-        let page = [1u8; 4096];
-        // A group commit: pages in several new chunks.
-        for chunk in 0..4 {
-            file.write(chunk * 4 * C, &page).expect("write");
-        }
-        file.sync_data().expect("sync");
-        let before = allocated(&path);
-        file.write(100 * C, &page).expect("write");
-        let grown = allocated(&path) - before;
-        assert!(grown < C, "no zeros after a big commit: {grown}");
-        file.sync_data().expect("sync");
-        let before = allocated(&path);
-        file.write(200 * C, &page).expect("write");
-        let grown = allocated(&path) - before;
-        assert!(grown >= 2 * C, "zeros again after a small one: {grown}");
-        assert_eq!(read(&file, 100 * C, 4096), page.to_vec());
-        assert_eq!(read(&file, 200 * C, 4096), page.to_vec());
-    }
-
-    #[test]
-    fn a_reopened_file_never_zeroes_what_it_holds() {
-        let (_dir, path) = scratch();
-        // A length that ends inside a chunk: the data in that chunk is kept.
-        let len = 16 * C + 1000;
-        {
-            let file = open(&path);
-            file.set_len(len).expect("grow");
-            file.write(8 * C, &[7; 4096]).expect("write");
-            file.write(16 * C, &[6; 1000]).expect("write up to the end");
-        }
-        let file = open(&path);
-        file.write(8 * C + 8192, &[8; 4096])
-            .expect("write beside it");
-        file.set_len(64 * C).expect("grow");
-        file.write(16 * C + 4096, &[5; 4096])
-            .expect("write in the chunk cut by the end");
-        file.write(32 * C, &[9; 4096])
-            .expect("write in the new part");
-        assert_eq!(read(&file, 8 * C, 4096), vec![7; 4096]);
-        assert_eq!(read(&file, 8 * C + 8192, 4096), vec![8; 4096]);
-        assert_eq!(read(&file, 16 * C, 1000), vec![6; 1000]);
-        assert_eq!(read(&file, 16 * C + 4096, 4096), vec![5; 4096]);
-        assert_eq!(read(&file, 32 * C, 4096), vec![9; 4096]);
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn what_another_process_wrote_before_the_first_write_is_kept() {
-        let (_dir, path) = scratch();
-        let file = open(&path);
-        // Until redb locks the file, another process may grow and write it.
-        {
-            let other = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .expect("open");
-            other.set_len(4 * C).expect("grow");
-            std::os::unix::fs::FileExt::write_all_at(&other, &[3; 100], 2 * C).expect("write");
-        }
-        file.set_len(8 * C).expect("grow");
-        file.write(2 * C + 4096, &[4; 100])
-            .expect("write beside it");
-        assert_eq!(read(&file, 2 * C, 100), vec![3; 100]);
-        assert_eq!(read(&file, 2 * C + 4096, 100), vec![4; 100]);
-    }
-
-    #[test]
-    fn a_write_past_the_end_is_kept_when_the_file_grows_again() {
-        let (_dir, path) = scratch();
-        let file = open(&path);
-        file.set_len(C).expect("grow");
-        file.write(3 * C + 8192, &[1; 100])
-            .expect("write past the end");
-        file.set_len(16 * C).expect("grow");
-        file.write(3 * C, &[2; 100])
-            .expect("write before it in its chunk");
-        assert_eq!(read(&file, 3 * C + 8192, 100), vec![1; 100]);
-        assert_eq!(read(&file, 3 * C, 100), vec![2; 100]);
-    }
-
-    /// Random resizes, writes, syncs and reopens against a copy kept in memory: whatever
-    /// the zeros do, every byte reads back as last written.
-    #[test]
-    fn every_byte_reads_as_last_written_through_random_resizes_writes_and_reopens() {
-        use rand::{Rng, SeedableRng};
-        let dir = tempfile::tempdir().expect("tempdir");
-        for seed in 0..8u64 {
-            let path = dir.path().join(format!("file{seed}"));
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            let mut shadow: Vec<u8> = Vec::new();
-            let mut file = open(&path);
-            for step in 0..300 {
-                match rng.gen_range(0..12) {
-                    0 => {
-                        let len = rng.gen_range(0..24 * C);
-                        file.set_len(len).expect("resize");
-                        shadow.resize(len as usize, 0);
-                    }
-                    1..=3 => file.sync_data().expect("sync"),
-                    4 => {
-                        drop(file);
-                        file = open(&path);
-                    }
-                    _ => {
-                        let len = shadow.len() as u64;
-                        let offset = rng.gen_range(0..len + 2 * C);
-                        // Mostly pages (zeros on), now and then a big write (zeros off).
-                        let size = if rng.gen_range(0..8) == 0 {
-                            rng.gen_range(1..3 * C)
-                        } else {
-                            rng.gen_range(1..8192)
-                        };
-                        let byte = rng.gen_range(1..=255u8);
-                        file.write(offset, &vec![byte; size as usize])
-                            .expect("write");
-                        let end = (offset + size) as usize;
-                        if shadow.len() < end {
-                            shadow.resize(end, 0);
-                        }
-                        shadow[offset as usize..end].fill(byte);
-                    }
-                }
-                assert_eq!(
-                    file.len().expect("len"),
-                    shadow.len() as u64,
-                    "seed {seed} step {step}"
-                );
-                if step % 25 == 0 || step == 299 {
-                    assert!(
-                        read(&file, 0, shadow.len()) == shadow,
-                        "seed {seed} step {step}: the file differs from what was written"
-                    );
-                }
-            }
-        }
-    }
 }

@@ -80,12 +80,29 @@ pub fn inspect_snapshot(file: &File) -> Result<StoreSummary, StoreError> {
 /// Opening errors are the store's own ([`OpenStoreError::Locked`] while another process
 /// holds it).
 pub fn inspect_file(path: &Path) -> Result<StoreSummary, OpenStoreError> {
-    let db = builder().open(path).map_err(|e| open_error(path, e))?;
-    let read = || -> Result<StoreSummary, StoreError> { summary(&db.begin_read()?) };
-    read().map_err(|e| OpenStoreError::Storage {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })
+    let journals = super::journal::paths(path);
+    let fresh = journals.clone().map(|p| !p.exists());
+    let result = (|| {
+        // A missing or empty file is no store: redb's own open refuses it, as it says why.
+        let db = if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+            super::open_file(path, &Default::default()).map(|(db, _journal)| db)
+        } else {
+            builder().open(path)
+        }
+        .map_err(|e| open_error(path, e))?;
+        let read = || -> Result<StoreSummary, StoreError> { summary(&db.begin_read()?) };
+        read().map_err(|e| OpenStoreError::Storage {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    })();
+    // Journals made only for this look (a backup being restored, say) go with it.
+    for (journal, fresh) in journals.iter().zip(fresh) {
+        if fresh {
+            let _ = std::fs::remove_file(journal);
+        }
+    }
+    result
 }
 
 fn summary(read: &ReadTransaction) -> Result<StoreSummary, StoreError> {
