@@ -331,6 +331,8 @@ impl Journal {
             state.pending = Vec::new();
             return;
         }
+        // A write past the end grows the file (redb sets the length first; in case not).
+        state.len = state.len.max(offset + data.len() as u64);
         state.pending.extend_from_slice(&offset.to_le_bytes());
         state
             .pending
