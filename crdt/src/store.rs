@@ -1304,13 +1304,30 @@ impl Store {
                 .map_err(io)?;
         }
         std::fs::rename(&tmp, &path).map_err(io)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
-        }
-        let (reopened, journal) = open_file(&path, &self.health)
-            .map_err(|e| StoreError::Storage(format!("reopening after vacuum: {e}")))?;
+        let opened = path
+            .parent()
+            .map_or(Ok(()), |dir| {
+                std::fs::File::open(dir).and_then(|d| d.sync_all())
+            })
+            .map_err(io)
+            .and_then(|()| {
+                open_file(&path, &self.health)
+                    .map_err(|e| StoreError::Storage(format!("reopening after vacuum: {e}")))
+            });
+        let (reopened, journal) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                // The old file has no name any more: nothing goes into it; the writer
+                // thread opens the new one (`recover_disk`).
+                *self
+                    .reader
+                    .db
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                self.health.relatch();
+                return Err(e);
+            }
+        };
         self.journal = Some(journal);
         // Readers still in a transaction on the old file finish there (it is unlinked, not
         // gone); new ones start on the new file.

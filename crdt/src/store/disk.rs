@@ -188,7 +188,7 @@ impl StorageBackend for WatchedFile {
     fn close(&self) -> Result<(), std::io::Error> {
         // Read transactions may keep this file past the database: the journals (and
         // their lock) go now, so the file can be opened again.
-        let detached = self.journal_mut().detach();
+        let detached = self.journal_mut().close();
         let closed = self.inner.close();
         self.watch(detached)?;
         closed

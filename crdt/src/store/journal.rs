@@ -45,13 +45,14 @@ const BIG_BYTES: usize = 4 << 20;
 const FILL_BYTES: u64 = 1 << 20;
 
 const MAGIC: [u8; 4] = *b"MnJ1";
-/// magic 4, crc 4, run 8, seq 8, device 8, inode 8, born 8, file length 8, raw 4, packed 4.
+/// magic 4, crc 4, run 8, seq 8, zero 8, inode 8, born 8, file length 8, raw 4, packed 4.
 const HEADER: usize = 64;
 
-/// Which file a record belongs to.
+/// Which file a record belongs to. Not its device: some filesystems (network, overlay,
+/// btrfs subvolumes) number devices anew at each mount, and a reboot after a crash must
+/// still find the journal's records its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct FileId {
-    device: u64,
     inode: u64,
     /// Birth time in nanoseconds since the epoch, 0 where the filesystem keeps none.
     born: u64,
@@ -67,7 +68,6 @@ impl FileId {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos() as u64);
         Ok(FileId {
-            device: meta.dev(),
             inode: meta.ino(),
             born,
         })
@@ -103,7 +103,7 @@ fn encode(run: u64, seq: u64, id: FileId, file_len: u64, raw: &[u8]) -> Vec<u8> 
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&run.to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&id.device.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
     out.extend_from_slice(&id.inode.to_le_bytes());
     out.extend_from_slice(&id.born.to_le_bytes());
     out.extend_from_slice(&file_len.to_le_bytes());
@@ -137,7 +137,6 @@ fn decode(bytes: &[u8], id: FileId, after: Option<(u64, u64)>) -> Option<(Record
     let run = u64_at(whole, 8)?;
     let seq = u64_at(whole, 16)?;
     let found = FileId {
-        device: u64_at(whole, 24)?,
         inode: u64_at(whole, 32)?,
         born: u64_at(whole, 40)?,
     };
@@ -227,7 +226,12 @@ struct State {
     len: u64,
     resized: bool,
     /// The background sync of the store file that will empty the journal it names.
-    emptying: Option<(usize, JoinHandle<std::io::Result<()>>)>,
+    emptying: Option<(usize, JoinHandle<Result<(), Failed>>)>,
+    /// A sync of the store file failed. The kernel may have dropped those pages' writes and
+    /// would not say so again: no later sync through this handle can be trusted to cover
+    /// the journals, so none is tried and every commit fails until the store is opened
+    /// again (which writes the records back and syncs).
+    failed: bool,
 }
 
 impl Journal {
@@ -270,11 +274,15 @@ impl Journal {
     ) -> std::io::Result<Journal> {
         let mut found = Vec::new();
         let mut filled = [0; 2];
+        // Each journal's first sequence number: the older is emptied first.
+        let mut first = [0; 2];
         for (i, file) in files.iter().enumerate() {
             let mut bytes = vec![0; usize::try_from(file.len()?).map_err(std::io::Error::other)?];
             file.read(0, &mut bytes)?;
             filled[i] = bytes.len() as u64;
-            found.extend(records(&bytes, id));
+            let held = records(&bytes, id);
+            first[i] = held.first().map_or(0, |r| r.seq);
+            found.extend(held);
         }
         found.sort_by_key(|r| r.seq);
         if !found.is_empty() {
@@ -290,9 +298,12 @@ impl Journal {
                 "wrote the journal's last commits into the store file"
             );
         }
-        for (file, filled) in files.iter().zip(filled) {
-            if filled > 0 {
-                empty(file)?;
+        // Oldest first: a crash in between leaves the newest records, which replay again
+        // onto what they made; the older ones alone would take the file back.
+        let order = if first[0] <= first[1] { [0, 1] } else { [1, 0] };
+        for i in order {
+            if filled[i] > 0 {
+                empty(&files[i])?;
             }
         }
         let len = main.len()?;
@@ -314,6 +325,7 @@ impl Journal {
                 len,
                 resized: false,
                 emptying: None,
+                failed: false,
             })),
         })
     }
@@ -353,6 +365,7 @@ impl Journal {
         let Mode::Journaled(state) = &mut self.mode else {
             return self.main.sync_data();
         };
+        state.check()?;
         if state.big {
             return self.checkpoint();
         }
@@ -391,15 +404,16 @@ impl Journal {
         let Mode::Journaled(state) = &mut self.mode else {
             return self.main.sync_data();
         };
-        // Whatever the background sync did, this one covers every journal.
-        if let Some((_, emptying)) = state.emptying.take() {
-            let _ = join(emptying);
+        state.check()?;
+        if let Some((i, emptying)) = state.emptying.take() {
+            state.joined(i, emptying)?;
         }
-        self.main.sync_data()?;
-        for (file, holds) in state.files.iter().zip(&mut state.holds) {
-            if *holds {
-                empty(file)?;
-                *holds = false;
+        state.sync_main(&self.main)?;
+        // The journal switched away from holds the older records: it goes first.
+        for i in [state.active ^ 1, state.active] {
+            if state.holds[i] {
+                empty(&state.files[i])?;
+                state.holds[i] = false;
             }
         }
         state.pos = 0;
@@ -413,14 +427,23 @@ impl Journal {
     /// a vacuum after a delete relies on it) and lets them go, and their lock: from now on
     /// every sync syncs the store file itself. At close, and before a vacuum puts another
     /// file in this one's place.
+    /// If any step fails the journals stay as they are, in use.
     pub(crate) fn detach(&mut self) -> std::io::Result<()> {
-        let result = self.checkpoint().and_then(|()| match &self.mode {
-            Mode::Journaled(state) => state.files.iter().try_for_each(|file| {
+        self.checkpoint()?;
+        if let Mode::Journaled(state) = &self.mode {
+            for file in &state.files {
                 file.set_len(0)?;
-                file.sync_data()
-            }),
-            Mode::Through => Ok(()),
-        });
+                file.sync_data()?;
+            }
+        }
+        self.mode = Mode::Through;
+        Ok(())
+    }
+
+    /// At close: [`Journal::detach`], and the journals (and their lock) go even if it
+    /// fails; whatever they still hold is written back at the next open.
+    pub(crate) fn close(&mut self) -> std::io::Result<()> {
+        let result = self.detach();
         self.mode = Mode::Through;
         result
     }
@@ -431,14 +454,12 @@ impl State {
     /// sync of the store file covers it.
     fn switch(&mut self, main: &Backend) -> std::io::Result<()> {
         let next = self.active ^ 1;
-        if let Some((i, emptying)) = self.emptying.take()
-            && join(emptying).is_ok()
-        {
-            self.holds[i] = false;
+        if let Some((i, emptying)) = self.emptying.take() {
+            self.joined(i, emptying)?;
         }
         if self.holds[next] {
-            // Its background sync failed: once more, waiting for it.
-            main.sync_data()?;
+            // Its background emptying failed after the sync (the disk refused a write):
+            // the sync covered it, so emptying it is all that is left.
             empty(&self.files[next])?;
             self.holds[next] = false;
         }
@@ -447,8 +468,8 @@ impl State {
         let emptying = std::thread::Builder::new()
             .name("store-checkpoint".into())
             .spawn(move || {
-                main.sync_data()?;
-                empty(&full)
+                main.sync_data().map_err(Failed::Sync)?;
+                empty(&full).map_err(Failed::Empty)
             })?;
         self.emptying = Some((self.active, emptying));
         self.active = next;
@@ -457,10 +478,58 @@ impl State {
     }
 }
 
-fn join(handle: JoinHandle<std::io::Result<()>>) -> std::io::Result<()> {
-    handle
-        .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("the store's checkpoint panicked")))
+impl State {
+    /// Fails if a sync of the store file failed before (see `failed`).
+    fn check(&self) -> std::io::Result<()> {
+        if self.failed {
+            return Err(std::io::Error::other(
+                "a sync of the store file failed; the store must be opened again",
+            ));
+        }
+        Ok(())
+    }
+
+    fn sync_main(&mut self, main: &Backend) -> std::io::Result<()> {
+        main.sync_data().inspect_err(|_| self.failed = true)
+    }
+
+    /// Waits for the background emptying of journal `i`.
+    fn joined(
+        &mut self,
+        i: usize,
+        emptying: JoinHandle<Result<(), Failed>>,
+    ) -> std::io::Result<()> {
+        match emptying.join() {
+            Ok(Ok(())) => {
+                self.holds[i] = false;
+                Ok(())
+            }
+            // Synced, not emptied: it is emptied again before it takes records.
+            Ok(Err(Failed::Empty(e))) => {
+                tracing::warn!("emptying a journal of the store failed: {e}");
+                Ok(())
+            }
+            Ok(Err(Failed::Sync(e))) => {
+                self.failed = true;
+                Err(e)
+            }
+            Err(_) => {
+                self.failed = true;
+                Err(std::io::Error::other(
+                    "the store's background sync panicked",
+                ))
+            }
+        }
+    }
+}
+
+/// How a background emptying failed.
+#[derive(Debug)]
+enum Failed {
+    /// The store file's sync: nothing it covered can be trusted (see `State::failed`).
+    Sync(std::io::Error),
+    /// Emptying the journal, after the sync.
+    Empty(std::io::Error),
 }
 
 impl Drop for Journal {
@@ -468,7 +537,7 @@ impl Drop for Journal {
         if let Mode::Journaled(state) = &mut self.mode
             && let Some((_, emptying)) = state.emptying.take()
         {
-            let _ = join(emptying);
+            let _ = emptying.join();
         }
     }
 }

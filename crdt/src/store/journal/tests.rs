@@ -268,6 +268,8 @@ struct Disk {
     files: [(Vec<u8>, Vec<u8>); 3],
     ops_left: Option<u64>,
     cut: bool,
+    /// Operations that changed the disk so far.
+    ops: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -289,6 +291,7 @@ impl ModelFile {
         if let Some(left) = disk.ops_left.as_mut() {
             *left -= 1;
         }
+        disk.ops += 1;
         Ok(())
     }
 }
@@ -372,7 +375,7 @@ fn power_cuts_anywhere_lose_no_acknowledged_commit() {
         let disk = std::sync::Arc::new(std::sync::Mutex::new(Disk {
             files: image.clone().map(|bytes| (bytes.clone(), bytes)),
             ops_left: Some(rng.gen_range(0..600)),
-            cut: false,
+            ..Disk::default()
         }));
         // Rows from 5 on, one commit each, until the power goes.
         let mut acknowledged = 5;
@@ -393,16 +396,32 @@ fn power_cuts_anywhere_lose_no_acknowledged_commit() {
         }
         // Whatever threads were doing, the power is off now.
         disk.lock().expect("disk").cut = true;
-        let after = std::sync::Arc::new(std::sync::Mutex::new(Disk {
-            files: disk
-                .lock()
-                .expect("disk")
-                .files
-                .clone()
-                .map(|(_, durable)| (durable.clone(), durable)),
-            ops_left: None,
-            cut: false,
-        }));
+        let durable = |disk: &std::sync::Arc<std::sync::Mutex<Disk>>, ops_left| {
+            let files = disk.lock().expect("disk").files.clone();
+            std::sync::Arc::new(std::sync::Mutex::new(Disk {
+                files: files.map(|(_, durable)| (durable.clone(), durable)),
+                ops_left,
+                ..Disk::default()
+            }))
+        };
+        // Every other round the power goes again while the next open writes the records
+        // back and empties the journals (mostly among its last operations: the emptying).
+        let after = if round % 2 == 1 {
+            let trial = durable(&disk, None);
+            drop(open_on(&trial));
+            let ops = trial.lock().expect("disk").ops;
+            let cut = if rng.gen_bool(0.7) {
+                ops.saturating_sub(rng.gen_range(1..=4))
+            } else {
+                rng.gen_range(0..=ops)
+            };
+            let again = durable(&disk, Some(cut));
+            drop(open_on(&again));
+            again.lock().expect("disk").cut = true;
+            durable(&again, None)
+        } else {
+            durable(&disk, None)
+        };
         let db = open_on(&after).unwrap_or_else(|e| panic!("round {round}: reopen: {e}"));
         let txn = db.begin_read().expect("read");
         let table = txn.open_table(ROWS).expect("table");
