@@ -45,8 +45,8 @@ const BIG_BYTES: usize = 4 << 20;
 const FILL_BYTES: u64 = 1 << 20;
 
 const MAGIC: [u8; 4] = *b"MnJ1";
-/// magic 4, crc 4, run 8, seq 8, zero 8, inode 8, born 8, file length 8, raw 4, packed 4.
-const HEADER: usize = 64;
+/// magic 4, crc 4, run 8, seq 8, inode 8, born 8, file length 8, raw 4, packed 4.
+const HEADER: usize = 56;
 
 /// Which file a record belongs to. Not its device: some filesystems (network, overlay,
 /// btrfs subvolumes) number devices anew at each mount, and a reboot after a crash must
@@ -103,7 +103,6 @@ fn encode(run: u64, seq: u64, id: FileId, file_len: u64, raw: &[u8]) -> Vec<u8> 
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&run.to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&0u64.to_le_bytes());
     out.extend_from_slice(&id.inode.to_le_bytes());
     out.extend_from_slice(&id.born.to_le_bytes());
     out.extend_from_slice(&file_len.to_le_bytes());
@@ -129,7 +128,7 @@ fn decode(bytes: &[u8], id: FileId, after: Option<(u64, u64)>) -> Option<(Record
     if bytes.get(..4)? != MAGIC {
         return None;
     }
-    let packed_len = u32_at(bytes, 60)? as usize;
+    let packed_len = u32_at(bytes, 52)? as usize;
     let whole = bytes.get(..HEADER.checked_add(packed_len)?)?;
     if crc32fast::hash(&whole[8..]) != u32_at(whole, 4)? {
         return None;
@@ -137,14 +136,14 @@ fn decode(bytes: &[u8], id: FileId, after: Option<(u64, u64)>) -> Option<(Record
     let run = u64_at(whole, 8)?;
     let seq = u64_at(whole, 16)?;
     let found = FileId {
-        inode: u64_at(whole, 32)?,
-        born: u64_at(whole, 40)?,
+        inode: u64_at(whole, 24)?,
+        born: u64_at(whole, 32)?,
     };
     if found != id || after.is_some_and(|prev| (run, seq) != (prev.0, prev.1.wrapping_add(1))) {
         return None;
     }
-    let file_len = u64_at(whole, 48)?;
-    let raw_len = u32_at(whole, 56)? as usize;
+    let file_len = u64_at(whole, 40)?;
+    let raw_len = u32_at(whole, 48)? as usize;
     let raw = lz4_flex::block::decompress(&whole[HEADER..], raw_len).ok()?;
     let mut writes = Vec::new();
     let mut at = 0;
@@ -476,9 +475,7 @@ impl State {
         self.pos = 0;
         Ok(())
     }
-}
 
-impl State {
     /// Fails if a sync of the store file failed before (see `failed`).
     fn check(&self) -> std::io::Result<()> {
         if self.failed {
