@@ -245,6 +245,24 @@ impl Codes {
         self.scales.push(scale);
     }
 
+    /// Appends row `row` of `other` (codes of the same dimension).
+    pub(crate) fn push_coded(&mut self, other: &Codes, row: usize) {
+        debug_assert_eq!(other.dim, self.dim);
+        self.codes
+            .extend_from_slice(&other.codes[row * other.dim..(row + 1) * other.dim]);
+        self.scales.push(other.scales[row]);
+    }
+
+    /// The rows from `row` on, taken out.
+    pub(crate) fn split_off(&mut self, row: usize) -> Codes {
+        let row = row.min(self.scales.len());
+        Codes {
+            dim: self.dim,
+            codes: self.codes.split_off(row * self.dim),
+            scales: self.scales.split_off(row),
+        }
+    }
+
     /// Keeps the rows `keep` accepts (by row number), in their order.
     pub(crate) fn retain_rows(&mut self, mut keep: impl FnMut(usize) -> bool) {
         let mut kept = 0;

@@ -206,7 +206,7 @@ impl KeywordIndex {
     }
 
     /// Adds or replaces a memory.
-    pub(super) fn upsert(&mut self, memory: &KeywordDoc<'_>) -> Result<(), SearchError> {
+    pub(super) fn upsert(&self, memory: &KeywordDoc<'_>) -> Result<(), SearchError> {
         self.remove(memory.id);
         let f = self.fields;
         let mut document = doc!(
@@ -240,7 +240,7 @@ impl KeywordIndex {
     }
 
     /// Removes a memory.
-    pub(super) fn remove(&mut self, id: u128) {
+    pub(super) fn remove(&self, id: u128) {
         self.committer
             .writer()
             .delete_term(Term::from_field_text(self.fields.id, &id_text(id)));

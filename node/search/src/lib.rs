@@ -23,6 +23,7 @@ pub mod vector;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mnemon_crdt::{
@@ -291,10 +292,10 @@ pub struct SearchIndex {
     saved_changes: u64,
     /// Whether a memory was removed from the vectors since the last save (the next save
     /// is due at once: forgetting must reach the disk).
-    vectors_forgot: bool,
+    vectors_forgot: AtomicBool,
     /// The number of the last vector save taken, and (shared with every save) of the last
     /// one written: a save never overwrites a newer one.
-    saves_taken: u64,
+    saves_taken: AtomicU64,
     saves_written: Arc<std::sync::Mutex<u64>>,
     /// Whether a background thread seals the vector index (see [`SearchIndex::seal_job`]).
     background_seal: bool,
@@ -369,11 +370,19 @@ struct Batch {
     /// The memories owed a new context in the vector index this batch takes (read or
     /// gone).
     refreshed: Vec<u128>,
+    /// Where in `memories` those owed a new context in the keyword index begin (after the
+    /// vectors' ones), and which they are (read or gone).
+    words_from: usize,
+    words_refreshed: Vec<u128>,
+    /// The keyword writer's generation (see `KeywordIndex::generation`) when the batch's
+    /// words were given to it, if they were ([`SearchIndex::stage_words`]).
+    staged: Option<u64>,
     contexts: Vec<context::Context>,
     /// The texts to embed, and how many of them are each memory's.
     texts: Vec<String>,
     counts: Vec<usize>,
-    vectors: Option<Vec<Vec<f32>>>,
+    /// The vectors made, with their codes.
+    vectors: Option<vector::Coded>,
     embedder: Arc<dyn Embedder>,
 }
 
@@ -400,11 +409,11 @@ impl Batch {
     fn embed(mut self) -> Result<Batch, SearchError> {
         if self.part.vectors() && self.vectors.is_none() {
             let texts: Vec<&str> = self.texts.iter().map(String::as_str).collect();
-            self.vectors = Some(if texts.is_empty() {
+            self.vectors = Some(vector::Coded::new(if texts.is_empty() {
                 Vec::new()
             } else {
                 embed::embed_checked(&*self.embedder, &texts)?
-            });
+            }));
         }
         Ok(self)
     }
@@ -494,13 +503,14 @@ fn run<H: Hold>(
         let Some(ready) = held.read(|index| index.prepare(store, part, size))? else {
             break;
         };
-        let ready = ready.embed().map_err(H::fail)?;
-        let done = match held.write(|index| index.install(store, ready))? {
+        let mut ready = ready.embed().map_err(H::fail)?;
+        held.read(|index| index.stage_words(&mut ready))?;
+        let done = match held.write(|index| index.install(ready))? {
             Some(done) => done,
             // The index moved meanwhile (a delete forgotten at once): again, held throughout.
             None => {
                 let again = held.write(|index| match index.prepare(store, part, size)? {
-                    Some(ready) => index.install(store, ready),
+                    Some(ready) => index.install(ready),
                     None => Ok(None),
                 })?;
                 match again {
@@ -715,8 +725,8 @@ impl SearchIndex {
             last_vector_save: Instant::now(),
             vector_changes: 0,
             saved_changes: 0,
-            vectors_forgot: false,
-            saves_taken: 0,
+            vectors_forgot: AtomicBool::new(false),
+            saves_taken: AtomicU64::new(0),
             saves_written: Arc::new(std::sync::Mutex::new(0)),
             background_seal: false,
             generation: 0,
@@ -891,6 +901,9 @@ impl SearchIndex {
             memories: Vec::new(),
             own: 0,
             refreshed: Vec::new(),
+            words_from: 0,
+            words_refreshed: Vec::new(),
+            staged: None,
             contexts: Vec::new(),
             texts: Vec::new(),
             counts: Vec::new(),
@@ -898,7 +911,10 @@ impl SearchIndex {
             embedder: self.embedder.clone(),
         };
         // Caught up with the log: what is still owed a new context follows.
-        if events.is_empty() && (!part.vectors() || self.refresh[1].is_empty()) {
+        if events.is_empty()
+            && (!part.vectors() || self.refresh[1].is_empty())
+            && (!part.keyword() || self.refresh[0].is_empty())
+        {
             return Ok(None);
         }
         let mut upserts = Vec::new();
@@ -923,7 +939,7 @@ impl SearchIndex {
         batch.own = batch.memories.len();
         // The memories owed a new context in the vector index (a memory before them changed
         // or went) come along: embedding them is as slow as the batch. (What this batch
-        // makes owed follows with the next one; the words take theirs as it is put in.)
+        // makes owed follows with the next one, for the words as for the vectors.)
         if part.vectors() {
             batch.refreshed = self.refresh[1]
                 .iter()
@@ -935,6 +951,24 @@ impl SearchIndex {
                 match store.get(MemoryId::from_u128(id)) {
                     Ok(memory) => batch.memories.push(memory),
                     // Gone: its delete is in the log, and forgets it.
+                    Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        // And those owed a new context in the keyword index (their words are put in
+        // before the index is held for writing: see [`SearchIndex::stage_words`]).
+        batch.words_from = batch.memories.len();
+        if part.keyword() {
+            batch.words_refreshed = self.refresh[0]
+                .iter()
+                .copied()
+                .filter(|id| !batch.seen.contains(&MemoryId::from_u128(*id)))
+                .take(size)
+                .collect();
+            for &id in &batch.words_refreshed {
+                match store.get(MemoryId::from_u128(id)) {
+                    Ok(memory) => batch.memories.push(memory),
                     Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -954,32 +988,79 @@ impl SearchIndex {
         let timeline = context::Patched::new(&self.timeline, placed, removed);
         batch.contexts = contexts(store, &batch.memories, |id| timeline.before(id))?;
         if part.vectors() {
-            (batch.texts, batch.counts) = texts_of(&batch.memories, &batch.contexts);
+            (batch.texts, batch.counts) = texts_of(
+                &batch.memories[..batch.words_from],
+                &batch.contexts[..batch.words_from],
+            );
         }
         Ok(Some(batch))
+    }
+
+    /// Gives a batch's words (its memories', and those owed a new context) to the
+    /// keyword writer, with the index held only for reading: what the writer holds is not
+    /// searched until it commits, and the writer is behind its own lock. Only where the
+    /// index still is (as [`SearchIndex::install`] checks); install stages what this did not.
+    fn stage_words(&self, batch: &mut Batch) -> Result<(), SearchError> {
+        if !batch.part.keyword()
+            || batch.staged.is_some()
+            || batch.generation != self.generation
+            || batch.start != self.position(batch.part)
+        {
+            return Ok(());
+        }
+        let own = batch.own;
+        let words_from = batch.words_from;
+        for (memory, context) in batch.memories[..own]
+            .iter()
+            .zip(&batch.contexts[..own])
+            .chain(
+                batch.memories[words_from..]
+                    .iter()
+                    .zip(&batch.contexts[words_from..]),
+            )
+        {
+            self.keyword.upsert(&keyword_doc(memory, context))?;
+        }
+        batch.staged = Some(self.keyword.generation());
+        Ok(())
     }
 
     /// Puts a batch made ready by [`SearchIndex::prepare`] in, embedding it first if that
     /// was not done. `None`, and nothing changed, when the index has moved since it was
     /// made ready (another batch, a delete forgotten at once): make it ready again.
-    fn install(&mut self, store: &StoreReader, batch: Batch) -> Result<Option<Done>, SearchError> {
-        let batch = batch.embed()?;
+    fn install(&mut self, batch: Batch) -> Result<Option<Done>, SearchError> {
+        let mut batch = batch.embed()?;
         let part = batch.part;
         if batch.generation != self.generation || batch.start != self.position(part) {
             return Ok(None);
         }
+        // Words given to a writer rolled back since are given again.
+        if batch.staged != Some(self.keyword.generation()) {
+            batch.staged = None;
+            self.stage_words(&mut batch)?;
+        }
         self.generation += 1;
         let own = batch.own;
+        let words_from = batch.words_from;
         let split = batch.counts.iter().take(own).sum::<usize>();
-        let mut vectors = batch.vectors.unwrap_or_default();
-        let refreshed_vectors = vectors.split_off(split.min(vectors.len()));
+        let mut vectors = batch
+            .vectors
+            .take()
+            .unwrap_or_else(|| vector::Coded::new(Vec::new()));
+        let refreshed_vectors = vectors.split_off(split);
         let refresh = |index: &mut SearchIndex| {
             for id in &batch.refreshed {
                 index.refresh[1].remove(id);
             }
+            for id in &batch.words_refreshed {
+                index.refresh[0].remove(id);
+            }
+            index
+                .keyword_refreshed
+                .extend(batch.words_refreshed.iter().copied());
             index.put(
-                &batch.memories[own..],
-                &batch.contexts[own..],
+                &batch.memories[own..words_from],
+                &batch.contexts[own..words_from],
                 batch.counts.get(own..).unwrap_or_default(),
                 refreshed_vectors,
                 Part::Vectors,
@@ -987,7 +1068,12 @@ impl SearchIndex {
         };
         let Some(last) = batch.last else {
             refresh(self)?;
-            self.vector_changes += 1;
+            if part.vectors() {
+                self.vector_changes += 1;
+            }
+            if part.keyword() && !self.defer_commits {
+                self.commit_keyword()?;
+            }
             return Ok(Some(Done {
                 changes: 1,
                 last: None,
@@ -1008,24 +1094,29 @@ impl SearchIndex {
                 }
             }
         }
-        // The batch's memories are put in with their contexts as they are now.
-        if part.vectors() {
-            for id in &batch.seen {
-                self.refresh[1].remove(&id.to_u128());
+        // The batch's memories are put in with their contexts as they will be (what its
+        // changes make owed follows with the next batch; its words were staged).
+        for (set, touched) in self
+            .refresh
+            .iter_mut()
+            .zip([part.keyword(), part.vectors()])
+        {
+            if touched {
+                for id in &batch.seen {
+                    set.remove(&id.to_u128());
+                }
             }
         }
         refresh(self)?;
-        if part.keyword() {
-            let owed = self.take_refresh(store, Part::Keyword, &batch.seen)?;
-            self.index_memories(store, &owed, Part::Keyword)?;
+        if part.vectors() {
+            self.put(
+                &batch.memories[..own],
+                &batch.contexts[..own],
+                batch.counts.get(..own).unwrap_or_default(),
+                vectors,
+                Part::Vectors,
+            )?;
         }
-        self.put(
-            &batch.memories[..own],
-            &batch.contexts[..own],
-            batch.counts.get(..own).unwrap_or_default(),
-            vectors,
-            part,
-        )?;
         if part.keyword() {
             self.keyword_staged = last;
             self.keyword_purge |= deleted;
@@ -1037,7 +1128,7 @@ impl SearchIndex {
         if part.vectors() {
             self.vector_seq = last;
             self.vector_changes += 1;
-            self.vectors_forgot |= deleted;
+            *self.vectors_forgot.get_mut() |= deleted;
             self.purged[1].retain(|_, at| *at > last);
             // Saving after every small batch would cost more than the batch: save deletes
             // at once (forgetting must reach the disk), the rest every few seconds. (With
@@ -1064,7 +1155,7 @@ impl SearchIndex {
         // The rewrites are owed before anything here can fail (the followers are embedded).
         self.generation += 1;
         self.vector_changes += 1;
-        self.vectors_forgot = true;
+        *self.vectors_forgot.get_mut() = true;
         self.keyword_purge = true;
         let at = store.last_seq()?;
         for id in ids {
@@ -1240,7 +1331,13 @@ impl SearchIndex {
         } else {
             embed::embed_checked(&*self.embedder, &texts)?
         };
-        self.put(memories, &contexts, &counts, vectors, part)
+        self.put(
+            memories,
+            &contexts,
+            &counts,
+            vector::Coded::new(vectors),
+            part,
+        )
     }
 
     /// Puts `memories` in `part`, with their `contexts` and (for the vectors) `vectors`,
@@ -1250,26 +1347,14 @@ impl SearchIndex {
         memories: &[Memory],
         contexts: &[context::Context],
         counts: &[usize],
-        vectors: Vec<Vec<f32>>,
+        mut vectors: vector::Coded,
         part: Part,
     ) -> Result<(), SearchError> {
         // (A rebuild or a model change makes a new vector index: keep its sealing mode.)
         self.vectors.set_deferred_seal(self.background_seal);
         if part.keyword() {
             for (memory, context) in memories.iter().zip(contexts) {
-                let tags: Vec<&str> = memory.tags.iter().map(String::as_str).collect();
-                self.keyword.upsert(&KeywordDoc {
-                    id: memory.id.to_u128(),
-                    title: &memory.title,
-                    content: &memory.content,
-                    context: &context.text,
-                    context_ids: &context.ids,
-                    tags,
-                    kind: &memory.kind,
-                    collection: memory.collection.to_u128(),
-                    created: memory.created_at.as_millis(),
-                    importance: memory.importance,
-                })?;
+                self.keyword.upsert(&keyword_doc(memory, context))?;
             }
         }
         if !part.vectors() {
@@ -1280,7 +1365,6 @@ impl SearchIndex {
                 "the embedder returned fewer vectors than texts".into(),
             )));
         }
-        let mut vectors = vectors.into_iter();
         for ((memory, context), count) in memories.iter().zip(contexts).zip(counts) {
             self.meta.insert(
                 memory.id.to_u128(),
@@ -1293,8 +1377,8 @@ impl SearchIndex {
                     with_context: !context.text.is_empty(),
                 },
             );
-            let chunk_vectors: Vec<Vec<f32>> = vectors.by_ref().take(*count).collect();
-            self.vectors.upsert(memory.id.to_u128(), chunk_vectors);
+            self.vectors
+                .upsert_coded(memory.id.to_u128(), *count, &mut vectors);
         }
         Ok(())
     }
@@ -1310,15 +1394,18 @@ impl SearchIndex {
     }
 
     /// The vector index's save, if it changed since the last one: when `now`, or every
-    /// few seconds. Cheap under the index's lock (the sealed segments are shared, not
-    /// copied); [`VectorSave::run`] writes it without the lock, then
-    /// [`SearchIndex::vector_saved`].
-    pub fn vector_save_job(&mut self, now: bool) -> Result<Option<VectorSave>, SearchError> {
+    /// few seconds. Needs the index held for reading only (searches go on while the state
+    /// is encoded; the sealed segments are shared, not copied); [`VectorSave::run`] writes
+    /// it without the index held, then [`SearchIndex::vector_saved`].
+    pub fn vector_save_job(&self, now: bool) -> Result<Option<VectorSave>, SearchError> {
         let segments = self.vectors.unsaved();
         if self.vector_changes == self.saved_changes && segments.is_empty() {
             return Ok(None);
         }
-        if !now && !self.vectors_forgot && self.last_vector_save.elapsed() < SAVE_EVERY {
+        if !now
+            && !self.vectors_forgot.load(Ordering::SeqCst)
+            && self.last_vector_save.elapsed() < SAVE_EVERY
+        {
             return Ok(None);
         }
         let manifest = self.vectors.manifest();
@@ -1330,11 +1417,13 @@ impl SearchIndex {
             vectors: manifest,
         })
         .map_err(index_err)?;
-        self.saves_taken += 1;
-        let forgot = std::mem::take(&mut self.vectors_forgot);
+        // Taken while the index cannot change (it is held, for reading at least): a save
+        // numbered later holds what one numbered earlier does, or more.
+        let number = self.saves_taken.fetch_add(1, Ordering::SeqCst) + 1;
+        let forgot = self.vectors_forgot.swap(false, Ordering::SeqCst);
         let state_path = vector_path(&self.dir, self.embedder.model_id());
         Ok(Some(VectorSave {
-            number: self.saves_taken,
+            number,
             written: self.saves_written.clone(),
             segment_dir: segment_dir(&state_path),
             state_path,
@@ -1355,7 +1444,7 @@ impl SearchIndex {
             }
             self.saved_changes = self.saved_changes.max(job.changes);
         } else {
-            self.vectors_forgot |= job.forgot;
+            *self.vectors_forgot.get_mut() |= job.forgot;
         }
     }
 
@@ -1415,7 +1504,10 @@ impl SearchIndex {
     /// The keyword commit that is due, if any: run it with [`KeywordCommit::run`], then
     /// report it with [`SearchIndex::keyword_committed`].
     pub fn keyword_commit_job(&mut self) -> Option<KeywordCommit> {
-        if self.keyword_staged == self.keyword_seq && !self.keyword_purge {
+        if self.keyword_staged == self.keyword_seq
+            && !self.keyword_purge
+            && self.keyword_refreshed.is_empty()
+        {
             return None;
         }
         Some(KeywordCommit {
@@ -1425,6 +1517,13 @@ impl SearchIndex {
             generation: self.keyword.generation(),
             compact: false,
         })
+    }
+
+    /// Whether memories owed a new context (one before them changed or went) wait for the
+    /// keyword index, to be given to it or committed: the indexer steps on while they do,
+    /// even with the change log caught up.
+    pub fn keyword_owed(&self) -> bool {
+        !self.refresh[0].is_empty() || !self.keyword_refreshed.is_empty()
     }
 
     /// Whether [`SearchIndex::keyword_compact_job`] has work: three or more segments.
@@ -1859,6 +1958,22 @@ fn contexts(
         .collect()
 }
 
+/// What the keyword index keeps of `memory`.
+fn keyword_doc<'a>(memory: &'a Memory, context: &'a context::Context) -> KeywordDoc<'a> {
+    KeywordDoc {
+        id: memory.id.to_u128(),
+        title: &memory.title,
+        content: &memory.content,
+        context: &context.text,
+        context_ids: &context.ids,
+        tags: memory.tags.iter().map(String::as_str).collect(),
+        kind: &memory.kind,
+        collection: memory.collection.to_u128(),
+        created: memory.created_at.as_millis(),
+        importance: memory.importance,
+    }
+}
+
 /// The texts the vector index embeds for `memories` with their `contexts`, and how many
 /// of them are each memory's.
 fn texts_of(memories: &[Memory], contexts: &[context::Context]) -> (Vec<String>, Vec<usize>) {
@@ -2199,7 +2314,7 @@ mod tests {
         assert!(ready.memories.iter().any(|m| m.id == canary));
         store.remove(&[canary]).expect("remove");
         index.forget_now(&reader, &[canary]).expect("forget");
-        assert!(index.install(&reader, ready).expect("install").is_none());
+        assert!(index.install(ready).expect("install").is_none());
         assert_eq!(index.positions(), at, "nothing put in");
         index
             .step(&reader, Instant::now() + Duration::from_secs(5))

@@ -148,6 +148,56 @@ pub struct VectorHit {
     pub similarity: f32,
 }
 
+/// Vectors with their 8-bit codes, coded before the index is held (coding them is most of
+/// what putting vectors in costs). [`VectorIndex::upsert_coded`] takes them in order.
+#[derive(Debug)]
+pub struct Coded {
+    vectors: std::vec::IntoIter<Vec<f32>>,
+    codes: Codes,
+    /// The row of the next vector.
+    next: usize,
+}
+
+impl Coded {
+    /// Codes `vectors` (all of one dimension).
+    pub fn new(vectors: Vec<Vec<f32>>) -> Coded {
+        let dim = vectors.first().map_or(0, Vec::len);
+        let mut codes = Codes::of(&[], dim);
+        for values in &vectors {
+            codes.push(values);
+        }
+        Coded {
+            vectors: vectors.into_iter(),
+            codes,
+            next: 0,
+        }
+    }
+
+    /// How many vectors are left.
+    pub fn len(&self) -> usize {
+        self.vectors.len()
+    }
+
+    /// Whether none is left.
+    pub fn is_empty(&self) -> bool {
+        self.vectors.len() == 0
+    }
+
+    /// The vectors from the `at`-th left on, taken out.
+    pub fn split_off(&mut self, at: usize) -> Coded {
+        let mut left: Vec<Vec<f32>> = std::mem::take(&mut self.vectors).collect();
+        let at = at.min(left.len());
+        let rest = left.split_off(at);
+        let codes = self.codes.split_off(self.next + at);
+        self.vectors = left.into_iter();
+        Coded {
+            vectors: rest.into_iter(),
+            codes,
+            next: 0,
+        }
+    }
+}
+
 /// The vector index of one embedding model.
 pub struct VectorIndex {
     model: String,
@@ -588,16 +638,28 @@ impl VectorIndex {
 
     /// Replaces the vectors of `memory` (one per chunk).
     pub fn upsert(&mut self, memory: u128, chunks: Vec<Vec<f32>>) {
+        let count = chunks.len();
+        self.upsert_coded(memory, count, &mut Coded::new(chunks));
+    }
+
+    /// Replaces the vectors of `memory` with the next `chunks` of `coded` (fewer if it
+    /// holds fewer).
+    pub fn upsert_coded(&mut self, memory: u128, chunks: usize, coded: &mut Coded) {
         let version = self.live.get(&memory).map_or(0, |v| v.wrapping_add(1));
         self.live.insert(memory, version);
-        for (chunk, values) in chunks.into_iter().enumerate() {
+        for chunk in 0..chunks {
+            let row = coded.next;
+            let Some(values) = coded.vectors.next() else {
+                break;
+            };
+            coded.next += 1;
             debug_assert_eq!(values.len(), self.dimension);
             let key = VectorKey {
                 memory,
                 version,
                 chunk: chunk as u32,
             };
-            self.recent_codes.push(&values);
+            self.recent_codes.push_coded(&coded.codes, row);
             self.recent.push((key, Vector(values)));
         }
         if self.auto_seal && !self.defer_seal && self.recent.len() >= SEAL_AT {
@@ -979,6 +1041,42 @@ pub(crate) mod tests {
             assert_eq!(near, exact);
             assert_eq!(near.len(), 10);
         }
+    }
+
+    #[test]
+    fn vectors_coded_ahead_and_split_go_in_as_vectors_coded_in_place() {
+        let mut seed = 31;
+        let dim = 16;
+        let counts = [2usize, 1, 3, 1];
+        let rows: Vec<Vec<f32>> = (0..counts.iter().sum::<usize>())
+            .map(|_| random_unit(&mut seed, dim))
+            .collect();
+        let mut in_place = VectorIndex::new("test", dim);
+        let mut ahead = VectorIndex::new("test", dim);
+        let mut at = 0;
+        for (m, &count) in counts.iter().enumerate() {
+            in_place.upsert(m as u128, rows[at..at + count].to_vec());
+            at += count;
+        }
+        // Coded as a batch is (its own vectors, then the rest split off), taken in order.
+        let mut first = Coded::new(rows.clone());
+        let mut second = first.split_off(counts[0] + counts[1]);
+        assert_eq!((first.len(), second.len()), (3, 4));
+        ahead.upsert_coded(0, counts[0], &mut first);
+        ahead.upsert_coded(1, counts[1], &mut first);
+        assert!(first.is_empty());
+        ahead.upsert_coded(2, counts[2], &mut second);
+        ahead.upsert_coded(3, counts[3], &mut second);
+        assert!(second.is_empty());
+        assert_eq!(ahead.recent.len(), in_place.recent.len());
+        for ((a, va), (b, vb)) in ahead.recent.iter().zip(&in_place.recent) {
+            assert_eq!((a, va.values()), (b, vb.values()));
+        }
+        let query = random_unit(&mut seed, dim);
+        assert_eq!(
+            ahead.recent_codes.scan(&query),
+            in_place.recent_codes.scan(&query)
+        );
     }
 
     #[test]

@@ -106,7 +106,9 @@ impl Service {
     /// Saves the vector index if that is due (`now`: whenever anything changed), writing
     /// the files without holding the index.
     pub(super) fn save_vectors(&self, now: bool) -> Result<(), ApiError> {
-        let Some(job) = self.with_index(|index| index.vector_save_job(now))? else {
+        // Encoded with the index held for reading: searches go on meanwhile.
+        let now = now || self.save_owed.swap(false, Ordering::Relaxed);
+        let Some(job) = self.with_index_read(|index| index.vector_save_job(now))? else {
             return Ok(());
         };
         let result = job.run();
@@ -296,11 +298,10 @@ impl Service {
                         Due::CaughtUp
                     };
                     match sealer.seal_if_due(due) {
-                        Ok(true) => {
-                            if let Err(e) = sealer.save_vectors(true) {
-                                tracing::warn!("saving the vector index failed: {e}");
-                            }
-                        }
+                        // The indexer saves it: a save encoded here, with the index held
+                        // for reading, would hold up the indexer's next batch, and the
+                        // searches that queue behind that.
+                        Ok(true) => sealer.save_owed.store(true, Ordering::Relaxed),
                         Ok(false) if matches!(due, Due::Quiet) => {
                             if let Err(e) = sealer.compact_keywords() {
                                 tracing::warn!("merging the keyword index failed: {e}");
@@ -367,7 +368,8 @@ impl Service {
     pub(super) fn index_step(&self, committed: &mut Instant) -> Result<Next, ApiError> {
         let store = &self.store;
         let last = store.last_seq().map_err(store_error)?;
-        if last > self.progress.get() {
+        // (Memories owed a new context in the keyword index keep it stepping too.)
+        if last > self.progress.get() || self.with_index_read(|index| Ok(index.keyword_owed()))? {
             self.progress.saw(last, now_ms());
             // A step that failed (the vectors, say) may still have given the keyword
             // index changes to commit.

@@ -95,6 +95,8 @@ pub struct Service {
     backups: std::sync::OnceLock<Backups>,
     /// Admits searches to the index in turn.
     search_turns: Turns,
+    /// A vector save is owed at once (the sealer sealed): the indexer's next save takes it.
+    save_owed: AtomicBool,
 }
 
 /// Admission for CPU-bound work, first come first served, a few at a time (twice the
@@ -352,6 +354,7 @@ impl Service {
             ready: AtomicBool::new(false),
             source,
             search_turns: Turns::per_core(),
+            save_owed: AtomicBool::new(false),
         })
     }
 
