@@ -941,38 +941,13 @@ impl SearchIndex {
         // or went) come along: embedding them is as slow as the batch. (What this batch
         // makes owed follows with the next one, for the words as for the vectors.)
         if part.vectors() {
-            batch.refreshed = self.refresh[1]
-                .iter()
-                .copied()
-                .filter(|id| !batch.seen.contains(&MemoryId::from_u128(*id)))
-                .take(EMBED_BATCH)
-                .collect();
-            for &id in &batch.refreshed {
-                match store.get(MemoryId::from_u128(id)) {
-                    Ok(memory) => batch.memories.push(memory),
-                    // Gone: its delete is in the log, and forgets it.
-                    Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            batch.refreshed = owed(store, &self.refresh[1], &mut batch, EMBED_BATCH)?;
         }
         // And those owed a new context in the keyword index (their words are put in
         // before the index is held for writing: see [`SearchIndex::stage_words`]).
         batch.words_from = batch.memories.len();
         if part.keyword() {
-            batch.words_refreshed = self.refresh[0]
-                .iter()
-                .copied()
-                .filter(|id| !batch.seen.contains(&MemoryId::from_u128(*id)))
-                .take(size)
-                .collect();
-            for &id in &batch.words_refreshed {
-                match store.get(MemoryId::from_u128(id)) {
-                    Ok(memory) => batch.memories.push(memory),
-                    Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            batch.words_refreshed = owed(store, &self.refresh[0], &mut batch, size)?;
         }
         let placed = batch.memories[..batch.own].iter().map(|m| {
             (
@@ -1956,6 +1931,31 @@ fn contexts(
         .iter()
         .map(|m| context::context_of(before(m.id.to_u128()), store, &m.content, &known))
         .collect()
+}
+
+/// Up to `take` of the memories in `set` (owed a new context) that `batch` did not see,
+/// with those still in the store appended to its memories. (One gone is forgotten by its
+/// delete, which is in the log.)
+fn owed(
+    store: &StoreReader,
+    set: &HashSet<u128>,
+    batch: &mut Batch,
+    take: usize,
+) -> Result<Vec<u128>, SearchError> {
+    let ids: Vec<u128> = set
+        .iter()
+        .copied()
+        .filter(|id| !batch.seen.contains(&MemoryId::from_u128(*id)))
+        .take(take)
+        .collect();
+    for &id in &ids {
+        match store.get(MemoryId::from_u128(id)) {
+            Ok(memory) => batch.memories.push(memory),
+            Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(ids)
 }
 
 /// What the keyword index keeps of `memory`.
