@@ -290,26 +290,38 @@ impl Codes {
 
     /// Cosine distances from `query` to every row, through their codes.
     pub(crate) fn scan(&self, query: &[f32]) -> Vec<f32> {
-        struct Scan<'a>(&'a Codes, &'a [f32]);
+        let mut distances = Vec::new();
+        self.scan_into(query, &mut distances);
+        distances
+            .into_iter()
+            .map(|(distance, _)| distance)
+            .collect()
+    }
+
+    /// Cosine distances from `query` to every row, through their codes, into `out` (as
+    /// (distance, row), replacing what it held; its allocation is reused).
+    pub(crate) fn scan_into(&self, query: &[f32], out: &mut Vec<(f32, u32)>) {
+        struct Scan<'a>(&'a Codes, &'a [f32], &'a mut Vec<(f32, u32)>);
         impl KernelOp for Scan<'_> {
-            type Output = Vec<f32>;
+            type Output = ();
             #[inline(always)]
-            fn run<K: Kernel>(self, kernel: K) -> Vec<f32> {
+            fn run<K: Kernel>(self, kernel: K) {
                 let mut wide = Wide::default();
                 wide.set(self.1);
                 // A plain loop: a closure here may not be inlined under the kernel's
                 // instruction set.
-                let mut distances = Vec::with_capacity(self.0.len());
                 for id in 0..self.0.len() as u32 {
-                    distances.push(self.0.distance(kernel, &wide, id));
+                    self.2.push((self.0.distance(kernel, &wide, id), id));
                 }
-                distances
             }
         }
+        out.clear();
+        out.reserve(self.len());
         if query.len() != self.dim {
-            return vec![f32::INFINITY; self.len()];
+            out.extend((0..self.len() as u32).map(|id| (f32::INFINITY, id)));
+            return;
         }
-        dispatch(Scan(self, query))
+        dispatch(Scan(self, query, out));
     }
 
     /// Row `id`'s codes.
