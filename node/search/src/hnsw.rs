@@ -242,10 +242,10 @@ impl Hnsw {
         self.codes.decode(id)
     }
 
-    /// The distance from `query` to every node, in node order (an exact scan, by the
-    /// codes).
-    pub fn scan(&self, query: &[f32]) -> Vec<f32> {
-        self.codes.scan(query)
+    /// The distance from `query` to every node, as (distance, node), in node order, into
+    /// `out` (an exact scan, by the codes; see [`Codes::scan_into`]).
+    pub fn scan_into(&self, query: &[f32], out: &mut Vec<(f32, u32)>) {
+        self.codes.scan_into(query, out);
     }
 
     /// How many vectors the graph holds.
@@ -745,11 +745,12 @@ pub(crate) mod tests {
             assert_eq!(built, loaded);
             // Returned distances are those of the codes, within a hair of the exact ones,
             // and the scan gives the same.
-            let scan = read.scan(&query);
+            let mut scan = Vec::new();
+            read.scan_into(&query, &mut scan);
             for (distance, id) in built {
                 let exact = 1.0 - dot(&query, &vectors[id as usize]);
                 assert!((distance - exact).abs() < 0.02, "{distance} vs {exact}");
-                assert_eq!(distance, scan[id as usize]);
+                assert_eq!((distance, id), scan[id as usize]);
             }
             // A decoded vector codes to the same code again.
             let id = (seed % 2000) as u32;

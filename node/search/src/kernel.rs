@@ -289,6 +289,7 @@ impl Codes {
     }
 
     /// Cosine distances from `query` to every row, through their codes.
+    #[cfg(test)]
     pub(crate) fn scan(&self, query: &[f32]) -> Vec<f32> {
         let mut distances = Vec::new();
         self.scan_into(query, &mut distances);

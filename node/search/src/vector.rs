@@ -120,8 +120,8 @@ struct Sealed {
 thread_local! {
     /// Search scratch space (the visited stamps), reused by the searches of one thread.
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-    /// A search's distances to the recent vectors, reused from search to search.
-    static RECENT_SCAN: RefCell<Vec<(f32, u32)>> = const { RefCell::new(Vec::new()) };
+    /// A search's distances to every vector of a segment, reused from scan to scan.
+    static SCAN: RefCell<Vec<(f32, u32)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Which vector a hit is.
@@ -746,7 +746,7 @@ impl VectorIndex {
                 .map(|(i, (_, point))| (point.distance(query), i as u32))
                 .collect()
         } else {
-            RECENT_SCAN.with(|scan| {
+            SCAN.with(|scan| {
                 let mut scan = scan.borrow_mut();
                 self.recent_codes.scan_into(query, &mut scan);
                 scan.select_nth_unstable_by(ef, |a, b| a.0.total_cmp(&b.0));
@@ -758,9 +758,13 @@ impl VectorIndex {
         }
         for segment in self.sealed.iter().map(|s| &s.segment) {
             if exact {
-                for (key, distance) in segment.keys.iter().zip(segment.graph.scan(query)) {
-                    offer(key, distance);
-                }
+                SCAN.with(|scan| {
+                    let mut scan = scan.borrow_mut();
+                    segment.graph.scan_into(query, &mut scan);
+                    for &(distance, node) in scan.iter() {
+                        offer(&segment.keys[node as usize], distance);
+                    }
+                });
             } else {
                 // `ef` results rather than `k`, so chunks of one memory, stale versions and
                 // filtered-out memories leave enough behind.
