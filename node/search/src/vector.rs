@@ -150,10 +150,9 @@ pub struct VectorHit {
 /// what putting vectors in costs). [`VectorIndex::upsert_coded`] takes them in order.
 #[derive(Debug)]
 pub struct Coded {
+    /// The vectors not taken yet: the last of `codes`' rows are theirs.
     vectors: std::vec::IntoIter<Vec<f32>>,
     codes: Codes,
-    /// The row of the next vector.
-    next: usize,
 }
 
 impl Coded {
@@ -167,7 +166,6 @@ impl Coded {
         Coded {
             vectors: vectors.into_iter(),
             codes,
-            next: 0,
         }
     }
 
@@ -183,16 +181,21 @@ impl Coded {
 
     /// The vectors from the `at`-th left on, taken out.
     pub fn split_off(&mut self, at: usize) -> Coded {
+        let next = self.next_row();
         let mut left: Vec<Vec<f32>> = std::mem::take(&mut self.vectors).collect();
         let at = at.min(left.len());
         let rest = left.split_off(at);
-        let codes = self.codes.split_off(self.next + at);
+        let codes = self.codes.split_off(next + at);
         self.vectors = left.into_iter();
         Coded {
             vectors: rest.into_iter(),
             codes,
-            next: 0,
         }
+    }
+
+    /// The row of `codes` that is the next vector's.
+    fn next_row(&self) -> usize {
+        self.codes.len() - self.vectors.len()
     }
 }
 
@@ -646,11 +649,10 @@ impl VectorIndex {
         let version = self.live.get(&memory).map_or(0, |v| v.wrapping_add(1));
         self.live.insert(memory, version);
         for chunk in 0..chunks {
-            let row = coded.next;
+            let row = coded.next_row();
             let Some(values) = coded.vectors.next() else {
                 break;
             };
-            coded.next += 1;
             debug_assert_eq!(values.len(), self.dimension);
             let key = VectorKey {
                 memory,
