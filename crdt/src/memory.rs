@@ -549,6 +549,10 @@ impl ValidNew {
     }
 }
 
+/// The saved size from which a document keeps its local changes appended to it rather than
+/// saved anew with them (see [`MemoryDoc::save_after`]).
+pub(crate) const APPEND_CHANGES_FROM: usize = 1024 * 1024;
+
 /// The longest content a new memory is stored as its first change (see [`ValidNew::stored`]).
 const FIRST_CHANGE_MAX_CONTENT: usize = 8 * 1024;
 /// A first change longer than this is stored deflated (as automerge keeps a change), a
@@ -788,7 +792,7 @@ impl MemoryDoc {
             doc.put(&root, "title", title.trim())?;
         }
         if let Some(content) = &edit.content
-            && read_content(doc) != *content
+            && !content_is(doc, content)
         {
             put_content(doc, content)?;
         }
@@ -910,6 +914,37 @@ impl MemoryDoc {
         self.doc.save()
     }
 
+    /// What to keep for this document after a local change with `hash`, when it was loaded
+    /// from `stored` and its content is now `content_len` bytes long. The document of a
+    /// long content (one string value, above [`MAX_MERGED_TEXT_BYTES`]), or one saved as at
+    /// least [`APPEND_CHANGES_FROM`] bytes, keeps `stored` followed by the change alone,
+    /// deflated (automerge loads a document chunk followed by change chunks as one
+    /// document): saving it anew would encode its whole history, every earlier version of
+    /// the text included, several times over in memory, for each edit. Any other is saved
+    /// whole, which also folds changes appended before back in; so is one whose bytes do
+    /// not begin with a document chunk (a memory kept as its first change).
+    pub(crate) fn save_after(
+        &mut self,
+        stored: &[u8],
+        hash: &ChangeHash,
+        content_len: usize,
+    ) -> Vec<u8> {
+        let long = content_len > MAX_MERGED_TEXT_BYTES || stored.len() >= APPEND_CHANGES_FROM;
+        // Automerge's binary format: 4 bytes of magic, 4 of checksum, then the chunk's
+        // type, 0 for a document.
+        if !long || stored.get(8) != Some(&0) {
+            return self.save();
+        }
+        let Some(mut change) = self.doc.get_change_by_hash(hash) else {
+            return self.save();
+        };
+        let change = change.bytes();
+        let mut kept = Vec::with_capacity(stored.len() + change.len());
+        kept.extend_from_slice(stored);
+        kept.extend_from_slice(&change);
+        kept
+    }
+
     /// The current heads, sorted.
     pub fn heads(&mut self) -> Vec<ChangeHash> {
         let mut heads = self.doc.get_heads();
@@ -970,8 +1005,17 @@ fn put_content(doc: &mut AutoCommit, content: &str) -> Result<(), automerge::Aut
 fn read_content(doc: &AutoCommit) -> String {
     match doc.get(automerge::ROOT, "content").ok().flatten() {
         Some((Value::Object(ObjType::Text), text)) => doc.text(&text).unwrap_or_default(),
-        Some((Value::Scalar(value), _)) => value.into_owned().into_string().unwrap_or_default(),
+        Some((Value::Scalar(value), _)) => value.as_str().map(str::to_owned).unwrap_or_default(),
         _ => String::new(),
+    }
+}
+
+/// Whether the content reads as `content`, without copying a long one out to compare.
+fn content_is(doc: &AutoCommit, content: &str) -> bool {
+    match doc.get(automerge::ROOT, "content").ok().flatten() {
+        Some((Value::Scalar(value), _)) => value.as_str().unwrap_or_default() == content,
+        Some((Value::Object(ObjType::Text), _)) => read_content(doc) == content,
+        _ => content.is_empty(),
     }
 }
 

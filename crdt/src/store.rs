@@ -890,7 +890,16 @@ impl Store {
                 txn.open_table(HEADS)?
                     .insert(id.to_u128(), share::encode_heads(&doc.heads()).as_slice())?;
                 let signature = sign_change(&self.keypair, &hash);
-                docs.insert(id.to_u128(), doc.save().as_slice())?;
+                let saved = {
+                    let stored = docs.get(id.to_u128())?.ok_or_else(|| {
+                        StoreError::Storage(format!("document of {id} is missing"))
+                    })?;
+                    doc.save_after(stored.value(), &hash, memory.content.len())
+                };
+                // What is left to write needs the memory, not its document (for a long
+                // text, megabytes of history).
+                drop(doc);
+                docs.insert(id.to_u128(), saved.as_slice())?;
                 metas.insert(id.to_u128(), meta_bytes(&memory)?.as_slice())?;
                 view::put(txn, &memory)?;
                 set_links(txn, id, memory.links.keys().copied())?;

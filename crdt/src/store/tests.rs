@@ -1615,3 +1615,85 @@ fn a_new_memorys_history_is_its_one_change_short_or_long() {
         );
     }
 }
+
+#[test]
+fn a_long_memorys_edits_are_kept_appended_and_read_verify_and_sync_the_same() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let me = Keypair::generate();
+    let mut a = open(&dir, "a.redb", &me);
+    let mut b = open(&dir, "b.redb", &Keypair::generate());
+    let stored = |store: &Store, id: MemoryId| -> Vec<u8> {
+        let txn = store.db().expect("db").begin_read().expect("read");
+        let table = txn.open_table(DOCS).expect("docs");
+        table
+            .get(id.to_u128())
+            .expect("get")
+            .expect("doc")
+            .value()
+            .to_vec()
+    };
+    // Text that deflates little, so the document is about as long as the text.
+    let text = |round: u64| -> String {
+        let mut x = round.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..crate::MAX_MERGED_TEXT_BYTES / 4)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                format!("{:x}", x % 65_536)
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let memory = a.add(note(&text(0))).expect("add");
+    let first = stored(&a, memory.id);
+    assert_eq!(
+        first.get(8),
+        Some(&0),
+        "a long memory is kept as a document"
+    );
+    let mut kept = first.clone();
+    for round in 1..=2 {
+        let edited = a
+            .edit(
+                memory.id,
+                &MemoryEdit {
+                    content: Some(text(round)),
+                    ..MemoryEdit::default()
+                },
+            )
+            .expect("edit");
+        assert_eq!(edited.content, text(round));
+        let now = stored(&a, memory.id);
+        // What was kept stays as it was, with the one new change after it.
+        assert_eq!(&now[..kept.len()], kept.as_slice(), "round {round}");
+        let change = automerge::Change::from_bytes(now[kept.len()..].to_vec())
+            .expect("the rest is one change");
+        assert_eq!(
+            a.heads(memory.id).expect("heads"),
+            Some(vec![change.hash()])
+        );
+        kept = now;
+    }
+    // It reads, verifies and travels as one document.
+    let changes = a.signed_changes(memory.id).expect("changes");
+    assert_eq!(changes.len(), 3);
+    assert_eq!(a.verify_all().expect("verify"), 3);
+    assert_eq!(a.get(memory.id).expect("get").content, text(2));
+    let collection = memory.collection;
+    b.adopt_collection(&a.descriptor(collection).expect("descriptor"))
+        .expect("adopt");
+    b.apply_changes(collection, memory.id, &changes)
+        .expect("apply");
+    assert_eq!(
+        b.get(memory.id).expect("get"),
+        a.get(memory.id).expect("get")
+    );
+    drop(a);
+    let a = open(&dir, "a.redb", &me);
+    assert_eq!(a.get(memory.id).expect("get").content, text(2));
+    assert_eq!(
+        a.verify_views().expect("views"),
+        b.verify_views().expect("views")
+    );
+}

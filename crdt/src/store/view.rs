@@ -54,7 +54,8 @@ struct ViewRecord {
 
 /// [`ViewRecord`] borrowing the memory it is written from: the same fields in the same
 /// order, so the same bytes (a memory may be megabytes; no copy of its text is made).
-#[derive(Serialize)]
+/// Read back in place where only some of a stored view's fields are wanted.
+#[derive(Serialize, Deserialize)]
 struct ViewRecordRef<'a> {
     collection: u128,
     title: &'a str,
@@ -147,26 +148,36 @@ pub(super) fn put(txn: &WriteTransaction, memory: &Memory) -> Result<(), StoreEr
     let mut views = txn.open_table(VIEWS)?;
     let mut titles = txn.open_table(TITLES)?;
     let new_key = title_key(&memory.title);
-    let old = views
-        .get(id)?
-        .map(|old| decode(id, old.value()))
-        .transpose()?;
-    if let Some(old) = &old {
-        let old_key = title_key(&old.title);
-        if old_key != new_key {
-            titles.remove((old_key.as_str(), id))?;
+    // What the tables beside the view are keyed by in the old view, read in place (a memory
+    // may be megabytes; no copy of its old text is made): its title's key, and, if the
+    // text changes, the old text's fingerprint and wikilink names.
+    let old = match views.get(id)? {
+        Some(stored) => {
+            let old: ViewRecordRef = postcard::from_bytes(stored.value())?;
+            let text = (old.content != memory.content)
+                .then(|| (fingerprint(old.content), wikilink_keys(old.content)));
+            Some((title_key(old.title), text))
         }
+        None => None,
+    };
+    if let Some((old_key, _)) = &old
+        && *old_key != new_key
+    {
+        titles.remove((old_key.as_str(), id))?;
     }
     views.insert(id, encode(memory)?.as_slice())?;
     titles.insert((new_key.as_str(), id), ())?;
-    if old.as_ref().is_none_or(|old| old.content != memory.content) {
+    if old.as_ref().is_none_or(|(_, text)| text.is_some()) {
+        let old_text = old.as_ref().and_then(|(_, text)| text.as_ref());
         let mut fingerprints = txn.open_table(FINGERPRINTS)?;
-        if let Some(old) = &old {
-            fingerprints.remove((fingerprint(&old.content), id))?;
+        if let Some((old_print, _)) = old_text {
+            fingerprints.remove((*old_print, id))?;
         }
         fingerprints.insert((fingerprint(&memory.content), id), ())?;
-        let old_names = old.map(|o| wikilink_keys(&o.content)).unwrap_or_default();
-        put_mentions(txn, id, &old_names, &wikilink_keys(&memory.content))?;
+        let old_names = old_text
+            .map(|(_, names)| names.as_slice())
+            .unwrap_or_default();
+        put_mentions(txn, id, old_names, &wikilink_keys(&memory.content))?;
     }
     Ok(())
 }
