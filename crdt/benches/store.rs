@@ -111,27 +111,32 @@ fn large_memory(store: &mut Store, size: usize) -> serde_json::Value {
     })
 }
 
-/// The allocator as the node binary sets it (`tune_allocator` in `node/src/main.rs`):
-/// buffers of 1 MiB and more mapped on their own and given back when freed. Without it
-/// glibc keeps freed megabyte buffers resident, and the large memories' peaks measure the
-/// allocator's retention rather than what the store holds (10× against 7× here).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn allocate_as_the_node_does() -> &'static str {
-    // SAFETY: `mallopt` only sets an allocator parameter, before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
-    "glibc, buffers of 1 MiB and more mapped on their own (as the node binary)"
-}
+/// glibc's tunable for the threshold above which buffers are mapped on their own.
+const MMAP_THRESHOLD: &str = "MALLOC_MMAP_THRESHOLD_";
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn allocate_as_the_node_does() -> &'static str {
-    "the platform's default"
+/// Runs this bench again with the allocator as the node binary sets it (`tune_allocator`
+/// in `node/src/main.rs`: buffers of 1 MiB and more mapped on their own and given back
+/// when freed), through glibc's environment tunable, which is read at start. Without it
+/// glibc keeps freed megabyte buffers resident, and the large memories' peaks measure the
+/// allocator's retention rather than what the store holds. Returns when already so.
+fn allocate_as_the_node_does() {
+    if std::env::var_os(MMAP_THRESHOLD).is_some() || !cfg!(target_env = "gnu") {
+        return;
+    }
+    let status = std::process::Command::new(std::env::current_exe().expect("this bench"))
+        .args(std::env::args_os().skip(1))
+        .env(MMAP_THRESHOLD, (1 << 20).to_string())
+        .status()
+        .expect("run the bench again");
+    std::process::exit(status.code().unwrap_or(1));
 }
 
 fn main() {
-    let allocator = allocate_as_the_node_does();
+    allocate_as_the_node_does();
+    let allocator = match std::env::var(MMAP_THRESHOLD) {
+        Ok(bytes) => format!("glibc, buffers of {bytes} bytes and more mapped on their own"),
+        Err(_) => "the platform's default".to_owned(),
+    };
     let n: usize = std::env::var("MNEMON_BENCH_N")
         .ok()
         .and_then(|s| s.parse().ok())

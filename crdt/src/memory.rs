@@ -439,7 +439,13 @@ impl ValidNew {
     /// the change's bytes as it does from a saved document.
     pub(crate) fn first_change(&self, author: &Did, now: Timestamp) -> automerge::Change {
         use automerge::legacy::ObjectId;
-        let mut ops = OpWriter::new(actor_id(author), 16 + self.content.len());
+        // One operation a character for a merged text, one for a long content.
+        let content_ops = if self.content.len() > MAX_MERGED_TEXT_BYTES {
+            1
+        } else {
+            self.content.len()
+        };
+        let mut ops = OpWriter::new(actor_id(author), 16 + content_ops);
         let root = ObjectId::Root;
         ops.put(&root, "title", self.title.as_str().into());
         if self.content.len() > MAX_MERGED_TEXT_BYTES {
@@ -502,13 +508,17 @@ impl ValidNew {
     }
 
     /// What the store keeps for the new memory's document, and the hash of its one change.
-    /// Up to [`FIRST_CHANGE_MAX_CONTENT`] of content, the change itself
+    /// Up to [`FIRST_CHANGE_MAX_CONTENT`] of content, or a content above
+    /// [`MAX_MERGED_TEXT_BYTES`] (one string value, one operation), the change itself
     /// ([`ValidNew::first_change`]): a document loads from it, and its history is that one
-    /// change without loading. A longer text is saved as a document, built op by op: a
-    /// load replays a change's operations one by one, which for a long text costs more
-    /// time and memory than building the document once.
+    /// change without loading. A text merged by character in between is saved as a
+    /// document, built op by op: a load replays a change's operations one by one, which
+    /// for a character per operation costs more time and memory than building the
+    /// document once. (A document built for a long string value would cost several
+    /// copies of it: its op set, the change encoded to hash it, the save.)
     pub(crate) fn stored(&self, author: &Did, now: Timestamp) -> (Vec<u8>, ChangeHash) {
-        if self.content.len() <= FIRST_CHANGE_MAX_CONTENT {
+        let len = self.content.len();
+        if len <= FIRST_CHANGE_MAX_CONTENT || len > MAX_MERGED_TEXT_BYTES {
             let mut change = self.first_change(author, now);
             let bytes = if change.raw_bytes().len() <= FIRST_CHANGE_KEPT_AS_IS_UP_TO {
                 change.raw_bytes().to_vec()
@@ -920,9 +930,9 @@ impl MemoryDoc {
     /// least [`APPEND_CHANGES_FROM`] bytes, keeps `stored` followed by the change alone,
     /// deflated (automerge loads a document chunk followed by change chunks as one
     /// document): saving it anew would encode its whole history, every earlier version of
-    /// the text included, several times over in memory, for each edit. Any other is saved
-    /// whole, which also folds changes appended before back in; so is one whose bytes do
-    /// not begin with a document chunk (a memory kept as its first change).
+    /// the text included, several times over in memory, for each edit. (`stored` may
+    /// begin with a change chunk: a long memory is kept as its first change.) Any other is
+    /// saved whole, which also folds changes appended before back in.
     pub(crate) fn save_after(
         &mut self,
         stored: &[u8],
@@ -930,9 +940,7 @@ impl MemoryDoc {
         content_len: usize,
     ) -> Vec<u8> {
         let long = content_len > MAX_MERGED_TEXT_BYTES || stored.len() >= APPEND_CHANGES_FROM;
-        // Automerge's binary format: 4 bytes of magic, 4 of checksum, then the chunk's
-        // type, 0 for a document.
-        if !long || stored.get(8) != Some(&0) {
+        if !long {
             return self.save();
         }
         let Some(mut change) = self.doc.get_change_by_hash(hash) else {

@@ -38,7 +38,7 @@ use disk::{DiskHealth, WatchedFile};
 pub use snapshot::{StoreSummary, inspect_file, inspect_snapshot};
 
 pub use crate::markdown::title_key;
-use view::{FINGERPRINTS, MENTIONS, TITLES, VIEWS};
+use view::{FINGERPRINTS, MENTIONS, TITLES, VIEW_TEXTS, VIEWS};
 
 pub use share::{HeadsDigest, MAX_ACL_BATCH, Member, SharedCollection, heads_digest};
 
@@ -119,6 +119,7 @@ pub const TABLE_NAMES: &[&str] = &[
     "links-1",
     "backlinks-1",
     "views-1",
+    "view-texts-1",
     "titles-1",
     "mentions-1",
     "fingerprints-1",
@@ -536,6 +537,7 @@ impl Store {
         txn.open_table(LINKS).map_err(|e| err(&e))?;
         txn.open_table(BACKLINKS).map_err(|e| err(&e))?;
         txn.open_table(VIEWS).map_err(|e| err(&e))?;
+        txn.open_table(VIEW_TEXTS).map_err(|e| err(&e))?;
         txn.open_table(TITLES).map_err(|e| err(&e))?;
         txn.open_table(MENTIONS).map_err(|e| err(&e))?;
         txn.open_table(FINGERPRINTS).map_err(|e| err(&e))?;
@@ -543,10 +545,12 @@ impl Store {
         if views_exist && !fingerprints_exist {
             // A store written before the fingerprints table: derive it once from the views.
             let views = txn.open_table(VIEWS).map_err(|e| err(&e))?;
+            let texts = txn.open_table(VIEW_TEXTS).map_err(|e| err(&e))?;
             let mut fingerprints = txn.open_table(FINGERPRINTS).map_err(|e| err(&e))?;
             for entry in views.iter().map_err(|e| err(&e))? {
                 let (key, value) = entry.map_err(|e| err(&e))?;
-                let memory = view::decode(key.value(), value.value()).map_err(|e| err(&e))?;
+                let memory =
+                    view::decode(key.value(), value.value(), &texts).map_err(|e| err(&e))?;
                 fingerprints
                     .insert((view::fingerprint(&memory.content), key.value()), ())
                     .map_err(|e| err(&e))?;
@@ -1105,7 +1109,7 @@ impl Store {
                     StoreError::NotFound(id)
                 });
             };
-            view::decode(id.to_u128(), bytes.value())?
+            view::decode(id.to_u128(), bytes.value(), &txn.open_table(VIEW_TEXTS)?)?
         };
         share::check_write(txn, current.collection, &self.did)?;
         if txn.open_table(CONFLICTS)?.get(id.to_u128())?.is_some() {
@@ -1139,7 +1143,8 @@ impl Store {
                 let Some(bytes) = views.get(source.to_u128())? else {
                     continue;
                 };
-                let linking = view::decode(source.to_u128(), bytes.value())?;
+                let texts = txn.open_table(VIEW_TEXTS)?;
+                let linking = view::decode(source.to_u128(), bytes.value(), &texts)?;
                 let Some(relation) = linking.links.get(&id).cloned() else {
                     continue;
                 };
@@ -1927,10 +1932,11 @@ impl StoreReader {
         matches: impl Iterator<Item = (i64, u128, u128)>,
     ) -> Result<Vec<Memory>, StoreError> {
         let views = txn.open_table(VIEWS)?;
+        let texts = txn.open_table(VIEW_TEXTS)?;
         let mut out = Vec::new();
         for (_, id, _) in matches {
             if let Some(bytes) = views.get(id)? {
-                out.push(view::decode(id, bytes.value())?);
+                out.push(view::decode(id, bytes.value(), &texts)?);
             }
         }
         Ok(out)
@@ -2076,6 +2082,7 @@ impl StoreReader {
         let txn = self.db()?.begin_read()?;
         let fingerprints = txn.open_table(FINGERPRINTS)?;
         let views = txn.open_table(VIEWS)?;
+        let texts = txn.open_table(VIEW_TEXTS)?;
         let print = view::fingerprint(text);
         let key = crate::markdown::same_text_key(text);
         let mut found = Vec::new();
@@ -2084,7 +2091,7 @@ impl StoreReader {
             let Some(bytes) = views.get(id)? else {
                 continue;
             };
-            let memory = view::decode(id, bytes.value())?;
+            let memory = view::decode(id, bytes.value(), &texts)?;
             if memory.collection == collection
                 && crate::markdown::same_text_key(&memory.content) == key
             {
@@ -2152,6 +2159,7 @@ impl StoreReader {
         let docs = txn.open_table(DOCS)?;
         let metas = txn.open_table(MEMORY_META)?;
         let views = txn.open_table(VIEWS)?;
+        let texts = txn.open_table(VIEW_TEXTS)?;
         let titles = txn.open_table(TITLES)?;
         let mentions = txn.open_table(MENTIONS)?;
         let fingerprints = txn.open_table(FINGERPRINTS)?;
@@ -2170,7 +2178,7 @@ impl StoreReader {
             );
             let view = views
                 .get(id)?
-                .map(|v| view::decode(id, v.value()))
+                .map(|v| view::decode(id, v.value(), &texts))
                 .transpose()?;
             if view.as_ref() != Some(&read) {
                 return Err(StoreError::Storage(format!(
@@ -2241,6 +2249,7 @@ impl StoreReader {
         out.insert("links-1", txn.open_table(LINKS)?.len()?);
         out.insert("backlinks-1", txn.open_table(BACKLINKS)?.len()?);
         out.insert("views-1", txn.open_table(VIEWS)?.len()?);
+        out.insert("view-texts-1", txn.open_table(VIEW_TEXTS)?.len()?);
         out.insert("titles-1", txn.open_table(TITLES)?.len()?);
         out.insert("mentions-1", txn.open_table(MENTIONS)?.len()?);
         out.insert("fingerprints-1", txn.open_table(FINGERPRINTS)?.len()?);
@@ -2253,7 +2262,7 @@ impl StoreReader {
 fn get_in(txn: &redb::ReadTransaction, id: MemoryId) -> Result<Memory, StoreError> {
     let views = txn.open_table(VIEWS)?;
     match views.get(id.to_u128())? {
-        Some(bytes) => view::decode(id.to_u128(), bytes.value()),
+        Some(bytes) => view::decode(id.to_u128(), bytes.value(), &txn.open_table(VIEW_TEXTS)?),
         None => {
             if txn.open_table(TOMBSTONES)?.get(id.to_u128())?.is_some() {
                 Err(StoreError::Deleted(id))

@@ -1024,12 +1024,18 @@ impl StoreReader {
             .ok_or(StoreError::NotFound(id))?;
         let bytes = bytes.value();
         // Automerge's binary format: 4 bytes of magic, 4 of checksum, then the chunk's
-        // type: 0 a document, 1 a change, 2 a compressed change.
+        // type: 0 a document, 1 a change, 2 a compressed change. A first change with
+        // later ones appended to it (`MemoryDoc::save_after`) loads as a document.
         if matches!(bytes.get(8), Some(1 | 2)) {
-            let change = automerge::Change::try_from(bytes).map_err(|e| {
-                StoreError::Storage(format!("the stored change of {id} does not load: {e}"))
-            })?;
-            return Ok(History::One(Box::new(change), bytes.to_vec()));
+            match automerge::Change::try_from(bytes) {
+                Ok(change) => return Ok(History::One(Box::new(change), bytes.to_vec())),
+                Err(automerge::LoadChangeError::LeftoverData) => {}
+                Err(e) => {
+                    return Err(StoreError::Storage(format!(
+                        "the stored change of {id} does not load: {e}"
+                    )));
+                }
+            }
         }
         Ok(History::Doc(Box::new(MemoryDoc::load(bytes, &self.did)?)))
     }

@@ -16,7 +16,7 @@ use redb::{
     WriteTransaction,
 };
 
-use super::view::{FINGERPRINTS, MENTIONS, TITLES, VIEWS};
+use super::view::{FINGERPRINTS, MENTIONS, TITLES, VIEW_TEXTS, VIEWS};
 use super::{
     ACL, BACKLINKS, CHANGELOG, COLLECTIONS, DESCRIPTORS, DOCS, HEADS, INVITES, JOIN_REFUSALS,
     JOINS, LINKS, MEMBERS, MEMORY_META, META, NAMES, SIGNATURES, StoreReader, TOMBSTONES, builder,
@@ -142,6 +142,7 @@ pub(super) fn copy_all(read: &ReadTransaction, write: &WriteTransaction) -> Resu
     copy_table(read, write, LINKS)?;
     copy_table(read, write, BACKLINKS)?;
     copy_table(read, write, VIEWS)?;
+    copy_table(read, write, VIEW_TEXTS)?;
     copy_table(read, write, TITLES)?;
     copy_table(read, write, MENTIONS)?;
     copy_table(read, write, FINGERPRINTS)?;

@@ -1649,8 +1649,8 @@ fn a_long_memorys_edits_are_kept_appended_and_read_verify_and_sync_the_same() {
     let first = stored(&a, memory.id);
     assert_eq!(
         first.get(8),
-        Some(&0),
-        "a long memory is kept as a document"
+        Some(&2),
+        "a long memory is kept as its first change, deflated"
     );
     let mut kept = first.clone();
     for round in 1..=2 {
@@ -1696,4 +1696,89 @@ fn a_long_memorys_edits_are_kept_appended_and_read_verify_and_sync_the_same() {
         a.verify_views().expect("views"),
         b.verify_views().expect("views")
     );
+}
+
+#[test]
+fn a_long_text_is_kept_in_pieces_beside_its_view_and_they_follow_every_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = open(&dir, "a.redb", &Keypair::generate());
+    // (length of the view's row, number of pieces)
+    let kept = |store: &Store, id: MemoryId| -> (usize, usize) {
+        let txn = store.db().expect("db").begin_read().expect("read");
+        let row = txn
+            .open_table(VIEWS)
+            .expect("views")
+            .get(id.to_u128())
+            .expect("get")
+            .map_or(0, |v| v.value().len());
+        let id = id.to_u128();
+        let pieces = txn
+            .open_table(VIEW_TEXTS)
+            .expect("texts")
+            .range((id, 0)..=(id, u32::MAX))
+            .expect("range")
+            .count();
+        (row, pieces)
+    };
+    let edit_text = |store: &mut Store, id: MemoryId, text: &str| {
+        let memory = store
+            .edit(
+                id,
+                &MemoryEdit {
+                    content: Some(text.to_owned()),
+                    ..MemoryEdit::default()
+                },
+            )
+            .expect("edit");
+        assert_eq!(memory.content, text);
+    };
+    // Three-byte characters after one byte: piece boundaries fall inside characters.
+    let long = format!("x{}", "€".repeat(150_000));
+    let memory = a.add(note(&long)).expect("add");
+    let id = memory.id;
+    let (row, pieces) = kept(&a, id);
+    assert!(row < 1024, "the view keeps the text ({row} bytes)");
+    assert_eq!(pieces, 2);
+    assert_eq!(a.get(id).expect("get").content, long);
+    // A new title keeps the pieces; a longer text replaces them; a short one goes back
+    // into the view; every read reads the text as written.
+    retitle(&mut a, id, "renamed");
+    assert_eq!(kept(&a, id).1, 2);
+    assert_eq!(a.get(id).expect("get").content, long);
+    let longer = long.repeat(3);
+    edit_text(&mut a, id, &longer);
+    assert_eq!(kept(&a, id).1, 6);
+    assert_eq!(a.get(id).expect("get").content, longer);
+    assert_eq!(
+        a.same_text(memory.collection, &longer).expect("same").len(),
+        1
+    );
+    edit_text(&mut a, id, "short now");
+    assert_eq!(kept(&a, id).1, 0);
+    assert_eq!(a.get(id).expect("get").content, "short now");
+    edit_text(&mut a, id, &long);
+    assert_eq!(a.verify_views().expect("views"), 1);
+    // A view written before texts had pieces (its text in its row) reads as it is, and its
+    // next edit moves the text into pieces.
+    {
+        let whole = view::encode_whole(&a.get(id).expect("get")).expect("encode");
+        let txn = a.db().expect("db").begin_write().expect("write");
+        txn.open_table(VIEW_TEXTS)
+            .expect("texts")
+            .retain_in((id.to_u128(), 0)..=(id.to_u128(), u32::MAX), |_, _| false)
+            .expect("clear");
+        txn.open_table(VIEWS)
+            .expect("views")
+            .insert(id.to_u128(), whole.as_slice())
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    assert_eq!(kept(&a, id).1, 0);
+    assert_eq!(a.get(id).expect("get").content, long);
+    retitle(&mut a, id, "renamed again");
+    assert_eq!(kept(&a, id).1, 2);
+    assert_eq!(a.get(id).expect("get").content, long);
+    // A delete takes the pieces with the view.
+    a.remove(&[id]).expect("remove");
+    assert_eq!(kept(&a, id), (0, 0));
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
@@ -14,6 +14,19 @@ use crate::memory::{Memory, Source, Task};
 
 /// Key: memory id. Value: the memory as it reads (postcard [`ViewRecord`]).
 pub(super) const VIEWS: TableDefinition<u128, &[u8]> = TableDefinition::new("views-1");
+/// Key: (memory id, piece number from 0). Value: the next [`TEXT_PIECE`] bytes (the last
+/// piece: the rest) of a text longer than [`TEXT_INLINE`], whose view keeps an empty text.
+/// redb keeps a value bigger than a page in a leaf of its own sized to the next power of
+/// two, and reads and caches that leaf whole: in its view, an 8 MiB text took a 16 MiB
+/// leaf, written with a copy of the whole view beside it and resident whole after a read.
+/// Pieces fill their leaves, and are written straight from the memory's text.
+pub(super) const VIEW_TEXTS: TableDefinition<(u128, u32), &[u8]> =
+    TableDefinition::new("view-texts-1");
+/// The longest text a view keeps itself.
+const TEXT_INLINE: usize = 64 * 1024;
+/// The length of a piece of a long text: a 256 KiB leaf less room for its key and header.
+const TEXT_PIECE: usize = 256 * 1024 - 1024;
+
 /// Key: (title folded to lower case, memory id). Value: nothing.
 pub(super) const TITLES: TableDefinition<(&str, u128), ()> = TableDefinition::new("titles-1");
 /// Key: (wikilink key, memory whose text has `[[that name]]`), resolved or not: how a new
@@ -80,11 +93,27 @@ struct TaskRecord {
     xp: u32,
 }
 
-pub(super) fn encode(memory: &Memory) -> Result<Vec<u8>, StoreError> {
+/// `memory`'s view, with its text unless that is kept in pieces ([`VIEW_TEXTS`]).
+fn encode(memory: &Memory) -> Result<Vec<u8>, StoreError> {
+    let text = if in_pieces(&memory.content) {
+        ""
+    } else {
+        &memory.content
+    };
+    encode_with(memory, text)
+}
+
+/// `memory`'s view with its whole text in it, as views were written before pieces.
+#[cfg(test)]
+pub(super) fn encode_whole(memory: &Memory) -> Result<Vec<u8>, StoreError> {
+    encode_with(memory, &memory.content)
+}
+
+fn encode_with(memory: &Memory, text: &str) -> Result<Vec<u8>, StoreError> {
     let record = ViewRecordRef {
         collection: memory.collection.to_u128(),
         title: &memory.title,
-        content: &memory.content,
+        content: text,
         tags: memory.tags.iter().map(String::as_str).collect(),
         kind: &memory.kind,
         importance: memory.importance,
@@ -113,13 +142,28 @@ pub(super) fn encode(memory: &Memory) -> Result<Vec<u8>, StoreError> {
     Ok(postcard::to_extend(&record, Vec::with_capacity(size))?)
 }
 
-pub(super) fn decode(id: u128, bytes: &[u8]) -> Result<Memory, StoreError> {
+/// Whether a text is kept in pieces rather than in its view.
+fn in_pieces(text: &str) -> bool {
+    text.len() > TEXT_INLINE
+}
+
+/// The memory a stored view reads as, its text read from its pieces if it has them.
+pub(super) fn decode(
+    id: u128,
+    bytes: &[u8],
+    texts: &impl ReadableTable<(u128, u32), &'static [u8]>,
+) -> Result<Memory, StoreError> {
     let r: ViewRecord = postcard::from_bytes(bytes)?;
+    let content = if r.content.is_empty() {
+        read_pieces(texts, id)?.unwrap_or_default()
+    } else {
+        r.content
+    };
     Ok(Memory {
         id: MemoryId::from_u128(id),
         collection: CollectionId::from_u128(r.collection),
         title: r.title,
-        content: r.content,
+        content,
         tags: r.tags.into_iter().collect::<BTreeSet<_>>(),
         kind: r.kind,
         importance: r.importance,
@@ -142,33 +186,121 @@ pub(super) fn decode(id: u128, bytes: &[u8]) -> Result<Memory, StoreError> {
     })
 }
 
+/// Memory `id`'s text from its pieces, or `None` if it has none.
+fn read_pieces(
+    texts: &impl ReadableTable<(u128, u32), &'static [u8]>,
+    id: u128,
+) -> Result<Option<String>, StoreError> {
+    let pieces = (id, 0)..=(id, u32::MAX);
+    // Sized once from the last piece: every piece before it is whole.
+    let Some(last) = texts.range(pieces.clone())?.next_back() else {
+        return Ok(None);
+    };
+    let (key, value) = last?;
+    let len = key.value().1 as usize * TEXT_PIECE + value.value().len();
+    let mut bytes = Vec::with_capacity(len);
+    for piece in texts.range(pieces)? {
+        bytes.extend_from_slice(piece?.1.value());
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| StoreError::Storage(format!("the text of memory {id:x} is not UTF-8")))
+}
+
+/// Whether memory `id` has pieces that read as `text`, compared in place.
+fn pieces_are(
+    texts: &impl ReadableTable<(u128, u32), &'static [u8]>,
+    id: u128,
+    text: &str,
+) -> Result<bool, StoreError> {
+    let text = text.as_bytes();
+    let mut at = 0;
+    for piece in texts.range((id, 0)..=(id, u32::MAX))? {
+        let piece = piece?.1;
+        let piece = piece.value();
+        if text.get(at..at + piece.len()) != Some(piece) {
+            return Ok(false);
+        }
+        at += piece.len();
+    }
+    Ok(at == text.len())
+}
+
+/// Writes `text` as memory `id`'s pieces (over none).
+fn write_pieces(
+    texts: &mut Table<(u128, u32), &'static [u8]>,
+    id: u128,
+    text: &str,
+) -> Result<(), StoreError> {
+    for (n, piece) in text.as_bytes().chunks(TEXT_PIECE).enumerate() {
+        let n = u32::try_from(n).map_err(|_| StoreError::Storage("a text of 1 PiB".into()))?;
+        texts.insert((id, n), piece)?;
+    }
+    Ok(())
+}
+
+fn remove_pieces(
+    texts: &mut Table<(u128, u32), &'static [u8]>,
+    id: u128,
+) -> Result<(), StoreError> {
+    texts.retain_in((id, 0)..=(id, u32::MAX), |_, _| false)?;
+    Ok(())
+}
+
 /// Writes `memory`'s view and its title row (replacing the old title's).
 pub(super) fn put(txn: &WriteTransaction, memory: &Memory) -> Result<(), StoreError> {
     let id = memory.id.to_u128();
     let mut views = txn.open_table(VIEWS)?;
     let mut titles = txn.open_table(TITLES)?;
+    let mut texts = txn.open_table(VIEW_TEXTS)?;
     let new_key = title_key(&memory.title);
     // What the tables beside the view are keyed by in the old view, read in place (a memory
-    // may be megabytes; no copy of its old text is made): its title's key, and, if the
-    // text changes, the old text's fingerprint and wikilink names.
+    // may be megabytes; no copy of its old text is made unless it changes): its title's
+    // key, whether its text was in pieces, and, if the text changes, the old text's
+    // fingerprint and wikilink names.
     let old = match views.get(id)? {
         Some(stored) => {
             let old: ViewRecordRef = postcard::from_bytes(stored.value())?;
-            let text = (old.content != memory.content)
-                .then(|| (fingerprint(old.content), wikilink_keys(old.content)));
-            Some((title_key(old.title), text))
+            let pieces = old.content.is_empty() && texts.get((id, 0))?.is_some();
+            let same = if pieces {
+                pieces_are(&texts, id, &memory.content)?
+            } else {
+                old.content == memory.content
+            };
+            let text = match (same, pieces) {
+                (true, _) => None,
+                (false, false) => Some((fingerprint(old.content), wikilink_keys(old.content))),
+                (false, true) => {
+                    let text = read_pieces(&texts, id)?.unwrap_or_default();
+                    Some((fingerprint(&text), wikilink_keys(&text)))
+                }
+            };
+            Some((title_key(old.title), text, pieces))
         }
         None => None,
     };
-    if let Some((old_key, _)) = &old
+    let kept = match &old {
+        Some((_, text, true)) if text.is_some() => {
+            remove_pieces(&mut texts, id)?;
+            false
+        }
+        Some((_, None, pieces)) => *pieces,
+        _ => false,
+    };
+    if in_pieces(&memory.content) && !kept {
+        // None are left but those of a view the tables lost (derived again at open).
+        remove_pieces(&mut texts, id)?;
+        write_pieces(&mut texts, id, &memory.content)?;
+    }
+    if let Some((old_key, ..)) = &old
         && *old_key != new_key
     {
         titles.remove((old_key.as_str(), id))?;
     }
     views.insert(id, encode(memory)?.as_slice())?;
     titles.insert((new_key.as_str(), id), ())?;
-    if old.as_ref().is_none_or(|(_, text)| text.is_some()) {
-        let old_text = old.as_ref().and_then(|(_, text)| text.as_ref());
+    if old.as_ref().is_none_or(|(_, text, _)| text.is_some()) {
+        let old_text = old.as_ref().and_then(|(_, text, _)| text.as_ref());
         let mut fingerprints = txn.open_table(FINGERPRINTS)?;
         if let Some((old_print, _)) = old_text {
             fingerprints.remove((*old_print, id))?;
@@ -205,7 +337,9 @@ pub(super) fn remove(txn: &WriteTransaction, id: MemoryId) -> Result<(), StoreEr
     let Some(old) = views.remove(id)? else {
         return Ok(());
     };
-    let old = decode(id, old.value())?;
+    let mut texts = txn.open_table(VIEW_TEXTS)?;
+    let old = decode(id, old.value(), &texts)?;
+    remove_pieces(&mut texts, id)?;
     txn.open_table(TITLES)?
         .remove((title_key(&old.title).as_str(), id))?;
     txn.open_table(FINGERPRINTS)?
