@@ -919,6 +919,12 @@ impl MemoryDoc {
         }
     }
 
+    /// The title as [`MemoryDoc::read`] reads it, without reading the rest (a text may be
+    /// megabytes).
+    pub(crate) fn title(&self) -> String {
+        string(&self.doc, &automerge::ROOT, "title").unwrap_or_default()
+    }
+
     /// Serialises the whole document, history included.
     pub fn save(&mut self) -> Vec<u8> {
         self.doc.save()

@@ -881,7 +881,7 @@ impl Store {
                 )
             };
             share::check_write(txn, collection, &self.did)?;
-            let title_before = edit.title.as_ref().map(|_| doc.read(id, collection).title);
+            let title_before = edit.title.as_ref().map(|_| doc.title());
             let hash = doc.edit(edit, Timestamp::now())?;
             memory = doc.read(id, collection);
             retitled = title_before.is_some_and(|t| title_key(&t) != title_key(&memory.title));
