@@ -26,6 +26,19 @@ fn retitle(store: &mut Store, id: MemoryId, title: &str) -> Memory {
         .expect("retitle")
 }
 
+/// Gives memory `id` a new text.
+fn rewrite(store: &mut Store, id: MemoryId, text: &str) -> Memory {
+    store
+        .edit(
+            id,
+            &MemoryEdit {
+                content: Some(text.into()),
+                ..MemoryEdit::default()
+            },
+        )
+        .expect("rewrite")
+}
+
 fn note(content: &str) -> NewMemory {
     NewMemory {
         content: content.into(),
@@ -1654,15 +1667,7 @@ fn a_long_memorys_edits_are_kept_appended_and_read_verify_and_sync_the_same() {
     );
     let mut kept = first.clone();
     for round in 1..=2 {
-        let edited = a
-            .edit(
-                memory.id,
-                &MemoryEdit {
-                    content: Some(text(round)),
-                    ..MemoryEdit::default()
-                },
-            )
-            .expect("edit");
+        let edited = rewrite(&mut a, memory.id, &text(round));
         assert_eq!(edited.content, text(round));
         let now = stored(&a, memory.id);
         // What was kept stays as it was, with the one new change after it.
@@ -1721,16 +1726,7 @@ fn a_long_text_is_kept_in_pieces_beside_its_view_and_they_follow_every_write() {
         (row, pieces)
     };
     let edit_text = |store: &mut Store, id: MemoryId, text: &str| {
-        let memory = store
-            .edit(
-                id,
-                &MemoryEdit {
-                    content: Some(text.to_owned()),
-                    ..MemoryEdit::default()
-                },
-            )
-            .expect("edit");
-        assert_eq!(memory.content, text);
+        assert_eq!(rewrite(store, id, text).content, text);
     };
     // Three-byte characters after one byte: piece boundaries fall inside characters.
     let long = format!("x{}", "€".repeat(150_000));
