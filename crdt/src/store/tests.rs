@@ -15,28 +15,20 @@ fn open(dir: &tempfile::TempDir, name: &str, keypair: &Keypair) -> Store {
 
 /// Gives memory `id` a new title.
 fn retitle(store: &mut Store, id: MemoryId, title: &str) -> Memory {
-    store
-        .edit(
-            id,
-            &MemoryEdit {
-                title: Some(title.into()),
-                ..MemoryEdit::default()
-            },
-        )
-        .expect("retitle")
+    let edit = MemoryEdit {
+        title: Some(title.into()),
+        ..MemoryEdit::default()
+    };
+    store.edit(id, &edit).expect("retitle")
 }
 
 /// Gives memory `id` a new text.
 fn rewrite(store: &mut Store, id: MemoryId, text: &str) -> Memory {
-    store
-        .edit(
-            id,
-            &MemoryEdit {
-                content: Some(text.into()),
-                ..MemoryEdit::default()
-            },
-        )
-        .expect("rewrite")
+    let edit = MemoryEdit {
+        content: Some(text.into()),
+        ..MemoryEdit::default()
+    };
+    store.edit(id, &edit).expect("rewrite")
 }
 
 fn note(content: &str) -> NewMemory {
