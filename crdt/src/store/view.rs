@@ -22,8 +22,9 @@ pub(super) const VIEWS: TableDefinition<u128, &[u8]> = TableDefinition::new("vie
 /// Pieces fill their leaves, and are written straight from the memory's text.
 pub(super) const VIEW_TEXTS: TableDefinition<(u128, u32), &[u8]> =
     TableDefinition::new("view-texts-1");
-/// The longest text a view keeps itself.
-const TEXT_INLINE: usize = 64 * 1024;
+/// The longest text a view keeps itself: the longest one a document merges by character;
+/// a longer one is one string value there and in pieces here.
+const TEXT_INLINE: usize = crate::MAX_MERGED_TEXT_BYTES;
 /// The length of a piece of a long text: a 256 KiB leaf less room for its key and header.
 const TEXT_PIECE: usize = 256 * 1024 - 1024;
 
