@@ -863,6 +863,17 @@ impl MemoryDoc {
     /// Reads the memory's fields. Tolerates missing or mistyped fields (a peer may have
     /// written them), using defaults, so reading never fails.
     pub fn read(&self, id: MemoryId, collection: CollectionId) -> Memory {
+        self.read_with_content(id, collection, read_content(&self.doc))
+    }
+
+    /// As [`MemoryDoc::read`], with `content` for the text: for a caller that has the text
+    /// already (an edit that set it), so that a long one is not copied out again.
+    pub(crate) fn read_with_content(
+        &self,
+        id: MemoryId,
+        collection: CollectionId,
+        content: String,
+    ) -> Memory {
         let doc = &self.doc;
         let root = automerge::ROOT;
         let tags = object(doc, &root, "tags")
@@ -903,7 +914,7 @@ impl MemoryDoc {
             id,
             collection,
             title: string(doc, &root, "title").unwrap_or_default(),
-            content: read_content(doc),
+            content,
             tags,
             kind: string(doc, &root, "kind").unwrap_or_else(|| DEFAULT_KIND.to_owned()),
             importance: scalar(doc, &root, "importance")

@@ -854,7 +854,7 @@ impl Store {
         id: MemoryId,
         edit: &MemoryEdit,
     ) -> Result<Written<Memory>, StoreError> {
-        let memory;
+        let mut memory;
         let changed;
         let retitled;
         {
@@ -883,7 +883,13 @@ impl Store {
             share::check_write(txn, collection, &self.did)?;
             let title_before = edit.title.as_ref().map(|_| doc.title());
             let hash = doc.edit(edit, Timestamp::now())?;
-            memory = doc.read(id, collection);
+            // A new text is what the edit holds: copied from there once the document is
+            // gone (below), not read out of it while it holds the old and the new.
+            memory = match (&edit.content, hash) {
+                (Some(_), Some(_)) => doc.read_with_content(id, collection, String::new()),
+                _ => doc.read(id, collection),
+            };
+            let content_len = edit.content.as_ref().map_or(memory.content.len(), String::len);
             retitled = title_before.is_some_and(|t| title_key(&t) != title_key(&memory.title));
             changed = hash.is_some();
             // The owner wrote the text anew (or picked a side): settled.
@@ -898,12 +904,16 @@ impl Store {
                     let stored = docs.get(id.to_u128())?.ok_or_else(|| {
                         StoreError::Storage(format!("document of {id} is missing"))
                     })?;
-                    doc.save_after(stored.value(), &hash, memory.content.len())
+                    doc.save_after(stored.value(), &hash, content_len)
                 };
                 // What is left to write needs the memory, not its document (for a long
                 // text, megabytes of history).
                 drop(doc);
                 docs.insert(id.to_u128(), saved.as_slice())?;
+                drop(saved);
+                if let Some(content) = &edit.content {
+                    memory.content.clone_from(content);
+                }
                 metas.insert(id.to_u128(), meta_bytes(&memory)?.as_slice())?;
                 view::put(txn, &memory)?;
                 set_links(txn, id, memory.links.keys().copied())?;
@@ -2412,6 +2422,12 @@ impl PreparedMemory {
     /// The memory as it will read.
     pub fn memory(&self) -> &Memory {
         &self.0.memory
+    }
+
+    /// The memory as it will read, taken out (copied only if the prepared memory is still
+    /// shared, e.g. with a write that did not finish).
+    pub fn into_memory(self) -> Memory {
+        Arc::try_unwrap(self.0).map_or_else(|built| built.memory.clone(), |built| built.memory)
     }
 }
 

@@ -133,7 +133,7 @@ impl Api for Service {
                 Ok((None, Some(s.last_write_seq()), true))
             })
             .map_err(store_error)?;
-        let memory = existing.as_ref().unwrap_or_else(|| prepared.memory());
+        let memory = existing.unwrap_or_else(|| prepared.into_memory());
         let mut view = MemoryView::new(memory, &self.names(store)?);
         view.seq = seq;
         if dedupe != Dedupe::Off {
@@ -155,7 +155,7 @@ impl Api for Service {
         Ok(store
             .backlinks(id)
             .map_err(store_error)?
-            .iter()
+            .into_iter()
             .map(|m| MemoryView::new(m, &names))
             .collect())
     }
@@ -308,7 +308,7 @@ impl Api for Service {
         let names = self.names(store)?;
         let total = all.len();
         let items: Vec<MemoryView> = all
-            .iter()
+            .into_iter()
             .skip(offset)
             .take(limit)
             .map(|m| MemoryView::new(m, &names))
@@ -393,6 +393,8 @@ impl Api for Service {
             }
             (title, _, _) => title,
         };
+        // Not held through the write: its text may be megabytes.
+        drop(current);
         let edit = MemoryEdit {
             title,
             content: patch.content,
@@ -414,7 +416,7 @@ impl Api for Service {
                 Ok((memory, s.last_write_seq()))
             })
             .map_err(store_error)?;
-        let mut view = MemoryView::new(&memory, &self.names(self.store())?);
+        let mut view = MemoryView::new(memory, &self.names(self.store())?);
         view.seq = Some(seq);
         Ok(view)
     }
@@ -437,7 +439,7 @@ impl Api for Service {
                 Ok((memory, s.last_write_seq()))
             })
             .map_err(store_error)?;
-        let mut view = MemoryView::new(&memory, &self.names(self.store())?);
+        let mut view = MemoryView::new(memory, &self.names(self.store())?);
         view.seq = Some(seq);
         Ok(view)
     }
@@ -452,7 +454,7 @@ impl Api for Service {
             })
             .map_err(store_error)?;
         self.forget_in_index(&[id]);
-        let mut view = MemoryView::new(&memory, &self.names(self.store())?);
+        let mut view = MemoryView::new(memory, &self.names(self.store())?);
         view.seq = Some(seq);
         Ok(view)
     }
@@ -473,7 +475,7 @@ impl Api for Service {
         if memory.id != id {
             self.forget_in_index(&[id]);
         }
-        let mut view = MemoryView::new(&memory, &self.names(self.store())?);
+        let mut view = MemoryView::new(memory, &self.names(self.store())?);
         view.seq = Some(seq);
         Ok(view)
     }

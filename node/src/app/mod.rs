@@ -472,7 +472,7 @@ impl Service {
     fn view(&self, store: &StoreReader, id: MemoryId) -> Result<MemoryView, ApiError> {
         let (memory, name, conflict) = store.get_named(id).map_err(store_error)?;
         let names = name.map(|n| (memory.collection, n)).into_iter().collect();
-        let mut view = MemoryView::new(&memory, &names);
+        let mut view = MemoryView::new(memory, &names);
         view.conflict = conflict.as_ref().map(mnemon_api::ConflictView::from);
         Ok(view)
     }

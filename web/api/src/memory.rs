@@ -331,30 +331,31 @@ fn related() -> String {
 }
 
 impl MemoryView {
-    /// The view of `memory`, with collection names from `names`.
-    pub fn new(memory: &Memory, names: &HashMap<CollectionId, String>) -> MemoryView {
+    /// The view of `memory`, with collection names from `names`. Takes the memory: its
+    /// text moves into the view rather than being copied (it may be megabytes).
+    pub fn new(memory: Memory, names: &HashMap<CollectionId, String>) -> MemoryView {
         MemoryView {
             id: memory.id.to_string(),
-            title: memory.title.clone(),
-            content: memory.content.clone(),
-            tags: memory.tags.iter().cloned().collect(),
-            kind: memory.kind.clone(),
+            title: memory.title,
+            content: memory.content,
+            tags: memory.tags.into_iter().collect(),
+            kind: memory.kind,
             importance: memory.importance,
             created_at: memory.created_at.to_string(),
             updated_at: memory.updated_at.to_string(),
-            author: memory.author.clone(),
+            author: memory.author,
             collection: memory.collection.to_string(),
             collection_name: names.get(&memory.collection).cloned(),
-            source: memory.source.as_ref().map(|s| SourceView {
-                kind: s.kind.clone(),
-                uri: s.uri.clone(),
+            source: memory.source.map(|s| SourceView {
+                kind: s.kind,
+                uri: s.uri,
             }),
             links: memory
                 .links
-                .iter()
+                .into_iter()
                 .map(|(target, relation)| LinkView {
                     target: target.to_string(),
-                    relation: relation.clone(),
+                    relation,
                 })
                 .collect(),
             task: memory.task.as_ref().map(TaskView::from),
