@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What one large memory costs a running node: `serve` on a fresh data folder (built-in
 # embedder), one memory of SIZE bytes of prose (default: the 8 MiB content limit) posted,
-# searched for once indexed, edited (its title, then its text) and read, each step waited
+# searched for once indexed, edited (its title, then its text twice) and read, each step waited
 # for until search has it. Prints the time of the add and the edit of the text, and for
 # each step the service's peak resident memory above its level just before the add, per
 # byte of text.
@@ -25,9 +25,11 @@ size = int(sys.argv[1])
 line = "The quick brown fox jumps over the lazy dog by the river, twice a day.\n"
 text = (line * (size // len(line)))[:size - 16] + "zanzibarquokka\n"
 print(json.dumps({"title": "Large", "content": text}))
-# The same text edited near its start, as an editor sends it back.
+# The same text edited near its start, as an editor sends it back; then again.
 with open(sys.argv[2], "w") as f:
     json.dump({"content": "An edit at the start.\n" + text[22:]}, f)
+with open(sys.argv[2] + ".2", "w") as f:
+    json.dump({"content": "A second edit.\n" + text[15:]}, f)
 PY
 hwm() { awk '/VmHWM/ {print $2 * 1024}' /proc/$SPID/status; }
 auth="Authorization: Bearer $MNEMON_TOKEN"
@@ -59,13 +61,18 @@ t4=$(date +%s.%N)
 indexed $SEQ
 text=$(hwm)
 step
+SEQ=$(curl -sf -X PATCH -H "$auth" -H 'content-type: application/json' --data-binary @$D/edit.json.2 $U/api/v1/memories/$ID | seq_of)
+indexed $SEQ
+text2=$(hwm)
+step
 curl -sf -H "$auth" $U/api/v1/memories/$ID -o /dev/null
 get=$(hwm)
-python3 - "$SIZE" "$before" "$add" "$title" "$text" "$get" "$t0" "$t1" "$t2" "$t3" "$t4" <<'PY'
+python3 - "$SIZE" "$before" "$add" "$title" "$text" "$text2" "$get" "$t0" "$t1" "$t2" "$t3" "$t4" <<'PY'
 import json, sys
-size, before, *peaks = map(int, sys.argv[1:7])
-t0, t1, t2, t3, t4 = map(float, sys.argv[7:12])
-above = dict(zip(["add", "title_edit", "text_edit", "get"], (p - before for p in peaks)))
+size, before, *peaks = map(int, sys.argv[1:8])
+t0, t1, t2, t3, t4 = map(float, sys.argv[8:13])
+steps = ["add", "title_edit", "text_edit", "second_text_edit", "get"]
+above = dict(zip(steps, (p - before for p in peaks)))
 print(json.dumps({
     "data": f"one memory of {size} bytes of prose through a running serve (built-in embedder)",
     "add_s": round(t1 - t0, 3), "indexed_s": round(t2 - t1, 3), "text_edit_s": round(t4 - t3, 3),
