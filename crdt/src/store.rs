@@ -889,7 +889,10 @@ impl Store {
                 (Some(_), Some(_)) => doc.read_with_content(id, collection, String::new()),
                 _ => doc.read(id, collection),
             };
-            let content_len = edit.content.as_ref().map_or(memory.content.len(), String::len);
+            let content_len = edit
+                .content
+                .as_ref()
+                .map_or(memory.content.len(), String::len);
             retitled = title_before.is_some_and(|t| title_key(&t) != title_key(&memory.title));
             changed = hash.is_some();
             // The owner wrote the text anew (or picked a side): settled.
