@@ -57,14 +57,18 @@ where
     }
 
     fn answer(self: Box<Self>, committed: Result<(), &StoreError>) {
-        let result = match (committed, self.result) {
+        let Grouped { f, result, reply } = *self;
+        // What the write holds (it may share a large memory with its caller) goes before
+        // the caller hears back.
+        drop(f);
+        let result = match (committed, result) {
             (Ok(()), Some(result)) => result,
             (Err(e), _) => Err(E::from(e.clone())),
             (Ok(()), None) => Err(E::from(StoreError::Storage(
                 "a write was answered before it ran".into(),
             ))),
         };
-        let _ = self.reply.send(result);
+        let _ = reply.send(result);
     }
 }
 
@@ -502,5 +506,28 @@ mod tests {
         }
         assert_eq!(reader.count().expect("count"), 13);
         reader.verify_views().expect("views");
+    }
+
+    #[test]
+    fn a_prepared_memory_comes_back_from_its_write_without_a_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path().join("s.redb"), Keypair::generate()).expect("open");
+        let handle = StoreHandle::spawn(store).expect("spawn");
+        for i in 0..50 {
+            let prepared = handle
+                .builder()
+                .prepare(&NewMemory {
+                    content: format!("a text the write must not leave copied, {i}"),
+                    ..NewMemory::default()
+                })
+                .expect("prepare");
+            let text = prepared.memory().content.as_ptr();
+            let stored = prepared.clone();
+            handle
+                .write_blocking(move |s: &mut Store| s.add_prepared(&stored))
+                .expect("add");
+            // The write let go of its share before answering: the text is the same buffer.
+            assert_eq!(prepared.into_memory().content.as_ptr(), text, "write {i}");
+        }
     }
 }
