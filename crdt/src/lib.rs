@@ -31,7 +31,7 @@ pub use id::{CollectionId, MemoryId, ParseIdError, ParseTimeError, Timestamp};
 pub use memory::{
     DEFAULT_IMPORTANCE, DEFAULT_KIND, MAX_CONTENT_BYTES, MAX_LINKS, MAX_MERGED_TEXT_BYTES,
     MAX_TAG_CHARS, MAX_TAGS, MAX_TASK_XP, MAX_TITLE_BYTES, Memory, MemoryDoc, MemoryEdit,
-    NewMemory, Source, Task, ValidationError, actor_id, derive_title, normalize_tag,
+    NewMemory, Source, Task, TextRef, ValidationError, actor_id, derive_title, normalize_tag,
 };
 pub use signed::{ChangeError, MAX_CHANGE_BYTES, SignedChange, VerifiedChange};
 pub use store::{

@@ -6,6 +6,7 @@
 //! |--------------|-------------------------|------------------------------------------------|
 //! | `title`      | str                     | short title                                    |
 //! | `content`    | text                    | the body (Markdown); concurrent edits merge    |
+//! |              | bytes (40)              | above 64 KiB: a [`TextRef`] to the text, kept beside |
 //! | `tags`       | map: tag → `true`       | a set: adding wins over a concurrent removal    |
 //! | `kind`       | str                     | `note`, `task`, `fact`, `conversation`, …      |
 //! | `importance` | f64 in 0..=1            |                                                |
@@ -29,10 +30,63 @@ use crate::id::{CollectionId, MemoryId, Timestamp};
 /// Largest content accepted, in bytes.
 pub const MAX_CONTENT_BYTES: usize = 8 * 1024 * 1024;
 /// Largest content kept as an automerge text, merged character by character with
-/// concurrent edits. Larger content is one string value, and of two concurrent edits of
-/// it one wins whole: automerge holds a few hundred bytes per character while it builds
+/// concurrent edits. Larger content is kept beside the document ([`TextRef`]), and of two
+/// concurrent edits of it one wins whole: automerge holds a few hundred bytes per character while it builds
 /// or merges a text, so a text of megabytes would cost gigabytes.
 pub const MAX_MERGED_TEXT_BYTES: usize = 64 * 1024;
+/// A text above [`MAX_MERGED_TEXT_BYTES`], kept beside its memory's document: the document
+/// holds this reference (the text's SHA-256 and length, 40 bytes of automerge bytes at
+/// `content`), the store holds the text, and a change that sets it travels with it
+/// ([`crate::SignedChange::text`]). An edit of a long text thus adds 40 bytes to the
+/// document's history rather than the text, and loading the document to edit or merge it
+/// never copies a text of megabytes, however often it was edited. (A document written
+/// before held such a text as one string value, which still reads.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextRef {
+    pub(crate) hash: [u8; 32],
+    pub(crate) len: u64,
+}
+
+impl TextRef {
+    /// The reference to `text`.
+    pub fn of(text: &str) -> TextRef {
+        use sha2::Digest as _;
+        TextRef {
+            hash: sha2::Sha256::digest(text.as_bytes()).into(),
+            len: text.len() as u64,
+        }
+    }
+
+    /// Whether `text` is the text this names.
+    pub fn names(&self, text: &str) -> bool {
+        self.len == text.len() as u64 && TextRef::of(text) == *self
+    }
+
+    /// Its form in the document.
+    pub(crate) fn to_bytes(self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(40);
+        bytes.extend_from_slice(&self.hash);
+        bytes.extend_from_slice(&self.len.to_be_bytes());
+        bytes
+    }
+
+    /// From its form in the document; `None` for anything else.
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<TextRef> {
+        let (hash, len) = bytes.split_first_chunk::<32>()?;
+        let len = u64::from_be_bytes(len.try_into().ok()?);
+        (len > MAX_MERGED_TEXT_BYTES as u64 && len <= MAX_CONTENT_BYTES as u64)
+            .then_some(TextRef { hash: *hash, len })
+    }
+
+    /// The reference a document's `content` value holds, if it is one.
+    pub(crate) fn in_value(value: &ScalarValue) -> Option<TextRef> {
+        match value {
+            ScalarValue::Bytes(bytes) => TextRef::from_bytes(bytes),
+            _ => None,
+        }
+    }
+}
+
 /// Largest title accepted, in bytes.
 pub const MAX_TITLE_BYTES: usize = 1024;
 /// Most tags on one memory.
@@ -418,6 +472,8 @@ pub(crate) struct ValidNew {
     kind: String,
     importance: f64,
     source: Option<Source>,
+    /// The reference to a content above [`MAX_MERGED_TEXT_BYTES`], kept beside.
+    pub(crate) content_ref: Option<TextRef>,
     /// One relation per target: a target given twice keeps the last.
     links: BTreeMap<MemoryId, String>,
     task: Option<Task>,
@@ -440,7 +496,7 @@ impl ValidNew {
     pub(crate) fn first_change(&self, author: &Did, now: Timestamp) -> automerge::Change {
         use automerge::legacy::ObjectId;
         // One operation a character for a merged text, one for a long content.
-        let content_ops = if self.content.len() > MAX_MERGED_TEXT_BYTES {
+        let content_ops = if self.content_ref.is_some() {
             1
         } else {
             self.content.len()
@@ -448,8 +504,8 @@ impl ValidNew {
         let mut ops = OpWriter::new(actor_id(author), 16 + content_ops);
         let root = ObjectId::Root;
         ops.put(&root, "title", self.title.as_str().into());
-        if self.content.len() > MAX_MERGED_TEXT_BYTES {
-            ops.put(&root, "content", self.content.as_str().into());
+        if let Some(text) = self.content_ref {
+            ops.put(&root, "content", ScalarValue::Bytes(text.to_bytes()));
         } else {
             let text = ops.make(&root, "content", ObjType::Text);
             ops.insert_chars(&text, &self.content);
@@ -509,13 +565,12 @@ impl ValidNew {
 
     /// What the store keeps for the new memory's document, and the hash of its one change.
     /// Up to [`FIRST_CHANGE_MAX_CONTENT`] of content, or a content above
-    /// [`MAX_MERGED_TEXT_BYTES`] (one string value, one operation), the change itself
+    /// [`MAX_MERGED_TEXT_BYTES`] (its [`TextRef`], one operation), the change itself
     /// ([`ValidNew::first_change`]): a document loads from it, and its history is that one
     /// change without loading. A text merged by character in between is saved as a
     /// document, built op by op: a load replays a change's operations one by one, which
     /// for a character per operation costs more time and memory than building the
-    /// document once. (A document built for a long string value would cost several
-    /// copies of it: its op set, the change encoded to hash it, the save.)
+    /// document once.
     pub(crate) fn stored(&self, author: &Did, now: Timestamp) -> (Vec<u8>, ChangeHash) {
         let len = self.content.len();
         if len <= FIRST_CHANGE_MAX_CONTENT || len > MAX_MERGED_TEXT_BYTES {
@@ -663,6 +718,8 @@ impl NewMemory {
         }
         Ok(ValidNew {
             title,
+            content_ref: (self.content.len() > MAX_MERGED_TEXT_BYTES)
+                .then(|| TextRef::of(&self.content)),
             content: self.content.clone(),
             tags: normalize_tags(&self.tags)?,
             kind,
@@ -861,7 +918,9 @@ impl MemoryDoc {
     }
 
     /// Reads the memory's fields. Tolerates missing or mistyped fields (a peer may have
-    /// written them), using defaults, so reading never fails.
+    /// written them), using defaults, so reading never fails. A text kept beside the
+    /// document ([`MemoryDoc::content_ref`]) is not in it, and reads here as empty: the
+    /// store reads it from where it keeps it.
     pub fn read(&self, id: MemoryId, collection: CollectionId) -> Memory {
         self.read_with_content(id, collection, read_content(&self.doc))
     }
@@ -930,6 +989,14 @@ impl MemoryDoc {
         }
     }
 
+    /// The reference at `content`, when the text is kept beside the document ([`TextRef`]).
+    pub fn content_ref(&self) -> Option<TextRef> {
+        match self.doc.get(automerge::ROOT, "content").ok().flatten() {
+            Some((Value::Scalar(value), _)) => TextRef::in_value(&value),
+            _ => None,
+        }
+    }
+
     /// The title as [`MemoryDoc::read`] reads it, without reading the rest (a text may be
     /// megabytes).
     pub(crate) fn title(&self) -> String {
@@ -942,22 +1009,15 @@ impl MemoryDoc {
     }
 
     /// What to keep for this document after a local change with `hash`, when it was loaded
-    /// from `stored` and its content is now `content_len` bytes long. The document of a
-    /// long content (one string value, above [`MAX_MERGED_TEXT_BYTES`]), or one saved as at
-    /// least [`APPEND_CHANGES_FROM`] bytes, keeps `stored` followed by the change alone,
-    /// deflated (automerge loads a document chunk followed by change chunks as one
-    /// document): saving it anew would encode its whole history, every earlier version of
-    /// the text included, several times over in memory, for each edit. (`stored` may
-    /// begin with a change chunk: a long memory is kept as its first change.) Any other is
-    /// saved whole, which also folds changes appended before back in.
-    pub(crate) fn save_after(
-        &mut self,
-        stored: &[u8],
-        hash: &ChangeHash,
-        content_len: usize,
-    ) -> Vec<u8> {
-        let long = content_len > MAX_MERGED_TEXT_BYTES || stored.len() >= APPEND_CHANGES_FROM;
-        if !long {
+    /// from `stored`. A document saved as at least [`APPEND_CHANGES_FROM`] bytes (one
+    /// written before long texts were kept beside, holding its versions as string values)
+    /// keeps `stored` followed by the change alone, deflated (automerge loads a document
+    /// chunk followed by change chunks as one document): saving it anew would encode its
+    /// whole history several times over in memory, for each edit. (`stored` may begin
+    /// with a change chunk: a new memory is kept as its first change.) Any other is saved
+    /// whole, which also folds changes appended before back in.
+    pub(crate) fn save_after(&mut self, stored: &[u8], hash: &ChangeHash) -> Vec<u8> {
+        if stored.len() < APPEND_CHANGES_FROM {
             return self.save();
         }
         let Some(mut change) = self.doc.get_change_by_hash(hash) else {
@@ -1009,13 +1069,14 @@ fn put_task(doc: &mut AutoCommit, task: &Task) -> Result<(), automerge::Automerg
     Ok(())
 }
 
-/// Sets the content: a text up to [`MAX_MERGED_TEXT_BYTES`], one string value above. An
+/// Sets the content: a text up to [`MAX_MERGED_TEXT_BYTES`], a [`TextRef`] above. An
 /// existing text is diffed against (so concurrent edits of other parts merge); a new one
 /// is one splice, not a diff against nothing.
 fn put_content(doc: &mut AutoCommit, content: &str) -> Result<(), automerge::AutomergeError> {
     let root = automerge::ROOT;
     if content.len() > MAX_MERGED_TEXT_BYTES {
-        return doc.put(&root, "content", content);
+        let text = TextRef::of(content);
+        return doc.put(&root, "content", ScalarValue::Bytes(text.to_bytes()));
     }
     match doc.get(&root, "content")? {
         Some((Value::Object(ObjType::Text), text)) => doc.update_text(&text, content),
@@ -1026,7 +1087,7 @@ fn put_content(doc: &mut AutoCommit, content: &str) -> Result<(), automerge::Aut
     }
 }
 
-/// The content, whichever form it has.
+/// The content, whichever form it has (a text kept beside reads as empty).
 fn read_content(doc: &AutoCommit) -> String {
     match doc.get(automerge::ROOT, "content").ok().flatten() {
         Some((Value::Object(ObjType::Text), text)) => doc.text(&text).unwrap_or_default(),
@@ -1038,7 +1099,10 @@ fn read_content(doc: &AutoCommit) -> String {
 /// Whether the content reads as `content`, without copying a long one out to compare.
 fn content_is(doc: &AutoCommit, content: &str) -> bool {
     match doc.get(automerge::ROOT, "content").ok().flatten() {
-        Some((Value::Scalar(value), _)) => value.as_str().unwrap_or_default() == content,
+        Some((Value::Scalar(value), _)) => match TextRef::in_value(&value) {
+            Some(text) => text.names(content),
+            None => value.as_str().unwrap_or_default() == content,
+        },
         Some((Value::Object(ObjType::Text), _)) => read_content(doc) == content,
         _ => content.is_empty(),
     }
@@ -1244,8 +1308,11 @@ mod tests {
         let (id, c) = (MemoryId::new(t), CollectionId::new(t));
         let big = "word ".repeat(MAX_MERGED_TEXT_BYTES / 5 + 1);
         let (mut doc, _) = MemoryDoc::create_valid(&a, &new(&big).validate().expect("ok"), t);
-        assert_eq!(doc.read(id, c).content, big);
+        // Kept beside: the document holds its reference, not the text.
+        assert_eq!(doc.content_ref(), Some(TextRef::of(&big)));
+        assert_eq!(doc.read(id, c).content, "");
         let saved = doc.save();
+        assert!(saved.len() < 1024, "the text is in the document");
         let mut other = MemoryDoc::load(&saved, &b).expect("load");
         // Concurrent edits of a large content: one wins whole, both replicas agree.
         let edit = |doc: &mut MemoryDoc, text: String| {
@@ -1262,9 +1329,12 @@ mod tests {
             y.automerge().merge(x.automerge()).expect("merge");
         };
         merged(&mut doc, &mut other);
-        let (x, y) = (doc.read(id, c).content, other.read(id, c).content);
+        let (x, y) = (doc.content_ref(), other.content_ref());
         assert_eq!(x, y);
-        assert!(x == format!("{big}from a") || x == format!("from b {big}"));
+        assert!(
+            x == Some(TextRef::of(&format!("{big}from a")))
+                || x == Some(TextRef::of(&format!("from b {big}")))
+        );
         // Shrunk below the limit it is a text again, and concurrent edits of different
         // parts merge.
         edit(&mut doc, "one two three".into());

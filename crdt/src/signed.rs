@@ -8,6 +8,8 @@
 use automerge::{Change, ChangeHash};
 use mnemon_identity::{Did, Keypair, Signature};
 
+use crate::memory::TextRef;
+
 const CHANGE_DOMAIN: &[u8] = b"mnemon-change-1\0";
 
 /// The bytes an author signs for the change with `hash`.
@@ -30,14 +32,21 @@ pub struct SignedChange {
     pub bytes: Vec<u8>,
     /// The author's signature over the change hash.
     pub signature: Signature,
+    /// The long text the change sets, kept beside the document ([`TextRef`]): sent with
+    /// the change that set the memory's current text. The signed reference in the change
+    /// vouches for it.
+    pub text: Option<String>,
 }
 
-/// A change whose bytes parsed and whose signature matched its author.
+/// A change whose bytes parsed and whose signature matched its author (and whose text, if
+/// it came with one, is the text it sets).
 #[derive(Debug)]
 pub struct VerifiedChange {
     pub(crate) change: Change,
     pub(crate) author: Did,
     pub(crate) signature: Signature,
+    /// The reference of the text that came with it.
+    pub(crate) text: Option<TextRef>,
 }
 
 impl VerifiedChange {
@@ -73,6 +82,9 @@ pub enum ChangeError {
     /// The change is larger than accepted.
     #[error("change is {0} bytes; the limit is {MAX_CHANGE_BYTES}")]
     TooLarge(usize),
+    /// The text that came with the change is not one the change sets.
+    #[error("change {0} came with a text it does not set")]
+    WrongText(String),
 }
 
 /// Most changes of one memory accepted in one call of `Store::apply_changes`.
@@ -87,6 +99,7 @@ impl SignedChange {
         SignedChange {
             bytes: change.bytes().into_owned(),
             signature: sign_change(keypair, &change.hash()),
+            text: None,
         }
     }
 
@@ -114,10 +127,40 @@ impl SignedChange {
                 hash: hash.to_string(),
                 author: author.to_string(),
             })?;
+        let text = match &self.text {
+            None => None,
+            Some(text) if text.len() > crate::MAX_CONTENT_BYTES => {
+                return Err(ChangeError::TooLarge(text.len()));
+            }
+            Some(text) => {
+                let named = TextRef::of(text);
+                if !text_refs(&change).contains(&named) {
+                    return Err(ChangeError::WrongText(hash.to_string()));
+                }
+                Some(named)
+            }
+        };
         Ok(VerifiedChange {
             change,
             author,
             signature: self.signature,
+            text,
         })
     }
+}
+
+/// The references to texts kept beside that `change` sets as a memory's content.
+pub(crate) fn text_refs(change: &Change) -> Vec<TextRef> {
+    use automerge::legacy::{Key, ObjectId, OpType};
+    change
+        .decode()
+        .operations
+        .iter()
+        .filter_map(|op| match (&op.obj, &op.key, &op.action) {
+            (ObjectId::Root, Key::Map(key), OpType::Put(value)) if key == "content" => {
+                TextRef::in_value(value)
+            }
+            _ => None,
+        })
+        .collect()
 }

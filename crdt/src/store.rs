@@ -569,9 +569,16 @@ impl Store {
                     continue;
                 };
                 let id = MemoryId::from_u128(key.value());
-                let memory = MemoryDoc::load(bytes.value(), &did)
-                    .map_err(|e| err(&e))?
-                    .read(id, CollectionId::from_u128(meta.collection));
+                let doc = MemoryDoc::load(bytes.value(), &did).map_err(|e| err(&e))?;
+                let memory = read_doc(
+                    &txn.open_table(VIEWS).map_err(|e| err(&e))?,
+                    &txn.open_table(VIEW_TEXTS).map_err(|e| err(&e))?,
+                    &doc,
+                    id,
+                    CollectionId::from_u128(meta.collection),
+                    true,
+                )
+                .map_err(|e| err(&e))?;
                 if !links_exist {
                     links
                         .add(key.value(), memory.links.keys().copied())
@@ -887,12 +894,15 @@ impl Store {
             // gone (below), not read out of it while it holds the old and the new.
             memory = match (&edit.content, hash) {
                 (Some(_), Some(_)) => doc.read_with_content(id, collection, String::new()),
-                _ => doc.read(id, collection),
+                _ => read_doc(
+                    &txn.open_table(VIEWS)?,
+                    &txn.open_table(VIEW_TEXTS)?,
+                    &doc,
+                    id,
+                    collection,
+                    false,
+                )?,
             };
-            let content_len = edit
-                .content
-                .as_ref()
-                .map_or(memory.content.len(), String::len);
             retitled = title_before.is_some_and(|t| title_key(&t) != title_key(&memory.title));
             changed = hash.is_some();
             // The owner wrote the text anew (or picked a side): settled.
@@ -907,7 +917,7 @@ impl Store {
                     let stored = docs.get(id.to_u128())?.ok_or_else(|| {
                         StoreError::Storage(format!("document of {id} is missing"))
                     })?;
-                    doc.save_after(stored.value(), &hash, content_len)
+                    doc.save_after(stored.value(), &hash)
                 };
                 // What is left to write needs the memory, not its document (for a long
                 // text, megabytes of history).
@@ -1502,7 +1512,7 @@ impl Store {
         };
         let mut results = Vec::with_capacity(docs.len());
         let mut log = Vec::new();
-        for ((id, _), verified) in docs.iter().zip(verified) {
+        for ((id, changes), verified) in docs.iter().zip(verified) {
             let allowed = verified.and_then(|verified| match &access {
                 None => Err(ApplyError::UnknownCollection(collection.to_string())),
                 Some((owner, members, _)) => {
@@ -1522,7 +1532,7 @@ impl Store {
             // A failure to read what this node holds is the database's, not the peer's:
             // the whole batch fails (`?`) and nothing is stored.
             let prepared = match allowed {
-                Ok(verified) => self.prepare_apply(&txn, collection, *id, verified)?,
+                Ok(verified) => self.prepare_apply(&txn, collection, *id, verified, changes)?,
                 Err(e) => Err(e),
             };
             match prepared {
@@ -1550,6 +1560,7 @@ impl Store {
         collection: CollectionId,
         id: MemoryId,
         verified: Vec<VerifiedChange>,
+        changes: &[SignedChange],
     ) -> Result<Result<PreparedApply, ApplyError>, StoreError> {
         if txn.open_table(TOMBSTONES)?.get(id.to_u128())?.is_some() {
             return Ok(Err(ApplyError::Deleted(id)));
@@ -1598,10 +1609,43 @@ impl Store {
             let marked = txn.open_table(CONFLICTS)?.get(id.to_u128())?.is_some();
             conflict::detect(doc.automerge(), &before, marked)
         };
-        let changed = (heads != before).then(|| {
-            let memory = doc.read(id, collection);
-            (memory, doc.save())
-        });
+        let changed = if heads == before {
+            None
+        } else {
+            let memory = match doc.content_ref() {
+                None => doc.read(id, collection),
+                // A long text kept beside: the one that came with a change, else the one
+                // held (the text read before the merge, still current).
+                Some(named) => {
+                    let brought = verified
+                        .iter()
+                        .zip(changes)
+                        .find(|(v, _)| v.text == Some(named))
+                        .and_then(|(_, c)| c.text.clone());
+                    let text = match brought {
+                        Some(text) => text,
+                        None => match view::kept_text(
+                            &txn.open_table(VIEWS)?,
+                            &txn.open_table(VIEW_TEXTS)?,
+                            id,
+                            &named,
+                            true,
+                        )? {
+                            Some(text) => text,
+                            None => {
+                                return Ok(Err(ApplyError::Refused(format!(
+                                    "the changes set a text of {} bytes kept beside the \
+                                     document without bringing it",
+                                    named.len
+                                ))));
+                            }
+                        },
+                    };
+                    doc.read_with_content(id, collection, text)
+                }
+            };
+            Some((memory, doc.save()))
+        };
         Ok(Ok(PreparedApply {
             outcome: ApplyOutcome { new_changes, heads },
             created,
@@ -2185,10 +2229,15 @@ impl StoreReader {
             let doc = docs
                 .get(id)?
                 .ok_or_else(|| StoreError::Storage(format!("memory {id:x} has no document")))?;
-            let read = MemoryDoc::load(doc.value(), &self.did)?.read(
+            // A text kept beside the document is checked against the hash it names.
+            let read = read_doc(
+                &views,
+                &texts,
+                &MemoryDoc::load(doc.value(), &self.did)?,
                 MemoryId::from_u128(id),
                 CollectionId::from_u128(meta.collection),
-            );
+                true,
+            )?;
             let view = views
                 .get(id)?
                 .map(|v| view::decode(id, v.value(), &texts))
@@ -2272,6 +2321,28 @@ impl StoreReader {
 }
 
 /// A memory's read view in a snapshot; a deleted or unknown id is named as such.
+/// Memory `id` as `doc` reads, a text kept beside the document ([`crate::TextRef`]) read
+/// from where the store keeps it, its view's pieces (`texts`); `check` hashes it too.
+fn read_doc(
+    views: &impl ReadableTable<u128, &'static [u8]>,
+    texts: &impl ReadableTable<(u128, u32), &'static [u8]>,
+    doc: &MemoryDoc,
+    id: MemoryId,
+    collection: CollectionId,
+    check: bool,
+) -> Result<Memory, StoreError> {
+    let Some(named) = doc.content_ref() else {
+        return Ok(doc.read(id, collection));
+    };
+    let text = view::kept_text(views, texts, id, &named, check)?.ok_or_else(|| {
+        StoreError::Storage(format!(
+            "the text of memory {id} ({} bytes, kept beside its document) is missing",
+            named.len
+        ))
+    })?;
+    Ok(doc.read_with_content(id, collection, text))
+}
+
 fn get_in(txn: &redb::ReadTransaction, id: MemoryId) -> Result<Memory, StoreError> {
     let views = txn.open_table(VIEWS)?;
     match views.get(id.to_u128())? {

@@ -14,8 +14,10 @@ use crate::frame::MAX_FRAME_LEN;
 /// 2: a memory's content above 64 KiB may be one automerge string rather than a text
 /// (`mnemon_crdt::MAX_MERGED_TEXT_BYTES`), which a version-1 node would read as empty.
 /// 3: [`Message::InviteRefused`]. 4: [`Message::Members`]. 5: ACL operations may rename
-/// a collection (`AclAction::Rename`), which a version-4 node cannot decode.
-pub const PROTOCOL_VERSION: u16 = 5;
+/// a collection (`AclAction::Rename`), which a version-4 node cannot decode. 6: a content
+/// above 64 KiB is kept beside its document (`mnemon_crdt::TextRef`) and travels with the
+/// change that set it ([`WireChange::text`]).
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Most members one [`Message::Members`] introduces.
 pub const MAX_INTRODUCED: usize = 64;
@@ -52,6 +54,9 @@ pub struct WireChange {
     pub bytes: Vec<u8>,
     /// The author's signature over the change hash.
     pub signature: Vec<u8>,
+    /// The long text the change sets, if it set the memory's current one (see
+    /// `mnemon_crdt::SignedChange::text`).
+    pub text: Option<String>,
 }
 
 impl WireChange {
@@ -60,6 +65,7 @@ impl WireChange {
         WireChange {
             bytes: change.bytes,
             signature: change.signature.as_bytes().to_vec(),
+            text: change.text,
         }
     }
 
@@ -68,6 +74,7 @@ impl WireChange {
         Some(SignedChange {
             bytes: self.bytes.clone(),
             signature: mnemon_identity::Signature::from_slice(&self.signature).ok()?,
+            text: self.text.clone(),
         })
     }
 }

@@ -1260,7 +1260,7 @@ impl Session {
                     Err(_) => continue,
                 };
                 if has.insert(hash) {
-                    bytes += change.bytes.len() + 64;
+                    bytes += change.bytes.len() + 64 + change.text.as_ref().map_or(0, String::len);
                     wire.push(WireChange::from_signed(change));
                 }
             }

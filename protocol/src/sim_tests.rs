@@ -173,6 +173,70 @@ fn a_shared_memory_arrives_edits_flow_back_and_concurrent_edits_merge() {
 }
 
 #[test]
+fn long_texts_travel_beside_their_changes_concurrent_rewrites_converge_and_relay() {
+    // 0 owns and shares with 1 and 2; 0 and 2 never meet.
+    let mut sim = Sim::new(3, 11, config());
+    let c = sim.shared_collection(Role::Write);
+    let long = |word: &str| format!("{word} ").repeat(mnemon_crdt::MAX_MERGED_TEXT_BYTES / 4);
+    // 2 learns of the collection from its owner first, then they part.
+    sim.connect(0, 2);
+    settle(&mut sim);
+    sim.disconnect(0, 2);
+    let (m, _) = sim.add(0, c, &long("first")).expect("add");
+    sim.connect(0, 1);
+    settle(&mut sim);
+    assert_eq!(
+        sim.nodes[1].store.get(m).expect("arrived").content,
+        long("first")
+    );
+    // Both rewrite the text while apart: one version wins whole, on both.
+    sim.disconnect(0, 1);
+    for (node, word) in [(0, "zero"), (1, "one")] {
+        sim.nodes[node]
+            .store
+            .edit(
+                m,
+                &MemoryEdit {
+                    content: Some(long(word)),
+                    ..MemoryEdit::default()
+                },
+            )
+            .expect("rewrite");
+    }
+    sim.connect(0, 1);
+    settle(&mut sim);
+    let text = sim.nodes[0].store.get(m).expect("get").content;
+    assert!(text == long("zero") || text == long("one"));
+    assert_eq!(sim.nodes[1].store.get(m).expect("get").content, text);
+    // A title edit after it does not send the text again.
+    let before = sim.bytes;
+    sim.nodes[0]
+        .store
+        .edit(
+            m,
+            &MemoryEdit {
+                title: Some("Long".into()),
+                ..MemoryEdit::default()
+            },
+        )
+        .expect("retitle");
+    settle(&mut sim);
+    let sent = sim.bytes - before;
+    assert_eq!(sim.nodes[1].store.get(m).expect("get").title, "Long");
+    assert!(sent < text.len() as u64 / 10, "{sent} bytes for a title");
+    // 1 passes it on to 2 with its text.
+    sim.disconnect(0, 1);
+    sim.connect(1, 2);
+    settle(&mut sim);
+    assert_eq!(sim.nodes[2].store.get(m).expect("relayed").content, text);
+    assert_eq!(sim.views(c)[1], sim.views(c)[2]);
+    for node in &sim.nodes {
+        assert!(node.refused.is_empty(), "{:?}", node.refused);
+        assert_eq!(node.store.verify_views().expect("views"), 1);
+    }
+}
+
+#[test]
 fn outsiders_see_nothing_readers_cannot_write_and_revocation_stops_sync() {
     // 0 owns; 1 is a reader; 2 was never invited.
     let mut sim = Sim::new(3, 2, config());

@@ -10,7 +10,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use super::{
     ACL, CollectionRecord, DESCRIPTORS, DOCS, HEADS, INVITES, InviteRecord, JOIN_REFUSALS, JOINS,
     JoinRefusal, JoinRefusalRecord, MEMBERS, MEMORY_META, MemoryMeta, SIGNATURES, Store,
-    StoreReader, TOMBSTONES, Tombstone, Written, append_log,
+    StoreReader, TOMBSTONES, Tombstone, VIEW_TEXTS, VIEWS, Written, append_log, view,
 };
 use crate::acl::{
     Access, AclAction, AclOp, Descriptor, Role, SignedAclOp, SignedDescriptor, SignedTombstone,
@@ -19,8 +19,8 @@ use crate::acl::{
 use crate::error::{ApplyError, StoreError};
 use crate::feed::{ChangeKind, Origin};
 use crate::id::{CollectionId, MemoryId, Timestamp};
-use crate::memory::MemoryDoc;
-use crate::signed::SignedChange;
+use crate::memory::{MemoryDoc, TextRef};
+use crate::signed::{SignedChange, text_refs};
 
 /// A short digest of a memory's heads: equal digests mean equal documents.
 pub type HeadsDigest = [u8; 16];
@@ -943,7 +943,9 @@ impl StoreReader {
 
     /// Every change of a memory with its signature, in causal order.
     pub fn signed_changes(&self, id: MemoryId) -> Result<Vec<SignedChange>, StoreError> {
-        let changes = match self.history(id)? {
+        let history = self.history(id)?;
+        let text = self.current_text(id, &history)?;
+        let changes = match history {
             History::One(change, stored) => vec![(change.hash(), stored)],
             History::Doc(mut doc) => doc
                 .automerge()
@@ -952,7 +954,7 @@ impl StoreReader {
                 .map(sendable)
                 .collect(),
         };
-        self.signed(id, changes)
+        self.signed(id, changes, text)
     }
 
     /// The signed changes of a memory that are not `known` and not ancestors of the heads
@@ -964,7 +966,9 @@ impl StoreReader {
         known: &[ChangeHash],
         exact: bool,
     ) -> Result<Vec<SignedChange>, StoreError> {
-        let changes = match self.history(id)? {
+        let history = self.history(id)?;
+        let text = self.current_text(id, &history)?;
+        let changes = match history {
             // Its one change has no ancestors: the peer lacks it unless it names it.
             History::One(change, _) if known.contains(&change.hash()) => Vec::new(),
             History::One(change, stored) => vec![(change.hash(), stored)],
@@ -987,20 +991,62 @@ impl StoreReader {
                 changes.iter_mut().map(sendable).collect()
             }
         };
-        self.signed(id, changes)
+        self.signed(id, changes, text)
     }
 
-    /// `changes` of memory `id` (hash and bytes), each with its stored signature.
+    /// The reference to memory `id`'s current text, when it is kept beside its document.
+    fn current_text(&self, id: MemoryId, history: &History) -> Result<Option<TextRef>, StoreError> {
+        Ok(match history {
+            History::Doc(doc) => doc.content_ref(),
+            // Its one change is worth decoding only if the text is long.
+            History::One(change, _) => {
+                let txn = self.db()?.begin_read()?;
+                let long = txn
+                    .open_table(VIEW_TEXTS)?
+                    .get((id.to_u128(), 0))?
+                    .is_some();
+                if long { text_refs(change).pop() } else { None }
+            }
+        })
+    }
+
+    /// `changes` of memory `id` (hash and bytes), each with its stored signature; the last
+    /// of them to set `text`, the memory's current text kept beside its document, comes
+    /// with that text (a peer that lacks that change lacks the text).
     fn signed(
         &self,
         id: MemoryId,
         changes: Vec<(ChangeHash, Vec<u8>)>,
+        text: Option<TextRef>,
     ) -> Result<Vec<SignedChange>, StoreError> {
         let txn = self.db()?.begin_read()?;
         let signatures = txn.open_table(SIGNATURES)?;
+        let setter = match text {
+            None => None,
+            Some(text) => changes.iter().rposition(|(_, bytes)| {
+                automerge::Change::from_bytes(bytes.clone())
+                    .is_ok_and(|change| text_refs(&change).contains(&text))
+            }),
+        };
+        let mut attached = match (setter, text) {
+            (Some(_), Some(named)) => Some(
+                view::kept_text(
+                    &txn.open_table(VIEWS)?,
+                    &txn.open_table(VIEW_TEXTS)?,
+                    id,
+                    &named,
+                    false,
+                )?
+                .ok_or_else(|| {
+                    StoreError::Storage(format!("the text of memory {id} is missing"))
+                })?,
+            ),
+            _ => None,
+        };
         changes
             .into_iter()
-            .map(|(hash, bytes)| {
+            .enumerate()
+            .map(|(at, (hash, bytes))| {
                 let signature = signatures
                     .get((id.to_u128(), hash.0))?
                     .ok_or_else(|| {
@@ -1010,6 +1056,11 @@ impl StoreReader {
                 Ok(SignedChange {
                     bytes,
                     signature: Signature::from_bytes(signature),
+                    text: if Some(at) == setter {
+                        attached.take()
+                    } else {
+                        None
+                    },
                 })
             })
             .collect()

@@ -469,6 +469,7 @@ fn change_by_an_actor_that_is_no_key_is_refused() {
     let signed = SignedChange {
         bytes: change.bytes().into_owned(),
         signature: sign_change(&Keypair::generate(), &hash),
+        text: None,
     };
     let collection = memory.collection;
     let err = b
@@ -502,6 +503,7 @@ fn truncated_or_corrupted_changes_are_refused() {
         let truncated = SignedChange {
             bytes: good.bytes[..cut].to_vec(),
             signature: good.signature,
+            text: None,
         };
         let err = b
             .apply_changes(collection, memory.id, &[truncated])
@@ -523,6 +525,7 @@ fn truncated_or_corrupted_changes_are_refused() {
         let corrupted = SignedChange {
             bytes,
             signature: good.signature,
+            text: None,
         };
         let err = b.apply_changes(collection, memory.id, &[corrupted]);
         assert!(err.is_err(), "flipping byte {i} must be refused");
@@ -1622,12 +1625,13 @@ fn a_new_memorys_history_is_its_one_change_short_or_long() {
 }
 
 #[test]
-fn a_long_memorys_edits_are_kept_appended_and_read_verify_and_sync_the_same() {
+fn a_long_text_is_kept_beside_its_document_and_travels_with_the_change_that_set_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let me = Keypair::generate();
     let mut a = open(&dir, "a.redb", &me);
     let mut b = open(&dir, "b.redb", &Keypair::generate());
-    let stored = |store: &Store, id: MemoryId| -> Vec<u8> {
+    let mut c = open(&dir, "c.redb", &Keypair::generate());
+    let stored = |store: &Store, id: MemoryId| -> usize {
         let txn = store.db().expect("db").begin_read().expect("read");
         let table = txn.open_table(DOCS).expect("docs");
         table
@@ -1635,9 +1639,9 @@ fn a_long_memorys_edits_are_kept_appended_and_read_verify_and_sync_the_same() {
             .expect("get")
             .expect("doc")
             .value()
-            .to_vec()
+            .len()
     };
-    // Text that deflates little, so the document is about as long as the text.
+    // Text that deflates little, so a document holding it would be about as long.
     let text = |round: u64| -> String {
         let mut x = round.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..crate::MAX_MERGED_TEXT_BYTES / 4)
@@ -1651,44 +1655,78 @@ fn a_long_memorys_edits_are_kept_appended_and_read_verify_and_sync_the_same() {
             .join(" ")
     };
     let memory = a.add(note(&text(0))).expect("add");
-    let first = stored(&a, memory.id);
-    assert_eq!(
-        first.get(8),
-        Some(&2),
-        "a long memory is kept as its first change, deflated"
-    );
-    let mut kept = first.clone();
-    for round in 1..=2 {
+    assert!(text(0).len() > crate::MAX_MERGED_TEXT_BYTES);
+    // However often it is edited, the document holds references, not the texts.
+    for round in 1..=3 {
         let edited = rewrite(&mut a, memory.id, &text(round));
         assert_eq!(edited.content, text(round));
-        let now = stored(&a, memory.id);
-        // What was kept stays as it was, with the one new change after it.
-        assert_eq!(&now[..kept.len()], kept.as_slice(), "round {round}");
-        let change = automerge::Change::from_bytes(now[kept.len()..].to_vec())
-            .expect("the rest is one change");
-        assert_eq!(
-            a.heads(memory.id).expect("heads"),
-            Some(vec![change.hash()])
-        );
-        kept = now;
+        let size = stored(&a, memory.id);
+        assert!(size < 2048, "round {round}: the document is {size} bytes");
     }
-    // It reads, verifies and travels as one document.
+    retitle(&mut a, memory.id, "titled");
+    assert_eq!(a.get(memory.id).expect("get").content, text(3));
+    // Its history travels with the current text, on the change that set it.
     let changes = a.signed_changes(memory.id).expect("changes");
-    assert_eq!(changes.len(), 3);
-    assert_eq!(a.verify_all().expect("verify"), 3);
-    assert_eq!(a.get(memory.id).expect("get").content, text(2));
+    assert_eq!(changes.len(), 5);
+    let with_text: Vec<usize> = (0..5).filter(|&i| changes[i].text.is_some()).collect();
+    assert_eq!(with_text, [3]);
+    assert_eq!(changes[3].text.as_deref(), Some(text(3).as_str()));
+    assert_eq!(a.verify_all().expect("verify"), 5);
     let collection = memory.collection;
-    b.adopt_collection(&a.descriptor(collection).expect("descriptor"))
-        .expect("adopt");
+    for store in [&mut b, &mut c] {
+        store
+            .adopt_collection(&a.descriptor(collection).expect("descriptor"))
+            .expect("adopt");
+    }
+    // A text that is not the one the change sets is refused, and so are the changes
+    // without the text; nothing is stored.
+    let mut wrong = changes.clone();
+    wrong[3].text = Some(text(2));
+    assert!(matches!(
+        c.apply_changes(collection, memory.id, &wrong),
+        Err(ApplyError::Change {
+            index: 3,
+            source: ChangeError::WrongText(_)
+        })
+    ));
+    let mut without = changes.clone();
+    without[3].text = None;
+    let refused = c.apply_changes(collection, memory.id, &without);
+    assert!(
+        matches!(&refused, Err(ApplyError::Refused(why)) if why.contains("without bringing it")),
+        "{refused:?}"
+    );
+    assert!(matches!(c.get(memory.id), Err(StoreError::NotFound(_))));
+    // With it, the peer reads what the author reads, and passes it on as it came.
     b.apply_changes(collection, memory.id, &changes)
         .expect("apply");
     assert_eq!(
         b.get(memory.id).expect("get"),
         a.get(memory.id).expect("get")
     );
+    assert_eq!(b.signed_changes(memory.id).expect("changes"), changes);
+    c.apply_changes(
+        collection,
+        memory.id,
+        &b.signed_changes(memory.id).expect("changes"),
+    )
+    .expect("apply from b");
+    assert_eq!(c.get(memory.id).expect("get").content, text(3));
+    // A peer that has the change that set the text is not sent the text again.
+    retitle(&mut a, memory.id, "titled again");
+    let heads = b.heads(memory.id).expect("heads").expect("some");
+    let missing = a
+        .changes_for_peer(memory.id, &heads, false)
+        .expect("missing");
+    assert_eq!(missing.len(), 1);
+    assert_eq!(missing[0].text, None);
+    b.apply_changes(collection, memory.id, &missing)
+        .expect("apply");
+    assert_eq!(b.get(memory.id).expect("get").title, "titled again");
+    assert_eq!(b.get(memory.id).expect("get").content, text(3));
     drop(a);
     let a = open(&dir, "a.redb", &me);
-    assert_eq!(a.get(memory.id).expect("get").content, text(2));
+    assert_eq!(a.get(memory.id).expect("get").content, text(3));
     assert_eq!(
         a.verify_views().expect("views"),
         b.verify_views().expect("views")

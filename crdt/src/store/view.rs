@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::StoreError;
 use crate::id::{CollectionId, MemoryId, Timestamp};
 use crate::markdown::{title_key, wikilink_keys};
-use crate::memory::{Memory, Source, Task};
+use crate::memory::{Memory, Source, Task, TextRef};
 
 /// Key: memory id. Value: the memory as it reads (postcard [`ViewRecord`]).
 pub(super) const VIEWS: TableDefinition<u128, &[u8]> = TableDefinition::new("views-1");
@@ -23,7 +23,8 @@ pub(super) const VIEWS: TableDefinition<u128, &[u8]> = TableDefinition::new("vie
 pub(super) const VIEW_TEXTS: TableDefinition<(u128, u32), &[u8]> =
     TableDefinition::new("view-texts-1");
 /// The longest text a view keeps itself: the longest one a document merges by character;
-/// a longer one is one string value there and in pieces here.
+/// a longer one is kept in pieces here, and its document holds a reference to it
+/// ([`TextRef`]): these pieces are where the store keeps it.
 const TEXT_INLINE: usize = crate::MAX_MERGED_TEXT_BYTES;
 /// The length of a piece of a long text: a 256 KiB leaf less room for its key and header.
 const TEXT_PIECE: usize = 256 * 1024 - 1024;
@@ -206,6 +207,36 @@ fn read_pieces(
     String::from_utf8(bytes)
         .map(Some)
         .map_err(|_| StoreError::Storage(format!("the text of memory {id:x} is not UTF-8")))
+}
+
+/// The text `named` (kept beside memory `id`'s document, see [`TextRef`]), read from the
+/// memory's view (its pieces, or its row if it was written before pieces): every write
+/// keeps the view's text the one its document names, in the same transaction. `check`
+/// hashes it too (its length is always checked); `None` if the view does not hold it.
+pub(super) fn kept_text(
+    views: &impl ReadableTable<u128, &'static [u8]>,
+    texts: &impl ReadableTable<(u128, u32), &'static [u8]>,
+    id: MemoryId,
+    named: &TextRef,
+    check: bool,
+) -> Result<Option<String>, StoreError> {
+    let text = match read_pieces(texts, id.to_u128())? {
+        Some(text) => Some(text),
+        None => match views.get(id.to_u128())? {
+            Some(row) => {
+                let record: ViewRecordRef = postcard::from_bytes(row.value())?;
+                Some(record.content.to_owned())
+            }
+            None => None,
+        },
+    };
+    Ok(text.filter(|text| {
+        if check {
+            named.names(text)
+        } else {
+            text.len() as u64 == named.len
+        }
+    }))
 }
 
 /// Whether memory `id` has pieces that read as `text`, compared in place.
