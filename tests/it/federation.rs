@@ -105,6 +105,24 @@ fn two_nodes_share_a_collection_and_edits_flow_both_ways_and_merge() {
             })
         });
     }
+    // A text above 64 KiB, kept beside its document, travels with the change that set it,
+    // both ways.
+    let long = |word: &str| format!("{word} of the long diary ").repeat(4_000);
+    let big = a.create(note(&long("page"), &family.id)).expect("add long");
+    eventually("B receives the long memory", WAIT, || {
+        b.get(&big.id).is_ok_and(|v| v.content == big.content)
+    });
+    b.update(
+        &big.id,
+        PatchMemory {
+            content: Some(long("leaf")),
+            ..PatchMemory::default()
+        },
+    )
+    .expect("rewrite on B");
+    eventually("A sees B's long rewrite", WAIT, || {
+        a.get(&big.id).is_ok_and(|v| v.content == long("leaf"))
+    });
     // Both see each other as peers syncing the collection.
     let peers = a.peers().expect("peers");
     assert_eq!(peers.len(), 1);
