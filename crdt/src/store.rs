@@ -21,7 +21,7 @@ use crate::acl::{Access, tombstone_message};
 use crate::error::{ApplyError, OpenStoreError, StoreError};
 use crate::feed::{ChangeEvent, ChangeKind, Origin};
 use crate::id::{CollectionId, MemoryId, Timestamp};
-use crate::memory::{Memory, MemoryDoc, MemoryEdit, NewMemory, ValidNew, normalize_tag};
+use crate::memory::{Memory, MemoryDoc, MemoryEdit, NewMemory, TextRef, ValidNew, normalize_tag};
 use crate::signed::{SignedChange, VerifiedChange, sign_change};
 
 mod conflict;
@@ -1602,12 +1602,29 @@ impl Store {
             return Ok(Err(ApplyError::MissingDependencies(missing)));
         }
         let heads = doc.heads();
+        // A text kept beside the document that came with one of the changes.
+        let brought = |named: &TextRef| {
+            verified
+                .iter()
+                .zip(changes)
+                .find(|(v, _)| v.text == Some(*named))
+                .and_then(|(_, c)| c.text.clone())
+        };
         // Concurrent edits of the same words are marked, not merged silently.
         let mark = if created || heads == before {
             None
         } else {
             let marked = txn.open_table(CONFLICTS)?.get(id.to_u128())?.is_some();
-            conflict::detect(doc.automerge(), &before, marked)
+            let kept = |named: &TextRef| -> Option<String> {
+                brought(named).or_else(|| {
+                    let views = txn.open_table(VIEWS).ok()?;
+                    let texts = txn.open_table(VIEW_TEXTS).ok()?;
+                    view::kept_text(&views, &texts, id, named, false)
+                        .ok()
+                        .flatten()
+                })
+            };
+            conflict::detect(doc.automerge(), &before, marked, kept)
         };
         let changed = if heads == before {
             None
@@ -1617,12 +1634,7 @@ impl Store {
                 // A long text kept beside: the one that came with a change, else the one
                 // held (the text read before the merge, still current).
                 Some(named) => {
-                    let brought = verified
-                        .iter()
-                        .zip(changes)
-                        .find(|(v, _)| v.text == Some(named))
-                        .and_then(|(_, c)| c.text.clone());
-                    let text = match brought {
+                    let text = match brought(&named) {
                         Some(text) => text,
                         None => match view::kept_text(
                             &txn.open_table(VIEWS)?,

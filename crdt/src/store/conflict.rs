@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 use crate::id::{MemoryId, Timestamp};
+use crate::memory::TextRef;
 
 /// Key: memory id. Value: postcard [`Record`]: the two versions of a conflicted memory.
 pub(super) const CONFLICTS: TableDefinition<u128, &[u8]> = TableDefinition::new("conflicts-1");
@@ -44,17 +45,10 @@ pub(super) enum Mark {
     Clear,
 }
 
-/// After the peer's changes were applied to `doc` (whose heads were `before`): whether
-/// they and the local edits since both sides parted changed the same part of the text
-/// (`Set`), or, for a memory `marked` conflicted, whether a change on top of both sides
-/// rewrote its text (`Clear`).
-pub(super) fn detect(doc: &mut AutoCommit, before: &[ChangeHash], marked: bool) -> Option<Mark> {
-    let Some((Value::Object(ObjType::Text), text)) =
-        doc.get(automerge::ROOT, "content").ok().flatten()
-    else {
-        return None;
-    };
-    // The peer's changes that are new here, and where they branched off this history.
+/// Where the peer's changes newly applied to `doc` (whose heads were `before`) branched
+/// off: the heads of what both had (`base`), of this node's side (`ours`, = `before`) and
+/// of the peer's (`theirs`), each sorted; `None` if nothing was new.
+fn sides(doc: &mut AutoCommit, before: &[ChangeHash]) -> Option<Sides> {
     let new = doc.get_changes_meta(before);
     if new.is_empty() {
         return None;
@@ -62,34 +56,157 @@ pub(super) fn detect(doc: &mut AutoCommit, before: &[ChangeHash], marked: bool) 
     let new_hashes: std::collections::HashSet<ChangeHash> = new.iter().map(|c| c.hash).collect();
     let depended: std::collections::HashSet<ChangeHash> =
         new.iter().flat_map(|c| c.deps.iter().copied()).collect();
-    let theirs_heads: Vec<ChangeHash> = new_hashes
+    let mut theirs: Vec<ChangeHash> = new_hashes
         .iter()
         .filter(|h| !depended.contains(h))
         .copied()
         .collect();
-    let mut base_heads: Vec<ChangeHash> = depended
+    theirs.sort();
+    let mut base: Vec<ChangeHash> = depended
         .iter()
         .filter(|h| !new_hashes.contains(h))
         .copied()
         .collect();
-    base_heads.sort();
-    let mut ours_heads = before.to_vec();
-    ours_heads.sort();
-    if base_heads == ours_heads {
+    base.sort();
+    let mut ours = before.to_vec();
+    ours.sort();
+    Some(Sides { base, ours, theirs })
+}
+
+struct Sides {
+    base: Vec<ChangeHash>,
+    ours: Vec<ChangeHash>,
+    theirs: Vec<ChangeHash>,
+}
+
+impl Sides {
+    /// Whether the peer built on everything this node had: nothing concurrent.
+    fn on_top(&self) -> bool {
+        self.base == self.ours
+    }
+}
+
+/// After the peer's changes were applied to `doc` (whose heads were `before`): whether
+/// they and the local edits since both sides parted changed the same part of the text
+/// (`Set`), or, for a memory `marked` conflicted, whether a change on top of both sides
+/// rewrote its text (`Clear`). `kept` reads a text kept beside the document (this node's
+/// as it was before the merge, or the one the peer brought).
+pub(super) fn detect(
+    doc: &mut AutoCommit,
+    before: &[ChangeHash],
+    marked: bool,
+    kept: impl Fn(&TextRef) -> Option<String>,
+) -> Option<Mark> {
+    let sides = sides(doc, before)?;
+    match doc.get(automerge::ROOT, "content").ok().flatten() {
+        Some((Value::Object(ObjType::Text), text)) if text_at(doc, &sides.ours).is_some() => {
+            detect_in_text(doc, &text, &sides, marked)
+        }
+        _ => detect_whole(doc, &sides, marked, kept),
+    }
+}
+
+/// The content at `heads`, if it was a text object.
+fn text_at(doc: &AutoCommit, heads: &[ChangeHash]) -> Option<automerge::ObjId> {
+    match doc.get_at(automerge::ROOT, "content", heads).ok().flatten() {
+        Some((Value::Object(ObjType::Text), text)) => Some(text),
+        _ => None,
+    }
+}
+
+/// What the content was at some heads, to tell versions apart without reading a text
+/// kept beside the document.
+#[derive(PartialEq)]
+enum Version {
+    Kept(TextRef),
+    Inline(String),
+}
+
+fn version_at(doc: &AutoCommit, heads: &[ChangeHash]) -> Option<Version> {
+    match doc
+        .get_at(automerge::ROOT, "content", heads)
+        .ok()
+        .flatten()?
+    {
+        (Value::Object(ObjType::Text), text) => doc.text_at(&text, heads).ok().map(Version::Inline),
+        (Value::Scalar(value), _) => Some(version_of(&value)),
+        _ => None,
+    }
+}
+
+fn version_of(value: &automerge::ScalarValue) -> Version {
+    match TextRef::in_value(value) {
+        Some(named) => Version::Kept(named),
+        None => Version::Inline(value.as_str().unwrap_or_default().to_owned()),
+    }
+}
+
+/// [`detect`] where a side's text is (or becomes) one kept beside the document: the merge
+/// keeps one version whole, so two sides that both changed the text conflict, and the
+/// losing version is kept in the mark rather than lost.
+fn detect_whole(
+    doc: &AutoCommit,
+    sides: &Sides,
+    marked: bool,
+    kept: impl Fn(&TextRef) -> Option<String>,
+) -> Option<Mark> {
+    let merged = match doc.get(automerge::ROOT, "content").ok().flatten()? {
+        (Value::Object(ObjType::Text), text) => Version::Inline(doc.text(&text).ok()?),
+        (Value::Scalar(value), _) => version_of(&value),
+        _ => return None,
+    };
+    let ours = version_at(doc, &sides.ours)?;
+    if sides.on_top() {
+        return (marked && merged != ours).then_some(Mark::Clear);
+    }
+    let theirs = version_at(doc, &sides.theirs)?;
+    let base = version_at(doc, &sides.base);
+    let any_kept = [&ours, &theirs]
+        .iter()
+        .any(|v| matches!(v, Version::Kept(_)));
+    if !any_kept || ours == theirs || base.as_ref() == Some(&ours) || base.as_ref() == Some(&theirs)
+    {
+        return None;
+    }
+    let read = |version: Version| match version {
+        Version::Kept(named) => kept(&named),
+        Version::Inline(text) => Some(text),
+    };
+    Some(Mark::Set(Conflict {
+        ours: read(ours)?,
+        theirs: read(theirs)?,
+        at: Timestamp::now(),
+    }))
+}
+
+/// [`detect`] for a text object on both sides: a conflict when both changed the same
+/// part of it.
+fn detect_in_text(
+    doc: &AutoCommit,
+    text: &automerge::ObjId,
+    sides: &Sides,
+    marked: bool,
+) -> Option<Mark> {
+    let Sides {
+        base: base_heads,
+        ours: ours_heads,
+        theirs: theirs_heads,
+    } = sides;
+    if sides.on_top() {
         // The peer built on everything this node had: nothing concurrent. If the text
         // was marked conflicted and this rewrote it, a change on top of both sides
         // settled it.
         if !marked {
             return None;
         }
-        let merged = doc.text(&text).ok()?;
-        let ours = doc.text_at(&text, &ours_heads).ok()?;
+        let merged = doc.text(text).ok()?;
+        let ours = doc.text_at(text, ours_heads).ok()?;
         return (merged != ours).then_some(Mark::Clear);
     }
-    let merged = doc.text(&text).ok()?;
-    let base = doc.text_at(&text, &base_heads).ok()?;
-    let ours = doc.text_at(&text, &ours_heads).ok()?;
-    let theirs = doc.text_at(&text, &theirs_heads).ok()?;
+    let merged = doc.text(text).ok()?;
+    let base = doc.text_at(text, base_heads).ok()?;
+    let ours = doc.text_at(text, ours_heads).ok()?;
+    let theirs = doc.text_at(text, theirs_heads).ok()?;
     if ours == base || theirs == base || ours == theirs || merged == ours || merged == theirs {
         return None;
     }

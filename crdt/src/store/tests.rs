@@ -1734,6 +1734,73 @@ fn a_long_text_is_kept_beside_its_document_and_travels_with_the_change_that_set_
 }
 
 #[test]
+fn concurrent_rewrites_of_a_long_text_keep_the_losing_version_in_a_conflict_mark() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = open(&dir, "a.redb", &Keypair::generate());
+    let mut b = open(&dir, "b.redb", &Keypair::generate());
+    let collection = share_with(&mut a, &mut b, Role::Write);
+    let sync = |from: &Store, to: &mut Store, id: MemoryId| {
+        let heads = to.heads(id).expect("heads").unwrap_or_default();
+        let changes = from.changes_for_peer(id, &heads, false).expect("changes");
+        to.apply_changes(collection, id, &changes).expect("apply");
+    };
+    let long = |word: &str| format!("{word} ").repeat(crate::MAX_MERGED_TEXT_BYTES / 3);
+    let m = a
+        .add(NewMemory {
+            collection: Some(collection),
+            ..note(&long("base"))
+        })
+        .expect("add")
+        .id;
+    sync(&a, &mut b, m);
+    // A title on one side and a text on the other: no mark.
+    retitle(&mut a, m, "Long");
+    rewrite(&mut b, m, &long("first"));
+    sync(&b, &mut a, m);
+    sync(&a, &mut b, m);
+    assert!(a.get(m).expect("get") == b.get(m).expect("get"));
+    assert!(a.get(m).expect("get").content == long("first"));
+    assert_eq!(a.conflict(m).expect("read"), None);
+    assert_eq!(b.conflict(m).expect("read"), None);
+    // Both rewrite it: one version wins whole, the other is kept in the mark of the node
+    // that merged first (B then gets A's change without A's text when A's lost: a peer is
+    // sent the text that is current, so B marks it only if A's won).
+    rewrite(&mut a, m, &long("ours"));
+    rewrite(&mut b, m, &long("theirs"));
+    sync(&b, &mut a, m);
+    sync(&a, &mut b, m);
+    let won = a.get(m).expect("get").content;
+    assert!(
+        b.get(m).expect("get").content == won,
+        "B reads what A reads"
+    );
+    assert!(won == long("ours") || won == long("theirs"));
+    let on_a = a.conflict(m).expect("read").expect("A marks it");
+    assert!(on_a.ours == long("ours") && on_a.theirs == long("theirs"));
+    if let Some(on_b) = b.conflict(m).expect("read") {
+        assert!(on_b.ours == long("theirs") && on_b.theirs == long("ours"));
+    }
+    assert_eq!(b.conflict(m).expect("read").is_some(), won == long("ours"));
+    // Picking the version that lost brings it back, on both.
+    let ours_lost = won != long("ours");
+    let lost = if ours_lost {
+        long("ours")
+    } else {
+        long("theirs")
+    };
+    a.resolve_conflict(m, !ours_lost).expect("resolve");
+    sync(&a, &mut b, m);
+    assert!(a.get(m).expect("get").content == lost, "A keeps the other");
+    assert!(b.get(m).expect("get").content == lost, "B gets it");
+    assert_eq!(a.conflict(m).expect("read"), None);
+    assert_eq!(b.conflict(m).expect("read"), None);
+    assert_eq!(
+        a.verify_views().expect("views"),
+        b.verify_views().expect("views")
+    );
+}
+
+#[test]
 fn a_long_text_is_kept_in_pieces_beside_its_view_and_they_follow_every_write() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut a = open(&dir, "a.redb", &Keypair::generate());
