@@ -274,6 +274,8 @@ pub struct ListFilter {
     pub tag: Option<String>,
     /// Only memories of this kind.
     pub kind: Option<String>,
+    /// Only memories in one of these collections (a caller held to some collections).
+    pub within: Option<std::collections::HashSet<CollectionId>>,
     /// Skip this many (after sorting, newest change first).
     pub offset: usize,
     /// Return at most this many.
@@ -1959,6 +1961,12 @@ impl StoreReader {
 
     /// Lists memories, most recently changed first.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<Memory>, StoreError> {
+        Ok(self.list_page(filter)?.0)
+    }
+
+    /// As [`StoreReader::list`], with how many memories match in all (before `offset` and
+    /// `limit`): only the page's memories are read, whatever the total.
+    pub fn list_page(&self, filter: &ListFilter) -> Result<(Vec<Memory>, usize), StoreError> {
         // Tags match without regard to case.
         let tag = filter
             .tag
@@ -1987,11 +1995,20 @@ impl StoreReader {
             if filter.kind.as_ref().is_some_and(|k| *k != meta.kind) {
                 continue;
             }
+            if filter
+                .within
+                .as_ref()
+                .is_some_and(|w| !w.contains(&CollectionId::from_u128(meta.collection)))
+            {
+                continue;
+            }
             matches.push((meta.updated_at, key.value(), meta.collection));
         }
         matches.sort_unstable_by(|a, b| b.cmp(a));
+        let total = matches.len();
         let limit = filter.limit.unwrap_or(usize::MAX);
-        self.read_all(&txn, matches.into_iter().skip(filter.offset).take(limit))
+        let page = self.read_all(&txn, matches.into_iter().skip(filter.offset).take(limit))?;
+        Ok((page, total))
     }
 
     /// The documents of `matches` (updated time, memory id, collection id), in that order.

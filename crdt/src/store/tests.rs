@@ -78,6 +78,26 @@ fn add_get_edit_list_remove() {
         })
         .expect("list");
     assert_eq!(tagged.iter().map(|m| m.id).collect::<Vec<_>>(), [a.id]);
+    // A page, with the count of all that match; a caller held to some collections.
+    let (page, total) = store
+        .list_page(&ListFilter {
+            offset: 1,
+            limit: Some(1),
+            ..ListFilter::default()
+        })
+        .expect("page");
+    assert_eq!((page.len(), total), (1, 2));
+    assert_eq!(page[0].id, a.id, "newest first: b, then a");
+    let (page, total) = store
+        .list_page(&ListFilter {
+            within: Some([work.id].into_iter().collect()),
+            ..ListFilter::default()
+        })
+        .expect("page");
+    assert_eq!(
+        (page.iter().map(|m| m.id).collect::<Vec<_>>(), total),
+        (vec![b.id], 1)
+    );
 
     // Times are in milliseconds: the edit must come after `b` was made to be newer.
     std::thread::sleep(std::time::Duration::from_millis(3));

@@ -252,6 +252,17 @@ impl Api for Service {
         }
         let offset = query.offset.unwrap_or(0);
         let store = self.store();
+        // A caller held to some collections sees only those.
+        let within = query
+            .within
+            .as_ref()
+            .map(|ids| {
+                ids.iter()
+                    .map(|c| store.resolve_collection(c))
+                    .collect::<Result<HashSet<_>, _>>()
+            })
+            .transpose()
+            .map_err(store_error)?;
         let filter = ListFilter {
             collection: query
                 .collection
@@ -261,10 +272,11 @@ impl Api for Service {
                 .map_err(store_error)?,
             tag: query.tag.clone(),
             kind: query.kind.clone(),
-            offset: 0,
-            limit: None,
+            within,
+            offset,
+            limit: Some(limit),
         };
-        let all = match query.title.as_deref() {
+        let (page, total) = match query.title.as_deref() {
             // By title: the titles table names the few candidates; the filter applies to
             // them.
             Some(title) => {
@@ -283,34 +295,23 @@ impl Api for Service {
                         filter.collection.is_none_or(|c| m.collection == c)
                             && tag.as_ref().is_none_or(|t| m.tags.contains(t))
                             && filter.kind.as_ref().is_none_or(|k| m.kind == *k)
+                            && filter
+                                .within
+                                .as_ref()
+                                .is_none_or(|w| w.contains(&m.collection))
                     })
                     .collect();
                 // The list's order: most recently changed first.
                 found.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(b.id.cmp(&a.id)));
-                found
+                let total = found.len();
+                (found.into_iter().skip(offset).take(limit).collect(), total)
             }
-            None => store.list(&filter).map_err(store_error)?,
-        };
-        // A caller held to some collections sees only those.
-        let all = match &query.within {
-            None => all,
-            Some(ids) => {
-                let ids: HashSet<mnemon_crdt::CollectionId> = ids
-                    .iter()
-                    .map(|c| store.resolve_collection(c))
-                    .collect::<Result<_, _>>()
-                    .map_err(store_error)?;
-                all.into_iter()
-                    .filter(|m| ids.contains(&m.collection))
-                    .collect()
-            }
+            // Only the page is read from the store, whatever the total.
+            None => store.list_page(&filter).map_err(store_error)?,
         };
         let names = self.names(store)?;
-        let total = all.len();
-        let items: Vec<MemoryView> = all
+        let items: Vec<MemoryView> = page
             .into_iter()
-            .skip(offset)
-            .take(limit)
             .map(|m| MemoryView::new(m, &names))
             .collect();
         let next = offset + items.len();
