@@ -2,7 +2,8 @@
 # The engine under HTTP load: the release binary (`cargo build --release`) on a fresh data
 # folder with the built-in embedder, `wrk` (apt-get install wrk) on 127.0.0.1. Prints
 # /health/live's rate (the framework's floor) beside adds at 1 and 50 connections, gets by
-# id and hybrid searches over what the adds wrote, then the service's resident memory.
+# id, a first page of the list and hybrid searches over what the adds wrote, then the
+# service's resident memory.
 # Run from the repository root: node/benches/wrk/run.sh (M=path/to/mnemon to choose).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -23,6 +24,7 @@ echo "== adds, 50 connections"; wrk -t2 -c50 -d15s --latency -s $here/post.lua $
 until curl -s -H "Authorization: Bearer $MNEMON_TOKEN" $U/api/v1/status | python3 -c 'import json,sys; sys.exit(json.load(sys.stdin)["index"]["lag_changes"] != 0)'; do sleep 1; done
 ID=$(curl -s -H "Authorization: Bearer $MNEMON_TOKEN" "$U/api/v1/memories?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
 echo "== get by id, 50 connections"; wrk -t2 -c50 -d10s --latency -s $here/get.lua $U/api/v1/memories/$ID | grep -E "Requests/sec|99%|50%|Non-2xx"
+echo "== list, first page of 20, 1 connection"; wrk -t1 -c1 -d10s --latency -s $here/get.lua "$U/api/v1/memories?limit=20" | grep -E "Requests/sec|99%|50%|Non-2xx"
 echo "== health/live again, 50 connections"; wrk -t2 -c50 -d10s --latency $U/health/live | grep -E "Requests/sec|99%|50%"
 curl -s -H "Authorization: Bearer $MNEMON_TOKEN" $U/api/v1/status | python3 -c 'import json,sys; s=json.load(sys.stdin); print("memories", s["memories"], "index", s["index"]["keyword_indexed"], s["index"]["models"][0]["indexed"], "lag", s["index"]["lag_changes"])'
 echo "== hybrid search, 1 connection"; wrk -t1 -c1 -d10s --latency -s $here/get.lua "$U/api/v1/search?q=kettle+budget+garden" | grep -E "Requests/sec|99%|50%|Non-2xx"
