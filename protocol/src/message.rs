@@ -69,12 +69,13 @@ impl WireChange {
         }
     }
 
-    /// Into the store's form; `None` if the signature is not 64 bytes.
-    pub fn to_signed(&self) -> Option<SignedChange> {
+    /// Into the store's form (the change and its text moved, not copied); `None` if the
+    /// signature is not 64 bytes.
+    pub fn into_signed(self) -> Option<SignedChange> {
         Some(SignedChange {
-            bytes: self.bytes.clone(),
             signature: mnemon_identity::Signature::from_slice(&self.signature).ok()?,
-            text: self.text.clone(),
+            bytes: self.bytes,
+            text: self.text,
         })
     }
 }

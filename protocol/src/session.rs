@@ -1295,8 +1295,8 @@ impl Session {
             let memory = MemoryId::from_u128(d.memory);
             match d
                 .changes
-                .iter()
-                .map(WireChange::to_signed)
+                .into_iter()
+                .map(WireChange::into_signed)
                 .collect::<Option<Vec<_>>>()
             {
                 Some(changes) => batch.push((memory, changes)),
