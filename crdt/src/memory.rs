@@ -997,6 +997,17 @@ impl MemoryDoc {
         }
     }
 
+    /// The text kept beside the document, with the operation that set it (its counter and
+    /// actor): which change set it, without decoding any.
+    pub(crate) fn content_setter(&self) -> Option<(TextRef, u64, ActorId)> {
+        match self.doc.get(automerge::ROOT, "content").ok().flatten() {
+            Some((Value::Scalar(value), automerge::ObjId::Id(counter, actor, _))) => {
+                TextRef::in_value(&value).map(|named| (named, counter, actor))
+            }
+            _ => None,
+        }
+    }
+
     /// The title as [`MemoryDoc::read`] reads it, without reading the rest (a text may be
     /// megabytes).
     pub(crate) fn title(&self) -> String {
@@ -1009,15 +1020,22 @@ impl MemoryDoc {
     }
 
     /// What to keep for this document after a local change with `hash`, when it was loaded
-    /// from `stored`. A document saved as at least [`APPEND_CHANGES_FROM`] bytes (one
-    /// written before long texts were kept beside, holding its versions as string values)
-    /// keeps `stored` followed by the change alone, deflated (automerge loads a document
+    /// from `stored`. A document saved as at least [`APPEND_CHANGES_FROM`] bytes, or one
+    /// whose content is a long string value (both written before long texts were kept
+    /// beside, holding their versions as string values), keeps `stored` followed by the
+    /// change alone, deflated (automerge loads a document
     /// chunk followed by change chunks as one document): saving it anew would encode its
     /// whole history several times over in memory, for each edit. (`stored` may begin
     /// with a change chunk: a new memory is kept as its first change.) Any other is saved
     /// whole, which also folds changes appended before back in.
     pub(crate) fn save_after(&mut self, stored: &[u8], hash: &ChangeHash) -> Vec<u8> {
-        if stored.len() < APPEND_CHANGES_FROM {
+        let long_string = match self.doc.get(automerge::ROOT, "content").ok().flatten() {
+            Some((Value::Scalar(value), _)) => value
+                .as_str()
+                .is_some_and(|s| s.len() > MAX_MERGED_TEXT_BYTES),
+            _ => false,
+        };
+        if stored.len() < APPEND_CHANGES_FROM && !long_string {
             return self.save();
         }
         let Some(mut change) = self.doc.get_change_by_hash(hash) else {

@@ -1621,7 +1621,7 @@ impl Store {
                 brought(named).or_else(|| {
                     let views = txn.open_table(VIEWS).ok()?;
                     let texts = txn.open_table(VIEW_TEXTS).ok()?;
-                    view::kept_text(&views, &texts, id, named, false)
+                    view::kept_text(&views, &texts, id, named, true)
                         .ok()
                         .flatten()
                 })

@@ -99,7 +99,13 @@ pub(super) fn detect(
 ) -> Option<Mark> {
     let sides = sides(doc, before)?;
     match doc.get(automerge::ROOT, "content").ok().flatten() {
-        Some((Value::Object(ObjType::Text), text)) if text_at(doc, &sides.ours).is_some() => {
+        // One text object on both sides and where they parted: merged character by
+        // character. (A side that made a new one replaced the text whole.)
+        Some((Value::Object(ObjType::Text), text))
+            if [&sides.ours, &sides.theirs, &sides.base]
+                .iter()
+                .all(|heads| text_at(doc, heads).as_ref() == Some(&text)) =>
+        {
             detect_in_text(doc, &text, &sides, marked)
         }
         _ => detect_whole(doc, &sides, marked, kept),
@@ -141,24 +147,21 @@ fn version_of(value: &automerge::ScalarValue) -> Version {
     }
 }
 
-/// [`detect`] where a side's text is (or becomes) one kept beside the document: the merge
-/// keeps one version whole, so two sides that both changed the text conflict, and the
-/// losing version is kept in the mark rather than lost.
+/// [`detect`] where a side's text is (or becomes) one kept beside the document, or a new
+/// text object: the merge keeps one version whole, so two sides that both changed the text
+/// conflict, and the losing version is kept in the mark rather than lost. A standing mark
+/// is left as it is, neither replaced nor cleared by a peer: for a text kept beside, the
+/// mark may hold the only copy of a version, which only the owner's pick or edit lets go.
 fn detect_whole(
     doc: &AutoCommit,
     sides: &Sides,
     marked: bool,
     kept: impl Fn(&TextRef) -> Option<String>,
 ) -> Option<Mark> {
-    let merged = match doc.get(automerge::ROOT, "content").ok().flatten()? {
-        (Value::Object(ObjType::Text), text) => Version::Inline(doc.text(&text).ok()?),
-        (Value::Scalar(value), _) => version_of(&value),
-        _ => return None,
-    };
-    let ours = version_at(doc, &sides.ours)?;
-    if sides.on_top() {
-        return (marked && merged != ours).then_some(Mark::Clear);
+    if marked || sides.on_top() {
+        return None;
     }
+    let ours = version_at(doc, &sides.ours)?;
     let theirs = version_at(doc, &sides.theirs)?;
     let base = version_at(doc, &sides.base);
     let any_kept = [&ours, &theirs]

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use automerge::ChangeHash;
+use automerge::{ActorId, ChangeHash};
 use mnemon_identity::{Did, Signature};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
@@ -20,7 +20,7 @@ use crate::error::{ApplyError, StoreError};
 use crate::feed::{ChangeKind, Origin};
 use crate::id::{CollectionId, MemoryId, Timestamp};
 use crate::memory::{MemoryDoc, TextRef};
-use crate::signed::{SignedChange, text_refs};
+use crate::signed::SignedChange;
 
 /// A short digest of a memory's heads: equal digests mean equal documents.
 pub type HeadsDigest = [u8; 16];
@@ -930,7 +930,8 @@ impl StoreReader {
 
     /// The hashes of every change of a memory.
     pub fn change_hashes(&self, id: MemoryId) -> Result<Vec<ChangeHash>, StoreError> {
-        Ok(match self.history(id)? {
+        let txn = self.db()?.begin_read()?;
+        Ok(match history(&txn, id, &self.did)? {
             History::One(change, _) => vec![change.hash()],
             History::Doc(mut doc) => doc
                 .automerge()
@@ -943,35 +944,32 @@ impl StoreReader {
 
     /// Every change of a memory with its signature, in causal order.
     pub fn signed_changes(&self, id: MemoryId) -> Result<Vec<SignedChange>, StoreError> {
-        let history = self.history(id)?;
-        let text = self.current_text(id, &history)?;
-        let changes = match history {
-            History::One(change, stored) => vec![(change.hash(), stored)],
-            History::Doc(mut doc) => doc
-                .automerge()
-                .get_changes(&[])
-                .iter_mut()
-                .map(sendable)
-                .collect(),
-        };
-        self.signed(id, changes, text)
+        self.changes_for_peer(id, &[], true)
     }
 
     /// The signed changes of a memory that are not `known` and not ancestors of the heads
     /// among `known` that this node holds: what a peer that holds `known` lacks. With
-    /// `exact`, `known` is the peer's every change hash, without, its heads.
+    /// `exact`, `known` is the peer's every change hash, without, its heads. The change
+    /// that set the memory's current text kept beside its document (the last one, if it
+    /// was set more than once) comes with that text: a peer that lacks the change lacks the
+    /// text. One snapshot throughout, so the text is the one the changes name.
     pub fn changes_for_peer(
         &self,
         id: MemoryId,
         known: &[ChangeHash],
         exact: bool,
     ) -> Result<Vec<SignedChange>, StoreError> {
-        let history = self.history(id)?;
-        let text = self.current_text(id, &history)?;
-        let changes = match history {
+        let txn = self.db()?.begin_read()?;
+        let history = history(&txn, id, &self.did)?;
+        let setter = current_setter(&txn, id, &history, &self.did)?;
+        let changes: Vec<Outgoing> = match history {
             // Its one change has no ancestors: the peer lacks it unless it names it.
             History::One(change, _) if known.contains(&change.hash()) => Vec::new(),
-            History::One(change, stored) => vec![(change.hash(), stored)],
+            History::One(change, stored) => vec![Outgoing {
+                hash: change.hash(),
+                bytes: stored,
+                sets_text: setter.is_some(),
+            }],
             History::Doc(mut doc) => {
                 let am = doc.automerge();
                 let mut changes = if exact {
@@ -988,48 +986,15 @@ impl StoreReader {
                         .collect();
                     am.get_changes(&held)
                 };
-                changes.iter_mut().map(sendable).collect()
+                changes
+                    .iter_mut()
+                    .map(|c| Outgoing::of(c, setter.as_ref()))
+                    .collect()
             }
         };
-        self.signed(id, changes, text)
-    }
-
-    /// The reference to memory `id`'s current text, when it is kept beside its document.
-    fn current_text(&self, id: MemoryId, history: &History) -> Result<Option<TextRef>, StoreError> {
-        Ok(match history {
-            History::Doc(doc) => doc.content_ref(),
-            // Its one change is worth decoding only if the text is long.
-            History::One(change, _) => {
-                let txn = self.db()?.begin_read()?;
-                let long = txn
-                    .open_table(VIEW_TEXTS)?
-                    .get((id.to_u128(), 0))?
-                    .is_some();
-                if long { text_refs(change).pop() } else { None }
-            }
-        })
-    }
-
-    /// `changes` of memory `id` (hash and bytes), each with its stored signature; the last
-    /// of them to set `text`, the memory's current text kept beside its document, comes
-    /// with that text (a peer that lacks that change lacks the text).
-    fn signed(
-        &self,
-        id: MemoryId,
-        changes: Vec<(ChangeHash, Vec<u8>)>,
-        text: Option<TextRef>,
-    ) -> Result<Vec<SignedChange>, StoreError> {
-        let txn = self.db()?.begin_read()?;
-        let signatures = txn.open_table(SIGNATURES)?;
-        let setter = match text {
-            None => None,
-            Some(text) => changes.iter().rposition(|(_, bytes)| {
-                automerge::Change::from_bytes(bytes.clone())
-                    .is_ok_and(|change| text_refs(&change).contains(&text))
-            }),
-        };
-        let mut attached = match (setter, text) {
-            (Some(_), Some(named)) => Some(
+        let at = changes.iter().rposition(|c| c.sets_text);
+        let mut text = match (at, setter) {
+            (Some(_), Some((named, ..))) => Some(
                 view::kept_text(
                     &txn.open_table(VIEWS)?,
                     &txn.open_table(VIEW_TEXTS)?,
@@ -1043,52 +1008,24 @@ impl StoreReader {
             ),
             _ => None,
         };
+        let signatures = txn.open_table(SIGNATURES)?;
         changes
             .into_iter()
             .enumerate()
-            .map(|(at, (hash, bytes))| {
+            .map(|(n, c)| {
                 let signature = signatures
-                    .get((id.to_u128(), hash.0))?
+                    .get((id.to_u128(), c.hash.0))?
                     .ok_or_else(|| {
-                        StoreError::Storage(format!("change {hash} of {id} has no signature"))
+                        StoreError::Storage(format!("change {} of {id} has no signature", c.hash))
                     })?
                     .value();
                 Ok(SignedChange {
-                    bytes,
+                    bytes: c.bytes,
                     signature: Signature::from_bytes(signature),
-                    text: if Some(at) == setter {
-                        attached.take()
-                    } else {
-                        None
-                    },
+                    text: if Some(n) == at { text.take() } else { None },
                 })
             })
             .collect()
-    }
-
-    /// Memory `id`'s history as stored.
-    fn history(&self, id: MemoryId) -> Result<History, StoreError> {
-        let txn = self.db()?.begin_read()?;
-        let bytes = txn
-            .open_table(DOCS)?
-            .get(id.to_u128())?
-            .ok_or(StoreError::NotFound(id))?;
-        let bytes = bytes.value();
-        // Automerge's binary format: 4 bytes of magic, 4 of checksum, then the chunk's
-        // type: 0 a document, 1 a change, 2 a compressed change. A first change with
-        // later ones appended to it (`MemoryDoc::save_after`) loads as a document.
-        if matches!(bytes.get(8), Some(1 | 2)) {
-            match automerge::Change::try_from(bytes) {
-                Ok(change) => return Ok(History::One(Box::new(change), bytes.to_vec())),
-                Err(automerge::LoadChangeError::LeftoverData) => {}
-                Err(e) => {
-                    return Err(StoreError::Storage(format!(
-                        "the stored change of {id} does not load: {e}"
-                    )));
-                }
-            }
-        }
-        Ok(History::Doc(Box::new(MemoryDoc::load(bytes, &self.did)?)))
     }
 
     // ----- tombstones ----------------------------------------------------------------------
@@ -1157,9 +1094,75 @@ fn set_collection_name(
     Ok(())
 }
 
-/// A change of a document, as it is sent: its hash and its bytes.
-fn sendable(change: &mut automerge::Change) -> (ChangeHash, Vec<u8>) {
-    (change.hash(), change.bytes().into_owned())
+/// Memory `id`'s history as stored.
+fn history(txn: &redb::ReadTransaction, id: MemoryId, did: &Did) -> Result<History, StoreError> {
+    let bytes = txn
+        .open_table(DOCS)?
+        .get(id.to_u128())?
+        .ok_or(StoreError::NotFound(id))?;
+    let bytes = bytes.value();
+    // Automerge's binary format: 4 bytes of magic, 4 of checksum, then the chunk's
+    // type: 0 a document, 1 a change, 2 a compressed change. A first change with
+    // later ones appended to it (`MemoryDoc::save_after`) loads as a document.
+    if matches!(bytes.get(8), Some(1 | 2)) {
+        match automerge::Change::try_from(bytes) {
+            Ok(change) => return Ok(History::One(Box::new(change), bytes.to_vec())),
+            Err(automerge::LoadChangeError::LeftoverData) => {}
+            Err(e) => {
+                return Err(StoreError::Storage(format!(
+                    "the stored change of {id} does not load: {e}"
+                )));
+            }
+        }
+    }
+    Ok(History::Doc(Box::new(MemoryDoc::load(bytes, did)?)))
+}
+
+/// The text memory `id` holds beside its document, with the operation that set it (see
+/// `MemoryDoc::content_setter`).
+fn current_setter(
+    txn: &redb::ReadTransaction,
+    id: MemoryId,
+    history: &History,
+    did: &Did,
+) -> Result<Option<(TextRef, u64, ActorId)>, StoreError> {
+    Ok(match history {
+        History::Doc(doc) => doc.content_setter(),
+        // Its one change is worth loading only if the text is long (kept in pieces).
+        History::One(_, stored) => {
+            let long = txn
+                .open_table(VIEW_TEXTS)?
+                .get((id.to_u128(), 0))?
+                .is_some();
+            if long {
+                MemoryDoc::load(stored, did)?.content_setter()
+            } else {
+                None
+            }
+        }
+    })
+}
+
+/// A change as it is sent: its hash, its bytes, and whether it set the current text kept
+/// beside the document.
+struct Outgoing {
+    hash: ChangeHash,
+    bytes: Vec<u8>,
+    sets_text: bool,
+}
+
+impl Outgoing {
+    fn of(change: &mut automerge::Change, setter: Option<&(TextRef, u64, ActorId)>) -> Outgoing {
+        let sets_text = setter.is_some_and(|(_, counter, actor)| {
+            let start = change.start_op().get();
+            change.actor_id() == actor && (start..start + change.len() as u64).contains(counter)
+        });
+        Outgoing {
+            hash: change.hash(),
+            bytes: change.bytes().into_owned(),
+            sets_text,
+        }
+    }
 }
 
 /// A memory's history as stored.

@@ -1,6 +1,10 @@
 //! Read views: everything a read needs of a memory, kept beside its document in the same
 //! transaction as every write (local, from a peer, a delete), so reads never decode
 //! automerge. And the titles table, which resolves `[[wikilinks]]` without an index.
+//!
+//! A view is derived from its document, except for a text above 64 KiB: the document holds
+//! only its reference ([`TextRef`]), and the view's pieces are the one copy of the text
+//! (a view of it cannot be derived again; backups and vacuums copy every table).
 
 use std::collections::{BTreeMap, BTreeSet};
 
