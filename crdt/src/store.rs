@@ -1593,11 +1593,25 @@ impl Store {
             .iter()
             .filter(|v| am.get_change_by_hash(&v.hash()).is_none())
             .count();
-        // The peer's changes: a failure here is theirs, and refuses this memory alone.
-        if let Err(e) = am.apply_changes(verified.iter().map(|v| v.change.clone())) {
-            return Ok(Err(ApplyError::Refused(format!(
-                "the changes do not apply: {e}"
-            ))));
+        // The peer's changes: a failure here is theirs, and refuses this memory alone. A
+        // panic inside automerge on a crafted change (its parser leaves some indices to
+        // be trusted) is caught too: the document is this call's own and thrown away, and
+        // the writer thread, which every write of the node needs, goes on.
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            am.apply_changes(verified.iter().map(|v| v.change.clone()))
+        }));
+        match applied {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Ok(Err(ApplyError::Refused(format!(
+                    "the changes do not apply: {e}"
+                ))));
+            }
+            Err(_) => {
+                return Ok(Err(ApplyError::Refused(
+                    "the changes made automerge fail".into(),
+                )));
+            }
         }
         let missing = am.get_missing_deps(&[]).len();
         if missing > 0 {
