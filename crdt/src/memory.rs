@@ -618,6 +618,10 @@ impl ValidNew {
 /// saved anew with them (see [`MemoryDoc::save_after`]).
 pub(crate) const APPEND_CHANGES_FROM: usize = 1024 * 1024;
 
+/// The saved size from which the document of a long text keeps its local changes appended
+/// (see [`MemoryDoc::save_after`]).
+pub(crate) const APPEND_LONG_FROM: usize = 16 * 1024;
+
 /// The longest content a new memory is stored as its first change (see [`ValidNew::stored`]).
 const FIRST_CHANGE_MAX_CONTENT: usize = 8 * 1024;
 /// A first change longer than this is stored deflated (as automerge keeps a change), a
@@ -1020,22 +1024,24 @@ impl MemoryDoc {
     }
 
     /// What to keep for this document after a local change with `hash`, when it was loaded
-    /// from `stored`. A document saved as at least [`APPEND_CHANGES_FROM`] bytes, or one
-    /// whose content is a long string value (both written before long texts were kept
-    /// beside, holding their versions as string values), keeps `stored` followed by the
-    /// change alone, deflated (automerge loads a document
-    /// chunk followed by change chunks as one document): saving it anew would encode its
-    /// whole history several times over in memory, for each edit. (`stored` may begin
-    /// with a change chunk: a new memory is kept as its first change.) Any other is saved
-    /// whole, which also folds changes appended before back in.
-    pub(crate) fn save_after(&mut self, stored: &[u8], hash: &ChangeHash) -> Vec<u8> {
-        let long_string = match self.doc.get(automerge::ROOT, "content").ok().flatten() {
-            Some((Value::Scalar(value), _)) => value
-                .as_str()
-                .is_some_and(|s| s.len() > MAX_MERGED_TEXT_BYTES),
-            _ => false,
-        };
-        if stored.len() < APPEND_CHANGES_FROM && !long_string {
+    /// from `stored` and its text is now `content_len` bytes long. A document saved as at
+    /// least [`APPEND_CHANGES_FROM`] bytes, or one of a long text saved as at least
+    /// [`APPEND_LONG_FROM`] (one written before long texts were kept beside may hold every
+    /// version of its text as a string value, deflated to little), keeps `stored` followed
+    /// by the change alone, deflated (automerge loads a document chunk followed by change
+    /// chunks as one document): saving it anew would encode its whole history several
+    /// times over in memory, for each edit. (`stored` may begin with a change chunk: a new
+    /// memory is kept as its first change.) Any other is saved whole, which also folds
+    /// changes appended before back in: a document of a long text kept beside is a few
+    /// hundred bytes an edit, and is saved whole until it reaches [`APPEND_LONG_FROM`].
+    pub(crate) fn save_after(
+        &mut self,
+        stored: &[u8],
+        hash: &ChangeHash,
+        content_len: usize,
+    ) -> Vec<u8> {
+        let long = content_len > MAX_MERGED_TEXT_BYTES && stored.len() >= APPEND_LONG_FROM;
+        if stored.len() < APPEND_CHANGES_FROM && !long {
             return self.save();
         }
         let Some(mut change) = self.doc.get_change_by_hash(hash) else {

@@ -905,6 +905,10 @@ impl Store {
                     false,
                 )?,
             };
+            let content_len = edit
+                .content
+                .as_ref()
+                .map_or(memory.content.len(), String::len);
             retitled = title_before.is_some_and(|t| title_key(&t) != title_key(&memory.title));
             changed = hash.is_some();
             // The owner wrote the text anew (or picked a side): settled.
@@ -919,7 +923,7 @@ impl Store {
                     let stored = docs.get(id.to_u128())?.ok_or_else(|| {
                         StoreError::Storage(format!("document of {id} is missing"))
                     })?;
-                    doc.save_after(stored.value(), &hash)
+                    doc.save_after(stored.value(), &hash, content_len)
                 };
                 // What is left to write needs the memory, not its document (for a long
                 // text, megabytes of history).
@@ -1582,36 +1586,49 @@ impl Store {
                 None => None,
             }
         };
+        // Everything automerge does with the peer's changes runs here. A panic inside it on
+        // a crafted change (its parser leaves some indices to be trusted) refuses this
+        // memory alone: the document is this call's own and thrown away, the transaction
+        // was only read, and the writer thread, which every write of the node needs, goes
+        // on.
+        let merged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.merge_in(txn, collection, id, existing, verified, changes)
+        }));
+        merged.unwrap_or_else(|_| {
+            Ok(Err(ApplyError::Refused(
+                "the changes made automerge fail".into(),
+            )))
+        })
+    }
+
+    /// [`Store::prepare_apply`]'s merge of verified changes into memory `id`'s document as
+    /// stored (`existing`; none for a new memory).
+    fn merge_in(
+        &self,
+        txn: &WriteTransaction,
+        collection: CollectionId,
+        id: MemoryId,
+        existing: Option<Vec<u8>>,
+        verified: Vec<VerifiedChange>,
+        changes: &[SignedChange],
+    ) -> Result<Result<PreparedApply, ApplyError>, StoreError> {
         let created = existing.is_none();
         let mut doc = match &existing {
             Some(bytes) => MemoryDoc::load(bytes, &self.did)?,
             None => MemoryDoc::empty(&self.did),
         };
+        drop(existing);
         let before = doc.heads();
         let am = doc.automerge();
         let new_changes = verified
             .iter()
             .filter(|v| am.get_change_by_hash(&v.hash()).is_none())
             .count();
-        // The peer's changes: a failure here is theirs, and refuses this memory alone. A
-        // panic inside automerge on a crafted change (its parser leaves some indices to
-        // be trusted) is caught too: the document is this call's own and thrown away, and
-        // the writer thread, which every write of the node needs, goes on.
-        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            am.apply_changes(verified.iter().map(|v| v.change.clone()))
-        }));
-        match applied {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return Ok(Err(ApplyError::Refused(format!(
-                    "the changes do not apply: {e}"
-                ))));
-            }
-            Err(_) => {
-                return Ok(Err(ApplyError::Refused(
-                    "the changes made automerge fail".into(),
-                )));
-            }
+        // The peer's changes: a failure here is theirs, and refuses this memory alone.
+        if let Err(e) = am.apply_changes(verified.iter().map(|v| v.change.clone())) {
+            return Ok(Err(ApplyError::Refused(format!(
+                "the changes do not apply: {e}"
+            ))));
         }
         let missing = am.get_missing_deps(&[]).len();
         if missing > 0 {
@@ -1630,7 +1647,12 @@ impl Store {
         let mark = if created || heads == before {
             None
         } else {
-            let marked = txn.open_table(CONFLICTS)?.get(id.to_u128())?.is_some();
+            let standing = conflict::get(&txn.open_table(CONFLICTS)?, id)?;
+            let marked = standing.is_some();
+            // A mark holding a version kept beside the document may hold its only copy:
+            // no peer's change clears or replaces it (the owner's pick or edit does).
+            let only_copy = standing
+                .is_some_and(|c| c.ours.len().max(c.theirs.len()) > crate::MAX_MERGED_TEXT_BYTES);
             let kept = |named: &TextRef| -> Option<String> {
                 brought(named).or_else(|| {
                     let views = txn.open_table(VIEWS).ok()?;
@@ -1640,7 +1662,11 @@ impl Store {
                         .flatten()
                 })
             };
-            conflict::detect(doc.automerge(), &before, marked, kept)
+            if only_copy {
+                None
+            } else {
+                conflict::detect(doc.automerge(), &before, marked, kept)
+            }
         };
         let changed = if heads == before {
             None

@@ -1757,6 +1757,71 @@ fn a_long_text_is_kept_beside_its_document_and_travels_with_the_change_that_set_
     );
 }
 
+/// A memory written before long texts were kept beside (its text one string value in its
+/// history) reads, edits and travels; its edits are appended to what was stored.
+#[test]
+fn a_long_text_held_as_a_string_value_by_an_older_node_still_reads_edits_and_travels() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let older = Keypair::generate();
+    let mut a = open(&dir, "a.redb", &Keypair::generate());
+    let mut b = open(&dir, "b.redb", &older);
+    let collection = share_with(&mut a, &mut b, Role::Write);
+    let stored = |store: &Store, id: MemoryId| -> Vec<u8> {
+        let txn = store.db().expect("db").begin_read().expect("read");
+        let table = txn.open_table(DOCS).expect("docs");
+        table
+            .get(id.to_u128())
+            .expect("get")
+            .expect("doc")
+            .value()
+            .to_vec()
+    };
+    // Text that deflates little: the stored document is about as long.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let text: String = (0..crate::MAX_MERGED_TEXT_BYTES / 4)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            format!("{:x} ", x % 65_536)
+        })
+        .collect();
+    // The document as an older node wrote it, sent from B (a writer) to A.
+    let id = MemoryId::new(Timestamp::now());
+    let mut doc = AutoCommit::new().with_actor(crate::actor_id(&older.did()));
+    doc.put(automerge::ROOT, "title", "Old").expect("put");
+    doc.put(automerge::ROOT, "content", text.as_str())
+        .expect("put");
+    doc.commit();
+    let mut change = doc.get_last_local_change().expect("change").clone();
+    a.apply_changes(collection, id, &[SignedChange::sign(&older, &mut change)])
+        .expect("apply");
+    assert!(a.get(id).expect("get").content == text, "it reads");
+    // A title edit and a new text are each appended to what was stored.
+    let longer = format!("{text}and more");
+    let mut kept = stored(&a, id);
+    for edit in 0..2 {
+        if edit == 0 {
+            retitle(&mut a, id, "Still old");
+        } else {
+            rewrite(&mut a, id, &longer);
+        }
+        let now = stored(&a, id);
+        assert!(
+            now.len() > kept.len() && now[..kept.len()] == kept[..],
+            "edit {edit} appended"
+        );
+        kept = now;
+    }
+    let memory = a.get(id).expect("get");
+    assert!(memory.content == longer && memory.title == "Still old");
+    assert_eq!(a.verify_views().expect("views"), 1);
+    // The older node's history travels as it is, the new text with the change that set it.
+    b.apply_changes(collection, id, &a.signed_changes(id).expect("changes"))
+        .expect("apply");
+    assert!(b.get(id).expect("get") == memory, "B reads what A reads");
+}
+
 #[test]
 fn concurrent_rewrites_of_a_long_text_keep_the_losing_version_in_a_conflict_mark() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1820,6 +1885,14 @@ fn concurrent_rewrites_of_a_long_text_keep_the_losing_version_in_a_conflict_mark
         sync(&b, &mut a, m);
         assert!(a.get(m).expect("get").content == long("next"));
         assert!(a.conflict(m).expect("read").is_some(), "A's mark stays");
+        // Nor when B makes it short (a text merged by character) and edits that on top.
+        rewrite(&mut b, m, "short now");
+        sync(&b, &mut a, m);
+        rewrite(&mut b, m, "short again");
+        sync(&b, &mut a, m);
+        assert_eq!(a.get(m).expect("get").content, "short again");
+        let standing = a.conflict(m).expect("read").expect("A's mark stays");
+        assert!(standing.ours == ours, "with A's version");
         // Picking the version that lost brings it back, on both.
         a.resolve_conflict(m, false).expect("resolve");
         sync(&a, &mut b, m);
