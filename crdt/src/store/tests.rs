@@ -1644,6 +1644,29 @@ fn a_new_memorys_history_is_its_one_change_short_or_long() {
     }
 }
 
+/// Memory `id`'s document as stored.
+fn stored_doc(store: &Store, id: MemoryId) -> Vec<u8> {
+    let txn = store.db().expect("db").begin_read().expect("read");
+    let table = txn.open_table(DOCS).expect("docs");
+    let bytes = table.get(id.to_u128()).expect("get").expect("doc");
+    bytes.value().to_vec()
+}
+
+/// A text above the merged-text limit that deflates little (so a document holding it
+/// would be about as long), one per `round`.
+fn incompressible(round: u64) -> String {
+    let mut x = round.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..crate::MAX_MERGED_TEXT_BYTES / 4)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            format!("{:x}", x % 65_536)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[test]
 fn a_long_text_is_kept_beside_its_document_and_travels_with_the_change_that_set_it() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1651,29 +1674,8 @@ fn a_long_text_is_kept_beside_its_document_and_travels_with_the_change_that_set_
     let mut a = open(&dir, "a.redb", &me);
     let mut b = open(&dir, "b.redb", &Keypair::generate());
     let mut c = open(&dir, "c.redb", &Keypair::generate());
-    let stored = |store: &Store, id: MemoryId| -> usize {
-        let txn = store.db().expect("db").begin_read().expect("read");
-        let table = txn.open_table(DOCS).expect("docs");
-        table
-            .get(id.to_u128())
-            .expect("get")
-            .expect("doc")
-            .value()
-            .len()
-    };
-    // Text that deflates little, so a document holding it would be about as long.
-    let text = |round: u64| -> String {
-        let mut x = round.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..crate::MAX_MERGED_TEXT_BYTES / 4)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                format!("{:x}", x % 65_536)
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let stored = |store: &Store, id: MemoryId| stored_doc(store, id).len();
+    let text = incompressible;
     let memory = a.add(note(&text(0))).expect("add");
     assert!(text(0).len() > crate::MAX_MERGED_TEXT_BYTES);
     // However often it is edited, the document holds references, not the texts.
@@ -1766,26 +1768,8 @@ fn a_long_text_held_as_a_string_value_by_an_older_node_still_reads_edits_and_tra
     let mut a = open(&dir, "a.redb", &Keypair::generate());
     let mut b = open(&dir, "b.redb", &older);
     let collection = share_with(&mut a, &mut b, Role::Write);
-    let stored = |store: &Store, id: MemoryId| -> Vec<u8> {
-        let txn = store.db().expect("db").begin_read().expect("read");
-        let table = txn.open_table(DOCS).expect("docs");
-        table
-            .get(id.to_u128())
-            .expect("get")
-            .expect("doc")
-            .value()
-            .to_vec()
-    };
-    // Text that deflates little: the stored document is about as long.
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let text: String = (0..crate::MAX_MERGED_TEXT_BYTES / 4)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            format!("{:x} ", x % 65_536)
-        })
-        .collect();
+    let stored = stored_doc;
+    let text = incompressible(1);
     // The document as an older node wrote it, sent from B (a writer) to A.
     let id = MemoryId::new(Timestamp::now());
     let mut doc = AutoCommit::new().with_actor(crate::actor_id(&older.did()));
