@@ -995,10 +995,7 @@ impl MemoryDoc {
 
     /// The reference at `content`, when the text is kept beside the document ([`TextRef`]).
     pub fn content_ref(&self) -> Option<TextRef> {
-        match self.doc.get(automerge::ROOT, "content").ok().flatten() {
-            Some((Value::Scalar(value), _)) => TextRef::in_value(&value),
-            _ => None,
-        }
+        self.content_setter().map(|(named, ..)| named)
     }
 
     /// The text kept beside the document, with the operation that set it (its counter and

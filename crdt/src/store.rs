@@ -1635,13 +1635,24 @@ impl Store {
             return Ok(Err(ApplyError::MissingDependencies(missing)));
         }
         let heads = doc.heads();
-        // A text kept beside the document that came with one of the changes.
-        let brought = |named: &TextRef| {
-            verified
+        // A text kept beside the document, by the reference that names it: the one that
+        // came with one of the changes, else the one this node holds (if it hashes to it).
+        let text_for = |named: &TextRef| -> Result<Option<String>, StoreError> {
+            let brought = verified
                 .iter()
                 .zip(changes)
                 .find(|(v, _)| v.text == Some(*named))
-                .and_then(|(_, c)| c.text.clone())
+                .and_then(|(_, c)| c.text.clone());
+            match brought {
+                Some(text) => Ok(Some(text)),
+                None => view::kept_text(
+                    &txn.open_table(VIEWS)?,
+                    &txn.open_table(VIEW_TEXTS)?,
+                    id,
+                    named,
+                    true,
+                ),
+            }
         };
         // Concurrent edits of the same words are marked, not merged silently.
         let mark = if created || heads == before {
@@ -1653,15 +1664,7 @@ impl Store {
             // no peer's change clears or replaces it (the owner's pick or edit does).
             let only_copy = standing
                 .is_some_and(|c| c.ours.len().max(c.theirs.len()) > crate::MAX_MERGED_TEXT_BYTES);
-            let kept = |named: &TextRef| -> Option<String> {
-                brought(named).or_else(|| {
-                    let views = txn.open_table(VIEWS).ok()?;
-                    let texts = txn.open_table(VIEW_TEXTS).ok()?;
-                    view::kept_text(&views, &texts, id, named, true)
-                        .ok()
-                        .flatten()
-                })
-            };
+            let kept = |named: &TextRef| text_for(named).ok().flatten();
             if only_copy {
                 None
             } else {
@@ -1673,30 +1676,17 @@ impl Store {
         } else {
             let memory = match doc.content_ref() {
                 None => doc.read(id, collection),
-                // A long text kept beside: the one that came with a change, else the one
-                // held (the text read before the merge, still current).
-                Some(named) => {
-                    let text = match brought(&named) {
-                        Some(text) => text,
-                        None => match view::kept_text(
-                            &txn.open_table(VIEWS)?,
-                            &txn.open_table(VIEW_TEXTS)?,
-                            id,
-                            &named,
-                            true,
-                        )? {
-                            Some(text) => text,
-                            None => {
-                                return Ok(Err(ApplyError::Refused(format!(
-                                    "the changes set a text of {} bytes kept beside the \
-                                     document without bringing it",
-                                    named.len
-                                ))));
-                            }
-                        },
-                    };
-                    doc.read_with_content(id, collection, text)
-                }
+                // A long text kept beside: brought, or still the one held.
+                Some(named) => match text_for(&named)? {
+                    Some(text) => doc.read_with_content(id, collection, text),
+                    None => {
+                        return Ok(Err(ApplyError::Refused(format!(
+                            "the changes set a text of {} bytes kept beside the document \
+                             without bringing it",
+                            named.len
+                        ))));
+                    }
+                },
             };
             Some((memory, doc.save()))
         };
@@ -2389,7 +2379,6 @@ impl StoreReader {
     }
 }
 
-/// A memory's read view in a snapshot; a deleted or unknown id is named as such.
 /// Memory `id` as `doc` reads, a text kept beside the document ([`crate::TextRef`]) read
 /// from where the store keeps it, its view's pieces (`texts`); `check` hashes it too.
 fn read_doc(
@@ -2412,6 +2401,7 @@ fn read_doc(
     Ok(doc.read_with_content(id, collection, text))
 }
 
+/// A memory's read view in a snapshot; a deleted or unknown id is named as such.
 fn get_in(txn: &redb::ReadTransaction, id: MemoryId) -> Result<Memory, StoreError> {
     let views = txn.open_table(VIEWS)?;
     match views.get(id.to_u128())? {
