@@ -276,6 +276,8 @@ pub struct ListFilter {
     pub kind: Option<String>,
     /// Only memories in one of these collections (a caller held to some collections).
     pub within: Option<std::collections::HashSet<CollectionId>>,
+    /// Only memories with this title (as wikilinks resolve it: without regard to case).
+    pub title: Option<String>,
     /// Skip this many (after sorting, newest change first).
     pub offset: usize,
     /// Return at most this many.
@@ -2006,33 +2008,48 @@ impl StoreReader {
             .map(|t| t.to_lowercase());
         let txn = self.db()?.begin_read()?;
         let metas = txn.open_table(MEMORY_META)?;
-        let mut matches: Vec<(i64, u128, u128)> = Vec::new();
-        for entry in metas.iter()? {
-            let (key, value) = entry?;
-            let meta: MemoryMeta = postcard::from_bytes(value.value())?;
-            if filter
+        let wanted = |meta: &MemoryMeta| {
+            filter
                 .collection
-                .is_some_and(|c| c.to_u128() != meta.collection)
-            {
-                continue;
+                .is_none_or(|c| c.to_u128() == meta.collection)
+                && tag
+                    .as_ref()
+                    .is_none_or(|t| meta.tags.iter().any(|m| m.to_lowercase() == *t))
+                && filter.kind.as_ref().is_none_or(|k| *k == meta.kind)
+                && filter
+                    .within
+                    .as_ref()
+                    .is_none_or(|w| w.contains(&CollectionId::from_u128(meta.collection)))
+        };
+        let mut matches: Vec<(i64, u128, u128)> = Vec::new();
+        let mut consider = |id: u128, bytes: &[u8]| -> Result<(), StoreError> {
+            let meta: MemoryMeta = postcard::from_bytes(bytes)?;
+            if wanted(&meta) {
+                matches.push((meta.updated_at, id, meta.collection));
             }
-            if tag
-                .as_ref()
-                .is_some_and(|t| !meta.tags.iter().any(|m| m.to_lowercase() == *t))
-            {
-                continue;
+            Ok(())
+        };
+        match &filter.title {
+            // By title: the titles table names the few candidates.
+            Some(title) => {
+                let key = title_key(title);
+                let candidates = if key.is_empty() {
+                    Vec::new()
+                } else {
+                    ids_under(&txn.open_table(TITLES)?, &key)?
+                };
+                for id in candidates {
+                    if let Some(bytes) = metas.get(id.to_u128())? {
+                        consider(id.to_u128(), bytes.value())?;
+                    }
+                }
             }
-            if filter.kind.as_ref().is_some_and(|k| *k != meta.kind) {
-                continue;
+            None => {
+                for entry in metas.iter()? {
+                    let (key, value) = entry?;
+                    consider(key.value(), value.value())?;
+                }
             }
-            if filter
-                .within
-                .as_ref()
-                .is_some_and(|w| !w.contains(&CollectionId::from_u128(meta.collection)))
-            {
-                continue;
-            }
-            matches.push((meta.updated_at, key.value(), meta.collection));
         }
         matches.sort_unstable_by(|a, b| b.cmp(a));
         let total = matches.len();

@@ -98,6 +98,17 @@ fn add_get_edit_list_remove() {
         (page.iter().map(|m| m.id).collect::<Vec<_>>(), total),
         (vec![b.id], 1)
     );
+    // By title, without regard to case.
+    let (page, total) = store
+        .list_page(&ListFilter {
+            title: Some("ALPHA".into()),
+            ..ListFilter::default()
+        })
+        .expect("page");
+    assert_eq!(
+        (page.iter().map(|m| m.id).collect::<Vec<_>>(), total),
+        (vec![a.id], 1)
+    );
 
     // Times are in milliseconds: the edit must come after `b` was made to be newer.
     std::thread::sleep(std::time::Duration::from_millis(3));

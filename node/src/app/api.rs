@@ -273,42 +273,12 @@ impl Api for Service {
             tag: query.tag.clone(),
             kind: query.kind.clone(),
             within,
+            title: query.title.clone(),
             offset,
             limit: Some(limit),
         };
-        let (page, total) = match query.title.as_deref() {
-            // By title: the titles table names the few candidates; the filter applies to
-            // them.
-            Some(title) => {
-                let tag = filter
-                    .tag
-                    .as_deref()
-                    .map(mnemon_crdt::normalize_tag)
-                    .transpose()
-                    .map_err(|e| ApiError::invalid(e.to_string()))?;
-                let mut found: Vec<mnemon_crdt::Memory> = store
-                    .titled(title)
-                    .map_err(store_error)?
-                    .into_iter()
-                    .filter_map(|id| store.get(id).ok())
-                    .filter(|m| {
-                        filter.collection.is_none_or(|c| m.collection == c)
-                            && tag.as_ref().is_none_or(|t| m.tags.contains(t))
-                            && filter.kind.as_ref().is_none_or(|k| m.kind == *k)
-                            && filter
-                                .within
-                                .as_ref()
-                                .is_none_or(|w| w.contains(&m.collection))
-                    })
-                    .collect();
-                // The list's order: most recently changed first.
-                found.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(b.id.cmp(&a.id)));
-                let total = found.len();
-                (found.into_iter().skip(offset).take(limit).collect(), total)
-            }
-            // Only the page is read from the store, whatever the total.
-            None => store.list_page(&filter).map_err(store_error)?,
-        };
+        // Only the page is read from the store, whatever the total.
+        let (page, total) = store.list_page(&filter).map_err(store_error)?;
         let names = self.names(store)?;
         let items: Vec<MemoryView> = page
             .into_iter()
