@@ -5,10 +5,11 @@ use std::sync::{Arc, Mutex};
 
 use tantivy::collector::TopDocs;
 use tantivy::merge_policy::{LogMergePolicy, MergePolicy as _};
-use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::query::{
+    BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, QueryParser, RangeQuery, TermQuery,
+};
 use tantivy::schema::{
-    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TantivyDocument,
-    TextFieldIndexing, TextOptions, Value,
+    FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Term, doc};
 
@@ -20,7 +21,12 @@ const WRITER_HEAP: usize = 50 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 struct Fields {
+    /// The memory's id as text: what a change or delete names it by.
     id: Field,
+    /// The id's two halves as columns: what a search reads a hit's id from (a column
+    /// read, where a stored field would decompress a block of the document store).
+    id_hi: Field,
+    id_lo: Field,
     title: Field,
     content: Field,
     context: Field,
@@ -45,7 +51,9 @@ fn schema() -> (Schema, Fields) {
             .set_index_option(IndexRecordOption::WithFreqsAndPositions),
     );
     let fields = Fields {
-        id: builder.add_text_field("id", STRING | STORED),
+        id: builder.add_text_field("id", STRING),
+        id_hi: builder.add_u64_field("id_hi", FAST),
+        id_lo: builder.add_u64_field("id_lo", FAST),
         title: builder.add_text_field("title", text.clone()),
         content: builder.add_text_field("content", text.clone()),
         context: builder.add_text_field("context", text.clone()),
@@ -211,6 +219,8 @@ impl KeywordIndex {
         let f = self.fields;
         let mut document = doc!(
             f.id => id_text(memory.id),
+            f.id_hi => (memory.id >> 64) as u64,
+            f.id_lo => memory.id as u64,
             f.title => memory.title,
             f.content => memory.content,
             f.context => memory.context,
@@ -302,15 +312,28 @@ impl KeywordIndex {
         searcher: &tantivy::Searcher,
         found: Vec<(f32, DocAddress)>,
     ) -> Result<Vec<(u128, f32)>, SearchError> {
+        type Halves = (
+            tantivy::columnar::Column<u64>,
+            tantivy::columnar::Column<u64>,
+        );
+        let mut columns: Vec<Option<Halves>> = vec![None; searcher.segment_readers().len()];
         let mut out = Vec::with_capacity(found.len());
         for (score, address) in found {
-            let document: TantivyDocument = searcher.doc(address).map_err(err)?;
-            if let Some(id) = document
-                .get_first(self.fields.id)
-                .and_then(|v| v.as_str())
-                .and_then(|s| u128::from_str_radix(s, 16).ok())
-            {
-                out.push((id, score));
+            let Some(slot) = columns.get_mut(address.segment_ord as usize) else {
+                continue;
+            };
+            if slot.is_none() {
+                let fast = searcher.segment_reader(address.segment_ord).fast_fields();
+                *slot = Some((
+                    fast.u64("id_hi").map_err(err)?,
+                    fast.u64("id_lo").map_err(err)?,
+                ));
+            }
+            let Some((hi, lo)) = slot.as_ref() else {
+                continue;
+            };
+            if let (Some(hi), Some(lo)) = (hi.first(address.doc_id), lo.first(address.doc_id)) {
+                out.push(((u128::from(hi) << 64) | u128::from(lo), score));
             }
         }
         Ok(out)
@@ -324,9 +347,15 @@ impl KeywordIndex {
         k: usize,
         filter: &Filter,
     ) -> Result<Vec<(u128, f32)>, SearchError> {
-        let mut hits = self.search_with(text, k, filter, true)?;
+        let terms = self.plain_terms(text);
+        // One plain word: the memories with every word are those with some, and the union
+        // below finds them pruned.
+        let mut hits = match terms.as_deref() {
+            Some([_]) => Vec::new(),
+            _ => self.search_with(text, terms.as_deref(), k, filter, true)?,
+        };
         if hits.len() < k {
-            let some = self.search_with(text, k, filter, false)?;
+            let some = self.search_with(text, terms.as_deref(), k, filter, false)?;
             // Hits with every word stay ahead: lift their scores above the best partial hit.
             let lift = some.first().map_or(0.0, |(_, s)| *s);
             for hit in &mut hits {
@@ -344,46 +373,37 @@ impl KeywordIndex {
         Ok(hits)
     }
 
+    /// `terms`: the text's plain words ([`KeywordIndex::plain_terms`]), if it is only that.
     fn search_with(
         &self,
         text: &str,
+        terms: Option<&[String]>,
         k: usize,
         filter: &Filter,
         all_words: bool,
     ) -> Result<Vec<(u128, f32)>, SearchError> {
         let filters = self.filter_clauses(filter);
-        match self.plain_terms(text) {
+        match terms {
             // Plain words: flat queries tantivy runs fast.
             Some(terms) => {
                 let scored = || -> Vec<(Occur, Box<dyn Query>)> {
-                    self.scored_terms(&terms)
+                    self.scored_terms(terms)
                         .into_iter()
                         .map(|q| (Occur::Should, q))
                         .collect()
                 };
                 if all_words {
                     // Every word somewhere (one posting list per word, intersected), scored
-                    // by the fields as below. Looked for first: when no memory has them all
-                    // (common with common words), the scoring union is never set up.
-                    let mut clauses = filters;
-                    clauses.extend(terms.iter().map(|t| {
-                        let every: Box<dyn Query> = Box::new(BoostQuery::new(
-                            Box::new(TermQuery::new(
-                                Term::from_field_text(self.fields.all, t),
-                                IndexRecordOption::Basic,
-                            )),
-                            0.0,
+                    // by the fields as below.
+                    let mut every = filters;
+                    every.extend(terms.iter().map(|t| {
+                        let term: Box<dyn Query> = Box::new(TermQuery::new(
+                            Term::from_field_text(self.fields.all, t),
+                            IndexRecordOption::Basic,
                         ));
-                        (Occur::Must, every)
+                        (Occur::Must, term)
                     }));
-                    let every = BooleanQuery::new(
-                        clauses.iter().map(|(o, q)| (*o, q.box_clone())).collect(),
-                    );
-                    if !self.any_match(&every)? {
-                        return Ok(Vec::new());
-                    }
-                    clauses.extend(scored());
-                    self.top(&BooleanQuery::new(clauses), k)
+                    self.top_scored_within(&BooleanQuery::new(every), &self.scored_terms(terms), k)
                 } else if filters.is_empty() {
                     // A union of term queries alone: tantivy prunes it (block-max WAND).
                     self.top(&BooleanQuery::new(scored()), k)
@@ -401,30 +421,78 @@ impl KeywordIndex {
         }
     }
 
-    /// Whether any live memory matches `query`: stops at the first (a count would walk
-    /// every match, and with common words that is most of the index).
-    fn any_match(&self, query: &dyn Query) -> Result<bool, SearchError> {
+    /// The best `k` live memories of those `required` matches, each scored by the sum of
+    /// the `scored` queries that match it: what tantivy scores a required clause with
+    /// optional ones as, but each scored query is only looked up at the memories
+    /// `required` finds (tantivy's optional union walks every posting of every scored
+    /// term). When nothing matches, no scored query is set up.
+    fn top_scored_within(
+        &self,
+        required: &dyn Query,
+        scored: &[Box<dyn Query>],
+        k: usize,
+    ) -> Result<Vec<(u128, f32)>, SearchError> {
+        use tantivy::query::{EnableScoring, Scorer, Weight};
         use tantivy::{DocSet as _, TERMINATED};
         let searcher = self.reader.searcher();
-        let weight = query
-            .weight(tantivy::query::EnableScoring::disabled_from_searcher(
-                &searcher,
-            ))
+        let required = required
+            .weight(EnableScoring::disabled_from_searcher(&searcher))
             .map_err(err)?;
-        for segment in searcher.segment_readers() {
-            let mut scorer = weight.scorer(segment, 1.0).map_err(err)?;
-            let mut doc = scorer.doc();
+        let mut weights: Option<Vec<Box<dyn Weight>>> = None;
+        let mut found: Vec<(f32, DocAddress)> = Vec::new();
+        for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+            let mut within = required.scorer(segment, 1.0).map_err(err)?;
+            let mut scorers: Option<Vec<Box<dyn Scorer>>> = None;
+            let mut doc = within.doc();
             while doc != TERMINATED {
                 if segment
                     .alive_bitset()
                     .is_none_or(|alive| alive.is_alive(doc))
                 {
-                    return Ok(true);
+                    if scorers.is_none() {
+                        if weights.is_none() {
+                            let scoring = EnableScoring::enabled_from_searcher(&searcher);
+                            weights = Some(
+                                scored
+                                    .iter()
+                                    .map(|q| q.weight(scoring))
+                                    .collect::<Result<_, _>>()
+                                    .map_err(err)?,
+                            );
+                        }
+                        scorers = Some(
+                            weights
+                                .iter()
+                                .flatten()
+                                .map(|w| w.scorer(segment, 1.0))
+                                .collect::<Result<_, _>>()
+                                .map_err(err)?,
+                        );
+                    }
+                    let mut score = 0.0;
+                    for scorer in scorers.iter_mut().flatten() {
+                        if scorer.doc() < doc {
+                            scorer.seek(doc);
+                        }
+                        if scorer.doc() == doc {
+                            score += scorer.score();
+                        }
+                    }
+                    found.push((score, DocAddress::new(ord as u32, doc)));
                 }
-                doc = scorer.advance();
+                doc = within.advance();
             }
         }
-        Ok(false)
+        // Best first; equal scores in index order, as tantivy's top docs.
+        let order =
+            |a: &(f32, DocAddress), b: &(f32, DocAddress)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        if found.len() > k && k > 0 {
+            found.select_nth_unstable_by(k - 1, order);
+            found.truncate(k);
+        }
+        found.sort_unstable_by(order);
+        found.truncate(k);
+        self.ids(&searcher, found)
     }
 
     /// The weight of a word in each field searched.
@@ -499,7 +567,7 @@ impl KeywordIndex {
         queries
     }
 
-    /// The clauses of `filter`, each required.
+    /// The clauses of `filter`, each required, none scored.
     fn filter_clauses(&self, filter: &Filter) -> Vec<(Occur, Box<dyn Query>)> {
         let f = self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
@@ -547,7 +615,15 @@ impl KeywordIndex {
                 )),
             ));
         }
+        // A filter only lets memories through: it adds nothing to their scores (tantivy
+        // would score a term by its rarity, so a memory would rank by its collection).
         clauses
+            .into_iter()
+            .map(|(occur, q)| {
+                let q: Box<dyn Query> = Box::new(ConstScoreQuery::new(q, 0.0));
+                (occur, q)
+            })
+            .collect()
     }
 
     /// The `k` best memories for `query`, with their scores.
@@ -799,34 +875,19 @@ mod tests {
         index.upsert(&note(1, "garden kettle")).expect("upsert");
         index.upsert(&note(2, "garden")).expect("upsert");
         index.commit(1, Merging::ByLevel).expect("commit");
-        let every_word = |index: &KeywordIndex| {
-            let terms = index.plain_terms("garden kettle").expect("plain words");
-            let clauses: Vec<(Occur, Box<dyn Query>)> = terms
-                .iter()
-                .map(|t| {
-                    let q: Box<dyn Query> = Box::new(TermQuery::new(
-                        Term::from_field_text(index.fields.all, t),
-                        IndexRecordOption::Basic,
-                    ));
-                    (Occur::Must, q)
-                })
-                .collect();
-            index.any_match(&BooleanQuery::new(clauses)).expect("any")
-        };
         let ids = |index: &KeywordIndex, every: bool| -> Vec<u128> {
+            let terms = index.plain_terms("garden kettle").expect("plain words");
             index
-                .search_with("garden kettle", 10, &Filter::default(), every)
+                .search_with("garden kettle", Some(&terms), 10, &Filter::default(), every)
                 .expect("search")
                 .into_iter()
                 .map(|h| h.0)
                 .collect()
         };
-        assert!(every_word(&index));
         assert_eq!(ids(&index, true), [1]);
         // Deleted, it still sits in its segment until a merge: it must not count.
         index.remove(1);
         index.commit(2, Merging::ByLevel).expect("commit");
-        assert!(!every_word(&index));
         assert!(ids(&index, true).is_empty());
         assert_eq!(ids(&index, false), [2]);
     }
@@ -923,8 +984,16 @@ mod tests {
                     importance: 0.5,
                 })
                 .expect("upsert");
+            if id == 299 {
+                index.commit(1, Merging::ByLevel).expect("commit");
+            }
         }
-        index.commit(1, Merging::All).expect("commit");
+        // Two segments, with deleted memories in both.
+        for id in (0..600u128).step_by(7) {
+            index.remove(id);
+        }
+        index.commit(2, Merging::ByLevel).expect("commit");
+        assert_eq!(index.reader.searcher().segment_readers().len(), 2);
         let note = Filter {
             kind: Some("note".into()),
             ..Filter::default()
@@ -935,11 +1004,11 @@ mod tests {
             "rust rust paper",
             "doctor lecture",
         ] {
-            assert!(index.plain_terms(text).is_some(), "{text}");
+            let terms = index.plain_terms(text).expect(text);
             for all_words in [true, false] {
                 for filter in [&Filter::default(), &note] {
                     let flat = index
-                        .search_with(text, 25, filter, all_words)
+                        .search_with(text, Some(&terms), 25, filter, all_words)
                         .expect("flat");
                     let mut clauses = vec![(Occur::Must, index.parsed(text, all_words))];
                     clauses.extend(index.filter_clauses(filter));
