@@ -502,26 +502,26 @@ impl VectorIndex {
         n
     }
 
-    /// For an index that has stopped changing, with three or more sealed segments: a job
-    /// that merges every one but the oldest (the largest), or all of them if that is not
-    /// most of the vectors, with the recent vectors, so a search walks at most two graphs.
-    /// `None` if that would rebuild more than [`COMPACT_COST`] vectors per vector sealed
-    /// since the last compaction.
+    /// For an index that has stopped changing, with two or more sealed segments: a job that
+    /// merges them all, with the recent vectors, into one graph (a search walks each graph
+    /// with the same `ef`, so two graphs cost it about twice one). Where that would rebuild
+    /// more than [`COMPACT_COST`] vectors per vector sealed since the last compaction, with
+    /// three or more segments whose oldest (the largest) is most of the vectors: every one
+    /// but that, so a search walks two graphs. `None` if neither is within that cost.
     pub fn compact_job(&self) -> Option<SealJob> {
-        if self.sealed.len() < 3 {
+        if self.sealed.len() < 2 {
             return None;
         }
         let sizes: Vec<usize> = self.sealed.iter().map(|s| s.segment.keys.len()).collect();
         let total: usize = sizes.iter().sum();
-        let merge = if 2 * sizes[0] >= total {
+        let budget = COMPACT_COST.saturating_mul(self.sealed_since_compaction);
+        let merge = if total <= budget {
+            sizes.len()
+        } else if sizes.len() >= 3 && 2 * sizes[0] >= total && total - sizes[0] <= budget {
             sizes.len() - 1
         } else {
-            sizes.len()
-        };
-        let rebuilt: usize = sizes[sizes.len() - merge..].iter().sum();
-        if rebuilt > COMPACT_COST.saturating_mul(self.sealed_since_compaction) {
             return None;
-        }
+        };
         let mut job = self.job_merging(merge);
         job.compaction = true;
         Some(job)
@@ -978,7 +978,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_compaction_leaves_two_segments_but_not_for_a_trickle_of_writes() {
+    fn a_compaction_makes_one_graph_but_not_for_a_trickle_of_writes() {
         let mut seed = 29;
         let mut index = VectorIndex::new("test", 8);
         index.set_deferred_seal(true);
@@ -1003,18 +1003,40 @@ pub(crate) mod tests {
         assert_eq!(index.sizes(), (4500, 3));
         let job = index.compact_job().expect("a compaction");
         assert!(index.install(job.build()));
-        assert_eq!(index.sizes(), (4500, 2));
-        for (m, v) in &probes {
-            let hits = index.search(v, 1, false, &|_| true, &|_, _| 1.0);
-            assert_eq!(hits[0].memory, *m);
-        }
-        assert!(index.compact_job().is_none(), "two segments");
-        // A few more vectors: rebuilding the 1,500 for them is not worth it.
+        assert_eq!(
+            index.sizes(),
+            (4500, 1),
+            "everything sealed since: one graph"
+        );
+        let found = |index: &VectorIndex, probes: &[(u128, Vec<f32>)]| {
+            for (m, v) in probes {
+                let hits = index.search(v, 1, false, &|_| true, &|_, _| 1.0);
+                assert_eq!(hits[0].memory, *m);
+            }
+        };
+        found(&index, &probes);
+        // A few more vectors: rebuilding the 4,500 for them is not worth it.
         add(&mut index, &mut probes, 100);
-        assert_eq!(index.sizes(), (4600, 3));
+        assert_eq!(index.sizes(), (4600, 2));
         assert!(index.compact_job().is_none(), "a trickle");
-        add(&mut index, &mut probes, 200);
-        assert!(index.compact_job().is_some(), "enough new vectors");
+        // Nor for more: three segments whose oldest is most of the vectors merge the two
+        // newer ones only.
+        add(&mut index, &mut probes, 400);
+        add(&mut index, &mut probes, 50);
+        assert_eq!(index.sizes(), (5050, 3));
+        let job = index
+            .compact_job()
+            .expect("a compaction of the newer segments");
+        assert!(index.install(job.build()));
+        assert_eq!(index.sizes(), (5050, 2));
+        found(&index, &probes);
+        assert!(index.compact_job().is_none(), "nothing new since");
+        // Once enough is new, one graph again.
+        add(&mut index, &mut probes, 800);
+        let job = index.compact_job().expect("a compaction into one");
+        assert!(index.install(job.build()));
+        assert_eq!(index.sizes(), (5850, 1));
+        found(&index, &probes);
     }
 
     #[test]

@@ -641,6 +641,7 @@ impl Api for Service {
                     "pending_changes": status.pending_changes,
                     "vectors_stored": status.vectors_stored,
                     "segments": status.segments,
+                    "building_graph": self.building_graph.load(std::sync::atomic::Ordering::Relaxed),
                 } ],
                 "keyword_indexed": status.keyword_indexed,
                 "keyword_pending": status.keyword_pending,

@@ -447,8 +447,13 @@ impl Service {
             return Ok(false);
         };
         let started = Instant::now();
+        self.building_graph.store(true, Ordering::Relaxed);
         let built = job.build();
+        self.building_graph.store(false, Ordering::Relaxed);
         let installed = self.with_index(|index| Ok(index.install_seal(built)))?;
+        // A build held every vector it merged as floats, a few KB each: give those pages
+        // back, or resident memory at rest keeps the peak of the largest merge.
+        release_freed_memory();
         tracing::info!(
             installed,
             seconds = started.elapsed().as_secs_f64(),
@@ -545,3 +550,16 @@ fn lower_priority(thread: &str) {
 fn now_ms() -> u64 {
     Timestamp::now().as_millis().max(0) as u64
 }
+
+/// Returns the allocator's free pages to the system (glibc keeps them otherwise).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn release_freed_memory() {
+    // SAFETY: `malloc_trim` only releases memory that is free; any thread may call it.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_freed_memory() {}

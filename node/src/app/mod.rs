@@ -97,6 +97,8 @@ pub struct Service {
     search_turns: Turns,
     /// A vector save is owed at once (the sealer sealed): the indexer's next save takes it.
     save_owed: AtomicBool,
+    /// The sealer is building a vector graph (a seal or a compaction): `status` shows it.
+    building_graph: AtomicBool,
 }
 
 /// Admission for CPU-bound work, first come first served, a few at a time (twice the
@@ -355,6 +357,7 @@ impl Service {
             source,
             search_turns: Turns::per_core(),
             save_owed: AtomicBool::new(false),
+            building_graph: AtomicBool::new(false),
         })
     }
 
