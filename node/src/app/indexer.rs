@@ -451,9 +451,11 @@ impl Service {
         let built = job.build();
         self.building_graph.store(false, Ordering::Relaxed);
         let installed = self.with_index(|index| Ok(index.install_seal(built)))?;
-        // A build held every vector it merged as floats, a few KB each: give those pages
-        // back, or resident memory at rest keeps the peak of the largest merge.
-        release_freed_memory();
+        // A build held every vector it merged as floats, a few KB each: the binary may
+        // give those pages back (see [`on_memory_freed`]).
+        if let Some(give_back) = MEMORY_FREED.get() {
+            give_back();
+        }
         tracing::info!(
             installed,
             seconds = started.elapsed().as_secs_f64(),
@@ -551,15 +553,11 @@ fn now_ms() -> u64 {
     Timestamp::now().as_millis().max(0) as u64
 }
 
-/// Returns the allocator's free pages to the system (glibc keeps them otherwise).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn release_freed_memory() {
-    // SAFETY: `malloc_trim` only releases memory that is free; any thread may call it.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
+/// What the binary does once much memory was freed: give it back to the system.
+static MEMORY_FREED: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_freed_memory() {}
+/// Sets what to call once much memory was freed (after a vector graph's build): the
+/// allocator is the binary's to tune. Set once; later calls are ignored.
+pub fn on_memory_freed(give_back: fn()) {
+    let _ = MEMORY_FREED.set(give_back);
+}

@@ -15,6 +15,7 @@
 mod api;
 mod indexer;
 mod sharing;
+pub use indexer::on_memory_freed;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
