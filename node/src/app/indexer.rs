@@ -290,9 +290,18 @@ impl Service {
                     if at != last.0 {
                         last = (at, Instant::now());
                     }
-                    let due = if at > sealer.progress.get() {
+                    // Quiet once the vectors have caught up too: a compaction begun
+                    // before would leave what arrives during its build to a second graph.
+                    let vectors_current = || {
+                        sealer
+                            .with_index_read(|index| Ok(index.positions().1 >= at))
+                            .unwrap_or(false)
+                    };
+                    let writing = at > sealer.progress.get();
+                    let quiet = !writing && last.1.elapsed() >= QUIET;
+                    let due = if writing {
                         Due::Writing
-                    } else if last.1.elapsed() >= QUIET {
+                    } else if quiet && vectors_current() {
                         Due::Quiet
                     } else {
                         Due::CaughtUp
@@ -302,7 +311,9 @@ impl Service {
                         // for reading, would hold up the indexer's next batch, and the
                         // searches that queue behind that.
                         Ok(true) => sealer.save_owed.store(true, Ordering::Relaxed),
-                        Ok(false) if matches!(due, Due::Quiet) => {
+                        // (The words' merges need not wait for the vectors: an
+                        // embedding endpoint that is down would hold them up.)
+                        Ok(false) if quiet => {
                             if let Err(e) = sealer.compact_keywords() {
                                 tracing::warn!("merging the keyword index failed: {e}");
                             }
