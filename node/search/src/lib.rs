@@ -1264,7 +1264,7 @@ impl SearchIndex {
 
     /// The seal due once writes have stopped: the recent segment sealed at a small size
     /// too, so searches at rest walk graphs only; else a compaction of the sealed
-    /// segments into one, if one is due ([`vector::VectorIndex::compact_job`]).
+    /// segments into one (or two), if one is due ([`vector::VectorIndex::compact_job`]).
     pub fn seal_job_when_quiet(&self) -> Option<vector::SealJob> {
         self.vectors
             .seal_job_at(vector::QUIET_SEAL_AT)

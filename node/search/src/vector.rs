@@ -411,7 +411,10 @@ impl VectorIndex {
                 saved: manifest.format == FORMAT,
             });
         }
-        let stored = sealed.iter().map(|s| s.segment.keys.len()).sum();
+        // Not saved: the vectors outside the oldest graph count as sealed since the last
+        // compaction. A restart after a burst of writes may compact once; one after a
+        // trickle does not rebuild the oldest graph for it.
+        let outside_oldest: usize = sealed.iter().skip(1).map(|s| s.segment.keys.len()).sum();
         let next_segment = sealed
             .iter()
             .map(|s| s.id + 1)
@@ -429,7 +432,7 @@ impl VectorIndex {
             next_segment,
             auto_seal: true,
             defer_seal: false,
-            sealed_since_compaction: stored,
+            sealed_since_compaction: outside_oldest,
         })
     }
 
@@ -1037,6 +1040,32 @@ pub(crate) mod tests {
         assert!(index.install(job.build()));
         assert_eq!(index.sizes(), (5850, 1));
         found(&index, &probes);
+        // Read back, only what lies outside the oldest graph counts as new: a trickle
+        // does not rebuild it at every restart, a burst does once.
+        let reread = |index: &VectorIndex| {
+            let manifest = postcard::to_allocvec(&index.manifest()).expect("manifest");
+            let files: HashMap<u64, Vec<u8>> = index
+                .sealed
+                .iter()
+                .map(|s| (s.id, postcard::to_allocvec(&*s.segment).expect("segment")))
+                .collect();
+            VectorIndex::from_saved(
+                postcard::from_bytes(&manifest).expect("manifest back"),
+                "test",
+                8,
+                |id| files.get(&id).cloned(),
+            )
+            .expect("reads back")
+        };
+        add(&mut index, &mut probes, 100);
+        let mut back = reread(&index);
+        assert_eq!(back.sizes(), (5950, 2));
+        assert!(back.compact_job().is_none(), "a trickle, read back");
+        add(&mut back, &mut probes, 1000);
+        let back = reread(&back);
+        assert_eq!(back.sizes(), (6950, 2));
+        let job = back.compact_job().expect("a burst, read back");
+        assert_eq!(job.build().segment.map(|s| s.keys.len()), Some(6950));
     }
 
     #[test]

@@ -34,7 +34,9 @@ enum Due {
     Writing,
     /// Once the index has caught up: at the segment's usual size.
     CaughtUp,
-    /// Once nothing has changed for [`QUIET`]: at a small size too.
+    /// Once nothing has changed for [`QUIET`] and the vectors have caught up (or stopped
+    /// moving for as long: an embedding endpoint may be down): at a small size too, then
+    /// a compaction.
     Quiet,
 }
 
@@ -283,20 +285,25 @@ impl Service {
             .name("mnemon-sealer".into())
             .spawn(move || {
                 lower_priority("sealer");
-                // The last change seen, and since when the store has been at it.
+                // The last change seen, and since when the store has been at it; the
+                // same for the vector index's position.
                 let mut last = (0, Instant::now());
+                let mut vectors = (0, Instant::now());
                 while !done.load(Ordering::Relaxed) {
                     let at = sealer.store.last_seq().unwrap_or(0);
                     if at != last.0 {
                         last = (at, Instant::now());
                     }
-                    // Quiet once the vectors have caught up too: a compaction begun
-                    // before would leave what arrives during its build to a second graph.
-                    let vectors_current = || {
-                        sealer
-                            .with_index_read(|index| Ok(index.positions().1 >= at))
-                            .unwrap_or(false)
-                    };
+                    let position = sealer
+                        .with_index_read(|index| Ok(index.positions().1))
+                        .unwrap_or(0);
+                    if position != vectors.0 {
+                        vectors = (position, Instant::now());
+                    }
+                    // Quiet once the vectors have caught up too (a compaction begun before
+                    // would leave what arrives during its build to a second graph), or
+                    // have not moved for as long.
+                    let vectors_current = || position >= at || vectors.1.elapsed() >= QUIET;
                     let writing = at > sealer.progress.get();
                     let quiet = !writing && last.1.elapsed() >= QUIET;
                     let due = if writing {
@@ -458,13 +465,17 @@ impl Service {
             return Ok(false);
         };
         let started = Instant::now();
-        self.building_graph.store(true, Ordering::Relaxed);
-        let built = job.build();
-        self.building_graph.store(false, Ordering::Relaxed);
+        let built = {
+            let _building = Building::start(&self.building_graph);
+            job.build()
+        };
         let installed = self.with_index(|index| Ok(index.install_seal(built)))?;
-        // A build held every vector it merged as floats, a few KB each: the binary may
-        // give those pages back (see [`on_memory_freed`]).
-        if let Some(give_back) = MEMORY_FREED.get() {
+        // A build held every vector it merged as floats, a few KB each: at rest (after the
+        // largest builds, and off any load) the binary may give those pages back (see
+        // [`on_memory_freed`]).
+        if matches!(due, Due::Quiet)
+            && let Some(give_back) = MEMORY_FREED.get()
+        {
             give_back();
         }
         tracing::info!(
@@ -571,4 +582,20 @@ static MEMORY_FREED: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
 /// allocator is the binary's to tune. Set once; later calls are ignored.
 pub fn on_memory_freed(give_back: fn()) {
     let _ = MEMORY_FREED.set(give_back);
+}
+
+/// Shows a graph build in `status` while it lasts (a panic in the build included).
+struct Building<'a>(&'a AtomicBool);
+
+impl<'a> Building<'a> {
+    fn start(flag: &'a AtomicBool) -> Building<'a> {
+        flag.store(true, Ordering::Relaxed);
+        Building(flag)
+    }
+}
+
+impl Drop for Building<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
