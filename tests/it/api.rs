@@ -98,13 +98,16 @@ impl Api {
             mnemon_web::serve(listener, app, &config, std::future::pending()).await
         });
         // The server closes a connection idle for its header timeout (500 ms here): the
-        // client lets go of idle ones well before, so it never sends on one the server
-        // is closing at that moment.
+        // client keeps none, so it never sends on one the server is closing at that
+        // moment (letting go of them after 150 ms was not enough on a loaded machine: the
+        // sending thread may wait longer than that after its check). Keep-alive has its
+        // own test, over raw sockets.
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .max_redirects(0)
-            .max_idle_age(Duration::from_millis(150))
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
             .build()
             .new_agent();
         Api {
