@@ -303,12 +303,12 @@ impl Service {
                     // Quiet once the vectors have caught up too (a compaction begun before
                     // would leave what arrives during its build to a second graph), or
                     // have not moved for as long.
-                    let vectors_current = || position >= at || vectors.1.elapsed() >= QUIET;
+                    let vectors_current = position >= at || vectors.1.elapsed() >= QUIET;
                     let writing = at > sealer.progress.get();
                     let quiet = !writing && last.1.elapsed() >= QUIET;
                     let due = if writing {
                         Due::Writing
-                    } else if quiet && vectors_current() {
+                    } else if quiet && vectors_current {
                         Due::Quiet
                     } else {
                         Due::CaughtUp
