@@ -13,6 +13,9 @@ D=$(mktemp -d /tmp/wrkscale.XXXX); export MNEMON_DATA_DIR=$D/d
 $M init >/dev/null
 PORT=7814
 U=http://127.0.0.1:$PORT
+# Resident memory, and of it the process's own (anonymous) pages and pages of files it
+# maps (the keyword index's segments: the kernel's page cache, given back under pressure).
+resident() { awk -v what="$1" '/^VmRSS|^RssAnon|^RssFile/ {v[$1]=$2} END {printf "resident MB %s %.0f (own %.0f, mapped files %.0f)\n", what, v["VmRSS:"]/1024, v["RssAnon:"]/1024, v["RssFile:"]/1024}' /proc/$SPID/status; }
 start() {
   local t0=$(date +%s.%N)
   $M serve --http 127.0.0.1:$PORT --no-p2p >> $D/serve.log 2>&1 &
@@ -32,16 +35,16 @@ done
 echo "  $(count) memories in $(( $(date +%s) - t0 )) s"
 until curl -s -H "$auth" $U/api/v1/status | python3 -c 'import json,sys; sys.exit(json.load(sys.stdin)["index"]["lag_changes"] != 0)'; do sleep 1; done
 echo "  indexed after $(( $(date +%s) - t0 )) s"
-ps -o rss= -p $SPID | awk '{print "resident MB after filling", $1/1024}'
+resident "after filling"
 echo "== hybrid search, 1 connection"; wrk -t1 -c1 -d10s --latency -s $here/get.lua "$U/api/v1/search?q=kettle+budget+garden" | grep -E "Requests/sec|99%|50%|Non-2xx"
 wrk -t2 -c50 -d3s -s $here/get.lua "$U/api/v1/search?q=kettle+budget+garden" > /dev/null  # warm-up: the threads of 50 connections
 echo "== hybrid search, 50 connections"; wrk -t2 -c50 -d10s --latency -s $here/get.lua "$U/api/v1/search?q=kettle+budget+garden" | grep -E "Requests/sec|99%|50%|Non-2xx"
-ps -o rss= -p $SPID | awk '{print "resident MB after searching", $1/1024}'
+resident "after searching"
 echo "== restart"
 kill $SPID; wait $SPID || true
 start
 sleep 5
-ps -o rss= -p $SPID | awk '{print "resident MB 5 s after a restart", $1/1024}'
+resident "5 s after a restart"
 echo "== hybrid search after the restart, 1 connection"; wrk -t1 -c1 -d10s --latency -s $here/get.lua "$U/api/v1/search?q=kettle+budget+garden" | grep -E "Requests/sec|99%|50%|Non-2xx"
 # At rest: once nothing is pending, no graph is being built and the vector index has not
 # changed for 30 s (the
@@ -55,12 +58,12 @@ while [ $(( $(date +%s) - t0 )) -lt 600 ]; do
   sleep 2
 done
 echo "at rest $(( $(date +%s) - t0 - 30 )) s after the restart's first search (pending, graphs, vectors, building: $last)"
-ps -o rss= -p $SPID | awk '{print "resident MB at rest", $1/1024}'
+resident "at rest"
 sleep 5
 echo "== hybrid search at rest ($(curl -s -H "$auth" $U/api/v1/status | python3 -c 'import json,sys; print(json.load(sys.stdin)["index"]["models"][0]["segments"])') vector graphs), 50 connections"
 wrk -t2 -c50 -d3s -s $here/get.lua "$U/api/v1/search?q=kettle+budget+garden" > /dev/null
 wrk -t2 -c50 -d10s --latency -s $here/get.lua "$U/api/v1/search?q=kettle+budget+garden" | grep -E "Requests/sec|99%|50%|Non-2xx"
-ps -o rss= -p $SPID | awk '{print "resident MB after searching", $1/1024}'
+resident "after searching"
 du -sh $D/d | awk '{print "data folder", $1}'
 kill $SPID; wait $SPID || true
 [ -n "${KEEP:-}" ] && echo "kept $D" || rm -rf $D

@@ -36,9 +36,11 @@ const COMPACT_COST: usize = 8;
 /// scan of fewer costs a search little).
 pub const QUIET_SEAL_AT: usize = 256;
 /// With background sealing, the recent segment's size at which the index takes no more
-/// vectors until the sealer has caught up (the vectors lag instead; words do not): it is
-/// searched exactly and saved whole every few seconds, so it must stay small.
-pub const RECENT_CAP: usize = 8 * SEAL_AT;
+/// vectors until the sealer has caught up (the vectors lag instead; words do not): every
+/// search scans its codes whole (8 MB at 16,384 vectors of 512 dimensions, read from
+/// memory: most of a search's cost while it is this large) and it is saved whole every few
+/// seconds, so it stays at twice the size a seal takes while writing.
+pub const RECENT_CAP: usize = 4 * SEAL_AT;
 /// Format version of the persisted index (3: each sealed segment in its own file; 4: a
 /// sealed segment keeps codes, not floats). An index of format 3 is read and converted.
 pub const FORMAT: u32 = 4;
