@@ -1,5 +1,7 @@
 //! The keyword index: BM25 over title, content and tags, with tantivy.
 
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +20,31 @@ use crate::background::with_background_priority;
 
 /// Memory the index writer may use before it flushes a segment.
 const WRITER_HEAP: usize = 50 * 1024 * 1024;
+
+/// A scored memory, ordered best first: higher scores first, equal scores in index order
+/// (as tantivy's top docs rank them). In a `BinaryHeap` the top is the worst.
+#[derive(Debug, Clone, Copy)]
+struct Ranked(f32, DocAddress);
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Ranked) -> Ordering {
+        other.0.total_cmp(&self.0).then(self.1.cmp(&other.1))
+    }
+}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Ranked) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Ranked) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Ranked {}
 
 #[derive(Debug, Clone, Copy)]
 struct Fields {
@@ -425,7 +452,8 @@ impl KeywordIndex {
     /// the `scored` queries that match it: what tantivy scores a required clause with
     /// optional ones as, but each scored query is only looked up at the memories
     /// `required` finds (tantivy's optional union walks every posting of every scored
-    /// term). When nothing matches, no scored query is set up.
+    /// term). When nothing matches, no scored query is set up. The best are kept in a heap
+    /// of `k`, so a search's memory does not grow with how many memories match.
     fn top_scored_within(
         &self,
         required: &dyn Query,
@@ -438,8 +466,12 @@ impl KeywordIndex {
         let required = required
             .weight(EnableScoring::disabled_from_searcher(&searcher))
             .map_err(err)?;
+        if k == 0 {
+            return Ok(Vec::new());
+        }
         let mut weights: Option<Vec<Box<dyn Weight>>> = None;
-        let mut found: Vec<(f32, DocAddress)> = Vec::new();
+        // The best `k` so far; its top is the worst of them.
+        let mut best: BinaryHeap<Ranked> = BinaryHeap::with_capacity(k + 1);
         for (ord, segment) in searcher.segment_readers().iter().enumerate() {
             let mut within = required.scorer(segment, 1.0).map_err(err)?;
             let mut scorers: Option<Vec<Box<dyn Scorer>>> = None;
@@ -478,20 +510,23 @@ impl KeywordIndex {
                             score += scorer.score();
                         }
                     }
-                    found.push((score, DocAddress::new(ord as u32, doc)));
+                    let ranked = Ranked(score, DocAddress::new(ord as u32, doc));
+                    if best.len() < k {
+                        best.push(ranked);
+                    } else if let Some(mut worst) = best.peek_mut()
+                        && ranked < *worst
+                    {
+                        *worst = ranked;
+                    }
                 }
                 doc = within.advance();
             }
         }
-        // Best first; equal scores in index order, as tantivy's top docs.
-        let order =
-            |a: &(f32, DocAddress), b: &(f32, DocAddress)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-        if found.len() > k && k > 0 {
-            found.select_nth_unstable_by(k - 1, order);
-            found.truncate(k);
-        }
-        found.sort_unstable_by(order);
-        found.truncate(k);
+        let found = best
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Ranked(score, at)| (score, at))
+            .collect();
         self.ids(&searcher, found)
     }
 
