@@ -11,7 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 M=${M:-$here/../../../target/release/mnemon}
 D=$(mktemp -d /tmp/wrkcatchup.XXXX); export MNEMON_DATA_DIR=$D/d
 $M init >/dev/null
-PORT=7815
+PORT=7817
 U=http://127.0.0.1:$PORT
 $M serve --http 127.0.0.1:$PORT --no-p2p >> $D/serve.log 2>&1 &
 SPID=$!
