@@ -15,6 +15,8 @@ PORT=7817
 U=http://127.0.0.1:$PORT
 $M serve --http 127.0.0.1:$PORT --no-p2p >> $D/serve.log 2>&1 &
 SPID=$!
+# Whatever ends the script (a failed step too) stops the service and removes its folder.
+trap 'kill $SPID 2>/dev/null; wait $SPID 2>/dev/null; rm -rf "$D"' EXIT
 until curl -sf $U/health/ready >/dev/null; do sleep 0.1; done
 export MNEMON_TOKEN=$($M token)
 auth="Authorization: Bearer $MNEMON_TOKEN"
@@ -29,5 +31,3 @@ wrk -t2 -c50 -d3s -s $here/get.lua "$U/api/v1/search?q=kettle+budget+garden" > /
 echo "== hybrid search, 50 connections"
 wrk -t2 -c50 -d10s --latency -s $here/get.lua "$U/api/v1/search?q=kettle+budget+garden" | grep -E "Requests/sec|99%|50%|Non-2xx"
 echo "after: $(state)"
-kill $SPID; wait $SPID || true
-rm -rf $D

@@ -14,7 +14,8 @@ $M init >/dev/null
 PORT=7814
 U=http://127.0.0.1:$PORT
 # Resident memory, and of it the process's own (anonymous) pages and pages of files it
-# maps (the keyword index's segments: the kernel's page cache, given back under pressure).
+# maps (the binary, the keyword index's segments: the kernel's page cache, given back under
+# pressure).
 resident() { awk -v what="$1" '/^VmRSS|^RssAnon|^RssFile/ {v[$1]=$2} END {printf "resident MB %s %.0f (own %.0f, mapped files %.0f)\n", what, v["VmRSS:"]/1024, v["RssAnon:"]/1024, v["RssFile:"]/1024}' /proc/$SPID/status; }
 start() {
   local t0=$(date +%s.%N)

@@ -471,7 +471,7 @@ impl KeywordIndex {
         }
         let mut weights: Option<Vec<Box<dyn Weight>>> = None;
         // The best `k` so far; its top is the worst of them.
-        let mut best: BinaryHeap<Ranked> = BinaryHeap::with_capacity(k + 1);
+        let mut best: BinaryHeap<Ranked> = BinaryHeap::with_capacity(k);
         for (ord, segment) in searcher.segment_readers().iter().enumerate() {
             let mut within = required.scorer(segment, 1.0).map_err(err)?;
             let mut scorers: Option<Vec<Box<dyn Scorer>>> = None;

@@ -1271,10 +1271,10 @@ impl SearchIndex {
             .or_else(|| self.vectors.compact_job())
     }
 
-    /// The seal due while writes stream in: only once the recent segment is twice its
-    /// usual size, so graph builds stay few.
+    /// The seal due while writes stream in: only once the recent segment is at
+    /// [`vector::WRITING_SEAL_AT`], twice its usual size, so graph builds stay few.
     pub fn seal_job_while_writing(&self) -> Option<vector::SealJob> {
-        self.vectors.seal_job_at(2 * vector::SEAL_AT)
+        self.vectors.seal_job_at(vector::WRITING_SEAL_AT)
     }
 
     /// Installs a seal built off the lock; false if the index changed under it (the next

@@ -35,12 +35,19 @@ const COMPACT_COST: usize = 8;
 /// The recent segment's size from which it is sealed once writes have stopped (an exact
 /// scan of fewer costs a search little).
 pub const QUIET_SEAL_AT: usize = 256;
+/// The recent segment's size from which it is sealed while writes stream in: larger than
+/// usual, so graph builds (and merges) competing with the writes stay few.
+pub const WRITING_SEAL_AT: usize = 2 * SEAL_AT;
 /// With background sealing, the recent segment's size at which the index takes no more
-/// vectors until the sealer has caught up (the vectors lag instead; words do not): every
+/// vectors until the sealer has caught up (the vectors lag instead; words do not). Every
 /// search scans its codes whole (8 MB at 16,384 vectors of 512 dimensions, read from
-/// memory: most of a search's cost while it is this large) and it is saved whole every few
-/// seconds, so it stays at twice the size a seal takes while writing.
-pub const RECENT_CAP: usize = 4 * SEAL_AT;
+/// memory: a large part of a search's cost at this size, and most of it at twice this) and
+/// it is saved whole every few seconds, so it stays small: twice the size at which a seal
+/// is due while writing, so vectors keep coming while that seal's graph is built.
+pub const RECENT_CAP: usize = 2 * WRITING_SEAL_AT;
+// A seal must become due before the cap stops the vectors, in every state of the sealer
+// (at rest, caught up, while writing); otherwise the vectors would wait for ever.
+const _: () = assert!(RECENT_CAP > WRITING_SEAL_AT && WRITING_SEAL_AT >= SEAL_AT);
 /// Format version of the persisted index (3: each sealed segment in its own file; 4: a
 /// sealed segment keeps codes, not floats). An index of format 3 is read and converted.
 pub const FORMAT: u32 = 4;
