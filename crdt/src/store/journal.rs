@@ -4,8 +4,11 @@
 //! its own place in the file (a single add writes about twenty pages across ten tables),
 //! and the disk takes each as a write of its own. Here the store's file is synced only
 //! now and then; a commit is made durable by appending everything it wrote (offsets and
-//! bytes, LZ4-compressed, checksummed) as one record to a journal file beside the store
-//! and syncing that: one sequential write of a few kilobytes.
+//! bytes, each write without its trailing zeros, checksummed) as one record to a journal
+//! file beside the store and syncing that: one sequential write of some tens of kilobytes.
+//! (Records of format 1 were LZ4-compressed: half the bytes, but compressing cost a single
+//! add more than writing the other half; they are still read, from a journal an earlier
+//! version left after a crash.)
 //!
 //! Invariants:
 //! - When `sync_data` returns, every write before it is in the store file (as the kernel
@@ -35,7 +38,7 @@ use redb::StorageBackend;
 use redb::backends::FileBackend;
 
 /// Past this many bytes of records, the other journal takes over.
-const SWITCH_BYTES: u64 = if cfg!(test) { 64 << 10 } else { 4 << 20 };
+const SWITCH_BYTES: u64 = if cfg!(test) { 512 << 10 } else { 4 << 20 };
 /// Writes of one commit past this many bytes are not kept: the commit syncs the store file
 /// (a big memory, a bulk import; their pages lie together and are many, and the copy
 /// would cost as much memory).
@@ -44,8 +47,12 @@ const BIG_BYTES: usize = 4 << 20;
 /// sync seldom allocates blocks.
 const FILL_BYTES: u64 = 1 << 20;
 
-const MAGIC: [u8; 4] = *b"MnJ1";
-/// magic 4, crc 4, run 8, seq 8, inode 8, born 8, file length 8, raw 4, packed 4.
+/// Format 2: writes as they are, without trailing zeros.
+const MAGIC: [u8; 4] = *b"MnJ2";
+/// Format 1: writes whole, the lot LZ4-compressed. Read, never written.
+const MAGIC_LZ4: [u8; 4] = *b"MnJ1";
+/// magic 4, crc 4, run 8, seq 8, inode 8, born 8, file length 8, raw 4, packed 4 (format
+/// 2: the body's length, twice).
 const HEADER: usize = 56;
 
 /// Which file a record belongs to. Not its device: some filesystems (network, overlay,
@@ -95,11 +102,24 @@ struct Record {
     writes: Vec<(u64, Vec<u8>)>,
 }
 
-/// Encodes a record of the writes in `raw` (offset u64, length u32, bytes; repeated).
+/// Encodes a record of the writes in `raw`: offset u64, length u32, kept u32 and the
+/// write's first `kept` bytes (the rest are zeros), repeated.
 fn encode(run: u64, seq: u64, id: FileId, file_len: u64, raw: &[u8]) -> Vec<u8> {
-    let packed = lz4_flex::block::compress(raw);
+    encode_as(MAGIC, run, seq, id, file_len, raw, raw)
+}
+
+/// A record of format `magic` with the body `packed` (`raw` decoded).
+fn encode_as(
+    magic: [u8; 4],
+    run: u64,
+    seq: u64,
+    id: FileId,
+    file_len: u64,
+    raw: &[u8],
+    packed: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + packed.len());
-    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&magic);
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&run.to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
@@ -108,7 +128,7 @@ fn encode(run: u64, seq: u64, id: FileId, file_len: u64, raw: &[u8]) -> Vec<u8> 
     out.extend_from_slice(&file_len.to_le_bytes());
     out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
     out.extend_from_slice(&(packed.len() as u32).to_le_bytes());
-    out.extend_from_slice(&packed);
+    out.extend_from_slice(packed);
     let crc = crc32fast::hash(&out[8..]);
     out[4..8].copy_from_slice(&crc.to_le_bytes());
     out
@@ -125,7 +145,8 @@ fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
 /// The record at the start of `bytes`, and its length, if it is whole, belongs to `id`
 /// and comes right after `after` (same run, next sequence number; any if `None`).
 fn decode(bytes: &[u8], id: FileId, after: Option<(u64, u64)>) -> Option<(Record, usize)> {
-    if bytes.get(..4)? != MAGIC {
+    let magic = bytes.get(..4)?;
+    if magic != MAGIC && magic != MAGIC_LZ4 {
         return None;
     }
     let packed_len = u32_at(bytes, 52)? as usize;
@@ -143,17 +164,12 @@ fn decode(bytes: &[u8], id: FileId, after: Option<(u64, u64)>) -> Option<(Record
         return None;
     }
     let file_len = u64_at(whole, 40)?;
-    let raw_len = u32_at(whole, 48)? as usize;
-    let raw = lz4_flex::block::decompress(&whole[HEADER..], raw_len).ok()?;
-    let mut writes = Vec::new();
-    let mut at = 0;
-    while at < raw.len() {
-        let offset = u64_at(&raw, at)?;
-        let len = u32_at(&raw, at + 8)? as usize;
-        let data = raw.get(at + 12..at.checked_add(12 + len)?)?;
-        writes.push((offset, data.to_vec()));
-        at += 12 + len;
-    }
+    let writes = if magic == MAGIC {
+        writes(&whole[HEADER..])?
+    } else {
+        let raw_len = u32_at(whole, 48)? as usize;
+        writes_lz4(&lz4_flex::block::decompress(&whole[HEADER..], raw_len).ok()?)?
+    };
     Some((
         Record {
             run,
@@ -163,6 +179,63 @@ fn decode(bytes: &[u8], id: FileId, after: Option<(u64, u64)>) -> Option<(Record
         },
         whole.len(),
     ))
+}
+
+/// Appends a write at `offset` to a record's body, without its trailing zeros (a page's
+/// unused end: most of what a small commit writes).
+fn push_write(body: &mut Vec<u8>, offset: u64, data: &[u8]) {
+    let kept = used_len(data);
+    body.extend_from_slice(&offset.to_le_bytes());
+    body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    body.extend_from_slice(&(kept as u32).to_le_bytes());
+    body.extend_from_slice(&data[..kept]);
+}
+
+/// The length of `data` without its trailing zeros.
+fn used_len(data: &[u8]) -> usize {
+    let mut end = data.len();
+    while end >= 8 && data[end - 8..end] == [0; 8] {
+        end -= 8;
+    }
+    while end > 0 && data[end - 1] == 0 {
+        end -= 1;
+    }
+    end
+}
+
+/// The writes of a record's body (format 2), each whole again.
+fn writes(raw: &[u8]) -> Option<Vec<(u64, Vec<u8>)>> {
+    let mut writes = Vec::new();
+    let mut at = 0;
+    while at < raw.len() {
+        let offset = u64_at(raw, at)?;
+        let len = u32_at(raw, at + 8)? as usize;
+        let kept = u32_at(raw, at + 12)? as usize;
+        let data = raw.get(at + 16..at.checked_add(16)?.checked_add(kept)?)?;
+        if kept > len {
+            return None;
+        }
+        let mut whole = Vec::with_capacity(len);
+        whole.extend_from_slice(data);
+        whole.resize(len, 0);
+        writes.push((offset, whole));
+        at += 16 + kept;
+    }
+    Some(writes)
+}
+
+/// The writes of a decompressed record body of format 1: offset u64, length u32, bytes.
+fn writes_lz4(raw: &[u8]) -> Option<Vec<(u64, Vec<u8>)>> {
+    let mut writes = Vec::new();
+    let mut at = 0;
+    while at < raw.len() {
+        let offset = u64_at(raw, at)?;
+        let len = u32_at(raw, at + 8)? as usize;
+        let data = raw.get(at + 12..at.checked_add(12)?.checked_add(len)?)?;
+        writes.push((offset, data.to_vec()));
+        at += 12 + len;
+    }
+    Some(writes)
 }
 
 /// Every valid record of a journal's bytes, in order.
@@ -217,7 +290,7 @@ struct State {
     pos: u64,
     run: u64,
     next_seq: u64,
-    /// The writes since the last sync: (offset u64, length u32, bytes), repeated.
+    /// The writes since the last sync, as a record's body holds them (see [`encode`]).
     pending: Vec<u8>,
     /// The writes since the last sync were too many to keep.
     big: bool,
@@ -344,11 +417,7 @@ impl Journal {
         }
         // A write past the end grows the file (redb sets the length first; in case not).
         state.len = state.len.max(offset + data.len() as u64);
-        state.pending.extend_from_slice(&offset.to_le_bytes());
-        state
-            .pending
-            .extend_from_slice(&(data.len() as u32).to_le_bytes());
-        state.pending.extend_from_slice(data);
+        push_write(&mut state.pending, offset, data);
     }
 
     /// Notes that redb set the store file's length.

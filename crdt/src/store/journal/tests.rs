@@ -136,26 +136,19 @@ fn a_torn_last_record_loses_only_its_commit() {
     let durable = std::fs::read(&path).expect("main");
     let db = open(&path);
     commit(&db, 0..10);
-    let before_last = Image::take(&path);
     commit(&db, 10..11);
     let crashed = Image::take(&path);
     drop(db);
+    assert!(crashed.journals[1].is_empty(), "one journal took them all");
     // The last record cut short, or one of its bytes changed.
-    let at = before_last.journals[0]
-        .iter()
-        .rposition(|&b| b != 0)
-        .unwrap_or(0);
-    let last_start = {
-        // Records are laid end to end; the last one starts where the ten before end.
-        let mut pos = 0;
-        while let Some((_, len)) = super::decode(&crashed.journals[0][pos..], id_of(&path), None) {
-            if pos + len > at + 1 {
-                break;
-            }
-            pos += len;
-        }
-        pos
-    };
+    let (mut pos, mut last_start, mut records) = (0, 0, 0);
+    while let Some((_, len)) = super::decode(&crashed.journals[0][pos..], id_of(&path), None) {
+        (last_start, pos, records) = (pos, pos + len, records + 1);
+    }
+    assert!(
+        records >= 11,
+        "a record for each commit at least: {records}"
+    );
     for damage in 0..2 {
         let mut journal = crashed.journals[0].clone();
         if damage == 0 {
@@ -174,6 +167,97 @@ fn a_torn_last_record_loses_only_its_commit() {
         drop(db);
         put_back(&path, &durable, &[Vec::new(), Vec::new()]);
     }
+}
+
+#[test]
+fn a_record_gives_back_every_write_whole_though_it_keeps_no_trailing_zeros() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let writes: Vec<(u64, Vec<u8>)> = (0..40u64)
+        .map(|i| {
+            let len = [0, 1, 7, 8, 9, 320, 4096][i as usize % 7];
+            let mut data: Vec<u8> = (0..len).map(|_| rng.r#gen::<u8>()).collect();
+            // Zero ends of every length, zeros inside, all zeros.
+            let zeros = rng.gen_range(0..=len);
+            data[len - zeros..].fill(0);
+            if i % 5 == 0 && len > 2 {
+                data[len / 2] = 0;
+            }
+            if i % 11 == 0 {
+                data.fill(0);
+            }
+            (i * 4096, data)
+        })
+        .collect();
+    let mut body = Vec::new();
+    for (offset, data) in &writes {
+        super::push_write(&mut body, *offset, data);
+    }
+    let whole: usize = writes.iter().map(|(_, d)| 16 + d.len()).sum();
+    assert!(body.len() < whole, "zero ends are left out");
+    let id = super::FileId::default();
+    let record = super::encode(7, 3, id, 1 << 20, &body);
+    let (decoded, len) = super::decode(&record, id, Some((7, 2))).expect("decodes");
+    assert_eq!(len, record.len());
+    assert_eq!(decoded.writes, writes);
+    assert_eq!(
+        (decoded.run, decoded.seq, decoded.file_len),
+        (7, 3, 1 << 20)
+    );
+    // Its body's lengths are checked: a write that would keep more than it has fails.
+    let mut lying = Vec::new();
+    lying.extend_from_slice(&0u64.to_le_bytes());
+    lying.extend_from_slice(&1u32.to_le_bytes());
+    lying.extend_from_slice(&2u32.to_le_bytes());
+    lying.extend_from_slice(&[1, 2]);
+    assert!(super::decode(&super::encode(7, 3, id, 0, &lying), id, None).is_none());
+}
+
+/// `journal` with each record of format 2 written again as format 1 (LZ4), as a version
+/// before format 2 wrote it.
+fn as_format_1(journal: &[u8], id: super::FileId) -> Vec<u8> {
+    let mut out = Vec::new();
+    for record in super::records(journal, id) {
+        let mut raw = Vec::new();
+        for (offset, data) in &record.writes {
+            raw.extend_from_slice(&offset.to_le_bytes());
+            raw.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            raw.extend_from_slice(data);
+        }
+        let packed = lz4_flex::block::compress(&raw);
+        out.extend(super::encode_as(
+            super::MAGIC_LZ4,
+            record.run,
+            record.seq,
+            id,
+            record.file_len,
+            &raw,
+            &packed,
+        ));
+    }
+    out
+}
+
+#[test]
+fn a_journal_of_format_1_left_by_an_earlier_version_is_replayed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.redb");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+    drop(open(&path));
+    let durable = std::fs::read(&path).expect("main");
+    let db = open(&path);
+    commit(&db, 0..12);
+    let crashed = Image::take(&path);
+    drop(db);
+    assert!(crashed.journals[1].is_empty(), "one journal took them all");
+    let id = id_of(&path);
+    let old = crashed.journals.clone().map(|j| as_format_1(&j, id));
+    assert!(
+        old[0].len() > super::HEADER && old[0][..4] == super::MAGIC_LZ4,
+        "format 1 records"
+    );
+    put_back(&path, &torn(&durable, &crashed.main, &mut rng), &old);
+    let db = open(&path);
+    assert_rows(&db, 12, "replayed from records of format 1");
 }
 
 fn id_of(path: &Path) -> super::FileId {
