@@ -165,10 +165,13 @@ fn decode(bytes: &[u8], id: FileId, after: Option<(u64, u64)>) -> Option<(Record
     }
     let file_len = u64_at(whole, 40)?;
     let writes = if magic == MAGIC {
-        writes(&whole[HEADER..])?
+        writes(&whole[HEADER..], true)?
     } else {
         let raw_len = u32_at(whole, 48)? as usize;
-        writes_lz4(&lz4_flex::block::decompress(&whole[HEADER..], raw_len).ok()?)?
+        writes(
+            &lz4_flex::block::decompress(&whole[HEADER..], raw_len).ok()?,
+            false,
+        )?
     };
     Some((
         Record {
@@ -203,15 +206,22 @@ fn used_len(data: &[u8]) -> usize {
     end
 }
 
-/// The writes of a record's body (format 2), each whole again.
-fn writes(raw: &[u8]) -> Option<Vec<(u64, Vec<u8>)>> {
+/// The writes of a record's body, each whole: offset u64, length u32, then (format 2,
+/// `trimmed`) how many of its bytes are kept u32, and those bytes (the rest are zeros).
+/// Format 1 keeps every byte and says nothing of it.
+fn writes(raw: &[u8], trimmed: bool) -> Option<Vec<(u64, Vec<u8>)>> {
+    let head = if trimmed { 16 } else { 12 };
     let mut writes = Vec::new();
     let mut at = 0;
     while at < raw.len() {
         let offset = u64_at(raw, at)?;
         let len = u32_at(raw, at + 8)? as usize;
-        let kept = u32_at(raw, at + 12)? as usize;
-        let data = raw.get(at + 16..at.checked_add(16)?.checked_add(kept)?)?;
+        let kept = if trimmed {
+            u32_at(raw, at + 12)? as usize
+        } else {
+            len
+        };
+        let data = raw.get(at + head..at.checked_add(head)?.checked_add(kept)?)?;
         if kept > len {
             return None;
         }
@@ -219,21 +229,7 @@ fn writes(raw: &[u8]) -> Option<Vec<(u64, Vec<u8>)>> {
         whole.extend_from_slice(data);
         whole.resize(len, 0);
         writes.push((offset, whole));
-        at += 16 + kept;
-    }
-    Some(writes)
-}
-
-/// The writes of a decompressed record body of format 1: offset u64, length u32, bytes.
-fn writes_lz4(raw: &[u8]) -> Option<Vec<(u64, Vec<u8>)>> {
-    let mut writes = Vec::new();
-    let mut at = 0;
-    while at < raw.len() {
-        let offset = u64_at(raw, at)?;
-        let len = u32_at(raw, at + 8)? as usize;
-        let data = raw.get(at + 12..at.checked_add(12)?.checked_add(len)?)?;
-        writes.push((offset, data.to_vec()));
-        at += 12 + len;
+        at += head + kept;
     }
     Some(writes)
 }
