@@ -19,9 +19,18 @@ U=http://127.0.0.1:$PORT
 echo "== health/live, 50 connections"; wrk -t2 -c50 -d10s --latency $U/health/live | grep -E "Requests/sec|99%|50%"
 echo "== adds, 1 connection"; wrk -t1 -c1 -d10s --latency -s $here/post.lua $U | grep -E "Requests/sec|99%|50%|Non-2xx"
 echo "== adds, 50 connections"; wrk -t2 -c50 -d15s --latency -s $here/post.lua $U | grep -E "Requests/sec|99%|50%|Non-2xx"
-# Reads are measured once the indexer has caught up with the adds (it would compete for
-# the two cores otherwise).
-until curl -s -H "Authorization: Bearer $MNEMON_TOKEN" $U/api/v1/status | python3 -c 'import json,sys; sys.exit(json.load(sys.stdin)["index"]["lag_changes"] != 0)'; do sleep 1; done
+# Reads are measured at rest: once the keyword index has caught up with the adds, no vector
+# is pending, no graph is being built and the vector index has not changed for 10 s (the
+# indexer and the sealer would compete for the two cores otherwise; during a catch-up they
+# took a fifth of them, and gets ran at 0.8x their rate at rest), or after 5 minutes.
+t0=$(date +%s); last=""; since=$t0
+while [ $(( $(date +%s) - t0 )) -lt 300 ]; do
+  now=$(curl -s -H "Authorization: Bearer $MNEMON_TOKEN" $U/api/v1/status | python3 -c 'import json,sys; i=json.load(sys.stdin)["index"]; m=i["models"][0]; print(i["lag_changes"], m["pending"], m["segments"], m["vectors_stored"], m["building_graph"])')
+  [ "$now" != "$last" ] && { last=$now; since=$(date +%s); }
+  case "$now" in "0 0 "*" False") [ $(( $(date +%s) - since )) -ge 10 ] && break ;; esac
+  sleep 1
+done
+echo "at rest after $(( $(date +%s) - t0 )) s (lag, vectors pending, graphs, vectors, building a graph: $last)"
 ID=$(curl -s -H "Authorization: Bearer $MNEMON_TOKEN" "$U/api/v1/memories?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
 echo "== get by id, 50 connections"; wrk -t2 -c50 -d10s --latency -s $here/get.lua $U/api/v1/memories/$ID | grep -E "Requests/sec|99%|50%|Non-2xx"
 echo "== list, first page of 20, 1 connection"; wrk -t1 -c1 -d10s --latency -s $here/get.lua "$U/api/v1/memories?limit=20" | grep -E "Requests/sec|99%|50%|Non-2xx"
