@@ -212,6 +212,9 @@ fn used_len(data: &[u8]) -> usize {
 fn writes(raw: &[u8], trimmed: bool) -> Option<Vec<(u64, Vec<u8>)>> {
     let head = if trimmed { 16 } else { 12 };
     let mut writes = Vec::new();
+    // What the writes make, whole: never more than a commit keeps (a crafted record must
+    // not ask for gigabytes of zeros).
+    let mut whole_bytes = 0usize;
     let mut at = 0;
     while at < raw.len() {
         let offset = u64_at(raw, at)?;
@@ -222,7 +225,8 @@ fn writes(raw: &[u8], trimmed: bool) -> Option<Vec<(u64, Vec<u8>)>> {
             len
         };
         let data = raw.get(at + head..at.checked_add(head)?.checked_add(kept)?)?;
-        if kept > len {
+        whole_bytes = whole_bytes.checked_add(len)?;
+        if kept > len || whole_bytes > BIG_BYTES {
             return None;
         }
         let mut whole = Vec::with_capacity(len);
@@ -288,6 +292,9 @@ struct State {
     next_seq: u64,
     /// The writes since the last sync, as a record's body holds them (see [`encode`]).
     pending: Vec<u8>,
+    /// Their bytes, zero ends counted: at most [`BIG_BYTES`] (so a record never makes
+    /// more, and one that says it does is not one of these).
+    written: usize,
     /// The writes since the last sync were too many to keep.
     big: bool,
     /// The store file's length as last set, and whether it changed since the last sync.
@@ -389,6 +396,7 @@ impl Journal {
                 run: rand::random(),
                 next_seq: 1,
                 pending: Vec::new(),
+                written: 0,
                 big: false,
                 len,
                 resized: false,
@@ -406,11 +414,12 @@ impl Journal {
         if state.big {
             return;
         }
-        if state.pending.len() + data.len() > BIG_BYTES || u32::try_from(data.len()).is_err() {
+        if state.written + data.len() > BIG_BYTES {
             state.big = true;
             state.pending = Vec::new();
             return;
         }
+        state.written += data.len();
         // A write past the end grows the file (redb sets the length first; in case not).
         state.len = state.len.max(offset + data.len() as u64);
         push_write(&mut state.pending, offset, data);
@@ -459,6 +468,7 @@ impl Journal {
         state.pos = end;
         state.next_seq += 1;
         state.pending.clear();
+        state.written = 0;
         state.resized = false;
         Ok(())
     }
@@ -482,6 +492,7 @@ impl Journal {
         }
         state.pos = 0;
         state.pending.clear();
+        state.written = 0;
         state.big = false;
         state.resized = false;
         Ok(())

@@ -210,6 +210,12 @@ fn a_record_gives_back_every_write_whole_though_it_keeps_no_trailing_zeros() {
     lying.extend_from_slice(&2u32.to_le_bytes());
     lying.extend_from_slice(&[1, 2]);
     assert!(super::decode(&super::encode(7, 3, id, 0, &lying), id, None).is_none());
+    // Nor may a record make more than a commit keeps: four gibibytes of zeros, say.
+    let mut greedy = Vec::new();
+    greedy.extend_from_slice(&0u64.to_le_bytes());
+    greedy.extend_from_slice(&u32::MAX.to_le_bytes());
+    greedy.extend_from_slice(&0u32.to_le_bytes());
+    assert!(super::decode(&super::encode(7, 3, id, 0, &greedy), id, None).is_none());
 }
 
 /// `journal` with each record of format 2 written again as format 1 (LZ4), as a version
