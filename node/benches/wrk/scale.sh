@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The node at N memories (default 100,000): fills a fresh data folder through the API with
-# `wrk` (50 connections, unique short notes), waits for the indexer, then prints hybrid
+# `wrk` (50 connections, unique short notes; the last few thousand one at a time, so it
+# ends at N), waits for the indexer, then prints hybrid
 # search at 1 and 50 connections, the service's resident memory, and after a restart the
 # time from start to ready (`/health/ready`) and resident memory again. Release binary
 # (`cargo build --release`), built-in embedder, 127.0.0.1.
@@ -30,9 +31,27 @@ auth="Authorization: Bearer $MNEMON_TOKEN"
 count() { curl -s -H "$auth" $U/api/v1/status | python3 -c 'import json,sys; print(json.load(sys.stdin)["memories"])'; }
 echo "== filling to $N memories (adds, 50 connections)"
 t0=$(date +%s)
-while [ "$(count)" -lt "$N" ]; do
-  wrk -t2 -c50 -d10s -s $here/post.lua $U > /dev/null
+# wrk runs for a time, not a count: each run is sized from the rate so far to stop short of
+# N (at most 10 s), and the last few thousand go in one at a time, so the fill ends at N.
+rate=5000
+while [ $(( N - $(count) )) -gt 3000 ]; do
+  left=$(( N - $(count) ))
+  secs=$(( left * 8 / 10 / rate )); [ $secs -lt 1 ] && secs=1; [ $secs -gt 10 ] && secs=10
+  rate=$(wrk -t2 -c50 -d${secs}s -s $here/post.lua $U | awk '/Requests\/sec/ {printf "%d", $2}')
+  [ "${rate:-0}" -gt 0 ] || rate=1000
 done
+python3 - "$U" "$MNEMON_TOKEN" $(( N - $(count) )) <<'PY'
+import http.client, json, random, sys, urllib.parse
+url, token, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+u = urllib.parse.urlparse(url)
+c = http.client.HTTPConnection(u.hostname, u.port)
+words = "garden invoice kettle meeting rust paper trip doctor budget recipe bicycle lecture".split()
+for i in range(max(n, 0)):
+    body = json.dumps({"content": f"note {random.randrange(10**9)} {i} about the {words[i % 12]} and the {words[(i * 7) % 12]}, the fill's last"})
+    c.request("POST", "/api/v1/memories", body, {"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+    r = c.getresponse(); r.read()
+    assert r.status == 201, r.status
+PY
 echo "  $(count) memories in $(( $(date +%s) - t0 )) s"
 until curl -s -H "$auth" $U/api/v1/status | python3 -c 'import json,sys; sys.exit(json.load(sys.stdin)["index"]["lag_changes"] != 0)'; do sleep 1; done
 echo "  indexed after $(( $(date +%s) - t0 )) s"
