@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The node at N memories (default 100,000): fills a fresh data folder through the API with
 # `wrk` (50 connections, unique short notes; the last few thousand one at a time, so it
-# ends at N), waits for the indexer, then prints hybrid
-# search at 1 and 50 connections, the service's resident memory, and after a restart the
-# time from start to ready (`/health/ready`) and resident memory again. Release binary
-# (`cargo build --release`), built-in embedder, 127.0.0.1.
+# ends at N), waits for the indexer, then prints hybrid search at 1 and 50 connections,
+# the service's resident memory, and after a restart the time from start to ready
+# (`/health/ready`), resident memory again, and the same once the node is at rest.
+# Release binary (`cargo build --release`), built-in embedder, 127.0.0.1.
 # Run from the repository root: node/benches/wrk/scale.sh (M=path/to/mnemon, N=memories).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
