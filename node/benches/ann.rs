@@ -1,5 +1,5 @@
 //! Approximate nearest neighbours: Mnemon's HNSW graph (a patched instant-distance,
-//! `node/src/search/hnsw.rs`) side by side with hnswlib, and optionally stock
+//! `node/search/src/hnsw.rs`) side by side with hnswlib, and optionally stock
 //! instant-distance 0.6.1 (`MNEMON_ANN_STOCK=1`), on the same vectors, queries and ground
 //! truth, one thread each.
 //! Prints one JSON object: build times, recall@10 and QPS per `ef`, QPS at recall 0.95 and
@@ -347,7 +347,7 @@ fn main() {
         "threads": 1,
         "timing": format!("best of {repeat} passes over the queries per ef, each side"),
         "mnemon_hnsw": {
-            "what": "node/src/search/hnsw.rs: patched instant-distance, M=16, ef_construction=200; walks 8-bit codes, re-ranks the ef candidates exactly",
+            "what": "node/search/src/hnsw.rs: patched instant-distance, M=16, ef_construction=200; built and walked through 8-bit codes",
             "build_s": build_s,
             "runs": ours.iter().map(|(ef, r, q)| json!({"ef": ef, "recall": r, "qps": q})).collect::<Vec<_>>(),
             "qps_at_recall_0.95": qps_at(&ours, 0.95),

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_allocator() {
     allocator(Allocator::Tune);
-    // A vector graph's build holds every vector it merges as floats, a few KB each: after
+    // A vector graph's merge holds the graphs it merges beside the one it builds: after
     // it, the free pages go back (glibc keeps them otherwise, and resident memory at rest
     // would keep the peak of the largest merge).
     mnemon_node::app::on_memory_freed(|| allocator(Allocator::GiveBack));

@@ -62,8 +62,6 @@ pub(crate) fn dot_with<S: pulp::Simd>(simd: S, a: &[f32], b: &[f32]) -> f32 {
 
 /// What a search needs from the instruction set.
 pub(crate) trait Kernel: Copy {
-    /// `a · b` (same length).
-    fn dot(self, a: &[f32], b: &[f32]) -> f32;
     /// `Σ query[i] · code[i]` (same length), exact in `i32` for the ranges [`Wide`] makes.
     fn dot_i8(self, query: &[i16], code: &[i8]) -> i32;
     /// Starts loading the cache lines of `bytes` (a hint; never faults).
@@ -105,11 +103,6 @@ pub(crate) struct Portable;
 
 impl Kernel for Portable {
     #[inline(always)]
-    fn dot(self, a: &[f32], b: &[f32]) -> f32 {
-        dot_with(pulp::Scalar::new(), a, b)
-    }
-
-    #[inline(always)]
     fn dot_i8(self, query: &[i16], code: &[i8]) -> i32 {
         let mut sum = 0;
         for (&q, &c) in query.iter().zip(code) {
@@ -129,7 +122,7 @@ mod x86 {
     use pulp::bytemuck::cast;
     use pulp::x86::{V3, V4};
 
-    use super::{Kernel, dot_with};
+    use super::Kernel;
 
     /// One prefetch per 64-byte line of `bytes`.
     #[inline(always)]
@@ -142,11 +135,6 @@ mod x86 {
     }
 
     impl Kernel for V4 {
-        #[inline(always)]
-        fn dot(self, a: &[f32], b: &[f32]) -> f32 {
-            dot_with(self, a, b)
-        }
-
         #[inline(always)]
         fn dot_i8(self, query: &[i16], code: &[i8]) -> i32 {
             let (q, q_tail) = pulp::as_arrays::<32, i16>(query);
@@ -171,11 +159,6 @@ mod x86 {
     }
 
     impl Kernel for V3 {
-        #[inline(always)]
-        fn dot(self, a: &[f32], b: &[f32]) -> f32 {
-            dot_with(self, a, b)
-        }
-
         #[inline(always)]
         fn dot_i8(self, query: &[i16], code: &[i8]) -> i32 {
             let (q, q_tail) = pulp::as_arrays::<16, i16>(query);
@@ -380,6 +363,15 @@ pub(crate) struct Wide {
 }
 
 impl Wide {
+    /// Fills `self` with row `id` of `codes`, as it is (a code fits 16 bits; the dot
+    /// product with another code is exact).
+    pub(crate) fn set_code(&mut self, codes: &Codes, id: u32) {
+        self.scale = codes.scale(id);
+        self.values.clear();
+        self.values
+            .extend(codes.code(id).iter().map(|&c| i16::from(c)));
+    }
+
     /// Fills `self` with `query`.
     pub(crate) fn set(&mut self, query: &[f32]) {
         let limit = (i32::MAX as f32 / (CODE_MAX * query.len().max(1) as f32)).floor();
@@ -409,27 +401,28 @@ mod tests {
     use super::*;
     use crate::vector::tests::random_unit;
 
-    struct Both<'a>(&'a [i16], &'a [i8], &'a [f32], &'a [f32]);
+    /// The integer dot product of a widened vector and a code.
+    struct DotI8<'a>(&'a [i16], &'a [i8]);
 
-    impl KernelOp for Both<'_> {
-        type Output = (i32, f32);
-        fn run<K: Kernel>(self, kernel: K) -> (i32, f32) {
+    impl KernelOp for DotI8<'_> {
+        type Output = i32;
+        fn run<K: Kernel>(self, kernel: K) -> i32 {
             kernel.prefetch(self.1);
-            (kernel.dot_i8(self.0, self.1), kernel.dot(self.2, self.3))
+            kernel.dot_i8(self.0, self.1)
         }
     }
 
     /// `op` under every kernel this processor can run, not only the one [`dispatch`] picks.
-    fn under_each<'a>(op: impl Fn() -> Both<'a>) -> Vec<(i32, f32)> {
+    fn under_each<'a>(op: impl Fn() -> DotI8<'a>) -> Vec<i32> {
         #[allow(unused_mut)]
         let mut out = vec![op().run(Portable)];
         #[cfg(target_arch = "x86_64")]
         {
-            struct Under<'b, K>(K, Both<'b>);
+            struct Under<'b, K>(K, DotI8<'b>);
             impl<K: Kernel> pulp::NullaryFnOnce for Under<'_, K> {
-                type Output = (i32, f32);
+                type Output = i32;
                 #[inline(always)]
-                fn call(self) -> (i32, f32) {
+                fn call(self) -> i32 {
                     self.1.run(self.0)
                 }
             }
@@ -460,9 +453,10 @@ mod tests {
                 .map(|(&q, &c)| i32::from(q) * i32::from(c))
                 .sum();
             let exact_f: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-            for (i, f) in under_each(|| Both(&wide.values, codes.code(0), &a, &b)) {
+            let f = dot(&a, &b);
+            assert!((f - exact_f).abs() < 1e-4, "dim {dim}: {f} vs {exact_f}");
+            for i in under_each(|| DotI8(&wide.values, codes.code(0))) {
                 assert_eq!(i, exact_i, "dim {dim}");
-                assert!((f - exact_f).abs() < 1e-4, "dim {dim}: {f} vs {exact_f}");
                 // The quantised product is close to the real one.
                 let approx = i as f32 * wide.scale * codes.scale(0);
                 assert!(
@@ -474,13 +468,40 @@ mod tests {
     }
 
     #[test]
+    fn a_code_widened_measures_exactly_the_vectors_two_codes_stand_for() {
+        // How a graph is built: the distance between two codes is the distance between
+        // the vectors they decode to, under every kernel.
+        let mut seed = 17;
+        for dim in [1, 16, 33, 384, 512, 1000] {
+            let mut data = random_unit(&mut seed, dim);
+            data.extend(random_unit(&mut seed, dim));
+            // The largest values a code holds, both signs.
+            data.extend((0..dim).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }));
+            let codes = Codes::of(&data, dim);
+            let mut wide = Wide::default();
+            for (a, b) in [(0, 1), (1, 0), (2, 2), (0, 2)] {
+                wide.set_code(&codes, a);
+                let (x, y) = (codes.decode(a), codes.decode(b));
+                let exact: f64 = x.iter().zip(&y).map(|(p, q)| (p * q) as f64).sum();
+                for i in under_each(|| DotI8(&wide.values, codes.code(b))) {
+                    let measured = i as f64 * (wide.scale * codes.scale(b)) as f64;
+                    assert!(
+                        (measured - exact).abs() < 1e-4 * exact.abs().max(1.0),
+                        "dim {dim}, rows {a} and {b}: {measured} vs {exact}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn extreme_values_neither_overflow_nor_panic() {
         let dim = 516;
         let all_max = vec![1.0f32; dim];
         let codes = Codes::of(&all_max, dim);
         let mut wide = Wide::default();
         wide.set(&all_max);
-        for (i, _) in under_each(|| Both(&wide.values, codes.code(0), &all_max, &all_max)) {
+        for i in under_each(|| DotI8(&wide.values, codes.code(0))) {
             assert!(i > 0, "no overflow: {i}");
             let approx = i as f32 * wide.scale * codes.scale(0);
             assert!((approx - dim as f32).abs() < 1.0, "{approx}");

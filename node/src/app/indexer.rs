@@ -470,8 +470,8 @@ impl Service {
             job.build()
         };
         let installed = self.with_index(|index| Ok(index.install_seal(built)))?;
-        // A build held every vector it merged as floats, a few KB each: at rest (after the
-        // largest builds, and off any load) the binary may give those pages back (see
+        // A merge held the graphs it merged beside the one it built: at rest (after the
+        // largest builds, and off any load) the binary may give the freed pages back (see
         // [`on_memory_freed`]).
         if matches!(due, Due::Quiet)
             && let Some(give_back) = MEMORY_FREED.get()
