@@ -16,9 +16,8 @@
 //! segment is saved once, in its own file; the periodic save writes only the small part
 //! (the recent vectors, which versions are live, the list of segments).
 
-use std::cell::RefCell;
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
@@ -126,11 +125,34 @@ struct Sealed {
     saved: bool,
 }
 
-thread_local! {
-    /// Search scratch space (the visited stamps), reused by the searches of one thread.
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-    /// A search's distances to every vector of a segment, reused from scan to scan.
-    static SCAN: RefCell<Vec<(f32, u32)>> = const { RefCell::new(Vec::new()) };
+/// A search's working memory, reused from search to search: the visited stamps of its
+/// graph walks (a `u32` per node of the largest graph) and its distances to every vector
+/// of a scan.
+#[derive(Default)]
+struct Workspace {
+    scratch: Scratch,
+    scan: Vec<(f32, u32)>,
+}
+
+/// The workspaces between searches. Kept here rather than one per thread: a server runs
+/// searches on whichever of its dozens of pool threads is free, and each thread's own
+/// workspace (about a megabyte at 100,000 memories) stayed with it. So there are as many
+/// as searches ran at once, and at most [`SPARE_MAX`] are kept.
+static SPARE: Mutex<Vec<Workspace>> = Mutex::new(Vec::new());
+
+/// The most workspaces kept between searches.
+const SPARE_MAX: usize = 8;
+
+/// Runs `work` with a workspace from the spares (or a new one), then keeps it for the next.
+fn with_workspace<T>(work: impl FnOnce(&mut Workspace) -> T) -> T {
+    let spare = || SPARE.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut workspace = spare().pop().unwrap_or_default();
+    let out = work(&mut workspace);
+    let mut kept = spare();
+    if kept.len() < SPARE_MAX {
+        kept.push(workspace);
+    }
+    out
 }
 
 /// Which vector a hit is.
@@ -753,45 +775,33 @@ impl VectorIndex {
         // segment's graph measures, and only the nearest `ef` are offered (as a graph would
         // find them), so the lookups of the rest are saved.
         let ef = self.ef_search.max(k);
-        let near: Vec<(f32, u32)> = if exact || self.recent.len() <= ef {
-            self.recent
-                .iter()
-                .enumerate()
-                .map(|(i, (_, point))| (point.distance(query), i as u32))
-                .collect()
-        } else {
-            SCAN.with(|scan| {
-                let mut scan = scan.borrow_mut();
-                self.recent_codes.scan_into(query, &mut scan);
+        with_workspace(|Workspace { scratch, scan }| {
+            if exact || self.recent.len() <= ef {
+                for (key, point) in &self.recent {
+                    offer(key, point.distance(query));
+                }
+            } else {
+                self.recent_codes.scan_into(query, scan);
                 scan.select_nth_unstable_by(ef, |a, b| a.0.total_cmp(&b.0));
-                scan[..ef].to_vec()
-            })
-        };
-        for (distance, i) in near {
-            offer(&self.recent[i as usize].0, distance);
-        }
-        for segment in self.sealed.iter().map(|s| &s.segment) {
-            if exact {
-                SCAN.with(|scan| {
-                    let mut scan = scan.borrow_mut();
-                    segment.graph.scan_into(query, &mut scan);
+                for &(distance, i) in &scan[..ef] {
+                    offer(&self.recent[i as usize].0, distance);
+                }
+            }
+            for segment in self.sealed.iter().map(|s| &s.segment) {
+                if exact {
+                    segment.graph.scan_into(query, scan);
                     for &(distance, node) in scan.iter() {
                         offer(&segment.keys[node as usize], distance);
                     }
-                });
-            } else {
-                // `ef` results rather than `k`, so chunks of one memory, stale versions and
-                // filtered-out memories leave enough behind.
-                let found = SCRATCH.with(|scratch| {
-                    segment
-                        .graph
-                        .search(query, ef, ef, &mut scratch.borrow_mut())
-                });
-                for (distance, node) in found {
-                    offer(&segment.keys[node as usize], distance);
+                } else {
+                    // `ef` results rather than `k`, so chunks of one memory, stale versions
+                    // and filtered-out memories leave enough behind.
+                    for (distance, node) in segment.graph.search(query, ef, ef, scratch) {
+                        offer(&segment.keys[node as usize], distance);
+                    }
                 }
             }
-        }
+        });
         let mut hits: Vec<VectorHit> = best.into_values().collect();
         hits.sort_by(|a, b| {
             b.similarity
