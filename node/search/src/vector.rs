@@ -844,6 +844,25 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn searches_on_many_threads_at_once_keep_only_a_few_workspaces() {
+        // Sixteen searches at once each get a workspace of their own; afterwards at most
+        // `SPARE_MAX` are kept, not one per thread that searched.
+        let together = std::sync::Barrier::new(16);
+        std::thread::scope(|scope| {
+            for _ in 0..16 {
+                scope.spawn(|| {
+                    with_workspace(|workspace| {
+                        workspace.scan.resize(1000, (0.0, 0));
+                        together.wait();
+                    })
+                });
+            }
+        });
+        let kept = SPARE.lock().unwrap_or_else(PoisonError::into_inner).len();
+        assert!((1..=SPARE_MAX).contains(&kept), "{kept} kept");
+    }
+
+    #[test]
     fn dot_matches_naive() {
         let mut seed = 7;
         for dim in [1, 7, 8, 9, 384, 385] {
