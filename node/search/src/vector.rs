@@ -859,7 +859,7 @@ pub(crate) mod tests {
             }
         });
         let kept = SPARE.lock().unwrap_or_else(PoisonError::into_inner).len();
-        assert!((1..=SPARE_MAX).contains(&kept), "{kept} kept");
+        assert!(kept <= SPARE_MAX, "{kept} kept");
     }
 
     #[test]
