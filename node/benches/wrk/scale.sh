@@ -34,8 +34,7 @@ t0=$(date +%s)
 # wrk runs for a time, not a count: each run is sized from the rate so far to stop short of
 # N (at most 10 s), and the last few thousand go in one at a time, so the fill ends at N.
 rate=5000
-while [ $(( N - $(count) )) -gt 3000 ]; do
-  left=$(( N - $(count) ))
+while left=$(( N - $(count) )); [ $left -gt 3000 ]; do
   secs=$(( left * 8 / 10 / rate )); [ $secs -lt 1 ] && secs=1; [ $secs -gt 10 ] && secs=10
   rate=$(wrk -t2 -c50 -d${secs}s -s $here/post.lua $U | awk '/Requests\/sec/ {printf "%d", $2}')
   [ "${rate:-0}" -gt 0 ] || rate=1000

@@ -183,7 +183,6 @@ impl Scratch {
 impl Hnsw {
     /// Builds the graph of `vectors` (all of length `dim`), node `i` being `vectors[i]`.
     pub fn build(dim: usize, vectors: impl IntoIterator<Item = Vec<f32>>, params: Params) -> Hnsw {
-        let m = params.m.clamp(2, MAX_M);
         let mut codes = Codes::of(&[], dim);
         let mut row = vec![0.0; dim];
         for v in vectors {
@@ -197,6 +196,14 @@ impl Hnsw {
             row[have..].fill(0.0);
             codes.push(&row);
         }
+        Hnsw::build_coded(codes, params)
+    }
+
+    /// Builds the graph of the vectors `codes` stand for, node `i` being row `i` (a merge
+    /// passes the codes of the graphs it merges as they are).
+    pub(crate) fn build_coded(codes: Codes, params: Params) -> Hnsw {
+        let m = params.m.clamp(2, MAX_M);
+        let dim = codes.dim();
         let n = codes.len();
         let mut graph = Hnsw {
             dim,
@@ -243,8 +250,12 @@ impl Hnsw {
         self.dim
     }
 
-    /// Node `id`'s vector as its code holds it (for a merge into a new graph: coding it
-    /// again gives the same code).
+    /// The codes of its vectors, row `i` node `i`'s.
+    pub(crate) fn codes(&self) -> &Codes {
+        &self.codes
+    }
+
+    /// Node `id`'s vector as its code holds it (coding it again gives the same code).
     pub fn decode(&self, id: u32) -> Vec<f32> {
         self.codes.decode(id)
     }

@@ -347,6 +347,11 @@ impl Codes {
         self.scales[id as usize]
     }
 
+    /// The dimension of its rows.
+    pub(crate) fn dim(&self) -> usize {
+        self.dim
+    }
+
     /// How many rows.
     pub(crate) fn len(&self) -> usize {
         self.scales.len()

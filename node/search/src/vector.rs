@@ -12,7 +12,7 @@
 //! erased where they lie (zeroed), so its data leaves the files at the next save.
 //!
 //! A sealed segment keeps its vectors as 8-bit codes only (a quarter of the floats; a merge
-//! decodes them, and coding a decoded vector again gives the same code). Each sealed
+//! builds its graph from those codes as they are). Each sealed
 //! segment is saved once, in its own file; the periodic save writes only the small part
 //! (the recent vectors, which versions are live, the list of segments).
 
@@ -370,12 +370,17 @@ impl SealJob {
             for (segment, nodes) in &self.merging {
                 keys.extend(nodes.iter().map(|&i| segment.keys[i as usize]));
             }
-            let vectors = self.entries.into_iter().map(|(_, v)| v.0).chain(
-                self.merging
-                    .iter()
-                    .flat_map(|(segment, nodes)| nodes.iter().map(|&i| segment.graph.decode(i))),
-            );
-            let graph = Hnsw::build(self.dimension, vectors, Params::default());
+            // The recent vectors coded, then the merged graphs' codes as they are.
+            let mut codes = Codes::of(&[], self.dimension);
+            for (_, vector) in &self.entries {
+                codes.push(&vector.0);
+            }
+            for (segment, nodes) in &self.merging {
+                for &i in nodes {
+                    codes.push_coded(segment.graph.codes(), i as usize);
+                }
+            }
+            let graph = Hnsw::build_coded(codes, Params::default());
             Segment { graph, keys }
         });
         BuiltSeal {
