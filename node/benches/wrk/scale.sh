@@ -31,10 +31,11 @@ auth="Authorization: Bearer $MNEMON_TOKEN"
 count() { curl -s -H "$auth" $U/api/v1/status | python3 -c 'import json,sys; print(json.load(sys.stdin)["memories"])'; }
 echo "== filling to $N memories (adds, 50 connections)"
 t0=$(date +%s)
-# wrk runs for a time, not a count: each run is sized from the rate so far to stop short of
-# N (at most 10 s), and the last few thousand go in one at a time, so the fill ends at N.
-rate=5000
-while left=$(( N - $(count) )); [ $left -gt 3000 ]; do
+# wrk runs for a time, not a count (whole seconds): each run is sized from the rate so far
+# (at first a guess above it) to stop short of N, at most 10 s; the last second's worth or
+# few thousand go in one at a time, so the fill ends at N.
+rate=20000
+while left=$(( N - $(count) )); [ $left -gt 3000 ] && [ $left -gt $rate ]; do
   secs=$(( left * 8 / 10 / rate )); [ $secs -lt 1 ] && secs=1; [ $secs -gt 10 ] && secs=10
   rate=$(wrk -t2 -c50 -d${secs}s -s $here/post.lua $U | awk '/Requests\/sec/ {printf "%d", $2}')
   [ "${rate:-0}" -gt 0 ] || rate=1000
