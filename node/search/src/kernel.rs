@@ -66,6 +66,11 @@ pub(crate) trait Kernel: Copy {
     fn dot_i8(self, query: &[i16], code: &[i8]) -> i32;
     /// Starts loading the cache lines of `bytes` (a hint; never faults).
     fn prefetch<T>(self, bytes: &[T]);
+    /// The integer dot products of a widened query with the 64 rows of a [`Blocks`] block:
+    /// for each `(at, pair)` of `pairs`, the rows' codes of two dimensions are
+    /// `block[at..at + 128]` (two a row) and `pair` holds the query's two values for them
+    /// (the first in the low half). Exact in `i32` for the ranges [`Wide`] makes.
+    fn block_dots(self, block: &[i8], pairs: &[(u32, i32)]) -> [i32; BLOCK_ROWS];
 }
 
 /// An operation run under one [`Kernel`].
@@ -113,6 +118,31 @@ impl Kernel for Portable {
 
     #[inline(always)]
     fn prefetch<T>(self, _bytes: &[T]) {}
+
+    #[inline(always)]
+    fn block_dots(self, block: &[i8], pairs: &[(u32, i32)]) -> [i32; BLOCK_ROWS] {
+        let mut sums = [0i32; BLOCK_ROWS];
+        for &(at, pair) in pairs {
+            let (first, second) = unpack(pair);
+            let codes = &block[at as usize..at as usize + PAIR_BYTES];
+            for (sum, c) in sums.iter_mut().zip(codes.chunks_exact(2)) {
+                *sum += first * i32::from(c[0]) + second * i32::from(c[1]);
+            }
+        }
+        sums
+    }
+}
+
+/// Two `i16` values in one `i32`, the first in the low half (as `madd` pairs them).
+#[inline(always)]
+fn pack(first: i16, second: i16) -> i32 {
+    (u32::from(first as u16) | (u32::from(second as u16) << 16)) as i32
+}
+
+/// The two values [`pack`] packed.
+#[inline(always)]
+fn unpack(pair: i32) -> (i32, i32) {
+    (i32::from(pair as i16), i32::from((pair >> 16) as i16))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -122,7 +152,7 @@ mod x86 {
     use pulp::bytemuck::cast;
     use pulp::x86::{V3, V4};
 
-    use super::Kernel;
+    use super::{BLOCK_ROWS, Kernel, PAIR_BYTES};
 
     /// One prefetch per 64-byte line of `bytes`.
     #[inline(always)]
@@ -156,6 +186,25 @@ mod x86 {
         fn prefetch<T>(self, bytes: &[T]) {
             prefetch_lines(self.sse, bytes);
         }
+
+        #[inline(always)]
+        fn block_dots(self, block: &[i8], pairs: &[(u32, i32)]) -> [i32; BLOCK_ROWS] {
+            // Sixteen rows a register: 32 codes, two a row, widened to 16 bits.
+            let mut acc = [self.avx512f._mm512_setzero_si512(); 4];
+            for &(at, pair) in pairs {
+                let codes = &block[at as usize..at as usize + PAIR_BYTES];
+                let (codes, _) = pulp::as_arrays::<32, i8>(codes);
+                let pair = self.avx512f._mm512_set1_epi32(pair);
+                for (acc, c) in acc.iter_mut().zip(codes) {
+                    let c: __m256i = cast(*c);
+                    let product = self
+                        .avx512bw
+                        ._mm512_madd_epi16(self.avx512bw._mm512_cvtepi8_epi16(c), pair);
+                    *acc = self.avx512f._mm512_add_epi32(*acc, product);
+                }
+            }
+            cast(acc)
+        }
     }
 
     impl Kernel for V3 {
@@ -179,6 +228,25 @@ mod x86 {
         #[inline(always)]
         fn prefetch<T>(self, bytes: &[T]) {
             prefetch_lines(self.sse, bytes);
+        }
+
+        #[inline(always)]
+        fn block_dots(self, block: &[i8], pairs: &[(u32, i32)]) -> [i32; BLOCK_ROWS] {
+            // Eight rows a register: 16 codes, two a row, widened to 16 bits.
+            let mut acc = [self.avx._mm256_setzero_si256(); 8];
+            for &(at, pair) in pairs {
+                let codes = &block[at as usize..at as usize + PAIR_BYTES];
+                let (codes, _) = pulp::as_arrays::<16, i8>(codes);
+                let pair = self.avx._mm256_set1_epi32(pair);
+                for (acc, c) in acc.iter_mut().zip(codes) {
+                    let c: __m128i = cast(*c);
+                    let product = self
+                        .avx2
+                        ._mm256_madd_epi16(self.avx2._mm256_cvtepi8_epi16(c), pair);
+                    *acc = self.avx2._mm256_add_epi32(*acc, product);
+                }
+            }
+            cast(acc)
         }
     }
 }
@@ -244,24 +312,6 @@ impl Codes {
             codes: self.codes.split_off(row * self.dim),
             scales: self.scales.split_off(row),
         }
-    }
-
-    /// Keeps the rows `keep` accepts (by row number), in their order.
-    pub(crate) fn retain_rows(&mut self, mut keep: impl FnMut(usize) -> bool) {
-        let mut kept = 0;
-        for row in 0..self.scales.len() {
-            if !keep(row) {
-                continue;
-            }
-            if kept != row {
-                self.codes
-                    .copy_within(row * self.dim..(row + 1) * self.dim, kept * self.dim);
-                self.scales[kept] = self.scales[row];
-            }
-            kept += 1;
-        }
-        self.codes.truncate(kept * self.dim);
-        self.scales.truncate(kept);
     }
 
     /// Cosine distance from `query` to row `id`, through its code.
@@ -358,6 +408,191 @@ impl Codes {
     }
 }
 
+/// Rows in a block of [`Blocks`].
+pub(crate) const BLOCK_ROWS: usize = 64;
+
+/// Bytes of one pair of dimensions in a block: two codes a row.
+const PAIR_BYTES: usize = 2 * BLOCK_ROWS;
+
+/// The same 8-bit codes as [`Codes`] holds, laid out for a scan: blocks of 64 rows, and in
+/// a block the rows' codes of two neighbouring dimensions side by side (128 bytes). A scan
+/// multiplies a pair of the query's values with 64 rows at once and skips the pairs the
+/// query leaves at zero: a query of the built-in embedder (a few dozen of its 512
+/// dimensions set) reads a tenth of the bytes or less, and a dense query reads them all at
+/// the speed of a scan row by row. The dot products are the same integers either way.
+#[derive(Debug, Clone)]
+pub(crate) struct Blocks {
+    dim: usize,
+    bytes: Vec<i8>,
+    scales: Vec<f32>,
+}
+
+impl Blocks {
+    /// None yet, of `dim` dimensions.
+    pub(crate) fn new(dim: usize) -> Blocks {
+        Blocks {
+            dim,
+            bytes: Vec::new(),
+            scales: Vec::new(),
+        }
+    }
+
+    /// The rows of `codes`.
+    pub(crate) fn of(codes: &Codes) -> Blocks {
+        let mut blocks = Blocks::new(codes.dim);
+        for row in 0..codes.len() {
+            blocks.push_coded(codes, row);
+        }
+        blocks
+    }
+
+    /// Pairs of dimensions (the last one alone, with a zero, when `dim` is odd).
+    fn pairs(&self) -> usize {
+        self.dim.div_ceil(2)
+    }
+
+    /// Bytes of one block.
+    fn block_len(&self) -> usize {
+        self.pairs() * PAIR_BYTES
+    }
+
+    /// Appends row `row` of `codes` (of the same dimension).
+    pub(crate) fn push_coded(&mut self, codes: &Codes, row: usize) {
+        debug_assert_eq!(codes.dim, self.dim);
+        let id = self.scales.len();
+        self.scales.push(codes.scales[row]);
+        self.put(id, codes.code(row as u32));
+    }
+
+    /// Writes `code` as row `id`'s (a row of the last block, or the first of a new one).
+    fn put(&mut self, id: usize, code: &[i8]) {
+        let block = id / BLOCK_ROWS;
+        let start = block * self.block_len();
+        if self.bytes.len() < start + self.block_len() {
+            self.bytes.resize(start + self.block_len(), 0);
+        }
+        let at = start + 2 * (id % BLOCK_ROWS);
+        for (pair, codes) in code.chunks(2).enumerate() {
+            let to = at + pair * PAIR_BYTES;
+            self.bytes[to] = codes[0];
+            self.bytes[to + 1] = codes.get(1).copied().unwrap_or(0);
+        }
+    }
+
+    /// Row `id`'s codes.
+    fn code(&self, id: usize) -> Vec<i8> {
+        let at = id / BLOCK_ROWS * self.block_len() + 2 * (id % BLOCK_ROWS);
+        (0..self.dim)
+            .map(|d| self.bytes[at + d / 2 * PAIR_BYTES + d % 2])
+            .collect()
+    }
+
+    /// Keeps the rows `keep` accepts (by row number), in their order.
+    pub(crate) fn retain_rows(&mut self, mut keep: impl FnMut(usize) -> bool) {
+        let mut kept = 0;
+        for row in 0..self.scales.len() {
+            if !keep(row) {
+                continue;
+            }
+            if kept != row {
+                let code = self.code(row);
+                self.put(kept, &code);
+                self.scales[kept] = self.scales[row];
+            }
+            kept += 1;
+        }
+        self.scales.truncate(kept);
+        self.bytes
+            .truncate(kept.div_ceil(BLOCK_ROWS) * self.block_len());
+    }
+
+    /// How many rows.
+    pub(crate) fn len(&self) -> usize {
+        self.scales.len()
+    }
+
+    /// Row `id` as the vector its code stands for.
+    #[cfg(test)]
+    pub(crate) fn decode(&self, id: u32) -> Vec<f32> {
+        let scale = self.scales[id as usize];
+        self.code(id as usize)
+            .iter()
+            .map(|&c| c as f32 * scale)
+            .collect()
+    }
+
+    /// Cosine distances from `query` to every row, through their codes.
+    #[cfg(test)]
+    pub(crate) fn scan(&self, query: &[f32]) -> Vec<f32> {
+        let mut distances = Vec::new();
+        self.scan_into(query, &mut distances);
+        distances
+            .into_iter()
+            .map(|(distance, _)| distance)
+            .collect()
+    }
+
+    /// Cosine distances from `query` to every row, through their codes, into `out` (as
+    /// (distance, row), replacing what it held; its allocation is reused): the same
+    /// distances [`Codes::scan_into`] measures.
+    pub(crate) fn scan_into(&self, query: &[f32], out: &mut Vec<(f32, u32)>) {
+        struct Scan<'a> {
+            blocks: &'a Blocks,
+            wide: &'a Wide,
+            pairs: &'a [(u32, i32)],
+            out: &'a mut Vec<(f32, u32)>,
+        }
+        impl KernelOp for Scan<'_> {
+            type Output = ();
+            #[inline(always)]
+            fn run<K: Kernel>(self, kernel: K) {
+                let Scan {
+                    blocks,
+                    wide,
+                    pairs,
+                    out,
+                } = self;
+                let block_len = blocks.block_len();
+                for (block, scales) in blocks.scales.chunks(BLOCK_ROWS).enumerate() {
+                    let start = block * block_len;
+                    let sums = kernel.block_dots(&blocks.bytes[start..start + block_len], pairs);
+                    let first = (block * BLOCK_ROWS) as u32;
+                    for (j, (&scale, &dot)) in scales.iter().zip(&sums).enumerate() {
+                        // As `Codes::distance` measures it.
+                        let distance = 1.0 - wide.scale * scale * dot as f32;
+                        out.push((distance, first + j as u32));
+                    }
+                }
+            }
+        }
+        out.clear();
+        out.reserve(self.len());
+        if query.len() != self.dim {
+            out.extend((0..self.len() as u32).map(|id| (f32::INFINITY, id)));
+            return;
+        }
+        let mut wide = Wide::default();
+        wide.set(query);
+        // The pairs of dimensions the query sets: where they are in a block, and its values.
+        let pairs: Vec<(u32, i32)> = wide
+            .values
+            .chunks(2)
+            .enumerate()
+            .filter(|(_, values)| values.iter().any(|&v| v != 0))
+            .map(|(pair, values)| {
+                let second = values.get(1).copied().unwrap_or(0);
+                ((pair * PAIR_BYTES) as u32, pack(values[0], second))
+            })
+            .collect();
+        dispatch(Scan {
+            blocks: self,
+            wide: &wide,
+            pairs: &pairs,
+            out,
+        });
+    }
+}
+
 /// A query widened to `i16` for [`Kernel::dot_i8`]: `query ≈ scale · values`, with the
 /// largest magnitude chosen so `dim · 127 · max` fits in an `i32` (32,767 up to 516
 /// dimensions), which makes the integer dot product exact.
@@ -417,17 +652,27 @@ mod tests {
         }
     }
 
+    /// The dot products of a widened query with a block's rows.
+    struct BlockDots<'a>(&'a [i8], &'a [(u32, i32)]);
+
+    impl KernelOp for BlockDots<'_> {
+        type Output = [i32; BLOCK_ROWS];
+        fn run<K: Kernel>(self, kernel: K) -> [i32; BLOCK_ROWS] {
+            kernel.block_dots(self.0, self.1)
+        }
+    }
+
     /// `op` under every kernel this processor can run, not only the one [`dispatch`] picks.
-    fn under_each<'a>(op: impl Fn() -> DotI8<'a>) -> Vec<i32> {
+    fn under_each<Op: KernelOp>(op: impl Fn() -> Op) -> Vec<Op::Output> {
         #[allow(unused_mut)]
         let mut out = vec![op().run(Portable)];
         #[cfg(target_arch = "x86_64")]
         {
-            struct Under<'b, K>(K, DotI8<'b>);
-            impl<K: Kernel> pulp::NullaryFnOnce for Under<'_, K> {
-                type Output = i32;
+            struct Under<K, Op>(K, Op);
+            impl<K: Kernel, Op: KernelOp> pulp::NullaryFnOnce for Under<K, Op> {
+                type Output = Op::Output;
                 #[inline(always)]
-                fn call(self) -> i32 {
+                fn call(self) -> Op::Output {
                     self.1.run(self.0)
                 }
             }
@@ -497,6 +742,117 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Rows of `dim` values: random unit vectors, and sparse ones as the built-in embedder
+    /// makes (a few entries set, the rest zero).
+    fn mixed_rows(seed: &mut u64, rows: usize, dim: usize) -> Vec<f32> {
+        let mut data = Vec::with_capacity(rows * dim);
+        for row in 0..rows {
+            let mut values = random_unit(seed, dim);
+            if row % 2 == 1 {
+                for (d, v) in values.iter_mut().enumerate() {
+                    if (d * 7 + row) % 11 != 0 {
+                        *v = 0.0;
+                    }
+                }
+            }
+            data.extend(values);
+        }
+        data
+    }
+
+    #[test]
+    fn a_scan_in_blocks_measures_exactly_what_a_scan_by_rows_measures() {
+        let mut seed = 23;
+        for dim in [1, 2, 7, 33, 384, 512] {
+            for rows in [0, 1, 63, 64, 65, 200] {
+                let data = mixed_rows(&mut seed, rows, dim);
+                let codes = Codes::of(&data, dim);
+                let blocks = Blocks::of(&codes);
+                assert_eq!(blocks.len(), rows);
+                for query in mixed_rows(&mut seed, 4, dim).chunks(dim) {
+                    let by_rows = codes.scan(query);
+                    let in_blocks = blocks.scan(query);
+                    // The same integers, so the same distances to the bit.
+                    let bits = |d: &[f32]| d.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&in_blocks), bits(&by_rows), "dim {dim}, {rows} rows");
+                }
+                // A query of another dimension is nowhere near anything.
+                assert!(
+                    blocks
+                        .scan(&vec![0.5; dim + 1])
+                        .iter()
+                        .all(|d| d.is_infinite())
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_kernel_sums_a_block_as_plain_arithmetic_does() {
+        let mut seed = 31;
+        for dim in [2, 9, 64, 512] {
+            let data = mixed_rows(&mut seed, BLOCK_ROWS, dim);
+            let codes = Codes::of(&data, dim);
+            let blocks = Blocks::of(&codes);
+            let mut wide = Wide::default();
+            for query in mixed_rows(&mut seed, 2, dim).chunks(dim) {
+                wide.set(query);
+                let exact: Vec<i32> = (0..BLOCK_ROWS as u32)
+                    .map(|row| {
+                        wide.values
+                            .iter()
+                            .zip(codes.code(row))
+                            .map(|(&q, &c)| i32::from(q) * i32::from(c))
+                            .sum()
+                    })
+                    .collect();
+                // Every pair, zero or not: skipping the zero ones changes nothing.
+                let pairs: Vec<(u32, i32)> = wide
+                    .values
+                    .chunks(2)
+                    .enumerate()
+                    .map(|(p, v)| {
+                        let packed = pack(v[0], v.get(1).copied().unwrap_or(0));
+                        ((p * PAIR_BYTES) as u32, packed)
+                    })
+                    .collect();
+                for sums in under_each(|| BlockDots(&blocks.bytes, &pairs)) {
+                    assert_eq!(sums.to_vec(), exact, "dim {dim}");
+                }
+            }
+        }
+        assert_eq!(unpack(pack(-32_767, 32_767)), (-32_767, 32_767));
+        assert_eq!(unpack(pack(5, -1)), (5, -1));
+    }
+
+    #[test]
+    fn blocks_keep_the_rows_they_are_told_to_keep_in_order() {
+        let mut seed = 37;
+        let dim = 17;
+        let data = mixed_rows(&mut seed, 150, dim);
+        let codes = Codes::of(&data, dim);
+        let mut blocks = Blocks::of(&codes);
+        blocks.retain_rows(|row| row % 3 != 0 && row < 140);
+        let kept: Vec<f32> = data
+            .chunks(dim)
+            .enumerate()
+            .filter(|(row, _)| row % 3 != 0 && *row < 140)
+            .flat_map(|(_, values)| values.to_vec())
+            .collect();
+        let expected = Codes::of(&kept, dim);
+        assert_eq!(blocks.len(), expected.len());
+        for row in 0..expected.len() as u32 {
+            assert_eq!(blocks.decode(row), expected.decode(row), "row {row}");
+        }
+        let query = random_unit(&mut seed, dim);
+        assert_eq!(blocks.scan(&query), expected.scan(&query));
+        // Rows pushed after a retain land after the kept ones.
+        blocks.push_coded(&codes, 0);
+        assert_eq!(blocks.decode(expected.len() as u32), codes.decode(0));
+        blocks.retain_rows(|_| false);
+        assert_eq!((blocks.len(), blocks.bytes.len()), (0, 0));
     }
 
     #[test]

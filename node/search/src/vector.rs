@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use super::IdMap;
 use super::hnsw::{Hnsw, HnswV3, Params, Scratch};
-use super::kernel::Codes;
 pub use super::kernel::dot;
+use super::kernel::{Blocks, Codes};
 
 /// Recent vectors searched exactly before they are sealed into an HNSW segment.
 pub const SEAL_AT: usize = 4096;
@@ -237,9 +237,10 @@ pub struct VectorIndex {
     /// Oldest (largest) first.
     sealed: Vec<Sealed>,
     recent: Vec<(VectorKey, Vector)>,
-    /// The recent vectors' 8-bit codes, row for row: a search scans these (a quarter of
-    /// the floats' bytes) and measures only the nearest exactly.
-    recent_codes: Codes,
+    /// The recent vectors' 8-bit codes, row for row, in blocks for a scan: a search scans
+    /// these (a quarter of the floats' bytes, less for a sparse query) and measures only
+    /// the nearest exactly.
+    recent_codes: Blocks,
     live: IdMap<u32>,
     ef_search: usize,
     /// The number the next sealed segment gets.
@@ -411,7 +412,7 @@ impl VectorIndex {
             dimension,
             sealed: Vec::new(),
             recent: Vec::new(),
-            recent_codes: Codes::of(&[], dimension),
+            recent_codes: Blocks::new(dimension),
             live: IdMap::default(),
             ef_search: 256,
             next_segment: 1,
@@ -819,12 +820,12 @@ impl VectorIndex {
 }
 
 /// The codes of `recent`'s vectors, row for row.
-fn codes_of(recent: &[(VectorKey, Vector)], dimension: usize) -> Codes {
+fn codes_of(recent: &[(VectorKey, Vector)], dimension: usize) -> Blocks {
     let mut codes = Codes::of(&[], dimension);
     for (_, vector) in recent {
         codes.push(&vector.0);
     }
-    codes
+    Blocks::of(&codes)
 }
 
 #[cfg(test)]
