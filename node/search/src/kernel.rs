@@ -11,6 +11,8 @@
 //! detection, and its wrappers of the intrinsics (including `_mm_prefetch`) are safe to
 //! call with a token. [`dispatch`] runs a whole search under one token so these inline.
 
+use std::collections::BinaryHeap;
+
 /// Dot product. On x86-64 with AVX2 and FMA (detected at run time, through `pulp`) it runs 8 lanes wide with fused multiply-adds; elsewhere the
 /// same code runs on the baseline instruction set.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -535,14 +537,48 @@ impl Blocks {
     /// Cosine distances from `query` to every row, through their codes, into `out` (as
     /// (distance, row), replacing what it held; its allocation is reused): the same
     /// distances [`Codes::scan_into`] measures.
+    #[cfg(test)]
     pub(crate) fn scan_into(&self, query: &[f32], out: &mut Vec<(f32, u32)>) {
-        struct Scan<'a> {
+        out.clear();
+        self.scan_with(query, |distance, row| out.push((distance, row)));
+    }
+
+    /// The `n` rows nearest to `query` through their codes (every row, if it holds no
+    /// more), into `out` as (distance, row) in no particular order, replacing what it held.
+    /// The scan keeps the nearest in a heap as it goes, rather than every distance.
+    pub(crate) fn nearest_into(&self, query: &[f32], n: usize, out: &mut Vec<(f32, u32)>) {
+        out.clear();
+        if n == 0 {
+            return;
+        }
+        let mut nearest: BinaryHeap<Near> = BinaryHeap::with_capacity(n.min(self.len()));
+        self.scan_with(query, |distance, row| {
+            if nearest.len() < n {
+                nearest.push(Near(distance, row));
+            } else if let Some(mut farthest) = nearest.peek_mut()
+                && distance < farthest.0
+            {
+                *farthest = Near(distance, row);
+            }
+        });
+        out.extend(
+            nearest
+                .into_iter()
+                .map(|Near(distance, row)| (distance, row)),
+        );
+    }
+
+    /// Calls `each` with every row's cosine distance from `query` (through the codes, as
+    /// `Codes::distance` measures it) and the row, in row order. A query of another
+    /// dimension is infinitely far from every row.
+    fn scan_with(&self, query: &[f32], each: impl FnMut(f32, u32)) {
+        struct Scan<'a, F> {
             blocks: &'a Blocks,
             wide: &'a Wide,
             pairs: &'a [(u32, i32)],
-            out: &'a mut Vec<(f32, u32)>,
+            each: F,
         }
-        impl KernelOp for Scan<'_> {
+        impl<F: FnMut(f32, u32)> KernelOp for Scan<'_, F> {
             type Output = ();
             #[inline(always)]
             fn run<K: Kernel>(self, kernel: K) {
@@ -550,7 +586,7 @@ impl Blocks {
                     blocks,
                     wide,
                     pairs,
-                    out,
+                    mut each,
                 } = self;
                 let block_len = blocks.block_len();
                 for (block, scales) in blocks.scales.chunks(BLOCK_ROWS).enumerate() {
@@ -559,16 +595,16 @@ impl Blocks {
                     let first = (block * BLOCK_ROWS) as u32;
                     for (j, (&scale, &dot)) in scales.iter().zip(&sums).enumerate() {
                         // As `Codes::distance` measures it.
-                        let distance = 1.0 - wide.scale * scale * dot as f32;
-                        out.push((distance, first + j as u32));
+                        each(1.0 - wide.scale * scale * dot as f32, first + j as u32);
                     }
                 }
             }
         }
-        out.clear();
-        out.reserve(self.len());
+        let mut each = each;
         if query.len() != self.dim {
-            out.extend((0..self.len() as u32).map(|id| (f32::INFINITY, id)));
+            for row in 0..self.len() as u32 {
+                each(f32::INFINITY, row);
+            }
             return;
         }
         let mut wide = Wide::default();
@@ -588,8 +624,32 @@ impl Blocks {
             blocks: self,
             wide: &wide,
             pairs: &pairs,
-            out,
+            each,
         });
+    }
+}
+
+/// A row and its distance, ordered by distance (then row) for a heap of the nearest.
+#[derive(Debug, Clone, Copy)]
+struct Near(f32, u32);
+
+impl PartialEq for Near {
+    fn eq(&self, other: &Near) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Near {}
+
+impl PartialOrd for Near {
+    fn partial_cmp(&self, other: &Near) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Near {
+    fn cmp(&self, other: &Near) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
     }
 }
 
@@ -787,6 +847,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_nearest_rows_of_a_scan_are_the_nearest_of_every_distance() {
+        let mut seed = 41;
+        let dim = 24;
+        let data = mixed_rows(&mut seed, 300, dim);
+        let blocks = Blocks::of(&Codes::of(&data, dim));
+        let mut out = vec![(0.5, 7)];
+        for query in mixed_rows(&mut seed, 3, dim).chunks(dim) {
+            let mut all: Vec<(f32, u32)> = Vec::new();
+            blocks.scan_into(query, &mut all);
+            all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            for n in [0, 1, 10, 299, 300, 400] {
+                blocks.nearest_into(query, n, &mut out);
+                out.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                assert_eq!(out, all[..n.min(300)], "n {n}");
+            }
+        }
+        // A query of another dimension: as far from each row, and still `n` of them.
+        blocks.nearest_into(&[1.0; 3], 5, &mut out);
+        assert_eq!(out.len(), 5);
+        assert!(out.iter().all(|(d, _)| d.is_infinite()));
     }
 
     #[test]

@@ -787,9 +787,8 @@ impl VectorIndex {
                     offer(key, point.distance(query));
                 }
             } else {
-                self.recent_codes.scan_into(query, scan);
-                scan.select_nth_unstable_by(ef, |a, b| a.0.total_cmp(&b.0));
-                for &(distance, i) in &scan[..ef] {
+                self.recent_codes.nearest_into(query, ef, scan);
+                for &(distance, i) in scan.iter() {
                     offer(&self.recent[i as usize].0, distance);
                 }
             }
