@@ -416,6 +416,9 @@ pub(crate) const BLOCK_ROWS: usize = 64;
 /// Bytes of one pair of dimensions in a block: two codes a row.
 const PAIR_BYTES: usize = 2 * BLOCK_ROWS;
 
+/// How many blocks ahead a scan of a few pairs fetches them.
+const PREFETCH_BLOCKS: usize = 2;
+
 /// The same 8-bit codes as [`Codes`] holds, laid out for a scan: blocks of 64 rows, and in
 /// a block the rows' codes of two neighbouring dimensions side by side (128 bytes). A scan
 /// multiplies a pair of the query's values with 64 rows at once and skips the pairs the
@@ -540,7 +543,9 @@ impl Blocks {
     #[cfg(test)]
     pub(crate) fn scan_into(&self, query: &[f32], out: &mut Vec<(f32, u32)>) {
         out.clear();
-        self.scan_with(query, |distance, row| out.push((distance, row)));
+        self.scan_with(query, |first, distances| {
+            out.extend(distances.iter().zip(first..).map(|(&d, row)| (d, row)));
+        });
     }
 
     /// The `n` rows nearest to `query` through their codes (every row, if it holds no
@@ -552,13 +557,24 @@ impl Blocks {
             return;
         }
         let mut nearest: BinaryHeap<Near> = BinaryHeap::with_capacity(n.min(self.len()));
-        self.scan_with(query, |distance, row| {
-            if nearest.len() < n {
-                nearest.push(Near(distance, row));
-            } else if let Some(mut farthest) = nearest.peek_mut()
-                && distance < farthest.0
-            {
-                *farthest = Near(distance, row);
+        // The farthest of the nearest once there are `n` of them: most rows are farther.
+        let mut bound = f32::INFINITY;
+        self.scan_with(query, |first, distances| {
+            if nearest.len() == n && distances.iter().all(|&d| d >= bound) {
+                return;
+            }
+            for (&distance, row) in distances.iter().zip(first..) {
+                if nearest.len() < n {
+                    nearest.push(Near(distance, row));
+                    if nearest.len() == n {
+                        bound = nearest.peek().map_or(f32::INFINITY, |far| far.0);
+                    }
+                } else if distance < bound {
+                    if let Some(mut farthest) = nearest.peek_mut() {
+                        *farthest = Near(distance, row);
+                    }
+                    bound = nearest.peek().map_or(f32::INFINITY, |far| far.0);
+                }
             }
         });
         out.extend(
@@ -568,17 +584,18 @@ impl Blocks {
         );
     }
 
-    /// Calls `each` with every row's cosine distance from `query` (through the codes, as
-    /// `Codes::distance` measures it) and the row, in row order. A query of another
-    /// dimension is infinitely far from every row.
-    fn scan_with(&self, query: &[f32], each: impl FnMut(f32, u32)) {
+    /// Calls `each` with the rows' cosine distances from `query` (through the codes, as
+    /// `Codes::distance` measures them), a block at a time in row order: the first row's
+    /// number and the distances of its block's rows. A query of another dimension is
+    /// infinitely far from every row.
+    fn scan_with(&self, query: &[f32], mut each: impl FnMut(u32, &[f32])) {
         struct Scan<'a, F> {
             blocks: &'a Blocks,
             wide: &'a Wide,
             pairs: &'a [(u32, i32)],
             each: F,
         }
-        impl<F: FnMut(f32, u32)> KernelOp for Scan<'_, F> {
+        impl<F: FnMut(u32, &[f32])> KernelOp for Scan<'_, F> {
             type Output = ();
             #[inline(always)]
             fn run<K: Kernel>(self, kernel: K) {
@@ -589,21 +606,39 @@ impl Blocks {
                     mut each,
                 } = self;
                 let block_len = blocks.block_len();
+                // A few pairs a block are a few lines 128 bytes apart in each 64 rows'
+                // codes: the processor does not see them coming, so they are fetched
+                // ahead. (All of them are read in order, which it does see.)
+                let ahead = if pairs.len() < blocks.pairs() / 4 {
+                    PREFETCH_BLOCKS * block_len
+                } else {
+                    0
+                };
+                let mut distances = [0f32; BLOCK_ROWS];
                 for (block, scales) in blocks.scales.chunks(BLOCK_ROWS).enumerate() {
                     let start = block * block_len;
-                    let sums = kernel.block_dots(&blocks.bytes[start..start + block_len], pairs);
-                    let first = (block * BLOCK_ROWS) as u32;
-                    for (j, (&scale, &dot)) in scales.iter().zip(&sums).enumerate() {
-                        // As `Codes::distance` measures it.
-                        each(1.0 - wide.scale * scale * dot as f32, first + j as u32);
+                    if ahead > 0
+                        && let Some(later) =
+                            blocks.bytes.get(start + ahead..start + ahead + block_len)
+                    {
+                        for &(at, _) in pairs {
+                            kernel.prefetch(&later[at as usize..at as usize + PAIR_BYTES]);
+                        }
                     }
+                    let sums = kernel.block_dots(&blocks.bytes[start..start + block_len], pairs);
+                    for ((distance, &scale), &dot) in distances.iter_mut().zip(scales).zip(&sums) {
+                        // As `Codes::distance` measures it.
+                        *distance = 1.0 - wide.scale * scale * dot as f32;
+                    }
+                    each((block * BLOCK_ROWS) as u32, &distances[..scales.len()]);
                 }
             }
         }
-        let mut each = each;
         if query.len() != self.dim {
-            for row in 0..self.len() as u32 {
-                each(f32::INFINITY, row);
+            let far = [f32::INFINITY; BLOCK_ROWS];
+            for first in (0..self.len()).step_by(BLOCK_ROWS) {
+                let rows = (self.len() - first).min(BLOCK_ROWS);
+                each(first as u32, &far[..rows]);
             }
             return;
         }
