@@ -11,8 +11,6 @@
 //! detection, and its wrappers of the intrinsics (including `_mm_prefetch`) are safe to
 //! call with a token. [`dispatch`] runs a whole search under one token so these inline.
 
-use std::collections::BinaryHeap;
-
 /// Dot product. On x86-64 with AVX2 and FMA (detected at run time, through `pulp`) it runs 8 lanes wide with fused multiply-adds; elsewhere the
 /// same code runs on the baseline instruction set.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -549,39 +547,35 @@ impl Blocks {
     }
 
     /// The `n` rows nearest to `query` through their codes (every row, if it holds no
-    /// more), into `out` as (distance, row) in no particular order, replacing what it held.
-    /// The scan keeps the nearest in a heap as it goes, rather than every distance.
+    /// more), into `out` as (distance, row) in no particular order, replacing what it held;
+    /// of rows as near, the first. The scan keeps a few more than `n` as it goes and cuts
+    /// them back to the nearest `n` when there are twice as many, so it need not keep
+    /// every distance, and a row is mostly one comparison with the `n`-th nearest so far.
     pub(crate) fn nearest_into(&self, query: &[f32], n: usize, out: &mut Vec<(f32, u32)>) {
         out.clear();
         if n == 0 {
             return;
         }
-        let mut nearest: BinaryHeap<Near> = BinaryHeap::with_capacity(n.min(self.len()));
-        // The farthest of the nearest once there are `n` of them: most rows are farther.
+        let nearer = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+        // Rows at this distance or farther are not among the nearest `n` (the rows kept
+        // are all nearer or as near and first); none is known yet while it is infinite.
         let mut bound = f32::INFINITY;
         self.scan_with(query, |first, distances| {
-            if nearest.len() == n && distances.iter().all(|&d| d >= bound) {
-                return;
-            }
             for (&distance, row) in distances.iter().zip(first..) {
-                if nearest.len() < n {
-                    nearest.push(Near(distance, row));
-                    if nearest.len() == n {
-                        bound = nearest.peek().map_or(f32::INFINITY, |far| far.0);
+                if distance < bound || bound == f32::INFINITY {
+                    out.push((distance, row));
+                    if out.len() == 2 * n {
+                        out.select_nth_unstable_by(n - 1, nearer);
+                        out.truncate(n);
+                        bound = out[n - 1].0;
                     }
-                } else if distance < bound {
-                    if let Some(mut farthest) = nearest.peek_mut() {
-                        *farthest = Near(distance, row);
-                    }
-                    bound = nearest.peek().map_or(f32::INFINITY, |far| far.0);
                 }
             }
         });
-        out.extend(
-            nearest
-                .into_iter()
-                .map(|Near(distance, row)| (distance, row)),
-        );
+        if out.len() > n {
+            out.select_nth_unstable_by(n - 1, nearer);
+            out.truncate(n);
+        }
     }
 
     /// Calls `each` with the rows' cosine distances from `query` (through the codes, as
@@ -661,30 +655,6 @@ impl Blocks {
             pairs: &pairs,
             each,
         });
-    }
-}
-
-/// A row and its distance, ordered by distance (then row) for a heap of the nearest.
-#[derive(Debug, Clone, Copy)]
-struct Near(f32, u32);
-
-impl PartialEq for Near {
-    fn eq(&self, other: &Near) -> bool {
-        self.cmp(other).is_eq()
-    }
-}
-
-impl Eq for Near {}
-
-impl PartialOrd for Near {
-    fn partial_cmp(&self, other: &Near) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Near {
-    fn cmp(&self, other: &Near) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
     }
 }
 
