@@ -16,7 +16,8 @@
 //! segment is saved once, in its own file; the periodic save writes only the small part
 //! (the recent vectors, which versions are live, the list of segments).
 
-use std::collections::HashSet;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
@@ -750,8 +751,8 @@ impl VectorIndex {
     /// The `k` memories nearest to `query`, best chunk per memory, for memories `allow`
     /// accepts. With `exact`, every stored vector is compared (for selective filters and
     /// small indexes); otherwise sealed segments are searched through their HNSW graphs.
-    /// A vector's similarity is multiplied by `weight(memory, chunk)` before the best chunk
-    /// is chosen.
+    /// A vector's similarity is multiplied by `weight(memory, chunk)` (between 0 and 1)
+    /// before the best chunk is chosen.
     pub fn search(
         &self,
         query: &[f32],
@@ -760,49 +761,103 @@ impl VectorIndex {
         allow: &dyn Fn(u128) -> bool,
         weight: &dyn Fn(u128, u32) -> f32,
     ) -> Vec<VectorHit> {
+        self.search_offering(query, k, exact, allow, weight, false)
+    }
+
+    /// [`VectorIndex::search`]; with `every`, every vector found is offered (to check that
+    /// stopping early changes nothing).
+    fn search_offering(
+        &self,
+        query: &[f32],
+        k: usize,
+        exact: bool,
+        allow: &dyn Fn(u128) -> bool,
+        weight: &dyn Fn(u128, u32) -> f32,
+        every: bool,
+    ) -> Vec<VectorHit> {
         let mut best: IdMap<VectorHit> = IdMap::default();
+        // Offers a vector; returns its similarity if it is the first of its memory taken.
         let mut offer = |key: &VectorKey, distance: f32| {
             if !self.is_live(key) || !allow(key.memory) {
-                return;
+                return None;
             }
-            let similarity = (1.0 - distance) * weight(key.memory, key.chunk);
-            let entry = best.entry(key.memory).or_insert(VectorHit {
-                memory: key.memory,
-                chunk: key.chunk,
-                similarity: f32::NEG_INFINITY,
+            let weight = weight(key.memory, key.chunk);
+            debug_assert!((0.0..=1.0).contains(&weight), "weight {weight}");
+            let similarity = (1.0 - distance) * weight;
+            let mut first = false;
+            let entry = best.entry(key.memory).or_insert_with(|| {
+                first = true;
+                VectorHit {
+                    memory: key.memory,
+                    chunk: key.chunk,
+                    similarity: f32::NEG_INFINITY,
+                }
             });
             if similarity > entry.similarity {
                 entry.similarity = similarity;
                 entry.chunk = key.chunk;
             }
+            first.then_some(similarity)
         };
-        // The recent vectors: with `exact` (a filter may leave few of them) or when they
-        // are few, each by its exact distance; otherwise through their codes, as a sealed
-        // segment's graph measures, and only the nearest `ef` are offered (as a graph would
-        // find them), so the lookups of the rest are saved.
         let ef = self.ef_search.max(k);
         with_workspace(|Workspace { scratch, scan }| {
-            if exact || self.recent.len() <= ef {
+            if exact {
                 for (key, point) in &self.recent {
                     offer(key, point.distance(query));
                 }
-            } else {
-                self.recent_codes.nearest_into(query, ef, scan);
-                for &(distance, i) in scan.iter() {
-                    offer(&self.recent[i as usize].0, distance);
-                }
-            }
-            for segment in self.sealed.iter().map(|s| &s.segment) {
-                if exact {
+                for segment in self.sealed.iter().map(|s| &s.segment) {
                     segment.graph.scan_into(query, scan);
                     for &(distance, node) in scan.iter() {
                         offer(&segment.keys[node as usize], distance);
                     }
-                } else {
-                    // `ef` results rather than `k`, so chunks of one memory, stale versions
-                    // and filtered-out memories leave enough behind.
-                    for (distance, node) in segment.graph.search(query, ef, ef, scratch) {
-                        offer(&segment.keys[node as usize], distance);
+                }
+                return;
+            }
+            // The recent vectors: when they are few, each by its exact distance; otherwise
+            // through their codes, as a sealed segment's graph measures, only the nearest
+            // `ef` (as a graph would find them). Each sealed segment: `ef` results rather
+            // than `k`, so chunks of one memory, stale versions and filtered-out memories
+            // leave enough behind.
+            let mut found: Vec<(f32, &VectorKey)> =
+                Vec::with_capacity(ef * (1 + self.sealed.len()));
+            if self.recent.len() <= ef {
+                found.extend(
+                    self.recent
+                        .iter()
+                        .map(|(key, point)| (point.distance(query), key)),
+                );
+            } else {
+                self.recent_codes.nearest_into(query, ef, scan);
+                found.extend(
+                    scan.iter()
+                        .map(|&(distance, i)| (distance, &self.recent[i as usize].0)),
+                );
+            }
+            for segment in self.sealed.iter().map(|s| &s.segment) {
+                let near = segment.graph.search(query, ef, ef, scratch);
+                found.extend(
+                    near.into_iter()
+                        .map(|(distance, node)| (distance, &segment.keys[node as usize])),
+                );
+            }
+            // Offered nearest first, until none left can change the best `k`: a vector
+            // at distance `d` reaches a similarity of at most `max(1 - d, 0)` (a weight is
+            // at most 1), and there are `k` memories above that already. So most are never
+            // looked up.
+            found.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+            // The similarities the best `k` memories had when first taken (a memory's only
+            // grows after), least on top.
+            let mut taken: BinaryHeap<Reverse<Similarity>> = BinaryHeap::with_capacity(k + 1);
+            for (distance, key) in found {
+                let reach = (1.0 - distance).max(0.0);
+                if !every && taken.len() == k && taken.peek().is_some_and(|least| reach < least.0.0)
+                {
+                    break;
+                }
+                if let Some(similarity) = offer(key, distance) {
+                    taken.push(Reverse(Similarity(similarity)));
+                    if taken.len() > k {
+                        taken.pop();
                     }
                 }
             }
@@ -815,6 +870,30 @@ impl VectorIndex {
         });
         hits.truncate(k);
         hits
+    }
+}
+
+/// A similarity, ordered as `f32::total_cmp` orders it.
+#[derive(Debug, Clone, Copy)]
+struct Similarity(f32);
+
+impl PartialEq for Similarity {
+    fn eq(&self, other: &Similarity) -> bool {
+        self.0.total_cmp(&other.0).is_eq()
+    }
+}
+
+impl Eq for Similarity {}
+
+impl PartialOrd for Similarity {
+    fn partial_cmp(&self, other: &Similarity) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Similarity {
+    fn cmp(&self, other: &Similarity) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
     }
 }
 
@@ -865,6 +944,50 @@ pub(crate) mod tests {
         });
         let kept = SPARE.lock().unwrap_or_else(PoisonError::into_inner).len();
         assert!(kept <= SPARE_MAX, "{kept} kept");
+    }
+
+    #[test]
+    fn offering_the_nearest_first_and_stopping_early_finds_what_offering_all_finds() {
+        // Few dimensions, so many vectors point away from a query (negative similarities),
+        // memories of several chunks weighted down after the first, removed memories and a
+        // filter: the best `k` are the same whether every vector found is offered or not.
+        let mut seed = 43;
+        let dim = 6;
+        let mut index = VectorIndex::new("test", dim);
+        index.set_deferred_seal(true);
+        let mut memory = 0u128;
+        for round in 0..3 {
+            for _ in 0..300 {
+                let chunks = 1 + (memory % 3) as usize;
+                let vectors = (0..chunks).map(|_| random_unit(&mut seed, dim)).collect();
+                index.upsert(memory, vectors);
+                memory += 1;
+            }
+            if round < 2 {
+                let job = index.seal_job_at(1).expect("a seal is due");
+                assert!(index.install(job.build()));
+            }
+        }
+        for m in (0..memory).step_by(7) {
+            index.remove(m);
+        }
+        assert!(index.sizes().1 >= 1 && index.recent.len() > index.ef_search);
+        let allow = |m: u128| m % 5 != 1;
+        let weight = |m: u128, chunk: u32| {
+            if chunk > 0 {
+                0.3 + (m % 4) as f32 * 0.2
+            } else {
+                1.0
+            }
+        };
+        for k in [1, 10, 50, 400, 2000] {
+            for _ in 0..10 {
+                let query = random_unit(&mut seed, dim);
+                let early = index.search_offering(&query, k, false, &allow, &weight, false);
+                let every = index.search_offering(&query, k, false, &allow, &weight, true);
+                assert_eq!(early, every, "k {k}");
+            }
+        }
     }
 
     #[test]
