@@ -75,8 +75,20 @@ pub(crate) struct Deleted {
 /// A memory deleted in the UI: when, by whom ([`AppState::caller_key`]), and its state.
 type Held = (Instant, String, Deleted);
 
+/// What request handlers share: cloned for each request, so it is one `Arc`.
 #[derive(Clone)]
-pub(crate) struct AppState {
+pub(crate) struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The state behind [`AppState`].
+pub(crate) struct Shared {
     /// The node, whole: handlers reach it through [`AppState::backend`], as their caller
     /// may use it.
     node: Arc<dyn Api>,
@@ -107,7 +119,7 @@ impl AppState {
         if let Some(code) = &config.sign_in_code {
             security.add_sign_in_code(code, std::time::Instant::now());
         }
-        AppState {
+        AppState(Arc::new(Shared {
             node: backend,
             security: Arc::new(security),
             metrics: Arc::new(Metrics::default()),
@@ -115,7 +127,7 @@ impl AppState {
             undo_window: config.undo_window,
             body_limit: config.body_limit,
             streams: Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS)),
-        }
+        }))
     }
 
     /// Who the request being handled came from. Outside a request's handling (never, for
