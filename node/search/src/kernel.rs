@@ -483,6 +483,7 @@ impl Blocks {
     }
 
     /// Row `id`'s codes.
+    #[cfg(test)]
     fn code(&self, id: usize) -> Vec<i8> {
         let at = id / BLOCK_ROWS * self.block_len() + 2 * (id % BLOCK_ROWS);
         (0..self.dim)
@@ -490,23 +491,54 @@ impl Blocks {
             .collect()
     }
 
-    /// Keeps the rows `keep` accepts (by row number), in their order.
+    /// Keeps the rows `keep` accepts (by row number), in their order. Each run of kept
+    /// rows moves down as whole pieces of its blocks' pairs (a seal takes the oldest rows:
+    /// one long run), not a byte at a time.
     pub(crate) fn retain_rows(&mut self, mut keep: impl FnMut(usize) -> bool) {
+        let len = self.scales.len();
         let mut kept = 0;
-        for row in 0..self.scales.len() {
-            if !keep(row) {
-                continue;
+        let mut run = None;
+        for row in 0..=len {
+            match (row < len && keep(row), run) {
+                (true, None) => run = Some(row),
+                (false, Some(start)) => {
+                    self.move_down(start, kept, row - start);
+                    kept += row - start;
+                    run = None;
+                }
+                _ => {}
             }
-            if kept != row {
-                let code = self.code(row);
-                self.put(kept, &code);
-                self.scales[kept] = self.scales[row];
-            }
-            kept += 1;
         }
         self.scales.truncate(kept);
         self.bytes
             .truncate(kept.div_ceil(BLOCK_ROWS) * self.block_len());
+    }
+
+    /// Moves `count` rows from row `from` to row `to` (not after it).
+    fn move_down(&mut self, from: usize, to: usize, count: usize) {
+        debug_assert!(to <= from);
+        if to == from {
+            return;
+        }
+        let block_len = self.block_len();
+        let at = |row: usize| row / BLOCK_ROWS * block_len + 2 * (row % BLOCK_ROWS);
+        let mut moved = 0;
+        while moved < count {
+            let (source, target) = (from + moved, to + moved);
+            // As many rows as stay within both blocks: in each pair, 2 bytes a row in a row.
+            let rows = (BLOCK_ROWS - source % BLOCK_ROWS)
+                .min(BLOCK_ROWS - target % BLOCK_ROWS)
+                .min(count - moved);
+            let (source_at, target_at) = (at(source), at(target));
+            for pair in (0..self.pairs()).map(|p| p * PAIR_BYTES) {
+                self.bytes.copy_within(
+                    source_at + pair..source_at + pair + 2 * rows,
+                    target_at + pair,
+                );
+            }
+            self.scales.copy_within(source..source + rows, target);
+            moved += rows;
+        }
     }
 
     /// How many rows.
@@ -941,6 +973,13 @@ mod tests {
         assert_eq!(blocks.decode(expected.len() as u32), codes.decode(0));
         blocks.retain_rows(|_| false);
         assert_eq!((blocks.len(), blocks.bytes.len()), (0, 0));
+        // The oldest rows taken (as a seal takes them): one long run moves down.
+        let mut blocks = Blocks::of(&codes);
+        blocks.retain_rows(|row| row >= 70);
+        assert_eq!(blocks.len(), 80);
+        for row in 0..80 {
+            assert_eq!(blocks.decode(row), codes.decode(row + 70), "row {row}");
+        }
     }
 
     #[test]
