@@ -943,6 +943,29 @@ mod tests {
                 }
             }
         }
+        // The largest values a code and a widened query hold, at the largest dimension
+        // `Wide` keeps exact at 32,767: 64 rows of ±1 (codes ±127) against a query of ±1.
+        let dim = 516;
+        let data: Vec<f32> = (0..BLOCK_ROWS * dim)
+            .map(|i| if (i / dim) % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        let codes = Codes::of(&data, dim);
+        let blocks = Blocks::of(&codes);
+        let mut wide = Wide::default();
+        wide.set(&vec![1.0; dim]);
+        let pairs: Vec<(u32, i32)> = wide
+            .values
+            .chunks(2)
+            .enumerate()
+            .map(|(p, v)| ((p * PAIR_BYTES) as u32, pack(v[0], v[1])))
+            .collect();
+        let top = i32::from(wide.values[0]) * 127 * dim as i32;
+        let expected: Vec<i32> = (0..BLOCK_ROWS)
+            .map(|row| if row % 2 == 0 { top } else { -top })
+            .collect();
+        for sums in under_each(|| BlockDots(&blocks.bytes, &pairs)) {
+            assert_eq!(sums.to_vec(), expected);
+        }
         assert_eq!(unpack(pack(-32_767, 32_767)), (-32_767, 32_767));
         assert_eq!(unpack(pack(5, -1)), (5, -1));
     }

@@ -775,6 +775,9 @@ impl VectorIndex {
         weight: &dyn Fn(u128, u32) -> f32,
         every: bool,
     ) -> Vec<VectorHit> {
+        if k == 0 {
+            return Vec::new();
+        }
         let mut best: IdMap<VectorHit> = IdMap::default();
         // Offers a vector; returns its similarity if it is the first of its memory taken.
         let mut offer = |key: &VectorKey, distance: f32| {
@@ -844,7 +847,12 @@ impl VectorIndex {
             // at distance `d` reaches a similarity of at most `max(1 - d, 0)` (a weight is
             // at most 1), and there are `k` memories above that already. So most are never
             // looked up.
-            found.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+            // (Ties in the order of the keys: which of two chunks as near is reported does
+            // not depend on the order the parts were searched in.)
+            found.sort_unstable_by(|(d, a), (e, b)| {
+                d.total_cmp(e)
+                    .then((a.memory, a.version, a.chunk).cmp(&(b.memory, b.version, b.chunk)))
+            });
             // The similarities the best `k` memories had when first taken (a memory's only
             // grows after), least on top.
             let mut taken: BinaryHeap<Reverse<Similarity>> = BinaryHeap::with_capacity(k + 1);
