@@ -414,9 +414,6 @@ pub(crate) const BLOCK_ROWS: usize = 64;
 /// Bytes of one pair of dimensions in a block: two codes a row.
 const PAIR_BYTES: usize = 2 * BLOCK_ROWS;
 
-/// How many blocks ahead a scan of a few pairs fetches them.
-const PREFETCH_BLOCKS: usize = 2;
-
 /// The same 8-bit codes as [`Codes`] holds, laid out for a scan: blocks of 64 rows, and in
 /// a block the rows' codes of two neighbouring dimensions side by side (128 bytes). A scan
 /// multiplies a pair of the query's values with 64 rows at once and skips the pairs the
@@ -632,25 +629,9 @@ impl Blocks {
                     mut each,
                 } = self;
                 let block_len = blocks.block_len();
-                // A few pairs a block are a few lines 128 bytes apart in each 64 rows'
-                // codes: the processor does not see them coming, so they are fetched
-                // ahead. (All of them are read in order, which it does see.)
-                let ahead = if pairs.len() < blocks.pairs() / 4 {
-                    PREFETCH_BLOCKS * block_len
-                } else {
-                    0
-                };
                 let mut distances = [0f32; BLOCK_ROWS];
                 for (block, scales) in blocks.scales.chunks(BLOCK_ROWS).enumerate() {
                     let start = block * block_len;
-                    if ahead > 0
-                        && let Some(later) =
-                            blocks.bytes.get(start + ahead..start + ahead + block_len)
-                    {
-                        for &(at, _) in pairs {
-                            kernel.prefetch(&later[at as usize..at as usize + PAIR_BYTES]);
-                        }
-                    }
                     let sums = kernel.block_dots(&blocks.bytes[start..start + block_len], pairs);
                     for ((distance, &scale), &dot) in distances.iter_mut().zip(scales).zip(&sums) {
                         // As `Codes::distance` measures it.
