@@ -1949,6 +1949,15 @@ impl StoreReader {
         get_in(&txn, id)
     }
 
+    /// Reads memories from one snapshot, each as [`StoreReader::get`] reads it.
+    pub fn get_each(
+        &self,
+        ids: &[MemoryId],
+    ) -> Result<Vec<Result<Memory, StoreError>>, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        Ok(ids.iter().map(|&id| get_in(&txn, id)).collect())
+    }
+
     /// The conflict a memory is marked with: two concurrent edits of the same words (see
     /// `store/conflict.rs`), or `None`.
     pub fn conflict(&self, id: MemoryId) -> Result<Option<Conflict>, StoreError> {

@@ -1980,3 +1980,40 @@ fn a_long_text_is_kept_in_pieces_beside_its_view_and_they_follow_every_write() {
     a.remove(&[id]).expect("remove");
     assert_eq!(kept(&a, id), (0, 0));
 }
+
+/// Memories read together (a search's hits) come back in the order asked, each as a read
+/// of it alone gives it: a deleted one and an unknown one fail alone.
+#[test]
+fn memories_read_together_come_back_each_as_read_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let me = Keypair::generate();
+    let mut store = open(&dir, "a.redb", &me);
+    let a = store.add(note("alpha")).expect("add");
+    let b = store.add(note("beta")).expect("add");
+    let gone = store.add(note("gamma")).expect("add");
+    store.remove(&[gone.id]).expect("remove");
+    let unknown = MemoryId::from_u128(7);
+    let read = store
+        .get_each(&[b.id, gone.id, a.id, unknown])
+        .expect("read");
+    assert_eq!(read.len(), 4);
+    assert_eq!(read[0].as_ref().expect("beta").content, "beta");
+    assert!(
+        matches!(read[1], Err(StoreError::Deleted(_))),
+        "{:?}",
+        read[1]
+    );
+    assert_eq!(read[2].as_ref().expect("alpha").content, "alpha");
+    assert!(
+        matches!(read[3], Err(StoreError::NotFound(_))),
+        "{:?}",
+        read[3]
+    );
+    for (id, together) in [b.id, gone.id, a.id, unknown].into_iter().zip(&read) {
+        assert_eq!(
+            format!("{:?}", store.get(id)),
+            format!("{together:?}"),
+            "{id} read alone"
+        );
+    }
+}

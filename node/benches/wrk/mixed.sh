@@ -4,7 +4,9 @@
 # embedder, `wrk` on 127.0.0.1. Seeds N memories first (default 5,000) and waits for the
 # indexer. Then the service is killed with SIGKILL, restarted, and every add that was
 # acknowledged with a 201 is read back: prints how many were lost (must be 0). Also prints
-# the service's own time per route, from its request log.
+# the service's own time per route, from its request log, and the CPU each of its threads
+# took and waited for (a thread name covers all its threads: `mnemon-http` is the async
+# workers and the blocking pool).
 # Run from the repository root: node/benches/wrk/mixed.sh (M=path/to/mnemon, N=seed size,
 # T=seconds of mixed load).
 set -euo pipefail
@@ -44,7 +46,43 @@ with open(out, "w") as f:
 PY
 lag0
 echo "== mixed load: 50 connections, ${T}s (40% adds, 40% gets, 20% hybrid searches)"
-MNEMON_IDS=$D/ids MNEMON_ACKED=$D/acked wrk -t2 -c50 -d${T}s --latency -s $here/mixed.lua $U | grep -E "Requests/sec|requests in|50%|90%|99%|Non-2xx|Socket errors"
+# The service's threads, from the kernel's schedstat: how long each ran and how long it
+# was ready to run but waited for a core (nanoseconds), and the machine's idle time.
+threads() {
+  python3 - "$SPID" <<'PY'
+import json, os, sys, time
+pid, seen = sys.argv[1], {}
+for tid in os.listdir(f"/proc/{pid}/task"):
+    try:
+        name = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+        ran, waited, _ = open(f"/proc/{pid}/task/{tid}/schedstat").read().split()
+    except (OSError, ValueError):
+        continue  # a thread that ended meanwhile
+    seen[tid] = [name, int(ran), int(waited)]
+idle = int(open("/proc/stat").readline().split()[4]) * 1e9 / os.sysconf("SC_CLK_TCK")
+print(json.dumps({"at": time.monotonic(), "idle": idle, "threads": seen}))
+PY
+}
+MNEMON_IDS=$D/ids MNEMON_ACKED=$D/acked wrk -t2 -c50 -d${T}s --latency -s $here/mixed.lua $U > $D/wrk.out &
+WRK=$!
+# Over the middle half of the load.
+sleep $(( T / 4 )); threads > $D/threads.0; sleep $(( T / 2 )); threads > $D/threads.1
+wait $WRK
+grep -E "Requests/sec|requests in|50%|90%|99%|Non-2xx|Socket errors" $D/wrk.out
+python3 - $D/threads.0 $D/threads.1 <<'PY'
+import collections, json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+span = (b["at"] - a["at"]) * 1e9
+ran, waited = collections.Counter(), collections.Counter()
+for tid, (name, r, w) in b["threads"].items():
+    _, r0, w0 = a["threads"].get(tid, [name, 0, 0])
+    ran[name] += r - r0
+    waited[name] += w - w0
+print(f"machine idle over the middle half: {100 * (b['idle'] - a['idle']) / span:.0f}% of a core")
+for name in sorted(ran, key=lambda n: -ran[n]):
+    if ran[name] > 0.005 * span:
+        print(f"thread {name}: ran {100 * ran[name] / span:.0f}% of a core, waited for one {100 * waited[name] / span:.0f}%")
+PY
 ps -o rss= -p $SPID | awk '{print "resident MB", $1/1024}'
 cat $D/acked.* > $D/acked
 echo "acknowledged adds: $(wc -l < $D/acked)"

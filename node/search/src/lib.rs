@@ -1671,13 +1671,13 @@ impl Candidates {
             }
         }
         ranked.truncate(k);
+        let ids: Vec<MemoryId> = ranked.iter().map(|r| MemoryId::from_u128(r.id)).collect();
+        // From one snapshot: the hits are consistent with each other.
+        let memories = store.get_each(&ids)?;
         let mut hits = Vec::with_capacity(ranked.len());
-        for Ranked {
-            id, score, chunk, ..
-        } in ranked
+        for ((Ranked { score, chunk, .. }, id), memory) in ranked.into_iter().zip(ids).zip(memories)
         {
-            let id = MemoryId::from_u128(id);
-            let memory = match store.get(id) {
+            let memory = match memory {
                 Ok(memory) => memory,
                 // Deleted since the index caught up: never show it.
                 Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => continue,
