@@ -1277,14 +1277,15 @@ impl SearchIndex {
         self.vectors.seal_job_at(vector::WRITING_SEAL_AT)
     }
 
-    /// Installs a seal built off the lock; false if the index changed under it (the next
+    /// Installs a seal built off the lock and hands back the graphs it replaced (drop them
+    /// once the index is no longer held); `None` if the index changed under it (the next
     /// job starts again from the current state).
-    pub fn install_seal(&mut self, built: vector::BuiltSeal) -> bool {
-        let installed = self.vectors.install(built);
-        if installed {
+    pub fn install_seal(&mut self, built: vector::BuiltSeal) -> Option<vector::Retired> {
+        let retired = self.vectors.install(built);
+        if retired.is_some() {
             self.vector_changes += 1;
         }
-        installed
+        retired
     }
 
     /// Indexes `memories` in `part` with the index held: their contexts, their vectors.

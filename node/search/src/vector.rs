@@ -254,6 +254,9 @@ pub struct VectorIndex {
     /// Vectors sealed since the last compaction ([`VectorIndex::compact_job`]); as many as
     /// there are vectors when the index is read back, so it may compact once.
     sealed_since_compaction: usize,
+    /// Memories removed so far: a seal whose job saw the same count installs without
+    /// looking up what it took or what is gone (see [`VectorIndex::install`]).
+    removals: u64,
 }
 
 /// What a save writes besides the segments: borrowed from the index.
@@ -318,8 +321,11 @@ impl Manifest {
 pub struct SealJob {
     /// The recent segment's live vectors.
     entries: Vec<(VectorKey, Vector)>,
-    /// The recent keys the new segment replaces (live or stale).
+    /// The recent keys the new segment replaces (live or stale): the oldest rows.
     taken: HashSet<VectorKey>,
+    /// Where it was taken from: the index's removals then, and its first and last recent
+    /// rows' keys.
+    from: TakenFrom,
     /// The sealed segments it merges (by number), shared (their vectors are read while
     /// building), with their nodes that were live.
     merging: Vec<(Arc<Segment>, Vec<u32>)>,
@@ -338,10 +344,51 @@ impl std::fmt::Debug for SealJob {
     }
 }
 
+/// What an install replaced: the graphs it merged and the recent vectors it took.
+/// Freeing them takes milliseconds (a graph's megabytes, a vector's allocation each):
+/// drop this once the index is no longer held, so searches need not wait for it.
+#[must_use = "dropping it frees what the install replaced: do it without holding the index"]
+pub struct Retired {
+    graphs: Vec<Arc<Segment>>,
+    /// The recent vectors it took, when it took them as a block.
+    rows: Vec<(VectorKey, Vector)>,
+}
+
+impl std::fmt::Debug for Retired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retired")
+            .field("graphs", &self.graphs.len())
+            .field("rows", &self.rows.len())
+            .finish()
+    }
+}
+
+impl Retired {
+    /// How many graphs it holds.
+    pub fn len(&self) -> usize {
+        self.graphs.len()
+    }
+
+    /// Whether it holds none (a seal that merged nothing).
+    pub fn is_empty(&self) -> bool {
+        self.graphs.is_empty()
+    }
+}
+
+/// The state a seal's job saw: if the index is still in it, the job took its oldest
+/// recent rows, all still there, and every memory it built is still live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TakenFrom {
+    removals: u64,
+    first: Option<VectorKey>,
+    last: Option<VectorKey>,
+}
+
 /// A built [`SealJob`], ready for [`VectorIndex::install`].
 pub struct BuiltSeal {
     segment: Option<Segment>,
     taken: HashSet<VectorKey>,
+    from: TakenFrom,
     merged: Vec<u64>,
     compaction: bool,
 }
@@ -388,6 +435,7 @@ impl SealJob {
         BuiltSeal {
             segment,
             taken: self.taken,
+            from: self.from,
             merged: self.merged,
             compaction: self.compaction,
         }
@@ -420,6 +468,7 @@ impl VectorIndex {
             auto_seal: true,
             defer_seal: false,
             sealed_since_compaction: 0,
+            removals: 0,
         }
     }
 
@@ -471,6 +520,7 @@ impl VectorIndex {
             auto_seal: true,
             defer_seal: false,
             sealed_since_compaction: outside_oldest,
+            removals: 0,
         })
     }
 
@@ -594,6 +644,7 @@ impl VectorIndex {
         SealJob {
             entries,
             taken,
+            from: self.taken_from(self.recent.len()),
             merging,
             merged: merged.iter().map(|s| s.id).collect(),
             dimension: self.dimension,
@@ -601,35 +652,56 @@ impl VectorIndex {
         }
     }
 
-    /// Puts a built seal in place; false (and nothing changes) if a segment it merges is
-    /// gone since its job was taken. Vectors edited meanwhile are tombstones in the new
-    /// segment, as in any other; those of memories removed meanwhile are erased.
-    pub fn install(&mut self, built: BuiltSeal) -> bool {
+    /// Puts a built seal in place and hands back what it replaced (see [`Retired`]);
+    /// `None` (and nothing changes) if a segment it merges is gone since its job was
+    /// taken. Vectors edited meanwhile are tombstones in the new segment, as in any other;
+    /// those of memories removed meanwhile are erased.
+    pub fn install(&mut self, built: BuiltSeal) -> Option<Retired> {
         if !built
             .merged
             .iter()
             .all(|id| self.sealed.iter().any(|s| s.id == *id))
         {
-            return false;
+            return None;
         }
-        self.retain_recent(|k| !built.taken.contains(k));
-        self.sealed.retain(|s| !built.merged.contains(&s.id));
+        // Nothing removed since the job was taken (the usual case): what it took is the
+        // oldest recent rows, all still there, and every memory of the new segment is
+        // live. Otherwise, each is looked up.
+        let taken = built.taken.len();
+        let unchanged = taken <= self.recent.len() && built.from == self.taken_from(taken);
+        let rows = if unchanged {
+            self.recent_codes.retain_rows(|row| row >= taken);
+            self.recent.drain(..taken).collect()
+        } else {
+            self.retain_recent(|k| !built.taken.contains(k));
+            Vec::new()
+        };
+        let (merged, kept) = std::mem::take(&mut self.sealed)
+            .into_iter()
+            .partition(|s| built.merged.contains(&s.id));
+        self.sealed = kept;
+        let retired = Retired {
+            graphs: merged.into_iter().map(|s: Sealed| s.segment).collect(),
+            rows,
+        };
         if built.compaction {
             self.sealed_since_compaction = 0;
         } else {
             self.sealed_since_compaction += built.taken.len();
         }
         if let Some(mut segment) = built.segment {
-            let live = &self.live;
-            let gone: Vec<u32> = (0..segment.keys.len() as u32)
-                .filter(|&i| !live.contains_key(&segment.keys[i as usize].memory))
-                .collect();
-            for i in gone {
-                segment.graph.erase(i);
+            if !unchanged {
+                let live = &self.live;
+                let gone: Vec<u32> = (0..segment.keys.len() as u32)
+                    .filter(|&i| !live.contains_key(&segment.keys[i as usize].memory))
+                    .collect();
+                for i in gone {
+                    segment.graph.erase(i);
+                }
             }
             self.push_sealed(segment);
         }
-        true
+        Some(retired)
     }
 
     fn push_sealed(&mut self, segment: Segment) {
@@ -714,6 +786,7 @@ impl VectorIndex {
         if self.live.remove(&memory).is_none() {
             return;
         }
+        self.removals += 1;
         self.retain_recent(|key| key.memory != memory);
         for s in &mut self.sealed {
             let nodes: Vec<u32> = (0..s.segment.keys.len() as u32)
@@ -737,6 +810,15 @@ impl VectorIndex {
         self.recent.retain(|(key, _)| keep(key));
     }
 
+    /// The state a job taking the oldest `rows` recent rows sees (see [`TakenFrom`]).
+    fn taken_from(&self, rows: usize) -> TakenFrom {
+        TakenFrom {
+            removals: self.removals,
+            first: (rows > 0).then(|| self.recent[0].0),
+            last: rows.checked_sub(1).map(|last| self.recent[last].0),
+        }
+    }
+
     fn is_live(&self, key: &VectorKey) -> bool {
         self.live.get(&key.memory) == Some(&key.version)
     }
@@ -745,7 +827,7 @@ impl VectorIndex {
     /// says, here and now.
     pub fn seal(&mut self) {
         let built = self.job().build();
-        self.install(built);
+        drop(self.install(built));
     }
 
     /// The `k` memories nearest to `query`, best chunk per memory, for memories `allow`
@@ -973,7 +1055,7 @@ pub(crate) mod tests {
             }
             if round < 2 {
                 let job = index.seal_job_at(1).expect("a seal is due");
-                assert!(index.install(job.build()));
+                assert!(index.install(job.build()).is_some());
             }
         }
         for m in (0..memory).step_by(7) {
@@ -1029,7 +1111,7 @@ pub(crate) mod tests {
         index.upsert(1, vec![edited.clone()]);
         let added = random_unit(&mut seed, 8);
         index.upsert(SEAL_AT as u128, vec![added.clone()]);
-        assert!(index.install(job.build()));
+        assert!(index.install(job.build()).is_some());
         let (stored, segments) = index.sizes();
         assert_eq!(segments, 1);
         // Sealed: all that was live when the job was taken (0 and 1 are now tombstones);
@@ -1060,7 +1142,7 @@ pub(crate) mod tests {
             "the sealed segment is no larger: merged"
         );
         index.seal();
-        assert!(!index.install(job.build()));
+        assert!(index.install(job.build()).is_none());
         assert_eq!(index.sizes().1, 1);
     }
 
@@ -1171,7 +1253,7 @@ pub(crate) mod tests {
                 m += 1;
             }
             let job = index.seal_job_at(1).expect("a seal");
-            assert!(index.install(job.build()));
+            assert!(index.install(job.build()).is_some());
         };
         // Sizes the binary counter leaves apart: 3,000, then 1,000 and 500.
         add(&mut index, &mut probes, 3000);
@@ -1179,7 +1261,12 @@ pub(crate) mod tests {
         add(&mut index, &mut probes, 500);
         assert_eq!(index.sizes(), (4500, 3));
         let job = index.compact_job().expect("a compaction");
-        assert!(index.install(job.build()));
+        let retired = index.install(job.build()).expect("installed");
+        assert_eq!(
+            retired.len(),
+            3,
+            "the install hands back the graphs it merged"
+        );
         assert_eq!(
             index.sizes(),
             (4500, 1),
@@ -1204,14 +1291,14 @@ pub(crate) mod tests {
         let job = index
             .compact_job()
             .expect("a compaction of the newer segments");
-        assert!(index.install(job.build()));
+        assert_eq!(index.install(job.build()).expect("installed").len(), 2);
         assert_eq!(index.sizes(), (5050, 2));
         found(&index, &probes);
         assert!(index.compact_job().is_none(), "nothing new since");
         // Once enough is new, one graph again.
         add(&mut index, &mut probes, 800);
         let job = index.compact_job().expect("a compaction into one");
-        assert!(index.install(job.build()));
+        assert!(index.install(job.build()).is_some());
         assert_eq!(index.sizes(), (5850, 1));
         found(&index, &probes);
         // Read back, only what lies outside the oldest graph counts as new: a trickle
@@ -1311,6 +1398,74 @@ pub(crate) mod tests {
         );
     }
 
+    /// With nothing removed since its job, an install takes the oldest recent rows as a
+    /// block, without looking anything up, and keeps the rows written meanwhile in order,
+    /// their codes with them. A job taken from another index (one rebuilt meanwhile)
+    /// takes none of this one's rows.
+    #[test]
+    fn a_seal_with_nothing_removed_since_takes_the_oldest_rows_as_a_block() {
+        let mut seed = 41;
+        let dim = 16;
+        let fill = |index: &mut VectorIndex, seed: &mut u64, memories: std::ops::Range<u128>| {
+            for m in memories {
+                index.upsert(m, vec![random_unit(seed, dim), random_unit(seed, dim)]);
+            }
+        };
+        let mut index = VectorIndex::new("test", dim);
+        index.set_deferred_seal(true);
+        fill(&mut index, &mut seed, 0..300);
+        let job = index.seal_job_at(1).expect("a seal is due");
+        // Meanwhile: more memories, and an edit of one the job took.
+        fill(&mut index, &mut seed, 300..400);
+        let edited = random_unit(&mut seed, dim);
+        index.upsert(5, vec![edited.clone()]);
+        let written_meanwhile: Vec<VectorKey> =
+            index.recent[600..].iter().map(|(k, _)| *k).collect();
+        let retired = index.install(job.build()).expect("installed");
+        assert_eq!(
+            retired.rows.len(),
+            600,
+            "300 memories of two chunks, as a block"
+        );
+        let kept: Vec<VectorKey> = index.recent.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kept, written_meanwhile);
+        assert_eq!(index.recent_codes.len(), index.recent.len());
+        for (row, (_, vector)) in index.recent.iter().enumerate() {
+            let error: f32 = index
+                .recent_codes
+                .decode(row as u32)
+                .iter()
+                .zip(&vector.0)
+                .map(|(a, b)| (a - b).abs())
+                .sum();
+            assert!(
+                error < 0.05 * dim as f32,
+                "row {row} holds another vector's code"
+            );
+        }
+        for exact in [true, false] {
+            let hits = index.search(&edited, 1, exact, &|_| true, &|_, _| 1.0);
+            assert_eq!(hits[0].memory, 5);
+            assert!(
+                hits[0].similarity > 0.999,
+                "the edit, not the sealed old version"
+            );
+        }
+        // A job of this index installed into another one with more recent rows (nothing
+        // removed from either): none of the other's rows are its own.
+        let mut other = VectorIndex::new("test", dim);
+        other.set_deferred_seal(true);
+        fill(&mut other, &mut seed, 1_000..1_500);
+        let job = index.seal_job_at(1).expect("a seal is due");
+        assert!(job.merged.is_empty() && job.taken.len() < other.recent.len());
+        let before: Vec<VectorKey> = other.recent.iter().map(|(k, _)| *k).collect();
+        let retired = other.install(job.build()).expect("installed");
+        assert!(retired.rows.is_empty());
+        let after: Vec<VectorKey> = other.recent.iter().map(|(k, _)| *k).collect();
+        assert_eq!(after, before);
+        assert_eq!(other.recent_codes.len(), other.recent.len());
+    }
+
     #[test]
     fn recent_codes_follow_removes_and_seals_so_searches_find_what_an_exact_scan_finds() {
         let mut seed = 29;
@@ -1330,7 +1485,7 @@ pub(crate) mod tests {
         for m in (0..2 * n).step_by(3) {
             index.remove(m);
         }
-        assert!(index.install(job.build()));
+        assert!(index.install(job.build()).is_some());
         for m in 2 * n..3 * n {
             index.upsert(
                 m,

@@ -469,7 +469,11 @@ impl Service {
             let _building = Building::start(&self.building_graph);
             job.build()
         };
-        let installed = self.with_index(|index| Ok(index.install_seal(built)))?;
+        let retired = self.with_index(|index| Ok(index.install_seal(built)))?;
+        let installed = retired.is_some();
+        // What it replaced (graphs, the recent vectors it took) is freed here, with the
+        // index no longer held: searches wait for none of it.
+        drop(retired);
         // A merge held the graphs it merged beside the one it built: at rest (after the
         // largest builds, and off any load) the binary may give the freed pages back (see
         // [`on_memory_freed`]).
