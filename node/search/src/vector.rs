@@ -1398,6 +1398,24 @@ pub(crate) mod tests {
         );
     }
 
+    /// Every recent row's code is its own vector's, within the codes' rounding.
+    fn assert_codes_follow_rows(index: &VectorIndex) {
+        assert_eq!(index.recent_codes.len(), index.recent.len());
+        for (row, (_, vector)) in index.recent.iter().enumerate() {
+            let error: f32 = index
+                .recent_codes
+                .decode(row as u32)
+                .iter()
+                .zip(&vector.0)
+                .map(|(a, b)| (a - b).abs())
+                .sum();
+            assert!(
+                error < 0.05 * index.dimension as f32,
+                "row {row} holds another vector's code"
+            );
+        }
+    }
+
     /// With nothing removed since its job, an install takes the oldest recent rows as a
     /// block, without looking anything up, and keeps the rows written meanwhile in order,
     /// their codes with them. A job taken from another index (one rebuilt meanwhile)
@@ -1429,20 +1447,7 @@ pub(crate) mod tests {
         );
         let kept: Vec<VectorKey> = index.recent.iter().map(|(k, _)| *k).collect();
         assert_eq!(kept, written_meanwhile);
-        assert_eq!(index.recent_codes.len(), index.recent.len());
-        for (row, (_, vector)) in index.recent.iter().enumerate() {
-            let error: f32 = index
-                .recent_codes
-                .decode(row as u32)
-                .iter()
-                .zip(&vector.0)
-                .map(|(a, b)| (a - b).abs())
-                .sum();
-            assert!(
-                error < 0.05 * dim as f32,
-                "row {row} holds another vector's code"
-            );
-        }
+        assert_codes_follow_rows(&index);
         for exact in [true, false] {
             let hits = index.search(&edited, 1, exact, &|_| true, &|_, _| 1.0);
             assert_eq!(hits[0].memory, 5);
@@ -1463,7 +1468,7 @@ pub(crate) mod tests {
         assert!(retired.rows.is_empty());
         let after: Vec<VectorKey> = other.recent.iter().map(|(k, _)| *k).collect();
         assert_eq!(after, before);
-        assert_eq!(other.recent_codes.len(), other.recent.len());
+        assert_codes_follow_rows(&other);
     }
 
     #[test]
@@ -1496,20 +1501,7 @@ pub(crate) mod tests {
             index.remove(m);
         }
         assert!(index.recent.len() > index.ef_search);
-        assert_eq!(index.recent_codes.len(), index.recent.len());
-        let recent = &index.recent;
-        for (row, (_, vector)) in recent.iter().enumerate() {
-            let coded = index.recent_codes.decode(row as u32);
-            let error: f32 = coded
-                .iter()
-                .zip(&vector.0)
-                .map(|(a, b)| (a - b).abs())
-                .sum();
-            assert!(
-                error < 0.05 * dim as f32,
-                "row {row} holds another vector's code"
-            );
-        }
+        assert_codes_follow_rows(&index);
         for _ in 0..20 {
             let query = random_unit(&mut seed, dim);
             let near = index.search(&query, 10, false, &|_| true, &|_, _| 1.0);
@@ -1518,7 +1510,7 @@ pub(crate) mod tests {
             // The sealed segment is searched through its graph: the recent part must not
             // lose what the exact scan has (but for a tie with the last, within the
             // codes' error: they measure the recent vectors too).
-            let recent_ids: HashSet<u128> = recent.iter().map(|(k, _)| k.memory).collect();
+            let recent_ids: HashSet<u128> = index.recent.iter().map(|(k, _)| k.memory).collect();
             let last = near.last().map_or(f32::NEG_INFINITY, |h| h.similarity);
             for hit in exact.iter().filter(|h| recent_ids.contains(&h.memory)) {
                 assert!(
