@@ -254,9 +254,16 @@ pub struct VectorIndex {
     /// Vectors sealed since the last compaction ([`VectorIndex::compact_job`]); as many as
     /// there are vectors when the index is read back, so it may compact once.
     sealed_since_compaction: usize,
-    /// Memories removed so far: a seal whose job saw the same count installs without
-    /// looking up what it took or what is gone (see [`VectorIndex::install`]).
-    removals: u64,
+    /// Changes whenever rows leave the recent segment (a remove, a seal), and differs
+    /// between indexes: a seal whose job saw the same installs without looking up what it
+    /// took or what is gone (see [`VectorIndex::install`]).
+    generation: u64,
+}
+
+/// A generation no index of this process has had yet (see `VectorIndex::generation`).
+fn fresh_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// What a save writes besides the segments: borrowed from the index.
@@ -323,9 +330,8 @@ pub struct SealJob {
     entries: Vec<(VectorKey, Vector)>,
     /// The recent keys the new segment replaces (live or stale): the oldest rows.
     taken: HashSet<VectorKey>,
-    /// Where it was taken from: the index's removals then, and its first and last recent
-    /// rows' keys.
-    from: TakenFrom,
+    /// How many recent rows it took (the oldest), and the index's generation then.
+    took: (usize, u64),
     /// The sealed segments it merges (by number), shared (their vectors are read while
     /// building), with their nodes that were live.
     merging: Vec<(Arc<Segment>, Vec<u32>)>,
@@ -375,20 +381,11 @@ impl Retired {
     }
 }
 
-/// The state a seal's job saw: if the index is still in it, the job took its oldest
-/// recent rows, all still there, and every memory it built is still live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct TakenFrom {
-    removals: u64,
-    first: Option<VectorKey>,
-    last: Option<VectorKey>,
-}
-
 /// A built [`SealJob`], ready for [`VectorIndex::install`].
 pub struct BuiltSeal {
     segment: Option<Segment>,
     taken: HashSet<VectorKey>,
-    from: TakenFrom,
+    took: (usize, u64),
     merged: Vec<u64>,
     compaction: bool,
 }
@@ -435,7 +432,7 @@ impl SealJob {
         BuiltSeal {
             segment,
             taken: self.taken,
-            from: self.from,
+            took: self.took,
             merged: self.merged,
             compaction: self.compaction,
         }
@@ -468,7 +465,7 @@ impl VectorIndex {
             auto_seal: true,
             defer_seal: false,
             sealed_since_compaction: 0,
-            removals: 0,
+            generation: fresh_generation(),
         }
     }
 
@@ -520,7 +517,7 @@ impl VectorIndex {
             auto_seal: true,
             defer_seal: false,
             sealed_since_compaction: outside_oldest,
-            removals: 0,
+            generation: fresh_generation(),
         })
     }
 
@@ -644,7 +641,7 @@ impl VectorIndex {
         SealJob {
             entries,
             taken,
-            from: self.taken_from(self.recent.len()),
+            took: (self.recent.len(), self.generation),
             merging,
             merged: merged.iter().map(|s| s.id).collect(),
             dimension: self.dimension,
@@ -664,13 +661,14 @@ impl VectorIndex {
         {
             return None;
         }
-        // Nothing removed since the job was taken (the usual case): what it took is the
-        // oldest recent rows, all still there, and every memory of the new segment is
-        // live. Otherwise, each is looked up.
-        let taken = built.taken.len();
-        let unchanged = taken <= self.recent.len() && built.from == self.taken_from(taken);
+        // The same generation as the job's (the usual case): rows were only added since,
+        // so what it took is the oldest recent rows, and no memory was removed, so every
+        // one of the new segment is live. Otherwise, each is looked up.
+        let (taken, generation) = built.took;
+        let unchanged = generation == self.generation;
         let rows = if unchanged {
             self.recent_codes.retain_rows(|row| row >= taken);
+            self.generation = fresh_generation();
             self.recent.drain(..taken).collect()
         } else {
             self.retain_recent(|k| !built.taken.contains(k));
@@ -786,7 +784,6 @@ impl VectorIndex {
         if self.live.remove(&memory).is_none() {
             return;
         }
-        self.removals += 1;
         self.retain_recent(|key| key.memory != memory);
         for s in &mut self.sealed {
             let nodes: Vec<u32> = (0..s.segment.keys.len() as u32)
@@ -805,18 +802,10 @@ impl VectorIndex {
 
     /// Keeps the recent vectors (and their codes) whose keys `keep` accepts.
     fn retain_recent(&mut self, keep: impl Fn(&VectorKey) -> bool) {
+        self.generation = fresh_generation();
         let recent = &self.recent;
         self.recent_codes.retain_rows(|row| keep(&recent[row].0));
         self.recent.retain(|(key, _)| keep(key));
-    }
-
-    /// The state a job taking the oldest `rows` recent rows sees (see [`TakenFrom`]).
-    fn taken_from(&self, rows: usize) -> TakenFrom {
-        TakenFrom {
-            removals: self.removals,
-            first: (rows > 0).then(|| self.recent[0].0),
-            last: rows.checked_sub(1).map(|last| self.recent[last].0),
-        }
     }
 
     fn is_live(&self, key: &VectorKey) -> bool {
@@ -1456,6 +1445,21 @@ pub(crate) mod tests {
                 "the edit, not the sealed old version"
             );
         }
+        // Two jobs of the same state, the second installed first: the first then finds
+        // rows gone (another generation) and looks each up, taking none written since.
+        fill(&mut index, &mut seed, 2_000..2_050);
+        let first = index.seal_job_at(1).expect("a seal is due");
+        let second = index.seal_job_at(1).expect("a seal is due");
+        fill(&mut index, &mut seed, 3_000..3_010);
+        let written_since: Vec<VectorKey> = index.recent[index.recent.len() - 20..]
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        assert!(index.install(second.build()).is_some());
+        assert!(index.install(first.build()).is_some());
+        let kept: Vec<VectorKey> = index.recent.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kept, written_since);
+        assert_codes_follow_rows(&index);
         // A job of this index installed into another one with more recent rows (nothing
         // removed from either): none of the other's rows are its own.
         let mut other = VectorIndex::new("test", dim);
