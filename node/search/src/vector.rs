@@ -665,7 +665,7 @@ impl VectorIndex {
         // so what it took is the oldest recent rows, and no memory was removed, so every
         // one of the new segment is live. Otherwise, each is looked up.
         let (taken, generation) = built.took;
-        let unchanged = generation == self.generation;
+        let unchanged = generation == self.generation && taken <= self.recent.len();
         let rows = if unchanged {
             self.recent_codes.retain_rows(|row| row >= taken);
             self.generation = fresh_generation();
