@@ -1387,6 +1387,11 @@ pub(crate) mod tests {
         );
     }
 
+    /// The keys of the recent rows from row `from` on, in order.
+    fn recent_keys(index: &VectorIndex, from: usize) -> Vec<VectorKey> {
+        index.recent[from..].iter().map(|(k, _)| *k).collect()
+    }
+
     /// Every recent row's code is its own vector's, within the codes' rounding.
     fn assert_codes_follow_rows(index: &VectorIndex) {
         assert_eq!(index.recent_codes.len(), index.recent.len());
@@ -1426,15 +1431,14 @@ pub(crate) mod tests {
         fill(&mut index, &mut seed, 300..400);
         let edited = random_unit(&mut seed, dim);
         index.upsert(5, vec![edited.clone()]);
-        let written_meanwhile: Vec<VectorKey> =
-            index.recent[600..].iter().map(|(k, _)| *k).collect();
+        let written_meanwhile = recent_keys(&index, 600);
         let retired = index.install(job.build()).expect("installed");
         assert_eq!(
             retired.rows.len(),
             600,
             "300 memories of two chunks, as a block"
         );
-        let kept: Vec<VectorKey> = index.recent.iter().map(|(k, _)| *k).collect();
+        let kept = recent_keys(&index, 0);
         assert_eq!(kept, written_meanwhile);
         assert_codes_follow_rows(&index);
         for exact in [true, false] {
@@ -1451,13 +1455,10 @@ pub(crate) mod tests {
         let first = index.seal_job_at(1).expect("a seal is due");
         let second = index.seal_job_at(1).expect("a seal is due");
         fill(&mut index, &mut seed, 3_000..3_010);
-        let written_since: Vec<VectorKey> = index.recent[index.recent.len() - 20..]
-            .iter()
-            .map(|(k, _)| *k)
-            .collect();
+        let written_since = recent_keys(&index, index.recent.len() - 20);
         assert!(index.install(second.build()).is_some());
         assert!(index.install(first.build()).is_some());
-        let kept: Vec<VectorKey> = index.recent.iter().map(|(k, _)| *k).collect();
+        let kept = recent_keys(&index, 0);
         assert_eq!(kept, written_since);
         assert_codes_follow_rows(&index);
         // A job of this index installed into another one with more recent rows (nothing
@@ -1467,10 +1468,10 @@ pub(crate) mod tests {
         fill(&mut other, &mut seed, 1_000..1_500);
         let job = index.seal_job_at(1).expect("a seal is due");
         assert!(job.merged.is_empty() && job.taken.len() < other.recent.len());
-        let before: Vec<VectorKey> = other.recent.iter().map(|(k, _)| *k).collect();
+        let before = recent_keys(&other, 0);
         let retired = other.install(job.build()).expect("installed");
         assert!(retired.rows.is_empty());
-        let after: Vec<VectorKey> = other.recent.iter().map(|(k, _)| *k).collect();
+        let after = recent_keys(&other, 0);
         assert_eq!(after, before);
         assert_codes_follow_rows(&other);
     }
