@@ -408,6 +408,18 @@ impl Codes {
     }
 }
 
+/// What a row of a scan in [`Blocks`] costs besides the pairs it reads, in pairs.
+const SCAN_ROW_COST: usize = 120;
+
+/// The pairs of neighbouring dimensions `query` sets (a pair with either value not zero):
+/// what a scan in [`Blocks`] reads of each row.
+pub(crate) fn set_pairs(query: &[f32]) -> usize {
+    query
+        .chunks(2)
+        .filter(|pair| pair.iter().any(|&v| v != 0.0))
+        .count()
+}
+
 /// Rows in a block of [`Blocks`].
 pub(crate) const BLOCK_ROWS: usize = 64;
 
@@ -541,6 +553,22 @@ impl Blocks {
     /// How many rows.
     pub(crate) fn len(&self) -> usize {
         self.scales.len()
+    }
+
+    /// Zeroes row `id` (its vector was erased), as [`Codes::erase`] does.
+    pub(crate) fn erase(&mut self, id: u32) {
+        if let Some(scale) = self.scales.get_mut(id as usize) {
+            *scale = 0.0;
+            self.put(id as usize, &vec![0; self.dim]);
+        }
+    }
+
+    /// What a scan of these rows costs a query that sets `pairs` pairs of dimensions
+    /// ([`set_pairs`]), counted in pairs read: each row's pairs, and as much as 120 more
+    /// for its distance and its comparison (fitted on this machine kind: 8,192 rows, 192
+    /// pairs set, 84 µs; 16,384 rows, 14 pairs set, 70 µs; about 31 a nanosecond).
+    pub(crate) fn scan_cost(&self, pairs: usize) -> usize {
+        self.len() * (pairs + SCAN_ROW_COST)
     }
 
     /// Row `id` as the vector its code stands for.

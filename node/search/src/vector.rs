@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::IdMap;
 use super::hnsw::{Hnsw, HnswV3, Params, Scratch};
 pub use super::kernel::dot;
-use super::kernel::{Blocks, Codes};
+use super::kernel::{Blocks, Codes, set_pairs};
 
 /// Recent vectors searched exactly before they are sealed into an HNSW segment.
 pub const SEAL_AT: usize = 4096;
@@ -48,6 +48,16 @@ pub const RECENT_CAP: usize = 2 * WRITING_SEAL_AT;
 // A seal must become due before the cap stops the vectors, in every state of the sealer
 // (at rest, caught up, while writing); otherwise the vectors would wait for ever.
 const _: () = assert!(RECENT_CAP > WRITING_SEAL_AT && WRITING_SEAL_AT >= SEAL_AT);
+/// A sealed segment of at most this many vectors also keeps its codes in [`Blocks`] (as
+/// the recent segment does), and a search scans them instead of walking its graph when
+/// that costs less (see [`WALK_COST_PER_EF`]): a graph walk with `ef` 256 costs about as
+/// much as a scan of 10,000 dense rows, or of 25,000 rows of a short query of the built-in
+/// embedder (a few dozen of its dimensions set), and the scan is exact.
+const SCAN_ROWS: usize = RECENT_CAP;
+/// What a graph walk costs for each of its `ef`, in the units of [`Blocks::scan_cost`]: a
+/// walk with `ef` 256 took 80–140 µs on graphs of 2,048–8,192 vectors, dense or of the
+/// built-in embedder (more on larger graphs), and a scan 31 units a nanosecond.
+const WALK_COST_PER_EF: usize = 12_000;
 /// Format version of the persisted index (3: each sealed segment in its own file; 4: a
 /// sealed segment keeps codes, not floats). An index of format 3 is read and converted.
 pub const FORMAT: u32 = 4;
@@ -80,6 +90,10 @@ impl Vector {
 pub struct Segment {
     graph: Hnsw,
     keys: Vec<VectorKey>,
+    /// The graph's codes laid out for a scan, in a segment of at most [`SCAN_ROWS`]
+    /// vectors (made again from the codes when the segment is read).
+    #[serde(skip)]
+    blocks: Option<Blocks>,
 }
 
 impl std::fmt::Debug for Segment {
@@ -98,6 +112,47 @@ struct SegmentV3 {
 }
 
 impl Segment {
+    fn new(graph: Hnsw, keys: Vec<VectorKey>) -> Segment {
+        let blocks = (graph.len() <= SCAN_ROWS).then(|| Blocks::of(graph.codes()));
+        Segment {
+            graph,
+            keys,
+            blocks,
+        }
+    }
+
+    /// Erases node `node`'s vector, in the graph and in the blocks.
+    fn erase(&mut self, node: u32) {
+        self.graph.erase(node);
+        if let Some(blocks) = &mut self.blocks {
+            blocks.erase(node);
+        }
+    }
+
+    /// The `ef` nodes nearest to `query` into `out` as (distance, node), replacing what it
+    /// held: scanned when the segment keeps its blocks and a scan costs less than a walk
+    /// for this query (which sets `pairs` pairs of dimensions), otherwise found by a walk
+    /// of the graph. None for a query of another dimension.
+    fn nearest_into(
+        &self,
+        query: &[f32],
+        pairs: usize,
+        ef: usize,
+        scratch: &mut Scratch,
+        out: &mut Vec<(f32, u32)>,
+    ) {
+        match &self.blocks {
+            _ if query.len() != self.graph.dimension() => out.clear(),
+            Some(blocks) if blocks.scan_cost(pairs) <= ef * WALK_COST_PER_EF => {
+                blocks.nearest_into(query, ef, out);
+            }
+            _ => {
+                out.clear();
+                out.extend(self.graph.search(query, ef, ef, scratch));
+            }
+        }
+    }
+
     /// Whether the graph is whole and its vectors are of `dimension`.
     fn is_valid(&self, dimension: usize) -> bool {
         self.keys.len() == self.graph.len()
@@ -108,13 +163,15 @@ impl Segment {
     /// A segment from its file's bytes, as the index of `format` wrote it (a format-3
     /// segment is coded as it is read; a save writes it again as format 4).
     fn decode(bytes: &[u8], format: u32) -> Option<Segment> {
-        postcard::from_bytes(bytes).ok().or_else(|| {
-            let old: SegmentV3 = (format == 3).then(|| postcard::from_bytes(bytes).ok())??;
-            Some(Segment {
-                graph: old.graph.into(),
-                keys: old.keys,
-            })
-        })
+        let read: Option<Segment> = postcard::from_bytes(bytes).ok();
+        let (graph, keys) = match read {
+            Some(segment) => (segment.graph, segment.keys),
+            None => {
+                let old: SegmentV3 = (format == 3).then(|| postcard::from_bytes(bytes).ok())??;
+                (old.graph.into(), old.keys)
+            }
+        };
+        Some(Segment::new(graph, keys))
     }
 }
 
@@ -426,8 +483,7 @@ impl SealJob {
                     codes.push_coded(segment.graph.codes(), i as usize);
                 }
             }
-            let graph = Hnsw::build_coded(codes, Params::default());
-            Segment { graph, keys }
+            Segment::new(Hnsw::build_coded(codes, Params::default()), keys)
         });
         BuiltSeal {
             segment,
@@ -694,7 +750,7 @@ impl VectorIndex {
                     .filter(|&i| !live.contains_key(&segment.keys[i as usize].memory))
                     .collect();
                 for i in gone {
-                    segment.graph.erase(i);
+                    segment.erase(i);
                 }
             }
             self.push_sealed(segment);
@@ -794,7 +850,7 @@ impl VectorIndex {
             }
             let segment = Arc::make_mut(&mut s.segment);
             for i in nodes {
-                segment.graph.erase(i);
+                segment.erase(i);
             }
             s.saved = false;
         }
@@ -907,11 +963,12 @@ impl VectorIndex {
                         .map(|&(distance, i)| (distance, &self.recent[i as usize].0)),
                 );
             }
+            let pairs = set_pairs(query);
             for segment in self.sealed.iter().map(|s| &s.segment) {
-                let near = segment.graph.search(query, ef, ef, scratch);
+                segment.nearest_into(query, pairs, ef, scratch, scan);
                 found.extend(
-                    near.into_iter()
-                        .map(|(distance, node)| (distance, &segment.keys[node as usize])),
+                    scan.iter()
+                        .map(|&(distance, node)| (distance, &segment.keys[node as usize])),
                 );
             }
             // Offered nearest first, until none left can change the best `k`: a vector
@@ -1197,6 +1254,14 @@ pub(crate) mod tests {
         };
         let back = read(&files).expect("reads back");
         assert_eq!(back.sizes(), index.sizes());
+        // A small segment's blocks are not in its file: they are made again from its codes.
+        for (sealed, read) in index.sealed.iter().zip(&back.sealed) {
+            let blocks = |s: &Sealed| s.segment.blocks.as_ref().map(|b| b.scan(&probes[1].1));
+            assert_eq!(
+                blocks(read).expect("blocks read back"),
+                blocks(sealed).expect("blocks")
+            );
+        }
         assert_eq!(back.memories(), index.memories());
         assert!(back.unsaved().is_empty(), "what was read is saved");
         for (m, v) in &probes {
@@ -1571,6 +1636,58 @@ pub(crate) mod tests {
         }
     }
 
+    /// A unit vector of `dim` dimensions with `set` of them not zero, as the built-in
+    /// embedder makes them (a few dozen of 512).
+    fn sparse_unit(seed: &mut u64, dim: usize, set: usize) -> Vec<f32> {
+        let mut v = vec![0.0; dim];
+        for value in random_unit(seed, set) {
+            let at = random_unit(seed, 1)[0].to_bits() as usize;
+            v[(at ^ (*seed as usize)) % dim] = value;
+        }
+        normalize(&mut v);
+        v
+    }
+
+    #[test]
+    fn a_small_sealed_segment_is_scanned_and_finds_what_an_exact_search_finds() {
+        let mut seed = 41;
+        let dim = 512;
+        let mut index = VectorIndex::new("test", dim);
+        // A narrow walk, so that one would miss some of the nearest: a scan costs less.
+        index.ef_search = 16;
+        let rows = 1024;
+        let stored: Vec<Vec<f32>> = (0..rows).map(|_| sparse_unit(&mut seed, dim, 6)).collect();
+        for (m, v) in stored.iter().enumerate() {
+            index.upsert(m as u128, vec![v.clone()]);
+        }
+        index.seal();
+        assert_eq!(index.sizes(), (rows, 1), "all sealed");
+        let segment = &index.sealed[0].segment;
+        let pairs = set_pairs(&stored[0]);
+        let blocks = segment
+            .blocks
+            .as_ref()
+            .expect("a small segment keeps blocks");
+        assert!(blocks.scan_cost(pairs) <= index.ef_search * WALK_COST_PER_EF);
+        for i in 0..50 {
+            // Near some stored vectors, far from most.
+            let mut query = stored[i * 7].clone();
+            for (q, x) in query.iter_mut().zip(sparse_unit(&mut seed, dim, 6)) {
+                *q += x;
+            }
+            normalize(&mut query);
+            let near = index.search(&query, 10, false, &|_| true, &|_, _| 1.0);
+            let exact = index.search(&query, 10, true, &|_| true, &|_, _| 1.0);
+            let found = |hits: &[VectorHit]| {
+                hits.iter()
+                    .map(|h| (h.memory, h.similarity))
+                    .collect::<Vec<_>>()
+            };
+            // The same codes, the same integers: the same memories, as near.
+            assert_eq!(found(&near), found(&exact), "query {i}");
+        }
+    }
+
     #[test]
     fn a_removed_memory_is_erased_from_sealed_segments_and_saved_again() {
         let mut seed = 3;
@@ -1587,8 +1704,17 @@ pub(crate) mod tests {
         index.remove(2);
         // Both of its vectors are zero now, the other memory's is as it was.
         let segment = &index.sealed[0].segment;
+        let blocks = segment
+            .blocks
+            .as_ref()
+            .expect("a small segment keeps blocks");
         for (i, key) in segment.keys.iter().enumerate() {
             let values = segment.graph.decode(i as u32);
+            assert_eq!(
+                blocks.decode(i as u32),
+                values,
+                "the blocks hold what the graph does"
+            );
             if key.memory == 2 {
                 assert!(values.iter().all(|x| *x == 0.0), "{values:?}");
             } else {
