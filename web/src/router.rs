@@ -397,8 +397,7 @@ pub(crate) async fn create_memory(
     State(state): State<AppState>,
     JsonBody(new): JsonBody<CreateMemory>,
 ) -> Result<impl IntoResponse, HttpError> {
-    let backend = state.backend();
-    let memory = blocking(move || backend.create(new)).await?;
+    let memory = state.backend().create_async(new).await?;
     let status = if memory.created == Some(false) {
         StatusCode::OK
     } else {

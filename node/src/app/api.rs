@@ -2,6 +2,7 @@
 //! graph, questions) here; sharing in `sharing.rs`.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use mnemon_api::{
@@ -10,7 +11,7 @@ use mnemon_api::{
     InviteView, JoinRequest, JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory,
     PeerView, SearchQuery, ShareRequest,
 };
-use mnemon_api::{Api, Error as ApiError, Gauge};
+use mnemon_api::{Api, Error as ApiError, Gauge, Pending};
 use mnemon_crdt::{ListFilter, MemoryEdit, MemoryId, NewMemory, Source, Store, Task, Timestamp};
 
 use crate::search::{Filter, Mode, Query, SearchIndex};
@@ -20,8 +21,73 @@ use super::{
     parse_id, search_error, sharing, store_error,
 };
 
-impl Api for Service {
-    fn create(&self, new: CreateMemory) -> Result<MemoryView, ApiError> {
+/// The largest text [`Api::create_async`] builds on the caller's task; a larger one is
+/// built on the blocking pool (an automerge document and a signature over its bytes).
+const INLINE_CREATE_BYTES: usize = 64 * 1024;
+
+/// A new memory checked, built and signed, waiting for the writer: everything of a
+/// create that can run on the caller's thread.
+struct Creation {
+    prepared: mnemon_crdt::PreparedMemory,
+    /// What a duplicate must match, when the caller asked for one to be answered instead
+    /// (moved into the write by [`Creation::write`]).
+    dedupe: Option<DedupeCheck>,
+    /// Whether the caller asked: the answer then says whether a memory was created.
+    asked_dedupe: bool,
+}
+
+/// What a memory of the collection must match to answer a create with `dedupe`.
+struct DedupeCheck {
+    mode: Dedupe,
+    collection: Option<mnemon_crdt::CollectionId>,
+    title: Option<String>,
+    content: String,
+    tags: Vec<String>,
+    kind: String,
+}
+
+/// What the writer did with a [`Creation`]: the duplicate it found, or the new memory's
+/// change sequence number.
+type Created = (Option<mnemon_crdt::Memory>, Option<u64>);
+
+impl Creation {
+    /// The write the writer thread runs (it may run more than once: see
+    /// [`mnemon_crdt::StoreHandle::write`]).
+    fn write(
+        &mut self,
+    ) -> impl FnMut(&mut Store) -> Result<Created, mnemon_crdt::StoreError> + Send + 'static {
+        let stored = self.prepared.clone();
+        let dedupe = self.dedupe.take();
+        move |s: &mut Store| {
+            // On the writer thread: no write committed meanwhile can slip between the
+            // check and the write.
+            if let Some(d) = &dedupe {
+                let collection = d.collection.unwrap_or_else(|| s.default_collection());
+                let existing = s.same_text(collection, &d.content)?.into_iter().find(|m| {
+                    let same_text = d.mode == Dedupe::Near || m.content == d.content;
+                    let same_title = d.title.as_ref().is_none_or(|t| {
+                        mnemon_crdt::title_key(t) == mnemon_crdt::title_key(&m.title)
+                    });
+                    let tagged = d
+                        .tags
+                        .iter()
+                        .all(|t| mnemon_crdt::normalize_tag(t).is_ok_and(|t| m.tags.contains(&t)));
+                    same_text && same_title && tagged && m.kind == d.kind
+                });
+                if let Some(existing) = existing {
+                    return Ok((Some(existing), None));
+                }
+            }
+            s.add_prepared(&stored)?;
+            Ok((None, Some(s.last_write_seq())))
+        }
+    }
+}
+
+impl Service {
+    /// Checks, builds and signs a new memory (a few snapshot reads and one automerge
+    /// document; no write).
+    fn creation(&self, new: CreateMemory) -> Result<Creation, ApiError> {
         let mut links = Self::links(&new.links)?;
         // Imports resolve wikilinks themselves, with the vault's own names.
         if new.source.as_ref().is_none_or(|s| s.kind != "import") {
@@ -84,8 +150,6 @@ impl Api for Service {
             created_at,
             updated_at,
         };
-        // Validated, built and signed here, on this request's thread: the writer thread
-        // only writes it.
         let prepared = self
             .writer
             .builder()
@@ -94,52 +158,67 @@ impl Api for Service {
         // A duplicate says the same, is of the same kind, has the title given (if one is)
         // and every tag given: nothing the caller asked for is dropped by answering it.
         // (The text is kept for the check only when one is asked for: it may be megabytes.)
-        let NewMemory {
-            title,
-            content,
-            kind,
-            tags,
-            ..
-        } = memory;
-        let content = if dedupe == Dedupe::Off {
-            String::new()
-        } else {
-            content
-        };
-        let kind = kind.unwrap_or_else(|| "note".to_owned());
-        let stored = prepared.clone();
-        let (existing, seq, created) = self
-            .writer
-            .write_blocking(move |s: &mut Store| {
-                // On the writer thread: no write committed meanwhile can slip between the
-                // check and the write.
-                if dedupe != Dedupe::Off {
-                    let collection = collection.unwrap_or_else(|| s.default_collection());
-                    let existing = s.same_text(collection, &content)?.into_iter().find(|m| {
-                        let same_text = dedupe == Dedupe::Near || m.content == content;
-                        let same_title = title.as_ref().is_none_or(|t| {
-                            mnemon_crdt::title_key(t) == mnemon_crdt::title_key(&m.title)
-                        });
-                        let tagged = tags.iter().all(|t| {
-                            mnemon_crdt::normalize_tag(t).is_ok_and(|t| m.tags.contains(&t))
-                        });
-                        same_text && same_title && tagged && m.kind == kind
-                    });
-                    if let Some(existing) = existing {
-                        return Ok((Some(existing), None, false));
-                    }
-                }
-                s.add_prepared(&stored)?;
-                Ok((None, Some(s.last_write_seq()), true))
-            })
-            .map_err(store_error)?;
-        let memory = existing.unwrap_or_else(|| prepared.into_memory());
-        let mut view = MemoryView::new(memory, &self.names(store)?);
+        let dedupe = (dedupe != Dedupe::Off).then(|| DedupeCheck {
+            mode: dedupe,
+            collection,
+            title: memory.title,
+            content: memory.content,
+            tags: memory.tags,
+            kind: memory.kind.unwrap_or_else(|| "note".to_owned()),
+        });
+        Ok(Creation {
+            prepared,
+            asked_dedupe: dedupe.is_some(),
+            dedupe,
+        })
+    }
+
+    /// The answer to a create, once the writer has committed it (or found a duplicate).
+    fn created(
+        &self,
+        creation: Creation,
+        (existing, seq): Created,
+    ) -> Result<MemoryView, ApiError> {
+        let created = existing.is_none();
+        let memory = existing.unwrap_or_else(|| creation.prepared.into_memory());
+        let mut view = MemoryView::new(memory, &self.names(self.store())?);
         view.seq = seq;
-        if dedupe != Dedupe::Off {
+        if creation.asked_dedupe {
             view.created = Some(created);
         }
         Ok(view)
+    }
+}
+
+impl Api for Service {
+    fn create(&self, new: CreateMemory) -> Result<MemoryView, ApiError> {
+        let mut creation = self.creation(new)?;
+        let outcome = self
+            .writer
+            .write_blocking(creation.write())
+            .map_err(store_error)?;
+        self.created(creation, outcome)
+    }
+
+    fn create_async(self: Arc<Self>, new: CreateMemory) -> Pending<MemoryView> {
+        Box::pin(async move {
+            // A large memory is built on the blocking pool; a small one (the usual case:
+            // well under a millisecond) here, so that only the commit is awaited.
+            let mut creation = if new.content.len() <= INLINE_CREATE_BYTES {
+                self.creation(new)?
+            } else {
+                let service = self.clone();
+                tokio::task::spawn_blocking(move || service.creation(new))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("a create's task failed: {e}")))??
+            };
+            let outcome = self
+                .writer
+                .write(creation.write())
+                .await
+                .map_err(store_error)?;
+            self.created(creation, outcome)
+        })
     }
 
     fn get(&self, id: &str) -> Result<MemoryView, ApiError> {

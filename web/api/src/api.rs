@@ -1,7 +1,12 @@
 //! The trait the node implements: everything an interface can ask of it.
 //!
 //! Its methods block (they touch the disk and run models); an async caller runs them on
-//! a blocking pool, except [`Api::get`], which answers from a snapshot.
+//! a blocking pool, except [`Api::get`], which answers from a snapshot, and
+//! [`Api::create_async`], the async twin of [`Api::create`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
@@ -25,10 +30,23 @@ pub struct Gauge {
     pub values: Vec<(Vec<(&'static str, String)>, f64)>,
 }
 
+/// The answer of an async method of [`Api`], to be awaited.
+pub type Pending<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
+
 /// Everything an interface (HTTP, UI, CLI, MCP) can ask of a node.
 pub trait Api: Send + Sync + 'static {
     /// Stores a new memory.
     fn create(&self, new: CreateMemory) -> Result<MemoryView, Error>;
+    /// [`Api::create`] for an async caller. A node that writes through a queue checks and
+    /// builds the memory on the caller's task and awaits only its commit, so that no
+    /// thread sits blocked on the writer. By default, `create` on tokio's blocking pool.
+    fn create_async(self: Arc<Self>, new: CreateMemory) -> Pending<MemoryView> {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || self.create(new))
+                .await
+                .map_err(|e| Error::internal(format!("the request's task failed: {e}")))?
+        })
+    }
     /// One memory. The router calls it on an async worker, not the blocking pool: a
     /// node it serves must answer from a snapshot, never waiting for a writer.
     fn get(&self, id: &str) -> Result<MemoryView, Error>;

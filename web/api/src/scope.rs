@@ -25,7 +25,7 @@ use crate::{
     AnswerView, Api, AskEvent, AskRequest, BackupFile, BackupRequest, CollectionDeleted,
     CollectionView, CreateMemory, DialRequest, Error, ErrorKind, Events, Gauge, GraphQuery,
     GraphView, HitView, InviteRequest, InviteView, JoinRequest, JoinView, ListQuery, MemberView,
-    MemoryView, Page, PatchMemory, PeerView, SearchQuery, ShareRequest,
+    MemoryView, Page, PatchMemory, PeerView, Pending, SearchQuery, ShareRequest,
 };
 
 /// What a capability token may see and do.
@@ -308,10 +308,10 @@ impl Scoped {
         }
         Ok(())
     }
-}
 
-impl Api for Scoped {
-    fn create(&self, mut new: CreateMemory) -> Result<MemoryView, Error> {
+    /// A new memory as the token may write it (snapshot reads only): into a collection it
+    /// sees, linking only to memories it sees, resolving titles only among them.
+    fn scoped_create(&self, mut new: CreateMemory) -> Result<CreateMemory, Error> {
         self.live()?;
         self.read_only()?;
         new.collection = match new.collection.as_deref() {
@@ -321,8 +321,22 @@ impl Api for Scoped {
         };
         self.check_links(new.links.iter().map(|l| l.target.as_str()))?;
         new.within = self.within();
-        let memory = self.node.create(new)?;
+        Ok(new)
+    }
+}
+
+impl Api for Scoped {
+    fn create(&self, new: CreateMemory) -> Result<MemoryView, Error> {
+        let memory = self.node.create(self.scoped_create(new)?)?;
         Ok(self.trim_links(memory))
+    }
+
+    fn create_async(self: Arc<Self>, new: CreateMemory) -> Pending<MemoryView> {
+        Box::pin(async move {
+            let new = self.scoped_create(new)?;
+            let memory = self.node.clone().create_async(new).await?;
+            Ok(self.trim_links(memory))
+        })
     }
 
     fn get(&self, id: &str) -> Result<MemoryView, Error> {

@@ -703,8 +703,7 @@ async fn create(
         collection: non_empty(Some(form.collection.clone())),
         ..Default::default()
     };
-    let backend = state.backend();
-    match blocking(move || backend.create(new)).await {
+    match state.backend().create_async(new).await {
         Ok(memory) => Ok(Redirect::to(&format!("/m/{}", memory.id)).into_response()),
         Err(e) if form_error(&e) => {
             let refused = Refused {

@@ -152,8 +152,7 @@ pub(super) async fn add_task(
                 task: Some(fields),
                 ..CreateMemory::default()
             };
-            let backend = state.backend();
-            blocking(move || backend.create(new)).await
+            state.backend().create_async(new).await
         }
         Err(e) => Err(e),
     };
