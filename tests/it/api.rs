@@ -291,6 +291,95 @@ fn crud_search_and_collections_through_the_api() {
     );
 }
 
+/// A create is checked and built on the request's task and awaits only its group commit:
+/// what it answers is what is stored. Writers at once each get their own memory; a
+/// refused one stores nothing; `dedupe` answers the memory that already says the same;
+/// a text over the size built on the request's task is kept whole.
+#[test]
+fn creates_at_once_are_each_committed_checked_and_deduplicated() {
+    let api = Arc::new(Api::start(mnemon_web::DEFAULT_BODY_LIMIT));
+    let writers: Vec<_> = (0..16)
+        .map(|w| {
+            let api = api.clone();
+            std::thread::spawn(move || {
+                (0..8)
+                    .map(|i| {
+                        let made = api.call(
+                            "POST",
+                            "/api/v1/memories",
+                            Some(json!({"content": format!("writer {w} note {i}")})),
+                        );
+                        assert_eq!(made.status, 201, "{}", made.body);
+                        let made = made.json();
+                        assert!(made["seq"].as_u64().is_some_and(|s| s > 0), "{made}");
+                        (
+                            made["id"].as_str().expect("id").to_owned(),
+                            format!("writer {w} note {i}"),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let written: Vec<(String, String)> = writers
+        .into_iter()
+        .flat_map(|w| w.join().expect("writer"))
+        .collect();
+    let ids: std::collections::HashSet<&str> = written.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), 128, "every create got its own memory");
+    for (id, content) in &written {
+        let got = api.call("GET", &format!("/api/v1/memories/{id}"), None);
+        assert_eq!(got.status, 200, "{}", got.body);
+        assert_eq!(got.json()["content"], content.as_str());
+    }
+    let total = || api.call("GET", "/api/v1/memories?limit=1", None).json()["total"].clone();
+    assert_eq!(total(), 128);
+
+    // Refused before anything is written, naming the field.
+    let refused = api.call(
+        "POST",
+        "/api/v1/memories",
+        Some(json!({"content": "dated", "created_at": "yesterday-ish"})),
+    );
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert!(refused.body.contains("created_at"), "{}", refused.body);
+    assert_eq!(total(), 128);
+
+    // With dedupe, the memory that says the same is answered, not written again.
+    let again = api.call(
+        "POST",
+        "/api/v1/memories",
+        Some(json!({"content": "writer 3 note 5", "dedupe": "exact"})),
+    );
+    assert_eq!(again.status, 200, "{}", again.body);
+    let again = again.json();
+    assert_eq!(again["created"], false);
+    let first = written
+        .iter()
+        .find(|(_, c)| c == "writer 3 note 5")
+        .expect("written");
+    assert_eq!(again["id"], first.0.as_str());
+    let fresh = api.call(
+        "POST",
+        "/api/v1/memories",
+        Some(json!({"content": "a note of its own", "dedupe": "exact"})),
+    );
+    assert_eq!(fresh.status, 201, "{}", fresh.body);
+    assert_eq!(fresh.json()["created"], true);
+    assert_eq!(total(), 129);
+
+    // A text larger than what is built on the request's task (64 KiB) is kept whole.
+    let long: String = (0..20_000).map(|i| format!("w{i} ")).collect();
+    assert!(long.len() > 64 * 1024);
+    let made = api.call("POST", "/api/v1/memories", Some(json!({"content": long})));
+    assert_eq!(made.status, 201, "{}", made.body);
+    let id = made.json()["id"].as_str().expect("id").to_owned();
+    let got = api
+        .call("GET", &format!("/api/v1/memories/{id}"), None)
+        .json();
+    assert_eq!(got["content"].as_str().map(str::len), Some(long.len()));
+}
+
 #[test]
 fn bad_requests_get_clear_json_errors() {
     let api = Api::start(4096);

@@ -514,34 +514,29 @@ impl Mcp {
     ) -> Result<Json<Remembered>, McpError> {
         let creates = args.into_creates()?;
         let single = creates.len() == 1;
-        let memories = self
-            .call(move |b| {
-                let mut written: Vec<mnemon_api::MemoryView> = Vec::new();
-                for (i, new) in creates.into_iter().enumerate() {
-                    match b.create(new) {
-                        Ok(memory) => written.push(memory),
-                        Err(e) if single => return Err(e),
-                        Err(e) => {
-                            let before: Vec<&str> = written.iter().map(|m| m.id.as_str()).collect();
-                            return Err(ApiError::new(
-                                e.kind,
-                                format!(
-                                    "memories[{i}]: {} (the {} before it were written: {})",
-                                    e.message,
-                                    before.len(),
-                                    if before.is_empty() {
-                                        "none".to_owned()
-                                    } else {
-                                        before.join(", ")
-                                    }
-                                ),
-                            ));
-                        }
-                    }
+        let mut memories: Vec<mnemon_api::MemoryView> = Vec::new();
+        for (i, new) in creates.into_iter().enumerate() {
+            match self.backend.clone().create_async(new).await {
+                Ok(memory) => memories.push(memory),
+                Err(e) if single => return Err(mcp_error(e)),
+                Err(e) => {
+                    let before: Vec<&str> = memories.iter().map(|m| m.id.as_str()).collect();
+                    return Err(mcp_error(ApiError::new(
+                        e.kind,
+                        format!(
+                            "memories[{i}]: {} (the {} before it were written: {})",
+                            e.message,
+                            before.len(),
+                            if before.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                before.join(", ")
+                            }
+                        ),
+                    )));
                 }
-                Ok(written)
-            })
-            .await?;
+            }
+        }
         for memory in &memories {
             self.wrote(memory);
         }
@@ -857,22 +852,23 @@ impl Mcp {
         Parameters(args): Parameters<AddTaskArgs>,
     ) -> Result<Json<mnemon_api::MemoryView>, McpError> {
         let memory = self
-            .call(move |b| {
-                b.create(CreateMemory {
-                    content: args.text,
-                    tags: args.tags,
-                    collection: args.collection,
-                    task: Some(TaskFields {
-                        status: Some(TaskStatus::Open),
-                        priority: args.priority,
-                        due: args.due,
-                        difficulty: args.difficulty,
-                        xp: None,
-                    }),
-                    ..CreateMemory::default()
-                })
+            .backend
+            .clone()
+            .create_async(CreateMemory {
+                content: args.text,
+                tags: args.tags,
+                collection: args.collection,
+                task: Some(TaskFields {
+                    status: Some(TaskStatus::Open),
+                    priority: args.priority,
+                    due: args.due,
+                    difficulty: args.difficulty,
+                    xp: None,
+                }),
+                ..CreateMemory::default()
             })
-            .await?;
+            .await
+            .map_err(mcp_error)?;
         self.wrote(&memory);
         Ok(Json(memory))
     }
