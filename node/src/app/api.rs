@@ -21,9 +21,11 @@ use super::{
     parse_id, search_error, sharing, store_error,
 };
 
-/// The largest text [`Api::create_async`] builds on the caller's task; a larger one is
-/// built on the blocking pool (an automerge document and a signature over its bytes).
-const INLINE_CREATE_BYTES: usize = 64 * 1024;
+/// The largest text [`Api::create_async`] builds on the caller's task (an async worker,
+/// which should not be held for long); a larger one is built on the blocking pool. A
+/// memory's document grows faster than its text: built in 0.34 ms at 1 KiB, 0.96 ms at
+/// 4 KiB, 6.8 ms at 16 KiB and 33 ms at 64 KiB (release build, this machine kind).
+const INLINE_CREATE_BYTES: usize = 1024;
 
 /// A new memory checked, built and signed, waiting for the writer: everything of a
 /// create that can run on the caller's thread.
@@ -202,8 +204,8 @@ impl Api for Service {
 
     fn create_async(self: Arc<Self>, new: CreateMemory) -> Pending<MemoryView> {
         Box::pin(async move {
-            // A large memory is built on the blocking pool; a small one (the usual case:
-            // well under a millisecond) here, so that only the commit is awaited.
+            // A small memory (the usual case: a fraction of a millisecond) is built here,
+            // so that only the commit is awaited; a larger one on the blocking pool.
             let mut creation = if new.content.len() <= INLINE_CREATE_BYTES {
                 self.creation(new)?
             } else {
