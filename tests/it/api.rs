@@ -335,22 +335,16 @@ fn creates_at_once_are_each_committed_checked_and_deduplicated() {
     let total = || api.call("GET", "/api/v1/memories?limit=1", None).json()["total"].clone();
     assert_eq!(total(), 128);
 
+    let post = |body: Value| api.call("POST", "/api/v1/memories", Some(body));
+
     // Refused before anything is written, naming the field.
-    let refused = api.call(
-        "POST",
-        "/api/v1/memories",
-        Some(json!({"content": "dated", "created_at": "yesterday-ish"})),
-    );
+    let refused = post(json!({"content": "dated", "created_at": "yesterday-ish"}));
     assert_eq!(refused.status, 422, "{}", refused.body);
     assert!(refused.body.contains("created_at"), "{}", refused.body);
     assert_eq!(total(), 128);
 
     // With dedupe, the memory that says the same is answered, not written again.
-    let again = api.call(
-        "POST",
-        "/api/v1/memories",
-        Some(json!({"content": "writer 3 note 5", "dedupe": "exact"})),
-    );
+    let again = post(json!({"content": "writer 3 note 5", "dedupe": "exact"}));
     assert_eq!(again.status, 200, "{}", again.body);
     let again = again.json();
     assert_eq!(again["created"], false);
@@ -359,11 +353,7 @@ fn creates_at_once_are_each_committed_checked_and_deduplicated() {
         .find(|(_, c)| c == "writer 3 note 5")
         .expect("written");
     assert_eq!(again["id"], first.0.as_str());
-    let fresh = api.call(
-        "POST",
-        "/api/v1/memories",
-        Some(json!({"content": "a note of its own", "dedupe": "exact"})),
-    );
+    let fresh = post(json!({"content": "a note of its own", "dedupe": "exact"}));
     assert_eq!(fresh.status, 201, "{}", fresh.body);
     assert_eq!(fresh.json()["created"], true);
     assert_eq!(total(), 129);
@@ -371,7 +361,7 @@ fn creates_at_once_are_each_committed_checked_and_deduplicated() {
     // A text larger than what is built on the request's task (1 KiB) is kept whole.
     let long: String = (0..1_500).map(|i| format!("w{i} ")).collect();
     assert!(long.len() > 1024);
-    let made = api.call("POST", "/api/v1/memories", Some(json!({"content": long})));
+    let made = post(json!({"content": long}));
     assert_eq!(made.status, 201, "{}", made.body);
     let id = made.json()["id"].as_str().expect("id").to_owned();
     let got = api
