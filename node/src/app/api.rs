@@ -32,10 +32,8 @@ const INLINE_CREATE_BYTES: usize = 1024;
 struct Creation {
     prepared: mnemon_crdt::PreparedMemory,
     /// What a duplicate must match, when the caller asked for one to be answered instead
-    /// (moved into the write by [`Creation::write`]).
-    dedupe: Option<DedupeCheck>,
-    /// Whether the caller asked: the answer then says whether a memory was created.
-    asked_dedupe: bool,
+    /// (shared with the write: the text may be megabytes).
+    dedupe: Option<Arc<DedupeCheck>>,
 }
 
 /// What a memory of the collection must match to answer a create with `dedupe`.
@@ -56,10 +54,10 @@ impl Creation {
     /// The write the writer thread runs (it may run more than once: see
     /// [`mnemon_crdt::StoreHandle::write`]).
     fn write(
-        &mut self,
+        &self,
     ) -> impl FnMut(&mut Store) -> Result<Created, mnemon_crdt::StoreError> + Send + 'static {
         let stored = self.prepared.clone();
-        let dedupe = self.dedupe.take();
+        let dedupe = self.dedupe.clone();
         move |s: &mut Store| {
             // On the writer thread: no write committed meanwhile can slip between the
             // check and the write.
@@ -160,19 +158,17 @@ impl Service {
         // A duplicate says the same, is of the same kind, has the title given (if one is)
         // and every tag given: nothing the caller asked for is dropped by answering it.
         // (The text is kept for the check only when one is asked for: it may be megabytes.)
-        let dedupe = (dedupe != Dedupe::Off).then(|| DedupeCheck {
-            mode: dedupe,
-            collection,
-            title: memory.title,
-            content: memory.content,
-            tags: memory.tags,
-            kind: memory.kind.unwrap_or_else(|| "note".to_owned()),
+        let dedupe = (dedupe != Dedupe::Off).then(|| {
+            Arc::new(DedupeCheck {
+                mode: dedupe,
+                collection,
+                title: memory.title,
+                content: memory.content,
+                tags: memory.tags,
+                kind: memory.kind.unwrap_or_else(|| "note".to_owned()),
+            })
         });
-        Ok(Creation {
-            prepared,
-            asked_dedupe: dedupe.is_some(),
-            dedupe,
-        })
+        Ok(Creation { prepared, dedupe })
     }
 
     /// The answer to a create, once the writer has committed it (or found a duplicate).
@@ -185,7 +181,7 @@ impl Service {
         let memory = existing.unwrap_or_else(|| creation.prepared.into_memory());
         let mut view = MemoryView::new(memory, &self.names(self.store())?);
         view.seq = seq;
-        if creation.asked_dedupe {
+        if creation.dedupe.is_some() {
             view.created = Some(created);
         }
         Ok(view)
@@ -194,7 +190,7 @@ impl Service {
 
 impl Api for Service {
     fn create(&self, new: CreateMemory) -> Result<MemoryView, ApiError> {
-        let mut creation = self.creation(new)?;
+        let creation = self.creation(new)?;
         let outcome = self
             .writer
             .write_blocking(creation.write())
@@ -206,7 +202,7 @@ impl Api for Service {
         Box::pin(async move {
             // A small memory (the usual case: a fraction of a millisecond) is built here,
             // so that only the commit is awaited; a larger one on the blocking pool.
-            let mut creation = if new.content.len() <= INLINE_CREATE_BYTES {
+            let creation = if new.content.len() <= INLINE_CREATE_BYTES {
                 self.creation(new)?
             } else {
                 let service = self.clone();
