@@ -156,3 +156,86 @@ fn the_chat_model_orders_the_best_hits_when_the_owner_turns_it_on() {
     assert_eq!(ids(&search(&[])), ids(&plain));
     serve.stop();
 }
+
+/// A search that waits for a re-ranking model waits off the service's async workers:
+/// while the model holds more such searches than the machine has cores (each of which
+/// would hold a worker), the service still answers gets, searches that re-rank nothing
+/// and its health check; once the model answers, so do the held searches.
+#[test]
+fn searches_held_by_a_reranking_model_leave_the_service_answering() {
+    const HELD: usize = 8;
+    let chat = ChatServer::start(None);
+    let cli = TestCli::new();
+    cli.init();
+    std::fs::write(
+        cli.data_dir().join("config.toml"),
+        format!(
+            "[search]\nrerank = \"llm\"\n\n[chat]\nurl = \"{}\"\nmodel = \"{TEST_CHAT_MODEL}\"\n",
+            chat.url()
+        ),
+    )
+    .expect("config");
+    let serve = Served::start(&cli);
+    let ids = add_notes(&cli);
+    let token = cli.run(&["token"]).ok().trim().to_owned();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(120)))
+        .build()
+        .into();
+    // A worker held by a search would leave these unanswered: they give up sooner than
+    // the model's hold does (a minute).
+    let quick: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .into();
+    let get_with = |agent: &ureq::Agent, path: &str| -> (u16, serde_json::Value) {
+        let mut r = agent
+            .get(&format!("{}{path}", serve.url))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .expect("get");
+        (
+            r.status().as_u16(),
+            r.body_mut().read_json().unwrap_or_default(),
+        )
+    };
+    let get = |path: &str| get_with(&quick, path);
+    let (_, plain) = get("/api/v1/search?q=garden&k=10&rerank=false");
+    let mut reversed: Vec<String> = mnemon_tests::ids(&plain)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    reversed.reverse();
+
+    chat.hold();
+    std::thread::scope(|s| {
+        let held: Vec<_> = (0..HELD)
+            .map(|_| s.spawn(|| get_with(&agent, "/api/v1/search?q=garden&k=10")))
+            .collect();
+        mnemon_tests::eventually(
+            "every held search asked the model",
+            std::time::Duration::from_secs(60),
+            || chat.requests().len() >= HELD,
+        );
+        // Each held search is inside the service now, waiting for the model.
+        let (status, memory) = get(&format!("/api/v1/memories/{}", ids[0]));
+        assert_eq!(
+            (status, memory["id"].as_str()),
+            (200, Some(ids[0].as_str()))
+        );
+        let (status, unranked) = get("/api/v1/search?q=garden&k=10&rerank=false");
+        assert_eq!(status, 200, "{unranked}");
+        assert_eq!(mnemon_tests::ids(&unranked), mnemon_tests::ids(&plain));
+        let (status, _) = get("/health/live");
+        assert_eq!(status, 200);
+        chat.release();
+        for search in held {
+            let (status, hits) = search.join().expect("held search");
+            assert_eq!(status, 200, "{hits}");
+            assert_eq!(mnemon_tests::ids(&hits), reversed, "re-ranked: {hits}");
+        }
+    });
+    serve.stop();
+}

