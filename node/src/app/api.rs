@@ -31,6 +31,15 @@ const INLINE_CREATE_BYTES: usize = 1024;
 /// a deeper first stage (four candidates a hit), which goes to the blocking pool.
 const INLINE_SEARCH_K: usize = 100;
 
+/// Where a search runs.
+#[derive(Debug, Clone, Copy)]
+enum Runs {
+    /// On the blocking pool: its first stage waits for a turn ([`super::Turns`]).
+    OnPool,
+    /// On an async worker, which must not wait: no more at once than there are workers.
+    OnWorker,
+}
+
 /// A new memory checked, built and signed, waiting for the writer: everything of a
 /// create that can run on the caller's thread.
 struct Creation {
@@ -118,6 +127,95 @@ impl Service {
         index
             .as_ref()
             .is_some_and(|index| keyword_only || !index.searches_meaning())
+    }
+
+    /// [`Api::search`], run where `runs` says.
+    fn searched(&self, query: &SearchQuery, runs: Runs) -> Result<Vec<HitView>, ApiError> {
+        let mode = match query.mode.unwrap_or_default() {
+            mnemon_api::SearchMode::Hybrid => Mode::Hybrid,
+            mnemon_api::SearchMode::Semantic => Mode::Semantic,
+            mnemon_api::SearchMode::Keyword => Mode::Keyword,
+        };
+        if let Some(seq) = query.after {
+            self.wait_indexed(seq)?;
+        } else {
+            self.index_now();
+        }
+        let store = self.store();
+        let collection = query
+            .collection
+            .as_deref()
+            .map(|c| SearchIndex::collection_filter(store, c))
+            .transpose()
+            .map_err(search_error)?;
+        let within = query
+            .within
+            .as_ref()
+            .map(|ids| {
+                ids.iter()
+                    .map(|c| SearchIndex::collection_filter(store, c))
+                    .collect::<Result<Vec<u128>, _>>()
+            })
+            .transpose()
+            .map_err(search_error)?;
+        let filter = Filter {
+            collections: match (collection, within) {
+                (Some(c), Some(within)) => Some(if within.contains(&c) { vec![c] } else { vec![] }),
+                (Some(c), None) => Some(vec![c]),
+                (None, within) => within,
+            },
+            tag: query
+                .tag
+                .as_deref()
+                .map(mnemon_crdt::normalize_tag)
+                .transpose()
+                .map_err(|e| ApiError::invalid(e.to_string()))?,
+            kind: query.kind.clone(),
+            since: query.since,
+            until: query.until,
+            min_importance: query.min_importance,
+        };
+        let rerank = if query.rerank == Some(false) {
+            Vec::new()
+        } else {
+            let configured = self.rerankers()?;
+            if query.rerank == Some(true) && configured.is_empty() {
+                return Err(ApiError::invalid(
+                    "no re-ranker is set up: set [search] rerank in config.toml (\"model\" after `mnemon model install` with a cross-encoder, or \"llm\" with a [chat] endpoint)",
+                ));
+            }
+            configured
+        };
+        let query = Query {
+            text: query.q.clone(),
+            k: query.k.unwrap_or(10),
+            mode,
+            filter,
+            rerank,
+        };
+        // The index is held for the first stage only: a re-ranker (a chat endpoint) can
+        // take its time without holding up other searches or the indexer.
+        // The first stage (most of a search's work) is taken in turns on the blocking pool
+        // (see [`Turns`]); on a worker, it never waits for one.
+        let candidates = {
+            let _turn = match runs {
+                Runs::OnPool => self.search_turns.wait(),
+                Runs::OnWorker => None,
+            };
+            self.with_index_read(|index| index.first_stage(&query))?
+        };
+        let hits = candidates.finish(store).map_err(search_error)?;
+        Ok(hits
+            .into_iter()
+            .map(|h| HitView {
+                id: h.id.to_string(),
+                title: h.title,
+                created_at: h.created.to_string(),
+                score: h.score,
+                snippet: h.snippet,
+                chunk: h.chunk,
+            })
+            .collect())
     }
 
     /// Checks, builds and signs a new memory (a few snapshot reads and one automerge
@@ -566,7 +664,7 @@ impl Api for Service {
     fn search_async(self: Arc<Self>, query: SearchQuery) -> Pending<Vec<HitView>> {
         Box::pin(async move {
             if self.search_waits_for_nothing(&query) {
-                return self.search(&query);
+                return self.searched(&query, Runs::OnWorker);
             }
             tokio::task::spawn_blocking(move || self.search(&query))
                 .await
@@ -575,87 +673,7 @@ impl Api for Service {
     }
 
     fn search(&self, query: &SearchQuery) -> Result<Vec<HitView>, ApiError> {
-        let mode = match query.mode.unwrap_or_default() {
-            mnemon_api::SearchMode::Hybrid => Mode::Hybrid,
-            mnemon_api::SearchMode::Semantic => Mode::Semantic,
-            mnemon_api::SearchMode::Keyword => Mode::Keyword,
-        };
-        if let Some(seq) = query.after {
-            self.wait_indexed(seq)?;
-        } else {
-            self.index_now();
-        }
-        let store = self.store();
-        let collection = query
-            .collection
-            .as_deref()
-            .map(|c| SearchIndex::collection_filter(store, c))
-            .transpose()
-            .map_err(search_error)?;
-        let within = query
-            .within
-            .as_ref()
-            .map(|ids| {
-                ids.iter()
-                    .map(|c| SearchIndex::collection_filter(store, c))
-                    .collect::<Result<Vec<u128>, _>>()
-            })
-            .transpose()
-            .map_err(search_error)?;
-        let filter = Filter {
-            collections: match (collection, within) {
-                (Some(c), Some(within)) => Some(if within.contains(&c) { vec![c] } else { vec![] }),
-                (Some(c), None) => Some(vec![c]),
-                (None, within) => within,
-            },
-            tag: query
-                .tag
-                .as_deref()
-                .map(mnemon_crdt::normalize_tag)
-                .transpose()
-                .map_err(|e| ApiError::invalid(e.to_string()))?,
-            kind: query.kind.clone(),
-            since: query.since,
-            until: query.until,
-            min_importance: query.min_importance,
-        };
-        let rerank = if query.rerank == Some(false) {
-            Vec::new()
-        } else {
-            let configured = self.rerankers()?;
-            if query.rerank == Some(true) && configured.is_empty() {
-                return Err(ApiError::invalid(
-                    "no re-ranker is set up: set [search] rerank in config.toml (\"model\" after `mnemon model install` with a cross-encoder, or \"llm\" with a [chat] endpoint)",
-                ));
-            }
-            configured
-        };
-        let query = Query {
-            text: query.q.clone(),
-            k: query.k.unwrap_or(10),
-            mode,
-            filter,
-            rerank,
-        };
-        // The index is held for the first stage only: a re-ranker (a chat endpoint) can
-        // take its time without holding up other searches or the indexer.
-        // The first stage (most of a search's work) is taken in turns: see [`Turns`].
-        let candidates = {
-            let _turn = self.search_turns.wait();
-            self.with_index_read(|index| index.first_stage(&query))?
-        };
-        let hits = candidates.finish(store).map_err(search_error)?;
-        Ok(hits
-            .into_iter()
-            .map(|h| HitView {
-                id: h.id.to_string(),
-                title: h.title,
-                created_at: h.created.to_string(),
-                score: h.score,
-                snippet: h.snippet,
-                chunk: h.chunk,
-            })
-            .collect())
+        self.searched(query, Runs::OnPool)
     }
 
     fn name_node(&self, did: &str, name: &str) -> Result<(), ApiError> {
