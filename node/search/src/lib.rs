@@ -1651,6 +1651,12 @@ pub struct Candidates {
 impl Candidates {
     /// Applies the second stages and reads the best `k` from the store.
     pub fn finish(self, store: &StoreReader) -> Result<Vec<Hit>, SearchError> {
+        Ok(self.read(store)?.hits())
+    }
+
+    /// Applies the second stages and reads the best `k` from the store (one snapshot), with
+    /// everything but their snippets: [`Read::hits`] makes those.
+    pub fn read(self, store: &StoreReader) -> Result<Read, SearchError> {
         let Candidates {
             text,
             k,
@@ -1675,15 +1681,47 @@ impl Candidates {
         let ids: Vec<MemoryId> = ranked.iter().map(|r| MemoryId::from_u128(r.id)).collect();
         // From one snapshot: the hits are consistent with each other.
         let memories = store.get_each(&ids)?;
-        let mut hits = Vec::with_capacity(ranked.len());
-        for ((Ranked { score, chunk, .. }, id), memory) in ranked.into_iter().zip(ids).zip(memories)
-        {
-            let memory = match memory {
-                Ok(memory) => memory,
+        let mut read = Vec::with_capacity(ranked.len());
+        for (Ranked { score, chunk, .. }, memory) in ranked.into_iter().zip(memories) {
+            match memory {
+                Ok(memory) => read.push((memory, score, chunk)),
                 // Deleted since the index caught up: never show it.
-                Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => continue,
+                Err(StoreError::NotFound(_) | StoreError::Deleted(_)) => {}
                 Err(e) => return Err(e.into()),
-            };
+            }
+        }
+        Ok(Read {
+            memories: read,
+            stems,
+        })
+    }
+}
+
+/// A search's hits read from the store, their snippets still to make.
+#[derive(Debug)]
+pub struct Read {
+    /// Each hit's memory, score and matching chunk (if its vector named one).
+    memories: Vec<(Memory, f32, Option<u32>)>,
+    stems: Vec<String>,
+}
+
+impl Read {
+    /// Bytes of the hits' texts: what making their snippets costs is about in proportion
+    /// ([`Read::hits`] cuts each text into chunks, and looks for the query's words in every
+    /// chunk of a hit whose matching chunk is not known).
+    pub fn text_bytes(&self) -> usize {
+        self.memories
+            .iter()
+            .map(|(memory, _, _)| memory.content.len())
+            .sum()
+    }
+
+    /// The hits, best first, each with its snippet.
+    pub fn hits(self) -> Vec<Hit> {
+        let Read { memories, stems } = self;
+        let mut analyser = query::analyser();
+        let mut hits = Vec::with_capacity(memories.len());
+        for (memory, score, chunk) in memories {
             let pieces = chunks(&memory.content);
             // (A short memory's second vector, its context's, names no chunk of its own.)
             let chunk = chunk
@@ -1693,7 +1731,7 @@ impl Candidates {
                 .get(chunk as usize)
                 .map_or(memory.content.as_str(), |(_, t)| *t);
             hits.push(Hit {
-                id,
+                id: memory.id,
                 title: memory.title,
                 created: memory.created_at,
                 score,
@@ -1701,7 +1739,7 @@ impl Candidates {
                 chunk,
             });
         }
-        Ok(hits)
+        hits
     }
 }
 

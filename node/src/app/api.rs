@@ -14,7 +14,7 @@ use mnemon_api::{
 use mnemon_api::{Api, Error as ApiError, Gauge, Pending};
 use mnemon_crdt::{ListFilter, MemoryEdit, MemoryId, NewMemory, Source, Store, Task, Timestamp};
 
-use crate::search::{Filter, Mode, Query, SearchIndex};
+use crate::search::{Filter, Hit, Mode, Query, Read, SearchIndex};
 
 use super::{
     DEFAULT_PAGE, MAX_GRAPH_DEPTH, MAX_GRAPH_NODES, MAX_PAGE, Service, WIKILINK, load_live,
@@ -31,13 +31,24 @@ const INLINE_CREATE_BYTES: usize = 1024;
 /// a deeper first stage (four candidates a hit), which goes to the blocking pool.
 const INLINE_SEARCH_K: usize = 100;
 
-/// Where a search runs.
-#[derive(Debug, Clone, Copy)]
-enum Runs {
-    /// On the blocking pool: its first stage waits for a turn ([`super::Turns`]).
-    OnPool,
-    /// On an async worker, which must not wait: no more at once than there are workers.
-    OnWorker,
+/// The most text (bytes, all hits together) whose snippets [`Api::search_async`] makes on
+/// the caller's task: a keyword hit's every chunk is searched for the query's words, so
+/// the cost follows the texts' length (a page of ten short notes is a few KiB; one
+/// memory may be megabytes).
+const INLINE_SNIPPET_BYTES: usize = 64 * 1024;
+
+/// Hits as the API shows them.
+fn hit_views(hits: Vec<Hit>) -> Vec<HitView> {
+    hits.into_iter()
+        .map(|h| HitView {
+            id: h.id.to_string(),
+            title: h.title,
+            created_at: h.created.to_string(),
+            score: h.score,
+            snippet: h.snippet,
+            chunk: h.chunk,
+        })
+        .collect()
 }
 
 /// A new memory checked, built and signed, waiting for the writer: everything of a
@@ -98,49 +109,14 @@ impl Creation {
 }
 
 impl Service {
-    /// Whether `query` can run on an async worker: a millisecond or so of index work that
-    /// waits for nothing. Not when the index is held for writing or still to be opened
-    /// (an opening holds it for up to a second at 100,000 memories), the query must wait for
-    /// the indexer (`after`) or catch it up itself (a process without one), its embedder is
-    /// a model (milliseconds of inference, or a remote call), a re-ranker may run, or it
-    /// asks for more than [`INLINE_SEARCH_K`] hits.
-    fn search_waits_for_nothing(&self, query: &SearchQuery) -> bool {
-        if !self.indexer.load(Ordering::Relaxed)
-            || query.k.is_some_and(|k| k > INLINE_SEARCH_K)
-            || query.after.is_some_and(|seq| self.progress.get() < seq)
-        {
-            return false;
-        }
-        let reranks = query.rerank != Some(false)
-            && match self.rerankers.get() {
-                Some(loaded) => !loaded.is_empty(),
-                None => self.rerank_loader.get().is_some(),
-            };
-        if reranks {
-            return false;
-        }
-        let keyword_only = query.mode == Some(mnemon_api::SearchMode::Keyword);
-        // Not waiting for the lock either: held for writing, the index may be opening.
-        let Ok(index) = self.index.try_read() else {
-            return false;
-        };
-        index
-            .as_ref()
-            .is_some_and(|index| keyword_only || !index.searches_meaning())
-    }
-
-    /// [`Api::search`], run where `runs` says.
-    fn searched(&self, query: &SearchQuery, runs: Runs) -> Result<Vec<HitView>, ApiError> {
+    /// `query` as the index takes it: its collections resolved and its filter checked
+    /// (snapshot reads), with the re-rankers it asks for (loaded on first use).
+    fn index_query(&self, query: &SearchQuery) -> Result<Query, ApiError> {
         let mode = match query.mode.unwrap_or_default() {
             mnemon_api::SearchMode::Hybrid => Mode::Hybrid,
             mnemon_api::SearchMode::Semantic => Mode::Semantic,
             mnemon_api::SearchMode::Keyword => Mode::Keyword,
         };
-        if let Some(seq) = query.after {
-            self.wait_indexed(seq)?;
-        } else {
-            self.index_now();
-        }
         let store = self.store();
         let collection = query
             .collection
@@ -186,36 +162,74 @@ impl Service {
             }
             configured
         };
-        let query = Query {
+        Ok(Query {
             text: query.q.clone(),
             k: query.k.unwrap_or(10),
             mode,
             filter,
             rerank,
-        };
+        })
+    }
+
+    /// [`Api::search`] on the calling thread, which may wait: for the index to reach
+    /// `after`, to catch it up (a process without an indexer), for a turn, for a model.
+    fn search_waiting(&self, query: &SearchQuery) -> Result<Vec<HitView>, ApiError> {
+        if let Some(seq) = query.after {
+            self.wait_indexed(seq)?;
+        } else {
+            self.index_now();
+        }
+        let store = self.store();
+        let query = self.index_query(query)?;
         // The index is held for the first stage only: a re-ranker (a chat endpoint) can
-        // take its time without holding up other searches or the indexer.
-        // The first stage (most of a search's work) is taken in turns on the blocking pool
-        // (see [`Turns`]); on a worker, it never waits for one.
+        // take its time without holding up other searches or the indexer. The first stage
+        // (most of a search's work) is taken in turns: see [`Turns`].
         let candidates = {
-            let _turn = match runs {
-                Runs::OnPool => self.search_turns.wait(),
-                Runs::OnWorker => None,
-            };
+            let _turn = self.search_turns.wait();
             self.with_index_read(|index| index.first_stage(&query))?
         };
         let hits = candidates.finish(store).map_err(search_error)?;
-        Ok(hits
-            .into_iter()
-            .map(|h| HitView {
-                id: h.id.to_string(),
-                title: h.title,
-                created_at: h.created.to_string(),
-                score: h.score,
-                snippet: h.snippet,
-                chunk: h.chunk,
-            })
-            .collect())
+        Ok(hit_views(hits))
+    }
+
+    /// The first stage of `query` and its hits read, on an async worker, if that waits for
+    /// nothing; `None` (nothing done) if it would. It would when the background indexer
+    /// does not run (the search catches the index up itself), `after` names a change the
+    /// index has not reached, a re-ranker may run, the embedder is a model (milliseconds of
+    /// inference, or a remote call) and the query needs it, the query asks for more than
+    /// [`INLINE_SEARCH_K`] hits, or the index is held for writing (an opening holds it for
+    /// up to a second at 100,000 memories). No turn is taken: the workers are few already.
+    fn search_on_worker(&self, query: &SearchQuery) -> Option<Result<Read, ApiError>> {
+        if !self.indexer.load(Ordering::Relaxed)
+            || query.k.is_some_and(|k| k > INLINE_SEARCH_K)
+            || query.after.is_some_and(|seq| self.progress.get() < seq)
+        {
+            return None;
+        }
+        let reranks = query.rerank != Some(false)
+            && match self.rerankers.get() {
+                Some(loaded) => !loaded.is_empty(),
+                None => self.rerank_loader.get().is_some(),
+            };
+        if reranks {
+            return None;
+        }
+        let keyword_only = query.mode == Some(mnemon_api::SearchMode::Keyword);
+        let query = match self.index_query(query) {
+            Ok(query) => query,
+            Err(e) => return Some(Err(e)),
+        };
+        // The index is held for the first stage only, from the same guard that found it
+        // free: a writer that queues after it cannot hold this worker up.
+        let candidates = {
+            let index = self.index.try_read().ok()?;
+            let index = index.as_ref()?;
+            if index.searches_meaning() && !keyword_only {
+                return None;
+            }
+            index.first_stage(&query).map_err(search_error)
+        };
+        Some(candidates.and_then(|c| c.read(self.store()).map_err(search_error)))
     }
 
     /// Checks, builds and signs a new memory (a few snapshot reads and one automerge
@@ -663,17 +677,26 @@ impl Api for Service {
 
     fn search_async(self: Arc<Self>, query: SearchQuery) -> Pending<Vec<HitView>> {
         Box::pin(async move {
-            if self.search_waits_for_nothing(&query) {
-                return self.searched(&query, Runs::OnWorker);
+            let read = match self.search_on_worker(&query) {
+                Some(read) => read?,
+                None => {
+                    return tokio::task::spawn_blocking(move || self.search(&query))
+                        .await
+                        .map_err(|e| ApiError::internal(format!("a search's task failed: {e}")))?;
+                }
+            };
+            // The snippets of long texts are made on the blocking pool.
+            if read.text_bytes() <= INLINE_SNIPPET_BYTES {
+                return Ok(hit_views(read.hits()));
             }
-            tokio::task::spawn_blocking(move || self.search(&query))
+            tokio::task::spawn_blocking(move || hit_views(read.hits()))
                 .await
-                .map_err(|e| ApiError::internal(format!("a search's task failed: {e}")))?
+                .map_err(|e| ApiError::internal(format!("a search's task failed: {e}")))
         })
     }
 
     fn search(&self, query: &SearchQuery) -> Result<Vec<HitView>, ApiError> {
-        self.searched(query, Runs::OnPool)
+        self.search_waiting(query)
     }
 
     fn name_node(&self, did: &str, name: &str) -> Result<(), ApiError> {

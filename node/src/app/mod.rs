@@ -107,7 +107,8 @@ pub struct Service {
 /// two cores share them, so each finishes about as late as the last and an unlucky one
 /// waits far longer; in turn, each waits for those ahead of it and then runs at full
 /// speed (at 50 connections this halves hybrid search's p99 for a little throughput:
-/// README, Benchmarks).
+/// README, Benchmarks). Searches on the blocking pool take them; a search on an async
+/// worker takes none (it must not wait, and the workers are no more than the cores).
 struct Turns(tokio::sync::Semaphore);
 
 impl Turns {
