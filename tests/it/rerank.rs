@@ -16,6 +16,21 @@ const NOTES: [(&str, &str); 8] = [
     ("pond", "the frogs came back to the garden pond"),
 ];
 
+/// A node whose searches the chat model of `chat` re-ranks.
+fn reranking_with(chat: &ChatServer) -> TestCli {
+    let cli = TestCli::new();
+    cli.init();
+    std::fs::write(
+        cli.data_dir().join("config.toml"),
+        format!(
+            "[search]\nrerank = \"llm\"\n\n[chat]\nurl = \"{}\"\nmodel = \"{TEST_CHAT_MODEL}\"\n",
+            chat.url()
+        ),
+    )
+    .expect("config");
+    cli
+}
+
 fn add_notes(cli: &TestCli) -> Vec<String> {
     NOTES
         .iter()
@@ -119,16 +134,7 @@ fn a_cross_encoder_installed_from_a_folder_orders_the_best_hits() {
 #[test]
 fn the_chat_model_orders_the_best_hits_when_the_owner_turns_it_on() {
     let chat = ChatServer::start(None);
-    let cli = TestCli::new();
-    cli.init();
-    std::fs::write(
-        cli.data_dir().join("config.toml"),
-        format!(
-            "[search]\nrerank = \"llm\"\n\n[chat]\nurl = \"{}\"\nmodel = \"{TEST_CHAT_MODEL}\"\n",
-            chat.url()
-        ),
-    )
-    .expect("config");
+    let cli = reranking_with(&chat);
     let serve = Served::start(&cli);
     add_notes(&cli);
     let search = |extra: &[&str]| {
@@ -165,16 +171,7 @@ fn the_chat_model_orders_the_best_hits_when_the_owner_turns_it_on() {
 fn searches_held_by_a_reranking_model_leave_the_service_answering() {
     const HELD: usize = 8;
     let chat = ChatServer::start(None);
-    let cli = TestCli::new();
-    cli.init();
-    std::fs::write(
-        cli.data_dir().join("config.toml"),
-        format!(
-            "[search]\nrerank = \"llm\"\n\n[chat]\nurl = \"{}\"\nmodel = \"{TEST_CHAT_MODEL}\"\n",
-            chat.url()
-        ),
-    )
-    .expect("config");
+    let cli = reranking_with(&chat);
     let serve = Served::start(&cli);
     let ids = add_notes(&cli);
     let token = cli.run(&["token"]).ok().trim().to_owned();

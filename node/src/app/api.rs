@@ -11,7 +11,7 @@ use mnemon_api::{
     InviteView, JoinRequest, JoinView, ListQuery, MemberView, MemoryView, Page, PatchMemory,
     PeerView, SearchQuery, ShareRequest,
 };
-use mnemon_api::{Api, Error as ApiError, Gauge, Pending};
+use mnemon_api::{Api, Error as ApiError, Gauge, Pending, on_blocking_pool};
 use mnemon_crdt::{ListFilter, MemoryEdit, MemoryId, NewMemory, Source, Store, Task, Timestamp};
 
 use crate::search::{Filter, Hit, Mode, Query, Read, SearchIndex};
@@ -353,9 +353,7 @@ impl Api for Service {
                 self.creation(new)?
             } else {
                 let service = self.clone();
-                tokio::task::spawn_blocking(move || service.creation(new))
-                    .await
-                    .map_err(|e| ApiError::internal(format!("a create's task failed: {e}")))??
+                on_blocking_pool(move || service.creation(new)).await?
             };
             let outcome = self
                 .writer
@@ -679,19 +677,13 @@ impl Api for Service {
         Box::pin(async move {
             let read = match self.search_on_worker(&query) {
                 Some(read) => read?,
-                None => {
-                    return tokio::task::spawn_blocking(move || self.search(&query))
-                        .await
-                        .map_err(|e| ApiError::internal(format!("a search's task failed: {e}")))?;
-                }
+                None => return on_blocking_pool(move || self.search(&query)).await,
             };
             // The snippets of long texts are made on the blocking pool.
             if read.text_bytes() <= INLINE_SNIPPET_BYTES {
                 return Ok(hit_views(read.hits()));
             }
-            tokio::task::spawn_blocking(move || hit_views(read.hits()))
-                .await
-                .map_err(|e| ApiError::internal(format!("a search's task failed: {e}")))
+            on_blocking_pool(move || Ok(hit_views(read.hits()))).await
         })
     }
 

@@ -33,8 +33,9 @@ pub struct Gauge {
 /// The answer of an async method of [`Api`], to be awaited.
 pub type Pending<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
 
-/// Runs `work` on tokio's blocking pool: the default of the async twins of [`Api`].
-fn on_blocking_pool<T: Send + 'static>(
+/// Runs `work` on tokio's blocking pool (the default of the async twins of [`Api`], and
+/// what a node's own twins do with work that may take long).
+pub fn on_blocking_pool<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Pending<T> {
     Box::pin(async move {

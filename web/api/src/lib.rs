@@ -86,7 +86,7 @@ mod scope;
 mod search;
 mod sharing;
 
-pub use api::{Api, Events, Gauge, Pending};
+pub use api::{Api, Events, Gauge, Pending, on_blocking_pool};
 pub use backup::{BackupFile, BackupRequest, BackupView, MIN_PASSPHRASE};
 pub use error::{Error, ErrorKind};
 pub use graph::{GraphEdge, GraphNode, GraphQuery, GraphView};
