@@ -215,19 +215,21 @@ impl Service {
             return None;
         }
         let keyword_only = query.mode == Some(mnemon_api::SearchMode::Keyword);
+        let index = self.index.try_read().ok()?;
+        if index.as_ref()?.searches_meaning() && !keyword_only {
+            return None;
+        }
+        // The query is made ready outside the index's lock, then the first stage runs under
+        // a guard that found the index free: a writer that queues after it cannot hold this
+        // worker up.
+        drop(index);
         let query = match self.index_query(query) {
             Ok(query) => query,
             Err(e) => return Some(Err(e)),
         };
-        // The index is held for the first stage only, from the same guard that found it
-        // free: a writer that queues after it cannot hold this worker up.
         let candidates = {
             let index = self.index.try_read().ok()?;
-            let index = index.as_ref()?;
-            if index.searches_meaning() && !keyword_only {
-                return None;
-            }
-            index.first_stage(&query).map_err(search_error)
+            index.as_ref()?.first_stage(&query).map_err(search_error)
         };
         Some(candidates.and_then(|c| c.read(self.store()).map_err(search_error)))
     }
